@@ -1,0 +1,356 @@
+//! The server's own controllers: the ownerReference garbage collector, the namespace lifecycle
+//! (emptying a terminating namespace), and CRD cleanup. Upstream runs these in
+//! kube-controller-manager and apiextensions-apiserver; an embedded server must run them itself
+//! or deletions never finish.
+//!
+//! They follow the store's event stream and act through [`crate::rest::Api`], the same code the
+//! HTTP handlers use, so every rule (finalizers, preconditions, conflicts) applies to them too.
+//! Each step is level-triggered: a key is (re)examined against the current state, so a missed or
+//! repeated event only costs a redundant check.
+//!
+//! # Caveats
+//! Dependents are deleted with `Background` propagation, also under a `Foreground` owner
+//! (upstream deletes blocking dependents in foreground too); the owner still waits for all of
+//! them.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::crd::CLEANUP_FINALIZER;
+use crate::registry::Resource;
+use crate::rest::{Api, DeleteOptions, ListOptions, WriteOptions, finalizers};
+use crate::store::{Event, EventType, ObjKey, Stored};
+
+#[derive(Default)]
+struct Index {
+    /// owner uid → dependents
+    dependents: HashMap<String, HashSet<ObjKey>>,
+    /// dependent → its owners' uids
+    owners: HashMap<ObjKey, Vec<String>>,
+    /// every live object's uid
+    uids: HashMap<String, ObjKey>,
+}
+
+fn owner_uids(v: &Value) -> Vec<String> {
+    v.pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+impl Index {
+    fn put(&mut self, key: &ObjKey, s: &Stored) {
+        self.remove(key, None);
+        let uid = s.uid();
+        if !uid.is_empty() {
+            self.uids.insert(uid.to_owned(), key.clone());
+        }
+        let owners = owner_uids(&s.value);
+        for o in &owners {
+            self.dependents.entry(o.clone()).or_default().insert(key.clone());
+        }
+        if !owners.is_empty() {
+            self.owners.insert(key.clone(), owners);
+        }
+    }
+
+    fn remove(&mut self, key: &ObjKey, uid: Option<&str>) {
+        if let Some(uid) = uid
+            && self.uids.get(uid) == Some(key)
+        {
+            self.uids.remove(uid);
+        }
+        if let Some(owners) = self.owners.remove(key) {
+            for o in owners {
+                if let Some(d) = self.dependents.get_mut(&o) {
+                    d.remove(key);
+                    if d.is_empty() {
+                        self.dependents.remove(&o);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Work {
+    /// An object being deleted: run its finalizer duties.
+    Finalize(ObjKey),
+    /// A dependent whose owner went away.
+    Orphaned(ObjKey),
+}
+
+/// Runs until the store stops.
+pub async fn run(api: Arc<Api>) {
+    loop {
+        let (mut rx, mut index, mut queue) = {
+            let st = api.store.read();
+            let rx = st.subscribe();
+            let mut index = Index::default();
+            let mut queue = BTreeSet::new();
+            for r in st.resources().cloned().collect::<Vec<_>>() {
+                for ((ns, name), s) in st.list(&r, None, None) {
+                    let key = ObjKey::new(&r, ns, name);
+                    index.put(&key, s);
+                    if deleting(&s.value) {
+                        queue.insert(Work::Finalize(key));
+                    }
+                }
+            }
+            for (key, owners) in &index.owners {
+                if owners.iter().any(|o| !index.uids.contains_key(o)) {
+                    queue.insert(Work::Orphaned(key.clone()));
+                }
+            }
+            (rx, index, queue)
+        };
+        loop {
+            while let Some(w) = queue.pop_first() {
+                // Fold in events that arrived meanwhile so decisions see fresh state.
+                loop {
+                    match rx.try_recv() {
+                        Ok(ev) => observe(&api, &ev, &mut index, &mut queue),
+                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => break,
+                        Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
+                    }
+                }
+                if let Err(e) = step(&api, &index, &w, &mut queue).await {
+                    tracing::warn!(work = ?w, error = %e, "garbage collection step failed; retrying later");
+                    let api = api.clone();
+                    // Retry after a pause without blocking the rest of the queue.
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    drop(api);
+                    queue.insert(w);
+                }
+            }
+            match rx.recv().await {
+                Ok(ev) => observe(&api, &ev, &mut index, &mut queue),
+                Err(RecvError::Lagged(n)) => {
+                    tracing::warn!(missed = n, "garbage collector fell behind; rebuilding its index");
+                    break;
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn deleting(v: &Value) -> bool {
+    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
+}
+
+fn observe(api: &Api, ev: &Event, index: &mut Index, queue: &mut BTreeSet<Work>) {
+    match ev.kind {
+        EventType::Added | EventType::Modified => {
+            index.put(&ev.key, &ev.obj);
+            if deleting(&ev.obj.value) {
+                queue.insert(Work::Finalize(ev.key.clone()));
+            }
+            if owner_uids(&ev.obj.value).iter().any(|o| !index.uids.contains_key(o)) {
+                queue.insert(Work::Orphaned(ev.key.clone()));
+            }
+        }
+        EventType::Deleted => {
+            let uid = ev.obj.uid().to_owned();
+            let owners = index.owners.get(&ev.key).cloned().unwrap_or_default();
+            index.remove(&ev.key, Some(&uid));
+            if let Some(deps) = index.dependents.get(&uid) {
+                queue.extend(deps.iter().cloned().map(Work::Orphaned));
+            }
+            // An owner in foreground deletion may be waiting for this dependent.
+            for o in owners {
+                if let Some(k) = index.uids.get(&o) {
+                    queue.insert(Work::Finalize(k.clone()));
+                }
+            }
+            if !ev.key.namespace.is_empty() {
+                queue.insert(Work::Finalize(ObjKey::new(
+                    &crate::registry::storage_key("", "namespaces"),
+                    "",
+                    &ev.key.namespace,
+                )));
+            }
+            if &*ev.key.resource == "apiextensions.k8s.io/customresourcedefinitions" {
+                let v = &ev.obj.value;
+                let group = v.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+                let plural = v.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+                api.registry.remove(group, plural);
+            }
+        }
+    }
+}
+
+fn resource_for(api: &Api, storage: &str) -> Option<Arc<Resource>> {
+    api.registry.storage_resources().into_iter().find(|r| &*r.storage == storage)
+}
+
+fn name_of(v: &Value) -> (String, String) {
+    let s = |p: &str| v.pointer(p).and_then(Value::as_str).unwrap_or("").to_owned();
+    (s("/metadata/namespace"), s("/metadata/name"))
+}
+
+type StepResult = Result<(), crate::error::ApiError>;
+
+async fn step(api: &Api, index: &Index, w: &Work, queue: &mut BTreeSet<Work>) -> StepResult {
+    match w {
+        Work::Finalize(key) => finalize(api, index, key, queue).await,
+        Work::Orphaned(key) => orphaned(api, index, key).await,
+    }
+}
+
+/// Removes one finalizer from an object (through the normal update path, which deletes the
+/// object when it was the last one).
+async fn remove_finalizer(api: &Api, res: &Resource, ns: &str, name: &str, fin: &str) -> StepResult {
+    let r = api
+        .update_with(res, ns, name, None, &WriteOptions::default(), |cur| {
+            let mut new = cur.clone();
+            let fins: Vec<String> = finalizers(cur).into_iter().filter(|f| f != fin).collect();
+            new["metadata"]["finalizers"] = json!(fins);
+            Ok(new)
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn finalize(api: &Api, index: &Index, key: &ObjKey, queue: &mut BTreeSet<Work>) -> StepResult {
+    let Some(cur) = api.store.get(key) else { return Ok(()) };
+    if !deleting(&cur.value) {
+        return Ok(());
+    }
+    let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
+    let (ns, name) = name_of(&cur.value);
+    let fins = finalizers(&cur.value);
+    let deps: Vec<ObjKey> =
+        index.dependents.get(cur.uid()).map(|d| d.iter().cloned().collect()).unwrap_or_default();
+    if fins.iter().any(|f| f == "orphan") {
+        for d in &deps {
+            drop_owner_ref(api, d, cur.uid()).await?;
+        }
+        remove_finalizer(api, &res, &ns, &name, "orphan").await?;
+        return Ok(());
+    }
+    if fins.iter().any(|f| f == "foregroundDeletion") {
+        if deps.is_empty() {
+            remove_finalizer(api, &res, &ns, &name, "foregroundDeletion").await?;
+        } else {
+            for d in &deps {
+                delete_key(api, d).await?;
+            }
+        }
+        return Ok(());
+    }
+    if res.builtin && res.kind == "Namespace" {
+        return finalize_namespace(api, &res, &name, queue).await;
+    }
+    if res.builtin && res.kind == "CustomResourceDefinition" && fins.iter().any(|f| f == CLEANUP_FINALIZER) {
+        let group = cur.value.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+        let plural = cur.value.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+        let storage = crate::registry::storage_key(group, plural);
+        let keys: Vec<ObjKey> = {
+            let st = api.store.read();
+            st.list(&storage, None, None).map(|((ns, n), _)| ObjKey::new(&storage, ns, n)).collect()
+        };
+        for k in &keys {
+            delete_key(api, k).await?;
+        }
+        let remaining = api.store.read().list(&storage, None, None).count();
+        if remaining == 0 {
+            remove_finalizer(api, &res, "", &name, CLEANUP_FINALIZER).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes everything in a terminating namespace, then clears `spec.finalizers` so the namespace
+/// itself goes (upstream's namespace controller and its `finalize` subresource).
+async fn finalize_namespace(api: &Api, res: &Resource, name: &str, _queue: &mut BTreeSet<Work>) -> StepResult {
+    let mut remaining = 0;
+    for r in api.registry.storage_resources() {
+        if !r.namespaced {
+            continue;
+        }
+        let items = api.list(&r, Some(name), &ListOptions::default())?.items;
+        remaining += items.len();
+        for s in items {
+            let (ns, n) = name_of(&s.value);
+            if deleting(&s.value) {
+                continue;
+            }
+            match api.delete(&r, &ns, &n, &DeleteOptions::default()).await {
+                Ok(_) => {}
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    if remaining > 0 {
+        // The Deleted events of the contents re-queue this namespace.
+        return Ok(());
+    }
+    let r = api
+        .update_with(res, "", name, None, &WriteOptions::default(), |cur| {
+            let mut new = cur.clone();
+            new["spec"]["finalizers"] = json!([]);
+            Ok(new)
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn delete_key(api: &Api, key: &ObjKey) -> StepResult {
+    let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
+    match api.delete(&res, &key.namespace, &key.name, &DeleteOptions::default()).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn drop_owner_ref(api: &Api, key: &ObjKey, owner_uid: &str) -> StepResult {
+    let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
+    let r = api
+        .update_with(&res, &key.namespace, &key.name, None, &WriteOptions::default(), |cur| {
+            let mut new = cur.clone();
+            if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+                refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
+            }
+            Ok(new)
+        })
+        .await;
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// A dependent with an owner that no longer exists: deleted when no owner is left, otherwise
+/// the dangling reference is dropped (upstream's attemptToDeleteItem).
+async fn orphaned(api: &Api, index: &Index, key: &ObjKey) -> StepResult {
+    let Some(cur) = api.store.get(key) else { return Ok(()) };
+    let owners = owner_uids(&cur.value);
+    let (alive, dead): (Vec<_>, Vec<_>) = owners.iter().partition(|o| index.uids.contains_key(*o));
+    if dead.is_empty() {
+        return Ok(());
+    }
+    if alive.is_empty() {
+        return delete_key(api, key).await;
+    }
+    for d in dead {
+        drop_owner_ref(api, key, d).await?;
+    }
+    Ok(())
+}

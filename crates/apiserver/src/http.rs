@@ -1,0 +1,801 @@
+//! HTTP: TLS, authentication, routing, content negotiation, and the wire encodings of lists,
+//! tables and watch streams. Everything about meaning lives in [`crate::rest`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt as _, Full, Limited, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use kinetic_machinery::printers;
+use kinetic_machinery::selector::{FieldSelector, LabelSelector};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::discovery;
+use crate::error::{ApiError, ApiResult};
+use crate::registry::{Printer, Resource};
+use crate::rest::{Api, DeleteOptions, Deleted, FieldValidation, ListOptions, WriteOptions};
+use crate::store::{EventType, Stored};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Shared by every connection.
+pub struct Ctx {
+    pub api: Arc<Api>,
+    pub token: String,
+    pub max_body: usize,
+    pub server_address: String,
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).boxed()
+}
+
+fn json_response(code: u16, body: impl Into<Bytes>) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(full(body))
+        .unwrap_or_else(|_| Response::new(full(Bytes::new())))
+}
+
+fn value_response(code: u16, v: &Value) -> Response<Body> {
+    json_response(code, serde_json::to_vec(v).unwrap_or_default())
+}
+
+fn error_response(e: &ApiError) -> Response<Body> {
+    value_response(e.code, &e.to_status())
+}
+
+fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
+    for w in warnings {
+        // RFC 7234 warn-code 299 with the text quoted, as upstream sends them.
+        let v = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(h) = header::HeaderValue::from_str(&v) {
+            r.headers_mut().append(header::WARNING, h);
+        }
+    }
+    r
+}
+
+/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
+fn token_matches(given: &str, want: &str) -> bool {
+    let (a, b) = (given.as_bytes(), want.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn authenticated(ctx: &Ctx, headers: &HeaderMap) -> bool {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| token_matches(t.trim(), &ctx.token))
+}
+
+/// What the client asked the response to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Want {
+    Object,
+    Table,
+    Metadata,
+}
+
+fn negotiate(headers: &HeaderMap) -> ApiResult<Want> {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.is_empty() {
+        return Ok(Want::Object);
+    }
+    // Take the first option we can serve, in the client's order.
+    for opt in accept.split(',') {
+        let opt = opt.trim();
+        let mut parts = opt.split(';').map(str::trim);
+        let mime = parts.next().unwrap_or("");
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        let as_ = params.iter().find(|(k, _)| *k == "as").map(|(_, v)| *v);
+        if !matches!(mime, "application/json" | "*/*" | "application/*") {
+            continue;
+        }
+        match as_ {
+            None => return Ok(Want::Object),
+            Some("Table") => return Ok(Want::Table),
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList") => return Ok(Want::Metadata),
+            Some(_) => continue,
+        }
+    }
+    Err(ApiError::not_acceptable(format!(
+        "only the following media types are accepted: application/json, application/json;as=Table;v=v1;g=meta.k8s.io (asked for {accept})"
+    )))
+}
+
+fn query_pairs(q: Option<&str>) -> Vec<(String, String)> {
+    let Some(q) = q else { return vec![] };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k), percent_decode(v))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                match hex {
+                    Some(v) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().rev().find(|(key, _)| key == k).map(|(_, v)| v.as_str())
+    }
+    fn flag(&self, k: &str) -> bool {
+        self.get(k).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
+    }
+    fn write_options(&self) -> ApiResult<WriteOptions> {
+        let dry_run = match self.get("dryRun") {
+            None | Some("") => false,
+            Some("All") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "unsupported dryRun value {other:?}; supported values: All"
+                )));
+            }
+        };
+        Ok(WriteOptions {
+            dry_run,
+            field_validation: FieldValidation::parse(self.get("fieldValidation").unwrap_or(""))?,
+        })
+    }
+    fn list_options(&self) -> ApiResult<ListOptions> {
+        let label_selector = LabelSelector::parse(self.get("labelSelector").unwrap_or(""))
+            .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
+        let field_selector = match self.get("fieldSelector") {
+            None | Some("") => None,
+            Some(s) => Some(
+                FieldSelector::parse(s)
+                    .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector: {e}")))?,
+            ),
+        };
+        let limit = match self.get("limit") {
+            None | Some("") => None,
+            Some(l) => Some(
+                l.parse::<usize>()
+                    .map_err(|_| ApiError::bad_request(format!("limit must be a non-negative integer, got {l:?}")))?,
+            ),
+        };
+        Ok(ListOptions {
+            label_selector,
+            field_selector,
+            limit,
+            continue_token: self.get("continue").map(str::to_owned),
+        })
+    }
+}
+
+/// Which resource a path names.
+#[derive(Debug)]
+struct Target {
+    res: Arc<Resource>,
+    namespace: Option<String>,
+    name: Option<String>,
+    sub: Option<String>,
+}
+
+fn route(ctx: &Ctx, segs: &[&str]) -> ApiResult<Option<Target>> {
+    let (group, version, rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Ok(None),
+    };
+    if rest.is_empty() {
+        return Ok(None);
+    }
+    let reg = &ctx.api.registry;
+    let lookup = |plural: &str| {
+        reg.get(group, version, plural).ok_or_else(ApiError::page_not_found)
+    };
+    // /namespaces/{ns}/{plural}[/{name}[/{sub}]] — but /namespaces/{name}[/{sub}] is the
+    // namespace itself.
+    if rest[0] == "namespaces" && rest.len() >= 3 && group.is_empty() && matches!(rest[2], "status" | "finalize") && rest.len() == 3 {
+        let res = lookup("namespaces")?;
+        return Ok(Some(Target { res, namespace: None, name: Some(rest[1].to_owned()), sub: Some(rest[2].to_owned()) }));
+    }
+    if rest[0] == "namespaces" && rest.len() >= 3 {
+        let res = lookup(rest[2])?;
+        if !res.namespaced {
+            return Err(ApiError::page_not_found());
+        }
+        let name = rest.get(3).map(|s| (*s).to_owned());
+        let sub = rest.get(4).map(|s| (*s).to_owned());
+        if rest.len() > 5 {
+            return Err(ApiError::page_not_found());
+        }
+        return Ok(Some(Target { res, namespace: Some(rest[1].to_owned()), name, sub }));
+    }
+    let res = lookup(rest[0])?;
+    if rest.len() > 3 {
+        return Err(ApiError::page_not_found());
+    }
+    let name = rest.get(1).map(|s| (*s).to_owned());
+    if res.namespaced && name.is_some() {
+        // A namespaced item must be addressed inside its namespace.
+        return Err(ApiError::page_not_found());
+    }
+    Ok(Some(Target { res, namespace: None, name, sub: rest.get(2).map(|s| (*s).to_owned()) }))
+}
+
+/// The entry point for one request.
+pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let resp = match dispatch(&ctx, req).await {
+        Ok(r) => r,
+        Err(e) => error_response(&e),
+    };
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    Ok(resp)
+}
+
+async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<Bytes> {
+    match Limited::new(body, ctx.max_body).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(ctx.max_body)),
+        Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
+    }
+}
+
+/// Decodes a JSON or YAML body into a value, naming the problem on failure.
+fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let mime = ct.split(';').next().unwrap_or("").trim();
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("the request body is empty"));
+    }
+    let v: Value = match mime {
+        "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => serde_yaml::from_slice(body)
+            .map_err(|e| ApiError::bad_request(format!("the body of the request is not valid YAML: {e}")))?,
+        "application/vnd.kubernetes.protobuf" => {
+            return Err(ApiError::unsupported_media_type(
+                "protobuf is not supported by this server; send application/json",
+            ));
+        }
+        _ => serde_json::from_slice(body).map_err(|e| {
+            ApiError::bad_request(format!("the body of the request is not valid JSON: {e}"))
+        })?,
+    };
+    Ok(v)
+}
+
+async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+    let path = req.uri().path().to_owned();
+    let query = Query(query_pairs(req.uri().query()));
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Upstream lets anyone read health and version (system:public-info-viewer).
+    match segs.as_slice() {
+        ["healthz" | "livez" | "readyz", ..] => {
+            return Ok(Response::builder()
+                .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
+                .body(full("ok"))
+                .unwrap_or_else(|_| Response::new(full("ok"))));
+        }
+        ["version"] => return Ok(value_response(200, &discovery::version())),
+        _ => {}
+    }
+    if !authenticated(ctx, req.headers()) {
+        return Err(ApiError::unauthorized());
+    }
+    let reg = &ctx.api.registry;
+    let method = req.method().clone();
+    if method == Method::GET {
+        match segs.as_slice() {
+            [] => {
+                let paths = json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]});
+                return Ok(value_response(200, &paths));
+            }
+            ["api"] => return Ok(value_response(200, &discovery::core_versions(&ctx.server_address))),
+            ["apis"] => return Ok(value_response(200, &discovery::group_list(reg))),
+            ["api", v] => {
+                return discovery::resource_list(reg, "", v)
+                    .map(|d| value_response(200, &d))
+                    .ok_or_else(ApiError::page_not_found);
+            }
+            ["apis", g] => {
+                return discovery::group(reg, g).map(|d| value_response(200, &d)).ok_or_else(ApiError::page_not_found);
+            }
+            ["apis", g, v] => {
+                return discovery::resource_list(reg, g, v)
+                    .map(|d| value_response(200, &d))
+                    .ok_or_else(ApiError::page_not_found);
+            }
+            ["openapi", "v3"] => return Ok(value_response(200, &discovery::openapi_v3_root(reg))),
+            ["openapi", "v3", rest @ ..] => {
+                return discovery::openapi_v3(reg, &ctx.api.store, &rest.join("/"))
+                    .map(|d| value_response(200, &d))
+                    .ok_or_else(ApiError::page_not_found);
+            }
+            ["openapi", "v2"] => {
+                let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                // kubectl asks for the protobuf form only; we have JSON, and 406 makes client-go
+                // fall back gracefully instead of failing to parse.
+                if !accept.is_empty() && !accept.contains("json") && !accept.contains("*/*") {
+                    return Err(ApiError::not_acceptable("only application/json is served for /openapi/v2"));
+                }
+                return Ok(value_response(200, &discovery::openapi_v2(reg, &ctx.api.store)));
+            }
+            _ => {}
+        }
+    }
+    let Some(target) = route(ctx, &segs)? else { return Err(ApiError::page_not_found()) };
+    let want = negotiate(req.headers())?;
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let api = &ctx.api;
+    let res = target.res.clone();
+    let ns = target.namespace.clone().unwrap_or_default();
+    if res.namespaced && target.namespace.is_none() && !matches!(method, Method::GET) {
+        return Err(ApiError::method_not_allowed(format!(
+            "{} requests on all namespaces are not supported for {}; name a namespace",
+            method,
+            res.group_resource()
+        )));
+    }
+    match (&method, &target.name, target.sub.as_deref()) {
+        (&Method::GET, None, _) => {
+            let mut opts = query.list_options()?;
+            if let Some(fs) = &opts.field_selector {
+                api.check_field_selector(&res, fs)?;
+            }
+            if query.flag("watch") {
+                return watch(ctx, &res, target.namespace.as_deref(), opts, &query, want);
+            }
+            if opts.limit == Some(0) {
+                opts.limit = None;
+            }
+            let page = api.list(&res, target.namespace.as_deref(), &opts)?;
+            Ok(list_response(api, &res, page, want, &query))
+        }
+        (&Method::GET, Some(name), None) => {
+            if query.flag("watch") {
+                let mut opts = query.list_options()?;
+                opts.field_selector = Some(
+                    FieldSelector::parse(&format!("metadata.name={name}"))
+                        .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                );
+                return watch(ctx, &res, target.namespace.as_deref(), opts, &query, want);
+            }
+            let obj = api.get(&res, &ns, name)?;
+            Ok(object_response(api, &res, &obj, want, 200, &query))
+        }
+        (&Method::GET, Some(name), Some("status")) if res.status => {
+            let obj = api.get(&res, &ns, name)?;
+            Ok(object_response(api, &res, &obj, Want::Object, 200, &query))
+        }
+        (&Method::GET, Some(name), Some("scale")) if res.scale.is_some() => {
+            let obj = api.get(&res, &ns, name)?;
+            Ok(value_response(200, &api.scale_of(&res, &api.served_value(&res, &obj))?))
+        }
+        (&Method::GET, Some(name), Some("log")) if res.builtin && res.kind == "Pod" => {
+            let obj = api.get(&res, &ns, name)?;
+            let node = obj.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+            if node.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "pod {name} is not scheduled to a node yet, so it has no logs"
+                )));
+            }
+            Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("no node agent serves logs for node {node:?} yet"),
+            ))
+        }
+        (&Method::POST, None, None) => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let opts = query.write_options()?;
+            let w = api.create(&res, &ns, body, &opts).await?;
+            Ok(with_warnings(object_response(api, &res, &w.obj, Want::Object, 201, &query), &w.warnings))
+        }
+        (&Method::POST, Some(name), Some("binding")) if res.builtin && res.kind == "Pod" => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            api.bind(&res, &ns, name, &body).await?;
+            Ok(value_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+        }
+        (&Method::PUT, Some(name), sub @ (None | Some("status"))) if sub.is_none() || res.status => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let opts = query.write_options()?;
+            let w = api.update(&res, &ns, name, body, sub, &opts).await?;
+            Ok(with_warnings(object_response(api, &res, &w.obj, Want::Object, 200, &query), &w.warnings))
+        }
+        (&Method::PUT, Some(name), Some("finalize")) if res.builtin && res.kind == "Namespace" => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let fins = body.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+            let w = api
+                .update_with(&res, "", name, None, &query.write_options()?, |cur| {
+                    let mut n = cur.clone();
+                    n["spec"]["finalizers"] = fins.clone();
+                    Ok(n)
+                })
+                .await?;
+            Ok(object_response(api, &res, &w.obj, Want::Object, 200, &query))
+        }
+        (&Method::PUT, Some(name), Some("scale")) if res.scale.is_some() => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let opts = query.write_options()?;
+            let scale = api.set_scale(&res, &ns, name, |_| Ok(body.clone()), &opts).await?;
+            Ok(value_response(200, &scale))
+        }
+        (&Method::PATCH, Some(name), sub @ (None | Some("status") | Some("scale"))) => {
+            if sub == Some("status") && !res.status || sub == Some("scale") && res.scale.is_none() {
+                return Err(ApiError::page_not_found());
+            }
+            let patch_type = headers
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
+            let raw = read_body(ctx, body).await?;
+            let patch = decode(&headers, &raw)?;
+            let opts = query.write_options()?;
+            let apply = patcher(&res, &patch_type, sub == Some("scale"))?;
+            if sub == Some("scale") {
+                let scale = api.set_scale(&res, &ns, name, |cur| apply(&cur, &patch), &opts).await?;
+                return Ok(value_response(200, &scale));
+            }
+            let w = api.update_with(&res, &ns, name, sub, &opts, |cur| apply(cur, &patch)).await?;
+            Ok(with_warnings(object_response(api, &res, &w.obj, Want::Object, 200, &query), &w.warnings))
+        }
+        (&Method::DELETE, Some(name), None) => {
+            let opts = delete_options(ctx, &query, &headers, body).await?;
+            match api.delete(&res, &ns, name, &opts).await? {
+                Deleted::Pending(obj) => Ok(object_response(api, &res, &obj, Want::Object, 200, &query)),
+                Deleted::Gone(obj) => Ok(value_response(
+                    200,
+                    &json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                        "details": {"name": name, "group": res.group, "kind": res.plural, "uid": obj.uid()},
+                    }),
+                )),
+            }
+        }
+        (&Method::DELETE, None, None) => {
+            let opts = delete_options(ctx, &query, &headers, body).await?;
+            let list = query.list_options()?;
+            if let Some(fs) = &list.field_selector {
+                api.check_field_selector(&res, fs)?;
+            }
+            let items = api.delete_collection(&res, target.namespace.as_deref(), &list, &opts).await?;
+            let items: Vec<Value> = items.iter().map(|s| api.served_value(&res, s)).collect();
+            Ok(value_response(
+                200,
+                &json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {}, "items": items}),
+            ))
+        }
+        (_, _, Some(sub)) if !res.subresources().iter().any(|s| s == sub) => Err(ApiError::page_not_found()),
+        _ => Err(ApiError::method_not_allowed(format!(
+            "the server does not allow this method on the requested resource ({method} {path})"
+        ))),
+    }
+}
+
+type Patcher = Box<dyn Fn(&Value, &Value) -> ApiResult<Value> + Send + Sync>;
+
+/// The patch engine for a content type, or 415 as upstream answers.
+fn patcher(res: &Resource, patch_type: &str, scale: bool) -> ApiResult<Patcher> {
+    use kinetic_machinery::patch;
+    let bad = |e: patch::PatchError| ApiError::bad_request(format!("the patch could not be applied: {e}"));
+    match patch_type {
+        "application/json-patch+json" => Ok(Box::new(move |cur, p| patch::json_patch(cur, p).map_err(bad))),
+        "application/merge-patch+json" => Ok(Box::new(move |cur, p| patch::merge_patch(cur, p).map_err(bad))),
+        "application/strategic-merge-patch+json" if res.builtin || scale => {
+            Ok(Box::new(move |cur, p| patch::strategic_merge_patch(cur, p).map_err(bad)))
+        }
+        "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(
+            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for custom resources)",
+        )),
+        "application/apply-patch+yaml" => Err(ApiError::unsupported_media_type(
+            "server-side apply is not supported by this server: use client-side apply (kubectl apply without --server-side), or a JSON/merge/strategic patch",
+        )),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "the body of the request was in an unknown format ({other:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
+        ))),
+    }
+}
+
+async fn delete_options(ctx: &Ctx, query: &Query, headers: &HeaderMap, body: Incoming) -> ApiResult<DeleteOptions> {
+    let mut opts = DeleteOptions {
+        grace_period_seconds: match query.get("gracePeriodSeconds") {
+            None | Some("") => None,
+            Some(g) => Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds must be an integer, got {g:?}")))?),
+        },
+        propagation_policy: query.get("propagationPolicy").filter(|s| !s.is_empty()).map(str::to_owned),
+        precondition_uid: None,
+        precondition_rv: None,
+        dry_run: query.get("dryRun") == Some("All"),
+    };
+    if query.get("orphanDependents") == Some("true") {
+        opts.propagation_policy.get_or_insert_with(|| "Orphan".to_owned());
+    }
+    let raw = read_body(ctx, body).await?;
+    if !raw.iter().all(u8::is_ascii_whitespace) {
+        let v = decode(headers, &raw)?;
+        opts.merge_body(&v)?;
+    }
+    Ok(opts)
+}
+
+fn partial_metadata(obj: &Value) -> Value {
+    json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| json!({})),
+    })
+}
+
+fn table_columns(res: &Resource) -> Vec<printers::Column> {
+    match &res.printer {
+        Printer::Builtin => printers::columns(&res.group, &res.kind),
+        Printer::Custom(c) => c.clone(),
+    }
+}
+
+fn table_row(res: &Resource, cols: &[printers::Column], obj: &Value, now: jiff::Timestamp, include: &str) -> (Vec<Value>, Value) {
+    let cells = match &res.printer {
+        Printer::Builtin => printers::cells(&res.group, &res.kind, obj, now),
+        Printer::Custom(_) => printers::custom_cells(cols, obj, now),
+    };
+    let embedded = match include {
+        "None" => Value::Null,
+        "Object" => obj.clone(),
+        _ => partial_metadata(obj),
+    };
+    (cells, embedded)
+}
+
+fn object_response(api: &Api, res: &Resource, obj: &Stored, want: Want, code: u16, query: &Query) -> Response<Body> {
+    match want {
+        Want::Object => json_response(code, api.served_json(res, obj)),
+        Want::Metadata => value_response(code, &partial_metadata(&obj.value)),
+        Want::Table => {
+            let cols = table_columns(res);
+            let v = api.served_value(res, obj);
+            let row = table_row(res, &cols, &v, jiff::Timestamp::now(), query.get("includeObject").unwrap_or("Metadata"));
+            value_response(code, &printers::table(&cols, vec![row], &obj.rv.to_string(), None))
+        }
+    }
+}
+
+fn list_response(api: &Api, res: &Resource, page: crate::rest::ListPage, want: Want, query: &Query) -> Response<Body> {
+    let rv = page.rv.to_string();
+    match want {
+        Want::Table => {
+            let cols = table_columns(res);
+            let now = jiff::Timestamp::now();
+            let include = query.get("includeObject").unwrap_or("Metadata");
+            let rows = page.items.iter().map(|s| table_row(res, &cols, &api.served_value(res, s), now, include)).collect();
+            value_response(200, &printers::table(&cols, rows, &rv, page.continue_token.as_deref()))
+        }
+        Want::Metadata => {
+            let items: Vec<Value> = page.items.iter().map(|s| partial_metadata(&s.value)).collect();
+            let mut md = json!({"resourceVersion": rv});
+            if let Some(c) = &page.continue_token {
+                md["continue"] = json!(c);
+            }
+            value_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": md, "items": items}))
+        }
+        Want::Object => {
+            // Written by hand around the stored bytes: a 10,000-pod list costs one copy, no encode.
+            let mut md = json!({"resourceVersion": rv});
+            if let Some(c) = &page.continue_token {
+                md["continue"] = json!(c);
+            }
+            if let Some(n) = page.remaining {
+                md["remainingItemCount"] = json!(n);
+            }
+            let head = format!(
+                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{},\"items\":[",
+                res.kind,
+                res.api_version(),
+                md
+            );
+            let total: usize = page.items.iter().map(|s| s.json.len() + 1).sum();
+            let mut out = Vec::with_capacity(head.len() + total + 2);
+            out.extend_from_slice(head.as_bytes());
+            for (i, s) in page.items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                out.extend_from_slice(&api.served_json(res, s));
+            }
+            out.extend_from_slice(b"]}");
+            json_response(200, out)
+        }
+    }
+}
+
+/// Starts a watch stream: HTTP 200 with one JSON event per line, as upstream.
+fn watch(
+    ctx: &Arc<Ctx>,
+    res: &Arc<Resource>,
+    ns: Option<&str>,
+    opts: ListOptions,
+    query: &Query,
+    want: Want,
+) -> ApiResult<Response<Body>> {
+    let api = ctx.api.clone();
+    let rv_param = query.get("resourceVersion").unwrap_or("");
+    let bookmarks = query.flag("allowWatchBookmarks");
+    let initial_events_flag = query.get("sendInitialEvents").map(|v| v == "true");
+    let timeout = match query.get("timeoutSeconds") {
+        Some(t) if !t.is_empty() => Duration::from_secs(
+            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("timeoutSeconds must be an integer, got {t:?}")))?,
+        ),
+        // Upstream picks a random 30–60 minute timeout for watches without one.
+        _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
+    };
+    let start_rv: Option<u64> = match rv_param {
+        "" | "0" => None,
+        s => Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?),
+    };
+    let send_initial = initial_events_flag.unwrap_or(start_rv.is_none());
+    let ns = ns.map(str::to_owned);
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let (initial, backlog, mut events, mut last_rv, gone) = {
+        let st = api.store.read();
+        let rx = st.subscribe();
+        let cur = st.rv();
+        match start_rv {
+            Some(rv) if !send_initial => match st.events_since(rv) {
+                Some(evs) => (vec![], evs, rx, rv, None),
+                None => (vec![], vec![], rx, rv, Some(format!("too old resource version: {rv} ({cur})"))),
+            },
+            _ => {
+                let initial: Vec<Arc<Stored>> = st
+                    .list(&res.storage, ns.as_deref(), None)
+                    .filter(|(_, s)| Api::matches(&opts, &s.value))
+                    .map(|(_, s)| s.clone())
+                    .collect();
+                (initial, vec![], rx, cur, None)
+            }
+        }
+    };
+    let table_res = res.clone();
+    let cols = table_columns(res);
+    let include = query.get("includeObject").unwrap_or("Metadata").to_owned();
+    let encode = move |ty: &str, obj: &Value| -> Bytes {
+        let object = match want {
+            Want::Object => obj.clone(),
+            Want::Metadata => partial_metadata(obj),
+            Want::Table => {
+                let row = table_row(&table_res, &cols, obj, jiff::Timestamp::now(), &include);
+                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+                printers::table(&cols, vec![row], rv, None)
+            }
+        };
+        let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+        line.push(b'\n');
+        Bytes::from(line)
+    };
+    let storage = res.storage.clone();
+    let served = res.clone();
+    tokio::spawn(async move {
+        let send = |b: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(b).await.is_ok() }
+        };
+        for s in &initial {
+            if !send(encode("ADDED", &api.served_value(&served, s))).await {
+                return;
+            }
+        }
+        if initial_events_flag == Some(true) {
+            // The end of the initial events (watch-list, KEP-3157).
+            let mark = json!({"kind": served.kind, "apiVersion": served.api_version(), "metadata": {
+                "resourceVersion": last_rv.to_string(),
+                "annotations": {"k8s.io/initial-events-end": "true"}}});
+            if !send(bookmark_line(&mark)).await {
+                return;
+            }
+        }
+        if let Some(msg) = gone {
+            let status = ApiError::gone(msg).to_status();
+            let _ = send(bookmark_free_error(&status)).await;
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        let mut pending = backlog.into_iter();
+        loop {
+            let ev = match pending.next() {
+                Some(ev) => ev,
+                None => tokio::select! {
+                    r = events.recv() => match r {
+                        Ok(ev) => ev,
+                        // Too slow to keep up, or the store stopped: end the stream; the client
+                        // resumes from the last version it saw.
+                        Err(_) => return,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => return,
+                    _ = tick.tick(), if bookmarks => {
+                        let mark = json!({"kind": served.kind, "apiVersion": served.api_version(),
+                            "metadata": {"resourceVersion": last_rv.to_string()}});
+                        if !send(bookmark_line(&mark)).await {
+                            return;
+                        }
+                        continue;
+                    }
+                    _ = tx.closed() => return,
+                },
+            };
+            last_rv = ev.rv;
+            if ev.key.resource != storage || ns.as_deref().is_some_and(|n| n != ev.key.namespace) {
+                continue;
+            }
+            let now_matches = ev.kind != EventType::Deleted && Api::matches(&opts, &ev.obj.value);
+            let was_matching = ev.prev.as_ref().is_some_and(|p| Api::matches(&opts, &p.value));
+            let ty = match (ev.kind, was_matching, now_matches) {
+                (EventType::Deleted, true, _) => "DELETED",
+                (EventType::Deleted, false, _) => continue,
+                (_, false, true) => "ADDED",
+                (_, true, true) => "MODIFIED",
+                // Left the selection: upstream reports it as deleted for this watcher.
+                (_, true, false) => "DELETED",
+                (_, false, false) => continue,
+            };
+            if !send(encode(ty, &api.served_value(&served, &ev.obj))).await {
+                return;
+            }
+        }
+    });
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    });
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, "no-cache, private")
+        .body(StreamBody::new(stream).boxed())
+        .unwrap_or_else(|_| Response::new(full(Bytes::new()))))
+}
+
+fn bookmark_line(obj: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}
+
+fn bookmark_free_error(status: &Value) -> Bytes {
+    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+    line.push(b'\n');
+    Bytes::from(line)
+}

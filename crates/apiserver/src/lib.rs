@@ -1,0 +1,298 @@
+//! The embedded Kubernetes-compatible API server.
+//!
+//! `kinetic up` and `kinetic apiserver` start an [`ApiServer`]: HTTPS with a generated CA and a
+//! bearer token, the Kubernetes REST API over a SQLite [`store`], watch, discovery, OpenAPI,
+//! CRDs served dynamically, and the server-side controllers a cluster needs for deletions to
+//! finish (ownerReference garbage collection, namespace cleanup, CRD cleanup; see [`gc`]).
+//!
+//! Data flow: [`http`] authenticates and decodes a request → [`rest::Api`] applies the API's
+//! rules (defaults, validation, preconditions, finalizers) → [`store::Store`] commits it durably
+//! and publishes the change → watchers and [`gc`] see it.
+//!
+//! What it does not do: RBAC (one admin token; later issue), protobuf, server-side apply (it is
+//! rejected with 415), conversion webhooks, admission webhooks, aggregated APIs.
+
+pub mod builtin;
+pub mod crd;
+pub mod discovery;
+pub mod error;
+pub mod gc;
+pub mod http;
+pub mod pki;
+pub mod registry;
+pub mod rest;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::registry::Registry;
+use crate::rest::{Api, WriteOptions};
+
+/// Request bodies above this get 413 (upstream's limit is 3 MiB).
+pub const DEFAULT_MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// Failures to start the server. Request failures are [`error::ApiError`]s instead.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("creating data directory {path}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("preparing credentials")]
+    Pki(#[from] pki::PkiError),
+    #[error("opening the store")]
+    Store(#[from] store::StoreError),
+    #[error("building the schemas of the built-in kinds")]
+    Schema(#[from] kinetic_machinery::schema::SchemaError),
+    #[error("configuring TLS")]
+    Tls(#[source] rustls::Error),
+    #[error("reading PEM data")]
+    Pem(#[source] std::io::Error),
+    #[error("listening on {addr}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating the initial namespace {name}: {message}")]
+    Bootstrap { name: String, message: String },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: pki::PkiError,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// State (`state.db`), credentials (`pki/`) and the kubeconfig live here.
+    pub data_dir: PathBuf,
+    /// Port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    pub max_body: usize,
+    /// How many events the watch history keeps.
+    pub history: usize,
+}
+
+impl Config {
+    pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
+        Self { data_dir: data_dir.into(), listen, max_body: DEFAULT_MAX_BODY, history: store::DEFAULT_HISTORY }
+    }
+}
+
+/// A running server. Dropping it without [`ApiServer::shutdown`] leaves the tasks running until
+/// the runtime ends.
+pub struct ApiServer {
+    addr: SocketAddr,
+    pki: pki::Pki,
+    api: Arc<Api>,
+    data_dir: PathBuf,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
+    let certs: Vec<_> = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes())
+        .collect::<std::result::Result<_, _>>()
+        .map_err(Error::Pem)?;
+    let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes())
+        .map_err(Error::Pem)?
+        .ok_or_else(|| Error::Pem(std::io::Error::other("no private key in apiserver.key")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(Error::Tls)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(Error::Tls)?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+impl ApiServer {
+    /// Opens the store, prepares credentials and starts serving.
+    ///
+    /// # Errors
+    /// The data directory, store, credentials or listening socket cannot be set up.
+    pub async fn start(cfg: Config) -> Result<Self> {
+        std::fs::create_dir_all(&cfg.data_dir)
+            .map_err(|source| Error::DataDir { path: cfg.data_dir.clone(), source })?;
+        let listener = TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+        let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "::1".to_owned()];
+        if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
+            sans.push(addr.ip().to_string());
+        }
+        let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
+        let store = store::Store::open(&cfg.data_dir.join("state.db"), cfg.history)?;
+        let registry = Arc::new(Registry::default());
+        builtin::register(&registry)?;
+        let api = Arc::new(Api::new(store, registry.clone()));
+        // Serve the CRDs stored by an earlier run.
+        {
+            let key = registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
+            let crds: Vec<_> = api.store.read().list(&key, None, None).map(|(_, s)| s.value.clone()).collect();
+            for c in &crds {
+                crd::sync_registry(&registry, c);
+            }
+        }
+        bootstrap(&api).await?;
+        let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let ctx = Arc::new(http::Ctx {
+            api: api.clone(),
+            token: pki.token.clone(),
+            max_body: cfg.max_body,
+            server_address: format!("{host}:{}", addr.port()),
+        });
+        let (stop, stop_rx) = watch::channel(false);
+        let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
+        let gc = tokio::spawn(gc::run(api.clone()));
+        tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "api server listening");
+        Ok(Self { addr, pki, api, data_dir: cfg.data_dir, stop, tasks: vec![serve, gc] })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `https://HOST:PORT` as clients should dial it.
+    pub fn url(&self) -> String {
+        let ip = if self.addr.ip().is_unspecified() { "127.0.0.1".parse().unwrap_or(self.addr.ip()) } else { self.addr.ip() };
+        match ip {
+            std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{}", self.addr.port()),
+            std::net::IpAddr::V4(v4) => format!("https://{v4}:{}", self.addr.port()),
+        }
+    }
+
+    pub fn token(&self) -> &str {
+        &self.pki.token
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_pem
+    }
+
+    pub fn api(&self) -> &Arc<Api> {
+        &self.api
+    }
+
+    /// A kubeconfig with the CA and the admin token.
+    pub fn kubeconfig(&self) -> String {
+        use base64::Engine as _;
+        let ca = base64::engine::general_purpose::STANDARD.encode(&self.pki.ca_pem);
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kinetic\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: kinetic-admin\n  user:\n    token: {}\ncontexts:\n- name: kinetic\n  context:\n    cluster: kinetic\n    user: kinetic-admin\n    namespace: default\ncurrent-context: kinetic\npreferences: {{}}\n",
+            self.url(),
+            self.pki.token
+        )
+    }
+
+    /// Writes the kubeconfig to `DATA/kubeconfig` (mode 0600: it holds the token) and returns
+    /// its path.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_kubeconfig(&self) -> Result<PathBuf> {
+        let path = self.data_dir.join("kubeconfig");
+        self.write_kubeconfig_to(&path)?;
+        Ok(path)
+    }
+
+    /// Writes the kubeconfig to `path`.
+    ///
+    /// # Errors
+    /// The file cannot be written.
+    pub fn write_kubeconfig_to(&self, path: &Path) -> Result<()> {
+        pki::write_private(path, self.kubeconfig().as_bytes(), 0o600)
+            .map_err(|source| Error::Write { path: path.to_owned(), source })
+    }
+
+    /// Stops accepting, ends open connections and waits for the tasks. Every acknowledged write
+    /// is already durable, so nothing needs flushing.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        tracing::info!("api server stopped");
+    }
+}
+
+/// Creates the namespaces every cluster has.
+async fn bootstrap(api: &Api) -> Result<()> {
+    let Some(ns_res) = api.registry.get("", "v1", "namespaces") else { return Ok(()) };
+    for name in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        if api.get(&ns_res, "", name).is_ok() {
+            continue;
+        }
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match api.create(&ns_res, "", body, &WriteOptions::default()).await {
+            Ok(_) => {}
+            Err(e) if e.code == 409 => {}
+            Err(e) => return Err(Error::Bootstrap { name: name.to_owned(), message: e.message }),
+        }
+    }
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    tls: tokio_rustls::TlsAcceptor,
+    ctx: Arc<http::Ctx>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => break,
+            Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+        };
+        let _ = tcp.set_nodelay(true);
+        let tls = tls.clone();
+        let ctx = ctx.clone();
+        conns.spawn(async move {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            // Many watches share one HTTP/2 connection (kube clients multiplex).
+            builder.http2().max_concurrent_streams(2000);
+            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    conns.abort_all();
+}

@@ -1,0 +1,1058 @@
+//! The REST semantics of the Kubernetes API, independent of HTTP: create, get, list, update,
+//! patch, delete, and the subresources (`status`, `scale`, `binding`), each following upstream's
+//! generic registry (`k8s.io/apiserver/pkg/registry/generic/registry/store.go`) and the kinds'
+//! strategies. The HTTP layer ([`crate::http`]) decodes requests into these calls; the garbage
+//! collector ([`crate::gc`]) calls the same functions, so both paths share every rule.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kinetic_machinery::selector::{FieldSelector, LabelSelector};
+use serde_json::{Map, Value, json};
+
+use crate::builtin;
+use crate::crd;
+use crate::error::{ApiError, ApiResult, Cause, from_store};
+use crate::registry::{Registry, Resource};
+use crate::store::{ObjKey, Op, Store, Stored};
+
+/// How unknown fields in a request body are treated (`?fieldValidation=`), as upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FieldValidation {
+    Ignore,
+    /// Unknown fields are dropped and reported as warnings (upstream's default).
+    #[default]
+    Warn,
+    Strict,
+}
+
+impl FieldValidation {
+    pub fn parse(s: &str) -> ApiResult<Self> {
+        match s {
+            "" | "Warn" => Ok(Self::Warn),
+            "Ignore" => Ok(Self::Ignore),
+            "Strict" => Ok(Self::Strict),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation parameter unsupported: {other}; supported values: Ignore, Warn, Strict"
+            ))),
+        }
+    }
+}
+
+/// Options shared by writes.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_validation: FieldValidation,
+}
+
+/// `DeleteOptions`, from the body or the query.
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub propagation_policy: Option<String>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    pub dry_run: bool,
+}
+
+impl DeleteOptions {
+    /// Reads a `DeleteOptions` body; fields in it win over the query (upstream: the body is
+    /// decoded over the query parameters).
+    pub fn merge_body(&mut self, body: &Value) -> ApiResult<()> {
+        if let Some(g) = body.get("gracePeriodSeconds").filter(|v| !v.is_null()) {
+            self.grace_period_seconds = Some(
+                g.as_i64().ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
+            );
+        }
+        if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
+            self.propagation_policy = Some(p.to_owned());
+        }
+        if body.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            self.propagation_policy.get_or_insert_with(|| "Orphan".to_owned());
+        }
+        if let Some(pre) = body.get("preconditions") {
+            if let Some(u) = pre.get("uid").and_then(Value::as_str) {
+                self.precondition_uid = Some(u.to_owned());
+            }
+            if let Some(r) = pre.get("resourceVersion").and_then(Value::as_str) {
+                self.precondition_rv = Some(r.to_owned());
+            }
+        }
+        if body.get("dryRun").and_then(Value::as_array).is_some_and(|a| !a.is_empty()) {
+            self.dry_run = true;
+        }
+        Ok(())
+    }
+}
+
+/// A write's answer: the object and the warnings to send as `Warning` headers.
+#[derive(Debug)]
+pub struct Written {
+    pub obj: Arc<Stored>,
+    pub warnings: Vec<String>,
+}
+
+/// What a delete did.
+#[derive(Debug)]
+pub enum Deleted {
+    /// The object is gone; this was its last state.
+    Gone(Arc<Stored>),
+    /// The object remains (finalizers or a grace period); this is its new state.
+    Pending(Arc<Stored>),
+}
+
+/// Parameters of list and watch.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: Option<FieldSelector>,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+pub struct ListPage {
+    pub rv: u64,
+    pub items: Vec<Arc<Stored>>,
+    pub continue_token: Option<String>,
+    pub remaining: Option<usize>,
+}
+
+/// How many times a patch or internal update retries on a concurrent write before answering
+/// Conflict (upstream's GuaranteedUpdate retries until its context ends).
+const MAX_RETRIES: usize = 16;
+
+/// The API's state: the store and the served resources.
+pub struct Api {
+    pub store: Store,
+    pub registry: Arc<Registry>,
+}
+
+pub fn now_rfc3339() -> String {
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+fn random_suffix(n: usize) -> String {
+    use rand::Rng as _;
+    // Upstream's alphabet (k8s.io/apimachinery/pkg/util/rand): no vowels, no confusable digits.
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let mut rng = rand::rng();
+    (0..n).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+}
+
+fn meta(v: &Value) -> Option<&Map<String, Value>> {
+    v.get("metadata").and_then(Value::as_object)
+}
+
+fn meta_mut(v: &mut Value) -> ApiResult<&mut Map<String, Value>> {
+    let m = v.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    let md = m.entry("metadata").or_insert_with(|| json!({}));
+    if md.is_null() {
+        *md = json!({});
+    }
+    md.as_object_mut().ok_or_else(|| ApiError::bad_request("metadata must be an object"))
+}
+
+fn meta_str<'a>(v: &'a Value, field: &str) -> &'a str {
+    meta(v).and_then(|m| m.get(field)).and_then(Value::as_str).unwrap_or("")
+}
+
+pub fn finalizers(v: &Value) -> Vec<String> {
+    meta(v)
+        .and_then(|m| m.get("finalizers"))
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default()
+}
+
+fn is_deleting(v: &Value) -> bool {
+    meta(v).is_some_and(|m| m.get("deletionTimestamp").is_some_and(|t| !t.is_null()))
+}
+
+/// Whether writes to the kind bump `metadata.generation` (kinds with a spec, as upstream's
+/// strategies do).
+fn tracks_generation(res: &Resource) -> bool {
+    !res.builtin
+        || matches!(
+            res.kind.as_str(),
+            "Deployment" | "ReplicaSet" | "Pod" | "CustomResourceDefinition" | "Service"
+        )
+}
+
+/// The object without metadata and (when it is a subresource) status: what a generation tracks.
+fn spec_part(res: &Resource, v: &Value) -> Value {
+    let mut c = v.clone();
+    if let Some(m) = c.as_object_mut() {
+        m.remove("metadata");
+        m.remove("apiVersion");
+        m.remove("kind");
+        if res.status || res.builtin {
+            m.remove("status");
+        }
+    }
+    c
+}
+
+impl Api {
+    pub fn new(store: Store, registry: Arc<Registry>) -> Self {
+        Self { store, registry }
+    }
+
+    pub fn key(&self, res: &Resource, ns: &str, name: &str) -> ObjKey {
+        ObjKey::new(&res.storage, if res.namespaced { ns } else { "" }, name)
+    }
+
+    /// The stored object as the requested version serves it (CRD versions differ only in
+    /// `apiVersion`: conversion strategy `None`).
+    pub fn served_json(&self, res: &Resource, s: &Stored) -> Bytes {
+        if s.value.get("apiVersion").and_then(Value::as_str) == Some(res.api_version().as_str()) {
+            return s.json.clone();
+        }
+        let mut v = s.value.clone();
+        v["apiVersion"] = Value::String(res.api_version());
+        serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| s.json.clone())
+    }
+
+    pub fn served_value(&self, res: &Resource, s: &Stored) -> Value {
+        let mut v = s.value.clone();
+        if let Some(m) = v.as_object_mut() {
+            m.insert("apiVersion".into(), Value::String(res.api_version()));
+        }
+        v
+    }
+
+    pub fn get(&self, res: &Resource, ns: &str, name: &str) -> ApiResult<Arc<Stored>> {
+        self.store
+            .get(&self.key(res, ns, name))
+            .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))
+    }
+
+    /// Checks the field selector's labels against what the kind supports.
+    pub fn check_field_selector(&self, res: &Resource, fs: &FieldSelector) -> ApiResult<()> {
+        for f in fs.fields() {
+            let ok = matches!(f, "metadata.name" | "metadata.namespace")
+                || res.field_selectors.iter().any(|x| x == f);
+            if !ok {
+                return Err(ApiError::bad_request(format!(
+                    "field label not supported: {f}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn matches(opts: &ListOptions, v: &Value) -> bool {
+        let labels = meta(v).and_then(|m| m.get("labels")).and_then(Value::as_object);
+        opts.label_selector.matches(labels) && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
+    }
+
+    /// Lists one page. Continue tokens carry the last key; a continued list reads the current
+    /// state (upstream reads the original snapshot from etcd history; we keep no snapshots, which
+    /// matches upstream's behaviour once that history is compacted and the client continues
+    /// inconsistently).
+    pub fn list(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListPage> {
+        let after = match &opts.continue_token {
+            Some(t) if !t.is_empty() => Some(decode_continue(t)?),
+            _ => None,
+        };
+        let st = self.store.read();
+        let rv = st.rv();
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut remaining = 0usize;
+        let mut full = false;
+        for (k, s) in st.list(&res.storage, ns, after.as_ref()) {
+            if !Self::matches(opts, &s.value) {
+                continue;
+            }
+            if full {
+                remaining += 1;
+                continue;
+            }
+            items.push(s.clone());
+            last_key = Some(k.clone());
+            if opts.limit.is_some_and(|l| l > 0 && items.len() >= l) {
+                full = true;
+            }
+        }
+        drop(st);
+        let (continue_token, remaining) = if full && remaining > 0 {
+            (last_key.map(|k| encode_continue(&k)), Some(remaining))
+        } else {
+            (None, None)
+        };
+        Ok(ListPage { rv, items, continue_token, remaining })
+    }
+
+    /// Everything a new object gets from the server before validation.
+    fn prepare_create(&self, res: &Resource, ns: &str, body: &mut Value) -> ApiResult<()> {
+        let api_version = res.api_version();
+        check_type(res, body)?;
+        let m = body.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+        m.insert("apiVersion".into(), Value::String(api_version));
+        m.insert("kind".into(), Value::String(res.kind.clone()));
+        let md = meta_mut(body)?;
+        if md.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+        }
+        let name = md.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
+        if name.is_empty() {
+            let gen_name = md.get("generateName").and_then(Value::as_str).unwrap_or("");
+            if gen_name.is_empty() {
+                return Err(ApiError::invalid(
+                    &res.kind,
+                    &res.group,
+                    "",
+                    vec![Cause::required("metadata.name", "name or generateName is required")],
+                ));
+            }
+            // Upstream keeps the prefix at most 58 characters so the name fits 63.
+            let prefix: String = gen_name.chars().take(58).collect();
+            md.insert("name".into(), Value::String(format!("{prefix}{}", random_suffix(5))));
+        }
+        if res.namespaced {
+            let body_ns = md.get("namespace").and_then(Value::as_str).unwrap_or("");
+            if !body_ns.is_empty() && body_ns != ns {
+                return Err(ApiError::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+            md.insert("namespace".into(), Value::String(ns.to_owned()));
+        } else {
+            md.remove("namespace");
+        }
+        md.insert("uid".into(), Value::String(uuid::Uuid::new_v4().to_string()));
+        md.insert("creationTimestamp".into(), Value::String(now_rfc3339()));
+        md.remove("deletionTimestamp");
+        md.remove("deletionGracePeriodSeconds");
+        md.remove("managedFields");
+        md.remove("selfLink");
+        if tracks_generation(res) {
+            md.insert("generation".into(), json!(1));
+        } else {
+            md.remove("generation");
+        }
+        if res.status
+            && let Some(m) = body.as_object_mut()
+        {
+            // Status is the controllers' to write: dropped on create, as upstream's strategies do.
+            m.remove("status");
+        }
+        Ok(())
+    }
+
+    /// Defaults, prunes and validates `obj` (new state) against the kind; `old` on update.
+    fn admit(
+        &self,
+        res: &Resource,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
+        let name = meta_str(obj, "name").to_owned();
+        let mut warnings = Vec::new();
+        if let Some(schema) = &res.schema {
+            let unknown = schema.prune(obj);
+            if !unknown.is_empty() {
+                match opts.field_validation {
+                    FieldValidation::Strict => {
+                        let list: Vec<String> = unknown
+                            .iter()
+                            .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.')))
+                            .collect();
+                        return Err(ApiError::bad_request(format!(
+                            "strict decoding error: {}",
+                            list.join(", ")
+                        )));
+                    }
+                    FieldValidation::Warn => warnings.extend(
+                        unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))),
+                    ),
+                    FieldValidation::Ignore => {}
+                }
+            }
+            if !res.builtin {
+                schema.default(obj);
+            }
+        }
+        if res.builtin {
+            builtin::default(&res.kind, obj);
+        }
+        let mut causes: Vec<Cause> = Vec::new();
+        if old.is_none() {
+            builtin::validate_name(&res.kind, &name, &mut causes);
+        }
+        validate_meta(obj, &mut causes);
+        if let Some(schema) = &res.schema {
+            causes.extend(schema.validate(obj).into_iter());
+        }
+        if res.builtin {
+            causes.extend(builtin::validate(&res.kind, obj, old));
+            if res.kind == "CustomResourceDefinition" {
+                causes.extend(crd::validate(obj, old));
+            }
+        }
+        if !causes.is_empty() {
+            return Err(builtin::invalid(res, &name, causes));
+        }
+        Ok(warnings)
+    }
+
+    /// Creates an object in `ns` (ignored for cluster-scoped kinds).
+    pub async fn create(
+        &self,
+        res: &Resource,
+        ns: &str,
+        mut body: Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        self.prepare_create(res, ns, &mut body)?;
+        if res.namespaced {
+            self.check_namespace_open(ns)?;
+        }
+        if res.builtin && res.kind == "CustomResourceDefinition" {
+            crd::prepare_create(&mut body);
+        }
+        if res.builtin && res.kind == "Service" {
+            self.allocate_cluster_ip(&mut body);
+        }
+        let warnings = self.admit(res, &mut body, None, opts)?;
+        let name = meta_str(&body, "name").to_owned();
+        let key = self.key(res, ns, &name);
+        if opts.dry_run {
+            if self.store.get(&key).is_some() {
+                return Err(ApiError::already_exists(&res.group, &res.plural, &name));
+            }
+            let json = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+            return Ok(Written { obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }), warnings });
+        }
+        let obj = self.store.write(Op::Create { key, value: body }).await.map_err(|e| from_store(res, e))?;
+        if res.builtin && res.kind == "CustomResourceDefinition" {
+            crd::sync_registry(&self.registry, &obj.value);
+        }
+        Ok(Written { obj, warnings })
+    }
+
+    fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
+        let key = ObjKey::new(&crate::registry::storage_key("", "namespaces"), "", ns);
+        match self.store.get(&key) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if is_deleting(&n.value) => Err(ApiError::forbidden(format!(
+                "unable to create new content in namespace {ns} because it is being terminated"
+            ))),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Picks a free address in 10.96.0.0/16 for a ClusterIP service without one.
+    fn allocate_cluster_ip(&self, body: &mut Value) {
+        let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return };
+        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        if ty == "ExternalName" || spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+            if let Some(ip) = spec.get("clusterIP").cloned() {
+                spec.insert("clusterIPs".into(), json!([ip]));
+            }
+            return;
+        }
+        let st = self.store.read();
+        let used: std::collections::HashSet<String> = st
+            .list("/services", None, None)
+            .filter_map(|(_, s)| s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned))
+            .collect();
+        drop(st);
+        // 10.96.0.1 is the `kubernetes` service upstream; start after it.
+        for n in 2u32..65534 {
+            let ip = format!("10.96.{}.{}", n >> 8, n & 0xff);
+            if !used.contains(&ip) {
+                spec.insert("clusterIP".into(), json!(ip));
+                spec.insert("clusterIPs".into(), json!([ip]));
+                return;
+            }
+        }
+    }
+
+    /// Replaces an object (`PUT`), or its status with `sub = Some("status")`.
+    pub async fn update(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        mut body: Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        check_type(res, &body)?;
+        let body_name = meta_str(&body, "name");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = meta_str(&body, "namespace");
+        if res.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let expected = match meta_str(&body, "resourceVersion") {
+            "" => None,
+            s => Some(s.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("invalid resourceVersion {s:?}: must be an integer"))
+            })?),
+        };
+        let old = self.get(res, ns, name)?;
+        if let Some(exp) = expected
+            && exp != old.rv
+        {
+            return Err(ApiError::stale(&res.group, &res.plural, name));
+        }
+        meta_mut(&mut body)?;
+        self.commit_update(res, ns, name, &old, body, sub, opts).await
+    }
+
+    /// Applies `f` to the current object and writes the result, retrying on conflicts. `f` gets
+    /// the object as stored and returns the new full object. Used by patch and by internal
+    /// updates (GC, namespace cleanup).
+    pub async fn update_with<F>(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+        mut f: F,
+    ) -> ApiResult<Written>
+    where
+        F: FnMut(&Value) -> ApiResult<Value>,
+    {
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let old = self.get(res, ns, name)?;
+            let new = f(&self.served_value(res, &old))?;
+            // A patch may carry a resourceVersion precondition.
+            match meta_str(&new, "resourceVersion") {
+                "" => {}
+                s if s == old.rv.to_string() => {}
+                _ => return Err(ApiError::stale(&res.group, &res.plural, name)),
+            }
+            match self.commit_update(res, ns, name, &old, new, sub, opts).await {
+                Err(e) if e.reason == "Conflict" && e.code == 409 => last = Some(e),
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::stale(&res.group, &res.plural, name)))
+    }
+
+    /// The shared tail of update and patch: merge with the old object per the subresource, keep
+    /// immutable metadata, admit, and write with the old version as precondition.
+    #[allow(clippy::too_many_arguments)]
+    async fn commit_update(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        old: &Arc<Stored>,
+        mut new: Value,
+        sub: Option<&str>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let old_v = &old.value;
+        if sub == Some("status") {
+            // Status writes change only status (upstream ResetObjectMetaForStatus + strategies).
+            let status = new.get("status").cloned();
+            new = old_v.clone();
+            match status {
+                Some(s) => new["status"] = s,
+                None => {
+                    if let Some(m) = new.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+        } else if res.status || res.builtin {
+            // Spec writes ignore status.
+            let old_status = old_v.get("status").cloned();
+            if let Some(m) = new.as_object_mut() {
+                match old_status {
+                    Some(s) => {
+                        m.insert("status".into(), s);
+                    }
+                    None => {
+                        m.remove("status");
+                    }
+                }
+            }
+        }
+        {
+            let m = new.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+            m.insert("apiVersion".into(), Value::String(res.api_version()));
+            m.insert("kind".into(), Value::String(res.kind.clone()));
+        }
+        let old_meta = meta(old_v).cloned().unwrap_or_default();
+        let md = meta_mut(&mut new)?;
+        for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+            match old_meta.get(k) {
+                Some(v) => {
+                    md.insert(k.into(), v.clone());
+                }
+                None => {
+                    md.remove(k);
+                }
+            }
+        }
+        md.remove("managedFields");
+        md.remove("selfLink");
+        md.remove("resourceVersion");
+        if is_deleting(old_v) {
+            let old_f = finalizers(old_v);
+            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !old_f.contains(f)).collect();
+            if !added.is_empty() {
+                return Err(ApiError::invalid(
+                    &res.kind,
+                    &res.group,
+                    name,
+                    vec![Cause {
+                        reason: "FieldValueForbidden".into(),
+                        message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                        field: "metadata.finalizers".into(),
+                    }],
+                ));
+            }
+        }
+        if res.builtin && res.kind == "Pod" && sub != Some("status") {
+            let old_node = old_v.pointer("/spec/nodeName").cloned();
+            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+                match old_node {
+                    Some(n) => spec.insert("nodeName".into(), n),
+                    None => spec.remove("nodeName"),
+                };
+            }
+        }
+        let warnings = self.admit(res, &mut new, Some(old_v), opts)?;
+        if tracks_generation(res) && sub != Some("status") && spec_part(res, &new) != spec_part(res, old_v) {
+            let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
+            meta_mut(&mut new)?.insert("generation".into(), json!(g));
+        }
+        // The last finalizer removed from an object being deleted: the object goes away.
+        if is_deleting(&new) && finalizers(&new).is_empty() && !pod_awaits_node(res, &new) && !namespace_holds(res, &new) {
+            if opts.dry_run {
+                return Ok(Written { obj: old.clone(), warnings });
+            }
+            let key = self.key(res, ns, name);
+            let op = Op::Delete { key, expected_rv: Some(old.rv), expected_uid: None };
+            let obj = self.store.write(op).await.map_err(|e| from_store(res, e))?;
+            return Ok(Written { obj, warnings });
+        }
+        // A write that changes nothing is not a write (upstream skips the etcd update too), so
+        // idempotent controllers do not wake each other up.
+        let mut cmp = old_v.clone();
+        if let Some(m) = cmp.get_mut("metadata").and_then(Value::as_object_mut) {
+            m.remove("resourceVersion");
+        }
+        if cmp == new {
+            return Ok(Written { obj: old.clone(), warnings });
+        }
+        if opts.dry_run {
+            let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+            return Ok(Written { obj: Arc::new(Stored { rv: old.rv, value: new, json: json.into() }), warnings });
+        }
+        let key = self.key(res, ns, name);
+        let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
+        let obj = self.store.write(op).await.map_err(|e| from_store(res, e))?;
+        if res.builtin && res.kind == "CustomResourceDefinition" {
+            crd::sync_registry(&self.registry, &obj.value);
+        }
+        Ok(Written { obj, warnings })
+    }
+
+    /// Deletes an object following upstream's graceful deletion, finalizers and propagation.
+    pub async fn delete(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Deleted> {
+        let policy = opts.propagation_policy.as_deref().unwrap_or("Background");
+        if !matches!(policy, "Background" | "Foreground" | "Orphan") {
+            return Err(ApiError::invalid(
+                "DeleteOptions",
+                "",
+                "",
+                vec![Cause {
+                    reason: "FieldValueNotSupported".into(),
+                    message: format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                    field: "propagationPolicy".into(),
+                }],
+            ));
+        }
+        for _ in 0..MAX_RETRIES {
+            let cur = self.get(res, ns, name)?;
+            if let Some(uid) = &opts.precondition_uid
+                && uid != cur.uid()
+            {
+                return Err(from_store(
+                    res,
+                    crate::store::StoreError::UidMismatch {
+                        key: self.key(res, ns, name),
+                        expected: uid.clone(),
+                        actual: cur.uid().to_owned(),
+                    },
+                ));
+            }
+            if let Some(rv) = &opts.precondition_rv
+                && *rv != cur.rv.to_string()
+            {
+                return Err(ApiError::conflict(
+                    &res.group,
+                    &res.plural,
+                    name,
+                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", cur.rv),
+                ));
+            }
+            let mut new = cur.value.clone();
+            let mut fins = finalizers(&new);
+            match policy {
+                "Orphan" if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
+                "Foreground" if !fins.iter().any(|f| f == "foregroundDeletion") => {
+                    fins.push("foregroundDeletion".into())
+                }
+                _ => {}
+            }
+            let grace = self.grace_period(res, &cur.value, opts);
+            let namespace_holds = namespace_holds(res, &new);
+            let deleting = is_deleting(&cur.value);
+            if fins.is_empty() && grace == 0 && !namespace_holds {
+                if opts.dry_run {
+                    return Ok(Deleted::Gone(cur));
+                }
+                let op = Op::Delete { key: self.key(res, ns, name), expected_rv: Some(cur.rv), expected_uid: None };
+                match self.store.write(op).await {
+                    Ok(s) => return Ok(Deleted::Gone(s)),
+                    Err(crate::store::StoreError::Conflict { .. }) => continue,
+                    Err(e) => return Err(from_store(res, e)),
+                }
+            }
+            let md = meta_mut(&mut new)?;
+            if !fins.is_empty() {
+                md.insert("finalizers".into(), json!(fins));
+            }
+            let existing_grace = md.get("deletionGracePeriodSeconds").and_then(Value::as_i64);
+            // A second delete may shorten a grace period, never lengthen it (upstream
+            // BeforeDelete), and never restarts the clock otherwise.
+            if !deleting || existing_grace.is_some_and(|g| grace < g) {
+                let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
+                md.insert("deletionTimestamp".into(), json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                md.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            } else if deleting && fins == finalizers(&cur.value) {
+                return Ok(Deleted::Pending(cur));
+            }
+            if res.builtin && res.kind == "Namespace"
+                && let Some(st) = new.get_mut("status").and_then(Value::as_object_mut)
+            {
+                st.insert("phase".into(), json!("Terminating"));
+            }
+            if opts.dry_run {
+                let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+                return Ok(Deleted::Pending(Arc::new(Stored { rv: cur.rv, value: new, json: json.into() })));
+            }
+            let op = Op::Update { key: self.key(res, ns, name), value: new, expected_rv: Some(cur.rv) };
+            match self.store.write(op).await {
+                Ok(s) => return Ok(Deleted::Pending(s)),
+                Err(crate::store::StoreError::Conflict { .. }) => continue,
+                Err(e) => return Err(from_store(res, e)),
+            }
+        }
+        Err(ApiError::stale(&res.group, &res.plural, name))
+    }
+
+    /// Upstream's grace rules: only pods have one; an unscheduled or finished pod goes at once.
+    fn grace_period(&self, res: &Resource, obj: &Value, opts: &DeleteOptions) -> i64 {
+        if !(res.builtin && res.kind == "Pod") {
+            return 0;
+        }
+        let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        if !scheduled || matches!(phase, "Succeeded" | "Failed") {
+            return 0;
+        }
+        let g = opts
+            .grace_period_seconds
+            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30);
+        g.max(0)
+    }
+
+    /// `deletecollection`: deletes every matching object, each as a single delete would.
+    pub async fn delete_collection(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        list: &ListOptions,
+        opts: &DeleteOptions,
+    ) -> ApiResult<Vec<Arc<Stored>>> {
+        let page = self.list(res, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() })?;
+        let mut out = Vec::new();
+        for s in page.items {
+            let ns = meta_str(&s.value, "namespace").to_owned();
+            let name = meta_str(&s.value, "name").to_owned();
+            match self.delete(res, &ns, &name, opts).await {
+                Ok(Deleted::Gone(s) | Deleted::Pending(s)) => out.push(s),
+                Err(e) if e.code == 404 => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// `POST pods/NAME/binding`: assigns the pod to a node once, as upstream's BindingREST.
+    pub async fn bind(&self, res: &Resource, ns: &str, name: &str, binding: &Value) -> ApiResult<Written> {
+        let node = binding
+            .pointer("/target/name")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                ApiError::invalid("Binding", "", name, vec![Cause::required("target.name", "")])
+            })?
+            .to_owned();
+        let opts = WriteOptions::default();
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let cur = self.get(res, ns, name)?;
+            let mut pod = cur.value.clone();
+            if is_deleting(&pod) {
+                return Err(ApiError::conflict(&res.group, &res.plural, name, "pod is being deleted, cannot be assigned to a host"));
+            }
+            if let Some(n) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+                return Err(ApiError::conflict(
+                    &res.group,
+                    &res.plural,
+                    name,
+                    &format!("pod {name} is already assigned to node \"{n}\""),
+                ));
+            }
+            pod["spec"]["nodeName"] = json!(node);
+            set_condition(&mut pod, "PodScheduled", "True", "", "");
+            let key = self.key(res, ns, name);
+            // Binding bypasses the pod update rules (nodeName is otherwise immutable).
+            let mut admitted = pod;
+            self.admit(res, &mut admitted, Some(&cur.value), &opts)?;
+            let op = Op::Update { key, value: admitted, expected_rv: Some(cur.rv) };
+            match self.store.write(op).await {
+                Ok(obj) => return Ok(Written { obj, warnings: vec![] }),
+                Err(e @ crate::store::StoreError::Conflict { .. }) => last = Some(from_store(res, e)),
+                Err(e) => return Err(from_store(res, e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::stale(&res.group, &res.plural, name)))
+    }
+
+    /// The `autoscaling/v1` Scale of an object with a scale subresource.
+    pub fn scale_of(&self, res: &Resource, obj: &Value) -> ApiResult<Value> {
+        let paths = res.scale.as_ref().ok_or_else(ApiError::page_not_found)?;
+        let spec = json_path(obj, &paths.spec_replicas).and_then(Value::as_i64).unwrap_or(0);
+        let status = json_path(obj, &paths.status_replicas).and_then(Value::as_i64).unwrap_or(0);
+        let selector = match &paths.label_selector {
+            Some(p) => json_path(obj, p).and_then(Value::as_str).unwrap_or("").to_owned(),
+            None => obj
+                .pointer("/spec/selector")
+                .map(|s| LabelSelector::from_label_selector(s).map(|l| l.to_string()).unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        let m = meta(obj).cloned().unwrap_or_default();
+        let mut md = Map::new();
+        for k in ["name", "namespace", "uid", "resourceVersion", "creationTimestamp"] {
+            if let Some(v) = m.get(k) {
+                md.insert(k.into(), v.clone());
+            }
+        }
+        Ok(json!({
+            "kind": "Scale",
+            "apiVersion": "autoscaling/v1",
+            "metadata": md,
+            "spec": {"replicas": spec},
+            "status": {"replicas": status, "selector": selector},
+        }))
+    }
+
+    /// Writes `spec.replicas` from a new Scale (PUT or the result of a PATCH on the Scale).
+    pub async fn set_scale(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        scale_of_new: impl Fn(Value) -> ApiResult<Value>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Value> {
+        let paths = res.scale.clone().ok_or_else(ApiError::page_not_found)?;
+        let written = self
+            .update_with(res, ns, name, None, opts, |cur| {
+                let scale = scale_of_new(self.scale_of(res, cur)?)?;
+                let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
+                if replicas < 0 {
+                    return Err(ApiError::invalid(
+                        "Scale",
+                        "autoscaling",
+                        name,
+                        vec![crate::error::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
+                    ));
+                }
+                let mut new = cur.clone();
+                set_json_path(&mut new, &paths.spec_replicas, json!(replicas))?;
+                if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                    meta_mut(&mut new)?.insert("resourceVersion".into(), json!(rv));
+                }
+                Ok(new)
+            })
+            .await?;
+        self.scale_of(res, &self.served_value(res, &written.obj))
+    }
+}
+
+/// True while a pod with a deletion timestamp still waits for its node agent: only the agent
+/// (or a delete with grace 0) removes it.
+fn pod_awaits_node(res: &Resource, v: &Value) -> bool {
+    res.builtin
+        && res.kind == "Pod"
+        && v.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+}
+
+/// A namespace goes away only after the namespace controller emptied it and cleared
+/// `spec.finalizers`.
+fn namespace_holds(res: &Resource, v: &Value) -> bool {
+    res.builtin
+        && res.kind == "Namespace"
+        && v.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+}
+
+/// Rejects a body whose apiVersion/kind name a different type than the endpoint.
+fn check_type(res: &Resource, body: &Value) -> ApiResult<()> {
+    if !body.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    let av = body.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let kind = body.get("kind").and_then(Value::as_str).unwrap_or("");
+    let want_av = res.api_version();
+    // Another served version of the same group is fine (conversion strategy None).
+    let same_group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("") == res.group;
+    if !av.is_empty() && av != want_av && !(same_group && !res.builtin) {
+        return Err(ApiError::bad_request(format!(
+            "the API version in the data ({av}) does not match the expected API version ({want_av})"
+        )));
+    }
+    if !kind.is_empty() && kind != res.kind {
+        return Err(ApiError::bad_request(format!(
+            "the kind in the data ({kind}) does not match the expected kind ({})",
+            res.kind
+        )));
+    }
+    Ok(())
+}
+
+fn validate_meta(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(md) = meta(obj) else { return };
+    for field in ["labels", "annotations"] {
+        if let Some(m) = md.get(field) {
+            match m.as_object() {
+                Some(m) => {
+                    for (k, v) in m {
+                        if !v.is_string() {
+                            causes.push(crate::error::invalid(
+                                &format!("metadata.{field}"),
+                                &v.to_string(),
+                                "values must be strings",
+                            ));
+                        } else if field == "labels" {
+                            let val = v.as_str().unwrap_or("");
+                            if LabelSelector::parse(&format!("{k}={val}")).is_err() {
+                                causes.push(crate::error::invalid(
+                                    &format!("metadata.labels"),
+                                    &format!("{k}={val}"),
+                                    "label keys and values must be valid label syntax (63 characters or less, alphanumeric, '-', '_' or '.', with an optional DNS prefix)",
+                                ));
+                            }
+                        }
+                    }
+                }
+                None if m.is_null() => {}
+                None => causes.push(crate::error::invalid(&format!("metadata.{field}"), &m.to_string(), "must be an object")),
+            }
+        }
+    }
+    if let Some(refs) = md.get("ownerReferences").and_then(Value::as_array) {
+        for (i, r) in refs.iter().enumerate() {
+            for f in ["apiVersion", "kind", "name", "uid"] {
+                if r.get(f).and_then(Value::as_str).is_none_or(str::is_empty) {
+                    causes.push(Cause::required(&format!("metadata.ownerReferences[{i}].{f}"), ""));
+                }
+            }
+        }
+    }
+}
+
+/// Sets (or adds) a status condition, updating `lastTransitionTime` only on a status change.
+pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: &str, message: &str) {
+    let now = now_rfc3339();
+    let Some(o) = obj.as_object_mut() else { return };
+    let st = o.entry("status").or_insert_with(|| json!({}));
+    if !st.is_object() {
+        *st = json!({});
+    }
+    let conds = st.as_object_mut().map(|m| m.entry("conditions").or_insert_with(|| json!([])));
+    let Some(conds) = conds.and_then(Value::as_array_mut) else { return };
+    let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    if !reason.is_empty() {
+        c["reason"] = json!(reason);
+    }
+    if !message.is_empty() {
+        c["message"] = json!(message);
+    }
+    match conds.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(ty)) {
+        Some(existing) => {
+            if existing.get("status").and_then(Value::as_str) == Some(status) {
+                c["lastTransitionTime"] = existing.get("lastTransitionTime").cloned().unwrap_or(c["lastTransitionTime"].take());
+            }
+            *existing = c;
+        }
+        None => conds.push(c),
+    }
+}
+
+/// Reads a simple JSON path (`.spec.replicas`).
+pub fn json_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
+    let mut cur = v;
+    for part in path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()) {
+        cur = cur.get(part)?;
+    }
+    Some(cur)
+}
+
+fn set_json_path(v: &mut Value, path: &str, new: Value) -> ApiResult<()> {
+    let parts: Vec<&str> = path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()).collect();
+    let mut cur = v;
+    for (i, part) in parts.iter().enumerate() {
+        let m = cur.as_object_mut().ok_or_else(|| ApiError::internal(format!("{path} does not lead to an object")))?;
+        if i + 1 == parts.len() {
+            m.insert((*part).to_owned(), new);
+            return Ok(());
+        }
+        cur = m.entry(*part).or_insert_with(|| json!({}));
+    }
+    Ok(())
+}
+
+fn encode_continue(k: &(String, String)) -> String {
+    use base64::Engine as _;
+    let raw = serde_json::to_vec(&json!({"v": "kinetic/1", "ns": k.0, "name": k.1})).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_continue(t: &str) -> ApiResult<(String, String)> {
+    use base64::Engine as _;
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {t:?}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let ns = v.get("ns").and_then(Value::as_str).ok_or_else(bad)?;
+    let name = v.get("name").and_then(Value::as_str).ok_or_else(bad)?;
+    Ok((ns.to_owned(), name.to_owned()))
+}

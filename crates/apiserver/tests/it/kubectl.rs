@@ -1,0 +1,206 @@
+//! The real `kubectl` against the embedded server: the commands users type, with their output.
+
+use std::time::Duration;
+
+use kinetic_testkit::TestServer;
+use tokio::io::AsyncBufReadExt as _;
+
+/// The demo manifests users apply (examples/demo), read from the repository.
+fn example(name: &str) -> String {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo").join(name);
+    std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+async fn apply_demo(t: &TestServer) {
+    for f in ["namespace.yaml", "crd.yaml", "deployment.yaml", "widget.yaml"] {
+        let out = t.kubectl_stdin_ok(&["apply", "-f", "-"], &example(f)).await.unwrap();
+        assert!(out.contains("created"), "{f}: {out}");
+    }
+}
+
+#[tokio::test]
+async fn apply_get_and_reapply_manifests() {
+    let t = TestServer::start().await.unwrap();
+    apply_demo(&t).await;
+    let yaml = t.kubectl_ok(&["get", "deployment", "web", "-n", "demo", "-o", "yaml"]).await.unwrap();
+    assert!(yaml.contains("kubectl.kubernetes.io/last-applied-configuration"), "{yaml}");
+    assert!(yaml.contains("maxSurge: 25%"), "defaults are visible: {yaml}");
+    // The same manifests again change nothing.
+    for f in ["namespace.yaml", "crd.yaml", "deployment.yaml", "widget.yaml"] {
+        let out = t.kubectl_stdin_ok(&["apply", "-f", "-"], &example(f)).await.unwrap();
+        assert!(out.contains("unchanged"), "{f}: {out}");
+    }
+    // A changed manifest is patched in place (strategic merge for the Deployment).
+    let changed = example("deployment.yaml").replace("httpd:v1", "httpd:v2").replace("replicas: 2", "replicas: 3");
+    let out = t.kubectl_stdin_ok(&["apply", "-f", "-"], &changed).await.unwrap();
+    assert!(out.contains("configured"), "{out}");
+    let img = t
+        .kubectl_ok(&["get", "deploy", "web", "-n", "demo", "-o", "jsonpath={.spec.template.spec.containers[*].image} {.spec.replicas} {.metadata.generation}"])
+        .await
+        .unwrap();
+    assert_eq!(img, "127.0.0.1:5000/kinetic/httpd:v2 127.0.0.1:5000/kinetic/sleep:v1 3 2");
+    // The custom resource got its schema default and prints its columns.
+    let table = t.kubectl_ok(&["get", "widgets", "-n", "demo"]).await.unwrap();
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "REPLICAS", "COLOR", "AGE"], "{table}");
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(&row[..3], &["gizmo", "1", "blue"], "{table}");
+}
+
+#[tokio::test]
+async fn tables_for_builtin_kinds() {
+    let t = TestServer::start().await.unwrap();
+    apply_demo(&t).await;
+    let out = t.kubectl_ok(&["get", "deployments", "-n", "demo"]).await.unwrap();
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"], "{out}");
+    assert!(out.lines().nth(1).unwrap().starts_with("web "), "{out}");
+    t.kubectl_ok(&["run", "p1", "-n", "demo", "--image=busybox", "--restart=Never"]).await.unwrap();
+    let out = t.kubectl_ok(&["get", "pods", "-n", "demo", "-o", "wide"]).await.unwrap();
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(&header[..5], &["NAME", "READY", "STATUS", "RESTARTS", "AGE"], "{out}");
+    assert!(out.contains("p1") && out.contains("Pending"), "{out}");
+    let ns = t.kubectl_ok(&["get", "ns"]).await.unwrap();
+    for n in ["default", "demo", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(ns.contains(n), "{ns}");
+    }
+}
+
+#[tokio::test]
+async fn patch_label_annotate_scale_and_set_image() {
+    let t = TestServer::start().await.unwrap();
+    apply_demo(&t).await;
+    let d = ["-n", "demo", "deployment/web"];
+    let run = |extra: &[&str]| {
+        let mut args: Vec<&str> = extra.to_vec();
+        args.extend_from_slice(&d);
+        args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    for args in [
+        run(&["patch", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"x:strategic"}]}}}}"#]),
+        run(&["patch", "--type=merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]),
+        run(&["patch", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/revisionHistoryLimit","value":3}]"#]),
+        run(&["label", "tier=frontend"]),
+        run(&["annotate", "note=hi"]),
+        run(&["scale", "--replicas=4"]),
+    ] {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        t.kubectl_ok(&a).await.unwrap();
+    }
+    t.kubectl_ok(&["set", "image", "-n", "demo", "deployment/web", "sidecar=y:set"]).await.unwrap();
+    let got = t
+        .kubectl_ok(&["get", "-n", "demo", "deployment/web", "-o", "jsonpath={.spec.template.spec.containers[*].image} {.spec.minReadySeconds} {.spec.revisionHistoryLimit} {.metadata.labels.tier} {.metadata.annotations.note} {.spec.replicas}"])
+        .await
+        .unwrap();
+    assert_eq!(got, "x:strategic y:set 5 3 frontend hi 4");
+    // A bad JSON patch is refused and changes nothing.
+    let out = t
+        .kubectl(&["patch", "-n", "demo", "deployment/web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":99}]"#])
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    // Scaling the custom resource goes through its scale subresource.
+    t.kubectl_ok(&["scale", "-n", "demo", "widget/gizmo", "--replicas=7"]).await.unwrap();
+    let r = t.kubectl_ok(&["get", "-n", "demo", "widget/gizmo", "-o", "jsonpath={.spec.replicas}"]).await.unwrap();
+    assert_eq!(r, "7");
+}
+
+#[tokio::test]
+async fn delete_with_each_cascade_policy() {
+    let t = TestServer::start().await.unwrap();
+    let owner = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\n");
+    for (policy, keeps) in [("background", false), ("foreground", false), ("orphan", true)] {
+        let o = format!("owner-{policy}");
+        t.kubectl_stdin_ok(&["apply", "-f", "-"], &owner(&o)).await.unwrap();
+        let uid = t.kubectl_ok(&["get", "cm", &o, "-o", "jsonpath={.metadata.uid}"]).await.unwrap();
+        let dep = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep-{policy}\n  namespace: default\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {o}\n    uid: {uid}\n"
+        );
+        t.kubectl_stdin_ok(&["apply", "-f", "-"], &dep).await.unwrap();
+        let out = t.kubectl_ok(&["delete", "cm", &o, &format!("--cascade={policy}"), "--wait=true"]).await.unwrap();
+        assert!(out.contains("deleted"), "{out}");
+        let mut present = true;
+        for _ in 0..50 {
+            let out = t.kubectl(&["get", "cm", &format!("dep-{policy}")]).await.unwrap();
+            present = out.status.success();
+            if present == keeps {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(present, keeps, "dependent after --cascade={policy}");
+    }
+}
+
+#[tokio::test]
+async fn wait_for_a_condition() {
+    let t = TestServer::start().await.unwrap();
+    apply_demo(&t).await;
+    let waiter = {
+        let args = ["wait", "-n", "demo", "widget/gizmo", "--for=condition=Ready", "--timeout=30s"];
+        let kc = t.kubeconfig().to_owned();
+        let home = t.data_dir();
+        tokio::spawn(async move { kinetic_testkit::kubectl(&kc, &home, &args, None).await })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.kubectl_ok(&[
+        "patch", "-n", "demo", "widget/gizmo", "--subresource=status", "--type=merge", "-p",
+        r#"{"status":{"conditions":[{"type":"Ready","status":"True","reason":"Done","message":"ok","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#,
+    ])
+    .await
+    .unwrap();
+    let out = waiter.await.unwrap().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("condition met"));
+}
+
+#[tokio::test]
+async fn get_watch_streams_changes() {
+    let t = TestServer::start().await.unwrap();
+    let mut child = tokio::process::Command::new(kinetic_testkit::kubectl_bin())
+        .args(["get", "configmaps", "-w", "--request-timeout=30s"])
+        .env("KUBECONFIG", t.kubeconfig())
+        .env("HOME", t.data_dir())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    t.kubectl_ok(&["create", "configmap", "watched", "--from-literal=a=b"]).await.unwrap();
+    let found = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(l) = lines.next_line().await.unwrap() {
+            if l.starts_with("watched") {
+                return l;
+            }
+        }
+        String::new()
+    })
+    .await
+    .unwrap();
+    assert!(found.split_whitespace().nth(1) == Some("1"), "DATA column: {found}");
+    child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn explain_and_api_resources() {
+    let t = TestServer::start().await.unwrap();
+    apply_demo(&t).await;
+    let out = t.kubectl_ok(&["explain", "deployment.spec.replicas"]).await.unwrap();
+    assert!(out.contains("KIND:") && out.contains("Deployment") && out.contains("replicas"), "{out}");
+    let out = t.kubectl_ok(&["explain", "widgets.spec.color"]).await.unwrap();
+    assert!(out.contains("color"), "{out}");
+    let out = t.kubectl_ok(&["api-resources"]).await.unwrap();
+    for want in ["pods", "deployments", "customresourcedefinitions", "widgets", "leases", "endpointslices"] {
+        assert!(out.lines().any(|l| l.starts_with(want)), "{want} missing:\n{out}");
+    }
+    let out = t.kubectl_ok(&["api-resources", "--api-group=example.com", "-o", "name"]).await.unwrap();
+    assert_eq!(out.trim(), "widgets.example.com");
+    // Validation errors come back as kubectl prints them from a real cluster.
+    let bad = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: bad\n  namespace: demo\nspec:\n  color: purple\n";
+    let out = t.kubectl_stdin(&["apply", "-f", "-"], Some(bad)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("spec.color") && err.contains("Unsupported value"), "{err}");
+}

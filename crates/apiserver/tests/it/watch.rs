@@ -1,0 +1,183 @@
+//! Watch semantics through `kube`: exact resumption, 410 Gone, the runtime's `watcher`,
+//! `reflector` and a `Controller` reconciling a toy custom resource.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt as _, TryStreamExt as _};
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kinetic_testkit::TestServer;
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::{Controller, controller::Action, reflector, watcher, WatchStreamExt as _};
+use serde_json::json;
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name, "labels": {"w": "1"}}})).unwrap()
+}
+
+#[tokio::test]
+async fn watch_resumes_exactly_after_a_version() {
+    let t = TestServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    let first = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv = first.metadata.resource_version.clone().unwrap();
+    cms.create(&PostParams::default(), &cm("b")).await.unwrap();
+    let lb = json!({"metadata": {"labels": {"x": "y"}}});
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(&lb)).await.unwrap();
+    cms.delete("b", &Default::default()).await.unwrap();
+
+    let mut stream = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    let mut seen = Vec::new();
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        match ev {
+            WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.metadata.name.unwrap())),
+            WatchEvent::Modified(o) => seen.push(format!("MODIFIED {}", o.metadata.name.unwrap())),
+            WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.metadata.name.unwrap())),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => panic!("{e:?}"),
+        }
+        if seen.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(seen, vec!["ADDED b", "MODIFIED a", "DELETED b"]);
+}
+
+#[tokio::test]
+async fn watch_from_a_version_before_the_history_is_gone() {
+    let t = TestServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    // Version 1 predates this server's start (the bootstrap namespaces came after it).
+    let mut stream = cms.watch(&WatchParams::default().timeout(5), "1").await.unwrap().boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410, "{e:?}"),
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn label_selected_watch_sees_objects_enter_and_leave() {
+    let t = TestServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    let c = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv = c.metadata.resource_version.unwrap();
+    let mut stream =
+        cms.watch(&WatchParams::default().labels("w=2").timeout(5), &rv).await.unwrap().boxed();
+    let set = |v: &str| json!({"metadata": {"labels": {"w": v}}});
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(&set("2"))).await.unwrap();
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(&set("3"))).await.unwrap();
+    let mut kinds = Vec::new();
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        kinds.push(match ev {
+            WatchEvent::Added(_) => "ADDED",
+            WatchEvent::Modified(_) => "MODIFIED",
+            WatchEvent::Deleted(_) => "DELETED",
+            _ => continue,
+        });
+        if kinds.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(kinds, vec!["ADDED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn reflector_store_converges() {
+    let t = TestServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    let (reader, writer) = reflector::store::<ConfigMap>();
+    let stream = reflector(writer, watcher(cms.clone(), watcher::Config::default()));
+    let task = tokio::spawn(stream.applied_objects().for_each(|_| async {}));
+    for i in 0..20 {
+        cms.create(&PostParams::default(), &cm(&format!("r{i}"))).await.unwrap();
+    }
+    for i in 0..5 {
+        cms.delete(&format!("r{i}"), &Default::default()).await.unwrap();
+    }
+    let mut n = 0;
+    for _ in 0..100 {
+        n = reader.state().len();
+        if n == 15 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    assert_eq!(n, 15);
+}
+
+const CRD: &str = r#"{
+  "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": {"name": "widgets.example.com"},
+  "spec": {"group": "example.com", "scope": "Namespaced",
+    "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "shortNames": ["wd"]},
+    "versions": [{"name": "v1", "served": true, "storage": true,
+      "subresources": {"status": {}},
+      "additionalPrinterColumns": [{"name": "Size", "type": "integer", "jsonPath": ".spec.size"}],
+      "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+        "spec": {"type": "object", "properties": {
+          "size": {"type": "integer", "minimum": 1},
+          "color": {"type": "string", "default": "blue"}}},
+        "status": {"type": "object", "properties": {"seen": {"type": "integer"}}}}}}}]}
+}"#;
+
+#[tokio::test]
+async fn a_controller_reconciles_a_custom_resource() {
+    let t = TestServer::start().await.unwrap();
+    let client = t.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_str(CRD).unwrap();
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Widget");
+    let ar = ApiResource::from_gvk_with_plural(&gvk, "widgets");
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &ar);
+
+    let mut w = DynamicObject::new("w1", &ar);
+    w.data = json!({"spec": {"size": 3}});
+    let created = widgets.create(&PostParams::default(), &w).await.unwrap();
+    assert_eq!(created.data["spec"]["color"], "blue", "schema defaults apply");
+
+    // The controller writes status.seen = spec.size through the status subresource.
+    let ctx = Arc::new(widgets.clone());
+    let ctrl = Controller::new_with(widgets.clone(), watcher::Config::default(), ar.clone())
+        .run(
+            |obj: Arc<DynamicObject>, api: Arc<Api<DynamicObject>>| async move {
+                let size = obj.data["spec"]["size"].clone();
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                let st = json!({"status": {"seen": size}});
+                api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&st)).await?;
+                Ok::<_, kube::Error>(Action::await_change())
+            },
+            |_, _: &kube::Error, _| Action::requeue(Duration::from_millis(200)),
+            ctx,
+        )
+        .for_each(|_| async {});
+    let task = tokio::spawn(ctrl);
+    let mut seen = json!(null);
+    for _ in 0..100 {
+        seen = widgets.get("w1").await.unwrap().data["status"]["seen"].clone();
+        if seen == json!(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    assert_eq!(seen, json!(3));
+
+    // Schema validation rejects a bad value with a field cause.
+    let mut bad = DynamicObject::new("bad", &ar);
+    bad.data = json!({"spec": {"size": 0}});
+    let err = widgets.create(&PostParams::default(), &bad).await.unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"), "{s:?}");
+            assert!(s.message.contains("spec.size"), "{}", s.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    let list = widgets.list(&ListParams::default()).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+}

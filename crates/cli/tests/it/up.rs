@@ -1,0 +1,32 @@
+//! `kinetic up` as the README runs it: a kubeconfig with which kubectl applies a Namespace, a
+//! Deployment, a CRD and a custom resource.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+#[tokio::test]
+async fn kinetic_up_serves_kubectl_apply_of_the_demo_manifests() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::free_port();
+    let mut up = crate::start("up", dir.path(), port).await;
+    let mode = std::fs::metadata(&up.kubeconfig).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the kubeconfig holds the admin token");
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
+    let home = tempfile::tempdir().unwrap();
+    for f in ["namespace.yaml", "crd.yaml", "deployment.yaml", "widget.yaml"] {
+        let path = demo.join(f);
+        let out = kinetic_testkit::kubectl(&up.kubeconfig, home.path(), &["apply", "-f", path.to_str().unwrap()], None)
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = kinetic_testkit::kubectl(&up.kubeconfig, home.path(), &["get", "deploy,widgets", "-n", "demo", "-o", "name"], None)
+        .await
+        .unwrap();
+    let names = String::from_utf8_lossy(&out.stdout);
+    assert!(names.contains("deployment.apps/web") && names.contains("widget.example.com/gizmo"), "{names}");
+    // SIGTERM shuts it down cleanly.
+    let pid = up.child.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), up.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "{status}");
+}

@@ -1,0 +1,21 @@
+//! Pure Kubernetes API machinery shared by the API server and, later, the controllers.
+//!
+//! Everything here is a function of its inputs: no I/O, no async, no clocks except where a
+//! caller passes `now` in. The API server (`kinetic-apiserver`) owns storage and HTTP and calls
+//! into these modules to interpret requests:
+//!
+//! - [`patch`]: JSON patch (RFC 6902), JSON merge patch (RFC 7386) and Kubernetes strategic
+//!   merge patch for the built-in kinds.
+//! - [`selector`]: label selectors (equality and set-based) and field selectors.
+//! - [`schema`]: structural schemas (CRD `openAPIV3Schema` or the built-in types' schemas):
+//!   validation with field causes, pruning of unknown fields, defaulting.
+//! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents kubectl reads.
+//! - [`printers`]: `meta.k8s.io/v1` Table columns and cells as `kubectl get` prints them.
+//!
+//! What it does not do: decide anything about storage, versions or authentication.
+
+pub mod openapi;
+pub mod patch;
+pub mod printers;
+pub mod schema;
+pub mod selector;

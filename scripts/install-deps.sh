@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs what building, testing and running Kinetic needs on Debian 12, as root. Idempotent:
+# only missing packages are installed.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+# A C compiler for the bundled SQLite; curl for the demo's health checks.
+have cc || need+=(gcc libc6-dev)
+have curl || need+=(curl)
+# kubectl: this machine ships one at /usr/bin/kubectl; on a fresh machine Debian's
+# kubernetes-client provides it.
+have kubectl || need+=(kubernetes-client)
+
+if ((${#need[@]})); then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "error: missing ${need[*]}; run as root so they can be installed" >&2
+    exit 1
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+if ! have cargo; then
+  echo "error: no Rust toolchain: Kinetic needs Rust 1.95 (rustup's stable) on PATH" >&2
+  exit 1
+fi
+if ! cargo nextest --version >/dev/null 2>&1; then
+  cargo install --locked cargo-nextest
+fi
