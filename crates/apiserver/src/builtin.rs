@@ -237,7 +237,59 @@ fn builtin_definitions() -> Map<String, Value> {
     generator.subschema_for::<apiextensions::v1::CustomResourceDefinition>();
     generator.subschema_for::<k8s_openapi::api::autoscaling::v1::Scale>();
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
-    generator.take_definitions(true).into_iter().collect()
+    let mut defs: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
+    for s in BUILTINS {
+        annotate_patch_meta(&mut defs, s.kind, s.schema_name, &mut Vec::new(), &mut Default::default());
+    }
+    defs
+}
+
+/// The definition a schema refers to (`$ref`, or the items/values of a list/map).
+fn referenced(prop: &Value) -> Option<&str> {
+    let r = prop
+        .get("$ref")
+        .or_else(|| prop.pointer("/items/$ref"))
+        .or_else(|| prop.pointer("/additionalProperties/$ref"))?;
+    r.as_str()?.strip_prefix("#/$defs/")
+}
+
+/// Adds upstream's `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` to the list
+/// properties reachable from `def` in an object of `kind`, from the same table the strategic
+/// merge patch uses, so kubectl's client-side apply computes patches that merge lists by key.
+fn annotate_patch_meta(
+    defs: &mut Map<String, Value>,
+    kind: &str,
+    def: &str,
+    path: &mut Vec<String>,
+    seen: &mut std::collections::HashSet<(String, String)>,
+) {
+    // Definitions recur (JSONSchemaProps); a definition reached under the same field twice has
+    // the same lists.
+    let last = path.last().cloned().unwrap_or_default();
+    if !seen.insert((def.to_owned(), last)) || path.len() > 24 {
+        return;
+    }
+    let props: Vec<(String, Value)> = match defs.get(def).and_then(|d| d.get("properties")).and_then(Value::as_object) {
+        Some(p) => p.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        None => return,
+    };
+    for (name, prop) in props {
+        path.push(name.clone());
+        if prop.get("type").and_then(Value::as_str) == Some("array")
+            && let Some((strategy, key)) =
+                kinetic_machinery::patch::list_patch_meta(Some(kind), path.iter().map(String::as_str))
+            && let Some(p) = defs.get_mut(def).and_then(|d| d.pointer_mut(&format!("/properties/{name}"))).and_then(Value::as_object_mut)
+        {
+            p.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
+            if let Some(key) = key {
+                p.insert("x-kubernetes-patch-merge-key".into(), json!(key));
+            }
+        }
+        if let Some(next) = referenced(&prop).map(str::to_owned) {
+            annotate_patch_meta(defs, kind, &next, path, seen);
+        }
+        path.pop();
+    }
 }
 
 /// Registers the built-in kinds.

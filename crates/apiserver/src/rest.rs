@@ -371,9 +371,9 @@ impl Api {
                     FieldValidation::Ignore => {}
                 }
             }
-            if !res.builtin {
-                schema.default(obj);
-            }
+            // Drops nulls (Go decodes them to zero values, which it omits) and applies CRD
+            // defaults; the built-in schemas carry no defaults.
+            schema.default(obj);
         }
         if res.builtin {
             builtin::default(&res.kind, obj);

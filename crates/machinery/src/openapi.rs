@@ -788,7 +788,13 @@ mod tests {
 
     use super::{ResourceDoc, v2_document, v3_group_version, v3_root};
 
-    fn resource(group: &str, kind: &str, plural: &str, namespaced: bool, subs: &[&str]) -> ResourceDoc {
+    fn resource(
+        group: &str,
+        kind: &str,
+        plural: &str,
+        namespaced: bool,
+        subs: &[&str],
+    ) -> ResourceDoc {
         let schema_group = match group {
             "" => "core".to_owned(),
             "apps" => "apps".to_owned(),
@@ -904,7 +910,9 @@ mod tests {
                     .flatten()
                     .filter(|p| p["in"] == "query")
                     .filter_map(|p| p["name"].as_str())
-                    .filter(|n| matches!(*n, "dryRun" | "fieldManager" | "fieldValidation" | "force"))
+                    .filter(|n| {
+                        matches!(*n, "dryRun" | "fieldManager" | "fieldValidation" | "force")
+                    })
                     .collect();
                 out.push_str(&format!(
                     "  {method} {} {} {}/{}/{} {}\n",
@@ -951,7 +959,9 @@ mod tests {
     #[test]
     fn v3_paths_carry_gvk_action_and_patch_parameters() {
         let doc = v3_group_version("apps", "v1", &resources(), &schemas());
-        check(&summarize_paths(&doc), expect![[r#"
+        check(
+            &summarize_paths(&doc),
+            expect![[r#"
             /apis/apps/v1/deployments [pretty]
               get listAppsV1DeploymentForAllNamespaces list apps/v1/Deployment 
             /apis/apps/v1/namespaces/{namespace}/deployments [namespace pretty]
@@ -971,14 +981,17 @@ mod tests {
               get readAppsV1NamespacedDeploymentStatus get apps/v1/Deployment 
               put replaceAppsV1NamespacedDeploymentStatus put apps/v1/Deployment dryRun,fieldManager,fieldValidation
               patch patchAppsV1NamespacedDeploymentStatus patch apps/v1/Deployment dryRun,fieldManager,fieldValidation,force
-        "#]]);
+        "#]],
+        );
         assert_eq!(doc["openapi"], "3.0.0");
     }
 
     #[test]
     fn v3_core_and_cluster_scoped_paths() {
         let doc = v3_group_version("", "v1", &resources(), &schemas());
-        check(&summarize_paths(&doc), expect![[r#"
+        check(
+            &summarize_paths(&doc),
+            expect![[r#"
             /api/v1/namespaces [pretty]
               get listCoreV1Namespace list /v1/Namespace 
               post createCoreV1Namespace post /v1/Namespace dryRun,fieldManager,fieldValidation
@@ -992,7 +1005,8 @@ mod tests {
               get readCoreV1NamespaceStatus get /v1/Namespace 
               put replaceCoreV1NamespaceStatus put /v1/Namespace dryRun,fieldManager,fieldValidation
               patch patchCoreV1NamespaceStatus patch /v1/Namespace dryRun,fieldManager,fieldValidation,force
-        "#]]);
+        "#]],
+        );
         let op = &doc["paths"]["/api/v1/namespaces/{name}"]["patch"];
         check(&serde_json::to_string(&op["tags"]).expect("print"), expect![[r#"["core_v1"]"#]]);
     }
@@ -1001,8 +1015,11 @@ mod tests {
     fn v3_components_are_reachable_rewritten_and_tagged() {
         let doc = v3_group_version("apps", "v1", &resources(), &schemas());
         let components = &doc["components"]["schemas"];
-        let names: Vec<&String> = components.as_object().into_iter().flatten().map(|(k, _)| k).collect();
-        check(&format!("{names:#?}"), expect![[r#"
+        let names: Vec<&String> =
+            components.as_object().into_iter().flatten().map(|(k, _)| k).collect();
+        check(
+            &format!("{names:#?}"),
+            expect![[r#"
             [
                 "io.k8s.api.apps.v1.Deployment",
                 "io.k8s.api.apps.v1.DeploymentList",
@@ -1012,9 +1029,11 @@ mod tests {
                 "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta",
                 "io.k8s.apimachinery.pkg.apis.meta.v1.Patch",
                 "io.k8s.apimachinery.pkg.apis.meta.v1.Status",
-            ]"#]]);
+            ]"#]],
+        );
         check(
-            &serde_json::to_string_pretty(&components["io.k8s.api.apps.v1.Deployment"]).expect("print"),
+            &serde_json::to_string_pretty(&components["io.k8s.api.apps.v1.Deployment"])
+                .expect("print"),
             expect![[r##"
                 {
                   "description": "Deployment enables declarative updates for Pods and ReplicaSets.",
@@ -1053,8 +1072,11 @@ mod tests {
                 }"##]],
         );
         check(
-            &serde_json::to_string(&components["io.k8s.api.apps.v1.DeploymentList"]).expect("print"),
-            expect![[r##"{"type":"object","properties":{"items":{"type":"array","items":{"$ref":"#/components/schemas/io.k8s.api.apps.v1.Deployment"}}},"x-kubernetes-group-version-kind":[{"group":"apps","kind":"DeploymentList","version":"v1"}]}"##]],
+            &serde_json::to_string(&components["io.k8s.api.apps.v1.DeploymentList"])
+                .expect("print"),
+            expect![[
+                r##"{"type":"object","properties":{"items":{"type":"array","items":{"$ref":"#/components/schemas/io.k8s.api.apps.v1.Deployment"}}},"x-kubernetes-group-version-kind":[{"group":"apps","kind":"DeploymentList","version":"v1"}]}"##
+            ]],
         );
         let text = doc.to_string();
         assert!(!text.contains("#/$defs/"), "a $defs reference survived: {text}");
@@ -1086,7 +1108,9 @@ mod tests {
         let mut schema = doc["components"]["schemas"]
             .as_object()?
             .values()
-            .find(|s| s["x-kubernetes-group-version-kind"].as_array().is_some_and(|l| l.contains(gvk)))?
+            .find(|s| {
+                s["x-kubernetes-group-version-kind"].as_array().is_some_and(|l| l.contains(gvk))
+            })?
             .clone();
         let mut description = String::new();
         for field in fields {
@@ -1121,7 +1145,9 @@ mod tests {
             explain(&kinetic, "kinetic.dev", "widgets", &["spec", "size"]),
             explain(&apps, "apps", "statefulsets", &["spec"]),
         ];
-        check(&format!("{lines:#?}"), expect![[r#"
+        check(
+            &format!("{lines:#?}"),
+            expect![[r#"
             [
                 Some(
                     "spec <DeploymentSpec>: Specification of the desired behavior of the Deployment.",
@@ -1136,7 +1162,8 @@ mod tests {
                     "spec.size <integer>: <no description>",
                 ),
                 None,
-            ]"#]]);
+            ]"#]],
+        );
     }
 
     /// kubectl's `supportsQueryParamV3`: the first PATCH operation with the GVK decides.
@@ -1161,10 +1188,22 @@ mod tests {
         let core = v3_group_version("", "v1", &resources(), &schemas());
         let kinetic = v3_group_version("kinetic.dev", "v1", &resources(), &schemas());
         let verdicts = [
-            supports_field_validation(&apps, &json!({"group": "apps", "version": "v1", "kind": "Deployment"})),
-            supports_field_validation(&core, &json!({"group": "", "version": "v1", "kind": "Namespace"})),
-            supports_field_validation(&kinetic, &json!({"group": "kinetic.dev", "version": "v1", "kind": "Widget"})),
-            supports_field_validation(&apps, &json!({"group": "apps", "version": "v1", "kind": "Widget"})),
+            supports_field_validation(
+                &apps,
+                &json!({"group": "apps", "version": "v1", "kind": "Deployment"}),
+            ),
+            supports_field_validation(
+                &core,
+                &json!({"group": "", "version": "v1", "kind": "Namespace"}),
+            ),
+            supports_field_validation(
+                &kinetic,
+                &json!({"group": "kinetic.dev", "version": "v1", "kind": "Widget"}),
+            ),
+            supports_field_validation(
+                &apps,
+                &json!({"group": "apps", "version": "v1", "kind": "Widget"}),
+            ),
         ];
         check(&format!("{verdicts:?}"), expect!["[true, true, true, false]"]);
     }
@@ -1176,8 +1215,10 @@ mod tests {
         let definitions = doc["definitions"].as_object().map(|d| d.len());
         check(&format!("{definitions:?}"), expect!["Some(10)"]);
         check(
-            &serde_json::to_string_pretty(&doc["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"])
-                .expect("print"),
+            &serde_json::to_string_pretty(
+                &doc["definitions"]["io.k8s.api.apps.v1.Deployment"]["properties"]["spec"],
+            )
+            .expect("print"),
             expect![[r##"
                 {
                   "$ref": "#/definitions/io.k8s.api.apps.v1.DeploymentSpec",
@@ -1185,8 +1226,10 @@ mod tests {
                 }"##]],
         );
         check(
-            &serde_json::to_string_pretty(&doc["definitions"]["dev.kinetic.v1.Widget"]["x-kubernetes-group-version-kind"])
-                .expect("print"),
+            &serde_json::to_string_pretty(
+                &doc["definitions"]["dev.kinetic.v1.Widget"]["x-kubernetes-group-version-kind"],
+            )
+            .expect("print"),
             expect![[r#"
                 [
                   {
@@ -1196,8 +1239,11 @@ mod tests {
                   }
                 ]"#]],
         );
-        let patch = &doc["paths"]["/apis/kinetic.dev/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
-        check(&serde_json::to_string_pretty(patch).expect("print"), expect![[r##"
+        let patch =
+            &doc["paths"]["/apis/kinetic.dev/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+        check(
+            &serde_json::to_string_pretty(patch).expect("print"),
+            expect![[r##"
             {
               "tags": [
                 "kineticDev_v1"
@@ -1278,20 +1324,24 @@ mod tests {
                 "kind": "Widget",
                 "version": "v1"
               }
-            }"##]]);
+            }"##]],
+        );
         assert!(!doc.to_string().contains("#/$defs/"));
     }
 
     #[test]
     fn v3_patch_operation_shape() {
         let doc = v3_group_version("kinetic.dev", "v1", &resources(), &schemas());
-        let patch = &doc["paths"]["/apis/kinetic.dev/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
+        let patch =
+            &doc["paths"]["/apis/kinetic.dev/v1/namespaces/{namespace}/widgets/{name}"]["patch"];
         let mut shape = patch.clone();
         // The parameters are covered elsewhere; keep this snapshot about bodies and responses.
         if let Some(op) = shape.as_object_mut() {
             op.shift_remove("parameters");
         }
-        check(&serde_json::to_string_pretty(&shape).expect("print"), expect![[r##"
+        check(
+            &serde_json::to_string_pretty(&shape).expect("print"),
+            expect![[r##"
             {
               "tags": [
                 "kineticDev_v1"
@@ -1364,6 +1414,7 @@ mod tests {
                 "kind": "Widget",
                 "version": "v1"
               }
-            }"##]]);
+            }"##]],
+        );
     }
 }

@@ -512,6 +512,22 @@ const KIND_EXCEPTIONS: &[(&str, &str, ListStrategy)] = &[
     ("CustomResourceDefinition", "status.conditions", ListStrategy::Replace),
 ];
 
+/// The patch metadata upstream publishes in OpenAPI for the list at `fields` (the field names
+/// leading to it) in an object of `kind`: `Some((strategy, merge_key))` for lists with a patch
+/// strategy, `None` for lists that a patch replaces. The API server annotates its OpenAPI
+/// documents with this (`x-kubernetes-patch-strategy`, `x-kubernetes-patch-merge-key`), so
+/// kubectl computes the same patches that [`strategic_merge_patch`] applies.
+pub fn list_patch_meta<'a>(
+    kind: Option<&str>,
+    fields: impl DoubleEndedIterator<Item = &'a str> + Clone,
+) -> Option<(&'static str, Option<&'static str>)> {
+    match list_strategy(kind, fields) {
+        ListStrategy::Replace => None,
+        ListStrategy::MergeValues => Some(("merge", None)),
+        ListStrategy::MergeByKey(key) => Some(("merge", Some(key))),
+    }
+}
+
 /// Looks up the strategy for the list at `fields` (the field names leading to it) in an
 /// object of `kind`.
 fn list_strategy<'a>(

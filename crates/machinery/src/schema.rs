@@ -26,9 +26,10 @@
 //!   `date-time`, `uuid` and others for CRDs);
 //! - CEL rules (`x-kubernetes-validations`), list types (`x-kubernetes-list-type`) and
 //!   `patternProperties`;
-//! - `pattern` outside the regular-expression subset described in [`regex`](self) below: a pattern
-//!   using other syntax (flags, Unicode classes, POSIX classes) is not enforced.
+//! - `pattern` outside the RE2 subset the private `regex` module implements: a pattern using
+//!   other syntax (flags, Unicode classes, POSIX classes) is not enforced.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
@@ -299,7 +300,8 @@ impl Schema {
     /// A `pattern` is compiled leniently: one this module cannot parse is not enforced (CRD
     /// creation reports invalid ones through [`Schema::check_structural`]).
     pub fn from_json(root: &Value, defs: Option<&Map<String, Value>>) -> Result<Self, SchemaError> {
-        let mut compiler = Compiler { defs, nodes: Vec::new(), by_name: Vec::new() };
+        let mut compiler =
+            Compiler { defs, nodes: Vec::new(), by_name: HashMap::new(), order: Vec::new() };
         let root = compiler.compile(root, "")?;
         compiler.check_ref_cycles()?;
         Ok(Schema { nodes: compiler.nodes, root })
@@ -1115,8 +1117,10 @@ impl FieldPath {
 struct Compiler<'a> {
     defs: Option<&'a Map<String, Value>>,
     nodes: Vec<Node>,
-    /// Definitions compiled so far, in compile order (few enough for a linear scan).
-    by_name: Vec<(String, NodeId)>,
+    /// Definitions compiled so far.
+    by_name: HashMap<String, NodeId>,
+    /// The same, in compile order, so that errors name the first definition of a cycle.
+    order: Vec<(String, NodeId)>,
 }
 
 impl Compiler<'_> {
@@ -1272,7 +1276,7 @@ impl Compiler<'_> {
                 reference: reference.to_owned(),
                 path: display_path(path),
             })?;
-        if let Some((_, id)) = self.by_name.iter().find(|(known, _)| *known == name) {
+        if let Some(id) = self.by_name.get(&name) {
             return Ok(*id);
         }
         let def = self.defs.and_then(|defs| defs.get(&name)).ok_or_else(|| {
@@ -1280,7 +1284,8 @@ impl Compiler<'_> {
         })?;
         // Register before compiling the body so that recursive references find this slot.
         let id = self.alloc();
-        self.by_name.push((name.clone(), id));
+        self.by_name.insert(name.clone(), id);
+        self.order.push((name.clone(), id));
         self.fill(id, def, &format!("#/$defs/{}", escape_pointer(&name)))?;
         if let Some((_, any_type)) = OPAQUE_DEFINITIONS.iter().find(|(opaque, _)| *opaque == name) {
             let node = &mut self.nodes[id];
@@ -1296,7 +1301,7 @@ impl Compiler<'_> {
     /// Rejects definitions that are only `$ref`s around a loop: walking them never reaches a
     /// node that says anything.
     fn check_ref_cycles(&self) -> Result<(), SchemaError> {
-        for (name, start) in &self.by_name {
+        for (name, start) in &self.order {
             let mut current = self.nodes[*start].reference;
             let mut hops = 0;
             while let Some(next) = current {

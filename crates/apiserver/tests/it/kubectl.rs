@@ -71,10 +71,10 @@ async fn tables_for_builtin_kinds() {
 async fn patch_label_annotate_scale_and_set_image() {
     let t = TestServer::start().await.unwrap();
     apply_demo(&t).await;
-    let d = ["-n", "demo", "deployment/web"];
+    // kubectl wants the resource before the labels/annotations it changes.
     let run = |extra: &[&str]| {
-        let mut args: Vec<&str> = extra.to_vec();
-        args.extend_from_slice(&d);
+        let mut args: Vec<&str> = vec![extra[0], "-n", "demo", "deployment/web"];
+        args.extend_from_slice(&extra[1..]);
         args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
     for args in [
@@ -169,7 +169,8 @@ async fn get_watch_streams_changes() {
         .unwrap();
     let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    t.kubectl_ok(&["create", "configmap", "watched", "--from-literal=a=b"]).await.unwrap();
+    let cm = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: watched\ndata:\n  a: b\n";
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], cm).await.unwrap();
     let found = tokio::time::timeout(Duration::from_secs(20), async {
         while let Some(l) = lines.next_line().await.unwrap() {
             if l.starts_with("watched") {

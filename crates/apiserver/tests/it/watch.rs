@@ -47,13 +47,18 @@ async fn watch_resumes_exactly_after_a_version() {
 
 #[tokio::test]
 async fn watch_from_a_version_before_the_history_is_gone() {
-    let t = TestServer::start().await.unwrap();
+    let mut t = TestServer::start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
-    cms.create(&PostParams::default(), &cm("a")).await.unwrap();
-    // Version 1 predates this server's start (the bootstrap namespaces came after it).
-    let mut stream = cms.watch(&WatchParams::default().timeout(5), "1").await.unwrap().boxed();
+    let a = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    cms.create(&PostParams::default(), &cm("b")).await.unwrap();
+    // The history is in memory: after a restart, versions before it are gone, as after an etcd
+    // compaction.
+    t.restart().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    let rv = a.metadata.resource_version.unwrap();
+    let mut stream = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
     match stream.try_next().await.unwrap() {
-        Some(WatchEvent::Error(e)) => assert_eq!(e.code, 410, "{e:?}"),
+        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}"),
         other => panic!("expected a 410 error event, got {other:?}"),
     }
 }
