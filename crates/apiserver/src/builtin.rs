@@ -239,7 +239,13 @@ fn builtin_definitions() -> Map<String, Value> {
     generator.subschema_for::<k8s_openapi::apimachinery::pkg::apis::meta::v1::Status>();
     let mut defs: Map<String, Value> = generator.take_definitions(true).into_iter().collect();
     for s in BUILTINS {
-        annotate_patch_meta(&mut defs, s.kind, s.schema_name, &mut Vec::new(), &mut Default::default());
+        annotate_patch_meta(
+            &mut defs,
+            s.kind,
+            s.schema_name,
+            &mut Vec::new(),
+            &mut Default::default(),
+        );
     }
     defs
 }
@@ -269,16 +275,22 @@ fn annotate_patch_meta(
     if !seen.insert((def.to_owned(), last)) || path.len() > 24 {
         return;
     }
-    let props: Vec<(String, Value)> = match defs.get(def).and_then(|d| d.get("properties")).and_then(Value::as_object) {
-        Some(p) => p.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        None => return,
-    };
+    let props: Vec<(String, Value)> =
+        match defs.get(def).and_then(|d| d.get("properties")).and_then(Value::as_object) {
+            Some(p) => p.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            None => return,
+        };
     for (name, prop) in props {
         path.push(name.clone());
         if prop.get("type").and_then(Value::as_str) == Some("array")
-            && let Some((strategy, key)) =
-                kinetic_machinery::patch::list_patch_meta(Some(kind), path.iter().map(String::as_str))
-            && let Some(p) = defs.get_mut(def).and_then(|d| d.pointer_mut(&format!("/properties/{name}"))).and_then(Value::as_object_mut)
+            && let Some((strategy, key)) = kinetic_machinery::patch::list_patch_meta(
+                Some(kind),
+                path.iter().map(String::as_str),
+            )
+            && let Some(p) = defs
+                .get_mut(def)
+                .and_then(|d| d.pointer_mut(&format!("/properties/{name}")))
+                .and_then(Value::as_object_mut)
         {
             p.insert("x-kubernetes-patch-strategy".into(), json!(strategy));
             if let Some(key) = key {
@@ -392,10 +404,7 @@ pub fn default(kind: &str, obj: &mut Value) {
                         }
                     }
                 }
-                if let Some(ps) = spec
-                    .get_mut("template")
-                    .and_then(|t| obj_mut(t, "spec"))
-                {
+                if let Some(ps) = spec.get_mut("template").and_then(|t| obj_mut(t, "spec")) {
                     default_pod_spec(ps);
                 }
             }
@@ -434,8 +443,15 @@ pub fn default(kind: &str, obj: &mut Value) {
                 }
             }
         }
-        "ServiceAccount" | "ConfigMap" | "Endpoints" | "Event" | "Node" | "Lease"
-        | "ControllerRevision" | "EndpointSlice" | "CustomResourceDefinition" => {}
+        "ServiceAccount"
+        | "ConfigMap"
+        | "Endpoints"
+        | "Event"
+        | "Node"
+        | "Lease"
+        | "ControllerRevision"
+        | "EndpointSlice"
+        | "CustomResourceDefinition" => {}
         _ => {}
     }
 }
@@ -529,38 +545,59 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
             let selector = spec.and_then(|s| s.get("selector"));
             match selector {
                 None => causes.push(Cause::required("spec.selector", "")),
-                Some(sel) => match kinetic_machinery::selector::LabelSelector::from_label_selector(sel) {
-                    Ok(s) if s.is_empty() => causes.push(crate::error::invalid(
-                        "spec.selector",
-                        &sel.to_string(),
-                        "empty selector is invalid for deployment",
-                    )),
-                    Ok(s) => {
-                        let labels = spec
-                            .and_then(|s| s.pointer("/template/metadata/labels"))
-                            .and_then(Value::as_object);
-                        if !s.matches(labels) {
-                            causes.push(crate::error::invalid(
-                                "spec.template.metadata.labels",
-                                &labels.map(|l| Value::Object(l.clone())).unwrap_or_default().to_string(),
-                                "`selector` does not match template `labels`",
-                            ));
+                Some(sel) => {
+                    match kinetic_machinery::selector::LabelSelector::from_label_selector(sel) {
+                        Ok(s) if s.is_empty() => causes.push(crate::error::invalid(
+                            "spec.selector",
+                            &sel.to_string(),
+                            "empty selector is invalid for deployment",
+                        )),
+                        Ok(s) => {
+                            let labels = spec
+                                .and_then(|s| s.pointer("/template/metadata/labels"))
+                                .and_then(Value::as_object);
+                            if !s.matches(labels) {
+                                causes.push(crate::error::invalid(
+                                    "spec.template.metadata.labels",
+                                    &labels
+                                        .map(|l| Value::Object(l.clone()))
+                                        .unwrap_or_default()
+                                        .to_string(),
+                                    "`selector` does not match template `labels`",
+                                ));
+                            }
                         }
+                        Err(e) => causes.push(crate::error::invalid(
+                            "spec.selector",
+                            &sel.to_string(),
+                            &e.to_string(),
+                        )),
                     }
-                    Err(e) => causes.push(crate::error::invalid("spec.selector", &sel.to_string(), &e.to_string())),
-                },
+                }
             }
             if let (Some(o), Some(n)) = (old.and_then(|o| o.pointer("/spec/selector")), selector)
                 && o != n
             {
-                causes.push(crate::error::invalid("spec.selector", &n.to_string(), "field is immutable"));
+                causes.push(crate::error::invalid(
+                    "spec.selector",
+                    &n.to_string(),
+                    "field is immutable",
+                ));
             }
             if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
                 && r < 0
             {
-                causes.push(crate::error::invalid("spec.replicas", &r.to_string(), "must be greater than or equal to 0"));
+                causes.push(crate::error::invalid(
+                    "spec.replicas",
+                    &r.to_string(),
+                    "must be greater than or equal to 0",
+                ));
             }
-            validate_pod_spec(spec.and_then(|s| s.pointer("/template/spec")), "spec.template.spec", &mut causes);
+            validate_pod_spec(
+                spec.and_then(|s| s.pointer("/template/spec")),
+                "spec.template.spec",
+                &mut causes,
+            );
         }
         "Service" => {
             if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
@@ -677,7 +714,8 @@ mod tests {
     fn pod_update_may_change_only_images() {
         let old = json!({"spec": {"containers": [{"name": "a", "image": "x:1"}]}});
         let image = json!({"spec": {"containers": [{"name": "a", "image": "x:2"}]}});
-        let cmd = json!({"spec": {"containers": [{"name": "a", "image": "x:1", "command": ["sh"]}]}});
+        let cmd =
+            json!({"spec": {"containers": [{"name": "a", "image": "x:1", "command": ["sh"]}]}});
         assert!(validate("Pod", &image, Some(&old)).is_empty());
         let causes = validate("Pod", &cmd, Some(&old));
         assert_eq!(causes.len(), 1);

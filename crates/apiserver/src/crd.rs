@@ -62,7 +62,11 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     if group.is_empty() {
         causes.push(Cause::required("spec.group", ""));
     } else if !group.contains('.') {
-        causes.push(crate::error::invalid("spec.group", group, "should be a domain with at least one dot"));
+        causes.push(crate::error::invalid(
+            "spec.group",
+            group,
+            "should be a domain with at least one dot",
+        ));
     }
     if plural.is_empty() {
         causes.push(Cause::required("spec.names.plural", ""));
@@ -81,16 +85,23 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
         Some("Namespaced" | "Cluster") => {}
         Some(other) => causes.push(Cause {
             reason: "FieldValueNotSupported".into(),
-            message: format!("Unsupported value: \"{other}\": supported values: \"Cluster\", \"Namespaced\""),
+            message: format!(
+                "Unsupported value: \"{other}\": supported values: \"Cluster\", \"Namespaced\""
+            ),
             field: "spec.scope".into(),
         }),
         None => causes.push(Cause::required("spec.scope", "")),
     }
     let versions = spec.get("versions").and_then(Value::as_array).cloned().unwrap_or_default();
     if versions.is_empty() {
-        causes.push(crate::error::invalid("spec.versions", "[]", "must have exactly one version marked as storage version"));
+        causes.push(crate::error::invalid(
+            "spec.versions",
+            "[]",
+            "must have exactly one version marked as storage version",
+        ));
     }
-    let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
+    let storage =
+        versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
     if !versions.is_empty() && storage != 1 {
         causes.push(crate::error::invalid(
             "spec.versions",
@@ -101,7 +112,11 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     for (i, v) in versions.iter().enumerate() {
         let vname = v.get("name").and_then(Value::as_str).unwrap_or("");
         if !crate::builtin::is_dns1123_label(vname) {
-            causes.push(crate::error::invalid(&format!("spec.versions[{i}].name"), vname, "must be a DNS-1035 label"));
+            causes.push(crate::error::invalid(
+                &format!("spec.versions[{i}].name"),
+                vname,
+                "must be a DNS-1035 label",
+            ));
         }
         match v.pointer("/schema/openAPIV3Schema") {
             None => causes.push(Cause::required(
@@ -117,7 +132,11 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     if let Some(old) = old {
         for f in ["group", "scope"] {
             if old.pointer(&format!("/spec/{f}")) != spec.get(f) {
-                causes.push(crate::error::invalid(&format!("spec.{f}"), &spec.get(f).map(|v| v.to_string()).unwrap_or_default(), "field is immutable"));
+                causes.push(crate::error::invalid(
+                    &format!("spec.{f}"),
+                    &spec.get(f).map(|v| v.to_string()).unwrap_or_default(),
+                    "field is immutable",
+                ));
             }
         }
     }
@@ -156,8 +175,16 @@ pub fn resources(crd: &Value) -> Result<Vec<Resource>, kinetic_machinery::schema
             None => None,
         };
         let scale = v.pointer("/subresources/scale").map(|sc| ScalePaths {
-            spec_replicas: sc.get("specReplicasPath").and_then(Value::as_str).unwrap_or(".spec.replicas").to_owned(),
-            status_replicas: sc.get("statusReplicasPath").and_then(Value::as_str).unwrap_or(".status.replicas").to_owned(),
+            spec_replicas: sc
+                .get("specReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".spec.replicas")
+                .to_owned(),
+            status_replicas: sc
+                .get("statusReplicasPath")
+                .and_then(Value::as_str)
+                .unwrap_or(".status.replicas")
+                .to_owned(),
             label_selector: sc.get("labelSelectorPath").and_then(Value::as_str).map(str::to_owned),
         });
         let columns = v.get("additionalPrinterColumns").cloned().unwrap_or_else(|| json!([]));
@@ -174,7 +201,10 @@ pub fn resources(crd: &Value) -> Result<Vec<Resource>, kinetic_machinery::schema
             scale,
             builtin: false,
             schema,
-            schema_name: format!("{}.{version}.{kind}", group.split('.').rev().collect::<Vec<_>>().join(".")),
+            schema_name: format!(
+                "{}.{version}.{kind}",
+                group.split('.').rev().collect::<Vec<_>>().join(".")
+            ),
             printer: Printer::Custom(printers::custom_columns(&columns)),
             storage: storage_key(&group, &plural),
             field_selectors: v
@@ -203,7 +233,9 @@ pub fn sync_registry(registry: &Registry, crd: &Value) {
                 registry.add(r);
             }
         }
-        Err(e) => tracing::error!(crd = %plural, error = %e, "custom resource definition not served"),
+        Err(e) => {
+            tracing::error!(crd = %plural, error = %e, "custom resource definition not served")
+        }
     }
 }
 

@@ -126,7 +126,9 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         }
     }
     let gv = if group.is_empty() { version.to_owned() } else { format!("{group}/{version}") };
-    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+    Some(
+        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
+    )
 }
 
 fn docs(rs: &[std::sync::Arc<Resource>]) -> Vec<ResourceDoc> {
@@ -145,9 +147,14 @@ fn docs(rs: &[std::sync::Arc<Resource>]) -> Vec<ResourceDoc> {
 
 /// The schemas a group/version's document carries: the built-in definitions, plus each CRD
 /// version's `openAPIV3Schema` under its definition name.
-fn schemas(registry: &Registry, store: &crate::store::Store, rs: &[std::sync::Arc<Resource>]) -> Map<String, Value> {
+fn schemas(
+    registry: &Registry,
+    store: &crate::store::Store,
+    rs: &[std::sync::Arc<Resource>],
+) -> Map<String, Value> {
     let mut out: Map<String, Value> = (*registry.builtin_defs()).clone();
-    let crds_key = crate::registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
+    let crds_key =
+        crate::registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
     let st = store.read();
     for r in rs.iter().filter(|r| !r.builtin) {
         let crd = st.list(&crds_key, None, None).map(|(_, s)| s.value.clone()).find(|c| {
@@ -204,7 +211,8 @@ pub fn openapi_v3_root(registry: &Registry) -> Value {
 
 /// The OpenAPI v3 document of `api/v1` or `apis/G/V`, or `None` when nothing is served there.
 pub fn openapi_v3(registry: &Registry, store: &crate::store::Store, path: &str) -> Option<Value> {
-    let rs: Vec<_> = registry.all().into_iter().filter(|r| gv_path(&r.group, &r.version) == path).collect();
+    let rs: Vec<_> =
+        registry.all().into_iter().filter(|r| gv_path(&r.group, &r.version) == path).collect();
     let first = rs.first()?;
     let (group, version) = (first.group.clone(), first.version.clone());
     let schemas = schemas(registry, store, &rs);

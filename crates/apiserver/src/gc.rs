@@ -37,7 +37,11 @@ struct Index {
 fn owner_uids(v: &Value) -> Vec<String> {
     v.pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -131,7 +135,10 @@ pub async fn run(api: Arc<Api>) {
             match rx.recv().await {
                 Ok(ev) => observe(&api, &ev, &mut index, &mut queue),
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(missed = n, "garbage collector fell behind; rebuilding its index");
+                    tracing::warn!(
+                        missed = n,
+                        "garbage collector fell behind; rebuilding its index"
+                    );
                     break;
                 }
                 Err(RecvError::Closed) => return,
@@ -205,7 +212,13 @@ async fn step(api: &Api, index: &Index, w: &Work, queue: &mut BTreeSet<Work>) ->
 
 /// Removes one finalizer from an object (through the normal update path, which deletes the
 /// object when it was the last one).
-async fn remove_finalizer(api: &Api, res: &Resource, ns: &str, name: &str, fin: &str) -> StepResult {
+async fn remove_finalizer(
+    api: &Api,
+    res: &Resource,
+    ns: &str,
+    name: &str,
+    fin: &str,
+) -> StepResult {
     let r = api
         .update_with(res, ns, name, None, &WriteOptions::default(), |cur| {
             let mut new = cur.clone();
@@ -221,7 +234,12 @@ async fn remove_finalizer(api: &Api, res: &Resource, ns: &str, name: &str, fin: 
     }
 }
 
-async fn finalize(api: &Api, index: &Index, key: &ObjKey, queue: &mut BTreeSet<Work>) -> StepResult {
+async fn finalize(
+    api: &Api,
+    index: &Index,
+    key: &ObjKey,
+    queue: &mut BTreeSet<Work>,
+) -> StepResult {
     let Some(cur) = api.store.get(key) else { return Ok(()) };
     if !deleting(&cur.value) {
         return Ok(());
@@ -251,7 +269,10 @@ async fn finalize(api: &Api, index: &Index, key: &ObjKey, queue: &mut BTreeSet<W
     if res.builtin && res.kind == "Namespace" {
         return finalize_namespace(api, &res, &name, queue).await;
     }
-    if res.builtin && res.kind == "CustomResourceDefinition" && fins.iter().any(|f| f == CLEANUP_FINALIZER) {
+    if res.builtin
+        && res.kind == "CustomResourceDefinition"
+        && fins.iter().any(|f| f == CLEANUP_FINALIZER)
+    {
         let group = cur.value.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
         let plural = cur.value.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
         let storage = crate::registry::storage_key(group, plural);
@@ -272,7 +293,12 @@ async fn finalize(api: &Api, index: &Index, key: &ObjKey, queue: &mut BTreeSet<W
 
 /// Deletes everything in a terminating namespace, then clears `spec.finalizers` so the namespace
 /// itself goes (upstream's namespace controller and its `finalize` subresource).
-async fn finalize_namespace(api: &Api, res: &Resource, name: &str, _queue: &mut BTreeSet<Work>) -> StepResult {
+async fn finalize_namespace(
+    api: &Api,
+    res: &Resource,
+    name: &str,
+    _queue: &mut BTreeSet<Work>,
+) -> StepResult {
     let mut remaining = 0;
     for r in api.registry.storage_resources() {
         if !r.namespaced {
@@ -324,7 +350,9 @@ async fn drop_owner_ref(api: &Api, key: &ObjKey, owner_uid: &str) -> StepResult 
     let r = api
         .update_with(&res, &key.namespace, &key.name, None, &WriteOptions::default(), |cur| {
             let mut new = cur.clone();
-            if let Some(refs) = new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut) {
+            if let Some(refs) =
+                new.pointer_mut("/metadata/ownerReferences").and_then(Value::as_array_mut)
+            {
                 refs.retain(|r| r.get("uid").and_then(Value::as_str) != Some(owner_uid));
             }
             Ok(new)

@@ -104,7 +104,9 @@ fn negotiate(headers: &HeaderMap) -> ApiResult<Want> {
         match as_ {
             None => return Ok(Want::Object),
             Some("Table") => return Ok(Want::Table),
-            Some("PartialObjectMetadata" | "PartialObjectMetadataList") => return Ok(Want::Metadata),
+            Some("PartialObjectMetadata" | "PartialObjectMetadataList") => {
+                return Ok(Want::Metadata);
+            }
             Some(_) => continue,
         }
     }
@@ -132,7 +134,9 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -177,17 +181,15 @@ impl Query {
             .map_err(|e| ApiError::bad_request(format!("unable to parse labelSelector: {e}")))?;
         let field_selector = match self.get("fieldSelector") {
             None | Some("") => None,
-            Some(s) => Some(
-                FieldSelector::parse(s)
-                    .map_err(|e| ApiError::bad_request(format!("unable to parse fieldSelector: {e}")))?,
-            ),
+            Some(s) => Some(FieldSelector::parse(s).map_err(|e| {
+                ApiError::bad_request(format!("unable to parse fieldSelector: {e}"))
+            })?),
         };
         let limit = match self.get("limit") {
             None | Some("") => None,
-            Some(l) => Some(
-                l.parse::<usize>()
-                    .map_err(|_| ApiError::bad_request(format!("limit must be a non-negative integer, got {l:?}")))?,
-            ),
+            Some(l) => Some(l.parse::<usize>().map_err(|_| {
+                ApiError::bad_request(format!("limit must be a non-negative integer, got {l:?}"))
+            })?),
         };
         Ok(ListOptions {
             label_selector,
@@ -217,14 +219,23 @@ fn route(ctx: &Ctx, segs: &[&str]) -> ApiResult<Option<Target>> {
         return Ok(None);
     }
     let reg = &ctx.api.registry;
-    let lookup = |plural: &str| {
-        reg.get(group, version, plural).ok_or_else(ApiError::page_not_found)
-    };
+    let lookup =
+        |plural: &str| reg.get(group, version, plural).ok_or_else(ApiError::page_not_found);
     // /namespaces/{ns}/{plural}[/{name}[/{sub}]] — but /namespaces/{name}[/{sub}] is the
     // namespace itself.
-    if rest[0] == "namespaces" && rest.len() >= 3 && group.is_empty() && matches!(rest[2], "status" | "finalize") && rest.len() == 3 {
+    if rest[0] == "namespaces"
+        && rest.len() >= 3
+        && group.is_empty()
+        && matches!(rest[2], "status" | "finalize")
+        && rest.len() == 3
+    {
         let res = lookup("namespaces")?;
-        return Ok(Some(Target { res, namespace: None, name: Some(rest[1].to_owned()), sub: Some(rest[2].to_owned()) }));
+        return Ok(Some(Target {
+            res,
+            namespace: None,
+            name: Some(rest[1].to_owned()),
+            sub: Some(rest[2].to_owned()),
+        }));
     }
     if rest[0] == "namespaces" && rest.len() >= 3 {
         let res = lookup(rest[2])?;
@@ -266,21 +277,29 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bo
 async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<Bytes> {
     match Limited::new(body, ctx.max_body).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::too_large(ctx.max_body)),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::too_large(ctx.max_body))
+        }
         Err(e) => Err(ApiError::bad_request(format!("reading the request body: {e}"))),
     }
 }
 
 /// Decodes a JSON or YAML body into a value, naming the problem on failure.
 fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("application/json");
     let mime = ct.split(';').next().unwrap_or("").trim();
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("the request body is empty"));
     }
     let v: Value = match mime {
-        "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => serde_yaml::from_slice(body)
-            .map_err(|e| ApiError::bad_request(format!("the body of the request is not valid YAML: {e}")))?,
+        "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
+            serde_yaml::from_slice(body).map_err(|e| {
+                ApiError::bad_request(format!("the body of the request is not valid YAML: {e}"))
+            })?
+        }
         "application/vnd.kubernetes.protobuf" => {
             return Err(ApiError::unsupported_media_type(
                 "protobuf is not supported by this server; send application/json",
@@ -319,7 +338,9 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<
                 let paths = json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]});
                 return Ok(value_response(200, &paths));
             }
-            ["api"] => return Ok(value_response(200, &discovery::core_versions(&ctx.server_address))),
+            ["api"] => {
+                return Ok(value_response(200, &discovery::core_versions(&ctx.server_address)));
+            }
             ["apis"] => return Ok(value_response(200, &discovery::group_list(reg))),
             ["api", v] => {
                 return discovery::resource_list(reg, "", v)
@@ -327,7 +348,9 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<
                     .ok_or_else(ApiError::page_not_found);
             }
             ["apis", g] => {
-                return discovery::group(reg, g).map(|d| value_response(200, &d)).ok_or_else(ApiError::page_not_found);
+                return discovery::group(reg, g)
+                    .map(|d| value_response(200, &d))
+                    .ok_or_else(ApiError::page_not_found);
             }
             ["apis", g, v] => {
                 return discovery::resource_list(reg, g, v)
@@ -341,11 +364,14 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<
                     .ok_or_else(ApiError::page_not_found);
             }
             ["openapi", "v2"] => {
-                let accept = req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+                let accept =
+                    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
                 // kubectl asks for the protobuf form only; we have JSON, and 406 makes client-go
                 // fall back gracefully instead of failing to parse.
                 if !accept.is_empty() && !accept.contains("json") && !accept.contains("*/*") {
-                    return Err(ApiError::not_acceptable("only application/json is served for /openapi/v2"));
+                    return Err(ApiError::not_acceptable(
+                        "only application/json is served for /openapi/v2",
+                    ));
                 }
                 return Ok(value_response(200, &discovery::openapi_v2(reg, &ctx.api.store)));
             }
@@ -419,18 +445,29 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<
             let body = decode(&headers, &read_body(ctx, body).await?)?;
             let opts = query.write_options()?;
             let w = api.create(&res, &ns, body, &opts).await?;
-            Ok(with_warnings(object_response(api, &res, &w.obj, Want::Object, 201, &query), &w.warnings))
+            Ok(with_warnings(
+                object_response(api, &res, &w.obj, Want::Object, 201, &query),
+                &w.warnings,
+            ))
         }
         (&Method::POST, Some(name), Some("binding")) if res.builtin && res.kind == "Pod" => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
             api.bind(&res, &ns, name, &body).await?;
-            Ok(value_response(201, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+            Ok(value_response(
+                201,
+                &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+            ))
         }
-        (&Method::PUT, Some(name), sub @ (None | Some("status"))) if sub.is_none() || res.status => {
+        (&Method::PUT, Some(name), sub @ (None | Some("status")))
+            if sub.is_none() || res.status =>
+        {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
             let opts = query.write_options()?;
             let w = api.update(&res, &ns, name, body, sub, &opts).await?;
-            Ok(with_warnings(object_response(api, &res, &w.obj, Want::Object, 200, &query), &w.warnings))
+            Ok(with_warnings(
+                object_response(api, &res, &w.obj, Want::Object, 200, &query),
+                &w.warnings,
+            ))
         }
         (&Method::PUT, Some(name), Some("finalize")) if res.builtin && res.kind == "Namespace" => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
@@ -468,16 +505,22 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<
             let opts = query.write_options()?;
             let apply = patcher(&res, &patch_type, sub == Some("scale"))?;
             if sub == Some("scale") {
-                let scale = api.set_scale(&res, &ns, name, |cur| apply(&cur, &patch), &opts).await?;
+                let scale =
+                    api.set_scale(&res, &ns, name, |cur| apply(&cur, &patch), &opts).await?;
                 return Ok(value_response(200, &scale));
             }
             let w = api.update_with(&res, &ns, name, sub, &opts, |cur| apply(cur, &patch)).await?;
-            Ok(with_warnings(object_response(api, &res, &w.obj, Want::Object, 200, &query), &w.warnings))
+            Ok(with_warnings(
+                object_response(api, &res, &w.obj, Want::Object, 200, &query),
+                &w.warnings,
+            ))
         }
         (&Method::DELETE, Some(name), None) => {
             let opts = delete_options(ctx, &query, &headers, body).await?;
             match api.delete(&res, &ns, name, &opts).await? {
-                Deleted::Pending(obj) => Ok(object_response(api, &res, &obj, Want::Object, 200, &query)),
+                Deleted::Pending(obj) => {
+                    Ok(object_response(api, &res, &obj, Want::Object, 200, &query))
+                }
                 Deleted::Gone(obj) => Ok(value_response(
                     200,
                     &json!({
@@ -493,14 +536,17 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<
             if let Some(fs) = &list.field_selector {
                 api.check_field_selector(&res, fs)?;
             }
-            let items = api.delete_collection(&res, target.namespace.as_deref(), &list, &opts).await?;
+            let items =
+                api.delete_collection(&res, target.namespace.as_deref(), &list, &opts).await?;
             let items: Vec<Value> = items.iter().map(|s| api.served_value(&res, s)).collect();
             Ok(value_response(
                 200,
                 &json!({"kind": format!("{}List", res.kind), "apiVersion": res.api_version(), "metadata": {}, "items": items}),
             ))
         }
-        (_, _, Some(sub)) if !res.subresources().iter().any(|s| s == sub) => Err(ApiError::page_not_found()),
+        (_, _, Some(sub)) if !res.subresources().iter().any(|s| s == sub) => {
+            Err(ApiError::page_not_found())
+        }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {path})"
         ))),
@@ -512,10 +558,16 @@ type Patcher = Box<dyn Fn(&Value, &Value) -> ApiResult<Value> + Send + Sync>;
 /// The patch engine for a content type, or 415 as upstream answers.
 fn patcher(res: &Resource, patch_type: &str, scale: bool) -> ApiResult<Patcher> {
     use kinetic_machinery::patch;
-    let bad = |e: patch::PatchError| ApiError::bad_request(format!("the patch could not be applied: {e}"));
+    let bad = |e: patch::PatchError| {
+        ApiError::bad_request(format!("the patch could not be applied: {e}"))
+    };
     match patch_type {
-        "application/json-patch+json" => Ok(Box::new(move |cur, p| patch::json_patch(cur, p).map_err(bad))),
-        "application/merge-patch+json" => Ok(Box::new(move |cur, p| patch::merge_patch(cur, p).map_err(bad))),
+        "application/json-patch+json" => {
+            Ok(Box::new(move |cur, p| patch::json_patch(cur, p).map_err(bad)))
+        }
+        "application/merge-patch+json" => {
+            Ok(Box::new(move |cur, p| patch::merge_patch(cur, p).map_err(bad)))
+        }
         "application/strategic-merge-patch+json" if res.builtin || scale => {
             Ok(Box::new(move |cur, p| patch::strategic_merge_patch(cur, p).map_err(bad)))
         }
@@ -531,13 +583,23 @@ fn patcher(res: &Resource, patch_type: &str, scale: bool) -> ApiResult<Patcher> 
     }
 }
 
-async fn delete_options(ctx: &Ctx, query: &Query, headers: &HeaderMap, body: Incoming) -> ApiResult<DeleteOptions> {
+async fn delete_options(
+    ctx: &Ctx,
+    query: &Query,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions {
         grace_period_seconds: match query.get("gracePeriodSeconds") {
             None | Some("") => None,
-            Some(g) => Some(g.parse().map_err(|_| ApiError::bad_request(format!("gracePeriodSeconds must be an integer, got {g:?}")))?),
+            Some(g) => Some(g.parse().map_err(|_| {
+                ApiError::bad_request(format!("gracePeriodSeconds must be an integer, got {g:?}"))
+            })?),
         },
-        propagation_policy: query.get("propagationPolicy").filter(|s| !s.is_empty()).map(str::to_owned),
+        propagation_policy: query
+            .get("propagationPolicy")
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned),
         precondition_uid: None,
         precondition_rv: None,
         dry_run: query.get("dryRun") == Some("All"),
@@ -568,7 +630,13 @@ fn table_columns(res: &Resource) -> Vec<printers::Column> {
     }
 }
 
-fn table_row(res: &Resource, cols: &[printers::Column], obj: &Value, now: jiff::Timestamp, include: &str) -> (Vec<Value>, Value) {
+fn table_row(
+    res: &Resource,
+    cols: &[printers::Column],
+    obj: &Value,
+    now: jiff::Timestamp,
+    include: &str,
+) -> (Vec<Value>, Value) {
     let cells = match &res.printer {
         Printer::Builtin => printers::cells(&res.group, &res.kind, obj, now),
         Printer::Custom(_) => printers::custom_cells(cols, obj, now),
@@ -581,27 +649,50 @@ fn table_row(res: &Resource, cols: &[printers::Column], obj: &Value, now: jiff::
     (cells, embedded)
 }
 
-fn object_response(api: &Api, res: &Resource, obj: &Stored, want: Want, code: u16, query: &Query) -> Response<Body> {
+fn object_response(
+    api: &Api,
+    res: &Resource,
+    obj: &Stored,
+    want: Want,
+    code: u16,
+    query: &Query,
+) -> Response<Body> {
     match want {
         Want::Object => json_response(code, api.served_json(res, obj)),
         Want::Metadata => value_response(code, &partial_metadata(&obj.value)),
         Want::Table => {
             let cols = table_columns(res);
             let v = api.served_value(res, obj);
-            let row = table_row(res, &cols, &v, jiff::Timestamp::now(), query.get("includeObject").unwrap_or("Metadata"));
+            let row = table_row(
+                res,
+                &cols,
+                &v,
+                jiff::Timestamp::now(),
+                query.get("includeObject").unwrap_or("Metadata"),
+            );
             value_response(code, &printers::table(&cols, vec![row], &obj.rv.to_string(), None))
         }
     }
 }
 
-fn list_response(api: &Api, res: &Resource, page: crate::rest::ListPage, want: Want, query: &Query) -> Response<Body> {
+fn list_response(
+    api: &Api,
+    res: &Resource,
+    page: crate::rest::ListPage,
+    want: Want,
+    query: &Query,
+) -> Response<Body> {
     let rv = page.rv.to_string();
     match want {
         Want::Table => {
             let cols = table_columns(res);
             let now = jiff::Timestamp::now();
             let include = query.get("includeObject").unwrap_or("Metadata");
-            let rows = page.items.iter().map(|s| table_row(res, &cols, &api.served_value(res, s), now, include)).collect();
+            let rows = page
+                .items
+                .iter()
+                .map(|s| table_row(res, &cols, &api.served_value(res, s), now, include))
+                .collect();
             value_response(200, &printers::table(&cols, rows, &rv, page.continue_token.as_deref()))
         }
         Want::Metadata => {
@@ -610,7 +701,10 @@ fn list_response(api: &Api, res: &Resource, page: crate::rest::ListPage, want: W
             if let Some(c) = &page.continue_token {
                 md["continue"] = json!(c);
             }
-            value_response(200, &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": md, "items": items}))
+            value_response(
+                200,
+                &json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1", "metadata": md, "items": items}),
+            )
         }
         Want::Object => {
             // Written by hand around the stored bytes: a 10,000-pod list costs one copy, no encode.
@@ -656,15 +750,18 @@ fn watch(
     let bookmarks = query.flag("allowWatchBookmarks");
     let initial_events_flag = query.get("sendInitialEvents").map(|v| v == "true");
     let timeout = match query.get("timeoutSeconds") {
-        Some(t) if !t.is_empty() => Duration::from_secs(
-            t.parse::<u64>().map_err(|_| ApiError::bad_request(format!("timeoutSeconds must be an integer, got {t:?}")))?,
-        ),
+        Some(t) if !t.is_empty() => Duration::from_secs(t.parse::<u64>().map_err(|_| {
+            ApiError::bad_request(format!("timeoutSeconds must be an integer, got {t:?}"))
+        })?),
         // Upstream picks a random 30–60 minute timeout for watches without one.
         _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
     };
     let start_rv: Option<u64> = match rv_param {
         "" | "0" => None,
-        s => Some(s.parse().map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?),
+        s => Some(
+            s.parse()
+                .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
+        ),
     };
     let send_initial = initial_events_flag.unwrap_or(start_rv.is_none());
     let ns = ns.map(str::to_owned);
@@ -676,7 +773,13 @@ fn watch(
         match start_rv {
             Some(rv) if !send_initial => match st.events_since(rv) {
                 Some(evs) => (vec![], evs, rx, rv, None),
-                None => (vec![], vec![], rx, rv, Some(format!("too old resource version: {rv} ({cur})"))),
+                None => (
+                    vec![],
+                    vec![],
+                    rx,
+                    rv,
+                    Some(format!("too old resource version: {rv} ({cur})")),
+                ),
             },
             _ => {
                 let initial: Vec<Arc<Stored>> = st
@@ -697,11 +800,13 @@ fn watch(
             Want::Metadata => partial_metadata(obj),
             Want::Table => {
                 let row = table_row(&table_res, &cols, obj, jiff::Timestamp::now(), &include);
-                let rv = obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
+                let rv =
+                    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
                 printers::table(&cols, vec![row], rv, None)
             }
         };
-        let mut line = serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
+        let mut line =
+            serde_json::to_vec(&json!({"type": ty, "object": object})).unwrap_or_default();
         line.push(b'\n');
         Bytes::from(line)
     };
@@ -789,13 +894,15 @@ fn watch(
 }
 
 fn bookmark_line(obj: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({"type": "BOOKMARK", "object": obj})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }
 
 fn bookmark_free_error(status: &Value) -> Bytes {
-    let mut line = serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
+    let mut line =
+        serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
 }

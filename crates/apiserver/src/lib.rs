@@ -90,7 +90,12 @@ pub struct Config {
 
 impl Config {
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
-        Self { data_dir: data_dir.into(), listen, max_body: DEFAULT_MAX_BODY, history: store::DEFAULT_HISTORY }
+        Self {
+            data_dir: data_dir.into(),
+            listen,
+            max_body: DEFAULT_MAX_BODY,
+            history: store::DEFAULT_HISTORY,
+        }
     }
 }
 
@@ -134,7 +139,8 @@ impl ApiServer {
         let listener = TcpListener::bind(cfg.listen)
             .await
             .map_err(|source| Error::Listen { addr: cfg.listen, source })?;
-        let addr = listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
+        let addr =
+            listener.local_addr().map_err(|source| Error::Listen { addr: cfg.listen, source })?;
         let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "::1".to_owned()];
         if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
             sans.push(addr.ip().to_string());
@@ -147,14 +153,16 @@ impl ApiServer {
         // Serve the CRDs stored by an earlier run.
         {
             let key = registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
-            let crds: Vec<_> = api.store.read().list(&key, None, None).map(|(_, s)| s.value.clone()).collect();
+            let crds: Vec<_> =
+                api.store.read().list(&key, None, None).map(|(_, s)| s.value.clone()).collect();
             for c in &crds {
                 crd::sync_registry(&registry, c);
             }
         }
         bootstrap(&api).await?;
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
-        let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        let host =
+            if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let ctx = Arc::new(http::Ctx {
             api: api.clone(),
             token: pki.token.clone(),
@@ -174,7 +182,11 @@ impl ApiServer {
 
     /// `https://HOST:PORT` as clients should dial it.
     pub fn url(&self) -> String {
-        let ip = if self.addr.ip().is_unspecified() { "127.0.0.1".parse().unwrap_or(self.addr.ip()) } else { self.addr.ip() };
+        let ip = if self.addr.ip().is_unspecified() {
+            "127.0.0.1".parse().unwrap_or(self.addr.ip())
+        } else {
+            self.addr.ip()
+        };
         match ip {
             std::net::IpAddr::V6(v6) => format!("https://[{v6}]:{}", self.addr.port()),
             std::net::IpAddr::V4(v4) => format!("https://{v4}:{}", self.addr.port()),
@@ -277,7 +289,8 @@ async fn accept_loop(
         let tls = tls.clone();
         let ctx = ctx.clone();
         conns.spawn(async move {
-            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await {
+            let stream = match tokio::time::timeout(Duration::from_secs(10), tls.accept(tcp)).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     tracing::debug!(%peer, error = %e, "tls handshake failed");

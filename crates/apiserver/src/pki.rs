@@ -87,8 +87,11 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
             let key = KeyPair::generate().map_err(cert_err)?;
             let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages =
-                vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
             let mut dn = DistinguishedName::new();
             dn.push(DnType::CommonName, "kinetic-ca");
             params.distinguished_name = dn;

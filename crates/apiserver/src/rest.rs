@@ -61,9 +61,10 @@ impl DeleteOptions {
     /// decoded over the query parameters).
     pub fn merge_body(&mut self, body: &Value) -> ApiResult<()> {
         if let Some(g) = body.get("gracePeriodSeconds").filter(|v| !v.is_null()) {
-            self.grace_period_seconds = Some(
-                g.as_i64().ok_or_else(|| ApiError::bad_request("gracePeriodSeconds must be an integer"))?,
-            );
+            self.grace_period_seconds =
+                Some(g.as_i64().ok_or_else(|| {
+                    ApiError::bad_request("gracePeriodSeconds must be an integer")
+                })?);
         }
         if let Some(p) = body.get("propagationPolicy").and_then(Value::as_str) {
             self.propagation_policy = Some(p.to_owned());
@@ -145,7 +146,8 @@ fn meta(v: &Value) -> Option<&Map<String, Value>> {
 }
 
 fn meta_mut(v: &mut Value) -> ApiResult<&mut Map<String, Value>> {
-    let m = v.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+    let m =
+        v.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
     let md = m.entry("metadata").or_insert_with(|| json!({}));
     if md.is_null() {
         *md = json!({});
@@ -233,9 +235,7 @@ impl Api {
             let ok = matches!(f, "metadata.name" | "metadata.namespace")
                 || res.field_selectors.iter().any(|x| x == f);
             if !ok {
-                return Err(ApiError::bad_request(format!(
-                    "field label not supported: {f}"
-                )));
+                return Err(ApiError::bad_request(format!("field label not supported: {f}")));
             }
         }
         Ok(())
@@ -243,14 +243,20 @@ impl Api {
 
     pub fn matches(opts: &ListOptions, v: &Value) -> bool {
         let labels = meta(v).and_then(|m| m.get("labels")).and_then(Value::as_object);
-        opts.label_selector.matches(labels) && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
+        opts.label_selector.matches(labels)
+            && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
     }
 
     /// Lists one page. Continue tokens carry the last key; a continued list reads the current
     /// state (upstream reads the original snapshot from etcd history; we keep no snapshots, which
     /// matches upstream's behaviour once that history is compacted and the client continues
     /// inconsistently).
-    pub fn list(&self, res: &Resource, ns: Option<&str>, opts: &ListOptions) -> ApiResult<ListPage> {
+    pub fn list(
+        &self,
+        res: &Resource,
+        ns: Option<&str>,
+        opts: &ListOptions,
+    ) -> ApiResult<ListPage> {
         let after = match &opts.continue_token {
             Some(t) if !t.is_empty() => Some(decode_continue(t)?),
             _ => None,
@@ -288,12 +294,16 @@ impl Api {
     fn prepare_create(&self, res: &Resource, ns: &str, body: &mut Value) -> ApiResult<()> {
         let api_version = res.api_version();
         check_type(res, body)?;
-        let m = body.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+        let m = body
+            .as_object_mut()
+            .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
         m.insert("apiVersion".into(), Value::String(api_version));
         m.insert("kind".into(), Value::String(res.kind.clone()));
         let md = meta_mut(body)?;
         if md.get("resourceVersion").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
-            return Err(ApiError::bad_request("resourceVersion should not be set on objects to be created"));
+            return Err(ApiError::bad_request(
+                "resourceVersion should not be set on objects to be created",
+            ));
         }
         let name = md.get("name").and_then(Value::as_str).unwrap_or("").to_owned();
         if name.is_empty() {
@@ -366,7 +376,9 @@ impl Api {
                         )));
                     }
                     FieldValidation::Warn => warnings.extend(
-                        unknown.iter().map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))),
+                        unknown
+                            .iter()
+                            .map(|f| format!("unknown field \"{}\"", f.trim_start_matches('.'))),
                     ),
                     FieldValidation::Ignore => {}
                 }
@@ -384,7 +396,7 @@ impl Api {
         }
         validate_meta(obj, &mut causes);
         if let Some(schema) = &res.schema {
-            causes.extend(schema.validate(obj).into_iter());
+            causes.extend(schema.validate(obj));
         }
         if res.builtin {
             causes.extend(builtin::validate(&res.kind, obj, old));
@@ -424,9 +436,16 @@ impl Api {
                 return Err(ApiError::already_exists(&res.group, &res.plural, &name));
             }
             let json = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(Written { obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }), warnings });
+            return Ok(Written {
+                obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }),
+                warnings,
+            });
         }
-        let obj = self.store.write(Op::Create { key, value: body }).await.map_err(|e| from_store(res, e))?;
+        let obj = self
+            .store
+            .write(Op::Create { key, value: body })
+            .await
+            .map_err(|e| from_store(res, e))?;
         if res.builtin && res.kind == "CustomResourceDefinition" {
             crd::sync_registry(&self.registry, &obj.value);
         }
@@ -448,7 +467,9 @@ impl Api {
     fn allocate_cluster_ip(&self, body: &mut Value) {
         let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return };
         let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
-        if ty == "ExternalName" || spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty()) {
+        if ty == "ExternalName"
+            || spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+        {
             if let Some(ip) = spec.get("clusterIP").cloned() {
                 spec.insert("clusterIPs".into(), json!([ip]));
             }
@@ -457,7 +478,9 @@ impl Api {
         let st = self.store.read();
         let used: std::collections::HashSet<String> = st
             .list("/services", None, None)
-            .filter_map(|(_, s)| s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned))
+            .filter_map(|(_, s)| {
+                s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
+            })
             .collect();
         drop(st);
         // 10.96.0.1 is the `kubernetes` service upstream; start after it.
@@ -584,13 +607,23 @@ impl Api {
             }
         }
         {
-            let m = new.as_object_mut().ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
+            let m = new
+                .as_object_mut()
+                .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
             m.insert("apiVersion".into(), Value::String(res.api_version()));
             m.insert("kind".into(), Value::String(res.kind.clone()));
         }
         let old_meta = meta(old_v).cloned().unwrap_or_default();
         let md = meta_mut(&mut new)?;
-        for k in ["name", "namespace", "uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation"] {
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+        ] {
             match old_meta.get(k) {
                 Some(v) => {
                     md.insert(k.into(), v.clone());
@@ -605,7 +638,8 @@ impl Api {
         md.remove("resourceVersion");
         if is_deleting(old_v) {
             let old_f = finalizers(old_v);
-            let added: Vec<String> = finalizers(&new).into_iter().filter(|f| !old_f.contains(f)).collect();
+            let added: Vec<String> =
+                finalizers(&new).into_iter().filter(|f| !old_f.contains(f)).collect();
             if !added.is_empty() {
                 return Err(ApiError::invalid(
                     &res.kind,
@@ -613,7 +647,9 @@ impl Api {
                     name,
                     vec![Cause {
                         reason: "FieldValueForbidden".into(),
-                        message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"),
+                        message: format!(
+                            "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers {added:?}"
+                        ),
                         field: "metadata.finalizers".into(),
                     }],
                 ));
@@ -629,12 +665,19 @@ impl Api {
             }
         }
         let warnings = self.admit(res, &mut new, Some(old_v), opts)?;
-        if tracks_generation(res) && sub != Some("status") && spec_part(res, &new) != spec_part(res, old_v) {
+        if tracks_generation(res)
+            && sub != Some("status")
+            && spec_part(res, &new) != spec_part(res, old_v)
+        {
             let g = old_meta.get("generation").and_then(Value::as_i64).unwrap_or(0) + 1;
             meta_mut(&mut new)?.insert("generation".into(), json!(g));
         }
         // The last finalizer removed from an object being deleted: the object goes away.
-        if is_deleting(&new) && finalizers(&new).is_empty() && !pod_awaits_node(res, &new) && !namespace_holds(res, &new) {
+        if is_deleting(&new)
+            && finalizers(&new).is_empty()
+            && !pod_awaits_node(res, &new)
+            && !namespace_holds(res, &new)
+        {
             if opts.dry_run {
                 return Ok(Written { obj: old.clone(), warnings });
             }
@@ -654,7 +697,10 @@ impl Api {
         }
         if opts.dry_run {
             let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(Written { obj: Arc::new(Stored { rv: old.rv, value: new, json: json.into() }), warnings });
+            return Ok(Written {
+                obj: Arc::new(Stored { rv: old.rv, value: new, json: json.into() }),
+                warnings,
+            });
         }
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
@@ -681,7 +727,9 @@ impl Api {
                 "",
                 vec![Cause {
                     reason: "FieldValueNotSupported".into(),
-                    message: format!("Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""),
+                    message: format!(
+                        "Unsupported value: \"{policy}\": supported values: \"Foreground\", \"Background\", \"Orphan\""
+                    ),
                     field: "propagationPolicy".into(),
                 }],
             ));
@@ -707,7 +755,10 @@ impl Api {
                     &res.group,
                     &res.plural,
                     name,
-                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}", cur.rv),
+                    &format!(
+                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                        cur.rv
+                    ),
                 ));
             }
             let mut new = cur.value.clone();
@@ -726,7 +777,11 @@ impl Api {
                 if opts.dry_run {
                     return Ok(Deleted::Gone(cur));
                 }
-                let op = Op::Delete { key: self.key(res, ns, name), expected_rv: Some(cur.rv), expected_uid: None };
+                let op = Op::Delete {
+                    key: self.key(res, ns, name),
+                    expected_rv: Some(cur.rv),
+                    expected_uid: None,
+                };
                 match self.store.write(op).await {
                     Ok(s) => return Ok(Deleted::Gone(s)),
                     Err(crate::store::StoreError::Conflict { .. }) => continue,
@@ -742,21 +797,31 @@ impl Api {
             // BeforeDelete), and never restarts the clock otherwise.
             if !deleting || existing_grace.is_some_and(|g| grace < g) {
                 let ts = jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace);
-                md.insert("deletionTimestamp".into(), json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()));
+                md.insert(
+                    "deletionTimestamp".into(),
+                    json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
+                );
                 md.insert("deletionGracePeriodSeconds".into(), json!(grace));
             } else if deleting && fins == finalizers(&cur.value) {
                 return Ok(Deleted::Pending(cur));
             }
-            if res.builtin && res.kind == "Namespace"
+            if res.builtin
+                && res.kind == "Namespace"
                 && let Some(st) = new.get_mut("status").and_then(Value::as_object_mut)
             {
                 st.insert("phase".into(), json!("Terminating"));
             }
             if opts.dry_run {
-                let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-                return Ok(Deleted::Pending(Arc::new(Stored { rv: cur.rv, value: new, json: json.into() })));
+                let json =
+                    serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
+                return Ok(Deleted::Pending(Arc::new(Stored {
+                    rv: cur.rv,
+                    value: new,
+                    json: json.into(),
+                })));
             }
-            let op = Op::Update { key: self.key(res, ns, name), value: new, expected_rv: Some(cur.rv) };
+            let op =
+                Op::Update { key: self.key(res, ns, name), value: new, expected_rv: Some(cur.rv) };
             match self.store.write(op).await {
                 Ok(s) => return Ok(Deleted::Pending(s)),
                 Err(crate::store::StoreError::Conflict { .. }) => continue,
@@ -771,7 +836,8 @@ impl Api {
         if !(res.builtin && res.kind == "Pod") {
             return 0;
         }
-        let scheduled = obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let scheduled =
+            obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
         let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
         if !scheduled || matches!(phase, "Succeeded" | "Failed") {
             return 0;
@@ -791,7 +857,8 @@ impl Api {
         list: &ListOptions,
         opts: &DeleteOptions,
     ) -> ApiResult<Vec<Arc<Stored>>> {
-        let page = self.list(res, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() })?;
+        let page =
+            self.list(res, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() })?;
         let mut out = Vec::new();
         for s in page.items {
             let ns = meta_str(&s.value, "namespace").to_owned();
@@ -806,7 +873,13 @@ impl Api {
     }
 
     /// `POST pods/NAME/binding`: assigns the pod to a node once, as upstream's BindingREST.
-    pub async fn bind(&self, res: &Resource, ns: &str, name: &str, binding: &Value) -> ApiResult<Written> {
+    pub async fn bind(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        binding: &Value,
+    ) -> ApiResult<Written> {
         let node = binding
             .pointer("/target/name")
             .and_then(Value::as_str)
@@ -821,9 +894,16 @@ impl Api {
             let cur = self.get(res, ns, name)?;
             let mut pod = cur.value.clone();
             if is_deleting(&pod) {
-                return Err(ApiError::conflict(&res.group, &res.plural, name, "pod is being deleted, cannot be assigned to a host"));
+                return Err(ApiError::conflict(
+                    &res.group,
+                    &res.plural,
+                    name,
+                    "pod is being deleted, cannot be assigned to a host",
+                ));
             }
-            if let Some(n) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            if let Some(n) =
+                pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty())
+            {
                 return Err(ApiError::conflict(
                     &res.group,
                     &res.plural,
@@ -840,7 +920,9 @@ impl Api {
             let op = Op::Update { key, value: admitted, expected_rv: Some(cur.rv) };
             match self.store.write(op).await {
                 Ok(obj) => return Ok(Written { obj, warnings: vec![] }),
-                Err(e @ crate::store::StoreError::Conflict { .. }) => last = Some(from_store(res, e)),
+                Err(e @ crate::store::StoreError::Conflict { .. }) => {
+                    last = Some(from_store(res, e))
+                }
                 Err(e) => return Err(from_store(res, e)),
             }
         }
@@ -856,7 +938,9 @@ impl Api {
             Some(p) => json_path(obj, p).and_then(Value::as_str).unwrap_or("").to_owned(),
             None => obj
                 .pointer("/spec/selector")
-                .map(|s| LabelSelector::from_label_selector(s).map(|l| l.to_string()).unwrap_or_default())
+                .map(|s| {
+                    LabelSelector::from_label_selector(s).map(|l| l.to_string()).unwrap_or_default()
+                })
                 .unwrap_or_default(),
         };
         let m = meta(obj).cloned().unwrap_or_default();
@@ -894,12 +978,17 @@ impl Api {
                         "Scale",
                         "autoscaling",
                         name,
-                        vec![crate::error::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
+                        vec![crate::error::invalid(
+                            "spec.replicas",
+                            &replicas.to_string(),
+                            "must be greater than or equal to 0",
+                        )],
                     ));
                 }
                 let mut new = cur.clone();
                 set_json_path(&mut new, &paths.spec_replicas, json!(replicas))?;
-                if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str) {
+                if let Some(rv) = scale.pointer("/metadata/resourceVersion").and_then(Value::as_str)
+                {
                     meta_mut(&mut new)?.insert("resourceVersion".into(), json!(rv));
                 }
                 Ok(new)
@@ -914,7 +1003,8 @@ impl Api {
 fn pod_awaits_node(res: &Resource, v: &Value) -> bool {
     res.builtin
         && res.kind == "Pod"
-        && v.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+        && v.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)
+            > 0
 }
 
 /// A namespace goes away only after the namespace controller emptied it and cleared
@@ -935,7 +1025,7 @@ fn check_type(res: &Resource, body: &Value) -> ApiResult<()> {
     let want_av = res.api_version();
     // Another served version of the same group is fine (conversion strategy None).
     let same_group = av.rsplit_once('/').map(|(g, _)| g).unwrap_or("") == res.group;
-    if !av.is_empty() && av != want_av && !(same_group && !res.builtin) {
+    if !av.is_empty() && av != want_av && (res.builtin || !same_group) {
         return Err(ApiError::bad_request(format!(
             "the API version in the data ({av}) does not match the expected API version ({want_av})"
         )));
@@ -966,7 +1056,7 @@ fn validate_meta(obj: &Value, causes: &mut Vec<Cause>) {
                             let val = v.as_str().unwrap_or("");
                             if LabelSelector::parse(&format!("{k}={val}")).is_err() {
                                 causes.push(crate::error::invalid(
-                                    &format!("metadata.labels"),
+                                    "metadata.labels",
                                     &format!("{k}={val}"),
                                     "label keys and values must be valid label syntax (63 characters or less, alphanumeric, '-', '_' or '.', with an optional DNS prefix)",
                                 ));
@@ -975,7 +1065,11 @@ fn validate_meta(obj: &Value, causes: &mut Vec<Cause>) {
                     }
                 }
                 None if m.is_null() => {}
-                None => causes.push(crate::error::invalid(&format!("metadata.{field}"), &m.to_string(), "must be an object")),
+                None => causes.push(crate::error::invalid(
+                    &format!("metadata.{field}"),
+                    &m.to_string(),
+                    "must be an object",
+                )),
             }
         }
     }
@@ -1000,7 +1094,8 @@ pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: &str, mess
     }
     let conds = st.as_object_mut().map(|m| m.entry("conditions").or_insert_with(|| json!([])));
     let Some(conds) = conds.and_then(Value::as_array_mut) else { return };
-    let mut c = json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
+    let mut c =
+        json!({"type": ty, "status": status, "lastProbeTime": null, "lastTransitionTime": now});
     if !reason.is_empty() {
         c["reason"] = json!(reason);
     }
@@ -1010,7 +1105,10 @@ pub fn set_condition(obj: &mut Value, ty: &str, status: &str, reason: &str, mess
     match conds.iter_mut().find(|c| c.get("type").and_then(Value::as_str) == Some(ty)) {
         Some(existing) => {
             if existing.get("status").and_then(Value::as_str) == Some(status) {
-                c["lastTransitionTime"] = existing.get("lastTransitionTime").cloned().unwrap_or(c["lastTransitionTime"].take());
+                c["lastTransitionTime"] = existing
+                    .get("lastTransitionTime")
+                    .cloned()
+                    .unwrap_or(c["lastTransitionTime"].take());
             }
             *existing = c;
         }
@@ -1028,10 +1126,13 @@ pub fn json_path<'a>(v: &'a Value, path: &str) -> Option<&'a Value> {
 }
 
 fn set_json_path(v: &mut Value, path: &str, new: Value) -> ApiResult<()> {
-    let parts: Vec<&str> = path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()).collect();
+    let parts: Vec<&str> =
+        path.trim_start_matches('.').split('.').filter(|p| !p.is_empty()).collect();
     let mut cur = v;
     for (i, part) in parts.iter().enumerate() {
-        let m = cur.as_object_mut().ok_or_else(|| ApiError::internal(format!("{path} does not lead to an object")))?;
+        let m = cur
+            .as_object_mut()
+            .ok_or_else(|| ApiError::internal(format!("{path} does not lead to an object")))?;
         if i + 1 == parts.len() {
             m.insert((*part).to_owned(), new);
             return Ok(());
@@ -1043,7 +1144,8 @@ fn set_json_path(v: &mut Value, path: &str, new: Value) -> ApiResult<()> {
 
 fn encode_continue(k: &(String, String)) -> String {
     use base64::Engine as _;
-    let raw = serde_json::to_vec(&json!({"v": "kinetic/1", "ns": k.0, "name": k.1})).unwrap_or_default();
+    let raw =
+        serde_json::to_vec(&json!({"v": "kinetic/1", "ns": k.0, "name": k.1})).unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 

@@ -147,9 +147,12 @@ impl Op {
     }
 }
 
+/// Objects of one resource by (namespace, name).
+type Objects = BTreeMap<(String, String), Arc<Stored>>;
+
 /// The in-memory state readers see.
 pub struct State {
-    objects: HashMap<Arc<str>, BTreeMap<(String, String), Arc<Stored>>>,
+    objects: HashMap<Arc<str>, Objects>,
     rv: u64,
     history: VecDeque<Arc<Event>>,
     /// Every event with a version above this is in `history`.
@@ -270,8 +273,7 @@ impl Store {
             .map_err(sqlite)?
             .try_into()
             .unwrap_or(0);
-        let mut objects: HashMap<Arc<str>, BTreeMap<(String, String), Arc<Stored>>> =
-            HashMap::new();
+        let mut objects: HashMap<Arc<str>, Objects> = HashMap::new();
         {
             let mut stmt = conn
                 .prepare("SELECT resource, namespace, name, rv, data FROM objects")
@@ -288,8 +290,8 @@ impl Store {
                     None => resource.into(),
                 };
                 let key = ObjKey { resource: resource.clone(), namespace, name };
-                let value: Value =
-                    serde_json::from_slice(&data).map_err(|e| StoreError::Decode(key.clone(), e))?;
+                let value: Value = serde_json::from_slice(&data)
+                    .map_err(|e| StoreError::Decode(key.clone(), e))?;
                 let stored =
                     Arc::new(Stored { rv: orv.try_into().unwrap_or(0), value, json: data.into() });
                 objects.entry(resource).or_default().insert((key.namespace, key.name), stored);
@@ -458,7 +460,11 @@ fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Res
             if let Some(exp) = expected_rv
                 && *exp != cur.rv
             {
-                return Err(StoreError::Conflict { key: key.clone(), expected: *exp, actual: cur.rv });
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: *exp,
+                    actual: cur.rv,
+                });
             }
             *rv += 1;
             let obj = encode(key, value.clone(), *rv)?;
@@ -469,7 +475,11 @@ fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Res
             if let Some(exp) = expected_rv
                 && *exp != cur.rv
             {
-                return Err(StoreError::Conflict { key: key.clone(), expected: *exp, actual: cur.rv });
+                return Err(StoreError::Conflict {
+                    key: key.clone(),
+                    expected: *exp,
+                    actual: cur.rv,
+                });
             }
             if let Some(uid) = expected_uid
                 && uid != cur.uid()

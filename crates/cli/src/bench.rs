@@ -225,7 +225,11 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
 
     let mut floor = Vec::new();
     for rows in [1, FLOOR_GROUP] {
-        tracing::info!(rows_per_transaction = rows, seconds = args.seconds, "measuring the SQLite floor");
+        tracing::info!(
+            rows_per_transaction = rows,
+            seconds = args.seconds,
+            "measuring the SQLite floor"
+        );
         let dir = scratch.path().to_owned();
         let f = tokio::task::spawn_blocking(move || sqlite_floor(&dir, rows, phase))
             .await
@@ -248,7 +252,8 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         server.check_alive()?;
     }
 
-    let watch = if args.watchers > 0 { Some(watch_phase(&client, args.watchers).await?) } else { None };
+    let watch =
+        if args.watchers > 0 { Some(watch_phase(&client, args.watchers).await?) } else { None };
     let rss_end = server.rss()?;
     server.stop()?;
 
@@ -258,7 +263,11 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         scratch_dir: scratch.path().to_owned(),
         seconds_per_phase: args.seconds,
         floor,
-        memory: Memory { rss_start_bytes: rss_start, rss_after_pods_bytes: rss_after_pods, rss_end_bytes: rss_end },
+        memory: Memory {
+            rss_start_bytes: rss_start,
+            rss_after_pods_bytes: rss_after_pods,
+            rss_end_bytes: rss_end,
+        },
         list,
         writes,
         watch,
@@ -333,7 +342,9 @@ impl ChildServer {
                 let status = guard.child()?.wait().context("waiting for the server")?;
                 bail!("kinetic apiserver exited before writing its kubeconfig: {status}");
             }
-            Err(_) => bail!("kinetic apiserver did not write its kubeconfig within {START_TIMEOUT:?}"),
+            Err(_) => {
+                bail!("kinetic apiserver did not write its kubeconfig within {START_TIMEOUT:?}")
+            }
         };
 
         let kc = kube::config::Kubeconfig::read_from(&kubeconfig)
@@ -348,7 +359,8 @@ impl ChildServer {
 
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            let req = http::Request::get("/readyz").body(Vec::new()).context("building GET /readyz")?;
+            let req =
+                http::Request::get("/readyz").body(Vec::new()).context("building GET /readyz")?;
             match tokio::time::timeout(REQUEST_TIMEOUT, client.request_text(req)).await {
                 Ok(Ok(_)) => break,
                 Ok(Err(e)) if Instant::now() > deadline => {
@@ -453,7 +465,9 @@ fn sqlite_floor(dir: &Path, rows: usize, phase: Duration) -> anyhow::Result<Floo
                 .context("preparing the insert")?;
             for _ in 0..rows {
                 rv += 1;
-                insert.execute(rusqlite::params![format!("cm-{rv}"), rv, data]).context("inserting")?;
+                insert
+                    .execute(rusqlite::params![format!("cm-{rv}"), rv, data])
+                    .context("inserting")?;
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'rv'", [rv])
                 .context("updating the revision")?;
@@ -624,7 +638,11 @@ async fn update_phase(
                     // Its creates all failed; give it one object so it still updates something.
                     let name = format!("bench-u{clients}-t{task}");
                     let cm = config_map(&name, "write", BTreeMap::new());
-                    let created = timed(|| format!("creating {name}"), api.create(&PostParams::default(), &cm)).await;
+                    let created = timed(
+                        || format!("creating {name}"),
+                        api.create(&PostParams::default(), &cm),
+                    )
+                    .await;
                     match created {
                         Ok(_) => names.push(name),
                         Err(e) => {
@@ -642,9 +660,11 @@ async fn update_phase(
                         "metadata": {"labels": {GEN_LABEL: generation.to_string()}}
                     });
                     let t0 = Instant::now();
-                    let result =
-                        timed(|| format!("patching {name}"), api.patch(name, &pp, &Patch::Merge(&patch)))
-                            .await;
+                    let result = timed(
+                        || format!("patching {name}"),
+                        api.patch(name, &pp, &Patch::Merge(&patch)),
+                    )
+                    .await;
                     out.record(t0, result);
                 }
                 out
@@ -714,8 +734,8 @@ async fn pods_and_lists(client: &kube::Client, pods: usize) -> anyhow::Result<Li
         let body = timed(|| format!("GET {path}"), client.request_text(req))
             .await
             .map_err(anyhow::Error::msg)?;
-        let list: serde_json::Value =
-            serde_json::from_str(&body).with_context(|| format!("parsing the answer to GET {path}"))?;
+        let list: serde_json::Value = serde_json::from_str(&body)
+            .with_context(|| format!("parsing the answer to GET {path}"))?;
         let elapsed = t0.elapsed();
         items = list.get("items").and_then(|i| i.as_array()).map_or(0, Vec::len);
         body_bytes = body.len();
@@ -775,9 +795,12 @@ async fn watch_phase(client: &kube::Client, watchers: usize) -> anyhow::Result<W
     let selector = format!("{LABEL}=watch");
     // All watchers start at the same resourceVersion, so none can miss a write even if it is
     // still connecting when the writer starts.
-    let list = timed(|| "listing the watched ConfigMaps".to_owned(), api.list(&ListParams::default().labels(&selector)))
-        .await
-        .map_err(anyhow::Error::msg)?;
+    let list = timed(
+        || "listing the watched ConfigMaps".to_owned(),
+        api.list(&ListParams::default().labels(&selector)),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     let rv = list.metadata.resource_version.context("the list has no resourceVersion")?;
     let deadline = Instant::now() + WATCH_LIMIT;
 
@@ -912,11 +935,15 @@ async fn watcher(
     while unique < WATCH_WRITES {
         let event = match tokio::time::timeout_at(deadline, stream.next()).await {
             Err(_) => {
-                out.error = Some(format!("gave up after {WATCH_LIMIT:?} with {unique} of {WATCH_WRITES} writes seen"));
+                out.error = Some(format!(
+                    "gave up after {WATCH_LIMIT:?} with {unique} of {WATCH_WRITES} writes seen"
+                ));
                 break;
             }
             Ok(None) => {
-                out.error = Some(format!("the server ended the watch after {unique} of {WATCH_WRITES} writes"));
+                out.error = Some(format!(
+                    "the server ended the watch after {unique} of {WATCH_WRITES} writes"
+                ));
                 break;
             }
             Ok(Some(Err(e))) => {
@@ -1003,7 +1030,10 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
         let errors = if w.errors > 0 { format!(", {} errors", w.errors) } else { String::new() };
         rows.push(row(
             format!("{}s, {} client(s)", w.kind, w.clients),
-            format!("{:.0}/s (p50 {:.2} ms, p99 {:.2} ms{errors})", w.ops_per_s, w.p50_ms, w.p99_ms),
+            format!(
+                "{:.0}/s (p50 {:.2} ms, p99 {:.2} ms{errors})",
+                w.ops_per_s, w.p50_ms, w.p99_ms
+            ),
             target,
             met,
         ));
@@ -1020,7 +1050,11 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
             "watch deliveries received".to_owned(),
             format!("{} of {} ({} duplicates)", w.received, w.expected, w.duplicates),
             "all",
-            Some(w.received == w.expected && w.expected == w.watchers * w.writes && w.duplicates == 0),
+            Some(
+                w.received == w.expected
+                    && w.expected == w.watchers * w.writes
+                    && w.duplicates == 0,
+            ),
         ));
         rows.push(row(
             "watch writes (stamp → answer)".to_owned(),

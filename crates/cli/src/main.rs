@@ -10,7 +10,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "kinetic", version, about = "Kinetic: a serverless container platform for Kubernetes")]
+#[command(
+    name = "kinetic",
+    version,
+    about = "Kinetic: a serverless container platform for Kubernetes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -65,9 +69,9 @@ fn init_tracing() {
 async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
-    let server = kinetic_apiserver::ApiServer::start(cfg)
-        .await
-        .with_context(|| format!("starting the {what} with data directory {}", data_dir.display()))?;
+    let server = kinetic_apiserver::ApiServer::start(cfg).await.with_context(|| {
+        format!("starting the {what} with data directory {}", data_dir.display())
+    })?;
     let kubeconfig = server.write_kubeconfig().context("writing the kubeconfig")?;
     #[allow(clippy::print_stdout)]
     {

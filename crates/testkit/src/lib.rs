@@ -89,7 +89,11 @@ impl TestServer {
     ///
     /// # Errors
     /// kubectl cannot be started or fed.
-    pub async fn kubectl_stdin(&self, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+    pub async fn kubectl_stdin(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> anyhow::Result<Output> {
         kubectl(&self.kubeconfig, self.dir.path(), args, stdin).await
     }
 
@@ -139,17 +143,28 @@ pub fn kubectl_bin() -> String {
 ///
 /// # Errors
 /// kubectl cannot be started.
-pub async fn kubectl(kubeconfig: &Path, home: &Path, args: &[&str], stdin: Option<&str>) -> anyhow::Result<Output> {
+pub async fn kubectl(
+    kubeconfig: &Path,
+    home: &Path,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> anyhow::Result<Output> {
     use tokio::io::AsyncWriteExt as _;
     let mut cmd = tokio::process::Command::new(kubectl_bin());
     cmd.args(args)
         .env("KUBECONFIG", kubeconfig)
         .env("HOME", home)
-        .stdin(if stdin.is_some() { std::process::Stdio::piped() } else { std::process::Stdio::null() })
+        .stdin(if stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().with_context(|| format!("running {} (is kubectl installed?)", kubectl_bin()))?;
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("running {} (is kubectl installed?)", kubectl_bin()))?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(input.as_bytes()).await.context("writing kubectl's stdin")?;
         drop(pipe);

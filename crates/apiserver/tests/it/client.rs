@@ -39,7 +39,10 @@ async fn create_get_update_conflict_and_delete() {
     let rv1: u64 = md.resource_version.as_deref().unwrap().parse().unwrap();
 
     let err = cms.create(&PostParams::default(), &cm("a", &[])).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"), "{err:?}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists"),
+        "{err:?}"
+    );
 
     let mut first = cms.get("a").await.unwrap();
     let mut second = first.clone();
@@ -50,12 +53,18 @@ async fn create_get_update_conflict_and_delete() {
     // The second writer holds the old version: a lost update must be refused.
     second.data = Some(BTreeMap::from([("k".into(), "second".into())]));
     let err = cms.replace("a", &PostParams::default(), &second).await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"), "{err:?}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 409 && s.reason == "Conflict"),
+        "{err:?}"
+    );
     assert_eq!(cms.get("a").await.unwrap().data.unwrap()["k"], "first");
 
     cms.delete("a", &DeleteParams::default()).await.unwrap();
     let err = cms.get("a").await.unwrap_err();
-    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"), "{err:?}");
+    assert!(
+        matches!(&err, kube::Error::Api(s) if s.code == 404 && s.reason == "NotFound"),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -145,7 +154,8 @@ async fn list_with_selectors_and_pagination() {
     };
     let web = cms.list(&ListParams::default().labels("tier=web")).await.unwrap();
     assert_eq!(names(web), vec!["c0", "c2", "c4", "c6", "c8"]);
-    let set = cms.list(&ListParams::default().labels("tier in (db),tier notin (web)")).await.unwrap();
+    let set =
+        cms.list(&ListParams::default().labels("tier in (db),tier notin (web)")).await.unwrap();
     assert_eq!(set.items.len(), 5);
     let one = cms.list(&ListParams::default().fields("metadata.name=c3")).await.unwrap();
     assert_eq!(names(one), vec!["c3"]);
@@ -158,7 +168,9 @@ async fn list_with_selectors_and_pagination() {
         assert!(page.items.len() <= 3);
         seen.extend(names(page));
         match token {
-            Some(tok) if !tok.is_empty() => lp = ListParams::default().limit(3).continue_token(&tok),
+            Some(tok) if !tok.is_empty() => {
+                lp = ListParams::default().limit(3).continue_token(&tok)
+            }
             _ => break,
         }
     }
@@ -175,9 +187,7 @@ async fn garbage_collection_follows_propagation_policy() {
     let t = TestServer::start().await.unwrap();
     let client = t.client().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let owner = |o: &ConfigMap| {
-        json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid}])
-    };
+    let owner = |o: &ConfigMap| json!([{"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid}]);
     let wait_gone = |name: &'static str| {
         let cms = cms.clone();
         async move {
@@ -215,7 +225,10 @@ async fn garbage_collection_follows_propagation_policy() {
     dep.metadata.owner_references = serde_json::from_value(owner(&o)).unwrap();
     dep.metadata.finalizers = Some(vec!["example.com/hold".into()]);
     cms.create(&PostParams::default(), &dep).await.unwrap();
-    let dp = DeleteParams { propagation_policy: Some(PropagationPolicy::Foreground), ..Default::default() };
+    let dp = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Foreground),
+        ..Default::default()
+    };
     cms.delete("owner-fg", &dp).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let held = cms.get("owner-fg").await.unwrap();
@@ -285,7 +298,9 @@ async fn pods_delete_gracefully_once_bound() {
     assert!(p.metadata.deletion_timestamp.is_some());
     assert_eq!(p.metadata.deletion_grace_period_seconds, Some(30));
     // The agent confirms with grace 0.
-    pods.delete("p", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await.unwrap();
+    pods.delete("p", &DeleteParams { grace_period_seconds: Some(0), ..Default::default() })
+        .await
+        .unwrap();
     assert!(pods.get_opt("p").await.unwrap().is_none());
 }
 
@@ -302,6 +317,7 @@ async fn state_survives_a_restart_with_increasing_versions() {
     assert_eq!(again.metadata.resource_version, a.metadata.resource_version);
     assert_eq!(again.metadata.uid, a.metadata.uid);
     let c = cms.create(&PostParams::default(), &cm("new", &[])).await.unwrap();
-    let rv = |m: &ConfigMap| m.metadata.resource_version.as_deref().unwrap().parse::<u64>().unwrap();
+    let rv =
+        |m: &ConfigMap| m.metadata.resource_version.as_deref().unwrap().parse::<u64>().unwrap();
     assert!(rv(&c) > rv(&b) + 1, "versions never go back, even after deleting the newest");
 }

@@ -5,7 +5,13 @@ use kinetic_testkit::TestServer;
 use kube::api::{Api, ListParams};
 use serde_json::{Value, json};
 
-async fn send(client: &kube::Client, method: &str, path: &str, ct: &str, body: Vec<u8>) -> (u16, Value) {
+async fn send(
+    client: &kube::Client,
+    method: &str,
+    path: &str,
+    ct: &str,
+    body: Vec<u8>,
+) -> (u16, Value) {
     let req = http::Request::builder()
         .method(method)
         .uri(path)
@@ -48,16 +54,26 @@ async fn malformed_oversized_and_unknown_requests_get_status_errors() {
     assert!(s["message"].as_str().unwrap().contains("not valid JSON"), "{s}");
 
     let big = json!({"metadata": {"name": "big"}, "data": {"k": "x".repeat(4 << 20)}});
-    let (code, s) = send(&c, "POST", path, "application/json", serde_json::to_vec(&big).unwrap()).await;
+    let (code, s) =
+        send(&c, "POST", path, "application/json", serde_json::to_vec(&big).unwrap()).await;
     assert_eq!((code, s["reason"].as_str()), (413, Some("RequestEntityTooLarge")), "{s}");
 
-    let (code, s) = send(&c, "GET", "/apis/example.com/v1/nothings", "application/json", vec![]).await;
+    let (code, s) =
+        send(&c, "GET", "/apis/example.com/v1/nothings", "application/json", vec![]).await;
     assert_eq!((code, s["reason"].as_str()), (404, Some("NotFound")), "{s}");
 
     let ok = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}});
-    let (code, _) = send(&c, "POST", path, "application/json", serde_json::to_vec(&ok).unwrap()).await;
+    let (code, _) =
+        send(&c, "POST", path, "application/json", serde_json::to_vec(&ok).unwrap()).await;
     assert_eq!(code, 201);
-    let (code, s) = send(&c, "PATCH", &format!("{path}/a"), "application/apply-patch+yaml", b"data: {k: v}".to_vec()).await;
+    let (code, s) = send(
+        &c,
+        "PATCH",
+        &format!("{path}/a"),
+        "application/apply-patch+yaml",
+        b"data: {k: v}".to_vec(),
+    )
+    .await;
     assert_eq!((code, s["reason"].as_str()), (415, Some("UnsupportedMediaType")), "{s}");
 
     // Nothing half-written: only the one good object exists.
@@ -70,13 +86,32 @@ async fn invalid_objects_name_their_fields() {
     let t = TestServer::start().await.unwrap();
     let c = t.client().await.unwrap();
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "Bad_Name"}, "spec": {"containers": []}});
-    let (code, s) = send(&c, "POST", "/api/v1/namespaces/default/pods", "application/json", serde_json::to_vec(&pod).unwrap()).await;
+    let (code, s) = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/pods",
+        "application/json",
+        serde_json::to_vec(&pod).unwrap(),
+    )
+    .await;
     assert_eq!((code, s["reason"].as_str()), (422, Some("Invalid")), "{s}");
-    let fields: Vec<&str> = s["details"]["causes"].as_array().unwrap().iter().map(|c| c["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = s["details"]["causes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["field"].as_str().unwrap())
+        .collect();
     assert!(fields.contains(&"metadata.name") && fields.contains(&"spec.containers"), "{s}");
 
     let typo = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "t"}, "dta": {"k": "v"}});
-    let (code, s) = send(&c, "POST", "/api/v1/namespaces/default/configmaps?fieldValidation=Strict", "application/json", serde_json::to_vec(&typo).unwrap()).await;
+    let (code, s) = send(
+        &c,
+        "POST",
+        "/api/v1/namespaces/default/configmaps?fieldValidation=Strict",
+        "application/json",
+        serde_json::to_vec(&typo).unwrap(),
+    )
+    .await;
     assert_eq!(code, 400, "{s}");
     assert!(s["message"].as_str().unwrap().contains("unknown field \"dta\""), "{s}");
 }

@@ -22,7 +22,8 @@ async fn apply_demo(t: &TestServer) {
 async fn apply_get_and_reapply_manifests() {
     let t = TestServer::start().await.unwrap();
     apply_demo(&t).await;
-    let yaml = t.kubectl_ok(&["get", "deployment", "web", "-n", "demo", "-o", "yaml"]).await.unwrap();
+    let yaml =
+        t.kubectl_ok(&["get", "deployment", "web", "-n", "demo", "-o", "yaml"]).await.unwrap();
     assert!(yaml.contains("kubectl.kubernetes.io/last-applied-configuration"), "{yaml}");
     assert!(yaml.contains("maxSurge: 25%"), "defaults are visible: {yaml}");
     // The same manifests again change nothing.
@@ -31,7 +32,9 @@ async fn apply_get_and_reapply_manifests() {
         assert!(out.contains("unchanged"), "{f}: {out}");
     }
     // A changed manifest is patched in place (strategic merge for the Deployment).
-    let changed = example("deployment.yaml").replace("httpd:v1", "httpd:v2").replace("replicas: 2", "replicas: 3");
+    let changed = example("deployment.yaml")
+        .replace("httpd:v1", "httpd:v2")
+        .replace("replicas: 2", "replicas: 3");
     let out = t.kubectl_stdin_ok(&["apply", "-f", "-"], &changed).await.unwrap();
     assert!(out.contains("configured"), "{out}");
     let img = t
@@ -78,9 +81,18 @@ async fn patch_label_annotate_scale_and_set_image() {
         args.iter().map(|s| s.to_string()).collect::<Vec<_>>()
     };
     for args in [
-        run(&["patch", "-p", r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"x:strategic"}]}}}}"#]),
+        run(&[
+            "patch",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"web","image":"x:strategic"}]}}}}"#,
+        ]),
         run(&["patch", "--type=merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]),
-        run(&["patch", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/revisionHistoryLimit","value":3}]"#]),
+        run(&[
+            "patch",
+            "--type=json",
+            "-p",
+            r#"[{"op":"replace","path":"/spec/revisionHistoryLimit","value":3}]"#,
+        ]),
         run(&["label", "tier=frontend"]),
         run(&["annotate", "note=hi"]),
         run(&["scale", "--replicas=4"]),
@@ -96,20 +108,35 @@ async fn patch_label_annotate_scale_and_set_image() {
     assert_eq!(got, "x:strategic y:set 5 3 frontend hi 4");
     // A bad JSON patch is refused and changes nothing.
     let out = t
-        .kubectl(&["patch", "-n", "demo", "deployment/web", "--type=json", "-p", r#"[{"op":"test","path":"/spec/replicas","value":99}]"#])
+        .kubectl(&[
+            "patch",
+            "-n",
+            "demo",
+            "deployment/web",
+            "--type=json",
+            "-p",
+            r#"[{"op":"test","path":"/spec/replicas","value":99}]"#,
+        ])
         .await
         .unwrap();
     assert!(!out.status.success());
     // Scaling the custom resource goes through its scale subresource.
     t.kubectl_ok(&["scale", "-n", "demo", "widget/gizmo", "--replicas=7"]).await.unwrap();
-    let r = t.kubectl_ok(&["get", "-n", "demo", "widget/gizmo", "-o", "jsonpath={.spec.replicas}"]).await.unwrap();
+    let r = t
+        .kubectl_ok(&["get", "-n", "demo", "widget/gizmo", "-o", "jsonpath={.spec.replicas}"])
+        .await
+        .unwrap();
     assert_eq!(r, "7");
 }
 
 #[tokio::test]
 async fn delete_with_each_cascade_policy() {
     let t = TestServer::start().await.unwrap();
-    let owner = |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\n");
+    let owner = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: default\n"
+        )
+    };
     for (policy, keeps) in [("background", false), ("foreground", false), ("orphan", true)] {
         let o = format!("owner-{policy}");
         t.kubectl_stdin_ok(&["apply", "-f", "-"], &owner(&o)).await.unwrap();
@@ -118,7 +145,10 @@ async fn delete_with_each_cascade_policy() {
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dep-{policy}\n  namespace: default\n  ownerReferences:\n  - apiVersion: v1\n    kind: ConfigMap\n    name: {o}\n    uid: {uid}\n"
         );
         t.kubectl_stdin_ok(&["apply", "-f", "-"], &dep).await.unwrap();
-        let out = t.kubectl_ok(&["delete", "cm", &o, &format!("--cascade={policy}"), "--wait=true"]).await.unwrap();
+        let out = t
+            .kubectl_ok(&["delete", "cm", &o, &format!("--cascade={policy}"), "--wait=true"])
+            .await
+            .unwrap();
         assert!(out.contains("deleted"), "{out}");
         let mut present = true;
         for _ in 0..50 {
@@ -190,18 +220,27 @@ async fn explain_and_api_resources() {
     let t = TestServer::start().await.unwrap();
     apply_demo(&t).await;
     let out = t.kubectl_ok(&["explain", "deployment.spec.replicas"]).await.unwrap();
-    assert!(out.contains("KIND:") && out.contains("Deployment") && out.contains("replicas"), "{out}");
+    assert!(
+        out.contains("KIND:") && out.contains("Deployment") && out.contains("replicas"),
+        "{out}"
+    );
     let out = t.kubectl_ok(&["explain", "widgets.spec.color"]).await.unwrap();
     assert!(out.contains("color"), "{out}");
     let out = t.kubectl_ok(&["api-resources"]).await.unwrap();
-    for want in ["pods", "deployments", "customresourcedefinitions", "widgets", "leases", "endpointslices"] {
+    for want in
+        ["pods", "deployments", "customresourcedefinitions", "widgets", "leases", "endpointslices"]
+    {
         assert!(out.lines().any(|l| l.starts_with(want)), "{want} missing:\n{out}");
     }
-    let out = t.kubectl_ok(&["api-resources", "--api-group=example.com", "-o", "name"]).await.unwrap();
+    let out =
+        t.kubectl_ok(&["api-resources", "--api-group=example.com", "-o", "name"]).await.unwrap();
     assert_eq!(out.trim(), "widgets.example.com");
     // Validation errors come back as kubectl prints them from a real cluster.
     let bad = "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: bad\n  namespace: demo\nspec:\n  color: purple\n";
     let out = t.kubectl_stdin(&["apply", "-f", "-"], Some(bad)).await.unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("spec.color") && err.contains("Unsupported value"), "{err}");
+    assert!(
+        !out.status.success() && err.contains("spec.color") && err.contains("Unsupported value"),
+        "{err}"
+    );
 }

@@ -1,6 +1,8 @@
 //! Integration tests of the embedded API server, driven only through real clients: the `kube`
 //! crate over HTTPS, and the real `kubectl` binary.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
+
 mod client;
 mod errors;
 mod kubectl;

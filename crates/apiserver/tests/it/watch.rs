@@ -8,9 +8,11 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kinetic_testkit::TestServer;
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::api::{
+    Api, DynamicObject, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::runtime::{Controller, controller::Action, reflector, watcher, WatchStreamExt as _};
+use kube::runtime::{Controller, WatchStreamExt as _, controller::Action, reflector, watcher};
 use serde_json::json;
 
 fn cm(name: &str) -> ConfigMap {
@@ -58,7 +60,9 @@ async fn watch_from_a_version_before_the_history_is_gone() {
     let rv = a.metadata.resource_version.unwrap();
     let mut stream = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
     match stream.try_next().await.unwrap() {
-        Some(WatchEvent::Error(e)) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}"),
+        Some(WatchEvent::Error(e)) => {
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}")
+        }
         other => panic!("expected a 410 error event, got {other:?}"),
     }
 }

@@ -1,6 +1,8 @@
 //! Integration tests of the `kinetic` binary: `kinetic up` as users run it, and durability of
 //! acknowledged writes across `kill -9`.
 
+#![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
+
 mod durability;
 mod up;
 

@@ -14,19 +14,35 @@ async fn kinetic_up_serves_kubectl_apply_of_the_demo_manifests() {
     let home = tempfile::tempdir().unwrap();
     for f in ["namespace.yaml", "crd.yaml", "deployment.yaml", "widget.yaml"] {
         let path = demo.join(f);
-        let out = kinetic_testkit::kubectl(&up.kubeconfig, home.path(), &["apply", "-f", path.to_str().unwrap()], None)
-            .await
-            .unwrap();
-        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
-    }
-    let out = kinetic_testkit::kubectl(&up.kubeconfig, home.path(), &["get", "deploy,widgets", "-n", "demo", "-o", "name"], None)
+        let out = kinetic_testkit::kubectl(
+            &up.kubeconfig,
+            home.path(),
+            &["apply", "-f", path.to_str().unwrap()],
+            None,
+        )
         .await
         .unwrap();
+        assert!(out.status.success(), "{f}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = kinetic_testkit::kubectl(
+        &up.kubeconfig,
+        home.path(),
+        &["get", "deploy,widgets", "-n", "demo", "-o", "name"],
+        None,
+    )
+    .await
+    .unwrap();
     let names = String::from_utf8_lossy(&out.stdout);
-    assert!(names.contains("deployment.apps/web") && names.contains("widget.example.com/gizmo"), "{names}");
+    assert!(
+        names.contains("deployment.apps/web") && names.contains("widget.example.com/gizmo"),
+        "{names}"
+    );
     // SIGTERM shuts it down cleanly.
     let pid = up.child.id().unwrap();
     std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), up.child.wait()).await.unwrap().unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), up.child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status}");
 }
