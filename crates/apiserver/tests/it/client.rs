@@ -321,3 +321,70 @@ async fn state_survives_a_restart_with_increasing_versions() {
         |m: &ConfigMap| m.metadata.resource_version.as_deref().unwrap().parse::<u64>().unwrap();
     assert!(rv(&c) > rv(&b) + 1, "versions never go back, even after deleting the newest");
 }
+
+#[tokio::test]
+async fn delete_collection_and_dry_run() {
+    let t = TestServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    for i in 0..6 {
+        let tier = if i < 4 { "a" } else { "b" };
+        cms.create(&PostParams::default(), &cm(&format!("d{i}"), &[("tier", tier)])).await.unwrap();
+    }
+    let dry = PostParams { dry_run: true, ..Default::default() };
+    let ghost = cms.create(&dry, &cm("ghost", &[])).await.unwrap();
+    assert!(ghost.metadata.uid.is_some());
+    assert!(cms.get_opt("ghost").await.unwrap().is_none(), "a dry run stores nothing");
+    cms.delete_collection(&DeleteParams::default(), &ListParams::default().labels("tier=a"))
+        .await
+        .unwrap();
+    let left: Vec<String> = cms
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|c| c.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, vec!["d4", "d5"]);
+}
+
+#[tokio::test]
+async fn deleting_a_crd_removes_its_objects_and_endpoints() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::DynamicObject;
+    use kube::core::{ApiResource, GroupVersionKind};
+    let t = TestServer::start().await.unwrap();
+    let client = t.client().await.unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Cluster",
+            "names": {"plural": "gadgets", "kind": "Gadget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}
+    }))
+    .unwrap();
+    let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+    let established = created.status.unwrap().conditions.unwrap();
+    assert!(established.iter().any(|c| c.type_ == "Established" && c.status == "True"));
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Gadget"),
+        "gadgets",
+    );
+    let gadgets: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
+    let mut g = DynamicObject::new("g1", &ar);
+    g.data = json!({"spec": {"anything": [1, 2]}});
+    gadgets.create(&PostParams::default(), &g).await.unwrap();
+    crds.delete("gadgets.example.com", &DeleteParams::default()).await.unwrap();
+    let mut gone = false;
+    for _ in 0..100 {
+        if crds.get_opt("gadgets.example.com").await.unwrap().is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the CRD goes once its objects are gone");
+    let err = gadgets.list(&ListParams::default()).await.unwrap_err();
+    assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
+}

@@ -190,3 +190,25 @@ async fn a_controller_reconciles_a_custom_resource() {
     let list = widgets.list(&ListParams::default()).await.unwrap();
     assert_eq!(list.items.len(), 1);
 }
+
+#[tokio::test]
+async fn bookmarks_carry_the_latest_version() {
+    let t = TestServer::start().await.unwrap();
+    let client = t.client().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    let c = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv = c.metadata.resource_version.unwrap();
+    let mut stream = cms.watch(&WatchParams::default().timeout(8), &rv).await.unwrap().boxed();
+    // A write elsewhere advances the version without an event for this watch.
+    let other: Api<ConfigMap> = Api::namespaced(client, "kube-system");
+    let o = other.create(&PostParams::default(), &cm("elsewhere")).await.unwrap();
+    let want = o.metadata.resource_version.unwrap();
+    let mut got = None;
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        if let WatchEvent::Bookmark(b) = ev {
+            got = Some(b.metadata.resource_version);
+            break;
+        }
+    }
+    assert_eq!(got.as_deref(), Some(want.as_str()));
+}
