@@ -123,12 +123,10 @@ pub async fn run(api: Arc<Api>) {
                         Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
                     }
                 }
-                if let Err(e) = step(&api, &index, &w, &mut queue).await {
+                if let Err(e) = step(&api, &index, &w).await {
                     tracing::warn!(work = ?w, error = %e, "garbage collection step failed; retrying later");
-                    let api = api.clone();
-                    // Retry after a pause without blocking the rest of the queue.
+                    // Retry after a pause (a conflict or a transient store failure).
                     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                    drop(api);
                     queue.insert(w);
                 }
             }
@@ -203,9 +201,18 @@ fn name_of(v: &Value) -> (String, String) {
 
 type StepResult = Result<(), crate::error::ApiError>;
 
-async fn step(api: &Api, index: &Index, w: &Work, queue: &mut BTreeSet<Work>) -> StepResult {
+/// An object that is already gone needs nothing more: NotFound counts as done.
+fn gone_is_done<T>(r: Result<T, crate::error::ApiError>) -> StepResult {
+    match r {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn step(api: &Api, index: &Index, w: &Work) -> StepResult {
     match w {
-        Work::Finalize(key) => finalize(api, index, key, queue).await,
+        Work::Finalize(key) => finalize(api, index, key).await,
         Work::Orphaned(key) => orphaned(api, index, key).await,
     }
 }
@@ -227,19 +234,10 @@ async fn remove_finalizer(
             Ok(new)
         })
         .await;
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    gone_is_done(r)
 }
 
-async fn finalize(
-    api: &Api,
-    index: &Index,
-    key: &ObjKey,
-    queue: &mut BTreeSet<Work>,
-) -> StepResult {
+async fn finalize(api: &Api, index: &Index, key: &ObjKey) -> StepResult {
     let Some(cur) = api.store.get(key) else { return Ok(()) };
     if !deleting(&cur.value) {
         return Ok(());
@@ -267,7 +265,7 @@ async fn finalize(
         return Ok(());
     }
     if res.builtin && res.kind == "Namespace" {
-        return finalize_namespace(api, &res, &name, queue).await;
+        return finalize_namespace(api, &res, &name).await;
     }
     if res.builtin
         && res.kind == "CustomResourceDefinition"
@@ -293,12 +291,7 @@ async fn finalize(
 
 /// Deletes everything in a terminating namespace, then clears `spec.finalizers` so the namespace
 /// itself goes (upstream's namespace controller and its `finalize` subresource).
-async fn finalize_namespace(
-    api: &Api,
-    res: &Resource,
-    name: &str,
-    _queue: &mut BTreeSet<Work>,
-) -> StepResult {
+async fn finalize_namespace(api: &Api, res: &Resource, name: &str) -> StepResult {
     let mut remaining = 0;
     for r in api.registry.storage_resources() {
         if !r.namespaced {
@@ -329,20 +322,12 @@ async fn finalize_namespace(
             Ok(new)
         })
         .await;
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    gone_is_done(r)
 }
 
 async fn delete_key(api: &Api, key: &ObjKey) -> StepResult {
     let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
-    match api.delete(&res, &key.namespace, &key.name, &DeleteOptions::default()).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    gone_is_done(api.delete(&res, &key.namespace, &key.name, &DeleteOptions::default()).await)
 }
 
 async fn drop_owner_ref(api: &Api, key: &ObjKey, owner_uid: &str) -> StepResult {
@@ -358,11 +343,7 @@ async fn drop_owner_ref(api: &Api, key: &ObjKey, owner_uid: &str) -> StepResult 
             Ok(new)
         })
         .await;
-    match r {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 404 => Ok(()),
-        Err(e) => Err(e),
-    }
+    gone_is_done(r)
 }
 
 /// A dependent with an owner that no longer exists: deleted when no owner is left, otherwise

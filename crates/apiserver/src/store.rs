@@ -445,6 +445,21 @@ fn commit_batch(
     }
 }
 
+/// The current object, checked against the caller's expected version.
+fn existing_at(
+    key: &ObjKey,
+    current: Option<Arc<Stored>>,
+    expected_rv: Option<u64>,
+) -> Result<Arc<Stored>> {
+    let cur = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
+    match expected_rv {
+        Some(exp) if exp != cur.rv => {
+            Err(StoreError::Conflict { key: key.clone(), expected: exp, actual: cur.rv })
+        }
+        _ => Ok(cur),
+    }
+}
+
 fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Result<Event> {
     match op {
         Op::Create { key, value } => {
@@ -456,31 +471,13 @@ fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Res
             Ok(Event { rv: *rv, kind: EventType::Added, key: key.clone(), obj, prev: None })
         }
         Op::Update { key, value, expected_rv } => {
-            let cur = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            if let Some(exp) = expected_rv
-                && *exp != cur.rv
-            {
-                return Err(StoreError::Conflict {
-                    key: key.clone(),
-                    expected: *exp,
-                    actual: cur.rv,
-                });
-            }
+            let cur = existing_at(key, current, *expected_rv)?;
             *rv += 1;
             let obj = encode(key, value.clone(), *rv)?;
             Ok(Event { rv: *rv, kind: EventType::Modified, key: key.clone(), obj, prev: Some(cur) })
         }
         Op::Delete { key, expected_rv, expected_uid } => {
-            let cur = current.ok_or_else(|| StoreError::NotFound(key.clone()))?;
-            if let Some(exp) = expected_rv
-                && *exp != cur.rv
-            {
-                return Err(StoreError::Conflict {
-                    key: key.clone(),
-                    expected: *exp,
-                    actual: cur.rv,
-                });
-            }
+            let cur = existing_at(key, current, *expected_rv)?;
             if let Some(uid) = expected_uid
                 && uid != cur.uid()
             {
