@@ -794,15 +794,26 @@ fn watch(
     let table_res = res.clone();
     let cols = table_columns(res);
     let include = query.get("includeObject").unwrap_or("Metadata").to_owned();
-    let encode = move |ty: &str, obj: &Value| -> Bytes {
+    let encode_api = api.clone();
+    let encode = move |ty: &str, stored: &Stored| -> Bytes {
         let object = match want {
-            Want::Object => obj.clone(),
-            Want::Metadata => partial_metadata(obj),
+            // The common case costs a copy: the stored bytes go out as they are, framed by hand,
+            // so a thousand watchers of one object do not encode it a thousand times.
+            Want::Object => {
+                let json = encode_api.served_json(&table_res, stored);
+                let mut line = Vec::with_capacity(json.len() + ty.len() + 24);
+                line.extend_from_slice(b"{\"type\":\"");
+                line.extend_from_slice(ty.as_bytes());
+                line.extend_from_slice(b"\",\"object\":");
+                line.extend_from_slice(&json);
+                line.extend_from_slice(b"}\n");
+                return Bytes::from(line);
+            }
+            Want::Metadata => partial_metadata(&stored.value),
             Want::Table => {
-                let row = table_row(&table_res, &cols, obj, jiff::Timestamp::now(), &include);
-                let rv =
-                    obj.pointer("/metadata/resourceVersion").and_then(Value::as_str).unwrap_or("");
-                printers::table(&cols, vec![row], rv, None)
+                let obj = encode_api.served_value(&table_res, stored);
+                let row = table_row(&table_res, &cols, &obj, jiff::Timestamp::now(), &include);
+                printers::table(&cols, vec![row], &stored.rv.to_string(), None)
             }
         };
         let mut line =
@@ -818,7 +829,7 @@ fn watch(
             async move { tx.send(b).await.is_ok() }
         };
         for s in &initial {
-            if !send(encode("ADDED", &api.served_value(&served, s))).await {
+            if !send(encode("ADDED", s)).await {
                 return;
             }
         }
@@ -877,7 +888,7 @@ fn watch(
                 (_, true, false) => "DELETED",
                 (_, false, false) => continue,
             };
-            if !send(encode(ty, &api.served_value(&served, &ev.obj))).await {
+            if !send(encode(ty, &ev.obj)).await {
                 return;
             }
         }
