@@ -45,10 +45,7 @@ enum Command {
 }
 
 fn default_data_dir() -> PathBuf {
-    // SAFETY-free check for root: the effective uid of /proc/self.
-    let is_root = std::fs::metadata("/proc/self")
-        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-        .unwrap_or(false);
+    let is_root = rustix::process::geteuid().is_root();
     if is_root {
         return PathBuf::from("/var/lib/kinetic");
     }
@@ -95,9 +92,24 @@ async fn wait_for_signal() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Raises the soft open-files limit to the hard one, as Go programs (kube-apiserver among them)
+/// do at start: every watch over HTTP/1.1 holds a connection, and the common soft limit of 1,024
+/// would cap a server at about a thousand watchers.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut lim = getrlimit(Resource::Nofile);
+    if lim.current < lim.maximum {
+        lim.current = lim.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, lim) {
+            tracing::warn!(error = %e, "could not raise the open-files limit");
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    raise_fd_limit();
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
