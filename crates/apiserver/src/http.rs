@@ -300,10 +300,19 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
                 ApiError::bad_request(format!("the body of the request is not valid YAML: {e}"))
             })?
         }
+        // kubectl's imperative commands (`create configmap`, `create deployment`, ...) send
+        // built-in kinds as protobuf; we decode them to the JSON they stand for and answer JSON,
+        // which those clients also accept.
         "application/vnd.kubernetes.protobuf" => {
-            return Err(ApiError::unsupported_media_type(
-                "protobuf is not supported by this server; send application/json",
-            ));
+            use kinetic_machinery::protobuf::{ProtobufError, decode};
+            return decode(body).map_err(|e| match e {
+                ProtobufError::UnknownKind { .. } => ApiError::unsupported_media_type(format!(
+                    "{e}: send this kind as application/json"
+                )),
+                other => ApiError::bad_request(format!(
+                    "the protobuf body could not be decoded: {other}"
+                )),
+            });
         }
         _ => serde_json::from_slice(body).map_err(|e| {
             ApiError::bad_request(format!("the body of the request is not valid JSON: {e}"))

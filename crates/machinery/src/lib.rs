@@ -11,11 +11,14 @@
 //!   validation with field causes, pruning of unknown fields, defaulting.
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents kubectl reads.
 //! - [`printers`]: `meta.k8s.io/v1` Table columns and cells as `kubectl get` prints them.
+//! - [`protobuf`]: decoding of `application/vnd.kubernetes.protobuf` request bodies (what
+//!   kubectl sends for built-in kinds) into the JSON of the same object.
 //!
 //! What it does not do: decide anything about storage, versions or authentication.
 
 pub mod openapi;
 pub mod patch;
 pub mod printers;
+pub mod protobuf;
 pub mod schema;
 pub mod selector;

@@ -244,3 +244,30 @@ async fn explain_and_api_resources() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn imperative_creates_send_protobuf_and_work() {
+    let t = TestServer::start().await.unwrap();
+    t.kubectl_ok(&["create", "namespace", "imp"]).await.unwrap();
+    t.kubectl_ok(&["create", "configmap", "cfg", "-n", "imp", "--from-literal=a=b"]).await.unwrap();
+    t.kubectl_ok(&["create", "secret", "generic", "sec", "-n", "imp", "--from-literal=pw=hunter2"])
+        .await
+        .unwrap();
+    t.kubectl_ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "imp",
+        "--image=nginx:1.27",
+        "--replicas=0",
+    ])
+    .await
+    .unwrap();
+    let got = t
+        .kubectl_ok(&["get", "-n", "imp", "configmap/cfg", "secret/sec", "deployment/web", "-o",
+            "jsonpath={.items[0].data.a} {.items[1].data.pw} {.items[2].spec.replicas} {.items[2].spec.template.spec.containers[0].image} {.items[2].spec.strategy.rollingUpdate.maxSurge}"])
+        .await
+        .unwrap();
+    assert_eq!(got, "b aHVudGVyMg== 0 nginx:1.27 25%");
+}
