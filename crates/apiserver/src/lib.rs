@@ -9,7 +9,8 @@
 //! rules (defaults, validation, preconditions, finalizers) → [`store::Store`] commits it durably
 //! and publishes the change → watchers and [`gc`] see it.
 //!
-//! What it does not do: RBAC (one admin token; later issue), protobuf, server-side apply (it is
+//! What it does not do: RBAC (one admin token; later issue), protobuf responses (protobuf request
+//! bodies are decoded), server-side apply (it is
 //! rejected with 415), conversion webhooks, admission webhooks, aggregated APIs.
 
 pub mod builtin;
