@@ -262,7 +262,20 @@ fn route(ctx: &Ctx, segs: &[&str]) -> ApiResult<Option<Target>> {
 }
 
 /// The entry point for one request.
+/// A request body: the connection's, or nothing once a GET's body was discarded.
+type ReqBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
+
 pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    // A body nobody reads can make HTTP/1.1 drop a large response; read and discard up to
+    // 256 KiB of it first, as Go's server does.
+    let req: Request<ReqBody> = if matches!(*req.method(), Method::GET | Method::HEAD) {
+        let (parts, body) = req.into_parts();
+        let _ = Limited::new(body, 256 * 1024).collect().await;
+        let empty = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {});
+        Request::from_parts(parts, http_body_util::BodyExt::boxed_unsync(empty))
+    } else {
+        req.map(http_body_util::BodyExt::boxed_unsync)
+    };
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
@@ -274,7 +287,7 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bo
     Ok(resp)
 }
 
-async fn read_body(ctx: &Ctx, body: Incoming) -> ApiResult<Bytes> {
+async fn read_body(ctx: &Ctx, body: ReqBody) -> ApiResult<Bytes> {
     match Limited::new(body, ctx.max_body).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
@@ -296,6 +309,13 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     }
     let v: Value = match mime {
         "application/yaml" | "application/apply-patch+yaml" | "text/yaml" => {
+            if yaml_has_alias(body) {
+                // Aliases can expand a small body into gigabytes (a "billion laughs" bomb);
+                // manifests do not need them.
+                return Err(ApiError::bad_request(
+                    "the body of the request uses YAML aliases (*name), which this server does not accept; expand them or send JSON",
+                ));
+            }
             serde_yaml::from_slice(body).map_err(|e| {
                 ApiError::bad_request(format!("the body of the request is not valid YAML: {e}"))
             })?
@@ -321,7 +341,7 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, req: Request<Incoming>) -> ApiResult<Response<Body>> {
+async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_owned();
     let query = Query(query_pairs(req.uri().query()));
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -596,7 +616,7 @@ async fn delete_options(
     ctx: &Ctx,
     query: &Query,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ReqBody,
 ) -> ApiResult<DeleteOptions> {
     let mut opts = DeleteOptions {
         grace_period_seconds: match query.get("gracePeriodSeconds") {
@@ -856,7 +876,10 @@ fn watch(
             let _ = send(bookmark_free_error(&status)).await;
             return;
         }
-        let deadline = tokio::time::Instant::now() + timeout;
+        // A timeout too large to add is as good as none.
+        let deadline = tokio::time::Instant::now().checked_add(timeout).unwrap_or_else(|| {
+            tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
+        });
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.tick().await;
         let mut pending = backlog.into_iter();
@@ -925,4 +948,43 @@ fn bookmark_free_error(status: &Value) -> Bytes {
         serde_json::to_vec(&json!({"type": "ERROR", "object": status})).unwrap_or_default();
     line.push(b'\n');
     Bytes::from(line)
+}
+
+/// Whether a YAML document uses an alias (`*name` outside quotes and comments). Conservative:
+/// a `*` that starts a plain scalar counts too, which only rejects odd manifests, never lets a
+/// bomb through.
+fn yaml_has_alias(body: &[u8]) -> bool {
+    let (mut single, mut double, mut comment, mut prev) = (false, false, false, b'\n');
+    let mut escaped = false;
+    for &b in body {
+        if comment {
+            comment = b != b'\n';
+        } else if double {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                double = false;
+            }
+        } else if single {
+            single = b != b'\'';
+        } else {
+            match b {
+                b'#' if prev.is_ascii_whitespace() => comment = true,
+                b'"' => double = true,
+                b'\'' => single = true,
+                b'*' if matches!(
+                    prev,
+                    b' ' | b'\t' | b'\n' | b'[' | b'{' | b',' | b':' | b'-' | b'?'
+                ) =>
+                {
+                    return true;
+                }
+                _ => {}
+            }
+        }
+        prev = b;
+    }
+    false
 }

@@ -123,6 +123,9 @@ pub struct ListPage {
 /// Conflict (upstream's GuaranteedUpdate retries until its context ends).
 const MAX_RETRIES: usize = 16;
 
+/// The longest grace period a deletion records (100 years).
+const MAX_GRACE_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
 /// The API's state: the store and the served resources.
 pub struct Api {
     pub store: Store,
@@ -734,6 +737,14 @@ impl Api {
                 }],
             ));
         }
+        if res.builtin
+            && res.kind == "Namespace"
+            && matches!(name, "default" | "kube-system" | "kube-public")
+        {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
             if let Some(uid) = &opts.precondition_uid
@@ -846,7 +857,9 @@ impl Api {
             .grace_period_seconds
             .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
             .unwrap_or(30);
-        g.max(0)
+        // Upstream takes any int64; a deadline past year 9999 cannot be written, so cap it
+        // (a century is as good as forever for a grace period).
+        g.clamp(0, MAX_GRACE_SECONDS)
     }
 
     /// `deletecollection`: deletes every matching object, each as a single delete would.

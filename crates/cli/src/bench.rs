@@ -10,7 +10,7 @@
 //!    can reach). An acknowledged API write is a committed transaction, so these bound the API
 //!    figures from above.
 //! 2. **Server memory**: `VmRSS` of the child from `/proc/PID/status` at start, after the pods of
-//!    step 3 are stored, and at the end.
+//!    step 3 are stored, after the write phases and at the end (watchers still connected).
 //! 3. **List latency**: `--pods` small Pods (one `busybox` container) are created with 64
 //!    concurrent requests, then five full `GET /api/v1/namespaces/default/pods` are timed until
 //!    the whole body is received and parsed as JSON.
@@ -27,8 +27,15 @@
 //!    includes the durable commit). Every watcher records receipt time minus stamp. Reported:
 //!    p50/p99/max over all deliveries and deliveries expected vs received. Bounded by 60 s.
 //!
-//! The benchmark and the server share the machine, so client CPU (TLS, JSON) competes with the
-//! server; figures are for the pair, which is how an embedded control plane runs anyway.
+//! The phases run in the order above. The benchmark and the server share the machine, so client
+//! CPU (TLS, JSON) competes with the server; figures are for the pair, which is how an embedded
+//! control plane runs anyway. To tell the two apart, each write phase and the watch fan-out also
+//! report the CPU each process used (from `/proc/PID/stat`), in cores.
+//!
+//! File descriptors: every watcher is one connection, so `--watchers 1000` needs about 1,100
+//! descriptors in this process and as many in the server. Where the soft limit is 1024, run it as
+//! `bash -c 'ulimit -n 4096; kinetic bench api'` (the cli has no `unsafe`, so it does not raise
+//! the limit itself); failed watches are counted and reported, not hidden.
 //! Every request has a 30 s timeout and every phase stops by itself; load goes to 127.0.0.1 only.
 //! The child is killed when the benchmark ends, also on error (a guard with `Drop`).
 
@@ -149,6 +156,9 @@ struct Floor {
 struct Memory {
     rss_start_bytes: u64,
     rss_after_pods_bytes: Option<u64>,
+    /// After the write phases, which leave their ConfigMaps (and watch history) in the store.
+    rss_after_writes_bytes: u64,
+    /// After the watch phase, with the watchers' connections still open.
     rss_end_bytes: u64,
 }
 
@@ -177,6 +187,10 @@ struct WritePhase {
     p50_ms: f64,
     p99_ms: f64,
     first_error: Option<String>,
+    /// CPU the server used during the phase, in cores (CPU seconds per second).
+    server_cores: f64,
+    /// CPU the benchmark itself (the clients) used during the phase, in cores.
+    bench_cores: f64,
 }
 
 #[derive(Serialize)]
@@ -196,6 +210,10 @@ struct WatchResult {
     p50_ms: f64,
     p99_ms: f64,
     max_ms: f64,
+    /// CPU the server used from the first write until every watcher finished, in cores.
+    server_cores: f64,
+    /// CPU the benchmark (watchers and writer) used in that time, in cores.
+    bench_cores: f64,
 }
 
 /// One line of the table: a figure, its value, the target and whether it is met.
@@ -246,14 +264,23 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
 
     let mut writes = Vec::new();
     for &clients in &args.clients {
-        let (created, names) = create_phase(&client, clients, phase).await?;
+        let cpu = CpuSample::take(server.pid())?;
+        let (mut created, names) = create_phase(&client, clients, phase).await?;
+        (created.server_cores, created.bench_cores) = cpu.cores_since(server.pid())?;
         writes.push(created);
-        writes.push(update_phase(&client, names, phase).await?);
+        let cpu = CpuSample::take(server.pid())?;
+        let mut updated = update_phase(&client, names, phase).await?;
+        (updated.server_cores, updated.bench_cores) = cpu.cores_since(server.pid())?;
+        writes.push(updated);
         server.check_alive()?;
     }
+    let rss_after_writes = server.rss()?;
 
-    let watch =
-        if args.watchers > 0 { Some(watch_phase(&client, args.watchers).await?) } else { None };
+    let watch = if args.watchers > 0 {
+        Some(watch_phase(&client, args.watchers, server.pid()).await?)
+    } else {
+        None
+    };
     let rss_end = server.rss()?;
     server.stop()?;
 
@@ -266,6 +293,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         memory: Memory {
             rss_start_bytes: rss_start,
             rss_after_pods_bytes: rss_after_pods,
+            rss_after_writes_bytes: rss_after_writes,
             rss_end_bytes: rss_end,
         },
         list,
@@ -373,6 +401,10 @@ impl ChildServer {
         let child = guard.0.take().context("the server guard lost its child")?;
         tracing::info!(pid = child.id(), kubeconfig = %kubeconfig.display(), "api server ready");
         Ok(Self { child, client })
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Fails if the child has exited (it should run until we stop it).
@@ -561,6 +593,8 @@ fn summarize(
         p50_ms: ms(percentile(&latencies, 0.50)),
         p99_ms: ms(percentile(&latencies, 0.99)),
         first_error,
+        server_cores: 0.0,
+        bench_cores: 0.0,
     };
     tracing::info!(
         kind,
@@ -790,7 +824,11 @@ struct WatcherOutcome {
 
 /// Opens `watchers` watches with one label selector, makes [`WATCH_WRITES`] stamped writes at
 /// 20/s and collects every watcher's delivery latencies.
-async fn watch_phase(client: &kube::Client, watchers: usize) -> anyhow::Result<WatchResult> {
+async fn watch_phase(
+    client: &kube::Client,
+    watchers: usize,
+    server_pid: u32,
+) -> anyhow::Result<WatchResult> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
     let selector = format!("{LABEL}=watch");
     // All watchers start at the same resourceVersion, so none can miss a write even if it is
@@ -829,6 +867,7 @@ async fn watch_phase(client: &kube::Client, watchers: usize) -> anyhow::Result<W
     tracing::info!(established, seconds = format!("{connect_seconds:.1}"), "watches open");
 
     tracing::info!(writes = WATCH_WRITES, "writing stamped ConfigMaps at 20/s");
+    let cpu = CpuSample::take(server_pid)?;
     let mut writer = TaskOutcome::default();
     let mut ticker = tokio::time::interval(WATCH_WRITE_INTERVAL);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -872,6 +911,7 @@ async fn watch_phase(client: &kube::Client, watchers: usize) -> anyhow::Result<W
             first_error.get_or_insert(e);
         }
     }
+    let (server_cores, bench_cores) = cpu.cores_since(server_pid)?;
     if let Some(e) = &first_error {
         tracing::warn!(watcher_errors, first_error = %e, "watchers failed");
     }
@@ -893,6 +933,8 @@ async fn watch_phase(client: &kube::Client, watchers: usize) -> anyhow::Result<W
         p50_ms: ms(percentile(&latencies, 0.50)),
         p99_ms: ms(percentile(&latencies, 0.99)),
         max_ms: ms(latencies.last().copied().unwrap_or_default()),
+        server_cores,
+        bench_cores,
     })
 }
 
@@ -983,6 +1025,46 @@ async fn watcher(
     out
 }
 
+/// CPU time (user + system) of the server and of this process at one instant.
+struct CpuSample {
+    at: Instant,
+    server: f64,
+    bench: f64,
+}
+
+impl CpuSample {
+    fn take(server_pid: u32) -> anyhow::Result<Self> {
+        Ok(Self {
+            at: Instant::now(),
+            server: cpu_seconds(&server_pid.to_string())?,
+            bench: cpu_seconds("self")?,
+        })
+    }
+
+    /// Cores used by the server and by this process since the sample: CPU seconds per second.
+    fn cores_since(&self, server_pid: u32) -> anyhow::Result<(f64, f64)> {
+        let now = Self::take(server_pid)?;
+        let wall = now.at.duration_since(self.at).as_secs_f64().max(1e-9);
+        Ok(((now.server - self.server) / wall, (now.bench - self.bench) / wall))
+    }
+}
+
+/// User + system CPU seconds of a process, from `/proc/PID/stat` (fields 14 and 15, in clock
+/// ticks of `USER_HZ`, which Linux fixes at 100 for everything it reports to user space).
+fn cpu_seconds(pid: &str) -> anyhow::Result<f64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
+    // The command name (field 2) may contain spaces; the fields after it are plain numbers.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).with_context(|| format!("parsing {path}"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| -> anyhow::Result<f64> {
+        let v = fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        Ok(v.with_context(|| format!("parsing field {} of {path}", i + 3))? as f64)
+    };
+    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    Ok((tick(11)? + tick(12)?) / 100.0)
+}
+
 /// Nanoseconds since the Unix epoch.
 fn epoch_nanos() -> anyhow::Result<u128> {
     Ok(SystemTime::now().duration_since(UNIX_EPOCH).context("the clock is before 1970")?.as_nanos())
@@ -1031,8 +1113,8 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
         rows.push(row(
             format!("{}s, {} client(s)", w.kind, w.clients),
             format!(
-                "{:.0}/s (p50 {:.2} ms, p99 {:.2} ms{errors})",
-                w.ops_per_s, w.p50_ms, w.p99_ms
+                "{:.0}/s (p50 {:.2} ms, p99 {:.2} ms; cores: server {:.2}, bench {:.2}{errors})",
+                w.ops_per_s, w.p50_ms, w.p99_ms, w.server_cores, w.bench_cores
             ),
             target,
             met,
@@ -1058,7 +1140,10 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
         ));
         rows.push(row(
             "watch writes (stamp → answer)".to_owned(),
-            format!("p50 {:.2} ms, {} errors", w.write_p50_ms, w.write_errors),
+            format!(
+                "p50 {:.2} ms, {} errors; cores: server {:.2}, bench {:.2}",
+                w.write_p50_ms, w.write_errors, w.server_cores, w.bench_cores
+            ),
             "",
             None,
         ));
@@ -1088,7 +1173,18 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
             at_target.then_some(rss <= 300_000_000),
         ));
     }
-    rows.push(row("server RSS at end".to_owned(), mb(r.memory.rss_end_bytes), "", None));
+    rows.push(row(
+        "server RSS after write phases".to_owned(),
+        mb(r.memory.rss_after_writes_bytes),
+        "",
+        None,
+    ));
+    rows.push(row(
+        "server RSS at end (watchers open)".to_owned(),
+        mb(r.memory.rss_end_bytes),
+        "",
+        None,
+    ));
     rows
 }
 

@@ -145,6 +145,9 @@ const REF_PREFIXES: &[&str] = &["#/$defs/", "#/definitions/", "#/components/sche
 
 /// Bound on nested walks through the arena. Objects are walked along their own nesting, which
 /// serde_json already limits; this stops schema-only cycles such as `allOf: [$ref self]`.
+/// The most defaults one object gets; far above any real object, low enough to bound a
+/// recursive schema.
+const MAX_DEFAULTS: usize = 10_000;
 const MAX_DEPTH: usize = 512;
 
 type NodeId = usize;
@@ -344,7 +347,10 @@ impl Schema {
     /// `additionalProperties` values. Defaults are copied as they are; they are not validated.
     pub fn default(&self, obj: &mut Value) {
         self.prune_nulls(Some(self.root), obj, true, 0);
-        self.apply_defaults(self.root, obj, true, 0);
+        // A budget of inserted defaults: recursive `$ref`s with defaults would otherwise grow
+        // the object exponentially down to the depth limit.
+        let mut budget = MAX_DEFAULTS;
+        self.apply_defaults(self.root, obj, true, 0, &mut budget);
     }
 
     /// Whether a CRD `openAPIV3Schema` is structural; see [`Schema::check_structural`].
@@ -375,6 +381,13 @@ impl Schema {
             }
             None => out
                 .push(FieldCause::required(&path.child("type").0, "must not be empty at the root")),
+        }
+        if out.is_empty()
+            && let Err(e) = Self::from_json(root, None)
+        {
+            // A schema the rules let through but this engine cannot compile (a `$ref`, a type
+            // that is no JSON type) would leave a CRD accepted and never served.
+            out.push(FieldCause::invalid(&path.0, &Value::String(String::new()), &e.to_string()));
         }
         // Upstream sorts by `field.Error.Error()`, which is `<field>: <body>`.
         out.sort_by_cached_key(|c| format!("{}: {}", c.field, c.message));
@@ -845,8 +858,15 @@ impl Schema {
     }
 
     /// Upstream structural `Default`.
-    fn apply_defaults(&self, id: NodeId, value: &mut Value, root: bool, depth: usize) {
-        if depth > MAX_DEPTH {
+    fn apply_defaults(
+        &self,
+        id: NodeId,
+        value: &mut Value,
+        root: bool,
+        depth: usize,
+        budget: &mut usize,
+    ) {
+        if depth > MAX_DEPTH || *budget == 0 {
             return;
         }
         let shape = self.effective(id).shape;
@@ -861,7 +881,8 @@ impl Schema {
                         None => true,
                         Some(v) => v.is_null() && !self.nullable(*prop),
                     };
-                    if missing {
+                    if missing && *budget > 0 {
+                        *budget -= 1;
                         map.insert(key.clone(), default.clone());
                     }
                 }
@@ -870,10 +891,10 @@ impl Schema {
                         continue;
                     }
                     if let Some(prop) = shape.property(key) {
-                        self.apply_defaults(prop, child, false, depth + 1);
+                        self.apply_defaults(prop, child, false, depth + 1, budget);
                     } else if let Additional::Schema(extra) = shape.additional {
                         self.default_null(extra, child);
-                        self.apply_defaults(extra, child, false, depth + 1);
+                        self.apply_defaults(extra, child, false, depth + 1, budget);
                     }
                 }
             }
@@ -881,7 +902,7 @@ impl Schema {
                 if let Some(item_schema) = shape.items {
                     for item in items {
                         self.default_null(item_schema, item);
-                        self.apply_defaults(item_schema, item, false, depth + 1);
+                        self.apply_defaults(item_schema, item, false, depth + 1, budget);
                     }
                 }
             }
@@ -1888,7 +1909,36 @@ mod regex {
     const MAX_REPEAT: u32 = 1000;
     const MAX_PROGRAM: usize = 50_000;
 
+    /// How deeply groups may nest. Go's RE2 allows 1,000; the parser here recurses per group,
+    /// so we stop earlier to stay far from the stack limit of any thread (debug builds too).
+    const MAX_NESTING: usize = 250;
+
+    /// The deepest group nesting in `pattern` (escapes and character classes skipped).
+    fn nesting(pattern: &str) -> usize {
+        let (mut depth, mut max, mut escaped, mut in_class) = (0usize, 0usize, false, false);
+        for c in pattern.chars() {
+            match (escaped, in_class, c) {
+                (true, _, _) => escaped = false,
+                (false, _, '\\') => escaped = true,
+                (false, false, '[') => in_class = true,
+                (false, true, ']') => in_class = false,
+                (false, false, '(') => {
+                    depth += 1;
+                    max = max.max(depth);
+                }
+                (false, false, ')') => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        max
+    }
+
     pub(crate) fn compile(pattern: &str) -> Result<Regex, CompileError> {
+        if nesting(pattern) > MAX_NESTING {
+            return Err(CompileError::Invalid(format!(
+                "error parsing regexp: expression nests too deeply: `{pattern}`"
+            )));
+        }
         let mut parser = Parser { chars: pattern.chars().collect(), pos: 0, pattern };
         let ast = parser.alternation()?;
         if parser.pos < parser.chars.len() {

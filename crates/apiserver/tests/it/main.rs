@@ -5,5 +5,6 @@
 
 mod client;
 mod errors;
+mod fuzz;
 mod kubectl;
 mod watch;
