@@ -10,8 +10,8 @@
 //! and publishes the change → watchers and [`gc`] see it.
 //!
 //! What it does not do: RBAC (one admin token; later issue), protobuf responses (protobuf request
-//! bodies are decoded), server-side apply (it is
-//! rejected with 415), conversion webhooks, admission webhooks, aggregated APIs.
+//! bodies are decoded), server-side apply (rejected with 415), conversion webhooks, admission
+//! webhooks, aggregated APIs.
 
 pub mod builtin;
 pub mod crd;
