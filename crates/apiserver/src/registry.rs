@@ -137,11 +137,6 @@ impl Registry {
         inner.order.iter().filter_map(|k| inner.by_path.get(k).cloned()).collect()
     }
 
-    /// The resource that serves `kind` in `group/version`, if any.
-    pub fn by_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<Resource>> {
-        self.all().into_iter().find(|r| r.group == group && r.version == version && r.kind == kind)
-    }
-
     /// One served resource per storage key (the first registered version): what the garbage
     /// collector and namespace cleanup iterate over.
     pub fn storage_resources(&self) -> Vec<Arc<Resource>> {
