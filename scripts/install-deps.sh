@@ -11,6 +11,16 @@ have curl || need+=(curl)
 # kubectl: this machine ships one at /usr/bin/kubectl; on a fresh machine Debian's
 # kubernetes-client provides it.
 have kubectl || need+=(kubernetes-client)
+# The node agent runs pods with runc, wires their network with the standard CNI plugins and
+# creates network namespaces with iproute2. Tests run a local OCI registry (docker-registry), build
+# their images from busybox-static, and compare against skopeo + umoci.
+have runc || need+=(runc)
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+have ip || need+=(iproute2)
+have docker-registry || need+=(docker-registry)
+[ -x /bin/busybox ] || need+=(busybox-static)
+have skopeo || need+=(skopeo)
+have umoci || need+=(umoci)
 
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then

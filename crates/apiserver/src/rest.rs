@@ -925,6 +925,17 @@ impl Api {
                 ));
             }
             pod["spec"]["nodeName"] = json!(node);
+            // Upstream copies the Binding's annotations onto the pod (setPodHostAndAnnotations);
+            // the embedded scheduler uses this to record when it queued and bound the pod.
+            if let Some(annotations) =
+                binding.pointer("/metadata/annotations").and_then(Value::as_object)
+            {
+                for (k, v) in annotations {
+                    if let Some(v) = v.as_str() {
+                        pod["metadata"]["annotations"][k] = json!(v);
+                    }
+                }
+            }
             set_condition(&mut pod, "PodScheduled", "True", "", "");
             let key = self.key(res, ns, name);
             // Binding bypasses the pod update rules (nodeName is otherwise immutable).
