@@ -11,6 +11,7 @@
 //!   validation with field causes, pruning of unknown fields, defaulting.
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents kubectl reads.
 //! - [`printers`]: `meta.k8s.io/v1` Table columns and cells as `kubectl get` prints them.
+//! - [`quantity`]: resource quantities (`100m`, `64Mi`) in milli-units or whole units.
 //! - [`protobuf`]: decoding of `application/vnd.kubernetes.protobuf` request bodies (what
 //!   kubectl sends for built-in kinds) into the JSON of the same object.
 //!
@@ -20,5 +21,6 @@ pub mod openapi;
 pub mod patch;
 pub mod printers;
 pub mod protobuf;
+pub mod quantity;
 pub mod schema;
 pub mod selector;
