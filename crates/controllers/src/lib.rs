@@ -1,0 +1,27 @@
+//! Kinetic's controllers: API clients that act on what they watch, through the `kube` client
+//! only, so they run unchanged on the embedded API server and on a real cluster.
+//!
+//! For now this is the embedded scheduler ([`scheduler`]): `kinetic up` runs it in-process in
+//! place of kube-scheduler. It watches Nodes and non-terminated Pods, keeps the requests of the
+//! pods bound (or just assumed) to each node in memory, filters and scores nodes the way the
+//! default kube-scheduler profile does for the features it supports, and binds each pending pod
+//! through the `pods/binding` subresource within a watch delivery of its creation.
+//!
+//! What it does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
+//! affinity and other soft scores, volume topology, scheduling profiles and extenders, leader
+//! election (run one scheduler per scheduler name). The workload controllers of later issues
+//! will live here too.
+
+pub mod scheduler;
+
+pub use scheduler::{SchedulerConfig, run_scheduler};
+
+/// A controller failed as a whole (individual API calls are retried and logged instead).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watch stream ended, which `kube`'s watcher never does while it can retry.
+    #[error("the {resource} watch ended")]
+    WatchEnded { resource: &'static str },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
