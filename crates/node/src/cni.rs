@@ -1,0 +1,187 @@
+//! The pod network: one network namespace per pod, wired by the standard CNI plugins
+//! (`bridge` with `host-local` IPAM, and `loopback`) from Debian's containernetworking-plugins.
+//!
+//! The namespace is created with `ip netns add` (a bind mount under /var/run/netns keeps it
+//! alive without any process in it), so containers of a pod join it through its path and the
+//! pod keeps its IP across container restarts and in-place updates.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt as _;
+
+use crate::{Error, Result};
+
+/// Where `ip netns add` puts namespaces.
+pub const NETNS_DIR: &str = "/var/run/netns";
+
+/// CNI configuration for the node's pods.
+#[derive(Debug, Clone)]
+pub struct Network {
+    bin_dir: PathBuf,
+    conf: Value,
+}
+
+impl Network {
+    /// A bridge network named `bridge` with pod IPs from `cidr`; IPAM state lives in `state_dir`.
+    pub fn new(bin_dir: PathBuf, bridge: &str, cidr: &str, state_dir: &Path) -> Self {
+        let conf = json!({
+            "cniVersion": "1.0.0",
+            "name": "kinetic",
+            "type": "bridge",
+            "bridge": bridge,
+            "isGateway": true,
+            // Pods reach each other and the node; no NAT to the outside world is set up.
+            "ipMasq": false,
+            "hairpinMode": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": cidr}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": state_dir.join("ipam"),
+            },
+        });
+        Self { bin_dir, conf }
+    }
+
+    pub fn netns_path(name: &str) -> PathBuf {
+        Path::new(NETNS_DIR).join(name)
+    }
+
+    /// Creates the namespace `name` and attaches it; returns the pod IP.
+    ///
+    /// # Errors
+    /// `ip netns add` or a plugin fails; what was set up is torn down again.
+    pub async fn setup(&self, name: &str) -> Result<IpAddr> {
+        if Self::netns_path(name).exists() {
+            // Left over from an interrupted set-up: start clean so IPAM does not see a
+            // duplicate allocation for the same container id.
+            self.teardown(name).await?;
+        }
+        run_ip(&["netns", "add", name]).await?;
+        let result = async {
+            self.plugin("loopback", "ADD", name, "lo", &loopback_conf()).await?;
+            self.plugin("bridge", "ADD", name, "eth0", &self.conf).await
+        }
+        .await;
+        match result {
+            Ok(out) => parse_ip(&out).ok_or_else(|| Error::Cni {
+                plugin: "bridge".into(),
+                message: format!("no IP address in the plugin result: {out}"),
+            }),
+            Err(e) => {
+                let _ = self.teardown(name).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Releases the pod's IP, removes its veth and deletes the namespace. Idempotent.
+    ///
+    /// # Errors
+    /// The bridge plugin cannot release the address or the namespace cannot be removed.
+    pub async fn teardown(&self, name: &str) -> Result<()> {
+        // DEL must succeed even when the namespace is already gone (CNI spec), and releases
+        // the host-local allocation by container id.
+        self.plugin("bridge", "DEL", name, "eth0", &self.conf).await?;
+        if Self::netns_path(name).exists() {
+            run_ip(&["netns", "delete", name]).await?;
+        }
+        Ok(())
+    }
+
+    async fn plugin(
+        &self,
+        plugin: &str,
+        command: &str,
+        netns: &str,
+        ifname: &str,
+        conf: &Value,
+    ) -> Result<String> {
+        let bin = self.bin_dir.join(plugin);
+        let mut child = tokio::process::Command::new(&bin)
+            .env_clear()
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", netns)
+            .env("CNI_NETNS", Self::netns_path(netns))
+            .env("CNI_IFNAME", ifname)
+            .env("CNI_PATH", &self.bin_dir)
+            .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| Error::io(&bin, e))?;
+        if let Some(mut stdin) = child.stdin.take() {
+            let body = serde_json::to_vec(conf).unwrap_or_default();
+            stdin.write_all(&body).await.map_err(|e| Error::io(&bin, e))?;
+        }
+        let out = child.wait_with_output().await.map_err(|e| Error::io(&bin, e))?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            // Plugins report errors as a JSON object on stdout ({"code", "msg", "details"}).
+            let msg = serde_json::from_str::<Value>(&stdout)
+                .ok()
+                .and_then(|v| {
+                    let msg = v.get("msg")?.as_str()?.to_owned();
+                    let details = v.get("details").and_then(Value::as_str).unwrap_or_default();
+                    Some(if details.is_empty() { msg } else { format!("{msg}: {details}") })
+                })
+                .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
+            return Err(Error::Cni { plugin: format!("{plugin} {command}"), message: msg });
+        }
+        Ok(stdout)
+    }
+}
+
+fn loopback_conf() -> Value {
+    json!({"cniVersion": "1.0.0", "name": "kinetic-lo", "type": "loopback"})
+}
+
+fn parse_ip(result: &str) -> Option<IpAddr> {
+    let v: Value = serde_json::from_str(result).ok()?;
+    let addr = v.get("ips")?.as_array()?.first()?.get("address")?.as_str()?;
+    addr.split('/').next()?.parse().ok()
+}
+
+async fn run_ip(args: &[&str]) -> Result<()> {
+    let out = tokio::process::Command::new("ip")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::io(Path::new("ip"), e))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    Err(Error::Cni {
+        plugin: format!("ip {}", args.join(" ")),
+        message: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+    })
+}
+
+/// Deletes a bridge interface (used by tests and `kinetic node --cleanup`).
+///
+/// # Errors
+/// `ip link delete` fails for a reason other than the bridge being absent.
+pub async fn delete_bridge(bridge: &str) -> Result<()> {
+    if !Path::new("/sys/class/net").join(bridge).exists() {
+        return Ok(());
+    }
+    run_ip(&["link", "delete", bridge]).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_ip_of_a_bridge_result() {
+        let out = r#"{"cniVersion":"1.0.0","ips":[{"interface":2,"address":"10.88.0.2/16","gateway":"10.88.0.1"}]}"#;
+        assert_eq!(parse_ip(out), Some("10.88.0.2".parse().unwrap()));
+        assert_eq!(parse_ip("{}"), None);
+    }
+}

@@ -1,0 +1,364 @@
+//! The Kinetic node agent: what kubelet does, for the pods bound to one node, with runc.
+//!
+//! [`Agent::start`] registers a Node (capacity, conditions, `nodeInfo`), keeps its Lease fresh,
+//! serves container logs for the API server's `pods/log` proxy, and watches the pods whose
+//! `spec.nodeName` is this node. Each pod gets a worker task (`worker`) that:
+//!
+//! 1. creates the pod sandbox: a network namespace wired by the CNI `bridge` + `host-local` +
+//!    `loopback` plugins (`cni`), the pod's /etc files and volumes (`volumes`);
+//! 2. pulls images into the shared content store (`kinetic-image`), mounts each container's
+//!    rootfs as overlayfs over the unpacked layers (`mount`), writes an OCI `config.json`
+//!    (`oci`, `env`) and starts it with `runc run -d` (`runc`);
+//! 3. runs probes and lifecycle hooks (`probe`), restarts containers per `restartPolicy` with
+//!    kubelet's back-off, updates a container in place when its image changes, and stops
+//!    containers gracefully on deletion before removing the Pod object;
+//! 4. writes the pod status (`status`) and, once the pod is Ready, its start-up timeline
+//!    (`kinetic.dev/timeline` annotation) and kubelet's Events (`events`).
+//!
+//! State needed to adopt running containers after an agent restart lives in
+//! `<data>/pods/<uid>/state.json` (`state`). The agent writes pod status, Events, Leases, its
+//! Node and the timeline annotation; it never writes a pod's spec.
+//!
+//! What it does not do: exec/attach/port-forward, persistent volumes, image GC, log rotation,
+//! cgroup v2 (this machine has v1), user namespaces.
+
+mod cni;
+mod env;
+mod events;
+mod logs;
+mod mount;
+mod node;
+mod oci;
+mod probe;
+mod refs;
+mod runc;
+mod state;
+mod status;
+mod volumes;
+mod worker;
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt as _;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+pub use cni::delete_bridge;
+
+/// Errors of the node agent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("i/o on {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("runc {op} of container {id} failed: {message}")]
+    Runc { op: &'static str, id: String, message: String },
+    #[error("CNI {plugin} failed: {message}")]
+    Cni { plugin: String, message: String },
+    #[error("mounting {}: {message}", path.display())]
+    Mount { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("kubernetes API request failed")]
+    Kube(#[from] kube::Error),
+    #[error("image store")]
+    Image(#[from] kinetic_image::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io { path: path.to_path_buf(), source }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error with its causes, one line (for statuses and Events, which users read).
+pub(crate) fn report(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_name: String,
+    /// The agent's directory: `images/` (the content store), `pods/`, `runc/`, `cni/`.
+    pub data_dir: PathBuf,
+    pub cni_bin_dir: PathBuf,
+    /// The bridge the CNI plugin creates for this node's pods.
+    pub bridge: String,
+    pub pod_cidr: String,
+    pub runc: PathBuf,
+    /// Registries that may be reached over plain HTTP besides loopback ones.
+    pub insecure_registries: Vec<String>,
+    /// Where the log endpoint listens (kubelet: port 10250).
+    pub listen: SocketAddr,
+    /// The address published as the Node's InternalIP.
+    pub node_ip: IpAddr,
+    /// The first crash back-off delay (kubelet: 10 s, doubling up to 30× that).
+    pub crash_backoff: Duration,
+    /// Bearer token the log endpoint requires.
+    pub auth_token: Option<String>,
+    pub max_pods: u32,
+}
+
+impl Config {
+    /// Kubelet-like defaults for a node named `node_name` keeping its state in `data_dir`.
+    pub fn new(node_name: &str, data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            node_name: node_name.to_owned(),
+            data_dir: data_dir.into(),
+            cni_bin_dir: "/usr/lib/cni".into(),
+            bridge: "kinetic0".into(),
+            pod_cidr: "10.88.0.0/16".into(),
+            runc: "runc".into(),
+            insecure_registries: Vec::new(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 10250)),
+            node_ip: IpAddr::from([127, 0, 0, 1]),
+            crash_backoff: Duration::from_secs(10),
+            auth_token: None,
+            max_pods: 110,
+        }
+    }
+}
+
+/// What every pod worker shares.
+pub(crate) struct Ctx {
+    pub client: kube::Client,
+    pub cfg: Config,
+    pub images: kinetic_image::Store,
+    pub runc: runc::Runc,
+    pub net: cni::Network,
+    pub events: events::Recorder,
+    pub logs: logs::LogIndex,
+    pub pods_dir: PathBuf,
+}
+
+/// A running node agent.
+pub struct Agent {
+    tasks: Vec<JoinHandle<()>>,
+    log_addr: SocketAddr,
+}
+
+impl Agent {
+    /// Registers the node and starts running its pods.
+    ///
+    /// # Errors
+    /// The directories cannot be created, runc is missing, the log port cannot be bound, or
+    /// the Node cannot be registered.
+    pub async fn start(client: kube::Client, cfg: Config) -> Result<Agent> {
+        runc::become_subreaper()?;
+        let pods_dir = cfg.data_dir.join("pods");
+        for d in [&pods_dir, &cfg.data_dir.join("runc"), &cfg.data_dir.join("cni")] {
+            std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
+        }
+        let runc_version = runc_version(&cfg.runc).await?;
+        let images = kinetic_image::Store::open(cfg.data_dir.join("images"))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| Error::io(Path::new("log listener"), e))?;
+        let log_addr = listener.local_addr().map_err(|e| Error::io(Path::new("log listener"), e))?;
+        let node = node::register(&client, &cfg, log_addr.port(), &runc_version).await?;
+        let node_uid = node.metadata.uid.clone().unwrap_or_default();
+        let index = logs::LogIndex::default();
+        let ctx = Arc::new(Ctx {
+            runc: runc::Runc::new(cfg.runc.clone(), cfg.data_dir.join("runc")),
+            net: cni::Network::new(cfg.cni_bin_dir.clone(), &cfg.bridge, &cfg.pod_cidr, &cfg.data_dir.join("cni")),
+            events: events::Recorder::start(client.clone(), &cfg.node_name),
+            logs: index.clone(),
+            images,
+            pods_dir,
+            client: client.clone(),
+            cfg: cfg.clone(),
+        });
+        let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
+        let tasks = vec![
+            tokio::spawn(logs::serve(listener, index, token)),
+            tokio::spawn(node::heartbeat(client, cfg.clone(), log_addr.port(), runc_version, node_uid)),
+            tokio::spawn(dispatch(ctx)),
+        ];
+        tracing::info!(node = %cfg.node_name, logs = %log_addr, "node agent started");
+        Ok(Agent { tasks, log_addr })
+    }
+
+    /// Where the log endpoint listens.
+    pub fn log_addr(&self) -> SocketAddr {
+        self.log_addr
+    }
+
+    /// Stops the agent. Containers keep running; a new agent on the same data directory
+    /// adopts them.
+    pub async fn shutdown(self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+async fn runc_version(bin: &Path) -> Result<String> {
+    let out = tokio::process::Command::new(bin)
+        .arg("--version")
+        .output()
+        .await
+        .map_err(|e| Error::Config(format!("cannot run {} (is runc installed?): {e}", bin.display())))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().and_then(|l| l.split_whitespace().nth(2)).unwrap_or("unknown").to_owned())
+}
+
+/// Watches this node's pods and hands each to its worker. Workers are aborted with this task
+/// (their containers keep running).
+async fn dispatch(ctx: Arc<Ctx>) {
+    let mut adopted: HashMap<String, state::PodRecord> =
+        state::PodRecord::load_all(&ctx.pods_dir).into_iter().map(|(_, r)| (r.uid.clone(), r)).collect();
+    remove_unrecorded_containers(&ctx, &adopted).await;
+    let api: Api<Pod> = Api::all(ctx.client.clone());
+    let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
+    let mut stream = watcher::watcher(api, wc).default_backoff().boxed();
+    let mut workers: HashMap<String, (mpsc::UnboundedSender<worker::Msg>, JoinHandle<()>)> = HashMap::new();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut initial = true;
+    let guard = AbortOnDrop(Vec::new());
+    let _ = &guard;
+    let mut handles = guard;
+    loop {
+        tokio::select! {
+            ev = stream.next() => {
+                let Some(ev) = ev else { break };
+                match ev {
+                    Ok(Event::Init) => seen.clear(),
+                    Ok(Event::InitApply(p) | Event::Apply(p)) => {
+                        if let Some(uid) = p.metadata.uid.clone() {
+                            seen.insert(uid.clone());
+                            deliver(&ctx, &mut workers, &mut adopted, &done_tx, &mut handles, p, uid);
+                        }
+                    }
+                    Ok(Event::Delete(p)) => {
+                        if let Some((tx, _)) = p.metadata.uid.as_ref().and_then(|u| workers.get(u)) {
+                            let _ = tx.send(worker::Msg::Gone);
+                        }
+                    }
+                    Ok(Event::InitDone) => {
+                        for (uid, (tx, _)) in &workers {
+                            if !seen.contains(uid) {
+                                let _ = tx.send(worker::Msg::Gone);
+                            }
+                        }
+                        if initial {
+                            initial = false;
+                            // Recorded pods that no longer exist: clean up what they left.
+                            for (_, rec) in adopted.drain() {
+                                if !seen.contains(&rec.uid) {
+                                    cleanup_orphan(&ctx, &rec).await;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                }
+            }
+            Some(uid) = done_rx.recv() => {
+                if workers.get(&uid).is_some_and(|(_, h)| h.is_finished()) {
+                    workers.remove(&uid);
+                }
+            }
+        }
+    }
+}
+
+/// Aborts the worker tasks when the dispatcher stops.
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
+
+fn deliver(
+    ctx: &Arc<Ctx>,
+    workers: &mut HashMap<String, (mpsc::UnboundedSender<worker::Msg>, JoinHandle<()>)>,
+    adopted: &mut HashMap<String, state::PodRecord>,
+    done_tx: &mpsc::UnboundedSender<String>,
+    handles: &mut AbortOnDrop,
+    pod: Pod,
+    uid: String,
+) {
+    let pod = Arc::new(pod);
+    if let Some((tx, h)) = workers.get(&uid) {
+        if !h.is_finished() {
+            let _ = tx.send(worker::Msg::Update(pod));
+            return;
+        }
+    }
+    let record = adopted.remove(&uid);
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();
+    let finished = phase == "Succeeded" || phase == "Failed";
+    if record.is_none() && finished && pod.metadata.deletion_timestamp.is_none() {
+        // A finished pod this agent has no record of (an earlier agent ran it): never run it
+        // again.
+        return;
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    let ctx2 = ctx.clone();
+    let done = done_tx.clone();
+    let uid2 = uid.clone();
+    let h = tokio::spawn(async move {
+        worker::run(ctx2, rx, pod, record).await;
+        let _ = done.send(uid2);
+    });
+    handles.0.retain(|h| !h.is_finished());
+    handles.0.push(h.abort_handle());
+    workers.insert(uid, (tx, h));
+}
+
+/// Removes what a pod that no longer exists left on the node.
+async fn cleanup_orphan(ctx: &Ctx, rec: &state::PodRecord) {
+    tracing::info!(pod = %format!("{}/{}", rec.namespace, rec.name), uid = %rec.uid, "cleaning up a pod that no longer exists");
+    let dir = ctx.pods_dir.join(&rec.uid);
+    for (name, c) in &rec.containers {
+        let id = format!("{}-{name}-{}", rec.uid, c.attempt);
+        let _ = ctx.runc.delete(&id).await;
+        mount::remove(&dir.join("containers").join(name).join(c.attempt.to_string()));
+    }
+    if let Err(e) = ctx.net.teardown(&rec.netns).await {
+        tracing::warn!(uid = %rec.uid, error = %e, "sandbox teardown failed");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Deletes runc containers under our root that no record mentions (an agent killed between
+/// `runc run` and saving its record).
+async fn remove_unrecorded_containers(ctx: &Ctx, records: &HashMap<String, state::PodRecord>) {
+    let known: HashSet<String> = records
+        .values()
+        .flat_map(|r| r.containers.iter().map(move |(n, c)| format!("{}-{n}-{}", r.uid, c.attempt)))
+        .collect();
+    for id in ctx.runc.list().await.unwrap_or_default() {
+        if !known.contains(&id) {
+            tracing::info!(container = %id, "removing an unrecorded container");
+            let _ = ctx.runc.delete(&id).await;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! The ConfigMaps and Secrets a pod refers to (env, envFrom, volumes), fetched once per
+//! container start. A missing object is remembered as missing so `optional` can be honoured.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use kube::Api;
+
+use crate::Result;
+
+type Data = BTreeMap<String, Vec<u8>>;
+
+/// Fetched ConfigMaps and Secrets by name (`None`: does not exist).
+#[derive(Debug, Default)]
+pub struct Refs {
+    config_maps: BTreeMap<String, Option<Data>>,
+    secrets: BTreeMap<String, Option<Data>>,
+}
+
+impl Refs {
+    pub fn config_map(&self, name: &str) -> Option<&Data> {
+        self.config_maps.get(name).and_then(Option::as_ref)
+    }
+
+    pub fn secret(&self, name: &str) -> Option<&Data> {
+        self.secrets.get(name).and_then(Option::as_ref)
+    }
+
+    /// Fetches everything `pod` refers to, in its namespace.
+    ///
+    /// # Errors
+    /// The API fails for a reason other than NotFound.
+    pub async fn fetch(client: &kube::Client, pod: &Pod) -> Result<Refs> {
+        let (cms, secrets) = referenced(pod);
+        let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+        let mut refs = Refs::default();
+        if !cms.is_empty() {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+            for name in cms {
+                let data = api.get_opt(&name).await?.map(|cm| {
+                    let mut d: Data = cm
+                        .data
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|(k, v)| (k, v.into_bytes()))
+                        .collect();
+                    d.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                    d
+                });
+                refs.config_maps.insert(name, data);
+            }
+        }
+        if !secrets.is_empty() {
+            let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+            for name in secrets {
+                let data = api.get_opt(&name).await?.map(|s| {
+                    let mut d: Data =
+                        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                    d.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                    d
+                });
+                refs.secrets.insert(name, data);
+            }
+        }
+        Ok(refs)
+    }
+}
+
+/// Names of the ConfigMaps and Secrets `pod` refers to.
+fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
+    let mut cms = BTreeSet::new();
+    let mut secrets = BTreeSet::new();
+    let Some(spec) = &pod.spec else { return (cms, secrets) };
+    for c in spec.init_containers.iter().flatten().chain(&spec.containers) {
+        for f in c.env_from.iter().flatten() {
+            if let Some(r) = &f.config_map_ref {
+                cms.insert(r.name.clone());
+            }
+            if let Some(r) = &f.secret_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+        for e in c.env.iter().flatten() {
+            let Some(src) = &e.value_from else { continue };
+            if let Some(r) = &src.config_map_key_ref {
+                cms.insert(r.name.clone());
+            }
+            if let Some(r) = &src.secret_key_ref {
+                secrets.insert(r.name.clone());
+            }
+        }
+    }
+    for v in spec.volumes.iter().flatten() {
+        if let Some(c) = &v.config_map {
+            cms.insert(c.name.clone());
+        }
+        if let Some(s) = &v.secret {
+            secrets.insert(s.secret_name.clone().unwrap_or_default());
+        }
+        for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+            if let Some(c) = &src.config_map {
+                cms.insert(c.name.clone());
+            }
+            if let Some(s) = &src.secret {
+                secrets.insert(s.name.clone());
+            }
+        }
+    }
+    for s in spec.image_pull_secrets.iter().flatten() {
+        secrets.insert(s.name.clone());
+    }
+    (cms, secrets)
+}

@@ -1,0 +1,1037 @@
+//! One task per pod: kubelet's `syncPod` loop. It owns the pod's [`PodRecord`], brings the
+//! containers to what the spec asks (init containers in order, restarts with back-off, in-place
+//! image updates, probes, graceful termination), and writes the pod's status when it changes.
+//!
+//! The loop is level-triggered: every wake-up (a new version of the pod from the watch, a
+//! container exit, a probe result, a back-off timer) runs the same `sync`, which compares the
+//! spec with the record and acts on the difference.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Container as CSpec, LifecycleHandler, Pod};
+use kinetic_api::timeline::{self, ContainerTimeline};
+use kube::Api;
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use serde_json::{Value, json};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::events::Subject;
+use crate::probe::{self, Handler, Target};
+use crate::runc::{Exit, alive, wait_exit};
+use crate::state::{CState, Container, PodRecord, Terminated};
+use crate::volumes::Prepared;
+use crate::{Ctx, status};
+
+/// What the dispatcher tells a worker.
+#[derive(Debug)]
+pub enum Msg {
+    /// A new version of the pod.
+    Update(Arc<Pod>),
+    /// The pod object is gone from the API (deleted with no grace, or never ours).
+    Gone,
+}
+
+#[derive(Debug)]
+enum Internal {
+    Exited { name: String, attempt: u32 },
+    Probe { name: String, attempt: u32, kind: ProbeKind, ok: bool, message: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeKind {
+    Startup,
+    Readiness,
+    Liveness,
+}
+
+/// A running container attempt.
+struct Running {
+    attempt: u32,
+    id: String,
+    dir: PathBuf,
+    exit: watch::Receiver<Option<Exit>>,
+    probes: Option<JoinHandle<()>>,
+    /// Why the agent is stopping it (set before the kill, so the exit is explained).
+    stopping: Option<&'static str>,
+}
+
+/// Why a container could not be started.
+struct StartFailure {
+    reason: &'static str,
+    message: String,
+}
+
+struct Worker {
+    ctx: Arc<Ctx>,
+    pod: Arc<Pod>,
+    rec: PodRecord,
+    dir: PathBuf,
+    subject: Subject,
+    gone: bool,
+    itx: mpsc::UnboundedSender<Internal>,
+    running: HashMap<String, Running>,
+    volumes: Option<BTreeMap<String, Prepared>>,
+    /// Image pull back-off per image: (retry not before, current delay).
+    pull_backoff: HashMap<String, (Instant, Duration)>,
+    last_status: Option<Value>,
+    wake_at: Option<Instant>,
+}
+
+/// Runs the worker for `pod` until the pod is gone and cleaned up.
+pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Msg>, pod: Arc<Pod>, adopted: Option<PodRecord>) {
+    let uid = pod.metadata.uid.clone().unwrap_or_default();
+    let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let dir = ctx.pods_dir.join(&uid);
+    let (itx, mut irx) = mpsc::unbounded_channel();
+    let fresh = adopted.is_none();
+    let mut rec = adopted.unwrap_or_else(|| PodRecord::new(&uid, &ns, &name));
+    if fresh {
+        rec.timeline.observed = Some(Timestamp::now());
+    }
+    let mut w = Worker {
+        subject: Subject { namespace: ns, name, uid },
+        ctx,
+        pod,
+        rec,
+        dir,
+        gone: false,
+        itx,
+        running: HashMap::new(),
+        volumes: None,
+        pull_backoff: HashMap::new(),
+        last_status: None,
+        wake_at: None,
+    };
+    if let Err(e) = std::fs::create_dir_all(w.dir.join("logs")) {
+        tracing::error!(pod = %w.key(), error = %e, "cannot create the pod directory");
+        return;
+    }
+    w.adopt();
+    loop {
+        w.wake_at = None;
+        let done = w.sync().await;
+        w.save();
+        w.publish_logs();
+        if done {
+            break;
+        }
+        w.flush_status().await;
+        let wake = w.wake_at;
+        tokio::select! {
+            m = rx.recv() => w.on_msg(m),
+            Some(i) = irx.recv() => w.on_internal(i).await,
+            () = sleep_until(wake) => {}
+        }
+        // Coalesce whatever else is queued so one sync serves them all.
+        while let Ok(m) = rx.try_recv() {
+            w.on_msg(Some(m));
+        }
+        while let Ok(i) = irx.try_recv() {
+            w.on_internal(i).await;
+        }
+    }
+    w.ctx.logs.remove(&w.subject.namespace, &w.subject.name, &w.subject.uid);
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(t) => tokio::time::sleep_until(t.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn ts_now() -> Timestamp {
+    Timestamp::now()
+}
+
+impl Worker {
+    fn key(&self) -> String {
+        format!("{}/{}", self.subject.namespace, self.subject.name)
+    }
+
+    fn spec_containers(&self) -> Vec<(bool, CSpec)> {
+        let Some(spec) = &self.pod.spec else { return Vec::new() };
+        spec.init_containers
+            .iter()
+            .flatten()
+            .map(|c| (true, c.clone()))
+            .chain(spec.containers.iter().map(|c| (false, c.clone())))
+            .collect()
+    }
+
+    fn spec_of(&self, name: &str) -> Option<CSpec> {
+        self.spec_containers().into_iter().find(|(_, c)| c.name == name).map(|(_, c)| c)
+    }
+
+    fn restart_policy(&self) -> &str {
+        self.pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always")
+    }
+
+    fn wake_in(&mut self, d: Duration) {
+        let t = Instant::now() + d;
+        self.wake_at = Some(self.wake_at.map_or(t, |w| w.min(t)));
+    }
+
+    fn on_msg(&mut self, m: Option<Msg>) {
+        match m {
+            Some(Msg::Update(p)) => self.pod = p,
+            Some(Msg::Gone) | None => self.gone = true,
+        }
+    }
+
+    fn save(&self) {
+        if let Err(e) = self.rec.save(&self.dir) {
+            tracing::warn!(pod = %self.key(), error = %e, "pod state not saved");
+        }
+    }
+
+    fn publish_logs(&self) {
+        let containers = self
+            .rec
+            .containers
+            .iter()
+            .map(|(n, c)| (n.clone(), (c.attempt, c.running_pid().is_some())))
+            .collect();
+        self.ctx.logs.set(&self.subject.namespace, &self.subject.name, &self.subject.uid, self.dir.join("logs"), containers);
+    }
+
+    /// Re-attaches to containers recorded by an earlier agent.
+    fn adopt(&mut self) {
+        let names: Vec<String> = self.rec.containers.keys().cloned().collect();
+        for name in names {
+            let Some(c) = self.rec.containers.get(&name).cloned() else { continue };
+            let Some(pid) = c.running_pid() else { continue };
+            let id = container_id(&self.rec.uid, &name, c.attempt);
+            let cdir = self.dir.join("containers").join(&name).join(c.attempt.to_string());
+            if alive(pid) {
+                tracing::info!(pod = %self.key(), container = %name, pid, "adopted running container");
+                let exit = self.watch_exit(&name, c.attempt, pid);
+                let probes = self.spec_of(&name).and_then(|spec| self.start_probes(&spec, c.attempt, &id));
+                self.running.insert(name.clone(), Running { attempt: c.attempt, id, dir: cdir, exit, probes, stopping: None });
+            } else if let Some(rc) = self.rec.containers.get_mut(&name) {
+                // It ended while no agent watched: its exit code is lost.
+                rc.state = CState::Terminated(Terminated {
+                    exit_code: 137,
+                    reason: "ContainerStatusUnknown".into(),
+                    message: "The container could not be located when the node agent restarted".into(),
+                    started_at: None,
+                    finished_at: ts_now(),
+                    container_id: format!("runc://{id}"),
+                });
+                rc.ready = false;
+            }
+        }
+    }
+
+    fn watch_exit(&self, name: &str, attempt: u32, pid: i32) -> watch::Receiver<Option<Exit>> {
+        let (tx, rx) = watch::channel(None);
+        let itx = self.itx.clone();
+        let name = name.to_owned();
+        tokio::spawn(async move {
+            let e = wait_exit(pid).await;
+            let _ = tx.send(Some(e));
+            let _ = itx.send(Internal::Exited { name, attempt });
+        });
+        rx
+    }
+
+    async fn on_internal(&mut self, i: Internal) {
+        match i {
+            Internal::Exited { name, attempt } => {
+                if self.running.get(&name).is_some_and(|r| r.attempt == attempt) {
+                    self.finish(&name).await;
+                }
+            }
+            Internal::Probe { name, attempt, kind, ok, message } => {
+                let current = self.running.get(&name).is_some_and(|r| r.attempt == attempt);
+                if !current {
+                    return;
+                }
+                if !ok {
+                    let what = match kind {
+                        ProbeKind::Startup => "Startup",
+                        ProbeKind::Readiness => "Readiness",
+                        ProbeKind::Liveness => "Liveness",
+                    };
+                    self.ctx.events.emit(&self.subject, Some(&name), true, "Unhealthy", format!("{what} probe failed: {message}"));
+                }
+                let Some(c) = self.rec.containers.get_mut(&name) else { return };
+                match (kind, ok) {
+                    (ProbeKind::Startup, true) => c.started = true,
+                    (ProbeKind::Readiness, r) => {
+                        c.ready = r && c.started;
+                        if c.ready {
+                            self.mark_ready(&name);
+                        }
+                    }
+                    (ProbeKind::Startup | ProbeKind::Liveness, false) => {
+                        let why = if kind == ProbeKind::Startup { "startup" } else { "liveness" };
+                        self.ctx.events.emit(
+                            &self.subject,
+                            Some(&name),
+                            false,
+                            "Killing",
+                            format!("Container {name} failed {why} probe, will be restarted"),
+                        );
+                        let grace = self.grace_period();
+                        self.stop(&name, grace, "liveness").await;
+                    }
+                    (ProbeKind::Liveness, true) => {}
+                }
+            }
+        }
+    }
+
+    fn grace_period(&self) -> Duration {
+        let s = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0))
+    }
+
+    /// One pass of syncPod. Returns true when the worker is finished (pod deleted and cleaned).
+    async fn sync(&mut self) -> bool {
+        let deleting = self.pod.metadata.deletion_timestamp.is_some();
+        if self.gone || deleting {
+            let grace = if self.gone {
+                Duration::from_secs(2)
+            } else {
+                let s = self.pod.metadata.deletion_grace_period_seconds.unwrap_or(30);
+                Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0))
+            };
+            self.terminate(grace).await;
+            if let Err(e) = self.teardown().await {
+                tracing::warn!(pod = %self.key(), error = %e, "sandbox teardown failed; retrying");
+                self.ctx.events.emit(&self.subject, None, true, "FailedKillPod", format!("error killing pod: {}", crate::report(&e)));
+                self.wake_in(Duration::from_secs(2));
+                return false;
+            }
+            if !self.gone {
+                self.flush_status().await;
+                let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+                let dp = DeleteParams {
+                    grace_period_seconds: Some(0),
+                    preconditions: Some(Preconditions { uid: Some(self.subject.uid.clone()), resource_version: None }),
+                    ..DeleteParams::default()
+                };
+                match api.delete(&self.subject.name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => {
+                        tracing::warn!(pod = %self.key(), error = %e, "final delete failed; retrying");
+                        self.wake_in(Duration::from_secs(1));
+                        return false;
+                    }
+                }
+            }
+            let _ = std::fs::remove_dir_all(&self.dir);
+            return true;
+        }
+        if status::terminal_phase(&self.pod, &self.rec).is_some() {
+            // Like kubelet, a finished pod keeps its record (status, logs) but not its sandbox.
+            if self.rec.ip.is_some() && self.running.is_empty() {
+                let _ = self.ctx.net.teardown(&self.rec.netns).await;
+            }
+            return false;
+        }
+        if self.rec.ip.is_none() {
+            match self.ctx.net.setup(&self.rec.netns).await {
+                Ok(ip) => {
+                    self.rec.ip = Some(ip.to_string());
+                    self.rec.start_time.get_or_insert_with(ts_now);
+                    self.rec.timeline.sandbox_ready = Some(ts_now());
+                    if let Err(e) = self.write_etc() {
+                        tracing::warn!(pod = %self.key(), error = %e, "writing /etc files");
+                    }
+                }
+                Err(e) => {
+                    self.ctx.events.emit(&self.subject, None, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {}", crate::report(&e)));
+                    self.wake_in(Duration::from_secs(5));
+                    return false;
+                }
+            }
+        }
+        let policy = self.restart_policy().to_owned();
+        // Init containers, strictly in order.
+        for (init, spec) in self.spec_containers() {
+            if !init {
+                continue;
+            }
+            let c = self.rec.containers.entry(spec.name.clone()).or_insert_with(|| Container::new(true, image_of(&spec))).clone();
+            match &c.state {
+                CState::Terminated(t) if t.exit_code == 0 => continue,
+                CState::Running { .. } => return false,
+                CState::Terminated(_) if policy == "Never" => return false,
+                CState::Terminated(_) => {
+                    if !self.backoff_passed(&spec.name) {
+                        return false;
+                    }
+                    self.start(&spec, true).await;
+                    return false;
+                }
+                CState::Waiting { .. } => {
+                    self.start(&spec, false).await;
+                    return false;
+                }
+            }
+        }
+        for (init, spec) in self.spec_containers() {
+            if init {
+                continue;
+            }
+            let c = self.rec.containers.entry(spec.name.clone()).or_insert_with(|| Container::new(false, image_of(&spec))).clone();
+            match &c.state {
+                CState::Running { .. } => {
+                    if c.image != image_of(&spec) {
+                        // In-place update: only this container restarts, in the same sandbox.
+                        self.ctx.events.emit(
+                            &self.subject,
+                            Some(&spec.name),
+                            false,
+                            "Killing",
+                            format!("Container {} definition changed, will be restarted", spec.name),
+                        );
+                        let grace = self.grace_period();
+                        self.stop(&spec.name, grace, "spec").await;
+                        self.start(&spec, true).await;
+                    }
+                }
+                CState::Terminated(t) => {
+                    let restart = match policy.as_str() {
+                        "Never" => false,
+                        "OnFailure" => t.exit_code != 0,
+                        _ => true,
+                    };
+                    // A changed image restarts even a container that finished (kubelet
+                    // compares the spec hash whatever the state).
+                    let changed = c.image != image_of(&spec) && policy != "Never";
+                    if (restart || changed) && (changed || self.backoff_passed(&spec.name)) {
+                        self.start(&spec, true).await;
+                    }
+                }
+                CState::Waiting { .. } => {
+                    if c.attempt == 0 {
+                        self.start(&spec, false).await;
+                    } else if self.backoff_passed(&spec.name) {
+                        self.start(&spec, true).await;
+                    }
+                }
+            }
+        }
+        false
+    }
+
+    /// True when the container may restart now; otherwise it is marked CrashLoopBackOff and a
+    /// wake-up is set for the end of the back-off.
+    fn backoff_passed(&mut self, name: &str) -> bool {
+        let now = ts_now();
+        let Some(c) = self.rec.containers.get_mut(name) else { return true };
+        match c.backoff_until {
+            Some(until) if until > now => {
+                let left = until.duration_since(now);
+                let left = Duration::try_from(left).unwrap_or_default();
+                if !matches!(c.state, CState::Running { .. }) {
+                    let msg = format!(
+                        "back-off {}s restarting failed container={name} pod={}_{}({})",
+                        c.backoff_secs, self.subject.name, self.subject.namespace, self.subject.uid
+                    );
+                    if let CState::Terminated(t) = &c.state {
+                        c.last = Some(t.clone());
+                    }
+                    if !matches!(&c.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff") {
+                        self.ctx.events.emit(&self.subject, Some(name), true, "BackOff", "Back-off restarting failed container".into());
+                    }
+                    c.state = CState::Waiting { reason: "CrashLoopBackOff".into(), message: msg };
+                }
+                self.wake_in(left);
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Starts (or restarts) container `spec`. Failures become the container's waiting state.
+    async fn start(&mut self, spec: &CSpec, restart: bool) {
+        let name = spec.name.clone();
+        let result = self.try_start(spec, restart).await;
+        if let Err(f) = result {
+            if let Some(c) = self.rec.containers.get_mut(&name) {
+                if let CState::Terminated(t) = &c.state {
+                    c.last = Some(t.clone());
+                }
+                c.state = CState::Waiting { reason: f.reason.into(), message: f.message.clone() };
+            }
+            if f.reason != "ImagePullBackOff" {
+                self.ctx.events.emit(&self.subject, Some(&name), true, "Failed", format!("Error: {}", f.message));
+            }
+        }
+    }
+
+    async fn try_start(&mut self, spec: &CSpec, restart: bool) -> Result<(), StartFailure> {
+        let name = spec.name.clone();
+        let init = self.rec.containers.get(&name).is_some_and(|c| c.init);
+        let mut tl = ContainerTimeline { name: name.clone(), init, ..Default::default() };
+        // 1. The image.
+        let image = self.ensure_image(spec, &mut tl).await?;
+        // 2. Configuration: referenced objects, env, volumes.
+        let fail = |reason: &'static str| move |e: crate::env::ConfigError| StartFailure { reason, message: e.0 };
+        let refs = crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await.map_err(|e| StartFailure {
+            reason: "CreateContainerConfigError",
+            message: crate::report(&e),
+        })?;
+        let pod_ip = self.rec.ip.clone().unwrap_or_default();
+        let host_ip = self.ctx.cfg.node_ip.to_string();
+        let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs).map_err(fail("CreateContainerConfigError"))?;
+        if self.volumes.is_none() {
+            let vdir = self.dir.join("volumes");
+            let v = crate::volumes::prepare(&self.pod, &vdir, &refs, &pod_ip, &host_ip).map_err(fail("CreateContainerConfigError"))?;
+            self.volumes = Some(v);
+        }
+        // 3. The bundle: an overlayfs rootfs over the image layers and config.json.
+        let prev = self.rec.containers.get(&name).map_or(0, |c| c.attempt);
+        let attempt = prev + 1;
+        let id = container_id(&self.rec.uid, &name, attempt);
+        let cdir = self.dir.join("containers").join(&name).join(attempt.to_string());
+        let created_at = Instant::now();
+        tl.created = Some(ts_now());
+        let rootfs = cdir.join("rootfs");
+        let run_err = |m: String| StartFailure { reason: "RunContainerError", message: m };
+        crate::mount::overlay(&image.layers, &cdir).map_err(|e| run_err(crate::report(&e)))?;
+        let tlog = cdir.join("termination-log");
+        let _ = std::fs::write(&tlog, b"");
+        let netns = crate::cni::Network::netns_path(&self.rec.netns);
+        let empty = BTreeMap::new();
+        let inputs = crate::oci::Inputs {
+            pod: &self.pod,
+            container: spec,
+            image: &image.config,
+            rootfs: &rootfs,
+            env,
+            netns: &netns,
+            cgroup: format!("/kinetic/{id}"),
+            volumes: self.volumes.as_ref().unwrap_or(&empty),
+            etc_dir: &self.dir.join("etc"),
+            termination_log: &tlog,
+        };
+        let config = match crate::oci::config(&inputs) {
+            Ok(c) => c,
+            Err(e) => {
+                crate::mount::remove(&cdir);
+                return Err(StartFailure { reason: "CreateContainerConfigError", message: e.0 });
+            }
+        };
+        let cfg_path = cdir.join("config.json");
+        if let Err(e) = std::fs::write(&cfg_path, serde_json::to_vec(&config).unwrap_or_default()) {
+            crate::mount::remove(&cdir);
+            return Err(run_err(format!("writing {}: {e}", cfg_path.display())));
+        }
+        let log = self.dir.join("logs").join(&name);
+        let _ = std::fs::create_dir_all(&log);
+        let log = log.join(format!("{attempt}.log"));
+        let created_ms = created_at.elapsed();
+        self.ctx.events.emit(&self.subject, Some(&name), false, "Created", format!("Created container {name} in {}", fmt_dur(created_ms)));
+        let pid = match self.ctx.runc.run(&id, &cdir, &log).await {
+            Ok(pid) => pid,
+            Err(e) => {
+                let _ = self.ctx.runc.delete(&id).await;
+                crate::mount::remove(&cdir);
+                if let Some(c) = self.rec.containers.get_mut(&name) {
+                    c.attempt = attempt;
+                }
+                return Err(run_err(crate::report(&e)));
+            }
+        };
+        let started_at = ts_now();
+        tl.started = Some(started_at);
+        self.ctx.events.emit(
+            &self.subject,
+            Some(&name),
+            false,
+            "Started",
+            format!("Started container {name} in {}", fmt_dur(created_at.elapsed())),
+        );
+        // 4. Record it, watch its exit, start its probes.
+        let exit = self.watch_exit(&name, attempt, pid);
+        let probes = self.start_probes(spec, attempt, &id);
+        let has_startup = spec.startup_probe.is_some();
+        let has_readiness = spec.readiness_probe.is_some();
+        if let Some(c) = self.rec.containers.get_mut(&name) {
+            if let CState::Terminated(t) = &c.state {
+                c.last = Some(t.clone());
+            }
+            if restart && prev > 0 {
+                c.restart_count += 1;
+                // Kubelet's back-off: the first restart is immediate, later ones wait 10 s,
+                // doubling up to 5 min.
+                let base = self.ctx.cfg.crash_backoff.as_secs().max(1);
+                c.backoff_secs = if c.backoff_secs == 0 { base } else { (c.backoff_secs * 2).min(base * 30) };
+            }
+            c.attempt = attempt;
+            c.image = image_of(spec).to_owned();
+            c.image_id = image.image_id.clone();
+            c.state = CState::Running { started_at, pid };
+            c.started = !has_startup;
+            c.ready = !has_startup && !has_readiness;
+            c.backoff_until = None;
+        }
+        if !self.rec.timeline_written {
+            self.rec.timeline.containers.retain(|c| c.name != name);
+            self.rec.timeline.containers.push(tl);
+        }
+        self.running.insert(name.clone(), Running { attempt, id, dir: cdir, exit, probes, stopping: None });
+        if self.rec.containers.get(&name).is_some_and(|c| c.ready) {
+            self.mark_ready(&name);
+        }
+        if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
+            if let Err(msg) = self.run_hook(spec, h, Duration::from_secs(30)).await {
+                self.ctx.events.emit(&self.subject, Some(&name), true, "FailedPostStartHook", msg);
+                let grace = self.grace_period();
+                self.stop(&name, grace, "poststart").await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Pulls or finds the container's image according to `imagePullPolicy`.
+    async fn ensure_image(&mut self, spec: &CSpec, tl: &mut ContainerTimeline) -> Result<kinetic_image::Image, StartFailure> {
+        let reference = image_of(spec).to_owned();
+        let name = spec.name.clone();
+        if reference.is_empty() {
+            return Err(StartFailure { reason: "InvalidImageName", message: "image is empty".into() });
+        }
+        if let Err(e) = kinetic_image::reference::Reference::parse(&reference) {
+            return Err(StartFailure {
+                reason: "InvalidImageName",
+                message: format!("Failed to apply default image tag {reference:?}: couldn't parse image name {reference:?}: {e}"),
+            });
+        }
+        let latest = !reference.contains('@') && {
+            let last = reference.rsplit('/').next().unwrap_or(&reference);
+            !last.contains(':') || last.ends_with(":latest")
+        };
+        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| if latest { "Always".into() } else { "IfNotPresent".into() });
+        if policy != "Always" {
+            if let Some(img) = self.ctx.images.local(&reference) {
+                tl.cache_hit = true;
+                let now = ts_now();
+                tl.pull_started = Some(now);
+                tl.pull_finished = Some(now);
+                self.ctx.events.emit(&self.subject, Some(&name), false, "Pulled", format!("Container image {reference:?} already present on machine"));
+                return Ok(img);
+            }
+            if policy == "Never" {
+                return Err(StartFailure {
+                    reason: "ErrImageNeverPull",
+                    message: format!("Container image {reference:?} is not present with pull policy of Never"),
+                });
+            }
+        }
+        if let Some((until, _)) = self.pull_backoff.get(&reference) {
+            if *until > Instant::now() {
+                let left = *until - Instant::now();
+                self.wake_in(left);
+                return Err(StartFailure { reason: "ImagePullBackOff", message: format!("Back-off pulling image {reference:?}") });
+            }
+        }
+        // A pull takes long enough to show ContainerCreating first.
+        if let Some(c) = self.rec.containers.get_mut(&name) {
+            if let CState::Waiting { .. } = c.state {
+                c.state = CState::Waiting { reason: "ContainerCreating".into(), message: String::new() };
+            }
+        }
+        self.flush_status().await;
+        self.ctx.events.emit(&self.subject, Some(&name), false, "Pulling", format!("Pulling image {reference:?}"));
+        let began = Instant::now();
+        tl.pull_started = Some(ts_now());
+        let opts = self.pull_options().await;
+        match self.ctx.images.pull(&reference, &opts, &kinetic_image::NoProgress).await {
+            Ok(img) => {
+                self.pull_backoff.remove(&reference);
+                tl.pull_finished = Some(ts_now());
+                tl.pull_bytes = img.downloaded_bytes;
+                tl.cache_hit = img.cache_hit;
+                self.ctx.events.emit(
+                    &self.subject,
+                    Some(&name),
+                    false,
+                    "Pulled",
+                    format!(
+                        "Successfully pulled image {reference:?} in {}. Image size: {} bytes.",
+                        fmt_dur(began.elapsed()),
+                        img.downloaded_bytes
+                    ),
+                );
+                Ok(img)
+            }
+            Err(e) => {
+                let base = self.ctx.cfg.crash_backoff;
+                let delay = self.pull_backoff.get(&reference).map_or(base, |(_, d)| (*d * 2).min(base * 30));
+                self.pull_backoff.insert(reference.clone(), (Instant::now() + delay, delay));
+                self.wake_in(delay);
+                let msg = format!("Failed to pull image {reference:?}: {}", crate::report(&e));
+                self.ctx.events.emit(&self.subject, Some(&name), true, "Failed", msg.clone());
+                self.ctx.events.emit(&self.subject, Some(&name), false, "BackOff", format!("Back-off pulling image {reference:?}"));
+                Err(StartFailure { reason: "ErrImagePull", message: msg })
+            }
+        }
+    }
+
+    /// Credentials from the pod's imagePullSecrets (dockerconfigjson), and the node's insecure
+    /// registries.
+    async fn pull_options(&self) -> kinetic_image::PullOptions {
+        let mut opts = kinetic_image::PullOptions {
+            insecure_registries: self.ctx.cfg.insecure_registries.clone(),
+            ..Default::default()
+        };
+        let secrets = self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+        for s in secrets {
+            let Ok(Some(secret)) = api.get_opt(&s.name).await else { continue };
+            let data = secret.data.unwrap_or_default();
+            if let Some(b) = data.get(".dockerconfigjson") {
+                match kinetic_image::parse_docker_config_json(&b.0) {
+                    Ok(c) => opts.credentials.extend(c),
+                    Err(e) => tracing::warn!(secret = %s.name, error = %e, "unusable image pull secret"),
+                }
+            }
+        }
+        opts
+    }
+
+    fn start_probes(&self, spec: &CSpec, attempt: u32, id: &str) -> Option<JoinHandle<()>> {
+        if spec.startup_probe.is_none() && spec.readiness_probe.is_none() && spec.liveness_probe.is_none() {
+            return None;
+        }
+        let target = Target {
+            pod_ip: self.rec.ip.clone().unwrap_or_default(),
+            runc: self.ctx.runc.clone(),
+            container_id: id.to_owned(),
+        };
+        Some(tokio::spawn(probe_loop(spec.clone(), target, attempt, self.itx.clone())))
+    }
+
+    async fn run_hook(&self, spec: &CSpec, h: &LifecycleHandler, timeout: Duration) -> Result<(), String> {
+        let Some(r) = self.running.get(&spec.name) else { return Ok(()) };
+        let target = Target { pod_ip: self.rec.ip.clone().unwrap_or_default(), runc: self.ctx.runc.clone(), container_id: r.id.clone() };
+        let handler = if let Some(e) = &h.exec {
+            Handler::Exec(e.command.as_deref().unwrap_or_default())
+        } else if let Some(g) = &h.http_get {
+            Handler::Http(g)
+        } else if let Some(s) = &h.sleep {
+            tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0)).min(timeout)).await;
+            return Ok(());
+        } else {
+            Handler::Unsupported("tcpSocket lifecycle handlers are deprecated and not supported")
+        };
+        probe::run(&handler, spec, &target, timeout).await
+    }
+
+    fn mark_ready(&mut self, name: &str) {
+        if self.rec.timeline_written {
+            return;
+        }
+        if let Some(t) = self.rec.timeline.containers.iter_mut().find(|t| t.name == name) {
+            t.ready.get_or_insert_with(ts_now);
+        }
+    }
+
+    /// Stops a running container: preStop hook, SIGTERM, then SIGKILL at the grace deadline.
+    async fn stop(&mut self, name: &str, grace: Duration, why: &'static str) {
+        let Some(r) = self.running.get_mut(name) else { return };
+        r.stopping = Some(why);
+        if let Some(p) = r.probes.take() {
+            p.abort();
+        }
+        let id = r.id.clone();
+        let mut exit = r.exit.clone();
+        let deadline = Instant::now() + grace;
+        if let Some(c) = self.rec.containers.get_mut(name) {
+            c.ready = false;
+        }
+        if grace > Duration::ZERO {
+            if let Some(spec) = self.spec_of(name) {
+                if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
+                    if let Err(msg) = self.run_hook(&spec, h, grace).await {
+                        self.ctx.events.emit(&self.subject, Some(name), true, "FailedPreStopHook", msg);
+                    }
+                }
+            }
+            let _ = self.ctx.runc.kill(&id, "TERM").await;
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(left, exit.wait_for(Option::is_some)).await;
+        }
+        if exit.borrow().is_none() {
+            let _ = self.ctx.runc.kill(&id, "KILL").await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
+        }
+        self.finish(name).await;
+    }
+
+    /// Records the end of a container run and removes its runtime state (not its logs).
+    async fn finish(&mut self, name: &str) {
+        let Some(mut r) = self.running.remove(name) else { return };
+        if let Some(p) = r.probes.take() {
+            p.abort();
+        }
+        let exit = *r.exit.borrow();
+        let message = std::fs::read_to_string(r.dir.join("termination-log")).unwrap_or_default();
+        let _ = self.ctx.runc.delete(&r.id).await;
+        crate::mount::remove(&r.dir);
+        let now = ts_now();
+        let Some(c) = self.rec.containers.get_mut(name) else { return };
+        let started_at = match c.state {
+            CState::Running { started_at, .. } => Some(started_at),
+            _ => None,
+        };
+        let (exit_code, reason) = match exit {
+            Some(Exit::Code(0)) => (0, "Completed"),
+            Some(Exit::Code(n)) => (n, "Error"),
+            Some(Exit::Unknown) | None => (137, "ContainerStatusUnknown"),
+        };
+        // A run that lasted long enough resets the crash back-off (kubelet: 2 × the maximum).
+        if let Some(s) = started_at {
+            let ran = now.duration_since(s).as_secs();
+            let reset = i64::try_from(self.ctx.cfg.crash_backoff.as_secs() * 60).unwrap_or(i64::MAX);
+            if ran >= reset {
+                c.backoff_secs = 0;
+            }
+        }
+        if c.backoff_secs > 0 && r.stopping.is_none() {
+            let until = now.checked_add(jiff::SignedDuration::from_secs(i64::try_from(c.backoff_secs).unwrap_or(300))).ok();
+            c.backoff_until = until;
+        }
+        c.state = CState::Terminated(Terminated {
+            exit_code,
+            reason: reason.into(),
+            message: message.trim_end().to_owned(),
+            started_at,
+            finished_at: now,
+            container_id: format!("runc://{}", r.id),
+        });
+        c.ready = false;
+    }
+
+    /// Stops every container, app containers in parallel would be faster; kubelet also stops
+    /// them concurrently, each with the pod's grace period.
+    async fn terminate(&mut self, grace: Duration) {
+        let names: Vec<String> = self.running.keys().cloned().collect();
+        if names.is_empty() {
+            return;
+        }
+        if names.len() == 1 {
+            self.ctx.events.emit(&self.subject, Some(&names[0]), false, "Killing", format!("Stopping container {}", names[0]));
+            self.stop(&names[0], grace, "delete").await;
+            return;
+        }
+        // Several containers: signal all, then wait for all, within one grace period.
+        let deadline = Instant::now() + grace;
+        for n in &names {
+            self.ctx.events.emit(&self.subject, Some(n), false, "Killing", format!("Stopping container {n}"));
+        }
+        let mut pre = Vec::new();
+        for n in &names {
+            if let (Some(spec), Some(r)) = (self.spec_of(n), self.running.get(n)) {
+                if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
+                    pre.push((spec, h, r.id.clone()));
+                }
+            }
+        }
+        let hooks = pre.iter().map(|(spec, h, _)| self.run_hook(spec, h, grace));
+        let _ = futures::future::join_all(hooks).await;
+        for n in &names {
+            if let Some(r) = self.running.get_mut(n) {
+                r.stopping = Some("delete");
+                let _ = self.ctx.runc.kill(&r.id, "TERM").await;
+            }
+        }
+        let waits = names.iter().filter_map(|n| self.running.get(n)).map(|r| {
+            let mut rx = r.exit.clone();
+            async move {
+                let _ = tokio::time::timeout_at(deadline.into(), rx.wait_for(Option::is_some)).await;
+            }
+        });
+        futures::future::join_all(waits).await;
+        for n in names {
+            self.stop(&n, Duration::ZERO, "delete").await;
+        }
+    }
+
+    /// Removes everything the pod had on the node except its record: network, volumes.
+    async fn teardown(&mut self) -> crate::Result<()> {
+        self.ctx.net.teardown(&self.rec.netns).await?;
+        self.rec.ip = None;
+        let _ = std::fs::remove_dir_all(self.dir.join("containers"));
+        Ok(())
+    }
+
+    fn write_etc(&self) -> std::io::Result<()> {
+        let etc = self.dir.join("etc");
+        std::fs::create_dir_all(&etc)?;
+        let ip = self.rec.ip.clone().unwrap_or_default();
+        let hostname = self.pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.subject.name.clone());
+        std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
+        std::fs::write(
+            etc.join("hosts"),
+            format!("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+        )?;
+        std::fs::write(
+            etc.join("resolv.conf"),
+            format!("search {}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", self.subject.namespace),
+        )?;
+        Ok(())
+    }
+
+    /// Writes the pod status (strategic merge patch on `pods/status`) when it changed, and the
+    /// timeline annotation once the pod is Ready.
+    async fn flush_status(&mut self) {
+        let st = status::build(&self.pod, &self.rec, &self.ctx.cfg.node_ip.to_string());
+        let ready = status::is_ready(&st);
+        if ready && !self.rec.timeline_written {
+            self.rec.timeline.ready = Some(ts_now());
+        }
+        if self.last_status.as_ref() != Some(&st) {
+            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+            let body = json!({"metadata": {"uid": self.subject.uid}, "status": st});
+            match api.patch_status(&self.subject.name, &PatchParams::default(), &Patch::Strategic(body)).await {
+                Ok(p) => {
+                    self.last_status = Some(st);
+                    self.pod = Arc::new(p);
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => self.gone = true,
+                Err(e) => {
+                    tracing::warn!(pod = %self.key(), error = %e, "status update failed; retrying");
+                    self.wake_in(Duration::from_millis(500));
+                }
+            }
+        }
+        let failed_start = self.rec.containers.values().any(|c| matches!(&c.state, CState::Waiting { reason, .. } if reason != "ContainerCreating" && reason != "PodInitializing"));
+        if (ready || failed_start) && !self.rec.timeline_written {
+            self.write_timeline().await;
+        }
+    }
+
+    async fn write_timeline(&mut self) {
+        let mut tl = self.rec.timeline.clone();
+        let annotations = self.pod.metadata.annotations.clone().unwrap_or_default();
+        let parse = |k: &str| annotations.get(k).and_then(|v| v.parse::<Timestamp>().ok());
+        tl.created = parse(timeline::QUEUED_AT).or_else(|| self.pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        tl.scheduled = parse(timeline::SCHEDULED_AT).or_else(|| {
+            self.pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?.last_transition_time.as_ref().map(|t| t.0)
+        });
+        let body = json!({"metadata": {"annotations": {timeline::ANNOTATION: serde_json::to_string(&tl).unwrap_or_default()}}});
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+        match api.patch(&self.subject.name, &PatchParams::default(), &Patch::Merge(body)).await {
+            Ok(p) => {
+                self.pod = Arc::new(p);
+                self.rec.timeline = tl;
+                self.rec.timeline_written = true;
+            }
+            Err(e) => tracing::debug!(pod = %self.key(), error = %e, "timeline not written"),
+        }
+    }
+}
+
+fn image_of(c: &CSpec) -> &str {
+    c.image.as_deref().unwrap_or_default()
+}
+
+/// The runc id of one run of a container.
+fn container_id(uid: &str, name: &str, attempt: u32) -> String {
+    format!("{uid}-{name}-{attempt}")
+}
+
+fn fmt_dur(d: Duration) -> String {
+    if d < Duration::from_secs(1) {
+        format!("{}ms", d.as_millis())
+    } else {
+        format!("{:.3}s", d.as_secs_f64())
+    }
+}
+
+/// Runs a container's probes: the startup probe first, then readiness and liveness on their
+/// own periods. Sends a message when a result changes (readiness) or a threshold is crossed.
+async fn probe_loop(spec: CSpec, target: Target, attempt: u32, tx: mpsc::UnboundedSender<Internal>) {
+    let name = spec.name.clone();
+    let send = |kind, ok, message: String| {
+        let _ = tx.send(Internal::Probe { name: name.clone(), attempt, kind, ok, message });
+    };
+    if let Some(p) = &spec.startup_probe {
+        let t = probe::timing(p);
+        tokio::time::sleep(t.initial_delay).await;
+        let mut failures = 0;
+        loop {
+            match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
+                Ok(()) => {
+                    send(ProbeKind::Startup, true, String::new());
+                    break;
+                }
+                Err(m) => {
+                    failures += 1;
+                    if failures >= t.failure_threshold {
+                        send(ProbeKind::Startup, false, m);
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(t.period).await;
+        }
+    }
+    let start = Instant::now();
+    let mut r = spec.readiness_probe.as_ref().map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0, 0, None::<bool>));
+    let mut l = spec.liveness_probe.as_ref().map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0));
+    if r.is_none() && l.is_none() {
+        return;
+    }
+    loop {
+        let next = [r.as_ref().map(|x| x.2), l.as_ref().map(|x| x.2)].into_iter().flatten().min();
+        let Some(next) = next else { return };
+        tokio::time::sleep_until(next.into()).await;
+        let now = Instant::now();
+        if let Some((p, t, due, succ, fail, last)) = r.as_mut() {
+            if *due <= now {
+                *due = now + t.period;
+                match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
+                    Ok(()) => {
+                        *succ += 1;
+                        *fail = 0;
+                        if *succ >= t.success_threshold && *last != Some(true) {
+                            *last = Some(true);
+                            send(ProbeKind::Readiness, true, String::new());
+                        }
+                    }
+                    Err(m) => {
+                        *fail += 1;
+                        *succ = 0;
+                        if *fail >= t.failure_threshold && *last != Some(false) {
+                            *last = Some(false);
+                            send(ProbeKind::Readiness, false, m);
+                        } else if last.is_none() {
+                            // Until the first success the container is not ready; say why once.
+                            *last = Some(false);
+                            send(ProbeKind::Readiness, false, m);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((p, t, due, fail)) = l.as_mut() {
+            if *due <= now {
+                *due = now + t.period;
+                match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
+                    Ok(()) => *fail = 0,
+                    Err(m) => {
+                        *fail += 1;
+                        if *fail >= t.failure_threshold {
+                            send(ProbeKind::Liveness, false, m);
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! A pod's life on the node: start, serve, log, delete.
+
+use serde_json::json;
+
+use crate::harness::{Cluster, container_status, pod_ip};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "web",
+        json!({"containers": [{
+            "name": "web", "image": image,
+            "command": ["sh", "-c", "echo serving; exec httpd -f -v -p 8080 -h /www"],
+            "ports": [{"containerPort": 8080}],
+        }]}),
+    )
+    .await;
+    let pod = c.wait_ready("web").await;
+    let ip = pod_ip(&pod);
+    assert!(ip.starts_with("10.201."), "pod IP {ip} is not in the node's pod CIDR");
+    let st = pod.status.clone().unwrap();
+    assert_eq!(st.phase.as_deref(), Some("Running"));
+    assert_eq!(st.host_ip.as_deref(), Some("127.0.0.1"));
+    let cs = container_status(&pod, "web");
+    assert!(cs.ready);
+    assert_eq!(cs.restart_count, 0);
+    assert!(cs.image_id.contains("@sha256:"), "imageID {}", cs.image_id);
+    assert!(cs.container_id.unwrap_or_default().starts_with("runc://"));
+    assert!(cs.state.unwrap().running.is_some());
+
+    let page = Cluster::http_get(&ip, 8080, "/index.html").await.unwrap();
+    assert!(page.starts_with("HTTP/1.") && page.contains("hello from kinetic"), "{page}");
+
+    // The timeline annotation and kubelet's events.
+    let pod = c.wait("web", 10, "timeline annotation", |p| {
+        p.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(kinetic_api::timeline::ANNOTATION))
+    })
+    .await;
+    let tl: kinetic_api::timeline::Timeline = serde_json::from_str(
+        &pod.metadata.annotations.unwrap()[kinetic_api::timeline::ANNOTATION],
+    )
+    .unwrap();
+    assert!(tl.observed.is_some() && tl.sandbox_ready.is_some() && tl.ready.is_some(), "{tl:?}");
+    let web = &tl.containers[0];
+    assert!(!web.cache_hit && web.pull_bytes > 0 && web.started.is_some(), "{web:?}");
+    for reason in ["Pulling", "Pulled", "Created", "Started"] {
+        c.wait_event("web", &format!("{reason}: "), 10).await;
+    }
+
+    // Logs from the node's endpoint (what the API server proxies).
+    let logs = node_logs(&c, "web", "web", "").await;
+    assert!(logs.contains("serving"), "{logs}");
+
+    c.pods().delete("web", &Default::default()).await.unwrap();
+    c.wait_gone("web", 20).await;
+    let left = c.leftovers();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+pub async fn node_logs(c: &Cluster, pod: &str, container: &str, query: &str) -> String {
+    let addr = c.agent.as_ref().unwrap().log_addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let token = c.cfg.auth_token.clone().unwrap();
+    s.write_all(
+        format!(
+            "GET /containerLogs/default/{pod}/{container}?{query} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
