@@ -1,1 +1,326 @@
+//! Kubelet behaviours: probes, restarts and back-off, init containers, configuration sources,
+//! graceful deletion, readiness gates, in-place image updates, agent restarts, image errors.
 
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Api;
+use kube::api::{Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use crate::harness::{Cluster, container_status, is_ready, pod_ip, waiting_reason};
+use crate::pods::node_logs;
+
+/// The container's restart count, -1 before it has a status.
+fn restarts(p: &k8s_openapi::api::core::v1::Pod, name: &str) -> i32 {
+    p.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == name))
+        .map_or(-1, |c| c.restart_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_probe_gates_ready_and_liveness_failure_restarts() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "probed",
+        json!({"containers": [{
+            "name": "web", "image": image,
+            // Serves after 2 s; /tmp/alive exists for the first run only, so the liveness
+            // probe fails once the file is removed and the container restarts.
+            "command": ["sh", "-c", "if [ ! -f /www/restarted ]; then touch /tmp/alive; fi; sleep 2; (sleep 3; rm -f /tmp/alive) & exec httpd -f -p 8080 -h /www"],
+            "readinessProbe": {"httpGet": {"path": "/index.html", "port": 8080}, "periodSeconds": 1},
+            "livenessProbe": {"exec": {"command": ["test", "-f", "/tmp/alive"]}, "initialDelaySeconds": 1, "periodSeconds": 1, "failureThreshold": 2},
+        }]}),
+    )
+    .await;
+    let running = c.wait("probed", 20, "Running", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).await;
+    assert!(!is_ready(&running), "ready before the readiness probe passed");
+    let started = Instant::now();
+    c.wait_ready("probed").await;
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let p = c.wait("probed", 30, "a liveness restart", |p| restarts(p, "web") >= 1).await;
+    let cs = container_status(&p, "web");
+    assert!(cs.last_state.unwrap().terminated.is_some(), "lastState shows the killed run");
+    c.wait_event("probed", "failed liveness probe, will be restarted", 5).await;
+    c.wait_event("probed", "Unhealthy: Liveness probe failed", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crashing_container_backs_off_and_never_policy_fails_the_pod() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create("crash", json!({"containers": [{"name": "app", "image": image, "command": ["sh", "-c", "echo dying; exit 3"]}]})).await;
+    c.create(
+        "once",
+        json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": image, "command": ["sh", "-c", "echo bye > /dev/termination-log; exit 1"]}]}),
+    )
+    .await;
+    c.create("done", json!({"restartPolicy": "OnFailure", "containers": [{"name": "app", "image": image, "command": ["true"]}]})).await;
+    let p = c.wait("crash", 30, "two restarts and CrashLoopBackOff", |p| {
+        restarts(p, "app") >= 2 && waiting_reason(p, "app").as_deref() == Some("CrashLoopBackOff")
+    })
+    .await;
+    let last = container_status(&p, "app").last_state.unwrap().terminated.unwrap();
+    assert_eq!(last.exit_code, 3);
+    assert_eq!(last.reason.as_deref(), Some("Error"));
+    c.wait_event("crash", "BackOff: Back-off restarting failed container", 5).await;
+    // --previous reads the last run's output.
+    let prev = node_logs(&c, "crash", "app", "previous=true").await;
+    assert!(prev.contains("dying"), "{prev}");
+
+    let p = c.wait("once", 20, "Failed", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")).await;
+    let t = container_status(&p, "app").state.unwrap().terminated.unwrap();
+    assert_eq!((t.exit_code, t.message.as_deref()), (1, Some("bye")));
+    assert_eq!(restarts(&p, "app"), 0);
+    c.wait("done", 20, "Succeeded", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_containers_run_in_order_and_env_comes_from_configmaps_secrets_and_the_pod() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "file.txt": "from a configmap"}})).unwrap()).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}})).unwrap()).await.unwrap();
+    c.create(
+        "init",
+        json!({
+            "volumes": [
+                {"name": "work", "emptyDir": {}},
+                {"name": "cfg", "configMap": {"name": "cfg"}},
+                {"name": "info", "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}},
+            ],
+            "initContainers": [
+                {"name": "first", "image": image, "command": ["sh", "-c", "echo first >> /work/order"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+                {"name": "second", "image": image, "command": ["sh", "-c", "echo second >> /work/order"], "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
+            ],
+            "containers": [{
+                "name": "app", "image": image,
+                "command": ["sh", "-c", "cat /work/order; echo G=$GREETING P=$PASSWORD N=$POD_NAME IP=$POD_IP X=$EXPANDED; cat /cfg/file.txt; echo; cat /info/labels; echo; sleep 1000"],
+                "env": [
+                    {"name": "GREETING", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "greeting"}}},
+                    {"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                    {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+                    {"name": "EXPANDED", "value": "$(GREETING)-world"},
+                ],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}, {"name": "cfg", "mountPath": "/cfg"}, {"name": "info", "mountPath": "/info"}],
+            }],
+        }),
+    )
+    .await;
+    let p = c.wait_ready("init").await;
+    let ip = pod_ip(&p);
+    let inits = p.status.as_ref().unwrap().init_container_statuses.clone().unwrap();
+    assert!(inits.iter().all(|s| s.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code == 0));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let logs = loop {
+        let l = node_logs(&c, "init", "app", "").await;
+        if l.contains("app=\"init\"") || Instant::now() > deadline {
+            break l;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(logs.contains("first\nsecond\n"), "{logs}");
+    assert!(logs.contains(&format!("G=hello P=s3cret N=init IP={ip} X=hello-world")), "{logs}");
+    assert!(logs.contains("from a configmap"), "{logs}");
+    assert!(logs.contains("app=\"init\""), "{logs}");
+
+    // A missing key is a CreateContainerConfigError with the reason kubelet gives.
+    c.create(
+        "badenv",
+        json!({"containers": [{"name": "app", "image": image, "command": ["true"],
+            "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]}]}),
+    )
+    .await;
+    let p = c.wait("badenv", 20, "CreateContainerConfigError", |p| waiting_reason(p, "app").as_deref() == Some("CreateContainerConfigError")).await;
+    let msg = container_status(&p, "app").state.unwrap().waiting.unwrap().message.unwrap();
+    assert_eq!(msg, "couldn't find key nope in ConfigMap default/cfg");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_delete_kills_a_sigterm_ignoring_process_at_the_deadline() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "stubborn",
+        json!({"terminationGracePeriodSeconds": 2, "containers": [{"name": "app", "image": image,
+            "command": ["sh", "-c", "trap '' TERM; while true; do sleep 1; done"]}]}),
+    )
+    .await;
+    // Pid 1 of a pid namespace ignores signals it has no handler for, so the polite process
+    // handles TERM itself.
+    c.create(
+        "polite",
+        json!({"terminationGracePeriodSeconds": 30, "containers": [{"name": "app", "image": image,
+            "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"]}]}),
+    )
+    .await;
+    c.wait_ready("stubborn").await;
+    c.wait_ready("polite").await;
+    let t = Instant::now();
+    c.pods().delete("stubborn", &Default::default()).await.unwrap();
+    c.pods().delete("polite", &Default::default()).await.unwrap();
+    c.wait_gone("polite", 10).await;
+    assert!(t.elapsed() < Duration::from_secs(2), "polite pod took {:?}", t.elapsed());
+    c.wait_gone("stubborn", 15).await;
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(6), "stubborn pod took {took:?}");
+    c.wait_event("stubborn", "Killing: Stopping container app", 5).await;
+    let left = c.leftovers();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_gates_hold_ready_until_their_condition_is_true() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "gated",
+        json!({"readinessGates": [{"conditionType": "apps.kruise.io/InPlaceUpdateReady"}],
+               "containers": [{"name": "app", "image": image, "command": ["sleep", "1000"]}]}),
+    )
+    .await;
+    let p = c
+        .wait("gated", 20, "containers ready", |p| {
+            p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
+                cs.iter().any(|c| c.type_ == "ContainersReady" && c.status == "True")
+            })
+        })
+        .await;
+    let ready = p.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "False");
+    assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
+    let patch = json!({"status": {"conditions": [{"type": "apps.kruise.io/InPlaceUpdateReady", "status": "True"}]}});
+    c.pods().patch_status("gated", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    c.wait_ready("gated").await;
+    let patch = json!({"status": {"conditions": [{"type": "apps.kruise.io/InPlaceUpdateReady", "status": "False"}]}});
+    c.pods().patch_status("gated", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    c.wait("gated", 10, "not Ready", |p| !is_ready(p)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_change_updates_one_container_in_place() {
+    let c = Cluster::start().await;
+    let v1 = kinetic_testkit::images::busybox(&c.registry, "app", "v1", &[("www/version", "v1\n")]).await.unwrap();
+    let v2 = kinetic_testkit::images::busybox(&c.registry, "app", "v2", &[("www/version", "v2\n")]).await.unwrap();
+    let cmd = json!(["httpd", "-f", "-p", "8080", "-h", "/www"]);
+    c.create(
+        "inplace",
+        json!({"containers": [
+            {"name": "web", "image": v1, "command": cmd},
+            {"name": "sidecar", "image": v1, "command": ["sleep", "1000"]},
+        ]}),
+    )
+    .await;
+    let before = c.wait_ready("inplace").await;
+    let ip = pod_ip(&before);
+    assert!(Cluster::http_get(&ip, 8080, "/version").await.unwrap().contains("v1"));
+    let web1 = container_status(&before, "web");
+    let side1 = container_status(&before, "sidecar");
+
+    // Metadata changes restart nothing.
+    let patch = json!({"metadata": {"labels": {"extra": "yes"}, "annotations": {"note": "x"}}});
+    c.pods().patch("inplace", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let same = c.pods().get("inplace").await.unwrap();
+    assert_eq!(container_status(&same, "web").container_id, web1.container_id);
+
+    let patch = json!({"spec": {"containers": [{"name": "web", "image": v2}]}});
+    c.pods().patch("inplace", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    let after = c
+        .wait("inplace", 30, "web restarted on v2 and ready", |p| {
+            let cs = container_status(p, "web");
+            restarts(p, "web") == 1 && cs.image_id != web1.image_id && is_ready(p)
+        })
+        .await;
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(pod_ip(&after), ip, "the pod kept its IP");
+    let side2 = container_status(&after, "sidecar");
+    assert_eq!((side2.restart_count, &side2.container_id), (0, &side1.container_id), "sidecar untouched");
+    let web2 = container_status(&after, "web");
+    assert_eq!(web2.image, v2);
+    assert!(Cluster::http_get(&ip, 8080, "/version").await.unwrap().contains("v2"));
+    c.wait_event("inplace", "definition changed, will be restarted", 5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_keeps_containers_running_and_adopts_them() {
+    let mut c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create("kept", json!({"containers": [{"name": "web", "image": image, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}]})).await;
+    let before = c.wait_ready("kept").await;
+    let ip = pod_ip(&before);
+    c.stop_agent().await;
+    assert!(Cluster::http_get(&ip, 8080, "/").await.is_ok(), "container stopped with the agent");
+    c.start_agent().await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = c.wait_ready("kept").await;
+    let (a, b) = (container_status(&before, "web"), container_status(&after, "web"));
+    assert_eq!((a.container_id, a.restart_count), (b.container_id, b.restart_count));
+    assert!(Cluster::http_get(&ip, 8080, "/").await.is_ok());
+    // The adopted container is still managed: deletion stops it and cleans up.
+    c.pods().delete("kept", &Default::default()).await.unwrap();
+    c.wait_gone("kept", 15).await;
+    let left = c.leftovers();
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_and_missing_images_give_kubelets_waiting_reasons() {
+    let c = Cluster::start().await;
+    c.create("badref", json!({"containers": [{"name": "app", "image": "127.0.0.1:5000/UPPER::bad"}]})).await;
+    let missing = format!("{}/nosuch:v1", c.registry.addr());
+    c.create("missing", json!({"containers": [{"name": "app", "image": missing}]})).await;
+    c.create("never", json!({"containers": [{"name": "app", "image": format!("{}/x:v1", c.registry.addr()), "imagePullPolicy": "Never"}]})).await;
+    c.wait("badref", 20, "InvalidImageName", |p| waiting_reason(p, "app").as_deref() == Some("InvalidImageName")).await;
+    c.wait("never", 20, "ErrImageNeverPull", |p| waiting_reason(p, "app").as_deref() == Some("ErrImageNeverPull")).await;
+    c.wait("missing", 20, "ErrImagePull", |p| waiting_reason(p, "app").as_deref() == Some("ErrImagePull")).await;
+    let ev = c.wait_event("missing", "Failed: Failed to pull image", 5).await;
+    assert!(ev.contains("nosuch"), "{ev}");
+    c.wait("missing", 20, "ImagePullBackOff", |p| waiting_reason(p, "app").as_deref() == Some("ImagePullBackOff")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_leaks_after_200_create_delete_cycles() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    // Pull once so the cycles measure the pod path only.
+    c.create("warm", json!({"containers": [{"name": "app", "image": image, "command": ["sleep", "1000"]}]})).await;
+    c.wait_ready("warm").await;
+    let rounds = 20;
+    let per_round = 10;
+    let mut uids = Vec::new();
+    for r in 0..rounds {
+        for i in 0..per_round {
+            let p = c.create(&format!("cycle-{r}-{i}"), json!({"terminationGracePeriodSeconds": 0, "containers": [{"name": "app", "image": image, "command": ["sleep", "1000"]}]})).await;
+            uids.push(p.metadata.uid.unwrap());
+        }
+        for i in 0..per_round {
+            c.wait_ready(&format!("cycle-{r}-{i}")).await;
+        }
+        for i in 0..per_round {
+            c.pods().delete(&format!("cycle-{r}-{i}"), &Default::default()).await.unwrap();
+        }
+        for i in 0..per_round {
+            c.wait_gone(&format!("cycle-{r}-{i}"), 20).await;
+        }
+    }
+    c.pods().delete("warm", &Default::default()).await.unwrap();
+    c.wait_gone("warm", 20).await;
+    let left = c.leftovers();
+    assert!(left.is_empty(), "left behind after {} cycles: {left:#?}", rounds * per_round);
+    let veths = std::process::Command::new("ip").args(["-o", "link", "show", "master", &c.cfg.bridge]).output().unwrap();
+    let veths = String::from_utf8_lossy(&veths.stdout).lines().count();
+    assert_eq!(veths, 0, "veths still attached to the bridge");
+    // Container cgroups (named by runc id, which starts with the pod UID) are gone too.
+    let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/memory/kinetic")
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    let ours: Vec<&String> = cgroups.iter().filter(|n| uids.iter().any(|u| n.starts_with(u.as_str()))).collect();
+    assert!(ours.is_empty(), "cgroups left behind: {ours:?}");
+}
