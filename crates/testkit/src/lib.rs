@@ -4,6 +4,9 @@
 //!
 //! Nothing here fakes the server: tests talk HTTPS to the same code `kinetic up` runs.
 
+pub mod images;
+pub mod registry;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 

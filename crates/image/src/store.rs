@@ -1,0 +1,916 @@
+//! The content store and the pull pipeline.
+
+use std::collections::HashMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http_body_util::BodyExt as _;
+use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
+
+use crate::client::{Session, Transport};
+use crate::digest::{self, hex_part};
+use crate::manifest::{self, Compression, ConfigFile, Descriptor, Index, Manifest, Probe};
+use crate::reference::{self, Reference};
+use crate::unpack::{self, ChannelReader};
+use crate::{Error, Image, ImageConfig, Progress, PullOptions, Result};
+
+/// Attempts to download one layer when the connection breaks or the registry fails (5xx).
+const LAYER_ATTEMPTS: u32 = 3;
+/// Largest image config read into memory.
+const MAX_CONFIG: u64 = 8 << 20;
+const INDEX_VERSION: u32 = 1;
+
+/// The image store of a node. Cheap to clone; all clones share one index and connection pool.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    root: PathBuf,
+    transport: Transport,
+    index: RwLock<Loaded>,
+    /// One lock per layer digest being fetched, so concurrent pulls share the work.
+    layer_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+    tmp_seq: AtomicU64,
+}
+
+/// `refs.json` in memory, with what it was loaded from to notice other processes' writes.
+#[derive(Default)]
+struct Loaded {
+    /// Normalized reference (and `name@digest` aliases) to the entry.
+    by_ref: HashMap<String, Arc<Entry>>,
+    /// Entries by their primary reference, in file order.
+    entries: Vec<Arc<Entry>>,
+    stamp: Option<(SystemTime, u64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct IndexFile {
+    version: u32,
+    images: Vec<Entry>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Entry {
+    reference: String,
+    /// `registry/repository`.
+    name: String,
+    digest: String,
+    /// The platform manifest's digest when `digest` is an index.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    manifest_digest: Option<String>,
+    config_digest: String,
+    config: ImageConfig,
+    layers: Vec<LayerRecord>,
+    pulled_at: jiff::Timestamp,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct LayerRecord {
+    digest: String,
+    media_type: String,
+    /// Compressed size.
+    size: u64,
+    unpacked_size: u64,
+}
+
+/// One image in the store, for `kinetic image ls`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageSummary {
+    pub reference: String,
+    pub digest: String,
+    /// Bytes of the files of its unpacked layers (shared layers count in every image).
+    pub size: u64,
+    pub layers: usize,
+    pub pulled_at: jiff::Timestamp,
+}
+
+#[derive(Serialize, Deserialize)]
+struct LayerMeta {
+    media_type: String,
+    size: u64,
+    unpacked_size: u64,
+}
+
+/// Distinguishes this process's temporary directories from a dead one's with the same pid.
+fn process_nonce() -> u64 {
+    static NONCE: OnceLock<u64> = OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        // Nanoseconds are unique enough between two processes that got the same pid.
+        (now.as_nanos() as u64) & 0xffff_ffff_ffff
+    })
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
+}
+
+impl Store {
+    /// Opens (creating as needed) the store at `root` and loads its index. Removes temporary
+    /// directories left by processes that died mid-unpack.
+    ///
+    /// # Errors
+    /// The directories cannot be created or `refs.json` is unreadable or corrupt.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        for d in ["blobs/sha256", "layers/sha256", "tmp"] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
+        }
+        let store = Store {
+            inner: Arc::new(Inner {
+                root,
+                transport: Transport::default(),
+                index: RwLock::new(Loaded::default()),
+                layer_locks: Mutex::new(HashMap::new()),
+                tmp_seq: AtomicU64::new(0),
+            }),
+        };
+        store.clean_tmp()?;
+        store.reload()?;
+        Ok(store)
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// The directory a layer is unpacked into.
+    pub fn layer_dir(&self, digest: &str) -> PathBuf {
+        self.inner.root.join("layers/sha256").join(hex_part(digest))
+    }
+
+    fn blob_path(&self, digest: &str) -> PathBuf {
+        self.inner.root.join("blobs/sha256").join(hex_part(digest))
+    }
+
+    fn refs_path(&self) -> PathBuf {
+        self.inner.root.join("refs.json")
+    }
+
+    /// Removes `tmp/<pid>-<nonce>-<n>` directories whose process is gone (or is this process
+    /// with another nonce: a previous incarnation that had our pid).
+    fn clean_tmp(&self) -> Result<()> {
+        let tmp = self.inner.root.join("tmp");
+        let me = std::process::id();
+        let nonce = process_nonce();
+        let rd = std::fs::read_dir(&tmp).map_err(io_err("listing", &tmp))?;
+        for e in rd.flatten() {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let mut parts = name.split('-');
+            let pid = parts.next().and_then(|p| p.parse::<u32>().ok());
+            let their_nonce = parts.next().and_then(|p| p.parse::<u64>().ok());
+            let stale = match (pid, their_nonce) {
+                (Some(pid), Some(n)) if pid == me => n != nonce,
+                (Some(pid), Some(_)) => !Path::new(&format!("/proc/{pid}")).exists(),
+                _ => true,
+            };
+            if stale {
+                let p = e.path();
+                tracing::info!(path = %p.display(), "removing a partial layer left by a dead process");
+                remove_path(&p).map_err(io_err("removing", &p))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Re-reads `refs.json` if it changed on disk since it was last loaded.
+    fn reload(&self) -> Result<bool> {
+        let path = self.refs_path();
+        let stamp = match std::fs::metadata(&path) {
+            Ok(m) => Some((m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(Error::Io { op: "reading", path, source: e }),
+        };
+        if self.read_index().stamp == stamp && stamp.is_some() {
+            return Ok(false);
+        }
+        let file = read_index_file(&path)?;
+        let loaded = Loaded::from_file(file, stamp);
+        *self.inner.index.write().unwrap_or_else(|e| e.into_inner()) = loaded;
+        Ok(true)
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Loaded> {
+        self.inner.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The image already in the store for `reference`, without network access. A reference
+    /// with a digest matches any stored image of that repository with that manifest digest.
+    ///
+    /// Answers from memory; only on a miss does it check whether another process (the CLI)
+    /// rewrote `refs.json` since, and reload it.
+    pub fn local(&self, reference: &str) -> Option<Image> {
+        let r = Reference::parse(reference).ok()?;
+        let key = lookup_key(&r);
+        if let Some(e) = self.read_index().by_ref.get(&key).cloned() {
+            return Some(self.image_of(&r, &e));
+        }
+        match self.reload() {
+            Ok(true) => {
+                let e = self.read_index().by_ref.get(&key).cloned()?;
+                Some(self.image_of(&r, &e))
+            }
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "reloading the image index");
+                None
+            }
+        }
+    }
+
+    fn image_of(&self, r: &Reference, e: &Entry) -> Image {
+        Image {
+            reference: r.to_string(),
+            digest: e.digest.clone(),
+            image_id: format!("{}@{}", e.name, e.digest),
+            config: e.config.clone(),
+            layers: e.layers.iter().map(|l| self.layer_dir(&l.digest)).collect(),
+            downloaded_bytes: 0,
+            cache_hit: true,
+        }
+    }
+
+    /// Every reference in the store, sorted.
+    ///
+    /// # Errors
+    /// `refs.json` changed on disk and does not load.
+    pub fn list(&self) -> Result<Vec<ImageSummary>> {
+        self.reload()?;
+        let idx = self.read_index();
+        let mut out: Vec<ImageSummary> = idx
+            .entries
+            .iter()
+            .map(|e| ImageSummary {
+                reference: e.reference.clone(),
+                digest: e.digest.clone(),
+                size: e.layers.iter().map(|l| l.unpacked_size).sum(),
+                layers: e.layers.len(),
+                pulled_at: e.pulled_at,
+            })
+            .collect();
+        out.sort_by(|a, b| a.reference.cmp(&b.reference));
+        Ok(out)
+    }
+
+    /// Pulls `reference`: resolves it at the registry, fetches what the store lacks, verifies
+    /// and unpacks it, and records the reference.
+    ///
+    /// # Guarantees
+    /// A layer directory exists only complete and verified; a failed or cancelled pull leaves
+    /// at most a temporary directory that the next [`Store::open`] removes. Concurrent pulls
+    /// of one layer in this process download it once.
+    ///
+    /// # Errors
+    /// [`Error::Pull`] around the cause: bad reference, registry unreachable (after retries),
+    /// not found, unauthorized, digest mismatch, unsupported media type or platform, unpack
+    /// or file system failure.
+    pub async fn pull(
+        &self,
+        reference: &str,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Image> {
+        let wrap = |e: Error| Error::Pull { reference: reference.to_owned(), source: Box::new(e) };
+        let r = Reference::parse(reference).map_err(wrap)?;
+        let span = tracing::info_span!("pull", reference = %r);
+        let started = std::time::Instant::now();
+        let image = self
+            .pull_ref(&r, opts, progress)
+            .instrument(span)
+            .await
+            .map_err(|e| Error::Pull { reference: r.to_string(), source: Box::new(e) })?;
+        tracing::info!(
+            reference = %r,
+            digest = %image.digest,
+            bytes = image.downloaded_bytes,
+            cache_hit = image.cache_hit,
+            ms = started.elapsed().as_millis() as u64,
+            "image pulled"
+        );
+        Ok(image)
+    }
+
+    async fn pull_ref(
+        &self,
+        r: &Reference,
+        opts: &PullOptions,
+        progress: &dyn Progress,
+    ) -> Result<Image> {
+        let session = Session::new(
+            &self.inner.transport,
+            r,
+            &opts.credentials,
+            &opts.insecure_registries,
+            false,
+        );
+        let (top_bytes, content_type) = session.get_manifest(r.manifest_ref()).await?;
+        let top_digest = digest::sha256(&top_bytes);
+        if let Some(want) = &r.digest
+            && *want != top_digest
+        {
+            return Err(Error::DigestMismatch { expected: want.clone(), actual: top_digest });
+        }
+        let mut blobs = vec![(top_digest.clone(), top_bytes.clone())];
+        let kind = manifest_kind(&top_bytes, content_type.as_deref(), &top_digest)?;
+        let (manifest_bytes, manifest_digest) = if kind == Kind::Index {
+            let index: Index = parse_json(&top_bytes, || format!("image index {top_digest}"))?;
+            let d = pick_platform(&index, r)?;
+            let (bytes, ct) = session.get_manifest(&d.digest).await?;
+            let actual = digest::sha256(&bytes);
+            if actual != d.digest {
+                return Err(Error::DigestMismatch { expected: d.digest.clone(), actual });
+            }
+            if manifest_kind(&bytes, ct.as_deref(), &d.digest)? != Kind::Manifest {
+                return Err(Error::UnsupportedMediaType {
+                    media_type: "nested image index".to_owned(),
+                    digest: d.digest.clone(),
+                });
+            }
+            blobs.push((actual.clone(), bytes.clone()));
+            (bytes, Some(actual))
+        } else {
+            (top_bytes, None)
+        };
+        let m: Manifest = parse_json(&manifest_bytes, || {
+            format!("image manifest {}", manifest_digest.as_deref().unwrap_or(&top_digest))
+        })?;
+        match m.config.media_type.as_str() {
+            manifest::OCI_CONFIG | manifest::DOCKER_CONFIG => {}
+            other => {
+                return Err(Error::UnsupportedMediaType {
+                    media_type: other.to_owned(),
+                    digest: m.config.digest.clone(),
+                });
+            }
+        }
+        for l in &m.layers {
+            reference::validate_digest(&l.digest).map_err(|_| Error::UnsupportedMediaType {
+                media_type: l.media_type.clone(),
+                digest: l.digest.clone(),
+            })?;
+            if Compression::of_layer(&l.media_type).is_none() {
+                return Err(Error::UnsupportedMediaType {
+                    media_type: l.media_type.clone(),
+                    digest: l.digest.clone(),
+                });
+            }
+        }
+
+        let (config_bytes, config_downloaded) = self.config_blob(&session, &m.config).await?;
+        let config: ConfigFile =
+            parse_json(&config_bytes, || format!("image config {}", m.config.digest))?;
+
+        let results = futures::future::try_join_all(
+            m.layers.iter().map(|l| self.ensure_layer(&session, l, progress)),
+        )
+        .await?;
+        let downloaded: u64 = config_downloaded + results.iter().map(|x| x.1).sum::<u64>();
+
+        // Manifests last: a blob in the store means what it references is there too.
+        for (d, bytes) in &blobs {
+            self.write_blob(d, bytes).await?;
+        }
+        let entry = Entry {
+            reference: r.to_string(),
+            name: r.name(),
+            digest: top_digest,
+            manifest_digest,
+            config_digest: m.config.digest.clone(),
+            config: ImageConfig::from_file(&config),
+            layers: m
+                .layers
+                .iter()
+                .zip(&results)
+                .map(|(l, res)| LayerRecord {
+                    digest: l.digest.clone(),
+                    media_type: l.media_type.clone(),
+                    size: l.size,
+                    unpacked_size: res.0,
+                })
+                .collect(),
+            pulled_at: jiff::Timestamp::now(),
+        };
+        let image = Image {
+            downloaded_bytes: downloaded,
+            cache_hit: downloaded == 0,
+            ..self.image_of(r, &entry)
+        };
+        self.record(entry).await?;
+        Ok(image)
+    }
+
+    /// The config blob from the store, or fetched and verified; with the bytes downloaded.
+    async fn config_blob(&self, session: &Session, d: &Descriptor) -> Result<(Bytes, u64)> {
+        reference::validate_digest(&d.digest).map_err(|_| Error::UnsupportedMediaType {
+            media_type: d.media_type.clone(),
+            digest: d.digest.clone(),
+        })?;
+        let path = self.blob_path(&d.digest);
+        match tokio_read(&path).await {
+            Ok(b) => return Ok((b, 0)),
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        if d.size > MAX_CONFIG {
+            return Err(Error::TooLarge {
+                url: session.url(&format!("blobs/{}", d.digest)),
+                limit: MAX_CONFIG,
+            });
+        }
+        let f = session.get_blob(&d.digest).await?;
+        let bytes = crate::client::read_limited(f.response, &f.url, MAX_CONFIG as usize).await?;
+        let actual = digest::sha256(&bytes);
+        if actual != d.digest {
+            return Err(Error::DigestMismatch { expected: d.digest.clone(), actual });
+        }
+        if bytes.len() as u64 != d.size {
+            return Err(Error::SizeMismatch {
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: bytes.len() as u64,
+            });
+        }
+        self.write_blob(&d.digest, &bytes).await?;
+        let n = bytes.len() as u64;
+        Ok((bytes, n))
+    }
+
+    /// Writes a verified blob atomically (temp file, rename).
+    async fn write_blob(&self, digest: &str, bytes: &Bytes) -> Result<()> {
+        let path = self.blob_path(digest);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = self.tmp_name();
+        let bytes = bytes.clone();
+        blocking("writing a blob", move || write_atomic(&tmp, &path, &bytes)).await
+    }
+
+    fn tmp_name(&self) -> PathBuf {
+        let n = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.inner.root.join("tmp").join(format!("{}-{}-{n}", std::process::id(), process_nonce()))
+    }
+
+    fn layer_lock(&self, digest: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.inner.layer_locks.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = locks.get(digest).and_then(Weak::upgrade) {
+            return l;
+        }
+        locks.retain(|_, w| w.strong_count() > 0);
+        let l = Arc::new(tokio::sync::Mutex::new(()));
+        locks.insert(digest.to_owned(), Arc::downgrade(&l));
+        l
+    }
+
+    /// Makes sure layer `d` is unpacked; returns (unpacked size, bytes downloaded).
+    async fn ensure_layer(
+        &self,
+        session: &Session,
+        d: &Descriptor,
+        progress: &dyn Progress,
+    ) -> Result<(u64, u64)> {
+        let dir = self.layer_dir(&d.digest);
+        if let Some(size) = self.cached_layer(&dir).await {
+            return Ok((size, 0));
+        }
+        let lock = self.layer_lock(&d.digest);
+        let _guard = lock.lock().await;
+        // Another pull may have finished it while we waited.
+        if let Some(size) = self.cached_layer(&dir).await {
+            return Ok((size, 0));
+        }
+        progress.layer_total(&d.digest, d.size);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let span = tracing::info_span!("unpack", digest = %d.digest, attempt);
+            match self.fetch_layer(session, d, progress).instrument(span).await {
+                Ok(size) => return Ok((size, d.size)),
+                Err(e) if e.is_transient() && attempt < LAYER_ATTEMPTS => {
+                    tracing::warn!(digest = %d.digest, attempt, error = %crate_chain(&e), "layer download failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(500) * attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The unpacked size of a layer already in the store.
+    async fn cached_layer(&self, dir: &Path) -> Option<u64> {
+        if !tokio_exists(dir).await {
+            return None;
+        }
+        let meta = dir.with_extension("json");
+        let size = tokio_read(&meta)
+            .await
+            .ok()
+            .and_then(|b| serde_json::from_slice::<LayerMeta>(&b).ok())
+            .map_or(0, |m| m.unpacked_size);
+        Some(size)
+    }
+
+    /// Downloads and unpacks one layer through a temporary directory; returns its unpacked
+    /// size.
+    async fn fetch_layer(
+        &self,
+        session: &Session,
+        d: &Descriptor,
+        progress: &dyn Progress,
+    ) -> Result<u64> {
+        let compression =
+            Compression::of_layer(&d.media_type).ok_or_else(|| Error::UnsupportedMediaType {
+                media_type: d.media_type.clone(),
+                digest: d.digest.clone(),
+            })?;
+        let tmp = self.tmp_name();
+        std::fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
+        // Removes the temporary directory however this function ends (error, cancellation).
+        let cleanup = TmpGuard(Some(tmp.clone()));
+        let fetched = session.get_blob(&d.digest).await?;
+        let url = fetched.url.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(32);
+        let dest = tmp.clone();
+        let unpacker = tokio::task::spawn_blocking(move || {
+            unpack::unpack_layer(ChannelReader::new(rx), compression, &dest)
+        });
+        let mut body = fetched.response.into_body();
+        let mut received = 0u64;
+        let mut pump_error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    received += data.len() as u64;
+                    progress.advanced(data.len() as u64);
+                    if received > d.size {
+                        pump_error = Some(Error::SizeMismatch {
+                            digest: d.digest.clone(),
+                            expected: d.size,
+                            actual: received,
+                        });
+                        let _ = tx
+                            .send(Err(std::io::Error::other("blob larger than its descriptor")))
+                            .await;
+                        break;
+                    }
+                    if tx.send(Ok(data)).await.is_err() {
+                        // The unpacker stopped (bad data); its error says why.
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other("download interrupted"))).await;
+                    pump_error = Some(Error::Body { url: url.clone(), source: Box::new(e) });
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker.await.map_err(|_| Error::Task { what: d.digest.clone() })?;
+        if let Some(e) = pump_error {
+            return Err(e);
+        }
+        let unpacked =
+            unpacked.map_err(|source| Error::Unpack { digest: d.digest.clone(), source })?;
+        if unpacked.digest != d.digest {
+            return Err(Error::DigestMismatch {
+                expected: d.digest.clone(),
+                actual: unpacked.digest,
+            });
+        }
+        if unpacked.blob_bytes != d.size {
+            return Err(Error::SizeMismatch {
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: unpacked.blob_bytes,
+            });
+        }
+        let meta = LayerMeta {
+            media_type: d.media_type.clone(),
+            size: d.size,
+            unpacked_size: unpacked.unpacked_bytes,
+        };
+        let final_dir = self.layer_dir(&d.digest);
+        let meta_tmp = self.tmp_name();
+        let meta_path = final_dir.with_extension("json");
+        let meta_bytes = serde_json::to_vec(&meta).unwrap_or_default();
+        blocking("publishing a layer", move || {
+            write_atomic(&meta_tmp, &meta_path, &meta_bytes)?;
+            match std::fs::rename(&tmp, &final_dir) {
+                Ok(()) => Ok(()),
+                // Another process published the same layer first; ours is redundant.
+                Err(e)
+                    if final_dir.is_dir()
+                        && matches!(e.raw_os_error(), Some(c) if c == rustix::io::Errno::NOTEMPTY.raw_os_error() || c == rustix::io::Errno::EXIST.raw_os_error()) =>
+                {
+                    remove_path(&tmp).map_err(io_err("removing", &tmp))
+                }
+                Err(e) => Err(Error::Io { op: "publishing", path: final_dir, source: e }),
+            }
+        })
+        .await?;
+        cleanup.disarm();
+        tracing::debug!(digest = %d.digest, bytes = d.size, unpacked = unpacked.unpacked_bytes, entries = unpacked.entries, "layer unpacked");
+        Ok(unpacked.unpacked_bytes)
+    }
+
+    /// Adds or replaces an entry in `refs.json` under the store's file lock, merging entries
+    /// other processes wrote meanwhile.
+    async fn record(&self, entry: Entry) -> Result<()> {
+        let store = self.clone();
+        blocking("recording the image", move || {
+            let lock_path = store.inner.root.join("refs.lock");
+            let lock = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&lock_path)
+                .map_err(io_err("opening", &lock_path))?;
+            rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+                Error::Io { op: "locking", path: lock_path.clone(), source: e.into() }
+            })?;
+            let path = store.refs_path();
+            let mut file = read_index_file(&path)?;
+            file.images.retain(|e| e.reference != entry.reference);
+            file.images.push(entry);
+            let bytes = serde_json::to_vec_pretty(&file)
+                .map_err(|source| Error::Json { what: "refs.json".to_owned(), source })?;
+            write_atomic(&store.tmp_name(), &path, &bytes)?;
+            let stamp = std::fs::metadata(&path)
+                .ok()
+                .map(|m| (m.modified().unwrap_or(SystemTime::UNIX_EPOCH), m.len()));
+            *store.inner.index.write().unwrap_or_else(|e| e.into_inner()) =
+                Loaded::from_file(file, stamp);
+            drop(lock);
+            Ok(())
+        })
+        .await
+    }
+}
+
+impl Loaded {
+    fn from_file(file: IndexFile, stamp: Option<(SystemTime, u64)>) -> Loaded {
+        let mut by_ref = HashMap::new();
+        let mut entries = Vec::new();
+        for e in file.images {
+            let e = Arc::new(e);
+            // Pinned references find the image by either digest (the index's or the platform
+            // manifest's).
+            by_ref.entry(format!("{}@{}", e.name, e.digest)).or_insert_with(|| e.clone());
+            if let Some(md) = &e.manifest_digest {
+                by_ref.entry(format!("{}@{md}", e.name)).or_insert_with(|| e.clone());
+            }
+            by_ref.insert(e.reference.clone(), e.clone());
+            entries.push(e);
+        }
+        Loaded { by_ref, entries, stamp }
+    }
+}
+
+/// The in-memory key for a reference: `name@digest` when pinned (a tag beside a digest does
+/// not matter, as in docker), else `name:tag`.
+fn lookup_key(r: &Reference) -> String {
+    match &r.digest {
+        Some(d) => format!("{}@{d}", r.name()),
+        None => r.to_string(),
+    }
+}
+
+fn read_index_file(path: &Path) -> Result<IndexFile> {
+    match std::fs::read(path) {
+        Ok(b) => {
+            let f: IndexFile = serde_json::from_slice(&b).map_err(|source| Error::Json {
+                what: format!("the image index {}", path.display()),
+                source,
+            })?;
+            if f.version != INDEX_VERSION {
+                return Err(Error::Io {
+                    op: "reading (unknown version)",
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other(format!("refs.json version {}", f.version)),
+                });
+            }
+            Ok(f)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Ok(IndexFile { version: INDEX_VERSION, images: Vec::new() })
+        }
+        Err(e) => Err(Error::Io { op: "reading", path: path.to_path_buf(), source: e }),
+    }
+}
+
+#[derive(PartialEq, Eq, Debug)]
+enum Kind {
+    Index,
+    Manifest,
+}
+
+/// Whether a manifests-endpoint document is an index or an image manifest: by its own
+/// `mediaType`, else the Content-Type, else its shape.
+fn manifest_kind(bytes: &[u8], content_type: Option<&str>, digest: &str) -> Result<Kind> {
+    let probe: Probe = parse_json(bytes, || format!("manifest {digest}"))?;
+    let mt = probe.media_type.as_deref().or(content_type).unwrap_or("");
+    match mt {
+        manifest::OCI_INDEX | manifest::DOCKER_LIST => Ok(Kind::Index),
+        manifest::OCI_MANIFEST | manifest::DOCKER_MANIFEST => Ok(Kind::Manifest),
+        _ if probe.schema_version == Some(2) && probe.manifests.is_some() => Ok(Kind::Index),
+        _ if probe.schema_version == Some(2) && probe.config.is_some() => Ok(Kind::Manifest),
+        other => Err(Error::UnsupportedMediaType {
+            media_type: if other.is_empty() {
+                format!("unknown (schemaVersion {:?})", probe.schema_version)
+            } else {
+                other.to_owned()
+            },
+            digest: digest.to_owned(),
+        }),
+    }
+}
+
+/// linux/amd64 from an index, as containerd's default platform matcher picks it.
+fn pick_platform<'a>(index: &'a Index, r: &Reference) -> Result<&'a Descriptor> {
+    index
+        .manifests
+        .iter()
+        .find(|d| {
+            d.platform.as_ref().is_some_and(|p| p.os == "linux" && p.architecture == "amd64")
+                && matches!(
+                    d.media_type.as_str(),
+                    manifest::OCI_MANIFEST | manifest::DOCKER_MANIFEST | ""
+                )
+        })
+        .ok_or_else(|| Error::NoMatchingPlatform {
+            reference: r.to_string(),
+            available: {
+                let v: Vec<String> = index
+                    .manifests
+                    .iter()
+                    .map(|d| match &d.platform {
+                        Some(p) => match &p.variant {
+                            Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                            None => format!("{}/{}", p.os, p.architecture),
+                        },
+                        None => "unknown".to_owned(),
+                    })
+                    .collect();
+                if v.is_empty() { "nothing".to_owned() } else { v.join(", ") }
+            },
+        })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    what: impl FnOnce() -> String,
+) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|source| Error::Json { what: what(), source })
+}
+
+fn write_atomic(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut f = std::fs::File::create(tmp).map_err(io_err("creating", tmp))?;
+    f.write_all(bytes).map_err(io_err("writing", tmp))?;
+    f.sync_all().map_err(io_err("syncing", tmp))?;
+    drop(f);
+    std::fs::rename(tmp, path).map_err(io_err("renaming into place", path))?;
+    if let Some(dir) = path.parent()
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+fn remove_path(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Removes a temporary directory on drop unless disarmed.
+struct TmpGuard(Option<PathBuf>);
+
+impl TmpGuard {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TmpGuard {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            // Off the async threads when there is a runtime; a big partial layer takes a while.
+            match tokio::runtime::Handle::try_current() {
+                Ok(h) => {
+                    h.spawn_blocking(move || {
+                        if let Err(e) = remove_path(&p) {
+                            tracing::warn!(path = %p.display(), error = %e, "removing a partial layer");
+                        }
+                    });
+                }
+                Err(_) => {
+                    let _ = remove_path(&p);
+                }
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| Error::Task { what: what.to_owned() })?
+}
+
+async fn tokio_read(path: &Path) -> Result<Bytes> {
+    let p = path.to_path_buf();
+    blocking("reading a blob", move || {
+        std::fs::read(&p).map(Bytes::from).map_err(|source| Error::Io {
+            op: "reading",
+            path: p,
+            source,
+        })
+    })
+    .await
+}
+
+async fn tokio_exists(path: &Path) -> bool {
+    // A stat is fast enough to do inline; the store lives on a local disk.
+    path.is_dir()
+}
+
+/// `a: b: c` for a log line.
+fn crate_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds() {
+        let idx = br#"{"schemaVersion":2,"manifests":[]}"#;
+        assert_eq!(manifest_kind(idx, None, "d").unwrap(), Kind::Index);
+        let m = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        assert_eq!(manifest_kind(m, Some("application/json"), "d").unwrap(), Kind::Manifest);
+        let v1 = br#"{"schemaVersion":1,"fsLayers":[]}"#;
+        assert!(
+            manifest_kind(
+                v1,
+                Some("application/vnd.docker.distribution.manifest.v1+prettyjws"),
+                "d"
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn platform_choice() {
+        let index: Index = serde_json::from_str(
+            r#"{"schemaVersion":2,"manifests":[
+              {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:a","size":1,"platform":{"os":"linux","architecture":"arm64","variant":"v8"}},
+              {"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:b","size":1,"platform":{"os":"linux","architecture":"amd64"}}
+            ]}"#,
+        )
+        .unwrap();
+        let r = Reference::parse("x").unwrap();
+        assert_eq!(pick_platform(&index, &r).unwrap().digest, "sha256:b");
+        let only_arm = Index { manifests: index.manifests[..1].to_vec(), ..index };
+        let e = pick_platform(&only_arm, &r).unwrap_err().to_string();
+        assert!(e.contains("linux/arm64/v8"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn open_cleans_dead_tmp_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        // A "crash": a partial layer of a process that no longer exists.
+        let stale = dir.path().join("tmp/999999999-1-0/usr/bin");
+        std::fs::create_dir_all(&stale).unwrap();
+        let mine = store.tmp_name();
+        std::fs::create_dir_all(&mine).unwrap();
+        let store2 = Store::open(dir.path()).unwrap();
+        assert!(!dir.path().join("tmp/999999999-1-0").exists());
+        assert!(mine.exists(), "a live store's temporary directory must survive another open");
+        assert!(store2.list().unwrap().is_empty());
+        assert!(store2.local("busybox").is_none());
+    }
+}

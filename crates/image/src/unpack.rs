@@ -1,0 +1,472 @@
+//! Unpacking one layer blob, as it streams in, into its own directory: decompress, verify the
+//! blob's digest, and turn OCI whiteouts into overlayfs ones so the directory can be a
+//! `lowerdir` as it is (containerd's `archive.OverlayConvertWhiteout`).
+//!
+//! OCI image-spec `layer.md`: `.wh.NAME` deletes NAME from the layers below (overlayfs: a 0/0
+//! character device NAME), `.wh..wh..opq` hides everything below in its directory (overlayfs: the
+//! `trusted.overlay.opaque=y` xattr on the directory).
+//!
+//! Entries are written through the `tar` crate's `unpack_in`, which refuses `..` and any parent
+//! that resolves (through symlinks written earlier in the layer) outside the layer directory,
+//! and checks hard-link targets the same way. This module refuses `..` loudly rather than
+//! skipping it, and does the same checks for the entries it writes itself (whiteouts, devices).
+
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt as _;
+use std::path::{Component, Path, PathBuf};
+
+use bytes::{Buf as _, Bytes};
+use rustix::fs::{FileType, Mode, Timespec, Timestamps};
+
+use crate::digest::Hasher;
+use crate::manifest::Compression;
+
+/// overlayfs's opaque-directory marker.
+const OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+const WHITEOUT_PREFIX: &str = ".wh.";
+const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
+
+/// What went through the unpacker.
+#[derive(Debug, Clone)]
+pub(crate) struct Unpacked {
+    /// Digest of the compressed blob as received.
+    pub digest: String,
+    /// Bytes of the compressed blob.
+    pub blob_bytes: u64,
+    /// Sum of the regular files' sizes (what the layer takes on disk, roughly).
+    pub unpacked_bytes: u64,
+    pub entries: u64,
+}
+
+/// A `Read` over chunks arriving on a channel from the async download, hashing every byte.
+pub(crate) struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
+    current: Bytes,
+    hasher: Hasher,
+    done: bool,
+}
+
+impl ChannelReader {
+    pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
+        ChannelReader { rx, current: Bytes::new(), hasher: Hasher::new(), done: false }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current[..n]);
+        self.hasher.update(&buf[..n]);
+        self.current.advance(n);
+        Ok(n)
+    }
+}
+
+/// A `Read` over any reader that hashes what passes (for unpacking from files and tests).
+#[cfg(test)]
+pub(crate) struct HashingReader<R> {
+    inner: R,
+    hasher: Hasher,
+}
+
+#[cfg(test)]
+impl<R: Read> HashingReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashingReader { inner, hasher: Hasher::new() }
+    }
+}
+
+#[cfg(test)]
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// A reader that knows the digest of what it read so far.
+pub(crate) trait Hashed: Read {
+    fn hasher(&self) -> &Hasher;
+}
+impl Hashed for ChannelReader {
+    fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+}
+#[cfg(test)]
+impl<R: Read> Hashed for HashingReader<R> {
+    fn hasher(&self) -> &Hasher {
+        &self.hasher
+    }
+}
+
+/// Unpacks a layer blob read from `src` into the existing, empty directory `dest`, reading the
+/// blob to its end so the digest covers all of it. The caller compares the digest and discards
+/// `dest` when it does not match.
+///
+/// # Errors
+/// Corrupt compression or tar data, entries escaping `dest`, or file system errors.
+pub(crate) fn unpack_layer<R: Hashed>(
+    mut src: R,
+    compression: Compression,
+    dest: &Path,
+) -> io::Result<Unpacked> {
+    let (unpacked_bytes, entries) = match compression {
+        Compression::None => {
+            let stats = unpack_tar(&mut src, dest)?;
+            io::copy(&mut src, &mut io::sink())?;
+            stats
+        }
+        Compression::Gzip => {
+            // Multi-member gzip (pigz, concatenated members) is valid gzip.
+            let mut d = flate2::read::MultiGzDecoder::new(&mut src);
+            let stats = unpack_tar(&mut d, dest)?;
+            // Past the tar end-of-archive blocks: the gzip trailer (CRC check) and padding.
+            io::copy(&mut d, &mut io::sink())?;
+            drop(d);
+            io::copy(&mut src, &mut io::sink())?;
+            stats
+        }
+        Compression::Zstd => {
+            let mut d = zstd::stream::read::Decoder::new(&mut src)?;
+            let stats = unpack_tar(&mut d, dest)?;
+            io::copy(&mut d, &mut io::sink())?;
+            drop(d);
+            io::copy(&mut src, &mut io::sink())?;
+            stats
+        }
+    };
+    let h = src.hasher().clone();
+    Ok(Unpacked { blob_bytes: h.len(), digest: h.finish(), unpacked_bytes, entries })
+}
+
+fn unpack_tar<R: Read>(src: R, dest: &Path) -> io::Result<(u64, u64)> {
+    let mut archive = tar::Archive::new(src);
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(true);
+    archive.set_preserve_mtime(true);
+    archive.set_unpack_xattrs(true);
+    archive.set_overwrite(true);
+    let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
+    let (mut bytes, mut count) = (0u64, 0u64);
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        count += 1;
+        let raw = entry.path()?.into_owned();
+        let rel = relative(&raw)?;
+        let Some(name) = rel.file_name() else {
+            // The layer root itself ("./"): its attributes stay those of the layer directory.
+            continue;
+        };
+        let header = entry.header();
+        let kind = header.entry_type();
+        if let Some(target) = name.as_bytes().strip_prefix(WHITEOUT_PREFIX.as_bytes()) {
+            let parent = safe_parent(dest, &rel)?;
+            if name == OPAQUE_WHITEOUT {
+                rustix::fs::lsetxattr(&parent, OPAQUE_XATTR, b"y", rustix::fs::XattrFlags::empty())
+                    .map_err(|e| annotate(e.into(), "marking opaque", &parent))?;
+            } else if target.is_empty() || target == b"." || target == b".." {
+                return Err(invalid(format!("invalid whiteout entry {}", raw.display())));
+            } else {
+                let path = parent.join(OsStr::from_bytes(target));
+                remove_any(&path)?;
+                make_node(&path, FileType::CharacterDevice, 0)?;
+                chown_entry(&path, header)?;
+            }
+            continue;
+        }
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            let parent = safe_parent(dest, &rel)?;
+            let path = parent.join(name);
+            remove_any(&path)?;
+            let (ft, dev) = if kind.is_fifo() {
+                (FileType::Fifo, 0)
+            } else {
+                let major = header.device_major()?.unwrap_or(0);
+                let minor = header.device_minor()?.unwrap_or(0);
+                let ft = if kind.is_character_special() {
+                    FileType::CharacterDevice
+                } else {
+                    FileType::BlockDevice
+                };
+                (ft, rustix::fs::makedev(major, minor))
+            };
+            make_node(&path, ft, dev)?;
+            chown_entry(&path, header)?;
+            let mode = header.mode()? & 0o7777;
+            rustix::fs::chmod(&path, Mode::from_raw_mode(mode))
+                .map_err(|e| annotate(e.into(), "chmod", &path))?;
+            continue;
+        }
+        if kind.is_dir() {
+            dirs.push((rel.clone(), header.mtime().unwrap_or(0)));
+        }
+        if kind.is_file() || kind == tar::EntryType::Continuous {
+            bytes += entry.size();
+        }
+        if !entry.unpack_in(dest)? {
+            return Err(invalid(format!("entry {} escapes the layer", raw.display())));
+        }
+    }
+    // Writing into a directory changed its mtime after its entry set it; restore the layer's
+    // values, deepest first, as tar does.
+    for (rel, mtime) in dirs.iter().rev() {
+        let path = dest.join(rel);
+        let t = Timespec { tv_sec: i64::try_from(*mtime).unwrap_or(0), tv_nsec: 0 };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &path,
+            &Timestamps { last_access: t, last_modification: t },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| annotate(e.into(), "setting mtime", &path))?;
+    }
+    Ok((bytes, count))
+}
+
+/// The entry path with `.`/`/` dropped, refusing `..`.
+fn relative(raw: &Path) -> io::Result<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in raw.components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                return Err(invalid(format!(
+                    "entry {} escapes the layer directory (..)",
+                    raw.display()
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The directory that will hold `rel`, created as needed, with every component checked to be
+/// a real directory inside `dest` (no symlink may lead out of the layer).
+fn safe_parent(dest: &Path, rel: &Path) -> io::Result<PathBuf> {
+    let mut dir = dest.to_path_buf();
+    if let Some(parent) = rel.parent() {
+        for c in parent.components() {
+            dir.push(c);
+            match std::fs::symlink_metadata(&dir) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => {
+                    return Err(invalid(format!(
+                        "entry {} goes through the symlink {}",
+                        rel.display(),
+                        dir.display()
+                    )));
+                }
+                Ok(_) => {
+                    return Err(invalid(format!(
+                        "entry {}: {} is not a directory",
+                        rel.display(),
+                        dir.display()
+                    )));
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    std::fs::create_dir(&dir).map_err(|e| annotate(e, "mkdir", &dir))?;
+                }
+                Err(e) => return Err(annotate(e, "stat", &dir)),
+            }
+        }
+    }
+    Ok(dir)
+}
+
+fn remove_any(path: &Path) -> io::Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(path),
+        Ok(_) => std::fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+    .map_err(|e| annotate(e, "removing", path))
+}
+
+fn make_node(path: &Path, ft: FileType, dev: u64) -> io::Result<()> {
+    rustix::fs::mknodat(rustix::fs::CWD, path, ft, Mode::empty(), dev)
+        .map_err(|e| annotate(e.into(), "mknod", path))
+}
+
+fn chown_entry(path: &Path, header: &tar::Header) -> io::Result<()> {
+    let uid = u32::try_from(header.uid()?).map_err(|_| invalid("uid out of range".into()))?;
+    let gid = u32::try_from(header.gid()?).map_err(|_| invalid("gid out of range".into()))?;
+    rustix::fs::chownat(
+        rustix::fs::CWD,
+        path,
+        Some(rustix::fs::Uid::from_raw(uid)),
+        Some(rustix::fs::Gid::from_raw(gid)),
+        rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| annotate(e.into(), "chown", path))
+}
+
+fn invalid(msg: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg)
+}
+
+fn annotate(e: io::Error, op: &str, path: &Path) -> io::Error {
+    io::Error::new(e.kind(), format!("{op} {}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, PermissionsExt as _};
+
+    use super::*;
+
+    fn tar_of(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(mode);
+        h.set_size(size);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_000_000);
+        h
+    }
+
+    fn file(b: &mut tar::Builder<Vec<u8>>, path: &str, data: &[u8]) {
+        let mut h = header(tar::EntryType::Regular, 0o644, data.len() as u64);
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    fn unpack(tar: &[u8]) -> (tempfile::TempDir, io::Result<Unpacked>) {
+        let dir = tempfile::tempdir().unwrap();
+        let r = unpack_layer(HashingReader::new(tar), Compression::None, dir.path());
+        (dir, r)
+    }
+
+    #[test]
+    fn whiteouts_become_overlay_whiteouts() {
+        let tar = tar_of(|b| {
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            b.append_data(&mut h, "etc/", io::empty()).unwrap();
+            file(b, "etc/.wh.gone", b"");
+            file(b, "var/lib/.wh..wh..opq", b"");
+            file(b, "etc/kept", b"x");
+        });
+        let (dir, r) = unpack(&tar);
+        let u = r.unwrap();
+        assert_eq!(u.entries, 4);
+        assert_eq!(u.digest, crate::digest::sha256(&tar));
+        let m = std::fs::symlink_metadata(dir.path().join("etc/gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(m.rdev(), 0);
+        let mut buf = [0u8; 4];
+        let n = rustix::fs::lgetxattr(dir.path().join("var/lib"), OPAQUE_XATTR, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"y");
+        assert!(!dir.path().join("var/lib/.wh..wh..opq").exists());
+        // The directory's own mtime survives files being written into it afterwards.
+        let m = std::fs::metadata(dir.path().join("etc")).unwrap();
+        assert_eq!(m.mtime(), 1_000_000);
+        assert_eq!(m.permissions().mode() & 0o7777, 0o755);
+    }
+
+    #[test]
+    fn refuses_parent_dir_entries() {
+        // The tar crate's builder refuses "..", so write the name into the header by hand.
+        let mut h = header(tar::EntryType::Regular, 0o644, 1);
+        h.as_gnu_mut().unwrap().name[..10].copy_from_slice(b"../escaped");
+        h.set_cksum();
+        let mut tar = h.as_bytes().to_vec();
+        tar.extend_from_slice(&[b'x'; 512]);
+        tar.extend_from_slice(&[0; 1024]);
+        let (dir, r) = unpack(&tar);
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("escapes"), "{e}");
+        assert!(!dir.path().parent().unwrap().join("escaped").exists());
+    }
+
+    #[test]
+    fn refuses_writing_through_symlinks() {
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().to_str().unwrap().to_owned();
+        let tar = tar_of(|b| {
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            b.append_link(&mut h, "evil", &target).unwrap();
+            file(b, "evil/pwned", b"x");
+        });
+        let (_dir, r) = unpack(&tar);
+        assert!(r.is_err());
+        assert!(!outside.path().join("pwned").exists());
+        // Whiteouts go through the same check.
+        let tar = tar_of(|b| {
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            b.append_link(&mut h, "evil", &target).unwrap();
+            file(b, "evil/.wh.x", b"");
+        });
+        let (_dir, r) = unpack(&tar);
+        assert!(r.unwrap_err().to_string().contains("symlink"));
+        assert!(!outside.path().join("x").exists());
+    }
+
+    #[test]
+    fn hard_links_symlinks_and_modes() {
+        let tar = tar_of(|b| {
+            let mut h = header(tar::EntryType::Regular, 0o4755, 3);
+            h.set_uid(1234);
+            h.set_gid(5678);
+            b.append_data(&mut h, "bin/tool", &b"abc"[..]).unwrap();
+            let mut h = header(tar::EntryType::Link, 0o644, 0);
+            b.append_link(&mut h, "bin/tool2", "bin/tool").unwrap();
+            let mut h = header(tar::EntryType::Symlink, 0o777, 0);
+            b.append_link(&mut h, "bin/sh", "/bin/tool").unwrap();
+            let mut h = header(tar::EntryType::Fifo, 0o600, 0);
+            b.append_data(&mut h, "run/fifo", io::empty()).unwrap();
+        });
+        let (dir, r) = unpack(&tar);
+        r.unwrap();
+        let a = std::fs::metadata(dir.path().join("bin/tool")).unwrap();
+        let b = std::fs::metadata(dir.path().join("bin/tool2")).unwrap();
+        assert_eq!(a.ino(), b.ino());
+        assert_eq!(a.nlink(), 2);
+        assert_eq!(a.permissions().mode() & 0o7777, 0o4755);
+        assert_eq!((a.uid(), a.gid()), (1234, 5678));
+        assert_eq!(a.mtime(), 1_000_000);
+        assert_eq!(std::fs::read_link(dir.path().join("bin/sh")).unwrap(), Path::new("/bin/tool"));
+        let f = std::fs::symlink_metadata(dir.path().join("run/fifo")).unwrap();
+        assert!(f.file_type().is_fifo());
+        assert_eq!(f.permissions().mode() & 0o7777, 0o600);
+    }
+
+    #[test]
+    fn gzip_and_zstd_digest_covers_the_compressed_blob() {
+        use std::io::Write as _;
+        let tar = tar_of(|b| file(b, "a", b"hello"));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let gz = gz.finish().unwrap();
+        let zs = zstd::encode_all(&tar[..], 1).unwrap();
+        for (blob, c) in [(gz, Compression::Gzip), (zs, Compression::Zstd)] {
+            let dir = tempfile::tempdir().unwrap();
+            let u = unpack_layer(HashingReader::new(&blob[..]), c, dir.path()).unwrap();
+            assert_eq!(u.digest, crate::digest::sha256(&blob));
+            assert_eq!(u.blob_bytes, blob.len() as u64);
+            assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"hello");
+        }
+    }
+}
