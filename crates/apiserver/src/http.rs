@@ -464,11 +464,12 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
                     "pod {name} is not scheduled to a node yet, so it has no logs"
                 )));
             }
-            Err(ApiError::new(
-                503,
-                "ServiceUnavailable",
-                format!("no node agent serves logs for node {node:?} yet"),
-            ))
+            let node_obj = match ctx.api.registry.get("", "v1", "nodes") {
+                Some(nodes) => api.get(&nodes, "", node).ok().map(|o| o.value.clone()),
+                None => None,
+            };
+            crate::logs::proxy(&obj.value, node_obj.as_ref(), query.get("container"), &query.0, &ctx.token)
+                .await
         }
         (&Method::POST, None, None) => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;

@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod gc;
 pub mod http;
+pub mod logs;
 pub mod pki;
 pub mod registry;
 pub mod rest;

@@ -2,6 +2,8 @@
 //! into commands; the logic lives in the libraries (ripgrep's `crates/core` pattern).
 
 mod bench;
+mod image;
+mod trace;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,12 +33,68 @@ struct ServerArgs {
     listen: SocketAddr,
 }
 
+/// Options of the node agent, for `kinetic node` and the agent inside `kinetic up`.
+#[derive(clap::Args, Clone)]
+struct NodeArgs {
+    /// The Node's name [default: the host name]
+    #[arg(long)]
+    node_name: Option<String>,
+    /// Address of the node's log endpoint (what kubelet serves on port 10250)
+    #[arg(long, default_value = "127.0.0.1:10250")]
+    node_listen: SocketAddr,
+    /// The address published as the Node's InternalIP
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
+    /// Pod IPs come from this range, on the bridge below
+    #[arg(long, default_value = "10.88.0.0/16")]
+    pod_cidr: String,
+    /// The bridge the CNI bridge plugin creates for pods
+    #[arg(long, default_value = "kinetic0")]
+    bridge: String,
+    /// Registries (host or host:port) reachable over plain http; loopback ones always are
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    insecure_registries: Vec<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Start the embedded control plane and write a kubeconfig; runs until SIGINT/SIGTERM
-    Up(ServerArgs),
+    /// Start the embedded control plane (API server, scheduler, one node agent) and write a
+    /// kubeconfig; runs until SIGINT/SIGTERM
+    Up {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        node: NodeArgs,
+        /// Run only the API server and the scheduler, no node agent
+        #[arg(long)]
+        no_node: bool,
+    },
     /// Run the API server alone
     Apiserver(ServerArgs),
+    /// Run a node agent: register a Node with the cluster of KUBECONFIG and run its pods
+    Node {
+        /// The cluster to join [default: $KUBECONFIG, then ~/.kube/config]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Where images, pod state and logs live [default: <kinetic data dir>/node]
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        #[command(flatten)]
+        node: NodeArgs,
+    },
+    /// Pull and list images in the node's image store
+    Image {
+        #[command(subcommand)]
+        cmd: image::ImageCmd,
+    },
+    /// Show where pods' start-up time went (from their timeline annotations)
+    Trace {
+        /// The cluster [default: $KUBECONFIG, then the kinetic data dir's kubeconfig]
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: trace::TraceCmd,
+    },
     /// Measure Kinetic against its targets
     Bench {
         #[command(subcommand)]
@@ -63,21 +121,135 @@ fn init_tracing() {
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }
 
-async fn serve(args: ServerArgs, what: &str) -> anyhow::Result<()> {
+/// What `serve` runs besides the API server.
+struct Extras {
+    scheduler: bool,
+    node: Option<NodeArgs>,
+}
+
+async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
     let server = kinetic_apiserver::ApiServer::start(cfg).await.with_context(|| {
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;
     let kubeconfig = server.write_kubeconfig().context("writing the kubeconfig")?;
+    let client = client_from(Some(&kubeconfig)).await?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let scheduler = extras.scheduler.then(|| {
+        let client = client.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let cfg = kinetic_controllers::SchedulerConfig::default();
+            if let Err(e) = kinetic_controllers::run_scheduler(client, cfg, shutdown).await {
+                tracing::error!(error = %format!("{e:#}"), "the scheduler stopped");
+            }
+        })
+    });
+    let agent = match extras.node {
+        Some(node) => {
+            let mut cfg = node_config(&node, data_dir.join("node"));
+            cfg.auth_token = Some(server.token().to_owned());
+            Some(
+                kinetic_node::Agent::start(client.clone(), cfg)
+                    .await
+                    .context("starting the node agent")?,
+            )
+        }
+        None => None,
+    };
     #[allow(clippy::print_stdout)]
     {
         println!("kinetic {what} is serving the Kubernetes API at {}", server.url());
+        if agent.is_some() {
+            println!("node agent: running pods with runc (state in {})", data_dir.join("node").display());
+        }
         println!("kubeconfig: {}", kubeconfig.display());
         println!("  export KUBECONFIG={}", kubeconfig.display());
     }
     wait_for_signal().await?;
+    let _ = stop_tx.send(true);
+    if let Some(a) = agent {
+        a.shutdown().await;
+    }
+    if let Some(s) = scheduler {
+        let _ = s.await;
+    }
     server.shutdown().await;
+    Ok(())
+}
+
+fn hostname() -> String {
+    let n = rustix::system::uname();
+    let n = n.nodename().to_string_lossy().to_ascii_lowercase();
+    if n.is_empty() { "kinetic".into() } else { n }
+}
+
+fn node_config(args: &NodeArgs, data_dir: PathBuf) -> kinetic_node::Config {
+    let mut cfg =
+        kinetic_node::Config::new(&args.node_name.clone().unwrap_or_else(hostname), data_dir);
+    cfg.listen = args.node_listen;
+    cfg.node_ip = args.node_ip;
+    cfg.pod_cidr.clone_from(&args.pod_cidr);
+    cfg.bridge.clone_from(&args.bridge);
+    cfg.insecure_registries.clone_from(&args.insecure_registries);
+    cfg
+}
+
+/// A client for `kubeconfig`, else $KUBECONFIG / ~/.kube/config, else the kubeconfig that
+/// `kinetic up` writes in the default data directory.
+async fn client_from(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
+    let path = match kubeconfig {
+        Some(p) => p.to_path_buf(),
+        None => {
+            if let Ok(c) = kube::Client::try_default().await {
+                return Ok(c);
+            }
+            default_data_dir().join("kubeconfig")
+        }
+    };
+    let kc = kube::config::Kubeconfig::read_from(&path)
+        .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading the kubeconfig {}", path.display()))?;
+    kube::Client::try_from(cfg).context("building the API client")
+}
+
+/// The bearer token of the kubeconfig's current user, if it has one.
+fn kubeconfig_token(path: Option<&std::path::Path>) -> Option<String> {
+    let kc = match path {
+        Some(p) => kube::config::Kubeconfig::read_from(p).ok()?,
+        None => kube::config::Kubeconfig::read().ok()?,
+    };
+    let ctx_name = kc.current_context.clone()?;
+    let ctx = kc.contexts.iter().find(|c| c.name == ctx_name)?.context.clone()?;
+    let user = ctx.user?;
+    let auth = kc.auth_infos.iter().find(|a| a.name == user)?.auth_info.clone()?;
+    // kube keeps the token in a secrecy box; its serializer writes it out as kubeconfig does.
+    let v = serde_json::to_value(&auth).ok()?;
+    v.get("token").and_then(serde_json::Value::as_str).map(str::to_owned)
+}
+
+async fn run_node(kubeconfig: Option<PathBuf>, data_dir: Option<PathBuf>, node: NodeArgs) -> anyhow::Result<()> {
+    let client = client_from(kubeconfig.as_deref()).await?;
+    let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
+    let mut cfg = node_config(&node, dir);
+    cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
+    if cfg.auth_token.is_none() {
+        tracing::warn!("the kubeconfig has no bearer token: the log endpoint will refuse every request");
+    }
+    let name = cfg.node_name.clone();
+    let agent = kinetic_node::Agent::start(client, cfg).await.context("starting the node agent")?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("kinetic node {name} is running; logs served at {}", agent.log_addr());
+    }
+    wait_for_signal().await?;
+    agent.shutdown().await;
     Ok(())
 }
 
@@ -119,8 +291,18 @@ fn main() -> std::process::ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Up(args) => serve(args, "control plane").await,
-            Command::Apiserver(args) => serve(args, "API server").await,
+            Command::Up { server, node, no_node } => {
+                let extras = Extras { scheduler: true, node: (!no_node).then_some(node) };
+                serve(server, "control plane", extras).await
+            }
+            Command::Apiserver(args) => {
+                serve(args, "API server", Extras { scheduler: false, node: None }).await
+            }
+            Command::Node { kubeconfig, data_dir, node } => run_node(kubeconfig, data_dir, node).await,
+            Command::Image { cmd } => image::run(cmd, &default_data_dir()).await,
+            Command::Trace { kubeconfig, cmd } => {
+                trace::run(client_from(kubeconfig.as_deref()).await?, cmd).await
+            }
             Command::Bench { what } => bench::run(what).await,
         }
     });

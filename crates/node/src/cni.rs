@@ -163,17 +163,6 @@ async fn run_ip(args: &[&str]) -> Result<()> {
     })
 }
 
-/// Deletes a bridge interface (used by tests and `kinetic node --cleanup`).
-///
-/// # Errors
-/// `ip link delete` fails for a reason other than the bridge being absent.
-pub async fn delete_bridge(bridge: &str) -> Result<()> {
-    if !Path::new("/sys/class/net").join(bridge).exists() {
-        return Ok(());
-    }
-    run_ip(&["link", "delete", bridge]).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,8 +51,6 @@ use kube::runtime::WatchStreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-pub use cni::delete_bridge;
-
 /// Errors of the node agent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

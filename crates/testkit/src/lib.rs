@@ -5,6 +5,7 @@
 //! Nothing here fakes the server: tests talk HTTPS to the same code `kinetic up` runs.
 
 pub mod images;
+pub mod net;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
 mod durability;
+mod node;
 mod up;
 
 use std::path::{Path, PathBuf};
@@ -23,10 +24,16 @@ pub fn free_port() -> u16 {
 /// Starts `kinetic SUBCOMMAND --data-dir DIR --listen 127.0.0.1:PORT` and waits until it
 /// answers `/readyz`.
 pub async fn start(sub: &str, dir: &Path, port: u16) -> Kinetic {
+    start_with(sub, dir, port, &[]).await
+}
+
+/// [`start`] with more arguments.
+pub async fn start_with(sub: &str, dir: &Path, port: u16, extra: &[&str]) -> Kinetic {
     let kubeconfig = dir.join("kubeconfig");
     let _ = std::fs::remove_file(&kubeconfig);
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
         .args([sub, "--data-dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
+        .args(extra)
         .env("KINETIC_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -7,7 +7,8 @@ use std::os::unix::fs::PermissionsExt as _;
 async fn kinetic_up_serves_kubectl_apply_of_the_demo_manifests() {
     let dir = tempfile::tempdir().unwrap();
     let port = crate::free_port();
-    let mut up = crate::start("up", dir.path(), port).await;
+    // The node agent is covered by the node tests; this one checks the API side of `up`.
+    let mut up = crate::start_with("up", dir.path(), port, &["--no-node"]).await;
     let mode = std::fs::metadata(&up.kubeconfig).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the kubeconfig holds the admin token");
     let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");

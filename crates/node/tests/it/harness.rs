@@ -2,7 +2,6 @@
 //! subnet (so tests run in parallel), and a synchronous clean-up on drop that removes whatever
 //! a failed test left (containers, namespaces, mounts, the bridge).
 
-use std::os::fd::AsFd as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -23,23 +22,7 @@ pub struct Cluster {
     pub agent: Option<Agent>,
     pub cfg: Config,
     _dir: tempfile::TempDir,
-    _slot: std::fs::File,
-}
-
-/// Takes one of 200 network slots (bridge name and /24 subnet) with an exclusive file lock,
-/// held for the test's life.
-fn network_slot() -> (u32, std::fs::File) {
-    let dir = Path::new("/run/kinetic-test-slots");
-    std::fs::create_dir_all(dir).unwrap();
-    loop {
-        for i in 0..200u32 {
-            let f = std::fs::File::create(dir.join(i.to_string())).unwrap();
-            if rustix::fs::flock(f.as_fd(), rustix::fs::FlockOperation::NonBlockingLockExclusive).is_ok() {
-                return (i, f);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    _slot: kinetic_testkit::net::NetSlot,
 }
 
 impl Cluster {
@@ -51,22 +34,20 @@ impl Cluster {
         for (what, path) in [("runc", "/usr/sbin/runc"), ("the CNI bridge plugin", "/usr/lib/cni/bridge")] {
             assert!(Path::new(path).exists(), "{what} is missing at {path}: run scripts/install-deps.sh");
         }
-        let (slot, lock) = network_slot();
+        let slot = kinetic_testkit::net::NetSlot::take();
         let dir = tempfile::Builder::new().prefix("kinetic-node-it").tempdir_in("/var/tmp").unwrap();
         let server = TestServer::start().await.unwrap();
         let registry = Registry::start().await.unwrap();
         let client = server.client().await.unwrap();
         let mut cfg = Config::new(NODE, dir.path().join("node"));
-        cfg.bridge = format!("ktest{slot}");
-        cfg.pod_cidr = format!("10.201.{slot}.0/24");
+        cfg.bridge.clone_from(&slot.bridge);
+        cfg.pod_cidr.clone_from(&slot.cidr);
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.crash_backoff = Duration::from_secs(1);
         cfg.auth_token = Some(server.server().token().to_owned());
         tune(&mut cfg);
-        // A previous run that crashed may have left this slot's bridge.
-        kinetic_node::delete_bridge(&cfg.bridge).await.unwrap();
         let agent = Agent::start(client.clone(), cfg.clone()).await.unwrap();
-        Cluster { server, registry, client, agent: Some(agent), cfg, _dir: dir, _slot: lock }
+        Cluster { server, registry, client, agent: Some(agent), cfg, _dir: dir, _slot: slot }
     }
 
     pub async fn stop_agent(&mut self) {
@@ -257,6 +238,5 @@ impl Drop for Cluster {
                 }
             }
         }
-        let _ = std::process::Command::new("ip").args(["link", "delete", &self.cfg.bridge]).output();
     }
 }
