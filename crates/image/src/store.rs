@@ -37,8 +37,11 @@ struct Inner {
     index: RwLock<Loaded>,
     /// One lock per layer digest being fetched, so concurrent pulls share the work.
     layer_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
-    tmp_seq: AtomicU64,
 }
+
+/// Numbers temporary files and directories; process-wide, so two stores on one directory in
+/// one process (tests, the CLI inside `kinetic up`) never pick the same name.
+static TMP_SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// `refs.json` in memory, with what it was loaded from to notice other processes' writes.
 #[derive(Default)]
@@ -130,7 +133,6 @@ impl Store {
                 transport: Transport::default(),
                 index: RwLock::new(Loaded::default()),
                 layer_locks: Mutex::new(HashMap::new()),
-                tmp_seq: AtomicU64::new(0),
             }),
         };
         store.clean_tmp()?;
@@ -415,6 +417,8 @@ impl Store {
             digest: d.digest.clone(),
         })?;
         let path = self.blob_path(&d.digest);
+        let lock = self.layer_lock(&d.digest);
+        let _guard = lock.lock().await;
         match tokio_read(&path).await {
             Ok(b) => return Ok((b, 0)),
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {}
@@ -456,7 +460,7 @@ impl Store {
     }
 
     fn tmp_name(&self) -> PathBuf {
-        let n = self.inner.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        let n = TMP_SEQ.fetch_add(1, Ordering::Relaxed);
         self.inner.root.join("tmp").join(format!("{}-{}-{n}", std::process::id(), process_nonce()))
     }
 
@@ -533,67 +537,21 @@ impl Store {
             })?;
         let tmp = self.tmp_name();
         std::fs::create_dir(&tmp).map_err(io_err("creating", &tmp))?;
-        // Removes the temporary directory however this function ends (error, cancellation).
+        // Removes the temporary directory if this future is dropped half-way (cancellation).
         let cleanup = TmpGuard(Some(tmp.clone()));
-        let fetched = session.get_blob(&d.digest).await?;
-        let url = fetched.url.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(32);
-        let dest = tmp.clone();
-        let unpacker = tokio::task::spawn_blocking(move || {
-            unpack::unpack_layer(ChannelReader::new(rx), compression, &dest)
-        });
-        let mut body = fetched.response.into_body();
-        let mut received = 0u64;
-        let mut pump_error = None;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    received += data.len() as u64;
-                    progress.advanced(data.len() as u64);
-                    if received > d.size {
-                        pump_error = Some(Error::SizeMismatch {
-                            digest: d.digest.clone(),
-                            expected: d.size,
-                            actual: received,
-                        });
-                        let _ = tx
-                            .send(Err(std::io::Error::other("blob larger than its descriptor")))
-                            .await;
-                        break;
-                    }
-                    if tx.send(Ok(data)).await.is_err() {
-                        // The unpacker stopped (bad data); its error says why.
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other("download interrupted"))).await;
-                    pump_error = Some(Error::Body { url: url.clone(), source: Box::new(e) });
-                    break;
-                }
+        let unpacked = match self.fetch_into(session, d, progress, compression, &tmp).await {
+            Ok(u) => u,
+            Err(e) => {
+                // Remove before reporting, so a failed pull leaves nothing behind.
+                let t = tmp.clone();
+                blocking("removing a partial layer", move || {
+                    remove_path(&t).map_err(io_err("removing", &t))
+                })
+                .await?;
+                cleanup.disarm();
+                return Err(e);
             }
-        }
-        drop(tx);
-        let unpacked = unpacker.await.map_err(|_| Error::Task { what: d.digest.clone() })?;
-        if let Some(e) = pump_error {
-            return Err(e);
-        }
-        let unpacked =
-            unpacked.map_err(|source| Error::Unpack { digest: d.digest.clone(), source })?;
-        if unpacked.digest != d.digest {
-            return Err(Error::DigestMismatch {
-                expected: d.digest.clone(),
-                actual: unpacked.digest,
-            });
-        }
-        if unpacked.blob_bytes != d.size {
-            return Err(Error::SizeMismatch {
-                digest: d.digest.clone(),
-                expected: d.size,
-                actual: unpacked.blob_bytes,
-            });
-        }
+        };
         let meta = LayerMeta {
             media_type: d.media_type.clone(),
             size: d.size,
@@ -621,6 +579,78 @@ impl Store {
         cleanup.disarm();
         tracing::debug!(digest = %d.digest, bytes = d.size, unpacked = unpacked.unpacked_bytes, entries = unpacked.entries, "layer unpacked");
         Ok(unpacked.unpacked_bytes)
+    }
+
+    /// Streams layer `d` into the unpacker writing `tmp`, and checks its digest and size.
+    async fn fetch_into(
+        &self,
+        session: &Session,
+        d: &Descriptor,
+        progress: &dyn Progress,
+        compression: Compression,
+        tmp: &Path,
+    ) -> Result<unpack::Unpacked> {
+        let fetched = session.get_blob(&d.digest).await?;
+        let url = fetched.url.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(32);
+        let dest = tmp.to_path_buf();
+        let unpacker = tokio::task::spawn_blocking(move || {
+            unpack::unpack_layer(ChannelReader::new(rx), compression, &dest)
+        });
+        let mut body = fetched.response.into_body();
+        // The digest is computed here, over exactly the bytes received, and covers the whole
+        // blob even when the unpacker gives up early: corrupt content is then reported as a
+        // digest mismatch, which is what it is, rather than as whatever broke the unpacker.
+        let mut hasher = digest::Hasher::new();
+        let mut unpacker_open = true;
+        let mut pump_error = None;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    hasher.update(&data);
+                    progress.advanced(data.len() as u64);
+                    if hasher.len() > d.size {
+                        pump_error = Some(Error::SizeMismatch {
+                            digest: d.digest.clone(),
+                            expected: d.size,
+                            actual: hasher.len(),
+                        });
+                        let _ = tx
+                            .send(Err(std::io::Error::other("blob larger than its descriptor")))
+                            .await;
+                        break;
+                    }
+                    if unpacker_open && tx.send(Ok(data)).await.is_err() {
+                        unpacker_open = false;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other("download interrupted"))).await;
+                    pump_error = Some(Error::Body { url: url.clone(), source: Box::new(e) });
+                    break;
+                }
+            }
+        }
+        drop(tx);
+        let unpacked = unpacker.await.map_err(|_| Error::Task { what: d.digest.clone() })?;
+        if let Some(e) = pump_error {
+            return Err(e);
+        }
+        let (received, actual) = (hasher.len(), hasher.finish());
+        if actual != d.digest {
+            return Err(Error::DigestMismatch { expected: d.digest.clone(), actual });
+        }
+        if received != d.size {
+            return Err(Error::SizeMismatch {
+                digest: d.digest.clone(),
+                expected: d.size,
+                actual: received,
+            });
+        }
+        let unpacked =
+            unpacked.map_err(|source| Error::Unpack { digest: d.digest.clone(), source })?;
+        Ok(unpacked)
     }
 
     /// Adds or replaces an entry in `refs.json` under the store's file lock, merging entries

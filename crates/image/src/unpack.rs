@@ -19,6 +19,7 @@ use std::path::{Component, Path, PathBuf};
 use bytes::{Buf as _, Bytes};
 use rustix::fs::{FileType, Mode, Timespec, Timestamps};
 
+#[cfg(test)]
 use crate::digest::Hasher;
 use crate::manifest::Compression;
 
@@ -30,26 +31,21 @@ const OPAQUE_WHITEOUT: &str = ".wh..wh..opq";
 /// What went through the unpacker.
 #[derive(Debug, Clone)]
 pub(crate) struct Unpacked {
-    /// Digest of the compressed blob as received.
-    pub digest: String,
-    /// Bytes of the compressed blob.
-    pub blob_bytes: u64,
     /// Sum of the regular files' sizes (what the layer takes on disk, roughly).
     pub unpacked_bytes: u64,
     pub entries: u64,
 }
 
-/// A `Read` over chunks arriving on a channel from the async download, hashing every byte.
+/// A `Read` over chunks arriving on a channel from the async download (which hashes them).
 pub(crate) struct ChannelReader {
     rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>,
     current: Bytes,
-    hasher: Hasher,
     done: bool,
 }
 
 impl ChannelReader {
     pub(crate) fn new(rx: tokio::sync::mpsc::Receiver<io::Result<Bytes>>) -> ChannelReader {
-        ChannelReader { rx, current: Bytes::new(), hasher: Hasher::new(), done: false }
+        ChannelReader { rx, current: Bytes::new(), done: false }
     }
 }
 
@@ -70,7 +66,6 @@ impl Read for ChannelReader {
         }
         let n = buf.len().min(self.current.len());
         buf[..n].copy_from_slice(&self.current[..n]);
-        self.hasher.update(&buf[..n]);
         self.current.advance(n);
         Ok(n)
     }
@@ -88,6 +83,10 @@ impl<R: Read> HashingReader<R> {
     pub(crate) fn new(inner: R) -> Self {
         HashingReader { inner, hasher: Hasher::new() }
     }
+
+    pub(crate) fn digest(&self) -> String {
+        self.hasher.clone().finish()
+    }
 }
 
 #[cfg(test)]
@@ -99,29 +98,13 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-/// A reader that knows the digest of what it read so far.
-pub(crate) trait Hashed: Read {
-    fn hasher(&self) -> &Hasher;
-}
-impl Hashed for ChannelReader {
-    fn hasher(&self) -> &Hasher {
-        &self.hasher
-    }
-}
-#[cfg(test)]
-impl<R: Read> Hashed for HashingReader<R> {
-    fn hasher(&self) -> &Hasher {
-        &self.hasher
-    }
-}
-
 /// Unpacks a layer blob read from `src` into the existing, empty directory `dest`, reading the
-/// blob to its end so the digest covers all of it. The caller compares the digest and discards
-/// `dest` when it does not match.
+/// blob to its end so that a hash the caller computes over `src` covers all of it. The caller
+/// compares the digest and discards `dest` when it does not match.
 ///
 /// # Errors
 /// Corrupt compression or tar data, entries escaping `dest`, or file system errors.
-pub(crate) fn unpack_layer<R: Hashed>(
+pub(crate) fn unpack_layer<R: Read>(
     mut src: R,
     compression: Compression,
     dest: &Path,
@@ -151,8 +134,7 @@ pub(crate) fn unpack_layer<R: Hashed>(
             stats
         }
     };
-    let h = src.hasher().clone();
-    Ok(Unpacked { blob_bytes: h.len(), digest: h.finish(), unpacked_bytes, entries })
+    Ok(Unpacked { unpacked_bytes, entries })
 }
 
 fn unpack_tar<R: Read>(src: R, dest: &Path) -> io::Result<(u64, u64)> {
@@ -356,7 +338,11 @@ mod tests {
 
     fn unpack(tar: &[u8]) -> (tempfile::TempDir, io::Result<Unpacked>) {
         let dir = tempfile::tempdir().unwrap();
-        let r = unpack_layer(HashingReader::new(tar), Compression::None, dir.path());
+        let mut src = HashingReader::new(tar);
+        let r = unpack_layer(&mut src, Compression::None, dir.path());
+        if r.is_ok() {
+            assert_eq!(src.digest(), crate::digest::sha256(tar));
+        }
         (dir, r)
     }
 
@@ -372,7 +358,6 @@ mod tests {
         let (dir, r) = unpack(&tar);
         let u = r.unwrap();
         assert_eq!(u.entries, 4);
-        assert_eq!(u.digest, crate::digest::sha256(&tar));
         let m = std::fs::symlink_metadata(dir.path().join("etc/gone")).unwrap();
         assert!(m.file_type().is_char_device());
         assert_eq!(m.rdev(), 0);
@@ -463,9 +448,10 @@ mod tests {
         let zs = zstd::encode_all(&tar[..], 1).unwrap();
         for (blob, c) in [(gz, Compression::Gzip), (zs, Compression::Zstd)] {
             let dir = tempfile::tempdir().unwrap();
-            let u = unpack_layer(HashingReader::new(&blob[..]), c, dir.path()).unwrap();
-            assert_eq!(u.digest, crate::digest::sha256(&blob));
-            assert_eq!(u.blob_bytes, blob.len() as u64);
+            let mut src = HashingReader::new(&blob[..]);
+            let u = unpack_layer(&mut src, c, dir.path()).unwrap();
+            assert_eq!(u.unpacked_bytes, 5);
+            assert_eq!(src.digest(), crate::digest::sha256(&blob));
             assert_eq!(std::fs::read(dir.path().join("a")).unwrap(), b"hello");
         }
     }
