@@ -3,6 +3,7 @@
 //! create whiteout devices need root, as the node agent does.
 #![allow(clippy::unwrap_used)]
 
+mod auth;
 mod layers;
 mod pull;
 mod verify;
