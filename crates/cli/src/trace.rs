@@ -48,8 +48,12 @@ pub async fn run(client: Client, cmd: TraceCmd) -> anyhow::Result<()> {
     let out = match cmd {
         TraceCmd::Pod { name, namespace } => {
             let api: Api<Pod> = Api::namespaced(client, &namespace);
-            let pod =
-                api.get(&name).await.with_context(|| format!("getting pod {namespace}/{name}"))?;
+            let pod = match api.get(&name).await {
+                Err(kube::Error::Api(s)) if s.code == 404 => {
+                    anyhow::bail!("pod {namespace}/{name} not found")
+                }
+                r => r.with_context(|| format!("getting pod {namespace}/{name}"))?,
+            };
             let tl = timeline_of(&pod)?;
             format!("pod {namespace}/{name}\n\n{}", render_pod(&tl))
         }
@@ -182,7 +186,19 @@ pub fn render_pod(tl: &Timeline) -> String {
     out +=
         &table(&["PHASE", "START ms", "DURATION ms", "DETAIL"], &[false, true, true, false], &rows);
     if tl.ready.is_none() {
-        out += "\nthe pod is not ready yet: phases without an end are still running or did not happen\n";
+        let waiting = if tl.scheduled.is_none() {
+            "it is not scheduled"
+        } else if tl.observed.is_none() {
+            "its node has not picked it up"
+        } else if tl.sandbox_ready.is_none() {
+            "its sandbox is not ready"
+        } else {
+            "its containers are not all ready"
+        };
+        let _ = writeln!(
+            out,
+            "\nthe pod is not ready yet: {waiting} (phases without a duration have not ended)"
+        );
     }
 
     // The waterfall: every phase with both ends, on one time axis.
@@ -406,7 +422,7 @@ mod tests {
             sandbox            2.5             -
             total              0.0             -
 
-            the pod is not ready yet: phases without an end are still running or did not happen
+            the pod is not ready yet: its sandbox is not ready (phases without a duration have not ended)
 
                          0 ms                                                         2.5 ms
             schedule     ########
