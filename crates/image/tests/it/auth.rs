@@ -84,30 +84,22 @@ const TOKEN: &str = "tok-0123456789";
 /// which hands out TOKEN for Basic `bob:hunter2`; with the token, requests are proxied to the
 /// real registry behind it.
 async fn token_front(upstream: String) -> (String, Arc<Mutex<Seen>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<Full<Bytes>>();
-    let (a, s) = (addr.clone(), seen.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((conn, _)) = listener.accept().await else { return };
-            let (addr, seen, client, upstream) =
-                (a.clone(), s.clone(), client.clone(), upstream.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (addr, seen, client, upstream) =
-                        (addr.clone(), seen.clone(), client.clone(), upstream.clone());
-                    async move {
-                        Ok::<_, Infallible>(handle(req, &addr, &seen, &client, &upstream).await)
-                    }
-                });
-                let io = hyper_util::rt::TokioIo::new(conn);
-                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
-            });
+    // The challenge names the front's own address, known only once it listens.
+    let own = Arc::new(std::sync::OnceLock::<String>::new());
+    let (s, o) = (seen.clone(), own.clone());
+    let addr = serve(move |req| {
+        let (seen, own, client, upstream) =
+            (s.clone(), o.clone(), client.clone(), upstream.clone());
+        async move {
+            let addr = own.get().cloned().unwrap_or_default();
+            handle(req, &addr, &seen, &client, &upstream).await
         }
-    });
+    })
+    .await;
+    own.set(addr.clone()).unwrap();
     (addr, seen)
 }
 
@@ -115,10 +107,7 @@ async fn handle(
     req: Request<Incoming>,
     addr: &str,
     seen: &Mutex<Seen>,
-    client: &hyper_util::client::legacy::Client<
-        hyper_util::client::legacy::connect::HttpConnector,
-        Full<Bytes>,
-    >,
+    client: &HttpClient,
     upstream: &str,
 ) -> Response<Full<Bytes>> {
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -155,6 +144,20 @@ async fn handle(
         );
         return r;
     }
+    proxy(req, client, upstream).await
+}
+
+type HttpClient = hyper_util::client::legacy::Client<
+    hyper_util::client::legacy::connect::HttpConnector,
+    Full<Bytes>,
+>;
+
+/// Forwards a GET/HEAD to the real registry and returns its answer.
+async fn proxy(
+    req: Request<Incoming>,
+    client: &HttpClient,
+    upstream: &str,
+) -> Response<Full<Bytes>> {
     let mut fwd = Request::builder().method(req.method()).uri(format!(
         "http://{upstream}{}",
         req.uri().path_and_query().map_or("/", |p| p.as_str())
@@ -173,6 +176,84 @@ async fn handle(
         }
     }
     out
+}
+
+/// Serves `handler` on a loopback port; returns `host:port`.
+async fn serve<F, Fut>(handler: F) -> String
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,
+{
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((conn, _)) = listener.accept().await else { return };
+            let handler = handler.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let h = handler.clone();
+                    async move { Ok::<_, Infallible>(h(req).await) }
+                });
+                let io = hyper_util::rt::TokioIo::new(conn);
+                let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_with_back_off_then_reported() {
+    let reg = Registry::start().await.unwrap();
+    images::busybox(&reg, "flaky", "v1", &[]).await.unwrap();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Full<Bytes>>();
+    // Every other request fails with 503 (and the first two in a row).
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (c, upstream) = (count.clone(), reg.addr().to_owned());
+    let flaky = serve(move |req| {
+        let (c, client, upstream) = (c.clone(), client.clone(), upstream.clone());
+        async move {
+            let n = c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if n < 2 || n % 2 == 1 {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"try again")));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                return r;
+            }
+            proxy(req, &client, &upstream).await
+        }
+    })
+    .await;
+    let (_dir, store) = store();
+    let img = store
+        .pull(&format!("{flaky}/flaky:v1"), &PullOptions::default(), &NoProgress)
+        .await
+        .unwrap();
+    assert!(img.layers[0].join("bin/busybox").exists());
+    assert!(count.load(std::sync::atomic::Ordering::SeqCst) >= 6);
+
+    // A registry that always fails is given up on after a bounded number of attempts.
+    let attempts = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = attempts.clone();
+    let down = serve(move |_req| {
+        let a = a.clone();
+        async move {
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::BAD_GATEWAY;
+            r
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let e =
+        store.pull(&format!("{down}/x:y"), &PullOptions::default(), &NoProgress).await.unwrap_err();
+    assert!(e.is_transient(), "{}", chain(&e));
+    assert!(chain(&e).contains("registry answered 502"), "{}", chain(&e));
+    let n = attempts.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((2..=6).contains(&n), "{n} attempts");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
 }
 
 #[tokio::test]
