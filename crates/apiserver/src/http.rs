@@ -468,8 +468,14 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
                 Some(nodes) => api.get(&nodes, "", node).ok().map(|o| o.value.clone()),
                 None => None,
             };
-            crate::logs::proxy(&obj.value, node_obj.as_ref(), query.get("container"), &query.0, &ctx.token)
-                .await
+            crate::logs::proxy(
+                &obj.value,
+                node_obj.as_ref(),
+                query.get("container"),
+                &query.0,
+                &ctx.token,
+            )
+            .await
         }
         (&Method::POST, None, None) => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;

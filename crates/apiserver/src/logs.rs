@@ -18,7 +18,8 @@ use crate::error::{ApiError, ApiResult};
 use crate::http::Body;
 
 /// Query parameters kubectl sends that the node understands.
-const FORWARDED: &[&str] = &["follow", "previous", "tailLines", "limitBytes", "timestamps", "sinceSeconds"];
+const FORWARDED: &[&str] =
+    &["follow", "previous", "tailLines", "limitBytes", "timestamps", "sinceSeconds"];
 
 /// Streams the logs of `container` (or the pod's only container) of `pod` from its node.
 ///
@@ -68,7 +69,8 @@ pub async fn proxy(
     }
     let node_name = pod.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or_default();
     let unavailable = |why: String| ApiError::new(503, "ServiceUnavailable", why);
-    let node = node.ok_or_else(|| unavailable(format!("node {node_name:?} of pod {name} does not exist")))?;
+    let node = node
+        .ok_or_else(|| unavailable(format!("node {node_name:?} of pod {name} does not exist")))?;
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
@@ -91,13 +93,20 @@ pub async fn proxy(
         q.push_str(v);
     }
     let addr = if ip.contains(':') { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
-    let io = |e: &dyn std::fmt::Display| unavailable(format!("error dialing node {node_name:?} at {addr}: {e}"));
-    let stream = tokio::time::timeout(std::time::Duration::from_secs(5), tokio::net::TcpStream::connect(&addr))
-        .await
-        .map_err(|_| io(&"timed out"))?
-        .map_err(|e| io(&e))?;
+    let io = |e: &dyn std::fmt::Display| {
+        unavailable(format!("error dialing node {node_name:?} at {addr}: {e}"))
+    };
+    let stream = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    .map_err(|_| io(&"timed out"))?
+    .map_err(|e| io(&e))?;
     let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.map_err(|e| io(&e))?;
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .map_err(|e| io(&e))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

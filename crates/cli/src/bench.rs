@@ -60,6 +60,8 @@ use tokio::time::Instant;
 pub enum BenchCommand {
     /// Measure the API server: durable writes, watch latency, large lists, memory, SQLite floor
     Api(ApiArgs),
+    /// Measure pod start: create→Ready latency, pods per minute, against a bare `runc run`
+    Pods(crate::bench_pods::PodsArgs),
 }
 
 /// Arguments of `kinetic bench api`.
@@ -90,6 +92,7 @@ pub struct ApiArgs {
 pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
     match what {
         BenchCommand::Api(args) => api(args).await,
+        BenchCommand::Pods(args) => crate::bench_pods::run(args).await,
     }
 }
 
@@ -218,11 +221,17 @@ struct WatchResult {
 
 /// One line of the table: a figure, its value, the target and whether it is met.
 #[derive(Serialize)]
-struct Row {
+pub(crate) struct Row {
     figure: String,
     value: String,
     target: String,
     met: Option<bool>,
+}
+
+impl Row {
+    pub(crate) fn new(figure: String, value: String, target: &str, met: Option<bool>) -> Self {
+        Self { figure, value, target: target.to_owned(), met }
+    }
 }
 
 async fn api(args: ApiArgs) -> anyhow::Result<()> {
@@ -1071,7 +1080,7 @@ fn epoch_nanos() -> anyhow::Result<u128> {
 }
 
 /// Nearest-rank percentile of sorted values; zero for none.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
+pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
     }
@@ -1079,7 +1088,7 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
@@ -1190,7 +1199,7 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
 
 /// Prints the table with aligned columns.
 #[allow(clippy::print_stdout)]
-fn print_table(rows: &[Row]) {
+pub(crate) fn print_table(rows: &[Row]) {
     let met = |m: Option<bool>| match m {
         Some(true) => "yes",
         Some(false) => "NO",

@@ -2,6 +2,7 @@
 //! into commands; the logic lives in the libraries (ripgrep's `crates/core` pattern).
 
 mod bench;
+mod bench_pods;
 mod image;
 mod trace;
 
@@ -165,7 +166,10 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     {
         println!("kinetic {what} is serving the Kubernetes API at {}", server.url());
         if agent.is_some() {
-            println!("node agent: running pods with runc (state in {})", data_dir.join("node").display());
+            println!(
+                "node agent: running pods with runc (state in {})",
+                data_dir.join("node").display()
+            );
         }
         println!("kubeconfig: {}", kubeconfig.display());
         println!("  export KUBECONFIG={}", kubeconfig.display());
@@ -234,13 +238,19 @@ fn kubeconfig_token(path: Option<&std::path::Path>) -> Option<String> {
     v.get("token").and_then(serde_json::Value::as_str).map(str::to_owned)
 }
 
-async fn run_node(kubeconfig: Option<PathBuf>, data_dir: Option<PathBuf>, node: NodeArgs) -> anyhow::Result<()> {
+async fn run_node(
+    kubeconfig: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    node: NodeArgs,
+) -> anyhow::Result<()> {
     let client = client_from(kubeconfig.as_deref()).await?;
     let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
     let mut cfg = node_config(&node, dir);
     cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
     if cfg.auth_token.is_none() {
-        tracing::warn!("the kubeconfig has no bearer token: the log endpoint will refuse every request");
+        tracing::warn!(
+            "the kubeconfig has no bearer token: the log endpoint will refuse every request"
+        );
     }
     let name = cfg.node_name.clone();
     let agent = kinetic_node::Agent::start(client, cfg).await.context("starting the node agent")?;
@@ -298,7 +308,9 @@ fn main() -> std::process::ExitCode {
             Command::Apiserver(args) => {
                 serve(args, "API server", Extras { scheduler: false, node: None }).await
             }
-            Command::Node { kubeconfig, data_dir, node } => run_node(kubeconfig, data_dir, node).await,
+            Command::Node { kubeconfig, data_dir, node } => {
+                run_node(kubeconfig, data_dir, node).await
+            }
             Command::Image { cmd } => image::run(cmd, &default_data_dir()).await,
             Command::Trace { kubeconfig, cmd } => {
                 trace::run(client_from(kubeconfig.as_deref()).await?, cmd).await

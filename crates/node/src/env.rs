@@ -18,7 +18,13 @@ pub struct ConfigError(pub String);
 /// # Errors
 /// A referenced ConfigMap, Secret or key is missing and not optional, or a fieldRef names a
 /// field that is not supported.
-pub fn build(pod: &Pod, c: &Container, pod_ip: &str, host_ip: &str, refs: &Refs) -> Result<Vec<(String, String)>, ConfigError> {
+pub fn build(
+    pod: &Pod,
+    c: &Container,
+    pod_ip: &str,
+    host_ip: &str,
+    refs: &Refs,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
         if let Some(slot) = out.iter_mut().find(|(n, _)| *n == k) {
@@ -34,7 +40,11 @@ pub fn build(pod: &Pod, c: &Container, pod_ip: &str, host_ip: &str, refs: &Refs)
             match refs.config_map(&r.name) {
                 Some(data) => {
                     for (k, v) in data {
-                        set(&mut out, format!("{prefix}{k}"), String::from_utf8_lossy(v).into_owned());
+                        set(
+                            &mut out,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(v).into_owned(),
+                        );
                     }
                 }
                 None if optional => {}
@@ -46,7 +56,11 @@ pub fn build(pod: &Pod, c: &Container, pod_ip: &str, host_ip: &str, refs: &Refs)
             match refs.secret(&r.name) {
                 Some(data) => {
                     for (k, v) in data {
-                        set(&mut out, format!("{prefix}{k}"), String::from_utf8_lossy(v).into_owned());
+                        set(
+                            &mut out,
+                            format!("{prefix}{k}"),
+                            String::from_utf8_lossy(v).into_owned(),
+                        );
                     }
                 }
                 None if optional => {}
@@ -56,7 +70,8 @@ pub fn build(pod: &Pod, c: &Container, pod_ip: &str, host_ip: &str, refs: &Refs)
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(v) = &e.value {
-            let known: BTreeMap<&str, &str> = out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let known: BTreeMap<&str, &str> =
+                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             expand(v, &known)
         } else if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
@@ -146,7 +161,11 @@ fn format_map(m: Option<&BTreeMap<String, String>>) -> String {
         .join("\n")
 }
 
-fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Result<String, ConfigError> {
+fn resource_field(
+    c: &Container,
+    resource: &str,
+    divisor: Option<&str>,
+) -> Result<String, ConfigError> {
     let res = c.resources.as_ref();
     let (map, name) = match resource.split_once('.') {
         Some(("limits", n)) => (res.and_then(|r| r.limits.as_ref()), n),
@@ -159,18 +178,24 @@ fn resource_field(c: &Container, resource: &str, divisor: Option<&str>) -> Resul
         // Without a limit kubelet reports the node's allocatable; we report the core count.
         let milli = match q {
             Some(q) => kinetic_machinery::quantity::milli(&q).map_err(|_| bad(&q))?,
-            None => i64::try_from(std::thread::available_parallelism().map_or(1, |n| n.get()))
-                .unwrap_or(1)
-                * 1000,
+            None => {
+                i64::try_from(std::thread::available_parallelism().map_or(1, |n| n.get()))
+                    .unwrap_or(1)
+                    * 1000
+            }
         };
-        let div = kinetic_machinery::quantity::milli(divisor.unwrap_or("1")).map_err(|_| bad("divisor"))?.max(1);
+        let div = kinetic_machinery::quantity::milli(divisor.unwrap_or("1"))
+            .map_err(|_| bad("divisor"))?
+            .max(1);
         Ok(((milli + div - 1) / div).to_string())
     } else {
         let v = match q {
             Some(q) => kinetic_machinery::quantity::value(&q).map_err(|_| bad(&q))?,
             None => 0,
         };
-        let div = kinetic_machinery::quantity::value(divisor.unwrap_or("1")).map_err(|_| bad("divisor"))?.max(1);
+        let div = kinetic_machinery::quantity::value(divisor.unwrap_or("1"))
+            .map_err(|_| bad("divisor"))?
+            .max(1);
         Ok(((v + div - 1) / div).to_string())
     }
 }

@@ -40,7 +40,14 @@ impl Recorder {
     }
 
     /// Records `reason`/`message` about `s` (and `container`, as `spec.containers{name}`).
-    pub fn emit(&self, s: &Subject, container: Option<&str>, warning: bool, reason: &str, message: String) {
+    pub fn emit(
+        &self,
+        s: &Subject,
+        container: Option<&str>,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
         let now = jiff::Timestamp::now();
         let ev = Event {
             metadata: ObjectMeta {
@@ -60,7 +67,10 @@ impl Recorder {
             reason: Some(reason.to_owned()),
             message: Some(message),
             type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
-            source: Some(EventSource { component: Some("kubelet".into()), host: Some(self.node.clone()) }),
+            source: Some(EventSource {
+                component: Some("kubelet".into()),
+                host: Some(self.node.clone()),
+            }),
             first_timestamp: Some(Time(now)),
             last_timestamp: Some(Time(now)),
             event_time: Some(MicroTime(now)),

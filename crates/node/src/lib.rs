@@ -46,8 +46,8 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
-use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt as _;
+use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -170,14 +170,22 @@ impl Agent {
         }
         let runc_version = runc_version(&cfg.runc).await?;
         let images = kinetic_image::Store::open(cfg.data_dir.join("images"))?;
-        let listener = tokio::net::TcpListener::bind(cfg.listen).await.map_err(|e| Error::io(Path::new("log listener"), e))?;
-        let log_addr = listener.local_addr().map_err(|e| Error::io(Path::new("log listener"), e))?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|e| Error::io(Path::new("log listener"), e))?;
+        let log_addr =
+            listener.local_addr().map_err(|e| Error::io(Path::new("log listener"), e))?;
         let node = node::register(&client, &cfg, log_addr.port(), &runc_version).await?;
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
         let index = logs::LogIndex::default();
         let ctx = Arc::new(Ctx {
             runc: runc::Runc::new(cfg.runc.clone(), cfg.data_dir.join("runc")),
-            net: cni::Network::new(cfg.cni_bin_dir.clone(), &cfg.bridge, &cfg.pod_cidr, &cfg.data_dir.join("cni")),
+            net: cni::Network::new(
+                cfg.cni_bin_dir.clone(),
+                &cfg.bridge,
+                &cfg.pod_cidr,
+                &cfg.data_dir.join("cni"),
+            ),
             events: events::Recorder::start(client.clone(), &cfg.node_name),
             logs: index.clone(),
             images,
@@ -188,7 +196,13 @@ impl Agent {
         let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
         let tasks = vec![
             tokio::spawn(logs::serve(listener, index, token)),
-            tokio::spawn(node::heartbeat(client, cfg.clone(), log_addr.port(), runc_version, node_uid)),
+            tokio::spawn(node::heartbeat(
+                client,
+                cfg.clone(),
+                log_addr.port(),
+                runc_version,
+                node_uid,
+            )),
             tokio::spawn(dispatch(ctx)),
         ];
         tracing::info!(node = %cfg.node_name, logs = %log_addr, "node agent started");
@@ -213,25 +227,31 @@ impl Agent {
 }
 
 async fn runc_version(bin: &Path) -> Result<String> {
-    let out = tokio::process::Command::new(bin)
-        .arg("--version")
-        .output()
-        .await
-        .map_err(|e| Error::Config(format!("cannot run {} (is runc installed?): {e}", bin.display())))?;
+    let out = tokio::process::Command::new(bin).arg("--version").output().await.map_err(|e| {
+        Error::Config(format!("cannot run {} (is runc installed?): {e}", bin.display()))
+    })?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().next().and_then(|l| l.split_whitespace().nth(2)).unwrap_or("unknown").to_owned())
+    Ok(text
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(2))
+        .unwrap_or("unknown")
+        .to_owned())
 }
 
 /// Watches this node's pods and hands each to its worker. Workers are aborted with this task
 /// (their containers keep running).
 async fn dispatch(ctx: Arc<Ctx>) {
-    let mut adopted: HashMap<String, state::PodRecord> =
-        state::PodRecord::load_all(&ctx.pods_dir).into_iter().map(|(_, r)| (r.uid.clone(), r)).collect();
+    let mut adopted: HashMap<String, state::PodRecord> = state::PodRecord::load_all(&ctx.pods_dir)
+        .into_iter()
+        .map(|(_, r)| (r.uid.clone(), r))
+        .collect();
     remove_unrecorded_containers(&ctx, &adopted).await;
     let api: Api<Pod> = Api::all(ctx.client.clone());
     let wc = watcher::Config::default().fields(&format!("spec.nodeName={}", ctx.cfg.node_name));
     let mut stream = watcher::watcher(api, wc).default_backoff().boxed();
-    let mut workers: HashMap<String, (mpsc::UnboundedSender<worker::Msg>, JoinHandle<()>)> = HashMap::new();
+    let mut workers: HashMap<String, (mpsc::UnboundedSender<worker::Msg>, JoinHandle<()>)> =
+        HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut seen: HashSet<String> = HashSet::new();
     let mut initial = true;
@@ -304,11 +324,11 @@ fn deliver(
     uid: String,
 ) {
     let pod = Arc::new(pod);
-    if let Some((tx, h)) = workers.get(&uid) {
-        if !h.is_finished() {
-            let _ = tx.send(worker::Msg::Update(pod));
-            return;
-        }
+    if let Some((tx, h)) = workers.get(&uid)
+        && !h.is_finished()
+    {
+        let _ = tx.send(worker::Msg::Update(pod));
+        return;
     }
     let record = adopted.remove(&uid);
     let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or_default();

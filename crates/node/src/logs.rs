@@ -32,17 +32,27 @@ struct Entry {
 pub struct LogIndex(Arc<Mutex<HashMap<(String, String), Entry>>>);
 
 impl LogIndex {
-    pub fn set(&self, ns: &str, name: &str, uid: &str, dir: PathBuf, containers: BTreeMap<String, (u32, bool)>) {
+    pub fn set(
+        &self,
+        ns: &str,
+        name: &str,
+        uid: &str,
+        dir: PathBuf,
+        containers: BTreeMap<String, (u32, bool)>,
+    ) {
         if let Ok(mut m) = self.0.lock() {
-            m.insert((ns.to_owned(), name.to_owned()), Entry { uid: uid.to_owned(), dir, containers });
+            m.insert(
+                (ns.to_owned(), name.to_owned()),
+                Entry { uid: uid.to_owned(), dir, containers },
+            );
         }
     }
 
     pub fn remove(&self, ns: &str, name: &str, uid: &str) {
-        if let Ok(mut m) = self.0.lock() {
-            if m.get(&(ns.to_owned(), name.to_owned())).is_some_and(|e| e.uid == uid) {
-                m.remove(&(ns.to_owned(), name.to_owned()));
-            }
+        if let Ok(mut m) = self.0.lock()
+            && m.get(&(ns.to_owned(), name.to_owned())).is_some_and(|e| e.uid == uid)
+        {
+            m.remove(&(ns.to_owned(), name.to_owned()));
         }
     }
 
@@ -52,13 +62,18 @@ impl LogIndex {
 }
 
 fn text(code: StatusCode, msg: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(msg)).map_err(|e: Infallible| match e {}).boxed());
+    let mut r =
+        Response::new(Full::new(Bytes::from(msg)).map_err(|e: Infallible| match e {}).boxed());
     *r.status_mut() = code;
     r
 }
 
 /// Serves one request.
-pub async fn handle(index: LogIndex, token: Option<Arc<str>>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    index: LogIndex,
+    token: Option<Arc<str>>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
     let authorized = token.as_deref().is_some_and(|t| {
         req.headers()
             .get(http::header::AUTHORIZATION)
@@ -99,7 +114,9 @@ pub async fn handle(index: LogIndex, token: Option<Arc<str>>, req: Request<Incom
         let msg = if previous {
             format!("previous terminated container \"{container}\" in pod \"{pod}\" not found")
         } else {
-            format!("container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating")
+            format!(
+                "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
+            )
         };
         return Ok(text(StatusCode::BAD_REQUEST, msg));
     }
@@ -117,10 +134,22 @@ pub async fn handle(index: LogIndex, token: Option<Arc<str>>, req: Request<Incom
     }
     let follow = flag("follow") && running && !previous && limit.is_none();
     if !follow {
-        return Ok(Response::new(Full::new(Bytes::from(data)).map_err(|e: Infallible| match e {}).boxed()));
+        return Ok(Response::new(
+            Full::new(Bytes::from(data)).map_err(|e: Infallible| match e {}).boxed(),
+        ));
     }
     // Follow: send what is there, then new output until this container run ends.
-    let state = Follow { index, ns: (*ns).to_owned(), pod: (*pod).to_owned(), container: (*container).to_owned(), attempt, file, offset, first: Some(data), done: false };
+    let state = Follow {
+        index,
+        ns: (*ns).to_owned(),
+        pod: (*pod).to_owned(),
+        container: (*container).to_owned(),
+        attempt,
+        file,
+        offset,
+        first: Some(data),
+        done: false,
+    };
     let stream = futures::stream::unfold(state, |mut s| async move {
         if let Some(first) = s.first.take() {
             return Some((Ok(Frame::data(Bytes::from(first))), s));
@@ -148,7 +177,6 @@ pub async fn handle(index: LogIndex, token: Option<Arc<str>>, req: Request<Incom
     });
     Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
 }
-
 
 struct Follow {
     index: LogIndex,
@@ -207,7 +235,8 @@ pub async fn serve(listener: tokio::net::TcpListener, index: LogIndex, token: Op
         let index = index.clone();
         let token = token.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(index.clone(), token.clone(), req));
+            let svc =
+                hyper::service::service_fn(move |req| handle(index.clone(), token.clone(), req));
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
                 .await;

@@ -14,7 +14,10 @@ use crate::{Error, Result};
 /// The image has no layers, a directory cannot be created, or the mount fails.
 pub fn overlay(layers: &[PathBuf], dir: &Path) -> Result<()> {
     if layers.is_empty() {
-        return Err(Error::Mount { path: dir.to_path_buf(), message: "the image has no layers".into() });
+        return Err(Error::Mount {
+            path: dir.to_path_buf(),
+            message: "the image has no layers".into(),
+        });
     }
     for d in ["rootfs", "upper", "work"] {
         let p = dir.join(d);
@@ -28,10 +31,15 @@ pub fn overlay(layers: &[PathBuf], dir: &Path) -> Result<()> {
         dir.join("work").display()
     );
     let target = dir.join("rootfs");
-    let data = std::ffi::CString::new(data)
-        .map_err(|_| Error::Mount { path: target.clone(), message: "NUL in a layer path".into() })?;
+    let data = std::ffi::CString::new(data).map_err(|_| Error::Mount {
+        path: target.clone(),
+        message: "NUL in a layer path".into(),
+    })?;
     rustix::mount::mount("overlay", &target, "overlay", MountFlags::empty(), Some(data.as_c_str()))
-        .map_err(|e| Error::Mount { path: target.clone(), message: format!("overlay mount failed: {e}") })
+        .map_err(|e| Error::Mount {
+            path: target.clone(),
+            message: format!("overlay mount failed: {e}"),
+        })
 }
 
 /// Unmounts `<dir>/rootfs` (if mounted) and removes `dir`. Best effort: a failure is logged.
@@ -41,9 +49,9 @@ pub fn remove(dir: &Path) {
         Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
         Err(e) => tracing::warn!(path = %rootfs.display(), error = %e, "unmount failed"),
     }
-    if let Err(e) = std::fs::remove_dir_all(dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(path = %dir.display(), error = %e, "removing container directory");
-        }
+    if let Err(e) = std::fs::remove_dir_all(dir)
+        && e.kind() != std::io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %dir.display(), error = %e, "removing container directory");
     }
 }

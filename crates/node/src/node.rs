@@ -88,7 +88,12 @@ pub fn status(cfg: &Config, port: u16, runc_version: &str) -> Value {
 ///
 /// # Errors
 /// The API refuses.
-pub async fn register(client: &kube::Client, cfg: &Config, port: u16, runc_version: &str) -> Result<Node> {
+pub async fn register(
+    client: &kube::Client,
+    cfg: &Config,
+    port: u16,
+    runc_version: &str,
+) -> Result<Node> {
     let api: Api<Node> = Api::all(client.clone());
     let labels: BTreeMap<String, String> = [
         ("kubernetes.io/hostname", cfg.node_name.as_str()),
@@ -111,17 +116,29 @@ pub async fn register(client: &kube::Client, cfg: &Config, port: u16, runc_versi
     match api.create(&PostParams::default(), &node).await {
         Ok(_) => {}
         Err(kube::Error::Api(s)) if s.code == 409 => {
-            api.patch(&cfg.node_name, &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": labels}})))
-                .await?;
+            api.patch(
+                &cfg.node_name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": labels}})),
+            )
+            .await?;
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(api.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(json!({"status": st}))).await?)
+    Ok(api
+        .patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(json!({"status": st})))
+        .await?)
 }
 
 /// Renews the node Lease every 10 s and re-posts the node status every minute (kubelet's
 /// `nodeStatusReportFrequency`), until the task is aborted.
-pub async fn heartbeat(client: kube::Client, cfg: Config, port: u16, runc_version: String, uid: String) {
+pub async fn heartbeat(
+    client: kube::Client,
+    cfg: Config,
+    port: u16,
+    runc_version: String,
+    uid: String,
+) {
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let nodes: Api<Node> = Api::all(client);
     let mut tick = 0u64;
@@ -131,7 +148,14 @@ pub async fn heartbeat(client: kube::Client, cfg: Config, port: u16, runc_versio
         }
         if tick % 6 == 5 {
             let st = status(&cfg, port, &runc_version);
-            if let Err(e) = nodes.patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(json!({"status": st}))).await {
+            if let Err(e) = nodes
+                .patch_status(
+                    &cfg.node_name,
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"status": st})),
+                )
+                .await
+            {
                 tracing::warn!(node = %cfg.node_name, error = %e, "node status update failed");
             }
         }

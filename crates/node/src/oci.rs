@@ -71,8 +71,7 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
     let c = i.container;
     let vars: std::collections::BTreeMap<&str, &str> =
         i.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let args: Vec<String> =
-        argv(c, i.image).iter().map(|a| crate::env::expand(a, &vars)).collect();
+    let args: Vec<String> = argv(c, i.image).iter().map(|a| crate::env::expand(a, &vars)).collect();
     if args.is_empty() {
         return Err(ConfigError("no command specified".into()));
     }
@@ -98,15 +97,16 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
     let sc = c.security_context.as_ref();
     let psc = i.pod.spec.as_ref().and_then(|s| s.security_context.as_ref());
     let (image_uid, image_gid) = parse_user(i.image.user.as_deref().unwrap_or_default(), i.rootfs)?;
-    let uid = sc.and_then(|s| s.run_as_user).or(psc.and_then(|s| s.run_as_user)).unwrap_or(image_uid);
-    let gid = sc.and_then(|s| s.run_as_group).or(psc.and_then(|s| s.run_as_group)).unwrap_or(image_gid);
+    let uid =
+        sc.and_then(|s| s.run_as_user).or(psc.and_then(|s| s.run_as_user)).unwrap_or(image_uid);
+    let gid =
+        sc.and_then(|s| s.run_as_group).or(psc.and_then(|s| s.run_as_group)).unwrap_or(image_gid);
     if sc.and_then(|s| s.run_as_non_root).or(psc.and_then(|s| s.run_as_non_root)).unwrap_or(false)
         && uid == 0
     {
         return Err(ConfigError("container has runAsNonRoot and image will run as root".into()));
     }
-    let groups: Vec<i64> =
-        psc.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
+    let groups: Vec<i64> = psc.and_then(|s| s.supplemental_groups.clone()).unwrap_or_default();
     let privileged = sc.and_then(|s| s.privileged).unwrap_or(false);
     let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| (*s).to_owned()).collect();
     if let Some(cs) = sc.and_then(|s| s.capabilities.as_ref()) {
@@ -130,7 +130,9 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
         }
     }
     if privileged {
-        return Err(ConfigError("privileged containers are not supported by the kinetic node agent".into()));
+        return Err(ConfigError(
+            "privileged containers are not supported by the kinetic node agent".into(),
+        ));
     }
     let read_only_root = sc.and_then(|s| s.read_only_root_filesystem).unwrap_or(false);
     let no_new_privs = !sc.and_then(|s| s.allow_privilege_escalation).unwrap_or(true);
@@ -176,9 +178,13 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
     let mut resources = json!({"devices": [{"allow": false, "access": "rwm"}]});
     let lim = c.resources.as_ref().and_then(|r| r.limits.as_ref());
     let req = c.resources.as_ref().and_then(|r| r.requests.as_ref());
-    let q = |m: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>, k: &str| {
-        m.and_then(|m| m.get(k)).map(|q| q.0.clone())
-    };
+    let q = |m: Option<
+        &std::collections::BTreeMap<
+            String,
+            k8s_openapi::apimachinery::pkg::api::resource::Quantity,
+        >,
+    >,
+             k: &str| { m.and_then(|m| m.get(k)).map(|q| q.0.clone()) };
     let bad = |s: &str| ConfigError(format!("invalid quantity {s:?}"));
     if let Some(mem) = q(lim, "memory") {
         let bytes = kinetic_machinery::quantity::value(&mem).map_err(|_| bad(&mem))?;
@@ -255,22 +261,26 @@ fn parse_user(user: &str, rootfs: &Path) -> Result<(i64, i64), ConfigError> {
         text.lines().find_map(|l| {
             let f: Vec<&str> = l.split(':').collect();
             (f.first() == Some(&name)).then(|| {
-                (f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0), f.get(field).and_then(|s| s.parse().ok()).unwrap_or(0))
+                (
+                    f.get(2).and_then(|s| s.parse().ok()).unwrap_or(0),
+                    f.get(field).and_then(|s| s.parse().ok()).unwrap_or(0),
+                )
             })
         })
     };
     let (uid, default_gid) = match u.parse::<i64>() {
         Ok(n) => (n, lookup_uid_gid(rootfs, n).unwrap_or(0)),
-        Err(_) => lookup("passwd", u, 3)
-            .ok_or_else(|| ConfigError(format!("unable to find user {u}: no matching entries in passwd file")))?,
+        Err(_) => lookup("passwd", u, 3).ok_or_else(|| {
+            ConfigError(format!("unable to find user {u}: no matching entries in passwd file"))
+        })?,
     };
     let gid = match g {
         None => default_gid,
         Some(g) => match g.parse::<i64>() {
             Ok(n) => n,
-            Err(_) => lookup("group", g, 2)
-                .map(|(gid, _)| gid)
-                .ok_or_else(|| ConfigError(format!("unable to find group {g}: no matching entries in group file")))?,
+            Err(_) => lookup("group", g, 2).map(|(gid, _)| gid).ok_or_else(|| {
+                ConfigError(format!("unable to find group {g}: no matching entries in group file"))
+            })?,
         },
     };
     Ok((uid, gid))

@@ -53,7 +53,12 @@ fn port_of(c: &Container, port: &IntOrString) -> Result<u16, String> {
 }
 
 /// Runs the handler once; `Ok` when it succeeded, `Err(message)` when not.
-pub async fn run(h: &Handler<'_>, c: &Container, t: &Target, timeout: Duration) -> Result<(), String> {
+pub async fn run(
+    h: &Handler<'_>,
+    c: &Container,
+    t: &Target,
+    timeout: Duration,
+) -> Result<(), String> {
     match h {
         Handler::Http(g) => {
             let port = port_of(c, &g.port)?;
@@ -66,9 +71,9 @@ pub async fn run(h: &Handler<'_>, c: &Container, t: &Target, timeout: Duration) 
             for h in g.http_headers.iter().flatten() {
                 headers.push_str(&format!("{}: {}\r\n", h.name, h.value));
             }
-            tokio::time::timeout(timeout, http_get(host, port, path, &headers))
-                .await
-                .map_err(|_| format!("Get \"http://{host}:{port}{path}\": context deadline exceeded"))?
+            tokio::time::timeout(timeout, http_get(host, port, path, &headers)).await.map_err(
+                |_| format!("Get \"http://{host}:{port}{path}\": context deadline exceeded"),
+            )?
         }
         Handler::Tcp { host, port } => {
             let port = port_of(c, port)?;
@@ -91,7 +96,8 @@ pub async fn run(h: &Handler<'_>, c: &Container, t: &Target, timeout: Duration) 
 
 async fn http_get(host: &str, port: u16, path: &str, headers: &str) -> Result<(), String> {
     let addr = format!("{host}:{port}");
-    let mut s = tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
+    let mut s =
+        tokio::net::TcpStream::connect(&addr).await.map_err(|e| format!("dial tcp {addr}: {e}"))?;
     let req = format!(
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kube-probe/1.33\r\nAccept: */*\r\n{headers}Connection: close\r\n\r\n"
     );
@@ -129,7 +135,9 @@ pub struct Timing {
 }
 
 pub fn timing(p: &Probe) -> Timing {
-    let secs = |v: Option<i32>, d: i32| Duration::from_secs(u64::try_from(v.unwrap_or(d).max(0)).unwrap_or(0));
+    let secs = |v: Option<i32>, d: i32| {
+        Duration::from_secs(u64::try_from(v.unwrap_or(d).max(0)).unwrap_or(0))
+    };
     Timing {
         initial_delay: secs(p.initial_delay_seconds, 0),
         period: secs(p.period_seconds, 10).max(Duration::from_secs(1)),

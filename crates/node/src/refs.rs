@@ -56,7 +56,12 @@ impl Refs {
                 let data = api.get_opt(&name).await?.map(|s| {
                     let mut d: Data =
                         s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                    d.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                    d.extend(
+                        s.string_data
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|(k, v)| (k, v.into_bytes())),
+                    );
                     d
                 });
                 refs.secrets.insert(name, data);

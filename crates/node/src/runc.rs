@@ -120,7 +120,12 @@ impl Runc {
     ///
     /// # Errors
     /// runc cannot be started, or the command does not finish within `timeout`.
-    pub async fn exec(&self, id: &str, argv: &[String], timeout: Duration) -> Result<(i32, String)> {
+    pub async fn exec(
+        &self,
+        id: &str,
+        argv: &[String],
+        timeout: Duration,
+    ) -> Result<(i32, String)> {
         let mut cmd = self.command();
         cmd.args(["exec", id]).args(argv).stdout(Stdio::piped()).stderr(Stdio::piped());
         let child = cmd.spawn().map_err(|e| Error::io(&self.bin, e))?;
@@ -186,7 +191,9 @@ pub fn become_subreaper() -> Result<()> {
 pub fn alive(pid: i32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
     // The state follows the parenthesised command name, which may itself hold spaces.
-    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()).is_some_and(|c| c != 'Z')
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|c| c != 'Z')
 }
 
 /// Waits until process `pid` has exited and reaps it when it is our child.

@@ -140,7 +140,9 @@ impl PodRecord {
             let path = ent.path().join("state.json");
             match std::fs::read(&path).map(|b| serde_json::from_slice::<PodRecord>(&b)) {
                 Ok(Ok(r)) => out.push((ent.path(), r)),
-                Ok(Err(e)) => tracing::warn!(path = %path.display(), error = %e, "unreadable pod state"),
+                Ok(Err(e)) => {
+                    tracing::warn!(path = %path.display(), error = %e, "unreadable pod state")
+                }
                 Err(_) => {}
             }
         }

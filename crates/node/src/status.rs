@@ -100,10 +100,10 @@ fn container_status(uid: &str, name: &str, image: &str, c: Option<&Container>) -
         "state": state,
         "lastState": c.last.as_ref().map_or(json!({}), terminated),
     });
-    if let CState::Running { .. } | CState::Terminated(_) = c.state {
-        if c.attempt > 0 {
-            v["containerID"] = json!(format!("runc://{uid}-{name}-{}", c.attempt));
-        }
+    if let CState::Running { .. } | CState::Terminated(_) = c.state
+        && c.attempt > 0
+    {
+        v["containerID"] = json!(format!("runc://{uid}-{name}-{}", c.attempt));
     }
     v
 }
@@ -134,7 +134,10 @@ pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str) -> Value {
         matches!(rec.containers.get(&c.name).map(|c| &c.state), Some(CState::Terminated(t)) if t.exit_code == 0)
     });
     let phase = terminal_phase(pod, rec).unwrap_or_else(|| {
-        let any_started = spec.containers.iter().any(|c| rec.containers.get(&c.name).is_some_and(|c| c.attempt > 0));
+        let any_started = spec
+            .containers
+            .iter()
+            .any(|c| rec.containers.get(&c.name).is_some_and(|c| c.attempt > 0));
         if init_done && any_started { "Running" } else { "Pending" }
     });
     let not_ready: Vec<&str> = spec
@@ -151,14 +154,23 @@ pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str) -> Value {
     } else if containers_ready {
         (None, None)
     } else {
-        (Some("ContainersNotReady"), Some(format!("containers with unready status: {}", list(&not_ready))))
+        (
+            Some("ContainersNotReady"),
+            Some(format!("containers with unready status: {}", list(&not_ready))),
+        )
     };
     // Ready also needs every readiness gate's condition to be True (set by others).
     let missing_gate = spec.readiness_gates.iter().flatten().find_map(|g| {
         let c = old.iter().find(|c| c.type_ == g.condition_type);
         match c {
-            None => Some(format!("corresponding condition of pod readiness gate \"{}\" does not exist.", g.condition_type)),
-            Some(c) if c.status != "True" => Some(format!("the status of pod readiness gate \"{}\" is not \"True\", but {}", g.condition_type, c.status)),
+            None => Some(format!(
+                "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                g.condition_type
+            )),
+            Some(c) if c.status != "True" => Some(format!(
+                "the status of pod readiness gate \"{}\" is not \"True\", but {}",
+                g.condition_type, c.status
+            )),
             Some(_) => None,
         }
     });
@@ -180,15 +192,34 @@ pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str) -> Value {
     let conditions = vec![
         cond("PodReadyToStartContainers", rec.ip.is_some(), None, None),
         if init_done {
-            cond("Initialized", true, if completed && !inits.is_empty() { Some("PodCompleted") } else { None }, None)
+            cond(
+                "Initialized",
+                true,
+                if completed && !inits.is_empty() { Some("PodCompleted") } else { None },
+                None,
+            )
         } else {
-            cond("Initialized", false, Some("ContainersNotInitialized"), Some(format!("containers with incomplete status: {}", list(&not_init))))
+            cond(
+                "Initialized",
+                false,
+                Some("ContainersNotInitialized"),
+                Some(format!("containers with incomplete status: {}", list(&not_init))),
+            )
         },
         cond("ContainersReady", containers_ready && !completed, cr_reason, cr_msg),
         cond("Ready", ready, r_reason, r_msg),
     ];
     let statuses = |cs: &[k8s_openapi::api::core::v1::Container]| -> Vec<Value> {
-        cs.iter().map(|c| container_status(&rec.uid, &c.name, c.image.as_deref().unwrap_or_default(), rec.containers.get(&c.name))).collect()
+        cs.iter()
+            .map(|c| {
+                container_status(
+                    &rec.uid,
+                    &c.name,
+                    c.image.as_deref().unwrap_or_default(),
+                    rec.containers.get(&c.name),
+                )
+            })
+            .collect()
     };
     let mut st = json!({
         "phase": phase,
@@ -218,7 +249,8 @@ fn qos_class(pod: &Pod) -> &'static str {
     let all: Vec<_> = spec.init_containers.iter().flatten().chain(&spec.containers).collect();
     let any = all.iter().any(|c| {
         c.resources.as_ref().is_some_and(|r| {
-            r.requests.as_ref().is_some_and(|m| !m.is_empty()) || r.limits.as_ref().is_some_and(|m| !m.is_empty())
+            r.requests.as_ref().is_some_and(|m| !m.is_empty())
+                || r.limits.as_ref().is_some_and(|m| !m.is_empty())
         })
     });
     if !any {

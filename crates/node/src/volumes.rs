@@ -49,7 +49,10 @@ pub fn prepare(
             match hp.type_.as_deref().unwrap_or("") {
                 "DirectoryOrCreate" => std::fs::create_dir_all(&p).map_err(io)?,
                 "Directory" if !p.is_dir() => {
-                    return Err(ConfigError(format!("hostPath type check failed: {} is not a directory", hp.path)));
+                    return Err(ConfigError(format!(
+                        "hostPath type check failed: {} is not a directory",
+                        hp.path
+                    )));
                 }
                 "FileOrCreate" if !p.exists() => {
                     if let Some(parent) = p.parent() {
@@ -58,7 +61,10 @@ pub fn prepare(
                     std::fs::File::create(&p).map_err(io)?;
                 }
                 "File" if !p.is_file() => {
-                    return Err(ConfigError(format!("hostPath type check failed: {} is not a file", hp.path)));
+                    return Err(ConfigError(format!(
+                        "hostPath type check failed: {} is not a file",
+                        hp.path
+                    )));
                 }
                 _ => {}
             }
@@ -92,24 +98,48 @@ pub fn prepare(
                     if data.is_none() && !cm.optional.unwrap_or(false) {
                         return Err(ConfigError(format!("configmap \"{}\" not found", cm.name)));
                     }
-                    write_keys(&vdir, data, cm.items.as_deref(), p.default_mode, cm.optional, &cm.name)?;
+                    write_keys(
+                        &vdir,
+                        data,
+                        cm.items.as_deref(),
+                        p.default_mode,
+                        cm.optional,
+                        &cm.name,
+                    )?;
                 }
                 if let Some(s) = &src.secret {
                     let data = refs.secret(&s.name);
                     if data.is_none() && !s.optional.unwrap_or(false) {
                         return Err(ConfigError(format!("secret \"{}\" not found", s.name)));
                     }
-                    write_keys(&vdir, data, s.items.as_deref(), p.default_mode, s.optional, &s.name)?;
+                    write_keys(
+                        &vdir,
+                        data,
+                        s.items.as_deref(),
+                        p.default_mode,
+                        s.optional,
+                        &s.name,
+                    )?;
                 }
                 if let Some(d) = &src.downward_api {
-                    write_downward(&vdir, pod, d.items.as_deref(), p.default_mode, pod_ip, host_ip)?;
+                    write_downward(
+                        &vdir,
+                        pod,
+                        d.items.as_deref(),
+                        p.default_mode,
+                        pod_ip,
+                        host_ip,
+                    )?;
                 }
                 // serviceAccountToken sources are optional in this release: skipped (the
                 // embedded API server issues no service account tokens yet).
             }
             Prepared { path: vdir, read_only: true }
         } else {
-            return Err(ConfigError(format!("volume {:?}: this volume type is not supported by the kinetic node agent", v.name)));
+            return Err(ConfigError(format!(
+                "volume {:?}: this volume type is not supported by the kinetic node agent",
+                v.name
+            )));
         };
         out.insert(v.name.clone(), prepared);
     }
@@ -190,7 +220,10 @@ fn write_downward(
     let default_mode = u32::try_from(default_mode.unwrap_or(0o644)).unwrap_or(0o644);
     for it in items.into_iter().flatten() {
         let Some(f) = &it.field_ref else {
-            return Err(ConfigError(format!("downwardAPI item {:?}: only fieldRef is supported", it.path)));
+            return Err(ConfigError(format!(
+                "downwardAPI item {:?}: only fieldRef is supported",
+                it.path
+            )));
         };
         let value = field(pod, &f.field_path, pod_ip, host_ip)?;
         let mode = it.mode.and_then(|m| u32::try_from(m).ok()).unwrap_or(default_mode);

@@ -83,7 +83,12 @@ struct Worker {
 }
 
 /// Runs the worker for `pod` until the pod is gone and cleaned up.
-pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Msg>, pod: Arc<Pod>, adopted: Option<PodRecord>) {
+pub async fn run(
+    ctx: Arc<Ctx>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    pod: Arc<Pod>,
+    adopted: Option<PodRecord>,
+) {
     let uid = pod.metadata.uid.clone().unwrap_or_default();
     let ns = pod.metadata.namespace.clone().unwrap_or_else(|| "default".into());
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -115,12 +120,11 @@ pub async fn run(ctx: Arc<Ctx>, mut rx: mpsc::UnboundedReceiver<Msg>, pod: Arc<P
     w.adopt();
     loop {
         w.wake_at = None;
-        let done = w.sync().await;
-        w.save();
-        w.publish_logs();
-        if done {
+        if w.sync().await {
             break;
         }
+        w.save();
+        w.publish_logs();
         w.flush_status().await;
         let wake = w.wake_at;
         tokio::select! {
@@ -198,7 +202,13 @@ impl Worker {
             .iter()
             .map(|(n, c)| (n.clone(), (c.attempt, c.running_pid().is_some())))
             .collect();
-        self.ctx.logs.set(&self.subject.namespace, &self.subject.name, &self.subject.uid, self.dir.join("logs"), containers);
+        self.ctx.logs.set(
+            &self.subject.namespace,
+            &self.subject.name,
+            &self.subject.uid,
+            self.dir.join("logs"),
+            containers,
+        );
     }
 
     /// Re-attaches to containers recorded by an earlier agent.
@@ -212,14 +222,19 @@ impl Worker {
             if alive(pid) {
                 tracing::info!(pod = %self.key(), container = %name, pid, "adopted running container");
                 let exit = self.watch_exit(&name, c.attempt, pid);
-                let probes = self.spec_of(&name).and_then(|spec| self.start_probes(&spec, c.attempt, &id));
-                self.running.insert(name.clone(), Running { attempt: c.attempt, id, dir: cdir, exit, probes, stopping: None });
+                let probes =
+                    self.spec_of(&name).and_then(|spec| self.start_probes(&spec, c.attempt, &id));
+                self.running.insert(
+                    name.clone(),
+                    Running { attempt: c.attempt, id, dir: cdir, exit, probes, stopping: None },
+                );
             } else if let Some(rc) = self.rec.containers.get_mut(&name) {
                 // It ended while no agent watched: its exit code is lost.
                 rc.state = CState::Terminated(Terminated {
                     exit_code: 137,
                     reason: "ContainerStatusUnknown".into(),
-                    message: "The container could not be located when the node agent restarted".into(),
+                    message: "The container could not be located when the node agent restarted"
+                        .into(),
                     started_at: None,
                     finished_at: ts_now(),
                     container_id: format!("runc://{id}"),
@@ -259,7 +274,13 @@ impl Worker {
                         ProbeKind::Readiness => "Readiness",
                         ProbeKind::Liveness => "Liveness",
                     };
-                    self.ctx.events.emit(&self.subject, Some(&name), true, "Unhealthy", format!("{what} probe failed: {message}"));
+                    self.ctx.events.emit(
+                        &self.subject,
+                        Some(&name),
+                        true,
+                        "Unhealthy",
+                        format!("{what} probe failed: {message}"),
+                    );
                 }
                 let Some(c) = self.rec.containers.get_mut(&name) else { return };
                 match (kind, ok) {
@@ -289,7 +310,8 @@ impl Worker {
     }
 
     fn grace_period(&self) -> Duration {
-        let s = self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+        let s =
+            self.pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
         Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0))
     }
 
@@ -306,16 +328,26 @@ impl Worker {
             self.terminate(grace).await;
             if let Err(e) = self.teardown().await {
                 tracing::warn!(pod = %self.key(), error = %e, "sandbox teardown failed; retrying");
-                self.ctx.events.emit(&self.subject, None, true, "FailedKillPod", format!("error killing pod: {}", crate::report(&e)));
+                self.ctx.events.emit(
+                    &self.subject,
+                    None,
+                    true,
+                    "FailedKillPod",
+                    format!("error killing pod: {}", crate::report(&e)),
+                );
                 self.wake_in(Duration::from_secs(2));
                 return false;
             }
             if !self.gone {
                 self.flush_status().await;
-                let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+                let api: Api<Pod> =
+                    Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
                 let dp = DeleteParams {
                     grace_period_seconds: Some(0),
-                    preconditions: Some(Preconditions { uid: Some(self.subject.uid.clone()), resource_version: None }),
+                    preconditions: Some(Preconditions {
+                        uid: Some(self.subject.uid.clone()),
+                        resource_version: None,
+                    }),
                     ..DeleteParams::default()
                 };
                 match api.delete(&self.subject.name, &dp).await {
@@ -349,7 +381,13 @@ impl Worker {
                     }
                 }
                 Err(e) => {
-                    self.ctx.events.emit(&self.subject, None, true, "FailedCreatePodSandBox", format!("Failed to create pod sandbox: {}", crate::report(&e)));
+                    self.ctx.events.emit(
+                        &self.subject,
+                        None,
+                        true,
+                        "FailedCreatePodSandBox",
+                        format!("Failed to create pod sandbox: {}", crate::report(&e)),
+                    );
                     self.wake_in(Duration::from_secs(5));
                     return false;
                 }
@@ -361,7 +399,12 @@ impl Worker {
             if !init {
                 continue;
             }
-            let c = self.rec.containers.entry(spec.name.clone()).or_insert_with(|| Container::new(true, image_of(&spec))).clone();
+            let c = self
+                .rec
+                .containers
+                .entry(spec.name.clone())
+                .or_insert_with(|| Container::new(true, image_of(&spec)))
+                .clone();
             match &c.state {
                 CState::Terminated(t) if t.exit_code == 0 => continue,
                 CState::Running { .. } => return false,
@@ -383,7 +426,12 @@ impl Worker {
             if init {
                 continue;
             }
-            let c = self.rec.containers.entry(spec.name.clone()).or_insert_with(|| Container::new(false, image_of(&spec))).clone();
+            let c = self
+                .rec
+                .containers
+                .entry(spec.name.clone())
+                .or_insert_with(|| Container::new(false, image_of(&spec)))
+                .clone();
             match &c.state {
                 CState::Running { .. } => {
                     if c.image != image_of(&spec) {
@@ -393,7 +441,10 @@ impl Worker {
                             Some(&spec.name),
                             false,
                             "Killing",
-                            format!("Container {} definition changed, will be restarted", spec.name),
+                            format!(
+                                "Container {} definition changed, will be restarted",
+                                spec.name
+                            ),
                         );
                         let grace = self.grace_period();
                         self.stop(&spec.name, grace, "spec").await;
@@ -409,7 +460,7 @@ impl Worker {
                     // A changed image restarts even a container that finished (kubelet
                     // compares the spec hash whatever the state).
                     let changed = c.image != image_of(&spec) && policy != "Never";
-                    if (restart || changed) && (changed || self.backoff_passed(&spec.name)) {
+                    if changed || (restart && self.backoff_passed(&spec.name)) {
                         self.start(&spec, true).await;
                     }
                 }
@@ -442,8 +493,15 @@ impl Worker {
                     if let CState::Terminated(t) = &c.state {
                         c.last = Some(t.clone());
                     }
-                    if !matches!(&c.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff") {
-                        self.ctx.events.emit(&self.subject, Some(name), true, "BackOff", "Back-off restarting failed container".into());
+                    if !matches!(&c.state, CState::Waiting { reason, .. } if reason == "CrashLoopBackOff")
+                    {
+                        self.ctx.events.emit(
+                            &self.subject,
+                            Some(name),
+                            true,
+                            "BackOff",
+                            "Back-off restarting failed container".into(),
+                        );
                     }
                     c.state = CState::Waiting { reason: "CrashLoopBackOff".into(), message: msg };
                 }
@@ -466,7 +524,13 @@ impl Worker {
                 c.state = CState::Waiting { reason: f.reason.into(), message: f.message.clone() };
             }
             if f.reason != "ImagePullBackOff" {
-                self.ctx.events.emit(&self.subject, Some(&name), true, "Failed", format!("Error: {}", f.message));
+                self.ctx.events.emit(
+                    &self.subject,
+                    Some(&name),
+                    true,
+                    "Failed",
+                    format!("Error: {}", f.message),
+                );
             }
         }
     }
@@ -478,17 +542,20 @@ impl Worker {
         // 1. The image.
         let image = self.ensure_image(spec, &mut tl).await?;
         // 2. Configuration: referenced objects, env, volumes.
-        let fail = |reason: &'static str| move |e: crate::env::ConfigError| StartFailure { reason, message: e.0 };
-        let refs = crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await.map_err(|e| StartFailure {
-            reason: "CreateContainerConfigError",
-            message: crate::report(&e),
+        let fail = |reason: &'static str| {
+            move |e: crate::env::ConfigError| StartFailure { reason, message: e.0 }
+        };
+        let refs = crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await.map_err(|e| {
+            StartFailure { reason: "CreateContainerConfigError", message: crate::report(&e) }
         })?;
         let pod_ip = self.rec.ip.clone().unwrap_or_default();
         let host_ip = self.ctx.cfg.node_ip.to_string();
-        let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs).map_err(fail("CreateContainerConfigError"))?;
+        let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs)
+            .map_err(fail("CreateContainerConfigError"))?;
         if self.volumes.is_none() {
             let vdir = self.dir.join("volumes");
-            let v = crate::volumes::prepare(&self.pod, &vdir, &refs, &pod_ip, &host_ip).map_err(fail("CreateContainerConfigError"))?;
+            let v = crate::volumes::prepare(&self.pod, &vdir, &refs, &pod_ip, &host_ip)
+                .map_err(fail("CreateContainerConfigError"))?;
             self.volumes = Some(v);
         }
         // 3. The bundle: an overlayfs rootfs over the image layers and config.json.
@@ -533,7 +600,13 @@ impl Worker {
         let _ = std::fs::create_dir_all(&log);
         let log = log.join(format!("{attempt}.log"));
         let created_ms = created_at.elapsed();
-        self.ctx.events.emit(&self.subject, Some(&name), false, "Created", format!("Created container {name} in {}", fmt_dur(created_ms)));
+        self.ctx.events.emit(
+            &self.subject,
+            Some(&name),
+            false,
+            "Created",
+            format!("Created container {name} in {}", fmt_dur(created_ms)),
+        );
         let pid = match self.ctx.runc.run(&id, &cdir, &log).await {
             Ok(pid) => pid,
             Err(e) => {
@@ -568,7 +641,8 @@ impl Worker {
                 // Kubelet's back-off: the first restart is immediate, later ones wait 10 s,
                 // doubling up to 5 min.
                 let base = self.ctx.cfg.crash_backoff.as_secs().max(1);
-                c.backoff_secs = if c.backoff_secs == 0 { base } else { (c.backoff_secs * 2).min(base * 30) };
+                c.backoff_secs =
+                    if c.backoff_secs == 0 { base } else { (c.backoff_secs * 2).min(base * 30) };
             }
             c.attempt = attempt;
             c.image = image_of(spec).to_owned();
@@ -582,69 +656,100 @@ impl Worker {
             self.rec.timeline.containers.retain(|c| c.name != name);
             self.rec.timeline.containers.push(tl);
         }
-        self.running.insert(name.clone(), Running { attempt, id, dir: cdir, exit, probes, stopping: None });
+        self.running
+            .insert(name.clone(), Running { attempt, id, dir: cdir, exit, probes, stopping: None });
         if self.rec.containers.get(&name).is_some_and(|c| c.ready) {
             self.mark_ready(&name);
         }
-        if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) {
-            if let Err(msg) = self.run_hook(spec, h, Duration::from_secs(30)).await {
-                self.ctx.events.emit(&self.subject, Some(&name), true, "FailedPostStartHook", msg);
-                let grace = self.grace_period();
-                self.stop(&name, grace, "poststart").await;
-            }
+        if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref())
+            && let Err(msg) = self.run_hook(spec, h, Duration::from_secs(30)).await
+        {
+            self.ctx.events.emit(&self.subject, Some(&name), true, "FailedPostStartHook", msg);
+            let grace = self.grace_period();
+            self.stop(&name, grace, "poststart").await;
         }
         Ok(())
     }
 
     /// Pulls or finds the container's image according to `imagePullPolicy`.
-    async fn ensure_image(&mut self, spec: &CSpec, tl: &mut ContainerTimeline) -> Result<kinetic_image::Image, StartFailure> {
+    async fn ensure_image(
+        &mut self,
+        spec: &CSpec,
+        tl: &mut ContainerTimeline,
+    ) -> Result<kinetic_image::Image, StartFailure> {
         let reference = image_of(spec).to_owned();
         let name = spec.name.clone();
         if reference.is_empty() {
-            return Err(StartFailure { reason: "InvalidImageName", message: "image is empty".into() });
+            return Err(StartFailure {
+                reason: "InvalidImageName",
+                message: "image is empty".into(),
+            });
         }
         if let Err(e) = kinetic_image::reference::Reference::parse(&reference) {
             return Err(StartFailure {
                 reason: "InvalidImageName",
-                message: format!("Failed to apply default image tag {reference:?}: couldn't parse image name {reference:?}: {e}"),
+                message: format!(
+                    "Failed to apply default image tag {reference:?}: couldn't parse image name {reference:?}: {e}"
+                ),
             });
         }
         let latest = !reference.contains('@') && {
             let last = reference.rsplit('/').next().unwrap_or(&reference);
             !last.contains(':') || last.ends_with(":latest")
         };
-        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| if latest { "Always".into() } else { "IfNotPresent".into() });
+        let policy = spec
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| if latest { "Always".into() } else { "IfNotPresent".into() });
         if policy != "Always" {
             if let Some(img) = self.ctx.images.local(&reference) {
                 tl.cache_hit = true;
                 let now = ts_now();
                 tl.pull_started = Some(now);
                 tl.pull_finished = Some(now);
-                self.ctx.events.emit(&self.subject, Some(&name), false, "Pulled", format!("Container image {reference:?} already present on machine"));
+                self.ctx.events.emit(
+                    &self.subject,
+                    Some(&name),
+                    false,
+                    "Pulled",
+                    format!("Container image {reference:?} already present on machine"),
+                );
                 return Ok(img);
             }
             if policy == "Never" {
                 return Err(StartFailure {
                     reason: "ErrImageNeverPull",
-                    message: format!("Container image {reference:?} is not present with pull policy of Never"),
+                    message: format!(
+                        "Container image {reference:?} is not present with pull policy of Never"
+                    ),
                 });
             }
         }
-        if let Some((until, _)) = self.pull_backoff.get(&reference) {
-            if *until > Instant::now() {
-                let left = *until - Instant::now();
-                self.wake_in(left);
-                return Err(StartFailure { reason: "ImagePullBackOff", message: format!("Back-off pulling image {reference:?}") });
-            }
+        if let Some((until, _)) = self.pull_backoff.get(&reference)
+            && *until > Instant::now()
+        {
+            let left = *until - Instant::now();
+            self.wake_in(left);
+            return Err(StartFailure {
+                reason: "ImagePullBackOff",
+                message: format!("Back-off pulling image {reference:?}"),
+            });
         }
         // A pull takes long enough to show ContainerCreating first.
-        if let Some(c) = self.rec.containers.get_mut(&name) {
-            if let CState::Waiting { .. } = c.state {
-                c.state = CState::Waiting { reason: "ContainerCreating".into(), message: String::new() };
-            }
+        if let Some(c) = self.rec.containers.get_mut(&name)
+            && let CState::Waiting { .. } = c.state
+        {
+            c.state =
+                CState::Waiting { reason: "ContainerCreating".into(), message: String::new() };
         }
         self.flush_status().await;
-        self.ctx.events.emit(&self.subject, Some(&name), false, "Pulling", format!("Pulling image {reference:?}"));
+        self.ctx.events.emit(
+            &self.subject,
+            Some(&name),
+            false,
+            "Pulling",
+            format!("Pulling image {reference:?}"),
+        );
         let began = Instant::now();
         tl.pull_started = Some(ts_now());
         let opts = self.pull_options().await;
@@ -669,12 +774,21 @@ impl Worker {
             }
             Err(e) => {
                 let base = self.ctx.cfg.crash_backoff;
-                let delay = self.pull_backoff.get(&reference).map_or(base, |(_, d)| (*d * 2).min(base * 30));
+                let delay = self
+                    .pull_backoff
+                    .get(&reference)
+                    .map_or(base, |(_, d)| (*d * 2).min(base * 30));
                 self.pull_backoff.insert(reference.clone(), (Instant::now() + delay, delay));
                 self.wake_in(delay);
                 let msg = format!("Failed to pull image {reference:?}: {}", crate::report(&e));
                 self.ctx.events.emit(&self.subject, Some(&name), true, "Failed", msg.clone());
-                self.ctx.events.emit(&self.subject, Some(&name), false, "BackOff", format!("Back-off pulling image {reference:?}"));
+                self.ctx.events.emit(
+                    &self.subject,
+                    Some(&name),
+                    false,
+                    "BackOff",
+                    format!("Back-off pulling image {reference:?}"),
+                );
                 Err(StartFailure { reason: "ErrImagePull", message: msg })
             }
         }
@@ -687,15 +801,19 @@ impl Worker {
             insecure_registries: self.ctx.cfg.insecure_registries.clone(),
             ..Default::default()
         };
-        let secrets = self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
-        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+        let secrets =
+            self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
+        let api: Api<k8s_openapi::api::core::v1::Secret> =
+            Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
         for s in secrets {
             let Ok(Some(secret)) = api.get_opt(&s.name).await else { continue };
             let data = secret.data.unwrap_or_default();
             if let Some(b) = data.get(".dockerconfigjson") {
                 match kinetic_image::parse_docker_config_json(&b.0) {
                     Ok(c) => opts.credentials.extend(c),
-                    Err(e) => tracing::warn!(secret = %s.name, error = %e, "unusable image pull secret"),
+                    Err(e) => {
+                        tracing::warn!(secret = %s.name, error = %e, "unusable image pull secret")
+                    }
                 }
             }
         }
@@ -703,7 +821,10 @@ impl Worker {
     }
 
     fn start_probes(&self, spec: &CSpec, attempt: u32, id: &str) -> Option<JoinHandle<()>> {
-        if spec.startup_probe.is_none() && spec.readiness_probe.is_none() && spec.liveness_probe.is_none() {
+        if spec.startup_probe.is_none()
+            && spec.readiness_probe.is_none()
+            && spec.liveness_probe.is_none()
+        {
             return None;
         }
         let target = Target {
@@ -714,15 +835,27 @@ impl Worker {
         Some(tokio::spawn(probe_loop(spec.clone(), target, attempt, self.itx.clone())))
     }
 
-    async fn run_hook(&self, spec: &CSpec, h: &LifecycleHandler, timeout: Duration) -> Result<(), String> {
+    async fn run_hook(
+        &self,
+        spec: &CSpec,
+        h: &LifecycleHandler,
+        timeout: Duration,
+    ) -> Result<(), String> {
         let Some(r) = self.running.get(&spec.name) else { return Ok(()) };
-        let target = Target { pod_ip: self.rec.ip.clone().unwrap_or_default(), runc: self.ctx.runc.clone(), container_id: r.id.clone() };
+        let target = Target {
+            pod_ip: self.rec.ip.clone().unwrap_or_default(),
+            runc: self.ctx.runc.clone(),
+            container_id: r.id.clone(),
+        };
         let handler = if let Some(e) = &h.exec {
             Handler::Exec(e.command.as_deref().unwrap_or_default())
         } else if let Some(g) = &h.http_get {
             Handler::Http(g)
         } else if let Some(s) = &h.sleep {
-            tokio::time::sleep(Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0)).min(timeout)).await;
+            tokio::time::sleep(
+                Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0)).min(timeout),
+            )
+            .await;
             return Ok(());
         } else {
             Handler::Unsupported("tcpSocket lifecycle handlers are deprecated and not supported")
@@ -753,12 +886,11 @@ impl Worker {
             c.ready = false;
         }
         if grace > Duration::ZERO {
-            if let Some(spec) = self.spec_of(name) {
-                if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref()) {
-                    if let Err(msg) = self.run_hook(&spec, h, grace).await {
-                        self.ctx.events.emit(&self.subject, Some(name), true, "FailedPreStopHook", msg);
-                    }
-                }
+            if let Some(spec) = self.spec_of(name)
+                && let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref())
+                && let Err(msg) = self.run_hook(&spec, h, grace).await
+            {
+                self.ctx.events.emit(&self.subject, Some(name), true, "FailedPreStopHook", msg);
             }
             let _ = self.ctx.runc.kill(&id, "TERM").await;
             let left = deadline.saturating_duration_since(Instant::now());
@@ -766,7 +898,8 @@ impl Worker {
         }
         if exit.borrow().is_none() {
             let _ = self.ctx.runc.kill(&id, "KILL").await;
-            let _ = tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
+            let _ =
+                tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
         }
         self.finish(name).await;
     }
@@ -795,13 +928,18 @@ impl Worker {
         // A run that lasted long enough resets the crash back-off (kubelet: 2 × the maximum).
         if let Some(s) = started_at {
             let ran = now.duration_since(s).as_secs();
-            let reset = i64::try_from(self.ctx.cfg.crash_backoff.as_secs() * 60).unwrap_or(i64::MAX);
+            let reset =
+                i64::try_from(self.ctx.cfg.crash_backoff.as_secs() * 60).unwrap_or(i64::MAX);
             if ran >= reset {
                 c.backoff_secs = 0;
             }
         }
         if c.backoff_secs > 0 && r.stopping.is_none() {
-            let until = now.checked_add(jiff::SignedDuration::from_secs(i64::try_from(c.backoff_secs).unwrap_or(300))).ok();
+            let until = now
+                .checked_add(jiff::SignedDuration::from_secs(
+                    i64::try_from(c.backoff_secs).unwrap_or(300),
+                ))
+                .ok();
             c.backoff_until = until;
         }
         c.state = CState::Terminated(Terminated {
@@ -823,21 +961,33 @@ impl Worker {
             return;
         }
         if names.len() == 1 {
-            self.ctx.events.emit(&self.subject, Some(&names[0]), false, "Killing", format!("Stopping container {}", names[0]));
+            self.ctx.events.emit(
+                &self.subject,
+                Some(&names[0]),
+                false,
+                "Killing",
+                format!("Stopping container {}", names[0]),
+            );
             self.stop(&names[0], grace, "delete").await;
             return;
         }
         // Several containers: signal all, then wait for all, within one grace period.
         let deadline = Instant::now() + grace;
         for n in &names {
-            self.ctx.events.emit(&self.subject, Some(n), false, "Killing", format!("Stopping container {n}"));
+            self.ctx.events.emit(
+                &self.subject,
+                Some(n),
+                false,
+                "Killing",
+                format!("Stopping container {n}"),
+            );
         }
         let mut pre = Vec::new();
         for n in &names {
-            if let (Some(spec), Some(r)) = (self.spec_of(n), self.running.get(n)) {
-                if let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
-                    pre.push((spec, h, r.id.clone()));
-                }
+            if let (Some(spec), Some(r)) = (self.spec_of(n), self.running.get(n))
+                && let Some(h) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone())
+            {
+                pre.push((spec, h, r.id.clone()));
             }
         }
         let hooks = pre.iter().map(|(spec, h, _)| self.run_hook(spec, h, grace));
@@ -851,7 +1001,8 @@ impl Worker {
         let waits = names.iter().filter_map(|n| self.running.get(n)).map(|r| {
             let mut rx = r.exit.clone();
             async move {
-                let _ = tokio::time::timeout_at(deadline.into(), rx.wait_for(Option::is_some)).await;
+                let _ =
+                    tokio::time::timeout_at(deadline.into(), rx.wait_for(Option::is_some)).await;
             }
         });
         futures::future::join_all(waits).await;
@@ -872,15 +1023,25 @@ impl Worker {
         let etc = self.dir.join("etc");
         std::fs::create_dir_all(&etc)?;
         let ip = self.rec.ip.clone().unwrap_or_default();
-        let hostname = self.pod.spec.as_ref().and_then(|s| s.hostname.clone()).unwrap_or_else(|| self.subject.name.clone());
+        let hostname = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.hostname.clone())
+            .unwrap_or_else(|| self.subject.name.clone());
         std::fs::write(etc.join("hostname"), format!("{hostname}\n"))?;
         std::fs::write(
             etc.join("hosts"),
-            format!("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"),
+            format!(
+                "# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{ip}\t{hostname}\n"
+            ),
         )?;
         std::fs::write(
             etc.join("resolv.conf"),
-            format!("search {}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n", self.subject.namespace),
+            format!(
+                "search {}.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n",
+                self.subject.namespace
+            ),
         )?;
         Ok(())
     }
@@ -896,7 +1057,10 @@ impl Worker {
         if self.last_status.as_ref() != Some(&st) {
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
             let body = json!({"metadata": {"uid": self.subject.uid}, "status": st});
-            match api.patch_status(&self.subject.name, &PatchParams::default(), &Patch::Strategic(body)).await {
+            match api
+                .patch_status(&self.subject.name, &PatchParams::default(), &Patch::Strategic(body))
+                .await
+            {
                 Ok(p) => {
                     self.last_status = Some(st);
                     self.pod = Arc::new(p);
@@ -918,9 +1082,19 @@ impl Worker {
         let mut tl = self.rec.timeline.clone();
         let annotations = self.pod.metadata.annotations.clone().unwrap_or_default();
         let parse = |k: &str| annotations.get(k).and_then(|v| v.parse::<Timestamp>().ok());
-        tl.created = parse(timeline::QUEUED_AT).or_else(|| self.pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        tl.created = parse(timeline::QUEUED_AT)
+            .or_else(|| self.pod.metadata.creation_timestamp.as_ref().map(|t| t.0));
         tl.scheduled = parse(timeline::SCHEDULED_AT).or_else(|| {
-            self.pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "PodScheduled")?.last_transition_time.as_ref().map(|t| t.0)
+            self.pod
+                .status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == "PodScheduled")?
+                .last_transition_time
+                .as_ref()
+                .map(|t| t.0)
         });
         let body = json!({"metadata": {"annotations": {timeline::ANNOTATION: serde_json::to_string(&tl).unwrap_or_default()}}});
         let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
@@ -954,7 +1128,12 @@ fn fmt_dur(d: Duration) -> String {
 
 /// Runs a container's probes: the startup probe first, then readiness and liveness on their
 /// own periods. Sends a message when a result changes (readiness) or a threshold is crossed.
-async fn probe_loop(spec: CSpec, target: Target, attempt: u32, tx: mpsc::UnboundedSender<Internal>) {
+async fn probe_loop(
+    spec: CSpec,
+    target: Target,
+    attempt: u32,
+    tx: mpsc::UnboundedSender<Internal>,
+) {
     let name = spec.name.clone();
     let send = |kind, ok, message: String| {
         let _ = tx.send(Internal::Probe { name: name.clone(), attempt, kind, ok, message });
@@ -981,8 +1160,14 @@ async fn probe_loop(spec: CSpec, target: Target, attempt: u32, tx: mpsc::Unbound
         }
     }
     let start = Instant::now();
-    let mut r = spec.readiness_probe.as_ref().map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0, 0, None::<bool>));
-    let mut l = spec.liveness_probe.as_ref().map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0));
+    let mut r = spec
+        .readiness_probe
+        .as_ref()
+        .map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0, 0, None::<bool>));
+    let mut l = spec
+        .liveness_probe
+        .as_ref()
+        .map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0));
     if r.is_none() && l.is_none() {
         return;
     }
@@ -991,44 +1176,44 @@ async fn probe_loop(spec: CSpec, target: Target, attempt: u32, tx: mpsc::Unbound
         let Some(next) = next else { return };
         tokio::time::sleep_until(next.into()).await;
         let now = Instant::now();
-        if let Some((p, t, due, succ, fail, last)) = r.as_mut() {
-            if *due <= now {
-                *due = now + t.period;
-                match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
-                    Ok(()) => {
-                        *succ += 1;
-                        *fail = 0;
-                        if *succ >= t.success_threshold && *last != Some(true) {
-                            *last = Some(true);
-                            send(ProbeKind::Readiness, true, String::new());
-                        }
+        if let Some((p, t, due, succ, fail, last)) = r.as_mut()
+            && *due <= now
+        {
+            *due = now + t.period;
+            match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
+                Ok(()) => {
+                    *succ += 1;
+                    *fail = 0;
+                    if *succ >= t.success_threshold && *last != Some(true) {
+                        *last = Some(true);
+                        send(ProbeKind::Readiness, true, String::new());
                     }
-                    Err(m) => {
-                        *fail += 1;
-                        *succ = 0;
-                        if *fail >= t.failure_threshold && *last != Some(false) {
-                            *last = Some(false);
-                            send(ProbeKind::Readiness, false, m);
-                        } else if last.is_none() {
-                            // Until the first success the container is not ready; say why once.
-                            *last = Some(false);
-                            send(ProbeKind::Readiness, false, m);
-                        }
+                }
+                Err(m) => {
+                    *fail += 1;
+                    *succ = 0;
+                    if *fail >= t.failure_threshold && *last != Some(false) {
+                        *last = Some(false);
+                        send(ProbeKind::Readiness, false, m);
+                    } else if last.is_none() {
+                        // Until the first success the container is not ready; say why once.
+                        *last = Some(false);
+                        send(ProbeKind::Readiness, false, m);
                     }
                 }
             }
         }
-        if let Some((p, t, due, fail)) = l.as_mut() {
-            if *due <= now {
-                *due = now + t.period;
-                match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
-                    Ok(()) => *fail = 0,
-                    Err(m) => {
-                        *fail += 1;
-                        if *fail >= t.failure_threshold {
-                            send(ProbeKind::Liveness, false, m);
-                            return;
-                        }
+        if let Some((p, t, due, fail)) = l.as_mut()
+            && *due <= now
+        {
+            *due = now + t.period;
+            match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
+                Ok(()) => *fail = 0,
+                Err(m) => {
+                    *fail += 1;
+                    if *fail >= t.failure_threshold {
+                        send(ProbeKind::Liveness, false, m);
+                        return;
                     }
                 }
             }

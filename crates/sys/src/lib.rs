@@ -29,7 +29,8 @@ pub async fn wait_exit(pid: i32) -> std::io::Result<()> {
     // SAFETY: `register_with_interest` requires that the fd stays open and is not registered
     // elsewhere while the AsyncFd exists. We own `fd` (just created by pidfd_open), move it
     // into the AsyncFd, and never expose it, so it is closed only when the AsyncFd is dropped.
-    let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }.map_err(|e| e.into_parts().1)?;
+    let afd = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
+        .map_err(|e| e.into_parts().1)?;
     // A pidfd becomes readable when the process exits.
     let _guard = afd.readable().await?;
     Ok(())

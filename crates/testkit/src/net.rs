@@ -46,7 +46,8 @@ impl NetSlot {
 
     fn delete_bridge(&self) {
         if Path::new("/sys/class/net").join(&self.bridge).exists() {
-            let _ = std::process::Command::new("ip").args(["link", "delete", &self.bridge]).output();
+            let _ =
+                std::process::Command::new("ip").args(["link", "delete", &self.bridge]).output();
         }
     }
 }

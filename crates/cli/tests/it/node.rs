@@ -23,7 +23,16 @@ async fn kubectl_run_gives_a_ready_pod_that_answers_http_and_logs_traces_deletes
         "up",
         dir.path(),
         port,
-        &["--node-name", "node-a", "--node-listen", "127.0.0.1:0", "--bridge", &slot.bridge, "--pod-cidr", &slot.cidr],
+        &[
+            "--node-name",
+            "node-a",
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+        ],
     )
     .await;
     let home = tempfile::tempdir().unwrap();
@@ -35,7 +44,21 @@ async fn kubectl_run_gives_a_ready_pod_that_answers_http_and_logs_traces_deletes
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    kubectl(&up, h, &["run", "web", &format!("--image={image}"), "--command", "--", "sh", "-c", "echo started web; exec httpd -f -p 8080 -h /www"]).await;
+    kubectl(
+        &up,
+        h,
+        &[
+            "run",
+            "web",
+            &format!("--image={image}"),
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "echo started web; exec httpd -f -p 8080 -h /www",
+        ],
+    )
+    .await;
     kubectl(&up, h, &["wait", "--for=condition=Ready", "pod/web", "--timeout=60s"]).await;
     let ip = kubectl(&up, h, &["get", "pod", "web", "-o", "jsonpath={.status.podIP}"]).await;
     assert!(ip.starts_with("10.201."), "pod IP {ip:?}");
@@ -57,7 +80,8 @@ async fn kubectl_run_gives_a_ready_pod_that_answers_http_and_logs_traces_deletes
     for phase in ["schedule", "sandbox", "pull", "start", "total"] {
         assert!(text.to_lowercase().contains(phase), "trace lacks {phase}:\n{text}");
     }
-    let events = kubectl(&up, h, &["get", "events", "--field-selector", "involvedObject.name=web"]).await;
+    let events =
+        kubectl(&up, h, &["get", "events", "--field-selector", "involvedObject.name=web"]).await;
     for reason in ["Scheduled", "Pulled", "Created", "Started"] {
         assert!(events.contains(reason), "no {reason} event:\n{events}");
     }

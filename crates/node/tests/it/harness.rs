@@ -31,11 +31,17 @@ impl Cluster {
     }
 
     pub async fn start_with(tune: impl FnOnce(&mut Config)) -> Cluster {
-        for (what, path) in [("runc", "/usr/sbin/runc"), ("the CNI bridge plugin", "/usr/lib/cni/bridge")] {
-            assert!(Path::new(path).exists(), "{what} is missing at {path}: run scripts/install-deps.sh");
+        for (what, path) in
+            [("runc", "/usr/sbin/runc"), ("the CNI bridge plugin", "/usr/lib/cni/bridge")]
+        {
+            assert!(
+                Path::new(path).exists(),
+                "{what} is missing at {path}: run scripts/install-deps.sh"
+            );
         }
         let slot = kinetic_testkit::net::NetSlot::take();
-        let dir = tempfile::Builder::new().prefix("kinetic-node-it").tempdir_in("/var/tmp").unwrap();
+        let dir =
+            tempfile::Builder::new().prefix("kinetic-node-it").tempdir_in("/var/tmp").unwrap();
         let server = TestServer::start().await.unwrap();
         let registry = Registry::start().await.unwrap();
         let client = server.client().await.unwrap();
@@ -78,14 +84,20 @@ impl Cluster {
     }
 
     /// Polls the pod until `pred` holds, failing with the last status after `secs`.
-    pub async fn wait(&self, name: &str, secs: u64, what: &str, pred: impl Fn(&Pod) -> bool) -> Pod {
+    pub async fn wait(
+        &self,
+        name: &str,
+        secs: u64,
+        what: &str,
+        pred: impl Fn(&Pod) -> bool,
+    ) -> Pod {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let p = self.pods().get_opt(name).await.unwrap();
-            if let Some(p) = &p {
-                if pred(p) {
-                    return p.clone();
-                }
+            if let Some(p) = &p
+                && pred(p)
+            {
+                return p.clone();
             }
             if Instant::now() > deadline {
                 let events = self.events(name).await;
@@ -129,7 +141,10 @@ impl Cluster {
             if let Some(e) = evs.iter().find(|e| e.contains(needle)) {
                 return e.clone();
             }
-            assert!(Instant::now() < deadline, "no event {needle:?} for {name} within {secs}s: {evs:#?}");
+            assert!(
+                Instant::now() < deadline,
+                "no event {needle:?} for {name} within {secs}s: {evs:#?}"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -137,9 +152,12 @@ impl Cluster {
     /// An HTTP GET to `ip:port/path` from the host (through the node's bridge).
     pub async fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<String> {
         use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect((ip, port)))
-            .await
-            .map_err(|_| std::io::Error::other("connect timed out"))??;
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::net::TcpStream::connect((ip, port)),
+        )
+        .await
+        .map_err(|_| std::io::Error::other("connect timed out"))??;
         s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {ip}\r\n\r\n").as_bytes()).await?;
         let mut out = String::new();
         tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut out))
@@ -207,7 +225,12 @@ pub fn container_status(p: &Pod, name: &str) -> k8s_openapi::api::core::v1::Cont
 
 pub fn waiting_reason(p: &Pod, name: &str) -> Option<String> {
     let all = p.status.as_ref().map(|s| {
-        s.container_statuses.iter().flatten().chain(s.init_container_statuses.iter().flatten()).cloned().collect::<Vec<_>>()
+        s.container_statuses
+            .iter()
+            .flatten()
+            .chain(s.init_container_statuses.iter().flatten())
+            .cloned()
+            .collect::<Vec<_>>()
     })?;
     all.into_iter().find(|c| c.name == name)?.state?.waiting?.reason
 }
@@ -216,10 +239,18 @@ impl Drop for Cluster {
     /// Removes what the test left on the machine, even when it failed half-way.
     fn drop(&mut self) {
         let root = self.data_dir().join("runc");
-        let runc = std::process::Command::new("runc").arg("--root").arg(&root).args(["list", "-q"]).output();
+        let runc = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["list", "-q"])
+            .output();
         if let Ok(out) = runc {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
-                let _ = std::process::Command::new("runc").arg("--root").arg(&root).args(["delete", "-f", id]).output();
+                let _ = std::process::Command::new("runc")
+                    .arg("--root")
+                    .arg(&root)
+                    .args(["delete", "-f", id])
+                    .output();
             }
         }
         let dir = self.data_dir().display().to_string();
@@ -234,7 +265,8 @@ impl Drop for Cluster {
             for e in rd.flatten() {
                 let name = format!("kinetic-{}", e.file_name().to_string_lossy());
                 if Path::new("/var/run/netns").join(&name).exists() {
-                    let _ = std::process::Command::new("ip").args(["netns", "delete", &name]).output();
+                    let _ =
+                        std::process::Command::new("ip").args(["netns", "delete", &name]).output();
                 }
             }
         }

@@ -36,7 +36,11 @@ async fn readiness_probe_gates_ready_and_liveness_failure_restarts() {
         }]}),
     )
     .await;
-    let running = c.wait("probed", 20, "Running", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")).await;
+    let running = c
+        .wait("probed", 20, "Running", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+        })
+        .await;
     assert!(!is_ready(&running), "ready before the readiness probe passed");
     let started = Instant::now();
     c.wait_ready("probed").await;
@@ -59,10 +63,12 @@ async fn crashing_container_backs_off_and_never_policy_fails_the_pod() {
     )
     .await;
     c.create("done", json!({"restartPolicy": "OnFailure", "containers": [{"name": "app", "image": image, "command": ["true"]}]})).await;
-    let p = c.wait("crash", 30, "two restarts and CrashLoopBackOff", |p| {
-        restarts(p, "app") >= 2 && waiting_reason(p, "app").as_deref() == Some("CrashLoopBackOff")
-    })
-    .await;
+    let p = c
+        .wait("crash", 30, "two restarts and CrashLoopBackOff", |p| {
+            restarts(p, "app") >= 2
+                && waiting_reason(p, "app").as_deref() == Some("CrashLoopBackOff")
+        })
+        .await;
     let last = container_status(&p, "app").last_state.unwrap().terminated.unwrap();
     assert_eq!(last.exit_code, 3);
     assert_eq!(last.reason.as_deref(), Some("Error"));
@@ -71,11 +77,18 @@ async fn crashing_container_backs_off_and_never_policy_fails_the_pod() {
     let prev = node_logs(&c, "crash", "app", "previous=true").await;
     assert!(prev.contains("dying"), "{prev}");
 
-    let p = c.wait("once", 20, "Failed", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")).await;
+    let p = c
+        .wait("once", 20, "Failed", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+        })
+        .await;
     let t = container_status(&p, "app").state.unwrap().terminated.unwrap();
     assert_eq!((t.exit_code, t.message.as_deref()), (1, Some("bye")));
     assert_eq!(restarts(&p, "app"), 0);
-    c.wait("done", 20, "Succeeded", |p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")).await;
+    c.wait("done", 20, "Succeeded", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +98,16 @@ async fn init_containers_run_in_order_and_env_comes_from_configmaps_secrets_and_
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
     cms.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "cfg"}, "data": {"greeting": "hello", "file.txt": "from a configmap"}})).unwrap()).await.unwrap();
     let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
-    secrets.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}})).unwrap()).await.unwrap();
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "creds"}, "stringData": {"password": "s3cret"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
     c.create(
         "init",
         json!({
@@ -116,7 +138,9 @@ async fn init_containers_run_in_order_and_env_comes_from_configmaps_secrets_and_
     let p = c.wait_ready("init").await;
     let ip = pod_ip(&p);
     let inits = p.status.as_ref().unwrap().init_container_statuses.clone().unwrap();
-    assert!(inits.iter().all(|s| s.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code == 0));
+    assert!(
+        inits.iter().all(|s| s.state.as_ref().unwrap().terminated.as_ref().unwrap().exit_code == 0)
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     let logs = loop {
         let l = node_logs(&c, "init", "app", "").await;
@@ -137,7 +161,11 @@ async fn init_containers_run_in_order_and_env_comes_from_configmaps_secrets_and_
             "env": [{"name": "X", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "nope"}}}]}]}),
     )
     .await;
-    let p = c.wait("badenv", 20, "CreateContainerConfigError", |p| waiting_reason(p, "app").as_deref() == Some("CreateContainerConfigError")).await;
+    let p = c
+        .wait("badenv", 20, "CreateContainerConfigError", |p| {
+            waiting_reason(p, "app").as_deref() == Some("CreateContainerConfigError")
+        })
+        .await;
     let msg = container_status(&p, "app").state.unwrap().waiting.unwrap().message.unwrap();
     assert_eq!(msg, "couldn't find key nope in ConfigMap default/cfg");
 }
@@ -169,7 +197,10 @@ async fn graceful_delete_kills_a_sigterm_ignoring_process_at_the_deadline() {
     assert!(t.elapsed() < Duration::from_secs(2), "polite pod took {:?}", t.elapsed());
     c.wait_gone("stubborn", 15).await;
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(6), "stubborn pod took {took:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(6),
+        "stubborn pod took {took:?}"
+    );
     c.wait_event("stubborn", "Killing: Stopping container app", 5).await;
     let left = c.leftovers();
     assert!(left.is_empty(), "left behind: {left:#?}");
@@ -192,22 +223,33 @@ async fn readiness_gates_hold_ready_until_their_condition_is_true() {
             })
         })
         .await;
-    let ready = p.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
+    let ready =
+        p.status.unwrap().conditions.unwrap().into_iter().find(|c| c.type_ == "Ready").unwrap();
     assert_eq!(ready.status, "False");
     assert_eq!(ready.reason.as_deref(), Some("ReadinessGatesNotReady"));
     let patch = json!({"status": {"conditions": [{"type": "apps.kruise.io/InPlaceUpdateReady", "status": "True"}]}});
-    c.pods().patch_status("gated", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    c.pods()
+        .patch_status("gated", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
     c.wait_ready("gated").await;
     let patch = json!({"status": {"conditions": [{"type": "apps.kruise.io/InPlaceUpdateReady", "status": "False"}]}});
-    c.pods().patch_status("gated", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    c.pods()
+        .patch_status("gated", &PatchParams::default(), &Patch::Strategic(patch))
+        .await
+        .unwrap();
     c.wait("gated", 10, "not Ready", |p| !is_ready(p)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn image_change_updates_one_container_in_place() {
     let c = Cluster::start().await;
-    let v1 = kinetic_testkit::images::busybox(&c.registry, "app", "v1", &[("www/version", "v1\n")]).await.unwrap();
-    let v2 = kinetic_testkit::images::busybox(&c.registry, "app", "v2", &[("www/version", "v2\n")]).await.unwrap();
+    let v1 = kinetic_testkit::images::busybox(&c.registry, "app", "v1", &[("www/version", "v1\n")])
+        .await
+        .unwrap();
+    let v2 = kinetic_testkit::images::busybox(&c.registry, "app", "v2", &[("www/version", "v2\n")])
+        .await
+        .unwrap();
     let cmd = json!(["httpd", "-f", "-p", "8080", "-h", "/www"]);
     c.create(
         "inplace",
@@ -241,7 +283,11 @@ async fn image_change_updates_one_container_in_place() {
     assert_eq!(after.metadata.uid, before.metadata.uid);
     assert_eq!(pod_ip(&after), ip, "the pod kept its IP");
     let side2 = container_status(&after, "sidecar");
-    assert_eq!((side2.restart_count, &side2.container_id), (0, &side1.container_id), "sidecar untouched");
+    assert_eq!(
+        (side2.restart_count, &side2.container_id),
+        (0, &side1.container_id),
+        "sidecar untouched"
+    );
     let web2 = container_status(&after, "web");
     assert_eq!(web2.image, v2);
     assert!(Cluster::http_get(&ip, 8080, "/version").await.unwrap().contains("v2"));
@@ -273,16 +319,32 @@ async fn agent_restart_keeps_containers_running_and_adopts_them() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_and_missing_images_give_kubelets_waiting_reasons() {
     let c = Cluster::start().await;
-    c.create("badref", json!({"containers": [{"name": "app", "image": "127.0.0.1:5000/UPPER::bad"}]})).await;
+    c.create(
+        "badref",
+        json!({"containers": [{"name": "app", "image": "127.0.0.1:5000/UPPER::bad"}]}),
+    )
+    .await;
     let missing = format!("{}/nosuch:v1", c.registry.addr());
     c.create("missing", json!({"containers": [{"name": "app", "image": missing}]})).await;
     c.create("never", json!({"containers": [{"name": "app", "image": format!("{}/x:v1", c.registry.addr()), "imagePullPolicy": "Never"}]})).await;
-    c.wait("badref", 20, "InvalidImageName", |p| waiting_reason(p, "app").as_deref() == Some("InvalidImageName")).await;
-    c.wait("never", 20, "ErrImageNeverPull", |p| waiting_reason(p, "app").as_deref() == Some("ErrImageNeverPull")).await;
-    c.wait("missing", 20, "ErrImagePull", |p| waiting_reason(p, "app").as_deref() == Some("ErrImagePull")).await;
+    c.wait("badref", 20, "InvalidImageName", |p| {
+        waiting_reason(p, "app").as_deref() == Some("InvalidImageName")
+    })
+    .await;
+    c.wait("never", 20, "ErrImageNeverPull", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ErrImageNeverPull")
+    })
+    .await;
+    c.wait("missing", 20, "ErrImagePull", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ErrImagePull")
+    })
+    .await;
     let ev = c.wait_event("missing", "Failed: Failed to pull image", 5).await;
     assert!(ev.contains("nosuch"), "{ev}");
-    c.wait("missing", 20, "ImagePullBackOff", |p| waiting_reason(p, "app").as_deref() == Some("ImagePullBackOff")).await;
+    c.wait("missing", 20, "ImagePullBackOff", |p| {
+        waiting_reason(p, "app").as_deref() == Some("ImagePullBackOff")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +352,11 @@ async fn no_leaks_after_200_create_delete_cycles() {
     let c = Cluster::start().await;
     let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
     // Pull once so the cycles measure the pod path only.
-    c.create("warm", json!({"containers": [{"name": "app", "image": image, "command": ["sleep", "1000"]}]})).await;
+    c.create(
+        "warm",
+        json!({"containers": [{"name": "app", "image": image, "command": ["sleep", "1000"]}]}),
+    )
+    .await;
     c.wait_ready("warm").await;
     let rounds = 20;
     let per_round = 10;
@@ -314,13 +380,17 @@ async fn no_leaks_after_200_create_delete_cycles() {
     c.wait_gone("warm", 20).await;
     let left = c.leftovers();
     assert!(left.is_empty(), "left behind after {} cycles: {left:#?}", rounds * per_round);
-    let veths = std::process::Command::new("ip").args(["-o", "link", "show", "master", &c.cfg.bridge]).output().unwrap();
+    let veths = std::process::Command::new("ip")
+        .args(["-o", "link", "show", "master", &c.cfg.bridge])
+        .output()
+        .unwrap();
     let veths = String::from_utf8_lossy(&veths.stdout).lines().count();
     assert_eq!(veths, 0, "veths still attached to the bridge");
     // Container cgroups (named by runc id, which starts with the pod UID) are gone too.
     let cgroups: Vec<String> = std::fs::read_dir("/sys/fs/cgroup/memory/kinetic")
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    let ours: Vec<&String> = cgroups.iter().filter(|n| uids.iter().any(|u| n.starts_with(u.as_str()))).collect();
+    let ours: Vec<&String> =
+        cgroups.iter().filter(|n| uids.iter().any(|u| n.starts_with(u.as_str()))).collect();
     assert!(ours.is_empty(), "cgroups left behind: {ours:?}");
 }

@@ -34,14 +34,17 @@ async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
     assert!(page.starts_with("HTTP/1.") && page.contains("hello from kinetic"), "{page}");
 
     // The timeline annotation and kubelet's events.
-    let pod = c.wait("web", 10, "timeline annotation", |p| {
-        p.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(kinetic_api::timeline::ANNOTATION))
-    })
-    .await;
-    let tl: kinetic_api::timeline::Timeline = serde_json::from_str(
-        &pod.metadata.annotations.unwrap()[kinetic_api::timeline::ANNOTATION],
-    )
-    .unwrap();
+    let pod = c
+        .wait("web", 10, "timeline annotation", |p| {
+            p.metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key(kinetic_api::timeline::ANNOTATION))
+        })
+        .await;
+    let tl: kinetic_api::timeline::Timeline =
+        serde_json::from_str(&pod.metadata.annotations.unwrap()[kinetic_api::timeline::ANNOTATION])
+            .unwrap();
     assert!(tl.observed.is_some() && tl.sandbox_ready.is_some() && tl.ready.is_some(), "{tl:?}");
     let web = &tl.containers[0];
     assert!(!web.cache_hit && web.pull_bytes > 0 && web.started.is_some(), "{web:?}");

@@ -1,0 +1,446 @@
+//! `kinetic bench pods`: pod create → Ready latency and start throughput on this machine.
+//!
+//! Everything runs in this process, wired as `kinetic up` wires it: the embedded API server on
+//! a free loopback port with a fresh data directory, the scheduler and one node agent (its own
+//! bridge `kbench0` and pod range 10.202.0.0/16), talking HTTPS through the real `kube` client.
+//! A docker-registry on 127.0.0.1 serves a small busybox image built from `/bin/busybox`; one
+//! warm-up pod pulls it, so every measured pod starts from a cached image.
+//!
+//! Phases (each pod runs `sleep 3600`, no probes, `terminationGracePeriodSeconds: 0`):
+//! 1. **Sequential**: `--pods` pods, one at a time: latency from just before the create request
+//!    to the moment a watch (opened beforehand) delivers the pod with `Ready=True`.
+//! 2. **Concurrent**: the same with `--concurrency` creates in flight.
+//! 3. **Saturation**: `--burst` pods created with `--concurrency` in flight; pods per minute =
+//!    pods / (time from the first create to the last Ready).
+//! 4. **Floor**: `runc run -d` of an equivalent bundle (same image layers as an overlayfs
+//!    rootfs, same command, no network namespace) and `runc delete -f`, `--floor-runs` times.
+//!
+//! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
+//! Pods of a phase are deleted before the next one starts. Load stays on 127.0.0.1 and the
+//! node's own bridge; every wait is bounded.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kinetic_api::timeline::Timeline;
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use kube::runtime::watcher::{self, Event};
+use serde_json::json;
+
+use crate::bench::{Row, ms, percentile, print_table};
+
+/// Arguments of `kinetic bench pods`.
+#[derive(clap::Args)]
+pub struct PodsArgs {
+    /// Pods in each latency phase
+    #[arg(long, default_value_t = 100)]
+    pods: usize,
+    /// Creates in flight in the concurrent and saturation phases
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Pods in the saturation phase
+    #[arg(long, default_value_t = 200)]
+    burst: usize,
+    /// Bare `runc run` repetitions for the floor
+    #[arg(long, default_value_t = 30)]
+    floor_runs: usize,
+}
+
+const LABEL: &str = "kinetic.dev/bench";
+
+/// Ready instants seen by the watch, by pod name.
+type ReadyTimes = Arc<Mutex<HashMap<String, Instant>>>;
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn pod(name: &str, image: &str, phase: &str) -> anyhow::Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "labels": {LABEL: phase}},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{"name": "app", "image": image, "command": ["sleep", "3600"]}],
+        },
+    }))?)
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// The platform cannot be started, or a pod does not become Ready within 60 s.
+pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
+    if args.pods == 0 || args.concurrency == 0 {
+        bail!("--pods and --concurrency must be at least 1");
+    }
+    let dir = tempfile::Builder::new().prefix("kinetic-bench-pods").tempdir_in("/var/tmp")?;
+    let server = kinetic_apiserver::ApiServer::start(kinetic_apiserver::Config::new(
+        dir.path().join("api"),
+        "127.0.0.1:0".parse()?,
+    ))
+    .await
+    .context("starting the API server")?;
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig_to(&kubeconfig)?;
+    let client = crate::client_from(Some(&kubeconfig)).await?;
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let sched = tokio::spawn(kinetic_controllers::run_scheduler(
+        client.clone(),
+        kinetic_controllers::SchedulerConfig::default(),
+        async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        },
+    ));
+    let mut cfg = kinetic_node::Config::new("bench-node", dir.path().join("node"));
+    cfg.bridge = "kbench0".into();
+    cfg.pod_cidr = "10.202.0.0/16".into();
+    cfg.listen = "127.0.0.1:0".parse()?;
+    cfg.auth_token = Some(server.token().to_owned());
+    cfg.max_pods = u32::try_from(args.burst.max(args.pods) + 10).unwrap_or(u32::MAX);
+    let agent =
+        kinetic_node::Agent::start(client.clone(), cfg).await.context("starting the node agent")?;
+    let registry = kinetic_testkit::registry::Registry::start().await?;
+    let image = kinetic_testkit::images::busybox(&registry, "bench", "v1", &[]).await?;
+    eprintln!("platform up; image {image}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let ready: ReadyTimes = Arc::default();
+    let watch = {
+        let ready = ready.clone();
+        let api = pods.clone();
+        tokio::spawn(async move {
+            let mut s = watcher::watcher(api, watcher::Config::default().labels(LABEL)).boxed();
+            while let Some(ev) = s.next().await {
+                if let Ok(Event::Apply(p) | Event::InitApply(p)) = ev
+                    && is_ready(&p)
+                {
+                    let name = p.metadata.name.unwrap_or_default();
+                    if let Ok(mut m) = ready.lock() {
+                        m.entry(name).or_insert_with(Instant::now);
+                    }
+                }
+            }
+        })
+    };
+    // Warm-up: pull the image once.
+    run_phase(&pods, &ready, &image, "warm", 1, 1).await?;
+    clear(&pods, "warm").await?;
+
+    let seq = run_phase(&pods, &ready, &image, "seq", args.pods, 1).await?;
+    let timelines = timelines(&pods, "seq").await?;
+    clear(&pods, "seq").await?;
+    let conc = run_phase(&pods, &ready, &image, "conc", args.pods, args.concurrency).await?;
+    clear(&pods, "conc").await?;
+    let cpu0 = cpu_ticks()?;
+    let t0 = Instant::now();
+    let burst = run_phase(&pods, &ready, &image, "burst", args.burst, args.concurrency).await?;
+    let burst_wall =
+        burst.iter().map(|(_, _, ready_at)| *ready_at).max().map_or(Duration::ZERO, |t| t - t0);
+    let cpu1 = cpu_ticks()?;
+    clear(&pods, "burst").await?;
+    let cpu2 = cpu_ticks()?;
+    watch.abort();
+
+    let floor = runc_floor(dir.path(), &image, args.floor_runs).await?;
+
+    agent.shutdown().await;
+    let _ = stop_tx.send(true);
+    let _ = sched.await;
+    server.shutdown().await;
+    // The bench's bridge goes with the run.
+    let _ = std::process::Command::new("ip").args(["link", "delete", "kbench0"]).output();
+
+    let lat = |v: &[(String, Duration, Instant)]| {
+        let mut d: Vec<Duration> = v.iter().map(|(_, d, _)| *d).collect();
+        d.sort();
+        d
+    };
+    let (s, c) = (lat(&seq), lat(&conc));
+    let per_min = args.burst as f64 / burst_wall.as_secs_f64().max(1e-9) * 60.0;
+    let mut f = floor.clone();
+    f.sort();
+    let rows = vec![
+        Row::new(
+            format!("create→Ready p50, {} pods one at a time", args.pods),
+            format!("{:.1} ms", ms(percentile(&s, 0.5))),
+            "≤ 150 ms",
+            Some(percentile(&s, 0.5) <= Duration::from_millis(150)),
+        ),
+        Row::new(
+            format!("create→Ready p99, {} pods one at a time", args.pods),
+            format!("{:.1} ms", ms(percentile(&s, 0.99))),
+            "≤ 400 ms",
+            Some(percentile(&s, 0.99) <= Duration::from_millis(400)),
+        ),
+        Row::new(
+            format!("create→Ready p50, {} at a time", args.concurrency),
+            format!("{:.1} ms", ms(percentile(&c, 0.5))),
+            "≤ 150 ms",
+            Some(percentile(&c, 0.5) <= Duration::from_millis(150)),
+        ),
+        Row::new(
+            format!("create→Ready p99, {} at a time", args.concurrency),
+            format!("{:.1} ms", ms(percentile(&c, 0.99))),
+            "≤ 400 ms",
+            Some(percentile(&c, 0.99) <= Duration::from_millis(400)),
+        ),
+        Row::new(
+            format!(
+                "pods started per minute ({} pods, {} in flight)",
+                args.burst, args.concurrency
+            ),
+            format!("{per_min:.0}"),
+            "≥ 3,000",
+            Some(per_min >= 3000.0),
+        ),
+        Row::new(
+            "  CPU per pod start: this process (API server, scheduler, agent)".into(),
+            format!("{:.1} ms", (cpu1.0 - cpu0.0) * 10.0 / args.burst as f64),
+            "",
+            None,
+        ),
+        Row::new(
+            "  CPU per pod start: children (runc, CNI plugins, ip)".into(),
+            format!("{:.1} ms", (cpu1.1 - cpu0.1) * 10.0 / args.burst as f64),
+            "",
+            None,
+        ),
+        Row::new(
+            "  CPU per pod delete: this process / children".into(),
+            format!(
+                "{:.1} / {:.1} ms",
+                (cpu2.0 - cpu1.0) * 10.0 / args.burst as f64,
+                (cpu2.1 - cpu1.1) * 10.0 / args.burst as f64
+            ),
+            "",
+            None,
+        ),
+        Row::new(
+            "floor: bare `runc run -d` + overlay mount, p50".into(),
+            format!("{:.1} ms", ms(percentile(&f, 0.5))),
+            "",
+            None,
+        ),
+        Row::new(
+            "sequential p50 / floor p50".into(),
+            format!("{:.1}×", ms(percentile(&s, 0.5)) / ms(percentile(&f, 0.5)).max(1e-9)),
+            "",
+            None,
+        ),
+    ];
+    print_table(&rows);
+    println_shares(&timelines);
+    Ok(())
+}
+
+/// (own, reaped children) CPU of this process in clock ticks (1/100 s).
+fn cpu_ticks() -> anyhow::Result<(f64, f64)> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("parsing /proc/self/stat")?;
+    let f: Vec<f64> = rest.split_whitespace().map(|x| x.parse().unwrap_or(0.0)).collect();
+    // `rest` starts at field 3: utime, stime, cutime, cstime are fields 14..=17.
+    let g = |i: usize| f.get(i - 3).copied().unwrap_or(0.0);
+    Ok((g(14) + g(15), g(16) + g(17)))
+}
+
+/// Creates `n` pods named `<phase>-<i>` with `conc` creates in flight, each waiting for its
+/// own Ready; returns (name, latency, ready instant).
+async fn run_phase(
+    pods: &Api<Pod>,
+    ready: &ReadyTimes,
+    image: &str,
+    phase: &str,
+    n: usize,
+    conc: usize,
+) -> anyhow::Result<Vec<(String, Duration, Instant)>> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conc.min(n) {
+        let (pods, ready, image, phase, next) =
+            (pods.clone(), ready.clone(), image.to_owned(), phase.to_owned(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut out = Vec::new();
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= n {
+                    return Ok::<_, anyhow::Error>(out);
+                }
+                let name = format!("{phase}-{i}");
+                let p = pod(&name, &image, &phase)?;
+                let start = Instant::now();
+                pods.create(&PostParams::default(), &p)
+                    .await
+                    .with_context(|| format!("creating {name}"))?;
+                let deadline = start + Duration::from_secs(60);
+                loop {
+                    let at = ready.lock().ok().and_then(|m| m.get(&name).copied());
+                    if let Some(at) = at {
+                        out.push((name, at.saturating_duration_since(start), at));
+                        break;
+                    }
+                    if Instant::now() > deadline {
+                        bail!("pod {name} was not Ready within 60 s");
+                    }
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
+async fn timelines(pods: &Api<Pod>, phase: &str) -> anyhow::Result<Vec<Timeline>> {
+    // The agent writes the annotation just after Ready: give it a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let list = pods.list(&ListParams::default().labels(&format!("{LABEL}={phase}"))).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.annotations.as_ref()?.get(kinetic_api::timeline::ANNOTATION))
+        .filter_map(|a| serde_json::from_str(a).ok())
+        .collect())
+}
+
+async fn clear(pods: &Api<Pod>, phase: &str) -> anyhow::Result<()> {
+    let lp = ListParams::default().labels(&format!("{LABEL}={phase}"));
+    pods.delete_collection(&DeleteParams::default(), &lp).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pods.list(&lp).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            bail!("pods of phase {phase} were not deleted within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Mean share of each start-up phase over the sequential pods.
+fn println_shares(tls: &[Timeline]) {
+    let d = |a: Option<jiff::Timestamp>, b: Option<jiff::Timestamp>| -> f64 {
+        match (a, b) {
+            (Some(a), Some(b)) => b.duration_since(a).as_secs_f64() * 1000.0,
+            _ => 0.0,
+        }
+    };
+    let mut sums = [0.0f64; 6];
+    let mut n = 0.0;
+    for t in tls {
+        let Some(c) = t.containers.first() else { continue };
+        let parts = [
+            d(t.created, t.scheduled),
+            d(t.scheduled, t.observed),
+            d(t.observed, t.sandbox_ready),
+            d(t.sandbox_ready, c.created),
+            d(c.created, c.started),
+            d(c.started, t.ready),
+        ];
+        for (s, p) in sums.iter_mut().zip(parts) {
+            *s += p;
+        }
+        n += 1.0;
+    }
+    if n == 0.0 {
+        return;
+    }
+    let total: f64 = sums.iter().sum();
+    let names = [
+        "schedule (created → bound)",
+        "node pickup (bound → agent saw it)",
+        "sandbox (netns + CNI + /etc)",
+        "image + config (cache hit, env, volumes)",
+        "container create + start (overlay, runc run)",
+        "status report (started → Ready written)",
+    ];
+    #[allow(clippy::print_stdout)]
+    {
+        println!();
+        println!("phase shares over {n:.0} sequential pods (from their timelines)");
+        println!("{:<46}  {:>9}  {:>6}", "phase", "mean ms", "share");
+        for (name, s) in names.iter().zip(sums) {
+            println!("{name:<46}  {:>9.1}  {:>5.1}%", s / n, s / total.max(1e-9) * 100.0);
+        }
+    }
+}
+
+/// Bare runc: the same image's layers mounted as overlayfs, `runc run -d` of `sleep`, then
+/// `runc delete -f`. Returns the run times (mount + runc run).
+async fn runc_floor(
+    dir: &std::path::Path,
+    image: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let store = kinetic_image::Store::open(dir.join("node/images"))?;
+    let img = store.local(image).context("the bench image is not in the node's store")?;
+    let root = dir.join("floor-runc");
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let b = dir.join(format!("floor-{i}"));
+        for d in ["rootfs", "upper", "work"] {
+            std::fs::create_dir_all(b.join(d))?;
+        }
+        let lower: Vec<String> = img.layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let spec = json!({
+            "ociVersion": "1.0.2",
+            "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["sleep", "3600"],
+                "env": ["PATH=/bin"], "cwd": "/", "noNewPrivileges": true},
+            "root": {"path": b.join("rootfs")},
+            "hostname": "floor",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            ],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+                      "cgroupsPath": format!("/kinetic-floor/{i}")},
+        });
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&spec)?)?;
+        let start = Instant::now();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                b.join("upper").display(),
+                b.join("work").display()
+            ))
+            .arg(b.join("rootfs"))
+            .status()?;
+        if !st.success() {
+            bail!("overlay mount for the floor failed");
+        }
+        let st = tokio::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "-d", "-b"])
+            .arg(&b)
+            .arg(format!("floor-{i}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await?;
+        out.push(start.elapsed());
+        let _ = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["delete", "-f", &format!("floor-{i}")])
+            .output();
+        let _ = std::process::Command::new("umount").arg(b.join("rootfs")).status();
+        if !st.success() {
+            bail!("runc run failed for the floor");
+        }
+        let _ = std::fs::remove_dir_all(&b);
+    }
+    Ok(out)
+}
