@@ -20,7 +20,7 @@
 
 mod events;
 pub mod fit;
-pub mod quantity;
+pub use kinetic_machinery::quantity;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
