@@ -1,34 +1,84 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: start `kinetic up`, deploy a Namespace, a Deployment, a
-# CRD and a custom resource with kubectl, upgrade the Deployment's image in place, and print how
-# long each step took. (Pods start running once the node agent lands; see the issues.)
+# The main job on the embedded default: start `kinetic up` (API server, scheduler, node agent),
+# build a small web image and push it to a local registry, `kubectl run` it, check that it
+# answers on its own IP, upgrade its image in place, and print how long each step took plus the
+# pod's start-up timeline. Run as root (runc, network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 cargo build --release --locked -p kinetic-cli
-bin=target/release/kinetic
-data=$(mktemp -d /tmp/kinetic-demo.XXXXXX)
+bin=$PWD/target/release/kinetic
+[ -n "${CARGO_TARGET_DIR:-}" ] && bin=$CARGO_TARGET_DIR/release/kinetic
+data=$(mktemp -d /var/tmp/kinetic-demo.XXXXXX)
 port=${KINETIC_DEMO_PORT:-16443}
-"$bin" up --data-dir "$data" --listen "127.0.0.1:$port" >"$data/up.log" 2>&1 &
-pid=$!
-trap 'kill "$pid" 2>/dev/null; wait "$pid" 2>/dev/null || true' EXIT
-export KUBECONFIG="$data/kubeconfig"
+reg=127.0.0.1:${KINETIC_DEMO_REGISTRY_PORT:-15000}
+pids=()
+cleanup() {
+  kubectl delete pod web --grace-period=1 --wait=true >/dev/null 2>&1 || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+}
+trap cleanup EXIT
 ms() { date +%s%3N; }
+step() { local name=$1; shift; local a; a=$(ms); "$@" >/dev/null; printf '%-52s %6d ms\n' "$name" "$(( $(ms) - a ))"; }
+
+# A local OCI registry with its own config (Debian's default one turns on htpasswd auth).
+cat >"$data/registry.yml" <<YAML
+version: 0.1
+storage: {filesystem: {rootdirectory: $data/registry}}
+http: {addr: $reg}
+YAML
+docker-registry serve "$data/registry.yml" >"$data/registry.log" 2>&1 &
+pids+=($!)
+
+# Two versions of a web image built from busybox-static with umoci, pushed with skopeo.
+build_image() { # tag page
+  local oci=$data/oci bundle=$data/bundle-$1
+  [ -d "$oci" ] || umoci init --layout "$oci"
+  umoci new --image "$oci:$1"
+  umoci unpack --rootless --image "$oci:$1" "$bundle" >/dev/null
+  mkdir -p "$bundle/rootfs/bin" "$bundle/rootfs/www" "$bundle/rootfs/tmp"
+  cp /bin/busybox "$bundle/rootfs/bin/busybox"
+  for a in sh httpd sleep echo cat ls; do ln -sf busybox "$bundle/rootfs/bin/$a"; done
+  echo "$2" >"$bundle/rootfs/www/index.html"
+  umoci repack --image "$oci:$1" "$bundle"
+  umoci config --image "$oci:$1" --config.cmd sh --config.env PATH=/bin
+  skopeo copy --quiet --dest-tls-verify=false "oci:$oci:$1" "docker://$reg/web:$1"
+}
+until curl -sf "http://$reg/v2/" >/dev/null; do sleep 0.05; done
+step "build + push $reg/web:v1 and :v2 (umoci, skopeo)" bash -c "$(declare -f build_image); data=$data reg=$reg; build_image v1 'hello from v1'; build_image v2 'hello from v2'"
+
+"$bin" up --data-dir "$data/kinetic" --listen "127.0.0.1:$port" >"$data/up.log" 2>&1 &
+pids+=($!)
+export KUBECONFIG="$data/kinetic/kubeconfig"
 t0=$(ms)
-until [ -s "$KUBECONFIG" ] && kubectl get --raw /readyz >/dev/null 2>&1; do
-  kill -0 "$pid" 2>/dev/null || { cat "$data/up.log"; exit 1; }
+until [ -s "$KUBECONFIG" ] && kubectl get nodes -o name 2>/dev/null | grep -q node/; do
+  kill -0 "${pids[1]}" 2>/dev/null || { cat "$data/up.log"; exit 1; }
   sleep 0.05
 done
-t1=$(ms)
-step() { local name=$1; shift; local a; a=$(ms); "$@" >/dev/null; printf '%-44s %6d ms\n' "$name" "$(( $(ms) - a ))"; }
-echo "kinetic up ready                             $(( t1 - t0 )) ms  (KUBECONFIG=$KUBECONFIG)"
-step "kubectl apply namespace"                      kubectl apply -f examples/demo/namespace.yaml
-step "kubectl apply CRD"                            kubectl apply -f examples/demo/crd.yaml
-step "kubectl apply deployment"                     kubectl apply -f examples/demo/deployment.yaml
-step "kubectl apply custom resource"                kubectl apply -f examples/demo/widget.yaml
-step "kubectl set image (in-place spec upgrade)"    kubectl -n demo set image deployment/web web=127.0.0.1:5000/kinetic/httpd:v2
-step "kubectl scale widget (scale subresource)"     kubectl -n demo scale widget/gizmo --replicas=3
+echo "kinetic up ready, node registered                      $(( $(ms) - t0 )) ms  (KUBECONFIG=$KUBECONFIG)"
+
+# sh is pid 1 and handles SIGTERM, so stopping the container for the upgrade takes no grace
+# period (a pid 1 without a handler ignores SIGTERM and is only killed at the deadline).
+step "kubectl run web (first start: pulls the image)" kubectl run web --image="$reg/web:v1" --command -- \
+  sh -c "trap 'exit 0' TERM; echo serving on port 8080; httpd -f -p 8080 -h /www & wait"
+step "  ... until Ready" kubectl wait --for=condition=Ready pod/web --timeout=60s
+ip=$(kubectl get pod web -o jsonpath='{.status.podIP}')
+uid=$(kubectl get pod web -o jsonpath='{.metadata.uid}')
+echo "pod web: IP $ip, answers: $(curl -s "http://$ip:8080/")"
+echo "kubectl logs web: $(kubectl logs web | head -1)"
 echo
-kubectl get ns,deploy,widgets -A
+"$bin" trace --kubeconfig "$KUBECONFIG" pod web
 echo
-kubectl -n demo get deploy web -o jsonpath='image now: {.spec.template.spec.containers[0].image}, generation {.metadata.generation}{"\n"}'
+
+step "kubectl set image pod/web web=v2 (in place)" kubectl set image pod/web web="$reg/web:v2"
+a=$(ms)
+until [ "$(kubectl get pod web -o jsonpath='{.status.containerStatuses[0].image}{.status.containerStatuses[0].ready}')" = "$reg/web:v2true" ]; do sleep 0.02; done
+printf '%-52s %6d ms\n' "  ... until the new container is Ready" "$(( $(ms) - a ))"
+echo "after the upgrade: IP $(kubectl get pod web -o jsonpath='{.status.podIP}') (was $ip)," \
+  "UID unchanged: $([ "$(kubectl get pod web -o jsonpath='{.metadata.uid}')" = "$uid" ] && echo yes || echo no)," \
+  "restartCount $(kubectl get pod web -o jsonpath='{.status.containerStatuses[0].restartCount}')," \
+  "answers: $(curl -s "http://$ip:8080/")"
+echo
+kubectl get pods -o wide
+kubectl get events --field-selector involvedObject.name=web --sort-by=.metadata.creationTimestamp | tail -12
+step "kubectl delete pod web" kubectl delete pod web --grace-period=1
