@@ -79,3 +79,75 @@ pub async fn node_logs(c: &Cluster, pod: &str, container: &str, query: &str) -> 
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follow_streams_until_the_container_exits() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "talker",
+        json!({"restartPolicy": "Never", "containers": [{"name": "app", "image": image,
+            "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line $i; sleep 0.3; done"]}]}),
+    )
+    .await;
+    c.wait("talker", 20, "Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let out = node_logs(&c, "talker", "app", "follow=true").await;
+    // The stream ends by itself when the container does, with every line in it.
+    assert!(out.contains("line 1") && out.contains("line 5"), "{out}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let tail = node_logs(&c, "talker", "app", "tailLines=2").await;
+    let body = tail.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert_eq!(body, "line 4\nline 5\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_secrets_authenticate_to_a_private_registry() {
+    let c = Cluster::start().await;
+    let private = kinetic_testkit::registry::Registry::start_with_htpasswd("alice", "wonderland")
+        .await
+        .unwrap();
+    let reference = format!("{}/private:v1", private.addr());
+    let layer = kinetic_testkit::images::busybox_layer().unwrap();
+    let spec = kinetic_image::push::ImageSpec {
+        config: kinetic_testkit::images::busybox_config(),
+        layers: vec![layer],
+        ..Default::default()
+    };
+    let creds = kinetic_image::Credential {
+        registry: private.addr().to_owned(),
+        username: "alice".into(),
+        password: "wonderland".into(),
+    };
+    let opts = kinetic_image::PullOptions { credentials: vec![creds], ..Default::default() };
+    kinetic_image::push::Pusher::new(&reference, &opts).unwrap().push_image(&spec).await.unwrap();
+
+    // Without the secret the pull is refused; with it the pod runs.
+    c.create(
+        "nosecret",
+        json!({"containers": [{"name": "app", "image": reference, "command": ["sleep", "100"]}]}),
+    )
+    .await;
+    let ev = c.wait_event("nosecret", "Failed: Failed to pull image", 20).await;
+    assert!(ev.to_lowercase().contains("unauthorized") || ev.contains("401"), "{ev}");
+    let auth =
+        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, b"alice:wonderland");
+    let config = json!({"auths": {private.addr(): {"auth": auth}}}).to_string();
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(c.client.clone(), "default");
+    let secret = serde_json::from_value(json!({
+        "metadata": {"name": "regcred"}, "type": "kubernetes.io/dockerconfigjson",
+        "stringData": {".dockerconfigjson": config},
+    }))
+    .unwrap();
+    secrets.create(&Default::default(), &secret).await.unwrap();
+    c.create(
+        "withsecret",
+        json!({"imagePullSecrets": [{"name": "regcred"}], "containers": [{"name": "app", "image": reference, "command": ["sleep", "100"]}]}),
+    )
+    .await;
+    c.wait_ready("withsecret").await;
+}
