@@ -422,7 +422,9 @@ async fn runc_floor(
         let st = tokio::process::Command::new("runc")
             .arg("--root")
             .arg(&root)
-            .args(["run", "-d", "-b"])
+            .args(["run", "-d", "--pid-file"])
+            .arg(b.join("pid"))
+            .arg("-b")
             .arg(&b)
             .arg(format!("floor-{i}"))
             .stdin(std::process::Stdio::null())
@@ -431,11 +433,20 @@ async fn runc_floor(
             .status()
             .await?;
         out.push(start.elapsed());
-        let _ = std::process::Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["delete", "-f", &format!("floor-{i}")])
-            .output();
+        // This process is the node agent's subreaper, so the container is our child: kill and
+        // reap it before deleting, or cgroup v1 keeps its cgroup busy.
+        let pid: i32 = std::fs::read_to_string(b.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        let runc = |args: &[&str]| {
+            std::process::Command::new("runc").arg("--root").arg(&root).args(args).output()
+        };
+        let _ = runc(&["kill", &format!("floor-{i}"), "KILL"]);
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+        }
+        let _ = runc(&["delete", "-f", &format!("floor-{i}")]);
         let _ = std::process::Command::new("umount").arg(b.join("rootfs")).status();
         if !st.success() {
             bail!("runc run failed for the floor");

@@ -216,12 +216,23 @@ impl Agent {
 
     /// Stops the agent. Containers keep running; a new agent on the same data directory
     /// adopts them.
-    pub async fn shutdown(self) {
-        for t in &self.tasks {
+    pub async fn shutdown(mut self) {
+        let tasks = std::mem::take(&mut self.tasks);
+        for t in &tasks {
             t.abort();
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    /// Dropping the agent stops it too (without waiting): no worker may act on a pod after
+    /// its owner let go of the agent.
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
         }
     }
 }
@@ -357,6 +368,13 @@ async fn cleanup_orphan(ctx: &Ctx, rec: &state::PodRecord) {
     let dir = ctx.pods_dir.join(&rec.uid);
     for (name, c) in &rec.containers {
         let id = format!("{}-{name}-{}", rec.uid, c.attempt);
+        // Kill and reap first: in cgroup v1 a cgroup holding an unreaped zombie cannot be
+        // removed, so `runc delete` alone would leave the container's cgroups behind when the
+        // process is our child (an earlier agent in this same process).
+        if let Some(pid) = c.running_pid() {
+            let _ = ctx.runc.kill(&id, "KILL").await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), runc::wait_exit(pid)).await;
+        }
         let _ = ctx.runc.delete(&id).await;
         mount::remove(&dir.join("containers").join(name).join(c.attempt.to_string()));
     }

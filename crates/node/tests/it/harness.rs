@@ -238,6 +238,9 @@ pub fn waiting_reason(p: &Pod, name: &str) -> Option<String> {
 impl Drop for Cluster {
     /// Removes what the test left on the machine, even when it failed half-way.
     fn drop(&mut self) {
+        // Stop the agent first, or its workers would restart the containers killed below.
+        drop(self.agent.take());
+        std::thread::sleep(Duration::from_millis(200));
         let root = self.data_dir().join("runc");
         let runc = std::process::Command::new("runc")
             .arg("--root")
