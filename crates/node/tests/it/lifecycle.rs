@@ -394,3 +394,67 @@ async fn no_leaks_after_200_create_delete_cycles() {
         cgroups.iter().filter(|n| uids.iter().any(|u| n.starts_with(u.as_str()))).collect();
     assert!(ours.is_empty(), "cgroups left behind: {ours:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_users_hooks_tcp_and_startup_probes_and_more_volume_types() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    let secrets: Api<Secret> = Api::namespaced(c.client.clone(), "default");
+    secrets
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(
+                json!({"metadata": {"name": "tls"}, "stringData": {"key.pem": "secret bytes"}}),
+            )
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    let host = tempfile::tempdir().unwrap();
+    // The hook runs as the container's user (65534).
+    std::fs::set_permissions(host.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777))
+        .unwrap();
+    let hostdir = host.path().to_str().unwrap().to_owned();
+    c.create(
+        "rich",
+        json!({
+            "volumes": [
+                {"name": "tls", "secret": {"secretName": "tls", "defaultMode": 0o444}},
+                {"name": "host", "hostPath": {"path": hostdir, "type": "Directory"}},
+            ],
+            "containers": [{
+                "name": "app", "image": image,
+                "securityContext": {"runAsUser": 65534, "runAsGroup": 65534},
+                "resources": {"limits": {"memory": "64Mi", "cpu": "500m"}, "requests": {"cpu": "250m"}},
+                "command": ["sh", "-c", "echo uid=$(id -u) gid=$(id -g); cat /tls/key.pem; echo; stat -c mode=%a /tls/key.pem; sleep 2; exec httpd -f -p 9000 -h /tmp"],
+                "volumeMounts": [{"name": "tls", "mountPath": "/tls"}, {"name": "host", "mountPath": "/host"}],
+                "startupProbe": {"exec": {"command": ["test", "-f", "/tmp/started"]}, "periodSeconds": 1, "failureThreshold": 30},
+                "readinessProbe": {"tcpSocket": {"port": 9000}, "periodSeconds": 1},
+                "lifecycle": {
+                    "postStart": {"exec": {"command": ["sh", "-c", "touch /tmp/started"]}},
+                    "preStop": {"exec": {"command": ["sh", "-c", "echo stopping > /host/prestop"]}},
+                },
+            }],
+        }),
+    )
+    .await;
+    let p = c.wait_ready("rich").await;
+    assert!(container_status(&p, "app").started.unwrap_or(false));
+    let logs = node_logs(&c, "rich", "app", "").await;
+    assert!(logs.contains("uid=65534 gid=65534"), "{logs}");
+    assert!(logs.contains("secret bytes") && logs.contains("mode=444"), "{logs}");
+    // resources → cgroup v1 limits of the container's cgroup (named by its runc id).
+    let id =
+        container_status(&p, "app").container_id.unwrap().trim_start_matches("runc://").to_owned();
+    let read = |f: &str| std::fs::read_to_string(f).unwrap().trim().to_owned();
+    assert_eq!(
+        read(&format!("/sys/fs/cgroup/memory/kinetic/{id}/memory.limit_in_bytes")),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(read(&format!("/sys/fs/cgroup/cpu/kinetic/{id}/cpu.cfs_quota_us")), "50000");
+    assert_eq!(read(&format!("/sys/fs/cgroup/cpu/kinetic/{id}/cpu.shares")), "256");
+    // The preStop hook runs before the container is stopped.
+    c.pods().delete("rich", &Default::default()).await.unwrap();
+    c.wait_gone("rich", 20).await;
+    assert_eq!(std::fs::read_to_string(host.path().join("prestop")).unwrap(), "stopping\n");
+}
