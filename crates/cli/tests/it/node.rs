@@ -68,8 +68,32 @@ async fn kubectl_run_gives_a_ready_pod_that_answers_http_and_logs_traces_deletes
     assert!(page.contains("hello from kinetic"), "{page}");
     let logs = kubectl(&up, h, &["logs", "web"]).await;
     assert!(logs.contains("started web"), "{logs}");
-    // Without follow the log call returns; with -f it streams until the container ends, so
-    // only check that it starts and prints.
+    // -f streams through the API server's proxy until the container ends; -c names it.
+    kubectl(
+        &up,
+        h,
+        &[
+            "run",
+            "talker",
+            &format!("--image={image}"),
+            "--restart=Never",
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "sleep 2; for i in 1 2 3; do echo tick $i; sleep 0.5; done",
+        ],
+    )
+    .await;
+    kubectl(
+        &up,
+        h,
+        &["wait", "--for=jsonpath={.status.phase}=Running", "pod/talker", "--timeout=60s"],
+    )
+    .await;
+    let followed = kubectl(&up, h, &["logs", "-f", "talker", "-c", "talker"]).await;
+    assert_eq!(followed, "tick 1\ntick 2\ntick 3\n");
+    kubectl(&up, h, &["delete", "pod", "talker"]).await;
     let trace = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
         .args(["trace", "--kubeconfig", up.kubeconfig.to_str().unwrap(), "pod", "web"])
         .output()
