@@ -16,7 +16,7 @@
 //!    rootfs, same command, no network namespace) and `runc delete -f`, `--floor-runs` times.
 //!
 //! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
-//! Pods of a phase are deleted before the next one starts. Load stays on 127.0.0.1 and the
+//! Pods of a phase are deleted, and torn down on the node, before the next phase starts. Load stays on 127.0.0.1 and the
 //! node's own bridge; every wait is bounded.
 
 use std::collections::HashMap;
@@ -112,6 +112,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     eprintln!("platform up; image {image}");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let node_pods = dir.path().join("node/pods");
     let ready: ReadyTimes = Arc::default();
     let watch = {
         let ready = ready.clone();
@@ -132,20 +133,20 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     };
     // Warm-up: pull the image once.
     run_phase(&pods, &ready, &image, "warm", 1, 1).await?;
-    clear(&pods, "warm").await?;
+    clear(&pods, "warm", &node_pods).await?;
 
     let seq = run_phase(&pods, &ready, &image, "seq", args.pods, 1).await?;
     let timelines = timelines(&pods, "seq").await?;
-    clear(&pods, "seq").await?;
+    clear(&pods, "seq", &node_pods).await?;
     let conc = run_phase(&pods, &ready, &image, "conc", args.pods, args.concurrency).await?;
-    clear(&pods, "conc").await?;
+    clear(&pods, "conc", &node_pods).await?;
     let cpu0 = cpu_ticks()?;
     let t0 = Instant::now();
     let burst = run_phase(&pods, &ready, &image, "burst", args.burst, args.concurrency).await?;
     let burst_wall =
         burst.iter().map(|(_, _, ready_at)| *ready_at).max().map_or(Duration::ZERO, |t| t - t0);
     let cpu1 = cpu_ticks()?;
-    clear(&pods, "burst").await?;
+    clear(&pods, "burst", &node_pods).await?;
     let cpu2 = cpu_ticks()?;
     watch.abort();
 
@@ -313,13 +314,21 @@ async fn timelines(pods: &Api<Pod>, phase: &str) -> anyhow::Result<Vec<Timeline>
         .collect())
 }
 
-async fn clear(pods: &Api<Pod>, phase: &str) -> anyhow::Result<()> {
+/// Deletes the phase's pods and waits until they are gone from the API and the node has torn
+/// them down (no pod directory left), so no teardown work overlaps the next phase.
+async fn clear(pods: &Api<Pod>, phase: &str, node_pods: &std::path::Path) -> anyhow::Result<()> {
     let lp = ListParams::default().labels(&format!("{LABEL}={phase}"));
     pods.delete_collection(&DeleteParams::default(), &lp).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pods.list(&lp).await?.items.is_empty() {
         if Instant::now() > deadline {
             bail!("pods of phase {phase} were not deleted within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    while std::fs::read_dir(node_pods).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        if Instant::now() > deadline {
+            bail!("the node did not tear down the pods of phase {phase} within 120 s");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
