@@ -266,9 +266,7 @@ async fn dispatch(ctx: Arc<Ctx>) {
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<String>();
     let mut seen: HashSet<String> = HashSet::new();
     let mut initial = true;
-    let guard = AbortOnDrop(Vec::new());
-    let _ = &guard;
-    let mut handles = guard;
+    let mut handles = AbortOnDrop(Vec::new());
     loop {
         tokio::select! {
             ev = stream.next() => {
