@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Container as CSpec, LifecycleHandler, Pod};
+use k8s_openapi::api::core::v1::{Container as CSpec, LifecycleHandler, Pod, PodSpec};
 use kinetic_api::timeline::{self, ContainerTimeline};
 use kube::Api;
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
@@ -127,10 +127,19 @@ pub async fn run(
         w.publish_logs();
         w.flush_status().await;
         let wake = w.wake_at;
-        tokio::select! {
-            m = rx.recv() => w.on_msg(m),
-            Some(i) = irx.recv() => w.on_internal(i).await,
-            () = sleep_until(wake) => {}
+        // The pod's own status writes come back through the watch; they change nothing the
+        // worker acts on, so they do not cause a sync (kubelet likewise ignores status-only
+        // updates). Otherwise a failed pull's ErrImagePull would turn into ImagePullBackOff at
+        // once instead of at the next sync.
+        loop {
+            let relevant = tokio::select! {
+                m = rx.recv() => w.on_msg(m),
+                Some(i) = irx.recv() => { w.on_internal(i).await; true }
+                () = sleep_until(wake) => true,
+            };
+            if relevant {
+                break;
+            }
         }
         // Coalesce whatever else is queued so one sync serves them all.
         while let Ok(m) = rx.try_recv() {
@@ -141,6 +150,44 @@ pub async fn run(
         }
     }
     w.ctx.logs.remove(&w.subject.namespace, &w.subject.name, &w.subject.uid);
+}
+
+/// What of a pod the worker acts on: its spec, its metadata except the resource version and
+/// managed fields, and the conditions its readiness gates name (set by other controllers).
+type ActsOn<'a> = (Option<&'a PodSpec>, ObjectMetaView<'a>, Vec<(&'a str, &'a str)>);
+
+fn acts_on(pod: &Pod) -> ActsOn<'_> {
+    let m = &pod.metadata;
+    let gates: Vec<&str> = pod
+        .spec
+        .iter()
+        .flat_map(|s| s.readiness_gates.iter().flatten())
+        .map(|g| g.condition_type.as_str())
+        .collect();
+    let conds = pod
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .filter(|c| gates.contains(&c.type_.as_str()))
+        .map(|c| (c.type_.as_str(), c.status.as_str()))
+        .collect();
+    let meta = ObjectMetaView {
+        labels: m.labels.as_ref(),
+        annotations: m.annotations.as_ref(),
+        deletion: m.deletion_timestamp.as_ref(),
+        grace: m.deletion_grace_period_seconds,
+        generation: m.generation,
+    };
+    (pod.spec.as_ref(), meta, conds)
+}
+
+#[derive(PartialEq)]
+struct ObjectMetaView<'a> {
+    labels: Option<&'a BTreeMap<String, String>>,
+    annotations: Option<&'a BTreeMap<String, String>>,
+    deletion: Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+    grace: Option<i64>,
+    generation: Option<i64>,
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -182,10 +229,18 @@ impl Worker {
         self.wake_at = Some(self.wake_at.map_or(t, |w| w.min(t)));
     }
 
-    fn on_msg(&mut self, m: Option<Msg>) {
+    /// Takes a message; says whether it changes anything a sync acts on.
+    fn on_msg(&mut self, m: Option<Msg>) -> bool {
         match m {
-            Some(Msg::Update(p)) => self.pod = p,
-            Some(Msg::Gone) | None => self.gone = true,
+            Some(Msg::Update(p)) => {
+                let relevant = acts_on(&self.pod) != acts_on(&p);
+                self.pod = p;
+                relevant
+            }
+            Some(Msg::Gone) | None => {
+                self.gone = true;
+                true
+            }
         }
     }
 
@@ -779,7 +834,9 @@ impl Worker {
                     .get(&reference)
                     .map_or(base, |(_, d)| (*d * 2).min(base * 30));
                 self.pull_backoff.insert(reference.clone(), (Instant::now() + delay, delay));
-                self.wake_in(delay);
+                // Like kubelet: ErrImagePull until the next sync, which (inside the back-off)
+                // says ImagePullBackOff; the sync after that pulls again.
+                self.wake_in(delay / 2);
                 let msg = format!("Failed to pull image {reference:?}: {}", crate::report(&e));
                 self.ctx.events.emit(&self.subject, Some(&name), true, "Failed", msg.clone());
                 self.ctx.events.emit(
