@@ -12,6 +12,8 @@
 //! election (run one scheduler per scheduler name). The workload controllers of later issues
 //! will live here too.
 
+pub mod crds;
+pub mod leader;
 pub mod scheduler;
 
 pub use scheduler::{SchedulerConfig, run_scheduler};
@@ -22,6 +24,16 @@ pub enum Error {
     /// A watch stream ended, which `kube`'s watcher never does while it can retry.
     #[error("the {resource} watch ended")]
     WatchEnded { resource: &'static str },
+    /// A CustomResourceDefinition could not be installed or upgraded.
+    #[error("installing CRD {name}")]
+    Crd {
+        name: String,
+        #[source]
+        source: Box<kube::Error>,
+    },
+    /// The API server did not report a CRD as Established in time.
+    #[error("CRD {name} did not become Established within 30 s")]
+    NotEstablished { name: String },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

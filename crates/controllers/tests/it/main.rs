@@ -1,5 +1,6 @@
-//! The embedded scheduler against the embedded API server, through the real `kube` client.
+//! The controllers against the embedded API server, through the real `kube` client.
 //! There is no node agent here: the tests create Node objects themselves.
 #![allow(clippy::unwrap_used)]
 
+mod leader;
 mod scheduler;
