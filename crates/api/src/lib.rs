@@ -3,4 +3,5 @@
 //! This crate does no I/O and has no async runtime; it only defines what travels over the
 //! Kubernetes API (annotations, custom resource specs) so producers and consumers agree.
 
+pub mod kruise;
 pub mod timeline;
