@@ -19,6 +19,7 @@ pub mod discovery;
 pub mod error;
 pub mod gc;
 pub mod http;
+mod kruise;
 pub mod logs;
 pub mod pki;
 pub mod registry;

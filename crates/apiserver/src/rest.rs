@@ -401,6 +401,9 @@ impl Api {
         if let Some(schema) = &res.schema {
             causes.extend(schema.validate(obj));
         }
+        if res.group == crate::kruise::GROUP {
+            causes.extend(crate::kruise::validate(&res.kind, obj, old));
+        }
         if res.builtin {
             causes.extend(builtin::validate(&res.kind, obj, old));
             if res.kind == "CustomResourceDefinition" {

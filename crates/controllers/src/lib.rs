@@ -13,6 +13,7 @@
 //! will live here too.
 
 pub mod crds;
+pub mod events;
 pub mod expectations;
 pub mod leader;
 pub mod scheduler;

@@ -18,7 +18,6 @@
 //! away. Failed binds back off from 1 s to at most 10 s. Status patches and Events are written
 //! by background tasks and never delay a bind.
 
-mod events;
 pub mod fit;
 pub use kinetic_machinery::quantity;
 
@@ -38,8 +37,8 @@ use kube::{Client, ResourceExt as _};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use self::events::{EventReq, EventSink};
 use self::fit::{NodeInfo, PodInfo, Usage};
+use crate::events::{EventReq, EventSink};
 use crate::{Error, Result};
 
 /// The scheduler name pods get by default (`spec.schedulerName`).

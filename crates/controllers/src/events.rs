@@ -1,5 +1,5 @@
-//! Best-effort core/v1 Events about pods, written by one background task so that no scheduling
-//! decision ever waits on them. Repeats of the same (pod, reason, message) bump `count` and
+//! Best-effort core/v1 Events, written by one background task so that no scheduling or
+//! reconcile decision ever waits on them. Repeats of the same (pod, reason, message) bump `count` and
 //! `lastTimestamp` of the first Event, as client-go's event correlator does.
 
 use std::collections::HashMap;
@@ -29,13 +29,26 @@ pub struct EventReq {
 
 impl EventReq {
     pub fn for_pod(pod: &Pod, type_: &'static str, reason: &'static str, message: String) -> Self {
+        Self::for_object(pod, type_, reason, message)
+    }
+
+    /// An event about any object (a CloneSet, a Pod, ...).
+    pub fn for_object<K>(
+        obj: &K,
+        type_: &'static str,
+        reason: &'static str,
+        message: String,
+    ) -> Self
+    where
+        K: kube::Resource<DynamicType = ()>,
+    {
         let involved = ObjectReference {
-            api_version: Some("v1".to_owned()),
-            kind: Some("Pod".to_owned()),
-            namespace: pod.metadata.namespace.clone(),
-            name: pod.metadata.name.clone(),
-            uid: pod.metadata.uid.clone(),
-            resource_version: pod.metadata.resource_version.clone(),
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            namespace: obj.meta().namespace.clone(),
+            name: obj.meta().name.clone(),
+            uid: obj.meta().uid.clone(),
+            resource_version: obj.meta().resource_version.clone(),
             ..Default::default()
         };
         Self { involved, type_, reason, message }
