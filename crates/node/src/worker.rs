@@ -190,6 +190,17 @@ struct ObjectMetaView<'a> {
     generation: Option<i64>,
 }
 
+/// Whether the pod's stored conditions disagree with the status the agent computed for a
+/// condition type the agent writes.
+fn conditions_drifted(pod: &Pod, st: &Value) -> bool {
+    let stored = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    st.get("conditions").and_then(Value::as_array).into_iter().flatten().any(|c| {
+        let ty = c.get("type").and_then(Value::as_str).unwrap_or_default();
+        let want = c.get("status").and_then(Value::as_str).unwrap_or_default();
+        stored.and_then(|cs| cs.iter().find(|s| s.type_ == ty)).is_some_and(|s| s.status != want)
+    })
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(t) => tokio::time::sleep_until(t.into()).await,
@@ -1111,7 +1122,9 @@ impl Worker {
         if ready && !self.rec.timeline_written {
             self.rec.timeline.ready = Some(ts_now());
         }
-        if self.last_status.as_ref() != Some(&st) {
+        // Another writer (a CloneSet controller marking a pod not ready before an in-place
+        // update) may have changed a condition kubelet owns since our last write: write again.
+        if self.last_status.as_ref() != Some(&st) || conditions_drifted(&self.pod, &st) {
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
             let body = json!({"metadata": {"uid": self.subject.uid}, "status": st});
             match api
