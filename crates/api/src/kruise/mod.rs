@@ -262,6 +262,11 @@ pub struct InPlaceUpdateContainerStatus {
     /// upstream writes `{}` here; so do we.
     #[serde(default)]
     pub resources: ResourceRequirements,
+    /// Kinetic addition: the container's restart count before the update, so completion can
+    /// require a restart (`kinetic-rollout`'s `check_update_completed`). Upstream ignores the
+    /// unknown key and leaves it out of states it writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<i32>,
 }
 
 /// Containers that must be ready before the next batch of an in-place update.

@@ -1,0 +1,4 @@
+//! Data-driven tests of the CloneSet sync algorithm, most of them ports of upstream's tables.
+
+mod diffs;
+mod support;
