@@ -3,7 +3,9 @@
 
 mod bench;
 mod bench_pods;
+mod bench_pull;
 mod image;
+mod image_cmd;
 mod trace;
 
 use std::net::SocketAddr;
@@ -86,7 +88,7 @@ enum Command {
     /// Pull and list images in the node's image store
     Image {
         #[command(subcommand)]
-        cmd: image::ImageCmd,
+        cmd: image_cmd::ImageCmd,
     },
     /// Show where pods' start-up time went (from their timeline annotations)
     Trace {
@@ -99,7 +101,7 @@ enum Command {
     /// Measure Kinetic against its targets
     Bench {
         #[command(subcommand)]
-        what: bench::BenchCommand,
+        what: bench_pull::BenchCommand,
     },
 }
 
@@ -311,11 +313,11 @@ fn main() -> std::process::ExitCode {
             Command::Node { kubeconfig, data_dir, node } => {
                 run_node(kubeconfig, data_dir, node).await
             }
-            Command::Image { cmd } => image::run(cmd, &default_data_dir()).await,
+            Command::Image { cmd } => image_cmd::run(cmd, &default_data_dir()).await,
             Command::Trace { kubeconfig, cmd } => {
                 trace::run(client_from(kubeconfig.as_deref()).await?, cmd).await
             }
-            Command::Bench { what } => bench::run(what).await,
+            Command::Bench { what } => bench_pull::run(what).await,
         }
     });
     match result {

@@ -388,6 +388,22 @@ impl Session {
         self.check(f, "GET", &format!("blob {digest}")).await
     }
 
+    /// GETs bytes `start..=end` of a blob with a `Range` header. The registry may answer 206
+    /// with just that part, or 200 with the whole blob when it does not do ranges; the caller
+    /// looks at the status.
+    pub(crate) async fn get_blob_range(
+        &self,
+        digest: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Fetched> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let range = format!("bytes={start}-{end}");
+        let f =
+            self.send(Method::GET, &url, &[(http::header::RANGE, &range)], Bytes::new()).await?;
+        self.check(f, "GET", &format!("blob {digest}")).await
+    }
+
     /// Turns error statuses into errors that say what was asked for.
     pub(crate) async fn check(&self, f: Fetched, method: &str, what: &str) -> Result<Fetched> {
         let status = f.response.status();

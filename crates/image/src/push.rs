@@ -462,3 +462,111 @@ fn or(s: &str, default: &str) -> String {
 pub async fn push_image(reference: &str, image: &ImageSpec, opts: &PullOptions) -> Result<String> {
     Ok(Pusher::new(reference, opts)?.push_image(image).await?.digest)
 }
+
+/// The tar of a directory as an OCI layer, reading overlayfs's forms as a layer diff (what
+/// containerd's `archive.WriteDiff` does for an overlay upper directory): a 0/0 character device
+/// becomes the whiteout `.wh.NAME`, a directory with `trusted.overlay.opaque=y` gets a
+/// `.wh..wh..opq` entry, hard links inside the directory stay links. Owners, modes and mtimes
+/// are kept; entries are sorted by name, so equal trees give equal tars.
+///
+/// Builds the tar in memory, so it is for images that fit (the benchmark's ≈ 1 GB ones do).
+///
+/// # Errors
+/// The directory cannot be read.
+pub fn tar_layer_dir(dir: &Path) -> Result<Vec<u8>> {
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    let mut links = std::collections::HashMap::new();
+    walk(&mut b, dir, Path::new(""), &mut links)?;
+    b.into_inner().map_err(|source| Error::Io { op: "archiving", path: dir.to_path_buf(), source })
+}
+
+fn walk(
+    b: &mut tar::Builder<Vec<u8>>,
+    root: &Path,
+    rel: &Path,
+    links: &mut std::collections::HashMap<(u64, u64), std::path::PathBuf>,
+) -> Result<()> {
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    let dir = root.join(rel);
+    let io = |op: &'static str, p: &Path| {
+        let p = p.to_path_buf();
+        move |source| Error::Io { op, path: p, source }
+    };
+    let mut names: Vec<std::ffi::OsString> = std::fs::read_dir(&dir)
+        .map_err(io("listing", &dir))?
+        .map(|e| e.map(|e| e.file_name()))
+        .collect::<std::io::Result<_>>()
+        .map_err(io("listing", &dir))?;
+    names.sort();
+    for name in names {
+        let path = dir.join(&name);
+        let entry = rel.join(&name);
+        let meta = std::fs::symlink_metadata(&path).map_err(io("stat", &path))?;
+        let ft = meta.file_type();
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        let append_err = io("archiving", &path);
+        if ft.is_char_device() && meta.rdev() == 0 {
+            let mut wh = tar::Header::new_gnu();
+            wh.set_entry_type(tar::EntryType::Regular);
+            wh.set_size(0);
+            wh.set_mode(0o644);
+            wh.set_mtime(meta.mtime().max(0) as u64);
+            let mut whname = std::ffi::OsString::from(".wh.");
+            whname.push(&name);
+            b.append_data(&mut wh, rel.join(whname), std::io::empty()).map_err(append_err)?;
+        } else if ft.is_dir() {
+            h.set_size(0);
+            b.append_data(&mut h, &entry, std::io::empty()).map_err(append_err)?;
+            let mut buf = [0u8; 4];
+            if rustix::fs::lgetxattr(&path, "trusted.overlay.opaque", &mut buf)
+                .is_ok_and(|n| &buf[..n] == b"y")
+            {
+                let mut o = tar::Header::new_gnu();
+                o.set_entry_type(tar::EntryType::Regular);
+                o.set_size(0);
+                o.set_mode(0o644);
+                o.set_mtime(meta.mtime().max(0) as u64);
+                b.append_data(&mut o, entry.join(".wh..wh..opq"), std::io::empty())
+                    .map_err(io("archiving", &path))?;
+            }
+            walk(b, root, &entry, links)?;
+        } else if ft.is_symlink() {
+            let target = std::fs::read_link(&path).map_err(io("reading the link", &path))?;
+            h.set_size(0);
+            b.append_link(&mut h, &entry, target).map_err(append_err)?;
+        } else if ft.is_file() {
+            if meta.nlink() > 1 {
+                if let Some(first) = links.get(&(meta.dev(), meta.ino())) {
+                    h.set_entry_type(tar::EntryType::Link);
+                    h.set_size(0);
+                    b.append_link(&mut h, &entry, first).map_err(append_err)?;
+                    continue;
+                }
+                links.insert((meta.dev(), meta.ino()), entry.clone());
+            }
+            let f = std::fs::File::open(&path).map_err(io("opening", &path))?;
+            b.append_data(&mut h, &entry, f).map_err(append_err)?;
+        } else {
+            // Devices, fifos and sockets: no content.
+            if ft.is_char_device() || ft.is_block_device() {
+                h.set_entry_type(if ft.is_char_device() {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Block
+                });
+                let dev = meta.rdev();
+                h.set_device_major(rustix::fs::major(dev)).map_err(io("archiving", &path))?;
+                h.set_device_minor(rustix::fs::minor(dev)).map_err(io("archiving", &path))?;
+            } else if ft.is_fifo() {
+                h.set_entry_type(tar::EntryType::Fifo);
+            } else {
+                continue;
+            }
+            h.set_size(0);
+            b.append_data(&mut h, &entry, std::io::empty()).map_err(append_err)?;
+        }
+    }
+    Ok(())
+}

@@ -1,5 +1,9 @@
 //! The content store and the pull pipeline.
 
+mod gc;
+
+pub use gc::{DiskUsage, GcPolicy, GcReport};
+
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -8,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
+use futures::StreamExt as _;
 use http_body_util::BodyExt as _;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument as _;
@@ -33,10 +38,44 @@ pub struct Store {
 
 struct Inner {
     root: PathBuf,
+    tuning: Tuning,
     transport: Transport,
+    /// Bounds the layers downloaded and unpacked at once across all pulls of this store.
+    layer_slots: tokio::sync::Semaphore,
     index: RwLock<Loaded>,
     /// One lock per layer digest being fetched, so concurrent pulls share the work.
     layer_locks: Mutex<HashMap<String, Weak<tokio::sync::Mutex<()>>>>,
+}
+
+/// How a store fetches and publishes layers. The defaults suit a node; tests make ranges small
+/// to exercise them.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    /// Blobs of at least this many bytes are fetched as parallel HTTP Range requests when the
+    /// registry answers a range with 206.
+    pub range_min: u64,
+    /// Bytes per Range request.
+    pub range_chunk: u64,
+    /// Range requests in flight per blob (1 turns ranges off).
+    pub range_parallel: usize,
+    /// Layers fetched and unpacked at once, over all pulls of the store (containerd's
+    /// `max_concurrent_downloads` is 3).
+    pub layer_concurrency: usize,
+    /// `syncfs(2)` a layer's file system before its directory is renamed into place, so a power
+    /// loss cannot leave a published layer with missing data.
+    pub sync_layers: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        Tuning {
+            range_min: 16 << 20,
+            range_chunk: 8 << 20,
+            range_parallel: 4,
+            layer_concurrency: 4,
+            sync_layers: true,
+        }
+    }
 }
 
 /// Numbers temporary files and directories; process-wide, so two stores on one directory in
@@ -122,14 +161,24 @@ impl Store {
     /// # Errors
     /// The directories cannot be created or `refs.json` is unreadable or corrupt.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        Store::open_with(root, Tuning::default())
+    }
+
+    /// [`Store::open`] with non-default [`Tuning`].
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(root: impl Into<PathBuf>, tuning: Tuning) -> Result<Store> {
         let root = root.into();
-        for d in ["blobs/sha256", "layers/sha256", "tmp"] {
+        for d in ["blobs/sha256", "layers/sha256", "locks", "tmp"] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(io_err("creating", &p))?;
         }
         let store = Store {
             inner: Arc::new(Inner {
                 root,
+                layer_slots: tokio::sync::Semaphore::new(tuning.layer_concurrency.max(1)),
+                tuning,
                 transport: Transport::default(),
                 index: RwLock::new(Loaded::default()),
                 layer_locks: Mutex::new(HashMap::new()),
@@ -492,6 +541,18 @@ impl Store {
         if let Some(size) = self.cached_layer(&dir).await {
             return Ok((size, 0));
         }
+        // The same across processes (the CLI beside the node agent): an flock(2) per digest,
+        // which the kernel releases when a holder dies, so a crashed puller blocks nobody.
+        let _file_lock = self.file_lock(&d.digest).await?;
+        if let Some(size) = self.cached_layer(&dir).await {
+            return Ok((size, 0));
+        }
+        let _slot = self
+            .inner
+            .layer_slots
+            .acquire()
+            .await
+            .map_err(|_| Error::Task { what: format!("waiting to fetch {}", d.digest) })?;
         progress.layer_total(&d.digest, d.size);
         let mut attempt = 0;
         loop {
@@ -506,6 +567,23 @@ impl Store {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Holds `locks/<hex>.lock` exclusively until dropped.
+    async fn file_lock(&self, digest: &str) -> Result<std::fs::File> {
+        let path = self.inner.root.join("locks").join(format!("{}.lock", hex_part(digest)));
+        blocking("locking a layer", move || {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&path)
+                .map_err(io_err("opening", &path))?;
+            rustix::fs::flock(&f, rustix::fs::FlockOperation::LockExclusive)
+                .map_err(|e| Error::Io { op: "locking", path: path.clone(), source: e.into() })?;
+            Ok(f)
+        })
+        .await
     }
 
     /// The unpacked size of a layer already in the store.
@@ -561,9 +639,28 @@ impl Store {
         let meta_tmp = self.tmp_name();
         let meta_path = final_dir.with_extension("json");
         let meta_bytes = serde_json::to_vec(&meta).unwrap_or_default();
+        let sync = self.inner.tuning.sync_layers;
         blocking("publishing a layer", move || {
+            if sync {
+                // One syncfs for the whole layer is far cheaper than an fsync per file, and
+                // makes every file durable before the rename makes the directory visible.
+                let dir = std::fs::File::open(&tmp).map_err(io_err("opening", &tmp))?;
+                rustix::fs::syncfs(&dir).map_err(|e| Error::Io {
+                    op: "syncing",
+                    path: tmp.clone(),
+                    source: e.into(),
+                })?;
+            }
             write_atomic(&meta_tmp, &meta_path, &meta_bytes)?;
-            match std::fs::rename(&tmp, &final_dir) {
+            let published = std::fs::rename(&tmp, &final_dir);
+            if published.is_ok()
+                && sync
+                && let Some(parent) = final_dir.parent()
+                && let Ok(d) = std::fs::File::open(parent)
+            {
+                let _ = d.sync_all();
+            }
+            match published {
                 Ok(()) => Ok(()),
                 // Another process published the same layer first; ours is redundant.
                 Err(e)
@@ -582,6 +679,10 @@ impl Store {
     }
 
     /// Streams layer `d` into the unpacker writing `tmp`, and checks its digest and size.
+    ///
+    /// A blob of at least `range_min` bytes is asked for with a `Range` header first: a 206
+    /// answer means the registry does ranges, and the rest of the blob comes as parallel Range
+    /// requests, fed to the unpacker in order; a 200 answer is the whole blob, streamed as it is.
     async fn fetch_into(
         &self,
         session: &Session,
@@ -590,48 +691,72 @@ impl Store {
         compression: Compression,
         tmp: &Path,
     ) -> Result<unpack::Unpacked> {
-        let fetched = session.get_blob(&d.digest).await?;
-        let url = fetched.url.clone();
-        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(32);
+        let tuning = &self.inner.tuning;
+        let chunk = tuning.range_chunk.max(1);
+        let ranged = tuning.range_parallel > 1 && d.size >= tuning.range_min && d.size > chunk;
+        let first = if ranged {
+            session.get_blob_range(&d.digest, 0, chunk - 1).await?
+        } else {
+            session.get_blob(&d.digest).await?
+        };
+        let partial = ranged && first.response.status() == http::StatusCode::PARTIAL_CONTENT;
+        if ranged && !partial {
+            tracing::debug!(digest = %d.digest, "the registry ignored the Range header: one stream");
+        }
+        let url = first.url.clone();
+        // Parts of a ranged download are big; keep few of them queued.
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(if partial { 2 } else { 32 });
         let dest = tmp.to_path_buf();
         let unpacker = tokio::task::spawn_blocking(move || {
             unpack::unpack_layer(ChannelReader::new(rx), compression, &dest)
         });
-        let mut body = fetched.response.into_body();
-        // The digest is computed here, over exactly the bytes received, and covers the whole
-        // blob even when the unpacker gives up early: corrupt content is then reported as a
-        // digest mismatch, which is what it is, rather than as whatever broke the unpacker.
-        let mut hasher = digest::Hasher::new();
-        let mut unpacker_open = true;
+        // The digest is computed here, over exactly the bytes received in blob order, and
+        // covers the whole blob even when the unpacker gives up early: corrupt content is then
+        // reported as a digest mismatch, which is what it is, rather than as whatever broke the
+        // unpacker.
+        let mut feed = Feed { hasher: digest::Hasher::new(), tx, open: true, d };
         let mut pump_error = None;
-        while let Some(frame) = body.frame().await {
-            match frame {
-                Ok(frame) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    hasher.update(&data);
-                    progress.advanced(data.len() as u64);
-                    if hasher.len() > d.size {
-                        pump_error = Some(Error::SizeMismatch {
-                            digest: d.digest.clone(),
-                            expected: d.size,
-                            actual: hasher.len(),
-                        });
-                        let _ = tx
-                            .send(Err(std::io::Error::other("blob larger than its descriptor")))
-                            .await;
-                        break;
-                    }
-                    if unpacker_open && tx.send(Ok(data)).await.is_err() {
-                        unpacker_open = false;
-                    }
+        if partial {
+            let mut first = Some(first);
+            let parts =
+                (0..d.size).step_by(usize::try_from(chunk).unwrap_or(usize::MAX)).map(|start| {
+                    let end = (start + chunk).min(d.size) - 1;
+                    self.fetch_range(session, d, start, end, first.take(), progress)
+                });
+            let mut parts = futures::stream::iter(parts).buffered(tuning.range_parallel);
+            while let Some(part) = parts.next().await {
+                let r = match part {
+                    Ok(data) => feed.push(data).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = r {
+                    feed.fail("download failed").await;
+                    pump_error = Some(e);
+                    break;
                 }
-                Err(e) => {
-                    let _ = tx.send(Err(std::io::Error::other("download interrupted"))).await;
-                    pump_error = Some(Error::Body { url: url.clone(), source: Box::new(e) });
+            }
+        } else {
+            let mut body = first.response.into_body();
+            while let Some(frame) = body.frame().await {
+                let r = match frame {
+                    Ok(frame) => match frame.into_data() {
+                        Ok(data) => {
+                            progress.advanced(data.len() as u64);
+                            feed.push(data).await
+                        }
+                        Err(_) => Ok(()),
+                    },
+                    Err(e) => Err(Error::Body { url: url.clone(), source: Box::new(e) }),
+                };
+                if let Err(e) = r {
+                    feed.fail("download failed").await;
+                    pump_error = Some(e);
                     break;
                 }
             }
         }
+        let Feed { hasher, tx, .. } = feed;
         drop(tx);
         let unpacked = unpacker.await.map_err(|_| Error::Task { what: d.digest.clone() })?;
         if let Some(e) = pump_error {
@@ -651,6 +776,68 @@ impl Store {
         let unpacked =
             unpacked.map_err(|source| Error::Unpack { digest: d.digest.clone(), source })?;
         Ok(unpacked)
+    }
+
+    /// Bytes `start..=end` of blob `d`, from `first` (the probe's 206 answer) or a new Range
+    /// request; a broken transfer or a 5xx is retried for this part alone.
+    async fn fetch_range(
+        &self,
+        session: &Session,
+        d: &Descriptor,
+        start: u64,
+        end: u64,
+        mut first: Option<crate::client::Fetched>,
+        progress: &dyn Progress,
+    ) -> Result<Bytes> {
+        let want = end - start + 1;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let result = async {
+                let f = match first.take() {
+                    Some(f) => f,
+                    None => session.get_blob_range(&d.digest, start, end).await?,
+                };
+                let url = f.url.clone();
+                check_content_range(&f, start, end, d.size)?;
+                let mut buf = bytes::BytesMut::with_capacity(usize::try_from(want).unwrap_or(0));
+                let mut body = f.response.into_body();
+                while let Some(frame) = body.frame().await {
+                    let frame =
+                        frame.map_err(|e| Error::Body { url: url.clone(), source: Box::new(e) })?;
+                    if let Ok(data) = frame.into_data() {
+                        progress.advanced(data.len() as u64);
+                        buf.extend_from_slice(&data);
+                        if buf.len() as u64 > want {
+                            return Err(Error::Status {
+                                method: "GET".to_owned(),
+                                url,
+                                status: 206,
+                                detail: format!(
+                                    ": more than the {want} bytes of the range asked for"
+                                ),
+                            });
+                        }
+                    }
+                }
+                if buf.len() as u64 != want {
+                    return Err(Error::Body {
+                        url,
+                        source: format!("range cut short at {} of {want} bytes", buf.len()).into(),
+                    });
+                }
+                Ok(buf.freeze())
+            }
+            .await;
+            match result {
+                Ok(b) => return Ok(b),
+                Err(e) if e.is_transient() && attempt < LAYER_ATTEMPTS => {
+                    tracing::warn!(digest = %d.digest, start, end, attempt, error = %crate_chain(&e), "range download failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(200) * attempt).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Adds or replaces an entry in `refs.json` under the store's file lock, merging entries
@@ -684,6 +871,73 @@ impl Store {
             Ok(())
         })
         .await
+    }
+}
+
+/// The in-order bytes of a blob on their way to the unpacker, hashed and counted.
+struct Feed<'a> {
+    hasher: digest::Hasher,
+    tx: tokio::sync::mpsc::Sender<std::io::Result<Bytes>>,
+    /// False once the unpacker stopped reading (it failed); hashing goes on.
+    open: bool,
+    d: &'a Descriptor,
+}
+
+impl Feed<'_> {
+    async fn push(&mut self, data: Bytes) -> Result<()> {
+        self.hasher.update(&data);
+        if self.hasher.len() > self.d.size {
+            return Err(Error::SizeMismatch {
+                digest: self.d.digest.clone(),
+                expected: self.d.size,
+                actual: self.hasher.len(),
+            });
+        }
+        if self.open && self.tx.send(Ok(data)).await.is_err() {
+            self.open = false;
+        }
+        Ok(())
+    }
+
+    /// Tells the unpacker the blob will not be complete.
+    async fn fail(&mut self, why: &str) {
+        if self.open {
+            let _ = self.tx.send(Err(std::io::Error::other(why.to_owned()))).await;
+        }
+    }
+}
+
+/// Checks that a ranged answer is a 206 for exactly `start..=end` of a blob of `size` bytes
+/// (`Content-Range: bytes START-END/SIZE`, RFC 9110 §14.4).
+fn check_content_range(f: &crate::client::Fetched, start: u64, end: u64, size: u64) -> Result<()> {
+    let status = f.response.status();
+    let bad = |detail: String| Error::Status {
+        method: "GET".to_owned(),
+        url: f.url.clone(),
+        status: status.as_u16(),
+        detail,
+    };
+    if status != http::StatusCode::PARTIAL_CONTENT {
+        return Err(bad(": a range request was not answered with 206 Partial Content".to_owned()));
+    }
+    let cr = f
+        .response
+        .headers()
+        .get(http::header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let parsed = cr.strip_prefix("bytes ").and_then(|r| {
+        let (range, total) = r.split_once('/')?;
+        let (a, b) = range.split_once('-')?;
+        Some((a.trim().parse::<u64>().ok()?, b.trim().parse::<u64>().ok()?, total.trim()))
+    });
+    match parsed {
+        Some((a, b, total))
+            if a == start && b == end && (total == "*" || total == size.to_string()) =>
+        {
+            Ok(())
+        }
+        _ => Err(bad(format!(": Content-Range {cr:?} is not bytes {start}-{end}/{size}"))),
     }
 }
 
@@ -739,14 +993,18 @@ fn read_index_file(path: &Path) -> Result<IndexFile> {
 }
 
 #[derive(PartialEq, Eq, Debug)]
-enum Kind {
+pub(crate) enum Kind {
     Index,
     Manifest,
 }
 
 /// Whether a manifests-endpoint document is an index or an image manifest: by its own
 /// `mediaType`, else the Content-Type, else its shape.
-fn manifest_kind(bytes: &[u8], content_type: Option<&str>, digest: &str) -> Result<Kind> {
+pub(crate) fn manifest_kind(
+    bytes: &[u8],
+    content_type: Option<&str>,
+    digest: &str,
+) -> Result<Kind> {
     let probe: Probe = parse_json(bytes, || format!("manifest {digest}"))?;
     let mt = probe.media_type.as_deref().or(content_type).unwrap_or("");
     match mt {
@@ -766,7 +1024,7 @@ fn manifest_kind(bytes: &[u8], content_type: Option<&str>, digest: &str) -> Resu
 }
 
 /// linux/amd64 from an index, as containerd's default platform matcher picks it.
-fn pick_platform<'a>(index: &'a Index, r: &Reference) -> Result<&'a Descriptor> {
+pub(crate) fn pick_platform<'a>(index: &'a Index, r: &Reference) -> Result<&'a Descriptor> {
     index
         .manifests
         .iter()

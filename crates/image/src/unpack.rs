@@ -98,13 +98,21 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// Decoded bytes handed from the decoder thread to the tar writer at a time.
+const DECODED_CHUNK: usize = 1 << 20;
+/// Decoded chunks in flight between the two threads (bounds memory at 8 MiB per layer).
+const DECODED_IN_FLIGHT: usize = 8;
+
 /// Unpacks a layer blob read from `src` into the existing, empty directory `dest`, reading the
 /// blob to its end so that a hash the caller computes over `src` covers all of it. The caller
 /// compares the digest and discards `dest` when it does not match.
 ///
+/// A compressed layer is decoded on a thread of its own, which hands 1 MiB chunks to this one
+/// writing the files: decompression and file system writes of one layer use two cores.
+///
 /// # Errors
 /// Corrupt compression or tar data, entries escaping `dest`, or file system errors.
-pub(crate) fn unpack_layer<R: Read>(
+pub(crate) fn unpack_layer<R: Read + Send>(
     mut src: R,
     compression: Compression,
     dest: &Path,
@@ -115,26 +123,95 @@ pub(crate) fn unpack_layer<R: Read>(
             io::copy(&mut src, &mut io::sink())?;
             stats
         }
-        Compression::Gzip => {
-            // Multi-member gzip (pigz, concatenated members) is valid gzip.
-            let mut d = flate2::read::MultiGzDecoder::new(&mut src);
-            let stats = unpack_tar(&mut d, dest)?;
-            // Past the tar end-of-archive blocks: the gzip trailer (CRC check) and padding.
-            io::copy(&mut d, &mut io::sink())?;
-            drop(d);
-            io::copy(&mut src, &mut io::sink())?;
+        Compression::Gzip | Compression::Zstd => std::thread::scope(|s| {
+            let (tx, rx) = std::sync::mpsc::sync_channel(DECODED_IN_FLIGHT);
+            let decoder = std::thread::Builder::new()
+                .name("layer-decode".to_owned())
+                .spawn_scoped(s, move || decode_into(&mut src, compression, &tx))?;
+            let mut pipe = PipeReader { rx, current: Vec::new(), pos: 0 };
+            // Past the tar end-of-archive blocks come the compression trailer (CRC check) and
+            // padding: read them too.
+            let stats = unpack_tar(&mut pipe, dest)
+                .and_then(|stats| io::copy(&mut pipe, &mut io::sink()).map(|_| stats));
+            // Closing our end stops a decoder that is still going (the tar side failed).
+            drop(pipe);
+            let decoded =
+                decoder.join().map_err(|_| io::Error::other("the layer decoder panicked"))?;
+            // Corrupt compressed data explains a tar error, not the other way round.
+            decoded?;
             stats
-        }
-        Compression::Zstd => {
-            let mut d = zstd::stream::read::Decoder::new(&mut src)?;
-            let stats = unpack_tar(&mut d, dest)?;
-            io::copy(&mut d, &mut io::sink())?;
-            drop(d);
-            io::copy(&mut src, &mut io::sink())?;
-            stats
-        }
+        })?,
     };
     Ok(Unpacked { unpacked_bytes, entries })
+}
+
+/// The decoder thread: decodes `src` into chunks sent to `tx`, then reads `src` to its end.
+fn decode_into<R: Read>(
+    src: &mut R,
+    compression: Compression,
+    tx: &std::sync::mpsc::SyncSender<io::Result<Vec<u8>>>,
+) -> io::Result<()> {
+    let result = (|| {
+        let mut d: Box<dyn Read + '_> = match compression {
+            // Multi-member gzip (pigz, concatenated members) is valid gzip.
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(&mut *src)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(&mut *src)?),
+            Compression::None => Box::new(&mut *src),
+        };
+        loop {
+            let mut buf = vec![0u8; DECODED_CHUNK];
+            let mut n = 0;
+            while n < buf.len() {
+                match d.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if n == 0 {
+                break;
+            }
+            buf.truncate(n);
+            if tx.send(Ok(buf)).is_err() {
+                // The tar side stopped; its error is the one to report.
+                return Ok(());
+            }
+        }
+        drop(d);
+        io::copy(src, &mut io::sink()).map(|_| ())
+    })();
+    if let Err(e) = &result {
+        let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+    }
+    result
+}
+
+/// A `Read` over the decoder thread's chunks.
+struct PipeReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for PipeReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos >= self.current.len() {
+            match self.rx.recv() {
+                Ok(Ok(b)) => {
+                    self.current = b;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => return Err(e),
+                // The decoder finished (or failed and said so first).
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 fn unpack_tar<R: Read>(src: R, dest: &Path) -> io::Result<(u64, u64)> {

@@ -147,13 +147,13 @@ async fn handle(
     proxy(req, client, upstream).await
 }
 
-type HttpClient = hyper_util::client::legacy::Client<
+pub(crate) type HttpClient = hyper_util::client::legacy::Client<
     hyper_util::client::legacy::connect::HttpConnector,
     Full<Bytes>,
 >;
 
 /// Forwards a GET/HEAD to the real registry and returns its answer.
-async fn proxy(
+pub(crate) async fn proxy(
     req: Request<Incoming>,
     client: &HttpClient,
     upstream: &str,
@@ -162,15 +162,17 @@ async fn proxy(
         "http://{upstream}{}",
         req.uri().path_and_query().map_or("/", |p| p.as_str())
     ));
-    if let Some(a) = req.headers().get("accept") {
-        fwd = fwd.header("accept", a);
+    for h in ["accept", "range"] {
+        if let Some(v) = req.headers().get(h) {
+            fwd = fwd.header(h, v);
+        }
     }
     let resp = client.request(fwd.body(Full::new(Bytes::new())).unwrap()).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
     let mut out = Response::new(Full::new(body));
     *out.status_mut() = parts.status;
-    for h in ["content-type", "docker-content-digest", "content-length"] {
+    for h in ["content-type", "docker-content-digest", "content-length", "content-range"] {
         if let Some(v) = parts.headers.get(h) {
             out.headers_mut().insert(h, v.clone());
         }
@@ -179,7 +181,7 @@ async fn proxy(
 }
 
 /// Serves `handler` on a loopback port; returns `host:port`.
-async fn serve<F, Fut>(handler: F) -> String
+pub(crate) async fn serve<F, Fut>(handler: F) -> String
 where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: std::future::Future<Output = Response<Full<Bytes>>> + Send + 'static,

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod auth;
+mod crash;
+mod engine;
 mod layers;
 mod pull;
 mod verify;
