@@ -244,11 +244,15 @@ struct ScatterGroup {
     unmatched_remainder: usize,
 }
 
+/// Group sizes: the matched size rounds down and the unmatched size to the nearest integer.
+/// That is what upstream's current test tables (`scatter_sort_test.go`, ported in our tests)
+/// expect; the one version of `scatter_sort.go` we could read rounds both to the nearest, which
+/// contradicts two of those cases (three scattered pods among two others, five among three).
 fn scatter_group(matched: usize, unmatched: usize) -> ScatterGroup {
     let groups = matched.min(unmatched).max(1);
     ScatterGroup {
         groups,
-        matched_size: (matched as f64 / groups as f64).round() as usize,
+        matched_size: matched / groups,
         unmatched_size: (unmatched as f64 / groups as f64).round() as usize,
         unmatched_remainder: 0,
     }

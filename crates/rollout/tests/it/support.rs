@@ -46,7 +46,7 @@ pub fn typed(cs: Value) -> CloneSet {
 }
 
 /// A pod from shorthand: `o`/`n` (old/new revision), `+`/`-` (ready or not), then optional
-/// `d` (specified-delete label) and `@State` (lifecycle state; default Normal), e.g. `n+d@PreparingDelete`.
+/// `d` (specified-delete label), `h` (label `hold=yes`, a lifecycle hook's label) and `@State` (lifecycle state; default Normal), e.g. `n+d@PreparingDelete`.
 pub fn pod(spec: &str, index: usize) -> Pod {
     let (body, state) = spec.split_once('@').unwrap_or((spec, "Normal"));
     let mut chars = body.chars();
@@ -67,6 +67,9 @@ pub fn pod(spec: &str, index: usize) -> Pod {
     });
     if rest.contains('d') {
         labels["apps.kruise.io/specified-delete"] = json!("true");
+    }
+    if rest.contains('h') {
+        labels["hold"] = json!("yes");
     }
     let mut p = json!({"metadata": {"name": format!("pod-{index}"), "labels": labels}});
     if ready {
