@@ -20,6 +20,7 @@
 //!    the next scale pass replaces it).
 //! 5. [`inplace::check_update_completed`] tells when a pod's in-place update is done, so the
 //!    controller sets `InPlaceUpdateReady` back to True.
+//! 6. [`status_counts`] counts the pods for the status and says when `currentRevision` moves.
 //!
 //! What it does not do: the API calls, expectations, events and status; pod state refresh
 //! (lifecycle transitions, grace periods) beyond the predicates in [`lifecycle`] and
@@ -38,11 +39,13 @@ pub mod lifecycle;
 pub mod pod;
 pub mod revision;
 pub mod scale;
+pub mod status;
 pub mod strategy;
 pub mod update;
 
 pub use diffs::{DiffOptions, Diffs, SyncInput, calculate_diffs};
 pub use scale::{PodDeletion, ScaleAction, ScalePlan, plan_scale};
+pub use status::{StatusCounts, status_counts};
 pub use strategy::Strategy;
 pub use update::{UpdatePlan, plan_update};
 

@@ -106,17 +106,17 @@ pub fn short_hash(revision: &str) -> &str {
     revision.rsplit('-').next().unwrap_or(revision)
 }
 
-/// Whether the pod is at `revision` (a ControllerRevision name). Accepts the full name or the
-/// short hash in `controller-revision-hash` (upstream's `EqualToRevisionHash`, which covers the
-/// `CloneSetShortHash` gate), or the short hash in `pod-template-hash`.
+/// Whether the pod is at `revision` (a ControllerRevision name). Its `controller-revision-hash`
+/// may hold the full name or only the short hash (upstream's `EqualToRevisionHash`, which covers
+/// the `CloneSetShortHash` gate); a pod without that label is matched by its
+/// `pod-template-hash` (always the short hash). The template hash is not consulted when the
+/// revision label is present, so a stale one cannot make a pod match two revisions.
 pub fn matches_revision(pod: &Pod, revision: &str) -> bool {
     let short = short_hash(revision);
-    if let Some(hash) = label(pod, CONTROLLER_REVISION_HASH_LABEL)
-        && (hash == revision || short_hash(hash) == short)
-    {
-        return true;
+    match label(pod, CONTROLLER_REVISION_HASH_LABEL) {
+        Some(hash) => hash == revision || short_hash(hash) == short,
+        None => label(pod, POD_TEMPLATE_HASH_LABEL).is_some_and(|h| !h.is_empty() && h == short),
     }
-    label(pod, POD_TEMPLATE_HASH_LABEL).is_some_and(|h| !h.is_empty() && h == short)
 }
 
 /// Whether the pod is asked to be deleted: it carries the `apps.kruise.io/specified-delete`

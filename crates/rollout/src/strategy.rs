@@ -37,15 +37,16 @@ pub fn scaled_value(
 
 /// The number of pods to keep at old revisions (`pkg/util/tools.go`
 /// `CalculatePartitionReplicas`): percentages round up, so a partition above "0%" keeps at
-/// least one old pod; a percentage below "100%" that rounds up to all replicas is lowered by
-/// one, so at least one pod is updated; the result is clamped to `0..=replicas`.
+/// least one old pod; with more than one replica, a percentage below "100%" that rounds up to
+/// all replicas is lowered by one, so at least one pod is updated; the result is clamped to
+/// `0..=replicas`.
 ///
 /// # Errors
 /// [`Error::InvalidIntOrString`] for a partition that is neither an integer nor a percentage.
 pub fn partition_replicas(partition: Option<&IntOrString>, replicas: i32) -> Result<i32> {
     let Some(partition) = partition else { return Ok(0) };
     let mut value = scaled_value(partition, replicas, true, "spec.updateStrategy.partition")?;
-    if replicas >= 1
+    if replicas > 1
         && value == replicas
         && matches!(partition, IntOrString::String(s) if s != "100%")
     {

@@ -2,6 +2,7 @@
 
 mod diffs;
 mod inplace;
+mod pod;
 mod revision;
 mod scale;
 mod support;
