@@ -1,0 +1,159 @@
+//! Kinetic's built-in workload controllers: `apps/v1` Deployments and ReplicaSets, and the
+//! Endpoints and EndpointSlices of Services, with upstream kube-controller-manager's behaviour
+//! as the spec (`pkg/controller/deployment`, `pkg/controller/replicaset`,
+//! `pkg/controller/endpoint`, `pkg/controller/endpointslice`).
+//!
+//! Every controller talks to the API only through the `kube` client, so it runs unchanged on the
+//! embedded API server and on a real cluster. Each one is built like client-go's controllers:
+//! `kube::runtime::watcher` streams feed an in-memory [`cache`] (the informers), event handlers
+//! map each change to the keys of the objects to reconcile and record what they observed in the
+//! [`expectations`], and a work queue hands each key to one reconcile at a time (a key that
+//! changes while it is being reconciled is reconciled again afterwards). Reconciles are
+//! level-triggered and idempotent: they read the cache, compute the desired state and write only
+//! the difference, with the resourceVersion of what they read (a `409 Conflict` requeues the key
+//! with back-off). Nothing is reconciled before every cache of a controller has listed once.
+//!
+//! - [`replicaset`]: creates pods from the template (`generateName: {rs}-`, slow-start batches
+//!   1, 2, 4, …, at most 500 per sync) and deletes the surplus in upstream's order (unassigned,
+//!   pending, not ready, lower `controller.kubernetes.io/pod-deletion-cost`, doubled-up on a
+//!   node, ready for less time, more restarts, newer); adopts matching orphans and releases pods
+//!   that no longer match; writes `status` (replicas, fullyLabeledReplicas, readyReplicas,
+//!   availableReplicas after `minReadySeconds`, observedGeneration, `ReplicaFailure`).
+//!   Expectations make sure a slow watch or a restart never creates or deletes a pod twice.
+//! - [`deployment`]: `RollingUpdate` (maxSurge / maxUnavailable) and `Recreate`, one ReplicaSet
+//!   per template named `{deployment}-{pod-template-hash}`, the revision annotations,
+//!   proportional scaling during a rollout, `paused`, `revisionHistoryLimit`,
+//!   `progressDeadlineSeconds` and the `Progressing` / `Available` / `ReplicaFailure`
+//!   conditions, so `kubectl rollout status|undo|restart|history|pause|resume`, `kubectl scale`
+//!   and `kubectl set image` behave as on Kubernetes (`rollout undo` is done by kubectl itself).
+//! - [`endpoints`]: the `v1` Endpoints of every Service with a selector (ready pods in
+//!   `addresses`, others in `notReadyAddresses`, terminating pods left out unless
+//!   `publishNotReadyAddresses`).
+//! - [`endpointslice`]: `discovery.k8s.io/v1` EndpointSlices of the same Services (IPv4,
+//!   conditions ready/serving/terminating, at most 100 endpoints per slice).
+//!
+//! [`run`] runs all four until its shutdown future completes; each has its own entry point too.
+//!
+//! What this crate does *not* do: DaemonSets, StatefulSets, Jobs, CronJobs, ReplicationControllers
+//! and the garbage collector (the API server does ownerReference GC); leader election (run one
+//! instance per cluster); Events (`ScalingReplicaSet` and friends are only logged); EndpointSlice
+//! topology hints, zones and dual-stack (IPv4 slices only) and mirroring of custom Endpoints;
+//! `status.terminatingReplicas`; the `deployment.kubernetes.io/revision` of extensions/v1beta1
+//! `rollbackTo` (apps/v1 has none).
+
+pub mod cache;
+pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
+pub mod expectations;
+mod pods;
+mod queue;
+pub mod replicaset;
+mod services;
+mod util;
+
+use std::future::Future;
+
+pub use deployment::run_deployment_controller;
+pub use endpoints::run_endpoints_controller;
+pub use endpointslice::run_endpointslice_controller;
+pub use replicaset::run_replicaset_controller;
+
+/// A controller failed as a whole (single API calls are retried with back-off and logged).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A watch stream ended, which `kube`'s watcher never does while it can retry.
+    #[error("the {resource} watch ended")]
+    WatchEnded { resource: &'static str },
+    /// A controller task panicked or was cancelled.
+    #[error("the {controller} controller task failed")]
+    Task {
+        controller: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The failure of one reconcile: logged, and the key is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    #[error("api request failed: {what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SyncError {
+    pub(crate) fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| SyncError::Api { what, source }
+    }
+
+    /// A `409 Conflict`: the cache was stale, retry soon without noise.
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, SyncError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
+/// Runs the ReplicaSet, Deployment, Endpoints and EndpointSlice controllers until `shutdown`
+/// completes (then they stop at once: every reconcile is safe to cancel, the next start picks
+/// up from the state in the API).
+///
+/// # Errors
+/// One of the controllers stopped (a watch stream ended); the others are stopped too.
+///
+/// # Caveats
+/// Run one instance per cluster: there is no leader election.
+pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let stop = move || {
+        let mut rx = rx.clone();
+        async move {
+            // The sender lives until `run` returns; a closed channel means stop too.
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let mut set = tokio::task::JoinSet::new();
+    set.spawn(tagged("replicaset", run_replicaset_controller(client.clone(), stop())));
+    set.spawn(tagged("deployment", run_deployment_controller(client.clone(), stop())));
+    set.spawn(tagged("endpoints", run_endpoints_controller(client.clone(), stop())));
+    set.spawn(tagged("endpointslice", run_endpointslice_controller(client, stop())));
+    tracing::info!("workload controllers started");
+    let first = tokio::select! {
+        () = shutdown => None,
+        Some(done) = set.join_next() => Some(done),
+    };
+    let _ = tx.send(true);
+    let mut result = Ok(());
+    if let Some(done) = first {
+        result = flatten(done);
+    }
+    while let Some(done) = set.join_next().await {
+        if result.is_ok() {
+            result = flatten(done);
+        }
+    }
+    result
+}
+
+async fn tagged(
+    name: &'static str,
+    fut: impl Future<Output = Result<()>>,
+) -> (&'static str, Result<()>) {
+    (name, fut.await)
+}
+
+fn flatten(
+    done: std::result::Result<(&'static str, Result<()>), tokio::task::JoinError>,
+) -> Result<()> {
+    match done {
+        Ok((_, r)) => r,
+        Err(source) => Err(Error::Task { controller: "workloads", source }),
+    }
+}

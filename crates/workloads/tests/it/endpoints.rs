@@ -1,0 +1,253 @@
+//! The Endpoints and EndpointSlice controllers: ready and not-ready pods, named target ports,
+//! terminating and deleted pods, publishNotReadyAddresses, and no writes without changes.
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, DeleteParams, ListParams};
+use kube::{Client, ResourceExt as _};
+use serde_json::{Value, json};
+
+use crate::kubelet::set_status;
+use crate::{Env, eventually};
+
+fn pod_yaml(name: &str, node: &str) -> String {
+    format!(
+        "apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels:
+    app: ep
+spec:
+  nodeName: {node}
+  containers:
+  - name: web
+    image: busybox:1
+    ports:
+    - name: http
+      containerPort: 8080
+"
+    )
+}
+
+const SERVICE: &str = "apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels:
+    team: a
+spec:
+  selector:
+    app: ep
+  ports:
+  - name: http
+    port: 80
+    targetPort: http
+";
+
+/// The Endpoints subsets as (ready IPs, not-ready IPs, ports), compactly.
+async fn endpoints_view(client: &Client, name: &str) -> Result<Value, String> {
+    let api: Api<Endpoints> = Api::namespaced(client.clone(), "default");
+    let ep = api.get_opt(name).await.map_err(|e| e.to_string())?.ok_or("no endpoints")?;
+    let subsets: Vec<Value> = ep
+        .subsets
+        .iter()
+        .flatten()
+        .map(|s| {
+            let ips = |a: &Option<Vec<k8s_openapi::api::core::v1::EndpointAddress>>| {
+                a.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>()
+            };
+            let ports: Vec<Value> =
+                s.ports.iter().flatten().map(|p| json!([p.name, p.port, p.protocol])).collect();
+            json!({"ready": ips(&s.addresses), "notReady": ips(&s.not_ready_addresses), "ports": ports})
+        })
+        .collect();
+    Ok(json!(subsets))
+}
+
+async fn slices(client: &Client, svc: &str) -> Vec<EndpointSlice> {
+    let api: Api<EndpointSlice> = Api::namespaced(client.clone(), "default");
+    api.list(&ListParams::default().labels(&format!("kubernetes.io/service-name={svc}")))
+        .await
+        .unwrap()
+        .items
+}
+
+/// The endpoints of the Service's slices as (ip, ready, serving, terminating, pod, node).
+async fn slice_view(client: &Client, svc: &str) -> Value {
+    let mut eps: Vec<Value> = slices(client, svc)
+        .await
+        .iter()
+        .flat_map(|s| s.endpoints.clone())
+        .map(|e| {
+            let c = e.conditions.unwrap_or_default();
+            json!([
+                e.addresses[0],
+                c.ready,
+                c.serving,
+                c.terminating,
+                e.target_ref.and_then(|r| r.name),
+                e.node_name
+            ])
+        })
+        .collect();
+    eps.sort_by_key(|v| v[0].as_str().unwrap_or_default().to_owned());
+    json!(eps)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_and_slices_follow_pod_readiness_and_deletion() {
+    let env = Env::start().await;
+    env.apply(SERVICE).await;
+    for name in ["a", "b", "c"] {
+        env.apply(&pod_yaml(name, "node-1")).await;
+    }
+    let client = &env.client;
+    set_status(client, "default", "a", "10.1.0.1", true).await;
+    set_status(client, "default", "b", "10.1.0.2", false).await;
+    // "c" has no IP yet: no endpoint.
+    let want = json!([{"ready": ["10.1.0.1"], "notReady": ["10.1.0.2"], "ports": [["http", 8080, "TCP"]]}]);
+    eventually("endpoints", || async {
+        let v = endpoints_view(client, "web").await?;
+        if v == want { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    let ep = Api::<Endpoints>::namespaced(client.clone(), "default").get("web").await.unwrap();
+    assert_eq!(ep.labels().get("team").map(String::as_str), Some("a"));
+    let address = &ep.subsets.as_ref().unwrap()[0].addresses.as_ref().unwrap()[0];
+    assert_eq!(address.node_name.as_deref(), Some("node-1"));
+    let target = address.target_ref.as_ref().unwrap();
+    assert_eq!((target.kind.as_deref(), target.name.as_deref()), (Some("Pod"), Some("a")));
+
+    let want_slices = json!([
+        ["10.1.0.1", true, true, false, "a", "node-1"],
+        ["10.1.0.2", false, false, false, "b", "node-1"],
+    ]);
+    eventually("endpointslices", || async {
+        let v = slice_view(client, "web").await;
+        if v == want_slices { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    let list = slices(client, "web").await;
+    assert_eq!(list.len(), 1);
+    let slice = &list[0];
+    assert_eq!(slice.address_type, "IPv4");
+    assert!(slice.name_any().starts_with("web-"));
+    let labels = slice.labels();
+    assert_eq!(labels["endpointslice.kubernetes.io/managed-by"], "endpointslice-controller.k8s.io");
+    assert_eq!(labels["team"], "a");
+    assert!(!labels.contains_key("service.kubernetes.io/headless"), "the service has a ClusterIP");
+    let ports = slice.ports.as_ref().unwrap();
+    assert_eq!(
+        (ports[0].name.as_deref(), ports[0].port, ports[0].protocol.as_deref()),
+        (Some("http"), Some(8080), Some("TCP"))
+    );
+    let owner = &slice.owner_references()[0];
+    assert_eq!(
+        (owner.kind.as_str(), owner.name.as_str(), owner.controller),
+        ("Service", "web", Some(true))
+    );
+
+    // No change, no write: touching the Service and a pod resyncs both controllers.
+    let rv = |client: Client| async move {
+        let ep = Api::<Endpoints>::namespaced(client.clone(), "default").get("web").await.unwrap();
+        let slices = slices(&client, "web").await;
+        (ep.resource_version(), slices.iter().map(|s| s.resource_version()).collect::<Vec<_>>())
+    };
+    let before = rv(client.clone()).await;
+    env.kubectl(&["annotate", "service", "web", "touched=1"]).await;
+    env.kubectl(&["annotate", "pod", "a", "touched=1"]).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(rv(client.clone()).await, before, "unchanged endpoints were rewritten");
+
+    // A terminating pod leaves Endpoints, and stays in the slice as terminating.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    pods.delete("a", &DeleteParams::default()).await.unwrap();
+    eventually("a terminating", || async {
+        let v = endpoints_view(client, "web").await?;
+        let want =
+            json!([{"ready": [], "notReady": ["10.1.0.2"], "ports": [["http", 8080, "TCP"]]}]);
+        if v == want { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    eventually("a terminating in the slice", || async {
+        let v = slice_view(client, "web").await;
+        let want = json!([
+            ["10.1.0.1", false, true, true, "a", "node-1"],
+            ["10.1.0.2", false, false, false, "b", "node-1"],
+        ]);
+        if v == want { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    // Gone for good (the kubelet's final delete), and b becomes ready.
+    pods.delete("a", &DeleteParams::default().grace_period(0)).await.unwrap();
+    set_status(client, "default", "b", "10.1.0.2", true).await;
+    eventually("a removed, b ready", || async {
+        let v = slice_view(client, "web").await;
+        let want = json!([["10.1.0.2", true, true, false, "b", "node-1"]]);
+        let e = endpoints_view(client, "web").await?;
+        let want_e =
+            json!([{"ready": ["10.1.0.2"], "notReady": [], "ports": [["http", 8080, "TCP"]]}]);
+        if v == want && e == want_e { Ok(()) } else { Err(format!("{v} {e}")) }
+    })
+    .await;
+
+    // Deleting the Service deletes its Endpoints.
+    env.kubectl(&["delete", "service", "web"]).await;
+    eventually("endpoints deleted", || async {
+        match endpoints_view(client, "web").await {
+            Err(e) if e == "no endpoints" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_not_ready_addresses_and_placeholder_slice() {
+    let env = Env::start().await;
+    let client = &env.client;
+    env.apply(
+        &SERVICE
+            .replace("name: web\n", "name: pub\n")
+            .replace("spec:\n", "spec:\n  publishNotReadyAddresses: true\n"),
+    )
+    .await;
+    // No pods yet: an empty placeholder slice, and an Endpoints without subsets.
+    eventually("placeholder slice", || async {
+        let list = slices(client, "pub").await;
+        match list.as_slice() {
+            [s] if s.endpoints.is_empty() && s.ports.as_ref().is_none_or(Vec::is_empty) => Ok(()),
+            _ => Err(format!("{list:?}")),
+        }
+    })
+    .await;
+    eventually("empty endpoints", || async {
+        let v = endpoints_view(client, "pub").await?;
+        if v == json!([]) { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    env.apply(&pod_yaml("np", "node-1")).await;
+    set_status(client, "default", "np", "10.2.0.1", false).await;
+    eventually("not-ready pod published", || async {
+        let v = endpoints_view(client, "pub").await?;
+        let want =
+            json!([{"ready": ["10.2.0.1"], "notReady": [], "ports": [["http", 8080, "TCP"]]}]);
+        if v == want { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    eventually("slice ready despite not serving", || async {
+        let v = slice_view(client, "pub").await;
+        let want = json!([["10.2.0.1", true, false, false, "np", "node-1"]]);
+        if v == want && slices(client, "pub").await.len() == 1 {
+            Ok(())
+        } else {
+            Err(v.to_string())
+        }
+    })
+    .await;
+    env.stop().await;
+}

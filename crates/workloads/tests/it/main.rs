@@ -1,0 +1,105 @@
+//! The workload controllers against the embedded API server, through the real `kube` client
+//! and the real `kubectl`. There is no node agent: the tests act as the kubelet themselves
+//! ([`kubelet`]), patching pod status the way a kubelet does.
+#![allow(clippy::unwrap_used, clippy::print_stdout)]
+
+mod deployment;
+mod endpoints;
+mod kubelet;
+mod replicaset;
+
+use std::future::Future;
+use std::time::Duration;
+
+use kinetic_testkit::TestServer;
+use kube::Client;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// Polling deadline of every wait.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A test API server with controllers running against it.
+pub struct Env {
+    pub server: TestServer,
+    pub client: Client,
+    controllers: Option<(oneshot::Sender<()>, JoinHandle<kinetic_workloads::Result<()>>)>,
+}
+
+impl Env {
+    /// A server with all four controllers.
+    pub async fn start() -> Self {
+        let mut env = Self::bare().await;
+        env.start_controllers();
+        env
+    }
+
+    /// A server without controllers.
+    pub async fn bare() -> Self {
+        let server = TestServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        Self { server, client, controllers: None }
+    }
+
+    pub fn start_controllers(&mut self) {
+        self.start_with(kinetic_workloads::run);
+    }
+
+    /// Runs one controller entry point (or [`kinetic_workloads::run`]).
+    pub fn start_with<F, Fut>(&mut self, run: F)
+    where
+        F: FnOnce(Client, futures::future::BoxFuture<'static, ()>) -> Fut,
+        Fut: Future<Output = kinetic_workloads::Result<()>> + Send + 'static,
+    {
+        assert!(self.controllers.is_none(), "controllers already running");
+        let (tx, rx) = oneshot::channel::<()>();
+        let stop: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
+            let _ = rx.await;
+        });
+        let task = tokio::spawn(run(self.client.clone(), stop));
+        self.controllers = Some((tx, task));
+    }
+
+    /// Stops the controllers and waits until they returned.
+    pub async fn stop_controllers(&mut self) {
+        let (tx, task) = self.controllers.take().expect("controllers running");
+        let _ = tx.send(());
+        tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    pub async fn kubectl(&self, args: &[&str]) -> String {
+        self.server.kubectl_ok(args).await.unwrap()
+    }
+
+    pub async fn apply(&self, yaml: &str) -> String {
+        self.server.kubectl_stdin_ok(&["apply", "-f", "-"], yaml).await.unwrap()
+    }
+
+    pub async fn stop(mut self) {
+        if self.controllers.is_some() {
+            self.stop_controllers().await;
+        }
+        self.server.shutdown().await;
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, failing after [`WAIT`] with the last
+/// state `describe` gives.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match check().await {
+            Ok(v) => return v,
+            Err(last) => {
+                if tokio::time::Instant::now() > deadline {
+                    panic!("timed out waiting for {what}; last state: {last}");
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
