@@ -141,6 +141,7 @@ fn docs(rs: &[std::sync::Arc<Resource>]) -> Vec<ResourceDoc> {
             namespaced: r.namespaced,
             subresources: r.subresources(),
             schema_name: r.schema_name.clone(),
+            strategic_merge: r.builtin,
         })
         .collect()
 }

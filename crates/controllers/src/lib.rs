@@ -12,6 +12,7 @@
 //! election (run one scheduler per scheduler name). The workload controllers of later issues
 //! will live here too.
 
+pub mod cloneset;
 pub mod crds;
 pub mod events;
 pub mod expectations;
@@ -39,3 +40,15 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error with its chain of causes on one line (`a: b: c`), for logs.
+pub(crate) fn report(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}

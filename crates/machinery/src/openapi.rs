@@ -47,6 +47,10 @@ pub struct ResourceDoc {
     /// CRD the reversed group with version and kind (`dev.kinetic.v1.Widget`). The list kind's
     /// schema, if the caller has one, is expected at the same name with `List` appended.
     pub schema_name: String,
+    /// Whether PATCH accepts strategic merge patches: built-in kinds do, custom resources do
+    /// not (except their `scale` subresource). kubectl reads this from the document to pick
+    /// the patch type of `apply`.
+    pub strategic_merge: bool,
 }
 
 /// Definition names the operations refer to besides the resources' own schemas.
@@ -275,6 +279,8 @@ enum Body {
     /// An object of the named schema.
     Object(String),
     Patch,
+    /// A patch without the strategic merge type (custom resources).
+    PatchNoStrategic,
     DeleteOptions,
 }
 
@@ -431,7 +437,11 @@ impl Builder<'_> {
                     },
                     Op {
                         params: PATCH_PARAMS.to_vec(),
-                        body: Some(Body::Patch),
+                        body: Some(if r.strategic_merge {
+                            Body::Patch
+                        } else {
+                            Body::PatchNoStrategic
+                        }),
                         codes: WRITE,
                         ..op(
                             "patch",
@@ -484,7 +494,11 @@ impl Builder<'_> {
                     },
                     Op {
                         params: PATCH_PARAMS.to_vec(),
-                        body: Some(Body::Patch),
+                        body: Some(if r.strategic_merge || sub == "scale" {
+                            Body::Patch
+                        } else {
+                            Body::PatchNoStrategic
+                        }),
                         codes: WRITE,
                         ..sub_op(
                             "patch",
@@ -549,11 +563,12 @@ impl Builder<'_> {
     fn render(&self, op: Op, tag: &str) -> Value {
         let body_schema = op.body.as_ref().map(|body| match body {
             Body::Object(name) => self.schema_ref(name),
-            Body::Patch => self.schema_ref(PATCH_SCHEMA),
+            Body::Patch | Body::PatchNoStrategic => self.schema_ref(PATCH_SCHEMA),
             Body::DeleteOptions => self.schema_ref(DELETE_OPTIONS_SCHEMA),
         });
         let body_types: &[&str] = match op.body {
             Some(Body::Patch) => PATCH_TYPES,
+            Some(Body::PatchNoStrategic) => &PATCH_TYPES[..3],
             _ => &["*/*"],
         };
         let response = self.schema_ref(&op.response);
@@ -813,6 +828,7 @@ mod tests {
             namespaced,
             subresources: subs.iter().map(|s| (*s).to_owned()).collect(),
             schema_name,
+            strategic_merge: group.is_empty() || group == "apps",
         }
     }
 
@@ -1244,87 +1260,86 @@ mod tests {
         check(
             &serde_json::to_string_pretty(patch).expect("print"),
             expect![[r##"
-            {
-              "tags": [
-                "kineticDev_v1"
-              ],
-              "description": "partially update the specified Widget",
-              "operationId": "patchKineticDevV1NamespacedWidget",
-              "consumes": [
-                "application/apply-patch+yaml",
-                "application/json-patch+json",
-                "application/merge-patch+json",
-                "application/strategic-merge-patch+json"
-              ],
-              "produces": [
-                "application/json",
-                "application/yaml"
-              ],
-              "schemes": [
-                "https"
-              ],
-              "parameters": [
                 {
-                  "name": "body",
-                  "in": "body",
-                  "required": true,
-                  "schema": {
-                    "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+                  "tags": [
+                    "kineticDev_v1"
+                  ],
+                  "description": "partially update the specified Widget",
+                  "operationId": "patchKineticDevV1NamespacedWidget",
+                  "consumes": [
+                    "application/apply-patch+yaml",
+                    "application/json-patch+json",
+                    "application/merge-patch+json"
+                  ],
+                  "produces": [
+                    "application/json",
+                    "application/yaml"
+                  ],
+                  "schemes": [
+                    "https"
+                  ],
+                  "parameters": [
+                    {
+                      "name": "body",
+                      "in": "body",
+                      "required": true,
+                      "schema": {
+                        "$ref": "#/definitions/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+                      }
+                    },
+                    {
+                      "name": "dryRun",
+                      "in": "query",
+                      "description": "When present, indicates that modifications should not be persisted. The only valid value is All.",
+                      "type": "string",
+                      "uniqueItems": true
+                    },
+                    {
+                      "name": "fieldManager",
+                      "in": "query",
+                      "description": "A name associated with the actor or entity that is making these changes.",
+                      "type": "string",
+                      "uniqueItems": true
+                    },
+                    {
+                      "name": "fieldValidation",
+                      "in": "query",
+                      "description": "How the server treats unknown and duplicate fields in the request: Ignore, Warn or Strict.",
+                      "type": "string",
+                      "uniqueItems": true
+                    },
+                    {
+                      "name": "force",
+                      "in": "query",
+                      "description": "Force is going to \"force\" Apply requests: take over fields owned by other managers. Only for apply patches.",
+                      "type": "boolean",
+                      "uniqueItems": true
+                    }
+                  ],
+                  "responses": {
+                    "200": {
+                      "description": "OK",
+                      "schema": {
+                        "$ref": "#/definitions/dev.kinetic.v1.Widget"
+                      }
+                    },
+                    "201": {
+                      "description": "Created",
+                      "schema": {
+                        "$ref": "#/definitions/dev.kinetic.v1.Widget"
+                      }
+                    },
+                    "401": {
+                      "description": "Unauthorized"
+                    }
+                  },
+                  "x-kubernetes-action": "patch",
+                  "x-kubernetes-group-version-kind": {
+                    "group": "kinetic.dev",
+                    "kind": "Widget",
+                    "version": "v1"
                   }
-                },
-                {
-                  "name": "dryRun",
-                  "in": "query",
-                  "description": "When present, indicates that modifications should not be persisted. The only valid value is All.",
-                  "type": "string",
-                  "uniqueItems": true
-                },
-                {
-                  "name": "fieldManager",
-                  "in": "query",
-                  "description": "A name associated with the actor or entity that is making these changes.",
-                  "type": "string",
-                  "uniqueItems": true
-                },
-                {
-                  "name": "fieldValidation",
-                  "in": "query",
-                  "description": "How the server treats unknown and duplicate fields in the request: Ignore, Warn or Strict.",
-                  "type": "string",
-                  "uniqueItems": true
-                },
-                {
-                  "name": "force",
-                  "in": "query",
-                  "description": "Force is going to \"force\" Apply requests: take over fields owned by other managers. Only for apply patches.",
-                  "type": "boolean",
-                  "uniqueItems": true
-                }
-              ],
-              "responses": {
-                "200": {
-                  "description": "OK",
-                  "schema": {
-                    "$ref": "#/definitions/dev.kinetic.v1.Widget"
-                  }
-                },
-                "201": {
-                  "description": "Created",
-                  "schema": {
-                    "$ref": "#/definitions/dev.kinetic.v1.Widget"
-                  }
-                },
-                "401": {
-                  "description": "Unauthorized"
-                }
-              },
-              "x-kubernetes-action": "patch",
-              "x-kubernetes-group-version-kind": {
-                "group": "kinetic.dev",
-                "kind": "Widget",
-                "version": "v1"
-              }
-            }"##]],
+                }"##]],
         );
         assert!(!doc.to_string().contains("#/$defs/"));
     }
@@ -1342,79 +1357,74 @@ mod tests {
         check(
             &serde_json::to_string_pretty(&shape).expect("print"),
             expect![[r##"
-            {
-              "tags": [
-                "kineticDev_v1"
-              ],
-              "description": "partially update the specified Widget",
-              "operationId": "patchKineticDevV1NamespacedWidget",
-              "requestBody": {
-                "content": {
-                  "application/apply-patch+yaml": {
-                    "schema": {
-                      "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
-                    }
-                  },
-                  "application/json-patch+json": {
-                    "schema": {
-                      "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
-                    }
-                  },
-                  "application/merge-patch+json": {
-                    "schema": {
-                      "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
-                    }
-                  },
-                  "application/strategic-merge-patch+json": {
-                    "schema": {
-                      "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
-                    }
-                  }
-                },
-                "required": true
-              },
-              "responses": {
-                "200": {
-                  "description": "OK",
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                {
+                  "tags": [
+                    "kineticDev_v1"
+                  ],
+                  "description": "partially update the specified Widget",
+                  "operationId": "patchKineticDevV1NamespacedWidget",
+                  "requestBody": {
+                    "content": {
+                      "application/apply-patch+yaml": {
+                        "schema": {
+                          "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+                        }
+                      },
+                      "application/json-patch+json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+                        }
+                      },
+                      "application/merge-patch+json": {
+                        "schema": {
+                          "$ref": "#/components/schemas/io.k8s.apimachinery.pkg.apis.meta.v1.Patch"
+                        }
                       }
                     },
-                    "application/yaml": {
-                      "schema": {
-                        "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
-                      }
-                    }
-                  }
-                },
-                "201": {
-                  "description": "Created",
-                  "content": {
-                    "application/json": {
-                      "schema": {
-                        "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                    "required": true
+                  },
+                  "responses": {
+                    "200": {
+                      "description": "OK",
+                      "content": {
+                        "application/json": {
+                          "schema": {
+                            "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                          }
+                        },
+                        "application/yaml": {
+                          "schema": {
+                            "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                          }
+                        }
                       }
                     },
-                    "application/yaml": {
-                      "schema": {
-                        "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                    "201": {
+                      "description": "Created",
+                      "content": {
+                        "application/json": {
+                          "schema": {
+                            "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                          }
+                        },
+                        "application/yaml": {
+                          "schema": {
+                            "$ref": "#/components/schemas/dev.kinetic.v1.Widget"
+                          }
+                        }
                       }
+                    },
+                    "401": {
+                      "description": "Unauthorized"
                     }
+                  },
+                  "x-kubernetes-action": "patch",
+                  "x-kubernetes-group-version-kind": {
+                    "group": "kinetic.dev",
+                    "kind": "Widget",
+                    "version": "v1"
                   }
-                },
-                "401": {
-                  "description": "Unauthorized"
-                }
-              },
-              "x-kubernetes-action": "patch",
-              "x-kubernetes-group-version-kind": {
-                "group": "kinetic.dev",
-                "kind": "Widget",
-                "version": "v1"
-              }
-            }"##]],
+                }"##]],
         );
     }
 }

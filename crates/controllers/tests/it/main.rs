@@ -2,5 +2,6 @@
 //! There is no node agent here: the tests create Node objects themselves.
 #![allow(clippy::unwrap_used)]
 
+mod cloneset;
 mod leader;
 mod scheduler;

@@ -1,0 +1,520 @@
+//! The CloneSet controller against the embedded API server, with `kubectl`. A small stand-in
+//! kubelet plays the node (the node agent's own tests and the CLI's end-to-end tests cover real
+//! containers): it marks pods Running, reports each container's image with an image ID derived
+//! from the image, bumps restartCount when an image changes, and makes pods Ready when their
+//! containers are "ready" (images listed in `never_ready` never are) and every readiness gate
+//! condition is True, as kubelet computes it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{Event, Pod};
+use kinetic_api::kruise::cloneset::CloneSet;
+use kinetic_controllers::cloneset;
+use kinetic_testkit::TestServer;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Env {
+    server: TestServer,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<kinetic_controllers::Result<()>>>,
+    kubelet: JoinHandle<()>,
+    /// Images whose containers never become ready.
+    never_ready: Arc<Mutex<BTreeSet<String>>>,
+    /// Every pod UID the stand-in kubelet has seen, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn image_id(image: &str) -> String {
+    format!("sha256:{:x}", image.bytes().fold(0u64, |h, b| h.wrapping_mul(31) ^ u64::from(b)))
+}
+
+/// One pass of the stand-in kubelet over a pod: the status kubelet would write.
+fn kubelet_status(p: &Pod, never_ready: &BTreeSet<String>) -> Option<Value> {
+    let spec = p.spec.as_ref()?;
+    let old: HashMap<String, (String, i32)> = p
+        .status
+        .iter()
+        .flat_map(|s| s.container_statuses.iter().flatten())
+        .map(|c| (c.name.clone(), (c.image.clone(), c.restart_count)))
+        .collect();
+    let mut all_ready = true;
+    let statuses: Vec<Value> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            let restarts = match old.get(&c.name) {
+                Some((img, n)) if *img != image => n + 1,
+                Some((_, n)) => *n,
+                None => 0,
+            };
+            let ready = !never_ready.contains(&image);
+            all_ready &= ready;
+            json!({"name": c.name, "image": image, "imageID": image_id(&image), "ready": ready,
+                   "started": true, "restartCount": restarts,
+                   "containerID": format!("fake://{}-{restarts}", c.name),
+                   "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
+        })
+        .collect();
+    let conds: BTreeMap<String, String> = p
+        .status
+        .iter()
+        .flat_map(|s| s.conditions.iter().flatten())
+        .map(|c| (c.type_.clone(), c.status.clone()))
+        .collect();
+    let gates_ok = spec
+        .readiness_gates
+        .iter()
+        .flatten()
+        .all(|g| conds.get(&g.condition_type).map(String::as_str) == Some("True"));
+    let ready = if all_ready && gates_ok { "True" } else { "False" };
+    let want = json!({
+        "phase": "Running",
+        "podIP": "10.0.0.1",
+        "conditions": [
+            {"type": "ContainersReady", "status": if all_ready { "True" } else { "False" }},
+            {"type": "Ready", "status": ready},
+        ],
+        "containerStatuses": statuses,
+    });
+    let same = conds.get("Ready").map(String::as_str) == Some(ready)
+        && serde_json::to_value(p.status.as_ref().and_then(|s| s.container_statuses.clone()))
+            .ok()
+            .as_ref()
+            == Some(&want["containerStatuses"]);
+    (!same).then_some(want)
+}
+
+impl Env {
+    async fn start() -> Self {
+        let server = TestServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        kinetic_controllers::crds::install(&client, &cloneset::crds()).await.unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(cloneset::run(client.clone(), async {
+            let _ = rx.await;
+        }));
+        let never_ready = Arc::new(Mutex::new(BTreeSet::new()));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let kubelet = {
+            let (client, never_ready, seen) = (client.clone(), never_ready.clone(), seen.clone());
+            tokio::spawn(async move {
+                let api: Api<Pod> = Api::all(client.clone());
+                let mut s = watcher(api, watcher::Config::default()).applied_objects().boxed();
+                while let Some(Ok(p)) = s.next().await {
+                    if p.metadata.deletion_timestamp.is_some() {
+                        // No containers to stop: finish the graceful deletion at once.
+                        let api: Api<Pod> =
+                            Api::namespaced(client.clone(), &p.namespace().unwrap());
+                        let _ = api
+                            .delete(
+                                &p.name_any(),
+                                &kube::api::DeleteParams::default().grace_period(0),
+                            )
+                            .await;
+                        continue;
+                    }
+                    {
+                        let mut seen = seen.lock().unwrap();
+                        let uid = p.uid().unwrap();
+                        if !seen.contains(&uid) {
+                            seen.push(uid);
+                        }
+                    }
+                    let nr = never_ready.lock().unwrap().clone();
+                    if let Some(st) = kubelet_status(&p, &nr) {
+                        let api: Api<Pod> =
+                            Api::namespaced(client.clone(), &p.namespace().unwrap());
+                        let _ = api
+                            .patch_status(
+                                &p.name_any(),
+                                &PatchParams::default(),
+                                &Patch::Strategic(json!({"status": st})),
+                            )
+                            .await;
+                    }
+                }
+            })
+        };
+        Self { server, client, stop: Some(stop), task: Some(task), kubelet, never_ready, seen }
+    }
+
+    fn clonesets(&self) -> Api<CloneSet> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn pods_api(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn pods(&self, app: &str) -> Vec<Pod> {
+        let lp = ListParams::default().labels(&format!("app={app}"));
+        let mut v: Vec<Pod> = self
+            .pods_api()
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect();
+        v.sort_by_key(|p| p.name_any());
+        v
+    }
+
+    async fn apply(&self, yaml: &str) {
+        self.server.kubectl_stdin_ok(&["apply", "-f", "-"], yaml).await.unwrap();
+    }
+
+    /// Polls until `pred` holds on the CloneSet and its pods.
+    async fn wait(&self, name: &str, what: &str, pred: impl Fn(&CloneSet, &[Pod]) -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let cs = self.clonesets().get(name).await.unwrap();
+            let pods = self.pods(name).await;
+            if pred(&cs, &pods) {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} not reached; status: {}\npods: {:#?}",
+                serde_json::to_string_pretty(&cs.status).unwrap(),
+                pods.iter()
+                    .map(|p| (
+                        p.name_any(),
+                        p.labels().clone(),
+                        p.status.as_ref().map(|s| s.conditions.clone())
+                    ))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.message.unwrap_or_default())
+            .collect()
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        self.kubelet.abort();
+        self.server.shutdown().await;
+    }
+}
+
+fn manifest(name: &str, replicas: i32, image: &str, strategy: &str) -> String {
+    format!(
+        "apiVersion: apps.kruise.io/v1alpha1
+kind: CloneSet
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels:
+      app: {name}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: main
+        image: {image}
+  updateStrategy:
+{strategy}
+"
+    )
+}
+
+fn ready_all(cs: &CloneSet, pods: &[Pod], n: i32) -> bool {
+    let st = cs.status.clone().unwrap_or_default();
+    pods.len() == n as usize
+        && st.replicas == n
+        && st.ready_replicas == n
+        && st.updated_ready_replicas == n
+        && st.observed_generation == cs.metadata.generation
+}
+
+fn image_of(p: &Pod) -> String {
+    p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default()
+}
+
+fn restarts(p: &Pod) -> i32 {
+    p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map_or(0, |c| c[0].restart_count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scales_with_kruise_names_labels_gates_and_victim_order() {
+    let env = Env::start().await;
+    env.apply(&manifest("web", 4, "web:v1", "    type: InPlaceIfPossible")).await;
+    env.wait("web", "4 ready pods", |cs, p| ready_all(cs, p, 4)).await;
+    let pods = env.pods("web").await;
+    for p in &pods {
+        let name = p.name_any();
+        let id = p.labels()["apps.kruise.io/cloneset-instance-id"].clone();
+        assert_eq!(name, format!("web-{id}"));
+        assert_eq!(id.len(), 5);
+        let rev = &p.labels()["controller-revision-hash"];
+        assert!(rev.starts_with("web-"), "{rev}");
+        assert_eq!(p.labels()["pod-template-hash"], rev.trim_start_matches("web-"));
+        assert_eq!(p.labels()["lifecycle.apps.kruise.io/state"], "Normal");
+        let gates = p.spec.as_ref().unwrap().readiness_gates.clone().unwrap();
+        assert_eq!(gates[0].condition_type, "InPlaceUpdateReady");
+        assert_eq!(p.owner_references()[0].kind, "CloneSet");
+    }
+    let cs = env.clonesets().get("web").await.unwrap();
+    let st = cs.status.unwrap();
+    assert_eq!(st.label_selector.as_deref(), Some("app=web"));
+    assert_eq!(st.update_revision, st.current_revision);
+    assert_eq!(st.expected_updated_replicas, Some(4));
+
+    // kubectl shows the upstream columns and scales through the scale subresource.
+    let out = env.server.kubectl_ok(&["get", "cloneset", "web"]).await.unwrap();
+    assert!(out.contains("DESIRED") && out.contains("UPDATED_READY"), "{out}");
+    // The pod with the lowest deletion cost goes first.
+    let cheap = pods[2].name_any();
+    env.pods_api()
+        .patch(
+            &cheap,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"controller.kubernetes.io/pod-deletion-cost": "-100"}}})),
+        )
+        .await
+        .unwrap();
+    env.server.kubectl_ok(&["scale", "cloneset/web", "--replicas=3"]).await.unwrap();
+    env.wait("web", "3 pods", |cs, p| ready_all(cs, p, 3)).await;
+    assert!(env.pods("web").await.iter().all(|p| p.name_any() != cheap), "{cheap} survived");
+
+    // podsToDelete: that pod goes, a replacement comes, the list is trimmed.
+    let victim = env.pods("web").await[0].name_any();
+    env.clonesets()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"scaleStrategy": {"podsToDelete": [victim]}}})),
+        )
+        .await
+        .unwrap();
+    let v = victim.clone();
+    env.wait("web", "victim replaced", move |cs, p| {
+        ready_all(cs, p, 3)
+            && p.iter().all(|p| p.name_any() != v)
+            && cs.spec.scale_strategy.pods_to_delete.as_ref().is_none_or(Vec::is_empty)
+    })
+    .await;
+    assert!(!env.events("SuccessfulCreate").await.is_empty());
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_update_keeps_pods_and_honours_a_partition() {
+    let env = Env::start().await;
+    let strategy = "    type: InPlaceIfPossible\n    partition: 40%\n    maxUnavailable: 1";
+    env.apply(&manifest("app", 5, "app:v1", strategy)).await;
+    env.wait("app", "5 ready", |cs, p| ready_all(cs, p, 5)).await;
+    let before: BTreeMap<String, String> =
+        env.pods("app").await.iter().map(|p| (p.name_any(), p.uid().unwrap())).collect();
+
+    // Watch the gate: every updated pod must go not-ready (gate False) before its image changes.
+    let order = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
+    let watch = {
+        let (api, order) = (env.pods_api(), order.clone());
+        tokio::spawn(async move {
+            let mut s = watcher(api, watcher::Config::default()).applied_objects().boxed();
+            while let Some(Ok(p)) = s.next().await {
+                let gate = p
+                    .status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .find(|c| c.type_ == "InPlaceUpdateReady")
+                    .map(|c| c.status.clone())
+                    .unwrap_or_default();
+                let ready = p
+                    .status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .find(|c| c.type_ == "Ready")
+                    .map(|c| c.status.clone())
+                    .unwrap_or_default();
+                order
+                    .lock()
+                    .unwrap()
+                    .push((p.name_any(), format!("{}:{gate}:{ready}", image_of(&p))));
+            }
+        })
+    };
+    env.apply(&manifest("app", 5, "app:v2", strategy)).await;
+    // partition 40% of 5 rounds up to 2: three pods are updated.
+    env.wait("app", "3 updated", |cs, p| {
+        let st = cs.status.clone().unwrap_or_default();
+        st.updated_ready_replicas == 3 && st.ready_replicas == 5 && p.len() == 5
+    })
+    .await;
+    watch.abort();
+    let pods = env.pods("app").await;
+    let after: BTreeMap<String, String> =
+        pods.iter().map(|p| (p.name_any(), p.uid().unwrap())).collect();
+    assert_eq!(before, after, "in-place update must keep every pod");
+    let updated: Vec<&Pod> = pods.iter().filter(|p| image_of(p) == "app:v2").collect();
+    assert_eq!(updated.len(), 3);
+    for p in &updated {
+        assert_eq!(restarts(p), 1, "{}", p.name_any());
+        let state: Value =
+            serde_json::from_str(&p.annotations()["apps.kruise.io/inplace-update-state"]).unwrap();
+        assert_eq!(state["revision"], p.labels()["controller-revision-hash"].as_str());
+        assert_eq!(state["lastContainerStatuses"]["main"]["imageID"], image_id("app:v1"));
+    }
+    for p in pods.iter().filter(|p| image_of(p) == "app:v1") {
+        assert_eq!(restarts(p), 0);
+    }
+    // Each updated pod was seen with the gate False and Ready False while still on v1.
+    let order = order.lock().unwrap().clone();
+    for p in &updated {
+        let name = p.name_any();
+        let seq: Vec<&String> = order.iter().filter(|(n, _)| *n == name).map(|(_, s)| s).collect();
+        assert!(seq.iter().any(|s| *s == "app:v1:False:False"), "{name}: {seq:?}");
+    }
+    // Never more than 5 pods: in place creates nothing.
+    assert_eq!(env.seen.lock().unwrap().len(), 5);
+    let cs = env.clonesets().get("app").await.unwrap();
+    let st = cs.status.unwrap();
+    assert_eq!(st.expected_updated_replicas, Some(3));
+    assert_ne!(st.current_revision, st.update_revision, "not all pods are updated");
+
+    // Partition 0 finishes the rollout; currentRevision follows.
+    env.apply(&manifest(
+        "app",
+        5,
+        "app:v2",
+        "    type: InPlaceIfPossible\n    partition: 0\n    maxUnavailable: 1",
+    ))
+    .await;
+    env.wait("app", "all updated", |cs, p| {
+        let st = cs.status.clone().unwrap_or_default();
+        ready_all(cs, p, 5) && st.current_revision == st.update_revision
+    })
+    .await;
+    assert_eq!(env.seen.lock().unwrap().len(), 5);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recreate_replaces_pods_and_in_place_only_refuses_other_changes() {
+    let env = Env::start().await;
+    env.apply(&manifest("rc", 3, "rc:v1", "    type: ReCreate\n    maxUnavailable: 1")).await;
+    env.wait("rc", "3 ready", |cs, p| ready_all(cs, p, 3)).await;
+    let before: BTreeSet<String> = env.pods("rc").await.iter().map(|p| p.uid().unwrap()).collect();
+    env.apply(&manifest("rc", 3, "rc:v2", "    type: ReCreate\n    maxUnavailable: 1")).await;
+    env.wait("rc", "recreated", |cs, p| {
+        ready_all(cs, p, 3) && p.iter().all(|p| image_of(p) == "rc:v2")
+    })
+    .await;
+    let after: BTreeSet<String> = env.pods("rc").await.iter().map(|p| p.uid().unwrap()).collect();
+    assert!(before.is_disjoint(&after), "ReCreate must replace every pod");
+    assert!(!env.events("SuccessfulUpdatePodReCreate").await.is_empty());
+
+    // InPlaceOnly: an env change cannot be done in place, so nothing happens but an Event.
+    let only = "    type: InPlaceOnly\n    maxUnavailable: 1";
+    env.apply(&manifest("only", 2, "only:v1", only)).await;
+    env.wait("only", "2 ready", |cs, p| ready_all(cs, p, 2)).await;
+    let uids: BTreeSet<String> = env.pods("only").await.iter().map(|p| p.uid().unwrap()).collect();
+    let mut m = manifest("only", 2, "only:v1", only);
+    m = m.replace(
+        "        image: only:v1\n",
+        "        image: only:v1\n        env:\n        - name: A\n          value: b\n",
+    );
+    env.apply(&m).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while env.events("FailedUpdatePodInPlace").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no FailedUpdatePodInPlace event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let now: BTreeSet<String> = env.pods("only").await.iter().map(|p| p.uid().unwrap()).collect();
+    assert_eq!(uids, now);
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_pause_and_progress_deadline() {
+    let env = Env::start().await;
+    // The webhook's rules come back as Invalid with the field, through kubectl.
+    let bad =
+        manifest("bad", 2, "x:v1", "    type: InPlaceOnly\n    maxSurge: 1\n    maxUnavailable: 0");
+    let out = env.server.kubectl_stdin(&["apply", "-f", "-"], Some(&bad)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("spec.updateStrategy.maxSurge") && err.contains("InPlaceOnly"), "{err}");
+
+    // Paused: nothing is updated until it is resumed.
+    let s = "    type: InPlaceIfPossible\n    maxUnavailable: 1\n    paused: true";
+    env.apply(&manifest("p", 2, "p:v1", "    type: InPlaceIfPossible\n    maxUnavailable: 1"))
+        .await;
+    env.wait("p", "2 ready", |cs, p| ready_all(cs, p, 2)).await;
+    env.apply(&manifest("p", 2, "p:v2", s)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(env.pods("p").await.iter().all(|p| image_of(p) == "p:v1"));
+    env.apply(&manifest(
+        "p",
+        2,
+        "p:v2",
+        "    type: InPlaceIfPossible\n    maxUnavailable: 1\n    paused: false",
+    ))
+    .await;
+    env.wait("p", "resumed", |cs, p| {
+        ready_all(cs, p, 2) && p.iter().all(|p| image_of(p) == "p:v2")
+    })
+    .await;
+
+    // An image that never gets ready: the rollout stops at the deadline and says so.
+    env.never_ready.lock().unwrap().insert("d:v2".into());
+    let strategy = "    type: InPlaceIfPossible\n    maxUnavailable: 1";
+    let with_deadline = |img: &str| {
+        manifest("d", 3, img, strategy)
+            .replace("  replicas: 3\n", "  replicas: 3\n  progressDeadlineSeconds: 2\n")
+    };
+    env.apply(&with_deadline("d:v1")).await;
+    env.wait("d", "3 ready", |cs, p| ready_all(cs, p, 3)).await;
+    env.apply(&with_deadline("d:v2")).await;
+    env.wait("d", "deadline exceeded", |cs, _| {
+        cs.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| {
+            c.iter().any(|c| {
+                c.type_ == "Progressing"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("ProgressDeadlineExceeded")
+            })
+        })
+    })
+    .await;
+    // Only the first pod was touched; the rollout stays stopped.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let v2 = env.pods("d").await.iter().filter(|p| image_of(p) == "d:v2").count();
+    assert_eq!(v2, 1);
+    assert!(!env.events("ProgressDeadlineExceeded").await.is_empty());
+    // A fixed template goes on.
+    env.apply(&with_deadline("d:v3")).await;
+    env.wait("d", "v3 everywhere", |cs, p| {
+        ready_all(cs, p, 3) && p.iter().all(|p| image_of(p) == "d:v3")
+    })
+    .await;
+    env.stop().await;
+}
