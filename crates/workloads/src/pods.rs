@@ -2,7 +2,6 @@
 //! (`pkg/controller/controller_utils.go`) with the `PodDeletionCost` and
 //! `LogarithmicScaleDown` features on (their default since 1.22).
 
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -95,36 +94,42 @@ fn max_restarts(pod: &Pod) -> i32 {
         .unwrap_or(0)
 }
 
-/// `logarithmicRankDiff`: the difference of the floor(log2) of the two ages in nanoseconds.
-fn log_rank_diff(t1: Timestamp, t2: Timestamp, now: Timestamp) -> i64 {
-    let rank = |t: Timestamp| {
-        let d = now.as_nanosecond() - t.as_nanosecond();
-        // floor(log2(d)) for a positive d: the index of its highest set bit.
-        if d <= 0 { 0 } else { i64::from(127 - d.leading_zeros()) }
-    };
-    rank(t1) - rank(t2)
+/// The floor of log2 of the age in nanoseconds (upstream `logarithmicRankDiff` compares these);
+/// a missing time counts as newest of all (`afterOrZero`).
+fn age_bucket(t: Option<Timestamp>, now: Timestamp) -> i64 {
+    let Some(t) = t else { return -1 };
+    let d = now.as_nanosecond() - t.as_nanosecond();
+    // floor(log2(d)) for a positive d: the index of its highest set bit.
+    if d <= 0 { 0 } else { i64::from(127 - d.leading_zeros()) }
 }
 
-/// Compares two timestamps the way upstream does for ready and creation times: newer first
-/// (a missing time counts as newest), bucketed logarithmically by age, ties broken by UID.
-fn cmp_times(
-    a: (Option<Timestamp>, &str),
-    b: (Option<Timestamp>, &str),
-    now: Timestamp,
-) -> Option<Ordering> {
-    let (ta, tb) = (a.0, b.0);
-    if ta == tb {
-        return None;
-    }
-    match (ta, tb) {
-        (Some(ta), Some(tb)) => {
-            let diff = log_rank_diff(ta, tb, now);
-            if diff == 0 { Some(a.1.cmp(b.1)) } else { Some(diff.cmp(&0)) }
-        }
-        // `afterOrZero`: a zero time is "after" everything, so it goes first.
-        (None, _) => Some(Ordering::Less),
-        (_, None) => Some(Ordering::Greater),
-    }
+/// The deletion key of a pod: pods with smaller keys are deleted first.
+type DeletionKey =
+    (bool, u8, bool, i32, std::cmp::Reverse<usize>, i64, std::cmp::Reverse<i32>, i64, String);
+
+/// Upstream `ActivePodsWithRanks.Less` as a sort key:
+/// 1. unassigned before assigned; 2. Pending, Unknown, Running; 3. not ready before ready;
+/// 4. lower pod-deletion-cost first; 5. more related pods on the same node first;
+/// 6. ready for less time first (logarithmic buckets); 7. more restarts first;
+/// 8. newer first (logarithmic buckets); then by UID.
+///
+/// Upstream's `Less` breaks ties within one bucket of rule 6 or 8 by UID at once, which is
+/// not a total order when some pods' times are equal (Go's sort tolerates that, Rust's sort
+/// may panic on it); as a key, the UID comes last instead.
+fn deletion_key(p: &Pod, rank: usize, now: Timestamp) -> DeletionKey {
+    let ready = is_ready(p);
+    let created = p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        !node_name(p).is_empty(),
+        phase_ordinal(p),
+        ready,
+        deletion_cost(p),
+        std::cmp::Reverse(rank),
+        if ready { age_bucket(ready_since(p), now) } else { 0 },
+        std::cmp::Reverse(max_restarts(p)),
+        age_bucket(created, now),
+        p.metadata.uid.clone().unwrap_or_default(),
+    )
 }
 
 /// Sorts `pods` so that the ones to delete first come first (upstream `getPodsToDelete`).
@@ -139,66 +144,9 @@ pub(crate) fn sort_for_deletion(
     for p in related.iter().filter(|p| is_active(p)) {
         *on_node.entry(node_name(p)).or_default() += 1;
     }
-    let ranks: HashMap<String, usize> = pods
-        .iter()
-        .map(|p| {
-            let uid = p.metadata.uid.clone().unwrap_or_default();
-            (uid, on_node.get(node_name(p)).copied().unwrap_or(0))
-        })
-        .collect();
-    let rank =
-        |p: &Pod| ranks.get(p.metadata.uid.as_deref().unwrap_or_default()).copied().unwrap_or(0);
-    pods.sort_by(|a, b| deletion_order(a, b, rank(a), rank(b), now));
-}
-
-/// `ActivePodsWithRanks.Less` as an ordering: `Less` means `a` is deleted before `b`.
-pub(crate) fn deletion_order(
-    a: &Pod,
-    b: &Pod,
-    rank_a: usize,
-    rank_b: usize,
-    now: Timestamp,
-) -> Ordering {
-    let (na, nb) = (node_name(a), node_name(b));
-    // 1. Unassigned < assigned.
-    if na != nb && (na.is_empty() || nb.is_empty()) {
-        return if na.is_empty() { Ordering::Less } else { Ordering::Greater };
-    }
-    // 2. Pending < Unknown < Running.
-    let by_phase = phase_ordinal(a).cmp(&phase_ordinal(b));
-    if by_phase != Ordering::Equal {
-        return by_phase;
-    }
-    // 3. Not ready < ready.
-    if is_ready(a) != is_ready(b) {
-        return if is_ready(a) { Ordering::Greater } else { Ordering::Less };
-    }
-    // 4. Lower pod-deletion-cost < higher.
-    let by_cost = deletion_cost(a).cmp(&deletion_cost(b));
-    if by_cost != Ordering::Equal {
-        return by_cost;
-    }
-    // 5. Doubled up (more related pods on the node) < not doubled up.
-    if rank_a != rank_b {
-        return rank_b.cmp(&rank_a);
-    }
-    let (ua, ub) =
-        (a.metadata.uid.as_deref().unwrap_or(""), b.metadata.uid.as_deref().unwrap_or(""));
-    // 6. Ready for less time < ready for longer.
-    if is_ready(a)
-        && is_ready(b)
-        && let Some(o) = cmp_times((ready_since(a), ua), (ready_since(b), ub), now)
-    {
-        return o;
-    }
-    // 7. More restarts < fewer restarts.
-    let by_restarts = max_restarts(b).cmp(&max_restarts(a));
-    if by_restarts != Ordering::Equal {
-        return by_restarts;
-    }
-    // 8. Newer < older.
-    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
-    cmp_times((created(a), ua), (created(b), ub), now).unwrap_or(Ordering::Equal)
+    pods.sort_by_cached_key(|p| {
+        deletion_key(p, on_node.get(node_name(p)).copied().unwrap_or(0), now)
+    });
 }
 
 #[cfg(test)]
@@ -273,6 +221,28 @@ mod tests {
                 "running-ready-expensive",
             ]
         );
+    }
+
+    /// Regression: upstream's `Less` is not a total order when ready times tie, and Rust's
+    /// sort panicked on it ("comparison function does not correctly implement a total
+    /// order") while a ReplicaSet scaled down 118 pods.
+    #[test]
+    fn sorting_many_pods_with_tied_times_is_a_total_order() {
+        let mut pods: Vec<Arc<Pod>> = (0..200)
+            .map(|i| {
+                pod(
+                    &format!("p{i:03}"),
+                    &format!("n{}", i % 3),
+                    "Running",
+                    true,
+                    None,
+                    1000 + (i % 4) * 300,
+                )
+            })
+            .collect();
+        let related = pods.clone();
+        sort_for_deletion(&mut pods, &related, Timestamp::now());
+        assert_eq!(pods.len(), 200);
     }
 
     #[test]

@@ -103,3 +103,27 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A client whose pod watches deliver every chunk `delay` late: the controllers' view of
+/// pods lags behind the API, as with a slow or overloaded watch.
+pub fn slow_pod_watch_client(client: Client, delay: Duration) -> Client {
+    use futures::StreamExt as _;
+    use http_body_util::{BodyStream, StreamBody};
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        let slow = req.uri().path().ends_with("/pods")
+            && req.uri().query().is_some_and(|q| q.contains("watch=true"));
+        async move {
+            let resp = client.send(req).await?;
+            let (parts, body) = resp.into_parts();
+            let frames = BodyStream::new(body).then(move |frame| async move {
+                if slow {
+                    tokio::time::sleep(delay).await;
+                }
+                frame
+            });
+            Ok::<_, kube::Error>(http::Response::from_parts(parts, StreamBody::new(frames)))
+        }
+    });
+    Client::new(service, "default")
+}

@@ -236,6 +236,38 @@ async fn expectations_prevent_extra_pods_on_resyncs_and_restarts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expectations_hold_back_syncs_while_the_pod_watch_lags() {
+    let env = Env::bare().await;
+    // The controller sees every pod event 150 ms late; its ReplicaSet events are on time, so
+    // each status write resyncs it long before it sees the pods it created.
+    let slow =
+        crate::slow_pod_watch_client(env.client.clone(), std::time::Duration::from_millis(150));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(kinetic_workloads::run_replicaset_controller(slow, async {
+        let _ = rx.await;
+    }));
+    let max = MaxPods::start(&env.client, "lag").await;
+    env.apply(&rs_yaml("lag", 8, "lag")).await;
+    let api: Api<ReplicaSet> = Api::namespaced(env.client.clone(), "default");
+    for i in 0..10 {
+        let patch = json!({"metadata": {"annotations": {"touch": i.to_string()}}});
+        api.patch("lag", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    wait_pods(&env.client, "lag", 8).await;
+    eventually("the controller caught up", || async {
+        let s = rs_status(&env.client, "lag").await;
+        if s["replicas"] == 8 { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+    assert_eq!(pods_of(&env.client, "lag").await.len(), 8);
+    assert_eq!(max.max(), 8, "never more pods than replicas");
+    let _ = tx.send(());
+    task.await.unwrap().unwrap();
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn adopts_matching_orphans_and_releases_pods_that_stop_matching() {
     let env = Env::start().await;
     for name in ["orphan-a", "orphan-b"] {
