@@ -36,7 +36,7 @@
 //!
 //! What this crate does *not* do: DaemonSets, StatefulSets, Jobs, CronJobs, ReplicationControllers
 //! and the garbage collector (the API server does ownerReference GC); leader election (run one
-//! instance per cluster); Events (`ScalingReplicaSet` and friends are only logged); EndpointSlice
+//! instance per cluster); aggregation of repeated Events; EndpointSlice
 //! topology hints, zones and dual-stack (IPv4 slices only) and mirroring of custom Endpoints;
 //! `status.terminatingReplicas`; the `deployment.kubernetes.io/revision` of extensions/v1beta1
 //! `rollbackTo` (apps/v1 has none).
@@ -45,6 +45,7 @@ pub mod cache;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
+mod events;
 pub mod expectations;
 mod pods;
 mod queue;

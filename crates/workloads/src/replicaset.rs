@@ -47,10 +47,11 @@ pub async fn run_replicaset_controller(
     let mut shutdown = std::pin::pin!(shutdown);
     let (mut rs_cache, mut pod_cache) = (Cache::default(), Cache::default());
     let ctx = Arc::new(Ctx {
-        client,
+        client: client.clone(),
         rs: rs_cache.reader(),
         pods: pod_cache.reader(),
         expectations: Expectations::default(),
+        events: crate::events::Recorder::new(client.clone(), "replicaset-controller"),
     });
     let mut workers = Workers::new(ctx.clone(), WORKERS);
     tracing::info!("replicaset controller started");
@@ -84,6 +85,7 @@ struct Ctx {
     rs: Reader<ReplicaSet>,
     pods: Reader<Pod>,
     expectations: Expectations,
+    events: crate::events::Recorder,
 }
 
 impl Reconcile for Ctx {
@@ -289,16 +291,27 @@ impl Ctx {
             self.expectations.expect_creations(key, n);
             let template = pod_from_template(rs)?;
             tracing::info!(have = pods.len(), want, creating = n, "too few replicas");
+            let owner = Arc::new(rs.clone());
             let (created, err) = slow_start_batch(n, || {
-                let api = api.clone();
-                let pod = template.clone();
+                let (api, pod, owner, events) =
+                    (api.clone(), template.clone(), owner.clone(), self.events.clone());
                 async move {
                     match api.create(&PostParams::default(), &pod).await {
                         Ok(p) => {
                             tracing::debug!(pod = %name_of(&p), "pod created");
+                            let msg = format!("Created pod: {}", name_of(&p));
+                            events.post(&*owner, false, "SuccessfulCreate", msg);
                             Ok(())
                         }
-                        Err(e) => Err(SyncError::api("creating a pod")(e)),
+                        Err(e) => {
+                            events.post(
+                                &*owner,
+                                true,
+                                "FailedCreate",
+                                format!("Error creating: {e}"),
+                            );
+                            Err(SyncError::api("creating a pod")(e))
+                        }
                     }
                 }
             })
@@ -330,12 +343,18 @@ impl Ctx {
             let mut first_err = None;
             for (p, res) in results {
                 match res {
-                    Ok(_) => tracing::debug!(pod = %name_of(&**p), "pod deleted"),
+                    Ok(_) => {
+                        tracing::debug!(pod = %name_of(&**p), "pod deleted");
+                        let msg = format!("Deleted pod: {}", name_of(&**p));
+                        self.events.post(rs, false, "SuccessfulDelete", msg);
+                    }
                     Err(e) => {
                         self.expectations.deletion_observed(key, &pod_key(p));
                         let not_found = matches!(&e, kube::Error::Api(s) if s.code == 404);
-                        if !not_found && first_err.is_none() {
-                            first_err = Some(SyncError::api("deleting a pod")(e));
+                        if !not_found {
+                            let msg = format!("Error deleting: {e}");
+                            self.events.post(rs, true, "FailedDelete", msg);
+                            first_err.get_or_insert(SyncError::api("deleting a pod")(e));
                         }
                     }
                 }

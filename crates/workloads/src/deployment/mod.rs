@@ -68,7 +68,8 @@ pub async fn run_deployment_controller(
     let (mut d_cache, mut rs_cache, mut pod_cache) =
         (Cache::default(), Cache::default(), Cache::default());
     let ctx = Arc::new(Ctx {
-        client,
+        client: client.clone(),
+        events: crate::events::Recorder::new(client, "deployment-controller"),
         deployments: d_cache.reader(),
         rs: rs_cache.reader(),
         pods: pod_cache.reader(),
@@ -115,6 +116,7 @@ fn on_deployment(change: Change<Deployment>, q: &mut Queue) {
 
 struct Ctx {
     client: Client,
+    events: crate::events::Recorder,
     deployments: Reader<Deployment>,
     rs: Reader<ReplicaSet>,
     pods: Reader<Pod>,
@@ -451,6 +453,11 @@ impl Ctx {
                 return Err(SyncError::api("creating the new replicaset")(e));
             }
         };
+        if !already_existed && new_replicas > 0 {
+            let msg =
+                format!("Scaled up replica set {} from 0 to {new_replicas}", name_of(&created));
+            self.events.post(d, false, "ScalingReplicaSet", msg);
+        }
         if !already_existed {
             tracing::info!(
                 replicaset = %name_of(&created),
@@ -671,6 +678,12 @@ impl Ctx {
             .map_err(SyncError::api(format!("scaling replicaset {}", name_of(rs))))?;
         if size_changed {
             let dir = if size > rs_replicas(rs) { "up" } else { "down" };
+            let msg = format!(
+                "Scaled {dir} replica set {} from {} to {size}",
+                name_of(rs),
+                rs_replicas(rs)
+            );
+            self.events.post(d, false, "ScalingReplicaSet", msg);
             tracing::info!(
                 replicaset = %name_of(rs),
                 from = rs_replicas(rs),

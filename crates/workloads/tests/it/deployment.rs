@@ -559,5 +559,19 @@ async fn kubectl_get_shows_ready_up_to_date_available() {
         serde_json::from_str(&env.kubectl(&["get", "rs", "-l", "app=cols", "-o", "json"]).await)
             .unwrap();
     assert_eq!(v["items"][0]["status"]["readyReplicas"], 2);
+    // The Events kubectl describe shows.
+    let rs_name = v["items"][0]["metadata"]["name"].as_str().unwrap().to_owned();
+    eventually("events", || async {
+        let d = env.kubectl(&["describe", "deployment", "cols"]).await;
+        let rs = env.kubectl(&["describe", "rs", &rs_name]).await;
+        let scaled = format!("Scaled up replica set {rs_name} from 0 to 2");
+        if d.contains("ScalingReplicaSet") && d.contains(&scaled) && rs.contains("SuccessfulCreate")
+        {
+            Ok(())
+        } else {
+            Err(format!("{d}\n{rs}"))
+        }
+    })
+    .await;
     env.stop().await;
 }

@@ -153,6 +153,38 @@ async fn scale_up_names_pods_and_sets_owner_and_status() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_pods_become_available_after_min_ready_seconds() {
+    let env = Env::start().await;
+    let yaml = rs_yaml("slow", 1, "slow")
+        .replace("spec:\n  replicas: 1", "spec:\n  minReadySeconds: 2\n  replicas: 1");
+    env.apply(&yaml).await;
+    let pods = wait_pods(&env.client, "slow", 1).await;
+    set_status(&env.client, "default", &pods[0].name_any(), &next_ip(), true).await;
+    eventually("ready, not yet available", || async {
+        let s = rs_status(&env.client, "slow").await;
+        if s["readyReplicas"] == 1 && s.get("availableReplicas").is_none() {
+            Ok(())
+        } else {
+            Err(s.to_string())
+        }
+    })
+    .await;
+    let ready_at = std::time::Instant::now();
+    eventually("available after minReadySeconds", || async {
+        let s = rs_status(&env.client, "slow").await;
+        if s["availableReplicas"] == 1 { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+    // The condition's time has a resolution of one second.
+    assert!(
+        ready_at.elapsed() >= std::time::Duration::from_millis(900),
+        "{:?}",
+        ready_at.elapsed()
+    );
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_deletes_not_ready_then_cheapest_pods_first() {
     let env = Env::start().await;
     env.apply(&rs_yaml("web", 4, "web")).await;
