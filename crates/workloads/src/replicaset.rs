@@ -574,6 +574,30 @@ fn calculate_status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_create_sets_replica_failure_and_success_clears_it() {
+        let rs = ReplicaSet {
+            metadata: ObjectMeta { generation: Some(2), ..Default::default() },
+            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                replicas: Some(2),
+                ..Default::default()
+            }),
+            status: None,
+        };
+        let err = SyncError::Invalid("pods \"x\" is forbidden: exceeded quota".into());
+        let s = calculate_status(&rs, &[], Some(&err), Timestamp::now());
+        let c = &s.conditions.as_ref().unwrap()[0];
+        assert_eq!(
+            (c.type_.as_str(), c.status.as_str(), c.reason.as_deref()),
+            ("ReplicaFailure", "True", Some("FailedCreate"))
+        );
+        assert_eq!(c.message.as_deref(), Some("pods \"x\" is forbidden: exceeded quota"));
+        assert_eq!(s.observed_generation, Some(2));
+        let rs = ReplicaSet { status: Some(s), ..rs };
+        let s = calculate_status(&rs, &[], None, Timestamp::now());
+        assert_eq!(s.conditions, None);
+    }
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]

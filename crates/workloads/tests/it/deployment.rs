@@ -575,3 +575,93 @@ async fn kubectl_get_shows_ready_up_to_date_available() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollover_mid_rollout_scales_the_unhealthy_replicaset_away_and_zero_replicas_work() {
+    let env = Env::start().await;
+    // busybox:2 pods never become ready: the rollout to it stalls until busybox:3 replaces it.
+    let _kubelet = AutoKubelet::start(&env.client, "default", |p| image_of(p) != "busybox:2");
+    let strategy =
+        "    type: RollingUpdate\n    rollingUpdate:\n      maxSurge: 1\n      maxUnavailable: 0";
+    env.apply(&deploy_yaml("over", 3, "busybox:1", strategy)).await;
+    rollout_status(&env, "over").await;
+    env.kubectl(&["set", "image", "deployment/over", "over=busybox:2"]).await;
+    eventually("stalled on busybox:2", || async {
+        let sizes: Vec<i32> =
+            replicasets(&env.client, "over").await.iter().map(rs_replicas).collect();
+        if sizes == [3, 1] { Ok(()) } else { Err(format!("{sizes:?}")) }
+    })
+    .await;
+    env.kubectl(&["set", "image", "deployment/over", "over=busybox:3"]).await;
+    rollout_status(&env, "over").await;
+    let sizes: Vec<i32> = replicasets(&env.client, "over").await.iter().map(rs_replicas).collect();
+    assert_eq!(sizes, [0, 0, 3]);
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let pods = pods.list(&ListParams::default().labels("app=over")).await.unwrap().items;
+    assert_eq!(pods.len(), 3);
+    assert!(pods.iter().all(|p| image_of(p) == "busybox:3"));
+
+    // Down to zero and back.
+    env.kubectl(&["scale", "deployment/over", "--replicas=0"]).await;
+    eventually("no pods", || async {
+        let n = pod_names(&env.client, "over").await.len();
+        if n == 0 { Ok(()) } else { Err(format!("{n} pods")) }
+    })
+    .await;
+    rollout_status(&env, "over").await;
+    env.kubectl(&["scale", "deployment/over", "--replicas=2"]).await;
+    rollout_status(&env, "over").await;
+    assert_eq!(pod_names(&env.client, "over").await.len(), 2);
+    let sizes: Vec<i32> = replicasets(&env.client, "over").await.iter().map(rs_replicas).collect();
+    assert_eq!(sizes, [0, 0, 2]);
+
+    // Deleting the Deployment takes its ReplicaSets and pods with it (ownerReferences).
+    env.kubectl(&["delete", "deployment", "over"]).await;
+    eventually("everything gone", || async {
+        let rs = replicasets(&env.client, "over").await.len();
+        let pods = pod_names(&env.client, "over").await.len();
+        if rs + pods == 0 { Ok(()) } else { Err(format!("{rs} replicasets, {pods} pods")) }
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphan_replicaset_matching_the_selector_is_adopted() {
+    let env = Env::start().await;
+    let _kubelet = AutoKubelet::start(&env.client, "default", |_| true);
+    // A ReplicaSet someone created by hand, with the Deployment's labels but another template.
+    env.apply(
+        "apiVersion: apps/v1
+kind: ReplicaSet
+metadata:
+  name: handmade
+  labels:
+    app: adopt
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: adopt
+  template:
+    metadata:
+      labels:
+        app: adopt
+    spec:
+      containers:
+      - name: adopt
+        image: busybox:0
+",
+    )
+    .await;
+    let strategy = "    type: RollingUpdate";
+    env.apply(&deploy_yaml("adopt", 2, "busybox:1", strategy)).await;
+    rollout_status(&env, "adopt").await;
+    let d = deployment(&env.client, "adopt").await;
+    let rs =
+        Api::<ReplicaSet>::namespaced(env.client.clone(), "default").get("handmade").await.unwrap();
+    let owner = rs.owner_references().iter().find(|r| r.controller == Some(true)).cloned().unwrap();
+    assert_eq!(owner.uid, d.uid().unwrap());
+    assert_eq!(rs_replicas(&rs), 0, "the adopted old ReplicaSet was scaled down");
+    env.stop().await;
+}

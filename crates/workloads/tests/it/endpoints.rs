@@ -251,3 +251,71 @@ async fn publish_not_ready_addresses_and_placeholder_slice() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_services_and_user_managed_endpoints() {
+    let env = Env::start().await;
+    let client = &env.client;
+    // A headless Service without ports still publishes its addresses.
+    env.apply(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: hl
+spec:
+  clusterIP: None
+  selector:
+    app: ep
+",
+    )
+    .await;
+    // A Service without a selector: its Endpoints belong to the user.
+    env.apply(
+        "apiVersion: v1
+kind: Service
+metadata:
+  name: manual
+spec:
+  ports:
+  - port: 5432
+---
+apiVersion: v1
+kind: Endpoints
+metadata:
+  name: manual
+subsets:
+- addresses:
+  - ip: 192.0.2.10
+  ports:
+  - port: 5432
+",
+    )
+    .await;
+    env.apply(&pod_yaml("h1", "node-1")).await;
+    set_status(client, "default", "h1", "10.3.0.1", true).await;
+    eventually("headless endpoints", || async {
+        let v = endpoints_view(client, "hl").await?;
+        let want = json!([{"ready": ["10.3.0.1"], "notReady": [], "ports": []}]);
+        if v == want { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    let ep = Api::<Endpoints>::namespaced(client.clone(), "default").get("hl").await.unwrap();
+    assert_eq!(ep.labels().get("service.kubernetes.io/headless").map(String::as_str), Some(""));
+    eventually("headless slice", || async {
+        let list = slices(client, "hl").await;
+        let ok = list.len() == 1
+            && list[0].labels().contains_key("service.kubernetes.io/headless")
+            && list[0].endpoints.len() == 1;
+        if ok { Ok(()) } else { Err(format!("{list:?}")) }
+    })
+    .await;
+    // The controllers leave the selector-less Service's Endpoints alone and make no slices.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = endpoints_view(client, "manual").await.unwrap();
+    // (Only IP and port: the server does not default an Endpoints port's protocol to TCP.)
+    assert_eq!(v[0]["ready"], json!(["192.0.2.10"]));
+    assert_eq!(v[0]["ports"][0][1], json!(5432));
+    assert_eq!(v.as_array().map(Vec::len), Some(1));
+    assert!(slices(client, "manual").await.is_empty());
+    env.stop().await;
+}
