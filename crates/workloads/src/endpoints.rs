@@ -79,9 +79,21 @@ pub async fn run_endpoints_controller(
             ev = ep_stream.next() => match ev {
                 // Upstream reacts to deletions only: an Endpoints object deleted behind its
                 // back is recreated.
-                Some(Ok(ev)) => for ch in ep_cache.apply(ev) {
-                    if let Change::Deleted(ep) = ch { workers.queue.add(key_of(&*ep)) }
-                },
+                Some(Ok(ev)) => {
+                    let first_list = !ep_cache.synced();
+                    for ch in ep_cache.apply(ev) {
+                        match ch {
+                            Change::Deleted(ep) => workers.queue.add(key_of(&*ep)),
+                            // Upstream's `checkLeftoverEndpoints`: at start every Endpoints
+                            // object is synced once, so those whose Service went away while
+                            // no controller ran are deleted (leader-election locks excepted).
+                            Change::Added(ep) if first_list && !is_leader_lock(&ep) => {
+                                workers.queue.add(key_of(&*ep));
+                            }
+                            _ => {}
+                        }
+                    }
+                }
                 Some(Err(error)) => tracing::warn!(%error, "endpoints watch failed, retrying"),
                 None => return Err(Error::WatchEnded { resource: "endpoints" }),
             },
@@ -91,6 +103,13 @@ pub async fn run_endpoints_controller(
             workers.start();
         }
     }
+}
+
+/// Upstream `resourcelock.LeaderElectionRecordAnnotationKey`.
+const LEADER_ANNOTATION: &str = "control-plane.alpha.kubernetes.io/leader";
+
+fn is_leader_lock(ep: &Endpoints) -> bool {
+    ep.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(LEADER_ANNOTATION))
 }
 
 pub(crate) fn on_service(change: Change<Service>, q: &mut Queue) {

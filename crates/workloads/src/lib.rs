@@ -33,13 +33,31 @@
 //!   conditions ready/serving/terminating, at most 100 endpoints per slice).
 //!
 //! [`run`] runs all four until its shutdown future completes; each has its own entry point too.
+//! On shutdown a controller stops taking keys and lets its running reconciles finish (at most
+//! ten seconds), so none of its creates or deletes is still in flight when a successor lists:
+//! a restart never doubles a pod (after a crash, a surplus pod is deleted by the next sync).
+//! Events (`ScalingReplicaSet`, `SuccessfulCreate`, `SuccessfulDelete`, `FailedCreate`) are
+//! posted as `core/v1` Events in the background.
+//!
+//! Deliberate deviations from upstream (each explained where it is implemented):
+//! - The pod-template hash is FNV-32a of the template's canonical JSON, not of Go's `spew`
+//!   dump ([`deployment::util::compute_hash`]): same shape, different values.
+//! - A rolling update counts an old ReplicaSet for the larger of its spec and status replicas,
+//!   so the pod count stays within `replicas + maxSurge` at every moment
+//!   ([`deployment::util::new_rs_new_replicas`]).
+//! - The pod deletion order is a sort key: ties in the logarithmic time buckets are broken by
+//!   UID last, because upstream's comparison is not a total order.
+//! - Endpoints subsets and ports are sorted by value, not by hash.
+//! - The Deployment's revision annotation is written with the status, as upstream, and with a
+//!   metadata patch when the server keeps only `.status` from a status write.
 //!
 //! What this crate does *not* do: DaemonSets, StatefulSets, Jobs, CronJobs, ReplicationControllers
 //! and the garbage collector (the API server does ownerReference GC); leader election (run one
-//! instance per cluster); aggregation of repeated Events; EndpointSlice
-//! topology hints, zones and dual-stack (IPv4 slices only) and mirroring of custom Endpoints;
-//! `status.terminatingReplicas`; the `deployment.kubernetes.io/revision` of extensions/v1beta1
-//! `rollbackTo` (apps/v1 has none).
+//! instance per cluster); aggregation of repeated Events; EndpointSlice topology hints, zones,
+//! dual-stack (IPv4 slices only), mirroring of selector-less Endpoints and the
+//! `endpoints.kubernetes.io/last-change-trigger-time` annotation; the 1000-address capacity
+//! truncation of Endpoints; `status.terminatingReplicas`; `rollbackTo` (apps/v1 has none:
+//! kubectl rolls back by patching the template).
 
 pub mod cache;
 pub mod deployment;
@@ -154,7 +172,11 @@ fn flatten(
     done: std::result::Result<(&'static str, Result<()>), tokio::task::JoinError>,
 ) -> Result<()> {
     match done {
-        Ok((_, r)) => r,
+        Ok((controller, Err(error))) => {
+            tracing::error!(controller, %error, "controller stopped");
+            Err(error)
+        }
+        Ok((_, Ok(()))) => Ok(()),
         Err(source) => Err(Error::Task { controller: "workloads", source }),
     }
 }

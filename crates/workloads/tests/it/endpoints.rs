@@ -319,3 +319,41 @@ subsets:
     assert!(slices(client, "manual").await.is_empty());
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoints_left_over_from_a_deleted_service_are_deleted_at_start() {
+    let mut env = Env::bare().await;
+    // Left over: its Service was deleted while no controller ran.
+    env.apply(
+        "apiVersion: v1
+kind: Endpoints
+metadata:
+  name: leftover
+subsets:
+- addresses:
+  - ip: 192.0.2.20
+",
+    )
+    .await;
+    env.apply(
+        "apiVersion: v1
+kind: Endpoints
+metadata:
+  name: lock
+  annotations:
+    control-plane.alpha.kubernetes.io/leader: '{}'
+",
+    )
+    .await;
+    env.start_controllers();
+    eventually("leftover endpoints deleted", || async {
+        match endpoints_view(&env.client, "leftover").await {
+            Err(e) if e == "no endpoints" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let api: Api<Endpoints> = Api::namespaced(env.client.clone(), "default");
+    assert!(api.get_opt("lock").await.unwrap().is_some(), "leader-election locks are kept");
+    env.stop().await;
+}
