@@ -16,7 +16,9 @@
 //! 3. **Pulls**, each into fresh directories after `sync; echo 3 > /proc/sys/vm/drop_caches`:
 //!    containerd 1.6 (`ctr images pull --plain-http`, which fetches and unpacks into its overlayfs
 //!    snapshotter) with `unpigz` and with `CONTAINERD_DISABLE_PIGZ=1`, `skopeo copy` + `umoci
-//!    unpack` (umoci 0.4 cannot read zstd layers), and `kinetic image pull REF --data-dir D`.
+//!    unpack` (umoci 0.4 cannot read zstd layers), and `kinetic image pull REF --data-dir D`
+//!    (`kinetic`), plus the same engine in this process without the `syncfs` before each layer
+//!    is published (`kinetic-nosync`; containerd does not sync its snapshots).
 //!    Reported: wall time, CPU seconds of the client processes (for containerd: the daemon and
 //!    its unpigz children plus `ctr`; the registry's CPU is not counted for anyone), the ratio to
 //!    the floor and containerd-with-unpigz's time divided by ours.
@@ -69,11 +71,11 @@ pub struct PullArgs {
     /// Layer formats to measure: gzip, zstd, none
     #[arg(long, value_delimiter = ',', default_values = ["gzip", "zstd", "none"])]
     formats: Vec<String>,
-    /// Pullers: kinetic, containerd, containerd-nopigz, skopeo-umoci
+    /// Pullers: kinetic, kinetic-nosync, containerd, containerd-nopigz, skopeo-umoci
     #[arg(
         long,
         value_delimiter = ',',
-        default_values = ["kinetic", "containerd", "containerd-nopigz", "skopeo-umoci"]
+        default_values = ["kinetic", "kinetic-nosync", "containerd", "containerd-nopigz", "skopeo-umoci"]
     )]
     peers: Vec<String>,
     /// Measurements of each puller and variant (the table shows the fastest and slowest)
@@ -138,8 +140,13 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
                         .await
                         .with_context(|| format!("{peer} pulling {reference}"))?;
                     say(&format!(
-                        "  {peer:<18} {:>7.2} s  {:>6.2} CPU s  (load {:.2})",
-                        m.wall, m.cpu, m.load
+                        "  {peer:<18} {:>7.2} s  {:>6.2} CPU s  (load {:.2}){}",
+                        m.wall,
+                        m.cpu,
+                        m.load,
+                        m.download.map_or(String::new(), |d| format!(
+                            ", last byte downloaded at {d:.2} s"
+                        ))
                     ));
                     runs.push(m);
                 }
@@ -580,6 +587,47 @@ struct Measured {
     wall: f64,
     cpu: f64,
     load: f64,
+    /// Seconds until the last compressed byte arrived, when known.
+    download: Option<f64>,
+}
+
+/// Notes when the last byte of the image arrived (the pull unpacks while it downloads, so the
+/// rest of the wall time is what unpacking needed after that).
+struct Arrival {
+    started: Instant,
+    total: std::sync::atomic::AtomicU64,
+    received: std::sync::atomic::AtomicU64,
+    done_at: std::sync::Mutex<Option<f64>>,
+}
+
+impl Arrival {
+    fn new(started: Instant) -> Arrival {
+        Arrival {
+            started,
+            total: 0.into(),
+            received: 0.into(),
+            done_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn done(&self) -> Option<f64> {
+        *self.done_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl kinetic_image::Progress for Arrival {
+    fn layer_total(&self, _digest: &str, bytes: u64) {
+        self.total.fetch_add(bytes, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn advanced(&self, bytes: u64) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let got = self.received.fetch_add(bytes, SeqCst) + bytes;
+        if got >= self.total.load(SeqCst) {
+            *self.done_at.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some(self.started.elapsed().as_secs_f64());
+        }
+    }
 }
 
 async fn measure(peer: &str, reference: &str, work: &Path) -> anyhow::Result<Measured> {
@@ -599,6 +647,27 @@ async fn measure(peer: &str, reference: &str, work: &Path) -> anyhow::Result<Mea
                     PULL_LIMIT,
                 )
             })?
+        }
+        "kinetic-nosync" => {
+            // The same engine in this process, without the syncfs before each layer's rename
+            // (containerd does not sync unpacked snapshots either): shows what durability costs.
+            let (own, _) = self_cpu();
+            let started = Instant::now();
+            let tuning = kinetic_image::Tuning { sync_layers: false, ..Default::default() };
+            let store = kinetic_image::Store::open_with(dir.join("images"), tuning)?;
+            let progress = Arrival::new(started);
+            tokio::time::timeout(
+                PULL_LIMIT,
+                store.pull(reference, &PullOptions::default(), &progress),
+            )
+            .await
+            .context("the pull took too long")??;
+            Measured {
+                wall: started.elapsed().as_secs_f64(),
+                cpu: self_cpu().0 - own,
+                load: 0.0,
+                download: progress.done(),
+            }
         }
         "containerd" | "containerd-nopigz" => {
             let ctrd = Containerd::start(&dir, peer == "containerd").await?;
@@ -648,7 +717,7 @@ fn timed_children(f: impl FnOnce() -> anyhow::Result<f64>) -> anyhow::Result<Mea
     let (_, before) = self_cpu();
     let wall = f()?;
     let (_, after) = self_cpu();
-    Ok(Measured { wall, cpu: after - before, load: 0.0 })
+    Ok(Measured { wall, cpu: after - before, load: 0.0, download: None })
 }
 
 /// A private containerd 1.6 (no CRI) in a directory of its own; stopped on drop.
@@ -763,7 +832,7 @@ fn print_table(rows: &[Row], cores: usize) {
             let Some(b) = best(runs) else { continue };
             let worst = runs.iter().map(|m| m.wall).fold(0.0, f64::max);
             println!(
-                "{:<7} {:<5} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>8.2}  {:<18} {:>7.2} ({:>5.2}) {:>7.2} {:>7.2}x {:>10}",
+                "{:<7} {:<5} {:>9.1} {:>9.1} {:>8.2} {:>8.2} {:>8.2}  {:<18} {:>7.2} ({:>5.2}) {:>6} {:>7.2} {:>7.2}x {:>10}",
                 r.image,
                 r.format,
                 r.floor.compressed as f64 / 1e6,
@@ -774,6 +843,7 @@ fn print_table(rows: &[Row], cores: usize) {
                 peer,
                 b.wall,
                 worst,
+                b.download.map_or("-".to_owned(), |d| format!("{d:.2}")),
                 b.cpu,
                 b.wall / r.floor.floor.max(1e-3),
                 ctrd.map_or("-".to_owned(), |c| format!("{:.2}x", c / b.wall.max(1e-3))),

@@ -29,6 +29,22 @@ pub enum ImageCmd {
         #[arg(long, value_name = "FILE")]
         docker_config: Option<PathBuf>,
     },
+    /// Remove unused images when the disk is above the high watermark, down to the low one
+    /// (kubelet's image GC)
+    Gc {
+        /// Kinetic's data directory (the store is <data-dir>/node/images)
+        #[arg(long, env = "KINETIC_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        /// Collect when disk usage is at or above this percent (imageGCHighThresholdPercent)
+        #[arg(long, default_value_t = 85)]
+        high: u8,
+        /// Free down to this percent (imageGCLowThresholdPercent)
+        #[arg(long, default_value_t = 80)]
+        low: u8,
+        /// An image that must stay (reference, digest or image ID); repeatable
+        #[arg(long = "in-use", value_name = "IMAGE")]
+        in_use: Vec<String>,
+    },
 }
 
 #[derive(clap::ValueEnum, Debug, Clone, Copy)]
@@ -45,6 +61,29 @@ pub enum LayerFormat {
 pub async fn run(cmd: ImageCmd, default_data_dir: &Path) -> anyhow::Result<()> {
     match cmd {
         ImageCmd::Store(c) => crate::image::run(c, default_data_dir).await,
+        ImageCmd::Gc { data_dir, high, low, in_use } => {
+            let dir = crate::image::store_dir(data_dir.as_deref().unwrap_or(default_data_dir));
+            let store = kinetic_image::Store::open(&dir)
+                .with_context(|| format!("opening the image store {}", dir.display()))?;
+            let policy = kinetic_image::GcPolicy {
+                high_threshold_percent: high,
+                low_threshold_percent: low,
+            };
+            let r = store.gc(&policy, &in_use).await.context("collecting unused images")?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "disk usage {}% (collect at {high}%, down to {low}%)", r.usage_percent)?;
+            for i in &r.removed_images {
+                writeln!(out, "removed {i}")?;
+            }
+            writeln!(
+                out,
+                "freed {} bytes in {} layers (asked for {})",
+                r.freed_bytes,
+                r.removed_layers.len(),
+                r.bytes_to_free
+            )?;
+            Ok(())
+        }
         ImageCmd::Convert { src, dst, format, insecure_registries, docker_config } => {
             let credentials = match docker_config {
                 Some(p) => {
