@@ -512,6 +512,8 @@ fn walk(
             wh.set_entry_type(tar::EntryType::Regular);
             wh.set_size(0);
             wh.set_mode(0o644);
+            wh.set_uid(0);
+            wh.set_gid(0);
             wh.set_mtime(meta.mtime().max(0) as u64);
             let mut whname = std::ffi::OsString::from(".wh.");
             whname.push(&name);
@@ -527,6 +529,8 @@ fn walk(
                 o.set_entry_type(tar::EntryType::Regular);
                 o.set_size(0);
                 o.set_mode(0o644);
+                o.set_uid(0);
+                o.set_gid(0);
                 o.set_mtime(meta.mtime().max(0) as u64);
                 b.append_data(&mut o, entry.join(".wh..wh..opq"), std::io::empty())
                     .map_err(io("archiving", &path))?;

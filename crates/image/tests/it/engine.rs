@@ -549,7 +549,10 @@ fn an_overlay_upper_directory_becomes_a_layer_with_oci_whiteouts() {
     let mut names = Vec::new();
     for e in tar::Archive::new(&tar[..]).entries().unwrap() {
         let e = e.unwrap();
-        names.push(format!("{} {:?}", e.path().unwrap().display(), e.header().entry_type()));
+        // Every header is complete: the whiteouts made here carry owners and times too.
+        let h = e.header();
+        assert!(h.uid().is_ok() && h.gid().is_ok() && h.mtime().is_ok() && h.mode().is_ok());
+        names.push(format!("{} {:?}", e.path().unwrap().display(), h.entry_type()));
     }
     assert_eq!(
         names,
