@@ -273,8 +273,21 @@ async fn kubectl_create_deployment_rolls_out_one_hashed_replicaset() {
     let before = resource_versions(&env.client, "web").await;
     let mut env = env;
     env.stop_controllers().await;
+    env.take_writes();
     env.start_controllers();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A barrier in another namespace: the new controllers resynced "web" before they finish
+    // a rollout queued after it.
+    env.kubectl(&["create", "namespace", "barrier"]).await;
+    let _barrier_kubelet = AutoKubelet::start(&env.client, "barrier", |_| true);
+    env.kubectl(&["-n", "barrier", "create", "deployment", "barrier", "--image=busybox:1"]).await;
+    env.kubectl(&["-n", "barrier", "rollout", "status", "deployment/barrier", "--timeout=30s"])
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let writes = env.take_writes();
+    assert!(writes.iter().any(|w| w.contains("/namespaces/barrier/")), "{writes:?}");
+    let in_default: Vec<&String> =
+        writes.iter().filter(|w| w.contains("/namespaces/default/")).collect();
+    assert!(in_default.is_empty(), "writes for an unchanged deployment: {in_default:?}");
     assert_eq!(resource_versions(&env.client, "web").await, before);
     env.stop().await;
 }

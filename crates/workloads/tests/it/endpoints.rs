@@ -157,9 +157,37 @@ async fn endpoints_and_slices_follow_pod_readiness_and_deletion() {
         (ep.resource_version(), slices.iter().map(|s| s.resource_version()).collect::<Vec<_>>())
     };
     let before = rv(client.clone()).await;
+    env.take_writes();
     env.kubectl(&["annotate", "service", "web", "touched=1"]).await;
     env.kubectl(&["annotate", "pod", "a", "touched=1"]).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    // A barrier in another namespace: both controllers resynced "web" before they finish a
+    // Service created after the touches.
+    env.kubectl(&["create", "namespace", "barrier"]).await;
+    let barrier = format!("{}---\n{}", pod_yaml("bp", "node-1"), SERVICE);
+    env.server.kubectl_stdin_ok(&["-n", "barrier", "apply", "-f", "-"], &barrier).await.unwrap();
+    set_status(client, "barrier", "bp", "10.1.9.9", true).await;
+    eventually("the barrier's endpoints and slice", || async {
+        let ep =
+            Api::<Endpoints>::namespaced(client.clone(), "barrier").get_opt("web").await.unwrap();
+        let slices = Api::<EndpointSlice>::namespaced(client.clone(), "barrier")
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        let ep_ok = ep.is_some_and(|e| e.subsets.is_some());
+        if ep_ok && slices.iter().any(|s| !s.endpoints.is_empty()) {
+            Ok(())
+        } else {
+            Err(format!("{slices:?}"))
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let writes = env.take_writes();
+    assert!(writes.iter().any(|w| w.contains("/namespaces/barrier/")), "{writes:?}");
+    let in_default: Vec<&String> =
+        writes.iter().filter(|w| w.contains("/namespaces/default/")).collect();
+    assert!(in_default.is_empty(), "writes for unchanged endpoints: {in_default:?}");
     assert_eq!(rv(client.clone()).await, before, "unchanged endpoints were rewritten");
 
     // A terminating pod leaves Endpoints, and stays in the slice as terminating.
@@ -309,8 +337,9 @@ subsets:
         if ok { Ok(()) } else { Err(format!("{list:?}")) }
     })
     .await;
-    // The controllers leave the selector-less Service's Endpoints alone and make no slices.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The controllers leave the selector-less Service's Endpoints alone and make no slices
+    // (they handled "manual" before "h1", whose endpoints are there).
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let v = endpoints_view(client, "manual").await.unwrap();
     // (Only IP and port: the server does not default an Endpoints port's protocol to TCP.)
     assert_eq!(v[0]["ready"], json!(["192.0.2.10"]));

@@ -9,6 +9,7 @@ mod kubelet;
 mod replicaset;
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kinetic_testkit::TestServer;
@@ -24,6 +25,8 @@ pub struct Env {
     pub server: TestServer,
     pub client: Client,
     controllers: Option<(oneshot::Sender<()>, JoinHandle<kinetic_workloads::Result<()>>)>,
+    /// Every write request the controllers sent: "METHOD path".
+    writes: Arc<Mutex<Vec<String>>>,
 }
 
 impl Env {
@@ -38,7 +41,7 @@ impl Env {
     pub async fn bare() -> Self {
         let server = TestServer::start().await.unwrap();
         let client = server.client().await.unwrap();
-        Self { server, client, controllers: None }
+        Self { server, client, controllers: None, writes: Arc::default() }
     }
 
     pub fn start_controllers(&mut self) {
@@ -56,7 +59,8 @@ impl Env {
         let stop: futures::future::BoxFuture<'static, ()> = Box::pin(async move {
             let _ = rx.await;
         });
-        let task = tokio::spawn(run(self.client.clone(), stop));
+        let client = recording_client(self.client.clone(), self.writes.clone());
+        let task = tokio::spawn(run(client, stop));
         self.controllers = Some((tx, task));
     }
 
@@ -65,6 +69,11 @@ impl Env {
         let (tx, task) = self.controllers.take().expect("controllers running");
         let _ = tx.send(());
         tokio::time::timeout(WAIT, task).await.unwrap().unwrap().unwrap();
+    }
+
+    /// Takes the controllers' write requests recorded so far ("METHOD path").
+    pub fn take_writes(&self) -> Vec<String> {
+        std::mem::take(&mut *self.writes.lock().unwrap())
     }
 
     pub async fn kubectl(&self, args: &[&str]) -> String {
@@ -124,6 +133,19 @@ pub fn slow_pod_watch_client(client: Client, delay: Duration) -> Client {
             });
             Ok::<_, kube::Error>(http::Response::from_parts(parts, StreamBody::new(frames)))
         }
+    });
+    Client::new(service, "default")
+}
+
+/// A client that records "METHOD path" of every request that is not a GET (the controllers'
+/// writes: no-op writes leave resourceVersions alone, so only the requests tell).
+pub fn recording_client(client: Client, writes: Arc<Mutex<Vec<String>>>) -> Client {
+    let service = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let client = client.clone();
+        if req.method() != http::Method::GET {
+            writes.lock().unwrap().push(format!("{} {}", req.method(), req.uri().path()));
+        }
+        async move { client.send(req).await }
     });
     Client::new(service, "default")
 }
