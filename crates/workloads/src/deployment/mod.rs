@@ -607,7 +607,7 @@ impl Ctx {
         };
         if let Some(rs) = active_or_latest {
             if rs_replicas(&rs) != want {
-                let (_, rs) = self.scale_rs(&rs, want, d).await?;
+                let (_, rs) = self.scale_and_record(&rs, want, d).await?;
                 put_back(rs, &mut new_rs, &mut old);
             }
             return Ok((new_rs, old));
@@ -615,7 +615,7 @@ impl Ctx {
         // A saturated new ReplicaSet: the old ones go to zero.
         if is_saturated(d, new_rs.as_deref()) {
             for rs in active(&old) {
-                let (_, rs) = self.scale_rs(&rs, 0, d).await?;
+                let (_, rs) = self.scale_and_record(&rs, 0, d).await?;
                 put_back(rs, &mut new_rs, &mut old);
             }
             return Ok((new_rs, old));
@@ -653,6 +653,20 @@ impl Ctx {
             put_back(rs, &mut new_rs, &mut old);
         }
         Ok((new_rs, old))
+    }
+
+    /// Upstream `scaleReplicaSetAndRecordEvent`: nothing to do when the size is right
+    /// (the replica annotations are left as they are then).
+    async fn scale_and_record(
+        &self,
+        rs: &ReplicaSet,
+        size: i32,
+        d: &Deployment,
+    ) -> Result<(bool, Arc<ReplicaSet>), SyncError> {
+        if rs_replicas(rs) == size {
+            return Ok((false, Arc::new(rs.clone())));
+        }
+        self.scale_rs(rs, size, d).await
     }
 
     /// Upstream `scaleReplicaSet`: sets `spec.replicas` and the replica annotations.
@@ -712,7 +726,7 @@ impl Ctx {
             } else {
                 new_rs_new_replicas(d, &all, &new_rs)
             };
-            let (scaled, rs) = self.scale_rs(&new_rs, target, d).await?;
+            let (scaled, rs) = self.scale_and_record(&new_rs, target, d).await?;
             new_rs = rs;
             if scaled {
                 return self.sync_rollout_status(d, &old, Some(&new_rs)).await;
@@ -759,7 +773,7 @@ impl Ctx {
                 continue;
             }
             let down = (max_scaled_down - cleaned).min(spec - avail);
-            let (_, updated) = self.scale_rs(rs, spec - down, d).await?;
+            let (_, updated) = self.scale_and_record(rs, spec - down, d).await?;
             replace_in(old, updated);
             cleaned += down;
         }
@@ -781,7 +795,7 @@ impl Ctx {
                     continue;
                 }
                 let down = spec.min(total - scaled_down);
-                let (_, updated) = self.scale_rs(rs, spec - down, d).await?;
+                let (_, updated) = self.scale_and_record(rs, spec - down, d).await?;
                 replace_in(old, updated);
                 scaled_down += down;
             }
@@ -794,7 +808,7 @@ impl Ctx {
         let (new_rs, mut old) = self.get_all_and_sync_revision(d, rs_list, false).await?;
         let mut scaled = false;
         for rs in active(&old) {
-            let (s, updated) = self.scale_rs(&rs, 0, d).await?;
+            let (s, updated) = self.scale_and_record(&rs, 0, d).await?;
             scaled |= s;
             replace_in(&mut old, updated);
         }
@@ -814,7 +828,7 @@ impl Ctx {
                 (n, o)
             }
         };
-        let (_, new_rs) = self.scale_rs(&new_rs, replicas(d), d).await?;
+        let (_, new_rs) = self.scale_and_record(&new_rs, replicas(d), d).await?;
         if deployment_complete(d, &d.status.clone().unwrap_or_default()) {
             self.cleanup(d, &old).await?;
         }
