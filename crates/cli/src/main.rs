@@ -4,6 +4,7 @@
 mod bench;
 mod bench_pods;
 mod bench_pull;
+mod controllers;
 mod image;
 mod image_cmd;
 mod trace;
@@ -61,7 +62,8 @@ struct NodeArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Start the embedded control plane (API server, scheduler, one node agent) and write a
+    /// Start the embedded control plane (API server, scheduler, workload controllers, one node
+    /// agent) and write a
     /// kubeconfig; runs until SIGINT/SIGTERM
     Up {
         #[command(flatten)]
@@ -74,6 +76,9 @@ enum Command {
     },
     /// Run the API server alone
     Apiserver(ServerArgs),
+    /// Run the workload controllers (CloneSet, Deployment/ReplicaSet, Endpoints) against a
+    /// cluster, with leader election; installs or upgrades the CRDs first
+    Controller(controllers::ControllerArgs),
     /// Run a node agent: register a Node with the cluster of KUBECONFIG and run its pods
     Node {
         /// The cluster to join [default: $KUBECONFIG, then ~/.kube/config]
@@ -126,6 +131,7 @@ fn init_tracing() {
 
 /// What `serve` runs besides the API server.
 struct Extras {
+    /// The scheduler and the workload controllers.
     scheduler: bool,
     node: Option<NodeArgs>,
 }
@@ -149,6 +155,14 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             let cfg = kinetic_controllers::SchedulerConfig::default();
             if let Err(e) = kinetic_controllers::run_scheduler(client, cfg, shutdown).await {
                 tracing::error!(error = %format!("{e:#}"), "the scheduler stopped");
+            }
+        })
+    });
+    let controllers = extras.scheduler.then(|| {
+        let (client, stop) = (client.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = controllers::run_all(client, stop).await {
+                tracing::error!(error = %format!("{e:#}"), "the controllers stopped");
             }
         })
     });
@@ -183,6 +197,9 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     }
     if let Some(s) = scheduler {
         let _ = s.await;
+    }
+    if let Some(c) = controllers {
+        let _ = c.await;
     }
     server.shutdown().await;
     Ok(())
@@ -310,6 +327,7 @@ fn main() -> std::process::ExitCode {
             Command::Apiserver(args) => {
                 serve(args, "API server", Extras { scheduler: false, node: None }).await
             }
+            Command::Controller(args) => controllers::run(args).await,
             Command::Node { kubeconfig, data_dir, node } => {
                 run_node(kubeconfig, data_dir, node).await
             }

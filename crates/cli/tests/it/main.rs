@@ -6,6 +6,7 @@
 mod durability;
 mod node;
 mod up;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
