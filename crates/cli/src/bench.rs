@@ -62,6 +62,8 @@ pub enum BenchCommand {
     Api(ApiArgs),
     /// Measure pod start: create→Ready latency, pods per minute, against a bare `runc run`
     Pods(crate::bench_pods::PodsArgs),
+    /// Measure a release: Deployment rolling update vs CloneSet ReCreate vs CloneSet in place
+    Rollout(crate::bench_rollout::RolloutArgs),
 }
 
 /// Arguments of `kinetic bench api`.
@@ -93,6 +95,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
     match what {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Pods(args) => crate::bench_pods::run(args).await,
+        BenchCommand::Rollout(args) => crate::bench_rollout::run(args).await,
     }
 }
 

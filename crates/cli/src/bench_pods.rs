@@ -81,38 +81,20 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     if args.pods == 0 || args.concurrency == 0 {
         bail!("--pods and --concurrency must be at least 1");
     }
-    let dir = tempfile::Builder::new().prefix("kinetic-bench-pods").tempdir_in("/var/tmp")?;
-    let server = kinetic_apiserver::ApiServer::start(kinetic_apiserver::Config::new(
-        dir.path().join("api"),
-        "127.0.0.1:0".parse()?,
-    ))
-    .await
-    .context("starting the API server")?;
-    let kubeconfig = dir.path().join("kubeconfig");
-    server.write_kubeconfig_to(&kubeconfig)?;
-    let client = crate::client_from(Some(&kubeconfig)).await?;
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let sched = tokio::spawn(kinetic_controllers::run_scheduler(
-        client.clone(),
-        kinetic_controllers::SchedulerConfig::default(),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
-    let mut cfg = kinetic_node::Config::new("bench-node", dir.path().join("node"));
-    cfg.bridge = "kbench0".into();
-    cfg.pod_cidr = "10.202.0.0/16".into();
-    cfg.listen = "127.0.0.1:0".parse()?;
-    cfg.auth_token = Some(server.token().to_owned());
-    cfg.max_pods = u32::try_from(args.burst.max(args.pods) + 10).unwrap_or(u32::MAX);
-    let agent =
-        kinetic_node::Agent::start(client.clone(), cfg).await.context("starting the node agent")?;
-    let registry = kinetic_testkit::registry::Registry::start().await?;
-    let image = kinetic_testkit::images::busybox(&registry, "bench", "v1", &[]).await?;
+    let platform = crate::platform::Platform::start(
+        "kinetic-bench-pods",
+        "kbench0",
+        "10.202.0.0/16",
+        args.burst.max(args.pods) + 10,
+        false,
+    )
+    .await?;
+    let (client, registry) = (platform.client.clone(), &platform.registry);
+    let image = kinetic_testkit::images::busybox(registry, "bench", "v1", &[]).await?;
     eprintln!("platform up; image {image}");
 
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let node_pods = dir.path().join("node/pods");
+    let node_pods = platform.node_pods();
     let ready: ReadyTimes = Arc::default();
     let watch = {
         let ready = ready.clone();
@@ -150,14 +132,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     let cpu2 = cpu_ticks()?;
     watch.abort();
 
-    let floor = runc_floor(dir.path(), &image, args.floor_runs).await?;
-
-    agent.shutdown().await;
-    let _ = stop_tx.send(true);
-    let _ = sched.await;
-    server.shutdown().await;
-    // The bench's bridge goes with the run.
-    let _ = std::process::Command::new("ip").args(["link", "delete", "kbench0"]).output();
+    let floor = runc_floor(platform.path(), &image, args.floor_runs).await?;
+    platform.shutdown().await;
 
     let lat = |v: &[(String, Duration, Instant)]| {
         let mut d: Vec<Duration> = v.iter().map(|(_, d, _)| *d).collect();

@@ -4,9 +4,11 @@
 mod bench;
 mod bench_pods;
 mod bench_pull;
+mod bench_rollout;
 mod controllers;
 mod image;
 mod image_cmd;
+mod platform;
 mod trace;
 
 use std::net::SocketAddr;

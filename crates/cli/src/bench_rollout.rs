@@ -1,0 +1,417 @@
+//! `kinetic bench rollout`: the release of an app of small HTTP pods to a new image, the same
+//! release done three ways in one run on one node — a Deployment rolling update, a CloneSet
+//! with ReCreate and a CloneSet with InPlaceIfPossible — with the same maxUnavailable and no
+//! surge, once with the new image already on the node and once without.
+//!
+//! Measured per release, from the spec change:
+//! - the time until every pod runs the new image and is Ready (and the workload's status says
+//!   so);
+//! - pod IP changes: final pods whose (UID, IP) was not there before the release;
+//! - the fewest Ready pods at any moment, and how long fewer than all were Ready.
+//!
+//! Every pod runs `httpd` with an HTTP readiness probe every second, so Ready means serving.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::watcher::{self, Event};
+use kube::{ResourceExt as _, core::DynamicObject, discovery::ApiResource};
+use serde_json::json;
+use tokio::time::Instant;
+
+use crate::bench::{Row, ms, print_table};
+
+/// Arguments of `kinetic bench rollout`.
+#[derive(clap::Args)]
+pub struct RolloutArgs {
+    /// Pods of the app
+    #[arg(long, default_value_t = 20)]
+    replicas: u32,
+    /// maxUnavailable of every strategy (maxSurge is 0 for all)
+    #[arg(long, default_value = "25%")]
+    max_unavailable: String,
+}
+
+const LABEL: &str = "kinetic.dev/bench-rollout";
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Deployment,
+    ReCreate,
+    InPlace,
+}
+
+impl Kind {
+    fn label(self) -> &'static str {
+        match self {
+            Kind::Deployment => "Deployment rolling update",
+            Kind::ReCreate => "CloneSet ReCreate",
+            Kind::InPlace => "CloneSet InPlaceIfPossible",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Deployment => "deploy",
+            Kind::ReCreate => "recreate",
+            Kind::InPlace => "inplace",
+        }
+    }
+}
+
+struct Outcome {
+    kind: Kind,
+    cached: bool,
+    took: Duration,
+    ip_changes: usize,
+    min_ready: usize,
+    below_full: Duration,
+}
+
+fn is_ready(p: &Pod) -> bool {
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+fn image(p: &Pod) -> Option<&str> {
+    p.spec.as_ref()?.containers.first()?.image.as_deref()
+}
+
+fn template(app: &str, image: &str) -> serde_json::Value {
+    json!({
+        "metadata": {"labels": {"app": app, LABEL: "1"}},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": image,
+                "command": ["sh", "-c", "exec httpd -f -p 8080 -h /www"],
+                "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
+            }],
+        },
+    })
+}
+
+fn workload(kind: Kind, replicas: u32, max_unavailable: &str, image: &str) -> serde_json::Value {
+    let app = kind.name();
+    let selector = json!({"matchLabels": {"app": app}});
+    match kind {
+        Kind::Deployment => json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": app, "namespace": "default"},
+            "spec": {
+                "replicas": replicas, "selector": selector, "template": template(app, image),
+                "strategy": {"type": "RollingUpdate",
+                             "rollingUpdate": {"maxUnavailable": max_unavailable, "maxSurge": 0}},
+            },
+        }),
+        Kind::ReCreate | Kind::InPlace => json!({
+            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+            "metadata": {"name": app, "namespace": "default"},
+            "spec": {
+                "replicas": replicas, "selector": selector, "template": template(app, image),
+                "updateStrategy": {
+                    "type": if kind == Kind::InPlace { "InPlaceIfPossible" } else { "ReCreate" },
+                    "maxUnavailable": max_unavailable, "maxSurge": 0,
+                },
+            },
+        }),
+    }
+}
+
+fn api_of(client: &kube::Client, kind: Kind) -> Api<DynamicObject> {
+    let ar = match kind {
+        Kind::Deployment => {
+            ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("apps", "v1", "Deployment"))
+        }
+        _ => ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "apps.kruise.io",
+            "v1alpha1",
+            "CloneSet",
+        )),
+    };
+    Api::namespaced_with(client.clone(), "default", &ar)
+}
+
+/// Pods of `app` not being deleted.
+async fn live(pods: &Api<Pod>, app: &str) -> anyhow::Result<Vec<Pod>> {
+    Ok(pods
+        .list(&ListParams::default().labels(&format!("app={app}")))
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .collect())
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// The platform cannot be started, or a release does not finish within 5 minutes.
+pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
+    if args.replicas == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    let n = args.replicas as usize;
+    let platform = crate::platform::Platform::start(
+        "kinetic-bench-rollout",
+        "kbench1",
+        "10.203.0.0/16",
+        3 * n + 10,
+        true,
+    )
+    .await?;
+    let client = platform.client.clone();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // Wait for the CloneSet CRD the controllers install.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api_of(&client, Kind::InPlace).list(&ListParams::default()).await.is_err() {
+        if Instant::now() > deadline {
+            bail!("the CloneSet CRD was not served within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut outcomes = Vec::new();
+    for cached in [true, false] {
+        for kind in [Kind::Deployment, Kind::ReCreate, Kind::InPlace] {
+            let tag = format!("{}-{}", kind.name(), if cached { "cached" } else { "cold" });
+            let v1 = kinetic_testkit::images::busybox(
+                &platform.registry,
+                "web",
+                &format!("{tag}-v1"),
+                &[("www/index.html", "v1\n")],
+            )
+            .await?;
+            let v2 = kinetic_testkit::images::busybox(
+                &platform.registry,
+                "web",
+                &format!("{tag}-v2"),
+                &[("www/index.html", &format!("{tag} v2\n"))],
+            )
+            .await?;
+            if cached {
+                preload(&pods, &v2).await?;
+            }
+            let o = release(&client, &pods, kind, cached, &args, &v1, &v2).await?;
+            eprintln!(
+                "{:<28} {:<6} {:>9.0} ms  ip changes {:>3}  min ready {:>3}/{n}  below full {:>7.0} ms",
+                kind.label(),
+                if cached { "cached" } else { "cold" },
+                ms(o.took),
+                o.ip_changes,
+                o.min_ready,
+                ms(o.below_full)
+            );
+            outcomes.push(o);
+        }
+    }
+    platform.shutdown().await;
+
+    let mut rows = Vec::new();
+    for cached in [true, false] {
+        let get = |k: Kind| outcomes.iter().find(|o| o.kind == k && o.cached == cached);
+        let (Some(d), Some(r), Some(i)) =
+            (get(Kind::Deployment), get(Kind::ReCreate), get(Kind::InPlace))
+        else {
+            continue;
+        };
+        let which = if cached { "new image on the node" } else { "new image not on the node" };
+        for o in [d, r, i] {
+            rows.push(Row::new(
+                format!("{} pods, {which}: {}", n, o.kind.label()),
+                format!(
+                    "{:.0} ms; IP changes {}; min ready {}/{n}; below full {:.0} ms",
+                    ms(o.took),
+                    o.ip_changes,
+                    o.min_ready,
+                    ms(o.below_full)
+                ),
+                "",
+                None,
+            ));
+        }
+        let speedup = ms(d.took) / ms(i.took).max(1e-9);
+        rows.push(Row::new(
+            format!("  in-place speed-up over the Deployment ({which})"),
+            format!("{speedup:.1}× with {} IP changes", i.ip_changes),
+            "≥ 5× and 0 IP changes",
+            Some(speedup >= 5.0 && i.ip_changes == 0),
+        ));
+        rows.push(Row::new(
+            format!("  in-place speed-up over CloneSet ReCreate ({which})"),
+            format!("{:.1}×", ms(r.took) / ms(i.took).max(1e-9)),
+            "",
+            None,
+        ));
+    }
+    print_table(&rows);
+    Ok(())
+}
+
+/// Pulls `image` onto the node with a throw-away pod.
+async fn preload(pods: &Api<Pod>, image: &str) -> anyhow::Result<()> {
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "preload", "namespace": "default"},
+        "spec": {"terminationGracePeriodSeconds": 0, "restartPolicy": "Never",
+                 "containers": [{"name": "c", "image": image, "command": ["true"]}]},
+    }))?;
+    pods.create(&Default::default(), &pod).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let p = pods.get("preload").await?;
+        let phase = p.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_default();
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the preload pod did not finish within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pods.delete("preload", &DeleteParams::default().grace_period(0)).await?;
+    while pods.get_opt("preload").await?.is_some() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+/// Ready pods over time, from a watch of the app's pods.
+#[derive(Default)]
+struct Tracker {
+    ready: BTreeSet<String>,
+    min_ready: usize,
+    below_since: Option<Instant>,
+    below_total: Duration,
+}
+
+async fn release(
+    client: &kube::Client,
+    pods: &Api<Pod>,
+    kind: Kind,
+    cached: bool,
+    args: &RolloutArgs,
+    v1: &str,
+    v2: &str,
+) -> anyhow::Result<Outcome> {
+    let n = args.replicas as usize;
+    let app = kind.name();
+    let api = api_of(client, kind);
+    let obj: DynamicObject =
+        serde_json::from_value(workload(kind, args.replicas, &args.max_unavailable, v1))?;
+    api.create(&Default::default(), &obj).await.with_context(|| format!("creating {app}"))?;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let l = live(pods, app).await?;
+        if l.len() == n && l.iter().all(is_ready) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("{app}: {n} ready pods not reached within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let before: BTreeSet<(String, String)> = live(pods, app)
+        .await?
+        .iter()
+        .map(|p| {
+            (
+                p.uid().unwrap_or_default(),
+                p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let tracker = Arc::new(Mutex::new(Tracker { min_ready: n, ..Default::default() }));
+    let watch = {
+        let tracker = tracker.clone();
+        let api: Api<Pod> = pods.clone();
+        let sel = format!("app={app}");
+        tokio::spawn(async move {
+            let mut s = watcher::watcher(api, watcher::Config::default().labels(&sel)).boxed();
+            while let Some(ev) = s.next().await {
+                let Ok(mut t) = tracker.lock() else { return };
+                match ev {
+                    Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                        if is_ready(&p) && p.metadata.deletion_timestamp.is_none() {
+                            t.ready.insert(p.name_any());
+                        } else {
+                            t.ready.remove(&p.name_any());
+                        }
+                    }
+                    Ok(Event::Delete(p)) => {
+                        t.ready.remove(&p.name_any());
+                    }
+                    _ => continue,
+                }
+                let r = t.ready.len();
+                t.min_ready = t.min_ready.min(r);
+                let now = Instant::now();
+                if r < n {
+                    t.below_since.get_or_insert(now);
+                } else if let Some(since) = t.below_since.take() {
+                    t.below_total += now - since;
+                }
+            }
+        })
+    };
+    // Let the watch list the current state before the release starts.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if let Ok(mut t) = tracker.lock() {
+        t.min_ready = t.ready.len();
+    }
+    let started = Instant::now();
+    let patch =
+        json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": v2}]);
+    api.patch(app, &PatchParams::default(), &Patch::Json::<()>(serde_json::from_value(patch)?))
+        .await?;
+    let took = loop {
+        let l = live(pods, app).await?;
+        let all_pods = pods.list(&ListParams::default().labels(&format!("app={app}"))).await?.items;
+        if l.len() == n
+            && all_pods.len() == n
+            && l.iter().all(|p| is_ready(p) && image(p) == Some(v2))
+        {
+            break started.elapsed();
+        }
+        if Instant::now() > started + Duration::from_secs(300) {
+            bail!("{app}: the release did not finish within 300 s");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    watch.abort();
+    let (min_ready, below_full) = tracker
+        .lock()
+        .map(|t| {
+            (t.min_ready, t.below_total + t.below_since.map_or(Duration::ZERO, |s| s.elapsed()))
+        })
+        .unwrap_or_default();
+    let after: BTreeMap<String, String> = live(pods, app)
+        .await?
+        .iter()
+        .map(|p| {
+            (
+                p.uid().unwrap_or_default(),
+                p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let ip_changes =
+        after.iter().filter(|(u, ip)| !before.contains(&((*u).clone(), (*ip).clone()))).count();
+    // Clean up: the workload, its pods, and the node's teardown of them.
+    api.delete(app, &DeleteParams::foreground()).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pods.list(&ListParams::default().labels(&format!("app={app}"))).await?.items.is_empty() {
+        if Instant::now() > deadline {
+            bail!("{app}: pods were not deleted within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(Outcome { kind, cached, took, ip_changes, min_ready, below_full })
+}
