@@ -9,6 +9,7 @@ mod controllers;
 mod image;
 mod image_cmd;
 mod platform;
+mod rollout;
 mod trace;
 
 use std::net::SocketAddr;
@@ -104,6 +105,14 @@ enum Command {
         kubeconfig: Option<PathBuf>,
         #[command(subcommand)]
         cmd: trace::TraceCmd,
+    },
+    /// Follow a CloneSet rollout (progress bar, per-pod phase, time so far)
+    Rollout {
+        /// The cluster [default: $KUBECONFIG, then the kinetic data dir's kubeconfig]
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: rollout::RolloutCmd,
     },
     /// Measure Kinetic against its targets
     Bench {
@@ -336,6 +345,9 @@ fn main() -> std::process::ExitCode {
             Command::Image { cmd } => image_cmd::run(cmd, &default_data_dir()).await,
             Command::Trace { kubeconfig, cmd } => {
                 trace::run(client_from(kubeconfig.as_deref()).await?, cmd).await
+            }
+            Command::Rollout { kubeconfig, cmd } => {
+                rollout::run(client_from(kubeconfig.as_deref()).await?, cmd).await
             }
             Command::Bench { what } => bench_pull::run(what).await,
         }
