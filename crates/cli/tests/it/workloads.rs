@@ -196,6 +196,17 @@ async fn cloneset_updates_in_place_without_losing_a_request_and_deployment_rolls
         r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{v2}"}}]"#
     );
     kubectl(&up, h, &["patch", "cloneset", "web", "--type", "json", "-p", &patch]).await;
+    // `kinetic rollout status` follows it to the end.
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+        .args(["rollout", "status", "cloneset/web", "--timeout", "120", "--kubeconfig"])
+        .arg(&up.kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{out}{}", String::from_utf8_lossy(&status.stderr));
+    assert!(out.contains("cloneset \"web\" successfully rolled out"), "{out}");
+    assert!(out.contains("updated, ready") && out.contains("10/10 updated pods ready"), "{out}");
     for i in 0.. {
         let cs = kubectl(
             &up,

@@ -518,3 +518,68 @@ async fn validation_pause_and_progress_deadline() {
     .await;
     env.stop().await;
 }
+
+/// The user manual's examples, as they are in `examples/cloneset/`.
+fn example(name: &str) -> String {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/cloneset").join(name);
+    std::fs::read_to_string(path).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openkruise_examples_apply_unchanged_and_behave_as_documented() {
+    let env = Env::start().await;
+    // The sample: 5 pods, the status the manual shows, both revisions equal.
+    env.apply(&example("sample.yaml")).await;
+    env.wait("sample", "5 ready", |cs, p| ready_all(cs, p, 5)).await;
+    let out = env.server.kubectl_ok(&["get", "cloneset", "sample"]).await.unwrap();
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..6], ["sample", "5", "5", "5", "5", "5"], "{out}");
+
+    // In place with a partition of 2 and maxSurge 1: three pods updated in place, and — unlike
+    // upstream, which spends the surge and recreates a pod — no pod is created or deleted.
+    env.apply(&example("inplace.yaml")).await;
+    env.wait("sample-inplace", "5 ready", |cs, p| ready_all(cs, p, 5)).await;
+    let seen_before = env.seen.lock().unwrap().len();
+    let v2 = example("inplace.yaml").replace("image: nginx:alpine", "image: nginx:1.27-alpine");
+    env.apply(&v2).await;
+    env.wait("sample-inplace", "3 updated in place", |cs, p| {
+        let st = cs.status.clone().unwrap_or_default();
+        st.updated_ready_replicas == 3 && st.ready_replicas == 5 && p.len() == 5
+    })
+    .await;
+    assert_eq!(env.seen.lock().unwrap().len(), seen_before, "no pod may be created");
+    let updated = env.pods("sample-inplace").await;
+    assert_eq!(updated.iter().filter(|p| restarts(p) == 1).count(), 3);
+
+    // Priority: the pod labelled test-key=foo is updated first.
+    env.apply(&example("priority.yaml")).await;
+    env.wait("sample-priority", "4 ready", |cs, p| ready_all(cs, p, 4)).await;
+    let first = env.pods("sample-priority").await[2].name_any();
+    env.pods_api()
+        .patch(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"test-key": "foo"}}})),
+        )
+        .await
+        .unwrap();
+    // Hold every update after the first: the new image never gets ready.
+    env.never_ready.lock().unwrap().insert("nginx:1.27-alpine".into());
+    let v2 = example("priority.yaml").replace("image: nginx:alpine", "image: nginx:1.27-alpine");
+    env.apply(&v2).await;
+    env.wait("sample-priority", "one pod updated", |_, p| {
+        p.iter().filter(|p| image_of(p) == "nginx:1.27-alpine").count() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let moved: Vec<String> = env
+        .pods("sample-priority")
+        .await
+        .iter()
+        .filter(|p| image_of(p) == "nginx:1.27-alpine")
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(moved, [first], "maxUnavailable 1 and the priority pick exactly that pod");
+    env.stop().await;
+}
