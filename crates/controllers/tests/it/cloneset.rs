@@ -583,3 +583,60 @@ async fn openkruise_examples_apply_unchanged_and_behave_as_documented() {
     assert_eq!(moved, [first], "maxUnavailable 1 and the priority pick exactly that pod");
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_delete_hook_holds_a_pod_until_its_label_is_removed() {
+    let env = Env::start().await;
+    let m = manifest("hook", 2, "hook:v1", "    maxUnavailable: 1").replace(
+        "  replicas: 2\n",
+        "  replicas: 2\n  lifecycle:\n    preDelete:\n      labelsHandler:\n        example.com/drain: \"true\"\n",
+    );
+    env.apply(&m).await;
+    env.wait("hook", "2 ready", |cs, p| ready_all(cs, p, 2)).await;
+    let victim = env.pods("hook").await[0].name_any();
+    // The user's drain controller marks the pod: it must be told before the pod goes.
+    env.pods_api()
+        .patch(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/drain": "true"}}})),
+        )
+        .await
+        .unwrap();
+    env.clonesets()
+        .patch(
+            "hook",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"replicas": 1, "scaleStrategy": {"podsToDelete": [victim]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let v = victim.clone();
+    env.wait("hook", "PreparingDelete", move |_, p| {
+        p.iter().any(|p| {
+            p.name_any() == v
+                && p.labels().get("lifecycle.apps.kruise.io/state").map(String::as_str)
+                    == Some("PreparingDelete")
+        })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(env.pods("hook").await.iter().any(|p| p.name_any() == victim), "deleted while hooked");
+    // The hook is done: the label goes, and so does the pod.
+    env.pods_api()
+        .patch(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/drain": null}}})),
+        )
+        .await
+        .unwrap();
+    let v = victim.clone();
+    env.wait("hook", "victim gone", move |cs, p| {
+        ready_all(cs, p, 1) && p.iter().all(|p| p.name_any() != v)
+    })
+    .await;
+    env.stop().await;
+}
