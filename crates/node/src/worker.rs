@@ -120,12 +120,19 @@ pub async fn run(
     w.adopt();
     loop {
         w.wake_at = None;
+        let synced = w.pod.clone();
         if w.sync().await {
             break;
         }
         w.save();
         w.publish_logs();
         w.flush_status().await;
+        // The answer to our status write is the newest pod: if it carries a change this sync
+        // did not see (a spec patched meanwhile, whose watch event will then look like
+        // nothing new), sync again at once.
+        if acts_on(&synced) != acts_on(&w.pod) {
+            continue;
+        }
         let wake = w.wake_at;
         // The pod's own status writes come back through the watch; they change nothing the
         // worker acts on, so they do not cause a sync (kubelet likewise ignores status-only
