@@ -26,6 +26,8 @@ use crate::{Error, Image, ImageConfig, Progress, PullOptions, Result};
 
 /// Attempts to download one layer when the connection breaks or the registry fails (5xx).
 const LAYER_ATTEMPTS: u32 = 3;
+/// How often a layer being unpacked is written back to disk ahead of its final syncfs.
+const EARLY_SYNC_INTERVAL: Duration = Duration::from_millis(250);
 /// Largest image config read into memory.
 const MAX_CONFIG: u64 = 8 << 20;
 const INDEX_VERSION: u32 = 1;
@@ -710,6 +712,30 @@ impl Store {
         let dest = tmp.to_path_buf();
         let unpacker = tokio::task::spawn_blocking(move || {
             unpack::unpack_layer(ChannelReader::new(rx), compression, &dest)
+        });
+        // With durable layers, write back what the unpacker wrote so far every
+        // EARLY_SYNC_INTERVAL, so the syncfs before publishing waits only for the tail rather
+        // than for the whole layer (the kernel would otherwise start writing only after 30 s or
+        // at 10 % of memory dirty). Stops when `_stop_syncing` is dropped.
+        let _stop_syncing = self.inner.tuning.sync_layers.then(|| {
+            let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+            let dir = tmp.to_path_buf();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        () = tokio::time::sleep(EARLY_SYNC_INTERVAL) => {}
+                    }
+                    let d = dir.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Ok(f) = std::fs::File::open(&d) {
+                            let _ = rustix::fs::syncfs(&f);
+                        }
+                    })
+                    .await;
+                }
+            });
+            stop
         });
         // The digest is computed here, over exactly the bytes received in blob order, and
         // covers the whole blob even when the unpacker gives up early: corrupt content is then
