@@ -9,7 +9,8 @@
 //! - pod IP changes: final pods whose (UID, IP) was not there before the release;
 //! - the fewest Ready pods at any moment, and how long fewer than all were Ready.
 //!
-//! Every pod runs `httpd` with an HTTP readiness probe every second, so Ready means serving.
+//! Every pod runs `httpd` (under a shell that exits on SIGTERM) with an HTTP readiness probe
+//! every second, so Ready means serving.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -92,7 +93,9 @@ fn template(app: &str, image: &str) -> serde_json::Value {
             "containers": [{
                 "name": "main",
                 "image": image,
-                "command": ["sh", "-c", "exec httpd -f -p 8080 -h /www"],
+                // A shell that ends on SIGTERM: pid 1 without a handler would ignore it and
+                // every stop would wait out the grace period.
+                "command": ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"],
                 "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 1},
             }],
         },
