@@ -1203,6 +1203,9 @@ fn fmt_dur(d: Duration) -> String {
     }
 }
 
+/// The first retry of a readiness probe that has not succeeded yet (see `probe_loop`).
+const FIRST_READINESS_RETRY: Duration = Duration::from_millis(25);
+
 /// Runs a container's probes: the startup probe first, then readiness and liveness on their
 /// own periods. Sends a message when a result changes (readiness) or a threshold is crossed.
 async fn probe_loop(
@@ -1241,6 +1244,12 @@ async fn probe_loop(
         .readiness_probe
         .as_ref()
         .map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0, 0, None::<bool>));
+    // Deliberate deviation from kubelet: until the container's first successful readiness
+    // probe, probe again after 25 ms, doubling up to periodSeconds, instead of waiting a whole
+    // period after a first probe that ran before the process listened (Knative's queue-proxy
+    // probes as eagerly, for the same reason: time to Ready is what users wait for). After the
+    // first success the probe runs every periodSeconds, as kubelet's.
+    let mut eager = FIRST_READINESS_RETRY;
     let mut l = spec
         .liveness_probe
         .as_ref()
@@ -1256,11 +1265,18 @@ async fn probe_loop(
         if let Some((p, t, due, succ, fail, last)) = r.as_mut()
             && *due <= now
         {
-            *due = now + t.period;
+            if eager >= t.period {
+                *due = now + t.period;
+            } else {
+                *due = now + eager;
+                eager *= 2;
+            }
             match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
                 Ok(()) => {
                     *succ += 1;
                     *fail = 0;
+                    // From the first success on, probes keep the period.
+                    eager = t.period;
                     if *succ >= t.success_threshold && *last != Some(true) {
                         *last = Some(true);
                         send(ProbeKind::Readiness, true, String::new());

@@ -290,7 +290,17 @@ async fn image_change_updates_one_container_in_place() {
     );
     let web2 = container_status(&after, "web");
     assert_eq!(web2.image, v2);
-    assert!(Cluster::http_get(&ip, 8080, "/version").await.unwrap().contains("v2"));
+    // Without a readiness probe a started container is Ready (as with kubelet), which can be
+    // a moment before httpd listens: give it a second.
+    let mut page = Err(std::io::Error::other("not tried"));
+    for _ in 0..50 {
+        page = Cluster::http_get(&ip, 8080, "/version").await;
+        if page.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(page.unwrap().contains("v2"));
     c.wait_event("inplace", "definition changed, will be restarted", 5).await;
 }
 
@@ -457,4 +467,25 @@ async fn limits_users_hooks_tcp_and_startup_probes_and_more_volume_types() {
     c.pods().delete("rich", &Default::default()).await.unwrap();
     c.wait_gone("rich", 20).await;
     assert_eq!(std::fs::read_to_string(host.path().join("prestop")).unwrap(), "stopping\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_probed_eagerly_until_the_first_success() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "eager", "v1", &[]).await.unwrap();
+    // The server listens 300 ms after start; the probe period is 10 s. kubelet would find it
+    // ready only at the second probe, 10 s in; the agent retries after 25 ms, 50 ms, ...
+    c.create(
+        "eager",
+        json!({"containers": [{"name": "web", "image": image,
+            "command": ["sh", "-c", "sleep 0.3; exec httpd -f -p 8080 -h /www"],
+            "readinessProbe": {"httpGet": {"path": "/", "port": 8080}, "periodSeconds": 10}}]}),
+    )
+    .await;
+    let started = Instant::now();
+    let p = c.wait("eager", 5, "Ready within 5 s", is_ready).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Ready because the probe succeeded: the server answers.
+    let ip = pod_ip(&p);
+    assert!(Cluster::http_get(&ip, 8080, "/").await.is_ok());
 }
