@@ -676,76 +676,110 @@ async fn update(
         .as_ref()
         .and_then(|s| s.grace_period_seconds)
         .unwrap_or(0);
+    // The pods of a batch are updated concurrently: each is two requests, and the batch's
+    // restarts should start together.
+    let results = futures::future::join_all(plan.pods.iter().map(|name| {
+        update_one(
+            ctx,
+            cs,
+            input,
+            revs,
+            &api,
+            name,
+            &plan.target_revision,
+            new_t.as_ref(),
+            grace,
+            now,
+        )
+    }))
+    .await;
     let mut wrote = false;
-    for name in &plan.pods {
-        let Some(p) = input.pods.iter().find(|p| p.name_any() == *name) else { continue };
-        let old_t = revs.of_pod(p).and_then(|r| template_of(r));
-        let spec = match (&old_t, &new_t) {
-            (Some(o), Some(n)) if ty != CloneSetUpdateStrategyType::ReCreate => {
-                inplace::update_spec(o, n, InPlaceOptions::default())
-            }
-            _ => None,
-        };
-        match spec {
-            Some(spec) => {
-                // Not ready first: the pod leaves the endpoints before anything restarts.
-                let p = &set_update_ready(ctx, cs, p, false).await?;
-                let state = inplace::new_update_state(p, &spec, &plan.target_revision, now);
-                let mut body = inplace::update_patch(&spec, &state, &plan.target_revision)?;
-                if grace > 0 && !spec.container_images.is_empty() {
-                    // Keep the images back until the grace period ends (`refresh` applies them).
-                    if let Some(m) = body.as_object_mut() {
-                        m.remove("spec");
-                    }
-                    let g = Grace {
-                        revision: plan.target_revision.clone(),
-                        container_images: spec.container_images.clone(),
-                    };
-                    body["metadata"]["annotations"][INPLACE_UPDATE_GRACE_ANNOTATION] =
-                        json!(serde_json::to_string(&g)?);
-                }
-                body["metadata"]["resourceVersion"] = json!(p.metadata.resource_version);
-                patch_pod(ctx, cs, &api, p, Patch::Strategic(body)).await?;
-                tracing::info!(cloneset = %key(cs), pod = %name, revision = %plan.target_revision, "in-place update started");
-                ctx.events.send(EventReq::for_object(
-                    cs,
-                    "Normal",
-                    "SuccessfulUpdatePodInPlace",
-                    format!(
-                        "successfully update pod {name} in-place(revision {})",
-                        plan.target_revision
-                    ),
-                ));
-                wrote = true;
-            }
-            None if ty == CloneSetUpdateStrategyType::InPlaceOnly => {
-                ctx.events.send(EventReq::for_object(
-                    cs,
-                    "Warning",
-                    "FailedUpdatePodInPlace",
-                    format!("pod {name} cannot be updated in place to {} and the strategy is InPlaceOnly", plan.target_revision),
-                ));
-            }
-            None => {
-                if kinetic_rollout::pod::label(p, SPECIFIED_DELETE_LABEL).is_some() {
-                    continue;
-                }
-                let body = json!({"metadata": {"labels": {SPECIFIED_DELETE_LABEL: "true"}}});
-                patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
-                ctx.events.send(EventReq::for_object(
-                    cs,
-                    "Normal",
-                    "SuccessfulUpdatePodReCreate",
-                    format!(
-                        "successfully update pod {name} by recreate(revision {})",
-                        plan.target_revision
-                    ),
-                ));
-                wrote = true;
-            }
-        }
+    for r in results {
+        wrote |= r?;
     }
     Ok(wrote)
+}
+
+/// Updates one pod to `target`: in place when the templates allow it, else by marking it for
+/// the scale step to recreate. Answers whether it wrote anything.
+#[allow(clippy::too_many_arguments)]
+async fn update_one(
+    ctx: &Ctx,
+    cs: &CloneSet,
+    input: &SyncInput<'_>,
+    revs: &Revisions,
+    api: &Api<Pod>,
+    name: &str,
+    target: &str,
+    new_t: Option<&Value>,
+    grace: i32,
+    now: Timestamp,
+) -> Result<bool, ReconcileError> {
+    let ty = input.strategy.update_type;
+    let Some(p) = input.pods.iter().find(|p| p.name_any() == *name) else { return Ok(false) };
+    let old_t = revs.of_pod(p).and_then(|r| template_of(r));
+    let spec = match (&old_t, new_t) {
+        (Some(o), Some(n)) if ty != CloneSetUpdateStrategyType::ReCreate => {
+            inplace::update_spec(o, n, InPlaceOptions::default())
+        }
+        _ => None,
+    };
+    match spec {
+        Some(spec) => {
+            // Not ready first: the pod leaves the endpoints before anything restarts.
+            let p = &set_update_ready(ctx, cs, p, false).await?;
+            let state = inplace::new_update_state(p, &spec, target, now);
+            let mut body = inplace::update_patch(&spec, &state, target)?;
+            if grace > 0 && !spec.container_images.is_empty() {
+                // Keep the images back until the grace period ends (`refresh` applies them).
+                if let Some(m) = body.as_object_mut() {
+                    m.remove("spec");
+                }
+                let g = Grace {
+                    revision: target.to_owned(),
+                    container_images: spec.container_images.clone(),
+                };
+                body["metadata"]["annotations"][INPLACE_UPDATE_GRACE_ANNOTATION] =
+                    json!(serde_json::to_string(&g)?);
+            }
+            body["metadata"]["resourceVersion"] = json!(p.metadata.resource_version);
+            patch_pod(ctx, cs, api, p, Patch::Strategic(body)).await?;
+            tracing::info!(cloneset = %key(cs), pod = %name, revision = %target, "in-place update started");
+            ctx.events.send(EventReq::for_object(
+                cs,
+                "Normal",
+                "SuccessfulUpdatePodInPlace",
+                format!("successfully update pod {name} in-place(revision {})", target),
+            ));
+            Ok(true)
+        }
+        None if ty == CloneSetUpdateStrategyType::InPlaceOnly => {
+            ctx.events.send(EventReq::for_object(
+                cs,
+                "Warning",
+                "FailedUpdatePodInPlace",
+                format!(
+                    "pod {name} cannot be updated in place to {} and the strategy is InPlaceOnly",
+                    target
+                ),
+            ));
+            Ok(false)
+        }
+        None => {
+            if kinetic_rollout::pod::label(p, SPECIFIED_DELETE_LABEL).is_some() {
+                return Ok(false);
+            }
+            let body = json!({"metadata": {"labels": {SPECIFIED_DELETE_LABEL: "true"}}});
+            patch_pod(ctx, cs, api, p, Patch::Merge(body)).await?;
+            ctx.events.send(EventReq::for_object(
+                cs,
+                "Normal",
+                "SuccessfulUpdatePodReCreate",
+                format!("successfully update pod {name} by recreate(revision {})", target),
+            ));
+            Ok(true)
+        }
+    }
 }
 
 /// Removes names from `scaleStrategy.podsToDelete` whose pods are gone (upstream does this
