@@ -21,8 +21,8 @@
 //! the `Progressing` condition (`ProgressDeadlineExceeded`) and a Warning Event, and resumes
 //! when the template changes again.
 //!
-//! Not done (yet): volumeClaimTemplates (no PVCs are created), the lifecycle hooks' preNormal
-//! and inPlaceUpdate states (preDelete works through the plan), container priority batches,
+//! Not done (yet): volumeClaimTemplates (no PVCs are created), the preNormal lifecycle hook
+//! (preDelete and inPlaceUpdate work), container priority batches,
 //! env-from-metadata updates, in-place resource resize, image pre-download.
 
 mod revision;
@@ -385,6 +385,7 @@ async fn refresh(
         .as_ref()
         .and_then(|s| s.grace_period_seconds)
         .unwrap_or(0);
+    let hook = cs.spec.lifecycle.as_ref().and_then(|l| l.in_place_update.as_ref());
     let mut wrote = false;
     let mut wake = None;
     for p in pods {
@@ -425,6 +426,16 @@ async fn refresh(
             }
             continue;
         }
+        if kinetic_rollout::pod::in_state(p, LifecycleState::Updated)
+            && kinetic_rollout::pod::matches_revision(p, &revs.update.name_any())
+            && kinetic_rollout::lifecycle::is_pod_all_hooked(hook, p)
+        {
+            let body = json!({"metadata": {"labels": {
+                LIFECYCLE_STATE_LABEL: LifecycleState::Normal.as_str()
+            }}});
+            patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
+            wrote = true;
+        }
         if !has_gate {
             continue;
         }
@@ -446,9 +457,15 @@ async fn refresh(
                 if done {
                     let p = &set_update_ready(ctx, cs, p, true).await?;
                     if kinetic_rollout::pod::in_state(p, LifecycleState::Updating) {
-                        let body = json!({"metadata": {"labels": {
-                            LIFECYCLE_STATE_LABEL: LifecycleState::Normal.as_str()
-                        }}});
+                        // With an inPlaceUpdate hook the pod waits in Updated until the user's
+                        // controller hooks it again (below); without, it is Normal at once.
+                        let next = if hook.is_some() {
+                            LifecycleState::Updated
+                        } else {
+                            LifecycleState::Normal
+                        };
+                        let body =
+                            json!({"metadata": {"labels": {LIFECYCLE_STATE_LABEL: next.as_str()}}});
                         patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
                     }
                     wrote = true;
@@ -726,6 +743,20 @@ async fn update_one(
     };
     match spec {
         Some(spec) => {
+            // The inPlaceUpdate lifecycle hook (upstream `cloneset_update.go`): a hooked pod
+            // first goes to PreparingUpdate and is updated only once the user's controller has
+            // removed its hook labels/finalizers.
+            let hook = cs.spec.lifecycle.as_ref().and_then(|l| l.in_place_update.as_ref());
+            if kinetic_rollout::lifecycle::is_pod_hooked(hook, p) {
+                if kinetic_rollout::pod::in_state(p, LifecycleState::PreparingUpdate) {
+                    return Ok(false);
+                }
+                let body = json!({"metadata": {"labels": {
+                    LIFECYCLE_STATE_LABEL: LifecycleState::PreparingUpdate.as_str()
+                }}});
+                patch_pod(ctx, cs, api, p, Patch::Merge(body)).await?;
+                return Ok(true);
+            }
             // Not ready first: the pod leaves the endpoints before anything restarts.
             let p = &set_update_ready(ctx, cs, p, false).await?;
             let state = inplace::new_update_state(p, &spec, target, now);

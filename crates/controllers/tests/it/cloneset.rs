@@ -640,3 +640,52 @@ async fn pre_delete_hook_holds_a_pod_until_its_label_is_removed() {
     .await;
     env.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_update_hook_waits_for_the_users_controller() {
+    let env = Env::start().await;
+    let hooked = |img: &str| {
+        manifest("ih", 1, img, "    type: InPlaceIfPossible\n    maxUnavailable: 1").replace(
+            "  replicas: 1\n",
+            "  replicas: 1\n  lifecycle:\n    inPlaceUpdate:\n      labelsHandler:\n        example.com/hook: \"true\"\n",
+        )
+    };
+    let state =
+        |p: &Pod| p.labels().get("lifecycle.apps.kruise.io/state").cloned().unwrap_or_default();
+    env.apply(&hooked("ih:v1")).await;
+    env.wait("ih", "1 ready", |cs, p| ready_all(cs, p, 1)).await;
+    let name = env.pods("ih").await[0].name_any();
+    let set_hook = |on: bool| {
+        let api = env.pods_api();
+        let name = name.clone();
+        async move {
+            let v = if on { json!("true") } else { Value::Null };
+            api.patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(json!({"metadata": {"labels": {"example.com/hook": v}}})),
+            )
+            .await
+            .unwrap();
+        }
+    };
+    set_hook(true).await;
+    env.apply(&hooked("ih:v2")).await;
+    env.wait("ih", "PreparingUpdate", |_, p| p.len() == 1 && state(&p[0]) == "PreparingUpdate")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(image_of(&env.pods("ih").await[0]), "ih:v1", "updated while hooked");
+    // The user's controller is done: the update goes ahead, in place, and waits in Updated.
+    set_hook(false).await;
+    env.wait("ih", "Updated", |_, p| {
+        p.len() == 1
+            && image_of(&p[0]) == "ih:v2"
+            && restarts(&p[0]) == 1
+            && state(&p[0]) == "Updated"
+    })
+    .await;
+    // Hooked again: back to Normal.
+    set_hook(true).await;
+    env.wait("ih", "Normal", |cs, p| ready_all(cs, p, 1) && state(&p[0]) == "Normal").await;
+    env.stop().await;
+}
