@@ -837,11 +837,24 @@ impl Worker {
                     Some(&name),
                     false,
                     "Pulled",
-                    format!(
-                        "Successfully pulled image {reference:?} in {}. Image size: {} bytes.",
-                        fmt_dur(began.elapsed()),
-                        img.downloaded_bytes
-                    ),
+                    {
+                        // kubelet's message, plus the download rate (issue 5: bytes and rate in
+                        // the pod's Events) when anything was downloaded.
+                        let took = began.elapsed();
+                        let rate = if img.downloaded_bytes > 0 {
+                            format!(
+                                " Downloaded at {:.1} MB/s.",
+                                img.downloaded_bytes as f64 / 1e6 / took.as_secs_f64().max(1e-6)
+                            )
+                        } else {
+                            String::new()
+                        };
+                        format!(
+                            "Successfully pulled image {reference:?} in {}. Image size: {} bytes.{rate}",
+                            fmt_dur(took),
+                            img.downloaded_bytes
+                        )
+                    },
                 );
                 Ok(img)
             }

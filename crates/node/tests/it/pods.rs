@@ -51,6 +51,9 @@ async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
     for reason in ["Pulling", "Pulled", "Created", "Started"] {
         c.wait_event("web", &format!("{reason}: "), 10).await;
     }
+    // A pull that downloaded something says how much and how fast.
+    let pulled = c.wait_event("web", "Pulled: ", 10).await;
+    assert!(pulled.contains("bytes.") && pulled.contains("MB/s"), "{pulled}");
 
     // Logs from the node's endpoint (what the API server proxies).
     let logs = node_logs(&c, "web", "web", "").await;
