@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod controller;
 mod durability;
 mod node;
 mod up;
