@@ -216,16 +216,15 @@ async fn concurrent_pulls_share_layers_and_all_succeed() {
         assert_eq!(r.digest, first.digest);
         assert_eq!(r.layers, first.layers);
     }
-    // Within one store each layer downloads once: the four pulls of `store` together fetched
-    // the image once.
+    // Each layer downloads once across both stores (a lock per digest across processes);
+    // which store wins the race varies, so count all six pulls together. Only the tiny config
+    // blob may be fetched by more than one pull, so a layer downloaded twice (the busybox
+    // layer is 1 MB) would push the total past twice the image. `engine.rs` counts the
+    // registry's requests exactly.
     let image_size = results.iter().map(|r| r.downloaded_bytes).max().unwrap();
-    let by_store: u64 = results
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % 3 != 2)
-        .map(|(_, r)| r.downloaded_bytes)
-        .sum();
-    assert_eq!(by_store, image_size);
+    let total: u64 = results.iter().map(|r| r.downloaded_bytes).sum();
+    assert!(image_size > 1_000_000, "{image_size}");
+    assert!(total < 2 * image_size, "a layer was downloaded twice: {total} vs {image_size}");
     assert!(read(&first.layers[1].join("x")) == "y");
     assert!(tmp_entries(&store).is_empty(), "{:?}", tmp_entries(&store));
     assert_eq!(store.list().unwrap().len(), 1);
