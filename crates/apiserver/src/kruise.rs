@@ -10,6 +10,8 @@
 //! of this CloneSet (an API read inside validation); here the controller ignores names that are
 //! not its pods and trims them from the list, which is what upstream's controller does too.
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kinetic_rollout::strategy::scaled_value;
 use serde_json::Value;
 
 use crate::builtin::{validate_pod_spec, validate_selector};
@@ -38,19 +40,13 @@ const MUTABLE: [&str; 9] = [
     "progressDeadlineSeconds",
 ];
 
-/// `GetScaledValueFromIntOrPercent(v, total, roundUp)`: an int, or "N%" of `total`.
-fn scaled(v: &Value, total: i64, round_up: bool) -> Result<i64, String> {
-    match v {
-        Value::Number(n) => n.as_i64().ok_or_else(|| format!("invalid value {n}")),
-        Value::String(s) => {
-            let Some(p) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
-                return Err(format!("invalid value for IntOrString: invalid value {s:?}"));
-            };
-            let x = p.saturating_mul(total);
-            Ok(if round_up { (x + 99).div_euclid(100) } else { x.div_euclid(100) })
-        }
-        other => Err(format!("invalid type {other}")),
-    }
+/// `GetScaledValueFromIntOrPercent(v, total, roundUp)` on the JSON value, through the
+/// controller's own resolution (`kinetic_rollout::strategy::scaled_value`), so the webhook and
+/// the controller read a percentage the same way.
+fn scaled(v: &Value, total: i64, round_up: bool, field: &'static str) -> Result<i64, String> {
+    let value: IntOrString = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+    let total = i32::try_from(total).unwrap_or(i32::MAX);
+    scaled_value(&value, total, round_up, field).map(i64::from).map_err(|e| e.to_string())
 }
 
 fn int_or_string(v: &Value) -> String {
@@ -142,7 +138,7 @@ fn validate_update_strategy(spec: &Value, replicas: i64, causes: &mut Vec<Cause>
         ));
     }
     if let Some(p) = us.get("partition") {
-        match scaled(p, replicas, true) {
+        match scaled(p, replicas, true, "spec.updateStrategy.partition") {
             Ok(n) if n < 0 => causes.push(invalid(
                 "spec.updateStrategy.partition",
                 &n.to_string(),
@@ -204,7 +200,7 @@ fn validate_update_strategy(spec: &Value, replicas: i64, causes: &mut Vec<Cause>
     // Absent means upstream's default of 20 % (the CRD schema normally fills it in already).
     let default_mu = Value::String("20%".into());
     let mu = us.get("maxUnavailable").filter(|v| !v.is_null()).unwrap_or(&default_mu);
-    let max_unavailable = match scaled(mu, replicas, true) {
+    let max_unavailable = match scaled(mu, replicas, true, "spec.updateStrategy.maxUnavailable") {
         Ok(n) => n,
         Err(e) => {
             causes.push(invalid(
@@ -217,7 +213,7 @@ fn validate_update_strategy(spec: &Value, replicas: i64, causes: &mut Vec<Cause>
     };
     let mut max_surge = 0;
     if let Some(ms) = us.get("maxSurge").filter(|v| !v.is_null()) {
-        match scaled(ms, replicas, true) {
+        match scaled(ms, replicas, true, "spec.updateStrategy.maxSurge") {
             Ok(n) => max_surge = n,
             Err(e) => causes.push(invalid(
                 "spec.updateStrategy.maxSurge",

@@ -55,7 +55,7 @@ const LABEL: &str = "kinetic.dev/bench";
 /// Ready instants seen by the watch, by pod name.
 type ReadyTimes = Arc<Mutex<HashMap<String, Instant>>>;
 
-fn is_ready(p: &Pod) -> bool {
+pub(crate) fn is_ready(p: &Pod) -> bool {
     p.status
         .as_ref()
         .and_then(|s| s.conditions.as_ref())

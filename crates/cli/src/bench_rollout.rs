@@ -26,6 +26,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use crate::bench::{Row, ms, print_table};
+use crate::bench_pods::is_ready;
 
 /// Arguments of `kinetic bench rollout`.
 #[derive(clap::Args)]
@@ -72,13 +73,6 @@ struct Outcome {
     ip_changes: usize,
     min_ready: usize,
     below_full: Duration,
-}
-
-fn is_ready(p: &Pod) -> bool {
-    p.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn image(p: &Pod) -> Option<&str> {

@@ -12,6 +12,10 @@ use anyhow::{Context as _, bail};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use k8s_openapi::api::core::v1::Pod;
 use kinetic_api::kruise::cloneset::CloneSet;
+use kinetic_api::kruise::{
+    CONTROLLER_REVISION_HASH_LABEL, INPLACE_UPDATE_GRACE_ANNOTATION,
+    INPLACE_UPDATE_READY_CONDITION, POD_TEMPLATE_HASH_LABEL, SPECIFIED_DELETE_LABEL,
+};
 use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt as _};
 
@@ -72,14 +76,14 @@ fn condition<'a>(p: &'a Pod, ty: &str) -> Option<&'a str> {
 /// A pod's phase in the rollout, in words.
 fn pod_phase(p: &Pod, update_revision: &str) -> &'static str {
     let labels = p.labels();
-    let updated = labels.get("controller-revision-hash").is_some_and(|r| r == update_revision);
+    let updated = labels.get(CONTROLLER_REVISION_HASH_LABEL).is_some_and(|r| r == update_revision);
     let ready = condition(p, "Ready") == Some("True");
-    let gate = condition(p, "InPlaceUpdateReady");
+    let gate = condition(p, INPLACE_UPDATE_READY_CONDITION);
     if p.metadata.deletion_timestamp.is_some() {
         "terminating"
-    } else if labels.contains_key("apps.kruise.io/specified-delete") {
+    } else if labels.contains_key(SPECIFIED_DELETE_LABEL) {
         "to be recreated"
-    } else if p.annotations().contains_key("apps.kruise.io/inplace-update-grace") {
+    } else if p.annotations().contains_key(INPLACE_UPDATE_GRACE_ANNOTATION) {
         "in-place: grace period"
     } else if gate == Some("False") {
         "in-place: restarting"
@@ -105,7 +109,7 @@ pub fn render_pods(cs: &CloneSet, pods: &[Pod]) -> String {
             let restarts: i32 = st
                 .and_then(|s| s.container_statuses.as_ref())
                 .map_or(0, |c| c.iter().map(|c| c.restart_count).sum());
-            let rev = p.labels().get("pod-template-hash").cloned().unwrap_or_default();
+            let rev = p.labels().get(POD_TEMPLATE_HASH_LABEL).cloned().unwrap_or_default();
             [p.name_any(), pod_phase(p, &update).to_owned(), rev, ip, restarts.to_string()]
         })
         .collect();

@@ -602,8 +602,10 @@ async fn create_pods(
 ) -> Result<(), ReconcileError> {
     let api = pods_api(ctx, cs);
     let owner = key(cs);
+    // Names only collide within the namespace.
+    let ns = cs.namespace();
     let mut taken: std::collections::HashSet<String> =
-        ctx.pods.state().iter().map(|p| p.name_any()).collect();
+        ctx.pods.state().iter().filter(|p| p.namespace() == ns).map(|p| p.name_any()).collect();
     taken.extend(existing.iter().map(kube::ResourceExt::name_any));
     let jobs: Vec<Value> = {
         let mut rng = rand::rng();

@@ -95,20 +95,14 @@ pub fn compute(
     (st, wake)
 }
 
+/// `status.labelSelector` (what HPA and `kubectl scale` read): the selector's canonical string
+/// form, as `metav1.FormatLabelSelector` prints it.
 fn selector_string(cs: &CloneSet) -> String {
-    let sel = &cs.spec.selector;
-    let mut parts: Vec<String> =
-        sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
-    for e in sel.match_expressions.iter().flatten() {
-        let values = e.values.clone().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    parts.join(",")
+    serde_json::to_value(&cs.spec.selector)
+        .ok()
+        .and_then(|v| kinetic_machinery::selector::LabelSelector::from_label_selector(&v).ok())
+        .map(|s| s.to_string())
+        .unwrap_or_default()
 }
 
 /// Sets the `Progressing` condition when `progressDeadlineSeconds` is set; answers when the
