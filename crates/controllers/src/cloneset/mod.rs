@@ -21,8 +21,10 @@
 //! the `Progressing` condition (`ProgressDeadlineExceeded`) and a Warning Event, and resumes
 //! when the template changes again.
 //!
-//! Not done (yet): volumeClaimTemplates (no PVCs are created), the preNormal lifecycle hook
-//! (preDelete and inPlaceUpdate work), container priority batches,
+//! Lifecycle hooks: preNormal (new pods wait in PreparingNormal until the hook is in place),
+//! preDelete and inPlaceUpdate, with `markPodNotReady` driving the `KruisePodReady` gate.
+//!
+//! Not done (yet): volumeClaimTemplates (no PVCs are created), container priority batches,
 //! env-from-metadata updates, in-place resource resize, image pre-download.
 
 mod revision;
@@ -41,8 +43,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::kruise::cloneset::{CloneSet, CloneSetUpdateStrategyType};
 use kinetic_api::kruise::{
     CLONESET_INSTANCE_ID_LABEL, CONTROLLER_REVISION_HASH_LABEL, INPLACE_UPDATE_GRACE_ANNOTATION,
-    INPLACE_UPDATE_READY_CONDITION, LIFECYCLE_STATE_LABEL, LifecycleState, POD_TEMPLATE_HASH_LABEL,
-    SPECIFIED_DELETE_LABEL,
+    INPLACE_UPDATE_READY_CONDITION, KRUISE_POD_READY_CONDITION, LIFECYCLE_STATE_LABEL,
+    LifecycleHook, LifecycleState, POD_TEMPLATE_HASH_LABEL, SPECIFIED_DELETE_LABEL,
 };
 use kinetic_machinery::selector::LabelSelector;
 use kinetic_rollout::inplace::{self, InPlaceOptions};
@@ -329,14 +331,17 @@ async fn patch_pod(
 }
 
 /// Sets the `InPlaceUpdateReady` condition (and, when false, Ready too, so the endpoints drop
-/// the pod at once instead of after the node agent notices), through `pods/status`.
+/// the pod at once instead of after the node agent notices), through `pods/status`. `also`
+/// carries further conditions for the same write (`KruisePodReady`), so a new pod gets all of
+/// its workload-owned conditions in one request.
 async fn set_update_ready(
     ctx: &Ctx,
     cs: &CloneSet,
     pod: &Pod,
     ready: bool,
+    also: Vec<Value>,
 ) -> Result<Pod, ReconcileError> {
-    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let now = now_rfc3339();
     let mut conditions = vec![if ready {
         json!({"type": INPLACE_UPDATE_READY_CONDITION, "status": "True", "lastTransitionTime": now})
     } else {
@@ -344,12 +349,34 @@ async fn set_update_ready(
                "reason": "StartInPlaceUpdate", "lastTransitionTime": now})
     }];
     if !ready {
-        conditions.push(json!({
-            "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady",
-            "message": format!("the status of pod readiness gate \"{INPLACE_UPDATE_READY_CONDITION}\" is not \"True\", but False"),
-            "lastTransitionTime": now,
-        }));
+        conditions.push(not_ready_condition(INPLACE_UPDATE_READY_CONDITION, &now));
     }
+    conditions.extend(also);
+    patch_conditions(ctx, cs, pod, conditions).await
+}
+
+fn now_rfc3339() -> String {
+    Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The `Ready=False` condition kubelet would write once a readiness gate is False; the workload
+/// writes it together with the gate so endpoints drop the pod without waiting for the agent.
+fn not_ready_condition(gate: &str, now: &str) -> Value {
+    json!({
+        "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady",
+        "message": format!("the status of pod readiness gate \"{gate}\" is not \"True\", but False"),
+        "lastTransitionTime": now,
+    })
+}
+
+/// Writes pod conditions through `pods/status` (a strategic merge by condition type, guarded
+/// by the pod's UID) and records the resourceVersion the write returned.
+async fn patch_conditions(
+    ctx: &Ctx,
+    cs: &CloneSet,
+    pod: &Pod,
+    conditions: Vec<Value>,
+) -> Result<Pod, ReconcileError> {
     let body = json!({"metadata": {"uid": pod.metadata.uid}, "status": {"conditions": conditions}});
     let api = pods_api(ctx, cs);
     let p =
@@ -360,12 +387,114 @@ async fn set_update_ready(
     Ok(p)
 }
 
+/// Whether any lifecycle hook of the CloneSet asks to mark pods not ready; only then do its pods
+/// carry the `KruisePodReady` readiness gate.
+///
+/// Upstream's pod webhook injects that gate into every Kruise-owned pod and a separate
+/// controller sets it True. Kinetic injects it only when a hook can use it, so CloneSets
+/// without `markPodNotReady` pay no extra gate; when injected, its first True is written in the
+/// same request as `InPlaceUpdateReady`'s.
+fn uses_kruise_pod_ready(cs: &CloneSet) -> bool {
+    kinetic_rollout::lifecycle::marks_pod_not_ready(cs.spec.lifecycle.as_ref())
+}
+
+fn has_gate(p: &Pod, gate: &str) -> bool {
+    p.spec.iter().flat_map(|s| s.readiness_gates.iter().flatten()).any(|g| g.condition_type == gate)
+}
+
+/// The `KruisePodReady` status a pod should have (upstream's `executePodNotReadyPolicy`): False
+/// while a `markPodNotReady` hook holds it in PreparingDelete or PreparingUpdate, and through
+/// the in-place update that follows PreparingUpdate; True otherwise.
+fn kruise_pod_ready_wanted(cs: &CloneSet, p: &Pod) -> bool {
+    let marks = |h: Option<&LifecycleHook>| h.and_then(|h| h.mark_pod_not_ready) == Some(true);
+    let l = cs.spec.lifecycle.as_ref();
+    let current = kinetic_rollout::pod::condition(p, KRUISE_POD_READY_CONDITION);
+    let state = kinetic_rollout::pod::lifecycle_label(p).and_then(LifecycleState::parse);
+    match state {
+        Some(LifecycleState::PreparingDelete) => !marks(l.and_then(|l| l.pre_delete.as_ref())),
+        Some(LifecycleState::PreparingUpdate) => !marks(l.and_then(|l| l.in_place_update.as_ref())),
+        // Keep what PreparingUpdate set until the update is done.
+        Some(LifecycleState::Updating) => current.is_none_or(|c| c.status == "True"),
+        _ => true,
+    }
+}
+
+fn kruise_pod_ready_condition(ready: bool, now: &str) -> Value {
+    if ready {
+        json!({"type": KRUISE_POD_READY_CONDITION, "status": "True", "lastTransitionTime": now})
+    } else {
+        json!({"type": KRUISE_POD_READY_CONDITION, "status": "False",
+               "reason": "LifecycleHook", "message": "a lifecycle hook with markPodNotReady holds the pod",
+               "lastTransitionTime": now})
+    }
+}
+
+/// Before moving a pod into a state a `markPodNotReady` hook holds, takes it out of service
+/// (`KruisePodReady` False, and Ready False with it) so endpoints drop it before the user's
+/// controller acts on the new state.
+async fn mark_not_ready_for_hook(
+    ctx: &Ctx,
+    cs: &CloneSet,
+    p: &Pod,
+    hook: Option<&LifecycleHook>,
+) -> Result<(), ReconcileError> {
+    let marks = hook.and_then(|h| h.mark_pod_not_ready) == Some(true);
+    let already = kinetic_rollout::pod::condition(p, KRUISE_POD_READY_CONDITION)
+        .is_some_and(|c| c.status == "False");
+    if marks && has_gate(p, KRUISE_POD_READY_CONDITION) && !already {
+        let now = now_rfc3339();
+        let conds = vec![
+            kruise_pod_ready_condition(false, &now),
+            not_ready_condition(KRUISE_POD_READY_CONDITION, &now),
+        ];
+        patch_conditions(ctx, cs, p, conds).await?;
+    }
+    Ok(())
+}
+
 /// What a pod in a grace period waits to get (`apps.kruise.io/inplace-update-grace`).
 #[derive(serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct Grace {
     revision: String,
     container_images: BTreeMap<String, String>,
+}
+
+/// The lifecycle state a pod moves to on its own, without an update or a deletion
+/// (upstream's `refreshPodState`):
+/// - PreparingNormal → Normal once the preNormal hook is absent or fully in place;
+/// - PreparingUpdate on the update revision (the template was rolled back while the hook held
+///   the pod, Kruise #1156) → Updated while the inPlaceUpdate hook is not back, else Normal;
+/// - Updated → Normal once the inPlaceUpdate hook is back in place.
+///
+/// Updating → Updated/Normal is decided where the update is seen complete (`refresh`).
+fn lifecycle_step(cs: &CloneSet, p: &Pod, update_revision: &str) -> Option<LifecycleState> {
+    use kinetic_rollout::lifecycle::is_pod_all_hooked;
+    let l = cs.spec.lifecycle.as_ref();
+    let in_place_hook = l.and_then(|l| l.in_place_update.as_ref());
+    let state = kinetic_rollout::pod::lifecycle_label(p).and_then(LifecycleState::parse)?;
+    match state {
+        LifecycleState::PreparingNormal => {
+            let hook = l.and_then(|l| l.pre_normal.as_ref());
+            (hook.is_none() || is_pod_all_hooked(hook, p)).then_some(LifecycleState::Normal)
+        }
+        LifecycleState::PreparingUpdate
+            if kinetic_rollout::pod::matches_revision(p, update_revision) =>
+        {
+            Some(if in_place_hook.is_some() && !is_pod_all_hooked(in_place_hook, p) {
+                LifecycleState::Updated
+            } else {
+                LifecycleState::Normal
+            })
+        }
+        LifecycleState::Updated
+            if kinetic_rollout::pod::matches_revision(p, update_revision)
+                && (in_place_hook.is_none() || is_pod_all_hooked(in_place_hook, p)) =>
+        {
+            Some(LifecycleState::Normal)
+        }
+        _ => None,
+    }
 }
 
 /// Step 4: ends grace periods, marks finished in-place updates ready, and gives new pods their
@@ -389,11 +518,7 @@ async fn refresh(
     let mut wrote = false;
     let mut wake = None;
     for p in pods {
-        let has_gate = p
-            .spec
-            .iter()
-            .flat_map(|s| s.readiness_gates.iter().flatten())
-            .any(|g| g.condition_type == INPLACE_UPDATE_READY_CONDITION);
+        let gated = has_gate(p, INPLACE_UPDATE_READY_CONDITION);
         let cond = kinetic_rollout::pod::condition(p, INPLACE_UPDATE_READY_CONDITION);
         let state = inplace::update_state(p).and_then(Result::ok);
         // An update waiting out its grace period.
@@ -426,22 +551,34 @@ async fn refresh(
             }
             continue;
         }
-        if kinetic_rollout::pod::in_state(p, LifecycleState::Updated)
-            && kinetic_rollout::pod::matches_revision(p, &revs.update.name_any())
-            && kinetic_rollout::lifecycle::is_pod_all_hooked(hook, p)
-        {
-            let body = json!({"metadata": {"labels": {
-                LIFECYCLE_STATE_LABEL: LifecycleState::Normal.as_str()
-            }}});
+        if let Some(next) = lifecycle_step(cs, p, &revs.update.name_any()) {
+            let body = json!({"metadata": {"labels": {LIFECYCLE_STATE_LABEL: next.as_str()}}});
             patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
             wrote = true;
         }
-        if !has_gate {
+        // `KruisePodReady` follows the lifecycle state (False only while a markPodNotReady hook
+        // holds the pod); a new pod gets it with its first `InPlaceUpdateReady` below.
+        let mut kruise_ready = None;
+        if has_gate(p, KRUISE_POD_READY_CONDITION) {
+            let want = kruise_pod_ready_wanted(cs, p);
+            let have = kinetic_rollout::pod::condition(p, KRUISE_POD_READY_CONDITION)
+                .map(|c| c.status == "True");
+            if have != Some(want) {
+                kruise_ready = Some(kruise_pod_ready_condition(want, &now_rfc3339()));
+            }
+        }
+        if (!gated || cond.is_some())
+            && let Some(c) = kruise_ready.take()
+        {
+            patch_conditions(ctx, cs, p, vec![c]).await?;
+            wrote = true;
+        }
+        if !gated {
             continue;
         }
         match cond.map(|c| c.status.as_str()) {
             None => {
-                set_update_ready(ctx, cs, p, true).await?;
+                set_update_ready(ctx, cs, p, true, kruise_ready.into_iter().collect()).await?;
                 wrote = true;
             }
             Some("False") => {
@@ -455,7 +592,7 @@ async fn refresh(
                     _ => true,
                 };
                 if done {
-                    let p = &set_update_ready(ctx, cs, p, true).await?;
+                    let p = &set_update_ready(ctx, cs, p, true, Vec::new()).await?;
                     if kinetic_rollout::pod::in_state(p, LifecycleState::Updating) {
                         // With an inPlaceUpdate hook the pod waits in Updated until the user's
                         // controller hooks it again (below); without, it is Normal at once.
@@ -526,6 +663,8 @@ async fn scale(
             for d in list {
                 let Some(p) = input.pods.iter().find(|p| p.name_any() == d.name) else { continue };
                 if d.prepare_delete {
+                    let hook = cs.spec.lifecycle.as_ref().and_then(|l| l.pre_delete.as_ref());
+                    mark_not_ready_for_hook(ctx, cs, p, hook).await?;
                     let body = json!({"metadata": {"labels": {
                         LIFECYCLE_STATE_LABEL: LifecycleState::PreparingDelete.as_str()
                     }}});
@@ -577,18 +716,36 @@ fn new_pod(cs: &CloneSet, rev: &ControllerRevision, id: &str) -> Option<Value> {
     labels[CONTROLLER_REVISION_HASH_LABEL] = json!(rev_name);
     labels[POD_TEMPLATE_HASH_LABEL] = json!(kinetic_rollout::pod::short_hash(&rev_name));
     labels[CLONESET_INSTANCE_ID_LABEL] = json!(id);
+    // Upstream creates every pod PreparingNormal and moves it to Normal on its next pass when
+    // the preNormal hook is absent or already in place (labels from the template). Kinetic
+    // decides that here and creates such pods Normal at once: the same end state, one write
+    // less per pod.
     labels[LIFECYCLE_STATE_LABEL] = json!(LifecycleState::Normal.as_str());
     // Upstream injects the gate into every pod, whatever the strategy (Kruise #892 complains;
     // we keep it so a later switch to in-place needs no recreate).
+    let mut gates_wanted = vec![INPLACE_UPDATE_READY_CONDITION];
+    if uses_kruise_pod_ready(cs) {
+        gates_wanted.push(KRUISE_POD_READY_CONDITION);
+    }
     let spec = pod.as_object_mut()?.entry("spec").or_insert_with(|| json!({}));
     let gates = spec.as_object_mut()?.entry("readinessGates").or_insert_with(|| json!([]));
-    if let Some(g) = gates.as_array_mut()
-        && !g.iter().any(|x| x["conditionType"] == INPLACE_UPDATE_READY_CONDITION)
-    {
-        g.push(json!({"conditionType": INPLACE_UPDATE_READY_CONDITION}));
+    if let Some(g) = gates.as_array_mut() {
+        for want in gates_wanted {
+            if !g.iter().any(|x| x["conditionType"] == want) {
+                g.push(json!({"conditionType": want}));
+            }
+        }
     }
     pod.as_object_mut()?.insert("apiVersion".into(), json!("v1"));
     pod.as_object_mut()?.insert("kind".into(), json!("Pod"));
+    let pre_normal = cs.spec.lifecycle.as_ref().and_then(|l| l.pre_normal.as_ref());
+    if pre_normal.is_some() {
+        let typed: Pod = serde_json::from_value(pod.clone()).ok()?;
+        if !kinetic_rollout::lifecycle::is_pod_all_hooked(pre_normal, &typed) {
+            pod["metadata"]["labels"][LIFECYCLE_STATE_LABEL] =
+                json!(LifecycleState::PreparingNormal.as_str());
+        }
+    }
     Some(pod)
 }
 
@@ -753,6 +910,7 @@ async fn update_one(
                 if kinetic_rollout::pod::in_state(p, LifecycleState::PreparingUpdate) {
                     return Ok(false);
                 }
+                mark_not_ready_for_hook(ctx, cs, p, hook).await?;
                 let body = json!({"metadata": {"labels": {
                     LIFECYCLE_STATE_LABEL: LifecycleState::PreparingUpdate.as_str()
                 }}});
@@ -760,7 +918,7 @@ async fn update_one(
                 return Ok(true);
             }
             // Not ready first: the pod leaves the endpoints before anything restarts.
-            let p = &set_update_ready(ctx, cs, p, false).await?;
+            let p = &set_update_ready(ctx, cs, p, false, Vec::new()).await?;
             let state = inplace::new_update_state(p, &spec, target, now);
             let mut body = inplace::update_patch(&spec, &state, target)?;
             if grace > 0 && !spec.container_images.is_empty() {

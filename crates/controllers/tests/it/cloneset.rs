@@ -689,3 +689,147 @@ async fn in_place_update_hook_waits_for_the_users_controller() {
     env.wait("ih", "Normal", |cs, p| ready_all(cs, p, 1) && state(&p[0]) == "Normal").await;
     env.stop().await;
 }
+
+fn cond_status(p: &Pod, ty: &str) -> Option<String> {
+    p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == ty).map(|c| c.status.clone())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_normal_hook_keeps_new_pods_out_of_service_until_the_user_hooks_them() {
+    let env = Env::start().await;
+    let m = manifest("pn", 2, "pn:v1", "    maxUnavailable: 1").replace(
+        "  replicas: 2\n",
+        "  replicas: 2\n  lifecycle:\n    preNormal:\n      labelsHandler:\n        example.com/registered: \"true\"\n",
+    );
+    env.apply(&m).await;
+    let state =
+        |p: &Pod| p.labels().get("lifecycle.apps.kruise.io/state").cloned().unwrap_or_default();
+    // Created PreparingNormal, Running and Ready for kubelet, but not ready for the CloneSet.
+    env.wait("pn", "2 pods PreparingNormal and Ready", |_, p| {
+        p.len() == 2
+            && p.iter().all(|p| {
+                state(p) == "PreparingNormal" && cond_status(p, "Ready").as_deref() == Some("True")
+            })
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cs = env.clonesets().get("pn").await.unwrap();
+    let st = cs.status.unwrap();
+    assert_eq!((st.replicas, st.ready_replicas, st.available_replicas), (2, 0, 0));
+    // The user's controller registers one pod: only that one becomes Normal.
+    let first = env.pods("pn").await[0].name_any();
+    env.pods_api()
+        .patch(
+            &first,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/registered": "true"}}})),
+        )
+        .await
+        .unwrap();
+    let f = first.clone();
+    env.wait("pn", "one Normal", move |cs, p| {
+        let st = cs.status.clone().unwrap_or_default();
+        st.ready_replicas == 1
+            && p.iter().all(|p| {
+                (p.name_any() == f) == (state(p) == "Normal")
+                    && (p.name_any() != f) == (state(p) == "PreparingNormal")
+            })
+    })
+    .await;
+    // With the label in the template, the template change reaches the running pods in place
+    // (a metadata change), so the waiting pod goes Normal; a pod created from it now is hooked
+    // from the start and goes Normal too.
+    env.apply(&m.replace(
+        "        app: pn\n    spec:",
+        "        app: pn\n        example.com/registered: \"true\"\n    spec:",
+    ))
+    .await;
+    env.clonesets()
+        .patch("pn", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
+        .await
+        .unwrap();
+    env.wait("pn", "three pods, all Normal", |cs, p| {
+        ready_all(cs, p, 3) && p.iter().all(|p| state(p) == "Normal")
+    })
+    .await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mark_pod_not_ready_takes_a_pod_out_of_service_before_pre_delete() {
+    let env = Env::start().await;
+    let m = manifest("mnr", 2, "mnr:v1", "    maxUnavailable: 1").replace(
+        "  replicas: 2\n",
+        "  replicas: 2\n  lifecycle:\n    preDelete:\n      markPodNotReady: true\n      finalizersHandler:\n      - example.com/drain\n",
+    );
+    env.apply(&m).await;
+    env.wait("mnr", "2 ready with KruisePodReady", |cs, p| {
+        ready_all(cs, p, 2)
+            && p.iter().all(|p| cond_status(p, "KruisePodReady").as_deref() == Some("True"))
+    })
+    .await;
+    let pod = env.pods("mnr").await[0].clone();
+    assert!(
+        pod.spec
+            .as_ref()
+            .unwrap()
+            .readiness_gates
+            .iter()
+            .flatten()
+            .any(|g| g.condition_type == "KruisePodReady"),
+        "markPodNotReady injects the KruisePodReady gate"
+    );
+    let victim = pod.name_any();
+    env.pods_api()
+        .patch(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": ["example.com/drain"]}})),
+        )
+        .await
+        .unwrap();
+    // Watch the victim: it must be out of service (KruisePodReady and Ready False) no later
+    // than the write that moves it to PreparingDelete.
+    let api = env.pods_api();
+    let v = victim.clone();
+    let watch = tokio::spawn(async move {
+        let cfg = watcher::Config::default().fields(&format!("metadata.name={v}"));
+        let mut s = watcher(api, cfg).applied_objects().boxed();
+        while let Some(Ok(p)) = s.next().await {
+            let state = p.labels().get("lifecycle.apps.kruise.io/state").cloned();
+            if state.as_deref() == Some("PreparingDelete") {
+                return (cond_status(&p, "KruisePodReady"), cond_status(&p, "Ready"));
+            }
+        }
+        (None, None)
+    });
+    env.clonesets()
+        .patch(
+            "mnr",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"replicas": 1, "scaleStrategy": {"podsToDelete": [victim]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let (kruise_ready, ready) =
+        tokio::time::timeout(Duration::from_secs(30), watch).await.unwrap().unwrap();
+    assert_eq!(kruise_ready.as_deref(), Some("False"));
+    assert_eq!(ready.as_deref(), Some("False"));
+    // Releasing the hook lets the deletion go ahead.
+    env.pods_api()
+        .patch(
+            &victim,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    let v = victim.clone();
+    env.wait("mnr", "victim gone", move |cs, p| {
+        ready_all(cs, p, 1) && p.iter().all(|p| p.name_any() != v)
+    })
+    .await;
+    env.stop().await;
+}
