@@ -146,6 +146,41 @@ const BUILTINS: &[Spec] = &[
         schema_name: "io.k8s.api.core.v1.ServiceAccount",
     },
     Spec {
+        group: "",
+        kind: "PersistentVolumeClaim",
+        plural: "persistentvolumeclaims",
+        short: &["pvc"],
+        namespaced: true,
+        status: true,
+        scale: false,
+        // Upstream also selects on a legacy top-level `name`; Kinetic serves only the object
+        // metadata fields for claims and volumes.
+        fields: &[],
+        schema_name: "io.k8s.api.core.v1.PersistentVolumeClaim",
+    },
+    Spec {
+        group: "",
+        kind: "PersistentVolume",
+        plural: "persistentvolumes",
+        short: &["pv"],
+        namespaced: false,
+        status: true,
+        scale: false,
+        fields: &[],
+        schema_name: "io.k8s.api.core.v1.PersistentVolume",
+    },
+    Spec {
+        group: "storage.k8s.io",
+        kind: "StorageClass",
+        plural: "storageclasses",
+        short: &["sc"],
+        namespaced: false,
+        status: false,
+        scale: false,
+        fields: &[],
+        schema_name: "io.k8s.api.storage.v1.StorageClass",
+    },
+    Spec {
         group: "coordination.k8s.io",
         kind: "Lease",
         plural: "leases",
@@ -216,7 +251,7 @@ const BUILTINS: &[Spec] = &[
 /// The OpenAPI definitions of every built-in kind and the types they reference, keyed by
 /// definition name, with refs of the form `#/$defs/NAME`.
 fn builtin_definitions() -> Map<String, Value> {
-    use k8s_openapi::api::{apps, coordination, core, discovery};
+    use k8s_openapi::api::{apps, coordination, core, discovery, storage};
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions;
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     generator.subschema_for::<core::v1::Namespace>();
@@ -228,6 +263,9 @@ fn builtin_definitions() -> Map<String, Value> {
     generator.subschema_for::<core::v1::Service>();
     generator.subschema_for::<core::v1::Endpoints>();
     generator.subschema_for::<core::v1::ServiceAccount>();
+    generator.subschema_for::<core::v1::PersistentVolumeClaim>();
+    generator.subschema_for::<core::v1::PersistentVolume>();
+    generator.subschema_for::<storage::v1::StorageClass>();
     generator.subschema_for::<core::v1::Binding>();
     generator.subschema_for::<coordination::v1::Lease>();
     generator.subschema_for::<apps::v1::Deployment>();
@@ -443,6 +481,9 @@ pub fn default(kind: &str, obj: &mut Value) {
                 }
             }
         }
+        "PersistentVolumeClaim" | "PersistentVolume" | "StorageClass" => {
+            crate::storage::default(kind, obj);
+        }
         "ServiceAccount"
         | "ConfigMap"
         | "Endpoints"
@@ -557,6 +598,9 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
                 "spec.template.spec",
                 &mut causes,
             );
+        }
+        "PersistentVolumeClaim" | "PersistentVolume" | "StorageClass" => {
+            causes.extend(crate::storage::validate(kind, obj, old));
         }
         "Service" => {
             if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {

@@ -24,6 +24,7 @@ pub mod logs;
 pub mod pki;
 pub mod registry;
 pub mod rest;
+pub mod storage;
 pub mod store;
 
 use std::net::SocketAddr;

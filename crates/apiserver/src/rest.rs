@@ -434,6 +434,9 @@ impl Api {
         if res.builtin && res.kind == "Service" {
             self.allocate_cluster_ip(&mut body);
         }
+        if res.builtin && res.group.is_empty() {
+            crate::storage::admit_create(&self.store, &res.kind, &mut body);
+        }
         let warnings = self.admit(res, &mut body, None, opts)?;
         let name = meta_str(&body, "name").to_owned();
         let key = self.key(res, ns, &name);

@@ -144,6 +144,10 @@ impl Column {
     }
 }
 
+const D_PV_ACCESS: &str = "The access modes of the volume.";
+const D_PV_CLASS: &str = "The StorageClass of the volume.";
+const D_PV_VAC: &str = "The VolumeAttributesClass of the volume.";
+const D_PV_MODE: &str = "Whether the volume is a filesystem or a raw block device.";
 const D_POD_READY: &str = "The aggregate readiness state of this pod for accepting traffic.";
 const D_POD_STATUS: &str = "The aggregate status of the containers in this pod.";
 const D_POD_RESTARTS: &str = "The number of times the containers in this pod have been restarted \
@@ -208,6 +212,41 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             age,
         ],
         ("", "ServiceAccount") => vec![name, Column::string("Secrets", D_SA_SECRETS), age],
+        ("", "PersistentVolume") => vec![
+            name,
+            Column::string("Capacity", "The capacity of the volume."),
+            Column::string("Access Modes", D_PV_ACCESS),
+            Column::string(
+                "Reclaim Policy",
+                "What happens to the volume when its claim is released.",
+            ),
+            Column::string("Status", "The phase of the volume."),
+            Column::string("Claim", "The claim bound to the volume."),
+            Column::string("StorageClass", D_PV_CLASS),
+            Column::string("VolumeAttributesClass", D_PV_VAC),
+            Column::string("Reason", "Why the volume is in its phase."),
+            age,
+            Column::string("VolumeMode", D_PV_MODE).wide(),
+        ],
+        ("", "PersistentVolumeClaim") => vec![
+            name,
+            Column::string("Status", "The phase of the claim."),
+            Column::string("Volume", "The volume bound to the claim."),
+            Column::string("Capacity", "The capacity of the bound volume."),
+            Column::string("Access Modes", D_PV_ACCESS),
+            Column::string("StorageClass", D_PV_CLASS),
+            Column::string("VolumeAttributesClass", D_PV_VAC),
+            age,
+            Column::string("VolumeMode", D_PV_MODE).wide(),
+        ],
+        ("storage.k8s.io", "StorageClass") => vec![
+            name,
+            Column::string("Provisioner", "The provisioner that creates volumes of the class."),
+            Column::string("ReclaimPolicy", "The reclaim policy of the volumes it provisions."),
+            Column::string("VolumeBindingMode", "When claims of the class are bound."),
+            Column::new("AllowVolumeExpansion", "boolean", "Whether claims may grow."),
+            age,
+        ],
         ("", "Endpoints") => vec![name, Column::string("Endpoints", D_EP_SUBSETS), age],
         // Upstream lists Name last (wide only): events are read by time, not by name.
         ("" | "events.k8s.io", "Event") => {
@@ -341,6 +380,71 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value>
             vec![name, json!(text(obj, "/type")), json!(count(obj, "/data")), age]
         }
         ("", "ServiceAccount") => vec![name, json!(count(obj, "/secrets")), age],
+        ("", "PersistentVolume") => {
+            let claim = match obj.pointer("/spec/claimRef") {
+                Some(c) => format!("{}/{}", text(c, "/namespace"), text(c, "/name")),
+                None => String::new(),
+            };
+            vec![
+                name,
+                json!(text(obj, "/spec/capacity/storage")),
+                json!(access_modes(obj.pointer("/spec/accessModes"))),
+                json!(text(obj, "/spec/persistentVolumeReclaimPolicy")),
+                json!(storage_phase(obj)),
+                json!(claim),
+                json!(text(obj, "/spec/storageClassName")),
+                json!(or_unset(text(obj, "/spec/volumeAttributesClassName"))),
+                json!(text(obj, "/status/reason")),
+                age,
+                json!(or_unset(text(obj, "/spec/volumeMode"))),
+            ]
+        }
+        ("", "PersistentVolumeClaim") => {
+            // Upstream prints capacity and access modes only once the claim names a volume.
+            let bound = !text(obj, "/spec/volumeName").is_empty();
+            let (capacity, modes) = if bound {
+                (
+                    text(obj, "/status/capacity/storage").to_owned(),
+                    access_modes(obj.pointer("/status/accessModes")),
+                )
+            } else {
+                (String::new(), String::new())
+            };
+            vec![
+                name,
+                json!(storage_phase(obj)),
+                json!(text(obj, "/spec/volumeName")),
+                json!(capacity),
+                json!(modes),
+                json!(text(obj, "/spec/storageClassName")),
+                json!(or_unset(text(obj, "/spec/volumeAttributesClassName"))),
+                age,
+                json!(or_unset(text(obj, "/spec/volumeMode"))),
+            ]
+        }
+        ("storage.k8s.io", "StorageClass") => {
+            let default = obj
+                .pointer("/metadata/annotations")
+                .and_then(|a| a.get("storageclass.kubernetes.io/is-default-class"))
+                .and_then(Value::as_str)
+                == Some("true");
+            let mut n = text(obj, "/metadata/name").to_owned();
+            if default {
+                n.push_str(" (default)");
+            }
+            let or = |p: &str, d: &'static str| match text(obj, p) {
+                "" => d.to_owned(),
+                v => v.to_owned(),
+            };
+            vec![
+                json!(n),
+                json!(text(obj, "/provisioner")),
+                json!(or("/reclaimPolicy", "Delete")),
+                json!(or("/volumeBindingMode", "Immediate")),
+                json!(obj.get("allowVolumeExpansion").and_then(Value::as_bool).unwrap_or(false)),
+                age,
+            ]
+        }
         ("", "Endpoints") => vec![name, json!(format_endpoints(obj)), age],
         ("", "Event") => event_cells(obj, now, false),
         ("events.k8s.io", "Event") => event_cells(obj, now, true),
@@ -425,6 +529,35 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value>
 }
 
 // --- reading the object ----------------------------------------------------------------------
+
+/// `helper.GetAccessModesAsString`: the short forms in upstream's fixed order.
+fn access_modes(modes: Option<&Value>) -> String {
+    let modes = modes.and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    [
+        ("ReadWriteOnce", "RWO"),
+        ("ReadOnlyMany", "ROX"),
+        ("ReadWriteMany", "RWX"),
+        ("ReadWriteOncePod", "RWOP"),
+    ]
+    .iter()
+    .filter(|(m, _)| modes.iter().any(|x| x == m))
+    .map(|(_, short)| *short)
+    .collect::<Vec<_>>()
+    .join(",")
+}
+
+/// A claim's or volume's phase, `Terminating` once it is being deleted.
+fn storage_phase(obj: &Value) -> &str {
+    if obj.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null()) {
+        "Terminating"
+    } else {
+        text(obj, "/status/phase")
+    }
+}
+
+fn or_unset(s: &str) -> &str {
+    if s.is_empty() { "<unset>" } else { s }
+}
 
 fn text<'a>(obj: &'a Value, pointer: &str) -> &'a str {
     obj.pointer(pointer).and_then(Value::as_str).unwrap_or("")
@@ -1482,6 +1615,9 @@ mod tests {
             ("", "ConfigMap"),
             ("", "Secret"),
             ("", "ServiceAccount"),
+            ("", "PersistentVolume"),
+            ("", "PersistentVolumeClaim"),
+            ("storage.k8s.io", "StorageClass"),
             ("", "Endpoints"),
             ("", "Event"),
             ("events.k8s.io", "Event"),
@@ -1521,6 +1657,9 @@ mod tests {
             ConfigMap: NAME | DATA | AGE
             Secret: NAME | TYPE | DATA | AGE
             ServiceAccount: NAME | SECRETS | AGE
+            PersistentVolume: NAME | CAPACITY | ACCESS MODES | RECLAIM POLICY | STATUS | CLAIM | STORAGECLASS | VOLUMEATTRIBUTESCLASS | REASON | AGE | VOLUMEMODE*
+            PersistentVolumeClaim: NAME | STATUS | VOLUME | CAPACITY | ACCESS MODES | STORAGECLASS | VOLUMEATTRIBUTESCLASS | AGE | VOLUMEMODE*
+            StorageClass: NAME | PROVISIONER | RECLAIMPOLICY | VOLUMEBINDINGMODE | ALLOWVOLUMEEXPANSION | AGE
             Endpoints: NAME | ENDPOINTS | AGE
             Event: LAST SEEN | TYPE | REASON | OBJECT | SUBOBJECT* | SOURCE* | MESSAGE | FIRST SEEN* | COUNT* | NAME*
             Event: LAST SEEN | TYPE | REASON | OBJECT | SUBOBJECT* | SOURCE* | MESSAGE | FIRST SEEN* | COUNT* | NAME*
@@ -2042,6 +2181,79 @@ mod tests {
             expect![[r#"
             Name: "w"
             Age: "<unknown>""#]],
+        );
+    }
+
+    #[test]
+    fn storage_kinds() {
+        check(
+            "",
+            "PersistentVolumeClaim",
+            json!({"metadata": {"name": "data"}, "spec": {"volumeName": "pvc-1",
+                "storageClassName": "local-path", "volumeMode": "Filesystem",
+                "resources": {"requests": {"storage": "1Gi"}}},
+                "status": {"phase": "Bound", "capacity": {"storage": "2Gi"},
+                "accessModes": ["ReadWriteMany", "ReadWriteOnce"]}}),
+            expect![[r#"
+                Name: "data"
+                Status: "Bound"
+                Volume: "pvc-1"
+                Capacity: "2Gi"
+                Access Modes: "RWO,RWX"
+                StorageClass: "local-path"
+                VolumeAttributesClass: "<unset>"
+                Age: "<unknown>"
+                VolumeMode: "Filesystem""#]],
+        );
+        check(
+            "",
+            "PersistentVolumeClaim",
+            json!({"metadata": {"name": "p", "deletionTimestamp": "2024-01-01T00:00:00Z"},
+                "spec": {"resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}}),
+            expect![[r#"
+                Name: "p"
+                Status: "Terminating"
+                Volume: ""
+                Capacity: ""
+                Access Modes: ""
+                StorageClass: ""
+                VolumeAttributesClass: "<unset>"
+                Age: "<unknown>"
+                VolumeMode: "<unset>""#]],
+        );
+        check(
+            "",
+            "PersistentVolume",
+            json!({"metadata": {"name": "pv1"}, "spec": {"capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Delete",
+                "claimRef": {"namespace": "default", "name": "data"}, "storageClassName": "local-path",
+                "volumeMode": "Filesystem"}, "status": {"phase": "Bound"}}),
+            expect![[r#"
+                Name: "pv1"
+                Capacity: "1Gi"
+                Access Modes: "RWO"
+                Reclaim Policy: "Delete"
+                Status: "Bound"
+                Claim: "default/data"
+                StorageClass: "local-path"
+                VolumeAttributesClass: "<unset>"
+                Reason: ""
+                Age: "<unknown>"
+                VolumeMode: "Filesystem""#]],
+        );
+        check(
+            "storage.k8s.io",
+            "StorageClass",
+            json!({"metadata": {"name": "local-path", "annotations":
+                {"storageclass.kubernetes.io/is-default-class": "true"}},
+                "provisioner": "kinetic.dev/local-path", "volumeBindingMode": "WaitForFirstConsumer"}),
+            expect![[r#"
+                Name: "local-path (default)"
+                Provisioner: "kinetic.dev/local-path"
+                ReclaimPolicy: "Delete"
+                VolumeBindingMode: "WaitForFirstConsumer"
+                AllowVolumeExpansion: false
+                Age: "<unknown>""#]],
         );
     }
 

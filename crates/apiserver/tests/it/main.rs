@@ -7,4 +7,5 @@ mod client;
 mod errors;
 mod fuzz;
 mod kubectl;
+mod storage;
 mod watch;
