@@ -24,9 +24,13 @@
 //! Lifecycle hooks: preNormal (new pods wait in PreparingNormal until the hook is in place),
 //! preDelete and inPlaceUpdate, with `markPodNotReady` driving the `KruisePodReady` gate.
 //!
-//! Not done (yet): volumeClaimTemplates (no PVCs are created), container priority batches,
+//! `volumeClaimTemplates` give each pod its own claims, named and reused by instance id
+//! ([`pvc`]).
+//!
+//! Not done (yet): container priority batches,
 //! env-from-metadata updates, in-place resource resize, image pre-download.
 
+mod pvc;
 mod revision;
 mod status;
 
@@ -38,7 +42,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::ControllerRevision;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::kruise::cloneset::{CloneSet, CloneSetUpdateStrategyType};
 use kinetic_api::kruise::{
@@ -68,6 +72,7 @@ pub struct Ctx {
     pub client: Client,
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
+    pvcs: Store<PersistentVolumeClaim>,
     exp: Expectations,
     events: EventSink,
 }
@@ -117,16 +122,25 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
+    let (pvc_reader, pvc_writer) = reflector::store();
+    let pvcs = reflector::reflector(
+        pvc_writer,
+        watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods: pod_reader,
         revisions: rev_reader,
+        pvcs: pvc_reader,
         exp: Expectations::default(),
         events: EventSink::spawn(client.clone(), COMPONENT.to_owned()),
     });
     Controller::new(Api::<CloneSet>::all(client), watcher::Config::default())
         .owns_stream(pods)
         .owns_stream(revs)
+        .owns_stream(pvcs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|r| async move {
@@ -190,6 +204,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     }
     ctx.pods.wait_until_ready().await.ok();
     ctx.revisions.wait_until_ready().await.ok();
+    ctx.pvcs.wait_until_ready().await.ok();
     let now = Timestamp::now();
     let owned = claim(&ctx, &cs).await?;
     let seen = owned.iter().map(|p| Seen {
@@ -198,7 +213,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         resource_version: p.metadata.resource_version.as_deref().unwrap_or_default(),
         terminating: p.metadata.deletion_timestamp.is_some(),
     });
-    if !ctx.exp.satisfied(&owner, seen) {
+    if !ctx.exp.satisfied(&owner, seen) || !pvc::expectations_met(&ctx, &cs) {
         // The watch delivers the missing events and triggers the next pass; the requeue is a
         // safety net only.
         return Ok(Action::requeue(Duration::from_secs(5)));
@@ -209,6 +224,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         .filter(|p| p.metadata.deletion_timestamp.is_none() && !is_terminal(p))
         .map(|p| (**p).clone())
         .collect();
+    let claims = pvc::cleanup(&ctx, &cs, &active, pvc::owned(&ctx, &cs)).await?;
 
     let (refreshed, mut requeue) = refresh(&ctx, &cs, &active, &revs, now).await?;
     let update_name = revs.update.name_any();
@@ -226,7 +242,7 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
 
     let mut acted = refreshed;
     if !acted {
-        acted = scale(&ctx, &cs, &input, &revs).await?;
+        acted = scale(&ctx, &cs, &input, &revs, &claims).await?;
     }
     let deadline_exceeded = status::deadline_exceeded(&cs, &update_name);
     if !acted && !deadline_exceeded {
@@ -620,6 +636,7 @@ async fn scale(
     cs: &CloneSet,
     input: &SyncInput<'_>,
     revs: &Revisions,
+    claims: &[Arc<PersistentVolumeClaim>],
 ) -> Result<bool, ReconcileError> {
     let plan = plan_scale(input, None);
     let api = pods_api(ctx, cs);
@@ -656,7 +673,7 @@ async fn scale(
                 revs.update.clone(),
                 usize::try_from(update_revision).unwrap_or(0),
             ));
-            create_pods(ctx, cs, &which, input.pods).await?;
+            create_pods(ctx, cs, &which, input.pods, claims).await?;
             Ok(true)
         }
         ScaleAction::Delete(list) => {
@@ -683,6 +700,11 @@ async fn scale(
                 match api.delete(&d.name, &dp).await {
                     Ok(_) => {
                         tracing::info!(cloneset = %owner, pod = %d.name, "pod deleted");
+                        // The pod's claims go with it when the controller deletes it.
+                        if let Some(id) = kinetic_rollout::pod::label(p, CLONESET_INSTANCE_ID_LABEL)
+                        {
+                            pvc::delete_for(ctx, cs, id, claims).await?;
+                        }
                         ctx.events.send(EventReq::for_object(
                             cs,
                             "Normal",
@@ -738,6 +760,7 @@ fn new_pod(cs: &CloneSet, rev: &ControllerRevision, id: &str) -> Option<Value> {
     }
     pod.as_object_mut()?.insert("apiVersion".into(), json!("v1"));
     pod.as_object_mut()?.insert("kind".into(), json!("Pod"));
+    pvc::set_pod_volumes(cs, &mut pod, id);
     let pre_normal = cs.spec.lifecycle.as_ref().and_then(|l| l.pre_normal.as_ref());
     if pre_normal.is_some() {
         let typed: Pod = serde_json::from_value(pod.clone()).ok()?;
@@ -751,11 +774,17 @@ fn new_pod(cs: &CloneSet, rev: &ControllerRevision, id: &str) -> Option<Value> {
 
 /// Creates pods in slow-start batches of 1, 2, 4, ... stopping at the first failure
 /// (upstream's `DoItSlowly`), so a quota or admission error costs one request, not hundreds.
+/// Each pod's claims are created just before it.
+///
+/// Instance ids come first from claims whose pod is gone (so a replacement gets its volumes
+/// back), then at random. A reused id whose pod name is still taken (its old pod is
+/// terminating) is left for a later pass, which that pod's deletion triggers.
 async fn create_pods(
     ctx: &Ctx,
     cs: &CloneSet,
     which: &[Arc<ControllerRevision>],
     existing: &[Pod],
+    claims: &[Arc<PersistentVolumeClaim>],
 ) -> Result<(), ReconcileError> {
     let api = pods_api(ctx, cs);
     let owner = key(cs);
@@ -764,32 +793,47 @@ async fn create_pods(
     let mut taken: std::collections::HashSet<String> =
         ctx.pods.state().iter().filter(|p| p.namespace() == ns).map(|p| p.name_any()).collect();
     taken.extend(existing.iter().map(kube::ResourceExt::name_any));
-    let jobs: Vec<Value> = {
+    let reusable = pvc::reusable_ids(cs, claims);
+    let jobs: Vec<(String, Value)> = {
         let mut rng = rand::rng();
+        let ids = kinetic_rollout::scale::available_instance_ids(
+            which.len(),
+            existing,
+            reusable.iter().map(String::as_str),
+            &mut rng,
+        );
         which
             .iter()
-            .filter_map(|rev| {
-                let id = loop {
-                    let id = kinetic_rollout::scale::new_instance_id(&mut rng);
-                    if taken.insert(format!("{}-{id}", cs.name_any())) {
-                        break id;
+            .zip(ids)
+            .filter_map(|(rev, id)| {
+                let id = if taken.insert(format!("{}-{id}", cs.name_any())) {
+                    id
+                } else if reusable.contains(&id) {
+                    return None;
+                } else {
+                    loop {
+                        let id = kinetic_rollout::scale::new_instance_id(&mut rng);
+                        if taken.insert(format!("{}-{id}", cs.name_any())) {
+                            break id;
+                        }
                     }
                 };
-                new_pod(cs, rev, &id)
+                new_pod(cs, rev, &id).map(|p| (id, p))
             })
             .collect()
     };
     let mut batch = 1;
     let mut jobs = jobs.into_iter();
     loop {
-        let chunk: Vec<Value> = jobs.by_ref().take(batch).collect();
+        let chunk: Vec<(String, Value)> = jobs.by_ref().take(batch).collect();
         if chunk.is_empty() {
             return Ok(());
         }
-        let results = futures::future::join_all(chunk.into_iter().map(|body| {
+        let results = futures::future::join_all(chunk.into_iter().map(|(id, body)| {
             let api = api.clone();
             let owner = owner.clone();
             async move {
+                pvc::create_missing(ctx, cs, &id, claims).await?;
                 let name = body["metadata"]["name"].as_str().unwrap_or_default().to_owned();
                 ctx.exp.expect_create(&owner, &name);
                 let pod: Pod = serde_json::from_value(body)?;

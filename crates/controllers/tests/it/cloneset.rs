@@ -736,18 +736,25 @@ async fn pre_normal_hook_keeps_new_pods_out_of_service_until_the_user_hooks_them
             })
     })
     .await;
-    // With the label in the template, the template change reaches the running pods in place
-    // (a metadata change), so the waiting pod goes Normal; a pod created from it now is hooked
-    // from the start and goes Normal too.
-    env.apply(&m.replace(
+    // The second pod is registered too. Then the template carries the label itself: a pod
+    // created from it is hooked from the start and is created Normal. (While a pod waits in
+    // PreparingNormal it counts as unavailable, so with maxUnavailable 1 an update may wait
+    // for it, as upstream's.)
+    let second = env.pods("pn").await[1].name_any();
+    env.pods_api()
+        .patch(
+            &second,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"example.com/registered": "true"}}})),
+        )
+        .await
+        .unwrap();
+    env.wait("pn", "both Normal", |cs, p| ready_all(cs, p, 2)).await;
+    env.apply(&m.replace("  replicas: 2\n", "  replicas: 3\n").replace(
         "        app: pn\n    spec:",
         "        app: pn\n        example.com/registered: \"true\"\n    spec:",
     ))
     .await;
-    env.clonesets()
-        .patch("pn", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 3}})))
-        .await
-        .unwrap();
     env.wait("pn", "three pods, all Normal", |cs, p| {
         ready_all(cs, p, 3) && p.iter().all(|p| state(p) == "Normal")
     })
@@ -831,5 +838,144 @@ async fn mark_pod_not_ready_takes_a_pod_out_of_service_before_pre_delete() {
         ready_all(cs, p, 1) && p.iter().all(|p| p.name_any() != v)
     })
     .await;
+    env.stop().await;
+}
+
+fn instance_id(p: &Pod) -> String {
+    p.labels()["apps.kruise.io/cloneset-instance-id"].clone()
+}
+
+async fn claims(env: &Env) -> BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolumeClaim> {
+    let api: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(env.client.clone(), "default");
+    api.list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .map(|c| (c.name_any(), c))
+        .collect()
+}
+
+/// Polls until the live claims satisfy `pred`.
+async fn wait_claims(
+    env: &Env,
+    what: &str,
+    pred: impl Fn(&BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolumeClaim>) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = claims(env).await;
+        if pred(&c) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what}: claims {:?}", c.keys());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn volume_claim_templates_give_each_pod_its_claims_and_reuse_them() {
+    let env = Env::start().await;
+    // The manual's example, with 3 replicas instead of 5 (a shorter test) and the app label
+    // named after the CloneSet, as this file's helpers look pods up by it.
+    let m = example("pvc.yaml")
+        .replace("replicas: 5", "replicas: 3")
+        .replace("app: sample", "app: sample-data");
+    env.apply(&m).await;
+    env.wait("sample-data", "3 ready", |cs, p| ready_all(cs, p, 3)).await;
+    let pods = env.pods("sample-data").await;
+    let want: BTreeSet<String> =
+        pods.iter().map(|p| format!("data-vol-sample-data-{}", instance_id(p))).collect();
+    wait_claims(&env, "one claim per pod", |c| c.keys().cloned().collect::<BTreeSet<_>>() == want)
+        .await;
+    let cs_uid = env.clonesets().get("sample-data").await.unwrap().uid().unwrap();
+    for (name, c) in claims(&env).await {
+        let labels = c.labels();
+        assert_eq!(labels["app"], "sample-data", "{name}: the selector's labels");
+        let id = name.rsplit('-').next().unwrap();
+        assert_eq!(labels["apps.kruise.io/cloneset-instance-id"], id);
+        let o = &c.owner_references()[0];
+        assert_eq!(
+            (o.kind.as_str(), o.uid.as_str(), o.controller),
+            ("CloneSet", cs_uid.as_str(), Some(true))
+        );
+        assert_eq!(
+            c.spec.as_ref().unwrap().resources.as_ref().unwrap().requests.as_ref().unwrap()["storage"].0,
+            "20Gi"
+        );
+    }
+    for p in &pods {
+        let v = p.spec.as_ref().unwrap().volumes.as_ref().unwrap();
+        let claim = v
+            .iter()
+            .find(|v| v.name == "data-vol")
+            .and_then(|v| v.persistent_volume_claim.as_ref())
+            .map(|c| c.claim_name.clone());
+        assert_eq!(claim, Some(format!("data-vol-sample-data-{}", instance_id(p))));
+    }
+    let claim_uids = |c: &BTreeMap<String, k8s_openapi::api::core::v1::PersistentVolumeClaim>| {
+        c.values().map(|c| c.uid().unwrap()).collect::<BTreeSet<_>>()
+    };
+    let before = claim_uids(&claims(&env).await);
+
+    // A pod deleted by someone else: its replacement takes over its instance id and claims.
+    let gone = pods[0].clone();
+    env.pods_api().delete(&gone.name_any(), &Default::default()).await.unwrap();
+    let (gone_name, gone_uid) = (gone.name_any(), gone.uid().unwrap());
+    env.wait("sample-data", "replacement with the same id", move |cs, p| {
+        ready_all(cs, p, 3)
+            && p.iter().any(|p| p.name_any() == gone_name && p.uid().unwrap() != gone_uid)
+    })
+    .await;
+    assert_eq!(claim_uids(&claims(&env).await), before, "the claims were reused, not recreated");
+
+    // Scale-in by podsToDelete: the pod's claims go with it.
+    let victim = pods[1].clone();
+    env.clonesets()
+        .patch(
+            "sample-data",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"spec": {"replicas": 2, "scaleStrategy": {"podsToDelete": [victim.name_any()]}}}),
+            ),
+        )
+        .await
+        .unwrap();
+    let victim_claim = format!("data-vol-sample-data-{}", instance_id(&victim));
+    env.wait("sample-data", "2 ready", |cs, p| ready_all(cs, p, 2)).await;
+    wait_claims(&env, "the victim's claim deleted", |c| {
+        c.len() == 2 && !c.contains_key(&victim_claim)
+    })
+    .await;
+
+    // With disablePVCReuse, a pod deleted by someone else loses its claims, and the
+    // replacement gets a new id.
+    env.clonesets()
+        .patch(
+            "sample-data",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"scaleStrategy": {"disablePVCReuse": true}}})),
+        )
+        .await
+        .unwrap();
+    let pods = env.pods("sample-data").await;
+    let gone_id = instance_id(&pods[0]);
+    env.pods_api().delete(&pods[0].name_any(), &Default::default()).await.unwrap();
+    let gid = gone_id.clone();
+    env.wait("sample-data", "replacement with a new id", move |cs, p| {
+        ready_all(cs, p, 2) && p.iter().all(|p| instance_id(p) != gid)
+    })
+    .await;
+    let ids: BTreeSet<String> = env.pods("sample-data").await.iter().map(instance_id).collect();
+    wait_claims(&env, "claims follow the live pods", |c| {
+        c.keys().map(|n| n.rsplit('-').next().unwrap().to_owned()).collect::<BTreeSet<_>>() == ids
+    })
+    .await;
+
+    // Deleting the CloneSet deletes its claims (owner references).
+    env.clonesets().delete("sample-data", &Default::default()).await.unwrap();
+    wait_claims(&env, "claims garbage-collected", BTreeMap::is_empty).await;
     env.stop().await;
 }
