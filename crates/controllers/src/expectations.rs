@@ -73,10 +73,16 @@ impl Expectations {
         self.with(owner, |p| p.deleted.remove(uid));
     }
 
-    /// Records an update whose answer carried `resource_version`.
+    /// Records an update whose answer carried `resource_version`. Of several writes to one
+    /// object (concurrent ones may answer in any order) the newest version is awaited.
     pub fn expect_update(&self, owner: &str, name: &str, resource_version: &str) {
         if let Some(v) = rv(resource_version) {
-            self.with(owner, |p| p.updated.insert(name.to_owned(), (v, Instant::now())));
+            self.with(owner, |p| {
+                let e = p.updated.entry(name.to_owned()).or_insert((v, Instant::now()));
+                if e.0 <= v {
+                    *e = (v, Instant::now());
+                }
+            });
         }
     }
 
@@ -136,6 +142,11 @@ mod tests {
             seen("a-y", "u2", "10"),
         ];
         assert!(e.satisfied("ns/a", fresh));
+        // Two writes answered out of order: the newer version is the one awaited.
+        e.expect_update("ns/a", "a-y", "20");
+        e.expect_update("ns/a", "a-y", "19");
+        assert!(!e.satisfied("ns/a", [seen("a-y", "u2", "19")]));
+        assert!(e.satisfied("ns/a", [seen("a-y", "u2", "20")]));
         // Other owners are independent.
         e.expect_create("ns/b", "b-x");
         assert!(!e.satisfied("ns/b", []));

@@ -367,8 +367,45 @@ async fn set_update_ready(
     if !ready {
         conditions.push(not_ready_condition(INPLACE_UPDATE_READY_CONDITION, &now));
     }
+    let mut now_true = vec![INPLACE_UPDATE_READY_CONDITION];
+    if also.iter().any(|c| c["type"] == KRUISE_POD_READY_CONDITION && c["status"] == "True") {
+        now_true.push(KRUISE_POD_READY_CONDITION);
+    }
+    if ready && ready_once_gates_are(pod, &now_true) {
+        conditions.push(json!({"type": "Ready", "status": "True", "lastTransitionTime": now}));
+    }
     conditions.extend(also);
     patch_conditions(ctx, cs, pod, conditions).await
+}
+
+/// Whether kubelet will find the pod Ready once the gates in `now_true` are True: it runs,
+/// every container reports ready (the agent resets that on a restart until the new
+/// container's readiness probe passes), and every other readiness gate is True already; and it
+/// is not Ready yet.
+///
+/// Then the workload writes `Ready=True` together with the gate, as it writes `Ready=False`
+/// together with a False gate: the next in-place batch can start on this write instead of
+/// waiting for the node agent's own status write. Kubelet computes the same value and leaves
+/// it as it is; if it disagrees it rewrites the condition.
+fn ready_once_gates_are(p: &Pod, now_true: &[&str]) -> bool {
+    use kinetic_rollout::pod::condition;
+    let Some(spec) = p.spec.as_ref() else { return false };
+    let Some(status) = p.status.as_ref() else { return false };
+    if status.phase.as_deref() != Some("Running")
+        || condition(p, "Ready").is_some_and(|c| c.status == "True")
+    {
+        return false;
+    }
+    let statuses = status.container_statuses.as_deref().unwrap_or_default();
+    let containers_ready = spec
+        .containers
+        .iter()
+        .all(|c| statuses.iter().any(|s| s.name == c.name && s.ready));
+    let gates_true = spec.readiness_gates.iter().flatten().all(|g| {
+        now_true.contains(&g.condition_type.as_str())
+            || condition(p, &g.condition_type).is_some_and(|c| c.status == "True")
+    });
+    containers_ready && gates_true
 }
 
 fn now_rfc3339() -> String {
@@ -522,6 +559,30 @@ async fn refresh(
     revs: &Revisions,
     now: Timestamp,
 ) -> Result<(bool, Option<Duration>), ReconcileError> {
+    // Pods are refreshed concurrently: at the end of an in-place batch every pod of the batch
+    // needs its gate set True and its lifecycle label moved, and the next batch waits for all.
+    let results = futures::future::join_all(
+        pods.iter().map(|p| refresh_one(ctx, cs, p, revs, now)),
+    )
+    .await;
+    let mut wrote = false;
+    let mut wake = None;
+    for r in results {
+        let (w, d) = r?;
+        wrote |= w;
+        wake = sooner(wake, d);
+    }
+    Ok((wrote, wake))
+}
+
+/// [`refresh`] for one pod.
+async fn refresh_one(
+    ctx: &Ctx,
+    cs: &CloneSet,
+    p: &Pod,
+    revs: &Revisions,
+    now: Timestamp,
+) -> Result<(bool, Option<Duration>), ReconcileError> {
     let api = pods_api(ctx, cs);
     let grace_secs = cs
         .spec
@@ -533,99 +594,104 @@ async fn refresh(
     let hook = cs.spec.lifecycle.as_ref().and_then(|l| l.in_place_update.as_ref());
     let mut wrote = false;
     let mut wake = None;
-    for p in pods {
-        let gated = has_gate(p, INPLACE_UPDATE_READY_CONDITION);
-        let cond = kinetic_rollout::pod::condition(p, INPLACE_UPDATE_READY_CONDITION);
-        let state = inplace::update_state(p).and_then(Result::ok);
-        // An update waiting out its grace period.
-        if let Some(g) = kinetic_rollout::pod::annotation(p, INPLACE_UPDATE_GRACE_ANNOTATION) {
-            let grace: Option<Grace> = serde_json::from_str(g).ok();
-            let stale = grace
-                .as_ref()
-                .is_none_or(|g| !kinetic_rollout::pod::matches_revision(p, &g.revision));
-            let started = state.as_ref().map_or(now, |s| s.update_timestamp.0);
-            let left = Duration::from_secs(u64::try_from(grace_secs).unwrap_or(0)).saturating_sub(
-                Duration::try_from(now.duration_since(started)).unwrap_or_default(),
-            );
-            if stale || left.is_zero() {
-                let mut body = json!({"metadata": {
-                    "resourceVersion": p.metadata.resource_version,
-                    "annotations": {INPLACE_UPDATE_GRACE_ANNOTATION: null},
-                }});
-                if let (false, Some(g)) = (stale, grace) {
-                    let containers: Vec<Value> = g
-                        .container_images
-                        .iter()
-                        .map(|(n, i)| json!({"name": n, "image": i}))
-                        .collect();
-                    body["spec"] = json!({"containers": containers});
-                }
-                patch_pod(ctx, cs, &api, p, Patch::Strategic(body)).await?;
-                wrote = true;
-            } else {
-                wake = sooner(wake, Some(left));
+    let gated = has_gate(p, INPLACE_UPDATE_READY_CONDITION);
+    let cond = kinetic_rollout::pod::condition(p, INPLACE_UPDATE_READY_CONDITION);
+    let state = inplace::update_state(p).and_then(Result::ok);
+    // An update waiting out its grace period.
+    if let Some(g) = kinetic_rollout::pod::annotation(p, INPLACE_UPDATE_GRACE_ANNOTATION) {
+        let grace: Option<Grace> = serde_json::from_str(g).ok();
+        let stale = grace
+            .as_ref()
+            .is_none_or(|g| !kinetic_rollout::pod::matches_revision(p, &g.revision));
+        let started = state.as_ref().map_or(now, |s| s.update_timestamp.0);
+        let left = Duration::from_secs(u64::try_from(grace_secs).unwrap_or(0)).saturating_sub(
+            Duration::try_from(now.duration_since(started)).unwrap_or_default(),
+        );
+        if stale || left.is_zero() {
+            let mut body = json!({"metadata": {
+                "resourceVersion": p.metadata.resource_version,
+                "annotations": {INPLACE_UPDATE_GRACE_ANNOTATION: null},
+            }});
+            if let (false, Some(g)) = (stale, grace) {
+                let containers: Vec<Value> = g
+                    .container_images
+                    .iter()
+                    .map(|(n, i)| json!({"name": n, "image": i}))
+                    .collect();
+                body["spec"] = json!({"containers": containers});
             }
-            continue;
+            patch_pod(ctx, cs, &api, p, Patch::Strategic(body)).await?;
+            wrote = true;
+        } else {
+            wake = sooner(wake, Some(left));
         }
-        if let Some(next) = lifecycle_step(cs, p, &revs.update.name_any()) {
-            let body = json!({"metadata": {"labels": {LIFECYCLE_STATE_LABEL: next.as_str()}}});
-            patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
+        return Ok((wrote, wake));
+    }
+    if let Some(next) = lifecycle_step(cs, p, &revs.update.name_any()) {
+        let body = json!({"metadata": {"labels": {LIFECYCLE_STATE_LABEL: next.as_str()}}});
+        patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
+        wrote = true;
+    }
+    // `KruisePodReady` follows the lifecycle state (False only while a markPodNotReady hook
+    // holds the pod); a new pod gets it with its first `InPlaceUpdateReady` below.
+    let mut kruise_ready = None;
+    if has_gate(p, KRUISE_POD_READY_CONDITION) {
+        let want = kruise_pod_ready_wanted(cs, p);
+        let have = kinetic_rollout::pod::condition(p, KRUISE_POD_READY_CONDITION)
+            .map(|c| c.status == "True");
+        if have != Some(want) {
+            kruise_ready = Some(kruise_pod_ready_condition(want, &now_rfc3339()));
+        }
+    }
+    if (!gated || cond.is_some())
+        && let Some(c) = kruise_ready.take()
+    {
+        patch_conditions(ctx, cs, p, vec![c]).await?;
+        wrote = true;
+    }
+    if !gated {
+        return Ok((wrote, wake));
+    }
+    match cond.map(|c| c.status.as_str()) {
+        None => {
+            set_update_ready(ctx, cs, p, true, kruise_ready.into_iter().collect()).await?;
             wrote = true;
         }
-        // `KruisePodReady` follows the lifecycle state (False only while a markPodNotReady hook
-        // holds the pod); a new pod gets it with its first `InPlaceUpdateReady` below.
-        let mut kruise_ready = None;
-        if has_gate(p, KRUISE_POD_READY_CONDITION) {
-            let want = kruise_pod_ready_wanted(cs, p);
-            let have = kinetic_rollout::pod::condition(p, KRUISE_POD_READY_CONDITION)
-                .map(|c| c.status == "True");
-            if have != Some(want) {
-                kruise_ready = Some(kruise_pod_ready_condition(want, &now_rfc3339()));
-            }
-        }
-        if (!gated || cond.is_some())
-            && let Some(c) = kruise_ready.take()
-        {
-            patch_conditions(ctx, cs, p, vec![c]).await?;
-            wrote = true;
-        }
-        if !gated {
-            continue;
-        }
-        match cond.map(|c| c.status.as_str()) {
-            None => {
-                set_update_ready(ctx, cs, p, true, kruise_ready.into_iter().collect()).await?;
-                wrote = true;
-            }
-            Some("False") => {
-                let updating = state.as_ref().is_some_and(|s| {
-                    revs.all.iter().any(|r| r.name_any() == s.revision)
-                        && kinetic_rollout::pod::matches_revision(p, &s.revision)
-                });
-                let done = match &state {
-                    Some(s) if updating => inplace::check_update_completed(p, s).is_ok(),
-                    // No update of the pod's revision is in flight: nothing to wait for.
-                    _ => true,
-                };
-                if done {
-                    let p = &set_update_ready(ctx, cs, p, true, Vec::new()).await?;
+        Some("False") => {
+            let updating = state.as_ref().is_some_and(|s| {
+                revs.all.iter().any(|r| r.name_any() == s.revision)
+                    && kinetic_rollout::pod::matches_revision(p, &s.revision)
+            });
+            let done = match &state {
+                Some(s) if updating => inplace::check_update_completed(p, s).is_ok(),
+                // No update of the pod's revision is in flight: nothing to wait for.
+                _ => true,
+            };
+            if done {
+                // The gate and the lifecycle label are written concurrently: the pod counts as
+                // available only once both are in, so their order does not matter.
+                let gate = set_update_ready(ctx, cs, p, true, Vec::new());
+                let label = async {
                     if kinetic_rollout::pod::in_state(p, LifecycleState::Updating) {
                         // With an inPlaceUpdate hook the pod waits in Updated until the user's
-                        // controller hooks it again (below); without, it is Normal at once.
+                        // controller hooks it again; without, it is Normal at once.
                         let next = if hook.is_some() {
                             LifecycleState::Updated
                         } else {
                             LifecycleState::Normal
                         };
-                        let body =
-                            json!({"metadata": {"labels": {LIFECYCLE_STATE_LABEL: next.as_str()}}});
+                        let body = json!({"metadata": {"labels": {
+                            LIFECYCLE_STATE_LABEL: next.as_str()
+                        }}});
                         patch_pod(ctx, cs, &api, p, Patch::Merge(body)).await?;
                     }
-                    wrote = true;
-                }
+                    Ok::<_, ReconcileError>(())
+                };
+                futures::try_join!(gate, label)?;
+                wrote = true;
             }
-            Some(_) => {}
         }
+        Some(_) => {}
     }
     Ok((wrote, wake))
 }
