@@ -941,6 +941,11 @@ mod tests {
         assert!(s.schedule_pending(now).is_empty());
         s.nodes_synced = true;
         s.pods_synced = true;
+        // The claims, volumes and classes the VolumeBinding checks read must be listed too.
+        assert!(s.schedule_pending(now).is_empty());
+        s.volumes.claims.on(watcher::Event::InitDone);
+        s.volumes.volumes.on(watcher::Event::InitDone);
+        s.volumes.classes.on(watcher::Event::InitDone);
         assert_eq!(summary(&s.schedule_pending(now)), "bind ns/p -> a\n");
     }
 
