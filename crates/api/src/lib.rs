@@ -4,4 +4,5 @@
 //! Kubernetes API (annotations, custom resource specs) so producers and consumers agree.
 
 pub mod kruise;
+pub mod storage;
 pub mod timeline;

@@ -1,5 +1,27 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet, Deployment/ReplicaSet, Endpoints/EndpointSlices) for both homes.
+//! controllers (CloneSet, Deployment/ReplicaSet, Endpoints/EndpointSlices) and the volume
+//! controller (claim binding, release, protection finalizers) for both homes.
+
+/// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
+/// pod, made by the node agent's provisioner (like kind's `standard` class).
+pub async fn ensure_local_path_class(client: &kube::Client) -> anyhow::Result<()> {
+    use kinetic_api::storage::{ANN_DEFAULT_CLASS, LOCAL_PATH_CLASS, LOCAL_PATH_PROVISIONER};
+    let class: k8s_openapi::api::storage::v1::StorageClass =
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": LOCAL_PATH_CLASS, "annotations": {ANN_DEFAULT_CLASS: "true"}},
+            "provisioner": LOCAL_PATH_PROVISIONER,
+            "reclaimPolicy": "Delete",
+            "volumeBindingMode": "WaitForFirstConsumer",
+        }))?;
+    let api: kube::Api<k8s_openapi::api::storage::v1::StorageClass> =
+        kube::Api::all(client.clone());
+    match api.create(&kube::api::PostParams::default(), &class).await {
+        Ok(_) => Ok(()),
+        // Already there (a restart): a user's changes to it are kept.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e).context("creating the local-path StorageClass"),
+    }
+}
 
 use std::path::PathBuf;
 
@@ -33,10 +55,12 @@ pub async fn run_all(client: kube::Client, stop: watch::Receiver<bool>) -> anyho
         let _ = rx.wait_for(|s| *s).await;
     };
     let cloneset = kinetic_controllers::cloneset::run(client.clone(), until(stop.clone()));
+    let volumes = kinetic_controllers::volume::run(client.clone(), until(stop.clone()));
     let workloads = kinetic_workloads::run(client, until(stop));
-    let (a, b) = tokio::join!(cloneset, workloads);
+    let (a, b, c) = tokio::join!(cloneset, workloads, volumes);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
+    c.context("the volume controller stopped")?;
     Ok(())
 }
 

@@ -179,6 +179,7 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     });
     let agent = match extras.node {
         Some(node) => {
+            controllers::ensure_local_path_class(&client).await?;
             let mut cfg = node_config(&node, data_dir.join("node"));
             cfg.auth_token = Some(server.token().to_owned());
             Some(

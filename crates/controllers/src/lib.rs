@@ -7,8 +7,13 @@
 //! default kube-scheduler profile does for the features it supports, and binds each pending pod
 //! through the `pods/binding` subresource within a watch delivery of its creation.
 //!
+//! It also does kube-scheduler's VolumeBinding (`scheduler::volumes`): missing claims keep a pod
+//! Pending, bound volumes' node affinity restricts nodes, and unbound `WaitForFirstConsumer`
+//! claims get `volume.kubernetes.io/selected-node`. [`volume`] is the PersistentVolume
+//! controller (binding, release, protection finalizers).
+//!
 //! What it does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
-//! affinity and other soft scores, volume topology, scheduling profiles and extenders, leader
+//! affinity and other soft scores, scheduling profiles and extenders, leader
 //! election (run one scheduler per scheduler name). The workload controllers of later issues
 //! will live here too.
 
@@ -18,6 +23,7 @@ pub mod events;
 pub mod expectations;
 pub mod leader;
 pub mod scheduler;
+pub mod volume;
 
 pub use scheduler::{SchedulerConfig, run_scheduler};
 

@@ -19,7 +19,13 @@
 //! `<data>/pods/<uid>/state.json` (`state`). The agent writes pod status, Events, Leases, its
 //! Node and the timeline annotation; it never writes a pod's spec.
 //!
-//! What it does not do: exec/attach/port-forward, persistent volumes, image GC, log rotation,
+//! Persistent volumes: a `persistentVolumeClaim` volume is the bound PersistentVolume's `local`
+//! or `hostPath` directory, bind-mounted; while the claim is missing or unbound the containers
+//! wait in `ContainerCreating` with a `FailedMount` Event, retried every second. The node is
+//! also the local-path provisioner (`provision`): it creates the directories and
+//! PersistentVolumes of claims the scheduler placed on it and deletes released ones.
+//!
+//! What it does not do: exec/attach/port-forward, other persistent volume types, image GC, log rotation,
 //! cgroup v2 (this machine has v1), user namespaces.
 
 mod cni;
@@ -30,6 +36,7 @@ mod mount;
 mod node;
 mod oci;
 mod probe;
+mod provision;
 mod refs;
 mod runc;
 mod state;
@@ -202,6 +209,11 @@ impl Agent {
                 log_addr.port(),
                 runc_version,
                 node_uid,
+            )),
+            tokio::spawn(provision::run(
+                ctx.client.clone(),
+                cfg.node_name.clone(),
+                cfg.data_dir.clone(),
             )),
             tokio::spawn(dispatch(ctx)),
         ];

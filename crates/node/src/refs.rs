@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolume, PersistentVolumeClaim, Pod, Secret};
 use kube::Api;
 
 use crate::Result;
@@ -15,6 +15,9 @@ type Data = BTreeMap<String, Vec<u8>>;
 pub struct Refs {
     config_maps: BTreeMap<String, Option<Data>>,
     secrets: BTreeMap<String, Option<Data>>,
+    /// `persistentVolumeClaim` volumes by claim name: the bound volume's directory, or why the
+    /// claim cannot be mounted yet.
+    claims: BTreeMap<String, Result<std::path::PathBuf, String>>,
 }
 
 impl Refs {
@@ -24,6 +27,20 @@ impl Refs {
 
     pub fn secret(&self, name: &str) -> Option<&Data> {
         self.secrets.get(name).and_then(Option::as_ref)
+    }
+
+    /// The directory of a bound claim, or kubelet's reason it cannot be mounted.
+    pub fn claim(&self, name: &str) -> Result<&std::path::Path, String> {
+        match self.claims.get(name) {
+            Some(Ok(p)) => Ok(p),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("persistentvolumeclaim \"{name}\" not found")),
+        }
+    }
+
+    /// The first claim that cannot be mounted, with the reason.
+    pub fn claim_problem(&self) -> Option<String> {
+        self.claims.values().find_map(|c| c.as_ref().err().cloned())
     }
 
     /// Fetches everything `pod` refers to, in its namespace.
@@ -67,8 +84,54 @@ impl Refs {
                 refs.secrets.insert(name, data);
             }
         }
+        let claims: Vec<String> = pod
+            .spec
+            .iter()
+            .flat_map(|s| s.volumes.iter().flatten())
+            .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
+            .collect();
+        if !claims.is_empty() {
+            let api: Api<PersistentVolumeClaim> = Api::namespaced(client.clone(), ns);
+            let pvs: Api<PersistentVolume> = Api::all(client.clone());
+            for name in claims {
+                let state = match api.get_opt(&name).await? {
+                    None => Err(format!("persistentvolumeclaim \"{name}\" not found")),
+                    Some(pvc) => {
+                        let volume = pvc.spec.and_then(|s| s.volume_name).unwrap_or_default();
+                        let phase = pvc.status.and_then(|s| s.phase).unwrap_or_default();
+                        if volume.is_empty() || phase != "Bound" {
+                            Err(format!(
+                                "persistentvolumeclaim \"{name}\" is not bound (phase {phase:?})"
+                            ))
+                        } else {
+                            match pvs.get_opt(&volume).await? {
+                                None => Err(format!(
+                                    "persistentvolume \"{volume}\" of claim \"{name}\" not found"
+                                )),
+                                Some(pv) => volume_path(&pv).ok_or_else(|| {
+                                    format!(
+                                        "persistentvolume \"{volume}\": only local and hostPath volumes are supported by the kinetic node agent"
+                                    )
+                                }),
+                            }
+                        }
+                    }
+                };
+                refs.claims.insert(name, state);
+            }
+        }
         Ok(refs)
     }
+}
+
+/// The directory of a `local` or `hostPath` PersistentVolume.
+fn volume_path(pv: &PersistentVolume) -> Option<std::path::PathBuf> {
+    let spec = pv.spec.as_ref()?;
+    spec.local
+        .as_ref()
+        .map(|l| l.path.clone())
+        .or_else(|| spec.host_path.as_ref().map(|h| h.path.clone()))
+        .map(std::path::PathBuf::from)
 }
 
 /// Names of the ConfigMaps and Secrets `pod` refers to.

@@ -2,7 +2,7 @@
 //! path), bind-mounted into the containers that mount it.
 //!
 //! Supported: emptyDir, configMap, secret, downwardAPI, projected (configMap, secret,
-//! downwardAPI sources), hostPath. Contents are written when the pod starts; later changes to
+//! downwardAPI sources), hostPath, persistentVolumeClaim (a bound local or hostPath volume). Contents are written when the pod starts; later changes to
 //! a ConfigMap or Secret are not propagated into running pods (kubelet refreshes them about
 //! once a minute — not yet done here).
 
@@ -69,6 +69,18 @@ pub fn prepare(
                 _ => {}
             }
             Prepared { path: p, read_only: false }
+        } else if let Some(c) = &v.persistent_volume_claim {
+            // The volume's directory itself is mounted (kubelet bind-mounts local volumes), so
+            // what the pod writes outlives the pod.
+            let path = refs.claim(&c.claim_name).map_err(ConfigError)?.to_path_buf();
+            if !path.is_dir() {
+                return Err(ConfigError(format!(
+                    "persistentvolumeclaim \"{}\": volume directory {} does not exist",
+                    c.claim_name,
+                    path.display()
+                )));
+            }
+            Prepared { path, read_only: c.read_only.unwrap_or(false) }
         } else if let Some(cm) = &v.config_map {
             let data = refs.config_map(&cm.name);
             if data.is_none() && !cm.optional.unwrap_or(false) {

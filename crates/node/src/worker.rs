@@ -76,6 +76,8 @@ struct Worker {
     itx: mpsc::UnboundedSender<Internal>,
     running: HashMap<String, Running>,
     volumes: Option<BTreeMap<String, Prepared>>,
+    /// The last FailedMount reason reported, so a retry repeats no Event.
+    mount_problem: Option<String>,
     /// Image pull back-off per image: (retry not before, current delay).
     pull_backoff: HashMap<String, (Instant, Duration)>,
     last_status: Option<Value>,
@@ -109,6 +111,7 @@ pub async fn run(
         itx,
         running: HashMap::new(),
         volumes: None,
+        mount_problem: None,
         pull_backoff: HashMap::new(),
         last_status: None,
         wake_at: None,
@@ -596,7 +599,22 @@ impl Worker {
                 }
                 c.state = CState::Waiting { reason: f.reason.into(), message: f.message.clone() };
             }
-            if f.reason != "ImagePullBackOff" {
+            if f.reason == "ContainerCreating" {
+                // Retried every second (nothing about the pod changes when its claim is
+                // bound); the Event only when the reason changes, not on every retry.
+                self.wake_in(Duration::from_secs(1));
+                let already = self.mount_problem.as_deref() == Some(f.message.as_str());
+                if !already {
+                    self.mount_problem = Some(f.message.clone());
+                    self.ctx.events.emit(
+                        &self.subject,
+                        None,
+                        true,
+                        "FailedMount",
+                        format!("Unable to attach or mount volumes: {}", f.message),
+                    );
+                }
+            } else if f.reason != "ImagePullBackOff" {
                 self.ctx.events.emit(
                     &self.subject,
                     Some(&name),
@@ -626,6 +644,11 @@ impl Worker {
         let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs)
             .map_err(fail("CreateContainerConfigError"))?;
         if self.volumes.is_none() {
+            // Kubelet's volume manager waits for claims to be bound before anything starts;
+            // the container stays in ContainerCreating with a FailedMount Event meanwhile.
+            if let Some(message) = refs.claim_problem() {
+                return Err(StartFailure { reason: "ContainerCreating", message });
+            }
             let vdir = self.dir.join("volumes");
             let v = crate::volumes::prepare(&self.pod, &vdir, &refs, &pod_ip, &host_ip)
                 .map_err(fail("CreateContainerConfigError"))?;

@@ -19,6 +19,7 @@
 //! by background tasks and never delay a bind.
 
 pub mod fit;
+pub mod volumes;
 pub use kinetic_machinery::quantity;
 
 use std::cmp::Reverse;
@@ -28,7 +29,10 @@ use std::time::Duration;
 
 use futures::StreamExt as _;
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::{Binding, Node, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{
+    Binding, Node, ObjectReference, PersistentVolume, PersistentVolumeClaim, Pod,
+};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt as _;
@@ -85,6 +89,15 @@ pub async fn run_scheduler(
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()).default_backoff();
     let mut pods = std::pin::pin!(pods);
     let mut nodes = std::pin::pin!(nodes);
+    let wcfg = watcher::Config::default;
+    let mut claims = std::pin::pin!(
+        watcher(Api::<PersistentVolumeClaim>::all(client.clone()), wcfg()).default_backoff()
+    );
+    let mut volumes = std::pin::pin!(
+        watcher(Api::<PersistentVolume>::all(client.clone()), wcfg()).default_backoff()
+    );
+    let mut classes =
+        std::pin::pin!(watcher(Api::<StorageClass>::all(client.clone()), wcfg()).default_backoff());
     let mut shutdown = std::pin::pin!(shutdown);
     let (bind_tx, mut bind_rx) = mpsc::unbounded_channel();
     let io = Io {
@@ -110,6 +123,21 @@ pub async fn run_scheduler(
                 Some(Err(error)) => tracing::warn!(%error, "pod watch failed, retrying"),
                 None => return Err(Error::WatchEnded { resource: "pod" }),
             },
+            ev = claims.next() => match ev {
+                Some(Ok(ev)) => if state.volumes.claims.on(ev) { state.activate_unschedulable() },
+                Some(Err(error)) => tracing::warn!(%error, "claim watch failed, retrying"),
+                None => return Err(Error::WatchEnded { resource: "persistentvolumeclaim" }),
+            },
+            ev = volumes.next() => match ev {
+                Some(Ok(ev)) => if state.volumes.volumes.on(ev) { state.activate_unschedulable() },
+                Some(Err(error)) => tracing::warn!(%error, "volume watch failed, retrying"),
+                None => return Err(Error::WatchEnded { resource: "persistentvolume" }),
+            },
+            ev = classes.next() => match ev {
+                Some(Ok(ev)) => if state.volumes.classes.on(ev) { state.activate_unschedulable() },
+                Some(Err(error)) => tracing::warn!(%error, "class watch failed, retrying"),
+                None => return Err(Error::WatchEnded { resource: "storageclass" }),
+            },
             () = sleep_until(deadline) => state.on_timer(Instant::now()),
         }
         for action in state.schedule_pending(Instant::now()) {
@@ -133,8 +161,19 @@ fn now_micros() -> String {
 /// What the state machine asks the I/O side to do.
 #[derive(Debug)]
 enum Action {
-    Bind { key: String, pod: Box<Pod>, node: String, queued_at: String },
-    Unschedulable { pod: Box<Pod>, message: String },
+    /// `claims`: the pod's unbound `WaitForFirstConsumer` claims (namespace, name), annotated
+    /// with the node before the pod is bound.
+    Bind {
+        key: String,
+        pod: Box<Pod>,
+        node: String,
+        queued_at: String,
+        claims: Vec<String>,
+    },
+    Unschedulable {
+        pod: Box<Pod>,
+        message: String,
+    },
 }
 
 #[derive(Debug)]
@@ -162,12 +201,15 @@ struct Io {
 impl Io {
     fn execute(&self, action: Action) {
         match action {
-            Action::Bind { key, pod, node, queued_at } => {
+            Action::Bind { key, pod, node, queued_at, claims } => {
                 let (client, events, tx) =
                     (self.client.clone(), self.events.clone(), self.binds.clone());
                 tokio::spawn(async move {
                     let uid = pod.uid().unwrap_or_default();
-                    let result = bind(client, &pod, &node, queued_at).await;
+                    let result = match select_node(&client, &pod, &claims, &node).await {
+                        Ok(()) => bind(client, &pod, &node, queued_at).await,
+                        Err(r) => r,
+                    };
                     if result == BindResult::Bound {
                         let message = format!(
                             "Successfully assigned {}/{} to {node}",
@@ -193,6 +235,31 @@ impl Io {
             }
         }
     }
+}
+
+/// VolumeBinding's PreBind, the part Kinetic does: `volume.kubernetes.io/selected-node` on the
+/// pod's unbound `WaitForFirstConsumer` claims, so the provisioner of that node provisions them.
+async fn select_node(
+    client: &Client,
+    pod: &Pod,
+    claims: &[String],
+    node: &str,
+) -> Result<(), BindResult> {
+    let api: Api<PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let patch = serde_json::json!({"metadata": {"annotations": {
+        kinetic_api::storage::ANN_SELECTED_NODE: node,
+    }}});
+    for name in claims {
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => tracing::debug!(claim = %name, %node, "claim annotated with selected node"),
+            Err(error) => {
+                tracing::warn!(claim = %name, %error, "annotating the claim failed, will retry");
+                return Err(BindResult::Failed);
+            }
+        }
+    }
+    Ok(())
 }
 
 #[tracing::instrument(skip_all, fields(pod = %pod_key(pod), node = %node))]
@@ -389,6 +456,7 @@ struct State {
     pods_synced: bool,
     node_relist: Option<HashSet<String>>,
     pod_relist: Option<PodRelist>,
+    volumes: volumes::Volumes,
 }
 
 impl State {
@@ -405,6 +473,7 @@ impl State {
             pods_synced: false,
             node_relist: None,
             pod_relist: None,
+            volumes: volumes::Volumes::default(),
         }
     }
 
@@ -681,7 +750,7 @@ impl State {
     /// Tries every active pod, in priority then arrival order.
     fn schedule_pending(&mut self, now: Instant) -> Vec<Action> {
         let mut actions = Vec::new();
-        if !(self.nodes_synced && self.pods_synced) {
+        if !(self.nodes_synced && self.pods_synced && self.volumes.synced()) {
             return actions;
         }
         while let Some((_, _, key)) = self.active.pop_first() {
@@ -706,10 +775,23 @@ impl State {
         let mut reasons: BTreeMap<String, usize> = BTreeMap::new();
         let mut num_nodes = 0;
         let mut best: Option<(i64, &str)> = None;
+        // VolumeBinding's PreFilter: a failure holds for every node (upstream's PreFilterMsg).
+        let (pod_volumes, prefilter_msg) = match self.volumes.prefilter(&e.pod) {
+            Ok(v) => (v, None),
+            Err(msg) => (volumes::PodVolumes::default(), Some(msg)),
+        };
         for (name, n) in &self.nodes {
             let Some(node) = &n.info else { continue };
             num_nodes += 1;
-            let why = fit::filter(node, &n.used, &info);
+            if prefilter_msg.is_some() {
+                continue;
+            }
+            let mut why = fit::filter(node, &n.used, &info);
+            if why.is_empty()
+                && let Some(r) = self.volumes.filter(&pod_volumes, node)
+            {
+                why.push(r.to_owned());
+            }
             if why.is_empty() {
                 let score = fit::score(node, &n.used, &info);
                 if best.is_none_or(|(s, _)| score > s) {
@@ -732,10 +814,17 @@ impl State {
                 self.forget_pod(&uid);
                 self.nodes.entry(node.clone()).or_default().used.add(&info);
                 self.pods.insert(uid, Cached { node: node.clone(), info, assumed: Some(None) });
-                actions.push(Action::Bind { key, pod, node, queued_at });
+                let claims = pod_volumes.unbound.iter().map(|(c, _)| c.name_any()).collect();
+                actions.push(Action::Bind { key, pod, node, queued_at, claims });
             }
             None => {
-                let message = fit::fit_error_message(num_nodes, &reasons);
+                let message = match &prefilter_msg {
+                    // Upstream's FitError with a PreFilterMsg: "0/1 nodes are available: msg."
+                    Some(msg) if num_nodes > 0 => {
+                        format!("0/{num_nodes} nodes are available: {msg}.")
+                    }
+                    _ => fit::fit_error_message(num_nodes, &reasons),
+                };
                 e.attempts += 1;
                 let until = now + backoff(e.attempts, MAX_UNSCHEDULABLE_BACKOFF);
                 tracing::info!(pod = %key, attempts = e.attempts, %message, "pod unschedulable");
@@ -786,6 +875,9 @@ mod tests {
         let now = Instant::now();
         s.on_pod_event(watcher::Event::Init, now);
         s.on_pod_event(watcher::Event::InitDone, now);
+        s.volumes.claims.on(watcher::Event::InitDone);
+        s.volumes.volumes.on(watcher::Event::InitDone);
+        s.volumes.classes.on(watcher::Event::InitDone);
         s
     }
 
@@ -849,6 +941,11 @@ mod tests {
         assert!(s.schedule_pending(now).is_empty());
         s.nodes_synced = true;
         s.pods_synced = true;
+        // The claims, volumes and classes the VolumeBinding checks read must be listed too.
+        assert!(s.schedule_pending(now).is_empty());
+        s.volumes.claims.on(watcher::Event::InitDone);
+        s.volumes.volumes.on(watcher::Event::InitDone);
+        s.volumes.classes.on(watcher::Event::InitDone);
         assert_eq!(summary(&s.schedule_pending(now)), "bind ns/p -> a\n");
     }
 

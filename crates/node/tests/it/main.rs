@@ -4,6 +4,7 @@
 //! and docker-registry (the README's test command installs them) and fail when one is missing.
 #![allow(clippy::unwrap_used)]
 
+mod claims;
 mod harness;
 mod lifecycle;
 mod pods;

@@ -1,0 +1,149 @@
+//! PersistentVolumeClaims end to end on `kinetic up` with real runc containers: the default
+//! `local-path` class, WaitForFirstConsumer provisioning by the node agent, data that outlives
+//! its pod, reclaim on claim deletion, and a pod whose claim is missing.
+
+use std::time::Duration;
+
+use kinetic_testkit::net::NetSlot;
+use kinetic_testkit::registry::Registry;
+
+async fn kubectl(up: &crate::Kinetic, home: &std::path::Path, args: &[&str]) -> String {
+    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, args, None).await.unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn apply(up: &crate::Kinetic, home: &std::path::Path, manifest: &str) -> String {
+    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, &["apply", "-f", "-"], Some(manifest))
+        .await
+        .unwrap();
+    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Polls `kubectl args` until its output satisfies `ok` (30 s at most).
+async fn eventually(
+    up: &crate::Kinetic,
+    home: &std::path::Path,
+    args: &[&str],
+    ok: impl Fn(&str) -> bool,
+) -> String {
+    let mut last = String::new();
+    for _ in 0..300 {
+        let out = kinetic_testkit::kubectl(&up.kubeconfig, home, args, None).await.unwrap();
+        last = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && ok(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("kubectl {args:?} never satisfied the condition; last output:\n{last}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_outlives_its_pod_and_is_reclaimed_with_its_directory() {
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let image = kinetic_testkit::images::busybox(&registry, "storage", "v1", &[]).await.unwrap();
+    let dir = tempfile::Builder::new().prefix("kinetic-pvc-it").tempdir_in("/var/tmp").unwrap();
+    let port = crate::free_port();
+    let up = crate::start_with(
+        "up",
+        dir.path(),
+        port,
+        &[
+            "--node-name",
+            "node-a",
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+        ],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    eventually(&up, h, &["get", "nodes", "-o", "name"], |o| o.contains("node/node-a")).await;
+    let sc = kubectl(&up, h, &["get", "sc"]).await;
+    assert!(sc.contains("local-path (default)") && sc.contains("WaitForFirstConsumer"), "{sc}");
+
+    // A pod whose claim does not exist stays Pending with the scheduler's reason.
+    let orphan = format!(
+        r#"{{"apiVersion": "v1", "kind": "Pod", "metadata": {{"name": "orphan"}},
+        "spec": {{"containers": [{{"name": "c", "image": "{image}", "command": ["sleep", "60"]}}],
+        "volumes": [{{"name": "d", "persistentVolumeClaim": {{"claimName": "nope"}}}}]}}}}"#
+    );
+    apply(&up, h, &orphan).await;
+    let msg = eventually(
+        &up,
+        h,
+        &[
+            "get",
+            "pod",
+            "orphan",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type=='PodScheduled')].message}",
+        ],
+        |o| !o.is_empty(),
+    )
+    .await;
+    assert_eq!(msg, "0/1 nodes are available: persistentvolumeclaim \"nope\" not found.");
+    let events = eventually(
+        &up,
+        h,
+        &["get", "events", "--field-selector", "involvedObject.name=orphan"],
+        |o| o.contains("FailedScheduling"),
+    )
+    .await;
+    assert!(events.contains("persistentvolumeclaim \"nope\" not found"), "{events}");
+    kubectl(&up, h, &["delete", "pod", "orphan"]).await;
+
+    // The example manifest, with the test registry's image: the claim waits for its pod.
+    let example = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../examples/storage/pvc-pod.yaml"),
+    )
+    .unwrap()
+    .replace("busybox:1.36", &image);
+    let claim_only: String = example.split("---").next().unwrap().to_owned();
+    apply(&up, h, &claim_only).await;
+    let pvc = kubectl(&up, h, &["get", "pvc", "demo-data"]).await;
+    assert!(pvc.contains("Pending") && pvc.contains("local-path"), "{pvc}");
+    apply(&up, h, &example).await;
+    kubectl(&up, h, &["wait", "--for=condition=Ready", "pod/pvc-demo", "--timeout=60s"]).await;
+    let pvc = kubectl(&up, h, &["get", "pvc", "demo-data", "-o", "jsonpath={.status.phase} {.spec.volumeName} {.metadata.annotations.volume\\.kubernetes\\.io/selected-node}"]).await;
+    let parts: Vec<&str> = pvc.split(' ').collect();
+    assert_eq!((parts[0], parts[2]), ("Bound", "node-a"), "{pvc}");
+    let pv_name = parts[1].to_owned();
+    assert!(pv_name.starts_with("pvc-"), "{pvc}");
+    let pv = kubectl(&up, h, &["get", "pv", &pv_name, "-o", "jsonpath={.status.phase} {.spec.persistentVolumeReclaimPolicy} {.spec.local.path} {.metadata.annotations.pv\\.kubernetes\\.io/provisioned-by}"]).await;
+    let parts: Vec<&str> = pv.split(' ').collect();
+    assert_eq!(
+        (parts[0], parts[1], parts[3]),
+        ("Bound", "Delete", "kinetic.dev/local-path"),
+        "{pv}"
+    );
+    let path = std::path::PathBuf::from(parts[2]);
+    assert!(path.starts_with(dir.path()), "{pv}");
+    let first = eventually(&up, h, &["logs", "pvc-demo"], |o| o.lines().count() == 1).await;
+    let boots = std::fs::read_to_string(path.join("boots")).unwrap();
+    assert_eq!(boots, first, "the pod wrote into the volume's directory on the node");
+
+    // A new pod with the same claim sees what the first one wrote.
+    kubectl(&up, h, &["delete", "pod", "pvc-demo", "--grace-period=1", "--timeout=30s"]).await;
+    apply(&up, h, &example).await;
+    kubectl(&up, h, &["wait", "--for=condition=Ready", "pod/pvc-demo", "--timeout=60s"]).await;
+    let second = eventually(&up, h, &["logs", "pvc-demo"], |o| o.lines().count() == 2).await;
+    assert!(second.starts_with(&first), "first boot kept:\n{second}");
+
+    // The claim is protected while the pod runs, then reclaimed with its directory (Delete).
+    kubectl(&up, h, &["delete", "pvc", "demo-data", "--wait=false"]).await;
+    let pvc = kubectl(&up, h, &["get", "pvc", "demo-data"]).await;
+    assert!(pvc.contains("Terminating"), "{pvc}");
+    kubectl(&up, h, &["delete", "pod", "pvc-demo", "--grace-period=1", "--timeout=30s"]).await;
+    eventually(&up, h, &["get", "pvc,pv", "-o", "name"], |o| o.trim().is_empty()).await;
+    assert!(!path.exists(), "{} is gone", path.display());
+    drop(up);
+}
