@@ -73,6 +73,121 @@ struct Outcome {
     ip_changes: usize,
     min_ready: usize,
     below_full: Duration,
+    /// For in-place releases: the mean time of each step of a pod's update.
+    phases: Option<Phases>,
+}
+
+/// When the watch first saw each step of one pod's in-place update, from the release start.
+#[derive(Default, Clone)]
+struct PodSteps {
+    /// `InPlaceUpdateReady` False (the pod left the endpoints).
+    gate_false: Option<Duration>,
+    /// The pod's spec carries the new image.
+    spec: Option<Duration>,
+    /// The container status reports the new image running.
+    restarted: Option<Duration>,
+    /// ... and ready.
+    container_ready: Option<Duration>,
+    /// `InPlaceUpdateReady` True again.
+    gate_true: Option<Duration>,
+    /// The pod Ready again.
+    ready: Option<Duration>,
+}
+
+/// Mean durations of the steps of an in-place update, over the pods that went through all.
+#[derive(Clone, Copy)]
+struct Phases {
+    /// From the release start to the first pod's gate False.
+    first_start: Duration,
+    gate_to_spec: Duration,
+    spec_to_restarted: Duration,
+    restarted_to_container_ready: Duration,
+    container_ready_to_gate: Duration,
+    gate_to_ready: Duration,
+    /// From one pod Ready to the next pod's gate False (the controller's reaction).
+    ready_to_next_start: Duration,
+}
+
+impl PodSteps {
+    fn observe(&mut self, p: &Pod, v2: &str, at: Duration) {
+        let cond = |t: &str| {
+            p.status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .and_then(|c| c.iter().find(|c| c.type_ == t))
+                .map(|c| c.status == "True")
+        };
+        if self.gate_false.is_none() && cond("InPlaceUpdateReady") == Some(false) {
+            self.gate_false = Some(at);
+        }
+        if self.gate_false.is_none() {
+            return;
+        }
+        if self.spec.is_none() && image(p) == Some(v2) {
+            self.spec = Some(at);
+        }
+        let c = p
+            .status
+            .as_ref()
+            .and_then(|s| s.container_statuses.as_ref())
+            .and_then(|c| c.first());
+        let running_new = c.is_some_and(|c| {
+            c.image == v2 && c.state.as_ref().is_some_and(|s| s.running.is_some())
+        });
+        if self.restarted.is_none() && running_new {
+            self.restarted = Some(at);
+        }
+        if self.container_ready.is_none() && running_new && c.is_some_and(|c| c.ready) {
+            self.container_ready = Some(at);
+        }
+        if self.container_ready.is_some() {
+            if self.gate_true.is_none() && cond("InPlaceUpdateReady") == Some(true) {
+                self.gate_true = Some(at);
+            }
+            if self.ready.is_none() && is_ready(p) {
+                self.ready = Some(at);
+            }
+        }
+    }
+}
+
+fn phases(steps: &BTreeMap<String, PodSteps>) -> Option<Phases> {
+    let full: Vec<[Duration; 6]> = steps
+        .values()
+        .filter_map(|s| {
+            Some([s.gate_false?, s.spec?, s.restarted?, s.container_ready?, s.gate_true?, s.ready?])
+        })
+        .collect();
+    if full.is_empty() {
+        return None;
+    }
+    let mean = |i: usize, j: usize| {
+        let total: Duration = full.iter().map(|t| t[j].saturating_sub(t[i])).sum();
+        total / u32::try_from(full.len()).unwrap_or(1)
+    };
+    // Each pod's start against the latest Ready before it: how long the controller took to
+    // start the next update once a slot was free.
+    let mut starts: Vec<Duration> = full.iter().map(|t| t[0]).collect();
+    starts.sort();
+    let readies: Vec<Duration> = full.iter().map(|t| t[5]).collect();
+    let gaps: Vec<Duration> = starts
+        .iter()
+        .filter_map(|s| readies.iter().filter(|r| *r <= s).max().map(|r| *s - *r))
+        .collect();
+    let ready_to_next_start = if gaps.is_empty() {
+        Duration::ZERO
+    } else {
+        gaps.iter().sum::<Duration>() / u32::try_from(gaps.len()).unwrap_or(1)
+    };
+    Some(Phases {
+        first_start: starts[0],
+        gate_to_spec: mean(0, 1),
+        spec_to_restarted: mean(1, 2),
+        restarted_to_container_ready: mean(2, 3),
+        container_ready_to_gate: mean(3, 4),
+        gate_to_ready: mean(4, 5),
+        ready_to_next_start,
+    })
 }
 
 fn image(p: &Pod) -> Option<&str> {
@@ -234,6 +349,23 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
                 None,
             ));
         }
+        if let Some(ph) = i.phases {
+            rows.push(Row::new(
+                format!("  in-place steps per pod, mean ms ({which})"),
+                format!(
+                    "first start {:.0}; gate→spec {:.0}; spec→restarted {:.0}; →container ready {:.0}; →gate {:.0}; →Ready {:.0}; Ready→next start {:.0}",
+                    ms(ph.first_start),
+                    ms(ph.gate_to_spec),
+                    ms(ph.spec_to_restarted),
+                    ms(ph.restarted_to_container_ready),
+                    ms(ph.container_ready_to_gate),
+                    ms(ph.gate_to_ready),
+                    ms(ph.ready_to_next_start),
+                ),
+                "",
+                None,
+            ));
+        }
         let speedup = ms(d.took) / ms(i.took).max(1e-9);
         rows.push(Row::new(
             format!("  in-place speed-up over the Deployment ({which})"),
@@ -287,6 +419,9 @@ struct Tracker {
     min_ready: usize,
     below_since: Option<Instant>,
     below_total: Duration,
+    /// Per pod, the steps of its in-place update (filled once the release started).
+    steps: BTreeMap<String, PodSteps>,
+    started: Option<Instant>,
 }
 
 async fn release(
@@ -330,12 +465,16 @@ async fn release(
         let tracker = tracker.clone();
         let api: Api<Pod> = pods.clone();
         let sel = format!("app={app}");
+        let v2 = v2.to_owned();
         tokio::spawn(async move {
             let mut s = watcher::watcher(api, watcher::Config::default().labels(&sel)).boxed();
             while let Some(ev) = s.next().await {
                 let Ok(mut t) = tracker.lock() else { return };
                 match ev {
                     Ok(Event::Apply(p) | Event::InitApply(p)) => {
+                        if let Some(at) = t.started.map(|s| s.elapsed()) {
+                            t.steps.entry(p.name_any()).or_default().observe(&p, &v2, at);
+                        }
                         if is_ready(&p) && p.metadata.deletion_timestamp.is_none() {
                             t.ready.insert(p.name_any());
                         } else {
@@ -360,10 +499,11 @@ async fn release(
     };
     // Let the watch list the current state before the release starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = Instant::now();
     if let Ok(mut t) = tracker.lock() {
         t.min_ready = t.ready.len();
+        t.started = Some(started);
     }
-    let started = Instant::now();
     let patch =
         json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": v2}]);
     api.patch(app, &PatchParams::default(), &Patch::Json::<()>(serde_json::from_value(patch)?))
@@ -383,12 +523,17 @@ async fn release(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     watch.abort();
-    let (min_ready, below_full) = tracker
+    let (min_ready, below_full, steps) = tracker
         .lock()
         .map(|t| {
-            (t.min_ready, t.below_total + t.below_since.map_or(Duration::ZERO, |s| s.elapsed()))
+            (
+                t.min_ready,
+                t.below_total + t.below_since.map_or(Duration::ZERO, |s| s.elapsed()),
+                t.steps.clone(),
+            )
         })
         .unwrap_or_default();
+    let phases = if kind == Kind::InPlace { phases(&steps) } else { None };
     let after: BTreeMap<String, String> = live(pods, app)
         .await?
         .iter()
@@ -410,5 +555,5 @@ async fn release(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok(Outcome { kind, cached, took, ip_changes, min_ready, below_full })
+    Ok(Outcome { kind, cached, took, ip_changes, min_ready, below_full, phases })
 }

@@ -523,8 +523,17 @@ impl Worker {
                             ),
                         );
                         let grace = self.grace_period();
+                        let began = Instant::now();
                         self.stop(&spec.name, grace, "spec").await;
+                        let stopped = began.elapsed();
                         self.start(&spec, true).await;
+                        tracing::info!(
+                            pod = %self.key(),
+                            container = %spec.name,
+                            stop_ms = stopped.as_millis() as u64,
+                            start_ms = (began.elapsed() - stopped).as_millis() as u64,
+                            "container restarted for its new image"
+                        );
                     }
                 }
                 CState::Terminated(t) => {
