@@ -1,5 +1,6 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet, Deployment/ReplicaSet, Endpoints/EndpointSlices) for both homes.
+//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! Deployment/ReplicaSet, Endpoints/EndpointSlices) for both homes.
 
 use std::path::PathBuf;
 
@@ -29,14 +30,21 @@ pub async fn run_all(client: kube::Client, stop: watch::Receiver<bool>) -> anyho
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
+        .await
+        .context("installing the ImagePullJob and NodeImage CRDs")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let cloneset = kinetic_controllers::cloneset::run(client.clone(), until(stop.clone()));
+    let pulljobs = kinetic_controllers::imagepulljob::run(client.clone(), until(stop.clone()));
+    let nodeimages = kinetic_controllers::nodeimage::run(client.clone(), until(stop.clone()));
     let workloads = kinetic_workloads::run(client, until(stop));
-    let (a, b) = tokio::join!(cloneset, workloads);
+    let (a, b, c, d) = tokio::join!(cloneset, workloads, pulljobs, nodeimages);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
+    c.context("the ImagePullJob controller stopped")?;
+    d.context("the NodeImage controller stopped")?;
     Ok(())
 }
 

@@ -16,7 +16,9 @@ pub mod cloneset;
 pub mod crds;
 pub mod events;
 pub mod expectations;
+pub mod imagepulljob;
 pub mod leader;
+pub mod nodeimage;
 pub mod scheduler;
 
 pub use scheduler::{SchedulerConfig, run_scheduler};
