@@ -7,7 +7,12 @@
 //! default kube-scheduler profile does for the features it supports, and binds each pending pod
 //! through the `pods/binding` subresource within a watch delivery of its creation.
 //!
-//! What it does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
+//! The workload controllers beside it: [`cloneset`] (with image pre-download for in-place
+//! rollouts), [`imagepulljob`] (OpenKruise's ImagePullJob: writes per-node tags into
+//! NodeImages within `parallelism` and computes the job status from what the nodes report) and
+//! [`nodeimage`] (one NodeImage per Node). The node agent does the pulls; nothing here pulls.
+//!
+//! What the scheduler does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
 //! affinity and other soft scores, volume topology, scheduling profiles and extenders, leader
 //! election (run one scheduler per scheduler name). The workload controllers of later issues
 //! will live here too.

@@ -43,38 +43,47 @@ pub async fn run(
     let c = reflector::reflector(jw, watcher(Api::<ImagePullJob>::all(client.clone()), cfg()))
         .default_backoff()
         .map(|_| ());
-    let mut events = futures::stream::select(futures::stream::select(a, b), c).boxed();
+    // The reflectors run on their own tasks: a pass waits for their stores, so they must not
+    // be polled only by this loop.
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let events = futures::stream::select(futures::stream::select(a, b), c);
+    let feeder = {
+        let changed = changed.clone();
+        tokio::spawn(events.for_each(move |()| {
+            changed.notify_one();
+            futures::future::ready(())
+        }))
+    };
+    let _feeder = AbortOnDrop(feeder);
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(30));
-    let mut dirty = true;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            ev = events.next() => {
-                if ev.is_none() {
-                    return Err(crate::Error::WatchEnded { resource: "nodes/nodeimages" });
-                }
-                dirty = true;
+            () = changed.notified() => {
                 // Let a burst of events land before one pass.
-                continue;
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            _ = tick.tick() => dirty = true,
-            () = tokio::time::sleep(Duration::from_millis(20)), if dirty => {}
+            _ = tick.tick() => {}
         }
-        if !dirty {
-            continue;
-        }
-        dirty = false;
         nodes.wait_until_ready().await.ok();
         images.wait_until_ready().await.ok();
         jobs.wait_until_ready().await.ok();
         if let Err(e) = sync(&client, &nodes, &images, &jobs).await {
             tracing::warn!(error = %crate::report(&e), "nodeimage sync failed; retrying");
-            dirty = true;
             tokio::time::sleep(Duration::from_millis(500)).await;
+            changed.notify_one();
         }
     }
     Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One pass: create missing NodeImages, delete those of vanished Nodes, sweep tags of deleted

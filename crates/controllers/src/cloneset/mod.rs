@@ -23,8 +23,10 @@
 //!
 //! Not done (yet): volumeClaimTemplates (no PVCs are created), the preNormal lifecycle hook
 //! (preDelete and inPlaceUpdate work), container priority batches,
-//! env-from-metadata updates, in-place resource resize, image pre-download.
+//! env-from-metadata updates, in-place resource resize. Image pre-download for in-place
+//! updates (`predownload`) is on by default, unlike upstream.
 
+mod predownload;
 mod revision;
 mod status;
 
@@ -222,6 +224,9 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
             _ => false,
         };
 
+    // Image pre-download for the pods still to update (upstream runs it before scaling).
+    predownload::sync(&ctx.client, &cs, &revs, &input.strategy, input.options.in_place_update)
+        .await?;
     let mut acted = refreshed;
     if !acted {
         acted = scale(&ctx, &cs, &input, &revs).await?;
