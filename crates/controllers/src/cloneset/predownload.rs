@@ -60,6 +60,24 @@ pub async fn sync(
     strategy: &Strategy,
     in_place: bool,
 ) -> Result<(), kube::Error> {
+    match sync_jobs(client, cs, revs, strategy, in_place).await {
+        // The ImagePullJob CRD is not installed (a cluster without the preheating
+        // controllers): pre-download is unavailable, the rollout goes on without it.
+        Err(kube::Error::Api(s)) if s.code == 404 => {
+            tracing::debug!(cloneset = %cs.name_any(), "ImagePullJob not served; no pre-download");
+            Ok(())
+        }
+        r => r,
+    }
+}
+
+async fn sync_jobs(
+    client: &Client,
+    cs: &CloneSet,
+    revs: &Revisions,
+    strategy: &Strategy,
+    in_place: bool,
+) -> Result<(), kube::Error> {
     let ns = cs.namespace().unwrap_or_default();
     let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), &ns);
     let update = revs.update.name_any();
