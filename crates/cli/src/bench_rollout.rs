@@ -126,11 +126,8 @@ impl PodSteps {
         if self.spec.is_none() && image(p) == Some(v2) {
             self.spec = Some(at);
         }
-        let c = p
-            .status
-            .as_ref()
-            .and_then(|s| s.container_statuses.as_ref())
-            .and_then(|c| c.first());
+        let c =
+            p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).and_then(|c| c.first());
         let running_new = c.is_some_and(|c| {
             c.image == v2 && c.state.as_ref().is_some_and(|s| s.running.is_some())
         });

@@ -1,6 +1,7 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet, Deployment/ReplicaSet, Endpoints/EndpointSlices) and the volume
-//! controller (claim binding, release, protection finalizers) for both homes.
+//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! Deployment/ReplicaSet, Endpoints/EndpointSlices) and the volume controller (claim binding,
+//! release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -51,16 +52,23 @@ pub async fn run_all(client: kube::Client, stop: watch::Receiver<bool>) -> anyho
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
+        .await
+        .context("installing the ImagePullJob and NodeImage CRDs")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
     let cloneset = kinetic_controllers::cloneset::run(client.clone(), until(stop.clone()));
     let volumes = kinetic_controllers::volume::run(client.clone(), until(stop.clone()));
+    let pulljobs = kinetic_controllers::imagepulljob::run(client.clone(), until(stop.clone()));
+    let nodeimages = kinetic_controllers::nodeimage::run(client.clone(), until(stop.clone()));
     let workloads = kinetic_workloads::run(client, until(stop));
-    let (a, b, c) = tokio::join!(cloneset, workloads, volumes);
+    let (a, b, c, d, e) = tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
+    d.context("the ImagePullJob controller stopped")?;
+    e.context("the NodeImage controller stopped")?;
     Ok(())
 }
 

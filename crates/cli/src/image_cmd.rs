@@ -68,6 +68,7 @@ pub async fn run(cmd: ImageCmd, default_data_dir: &Path) -> anyhow::Result<()> {
             let policy = kinetic_image::GcPolicy {
                 high_threshold_percent: high,
                 low_threshold_percent: low,
+                ..kinetic_image::GcPolicy::default()
             };
             let r = store.gc(&policy, &in_use).await.context("collecting unused images")?;
             let mut out = std::io::stdout().lock();

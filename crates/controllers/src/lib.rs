@@ -7,21 +7,27 @@
 //! default kube-scheduler profile does for the features it supports, and binds each pending pod
 //! through the `pods/binding` subresource within a watch delivery of its creation.
 //!
-//! It also does kube-scheduler's VolumeBinding (`scheduler::volumes`): missing claims keep a pod
-//! Pending, bound volumes' node affinity restricts nodes, and unbound `WaitForFirstConsumer`
-//! claims get `volume.kubernetes.io/selected-node`. [`volume`] is the PersistentVolume
-//! controller (binding, release, protection finalizers).
+//! The scheduler also does kube-scheduler's VolumeBinding (`scheduler::volumes`): missing claims
+//! keep a pod Pending, bound volumes' node affinity restricts nodes, and unbound
+//! `WaitForFirstConsumer` claims get `volume.kubernetes.io/selected-node`.
 //!
-//! What it does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
+//! The controllers beside it: [`cloneset`] (with image pre-download for in-place rollouts),
+//! [`imagepulljob`] (OpenKruise's ImagePullJob: writes per-node tags into NodeImages within
+//! `parallelism` and computes the job status from what the nodes report), [`nodeimage`] (one
+//! NodeImage per Node; the node agent does the pulls, nothing here pulls) and [`volume`] (the
+//! PersistentVolume controller: binding, release, protection finalizers).
+//!
+//! What the scheduler does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
 //! affinity and other soft scores, scheduling profiles and extenders, leader
-//! election (run one scheduler per scheduler name). The workload controllers of later issues
-//! will live here too.
+//! election (run one scheduler per scheduler name).
 
 pub mod cloneset;
 pub mod crds;
 pub mod events;
 pub mod expectations;
+pub mod imagepulljob;
 pub mod leader;
+pub mod nodeimage;
 pub mod scheduler;
 pub mod volume;
 

@@ -18,8 +18,8 @@
 //!   beside the node agent). [`Progress`] receives the bytes as they arrive.
 //!   [`Store::local`] answers from memory for `imagePullPolicy: IfNotPresent`/`Never`.
 //! - [`Store::gc`] removes unused images least recently pulled first when the disk is above
-//!   kubelet's high watermark, down to the low one ([`GcPolicy`]: 85 % / 80 %); the caller names
-//!   the images in use.
+//!   kubelet's high watermark, down to the low one ([`GcPolicy`]: 85 % / 80 %), never touching
+//!   images pulled less than `min_age` (2 minutes) ago; the caller names the images in use.
 //! - [`convert`] re-publishes an image with zstd, gzip or uncompressed layers, keeping the
 //!   config (and so the `diff_ids`) byte for byte; it also holds the codecs the benchmark times.
 //! - [`reference`](mod@reference) parses and normalizes docker references.

@@ -82,4 +82,44 @@ impl Recorder {
         };
         let _ = self.tx.send(ev);
     }
+
+    /// Records `reason`/`message` about any object (a cluster-scoped one's Event lives in
+    /// `default`, where kubectl looks for it).
+    pub fn emit_for(
+        &self,
+        involved: ObjectReference,
+        warning: bool,
+        reason: &str,
+        message: String,
+    ) {
+        let now = jiff::Timestamp::now();
+        let ns = involved.namespace.clone().unwrap_or_else(|| "default".into());
+        let ev = Event {
+            metadata: ObjectMeta {
+                name: Some(format!(
+                    "{}.{:x}",
+                    involved.name.as_deref().unwrap_or("object"),
+                    now.as_nanosecond()
+                )),
+                namespace: Some(ns),
+                ..Default::default()
+            },
+            involved_object: involved,
+            reason: Some(reason.to_owned()),
+            message: Some(message),
+            type_: Some(if warning { "Warning" } else { "Normal" }.to_owned()),
+            source: Some(EventSource {
+                component: Some("kinetic-imagepuller".into()),
+                host: Some(self.node.clone()),
+            }),
+            first_timestamp: Some(Time(now)),
+            last_timestamp: Some(Time(now)),
+            event_time: Some(MicroTime(now)),
+            count: Some(1),
+            reporting_component: Some("kinetic-imagepuller".into()),
+            reporting_instance: Some(self.node.clone()),
+            ..Default::default()
+        };
+        let _ = self.tx.send(ev);
+    }
 }

@@ -25,12 +25,20 @@
 //! also the local-path provisioner (`provision`): it creates the directories and
 //! PersistentVolumes of claims the scheduler placed on it and deletes released ones.
 //!
-//! What it does not do: exec/attach/port-forward, other persistent volume types, image GC, log rotation,
+//! Beside the pods, `imagepuller` pulls the images this node's NodeImage asks for (OpenKruise
+//! preheating; the agent writes only the NodeImage's status and Events) and `imagegc` removes
+//! unused images with kubelet's watermarks (85 %/80 %, never an image a pod on the node names,
+//! one being pulled, or one pulled less than 2 minutes ago), every 5 minutes and after each
+//! preheat pull.
+//!
+//! What it does not do: exec/attach/port-forward, other persistent volume types, log rotation,
 //! cgroup v2 (this machine has v1), user namespaces.
 
 mod cni;
 mod env;
 mod events;
+mod imagegc;
+mod imagepuller;
 mod logs;
 mod mount;
 mod node;
@@ -123,6 +131,13 @@ pub struct Config {
     /// Bearer token the log endpoint requires.
     pub auth_token: Option<String>,
     pub max_pods: u32,
+    /// Preheat pulls (NodeImage tags) running at once (kruise-daemon's
+    /// `--max-workers-for-pull-image`).
+    pub image_pull_workers: usize,
+    /// The image GC watermarks and minimum age (kubelet: 85 %, 80 %, 2 minutes).
+    pub image_gc_policy: kinetic_image::GcPolicy,
+    /// How often the image GC looks at the disk (besides after each preheat pull).
+    pub image_gc_period: Duration,
 }
 
 impl Config {
@@ -141,6 +156,9 @@ impl Config {
             crash_backoff: Duration::from_secs(10),
             auth_token: None,
             max_pods: 110,
+            image_pull_workers: 2,
+            image_gc_policy: kinetic_image::GcPolicy::default(),
+            image_gc_period: Duration::from_secs(300),
         }
     }
 }
@@ -155,6 +173,41 @@ pub(crate) struct Ctx {
     pub events: events::Recorder,
     pub logs: logs::LogIndex,
     pub pods_dir: PathBuf,
+}
+
+/// Pull options with the node's insecure registries and the credentials of `secrets`
+/// (namespace, name): Secrets with a `.dockerconfigjson` key, as kubelet reads
+/// `imagePullSecrets`. Unreadable or unusable Secrets are skipped with a warning.
+pub(crate) async fn pull_options(
+    ctx: &Ctx,
+    secrets: &[(String, String)],
+) -> kinetic_image::PullOptions {
+    let mut opts = kinetic_image::PullOptions {
+        insecure_registries: ctx.cfg.insecure_registries.clone(),
+        ..Default::default()
+    };
+    for (ns, name) in secrets {
+        let api: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(ctx.client.clone(), ns);
+        let secret = match api.get_opt(name).await {
+            Ok(Some(s)) => s,
+            Ok(None) => {
+                tracing::warn!(secret = %format!("{ns}/{name}"), "image pull secret not found");
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(secret = %format!("{ns}/{name}"), error = %e, "image pull secret unreadable");
+                continue;
+            }
+        };
+        let data = secret.data.unwrap_or_default();
+        if let Some(b) = data.get(".dockerconfigjson") {
+            match kinetic_image::parse_docker_config_json(&b.0) {
+                Ok(c) => opts.credentials.extend(c),
+                Err(e) => tracing::warn!(secret = %name, error = %e, "unusable image pull secret"),
+            }
+        }
+    }
+    opts
 }
 
 /// A running node agent.
@@ -215,8 +268,13 @@ impl Agent {
                 cfg.node_name.clone(),
                 cfg.data_dir.clone(),
             )),
-            tokio::spawn(dispatch(ctx)),
+            tokio::spawn(dispatch(ctx.clone())),
         ];
+        let pulling = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let gc_kick = Arc::new(tokio::sync::Notify::new());
+        let mut tasks = tasks;
+        tasks.push(tokio::spawn(imagepuller::run(ctx.clone(), pulling.clone(), gc_kick.clone())));
+        tasks.push(tokio::spawn(imagegc::run(ctx, pulling, gc_kick)));
         tracing::info!(node = %cfg.node_name, logs = %log_addr, "node agent started");
         Ok(Agent { tasks, log_addr })
     }

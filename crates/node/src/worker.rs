@@ -917,27 +917,16 @@ impl Worker {
     /// Credentials from the pod's imagePullSecrets (dockerconfigjson), and the node's insecure
     /// registries.
     async fn pull_options(&self) -> kinetic_image::PullOptions {
-        let mut opts = kinetic_image::PullOptions {
-            insecure_registries: self.ctx.cfg.insecure_registries.clone(),
-            ..Default::default()
-        };
-        let secrets =
-            self.pod.spec.as_ref().and_then(|s| s.image_pull_secrets.clone()).unwrap_or_default();
-        let api: Api<k8s_openapi::api::core::v1::Secret> =
-            Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
-        for s in secrets {
-            let Ok(Some(secret)) = api.get_opt(&s.name).await else { continue };
-            let data = secret.data.unwrap_or_default();
-            if let Some(b) = data.get(".dockerconfigjson") {
-                match kinetic_image::parse_docker_config_json(&b.0) {
-                    Ok(c) => opts.credentials.extend(c),
-                    Err(e) => {
-                        tracing::warn!(secret = %s.name, error = %e, "unusable image pull secret")
-                    }
-                }
-            }
-        }
-        opts
+        let secrets: Vec<(String, String)> = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.image_pull_secrets.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (self.subject.namespace.clone(), s.name))
+            .collect();
+        crate::pull_options(&self.ctx, &secrets).await
     }
 
     fn start_probes(&self, spec: &CSpec, attempt: u32, id: &str) -> Option<JoinHandle<()>> {

@@ -18,6 +18,30 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod cloneset;
+pub mod imagepulljob;
+pub mod nodeimage;
+
+/// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were
+/// created for it (`ImagePreDownloadCreatedKey`, spelled as upstream spells it).
+pub const IMAGE_PREDOWNLOAD_CREATED_LABEL: &str = "apps.kruise.io/pre-predownload-created";
+/// Label set to `"true"` on a CloneSet's ControllerRevision when pre-download does not apply to
+/// it (`ImagePreDownloadIgnoredKey`).
+pub const IMAGE_PREDOWNLOAD_IGNORED_LABEL: &str = "apps.kruise.io/image-predownload-ignored";
+
+/// Adds a `v1beta1` version (same schema, printer columns and subresources, not the storage
+/// version) to a generated single-version `v1alpha1` CRD; conversion stays `None`, which is
+/// right because the two versions have the same fields.
+fn with_v1beta1(
+    mut crd: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
+) -> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    if let Some(v1alpha1) = crd.spec.versions.first().cloned() {
+        let mut v1beta1 = v1alpha1;
+        v1beta1.name = "v1beta1".to_owned();
+        v1beta1.storage = false;
+        crd.spec.versions.push(v1beta1);
+    }
+    crd
+}
 
 /// API group of every OpenKruise workload.
 pub const GROUP: &str = "apps.kruise.io";
@@ -319,6 +343,84 @@ mod tests {
                 "nextContainerImages": {"sidecar": "busybox:2"},
             })
         );
+    }
+
+    fn crd_yaml(crd: &impl serde::Serialize) -> String {
+        serde_yaml::to_string(crd).expect("the CRD serialises to YAML")
+    }
+
+    /// The generated preheating CRDs, as YAML, so every schema change shows in review.
+    #[test]
+    fn preheat_crd_snapshots() {
+        expect_test::expect_file!["imagepulljob.crd.yaml"]
+            .assert_eq(&crd_yaml(&imagepulljob::ImagePullJob::crd_all_versions()));
+        expect_test::expect_file!["nodeimage.crd.yaml"]
+            .assert_eq(&crd_yaml(&nodeimage::NodeImage::crd_all_versions()));
+    }
+
+    /// Both preheating CRDs serve v1alpha1 (storage) and v1beta1 with one structural schema and
+    /// the status subresource; NodeImage is cluster-scoped.
+    #[test]
+    fn preheat_crds_serve_two_versions() {
+        use kinetic_machinery::schema::Schema;
+        for (crd, scope) in [
+            (imagepulljob::ImagePullJob::crd_all_versions(), "Namespaced"),
+            (nodeimage::NodeImage::crd_all_versions(), "Cluster"),
+        ] {
+            let v = serde_json::to_value(&crd).expect("serialises");
+            assert_eq!(v["spec"]["scope"], scope);
+            let versions = v["spec"]["versions"].as_array().expect("versions");
+            let names: Vec<(&str, bool)> = versions
+                .iter()
+                .map(|x| (x["name"].as_str().unwrap_or(""), x["storage"] == true))
+                .collect();
+            assert_eq!(names, [("v1alpha1", true), ("v1beta1", false)]);
+            assert_eq!(versions[0]["schema"], versions[1]["schema"]);
+            assert_eq!(versions[1]["subresources"], serde_json::json!({"status": {}}));
+            let causes = Schema::check_structural(
+                &versions[0]["schema"]["openAPIV3Schema"],
+                "spec.versions[0].schema.openAPIV3Schema",
+            );
+            assert!(causes.is_empty(), "{causes:#?}");
+        }
+    }
+
+    /// A minimal ImagePullJob gets upstream's webhook defaults from the schema; a missing image
+    /// and bad enums are refused with field causes.
+    #[test]
+    fn imagepulljob_schema_defaults_and_rejects() {
+        use kinetic_machinery::schema::Schema;
+        use serde_json::json;
+        let crd = serde_json::to_value(imagepulljob::ImagePullJob::crd_all_versions()).unwrap();
+        let schema =
+            Schema::from_json(&crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"], None)
+                .expect("the schema compiles");
+        let mut obj = json!({
+            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+            "metadata": {"name": "j", "namespace": "default"},
+            "spec": {"image": "nginx:1"},
+        });
+        schema.default(&mut obj);
+        assert_eq!(schema.validate(&obj), vec![]);
+        assert_eq!(
+            obj["spec"],
+            json!({
+                "image": "nginx:1", "parallelism": 1,
+                "pullPolicy": {"timeoutSeconds": 600, "backoffLimit": 3},
+                "completionPolicy": {"type": "Always"}, "imagePullPolicy": "IfNotPresent",
+            })
+        );
+        let job: imagepulljob::ImagePullJob = serde_json::from_value(obj).unwrap();
+        assert_eq!(job.spec.timeout_seconds(), 600);
+        let mut bad = json!({
+            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+            "metadata": {"name": "j", "namespace": "default"},
+            "spec": {"completionPolicy": {"type": "Sometimes"}, "imagePullPolicy": "Never"},
+        });
+        schema.default(&mut bad);
+        let mut fields: Vec<String> = schema.validate(&bad).into_iter().map(|c| c.field).collect();
+        fields.sort();
+        assert_eq!(fields, ["spec.completionPolicy.type", "spec.image", "spec.imagePullPolicy"]);
     }
 
     #[test]

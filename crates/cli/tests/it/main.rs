@@ -6,6 +6,7 @@
 mod controller;
 mod durability;
 mod node;
+mod preheat;
 mod storage;
 mod up;
 mod workloads;

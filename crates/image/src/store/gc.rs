@@ -5,7 +5,9 @@
 //! available` bytes, where low is `imageGCLowThresholdPercent` (80), by removing unused images
 //! least recently used first, and reports an error when the unused images do not hold enough.
 //! Here an image's "last used" time is the last pull of its reference (a pod start pulls or
-//! resolves it), and removing an image frees the layers no remaining image shares.
+//! resolves it), and removing an image frees the layers no remaining image shares. Like
+//! kubelet's `ImageMinimumGCAge` (2 minutes), an image pulled less than [`GcPolicy::min_age`]
+//! ago is never removed, so a preheated image survives until the pod that wants it starts.
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,12 +23,18 @@ pub struct GcPolicy {
     pub high_threshold_percent: u8,
     /// GC frees space down to this (kubelet's `imageGCLowThresholdPercent`).
     pub low_threshold_percent: u8,
+    /// Images pulled more recently than this are kept (kubelet's `ImageMinimumGCAge`).
+    pub min_age: std::time::Duration,
 }
 
 impl Default for GcPolicy {
-    /// kubelet's defaults: 85 and 80.
+    /// kubelet's defaults: 85 %, 80 % and 2 minutes.
     fn default() -> GcPolicy {
-        GcPolicy { high_threshold_percent: 85, low_threshold_percent: 80 }
+        GcPolicy {
+            high_threshold_percent: 85,
+            low_threshold_percent: 80,
+            min_age: std::time::Duration::from_secs(120),
+        }
     }
 }
 
@@ -139,8 +147,14 @@ impl Store {
         let store = self.clone();
         let in_use = in_use.to_vec();
         let to_free = report.bytes_to_free;
-        let (images, layers, freed) =
-            blocking("collecting image garbage", move || store.collect(&in_use, to_free)).await?;
+        let min_age =
+            jiff::SignedDuration::try_from(policy.min_age).unwrap_or(jiff::SignedDuration::MAX);
+        let young_after =
+            jiff::Timestamp::now().checked_sub(min_age).unwrap_or(jiff::Timestamp::MIN);
+        let (images, layers, freed) = blocking("collecting image garbage", move || {
+            store.collect(&in_use, young_after, to_free)
+        })
+        .await?;
         report.removed_images = images;
         report.removed_layers = layers;
         report.freed_bytes = freed;
@@ -161,9 +175,15 @@ impl Store {
         Ok(report)
     }
 
-    /// Removes unused images, least recently pulled first, until `to_free` bytes of layers
-    /// no kept image uses are gone; returns (references, layer digests, bytes).
-    fn collect(&self, in_use: &[String], to_free: u64) -> Result<(Vec<String>, Vec<String>, u64)> {
+    /// Removes unused images pulled before `young_after`, least recently pulled first, until
+    /// `to_free` bytes of layers no kept image uses are gone; returns (references, layer
+    /// digests, bytes).
+    fn collect(
+        &self,
+        in_use: &[String],
+        young_after: jiff::Timestamp,
+        to_free: u64,
+    ) -> Result<(Vec<String>, Vec<String>, u64)> {
         let lock_path = self.inner.root.join("refs.lock");
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -175,7 +195,8 @@ impl Store {
             .map_err(|e| Error::Io { op: "locking", path: lock_path.clone(), source: e.into() })?;
         let path = self.refs_path();
         let mut file = read_index_file(&path)?;
-        let keep: Vec<bool> = file.images.iter().map(|e| is_in_use(e, in_use)).collect();
+        let keep: Vec<bool> =
+            file.images.iter().map(|e| is_in_use(e, in_use) || e.pulled_at > young_after).collect();
         // Layer digest -> (images using it, unpacked size).
         let mut users: HashMap<&str, (usize, u64)> = HashMap::new();
         for e in &file.images {

@@ -346,6 +346,9 @@ async fn gc_removes_least_recently_pulled_unused_images_between_the_watermarks()
     let in_use = vec![refs[2].clone()];
     let kubelet = GcPolicy::default();
     assert_eq!((kubelet.high_threshold_percent, kubelet.low_threshold_percent), (85, 80));
+    assert_eq!(kubelet.min_age, Duration::from_secs(120));
+    // Images pulled a moment ago are young: kubelet's watermarks without the minimum age.
+    let kubelet = GcPolicy { min_age: Duration::ZERO, ..kubelet };
 
     // Below the high watermark nothing happens.
     let r = store
@@ -384,7 +387,8 @@ async fn gc_stops_once_enough_is_freed_and_keeps_images_named_by_digest() {
     }
     // A tight policy: 1 byte to free. The oldest image is in use by digest, so the next oldest
     // goes, and only it.
-    let policy = GcPolicy { high_threshold_percent: 80, low_threshold_percent: 80 };
+    let policy =
+        GcPolicy { high_threshold_percent: 80, low_threshold_percent: 80, min_age: Duration::ZERO };
     let r = store
         .gc_with_usage(
             &policy,
@@ -398,7 +402,7 @@ async fn gc_stops_once_enough_is_freed_and_keeps_images_named_by_digest() {
     assert_eq!(r.freed_bytes, 3);
     assert!(store.local(&imgs[0].reference).is_some());
     assert!(store.local(&imgs[2].reference).is_some());
-    let bad = GcPolicy { high_threshold_percent: 70, low_threshold_percent: 80 };
+    let bad = GcPolicy { high_threshold_percent: 70, low_threshold_percent: 80, ..policy };
     let e =
         store.gc_with_usage(&bad, &[], DiskUsage { capacity: 1, available: 0 }).await.unwrap_err();
     assert!(chain(&e).contains("invalid image GC policy"), "{}", chain(&e));
@@ -408,6 +412,31 @@ async fn gc_stops_once_enough_is_freed_and_keeps_images_named_by_digest() {
     if usage.used_percent() < 85 {
         assert!(store.gc(&GcPolicy::default(), &[]).await.unwrap().removed_images.is_empty());
     }
+}
+
+/// kubelet's `ImageMinimumGCAge`: above the high watermark, an unused image pulled less than
+/// `min_age` ago stays, an older unused one goes, and an old one in use stays.
+#[tokio::test]
+async fn gc_keeps_young_and_in_use_images_and_removes_old_unused_ones() {
+    let reg = Registry::start().await.unwrap();
+    let (_dir, store) = store();
+    let mut imgs = Vec::new();
+    for tag in ["old-unused", "old-used"] {
+        let r = images::busybox(&reg, "gcage", tag, &[("/f", tag)]).await.unwrap();
+        imgs.push(pull(&store, &r).await.unwrap());
+    }
+    // Everything pulled so far is older than the cut-off the policy computes below.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let young = images::busybox(&reg, "gcage", "young", &[("/f", "young")]).await.unwrap();
+    let young = pull(&store, &young).await.unwrap();
+    let policy = GcPolicy { min_age: Duration::from_secs(1), ..GcPolicy::default() };
+    let usage = DiskUsage { capacity: 1000, available: 100 };
+    let e = store.gc_with_usage(&policy, &[imgs[1].reference.clone()], usage).await.unwrap_err();
+    // 90 % used: 100 bytes wanted; only the old unused image may go.
+    assert!(matches!(e, Error::GcShortfall { removed: 1, .. }), "{e:?}");
+    assert!(store.local(&imgs[0].reference).is_none(), "the old unused image is removed");
+    assert!(store.local(&imgs[1].reference).is_some(), "the image in use stays");
+    assert!(store.local(&young.reference).is_some(), "the young image stays");
 }
 
 /// Everything about a tree that unpacking must reproduce, path by path.

@@ -1,0 +1,441 @@
+//! Image preheating end to end, in process: the embedded API server, a registry on 127.0.0.1,
+//! the ImagePullJob, NodeImage, CloneSet controllers and the scheduler, and two real node
+//! agents (each on its own bridge and data directory) pulling what their NodeImages ask.
+//! Needs root, runc, the CNI plugins and docker-registry, like the node tests.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use kinetic_api::kruise::imagepulljob::ImagePullJob;
+use kinetic_api::kruise::nodeimage::{NodeImage, phase, split_image};
+use kinetic_image::push::ImageSpec;
+use kinetic_testkit::TestServer;
+use kinetic_testkit::net::NetSlot;
+use kinetic_testkit::registry::Registry;
+use kube::Api;
+use kube::api::{DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use tokio::sync::watch;
+
+struct Agent {
+    agent: Option<kinetic_node::Agent>,
+    cfg: kinetic_node::Config,
+    _slot: NetSlot,
+}
+
+impl Drop for Agent {
+    /// Removes what the agent's pods left on the machine, even when the test failed half-way
+    /// (as the node tests' harness does): runc containers, overlay mounts, network namespaces
+    /// and the bridge.
+    fn drop(&mut self) {
+        // Stop the agent first, or its workers would restart the containers removed below.
+        drop(self.agent.take());
+        std::thread::sleep(Duration::from_millis(200));
+        let root = self.cfg.data_dir.join("runc");
+        let run = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).output();
+        let root_s = root.display().to_string();
+        if let Ok(out) = run(&["runc", "--root", &root_s, "list", "-q"]) {
+            for id in String::from_utf8_lossy(&out.stdout).lines() {
+                let _ = run(&["runc", "--root", &root_s, "delete", "-f", id]);
+            }
+        }
+        let dir = self.cfg.data_dir.display().to_string();
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mountinfo") {
+            for mp in mounts.lines().filter_map(|l| l.split(' ').nth(4)) {
+                if mp.starts_with(&dir) {
+                    let _ = run(&["umount", "-l", mp]);
+                }
+            }
+        }
+        if let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("pods")) {
+            for e in rd.flatten() {
+                let name = format!("kinetic-{}", e.file_name().to_string_lossy());
+                if std::path::Path::new("/var/run/netns").join(&name).exists() {
+                    let _ = run(&["ip", "netns", "delete", &name]);
+                }
+            }
+        }
+        let _ = run(&["ip", "link", "del", &self.cfg.bridge]);
+    }
+}
+
+struct Cluster {
+    server: TestServer,
+    registry: Registry,
+    client: kube::Client,
+    agents: Vec<Agent>,
+    stop: watch::Sender<bool>,
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    async fn start() -> Cluster {
+        let server = TestServer::start().await.unwrap();
+        let registry = Registry::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        let (stop, rx) = watch::channel(false);
+        {
+            let (client, rx) = (client.clone(), rx.clone());
+            tokio::spawn(async move {
+                kinetic_controllers::run_scheduler(
+                    client,
+                    kinetic_controllers::SchedulerConfig::default(),
+                    async move {
+                        let mut rx = rx;
+                        let _ = rx.wait_for(|s| *s).await;
+                    },
+                )
+                .await
+                .unwrap();
+            });
+        }
+        let c = client.clone();
+        tokio::spawn(async move { kinetic_cli_controllers(c, rx).await });
+        let dir =
+            tempfile::Builder::new().prefix("kinetic-preheat-it").tempdir_in("/var/tmp").unwrap();
+        // The CRDs are installed by the controllers; wait until they are served.
+        let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), "default");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while jobs.list(&ListParams::default()).await.is_err() {
+            assert!(Instant::now() < deadline, "the ImagePullJob CRD was not served");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Cluster { server, registry, client, agents: Vec::new(), stop, dir }
+    }
+
+    async fn add_agent(&mut self, name: &str) {
+        let slot = NetSlot::take();
+        let mut cfg = kinetic_node::Config::new(name, self.dir.path().join(name));
+        cfg.bridge.clone_from(&slot.bridge);
+        cfg.pod_cidr.clone_from(&slot.cidr);
+        cfg.listen = "127.0.0.1:0".parse().unwrap();
+        cfg.auth_token = Some(self.server.server().token().to_owned());
+        let agent = kinetic_node::Agent::start(self.client.clone(), cfg.clone()).await.unwrap();
+        self.agents.push(Agent { agent: Some(agent), cfg, _slot: slot });
+    }
+
+    fn jobs(&self) -> Api<ImagePullJob> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn node_images(&self) -> Api<NodeImage> {
+        Api::all(self.client.clone())
+    }
+
+    async fn create_job(&self, name: &str, spec: serde_json::Value) {
+        let job: ImagePullJob = serde_json::from_value(json!({
+            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+            "metadata": {"name": name, "namespace": "default"}, "spec": spec,
+        }))
+        .unwrap();
+        self.jobs().create(&PostParams::default(), &job).await.unwrap();
+    }
+
+    /// Polls the job until `pred` holds; every observed status goes through `check` too.
+    async fn wait_job(
+        &self,
+        name: &str,
+        secs: u64,
+        mut check: impl FnMut(&ImagePullJob),
+        pred: impl Fn(&ImagePullJob) -> bool,
+    ) -> ImagePullJob {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let j = self.jobs().get(name).await.unwrap();
+            check(&j);
+            if pred(&j) {
+                return j;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {name}: condition not reached in {secs}s: {:#?}\nnodeimages: {:#?}",
+                j.status,
+                self.node_images().list(&ListParams::default()).await.unwrap().items
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn wait_gone(&self, name: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        while self.jobs().get_opt(name).await.unwrap().is_some() {
+            assert!(Instant::now() < deadline, "job {name} still exists after {secs}s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn node_image(&self, node: &str, image: &str) -> Option<(String, i32, Option<String>)> {
+        let ni = self.node_images().get_opt(node).await.unwrap()?;
+        let (name, tag) = split_image(image);
+        let s = ni.tag_status(&name, &tag)?;
+        Some((s.phase.clone(), s.progress, s.image_id.clone()))
+    }
+
+    async fn shutdown(mut self) {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        for p in pods.list(&ListParams::default()).await.unwrap().items {
+            let api: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+            let _ = api.delete(&p.metadata.name.unwrap(), &DeleteParams::default()).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !pods.list(&ListParams::default()).await.unwrap().items.is_empty() {
+            assert!(Instant::now() < deadline, "pods were not removed by their agents");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let _ = self.stop.send(true);
+        for a in &mut self.agents {
+            if let Some(agent) = a.agent.take() {
+                agent.shutdown().await;
+            }
+        }
+        self.agents.clear();
+        self.server.shutdown().await;
+    }
+}
+
+/// `kinetic controller`'s wiring (CRDs, CloneSet, ImagePullJob, NodeImage, workloads) comes
+/// from the binary crate; the test runs the same library controllers.
+async fn kinetic_cli_controllers(client: kube::Client, stop: watch::Receiver<bool>) {
+    let crds: Vec<_> = kinetic_controllers::cloneset::crds()
+        .into_iter()
+        .chain(kinetic_controllers::imagepulljob::crds())
+        .collect();
+    kinetic_controllers::crds::install(&client, &crds).await.unwrap();
+    let until = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let _ = tokio::join!(
+        kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())),
+        kinetic_controllers::imagepulljob::run(client.clone(), until(stop.clone())),
+        kinetic_controllers::nodeimage::run(client, until(stop)),
+    );
+}
+
+/// An image of its own (a distinct config makes a distinct manifest); returns the reference
+/// and the manifest digest.
+async fn image(reg: &Registry, repo: &str, tag: &str) -> (String, String) {
+    let mut config = kinetic_testkit::images::busybox_config();
+    config.env.push(format!("PREHEAT_TEST={repo}-{tag}"));
+    let reference = format!("{}/{repo}:{tag}", reg.addr());
+    let layers = vec![kinetic_testkit::images::busybox_layer().unwrap()];
+    let digest = kinetic_testkit::images::push(
+        &reference,
+        ImageSpec { config, layers, ..ImageSpec::default() },
+    )
+    .await
+    .unwrap();
+    (reference, digest)
+}
+
+fn status(j: &ImagePullJob) -> kinetic_api::kruise::imagepulljob::ImagePullJobStatus {
+    j.status.clone().unwrap_or_default()
+}
+
+/// Parallelism 1 over two nodes: never two active at once, both succeed, the counts and the
+/// completion time are right; each NodeImage reports phase, progress 100 and the manifest
+/// digest; a pod created afterwards starts without pulling; ttlSecondsAfterFinished deletes
+/// the job and its tags leave the NodeImages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagepulljob_parallelism_one_preheats_two_nodes_and_pods_start_without_pulling() {
+    let mut c = Cluster::start().await;
+    c.add_agent("node-a").await;
+    c.add_agent("node-b").await;
+    let (img, digest) = image(&c.registry, "preheat", "v1").await;
+    c.create_job(
+        "warm",
+        json!({
+            "image": img,
+            "parallelism": 1,
+            "selector": {"names": ["node-a", "node-b"]},
+            "completionPolicy": {"type": "Always", "ttlSecondsAfterFinished": 3},
+        }),
+    )
+    .await;
+    let mut max_active = 0;
+    let job = c
+        .wait_job(
+            "warm",
+            60,
+            |j| max_active = max_active.max(status(j).active),
+            |j| status(j).completion_time.is_some(),
+        )
+        .await;
+    let st = status(&job);
+    assert_eq!(max_active, 1, "parallelism 1 allows one active node");
+    assert_eq!((st.desired, st.succeeded, st.failed, st.active), (2, 2, 0, 0), "{st:?}");
+    assert!(st.failed_nodes.is_none() && st.start_time.is_some());
+    assert!(st.completion_time.as_ref().unwrap().0 >= st.start_time.as_ref().unwrap().0);
+    assert_eq!(st.message.as_deref(), Some("job has completed"));
+    // The NodeImage status as the agent wrote it (the tag itself leaves the spec once the job
+    // completed; the status keeps the result until the agent sees the spec change).
+    let name = split_image(&img).0;
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    for node in ["node-a", "node-b"] {
+        let ev = events.list(&ListParams::default()).await.unwrap().items;
+        assert!(
+            ev.iter().any(|e| e.involved_object.kind.as_deref() == Some("NodeImage")
+                && e.involved_object.name.as_deref() == Some(node)
+                && e.reason.as_deref() == Some("PullImageSucceed")),
+            "no PullImageSucceed event for {node}"
+        );
+    }
+    // The pod on a preheated node finds its image present: no pull, no bytes.
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "after", "namespace": "default"},
+        "spec": {"nodeName": "node-b", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": img, "imagePullPolicy": "IfNotPresent",
+                                  "command": ["sleep", "3600"]}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pod = loop {
+        let p = pods.get("after").await.unwrap();
+        let running =
+            p.status.as_ref().and_then(|s| s.container_statuses.as_ref()).is_some_and(|cs| {
+                cs.iter().all(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()))
+            });
+        if running {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "pod not running: {:?}", p.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cs = &pod.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+    assert_eq!(cs.image_id, format!("{name}@{digest}"));
+    let ev: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|e| e.involved_object.name.as_deref() == Some("after"))
+        .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+        .collect();
+    assert!(ev.iter().any(|e| e.contains("already present on machine")), "{ev:#?}");
+    assert!(!ev.iter().any(|e| e.starts_with("Pulling")), "the pod pulled: {ev:#?}");
+    // ttlSecondsAfterFinished deletes the job; its tags are gone from the NodeImages.
+    c.wait_gone("warm", 30).await;
+    for node in ["node-a", "node-b"] {
+        let ni = c.node_images().get(node).await.unwrap();
+        assert!(ni.spec.images.as_ref().is_none_or(|m| !m.contains_key(&name)), "{ni:?}");
+    }
+    c.shutdown().await;
+}
+
+/// completionPolicy Never: the job keeps running, its NodeImage status shows the pull (phase,
+/// progress 100, the manifest digest), and a node that joins later is preheated too; deleting
+/// the job removes its tags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagepulljob_never_keeps_running_and_preheats_a_node_that_joins_later() {
+    let mut c = Cluster::start().await;
+    c.add_agent("node-a").await;
+    let (img, digest) = image(&c.registry, "forever", "v1").await;
+    let name = split_image(&img).0;
+    c.create_job("forever", json!({"image": img, "completionPolicy": {"type": "Never"}})).await;
+    let want = Some((phase::SUCCEEDED.to_owned(), 100, Some(format!("{name}@{digest}"))));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while c.node_image("node-a", &img).await != want {
+        assert!(Instant::now() < deadline, "node-a: {:?}", c.node_image("node-a", &img).await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.wait_job("forever", 30, |_| {}, |j| status(j).succeeded == 1).await;
+    c.add_agent("node-b").await;
+    let job = c
+        .wait_job("forever", 60, |_| {}, |j| status(j).succeeded == 2 && status(j).desired == 2)
+        .await;
+    assert!(status(&job).completion_time.is_none(), "a Never job does not complete");
+    assert_eq!(c.node_image("node-b", &img).await.map(|s| s.0), Some(phase::SUCCEEDED.into()));
+    let ni = c.node_images().get("node-b").await.unwrap();
+    let st = ni.status.unwrap();
+    assert_eq!((st.desired, st.succeeded, st.failed, st.pulling, st.waiting), (1, 1, 0, 0, 0));
+    // Deleting the job removes its tags from both NodeImages.
+    c.jobs().delete("forever", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for node in ["node-a", "node-b"] {
+        loop {
+            let ni = c.node_images().get(node).await.unwrap();
+            if ni.spec.images.as_ref().is_none_or(|m| !m.contains_key(&name)) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{node} still has the tag: {ni:?}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    c.shutdown().await;
+}
+
+/// A missing image fails with failedNodes and a message; activeDeadlineSeconds fails a job
+/// that cannot finish (parallelism 0 never starts a node); podSelector targets only the nodes
+/// of the selected pods; a NodeImage is deleted with its Node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagepulljob_failures_deadline_and_pod_selector() {
+    let mut c = Cluster::start().await;
+    c.add_agent("node-a").await;
+    c.add_agent("node-b").await;
+    let missing = format!("{}/nothing:here", c.registry.addr());
+    c.create_job(
+        "bad",
+        json!({"image": missing, "selector": {"names": ["node-a"]},
+               "pullPolicy": {"backoffLimit": 0, "timeoutSeconds": 30}}),
+    )
+    .await;
+    let job = c.wait_job("bad", 60, |_| {}, |j| status(j).completion_time.is_some()).await;
+    let st = status(&job);
+    assert_eq!((st.desired, st.succeeded, st.failed), (1, 0, 1), "{st:?}");
+    assert_eq!(st.failed_nodes, Some(vec!["node-a".to_owned()]));
+    assert!(st.message.as_deref().unwrap_or_default().contains("failed on 1 of 1"), "{st:?}");
+
+    let (img, _) = image(&c.registry, "deadline", "v1").await;
+    c.create_job(
+        "late",
+        json!({"image": img, "parallelism": 0,
+               "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 2}}),
+    )
+    .await;
+    let job = c.wait_job("late", 30, |_| {}, |j| status(j).completion_time.is_some()).await;
+    let st = status(&job);
+    assert_eq!((st.desired, st.succeeded, st.failed), (2, 0, 2), "{st:?}");
+    assert_eq!(st.failed_nodes, Some(vec!["node-a".to_owned(), "node-b".to_owned()]));
+    assert!(st.message.as_deref().unwrap_or_default().contains("activeDeadlineSeconds"));
+
+    // podSelector: a pod bound to node-b selects node-b only.
+    let (app, _) = image(&c.registry, "app", "v1").await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "sel", "namespace": "default", "labels": {"app": "sel"}},
+        "spec": {"nodeName": "node-b", "terminationGracePeriodSeconds": 1,
+                 "containers": [{"name": "c", "image": app, "command": ["sleep", "3600"]}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let (next, _) = image(&c.registry, "app", "v2").await;
+    c.create_job("by-pod", json!({"image": next, "podSelector": {"matchLabels": {"app": "sel"}}}))
+        .await;
+    let job = c.wait_job("by-pod", 60, |_| {}, |j| status(j).completion_time.is_some()).await;
+    assert_eq!((status(&job).desired, status(&job).succeeded), (1, 1), "{:?}", job.status);
+    assert_eq!(c.node_image("node-a", &next).await, None, "node-a has no selected pod");
+    let events: Api<Event> = Api::namespaced(c.client.clone(), "default");
+    let pulled_b = events.list(&ListParams::default()).await.unwrap().items.iter().any(|e| {
+        e.involved_object.name.as_deref() == Some("node-b")
+            && e.reason.as_deref() == Some("PullImageSucceed")
+            && e.message.as_deref().unwrap_or_default().contains(&next)
+    });
+    assert!(pulled_b, "node-b pulled the podSelector job's image");
+
+    // A Node that goes away takes its NodeImage with it.
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    if let Some(agent) = c.agents[0].agent.take() {
+        agent.shutdown().await;
+    }
+    nodes.delete("node-a", &DeleteParams::default()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.node_images().get_opt("node-a").await.unwrap().is_some() {
+        assert!(Instant::now() < deadline, "the NodeImage of a deleted node stays");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.shutdown().await;
+}

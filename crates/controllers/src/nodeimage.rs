@@ -1,0 +1,164 @@
+//! The NodeImage controller: one cluster-scoped NodeImage per Node, named after it, created
+//! when the Node appears and deleted when it goes (upstream's `pkg/controller/nodeimage`).
+//!
+//! It also sweeps tag entries whose ImagePullJobs no longer exist (a job deleted before it
+//! finished, or by its TTL), so tags never outlive every job that asked for them; an owner
+//! missing from the watch cache is confirmed with a GET before its entries go, so a job
+//! created a moment ago keeps its tag.
+//!
+//! Level-triggered: every change of a Node, NodeImage or ImagePullJob runs one pass over the
+//! whole (cached) state, plus a pass every 30 s.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Node;
+use kinetic_api::kruise::imagepulljob::ImagePullJob;
+use kinetic_api::kruise::nodeimage::{NodeImage, NodeImageSpec};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+
+/// Runs the NodeImage controller until `shutdown` resolves.
+///
+/// # Errors
+/// None so far: failed passes are logged and repeated.
+pub async fn run(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> crate::Result<()> {
+    let (nodes, nw) = reflector::store::<Node>();
+    let (images, iw) = reflector::store::<NodeImage>();
+    let (jobs, jw) = reflector::store::<ImagePullJob>();
+    let cfg = watcher::Config::default;
+    let a = reflector::reflector(nw, watcher(Api::<Node>::all(client.clone()), cfg()))
+        .default_backoff()
+        .map(|_| ());
+    let b = reflector::reflector(iw, watcher(Api::<NodeImage>::all(client.clone()), cfg()))
+        .default_backoff()
+        .map(|_| ());
+    let c = reflector::reflector(jw, watcher(Api::<ImagePullJob>::all(client.clone()), cfg()))
+        .default_backoff()
+        .map(|_| ());
+    // The reflectors run on their own tasks: a pass waits for their stores, so they must not
+    // be polled only by this loop.
+    let changed = std::sync::Arc::new(tokio::sync::Notify::new());
+    let events = futures::stream::select(futures::stream::select(a, b), c);
+    let feeder = {
+        let changed = changed.clone();
+        tokio::spawn(events.for_each(move |()| {
+            changed.notify_one();
+            futures::future::ready(())
+        }))
+    };
+    let _feeder = AbortOnDrop(feeder);
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            () = &mut shutdown => break,
+            () = changed.notified() => {
+                // Let a burst of events land before one pass.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ = tick.tick() => {}
+        }
+        nodes.wait_until_ready().await.ok();
+        images.wait_until_ready().await.ok();
+        jobs.wait_until_ready().await.ok();
+        if let Err(e) = sync(&client, &nodes, &images, &jobs).await {
+            tracing::warn!(error = %crate::report(&e), "nodeimage sync failed; retrying");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            changed.notify_one();
+        }
+    }
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One pass: create missing NodeImages, delete those of vanished Nodes, sweep tags of deleted
+/// jobs.
+async fn sync(
+    client: &Client,
+    nodes: &Store<Node>,
+    images: &Store<NodeImage>,
+    jobs: &Store<ImagePullJob>,
+) -> Result<(), kube::Error> {
+    let api: Api<NodeImage> = Api::all(client.clone());
+    let node_names: BTreeSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
+    let have: BTreeSet<String> = images.state().iter().map(|n| n.name_any()).collect();
+    for n in node_names.difference(&have) {
+        let ni = NodeImage {
+            metadata: ObjectMeta { name: Some(n.clone()), ..Default::default() },
+            spec: NodeImageSpec::default(),
+            status: None,
+        };
+        match api.create(&PostParams::default(), &ni).await {
+            Ok(_) => tracing::info!(node = %n, "NodeImage created"),
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for ni in images.state() {
+        let name = ni.name_any();
+        if !node_names.contains(&name) {
+            // Gone from the cache could be a lagging watch: confirm with the API first.
+            let node_api: Api<Node> = Api::all(client.clone());
+            if node_api.get_opt(&name).await?.is_none() {
+                let dp = DeleteParams {
+                    preconditions: Some(Preconditions { uid: ni.uid(), resource_version: None }),
+                    ..Default::default()
+                };
+                match api.delete(&name, &dp).await {
+                    Ok(_) => tracing::info!(node = %name, "NodeImage of a deleted node removed"),
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            continue;
+        }
+        // Owners (jobs) that are gone.
+        let live: BTreeSet<String> = jobs.state().iter().filter_map(|j| j.uid()).collect();
+        let mut missing = BTreeSet::new();
+        for o in ni
+            .spec
+            .images
+            .iter()
+            .flat_map(|m| m.values())
+            .flat_map(|i| &i.tags)
+            .flat_map(|t| t.owner_references.iter().flatten())
+            .filter(|o| o.kind.as_deref() == Some("ImagePullJob"))
+        {
+            let uid = o.uid.clone().unwrap_or_default();
+            if live.contains(&uid) || missing.contains(&uid) {
+                continue;
+            }
+            let japi: Api<ImagePullJob> =
+                Api::namespaced(client.clone(), o.namespace.as_deref().unwrap_or_default());
+            let cur = japi.get_opt(o.name.as_deref().unwrap_or_default()).await?;
+            if cur.is_none_or(|j| j.uid().as_deref() != Some(uid.as_str())) {
+                missing.insert(uid);
+            }
+        }
+        if missing.is_empty() {
+            continue;
+        }
+        if let Some(next) = crate::imagepulljob::without_owner(&ni, |o| {
+            o.uid.as_ref().is_some_and(|u| missing.contains(u))
+        }) {
+            api.replace(&name, &PostParams::default(), &next).await?;
+            tracing::info!(node = %name, jobs = missing.len(), "tags of deleted ImagePullJobs removed");
+        }
+    }
+    Ok(())
+}
