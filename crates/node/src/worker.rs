@@ -82,6 +82,9 @@ struct Worker {
     pull_backoff: HashMap<String, (Instant, Duration)>,
     last_status: Option<Value>,
     wake_at: Option<Instant>,
+    /// Removal of ended containers' runtime state (`runc delete`, rootfs unmount), done off the
+    /// restart's critical path and awaited before the sandbox goes.
+    cleanups: Vec<JoinHandle<()>>,
 }
 
 /// Runs the worker for `pod` until the pod is gone and cleaned up.
@@ -115,6 +118,7 @@ pub async fn run(
         pull_backoff: HashMap::new(),
         last_status: None,
         wake_at: None,
+        cleanups: Vec::new(),
     };
     if let Err(e) = std::fs::create_dir_all(w.dir.join("logs")) {
         tracing::error!(pod = %w.key(), error = %e, "cannot create the pod directory");
@@ -1001,16 +1005,35 @@ impl Worker {
             {
                 self.ctx.events.emit(&self.subject, Some(name), true, "FailedPreStopHook", msg);
             }
-            let _ = self.ctx.runc.kill(&id, "TERM").await;
+            self.signal(name, &id, rustix::process::Signal::TERM, "TERM").await;
             let left = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(left, exit.wait_for(Option::is_some)).await;
         }
         if exit.borrow().is_none() {
-            let _ = self.ctx.runc.kill(&id, "KILL").await;
+            self.signal(name, &id, rustix::process::Signal::KILL, "KILL").await;
             let _ =
                 tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
         }
         self.finish(name).await;
+    }
+
+    /// Sends `sig` to the container's init process directly (what `runc kill` does, without
+    /// starting a runc process: an in-place restart waits for this), falling back to `runc
+    /// kill` when the pid is unknown or the signal fails. The pid cannot have been reused: the
+    /// container's exit watch reaps it, and a reaped container is no longer `Running`.
+    async fn signal(&self, name: &str, id: &str, sig: rustix::process::Signal, runc_sig: &str) {
+        let pid = match self.rec.containers.get(name).map(|c| &c.state) {
+            Some(CState::Running { pid, .. }) => rustix::process::Pid::from_raw(*pid),
+            _ => None,
+        };
+        let exited = self.running.get(name).is_none_or(|r| r.exit.borrow().is_some());
+        if let Some(pid) = pid
+            && !exited
+            && rustix::process::kill_process(pid, sig).is_ok()
+        {
+            return;
+        }
+        let _ = self.ctx.runc.kill(id, runc_sig).await;
     }
 
     /// Records the end of a container run and removes its runtime state (not its logs).
@@ -1021,8 +1044,14 @@ impl Worker {
         }
         let exit = *r.exit.borrow();
         let message = std::fs::read_to_string(r.dir.join("termination-log")).unwrap_or_default();
-        let _ = self.ctx.runc.delete(&r.id).await;
-        crate::mount::remove(&r.dir);
+        // Each attempt has its own runc id, cgroup and rootfs directory, so a restarted
+        // container does not wait for the old one's removal.
+        let (runc, id, dir) = (self.ctx.runc.clone(), r.id.clone(), r.dir.clone());
+        self.cleanups.retain(|h| !h.is_finished());
+        self.cleanups.push(tokio::spawn(async move {
+            let _ = runc.delete(&id).await;
+            crate::mount::remove(&dir);
+        }));
         let now = ts_now();
         let Some(c) = self.rec.containers.get_mut(name) else { return };
         let started_at = match c.state {
@@ -1122,6 +1151,9 @@ impl Worker {
 
     /// Removes everything the pod had on the node except its record: network, volumes.
     async fn teardown(&mut self) -> crate::Result<()> {
+        for h in self.cleanups.drain(..) {
+            let _ = h.await;
+        }
         self.ctx.net.teardown(&self.rec.netns).await?;
         self.rec.ip = None;
         let _ = std::fs::remove_dir_all(self.dir.join("containers"));
