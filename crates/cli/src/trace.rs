@@ -123,7 +123,17 @@ fn phases(tl: &Timeline) -> Vec<Phase> {
         let detail = if c.cache_hit {
             "cached".to_owned()
         } else {
-            format!("{} pulled", bytes(c.pull_bytes))
+            // The download rate over the whole pull (issue 5: bytes and rate in the timeline).
+            let secs = match (c.pull_started, c.pull_finished) {
+                (Some(a), Some(b)) => b.duration_since(a).as_secs_f64(),
+                _ => 0.0,
+            };
+            if secs > 0.0 && c.pull_bytes > 0 {
+                let rate = (c.pull_bytes as f64 / secs) as u64;
+                format!("{} pulled at {}/s", bytes(c.pull_bytes), bytes(rate))
+            } else {
+                format!("{} pulled", bytes(c.pull_bytes))
+            }
         };
         if c.pull_started.is_some() || c.pull_finished.is_some() {
             out.push(Phase {
@@ -384,7 +394,7 @@ mod tests {
             schedule                    0.0           0.4
             node pickup                 0.4           1.7
             sandbox                     2.1          39.1
-            setup (init): pull         41.2          60.0   3.3 MiB pulled
+            setup (init): pull         41.2          60.0   3.3 MiB pulled at 55.6 MiB/s
             setup (init): create      101.2           8.8
             setup (init): start       110.0           8.0
             setup (init): done        118.0          22.0
