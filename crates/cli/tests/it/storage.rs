@@ -147,3 +147,146 @@ async fn a_claim_outlives_its_pod_and_is_reclaimed_with_its_directory() {
     assert!(!path.exists(), "{} is gone", path.display());
     drop(up);
 }
+
+const CLONESET_WITH_CLAIMS: &str = "apiVersion: apps.kruise.io/v1alpha1
+kind: CloneSet
+metadata:
+  name: db
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: db
+  template:
+    metadata:
+      labels:
+        app: db
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: IMAGE
+        command: [sh, -c, 'echo boot >> /data/boots; wc -l < /data/boots; trap \"exit 0\" TERM; sleep 3600 & wait']
+        volumeMounts:
+        - name: data
+          mountPath: /data
+  updateStrategy:
+    type: InPlaceIfPossible
+    maxUnavailable: 1
+  volumeClaimTemplates:
+  - metadata:
+      name: data
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 1Gi
+";
+
+/// The boots a pod's current container counted on its claim (its log's last line).
+async fn boots(up: &crate::Kinetic, home: &std::path::Path, pod: &str) -> String {
+    eventually(up, home, &["logs", pod], |o| !o.trim().is_empty())
+        .await
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloneset_claims_keep_their_data_through_in_place_updates_and_replacements() {
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let v1 = kinetic_testkit::images::busybox(&registry, "db", "v1", &[]).await.unwrap();
+    let v2 =
+        kinetic_testkit::images::busybox(&registry, "db", "v2", &[("v2", "v2\n")]).await.unwrap();
+    let dir = tempfile::Builder::new().prefix("kinetic-cspvc-it").tempdir_in("/var/tmp").unwrap();
+    let port = crate::free_port();
+    let up = crate::start_with(
+        "up",
+        dir.path(),
+        port,
+        &[
+            "--node-name",
+            "node-c",
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+        ],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // The controllers install the CloneSet CRD at start; apply once it is served.
+    let manifest = CLONESET_WITH_CLAIMS.replace("IMAGE", &v1);
+    for i in 0.. {
+        let out =
+            kinetic_testkit::kubectl(&up.kubeconfig, h, &["apply", "-f", "-"], Some(&manifest))
+                .await
+                .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(i < 100, "apply: {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ready = "jsonpath={.status.readyReplicas}/{.status.updatedReadyReplicas}";
+    eventually(&up, h, &["get", "cloneset", "db", "-o", ready], |o| o == "2/2").await;
+    let names = kubectl(
+        &up,
+        h,
+        &["get", "pods", "-l", "app=db", "-o", "jsonpath={.items[*].metadata.name}"],
+    )
+    .await;
+    let pods: Vec<String> = names.split_whitespace().map(str::to_owned).collect();
+    assert_eq!(pods.len(), 2, "{names}");
+    for p in &pods {
+        let id = p.strip_prefix("db-").unwrap();
+        let claim = format!("data-db-{id}");
+        let phase =
+            kubectl(&up, h, &["get", "pvc", &claim, "-o", "jsonpath={.status.phase}"]).await;
+        assert_eq!(phase, "Bound", "{claim}");
+        assert_eq!(boots(&up, h, p).await, "1", "{p}: first boot");
+    }
+
+    // In place: the same pods restart on v2 and find their claims' data.
+    let patch = format!(
+        r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{v2}"}}]"#
+    );
+    kubectl(&up, h, &["patch", "cloneset", "db", "--type", "json", "-p", &patch]).await;
+    let restarted = "jsonpath={.items[*].status.containerStatuses[0].restartCount}";
+    eventually(&up, h, &["get", "pods", "-l", "app=db", "-o", restarted], |o| o == "1 1").await;
+    eventually(&up, h, &["get", "cloneset", "db", "-o", ready], |o| o == "2/2").await;
+    for p in &pods {
+        assert_eq!(boots(&up, h, p).await, "2", "{p}: the claim survived the in-place update");
+    }
+
+    // A pod deleted by someone else: its replacement takes its instance id and its claim.
+    kubectl(&up, h, &["delete", "pod", &pods[0], "--grace-period=1", "--timeout=30s"]).await;
+    eventually(&up, h, &["get", "pod", &pods[0], "-o", "jsonpath={.status.phase}"], |o| {
+        o == "Running"
+    })
+    .await;
+    assert_eq!(boots(&up, h, &pods[0]).await, "3", "the replacement reused the claim");
+
+    // Scale-in by podsToDelete: the pod's claim goes with it, and its volume is reclaimed.
+    let victim_claim = format!("data-db-{}", pods[1].strip_prefix("db-").unwrap());
+    let scale = format!(
+        r#"{{"spec":{{"replicas":1,"scaleStrategy":{{"podsToDelete":["{}"]}}}}}}"#,
+        pods[1]
+    );
+    kubectl(&up, h, &["patch", "cloneset", "db", "--type", "merge", "-p", &scale]).await;
+    eventually(&up, h, &["get", "pvc", "-o", "name"], |o| {
+        o.lines().count() == 1 && !o.contains(&victim_claim)
+    })
+    .await;
+    eventually(&up, h, &["get", "pv", "-o", "name"], |o| o.lines().count() == 1).await;
+    kubectl(&up, h, &["delete", "cloneset", "db", "--wait=true"]).await;
+    eventually(&up, h, &["get", "pods,pvc,pv", "-o", "name"], |o| o.trim().is_empty()).await;
+    drop(up);
+}
