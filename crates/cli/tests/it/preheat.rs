@@ -549,6 +549,31 @@ impl Cluster {
     }
 }
 
+/// Watches `api` from `rv` in the background; resolves to the resourceVersion of the first
+/// added or modified object `pred` holds for.
+async fn first_event_rv<K>(
+    api: Api<K>,
+    rv: String,
+    pred: impl Fn(&K) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<u64>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::api::{WatchEvent, WatchParams};
+    let mut stream = api.watch(&WatchParams::default().timeout(60), &rv).await.unwrap().boxed();
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            if let WatchEvent::Added(o) | WatchEvent::Modified(o) = ev.unwrap()
+                && pred(&o)
+            {
+                return o.meta().resource_version.as_deref().unwrap().parse().unwrap();
+            }
+        }
+        panic!("the watch ended before the awaited event");
+    })
+}
+
 fn revision_of(p: &Pod) -> &str {
     p.labels().get(CONTROLLER_REVISION_HASH_LABEL).map_or("", String::as_str)
 }
@@ -595,6 +620,21 @@ async fn cloneset_in_place_rollout_pre_downloads_the_new_image_on_the_nodes_stil
     assert_eq!((on("node-a"), on("node-b")), (2, 2), "the scheduler spreads the pods");
     assert!(c.jobs().list(&ListParams::default()).await.unwrap().items.is_empty());
 
+    // Watch jobs and pods from here: the order of the job's creation and the first pod's
+    // in-place patch is read from their resourceVersions (one global counter in Kinetic, as
+    // etcd's revision is upstream).
+    let rv = c.jobs().list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    let rv = rv.unwrap();
+    let job_created = first_event_rv(c.jobs(), rv.clone(), |_: &ImagePullJob| true).await;
+    let first_patched = {
+        let v2 = v2.clone();
+        first_event_rv(Api::namespaced(c.client.clone(), "default"), rv, move |p: &Pod| {
+            p.spec
+                .as_ref()
+                .is_some_and(|s| s.containers.iter().any(|c| c.image == Some(v2.clone())))
+        })
+        .await
+    };
     // Only the image changes: the rollout is in place.
     c.json_patch(
         PD_CLONESET,
@@ -633,6 +673,10 @@ async fn cloneset_in_place_rollout_pre_downloads_the_new_image_on_the_nodes_stil
         ("CloneSet", PD_CLONESET, uid.as_str())
     );
     assert_eq!((owners[0].controller, owners[0].block_owner_deletion), (Some(true), Some(true)));
+
+    // The job is created in the pass that starts the rollout, before its first pod is patched.
+    let (job_rv, pod_rv) = (job_created.await.unwrap(), first_patched.await.unwrap());
+    assert!(job_rv < pod_rv, "job created at {job_rv}, first pod patched at {pod_rv}");
 
     // Both nodes of the waiting pods pull the image, one at a time; the partition keeps three
     // pods at the old revision meanwhile.
