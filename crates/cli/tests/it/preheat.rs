@@ -3,17 +3,25 @@
 //! agents (each on its own bridge and data directory) pulling what their NodeImages ask.
 //! Needs root, runc, the CNI plugins and docker-registry, like the node tests.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use kinetic_api::kruise::imagepulljob::ImagePullJob;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kinetic_api::kruise::cloneset::CloneSet;
+use kinetic_api::kruise::imagepulljob::{CompletionPolicyType, ImagePullJob};
 use kinetic_api::kruise::nodeimage::{NodeImage, phase, split_image};
+use kinetic_api::kruise::{
+    CONTROLLER_REVISION_HASH_LABEL, IMAGE_PREDOWNLOAD_CREATED_LABEL,
+    IMAGE_PREDOWNLOAD_IGNORED_LABEL,
+};
 use kinetic_image::push::ImageSpec;
 use kinetic_testkit::TestServer;
 use kinetic_testkit::net::NetSlot;
 use kinetic_testkit::registry::Registry;
-use kube::Api;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt as _};
 use serde_json::json;
 use tokio::sync::watch;
 
@@ -172,17 +180,22 @@ impl Cluster {
     }
 
     async fn shutdown(mut self) {
-        let pods: Api<Pod> = Api::all(self.client.clone());
-        for p in pods.list(&ListParams::default()).await.unwrap().items {
-            let api: Api<Pod> = Api::namespaced(self.client.clone(), "default");
-            let _ = api.delete(&p.metadata.name.unwrap(), &DeleteParams::default()).await;
-        }
+        // Stop the controllers first: a CloneSet would replace the pods deleted below.
+        let _ = self.stop.send(true);
+        // A CloneSet pass already in flight may still create a pod: delete until none is left.
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !pods.list(&ListParams::default()).await.unwrap().items.is_empty() {
-            assert!(Instant::now() < deadline, "pods were not removed by their agents");
+        loop {
+            let left = pods.list(&ListParams::default()).await.unwrap().items;
+            if left.is_empty() {
+                break;
+            }
+            assert!(Instant::now() < deadline, "pods were not removed by their agents: {left:?}");
+            for p in left.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+                let _ = pods.delete(&p.name_any(), &DeleteParams::default()).await;
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = self.stop.send(true);
         for a in &mut self.agents {
             if let Some(agent) = a.agent.take() {
                 agent.shutdown().await;
@@ -437,5 +450,355 @@ async fn imagepulljob_failures_deadline_and_pod_selector() {
         assert!(Instant::now() < deadline, "the NodeImage of a deleted node stays");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    c.shutdown().await;
+}
+
+const PD_CLONESET: &str = "pd";
+
+/// The CloneSet of the pre-download tests: `replicas` pods of `image` (cpu requests of 500m,
+/// so the least-allocated score spreads them over the two nodes), a container that exits at
+/// once on SIGTERM so in-place restarts are quick, and the given update strategy.
+fn pd_cloneset(name: &str, replicas: i32, image: &str, strategy: serde_json::Value) -> CloneSet {
+    serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "containers": [{
+                        "name": "main", "image": image, "imagePullPolicy": "IfNotPresent",
+                        "command": ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                        "env": [{"name": "MODE", "value": "one"}],
+                        "resources": {"requests": {"cpu": "500m"}},
+                    }],
+                },
+            },
+            "updateStrategy": strategy,
+        },
+    }))
+    .unwrap()
+}
+
+impl Cluster {
+    fn clonesets(&self) -> Api<CloneSet> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn revisions(&self) -> Api<ControllerRevision> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    /// Patches the CloneSet with an RFC 6902 JSON patch through the real kubectl, so only the
+    /// named paths change (a merge patch of `containers` would replace the whole list).
+    async fn json_patch(&self, name: &str, patch: serde_json::Value) {
+        self.server
+            .kubectl_ok(&["patch", "cloneset", name, "--type", "json", "-p", &patch.to_string()])
+            .await
+            .unwrap();
+    }
+
+    /// Waits until the CloneSet's status names an update revision other than `old`.
+    async fn new_update_revision(&self, name: &str, old: Option<&str>) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let cs = self.clonesets().get(name).await.unwrap();
+            if let Some(r) = cs.status.as_ref().and_then(|s| s.update_revision.clone())
+                && Some(r.as_str()) != old
+            {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "{name}: no new update revision: {:?}", cs.status);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the ControllerRevision carries `label`; returns its labels.
+    async fn revision_labelled(&self, rev: &str, label: &str) -> BTreeMap<String, String> {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let r = self.revisions().get(rev).await.unwrap();
+            if r.labels().contains_key(label) {
+                return r.labels().clone();
+            }
+            assert!(Instant::now() < deadline, "revision {rev} not labelled {label}: {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn pods_of(&self, app: &str) -> Vec<Pod> {
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), "default");
+        pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap().items
+    }
+
+    /// The Events of one object, as "Reason: message".
+    async fn events_of(&self, name: &str) -> Vec<String> {
+        let events: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        events
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(name))
+            .map(|e| format!("{}: {}", e.reason.unwrap_or_default(), e.message.unwrap_or_default()))
+            .collect()
+    }
+}
+
+/// Watches `api` from `rv` in the background; resolves to the resourceVersion of the first
+/// added or modified object `pred` holds for.
+async fn first_event_rv<K>(
+    api: Api<K>,
+    rv: String,
+    pred: impl Fn(&K) -> bool + Send + 'static,
+) -> tokio::task::JoinHandle<u64>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    use futures::StreamExt as _;
+    use kube::api::{WatchEvent, WatchParams};
+    let mut stream = api.watch(&WatchParams::default().timeout(60), &rv).await.unwrap().boxed();
+    tokio::spawn(async move {
+        while let Some(ev) = stream.next().await {
+            if let WatchEvent::Added(o) | WatchEvent::Modified(o) = ev.unwrap()
+                && pred(&o)
+            {
+                return o.meta().resource_version.as_deref().unwrap().parse().unwrap();
+            }
+        }
+        panic!("the watch ended before the awaited event");
+    })
+}
+
+fn revision_of(p: &Pod) -> &str {
+    p.labels().get(CONTROLLER_REVISION_HASH_LABEL).map_or("", String::as_str)
+}
+
+fn running_ready(p: &Pod) -> bool {
+    crate::workloads::is_ready(p)
+}
+
+/// Issue 5, item 4: a CloneSet of 4 pods on two nodes changes only its image (a JSON patch of
+/// `/spec/template/spec/containers/0/image`), updating in place one at a time with a partition
+/// of 3, so one pod updates and three wait. The CloneSet controller creates the ImagePullJob
+/// `{updateRevision}-main` with upstream's parameters and labels the revision; both nodes of
+/// the waiting pods pull the image (never two at once: parallelism 1) while those pods are
+/// still at the old revision; when the partition is lifted, each of them restarts in place
+/// with the image "already present on machine" and no Pulling; once the rollout converges the
+/// job is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloneset_in_place_rollout_pre_downloads_the_new_image_on_the_nodes_still_to_update() {
+    let began = Instant::now();
+    let mut c = Cluster::start().await;
+    c.add_agent("node-a").await;
+    c.add_agent("node-b").await;
+    let (v1, _) = image(&c.registry, "pd", "v1").await;
+    let (v2, v2_digest) = image(&c.registry, "pd", "v2").await;
+    let strategy = json!({"type": "InPlaceIfPossible", "partition": 3, "maxUnavailable": 1});
+    let cs = c
+        .clonesets()
+        .create(&PostParams::default(), &pd_cloneset(PD_CLONESET, 4, &v1, strategy))
+        .await
+        .unwrap();
+    let uid = cs.uid().unwrap();
+    let old = c.new_update_revision(PD_CLONESET, None).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let before = loop {
+        let pods = c.pods_of(PD_CLONESET).await;
+        if pods.len() == 4 && pods.iter().all(running_ready) {
+            break pods;
+        }
+        assert!(Instant::now() < deadline, "pods not ready: {pods:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    let on = |n: &str| before.iter().filter(|p| node_of(p) == n).count();
+    assert_eq!((on("node-a"), on("node-b")), (2, 2), "the scheduler spreads the pods");
+    assert!(c.jobs().list(&ListParams::default()).await.unwrap().items.is_empty());
+
+    // Watch jobs and pods from here: the order of the job's creation and the first pod's
+    // in-place patch is read from their resourceVersions (one global counter in Kinetic, as
+    // etcd's revision is upstream).
+    let rv = c.jobs().list(&ListParams::default()).await.unwrap().metadata.resource_version;
+    let rv = rv.unwrap();
+    let job_created = first_event_rv(c.jobs(), rv.clone(), |_: &ImagePullJob| true).await;
+    let first_patched = {
+        let v2 = v2.clone();
+        first_event_rv(Api::namespaced(c.client.clone(), "default"), rv, move |p: &Pod| {
+            p.spec
+                .as_ref()
+                .is_some_and(|s| s.containers.iter().any(|c| c.image == Some(v2.clone())))
+        })
+        .await
+    };
+    // Only the image changes: the rollout is in place.
+    c.json_patch(
+        PD_CLONESET,
+        json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": v2}]),
+    )
+    .await;
+    let new = c.new_update_revision(PD_CLONESET, Some(&old)).await;
+    let job_name = format!("{new}-main");
+    let labels = c.revision_labelled(&new, IMAGE_PREDOWNLOAD_CREATED_LABEL).await;
+    assert_eq!(labels.get(IMAGE_PREDOWNLOAD_CREATED_LABEL).map(String::as_str), Some("true"));
+    assert!(!labels.contains_key(IMAGE_PREDOWNLOAD_IGNORED_LABEL));
+    // The job exists once the revision is labelled (the label is written after the jobs).
+    let job = c.jobs().get(&job_name).await.unwrap();
+    let jobs = c.jobs().list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(jobs.len(), 1, "one job per changed container: {jobs:#?}");
+    assert_eq!(job.spec.image, v2);
+    let ps = job.spec.pod_selector.clone().unwrap();
+    assert_eq!(ps.match_labels, Some(BTreeMap::from([("app".to_owned(), PD_CLONESET.to_owned())])));
+    let expr = ps.match_expressions.unwrap();
+    assert_eq!(expr.len(), 1, "{expr:?}");
+    assert_eq!(
+        (expr[0].key.as_str(), expr[0].operator.as_str(), expr[0].values.clone()),
+        (CONTROLLER_REVISION_HASH_LABEL, "NotIn", Some(vec![new.clone()]))
+    );
+    assert!(job.spec.selector.is_none());
+    assert_eq!(job.spec.parallelism, Some(IntOrString::Int(1)));
+    let pp = job.spec.pull_policy.clone().unwrap();
+    assert_eq!((pp.backoff_limit, pp.timeout_seconds), (Some(1), Some(300)));
+    let cp = &job.spec.completion_policy;
+    assert_eq!(cp.type_, Some(CompletionPolicyType::Always));
+    assert_eq!(cp.ttl_seconds_after_finished, Some(600));
+    let owners = job.owner_references();
+    assert_eq!(owners.len(), 1, "{owners:?}");
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].uid.as_str()),
+        ("CloneSet", PD_CLONESET, uid.as_str())
+    );
+    assert_eq!((owners[0].controller, owners[0].block_owner_deletion), (Some(true), Some(true)));
+
+    // The job is created in the pass that starts the rollout, before its first pod is patched.
+    let (job_rv, pod_rv) = (job_created.await.unwrap(), first_patched.await.unwrap());
+    assert!(job_rv < pod_rv, "job created at {job_rv}, first pod patched at {pod_rv}");
+
+    // Both nodes of the waiting pods pull the image, one at a time; the partition keeps three
+    // pods at the old revision meanwhile.
+    let mut max_active = 0;
+    let job = c
+        .wait_job(
+            &job_name,
+            30,
+            |j| max_active = max_active.max(status(j).active),
+            |j| status(j).completion_time.is_some(),
+        )
+        .await;
+    let st = status(&job);
+    assert_eq!(max_active, 1, "parallelism 1 allows one active node");
+    assert_eq!((st.desired, st.succeeded, st.failed), (2, 2, 0), "{st:?}");
+    let waiting: Vec<Pod> =
+        c.pods_of(PD_CLONESET).await.into_iter().filter(|p| revision_of(p) == old).collect();
+    assert_eq!(waiting.len(), 3, "the partition keeps three pods at {old}");
+    let waiting_nodes: std::collections::BTreeSet<String> = waiting.iter().map(node_of).collect();
+    assert_eq!(waiting_nodes.len(), 2, "the waiting pods are on both nodes");
+    for node in &waiting_nodes {
+        let ev = c.events_of(node).await;
+        assert!(
+            ev.iter().any(|e| e.starts_with("PullImageSucceed") && e.contains(&v2)),
+            "{node} pulled {v2} for the job: {ev:#?}"
+        );
+    }
+
+    // Lift the partition: the waiting pods update in place and find the image on their node.
+    c.clonesets()
+        .patch(
+            PD_CLONESET,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"updateStrategy": {"partition": 0}}})),
+        )
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let cs = c.clonesets().get(PD_CLONESET).await.unwrap();
+        let st = cs.status.clone().unwrap_or_default();
+        let pods = c.pods_of(PD_CLONESET).await;
+        if st.current_revision.as_deref() == Some(new.as_str())
+            && st.updated_ready_replicas == 4
+            && pods.len() == 4
+            && pods.iter().all(|p| revision_of(p) == new && running_ready(p))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout did not converge: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let name = split_image(&v2).0;
+    for w in &waiting {
+        let pod: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+        let p = pod.get(&w.name_any()).await.unwrap();
+        assert_eq!(p.uid(), w.uid(), "{} was updated in place, not recreated", w.name_any());
+        let cst = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+        assert_eq!(cst.restart_count, 1, "{} restarted once in place", w.name_any());
+        assert_eq!(cst.image_id, format!("{name}@{v2_digest}"));
+        let ev = c.events_of(&w.name_any()).await;
+        let present = format!("Container image {v2:?} already present on machine");
+        assert!(ev.iter().any(|e| e.contains(&present)), "{}: {ev:#?}", w.name_any());
+        let pulling = format!("Pulling image {v2:?}");
+        assert!(!ev.iter().any(|e| e.contains(&pulling)), "{} pulled: {ev:#?}", w.name_any());
+    }
+    // Converged: the CloneSet deletes its pre-download job.
+    c.wait_gone(&job_name, 20).await;
+    eprintln!("pre-download rollout test took {:?}", began.elapsed());
+    c.shutdown().await;
+}
+
+/// Pre-download applies only to in-place rollouts in more than one batch: a ReCreate image
+/// change, an in-place strategy whose change is not in place (an env value), and an image
+/// change that updates every pod in one batch (partition 0, maxUnavailable ≥ replicas) label
+/// the update revision `apps.kruise.io/image-predownload-ignored` and create no job. No node
+/// agent is needed: the decision is the CloneSet controller's alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloneset_pre_download_is_skipped_for_recreate_non_image_changes_and_one_batch() {
+    let c = Cluster::start().await;
+    let img = format!("{}/skip:v1", c.registry.addr());
+    let img2 = format!("{}/skip:v2", c.registry.addr());
+    let image_change =
+        json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": img2}]);
+    let env_change = json!([{"op": "replace", "path": "/spec/template/spec/containers/0/env/0/value", "value": "two"}]);
+    let cases = [
+        ("recreate", json!({"type": "ReCreate", "maxUnavailable": 1}), &image_change),
+        ("envchange", json!({"type": "InPlaceIfPossible", "maxUnavailable": 1}), &env_change),
+        ("onebatch", json!({"type": "InPlaceIfPossible", "maxUnavailable": "100%"}), &image_change),
+    ];
+    for (name, strategy, patch) in cases {
+        c.clonesets()
+            .create(&PostParams::default(), &pd_cloneset(name, 4, &img, strategy))
+            .await
+            .unwrap();
+        let old = c.new_update_revision(name, None).await;
+        c.json_patch(name, patch.clone()).await;
+        let new = c.new_update_revision(name, Some(&old)).await;
+        let labels = c.revision_labelled(&new, IMAGE_PREDOWNLOAD_IGNORED_LABEL).await;
+        assert_eq!(labels.get(IMAGE_PREDOWNLOAD_IGNORED_LABEL).map(String::as_str), Some("true"));
+        assert!(!labels.contains_key(IMAGE_PREDOWNLOAD_CREATED_LABEL), "{name}: {labels:?}");
+    }
+    // A positive control on the same cluster: an in-place image change in batches does create
+    // its job, so the absence above is the skip rule and not a controller that never acts.
+    let strategy = json!({"type": "InPlaceIfPossible", "maxUnavailable": 1});
+    c.clonesets()
+        .create(&PostParams::default(), &pd_cloneset("inplace", 4, &img, strategy))
+        .await
+        .unwrap();
+    let old = c.new_update_revision("inplace", None).await;
+    c.json_patch("inplace", image_change.clone()).await;
+    let new = c.new_update_revision("inplace", Some(&old)).await;
+    c.revision_labelled(&new, IMAGE_PREDOWNLOAD_CREATED_LABEL).await;
+    let jobs: Vec<String> = c
+        .jobs()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|j| j.name_any())
+        .collect();
+    assert_eq!(jobs, vec![format!("{new}-main")], "only the in-place rollout has a job");
     c.shutdown().await;
 }

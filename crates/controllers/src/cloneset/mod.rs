@@ -243,8 +243,10 @@ async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         };
 
     // Image pre-download for the pods still to update (upstream runs it before scaling).
-    predownload::sync(&ctx.client, &cs, &revs, &input.strategy, input.options.in_place_update)
-        .await?;
+    let retry_predownload =
+        predownload::sync(&ctx.client, &cs, &revs, &input.strategy, input.options.in_place_update)
+            .await;
+    requeue = sooner(requeue, retry_predownload);
     let mut acted = refreshed;
     if !acted {
         acted = scale(&ctx, &cs, &input, &revs, &claims).await?;

@@ -13,8 +13,10 @@
 //! `apps.kruise.io/pre-predownload-created`, or `apps.kruise.io/image-predownload-ignored` when
 //! pre-download does not apply (ReCreate or OnDelete, a change that is not in place, or
 //! everything updating in one batch: partition 0 and maxUnavailable ≥ replicas). While fewer
-//! than `-min-updated-ready-pods` updated pods are ready it waits. Once the revisions
-//! converge, the CloneSet's jobs are deleted.
+//! than `-min-updated-ready-pods` (an integer or a percentage of replicas, rounded up) pods of
+//! the update revision are ready it waits. Once the revisions converge, the CloneSet's jobs
+//! are deleted. A failed step is logged and retried on a later pass; it never stops the
+//! rollout, which only loses the head start (upstream logs and goes on as well).
 //!
 //! Unlike upstream, where this sits behind the alpha gate `PreDownloadImageForInPlaceUpdate`
 //! (off by default) and is skipped for CloneSets of 3 replicas or fewer, it is on by default
@@ -23,6 +25,7 @@
 //! is skipped like ReCreate because nothing updates in place on its own.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, OwnerReference};
@@ -48,26 +51,39 @@ use super::revision::{Revisions, template_of};
 const BACKOFF_LIMIT: i32 = 1;
 const TIMEOUT_SECONDS: i32 = 300;
 const TTL_SECONDS_AFTER_FINISHED: i32 = 600;
+/// When to look again after a failed pre-download step.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// One pass: create the jobs for a rollout in progress, or delete them once it converged.
 ///
-/// # Errors
-/// An API call failed (the reconcile retries).
+/// # Guarantees
+/// A failure never fails the CloneSet's reconcile: pre-download only saves time, so, as
+/// upstream does (it logs `Failed to create ImagePullJobs for CloneSet` and goes on to scale
+/// and update), the rollout proceeds without it. The revision is labelled only after its jobs
+/// exist, so the failed step is retried: the returned delay asks for the next pass.
 pub async fn sync(
     client: &Client,
     cs: &CloneSet,
     revs: &Revisions,
     strategy: &Strategy,
     in_place: bool,
-) -> Result<(), kube::Error> {
+) -> Option<Duration> {
     match sync_jobs(client, cs, revs, strategy, in_place).await {
+        Ok(()) => None,
         // The ImagePullJob CRD is not installed (a cluster without the preheating
         // controllers): pre-download is unavailable, the rollout goes on without it.
         Err(kube::Error::Api(s)) if s.code == 404 => {
             tracing::debug!(cloneset = %cs.name_any(), "ImagePullJob not served; no pre-download");
-            Ok(())
+            None
         }
-        r => r,
+        Err(e) => {
+            tracing::warn!(
+                cloneset = %cs.name_any(),
+                error = %crate::report(&e),
+                "image pre-download failed; the rollout goes on without it"
+            );
+            Some(RETRY)
+        }
     }
 }
 
@@ -81,10 +97,10 @@ async fn sync_jobs(
     let ns = cs.namespace().unwrap_or_default();
     let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), &ns);
     let update = revs.update.name_any();
-    let status = cs.status.as_ref();
-    let converged = status.and_then(|s| s.current_revision.as_deref())
-        == status.and_then(|s| s.update_revision.as_deref());
-    if converged || revs.current.name_any() == update {
+    // Upstream compares the revisions of this pass only. The status's pair is stale on the
+    // first pass after a template change (it still names the old revision as both), so
+    // reading it would skip that pass's job creation.
+    if revs.current.name_any() == update {
         // Upstream deletes the jobs of every revision once the rollout converged.
         let uid = cs.uid().unwrap_or_default();
         let lp = ListParams::default().labels(CONTROLLER_REVISION_HASH_LABEL);
@@ -116,6 +132,9 @@ async fn sync_jobs(
     {
         return Ok(());
     }
+    // Upstream resolves a percentage maxUnavailable rounding down here, although the update
+    // itself rounds it up; Kinetic uses the update's value, so "everything in one batch" means
+    // what the update will really do (4 replicas at 80% update all 4 at once: no pre-download).
     let one_batch = strategy.partition == 0 && strategy.max_unavailable >= strategy.replicas;
     let skip = matches!(
         strategy.update_type,
@@ -133,11 +152,7 @@ async fn sync_jobs(
         .await;
     }
     let annotations = cs.annotations();
-    let min_ready: i32 = annotations
-        .get(IMAGE_PREDOWNLOAD_MIN_UPDATED_READY_PODS_ANNOTATION)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    if status.map_or(0, |s| s.updated_ready_replicas) < min_ready {
+    if updated_ready(cs, &update) < min_updated_ready(cs, strategy.replicas) {
         return Ok(());
     }
     let parallelism = annotations
@@ -207,6 +222,38 @@ async fn sync_jobs(
     label_revision(client, &ns, &revs.update, IMAGE_PREDOWNLOAD_CREATED_LABEL, Some("true")).await
 }
 
+/// `apps.kruise.io/image-predownload-min-updated-ready-pods`: an integer or a percentage of
+/// `replicas` rounded up (upstream's `GetScaledValueFromIntOrPercent(.., true)`); 0 when
+/// absent or invalid (upstream logs the error and uses 0 too).
+fn min_updated_ready(cs: &CloneSet, replicas: i32) -> i32 {
+    let Some(v) = cs.annotations().get(IMAGE_PREDOWNLOAD_MIN_UPDATED_READY_PODS_ANNOTATION) else {
+        return 0;
+    };
+    // `intstr.Parse`: an integer, else a string.
+    let value = v.parse::<i32>().map_or_else(|_| IntOrString::String(v.clone()), IntOrString::Int);
+    kinetic_rollout::strategy::scaled_value(
+        &value,
+        replicas,
+        true,
+        "metadata.annotations[apps.kruise.io/image-predownload-min-updated-ready-pods]",
+    )
+    .unwrap_or_else(|e| {
+        tracing::warn!(cloneset = %cs.name_any(), error = %e, "ignoring min-updated-ready-pods");
+        0
+    })
+}
+
+/// `status.updatedReadyReplicas`, counted for `update` only: on the first pass after a
+/// template change the status still counts the previous revision's ready pods, which would
+/// open the `min-updated-ready-pods` gate before a single new pod is ready (upstream reads 0
+/// when `status.updateRevision` is not this pass's update revision).
+fn updated_ready(cs: &CloneSet, update: &str) -> i32 {
+    cs.status
+        .as_ref()
+        .filter(|s| s.update_revision.as_deref() == Some(update))
+        .map_or(0, |s| s.updated_ready_replicas)
+}
+
 /// (container, new image) of the containers whose image differs between the revisions.
 fn changed_images(
     current: &ControllerRevision,
@@ -238,4 +285,49 @@ async fn label_revision(
     let body: Value = json!({"metadata": {"labels": {label: value}}});
     api.patch(&rev.name_any(), &PatchParams::default(), &Patch::Merge(body)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cloneset(min_ready: Option<&str>, status: Value) -> CloneSet {
+        let mut annotations = serde_json::Map::new();
+        if let Some(v) = min_ready {
+            annotations
+                .insert(IMAGE_PREDOWNLOAD_MIN_UPDATED_READY_PODS_ANNOTATION.into(), v.into());
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+            "metadata": {"name": "cs", "namespace": "default", "annotations": annotations},
+            "spec": {"replicas": 10, "selector": {"matchLabels": {"app": "cs"}},
+                     "template": {"spec": {"containers": []}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn min_updated_ready_pods_is_an_integer_or_a_percentage_rounded_up() {
+        let st = Value::Null;
+        assert_eq!(min_updated_ready(&cloneset(None, st.clone()), 10), 0);
+        assert_eq!(min_updated_ready(&cloneset(Some("3"), st.clone()), 10), 3);
+        assert_eq!(min_updated_ready(&cloneset(Some("25%"), st.clone()), 10), 3);
+        assert_eq!(min_updated_ready(&cloneset(Some("10%"), st.clone()), 10), 1);
+        assert_eq!(min_updated_ready(&cloneset(Some("lots"), st), 10), 0, "invalid reads as 0");
+    }
+
+    /// Regression: the first pass after a template change read the previous rollout's
+    /// `updatedReadyReplicas` (all pods ready at the old update revision) and opened the
+    /// `min-updated-ready-pods` gate before any pod of the new revision was ready.
+    #[test]
+    fn updated_ready_pods_of_a_stale_status_count_as_none() {
+        let st = |rev: &str| {
+            json!({"replicas": 10, "readyReplicas": 10, "availableReplicas": 10,
+                   "updatedReplicas": 10, "updatedReadyReplicas": 10,
+                   "updateRevision": rev, "currentRevision": "cs-old"})
+        };
+        assert_eq!(updated_ready(&cloneset(Some("1"), st("cs-old")), "cs-new"), 0);
+        assert_eq!(updated_ready(&cloneset(Some("1"), st("cs-new")), "cs-new"), 10);
+    }
 }
