@@ -484,14 +484,31 @@ pub fn default(kind: &str, obj: &mut Value) {
         "PersistentVolumeClaim" | "PersistentVolume" | "StorageClass" => {
             crate::storage::default(kind, obj);
         }
+        "Endpoints" => {
+            // Upstream's SetDefaults_EndpointPort: every subset port's protocol is TCP unless
+            // given.
+            let subsets = obj.get_mut("subsets").and_then(Value::as_array_mut);
+            for subset in subsets.into_iter().flatten() {
+                let ports = subset.get_mut("ports").and_then(Value::as_array_mut);
+                for p in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+                    set_default(p, "protocol", json!("TCP"));
+                }
+            }
+        }
+        "EndpointSlice" => {
+            // Upstream's SetDefaults_EndpointPort (discovery/v1): protocol TCP, name "".
+            let ports = obj.get_mut("ports").and_then(Value::as_array_mut);
+            for p in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+                set_default(p, "protocol", json!("TCP"));
+                set_default(p, "name", json!(""));
+            }
+        }
         "ServiceAccount"
         | "ConfigMap"
-        | "Endpoints"
         | "Event"
         | "Node"
         | "Lease"
         | "ControllerRevision"
-        | "EndpointSlice"
         | "CustomResourceDefinition" => {}
         _ => {}
     }
@@ -750,6 +767,18 @@ mod tests {
         assert_eq!(pod["spec"]["containers"][2]["imagePullPolicy"], "IfNotPresent");
         assert_eq!(pod["spec"]["containers"][1]["ports"][0]["protocol"], "TCP");
         assert_eq!(pod["status"]["phase"], "Pending");
+    }
+
+    #[test]
+    fn endpoint_ports_default_to_tcp() {
+        let mut ep = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}],
+                                         "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}]});
+        default("Endpoints", &mut ep);
+        assert_eq!(ep["subsets"][0]["ports"][0]["protocol"], "TCP");
+        assert_eq!(ep["subsets"][0]["ports"][1]["protocol"], "UDP");
+        let mut slice = json!({"addressType": "IPv4", "ports": [{"port": 80}]});
+        default("EndpointSlice", &mut slice);
+        assert_eq!(slice["ports"][0], json!({"port": 80, "protocol": "TCP", "name": ""}));
     }
 
     #[test]
