@@ -1,6 +1,8 @@
 //! Workloads end to end on `kinetic up` with real containers: a CloneSet updates its image in
 //! place (same pods, same IPs, restartCount 1) while a client keeps calling the addresses the
-//! Service's Endpoints list, and none of those calls fails; a Deployment rolls with kubectl.
+//! Service's Endpoints list, and none of those calls fails; a Deployment rolls with kubectl; a
+//! ReCreate CloneSet replaces its pods, and a release to an image that never gets ready stops at
+//! the progress deadline.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -301,4 +303,173 @@ pub fn is_ready(p: &Pod) -> bool {
         .as_ref()
         .and_then(|s| s.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+const RECREATE: &str = "apiVersion: apps.kruise.io/v1alpha1
+kind: CloneSet
+metadata:
+  name: rc
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: rc
+  template:
+    metadata:
+      labels:
+        app: rc
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: IMAGE
+        command: [sh, -c, exec httpd -f -p 8080 -h /www]
+        readinessProbe:
+          httpGet: {path: /ready.html, port: 8080}
+          periodSeconds: 1
+  updateStrategy:
+    type: ReCreate
+    maxUnavailable: 1
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloneset_recreate_replaces_pods_and_a_never_ready_image_stops_at_the_deadline() {
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let ready = [("www/ready.html", "ok\n")];
+    let v1 = kinetic_testkit::images::busybox(&registry, "rc", "v1", &ready).await.unwrap();
+    let v2 = kinetic_testkit::images::busybox(&registry, "rc", "v2", &ready).await.unwrap();
+    // v3 never becomes ready: its readiness path is missing.
+    let v3 = kinetic_testkit::images::busybox(&registry, "rc", "v3", &[("www/other", "x\n")])
+        .await
+        .unwrap();
+    let dir = tempfile::Builder::new().prefix("kinetic-rc-it").tempdir_in("/var/tmp").unwrap();
+    let port = crate::free_port();
+    let up = crate::start_with(
+        "up",
+        dir.path(),
+        port,
+        &[
+            "--node-name",
+            "node-r",
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+        ],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let manifest = RECREATE.replace("IMAGE", &v1);
+    for i in 0.. {
+        let out =
+            kinetic_testkit::kubectl(&up.kubeconfig, h, &["apply", "-f", "-"], Some(&manifest))
+                .await
+                .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(i < 100, "apply: {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = || async {
+        pods.list(&ListParams::default().labels("app=rc"))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect::<Vec<Pod>>()
+    };
+    let image = |p: &Pod| p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default();
+    let wait_all = |img: String| {
+        let live = &live;
+        async move {
+            for i in 0.. {
+                let l = live().await;
+                if l.len() == 3 && l.iter().all(|p| is_ready(p) && image(p) == img) {
+                    return l;
+                }
+                assert!(i < 600, "3 ready pods on {img} not reached");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            unreachable!()
+        }
+    };
+    let before = wait_all(v1.clone()).await;
+    let old_uids: Vec<String> = before.iter().map(|p| p.uid().unwrap()).collect();
+
+    // ReCreate: every pod is replaced by a new one (new UID) on v2.
+    let patch = |img: &str| {
+        format!(
+            r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{img}"}}]"#
+        )
+    };
+    kubectl(&up, h, &["patch", "cloneset", "rc", "--type", "json", "-p", &patch(&v2)]).await;
+    let after = wait_all(v2.clone()).await;
+    for p in &after {
+        assert!(!old_uids.contains(&p.uid().unwrap()), "ReCreate makes new pods: {}", p.name_any());
+        let cs = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
+        assert_eq!(cs.restart_count, 0, "a new pod, not a restart");
+    }
+
+    // A release to an image that never gets ready stops at the progress deadline, says so in
+    // the Progressing condition and an Event, and `kinetic rollout status` fails with it.
+    kubectl(
+        &up,
+        h,
+        &[
+            "patch",
+            "cloneset",
+            "rc",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"progressDeadlineSeconds":3}}"#,
+        ],
+    )
+    .await;
+    kubectl(&up, h, &["patch", "cloneset", "rc", "--type", "json", "-p", &patch(&v3)]).await;
+    let cond = "jsonpath={.status.conditions[?(@.type=='Progressing')].reason}";
+    for i in 0.. {
+        let reason = kubectl(&up, h, &["get", "cloneset", "rc", "-o", cond]).await;
+        if reason == "ProgressDeadlineExceeded" {
+            break;
+        }
+        assert!(i < 300, "no ProgressDeadlineExceeded: {reason:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let events =
+        kubectl(&up, h, &["get", "events", "--field-selector", "involvedObject.name=rc"]).await;
+    assert!(events.contains("ProgressDeadlineExceeded"), "{events}");
+    let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+        .args(["rollout", "status", "cloneset/rc", "--timeout", "30", "--kubeconfig"])
+        .arg(&up.kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let out = String::from_utf8_lossy(&status.stderr);
+    assert!(!status.status.success(), "rollout status succeeded on a stalled rollout");
+    assert!(
+        out.contains("exceeded its progress deadline") || out.contains("ProgressDeadlineExceeded"),
+        "{out}"
+    );
+    // The rollout stopped: one pod on v3 (never ready), the other two still serve v2.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let l = live().await;
+    let on_v2 = l.iter().filter(|p| image(p) == v2 && is_ready(p)).count();
+    let on_v3 = l.iter().filter(|p| image(p) == v3).count();
+    assert_eq!(
+        (on_v2, on_v3),
+        (2, 1),
+        "{:?}",
+        l.iter().map(|p| (p.name_any(), image(p), is_ready(p))).collect::<Vec<_>>()
+    );
+    kubectl(&up, h, &["delete", "cloneset", "rc", "--wait=true"]).await;
+    drop(up);
 }
