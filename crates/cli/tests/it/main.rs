@@ -55,3 +55,57 @@ pub async fn start_with(sub: &str, dir: &Path, port: u16, extra: &[&str]) -> Kin
     }
     panic!("kinetic {sub} did not become ready");
 }
+
+/// `kinetic up` with its node agent named `node` on the network slot `slot` (its own bridge and
+/// pod CIDR), data in a fresh directory under /var/tmp (returned, removed on drop).
+pub async fn up_with_node(
+    node: &str,
+    slot: &kinetic_testkit::net::NetSlot,
+) -> (Kinetic, tempfile::TempDir) {
+    let dir = tempfile::Builder::new().prefix("kinetic-up-it").tempdir_in("/var/tmp").unwrap();
+    let up = start_with(
+        "up",
+        dir.path(),
+        free_port(),
+        &[
+            "--node-name",
+            node,
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+        ],
+    )
+    .await;
+    (up, dir)
+}
+
+/// `kubectl ARGS` against `up`, asserting success; its stdout.
+pub async fn kubectl(up: &Kinetic, home: &Path, args: &[&str]) -> String {
+    kubectl_in(up, home, args, None).await
+}
+
+/// [`kubectl`] with `stdin`.
+pub async fn kubectl_in(up: &Kinetic, home: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, args, stdin).await.unwrap();
+    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `kubectl apply -f -` of `manifest`, retried for up to 10 s while its kinds are not served
+/// yet (the controllers install their CRDs when `kinetic up` starts).
+pub async fn apply_when_served(up: &Kinetic, home: &Path, manifest: &str) {
+    for i in 0.. {
+        let out =
+            kinetic_testkit::kubectl(&up.kubeconfig, home, &["apply", "-f", "-"], Some(manifest))
+                .await
+                .unwrap();
+        if out.status.success() {
+            return;
+        }
+        assert!(i < 100, "apply: {}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -3,38 +3,16 @@
 
 use std::time::Duration;
 
+use crate::kubectl;
 use kinetic_testkit::net::NetSlot;
 use kinetic_testkit::registry::Registry;
-
-async fn kubectl(up: &crate::Kinetic, home: &std::path::Path, args: &[&str]) -> String {
-    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, args, None).await.unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_run_gives_a_ready_pod_that_answers_http_and_logs_traces_deletes() {
     let slot = NetSlot::take();
     let registry = Registry::start().await.unwrap();
     let image = kinetic_testkit::images::busybox(&registry, "web", "v1", &[]).await.unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-up-it").tempdir_in("/var/tmp").unwrap();
-    let port = crate::free_port();
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        port,
-        &[
-            "--node-name",
-            "node-a",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-        ],
-    )
-    .await;
+    let (up, _dir) = crate::up_with_node("node-a", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     // The node registers itself and the scheduler binds to it.

@@ -4,21 +4,12 @@
 
 use std::time::Duration;
 
+use crate::kubectl;
 use kinetic_testkit::net::NetSlot;
 use kinetic_testkit::registry::Registry;
 
-async fn kubectl(up: &crate::Kinetic, home: &std::path::Path, args: &[&str]) -> String {
-    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, args, None).await.unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 async fn apply(up: &crate::Kinetic, home: &std::path::Path, manifest: &str) -> String {
-    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, &["apply", "-f", "-"], Some(manifest))
-        .await
-        .unwrap();
-    assert!(out.status.success(), "apply: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::kubectl_in(up, home, &["apply", "-f", "-"], Some(manifest)).await
 }
 
 /// Polls `kubectl args` until its output satisfies `ok` (30 s at most).
@@ -45,24 +36,7 @@ async fn a_claim_outlives_its_pod_and_is_reclaimed_with_its_directory() {
     let slot = NetSlot::take();
     let registry = Registry::start().await.unwrap();
     let image = kinetic_testkit::images::busybox(&registry, "storage", "v1", &[]).await.unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-pvc-it").tempdir_in("/var/tmp").unwrap();
-    let port = crate::free_port();
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        port,
-        &[
-            "--node-name",
-            "node-a",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-        ],
-    )
-    .await;
+    let (up, dir) = crate::up_with_node("node-a", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     eventually(&up, h, &["get", "nodes", "-o", "name"], |o| o.contains("node/node-a")).await;
@@ -202,39 +176,12 @@ async fn cloneset_claims_keep_their_data_through_in_place_updates_and_replacemen
     let v1 = kinetic_testkit::images::busybox(&registry, "db", "v1", &[]).await.unwrap();
     let v2 =
         kinetic_testkit::images::busybox(&registry, "db", "v2", &[("v2", "v2\n")]).await.unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-cspvc-it").tempdir_in("/var/tmp").unwrap();
-    let port = crate::free_port();
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        port,
-        &[
-            "--node-name",
-            "node-c",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-        ],
-    )
-    .await;
+    let (up, _dir) = crate::up_with_node("node-c", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     // The controllers install the CloneSet CRD at start; apply once it is served.
     let manifest = CLONESET_WITH_CLAIMS.replace("IMAGE", &v1);
-    for i in 0.. {
-        let out =
-            kinetic_testkit::kubectl(&up.kubeconfig, h, &["apply", "-f", "-"], Some(&manifest))
-                .await
-                .unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(i < 100, "apply: {}", String::from_utf8_lossy(&out.stderr));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::apply_when_served(&up, h, &manifest).await;
     let ready = "jsonpath={.status.readyReplicas}/{.status.updatedReadyReplicas}";
     eventually(&up, h, &["get", "cloneset", "db", "-o", ready], |o| o == "2/2").await;
     let names = kubectl(

@@ -9,26 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::kubectl;
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kinetic_testkit::net::NetSlot;
 use kinetic_testkit::registry::Registry;
 use kube::ResourceExt as _;
 use kube::api::{Api, ListParams};
-
-async fn kubectl(up: &crate::Kinetic, home: &std::path::Path, args: &[&str]) -> String {
-    kubectl_in(up, home, args, None).await
-}
-
-async fn kubectl_in(
-    up: &crate::Kinetic,
-    home: &std::path::Path,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> String {
-    let out = kinetic_testkit::kubectl(&up.kubeconfig, home, args, stdin).await.unwrap();
-    assert!(out.status.success(), "kubectl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// GET / with a deadline; the body on success.
 async fn try_get(ip: &str) -> Result<String, String> {
@@ -100,24 +86,7 @@ async fn cloneset_updates_in_place_without_losing_a_request_and_deployment_rolls
     )
     .await
     .unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-wl-it").tempdir_in("/var/tmp").unwrap();
-    let port = crate::free_port();
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        port,
-        &[
-            "--node-name",
-            "node-w",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-        ],
-    )
-    .await;
+    let (up, _dir) = crate::up_with_node("node-w", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
@@ -125,17 +94,7 @@ async fn cloneset_updates_in_place_without_losing_a_request_and_deployment_rolls
 
     // The controllers install the CloneSet CRD at start; apply once it is served.
     let manifest = CLONESET.replace("IMAGE", &v1);
-    for i in 0.. {
-        let out =
-            kinetic_testkit::kubectl(&up.kubeconfig, h, &["apply", "-f", "-"], Some(&manifest))
-                .await
-                .unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(i < 100, "apply: {}", String::from_utf8_lossy(&out.stderr));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::apply_when_served(&up, h, &manifest).await;
     let ready_all = || async {
         let list = pods.list(&ListParams::default().labels("app=web")).await.unwrap().items;
         list.len() == 10 && list.iter().all(crate::workloads::is_ready)
@@ -343,40 +302,13 @@ async fn cloneset_recreate_replaces_pods_and_a_never_ready_image_stops_at_the_de
     let v3 = kinetic_testkit::images::busybox(&registry, "rc", "v3", &[("www/other", "x\n")])
         .await
         .unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-rc-it").tempdir_in("/var/tmp").unwrap();
-    let port = crate::free_port();
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        port,
-        &[
-            "--node-name",
-            "node-r",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-        ],
-    )
-    .await;
+    let (up, _dir) = crate::up_with_node("node-r", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let manifest = RECREATE.replace("IMAGE", &v1);
-    for i in 0.. {
-        let out =
-            kinetic_testkit::kubectl(&up.kubeconfig, h, &["apply", "-f", "-"], Some(&manifest))
-                .await
-                .unwrap();
-        if out.status.success() {
-            break;
-        }
-        assert!(i < 100, "apply: {}", String::from_utf8_lossy(&out.stderr));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    crate::apply_when_served(&up, h, &manifest).await;
     let live = || async {
         pods.list(&ListParams::default().labels("app=rc"))
             .await
