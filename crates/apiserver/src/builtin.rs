@@ -385,7 +385,8 @@ pub fn register(registry: &Registry) -> Result<(), kinetic_machinery::schema::Sc
     Ok(())
 }
 
-fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
+/// The object at `key`, created empty when missing or not an object.
+pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
     let m = v.as_object_mut()?;
     if !m.get(key).is_some_and(Value::is_object) {
         m.insert(key.to_owned(), json!({}));
@@ -393,7 +394,8 @@ fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>
     m.get_mut(key)?.as_object_mut()
 }
 
-fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
+/// Sets `key` to `v` when it is missing or null (how upstream's defaulters treat nil fields).
+pub(crate) fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
     if m.get(key).is_none_or(Value::is_null) {
         m.insert(key.to_owned(), v);
     }

@@ -13,6 +13,7 @@
 use kinetic_machinery::quantity::Quantity;
 use serde_json::{Map, Value, json};
 
+use crate::builtin::{obj_mut, set_default};
 use crate::error::{Cause, invalid};
 use crate::store::Store;
 
@@ -51,20 +52,6 @@ const PV_SOURCES: &[&str] = &[
     "storageos",
     "vsphereVolume",
 ];
-
-fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
-    let m = v.as_object_mut()?;
-    if !m.get(key).is_some_and(Value::is_object) {
-        m.insert(key.to_owned(), json!({}));
-    }
-    m.get_mut(key)?.as_object_mut()
-}
-
-fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
-    if m.get(key).is_none_or(Value::is_null) {
-        m.insert(key.to_owned(), v);
-    }
-}
 
 /// Upstream's defaults for the three kinds.
 pub fn default(kind: &str, obj: &mut Value) {
