@@ -202,6 +202,17 @@ async fn provision(
     }
 }
 
+/// Whether `path` is a volume directory this node's provisioner made: a `pvc-…` entry directly
+/// in `dir`. Another node's volume has its path under that node's data directory, and a path
+/// with `..` components (`<dir>/..` has `<dir>` as its parent too) is never removed.
+fn made_here(dir: &Path, path: &Path) -> bool {
+    use std::path::Component;
+    let last = path.components().next_back();
+    matches!(last, Some(Component::Normal(n)) if n.to_string_lossy().starts_with("pvc-"))
+        && path.parent() == Some(dir)
+        && path.components().all(|c| !matches!(c, Component::ParentDir))
+}
+
 /// Deletes a Released `Delete` volume this node provisioned: directory first, then the object.
 async fn reclaim(client: &Client, dir: &Path, pv: &PersistentVolume) -> Result<(), kube::Error> {
     let Some(spec) = &pv.spec else { return Ok(()) };
@@ -213,9 +224,7 @@ async fn reclaim(client: &Client, dir: &Path, pv: &PersistentVolume) -> Result<(
         return Ok(());
     }
     let Some(path) = spec.local.as_ref().map(|l| PathBuf::from(&l.path)) else { return Ok(()) };
-    // Only directories this node made: another node's volume has its path under that node's
-    // data directory.
-    if path.parent() != Some(dir) {
+    if !made_here(dir, &path) {
         return Ok(());
     }
     match std::fs::remove_dir_all(&path) {
@@ -236,5 +245,22 @@ async fn reclaim(client: &Client, dir: &Path, pv: &PersistentVolume) -> Result<(
         }
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_its_own_volume_directories_are_removed() {
+        let dir = Path::new("/var/lib/kinetic/node/storage");
+        assert!(made_here(dir, &dir.join("pvc-1234_default_data")));
+        assert!(!made_here(dir, &dir.join("..")), "the parent of the data directory");
+        // `.` in the middle names the same directory (components() drops it).
+        assert!(made_here(dir, Path::new("/var/lib/kinetic/node/storage/./pvc-x")));
+        assert!(!made_here(dir, &dir.join("other")));
+        assert!(!made_here(dir, Path::new("/other/storage/pvc-1")), "another node's volume");
+        assert!(!made_here(dir, Path::new("/")));
     }
 }
