@@ -142,13 +142,7 @@ pub async fn run(
 
 /// The jobs a NodeImage's tags name.
 fn owners_of(ni: &NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
-    ni.spec
-        .images
-        .iter()
-        .flat_map(|m| m.values())
-        .flat_map(|i| &i.tags)
-        .flat_map(|t| t.owner_references.iter().flatten())
-        .filter(|o| o.kind.as_deref() == Some("ImagePullJob"))
+    ni.job_owners()
         .filter_map(|o| Some(ObjectRef::new(o.name.as_deref()?).within(o.namespace.as_deref()?)))
         .collect()
 }

@@ -130,15 +130,7 @@ async fn sync(
         // Owners (jobs) that are gone.
         let live: BTreeSet<String> = jobs.state().iter().filter_map(|j| j.uid()).collect();
         let mut missing = BTreeSet::new();
-        for o in ni
-            .spec
-            .images
-            .iter()
-            .flat_map(|m| m.values())
-            .flat_map(|i| &i.tags)
-            .flat_map(|t| t.owner_references.iter().flatten())
-            .filter(|o| o.kind.as_deref() == Some("ImagePullJob"))
-        {
+        for o in ni.job_owners() {
             let uid = o.uid.clone().unwrap_or_default();
             if live.contains(&uid) || missing.contains(&uid) {
                 continue;

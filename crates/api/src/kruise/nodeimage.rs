@@ -231,6 +231,17 @@ impl NodeImage {
         super::with_v1beta1(<Self as kube_core::CustomResourceExt>::crd())
     }
 
+    /// The ImagePullJobs that own this NodeImage's tags (a job may appear once per tag).
+    pub fn job_owners(&self) -> impl Iterator<Item = &ObjectReference> {
+        self.spec
+            .images
+            .iter()
+            .flat_map(|m| m.values())
+            .flat_map(|i| &i.tags)
+            .flat_map(|t| t.owner_references.iter().flatten())
+            .filter(|o| o.kind.as_deref() == Some("ImagePullJob"))
+    }
+
     /// The status of `tag` of image `name`, if the node reported one.
     pub fn tag_status(&self, name: &str, tag: &str) -> Option<&ImageTagStatus> {
         self.status.as_ref()?.image_statuses.as_ref()?.get(name)?.tags.iter().find(|t| t.tag == tag)
