@@ -830,8 +830,11 @@ fn new_pod(cs: &CloneSet, rev: &ControllerRevision, id: &str) -> Option<Value> {
     pvc::set_pod_volumes(cs, &mut pod, id);
     let pre_normal = cs.spec.lifecycle.as_ref().and_then(|l| l.pre_normal.as_ref());
     if pre_normal.is_some() {
-        let typed: Pod = serde_json::from_value(pod.clone()).ok()?;
-        if !kinetic_rollout::lifecycle::is_pod_all_hooked(pre_normal, &typed) {
+        // A template that does not read as a Pod fails at create with the API's own error;
+        // here it only means "not hooked".
+        let hooked = serde_json::from_value::<Pod>(pod.clone())
+            .is_ok_and(|typed| kinetic_rollout::lifecycle::is_pod_all_hooked(pre_normal, &typed));
+        if !hooked {
             pod["metadata"]["labels"][LIFECYCLE_STATE_LABEL] =
                 json!(LifecycleState::PreparingNormal.as_str());
         }
