@@ -566,14 +566,18 @@ async fn refresh(
 ) -> Result<(bool, Option<Duration>), ReconcileError> {
     // Pods are refreshed concurrently: at the end of an in-place batch every pod of the batch
     // needs its gate set True and its lifecycle label moved, and the next batch waits for all.
-    let results =
-        futures::future::join_all(pods.iter().map(|p| refresh_one(ctx, cs, p, revs, now))).await;
+    // At most 32 at a time, so a large scale-up does not open hundreds of requests at once.
     let mut wrote = false;
     let mut wake = None;
-    for r in results {
-        let (w, d) = r?;
-        wrote |= w;
-        wake = sooner(wake, d);
+    for chunk in pods.chunks(32) {
+        let results =
+            futures::future::join_all(chunk.iter().map(|p| refresh_one(ctx, cs, p, revs, now)))
+                .await;
+        for r in results {
+            let (w, d) = r?;
+            wrote |= w;
+            wake = sooner(wake, d);
+        }
     }
     Ok((wrote, wake))
 }
