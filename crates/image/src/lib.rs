@@ -10,11 +10,9 @@
 //!   [`Tuning::range_chunk`]), fed to the unpacker in blob order; a 200 answer is the whole
 //!   blob, streamed as it is. The sha256 of every blob is computed while it streams. Each layer
 //!   is decompressed while it downloads (no second pass) on a decoder thread of its own — gzip
-//!   with flate2 on zlib-rs, zstd with libzstd — which hands 1 MiB chunks to the thread reading
-//!   the tar stream; that thread makes every change to the layer's directory tree in archive
-//!   order and passes each created file of up to 4 MiB with its contents to a pool of 3 writer
-//!   threads (data, owner, mode, xattrs, mtime through the descriptor), so one layer keeps
-//!   every core busy and several layers unpack in parallel into their own directories. A layer is written to `tmp/`, `syncfs`ed, and renamed into
+//!   with flate2 on zlib-rs, zstd with libzstd — which hands 1 MiB chunks to the thread writing
+//!   the files, so one layer keeps two cores busy and several layers unpack in parallel into
+//!   their own directories. A layer is written to `tmp/`, `syncfs`ed, and renamed into
 //!   `layers/` only after its digest matched. Concurrent pulls of one layer share one download:
 //!   a lock per digest in the process and an `flock` per digest across processes (the CLI
 //!   beside the node agent). [`Progress`] receives the bytes as they arrive.

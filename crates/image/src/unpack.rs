@@ -10,20 +10,12 @@
 //! that resolves (through symlinks written earlier in the layer) outside the layer directory,
 //! and checks hard-link targets the same way. This module refuses `..` loudly rather than
 //! skipping it, and does the same checks for the entries it writes itself (whiteouts, devices).
-//!
-//! Threads per layer: a decoder (compressed layers), the reader of the tar stream, which makes
-//! every change to the directory tree in archive order (so parents exist before their entries,
-//! hard-link targets before their links, and a later entry replaces an earlier one), and a pool
-//! of writers that fill the files the reader created and set their metadata through the
-//! descriptor. Directory mtimes are set last, after every writer finished.
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use bytes::{Buf as _, Bytes};
 use rustix::fs::{FileType, Mode, Timespec, Timestamps};
@@ -117,7 +109,7 @@ const DECODED_IN_FLIGHT: usize = 8;
 /// compares the digest and discards `dest` when it does not match.
 ///
 /// A compressed layer is decoded on a thread of its own, which hands 1 MiB chunks to this one
-/// reading the tar stream, which hands the files to a pool of writers (see `unpack_tar`).
+/// writing the files: decompression and file system writes of one layer use two cores.
 ///
 /// # Errors
 /// Corrupt compression or tar data, entries escaping `dest`, or file system errors.
@@ -223,45 +215,7 @@ impl Read for PipeReader {
     }
 }
 
-/// Unpacks the tar stream `src` into `dest`: this thread reads the archive and does every change
-/// to the directory tree (mkdir, create, remove, links, whiteouts), in archive order, and hands
-/// each regular file up to [`POOLED_FILE_MAX`] bytes, created and opened, with its contents to
-/// the [`WriterPool`], which writes the data and sets owner, mode, xattrs and mtime through the
-/// descriptor. The layer is done when every writer is; the first error of either side fails it.
 fn unpack_tar<R: Read>(src: R, dest: &Path) -> io::Result<(u64, u64)> {
-    std::thread::scope(|s| {
-        let pool = WriterPool::start(s, POOL_WRITERS)?;
-        let read = unpack_entries(src, dest, &pool);
-        let written = pool.finish();
-        // A writer's error is the cause when both failed (the reader stops at the first one).
-        written?;
-        let (bytes, count, dirs) = read?;
-        // Writing into a directory changed its mtime after its entry set it; restore the
-        // layer's values, deepest first, as tar does. The writers only write through
-        // descriptors of files already created, so no directory changes after this.
-        for (rel, mtime) in dirs.iter().rev() {
-            let path = dest.join(rel);
-            let t = Timespec { tv_sec: i64::try_from(*mtime).unwrap_or(0), tv_nsec: 0 };
-            rustix::fs::utimensat(
-                rustix::fs::CWD,
-                &path,
-                &Timestamps { last_access: t, last_modification: t },
-                rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
-            )
-            .map_err(|e| annotate(e.into(), "setting mtime", &path))?;
-        }
-        Ok((bytes, count))
-    })
-}
-
-/// Directories of the layer, relative to it, with the mtime their entry gave.
-type DirTimes = Vec<(PathBuf, u64)>;
-
-fn unpack_entries<R: Read>(
-    src: R,
-    dest: &Path,
-    pool: &WriterPool,
-) -> io::Result<(u64, u64, DirTimes)> {
     let mut archive = tar::Archive::new(src);
     archive.set_preserve_permissions(true);
     archive.set_preserve_ownerships(true);
@@ -269,7 +223,7 @@ fn unpack_entries<R: Read>(
     archive.set_unpack_xattrs(true);
     archive.set_overwrite(true);
     let mut w = Writer { dest, known: HashSet::new(), buf: vec![0; WRITE_BUF] };
-    let mut dirs: DirTimes = Vec::new();
+    let mut dirs: Vec<(PathBuf, u64)> = Vec::new();
     let (mut bytes, mut count) = (0u64, 0u64);
     for entry in archive.entries()? {
         let mut entry = entry?;
@@ -324,7 +278,7 @@ fn unpack_entries<R: Read>(
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 bytes += entry.size();
-                w.file(&mut entry, &rel, &header, pool)?;
+                w.file(&mut entry, &rel, &header)?;
             }
             tar::EntryType::Directory => {
                 w.dir(&mut entry, &rel, &header)?;
@@ -343,7 +297,20 @@ fn unpack_entries<R: Read>(
             }
         }
     }
-    Ok((bytes, count, dirs))
+    // Writing into a directory changed its mtime after its entry set it; restore the layer's
+    // values, deepest first, as tar does.
+    for (rel, mtime) in dirs.iter().rev() {
+        let path = dest.join(rel);
+        let t = Timespec { tv_sec: i64::try_from(*mtime).unwrap_or(0), tv_nsec: 0 };
+        rustix::fs::utimensat(
+            rustix::fs::CWD,
+            &path,
+            &Timestamps { last_access: t, last_modification: t },
+            rustix::fs::AtFlags::SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| annotate(e.into(), "setting mtime", &path))?;
+    }
+    Ok((bytes, count))
 }
 
 /// Buffer for copying file contents (the tar crate's own copy uses 8 KiB writes).
@@ -419,7 +386,6 @@ impl Writer<'_> {
         entry: &mut tar::Entry<'_, R>,
         rel: &Path,
         header: &tar::Header,
-        pool: &WriterPool,
     ) -> io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt as _;
         let path = self.parent(rel)?.join(rel.file_name().unwrap_or_default());
@@ -441,20 +407,6 @@ impl Writer<'_> {
             Err(e) => return Err(annotate(e, "creating", &path)),
         };
         let xattrs = pax_xattrs(entry)?;
-        let meta = FileMeta {
-            owner: owner(header)?,
-            mode: header.mode()? & 0o7777,
-            xattrs,
-            mtime: timestamp(header),
-        };
-        let size = entry.size();
-        if size <= POOLED_FILE_MAX {
-            let mut data = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
-            entry.read_to_end(&mut data)?;
-            return pool.send(FileJob { file: f, path, data, meta });
-        }
-        // A large file is written here: buffering it would take memory, and streaming it to a
-        // writer would make this thread wait for that writer all the same.
         loop {
             let n = match entry.read(&mut self.buf) {
                 Ok(0) => break,
@@ -465,7 +417,21 @@ impl Writer<'_> {
             io::Write::write_all(&mut f, &self.buf[..n])
                 .map_err(|e| annotate(e, "writing", &path))?;
         }
-        meta.apply(&f, &path)
+        let (uid, gid) = owner(header)?;
+        rustix::fs::fchown(&f, Some(uid), Some(gid))
+            .map_err(|e| annotate(e.into(), "chown", &path))?;
+        // After chown, which clears setuid and setgid bits.
+        let mode = header.mode()? & 0o7777;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(mode))
+            .map_err(|e| annotate(e.into(), "chmod", &path))?;
+        for (k, v) in &xattrs {
+            rustix::fs::fsetxattr(&f, k.as_str(), v, rustix::fs::XattrFlags::empty())
+                .map_err(|e| annotate(e.into(), "setting an xattr on", &path))?;
+        }
+        let t = timestamp(header);
+        rustix::fs::futimens(&f, &Timestamps { last_access: t, last_modification: t })
+            .map_err(|e| annotate(e.into(), "setting mtime", &path))?;
+        Ok(())
     }
 
     fn dir<R: Read>(
@@ -548,170 +514,6 @@ impl Writer<'_> {
             std::fs::hard_link(&target, &path).map_err(|e| annotate(e, "hard link", &path))?;
         }
         Ok(())
-    }
-}
-
-/// Writer threads per layer. Creating and filling 20-30 k files costs as much CPU as decoding
-/// them (ext4 inode and block allocation, page cache copies), and one thread doing all of it was
-/// the bottleneck of zstd and uncompressed pulls (docs/benchmarks.md, "Image pull").
-const POOL_WRITERS: usize = 3;
-/// Regular files up to this size are read into memory and written by the pool; larger ones (few,
-/// and most of the bytes in no layer we measured) are written by the reading thread.
-const POOLED_FILE_MAX: u64 = 4 << 20;
-/// File contents buffered for the pool at a time, per layer.
-const POOL_BUDGET: u64 = 16 << 20;
-/// Files queued for the pool at a time, per layer (each holds an open descriptor).
-const POOL_QUEUE: usize = 64;
-
-/// What a file entry sets on its file after the contents.
-struct FileMeta {
-    owner: (rustix::fs::Uid, rustix::fs::Gid),
-    mode: u32,
-    xattrs: Vec<(String, Vec<u8>)>,
-    mtime: Timespec,
-}
-
-impl FileMeta {
-    fn apply(&self, f: &std::fs::File, path: &Path) -> io::Result<()> {
-        let (uid, gid) = self.owner;
-        rustix::fs::fchown(f, Some(uid), Some(gid))
-            .map_err(|e| annotate(e.into(), "chown", path))?;
-        // After chown, which clears setuid and setgid bits.
-        rustix::fs::fchmod(f, Mode::from_raw_mode(self.mode))
-            .map_err(|e| annotate(e.into(), "chmod", path))?;
-        for (k, v) in &self.xattrs {
-            rustix::fs::fsetxattr(f, k.as_str(), v, rustix::fs::XattrFlags::empty())
-                .map_err(|e| annotate(e.into(), "setting an xattr on", path))?;
-        }
-        let t = self.mtime;
-        rustix::fs::futimens(f, &Timestamps { last_access: t, last_modification: t })
-            .map_err(|e| annotate(e.into(), "setting mtime", path))
-    }
-}
-
-/// A created, empty file and what to put in it.
-struct FileJob {
-    file: std::fs::File,
-    path: PathBuf,
-    data: Vec<u8>,
-    meta: FileMeta,
-}
-
-impl FileJob {
-    fn write(self) -> io::Result<()> {
-        let FileJob { mut file, path, data, meta } = self;
-        io::Write::write_all(&mut file, &data).map_err(|e| annotate(e, "writing", &path))?;
-        meta.apply(&file, &path)
-    }
-}
-
-/// Threads that fill files the reading thread created. They never touch the directory tree, so
-/// the order of creates, removes and links stays the archive's: a hard link made to a
-/// file still being written names the same inode, and a file removed or replaced by a later
-/// entry is written unlinked and freed on close. Memory is bounded by [`POOL_BUDGET`] bytes and
-/// [`POOL_QUEUE`] files.
-struct WriterPool<'scope> {
-    tx: std::sync::mpsc::SyncSender<FileJob>,
-    shared: Arc<PoolShared>,
-    writers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
-}
-
-#[derive(Default)]
-struct PoolShared {
-    /// Bytes of queued or being-written file contents.
-    buffered: Mutex<u64>,
-    freed: Condvar,
-    /// The first writer error; later jobs are dropped once it is set.
-    error: Mutex<Option<io::Error>>,
-    failed: AtomicBool,
-}
-
-impl PoolShared {
-    fn release(&self, n: u64) {
-        let mut b = self.buffered.lock().unwrap_or_else(PoisonError::into_inner);
-        *b -= n;
-        self.freed.notify_all();
-    }
-}
-
-impl<'scope> WriterPool<'scope> {
-    fn start<'env>(
-        s: &'scope std::thread::Scope<'scope, 'env>,
-        n: usize,
-    ) -> io::Result<WriterPool<'scope>> {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<FileJob>(POOL_QUEUE);
-        let rx = Arc::new(Mutex::new(rx));
-        let shared = Arc::new(PoolShared::default());
-        let mut writers = Vec::with_capacity(n);
-        for _ in 0..n {
-            let (rx, shared) = (Arc::clone(&rx), Arc::clone(&shared));
-            let spawned = std::thread::Builder::new().name("layer-write".to_owned()).spawn_scoped(
-                s,
-                move || {
-                    loop {
-                        let job = rx.lock().unwrap_or_else(PoisonError::into_inner).recv();
-                        // The sender is gone: the archive is read to its end (or failed).
-                        let Ok(job) = job else { break };
-                        let len = job.data.len() as u64;
-                        if !shared.failed.load(Ordering::Relaxed)
-                            && let Err(e) = job.write()
-                        {
-                            let mut first =
-                                shared.error.lock().unwrap_or_else(PoisonError::into_inner);
-                            first.get_or_insert(e);
-                            shared.failed.store(true, Ordering::Relaxed);
-                        }
-                        shared.release(len);
-                    }
-                },
-            );
-            // On an error the writers already started end when `tx` is dropped.
-            writers.push(spawned?);
-        }
-        Ok(WriterPool { tx, shared, writers })
-    }
-
-    /// Queues `job`, waiting while the queued contents would exceed [`POOL_BUDGET`].
-    fn send(&self, job: FileJob) -> io::Result<()> {
-        self.check()?;
-        let len = job.data.len() as u64;
-        {
-            let mut b = self.shared.buffered.lock().unwrap_or_else(PoisonError::into_inner);
-            // One file larger than the budget still goes when nothing else is queued.
-            while *b > 0 && *b + len > POOL_BUDGET {
-                b = self.shared.freed.wait(b).unwrap_or_else(PoisonError::into_inner);
-            }
-            *b += len;
-        }
-        if self.tx.send(job).is_err() {
-            return Err(io::Error::other("the layer's file writers stopped"));
-        }
-        Ok(())
-    }
-
-    /// Fails once a writer failed, so the reader stops early; [`WriterPool::finish`] says why.
-    fn check(&self) -> io::Result<()> {
-        if self.shared.failed.load(Ordering::Relaxed) {
-            return Err(io::Error::other("a file writer of the layer failed"));
-        }
-        Ok(())
-    }
-
-    /// Waits for every queued file to be written; the first writer error, if any.
-    fn finish(self) -> io::Result<()> {
-        let WriterPool { tx, shared, writers } = self;
-        drop(tx);
-        let mut panicked = false;
-        for w in writers {
-            panicked |= w.join().is_err();
-        }
-        if panicked {
-            return Err(io::Error::other("a file writer of the layer panicked"));
-        }
-        match shared.error.lock().unwrap_or_else(PoisonError::into_inner).take() {
-            Some(e) => Err(e),
-            None => Ok(()),
-        }
     }
 }
 
@@ -966,7 +768,6 @@ mod tests {
         assert_eq!(a.permissions().mode() & 0o7777, 0o4755);
         assert_eq!((a.uid(), a.gid()), (1234, 5678));
         assert_eq!(a.mtime(), 1_000_000);
-        // The link was made while a pool writer may still have been filling the file.
         assert_eq!(std::fs::read(dir.path().join("bin/tool2")).unwrap(), b"abc");
         assert_eq!(std::fs::read_link(dir.path().join("bin/sh")).unwrap(), Path::new("/bin/tool"));
         let f = std::fs::symlink_metadata(dir.path().join("run/fifo")).unwrap();
@@ -980,15 +781,15 @@ mod tests {
     }
 
     #[test]
-    fn pooled_and_inline_files_keep_contents_and_metadata() {
-        // More files than the pool's queue, more bytes than its budget, and files on both sides
-        // of the size that goes to the pool, spread over directories whose mtimes must survive.
+    fn many_files_keep_contents_and_metadata() {
+        // Files of many sizes (one larger than the copy buffer) over directories whose mtimes
+        // must survive the files written into them; written to pin what a parallel writer (see
+        // docs/benchmarks.md, "a pool of file writers") would have to keep.
         let sizes = |i: usize| match i % 50 {
-            0 => POOLED_FILE_MAX as usize + 1,
-            1 => POOLED_FILE_MAX as usize,
-            n => n * 101,
+            0 => WRITE_BUF * 3 + 1,
+            r => r * 101,
         };
-        let n = POOL_QUEUE * 3;
+        let n = 200;
         let tar = tar_of(|b| {
             for d in 0..4 {
                 let mut h = header(tar::EntryType::Directory, 0o750, 0);
@@ -1009,7 +810,6 @@ mod tests {
         let u = r.unwrap();
         assert_eq!(u.entries, 4 + n as u64);
         assert_eq!(u.unpacked_bytes, (0..n).map(|i| sizes(i) as u64).sum::<u64>());
-        assert!(u.unpacked_bytes > POOL_BUDGET);
         for i in 0..n {
             let path = dir.path().join(format!("d{}/f{i}", i % 4));
             assert_eq!(std::fs::read(&path).unwrap(), contents(i, sizes(i)), "{}", path.display());
@@ -1026,9 +826,9 @@ mod tests {
     }
 
     #[test]
-    fn later_entries_win_over_files_still_being_written() {
-        // Each of these follows a file the pool may not have written yet: a whiteout of it, a
-        // file at the same path, a directory at its path, and a hard link to it.
+    fn later_entries_replace_earlier_files() {
+        // A whiteout of a file, a file at the same path, a directory at its path, and a hard
+        // link to it, each right after the file.
         let tar = tar_of(|b| {
             file(b, "gone", b"old");
             file(b, ".wh.gone", b"");
@@ -1054,15 +854,12 @@ mod tests {
     }
 
     #[test]
-    fn a_file_writers_error_fails_the_layer() {
-        // No file system takes xattrs outside the known namespaces: setting this one fails on a
-        // pool writer (small file), after which the reader must stop and the layer fail.
+    fn an_xattr_the_file_system_refuses_fails_the_layer() {
+        // No file system takes xattrs outside the known namespaces (EOPNOTSUPP).
         let mut b = tar::Builder::new(Vec::new());
         b.append_pax_extensions([("SCHILY.xattr.bogus.kinetic", &b"v"[..])]).unwrap();
         file(&mut b, "bad", b"x");
-        for i in 0..POOL_QUEUE * 4 {
-            file(&mut b, &format!("f{i}"), b"after");
-        }
+        file(&mut b, "after", b"y");
         let (_dir, r) = unpack(&b.into_inner().unwrap());
         let e = r.unwrap_err();
         assert!(e.to_string().contains("xattr"), "{e}");
