@@ -768,10 +768,101 @@ mod tests {
         assert_eq!(a.permissions().mode() & 0o7777, 0o4755);
         assert_eq!((a.uid(), a.gid()), (1234, 5678));
         assert_eq!(a.mtime(), 1_000_000);
+        assert_eq!(std::fs::read(dir.path().join("bin/tool2")).unwrap(), b"abc");
         assert_eq!(std::fs::read_link(dir.path().join("bin/sh")).unwrap(), Path::new("/bin/tool"));
         let f = std::fs::symlink_metadata(dir.path().join("run/fifo")).unwrap();
         assert!(f.file_type().is_fifo());
         assert_eq!(f.permissions().mode() & 0o7777, 0o600);
+    }
+
+    /// Contents of the `i`th file of a test layer: distinct per file, `len` bytes.
+    fn contents(i: usize, len: usize) -> Vec<u8> {
+        (0..len).map(|j| (i * 31 + j * 7) as u8).collect()
+    }
+
+    #[test]
+    fn many_files_keep_contents_and_metadata() {
+        // Files of many sizes (one larger than the copy buffer) over directories whose mtimes
+        // must survive the files written into them; written to pin what a parallel writer (see
+        // docs/benchmarks.md, "a pool of file writers") would have to keep.
+        let sizes = |i: usize| match i % 50 {
+            0 => WRITE_BUF * 3 + 1,
+            r => r * 101,
+        };
+        let n = 200;
+        let tar = tar_of(|b| {
+            for d in 0..4 {
+                let mut h = header(tar::EntryType::Directory, 0o750, 0);
+                h.set_mtime(2_000_000 + d);
+                b.append_data(&mut h, format!("d{d}/"), io::empty()).unwrap();
+            }
+            for i in 0..n {
+                let data = contents(i, sizes(i));
+                let mut h = header(tar::EntryType::Regular, 0o600 + (i as u32 % 0o100), 0);
+                h.set_size(data.len() as u64);
+                h.set_uid(1000 + i as u64);
+                h.set_gid(2000 + i as u64);
+                h.set_mtime(3_000_000 + i as u64);
+                b.append_data(&mut h, format!("d{}/f{i}", i % 4), &data[..]).unwrap();
+            }
+        });
+        let (dir, r) = unpack(&tar);
+        let u = r.unwrap();
+        assert_eq!(u.entries, 4 + n as u64);
+        assert_eq!(u.unpacked_bytes, (0..n).map(|i| sizes(i) as u64).sum::<u64>());
+        for i in 0..n {
+            let path = dir.path().join(format!("d{}/f{i}", i % 4));
+            assert_eq!(std::fs::read(&path).unwrap(), contents(i, sizes(i)), "{}", path.display());
+            let m = std::fs::metadata(&path).unwrap();
+            assert_eq!(m.permissions().mode() & 0o7777, 0o600 + (i as u32 % 0o100));
+            assert_eq!((m.uid(), m.gid()), (1000 + i as u32, 2000 + i as u32));
+            assert_eq!(m.mtime(), 3_000_000 + i as i64);
+        }
+        for d in 0..4 {
+            let m = std::fs::metadata(dir.path().join(format!("d{d}"))).unwrap();
+            assert_eq!(m.mtime(), 2_000_000 + d);
+            assert_eq!(m.permissions().mode() & 0o7777, 0o750);
+        }
+    }
+
+    #[test]
+    fn later_entries_replace_earlier_files() {
+        // A whiteout of a file, a file at the same path, a directory at its path, and a hard
+        // link to it, each right after the file.
+        let tar = tar_of(|b| {
+            file(b, "gone", b"old");
+            file(b, ".wh.gone", b"");
+            file(b, "twice", b"first");
+            file(b, "twice", b"second");
+            file(b, "becomes-dir", b"x");
+            let mut h = header(tar::EntryType::Directory, 0o755, 0);
+            b.append_data(&mut h, "becomes-dir/", io::empty()).unwrap();
+            file(b, "becomes-dir/inner", b"in");
+            file(b, "target", b"linked");
+            let mut h = header(tar::EntryType::Link, 0o644, 0);
+            b.append_link(&mut h, "link", "target").unwrap();
+        });
+        let (dir, r) = unpack(&tar);
+        r.unwrap();
+        let m = std::fs::symlink_metadata(dir.path().join("gone")).unwrap();
+        assert!(m.file_type().is_char_device());
+        assert_eq!(std::fs::read(dir.path().join("twice")).unwrap(), b"second");
+        assert_eq!(std::fs::read(dir.path().join("becomes-dir/inner")).unwrap(), b"in");
+        assert_eq!(std::fs::read(dir.path().join("link")).unwrap(), b"linked");
+        let m = std::fs::metadata(dir.path().join("target")).unwrap();
+        assert_eq!((m.nlink(), m.mtime()), (2, 1_000_000));
+    }
+
+    #[test]
+    fn an_xattr_the_file_system_refuses_fails_the_layer() {
+        // No file system takes xattrs outside the known namespaces (EOPNOTSUPP).
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("SCHILY.xattr.bogus.kinetic", &b"v"[..])]).unwrap();
+        file(&mut b, "bad", b"x");
+        file(&mut b, "after", b"y");
+        let (_dir, r) = unpack(&b.into_inner().unwrap());
+        let e = r.unwrap_err();
+        assert!(e.to_string().contains("xattr"), "{e}");
     }
 
     #[test]
