@@ -402,6 +402,14 @@ async fn cloneset_recreate_replaces_pods_and_a_never_ready_image_stops_at_the_de
         "{:?}",
         l.iter().map(|p| (p.name_any(), image(p), is_ready(p))).collect::<Vec<_>>()
     );
+    // Containers outlive a killed agent by design: delete the pods before stopping `kinetic up`.
     kubectl(&up, h, &["delete", "cloneset", "rc", "--wait=true"]).await;
+    for i in 0.. {
+        if pods.list(&ListParams::default()).await.unwrap().items.is_empty() {
+            break;
+        }
+        assert!(i < 300, "pods left after deleting their CloneSet");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(up);
 }
