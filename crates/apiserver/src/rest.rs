@@ -590,14 +590,42 @@ impl Api {
     ) -> ApiResult<Written> {
         let old_v = &old.value;
         if sub == Some("status") {
-            // Status writes change only status (upstream ResetObjectMetaForStatus + strategies).
+            // Status writes change only status (upstream ResetObjectMetaForStatus + strategies),
+            // except for the metadata some upstream status strategies keep from the request:
+            // podStatusStrategy resets only spec, deletionTimestamp and ownerReferences (so
+            // labels, annotations and finalizers come from the request; kruise-daemon writes an
+            // annotation through pods/status), deploymentStatusStrategy only spec and labels
+            // (Kinetic keeps annotations and finalizers from the request and ownerReferences
+            // from the stored object).
             let status = new.get("status").cloned();
+            let kept: &[&str] = match (res.builtin, res.kind.as_str()) {
+                (true, "Pod") => &["labels", "annotations", "finalizers"],
+                (true, "Deployment") => &["annotations", "finalizers"],
+                _ => &[],
+            };
+            let kept_meta: Option<Vec<(&str, Option<Value>)>> = (!kept.is_empty()).then(|| {
+                kept.iter().map(|k| (*k, new.pointer(&format!("/metadata/{k}")).cloned())).collect()
+            });
             new = old_v.clone();
             match status {
                 Some(s) => new["status"] = s,
                 None => {
                     if let Some(m) = new.as_object_mut() {
                         m.remove("status");
+                    }
+                }
+            }
+            if let Some(fields) = kept_meta
+                && let Some(md) = new.get_mut("metadata").and_then(Value::as_object_mut)
+            {
+                for (k, v) in fields {
+                    match v {
+                        Some(v) if !v.is_null() => {
+                            md.insert(k.to_owned(), v);
+                        }
+                        _ => {
+                            md.remove(k);
+                        }
                     }
                 }
             }

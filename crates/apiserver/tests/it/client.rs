@@ -95,11 +95,15 @@ async fn status_and_spec_writes_are_split_and_generation_tracks_spec() {
     assert_eq!(d.metadata.generation, Some(1));
 
     // A status write changes status only, and not the generation.
-    let st = json!({"status": {"replicas": 3, "observedGeneration": 1}, "spec": {"replicas": 9}});
+    // As upstream's deploymentStatusStrategy: annotations come from the request, labels not.
+    let st = json!({"status": {"replicas": 3, "observedGeneration": 1}, "spec": {"replicas": 9},
+                    "metadata": {"annotations": {"note": "from status"}, "labels": {"x": "y"}}});
     let d = deps.patch_status("web", &PatchParams::default(), &Patch::Merge(&st)).await.unwrap();
     assert_eq!(d.status.as_ref().unwrap().replicas, Some(3));
     assert_eq!(d.spec.as_ref().unwrap().replicas, Some(1));
     assert_eq!(d.metadata.generation, Some(1));
+    assert_eq!(d.metadata.annotations.as_ref().unwrap()["note"], "from status");
+    assert!(d.metadata.labels.as_ref().is_none_or(|l| !l.contains_key("x")));
 
     // A spec write ignores status and bumps the generation.
     let sp = json!({"spec": {"replicas": 2}, "status": {"replicas": 0}});
@@ -120,6 +124,37 @@ async fn status_and_spec_writes_are_split_and_generation_tracks_spec() {
     let sp = json!({"spec": {"replicas": 5}});
     deps.patch_scale("web", &PatchParams::default(), &Patch::Merge(&sp)).await.unwrap();
     assert_eq!(deps.get("web").await.unwrap().spec.unwrap().replicas, Some(5));
+}
+
+#[tokio::test]
+async fn pod_status_writes_keep_labels_and_annotations_but_not_owner_references() {
+    // Upstream's podStatusStrategy resets only spec, deletionTimestamp and ownerReferences on a
+    // pods/status write; kruise-daemon writes an annotation that way.
+    let t = TestServer::start().await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(t.client().await.unwrap(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "p", "labels": {"app": "a"}},
+        "spec": {"containers": [{"name": "c", "image": "busybox:1"}]},
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let body = json!({
+        "metadata": {
+            "annotations": {"apps.kruise.io/runtime-containers-meta": "{}"},
+            "labels": {"tier": "web"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "ConfigMap", "name": "x", "uid": "u"}],
+        },
+        "spec": {"nodeName": "elsewhere"},
+        "status": {"phase": "Running"},
+    });
+    let p = pods.patch_status("p", &PatchParams::default(), &Patch::Merge(&body)).await.unwrap();
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Running"));
+    let ann = p.metadata.annotations.unwrap_or_default();
+    assert_eq!(ann.get("apps.kruise.io/runtime-containers-meta").map(String::as_str), Some("{}"));
+    let labels = p.metadata.labels.unwrap_or_default();
+    assert_eq!((labels["app"].as_str(), labels["tier"].as_str()), ("a", "web"));
+    assert!(p.metadata.owner_references.is_none(), "ownerReferences are not a status write's");
+    assert!(p.spec.unwrap().node_name.is_none(), "nor is the spec");
 }
 
 #[tokio::test]
