@@ -61,6 +61,23 @@ struct NodeArgs {
     /// Registries (host or host:port) reachable over plain http; loopback ones always are
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
+    /// Image GC runs when the image file system is at least this full (kubelet's
+    /// `--image-gc-high-threshold`)
+    #[arg(long, value_name = "PERCENT", default_value_t = 85,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_high_threshold: u8,
+    /// Image GC frees space down to this (kubelet's `--image-gc-low-threshold`)
+    #[arg(long, value_name = "PERCENT", default_value_t = 80,
+          value_parser = clap::value_parser!(u8).range(0..=100))]
+    image_gc_low_threshold: u8,
+    /// Images pulled more recently than this are never collected (kubelet's
+    /// `imageMinimumGCAge`)
+    #[arg(long, value_name = "SECONDS", default_value_t = 120)]
+    image_minimum_gc_age_seconds: u64,
+    /// How often image GC looks at the disk (it also runs after each preheat pull)
+    #[arg(long, value_name = "SECONDS", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    image_gc_period_seconds: u64,
 }
 
 #[derive(Subcommand)]
@@ -180,7 +197,7 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     let agent = match extras.node {
         Some(node) => {
             controllers::ensure_local_path_class(&client).await?;
-            let mut cfg = node_config(&node, data_dir.join("node"));
+            let mut cfg = node_config(&node, data_dir.join("node"))?;
             cfg.auth_token = Some(server.token().to_owned());
             Some(
                 kinetic_node::Agent::start(client.clone(), cfg)
@@ -223,7 +240,23 @@ fn hostname() -> String {
     if n.is_empty() { "kinetic".into() } else { n }
 }
 
-fn node_config(args: &NodeArgs, data_dir: PathBuf) -> kinetic_node::Config {
+impl NodeArgs {
+    /// Checks what clap cannot check flag by flag (before anything starts).
+    fn validate(&self) -> anyhow::Result<()> {
+        // kubelet's own check of the two thresholds.
+        if self.image_gc_low_threshold >= self.image_gc_high_threshold {
+            anyhow::bail!(
+                "--image-gc-low-threshold ({}) must be less than --image-gc-high-threshold ({})",
+                self.image_gc_low_threshold,
+                self.image_gc_high_threshold
+            );
+        }
+        Ok(())
+    }
+}
+
+fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_node::Config> {
+    args.validate()?;
     let mut cfg =
         kinetic_node::Config::new(&args.node_name.clone().unwrap_or_else(hostname), data_dir);
     cfg.listen = args.node_listen;
@@ -231,7 +264,13 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> kinetic_node::Config {
     cfg.pod_cidr.clone_from(&args.pod_cidr);
     cfg.bridge.clone_from(&args.bridge);
     cfg.insecure_registries.clone_from(&args.insecure_registries);
-    cfg
+    cfg.image_gc_policy = kinetic_image::GcPolicy {
+        high_threshold_percent: args.image_gc_high_threshold,
+        low_threshold_percent: args.image_gc_low_threshold,
+        min_age: std::time::Duration::from_secs(args.image_minimum_gc_age_seconds),
+    };
+    cfg.image_gc_period = std::time::Duration::from_secs(args.image_gc_period_seconds);
+    Ok(cfg)
 }
 
 /// A client for `kubeconfig`, else $KUBECONFIG / ~/.kube/config, else the kubeconfig that
@@ -276,7 +315,7 @@ async fn run_node(
 ) -> anyhow::Result<()> {
     let client = client_from(kubeconfig.as_deref()).await?;
     let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
-    let mut cfg = node_config(&node, dir);
+    let mut cfg = node_config(&node, dir)?;
     cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
     if cfg.auth_token.is_none() {
         tracing::warn!(
@@ -333,6 +372,7 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async {
         match cli.command {
             Command::Up { server, node, no_node } => {
+                node.validate()?;
                 let extras = Extras { scheduler: true, node: (!no_node).then_some(node) };
                 serve(server, "control plane", extras).await
             }
@@ -341,6 +381,7 @@ fn main() -> std::process::ExitCode {
             }
             Command::Controller(args) => controllers::run(args).await,
             Command::Node { kubeconfig, data_dir, node } => {
+                node.validate()?;
                 run_node(kubeconfig, data_dir, node).await
             }
             Command::Image { cmd } => image_cmd::run(cmd, &default_data_dir()).await,

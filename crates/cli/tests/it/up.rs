@@ -47,3 +47,31 @@ async fn kinetic_up_serves_kubectl_apply_of_the_demo_manifests() {
         .unwrap();
     assert!(status.success(), "{status}");
 }
+
+/// Bad node flags fail before anything starts, with one readable line (kubelet's rules for the
+/// image GC thresholds).
+#[test]
+fn bad_image_gc_flags_are_refused_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+            .args(["up", "--data-dir", dir.path().to_str().unwrap(), "--listen", "127.0.0.1:0"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--image-gc-high-threshold", "80", "--image-gc-low-threshold", "90"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains(
+            "--image-gc-low-threshold (90) must be less than --image-gc-high-threshold (80)"
+        ),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!dir.path().join("kubeconfig").exists(), "nothing started");
+    let out = run(&["--image-gc-high-threshold", "101"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("101"), "clap names the bad value");
+}
