@@ -76,5 +76,6 @@ async fn a_pod_waits_for_its_claim_then_mounts_the_bound_volume() {
     c.wait_gone("reader", 30).await;
     // The pod's teardown leaves the volume's data alone.
     assert!(vol.path().join("greeting").exists());
-    assert!(c.leftovers().is_empty(), "{:?}", c.leftovers());
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "{left:?}");
 }

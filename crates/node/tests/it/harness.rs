@@ -170,6 +170,20 @@ impl Cluster {
         self.cfg.data_dir.clone()
     }
 
+    /// [`Self::leftovers`] once they are gone, or what is left after `secs`. A pod deleted with
+    /// grace 0 leaves the API at once and the agent tears its sandbox down afterwards (as
+    /// kubelet does), so a check right after the delete would race with that teardown.
+    pub async fn settled_leftovers(&self, secs: u64) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Network namespaces, runc containers and overlay mounts of this node that still exist.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -202,7 +202,7 @@ async fn graceful_delete_kills_a_sigterm_ignoring_process_at_the_deadline() {
         "stubborn pod took {took:?}"
     );
     c.wait_event("stubborn", "Killing: Stopping container app", 5).await;
-    let left = c.leftovers();
+    let left = c.settled_leftovers(10).await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
@@ -322,7 +322,7 @@ async fn agent_restart_keeps_containers_running_and_adopts_them() {
     // The adopted container is still managed: deletion stops it and cleans up.
     c.pods().delete("kept", &Default::default()).await.unwrap();
     c.wait_gone("kept", 15).await;
-    let left = c.leftovers();
+    let left = c.settled_leftovers(10).await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
@@ -388,7 +388,7 @@ async fn no_leaks_after_200_create_delete_cycles() {
     }
     c.pods().delete("warm", &Default::default()).await.unwrap();
     c.wait_gone("warm", 20).await;
-    let left = c.leftovers();
+    let left = c.settled_leftovers(10).await;
     assert!(left.is_empty(), "left behind after {} cycles: {left:#?}", rounds * per_round);
     let veths = std::process::Command::new("ip")
         .args(["-o", "link", "show", "master", &c.cfg.bridge])

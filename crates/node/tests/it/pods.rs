@@ -61,7 +61,7 @@ async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
 
     c.pods().delete("web", &Default::default()).await.unwrap();
     c.wait_gone("web", 20).await;
-    let left = c.leftovers();
+    let left = c.settled_leftovers(10).await;
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
