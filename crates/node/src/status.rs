@@ -120,14 +120,11 @@ pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str) -> Value {
             .find(|c| c.type_ == t && c.status == status)
             .and_then(|c| c.last_transition_time.as_ref())
             .map_or_else(|| now.clone(), |t| time(t.0));
-        let mut v = json!({"type": t, "status": status, "lastProbeTime": null, "lastTransitionTime": since});
-        if let Some(r) = reason {
-            v["reason"] = json!(r);
-        }
-        if let Some(m) = message {
-            v["message"] = json!(m);
-        }
-        v
+        // An absent reason or message is written as `null`: the status patch merges conditions
+        // by type, field by field, so leaving them out would keep the reason of an earlier
+        // False (the agent's own, or the one a workload wrote with its readiness gate).
+        json!({"type": t, "status": status, "lastProbeTime": null, "lastTransitionTime": since,
+               "reason": reason, "message": message})
     };
     let inits = spec.init_containers.as_deref().unwrap_or_default();
     let init_done = inits.iter().all(|c| {

@@ -202,6 +202,10 @@ async fn cloneset_updates_in_place_without_losing_a_request_and_deployment_rolls
     for p in pods.list(&ListParams::default().labels("app=web")).await.unwrap().items {
         let cs = &p.status.as_ref().unwrap().container_statuses.as_ref().unwrap()[0];
         assert_eq!(cs.restart_count, 1, "{}", p.name_any());
+        // Ready again, without the reason the not-ready step left on the condition.
+        let conds = p.status.as_ref().unwrap().conditions.clone().unwrap_or_default();
+        let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_deref()), ("True", None), "{ready:?}");
         assert!(cs.image_id.contains("sha256:"), "{}", cs.image_id);
         let ip = p.status.as_ref().unwrap().pod_ip.clone().unwrap();
         let page = try_get(&ip).await.unwrap();

@@ -379,7 +379,10 @@ async fn set_update_ready(
         now_true.push(KRUISE_POD_READY_CONDITION);
     }
     if ready && ready_once_gates_are(pod, &now_true) {
-        conditions.push(json!({"type": "Ready", "status": "True", "lastTransitionTime": now}));
+        // `null` drops the reason and message of the False condition this replaces (the
+        // patch merges conditions by type, field by field).
+        conditions.push(json!({"type": "Ready", "status": "True", "lastTransitionTime": now,
+                               "reason": null, "message": null}));
     }
     conditions.extend(also);
     patch_conditions(ctx, cs, pod, conditions).await
