@@ -127,6 +127,25 @@ struct Ctx {
     endpoints: Reader<Endpoints>,
 }
 
+/// Queues the Services a pod change concerns: those selecting it, and on a relabel those that
+/// selected it before (shared by the Endpoints and EndpointSlice controllers).
+pub(crate) fn on_pod_change(services: &Reader<Service>, change: Change<Pod>, q: &mut Queue) {
+    let mut keys = Vec::new();
+    match change {
+        Change::Added(p) | Change::Deleted(p) => services_selecting(services, &p, &mut keys),
+        Change::Updated { old, new } => {
+            if old.metadata.resource_version == new.metadata.resource_version {
+                return;
+            }
+            services_selecting(services, &new, &mut keys);
+            if old.metadata.labels != new.metadata.labels {
+                services_selecting(services, &old, &mut keys);
+            }
+        }
+    }
+    q.extend(keys);
+}
+
 impl Reconcile for Ctx {
     const NAME: &'static str = "endpoints";
     async fn reconcile(self: Arc<Self>, key: String) -> Outcome {
@@ -136,22 +155,7 @@ impl Reconcile for Ctx {
 
 impl Ctx {
     fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        let mut keys = Vec::new();
-        match change {
-            Change::Added(p) | Change::Deleted(p) => {
-                services_selecting(&self.services, &p, &mut keys)
-            }
-            Change::Updated { old, new } => {
-                if old.metadata.resource_version == new.metadata.resource_version {
-                    return;
-                }
-                services_selecting(&self.services, &new, &mut keys);
-                if old.metadata.labels != new.metadata.labels {
-                    services_selecting(&self.services, &old, &mut keys);
-                }
-            }
-        }
-        q.extend(keys);
+        on_pod_change(&self.services, change, q);
     }
 
     #[tracing::instrument(skip_all, fields(service = %key))]

@@ -35,7 +35,7 @@ use crate::cache::{Cache, Change, Reader};
 use crate::queue::{Outcome, Queue, Reconcile, Workers};
 use crate::services::{
     HEADLESS_LABEL, find_port, hostname_for, is_service_ip_set, managed_selector, pod_ipv4,
-    selects, services_selecting, should_pod_be_in_endpoints,
+    selects, should_pod_be_in_endpoints,
 };
 use crate::util::{Labels, controller_ref, name_of, ns_of, sem_eq};
 use crate::{Error, Result, SyncError};
@@ -219,22 +219,7 @@ fn endpoint_sort_key(e: &Endpoint) -> (String, String) {
 
 impl Ctx {
     fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        let mut keys = Vec::new();
-        match change {
-            Change::Added(p) | Change::Deleted(p) => {
-                services_selecting(&self.services, &p, &mut keys)
-            }
-            Change::Updated { old, new } => {
-                if old.metadata.resource_version == new.metadata.resource_version {
-                    return;
-                }
-                services_selecting(&self.services, &new, &mut keys);
-                if old.metadata.labels != new.metadata.labels {
-                    services_selecting(&self.services, &old, &mut keys);
-                }
-            }
-        }
-        q.extend(keys);
+        crate::endpoints::on_pod_change(&self.services, change, q);
     }
 
     fn on_slice(&self, change: Change<EndpointSlice>, q: &mut Queue) {

@@ -117,26 +117,14 @@ impl Ctx {
         ns: &str,
         ctrl: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
     ) -> Option<String> {
-        if ctrl.kind != "ReplicaSet" {
-            return None;
-        }
-        let key = format!("{ns}/{}", ctrl.name);
-        let rs = self.rs.get(&key)?;
-        (uid_of(&*rs) == ctrl.uid).then_some(key)
+        self.rs.controller_key(ns, ctrl)
     }
 
     /// ReplicaSets whose selector matches an orphan pod (upstream `getPodReplicaSets`).
     fn matching(&self, pod: &Pod) -> Vec<String> {
-        self.rs
-            .in_namespace(ns_of(pod))
-            .iter()
-            .filter(|rs| {
-                let sel = rs.spec.as_ref().map(|s| &s.selector);
-                !crate::util::selector_is_empty(sel)
-                    && selector_matches(sel, pod.metadata.labels.as_ref())
-            })
-            .map(|rs| key_of(&**rs))
-            .collect()
+        self.rs.selecting(ns_of(pod), pod.metadata.labels.as_ref(), |rs| {
+            rs.spec.as_ref().map(|s| &s.selector)
+        })
     }
 
     fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {

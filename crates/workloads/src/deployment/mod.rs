@@ -145,25 +145,14 @@ fn replace_in(list: &mut RsList, rs: Arc<ReplicaSet>) {
 
 impl Ctx {
     fn resolve(&self, ns: &str, ctrl: &OwnerReference) -> Option<String> {
-        if ctrl.kind != "Deployment" {
-            return None;
-        }
-        let key = format!("{ns}/{}", ctrl.name);
-        let d = self.deployments.get(&key)?;
-        (uid_of(&*d) == ctrl.uid).then_some(key)
+        self.deployments.controller_key(ns, ctrl)
     }
 
     /// Deployments whose selector matches an orphan ReplicaSet.
     fn matching(&self, rs: &ReplicaSet) -> Vec<String> {
-        self.deployments
-            .in_namespace(ns_of(rs))
-            .iter()
-            .filter(|d| {
-                let sel = d.spec.as_ref().map(|s| &s.selector);
-                !selector_is_empty(sel) && selector_matches(sel, rs.metadata.labels.as_ref())
-            })
-            .map(|d| key_of(&**d))
-            .collect()
+        self.deployments.selecting(ns_of(rs), rs.metadata.labels.as_ref(), |d| {
+            d.spec.as_ref().map(|s| &s.selector)
+        })
     }
 
     fn on_rs(&self, change: Change<ReplicaSet>, q: &mut Queue) {
