@@ -102,6 +102,29 @@ pub enum ReconcileError {
     Json(#[from] serde_json::Error),
 }
 
+/// A cache of every `K` in the cluster and the stream that fills it (for `owns_stream`).
+fn reflect<K>(
+    client: &Client,
+) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = reflector::reflector(
+        writer,
+        watcher(Api::<K>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    (reader, stream)
+}
+
 /// Runs the CloneSet controller until `shutdown` resolves.
 ///
 /// # Errors
@@ -110,27 +133,9 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> crate::Result<()> {
-    let (pod_reader, pod_writer) = reflector::store();
-    let pods = reflector::reflector(
-        pod_writer,
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (rev_reader, rev_writer) = reflector::store();
-    let revs = reflector::reflector(
-        rev_writer,
-        watcher(Api::<ControllerRevision>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
-    let (pvc_reader, pvc_writer) = reflector::store();
-    let pvcs = reflector::reflector(
-        pvc_writer,
-        watcher(Api::<PersistentVolumeClaim>::all(client.clone()), watcher::Config::default()),
-    )
-    .default_backoff()
-    .touched_objects();
+    let (pod_reader, pods) = reflect::<Pod>(&client);
+    let (rev_reader, revs) = reflect::<ControllerRevision>(&client);
+    let (pvc_reader, pvcs) = reflect::<PersistentVolumeClaim>(&client);
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods: pod_reader,
