@@ -67,6 +67,28 @@ impl<K: Resource + Clone> Cache<K> {
         self.synced
     }
 
+    /// What a controller's `select!` loop does with the next item of a watch stream: applies an
+    /// event and returns what changed, logs a failed attempt (kube's watcher retries it with
+    /// back-off) and returns nothing, and fails when the stream ended, which the watcher never
+    /// does while it can retry.
+    ///
+    /// # Errors
+    /// [`crate::Error::WatchEnded`] for `resource` when `next` is `None`.
+    pub(crate) fn next_changes(
+        &mut self,
+        next: Option<Result<watcher::Event<K>, watcher::Error>>,
+        resource: &'static str,
+    ) -> crate::Result<Vec<Change<K>>> {
+        match next {
+            Some(Ok(ev)) => Ok(self.apply(ev)),
+            Some(Err(error)) => {
+                tracing::warn!(%error, resource, "watch failed, retrying");
+                Ok(Vec::new())
+            }
+            None => Err(crate::Error::WatchEnded { resource }),
+        }
+    }
+
     /// Applies one watch event and returns what changed.
     pub fn apply(&mut self, event: watcher::Event<K>) -> Vec<Change<K>> {
         match event {

@@ -29,7 +29,7 @@ use crate::services::{
     selects, services_selecting, should_pod_be_in_endpoints,
 };
 use crate::util::{Labels, name_of, sem_eq};
-use crate::{Error, Result, SyncError};
+use crate::{Result, SyncError};
 
 const WORKERS: usize = 5;
 
@@ -66,37 +66,29 @@ pub async fn run_endpoints_controller(
                 workers.drain().await;
                 return Ok(());
             }
-            ev = svc_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in svc_cache.apply(ev) { on_service(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "service watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "services" }),
+            ev = svc_stream.next() => for ch in svc_cache.next_changes(ev, "services")? {
+                on_service(ch, &mut workers.queue)
             },
-            ev = pod_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in pod_cache.apply(ev) { ctx.on_pod(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "pod watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "pods" }),
+            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
+                ctx.on_pod(ch, &mut workers.queue)
             },
-            ev = ep_stream.next() => match ev {
+            ev = ep_stream.next() => {
                 // Upstream reacts to deletions only: an Endpoints object deleted behind its
                 // back is recreated.
-                Some(Ok(ev)) => {
-                    let first_list = !ep_cache.synced();
-                    for ch in ep_cache.apply(ev) {
-                        match ch {
-                            Change::Deleted(ep) => workers.queue.add(key_of(&*ep)),
-                            // Upstream's `checkLeftoverEndpoints`: at start every Endpoints
-                            // object is synced once, so those whose Service went away while
-                            // no controller ran are deleted (leader-election locks excepted).
-                            Change::Added(ep) if first_list && !is_leader_lock(&ep) => {
-                                workers.queue.add(key_of(&*ep));
-                            }
-                            _ => {}
+                let first_list = !ep_cache.synced();
+                for ch in ep_cache.next_changes(ev, "endpoints")? {
+                    match ch {
+                        Change::Deleted(ep) => workers.queue.add(key_of(&*ep)),
+                        // Upstream's `checkLeftoverEndpoints`: at start every Endpoints object
+                        // is synced once, so those whose Service went away while no controller
+                        // ran are deleted (leader-election locks excepted).
+                        Change::Added(ep) if first_list && !is_leader_lock(&ep) => {
+                            workers.queue.add(key_of(&*ep));
                         }
+                        _ => {}
                     }
                 }
-                Some(Err(error)) => tracing::warn!(%error, "endpoints watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "endpoints" }),
-            },
+            }
             () = workers.tick() => {}
         }
         if svc_cache.synced() && pod_cache.synced() && ep_cache.synced() {

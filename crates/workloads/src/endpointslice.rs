@@ -38,7 +38,7 @@ use crate::services::{
     selects, should_pod_be_in_endpoints,
 };
 use crate::util::{Labels, controller_ref, name_of, ns_of, sem_eq};
-use crate::{Error, Result, SyncError};
+use crate::{Result, SyncError};
 
 /// `discovery.LabelServiceName`.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -91,22 +91,14 @@ pub async fn run_endpointslice_controller(
                 workers.drain().await;
                 return Ok(());
             }
-            ev = svc_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in svc_cache.apply(ev) {
-                    crate::endpoints::on_service(ch, &mut workers.queue)
-                },
-                Some(Err(error)) => tracing::warn!(%error, "service watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "services" }),
+            ev = svc_stream.next() => for ch in svc_cache.next_changes(ev, "services")? {
+                crate::endpoints::on_service(ch, &mut workers.queue)
             },
-            ev = pod_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in pod_cache.apply(ev) { ctx.on_pod(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "pod watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "pods" }),
+            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
+                ctx.on_pod(ch, &mut workers.queue)
             },
-            ev = slice_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in slice_cache.apply(ev) { ctx.on_slice(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "endpointslice watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "endpointslices" }),
+            ev = slice_stream.next() => for ch in slice_cache.next_changes(ev, "endpointslices")? {
+                ctx.on_slice(ch, &mut workers.queue)
             },
             () = workers.tick() => {}
         }

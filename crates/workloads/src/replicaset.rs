@@ -25,7 +25,7 @@ use crate::queue::{Outcome, Queue, Reconcile, Workers};
 use crate::util::{
     controller_of, controller_ref, is_deleting, name_of, now, ns_of, selector_matches, uid_of,
 };
-use crate::{Error, Result, SyncError};
+use crate::{Result, SyncError};
 
 /// Upstream's `BurstReplicas`: at most this many creations or deletions per sync.
 pub const BURST_REPLICAS: usize = 500;
@@ -62,15 +62,11 @@ pub async fn run_replicaset_controller(
                 workers.drain().await;
                 return Ok(());
             }
-            ev = rs_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in rs_cache.apply(ev) { ctx.on_rs(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "replicaset watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "replicasets" }),
+            ev = rs_stream.next() => for ch in rs_cache.next_changes(ev, "replicasets")? {
+                ctx.on_rs(ch, &mut workers.queue)
             },
-            ev = pod_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in pod_cache.apply(ev) { ctx.on_pod(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "pod watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "pods" }),
+            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
+                ctx.on_pod(ch, &mut workers.queue)
             },
             () = workers.tick() => {}
         }

@@ -43,7 +43,7 @@ use crate::util::{
     controller_of, controller_ref, is_deleting, name_of, ns_of, selector_is_empty,
     selector_matches, sem_eq, uid_of,
 };
-use crate::{Error, Result, SyncError};
+use crate::{Result, SyncError};
 
 const WORKERS: usize = 5;
 
@@ -83,20 +83,14 @@ pub async fn run_deployment_controller(
                 workers.drain().await;
                 return Ok(());
             }
-            ev = d_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in d_cache.apply(ev) { on_deployment(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "deployment watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "deployments" }),
+            ev = d_stream.next() => for ch in d_cache.next_changes(ev, "deployments")? {
+                on_deployment(ch, &mut workers.queue)
             },
-            ev = rs_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in rs_cache.apply(ev) { ctx.on_rs(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "replicaset watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "replicasets" }),
+            ev = rs_stream.next() => for ch in rs_cache.next_changes(ev, "replicasets")? {
+                ctx.on_rs(ch, &mut workers.queue)
             },
-            ev = pod_stream.next() => match ev {
-                Some(Ok(ev)) => for ch in pod_cache.apply(ev) { ctx.on_pod(ch, &mut workers.queue) },
-                Some(Err(error)) => tracing::warn!(%error, "pod watch failed, retrying"),
-                None => return Err(Error::WatchEnded { resource: "pods" }),
+            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
+                ctx.on_pod(ch, &mut workers.queue)
             },
             () = workers.tick() => {}
         }
