@@ -170,6 +170,16 @@ fn error_policy(cs: Arc<CloneSet>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
     }
 }
 
+/// `updateStrategy.inPlaceUpdateStrategy.gracePeriodSeconds`, 0 when unset.
+fn grace_seconds(cs: &CloneSet) -> i32 {
+    cs.spec
+        .update_strategy
+        .in_place_update_strategy
+        .as_ref()
+        .and_then(|s| s.grace_period_seconds)
+        .unwrap_or(0)
+}
+
 fn key(cs: &CloneSet) -> String {
     format!("{}/{}", cs.namespace().unwrap_or_default(), cs.name_any())
 }
@@ -599,13 +609,7 @@ async fn refresh_one(
     now: Timestamp,
 ) -> Result<(bool, Option<Duration>), ReconcileError> {
     let api = pods_api(ctx, cs);
-    let grace_secs = cs
-        .spec
-        .update_strategy
-        .in_place_update_strategy
-        .as_ref()
-        .and_then(|s| s.grace_period_seconds)
-        .unwrap_or(0);
+    let grace_secs = grace_seconds(cs);
     let hook = cs.spec.lifecycle.as_ref().and_then(|l| l.in_place_update.as_ref());
     let mut wrote = false;
     let mut wake = None;
@@ -971,13 +975,7 @@ async fn update(
     };
     let new_t = template_of(target);
     let api = pods_api(ctx, cs);
-    let grace = cs
-        .spec
-        .update_strategy
-        .in_place_update_strategy
-        .as_ref()
-        .and_then(|s| s.grace_period_seconds)
-        .unwrap_or(0);
+    let grace = grace_seconds(cs);
     // The pods of a batch are updated concurrently: each is two requests, and the batch's
     // restarts should start together.
     let results = futures::future::join_all(plan.pods.iter().map(|name| {
