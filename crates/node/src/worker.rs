@@ -74,6 +74,9 @@ struct Worker {
     subject: Subject,
     gone: bool,
     itx: mpsc::UnboundedSender<Internal>,
+    /// The dispatcher's messages. Read in the main loop, and also while containers are being
+    /// stopped, so a delete with a shorter grace period cuts the wait (kubelet re-reads it).
+    rx: mpsc::UnboundedReceiver<Msg>,
     running: HashMap<String, Running>,
     volumes: Option<BTreeMap<String, Prepared>>,
     /// The last FailedMount reason reported, so a retry repeats no Event.
@@ -90,7 +93,7 @@ struct Worker {
 /// Runs the worker for `pod` until the pod is gone and cleaned up.
 pub async fn run(
     ctx: Arc<Ctx>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+    rx: mpsc::UnboundedReceiver<Msg>,
     pod: Arc<Pod>,
     adopted: Option<PodRecord>,
 ) {
@@ -112,6 +115,7 @@ pub async fn run(
         dir,
         gone: false,
         itx,
+        rx,
         running: HashMap::new(),
         volumes: None,
         mount_problem: None,
@@ -128,6 +132,7 @@ pub async fn run(
     loop {
         w.wake_at = None;
         let synced = w.pod.clone();
+        let was_gone = w.gone;
         if w.sync().await {
             break;
         }
@@ -137,7 +142,7 @@ pub async fn run(
         // The answer to our status write is the newest pod: if it carries a change this sync
         // did not see (a spec patched meanwhile, whose watch event will then look like
         // nothing new), sync again at once.
-        if acts_on(&synced) != acts_on(&w.pod) {
+        if acts_on(&synced) != acts_on(&w.pod) || w.gone != was_gone {
             continue;
         }
         let wake = w.wake_at;
@@ -147,7 +152,7 @@ pub async fn run(
         // once instead of at the next sync.
         loop {
             let relevant = tokio::select! {
-                m = rx.recv() => w.on_msg(m),
+                m = w.rx.recv() => w.on_msg(m),
                 Some(i) = irx.recv() => { w.on_internal(i).await; true }
                 () = sleep_until(wake) => true,
             };
@@ -156,7 +161,7 @@ pub async fn run(
             }
         }
         // Coalesce whatever else is queued so one sync serves them all.
-        while let Ok(m) = rx.try_recv() {
+        while let Ok(m) = w.rx.try_recv() {
             w.on_msg(Some(m));
         }
         while let Ok(i) = irx.try_recv() {
@@ -1006,8 +1011,7 @@ impl Worker {
                 self.ctx.events.emit(&self.subject, Some(name), true, "FailedPreStopHook", msg);
             }
             self.signal(name, &id, rustix::process::Signal::TERM, "TERM").await;
-            let left = deadline.saturating_duration_since(Instant::now());
-            let _ = tokio::time::timeout(left, exit.wait_for(Option::is_some)).await;
+            self.wait_exits(vec![exit.clone()], deadline, why == "delete").await;
         }
         if exit.borrow().is_none() {
             self.signal(name, &id, rustix::process::Signal::KILL, "KILL").await;
@@ -1015,6 +1019,51 @@ impl Worker {
                 tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
         }
         self.finish(name).await;
+    }
+
+    /// Waits until every container in `exits` has exited or `deadline` has passed.
+    ///
+    /// With `follow_deletion` (the pod is being deleted) it keeps taking the dispatcher's
+    /// messages meanwhile: a newer, shorter `deletionGracePeriodSeconds` (a second `kubectl
+    /// delete --grace-period=N`, `kubectl drain --grace-period=N`) brings the deadline forward
+    /// to now + that grace, and the pod's removal from the API to now + 2 s, as kubelet's
+    /// `killPod` does when it is called again with a shorter grace period. The deadline never
+    /// moves later.
+    async fn wait_exits(
+        &mut self,
+        exits: Vec<watch::Receiver<Option<Exit>>>,
+        mut deadline: Instant,
+        mut follow_deletion: bool,
+    ) {
+        let all = futures::future::join_all(exits.into_iter().map(|mut rx| async move {
+            let _ = rx.wait_for(Option::is_some).await;
+        }));
+        tokio::pin!(all);
+        loop {
+            tokio::select! {
+                _ = &mut all => return,
+                () = tokio::time::sleep_until(deadline.into()) => return,
+                m = self.rx.recv(), if follow_deletion => {
+                    self.on_msg(m);
+                    let now = Instant::now();
+                    if self.gone {
+                        // The channel is closed or the pod left the API: nothing more to read.
+                        follow_deletion = false;
+                        deadline = deadline.min(now + Duration::from_secs(2));
+                    } else if let Some(s) = self.pod.metadata.deletion_grace_period_seconds {
+                        let grace = Duration::from_secs(u64::try_from(s.max(0)).unwrap_or(0));
+                        if now + grace < deadline {
+                            tracing::info!(
+                                pod = %self.key(),
+                                grace_seconds = s,
+                                "shorter grace period; stopping sooner"
+                            );
+                            deadline = now + grace;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Sends `sig` to the container's init process directly (what `runc kill` does, without
@@ -1136,14 +1185,8 @@ impl Worker {
                 let _ = self.ctx.runc.kill(&r.id, "TERM").await;
             }
         }
-        let waits = names.iter().filter_map(|n| self.running.get(n)).map(|r| {
-            let mut rx = r.exit.clone();
-            async move {
-                let _ =
-                    tokio::time::timeout_at(deadline.into(), rx.wait_for(Option::is_some)).await;
-            }
-        });
-        futures::future::join_all(waits).await;
+        let exits = names.iter().filter_map(|n| self.running.get(n)).map(|r| r.exit.clone());
+        self.wait_exits(exits.collect(), deadline, true).await;
         for n in names {
             self.stop(&n, Duration::ZERO, "delete").await;
         }

@@ -104,3 +104,66 @@ pub async fn http_get(ip: &str, port: u16) -> String {
     s.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// Issue 19: a pod stuck in Terminating behind a SIGTERM-ignoring process went only at its
+/// original 30 s deadline although `kubectl delete --grace-period=1` had shortened it. Kubelet
+/// re-reads the grace period of a pod it is stopping; so must the agent, for a second delete
+/// and for `kubectl drain --grace-period` (which deletes, having no eviction API to call here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shortened_grace_period_of_a_terminating_pod_is_honoured_by_delete_and_drain() {
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let image = kinetic_testkit::images::busybox(&registry, "stubborn", "v1", &[]).await.unwrap();
+    let (up, _dir) = crate::up_with_node("node-g", &slot).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    // Pid 1 ignores SIGTERM: only the grace deadline's SIGKILL ends it.
+    for pod in ["stubborn-a", "stubborn-b"] {
+        kubectl(
+            &up,
+            h,
+            &[
+                "run",
+                pod,
+                &format!("--image={image}"),
+                "--command",
+                "--",
+                "sh",
+                "-c",
+                "trap '' TERM; while true; do sleep 1; done",
+            ],
+        )
+        .await;
+    }
+    for pod in ["stubborn-a", "stubborn-b"] {
+        kubectl(&up, h, &["wait", "--for=condition=Ready", &format!("pod/{pod}"), "--timeout=60s"])
+            .await;
+        // The default grace period: 30 s of Terminating.
+        kubectl(&up, h, &["delete", "pod", pod, "--wait=false"]).await;
+        let grace = kubectl(
+            &up,
+            h,
+            &["get", "pod", pod, "-o", "jsonpath={.metadata.deletionGracePeriodSeconds}"],
+        )
+        .await;
+        assert_eq!(grace, "30", "{pod} is terminating with the default grace period");
+    }
+
+    let started = std::time::Instant::now();
+    kubectl(&up, h, &["delete", "pod", "stubborn-a", "--grace-period=1", "--timeout=20s"]).await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "second delete with --grace-period=1 took {took:?}");
+
+    let started = std::time::Instant::now();
+    kubectl(
+        &up,
+        h,
+        &["drain", "node-g", "--force", "--grace-period=1", "--timeout=20s", "--ignore-daemonsets"],
+    )
+    .await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(3), "drain --grace-period=1 took {took:?}");
+    let left = kubectl(&up, h, &["get", "pods", "-o", "name"]).await;
+    assert!(left.trim().is_empty(), "{left}");
+    drop(up);
+}
