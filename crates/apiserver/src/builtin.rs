@@ -621,6 +621,8 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "PersistentVolumeClaim" | "PersistentVolume" | "StorageClass" => {
             causes.extend(crate::storage::validate(kind, obj, old));
         }
+        "Event" => causes.extend(crate::events::validate(obj)),
+        "ControllerRevision" => causes.extend(crate::revisions::validate(obj, old)),
         "Service" => {
             if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
                 for (i, p) in ports.iter().enumerate() {

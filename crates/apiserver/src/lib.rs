@@ -17,6 +17,7 @@ pub mod builtin;
 pub mod crd;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod gc;
 pub mod http;
 mod kruise;
@@ -24,6 +25,7 @@ pub mod logs;
 pub mod pki;
 pub mod registry;
 pub mod rest;
+pub mod revisions;
 pub mod storage;
 pub mod store;
 

@@ -82,6 +82,7 @@ struct Seen {
 
 async fn write_events(client: Client, component: String, mut rx: mpsc::Receiver<EventReq>) {
     let mut seen: HashMap<(String, String, &'static str, String), Seen> = HashMap::new();
+    let mut failing = false;
     while let Some(ev) = rx.recv().await {
         let ns = ev.involved.namespace.clone().unwrap_or_else(|| "default".to_owned());
         let api: Api<Event> = Api::namespaced(client.clone(), &ns);
@@ -120,17 +121,26 @@ async fn write_events(client: Client, component: String, mut rx: mpsc::Receiver<
             source: Some(EventSource { component: Some(component.clone()), host: None }),
             reporting_component: Some(component.clone()),
             reporting_instance: Some(component.clone()),
+            // Required by the events.k8s.io rules once `eventTime` is set (issue 10); harmless
+            // and informative on these old-style Events.
+            action: Some(ev.reason.to_owned()),
             ..Default::default()
         };
         match api.create(&PostParams::default(), &event).await {
             Ok(created) => {
+                failing = false;
                 if seen.len() >= REMEMBERED {
                     seen.clear();
                 }
                 seen.insert(key, Seen { name: created.name_any(), count: 1 });
             }
-            Err(e) => {
+            Err(e) if failing => {
                 tracing::debug!(namespace = %ns, object = %involved_name, error = %e, "event not recorded")
+            }
+            Err(e) => {
+                // Once per run of failures: a server that refuses one Event refuses them all.
+                failing = true;
+                tracing::warn!(namespace = %ns, object = %involved_name, error = %e, "event not recorded; further failures are logged at debug until one succeeds")
             }
         }
     }

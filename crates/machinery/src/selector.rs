@@ -671,6 +671,17 @@ fn is_dns1123_subdomain(s: &str) -> bool {
     })
 }
 
+/// `validation.IsQualifiedName` for any field that must hold one (an Event's
+/// `reportingController`, for example): `None` when `s` is one, else upstream's reasons joined
+/// with `; `.
+pub fn qualified_name_error(s: &str) -> Option<String> {
+    match validate_label_key(s) {
+        Ok(()) => None,
+        Err(SelectorError::InvalidLabelKey { reason, .. }) => Some(reason),
+        Err(e) => Some(e.to_string()),
+    }
+}
+
 /// `validation.IsQualifiedName`, joined with `; ` as `labels.validateLabelKey` does.
 fn validate_label_key(key: &str) -> Result<()> {
     let mut errs = Vec::new();

@@ -17,11 +17,13 @@ use kube::{Client, Resource};
 pub(crate) struct Recorder {
     client: Client,
     component: &'static str,
+    /// Set while posts fail, so a server refusing Events is logged at warn once, not per Event.
+    failing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Recorder {
     pub(crate) fn new(client: Client, component: &'static str) -> Self {
-        Self { client, component }
+        Self { client, component, failing: Default::default() }
     }
 
     /// Posts a `Normal` (or, with `warning`, `Warning`) event about `obj` in the background.
@@ -62,12 +64,25 @@ impl Recorder {
             count: Some(1),
             reporting_component: Some(self.component.to_owned()),
             reporting_instance: Some(self.component.to_owned()),
+            // Required by the events.k8s.io rules once `eventTime` is set (issue 10); harmless
+            // and informative on the old-style Events written here.
+            action: Some(reason.to_owned()),
             ..Default::default()
         };
         let api: Api<Event> = Api::namespaced(self.client.clone(), &ns);
+        let failing = self.failing.clone();
         tokio::spawn(async move {
-            if let Err(error) = api.create(&PostParams::default(), &event).await {
-                tracing::debug!(%error, reason, "event not posted");
+            use std::sync::atomic::Ordering;
+            match api.create(&PostParams::default(), &event).await {
+                Ok(_) => failing.store(false, Ordering::Relaxed),
+                Err(error) if failing.swap(true, Ordering::Relaxed) => {
+                    tracing::debug!(%error, reason, "event not posted");
+                }
+                Err(error) => tracing::warn!(
+                    %error,
+                    reason,
+                    "event not posted; further failures are logged at debug until one succeeds"
+                ),
             }
         });
     }
