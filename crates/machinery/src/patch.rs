@@ -1993,6 +1993,203 @@ mod tests {
         );
     }
 
+    /// List ordering and list directives of a strategic merge patch against upstream's own
+    /// cases (`k8s.io/apimachinery/pkg/util/strategicpatch/patch_test.go`, the apply half:
+    /// the case's `current` or `original`, its `threeWay` or `twoWay` patch, and its `result` or
+    /// `modified`). Upstream's test type has `mergingList` (merge by `name`), `mergingIntList`
+    /// (merge) and `retainKeysMergingList` (merge,retainKeys by `name`); here they are a pod's
+    /// `spec.containers`, `metadata.finalizers` and `spec.volumes`, which carry the same tags.
+    ///
+    /// The first cases pin what issue 18 hinged on: without `$setElementOrder`, the merged list
+    /// takes the patch's order ("preserve the order from the patch in a merging list"), so a
+    /// client that lists two containers out of the pod's order reorders them.
+    #[test]
+    fn smp_list_order_follows_upstream_cases() {
+        // (upstream description, where the list lives, stored list, patch of the list's parent)
+        let containers = "/spec/containers";
+        let finalizers = "/metadata/finalizers";
+        let volumes = "/spec/volumes";
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "preserve the order from the patch in a merging list",
+                containers,
+                r#"[{"name": "1"}, {"name": "2", "value": "b"}, {"name": "3"}]"#,
+                r#"{"spec": {"containers": [{"name": "3", "value": "c"}, {"name": "1", "value": "a"}, {"name": "2", "other": "x"}]}}"#,
+            ),
+            (
+                "preserve the order from the patch in a merging list 2",
+                containers,
+                r#"[{"name": "1"}, {"name": "2", "value": "b"}, {"name": "3"}]"#,
+                r#"{"spec": {"containers": [{"name": "3", "value": "c"}, {"name": "1", "value": "a"}]}}"#,
+            ),
+            (
+                "preserve the order from the patch in a merging int list",
+                finalizers,
+                r#"["1", "2", "3"]"#,
+                r#"{"metadata": {"finalizers": ["3", "1", "2"]}}"#,
+            ),
+            (
+                "preserve the order from the patch in a merging int list (2)",
+                finalizers,
+                r#"["1", "2", "3"]"#,
+                r#"{"metadata": {"finalizers": ["3", "1"]}}"#,
+            ),
+            (
+                "unique scalars when merging lists",
+                finalizers,
+                r#"["1", "2"]"#,
+                r#"{"metadata": {"finalizers": ["2", "3"]}}"#,
+            ),
+            (
+                "$setElementOrder contains item that is not present in the list to be merged",
+                containers,
+                r#"[{"name": "1"}, {"name": "3"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "3"}, {"name": "2"}, {"name": "1"}],
+                    "containers": [{"name": "3", "value": "3"}, {"name": "1", "value": "1"}]}}"#,
+            ),
+            (
+                "$setElementOrder contains item that is not present in the int list to be merged",
+                finalizers,
+                r#"["1", "3"]"#,
+                r#"{"metadata": {"$setElementOrder/finalizers": ["3", "2", "1"]}}"#,
+            ),
+            (
+                "should check if order in $setElementOrder and patch list match",
+                containers,
+                r#"[{"name": "1"}, {"name": "3"}, {"name": "2"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}, {"name": "3"}],
+                    "containers": [{"name": "3", "value": "3"}, {"name": "1", "value": "1"}]}}"#,
+            ),
+            (
+                "should check if order in $setElementOrder and patch int list match",
+                finalizers,
+                r#"["1", "3", "2"]"#,
+                r#"{"metadata": {"$setElementOrder/finalizers": ["1", "2", "3"], "finalizers": ["3", "1"]}}"#,
+            ),
+            (
+                "delete items in lists of scalars",
+                finalizers,
+                r#"["1", "2", "3", "4"]"#,
+                r#"{"metadata": {"$setElementOrder/finalizers": ["1", "2"], "$deleteFromPrimitiveList/finalizers": ["3"]}}"#,
+            ),
+            (
+                "add and delete items in lists of scalars",
+                finalizers,
+                r#"["1", "2", "3"]"#,
+                r#"{"metadata": {"$setElementOrder/finalizers": ["1", "2", "4"],
+                    "$deleteFromPrimitiveList/finalizers": ["3"], "finalizers": ["4"]}}"#,
+            ),
+            (
+                "merge lists of maps",
+                containers,
+                r#"[{"name": "1", "other": "a"}, {"name": "2", "value": "2", "other": "b"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "4"}, {"name": "1"}, {"name": "2"}, {"name": "3"}],
+                    "containers": [{"name": "4", "value": "4"}, {"name": "3", "value": "3"}]}}"#,
+            ),
+            (
+                "merge lists of maps with conflict",
+                containers,
+                r#"[{"name": "1", "other": "a"}, {"name": "2", "value": "3", "other": "b"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}, {"name": "3"}],
+                    "containers": [{"name": "2", "value": "2"}, {"name": "3", "value": "3"}]}}"#,
+            ),
+            (
+                "delete all maps from merging list with conflict",
+                containers,
+                r#"[{"name": "1", "other": "a"}, {"name": "2", "other": "b"}]"#,
+                r#"{"spec": {"containers": [{"name": "1", "$patch": "delete"}, {"name": "2", "$patch": "delete"}]}}"#,
+            ),
+            (
+                "delete all items from merging list",
+                containers,
+                r#"[{"name": "1"}, {"name": "2"}]"#,
+                r#"{"spec": {"containers": [{"$patch": "replace"}]}}"#,
+            ),
+            (
+                "retainKeys list of maps clears a field",
+                volumes,
+                r#"[{"name": "bar"}, {"name": "foo", "value": "a", "other": "x"}]"#,
+                r#"{"spec": {"$setElementOrder/volumes": [{"name": "bar"}, {"name": "foo"}],
+                    "volumes": [{"$retainKeys": ["name", "value"], "name": "foo"}]}}"#,
+            ),
+            (
+                "retainKeys list of maps clears a field with conflict",
+                volumes,
+                r#"[{"name": "bar"}, {"name": "foo", "value": "new", "other": "x"}]"#,
+                r#"{"spec": {"$setElementOrder/volumes": [{"name": "bar"}, {"name": "foo"}],
+                    "volumes": [{"$retainKeys": ["name", "value"], "name": "foo", "value": "modified"}]}}"#,
+            ),
+            // Issue 18's repro (`kubectl patch pod --type strategic`), then the same change as
+            // the CloneSet controller now sends it.
+            (
+                "kinetic: two images listed out of the pod's order reorder the list",
+                containers,
+                r#"[{"name": "web", "image": "w1"}, {"name": "aux", "image": "a1"}]"#,
+                r#"{"spec": {"containers": [{"name": "aux", "image": "X"}, {"name": "web", "image": "Y"}]}}"#,
+            ),
+            (
+                "kinetic: the pod's order with $setElementOrder keeps it",
+                containers,
+                r#"[{"name": "web", "image": "w1"}, {"name": "aux", "image": "a1"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "web"}, {"name": "aux"}],
+                    "containers": [{"name": "web", "image": "Y"}, {"name": "aux", "image": "X"}]}}"#,
+            ),
+        ];
+        let mut out = String::new();
+        for (description, at, stored, patch) in cases {
+            let stored: Value = serde_json::from_str(stored).expect("stored list is JSON");
+            let mut original = serde_json::json!({});
+            let parts: Vec<&str> = at.trim_start_matches('/').split('/').collect();
+            original[parts[0]][parts[1]] = stored;
+            let patch: Value = serde_json::from_str(patch).expect("patch is JSON");
+            let got = match strategic_merge_patch(&original, &patch) {
+                Ok(result) => result.pointer(at).map_or("(absent)".to_owned(), Value::to_string),
+                Err(error) => format!("error: {error}"),
+            };
+            out.push_str(&format!("{description}\n  {got}\n"));
+        }
+        expect![[r#"
+            preserve the order from the patch in a merging list
+              [{"name":"3","value":"c"},{"name":"1","value":"a"},{"name":"2","value":"b","other":"x"}]
+            preserve the order from the patch in a merging list 2
+              [{"name":"2","value":"b"},{"name":"3","value":"c"},{"name":"1","value":"a"}]
+            preserve the order from the patch in a merging int list
+              ["3","1","2"]
+            preserve the order from the patch in a merging int list (2)
+              ["2","3","1"]
+            unique scalars when merging lists
+              ["1","2","3"]
+            $setElementOrder contains item that is not present in the list to be merged
+              [{"name":"3","value":"3"},{"name":"1","value":"1"}]
+            $setElementOrder contains item that is not present in the int list to be merged
+              ["3","1"]
+            should check if order in $setElementOrder and patch list match
+              error: strategic merge patch at spec.containers: the patch list names its elements in another order than $setElementOrder
+            should check if order in $setElementOrder and patch int list match
+              error: strategic merge patch at metadata.finalizers: the patch list names its elements in another order than $setElementOrder
+            delete items in lists of scalars
+              ["1","2","4"]
+            add and delete items in lists of scalars
+              ["1","2","4"]
+            merge lists of maps
+              [{"name":"4","value":"4"},{"name":"1","other":"a"},{"name":"2","value":"2","other":"b"},{"name":"3","value":"3"}]
+            merge lists of maps with conflict
+              [{"name":"1","other":"a"},{"name":"2","value":"2","other":"b"},{"name":"3","value":"3"}]
+            delete all maps from merging list with conflict
+              []
+            delete all items from merging list
+              []
+            retainKeys list of maps clears a field
+              [{"name":"bar"},{"name":"foo","value":"a"}]
+            retainKeys list of maps clears a field with conflict
+              [{"name":"bar"},{"name":"foo","value":"modified"}]
+            kinetic: two images listed out of the pod's order reorder the list
+              [{"name":"aux","image":"X"},{"name":"web","image":"Y"}]
+            kinetic: the pod's order with $setElementOrder keeps it
+              [{"name":"web","image":"Y"},{"name":"aux","image":"X"}]
+        "#]].assert_eq(&out);
+    }
+
     // -- JSON patch ----------------------------------------------------------------------------
 
     #[test]

@@ -1,7 +1,8 @@
 //! In-place updates: whether a template change can be applied to running pods, the patch that
 //! applies it, and whether a pod has finished it (`pkg/util/inplaceupdate/
 //! inplace_update_defaults.go`: `defaultCalculateInPlaceUpdateSpec`,
-//! `DefaultCheckInPlaceUpdateCompleted`).
+//! `DefaultCheckInPlaceUpdateCompleted`), including container priority batches
+//! (`defaultPatchUpdateSpecToPod`'s `containersToUpdate` and `nextContainerImages`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,7 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kinetic_api::kruise::{
     CONTROLLER_REVISION_HASH_LABEL, INPLACE_UPDATE_GRACE_ANNOTATION,
     INPLACE_UPDATE_STATE_ANNOTATION, InPlaceUpdateContainerBatch, InPlaceUpdateContainerStatus,
-    InPlaceUpdateState, LIFECYCLE_STATE_LABEL, LifecycleState, POD_TEMPLATE_HASH_LABEL,
+    InPlaceUpdatePreCheckBeforeNext, InPlaceUpdateState, LIFECYCLE_STATE_LABEL, LifecycleState,
+    POD_TEMPLATE_HASH_LABEL, container_priority,
 };
 use serde_json::{Map, Value, json};
 
@@ -32,13 +34,19 @@ pub struct UpdateSpec {
 }
 
 /// Switches of the in-place decision.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InPlaceOptions {
     /// Accept label/annotation changes that containers read into env through `fieldRef`
-    /// (upstream's `InPlaceUpdateEnvFromMetadata` gate, which relies on kruise-daemon restarting
-    /// those containers). Kinetic's node agent does not refresh env in place, so leave it off:
-    /// such changes then need a recreate.
+    /// (upstream's `InPlaceUpdateEnvFromMetadata` gate, on by default): the node agent restarts
+    /// a container in place when the env it derives from pod metadata changed, as
+    /// kruise-daemon does. Off, such changes need a recreate.
     pub env_from_metadata: bool,
+}
+
+impl Default for InPlaceOptions {
+    fn default() -> Self {
+        Self { env_from_metadata: true }
+    }
 }
 
 /// The pod template inside a ControllerRevision's data (`{"spec":{"template":{..}}}`).
@@ -156,37 +164,28 @@ pub fn update_state(p: &Pod) -> Option<Result<InPlaceUpdateState, serde_json::Er
 }
 
 /// The state to record when starting the in-place update of `p` to `revision` at `now`: the
-/// image id and restart count of each container whose image changes (the restart count is a
-/// Kinetic addition, see [`check_update_completed`]).
+/// image id and restart count of each container patched in the first batch (the restart count
+/// is a Kinetic addition, see [`check_update_completed`]), and the images of lower-priority
+/// containers left for later batches.
 ///
-/// All containers are patched in one batch: `KRUISE_CONTAINER_PRIORITY` batches are not
-/// supported.
+/// Batches follow upstream's `defaultPatchUpdateSpecToPod`: containers with a launch priority
+/// ([`container_priority`]: `KRUISE_CONTAINER_PRIORITY`, or the pod's
+/// `apps.kruise.io/container-launch-priority: Ordered`) are patched highest priority first,
+/// one priority per batch, and the next batch waits until the previous one is updated and
+/// ready ([`ready_for_next_batch`], [`next_batch`]); containers without a priority go in the
+/// first batch. Unlike upstream, every container whose env reads changed metadata is in the
+/// first batch too: the labels and annotations are patched once, for the whole pod.
 pub fn new_update_state(
     p: &Pod,
     spec: &UpdateSpec,
     revision: &str,
     now: Timestamp,
 ) -> InPlaceUpdateState {
-    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_ref());
-    let last_container_statuses = statuses
-        .into_iter()
-        .flatten()
-        .filter(|c| spec.container_images.contains_key(&c.name))
-        .map(|c| {
-            let status = InPlaceUpdateContainerStatus {
-                image_id: c.image_id.clone(),
-                restart_count: Some(c.restart_count),
-                ..Default::default()
-            };
-            (c.name.clone(), status)
-        })
-        .collect();
-    let mut containers: BTreeSet<String> = spec.container_images.keys().cloned().collect();
-    containers.extend(spec.env_from_metadata.iter().cloned());
-    InPlaceUpdateState {
+    let (batch, next) = split_batch(p, &spec.container_images, &spec.env_from_metadata);
+    let mut state = InPlaceUpdateState {
         revision: revision.to_owned(),
         update_timestamp: Time(now),
-        last_container_statuses,
+        last_container_statuses: BTreeMap::new(),
         update_env_from_metadata: !spec.env_from_metadata.is_empty(),
         update_resources: false,
         update_images: !spec.container_images.is_empty(),
@@ -195,22 +194,94 @@ pub fn new_update_state(
         next_container_ref_metadata: BTreeMap::new(),
         next_container_resources: BTreeMap::new(),
         pre_check_before_next: None,
-        container_batches_record: vec![InPlaceUpdateContainerBatch {
-            timestamp: Time(now),
-            containers: containers.into_iter().collect(),
-        }],
+        container_batches_record: Vec::new(),
+    };
+    record_batch(p, &mut state, batch, next, now);
+    state
+}
+
+/// Splits the containers to update into the batch to patch now and the images left for later
+/// (upstream's `containersToUpdate` and `NextContainerImages`).
+fn split_batch(
+    p: &Pod,
+    images: &BTreeMap<String, String>,
+    env_from_metadata: &BTreeSet<String>,
+) -> (BTreeSet<String>, BTreeMap<String, String>) {
+    let containers = p.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default();
+    let mut now = BTreeSet::new();
+    let mut prioritised: Vec<(i32, &str)> = Vec::new();
+    for (i, c) in containers.iter().enumerate() {
+        let (image, env) = (images.contains_key(&c.name), env_from_metadata.contains(&c.name));
+        if !image && !env {
+            continue;
+        }
+        match container_priority(p, i) {
+            Some(prio) if !env => prioritised.push((prio, &c.name)),
+            _ => {
+                now.insert(c.name.clone());
+            }
+        }
     }
+    // Images of containers the pod does not have stay with the first batch; the API server
+    // refuses the patch, as it would upstream.
+    now.extend(images.keys().filter(|n| !containers.iter().any(|c| &c.name == *n)).cloned());
+    let highest = prioritised.iter().map(|(prio, _)| *prio).max();
+    let mut next = BTreeMap::new();
+    for (prio, name) in prioritised {
+        if Some(prio) == highest {
+            now.insert(name.to_owned());
+        } else if let Some(image) = images.get(name) {
+            next.insert(name.to_owned(), image.clone());
+        }
+    }
+    (now, next)
+}
+
+/// Records `batch` in `state`: the containers' status before the patch, the images left for
+/// later, what the next batch waits for, and the batch itself.
+fn record_batch(
+    p: &Pod,
+    state: &mut InPlaceUpdateState,
+    batch: BTreeSet<String>,
+    next: BTreeMap<String, String>,
+    now: Timestamp,
+) {
+    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    for c in statuses.into_iter().flatten().filter(|c| batch.contains(&c.name)) {
+        let status = InPlaceUpdateContainerStatus {
+            image_id: c.image_id.clone(),
+            restart_count: Some(c.restart_count),
+            ..Default::default()
+        };
+        state.last_container_statuses.insert(c.name.clone(), status);
+    }
+    state.pre_check_before_next = (!next.is_empty()).then(|| InPlaceUpdatePreCheckBeforeNext {
+        containers_required_ready: batch.iter().cloned().collect(),
+    });
+    state.next_container_images = next;
+    state.container_batches_record.push(InPlaceUpdateContainerBatch {
+        timestamp: Time(now),
+        containers: batch.into_iter().collect(),
+    });
+}
+
+/// The images [`update_patch`] sets now: those of `spec` not left for a later batch.
+pub fn batch_images(spec: &UpdateSpec, state: &InPlaceUpdateState) -> BTreeMap<String, String> {
+    let mut images = spec.container_images.clone();
+    images.retain(|name, _| !state.next_container_images.contains_key(name));
+    images
 }
 
 /// The strategic merge patch that updates `p` in place to `revision` (a ControllerRevision
-/// name) without a grace period: new images, the template's label/annotation changes, the
-/// revision labels, lifecycle state `Updating`, and `state` in
+/// name) without a grace period: the first batch's images ([`batch_images`]), the template's
+/// label/annotation changes, the revision labels, lifecycle state `Updating`, and `state` in
 /// `apps.kruise.io/inplace-update-state` (upstream's `updatePodInPlace` with
 /// `defaultPatchUpdateSpecToPod`).
 ///
 /// # Errors
 /// `state` does not serialise (it always does; the error is passed on rather than hidden).
 pub fn update_patch(
+    p: &Pod,
     spec: &UpdateSpec,
     state: &InPlaceUpdateState,
     revision: &str,
@@ -232,16 +303,95 @@ pub fn update_patch(
         INPLACE_UPDATE_STATE_ANNOTATION.to_owned(),
         Value::String(serde_json::to_string(state)?),
     );
-    let containers: Vec<Value> = spec
-        .container_images
-        .iter()
-        .map(|(name, image)| json!({ "name": name, "image": image }))
-        .collect();
     let mut patch = json!({ "metadata": { "labels": labels, "annotations": annotations } });
-    if !containers.is_empty() {
-        patch["spec"] = json!({ "containers": containers });
+    let images = batch_images(spec, state);
+    if !images.is_empty() {
+        patch["spec"] = containers_patch(p, &images);
     }
     Ok(patch)
+}
+
+/// The `spec` of a strategic merge patch that sets `images` (by container name) on `p`: the
+/// containers listed in the pod's own order, with `$setElementOrder/containers` naming all of
+/// the pod's containers, as `kubectl apply` sends it.
+///
+/// The order matters: a strategic merge patch orders a merged list by the patch's order
+/// (upstream `mergeSlice` → `normalizeElementOrder`, test case "preserve the order from the
+/// patch in a merging list"), and pod update validation refuses a reordered `containers`
+/// list. Listing two containers in any other order than the pod's is refused (issue 18).
+pub fn containers_patch(p: &Pod, images: &BTreeMap<String, String>) -> Value {
+    let names: Vec<&str> =
+        p.spec.iter().flat_map(|s| s.containers.iter()).map(|c| c.name.as_str()).collect();
+    let mut containers: Vec<Value> = names
+        .iter()
+        .filter_map(|n| images.get(*n).map(|image| json!({ "name": n, "image": image })))
+        .collect();
+    // Names the pod lacks go last (the API server then refuses the patch, as it would
+    // upstream), so nothing is silently dropped.
+    containers.extend(
+        images
+            .iter()
+            .filter(|(n, _)| !names.contains(&n.as_str()))
+            .map(|(n, image)| json!({ "name": n, "image": image })),
+    );
+    let mut order: Vec<Value> = names.iter().map(|n| json!({ "name": n })).collect();
+    order.extend(
+        images.keys().filter(|n| !names.contains(&n.as_str())).map(|n| json!({ "name": n })),
+    );
+    json!({ "$setElementOrder/containers": order, "containers": containers })
+}
+
+/// Whether the next priority batch of the update in `state` may be patched: the batches so far
+/// are updated ([`check_containers_updated`]) and the containers of the last one are ready
+/// (upstream's `doPreCheckBeforeNext` with `containersRequiredReady`).
+///
+/// # Errors
+/// [`NotCompleted`] says what is still awaited; [`NotCompleted::NotReady`] for a container
+/// that is updated but not ready yet.
+pub fn ready_for_next_batch(p: &Pod, state: &InPlaceUpdateState) -> Result<(), NotCompleted> {
+    if pod::annotation(p, INPLACE_UPDATE_GRACE_ANNOTATION).is_some() {
+        return Err(NotCompleted::InGrace);
+    }
+    check_containers_updated(p, state)?;
+    let required = state.pre_check_before_next.iter().flat_map(|c| &c.containers_required_ready);
+    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_deref());
+    for name in required {
+        let ready = statuses.unwrap_or_default().iter().any(|c| &c.name == name && c.ready);
+        if !ready {
+            return Err(NotCompleted::NotReady(name.clone()));
+        }
+    }
+    Ok(())
+}
+
+/// The strategic merge patch of the next priority batch of the update in `state` (upstream's
+/// `updateNextBatch`), or `None` when no batch is left. Call it once
+/// [`ready_for_next_batch`] holds.
+///
+/// # Errors
+/// The new state does not serialise (it always does).
+pub fn next_batch(
+    p: &Pod,
+    state: &InPlaceUpdateState,
+    now: Timestamp,
+) -> Result<Option<Value>, serde_json::Error> {
+    if state.next_container_images.is_empty() {
+        return Ok(None);
+    }
+    let (batch, next) = split_batch(p, &state.next_container_images, &BTreeSet::new());
+    let images: BTreeMap<String, String> = state
+        .next_container_images
+        .iter()
+        .filter(|(n, _)| batch.contains(*n))
+        .map(|(n, i)| (n.clone(), i.clone()))
+        .collect();
+    let mut state = state.clone();
+    record_batch(p, &mut state, batch, next, now);
+    let annotation = serde_json::to_string(&state)?;
+    Ok(Some(json!({
+        "metadata": { "annotations": { INPLACE_UPDATE_STATE_ANNOTATION: annotation } },
+        "spec": containers_patch(p, &images),
+    })))
 }
 
 /// Why an in-place update is not finished yet.
@@ -253,10 +403,9 @@ pub enum NotCompleted {
     /// Lower-priority containers are still to be updated in a later batch.
     #[error("containers remain to be updated in later batches")]
     NextBatches,
-    /// Env from changed metadata needs a runtime that reports container hashes
-    /// (kruise-daemon's `apps.kruise.io/runtime-containers-meta`), which Kinetic does not have.
-    #[error("waiting for containers to pick up env from changed metadata")]
-    EnvFromMetadata,
+    /// A container of the last batch is updated but not ready, so the next batch waits.
+    #[error("container {0} is not ready yet")]
+    NotReady(String),
     /// The container has not been restarted since the update started.
     #[error("container {0} has not restarted yet")]
     NotRestarted(String),
@@ -268,16 +417,8 @@ pub enum NotCompleted {
     MissingStatus(Vec<String>),
 }
 
-/// Whether the in-place update recorded in `state` has finished on `p`.
-///
-/// A container is done when its status shows the update took: its `imageID` differs from the
-/// one recorded before the update, or its status `image` already equals the spec image (so
-/// re-tagging an image with the same digest does not hang, upstream issues #635/#644). Kinetic
-/// adds one condition: when the state recorded the container's restart count (states that
-/// [`new_update_state`] wrote do), the restart count must have grown, so a status written
-/// before the kubelet acted is not mistaken for completion. Images are compared after
-/// normalising references (`nginx` = `docker.io/library/nginx:latest`), where upstream only
-/// appends `:latest`.
+/// Whether the in-place update recorded in `state` has finished on `p`: no grace period and
+/// no later batch left, and every patched container updated ([`check_containers_updated`]).
 ///
 /// # Errors
 /// [`NotCompleted`] says what is still awaited.
@@ -288,9 +429,29 @@ pub fn check_update_completed(p: &Pod, state: &InPlaceUpdateState) -> Result<(),
     if !state.next_container_images.is_empty() || !state.next_container_ref_metadata.is_empty() {
         return Err(NotCompleted::NextBatches);
     }
-    if state.update_env_from_metadata {
-        return Err(NotCompleted::EnvFromMetadata);
-    }
+    check_containers_updated(p, state)
+}
+
+/// Whether every container patched so far (the keys of `lastContainerStatuses`) is updated
+/// (upstream's `defaultCheckContainersInPlaceUpdateCompleted`).
+///
+/// A container is done when its status shows the update took: its `imageID` differs from the
+/// one recorded before the update, or its status `image` already equals the spec image (so
+/// re-tagging an image with the same digest does not hang, upstream issues #635/#644). Kinetic
+/// adds one condition: when the state recorded the container's restart count (states that
+/// [`new_update_state`] wrote do), the restart count must have grown, so a status written
+/// before the kubelet acted is not mistaken for completion. Images are compared after
+/// normalising references (`nginx` = `docker.io/library/nginx:latest`), where upstream only
+/// appends `:latest`.
+///
+/// A container whose env reads changed metadata is recorded with its restart count like an
+/// image change, so it is done once the node agent restarted it (the agent restarts a
+/// container when the env it derives from pod metadata changed). Upstream compares
+/// kruise-daemon's env hashes in `apps.kruise.io/runtime-containers-meta` instead.
+///
+/// # Errors
+/// [`NotCompleted`] says what is still awaited.
+pub fn check_containers_updated(p: &Pod, state: &InPlaceUpdateState) -> Result<(), NotCompleted> {
     let spec_images: BTreeMap<&str, &str> = p
         .spec
         .iter()

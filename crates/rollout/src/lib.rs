@@ -19,12 +19,14 @@
 //!    it in place ([`inplace::update_patch`]) or to recreate it (label it `specified-delete`, and
 //!    the next scale pass replaces it).
 //! 5. [`inplace::check_update_completed`] tells when a pod's in-place update is done, so the
-//!    controller sets `InPlaceUpdateReady` back to True.
+//!    controller sets `InPlaceUpdateReady` back to True; with container priorities
+//!    (`KRUISE_CONTAINER_PRIORITY`) the update goes in batches, and
+//!    [`inplace::ready_for_next_batch`] and [`inplace::next_batch`] patch the next one.
 //! 6. [`status_counts`] counts the pods for the status and says when `currentRevision` moves.
 //!
 //! What it does not do: the API calls, expectations, events and status; pod state refresh
 //! (lifecycle transitions, grace periods) beyond the predicates in [`lifecycle`] and
-//! [`inplace`]; container launch-priority batches, in-place resource resize and image
+//! [`inplace`]; in-place resource resize and image
 //! pre-download; validation of the CloneSet (webhook rules) beyond refusing unparsable
 //! int-or-strings.
 //!

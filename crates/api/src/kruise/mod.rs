@@ -87,6 +87,36 @@ pub const INPLACE_UPDATE_GRACE_ANNOTATION: &str = "apps.kruise.io/inplace-update
 /// agree on the key (Kinetic's node agent does not write it yet).
 pub const RUNTIME_CONTAINERS_META_ANNOTATION: &str = "apps.kruise.io/runtime-containers-meta";
 
+/// Pod annotation asking for containers to start one after another in spec order (`Ordered`):
+/// upstream's pod webhook turns it into [`CONTAINER_PRIORITY_ENV`] on each container, the
+/// first container highest (`apis/apps/pub/container_launch_priority.go`).
+pub const CONTAINER_LAUNCH_PRIORITY_ANNOTATION: &str = "apps.kruise.io/container-launch-priority";
+/// Container env whose integer value is the container's launch priority: higher starts first,
+/// and an in-place update patches higher-priority containers in an earlier batch.
+pub const CONTAINER_PRIORITY_ENV: &str = "KRUISE_CONTAINER_PRIORITY";
+
+/// The launch priority of `pod`'s app container number `index` (upstream's
+/// `GetContainerPriority` after the webhook's `Ordered` injection): its
+/// [`CONTAINER_PRIORITY_ENV`] value when it has one, else `-index` when the pod carries
+/// [`CONTAINER_LAUNCH_PRIORITY_ANNOTATION`]` = Ordered`, else `None` (no ordering).
+///
+/// Upstream's webhook rejects values outside -2147483647..=2147483647 and non-integers; here
+/// such a value counts as no priority.
+pub fn container_priority(pod: &k8s_openapi::api::core::v1::Pod, index: usize) -> Option<i32> {
+    let container = pod.spec.as_ref()?.containers.get(index)?;
+    let env = container.env.iter().flatten().find(|e| e.name == CONTAINER_PRIORITY_ENV);
+    if let Some(e) = env {
+        return e.value.as_deref().and_then(|v| v.trim().parse().ok());
+    }
+    let ordered = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(CONTAINER_LAUNCH_PRIORITY_ANNOTATION))
+        .is_some_and(|v| v == "Ordered");
+    ordered.then(|| -i32::try_from(index).unwrap_or(i32::MAX))
+}
+
 /// Pod readiness gate and condition type that the workload sets `False` before an in-place
 /// update and `True` once it completed, so the pod is not Ready in between
 /// (`apis/apps/pub/inplace_update.go`).

@@ -28,8 +28,12 @@
 //! ([`pvc`]). Image pre-download for in-place updates ([`predownload`]) is on by default,
 //! unlike upstream.
 //!
-//! Not done (yet): container priority batches, env-from-metadata updates, in-place resource
-//! resize.
+//! In-place updates also cover env read from changed labels/annotations (the node agent
+//! restarts such containers) and go in container priority batches (`KRUISE_CONTAINER_PRIORITY`,
+//! `container-launch-priority: Ordered`): `refresh` patches the next batch once the last one is
+//! updated and ready.
+//!
+//! Not done (yet): in-place resource resize.
 
 mod predownload;
 mod pvc;
@@ -381,7 +385,10 @@ async fn set_update_ready(
 ) -> Result<Pod, ReconcileError> {
     let now = now_rfc3339();
     let mut conditions = vec![if ready {
-        json!({"type": INPLACE_UPDATE_READY_CONDITION, "status": "True", "lastTransitionTime": now})
+        // `null` drops the `StartInPlaceUpdate` reason (and any message) of the False
+        // condition this replaces, as upstream's True condition carries none (issue 18).
+        json!({"type": INPLACE_UPDATE_READY_CONDITION, "status": "True", "lastTransitionTime": now,
+               "reason": null, "message": null})
     } else {
         json!({"type": INPLACE_UPDATE_READY_CONDITION, "status": "False",
                "reason": "StartInPlaceUpdate", "lastTransitionTime": now})
@@ -630,12 +637,7 @@ async fn refresh_one(
                 "annotations": {INPLACE_UPDATE_GRACE_ANNOTATION: null},
             }});
             if let (false, Some(g)) = (stale, grace) {
-                let containers: Vec<Value> = g
-                    .container_images
-                    .iter()
-                    .map(|(n, i)| json!({"name": n, "image": i}))
-                    .collect();
-                body["spec"] = json!({"containers": containers});
+                body["spec"] = inplace::containers_patch(p, &g.container_images);
             }
             patch_pod(ctx, cs, &api, p, Patch::Strategic(body)).await?;
             wrote = true;
@@ -680,7 +682,24 @@ async fn refresh_one(
                     && kinetic_rollout::pod::matches_revision(p, &s.revision)
             });
             let done = match &state {
-                Some(s) if updating => inplace::check_update_completed(p, s).is_ok(),
+                Some(s) if updating => match inplace::check_update_completed(p, s) {
+                    Ok(()) => true,
+                    Err(inplace::NotCompleted::NextBatches) => {
+                        // Container priority batches (upstream's `updateNextBatch`): the next
+                        // batch once the last one is updated and ready.
+                        if inplace::ready_for_next_batch(p, s).is_ok()
+                            && let Some(mut body) = inplace::next_batch(p, s, now)?
+                        {
+                            body["metadata"]["resourceVersion"] =
+                                json!(p.metadata.resource_version);
+                            patch_pod(ctx, cs, &api, p, Patch::Strategic(body)).await?;
+                            tracing::info!(cloneset = %key(cs), pod = %p.name_any(), "in-place update: next container batch");
+                            wrote = true;
+                        }
+                        false
+                    }
+                    Err(_) => false,
+                },
                 // No update of the pod's revision is in flight: nothing to wait for.
                 _ => true,
             };
@@ -1044,16 +1063,14 @@ async fn update_one(
             // Not ready first: the pod leaves the endpoints before anything restarts.
             let p = &set_update_ready(ctx, cs, p, false, Vec::new()).await?;
             let state = inplace::new_update_state(p, &spec, target, now);
-            let mut body = inplace::update_patch(&spec, &state, target)?;
-            if grace > 0 && !spec.container_images.is_empty() {
+            let mut body = inplace::update_patch(p, &spec, &state, target)?;
+            let images = inplace::batch_images(&spec, &state);
+            if grace > 0 && !images.is_empty() {
                 // Keep the images back until the grace period ends (`refresh` applies them).
                 if let Some(m) = body.as_object_mut() {
                     m.remove("spec");
                 }
-                let g = Grace {
-                    revision: target.to_owned(),
-                    container_images: spec.container_images.clone(),
-                };
+                let g = Grace { revision: target.to_owned(), container_images: images };
                 body["metadata"]["annotations"][INPLACE_UPDATE_GRACE_ANNOTATION] =
                     json!(serde_json::to_string(&g)?);
             }

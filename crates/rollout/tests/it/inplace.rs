@@ -4,8 +4,8 @@ use expect_test::{Expect, expect};
 use k8s_openapi::api::core::v1::Pod;
 use kinetic_api::kruise::InPlaceUpdateState;
 use kinetic_rollout::inplace::{
-    InPlaceOptions, NotCompleted, check_update_completed, new_update_state, normalize_image,
-    template_of_revision, update_patch, update_spec,
+    InPlaceOptions, NotCompleted, check_update_completed, new_update_state, next_batch,
+    normalize_image, ready_for_next_batch, template_of_revision, update_patch, update_spec,
 };
 use kinetic_rollout::revision::revision_data;
 use serde_json::{Value, json};
@@ -105,16 +105,17 @@ fn decision_table() {
         expect!["recreate"],
     );
     check(with(|t| t["metadata"]["name"] = json!("other")), plain, expect!["recreate"]);
-    // A label a container reads into its env: recreate unless env-from-metadata is supported.
+    // A label a container reads into its env: in place by default (upstream's default-on
+    // `InPlaceUpdateEnvFromMetadata`), recreate with the option off.
     let track = with(|t| t["metadata"]["labels"]["track"] = json!("canary"));
-    check(track.clone(), plain, expect!["recreate"]);
     check(
-        track,
-        InPlaceOptions { env_from_metadata: true },
+        track.clone(),
+        plain,
         expect![[
             r#"in place: images {} metadata {"metadata":{"labels":{"track":"canary"}}} env-from-metadata {"web"}"#
         ]],
     );
+    check(track, InPlaceOptions { env_from_metadata: false }, expect!["recreate"]);
 }
 
 /// Templates taken from ControllerRevision data compare the same (the `$patch` marker is in
@@ -153,7 +154,7 @@ fn patch_and_state() {
     });
     let spec = update_spec(&template(), &new, InPlaceOptions::default()).expect("in place");
     let state = new_update_state(&pod, &spec, "cs-new", now());
-    let patch = update_patch(&spec, &state, "cs-new").expect("serialises");
+    let patch = update_patch(&pod, &spec, &state, "cs-new").expect("serialises");
     expect![[r#"
         {
           "metadata": {
@@ -168,6 +169,14 @@ fn patch_and_state() {
             }
           },
           "spec": {
+            "$setElementOrder/containers": [
+              {
+                "name": "web"
+              },
+              {
+                "name": "sidecar"
+              }
+            ],
             "containers": [
               {
                 "name": "web",
@@ -283,4 +292,154 @@ fn image_normalisation() {
         ghcr.io/org/app@sha256:abc -> ghcr.io/org/app@sha256:abc
         app:v1@sha256:abc -> docker.io/library/app:v1@sha256:abc"#]]
     .assert_eq(&out.join("\n"));
+}
+
+/// A pod whose containers are not in name order, as in OpenKruise's manual (`sidecar`, then
+/// `main`), with `env` on each container and `annotations` on the pod.
+fn sidecar_main_pod(env: [Value; 2], annotations: Value) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": "cs-abcde", "annotations": annotations},
+        "spec": {"containers": [
+            {"name": "sidecar", "image": "side:v1", "env": env[0]},
+            {"name": "main", "image": "main:v1", "env": env[1]},
+        ]},
+        "status": {"phase": "Running", "containerStatuses": [
+            {"name": "main", "image": "main:v1", "imageID": "sha256:m1", "ready": true, "restartCount": 0},
+            {"name": "sidecar", "image": "side:v1", "imageID": "sha256:s1", "ready": true, "restartCount": 0},
+        ]},
+    }))
+    .expect("a valid pod")
+}
+
+fn both_images() -> kinetic_rollout::inplace::UpdateSpec {
+    kinetic_rollout::inplace::UpdateSpec {
+        container_images: [("main", "main:v2"), ("sidecar", "side:v2")]
+            .map(|(n, i)| (n.to_owned(), i.to_owned()))
+            .into(),
+        ..Default::default()
+    }
+}
+
+/// Issue 18: the patch listed containers in name order (`main`, `sidecar`) on a pod whose
+/// containers are `[sidecar, main]`; the strategic merge patch reorders the list by the patch
+/// (as upstream's does) and pod validation refused it, so the update retried forever.
+#[test]
+fn multi_container_patch_keeps_the_pods_container_order() {
+    let pod = sidecar_main_pod([json!([]), json!([])], json!({}));
+    let spec = both_images();
+    let state = new_update_state(&pod, &spec, "cs-new", now());
+    let patch = update_patch(&pod, &spec, &state, "cs-new").expect("serialises");
+    expect![[r#"{"$setElementOrder/containers":[{"name":"sidecar"},{"name":"main"}],"containers":[{"name":"sidecar","image":"side:v2"},{"name":"main","image":"main:v2"}]}"#]]
+        .assert_eq(&patch["spec"].to_string());
+    // Applied as the API server applies it, the order and every other field stay.
+    let merged = kinetic_machinery::patch::strategic_merge_patch(
+        &serde_json::to_value(&pod).expect("JSON"),
+        &patch,
+    )
+    .expect("the patch applies");
+    let names: Vec<&str> = merged["spec"]["containers"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|c| c["name"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(names, ["sidecar", "main"]);
+    assert_eq!(merged["spec"]["containers"][1]["image"], "main:v2");
+}
+
+/// Container priorities split an in-place update into batches, highest first
+/// (`KRUISE_CONTAINER_PRIORITY`, or `container-launch-priority: Ordered`).
+#[test]
+fn priority_batches() {
+    let prio = |v: &str| json!([{"name": "KRUISE_CONTAINER_PRIORITY", "value": v}]);
+    let describe = |pod: &Pod| {
+        let spec = both_images();
+        let state = new_update_state(pod, &spec, "cs-new", now());
+        let patch = update_patch(pod, &spec, &state, "cs-new").expect("serialises");
+        format!(
+            "now {} next {:?} required-ready {:?}",
+            patch["spec"]["containers"],
+            state.next_container_images,
+            state.pre_check_before_next.map(|c| c.containers_required_ready),
+        )
+    };
+    let cases = [
+        ("no priority", sidecar_main_pod([json!([]), json!([])], json!({}))),
+        ("main higher", sidecar_main_pod([prio("1"), prio("10")], json!({}))),
+        ("sidecar higher", sidecar_main_pod([prio("10"), prio("-1")], json!({}))),
+        ("same priority", sidecar_main_pod([prio("5"), prio("5")], json!({}))),
+        ("only one has a priority", sidecar_main_pod([json!([]), prio("1")], json!({}))),
+        (
+            "Ordered: first container first",
+            sidecar_main_pod(
+                [json!([]), json!([])],
+                json!({"apps.kruise.io/container-launch-priority": "Ordered"}),
+            ),
+        ),
+    ];
+    let out: Vec<String> =
+        cases.iter().map(|(name, pod)| format!("{name}: {}", describe(pod))).collect();
+    expect![[r#"
+        no priority: now [{"name":"sidecar","image":"side:v2"},{"name":"main","image":"main:v2"}] next {} required-ready None
+        main higher: now [{"name":"main","image":"main:v2"}] next {"sidecar": "side:v2"} required-ready Some(["main"])
+        sidecar higher: now [{"name":"sidecar","image":"side:v2"}] next {"main": "main:v2"} required-ready Some(["sidecar"])
+        same priority: now [{"name":"sidecar","image":"side:v2"},{"name":"main","image":"main:v2"}] next {} required-ready None
+        only one has a priority: now [{"name":"sidecar","image":"side:v2"},{"name":"main","image":"main:v2"}] next {} required-ready None
+        Ordered: first container first: now [{"name":"sidecar","image":"side:v2"}] next {"main": "main:v2"} required-ready Some(["sidecar"])"#]]
+    .assert_eq(&out.join("\n"));
+}
+
+/// The second batch waits for the first to be updated and ready, then patches the rest.
+#[test]
+fn next_batch_after_the_first_is_ready() {
+    let prio = |v: &str| json!([{"name": "KRUISE_CONTAINER_PRIORITY", "value": v}]);
+    let mut pod = sidecar_main_pod([prio("1"), prio("10")], json!({}));
+    let state = new_update_state(&pod, &both_images(), "cs-new", now());
+    assert_eq!(check_update_completed(&pod, &state), Err(NotCompleted::NextBatches));
+    assert_eq!(ready_for_next_batch(&pod, &state), Err(NotCompleted::NotRestarted("main".into())));
+    // `main` restarted on its new image but is not ready yet.
+    {
+        let spec = pod.spec.as_mut().expect("spec");
+        spec.containers[1].image = Some("main:v2".into());
+        let cs = pod.status.as_mut().and_then(|s| s.container_statuses.as_mut()).expect("status");
+        cs[0].image = "main:v2".into();
+        cs[0].image_id = "sha256:m2".into();
+        cs[0].restart_count = 1;
+        cs[0].ready = false;
+    }
+    assert_eq!(ready_for_next_batch(&pod, &state), Err(NotCompleted::NotReady("main".into())));
+    if let Some(cs) = pod.status.as_mut().and_then(|s| s.container_statuses.as_mut()) {
+        cs[0].ready = true;
+    }
+    assert_eq!(ready_for_next_batch(&pod, &state), Ok(()));
+    let patch = next_batch(&pod, &state, now()).expect("serialises").expect("a batch is left");
+    expect![[r#"{"$setElementOrder/containers":[{"name":"sidecar"},{"name":"main"}],"containers":[{"name":"sidecar","image":"side:v2"}]}"#]]
+        .assert_eq(&patch["spec"].to_string());
+    let annotation = patch["metadata"]["annotations"]["apps.kruise.io/inplace-update-state"]
+        .as_str()
+        .expect("the state");
+    let next: InPlaceUpdateState = serde_json::from_str(annotation).expect("a state");
+    assert!(next.next_container_images.is_empty());
+    assert_eq!(next.container_batches_record.len(), 2);
+    assert_eq!(next.container_batches_record[1].containers, ["sidecar"]);
+    assert!(next.last_container_statuses.contains_key("sidecar"));
+    // Not complete until the sidecar restarted too.
+    assert_eq!(
+        check_update_completed(&pod, &next),
+        Err(NotCompleted::NotRestarted("sidecar".into()))
+    );
+    assert_eq!(next_batch(&pod, &next, now()).expect("serialises"), None);
+}
+
+/// A container whose env reads a changed label is done once it restarted (the node agent
+/// restarts it with the new env).
+#[test]
+fn env_from_metadata_completes_on_restart() {
+    let pod = running_pod("web:v1", "sha256:one", 0);
+    let new = with(|t| t["metadata"]["labels"]["track"] = json!("canary"));
+    let spec = update_spec(&template(), &new, InPlaceOptions::default()).expect("in place");
+    let state = new_update_state(&pod, &spec, "cs-new", now());
+    assert!(state.update_env_from_metadata);
+    assert_eq!(check_update_completed(&pod, &state), Err(NotCompleted::NotRestarted("web".into())));
+    assert_eq!(check_update_completed(&running_pod("web:v1", "sha256:one", 1), &state), Ok(()));
 }
