@@ -103,7 +103,7 @@ pub async fn sync(ctx: &Ctx, cs: &CloneSet) -> Result<Revisions, ReconcileError>
                 data: Some(RawExtension(data.clone())),
                 revision: max + 1,
             };
-            match api.create(&PostParams::default(), &rev).await {
+            match create_canonical(&ctx.client, &api, &rev).await {
                 Ok(r) => break Arc::new(r),
                 Err(kube::Error::Api(s)) if s.code == 409 => {
                     // Same name: ours with the same data (a stale cache) is fine; anything else
@@ -135,6 +135,27 @@ pub async fn sync(ctx: &Ctx, cs: &CloneSet) -> Result<Revisions, ReconcileError>
         .and_then(|c| all.iter().find(|r| r.name_any() == c).cloned())
         .unwrap_or_else(|| update.clone());
     Ok(Revisions { update, current, all, collision_count })
+}
+
+/// Creates `rev` with its body in Go's canonical JSON encoding (`encoding/json`: `&`, `<`, `>`,
+/// U+2028 and U+2029 escaped), not serde's.
+///
+/// kube-apiserver keeps `data` as the bytes it received (protobuf storage) but re-encodes it with
+/// `encoding/json` whenever it applies a patch, and then compares the two as bytes: a template
+/// holding `&` (`sh -c "... & wait"`) written raw made every later patch of the revision fail
+/// with `data: field is immutable`, so a rollback hung forever (issue 10). Bytes Go would write
+/// itself survive that round trip unchanged.
+async fn create_canonical(
+    client: &kube::Client,
+    api: &Api<ControllerRevision>,
+    rev: &ControllerRevision,
+) -> Result<ControllerRevision, kube::Error> {
+    let value = serde_json::to_value(rev).map_err(kube::Error::SerdeError)?;
+    let body = kinetic_rollout::revision::go_json(&value).into_bytes();
+    let req = kube::core::Request::new(api.resource_url())
+        .create(&PostParams::default(), body)
+        .map_err(kube::Error::BuildRequest)?;
+    client.request::<ControllerRevision>(req).await
 }
 
 /// Deletes the oldest revisions beyond `revisionHistoryLimit` that no pod uses.

@@ -979,3 +979,76 @@ async fn volume_claim_templates_give_each_pod_its_claims_and_reuse_them() {
     wait_claims(&env, "claims garbage-collected", BTreeMap::is_empty).await;
     env.stop().await;
 }
+
+/// Regression (issue 10): a rollback to a template holding `&` (`sh -c "... & wait"`) hung on a
+/// real cluster, whose re-encoding of the revision's `data` made every patch of it "field is
+/// immutable". A rollback must re-use the old revision and change only its number; the embedded
+/// server now refuses any change of `data`, as kube-apiserver does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_with_an_ampersand_in_the_template_only_bumps_the_old_revision_number() {
+    use k8s_openapi::api::apps::v1::ControllerRevision;
+    let env = Env::start().await;
+    let strategy = "    type: ReCreate\n    maxUnavailable: 1";
+    let with_cmd = |image: &str| {
+        manifest("rb", 2, image, strategy).replace(
+            &format!("        image: {image}\n"),
+            &format!(
+                "        image: {image}\n        command: [\"sh\", \"-c\", \"sleep 1 & wait\"]\n"
+            ),
+        )
+    };
+    let revs: Api<ControllerRevision> = Api::namespaced(env.client.clone(), "default");
+    let list = || async {
+        let mut v = revs.list(&ListParams::default().labels("app=rb")).await.unwrap().items;
+        v.sort_by_key(|r| r.revision);
+        v
+    };
+    let on = |image: &'static str| {
+        move |cs: &CloneSet, p: &[Pod]| {
+            ready_all(cs, p, 2) && p.iter().all(|p| image_of(p) == image)
+        }
+    };
+    env.apply(&with_cmd("rb:v1")).await;
+    env.wait("rb", "2 ready on v1", on("rb:v1")).await;
+    let first = list().await;
+    assert_eq!(first.len(), 1);
+    let v1 = first[0].clone();
+    env.apply(&with_cmd("rb:v2")).await;
+    env.wait("rb", "2 ready on v2", on("rb:v2")).await;
+    env.apply(&with_cmd("rb:v1")).await;
+    env.wait("rb", "rolled back to v1", |cs, p| {
+        on("rb:v1")(cs, p)
+            && cs.status.as_ref().and_then(|s| s.update_revision.as_deref())
+                == v1.metadata.name.as_deref()
+    })
+    .await;
+    let after = list().await;
+    let names: Vec<String> = after.iter().map(|r| r.name_any()).collect();
+    assert_eq!(after.len(), 2, "a rollback creates no revision: {names:?}");
+    let back = after.iter().find(|r| r.name_any() == v1.name_any()).unwrap();
+    assert_eq!(back.revision, 3, "the old revision becomes the newest");
+    assert_eq!(back.data, v1.data, "a rollback never changes data");
+
+    // The server's rule that caught it on a real cluster: data is immutable, the number is not.
+    let err = revs
+        .patch(
+            &v1.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({"data": {"spec": {"template": {"spec": null}}}})),
+        )
+        .await
+        .unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(
+                s.message.contains("data: Invalid value")
+                    && s.message.contains("field is immutable"),
+                "{}",
+                s.message
+            );
+        }
+        e => panic!("{e:?}"),
+    }
+    env.stop().await;
+}

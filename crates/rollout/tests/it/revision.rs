@@ -42,3 +42,22 @@ fn data_hash_and_name() {
     let long = "x".repeat(300);
     assert_eq!(revision_name(&long, "abc").len(), 223 + 4);
 }
+
+/// Regression (issue 10): the CloneSet controller wrote ControllerRevision `data` with a raw `&`
+/// (`sh -c "... & wait"`); kube-apiserver re-encodes it Go-style on every patch, then refused the
+/// patch as `data: field is immutable`, and the rollback hung. The controller now sends the
+/// bytes Go's `encoding/json` writes, which that re-encoding leaves as they are.
+#[test]
+fn rollback_hangs_when_revision_data_is_not_go_canonical_json() {
+    let template = json!({"spec": {"containers": [{"name": "c", "image": "busybox",
+        "command": ["sh", "-c", "sleep 1 & wait"], "env": [{"name": "S", "value": "a\u{2028}b\u{2029}<>"}]}]}});
+    let data = revision_data(&template);
+    let rev = json!({"apiVersion": "apps/v1", "kind": "ControllerRevision", "revision": 1,
+        "metadata": {"name": "cs-1"}, "data": data});
+    let canonical = go_json(&rev);
+    expect![[r#"{"apiVersion":"apps/v1","data":{"spec":{"template":{"$patch":"replace","spec":{"containers":[{"command":["sh","-c","sleep 1 \u0026 wait"],"env":[{"name":"S","value":"a\u2028b\u2029\u003c\u003e"}],"image":"busybox","name":"c"}]}}}},"kind":"ControllerRevision","metadata":{"name":"cs-1"},"revision":1}"#]].assert_eq(&canonical);
+    // Go re-encoding = decode and encode again: a fixed point, and the same JSON value.
+    let decoded: serde_json::Value = serde_json::from_str(&canonical).unwrap();
+    assert_eq!(decoded, rev);
+    assert_eq!(go_json(&decoded), canonical);
+}
