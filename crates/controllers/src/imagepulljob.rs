@@ -63,6 +63,7 @@ pub struct Ctx {
     nodes: Store<Node>,
     node_images: Store<NodeImage>,
     pods: Store<Pod>,
+    backoff: crate::backoff::Backoff,
 }
 
 /// The CRDs the preheating controllers serve.
@@ -108,7 +109,13 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
-    let ctx = Arc::new(Ctx { client: client.clone(), nodes, node_images, pods });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        nodes,
+        node_images,
+        pods,
+        backoff: crate::backoff::Backoff::default(),
+    });
     let jobs = Api::<ImagePullJob>::all(client);
     let controller = Controller::new(jobs, watcher::Config::default());
     let job_store = controller.store();
@@ -147,14 +154,14 @@ fn owners_of(ni: &NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
         .collect()
 }
 
-fn error_policy(job: Arc<ImagePullJob>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
+/// Every failure backs off per job (see [`crate::backoff`]).
+fn error_policy(job: Arc<ImagePullJob>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let wait = ctx.backoff.failed(&key(&job), job.meta().generation);
     let ReconcileError::Kube(k) = e;
-    if matches!(k, kube::Error::Api(s) if s.code == 409) {
-        Action::requeue(Duration::from_millis(100))
-    } else {
-        tracing::warn!(job = %key(&job), error = %crate::report(e), "reconcile failed");
-        Action::requeue(Duration::from_secs(2))
+    if !matches!(k, kube::Error::Api(s) if s.code == 409) {
+        tracing::warn!(job = %key(&job), error = %crate::report(e), ?wait, "reconcile failed");
     }
+    Action::requeue(wait)
 }
 
 fn key(job: &ImagePullJob) -> String {
@@ -275,7 +282,18 @@ fn ts(t: Timestamp) -> Time {
     Time(t)
 }
 
+/// One reconcile, unless the job is backing off from a failure at the same generation.
 async fn reconcile(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let owner = key(&job);
+    if let Some(wait) = ctx.backoff.waiting(&owner, job.meta().generation) {
+        return Ok(Action::requeue(wait));
+    }
+    let action = reconcile_pass(job, ctx.clone()).await?;
+    ctx.backoff.succeeded(&owner);
+    Ok(action)
+}
+
+async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     if job.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }

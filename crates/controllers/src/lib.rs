@@ -21,6 +21,7 @@
 //! affinity and other soft scores, scheduling profiles and extenders, leader
 //! election (run one scheduler per scheduler name).
 
+pub mod backoff;
 pub mod cloneset;
 pub mod crds;
 pub mod events;

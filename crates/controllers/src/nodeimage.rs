@@ -57,6 +57,8 @@ pub async fn run(
     let _feeder = AbortOnDrop(feeder);
     tokio::pin!(shutdown);
     let mut tick = tokio::time::interval(Duration::from_secs(30));
+    const PASS: &str = "nodeimage";
+    let backoff = crate::backoff::Backoff::default();
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -69,10 +71,18 @@ pub async fn run(
         nodes.wait_until_ready().await.ok();
         images.wait_until_ready().await.ok();
         jobs.wait_until_ready().await.ok();
-        if let Err(e) = sync(&client, &nodes, &images, &jobs).await {
-            tracing::warn!(error = %crate::report(&e), "nodeimage sync failed; retrying");
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            changed.notify_one();
+        match sync(&client, &nodes, &images, &jobs).await {
+            Ok(()) => backoff.succeeded(PASS),
+            Err(e) => {
+                // Consecutive failures back off (crate::backoff), never a fixed-rate retry.
+                let wait = backoff.failed(PASS, None);
+                tracing::warn!(error = %crate::report(&e), ?wait, "nodeimage sync failed; retrying");
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    () = tokio::time::sleep(wait) => {}
+                }
+                changed.notify_one();
+            }
         }
     }
     Ok(())

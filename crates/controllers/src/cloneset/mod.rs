@@ -67,6 +67,7 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 
 use self::revision::{Revisions, template_of};
+use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};
 use crate::expectations::{Expectations, Seen};
 
@@ -81,6 +82,7 @@ pub struct Ctx {
     pvcs: Store<PersistentVolumeClaim>,
     exp: Expectations,
     events: EventSink,
+    backoff: Backoff,
 }
 
 /// The CustomResourceDefinitions this controller serves (for [`crate::crds::install`]).
@@ -147,6 +149,7 @@ pub async fn run(
         pvcs: pvc_reader,
         exp: Expectations::default(),
         events: EventSink::spawn(client.clone(), COMPONENT.to_owned()),
+        backoff: Backoff::default(),
     });
     Controller::new(Api::<CloneSet>::all(client), watcher::Config::default())
         .owns_stream(pods)
@@ -163,15 +166,17 @@ pub async fn run(
     Ok(())
 }
 
-fn error_policy(cs: Arc<CloneSet>, e: &ReconcileError, _: Arc<Ctx>) -> Action {
+/// Every failure backs off per CloneSet (see [`crate::backoff`]): a conflict is normal under
+/// concurrent writers and starts at 5 ms; nothing retries at a fixed rate.
+fn error_policy(cs: Arc<CloneSet>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let wait = ctx.backoff.failed(&key(&cs), cs.meta().generation);
     let conflict = matches!(e, ReconcileError::Kube(kube::Error::Api(s)) if s.code == 409);
     if conflict {
-        tracing::debug!(cloneset = %key(&cs), "conflict; retrying");
-        Action::requeue(Duration::from_millis(100))
+        tracing::debug!(cloneset = %key(&cs), ?wait, "conflict; retrying");
     } else {
-        tracing::warn!(cloneset = %key(&cs), error = %crate::report(e), "reconcile failed");
-        Action::requeue(Duration::from_secs(2))
+        tracing::warn!(cloneset = %key(&cs), error = %crate::report(e), ?wait, "reconcile failed");
     }
+    Action::requeue(wait)
 }
 
 /// `updateStrategy.inPlaceUpdateStrategy.gracePeriodSeconds`, 0 when unset.
@@ -217,10 +222,23 @@ fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
     }
 }
 
+/// One reconcile, unless the CloneSet is backing off from a failure at the same generation (a
+/// pod event does not cut the wait short; a spec change does).
 async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let owner = key(&cs);
+    if let Some(wait) = ctx.backoff.waiting(&owner, cs.meta().generation) {
+        return Ok(Action::requeue(wait));
+    }
+    let action = reconcile_pass(cs, ctx.clone()).await?;
+    ctx.backoff.succeeded(&owner);
+    Ok(action)
+}
+
+async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let owner = key(&cs);
     if cs.meta().deletion_timestamp.is_some() {
         ctx.exp.forget(&owner);
+        ctx.backoff.forget(&owner);
         return Ok(Action::await_change());
     }
     ctx.pods.wait_until_ready().await.ok();
