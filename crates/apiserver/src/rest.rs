@@ -126,10 +126,19 @@ const MAX_RETRIES: usize = 16;
 /// The longest grace period a deletion records (100 years).
 const MAX_GRACE_SECONDS: i64 = 100 * 365 * 24 * 3600;
 
+/// How many names a create with `generateName` tries before it answers AlreadyExists
+/// (upstream's `maxNameGenerationCreateAttempts`, KEP-4420: the first name and 7 retries).
+const NAME_GENERATION_ATTEMPTS: usize = 8;
+
+/// Where the random suffixes of generated names come from (a seam for tests).
+pub type SuffixSource = Arc<dyn Fn() -> String + Send + Sync>;
+
 /// The API's state: the store and the served resources.
 pub struct Api {
     pub store: Store,
     pub registry: Arc<Registry>,
+    /// The 5-character suffix of each generated name.
+    suffixes: SuffixSource,
 }
 
 pub fn now_rfc3339() -> String {
@@ -200,7 +209,13 @@ fn spec_part(res: &Resource, v: &Value) -> Value {
 
 impl Api {
     pub fn new(store: Store, registry: Arc<Registry>) -> Self {
-        Self { store, registry }
+        Self { store, registry, suffixes: Arc::new(|| random_suffix(5)) }
+    }
+
+    /// Replaces the source of generated-name suffixes (tests force collisions with it).
+    pub fn with_suffixes(mut self, suffixes: SuffixSource) -> Self {
+        self.suffixes = suffixes;
+        self
     }
 
     pub fn key(&self, res: &Resource, ns: &str, name: &str) -> ObjKey {
@@ -319,9 +334,7 @@ impl Api {
                     vec![Cause::required("metadata.name", "name or generateName is required")],
                 ));
             }
-            // Upstream keeps the prefix at most 58 characters so the name fits 63.
-            let prefix: String = gen_name.chars().take(58).collect();
-            md.insert("name".into(), Value::String(format!("{prefix}{}", random_suffix(5))));
+            md.insert("name".into(), Value::String(self.generated_name(gen_name)));
         }
         if res.namespaced {
             let body_ns = md.get("namespace").and_then(Value::as_str).unwrap_or("");
@@ -352,6 +365,13 @@ impl Api {
             m.remove("status");
         }
         Ok(())
+    }
+
+    /// A name for `generateName` (upstream keeps the prefix at most 58 characters so the name
+    /// fits 63).
+    fn generated_name(&self, gen_name: &str) -> String {
+        let prefix: String = gen_name.chars().take(58).collect();
+        format!("{prefix}{}", (self.suffixes)())
     }
 
     /// Defaults, prunes and validates `obj` (new state) against the kind; `old` on update.
@@ -424,6 +444,12 @@ impl Api {
         mut body: Value,
         opts: &WriteOptions,
     ) -> ApiResult<Written> {
+        let generate_from = meta(&body)
+            .filter(|m| m.get("name").and_then(Value::as_str).is_none_or(str::is_empty))
+            .and_then(|m| m.get("generateName"))
+            .and_then(Value::as_str)
+            .filter(|g| !g.is_empty())
+            .map(str::to_owned);
         self.prepare_create(res, ns, &mut body)?;
         if res.namespaced {
             self.check_namespace_open(ns)?;
@@ -438,23 +464,46 @@ impl Api {
             crate::storage::admit_create(&self.store, &res.kind, &mut body);
         }
         let warnings = self.admit(res, &mut body, None, opts)?;
-        let name = meta_str(&body, "name").to_owned();
-        let key = self.key(res, ns, &name);
-        if opts.dry_run {
-            if self.store.get(&key).is_some() {
-                return Err(ApiError::already_exists(&res.group, &res.plural, &name));
+        // A generated name that is taken is generated again, up to upstream's limit (KEP-4420,
+        // `RetryGenerateName`, on by default since 1.31), so generateName creates do not fail
+        // with AlreadyExists on a collision.
+        let mut attempt = 1;
+        let obj = loop {
+            let name = meta_str(&body, "name").to_owned();
+            let key = self.key(res, ns, &name);
+            let retry = generate_from.is_some() && attempt < NAME_GENERATION_ATTEMPTS;
+            let taken = if opts.dry_run {
+                if self.store.get(&key).is_none() {
+                    let json =
+                        serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
+                    return Ok(Written {
+                        obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }),
+                        warnings,
+                    });
+                }
+                ApiError::already_exists(&res.group, &res.plural, &name)
+            } else {
+                let value = if retry { body.clone() } else { std::mem::take(&mut body) };
+                match self
+                    .store
+                    .write(Op::Create { key, value })
+                    .await
+                    .map_err(|e| from_store(res, e))
+                {
+                    Ok(obj) => break obj,
+                    Err(e) if e.reason == "AlreadyExists" => e,
+                    Err(e) => return Err(e),
+                }
+            };
+            match generate_from.as_deref() {
+                Some(g) if retry => {
+                    let name = self.generated_name(g);
+                    meta_mut(&mut body)?.insert("name".into(), Value::String(name));
+                    attempt += 1;
+                }
+                _ => return Err(taken),
             }
-            let json = serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(Written {
-                obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }),
-                warnings,
-            });
-        }
-        let obj = self
-            .store
-            .write(Op::Create { key, value: body })
-            .await
-            .map_err(|e| from_store(res, e))?;
+        };
         if res.builtin && res.kind == "CustomResourceDefinition" {
             crd::sync_registry(&self.registry, &obj.value);
         }
