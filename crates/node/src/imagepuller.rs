@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::ObjectReference;
@@ -101,6 +101,7 @@ pub(crate) async fn run(ctx: Arc<Ctx>, pulling: Arc<Mutex<HashSet<String>>>, gc_
     let mut stream = watcher::watcher(api, wc).default_backoff().boxed();
     let mut tasks: HashMap<Key, (Work, JoinHandle<()>)> = HashMap::new();
     let mut loaded = false;
+    let mut failing = Failing::default();
     while let Some(ev) = stream.next().await {
         let ni = match ev {
             Ok(Event::Apply(ni) | Event::InitApply(ni)) => ni,
@@ -113,10 +114,11 @@ pub(crate) async fn run(ctx: Arc<Ctx>, pulling: Arc<Mutex<HashSet<String>>>, gc_
             }
             Ok(_) => continue,
             Err(e) => {
-                tracing::warn!(error = %e, "NodeImage watch failed; retrying");
+                failing.failed(&e);
                 continue;
             }
         };
+        failing.recovered();
         *shared.reported.lock().unwrap_or_else(|e| e.into_inner()) = ni
             .status
             .iter()
@@ -239,6 +241,46 @@ impl Counter {
         }
         let done = self.done.load(Ordering::Relaxed).min(total);
         i32::try_from(done * 99 / total).unwrap_or(99)
+    }
+}
+
+/// How long the NodeImage watch may fail before it is worth a warning.
+const WATCH_WARN_AFTER: Duration = Duration::from_secs(60);
+
+/// The state of a failing NodeImage watch. At start the watch answers 404 until `kinetic
+/// controller` (or `kinetic up`'s controllers) has installed the CRD, which takes seconds: those
+/// failures are logged at debug level. A failure that lasts [`WATCH_WARN_AFTER`] is a warning,
+/// repeated at most once per that period.
+#[derive(Default)]
+struct Failing {
+    since: Option<Instant>,
+    warned: Option<Instant>,
+}
+
+impl Failing {
+    fn failed(&mut self, e: &watcher::Error) {
+        let now = Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let due = now.duration_since(since) >= WATCH_WARN_AFTER
+            && self.warned.is_none_or(|w| now.duration_since(w) >= WATCH_WARN_AFTER);
+        if due {
+            self.warned = Some(now);
+            let secs = now.duration_since(since).as_secs();
+            tracing::warn!(
+                error = %e,
+                failing_for_seconds = secs,
+                "NodeImage watch failing; retrying"
+            );
+        } else {
+            tracing::debug!(error = %e, "NodeImage watch failed; retrying");
+        }
+    }
+
+    fn recovered(&mut self) {
+        if self.warned.is_some() {
+            tracing::info!("NodeImage watch recovered");
+        }
+        *self = Self::default();
     }
 }
 

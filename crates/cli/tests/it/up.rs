@@ -75,3 +75,44 @@ fn bad_image_gc_flags_are_refused_in_one_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("101"), "clap names the bad value");
 }
+
+/// Issue 19: a fresh `kinetic up` printed `NodeImage watch failed; retrying … 404` several
+/// times a second until its controllers had installed the CRD. A fresh start (with its node
+/// agent) logs no warning during its first 10 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinetic_up_started_fresh_logs_no_warning_in_its_first_ten_seconds() {
+    use tokio::io::AsyncBufReadExt as _;
+    let slot = kinetic_testkit::net::NetSlot::take();
+    let dir = tempfile::Builder::new().prefix("kinetic-up-quiet").tempdir_in("/var/tmp").unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+        .args(["up", "--data-dir", dir.path().to_str().unwrap()])
+        .args(["--listen", &format!("127.0.0.1:{}", crate::free_port())])
+        .args(["--node-name", "node-quiet", "--node-listen", "127.0.0.1:0"])
+        .args(["--bridge", &slot.bridge, "--pod-cidr", &slot.cidr])
+        .env("KINETIC_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut logged = Vec::new();
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while let Ok(Ok(Some(line))) = tokio::time::timeout_at(until, lines.next_line()).await {
+        logged.push(line);
+    }
+    // It did start: the node agent registered within those 10 s.
+    let kubeconfig = dir.path().join("kubeconfig");
+    let client = kinetic_testkit::client_from_kubeconfig(&kubeconfig).await.unwrap();
+    let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(client);
+    assert!(nodes.get_opt("node-quiet").await.unwrap().is_some(), "{logged:#?}");
+    let warnings: Vec<&String> =
+        logged.iter().filter(|l| l.contains("WARN") || l.contains("ERROR")).collect();
+    assert!(warnings.is_empty(), "warnings at start: {warnings:#?}");
+    // A clean stop: SIGTERM, as a user's Ctrl-C.
+    let pid = rustix::process::Pid::from_raw(i32::try_from(child.id().unwrap()).unwrap()).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await;
+    assert!(status.is_ok(), "kinetic up did not stop on SIGTERM");
+}
