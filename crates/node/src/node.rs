@@ -38,8 +38,11 @@ fn os_image() -> String {
         .unwrap_or_else(|| "Linux".into())
 }
 
-/// The Node's status as kubelet would post it now.
-pub fn status(cfg: &Config, port: u16, runc_version: &str) -> Value {
+/// The Node's status as kubelet would post it now. A condition whose status is the one in
+/// `previous` (the Node as last read or written) keeps its `lastTransitionTime`, as kubelet's
+/// condition setters do: only `lastHeartbeatTime` moves on every post (issue 10: the transition
+/// time was rewritten every minute).
+pub fn status(cfg: &Config, port: u16, runc_version: &str, previous: Option<&Node>) -> Value {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mem = format!("{}Ki", mem_total_kib());
     let disk = rustix::fs::statvfs(&cfg.data_dir)
@@ -51,8 +54,13 @@ pub fn status(cfg: &Config, port: u16, runc_version: &str) -> Value {
     });
     let now = crate::status::time(jiff::Timestamp::now());
     let cond = |t: &str, s: &str, reason: &str, message: &str| {
+        let transition = previous
+            .and_then(|n| n.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == t))
+            .filter(|c| c.status == s)
+            .and_then(|c| c.last_transition_time.as_ref())
+            .map_or_else(|| json!(now), |t| json!(t));
         json!({"type": t, "status": s, "reason": reason, "message": message,
-               "lastHeartbeatTime": now, "lastTransitionTime": now})
+               "lastHeartbeatTime": now, "lastTransitionTime": transition})
     };
     let uname = rustix::system::uname();
     json!({
@@ -106,25 +114,26 @@ pub async fn register(
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v.to_owned()))
     .collect();
-    let st = status(cfg, port, runc_version);
     let node: Node = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": cfg.node_name, "labels": labels},
         "spec": {"podCIDR": cfg.pod_cidr, "podCIDRs": [cfg.pod_cidr]},
     }))
     .map_err(|e| crate::Error::Config(format!("node object: {e}")))?;
-    match api.create(&PostParams::default(), &node).await {
-        Ok(_) => {}
+    let existing = match api.create(&PostParams::default(), &node).await {
+        Ok(n) => n,
         Err(kube::Error::Api(s)) if s.code == 409 => {
             api.patch(
                 &cfg.node_name,
                 &PatchParams::default(),
                 &Patch::Merge(json!({"metadata": {"labels": labels}})),
             )
-            .await?;
+            .await?
         }
         Err(e) => return Err(e.into()),
-    }
+    };
+    // An agent restart keeps the transition times of the conditions that did not change.
+    let st = status(cfg, port, runc_version, Some(&existing));
     Ok(api
         .patch_status(&cfg.node_name, &PatchParams::default(), &Patch::Merge(json!({"status": st})))
         .await?)
@@ -142,13 +151,17 @@ pub async fn heartbeat(
     let leases: Api<Lease> = Api::namespaced(client.clone(), "kube-node-lease");
     let nodes: Api<Node> = Api::all(client);
     let mut tick = 0u64;
+    let mut last: Option<Node> = None;
     loop {
         if let Err(e) = renew(&leases, &cfg.node_name, &uid).await {
             tracing::warn!(node = %cfg.node_name, error = %e, "lease renewal failed");
         }
         if tick % 6 == 5 {
-            let st = status(&cfg, port, &runc_version);
-            if let Err(e) = nodes
+            if last.is_none() {
+                last = nodes.get_opt(&cfg.node_name).await.ok().flatten();
+            }
+            let st = status(&cfg, port, &runc_version, last.as_ref());
+            match nodes
                 .patch_status(
                     &cfg.node_name,
                     &PatchParams::default(),
@@ -156,7 +169,12 @@ pub async fn heartbeat(
                 )
                 .await
             {
-                tracing::warn!(node = %cfg.node_name, error = %e, "node status update failed");
+                Ok(n) => last = Some(n),
+                Err(e) => {
+                    // Read it again next time: someone else may have changed it.
+                    last = None;
+                    tracing::warn!(node = %cfg.node_name, error = %e, "node status update failed");
+                }
             }
         }
         tick += 1;
@@ -199,4 +217,68 @@ async fn renew(api: &Api<Lease>, node: &str, uid: &str) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn conditions(n: &Node) -> BTreeMap<String, (String, String)> {
+        n.status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| {
+                let t = |x: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>| {
+                    x.map(|t| t.0.to_string()).unwrap_or_default()
+                };
+                (c.type_, (t(c.last_transition_time), t(c.last_heartbeat_time)))
+            })
+            .collect()
+    }
+
+    /// Regression (issue 10): every status post (once a minute, and at each agent start)
+    /// rewrote `lastTransitionTime` of all conditions although none had changed.
+    #[tokio::test(flavor = "multi_thread")]
+    async fn node_condition_last_transition_time_is_rewritten_without_a_transition() {
+        let server = kinetic_testkit::TestServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new("node-t", dir.path().to_path_buf());
+        register(&client, &cfg, 10250, "1.2.3").await.unwrap();
+        // Pretend the conditions last changed long ago, and MemoryPressure was True then.
+        let api: Api<Node> = Api::all(client.clone());
+        let old = "2020-01-01T00:00:00Z";
+        let mut st = status(&cfg, 10250, "1.2.3", None);
+        for c in st["conditions"].as_array_mut().unwrap() {
+            c["lastTransitionTime"] = json!(old);
+            c["lastHeartbeatTime"] = json!(old);
+            if c["type"] == "MemoryPressure" {
+                c["status"] = json!("True");
+            }
+        }
+        api.patch_status("node-t", &PatchParams::default(), &Patch::Merge(json!({"status": st})))
+            .await
+            .unwrap();
+        let node = register(&client, &cfg, 10250, "1.2.3").await.unwrap();
+        let conds = conditions(&node);
+        for t in ["Ready", "DiskPressure", "PIDPressure"] {
+            assert_eq!(conds[t].0, old, "{t} did not transition: {conds:?}");
+            assert_ne!(conds[t].1, old, "{t}'s heartbeat moves: {conds:?}");
+        }
+        assert_ne!(conds["MemoryPressure"].0, old, "MemoryPressure went True -> False");
+        // A later post keeps the new transition time too.
+        let again = status(&cfg, 10250, "1.2.3", Some(&node));
+        let mem = again["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "MemoryPressure")
+            .unwrap();
+        assert_eq!(mem["lastTransitionTime"].as_str().unwrap(), conds["MemoryPressure"].0);
+        server.shutdown().await;
+    }
 }
