@@ -119,6 +119,27 @@ pub fn build(
     Ok(out)
 }
 
+/// The env values of `c` read from the pod's labels and annotations through `fieldRef`
+/// (`metadata.labels['k']`, `metadata.annotations['k']`), by variable name.
+///
+/// Kubelet resolves these once, when it creates the container; OpenKruise's
+/// `InPlaceUpdateEnvFromMetadata` has kruise-daemon recreate the container when they change.
+/// The worker compares this with what the running container was started with and restarts it
+/// in place on a difference.
+pub fn from_metadata(pod: &Pod, c: &Container) -> BTreeMap<String, String> {
+    c.env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let path = &e.value_from.as_ref()?.field_ref.as_ref()?.field_path;
+            let from_meta =
+                path.starts_with("metadata.labels[") || path.starts_with("metadata.annotations[");
+            let value = field(pod, path, "", "").ok().filter(|_| from_meta)?;
+            Some((e.name.clone(), value))
+        })
+        .collect()
+}
+
 /// The value of a downward-API field path (env `fieldRef` and downwardAPI volume items).
 ///
 /// # Errors

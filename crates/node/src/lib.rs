@@ -39,6 +39,7 @@ mod env;
 mod events;
 mod imagegc;
 mod imagepuller;
+mod launch;
 mod logs;
 mod mount;
 mod node;

@@ -55,6 +55,12 @@ pub struct Container {
     pub backoff_until: Option<Timestamp>,
     #[serde(default)]
     pub backoff_secs: u64,
+    /// The env values the current run read from the pod's labels and annotations
+    /// ([`crate::env::from_metadata`]): when they change, the container restarts in place
+    /// (upstream's `InPlaceUpdateEnvFromMetadata`). `None` for a run started before the agent
+    /// recorded them, which then never restarts for this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub meta_env: Option<BTreeMap<String, String>>,
 }
 
 impl Container {
@@ -71,6 +77,7 @@ impl Container {
             started: false,
             backoff_until: None,
             backoff_secs: 0,
+            meta_env: None,
         }
     }
 

@@ -507,10 +507,13 @@ impl Worker {
                 }
             }
         }
-        for (init, spec) in self.spec_containers() {
-            if init {
-                continue;
-            }
+        // App containers in launch-priority order (`crate::launch`), so in one pass a container
+        // that needs a higher-priority one ready finds it started already.
+        let order = crate::launch::start_order(&self.pod);
+        let mut app: Vec<CSpec> =
+            self.spec_containers().into_iter().filter(|(init, _)| !init).map(|(_, c)| c).collect();
+        app.sort_by_key(|c| order.iter().position(|n| *n == c.name));
+        for spec in app {
             let c = self
                 .rec
                 .containers
@@ -519,7 +522,14 @@ impl Worker {
                 .clone();
             match &c.state {
                 CState::Running { .. } => {
-                    if c.image != image_of(&spec) {
+                    // Env read from labels/annotations that changed since the start
+                    // (OpenKruise's `InPlaceUpdateEnvFromMetadata`): kubelet resolves it only
+                    // at creation, so the container is recreated like for a new image.
+                    let env_changed = c
+                        .meta_env
+                        .as_ref()
+                        .is_some_and(|e| *e != crate::env::from_metadata(&self.pod, &spec));
+                    if c.image != image_of(&spec) || env_changed {
                         // In-place update: only this container restarts, in the same sandbox.
                         self.ctx.events.emit(
                             &self.subject,
@@ -541,7 +551,8 @@ impl Worker {
                             container = %spec.name,
                             stop_ms = stopped.as_millis() as u64,
                             start_ms = (began.elapsed() - stopped).as_millis() as u64,
-                            "container restarted for its new image"
+                            env_changed,
+                            "container restarted for its new image or env"
                         );
                     }
                 }
@@ -560,6 +571,15 @@ impl Worker {
                 }
                 CState::Waiting { .. } => {
                     if c.attempt == 0 {
+                        // Launch priority: the first start waits for every higher-priority
+                        // container to be ready (a readiness probe result wakes the worker).
+                        let waits = crate::launch::waits_for(&self.pod, &spec.name);
+                        let ready =
+                            |n: &String| self.rec.containers.get(n).is_some_and(|c| c.ready);
+                        if let Some(n) = waits.iter().find(|n| !ready(n)) {
+                            tracing::debug!(pod = %self.key(), container = %spec.name, waits_for = %n, "launch priority");
+                            continue;
+                        }
                         self.start(&spec, false).await;
                     } else if self.backoff_passed(&spec.name) {
                         self.start(&spec, true).await;
@@ -760,6 +780,7 @@ impl Worker {
             }
             c.attempt = attempt;
             c.image = image_of(spec).to_owned();
+            c.meta_env = Some(crate::env::from_metadata(&self.pod, spec));
             c.image_id = image.image_id.clone();
             c.state = CState::Running { started_at, pid };
             c.started = !has_startup;
