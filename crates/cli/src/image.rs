@@ -1,5 +1,5 @@
 //! `kinetic image pull|ls`: the node's image store from the command line. The store is the one
-//! the node agent uses (`<data-dir>/node/images`), so an image pulled here is already present
+//! the node agent uses ([`store_dir`]), so an image pulled here is already present
 //! for pods with `imagePullPolicy: IfNotPresent`.
 
 use std::io::Write as _;
@@ -17,7 +17,8 @@ pub enum ImageCmd {
     Pull {
         /// Image reference, e.g. busybox:1.36 or 127.0.0.1:5000/app:v1
         reference: String,
-        /// Kinetic's data directory (the store is <data-dir>/node/images)
+        /// The data directory given to `kinetic up` (store <data-dir>/node/images) or to
+        /// `kinetic node` (store <data-dir>/images)
         #[arg(long, env = "KINETIC_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// A registry (host or host:port) to reach over plain http; loopback ones always are
@@ -29,15 +30,26 @@ pub enum ImageCmd {
     },
     /// List the images in the node's image store
     Ls {
-        /// Kinetic's data directory (the store is <data-dir>/node/images)
+        /// The data directory given to `kinetic up` (store <data-dir>/node/images) or to
+        /// `kinetic node` (store <data-dir>/images)
         #[arg(long, env = "KINETIC_DATA_DIR")]
         data_dir: Option<PathBuf>,
     },
 }
 
-/// Where the node agent keeps its images under a data directory.
+/// Where the node agent keeps its images under `data_dir`, the directory given to the command
+/// that runs the agent: `kinetic up --data-dir D` runs it in `D/node` (store `D/node/images`),
+/// `kinetic node --data-dir D` in `D` itself (store `D/images`). A directory that holds an
+/// agent's store but no `node/` is a `kinetic node` one; any other (a `kinetic up` one, or a new
+/// directory) gets `kinetic up`'s layout, which the default data directory also has (issue 10:
+/// `image ls --data-dir D` looked only in `D/node/images`).
 pub fn store_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("node").join("images")
+    let agent_own = data_dir.join("images");
+    let under_up = data_dir.join("node");
+    if agent_own.is_dir() && !under_up.exists() {
+        return agent_own;
+    }
+    under_up.join("images")
 }
 
 /// Runs an image command.

@@ -32,7 +32,8 @@ pub enum ImageCmd {
     /// Remove unused images when the disk is above the high watermark, down to the low one
     /// (kubelet's image GC)
     Gc {
-        /// Kinetic's data directory (the store is <data-dir>/node/images)
+        /// The data directory given to `kinetic up` (store <data-dir>/node/images) or to
+        /// `kinetic node` (store <data-dir>/images)
         #[arg(long, env = "KINETIC_DATA_DIR")]
         data_dir: Option<PathBuf>,
         /// Collect when disk usage is at or above this percent (imageGCHighThresholdPercent)

@@ -5,6 +5,7 @@
 
 mod controller;
 mod durability;
+mod image_ls;
 mod node;
 mod preheat;
 mod storage;
