@@ -1052,3 +1052,93 @@ async fn rollback_with_an_ampersand_in_the_template_only_bumps_the_old_revision_
     }
     env.stop().await;
 }
+
+/// Issue 18, item 1: with containers out of name order (`[sidecar, main]`, the manual's
+/// example), changing both images used to be refused on every pass ("pod updates may not change
+/// fields other than…": the patch listed the containers in name order, and a strategic merge
+/// patch orders the list by the patch) while the controller retried without end. Now both
+/// change in place, the order is kept, and `InPlaceUpdateReady` is True again without the
+/// `StartInPlaceUpdate` reason (item 11). With `container-launch-priority: Ordered` the same
+/// change goes in two batches, `sidecar` first (item 14).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_update_of_two_images_out_of_name_order_and_in_priority_batches() {
+    let env = Env::start().await;
+    let v1 = example("inplace-sidecar.yaml");
+    env.apply(&v1).await;
+    env.wait("sample-sidecar", "2 ready", |cs, p| ready_all(cs, p, 2)).await;
+    let before: Vec<(String, String)> =
+        env.pods("sample-sidecar").await.iter().map(|p| (p.name_any(), p.uid().unwrap())).collect();
+    let v2 = v1
+        .replace("image: busybox:1.36", "image: busybox:1.37")
+        .replace("image: nginx:alpine", "image: nginx:1.27-alpine");
+    env.apply(&v2).await;
+    env.wait("sample-sidecar", "both images updated in place", |cs, p| {
+        ready_all(cs, p, 2)
+            && p.iter().all(|p| {
+                let c = &p.spec.as_ref().unwrap().containers;
+                c[0].image.as_deref() == Some("busybox:1.37")
+                    && c[1].image.as_deref() == Some("nginx:1.27-alpine")
+            })
+    })
+    .await;
+    let after = env.pods("sample-sidecar").await;
+    let ids: Vec<(String, String)> =
+        after.iter().map(|p| (p.name_any(), p.uid().unwrap())).collect();
+    assert_eq!(before, ids, "same pods");
+    for p in &after {
+        let names: Vec<&str> =
+            p.spec.as_ref().unwrap().containers.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["sidecar", "main"]);
+        let statuses = p.status.as_ref().unwrap().container_statuses.as_ref().unwrap();
+        assert!(statuses.iter().all(|c| c.restart_count == 1), "{statuses:?}");
+        let conds = p.status.as_ref().unwrap().conditions.as_ref().unwrap();
+        let c = conds.iter().find(|c| c.type_ == "InPlaceUpdateReady").unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_deref(), c.message.as_deref()),
+            ("True", None, None)
+        );
+    }
+    assert_eq!(env.events("SuccessfulUpdatePodInPlace").await.len(), 2);
+
+    // Launch priority: both examples update `sidecar` (priority 0 / 2) before `main`.
+    let v1 = example("launch-priority.yaml");
+    env.apply(&v1).await;
+    for name in ["sample-ordered", "sample-launch-priority"] {
+        env.wait(name, "1 ready", |cs, p| ready_all(cs, p, 1)).await;
+    }
+    env.apply(
+        &v1.replace("image: busybox:1.36", "image: busybox:1.37")
+            .replace("image: nginx:alpine", "image: nginx:1.27-alpine"),
+    )
+    .await;
+    for name in ["sample-ordered", "sample-launch-priority"] {
+        env.wait(name, "both images updated", |cs, p| {
+            ready_all(cs, p, 1)
+                && p[0].spec.as_ref().unwrap().containers.iter().all(|c| {
+                    matches!(c.image.as_deref(), Some("busybox:1.37" | "nginx:1.27-alpine"))
+                })
+        })
+        .await;
+        let p = env.pods(name).await.remove(0);
+        let state: Value =
+            serde_json::from_str(&p.annotations()["apps.kruise.io/inplace-update-state"]).unwrap();
+        let batches: Vec<&Value> = state["containerBatchesRecord"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| &b["containers"])
+            .collect();
+        assert_eq!(batches, [&json!(["sidecar"]), &json!(["main"])], "{name}: {state}");
+        let restarts: Vec<i32> = p
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .iter()
+            .flatten()
+            .map(|c| c.restart_count)
+            .collect();
+        assert_eq!(restarts, [1, 1], "{name}");
+    }
+    env.stop().await;
+}
