@@ -28,6 +28,8 @@ pub struct Ctx {
     pub token: String,
     pub max_body: usize,
     pub server_address: String,
+    /// How pod subresources served by nodes reach them.
+    pub nodes: crate::logs::NodeClient,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -456,26 +458,36 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
             let obj = api.get(&res, &ns, name)?;
             Ok(value_response(200, &api.scale_of(&res, &api.served_value(&res, &obj))?))
         }
-        (&Method::GET, Some(name), Some("log")) if res.builtin && res.kind == "Pod" => {
+        // The subresources the pod's node serves (kubelet API), proxied in `crate::logs`.
+        // Logs are read with GET; exec, attach and port-forward are upgraded GET (WebSocket)
+        // or POST (SPDY) requests.
+        (m, Some(name), Some(sub))
+            if res.builtin
+                && res.kind == "Pod"
+                && crate::logs::Call::of(sub).is_some_and(|c| {
+                    *m == Method::GET || *m == Method::POST && c != crate::logs::Call::Log
+                }) =>
+        {
+            let call = crate::logs::Call::of(sub).ok_or_else(ApiError::page_not_found)?;
             let obj = api.get(&res, &ns, name)?;
             let node = obj.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
             if node.is_empty() {
                 return Err(ApiError::bad_request(format!(
-                    "pod {name} is not scheduled to a node yet, so it has no logs"
+                    "pod {name} is not scheduled to a node yet, so it has no {sub}"
                 )));
             }
             let node_obj = match ctx.api.registry.get("", "v1", "nodes") {
                 Some(nodes) => api.get(&nodes, "", node).ok().map(|o| o.value.clone()),
                 None => None,
             };
-            crate::logs::proxy(
-                &obj.value,
-                node_obj.as_ref(),
-                query.get("container"),
-                &query.0,
-                &ctx.token,
-            )
-            .await
+            let mut extensions = parts.extensions;
+            let incoming = crate::logs::Incoming {
+                method: &method,
+                headers: &headers,
+                query: &query.0,
+                upgrade: extensions.remove::<hyper::upgrade::OnUpgrade>(),
+            };
+            crate::logs::proxy(&ctx.nodes, call, &obj.value, node_obj.as_ref(), incoming).await
         }
         (&Method::POST, None, None) => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;

@@ -63,6 +63,12 @@ pub enum Error {
     Schema(#[from] kinetic_machinery::schema::SchemaError),
     #[error("configuring TLS")]
     Tls(#[source] rustls::Error),
+    #[error(
+        "publishing the client CA in kube-system/extension-apiserver-authentication: {message}"
+    )]
+    ClientCa { message: String },
+    #[error("preparing the client certificate for nodes")]
+    NodeClient(#[source] logs::NodeClientError),
     #[error("reading PEM data")]
     Pem(#[source] std::io::Error),
     #[error("listening on {addr}")]
@@ -166,6 +172,10 @@ impl ApiServer {
             }
         }
         bootstrap(&api).await?;
+        logs::publish_client_ca(&api, &pki.ca_pem)
+            .await
+            .map_err(|e| Error::ClientCa { message: e.message })?;
+        let nodes = logs::NodeClient::new(&pki).map_err(Error::NodeClient)?;
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
         let host =
             if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
@@ -174,6 +184,7 @@ impl ApiServer {
             token: pki.token.clone(),
             max_body: cfg.max_body,
             server_address: format!("{host}:{}", addr.port()),
+            nodes,
         });
         let (stop, stop_rx) = watch::channel(false);
         let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
@@ -308,7 +319,8 @@ async fn accept_loop(
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Many watches share one HTTP/2 connection (kube clients multiplex).
             builder.http2().max_concurrent_streams(2000);
-            if let Err(e) = builder.serve_connection(TokioIo::new(stream), svc).await {
+            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await
+            {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });

@@ -1,4 +1,5 @@
-//! Credentials of the embedded server: a CA, a serving certificate signed by it, and the admin
+//! Credentials of the embedded server: a CA, a serving certificate signed by it, the client
+//! certificate it shows node agents (kubeadm's `apiserver-kubelet-client`), and the admin
 //! bearer token. Created on first start in `DATA/pki` and reused afterwards, so kubeconfigs keep
 //! working across restarts. Private keys and the token are written with mode 0600.
 
@@ -34,6 +35,10 @@ pub struct Pki {
     pub ca_pem: String,
     pub cert_pem: String,
     pub key_pem: String,
+    /// The client certificate and key the server authenticates with to node agents (kubelet
+    /// API), signed by the CA, which the server also publishes as its client CA.
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
     pub token: String,
 }
 
@@ -99,8 +104,9 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
             let cert = params.self_signed(&key).map_err(cert_err)?;
             write_private(&ca_key, key.serialize_pem().as_bytes(), 0o600)?;
             write_private(&ca_crt, cert.pem().as_bytes(), 0o644)?;
-            // A new CA invalidates any serving certificate issued by an old one.
+            // A new CA invalidates any certificate issued by an old one.
             let _ = std::fs::remove_file(dir.join("apiserver.sans"));
+            let _ = std::fs::remove_file(dir.join("apiserver-kubelet-client.crt"));
             (cert.pem(), key.serialize_pem())
         }
     };
@@ -132,6 +138,30 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
             (cert.pem(), key.serialize_pem())
         }
     };
+    let (kc_crt, kc_key) =
+        (dir.join("apiserver-kubelet-client.crt"), dir.join("apiserver-kubelet-client.key"));
+    let (kubelet_client_cert_pem, kubelet_client_key_pem) =
+        match (read_opt(&kc_crt)?, read_opt(&kc_key)?) {
+            (Some(c), Some(k)) => (c, k),
+            _ => {
+                let ca_signing = KeyPair::from_pem(&ca_key_pem).map_err(cert_err)?;
+                let issuer = Issuer::from_ca_cert_pem(&ca_pem, ca_signing).map_err(cert_err)?;
+                let key = KeyPair::generate().map_err(cert_err)?;
+                let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+                // kubeadm's name and group for this certificate: kubelets authorise the
+                // server as a member of system:masters.
+                let mut dn = DistinguishedName::new();
+                dn.push(DnType::CommonName, "kube-apiserver-kubelet-client");
+                dn.push(DnType::OrganizationName, "system:masters");
+                params.distinguished_name = dn;
+                params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+                params.not_after = rcgen::date_time_ymd(2125, 1, 1);
+                let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+                write_private(&kc_key, key.serialize_pem().as_bytes(), 0o600)?;
+                write_private(&kc_crt, cert.pem().as_bytes(), 0o644)?;
+                (cert.pem(), key.serialize_pem())
+            }
+        };
     let token_path = dir.join("admin.token");
     let token = match read_opt(&token_path)? {
         Some(t) if !t.trim().is_empty() => t.trim().to_owned(),
@@ -143,7 +173,7 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
             t
         }
     };
-    Ok(Pki { ca_pem, cert_pem, key_pem, token })
+    Ok(Pki { ca_pem, cert_pem, key_pem, kubelet_client_cert_pem, kubelet_client_key_pem, token })
 }
 
 #[cfg(test)]
@@ -158,7 +188,8 @@ mod tests {
         let b = ensure(dir.path(), &sans).unwrap();
         assert_eq!(a.token, b.token);
         assert_eq!(a.cert_pem, b.cert_pem);
-        for f in ["ca.key", "apiserver.key", "admin.token"] {
+        assert_eq!(a.kubelet_client_cert_pem, b.kubelet_client_cert_pem);
+        for f in ["ca.key", "apiserver.key", "apiserver-kubelet-client.key", "admin.token"] {
             let mode = std::fs::metadata(dir.path().join(f)).unwrap().permissions().mode();
             assert_eq!(mode & 0o777, 0o600, "{f}");
         }

@@ -44,12 +44,15 @@ mod logs;
 mod mount;
 mod node;
 mod oci;
+mod portforward;
 mod probe;
 mod provision;
 mod refs;
 mod runc;
+mod server;
 mod state;
 mod status;
+mod streaming;
 mod volumes;
 mod worker;
 
@@ -254,9 +257,16 @@ impl Agent {
             client: client.clone(),
             cfg: cfg.clone(),
         });
-        let token: Option<Arc<str>> = cfg.auth_token.as_deref().map(Arc::from);
+        let kubelet_api = Arc::new(server::Server {
+            index,
+            token: cfg.auth_token.as_deref().map(Arc::from),
+            client: client.clone(),
+            node: cfg.node_name.clone(),
+            runc: ctx.runc.clone(),
+        });
+        let tls = Arc::new(server::tls_config(&client, &cfg).await?);
         let tasks = vec![
-            tokio::spawn(logs::serve(listener, index, token)),
+            tokio::spawn(server::serve(listener, tls, kubelet_api)),
             tokio::spawn(node::heartbeat(
                 client,
                 cfg.clone(),

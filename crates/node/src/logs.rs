@@ -1,9 +1,7 @@
-//! The node's log endpoint, what kubelet serves on its port 10250 for `kubectl logs`: the API
-//! server proxies `pods/log` to `GET /containerLogs/{namespace}/{pod}/{container}` here.
-//!
-//! Requests must carry the bearer token the agent was configured with (on one machine, the
-//! token of the kubeconfig it uses, which the embedded API server also holds). Supported
-//! parameters: `follow`, `previous`, `tailLines`, `limitBytes`.
+//! Container logs, what kubelet serves for `kubectl logs`: the API server proxies `pods/log` to
+//! `GET /containerLogs/{namespace}/{pod}/{container}` of the kubelet API (`server`). Supported
+//! parameters: `follow`, `previous`, `tailLines`, `limitBytes` (`timestamps` and `sinceSeconds`
+//! are ignored: the log files hold the raw output, without kubelet's CRI log timestamps).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -12,19 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
+use http::{Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
-type Body = BoxBody<Bytes, std::io::Error>;
+use crate::server::{Body, text};
 
 #[derive(Debug, Clone)]
-struct Entry {
-    uid: String,
-    dir: PathBuf,
+pub(crate) struct Entry {
+    pub uid: String,
+    pub dir: PathBuf,
     /// container → (current attempt, running).
-    containers: BTreeMap<String, (u32, bool)>,
+    pub containers: BTreeMap<String, (u32, bool)>,
 }
 
 /// Where each pod's logs are, kept current by the pod workers.
@@ -56,56 +54,30 @@ impl LogIndex {
         }
     }
 
-    fn get(&self, ns: &str, name: &str) -> Option<Entry> {
+    pub(crate) fn get(&self, ns: &str, name: &str) -> Option<Entry> {
         self.0.lock().ok()?.get(&(ns.to_owned(), name.to_owned())).cloned()
     }
 }
 
-fn text(code: StatusCode, msg: String) -> Response<Body> {
-    let mut r =
-        Response::new(Full::new(Bytes::from(msg)).map_err(|e: Infallible| match e {}).boxed());
-    *r.status_mut() = code;
-    r
-}
-
-/// Serves one request.
-pub async fn handle(
+/// `GET /containerLogs/{ns}/{pod}/{container}`: the container's log, or new output as it comes
+/// with `follow`.
+pub(crate) async fn handle(
     index: LogIndex,
-    token: Option<Arc<str>>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
-    let authorized = token.as_deref().is_some_and(|t| {
-        req.headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|v| v == t)
-    });
-    if !authorized {
-        return Ok(text(StatusCode::UNAUTHORIZED, "Unauthorized".into()));
-    }
-    let path = req.uri().path().to_owned();
-    let parts: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let ["containerLogs", ns, pod, container] = parts.as_slice() else {
-        return Ok(text(StatusCode::NOT_FOUND, format!("no handler for {path}")));
-    };
-    let q: HashMap<String, String> = req
-        .uri()
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect();
+    ns: &str,
+    pod: &str,
+    container: &str,
+    query: &[(String, String)],
+) -> Response<Body> {
+    let q: HashMap<String, String> = query.iter().cloned().collect();
     let flag = |k: &str| q.get(k).is_some_and(|v| v.is_empty() || v == "true" || v == "1");
     let Some(entry) = index.get(ns, pod) else {
-        return Ok(text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node")));
+        return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node"));
     };
-    let Some(&(attempt, running)) = entry.containers.get(*container) else {
-        return Ok(text(
+    let Some(&(attempt, running)) = entry.containers.get(container) else {
+        return text(
             StatusCode::BAD_REQUEST,
             format!("container {container} is not valid for pod {pod}"),
-        ));
+        );
     };
     let previous = flag("previous");
     let attempt = if previous { attempt.saturating_sub(1) } else { attempt };
@@ -118,11 +90,11 @@ pub async fn handle(
                 "container \"{container}\" in pod \"{pod}\" is waiting to start: ContainerCreating"
             )
         };
-        return Ok(text(StatusCode::BAD_REQUEST, msg));
+        return text(StatusCode::BAD_REQUEST, msg);
     }
     let mut data = match tokio::fs::read(&file).await {
         Ok(d) => d,
-        Err(e) => return Ok(text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading logs: {e}"))),
+        Err(e) => return text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading logs: {e}")),
     };
     let offset = data.len() as u64;
     if let Some(n) = q.get("tailLines").and_then(|v| v.parse::<usize>().ok()) {
@@ -134,16 +106,16 @@ pub async fn handle(
     }
     let follow = flag("follow") && running && !previous && limit.is_none();
     if !follow {
-        return Ok(Response::new(
+        return Response::new(
             Full::new(Bytes::from(data)).map_err(|e: Infallible| match e {}).boxed(),
-        ));
+        );
     }
     // Follow: send what is there, then new output until this container run ends.
     let state = Follow {
         index,
-        ns: (*ns).to_owned(),
-        pod: (*pod).to_owned(),
-        container: (*container).to_owned(),
+        ns: ns.to_owned(),
+        pod: pod.to_owned(),
+        container: container.to_owned(),
         attempt,
         file,
         offset,
@@ -175,7 +147,7 @@ pub async fn handle(
             }
         }
     });
-    Ok(Response::new(BodyExt::boxed(StreamBody::new(stream))))
+    Response::new(BodyExt::boxed(StreamBody::new(stream)))
 }
 
 struct Follow {
@@ -226,22 +198,6 @@ fn tail_lines(data: &[u8], n: usize) -> &[u8] {
         }
     }
     data
-}
-
-/// Accepts connections on `listener` until the task is aborted.
-pub async fn serve(listener: tokio::net::TcpListener, index: LogIndex, token: Option<Arc<str>>) {
-    loop {
-        let Ok((stream, _)) = listener.accept().await else { continue };
-        let index = index.clone();
-        let token = token.clone();
-        tokio::spawn(async move {
-            let svc =
-                hyper::service::service_fn(move |req| handle(index.clone(), token.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                .await;
-        });
-    }
 }
 
 #[cfg(test)]

@@ -143,6 +143,19 @@ impl Runc {
         Ok((out.status.code().unwrap_or(-1), text))
     }
 
+    /// `runc exec` of `argv` in container `id` with the stdio the caller sets (the kubelet API's
+    /// exec). With `tty`, runc allocates the container's terminal and relays it to its own
+    /// stdio, which must then be a terminal too.
+    pub fn exec_command(&self, id: &str, argv: &[String], tty: bool) -> tokio::process::Command {
+        let mut c = self.command();
+        c.arg("exec");
+        if tty {
+            c.arg("--tty");
+        }
+        c.arg(id).args(argv);
+        c
+    }
+
     /// Ids of the containers runc knows under our root.
     ///
     /// # Errors

@@ -6,6 +6,7 @@
 
 mod claims;
 mod harness;
+mod kubelet_api;
 mod lifecycle;
 mod pods;
 

@@ -66,21 +66,9 @@ async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
 }
 
 pub async fn node_logs(c: &Cluster, pod: &str, container: &str, query: &str) -> String {
-    let addr = c.agent.as_ref().unwrap().log_addr();
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let token = c.cfg.auth_token.clone().unwrap();
-    s.write_all(
-        format!(
-            "GET /containerLogs/default/{pod}/{container}?{query} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    out
+    let path = format!("/containerLogs/default/{pod}/{container}?{query}");
+    crate::kubelet_api::kubelet_get(c, &path, Some(&token), None).await.unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,257 @@
+//! The kubelet API of the agent (issue 10, item 9): HTTPS with client-certificate or token
+//! authentication, and `kubectl logs -f`, `exec` (with and without a TTY, exit codes),
+//! `attach` and `port-forward` through the embedded API server's proxy.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::Cluster;
+
+/// Accepts the agent's self-signed certificate (as API servers do by default) but checks the
+/// handshake signatures.
+#[derive(Debug)]
+struct AnyCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        m: &[u8],
+        c: &rustls::pki_types::CertificateDer<'_>,
+        d: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// `GET path` on the agent's kubelet API over TLS, with an optional bearer token and client
+/// certificate (PEM cert, PEM key); returns the whole HTTP/1.0 response, or the TLS error.
+pub async fn kubelet_get(
+    c: &Cluster,
+    path: &str,
+    token: Option<&str>,
+    client_cert: Option<(&str, &str)>,
+) -> Result<String, String> {
+    let addr = c.agent.as_ref().unwrap().log_addr();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)));
+    let cfg = match client_cert {
+        Some((cert, key)) => {
+            let certs = rustls_pemfile::certs(&mut cert.as_bytes()).map(Result::unwrap).collect();
+            let key = rustls_pemfile::private_key(&mut key.as_bytes()).unwrap().unwrap();
+            builder.with_client_auth_cert(certs, key).unwrap()
+        }
+        None => builder.with_no_client_auth(),
+    };
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    s.write_all(format!("GET {path} HTTP/1.0\r\n{auth}\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    // A server that refuses the certificate ends the connection with an alert.
+    s.read_to_end(&mut out).await.map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// A client certificate signed by a CA the cluster does not know.
+fn foreign_cert() -> (String, String) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_der(ca_cert.der(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    p.distinguished_name.push(rcgen::DnType::CommonName, "kube-apiserver-kubelet-client");
+    p.distinguished_name.push(rcgen::DnType::OrganizationName, "system:masters");
+    p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+async fn running_pod(c: &Cluster, name: &str, container: serde_json::Value) {
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    let mut spec = json!({"name": "app", "image": image});
+    json_patch::merge(&mut spec, &container);
+    c.create(name, json!({"containers": [spec]})).await;
+    c.wait(name, 30, "Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+}
+
+/// kubectl as a process, for commands that stream.
+fn kubectl_cmd(c: &Cluster, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(kinetic_testkit::kubectl_bin());
+    cmd.args(args)
+        .env("KUBECONFIG", c.server.kubeconfig())
+        .env("HOME", c.server.data_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubelet_api_refuses_callers_without_a_valid_client_cert_or_token() {
+    let c = Cluster::start().await;
+    running_pod(&c, "quiet", json!({"command": ["sh", "-c", "echo hi; sleep 600"]})).await;
+    let path = "/containerLogs/default/quiet/app";
+    let none = kubelet_get(&c, path, None, None).await.unwrap();
+    assert!(none.starts_with("HTTP/1.0 401"), "{none}");
+    let wrong = kubelet_get(&c, path, Some("not-the-token"), None).await.unwrap();
+    assert!(wrong.starts_with("HTTP/1.0 401"), "{wrong}");
+    let (cert, key) = foreign_cert();
+    let foreign = kubelet_get(&c, path, None, Some((&cert, &key))).await;
+    assert!(
+        foreign.as_ref().is_err() || foreign.as_ref().is_ok_and(|r| r.is_empty()),
+        "{foreign:?}"
+    );
+    // The server's own client certificate, as the API server's proxy presents it.
+    let pki = c.server.data_dir().join("pki");
+    let cert = std::fs::read_to_string(pki.join("apiserver-kubelet-client.crt")).unwrap();
+    let key = std::fs::read_to_string(pki.join("apiserver-kubelet-client.key")).unwrap();
+    let by_cert = kubelet_get(&c, path, None, Some((&cert, &key))).await.unwrap();
+    assert!(by_cert.starts_with("HTTP/1.0 200") && by_cert.ends_with("hi\n"), "{by_cert}");
+    let token = c.cfg.auth_token.clone().unwrap();
+    let by_token = kubelet_get(&c, path, Some(&token), None).await.unwrap();
+    assert!(by_token.starts_with("HTTP/1.0 200"), "{by_token}");
+    // Plain HTTP gets no HTTP answer.
+    let addr = c.agent.as_ref().unwrap().log_addr();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut plain = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut plain)).await;
+    assert!(!plain.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&plain));
+    c.pods().delete("quiet", &Default::default()).await.unwrap();
+    c.wait_gone("quiet", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_follow_streams_new_lines() {
+    let c = Cluster::start().await;
+    running_pod(
+        &c,
+        "ticker",
+        json!({"command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.5; done"]}),
+    )
+    .await;
+    let mut child = kubectl_cmd(&c, &["logs", "-f", "ticker"]).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    while seen.len() < 4 {
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("a new line within 20 s")
+            .unwrap()
+            .expect("kubectl logs -f ended");
+        seen.push(line);
+    }
+    // Lines arrive as they are written (one every half second), not all at the end.
+    assert!(started.elapsed() >= Duration::from_millis(900), "{seen:?}");
+    assert!(seen.iter().all(|l| l.starts_with("tick ")), "{seen:?}");
+    let _ = child.kill().await;
+    c.pods().delete("ticker", &Default::default()).await.unwrap();
+    c.wait_gone("ticker", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_runs_commands_and_reports_exit_codes() {
+    let c = Cluster::start().await;
+    running_pod(&c, "shell", json!({"command": ["sleep", "600"]})).await;
+    let out = c
+        .server
+        .kubectl_ok(&["exec", "shell", "--", "sh", "-c", "echo out; echo err >&2"])
+        .await
+        .unwrap();
+    assert_eq!(out, "out\n");
+    let failed =
+        c.server.kubectl(&["exec", "shell", "--", "sh", "-c", "echo bye; exit 3"]).await.unwrap();
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
+    assert_eq!(String::from_utf8_lossy(&failed.stdout), "bye\n");
+    let missing = c.server.kubectl(&["exec", "shell", "--", "no-such-command"]).await.unwrap();
+    assert!(!missing.status.success(), "{missing:?}");
+    // stdin reaches the command and its end is the command's end of input.
+    let echoed = c
+        .server
+        .kubectl_stdin_ok(
+            &["exec", "-i", "shell", "--", "sh", "-c", "cat; echo done"],
+            "one\ntwo\n",
+        )
+        .await
+        .unwrap();
+    assert_eq!(echoed, "one\ntwo\ndone\n");
+    // Without a terminal, the command has none either.
+    let tty = c.server.kubectl(&["exec", "shell", "--", "sh", "-c", "tty"]).await.unwrap();
+    assert_eq!(tty.status.code(), Some(1), "{tty:?}");
+    c.pods().delete("shell", &Default::default()).await.unwrap();
+    c.wait_gone("shell", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_it_gets_a_terminal_that_follows_resizes() {
+    let c = Cluster::start().await;
+    running_pod(&c, "term", json!({"command": ["sleep", "600"]})).await;
+    // `script` gives kubectl a terminal (kubectl -t needs one), of a known size. runc sizes the
+    // container's terminal just after the process starts, so the command polls for the size.
+    let kubectl = format!(
+        "stty cols 91 rows 27; KUBECONFIG={} HOME={} {} exec -it term -- sh -c 'tty; for i in $(seq 50); do [ \"$(stty size)\" = \"27 91\" ] && break; sleep 0.1; done; stty size; exit 4'",
+        c.server.kubeconfig().display(),
+        c.server.data_dir().display(),
+        kinetic_testkit::kubectl_bin()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("script")
+            .args(["-qec", &kubectl, "/dev/null"])
+            .stdin(Stdio::piped())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert!(text.contains("27 91"), "the terminal has kubectl's size: {text}");
+    assert_eq!(out.status.code(), Some(4), "{text}");
+    c.pods().delete("term", &Default::default()).await.unwrap();
+    c.wait_gone("term", 20).await;
+}
