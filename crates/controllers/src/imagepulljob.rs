@@ -25,7 +25,9 @@
 //! Deliberate differences: pull secrets are referenced in the job's own namespace instead of
 //! being copied to `kruise-daemon-config` (the agent reads them with the cluster client), and
 //! jobs are requeued on the NodeImage watch, not after upstream's 5-minute expectation delay
-//! (upstream #1528).
+//! (upstream #1528). A reconcile is bounded by [`RECONCILE_TIMEOUT`] and a job past its TTL is
+//! deleted before its tags are cleaned up, so neither a request that never answers nor a
+//! failing clean-up keeps a finished job (issue 10).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -57,6 +59,14 @@ pub const COMPONENT: &str = "imagepulljob-controller";
 /// How often an unfinished job is looked at even without a watch event.
 const RESYNC: Duration = Duration::from_secs(5);
 
+/// The longest one reconcile may run before it is abandoned (reconcilers are safe to cancel at
+/// any `.await`) and retried. The `kube` client has no response timeout, so a request on a
+/// connection that silently died would otherwise wedge this job for good: kube-runtime runs no
+/// second reconcile of an object while one is in flight, so its TTL requeue and every watch
+/// event for it would wait behind the stuck one (issue 10, item 4: finished jobs kept for
+/// minutes past `ttlSecondsAfterFinished` until another leader took over).
+pub const RECONCILE_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// What one reconcile shares with the others.
 pub struct Ctx {
     client: Client,
@@ -78,6 +88,8 @@ pub fn crds()
 pub enum ReconcileError {
     #[error("API request failed")]
     Kube(#[from] kube::Error),
+    #[error("the reconcile did not finish within {0:?}")]
+    TimedOut(Duration),
 }
 
 /// Runs the ImagePullJob controller until `shutdown` resolves.
@@ -157,8 +169,7 @@ fn owners_of(ni: &NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
 /// Every failure backs off per job (see [`crate::backoff`]).
 fn error_policy(job: Arc<ImagePullJob>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
     let wait = ctx.backoff.failed(&key(&job), job.meta().generation);
-    let ReconcileError::Kube(k) = e;
-    if !matches!(k, kube::Error::Api(s) if s.code == 409) {
+    if !matches!(e, ReconcileError::Kube(kube::Error::Api(s)) if s.code == 409) {
         tracing::warn!(job = %key(&job), error = %crate::report(e), ?wait, "reconcile failed");
     }
     Action::requeue(wait)
@@ -288,7 +299,9 @@ async fn reconcile(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action, Reco
     if let Some(wait) = ctx.backoff.waiting(&owner, job.meta().generation) {
         return Ok(Action::requeue(wait));
     }
-    let action = reconcile_pass(job, ctx.clone()).await?;
+    let action = tokio::time::timeout(RECONCILE_TIMEOUT, reconcile_pass(job, ctx.clone()))
+        .await
+        .unwrap_or(Err(ReconcileError::TimedOut(RECONCILE_TIMEOUT)))?;
     ctx.backoff.succeeded(&owner);
     Ok(action)
 }
@@ -310,18 +323,25 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
 
     // A finished job: only its TTL and the clean-up of its tags remain.
     if let Some(done) = old.completion_time.as_ref().filter(|_| always) {
-        remove_tags(&ctx, &job).await?;
-        if let Some(ttl) = job.spec.completion_policy.ttl_seconds_after_finished {
-            let at = done.0 + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
-            if now >= at {
-                tracing::info!(job = %key(&job), "deleting a finished job (ttlSecondsAfterFinished)");
-                jobs.delete(&job.name_any(), &DeleteParams::background()).await?;
-                return Ok(Action::await_change());
+        let Some(ttl) = job.spec.completion_policy.ttl_seconds_after_finished else {
+            remove_tags(&ctx, &job).await?;
+            return Ok(Action::await_change());
+        };
+        let at = done.0 + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
+        if now >= at {
+            // The TTL does not wait for the tag clean-up: the NodeImage controller sweeps the
+            // tags of deleted jobs, so a clean-up that keeps failing cannot keep a job alive.
+            tracing::info!(job = %key(&job), "deleting a finished job (ttlSecondsAfterFinished)");
+            match jobs.delete(&job.name_any(), &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
             }
-            let left = Duration::try_from(at.duration_since(now)).unwrap_or_default();
-            return Ok(Action::requeue(left));
+            return Ok(Action::await_change());
         }
-        return Ok(Action::await_change());
+        remove_tags(&ctx, &job).await?;
+        let left = Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
+        return Ok(Action::requeue(left.max(Duration::from_millis(50))));
     }
 
     let mut st = ImagePullJobStatus {
@@ -515,13 +535,26 @@ async fn add_tag(
 }
 
 /// Drops this job from the tag entries of every NodeImage (and entries no job wants any
-/// more).
+/// more). A write that conflicts is retried on the live object: the cache may lag behind the
+/// agents' status writes, and retrying from it alone could conflict for as long as it lags.
 async fn remove_tags(ctx: &Ctx, job: &ImagePullJob) -> Result<(), ReconcileError> {
     let uid = job.uid().unwrap_or_default();
-    for ni in ctx.node_images.state() {
-        if let Some(next) = without_owner(&ni, |o| o.uid.as_deref() == Some(uid.as_str())) {
-            let api: Api<NodeImage> = Api::all(ctx.client.clone());
-            api.replace(&ni.name_any(), &PostParams::default(), &next).await?;
+    let ours = |o: &ObjectReference| o.uid.as_deref() == Some(uid.as_str());
+    let api: Api<NodeImage> = Api::all(ctx.client.clone());
+    for cached in ctx.node_images.state() {
+        let name = cached.name_any();
+        let mut next = without_owner(&cached, ours);
+        let mut attempts = 0;
+        while let Some(n) = next.take() {
+            attempts += 1;
+            match api.replace(&name, &PostParams::default(), &n).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 3 => {
+                    next = api.get_opt(&name).await?.and_then(|live| without_owner(&live, ours));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     Ok(())

@@ -3,5 +3,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod cloneset;
+mod imagepulljob;
 mod leader;
 mod scheduler;

@@ -1,0 +1,200 @@
+//! The ImagePullJob controller against the embedded API server, through a TCP proxy that can
+//! cut the network the way a vanished peer does. There is no node agent: the test writes the
+//! NodeImage status a node would report.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Node;
+use kinetic_api::kruise::imagepulljob::ImagePullJob;
+use kinetic_api::kruise::nodeimage::NodeImage;
+use kinetic_controllers::imagepulljob;
+use kinetic_testkit::TestServer;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+/// A TCP proxy in front of the API server. While frozen nothing passes either way. A
+/// connection the client wrote to while frozen (a request sent into the void) stays dead for
+/// good — open, silent, not even a FIN — as one whose server end vanished without a reset;
+/// the other connections resume when the proxy thaws.
+struct Blackhole {
+    addr: SocketAddr,
+    frozen: watch::Sender<bool>,
+    /// Connections that died with a request in flight.
+    dead: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Blackhole {
+    async fn start(upstream: SocketAddr) -> Blackhole {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, rx) = watch::channel(false);
+        let dead = Arc::new(AtomicUsize::new(0));
+        let count = dead.clone();
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((client, _)) = listener.accept().await {
+                let (rx, count) = (rx.clone(), count.clone());
+                conns.spawn(async move {
+                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let dead = Arc::new(AtomicBool::new(false));
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let up = pump(cr, sw, rx.clone(), dead.clone(), Some(count));
+                    let down = pump(sr, cw, rx, dead, None);
+                    tokio::join!(up, down);
+                });
+            }
+        });
+        Blackhole { addr, frozen, dead, task }
+    }
+
+    fn freeze(&self, on: bool) {
+        self.frozen.send_replace(on);
+    }
+
+    fn dead(&self) -> usize {
+        self.dead.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Blackhole {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn pump(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+    dead: Arc<AtomicBool>,
+    count: Option<Arc<AtomicUsize>>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = from.read(&mut buf).await.unwrap_or(0);
+        if *frozen.borrow_and_update() {
+            if n > 0
+                && let Some(c) = &count
+                && !dead.swap(true, Ordering::SeqCst)
+            {
+                c.fetch_add(1, Ordering::SeqCst);
+            }
+            let _ = frozen.wait_for(|f| !*f).await;
+        }
+        if dead.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        if n == 0 || to.write_all(&buf[..n]).await.is_err() {
+            let _ = to.shutdown().await;
+            return;
+        }
+    }
+}
+
+/// A client of `server` whose connections go through `proxy`.
+async fn client_via(server: &TestServer, proxy: SocketAddr) -> kube::Client {
+    let kc = kube::config::Kubeconfig::read_from(server.kubeconfig()).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let scheme = cfg.cluster_url.scheme_str().unwrap().to_owned();
+    cfg.cluster_url = format!("{scheme}://{proxy}").parse().unwrap();
+    kube::Client::try_from(cfg).unwrap()
+}
+
+async fn until<F: std::future::Future<Output = bool>>(
+    what: &str,
+    limit: Duration,
+    mut f: impl FnMut() -> F,
+) {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "{what} not reached within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 10, item 4: a leader kept finished ImagePullJobs 7 minutes past
+/// `ttlSecondsAfterFinished`; the next leader deleted them at once. A reconcile stuck on a
+/// request that never gets an answer (the `kube` client has no response timeout) holds back
+/// every later reconcile of its job, the TTL requeue included. Here the network drops the
+/// TTL's delete request on the floor: once it is back, the job must still go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imagepulljob_past_its_ttl_is_deleted_after_a_request_that_never_answers() {
+    let server = TestServer::start().await.unwrap();
+    let direct = server.client().await.unwrap();
+    kinetic_controllers::crds::install(&direct, &imagepulljob::crds()).await.unwrap();
+    let upstream = server.server().local_addr();
+    let proxy = Blackhole::start(upstream).await;
+    let proxied = client_via(&server, proxy.addr).await;
+    let (stop, mut stop_rx) = watch::channel(false);
+    let controller = tokio::spawn(imagepulljob::run(proxied, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
+
+    let nodes: Api<Node> = Api::all(direct.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let images: Api<NodeImage> = Api::all(direct.clone());
+    let ni: NodeImage =
+        serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {}})).unwrap();
+    images.create(&PostParams::default(), &ni).await.unwrap();
+    let jobs: Api<ImagePullJob> = Api::namespaced(direct.clone(), "default");
+    let job: ImagePullJob = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+        "metadata": {"name": "ttl", "namespace": "default"},
+        "spec": {
+            "image": "example.invalid/app:v1",
+            "completionPolicy": {"type": "Always", "ttlSecondsAfterFinished": 5},
+        },
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+
+    // The controller asks node n1 to pull; the "node" reports success.
+    let version = || async {
+        let ni = images.get("n1").await.unwrap();
+        let tags = ni.spec.images.and_then(|m| m.get("example.invalid/app").cloned());
+        tags.and_then(|i| i.tags.into_iter().find(|t| t.tag == "v1")).and_then(|t| t.version)
+    };
+    until("the tag is in n1's NodeImage", Duration::from_secs(20), || async {
+        version().await.is_some()
+    })
+    .await;
+    let v = version().await.unwrap();
+    let status = json!({"status": {"desired": 1, "succeeded": 1, "failed": 0, "pulling": 0,
+        "imageStatuses": {"example.invalid/app": {"tags": [
+            {"tag": "v1", "phase": "Succeeded", "progress": 100, "version": v}]}}}});
+    images.patch_status("n1", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    until("the job completes and its tag is removed", Duration::from_secs(20), || async {
+        let done =
+            jobs.get_opt("ttl").await.unwrap().and_then(|j| j.status?.completion_time).is_some();
+        done && version().await.is_none()
+    })
+    .await;
+
+    // The network fails before the TTL: the delete it triggers is lost with its connection.
+    proxy.freeze(true);
+    until("the controller sends the TTL delete", Duration::from_secs(20), || async {
+        proxy.dead() > 0
+    })
+    .await;
+    proxy.freeze(false);
+    let limit = imagepulljob::RECONCILE_TIMEOUT + Duration::from_secs(15);
+    until("the job is deleted after the network is back", limit, || async {
+        jobs.get_opt("ttl").await.unwrap().is_none()
+    })
+    .await;
+
+    stop.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), controller).await.unwrap().unwrap().unwrap();
+    drop(proxy);
+    server.shutdown().await;
+}
