@@ -5,6 +5,7 @@
 
 mod controller;
 mod durability;
+mod inplace;
 mod image_ls;
 mod node;
 mod preheat;
