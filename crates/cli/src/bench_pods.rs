@@ -89,51 +89,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         false,
     )
     .await?;
-    let (client, registry) = (platform.client.clone(), &platform.registry);
-    let image = kinetic_testkit::images::busybox(registry, "bench", "v1", &[]).await?;
-    eprintln!("platform up; image {image}");
-
-    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let node_pods = platform.node_pods();
-    let ready: ReadyTimes = Arc::default();
-    let watch = {
-        let ready = ready.clone();
-        let api = pods.clone();
-        tokio::spawn(async move {
-            let mut s = watcher::watcher(api, watcher::Config::default().labels(LABEL)).boxed();
-            while let Some(ev) = s.next().await {
-                if let Ok(Event::Apply(p) | Event::InitApply(p)) = ev
-                    && is_ready(&p)
-                {
-                    let name = p.metadata.name.unwrap_or_default();
-                    if let Ok(mut m) = ready.lock() {
-                        m.entry(name).or_insert_with(Instant::now);
-                    }
-                }
-            }
-        })
-    };
-    // Warm-up: pull the image once.
-    run_phase(&pods, &ready, &image, "warm", 1, 1).await?;
-    clear(&pods, "warm", &node_pods).await?;
-
-    let seq = run_phase(&pods, &ready, &image, "seq", args.pods, 1).await?;
-    let timelines = timelines(&pods, "seq").await?;
-    clear(&pods, "seq", &node_pods).await?;
-    let conc = run_phase(&pods, &ready, &image, "conc", args.pods, args.concurrency).await?;
-    clear(&pods, "conc", &node_pods).await?;
-    let cpu0 = cpu_ticks()?;
-    let t0 = Instant::now();
-    let burst = run_phase(&pods, &ready, &image, "burst", args.burst, args.concurrency).await?;
-    let burst_wall =
-        burst.iter().map(|(_, _, ready_at)| *ready_at).max().map_or(Duration::ZERO, |t| t - t0);
-    let cpu1 = cpu_ticks()?;
-    clear(&pods, "burst", &node_pods).await?;
-    let cpu2 = cpu_ticks()?;
-    watch.abort();
-
-    let floor = runc_floor(platform.path(), &image, args.floor_runs).await?;
-    platform.shutdown().await;
+    let measured = platform.run(async |platform| measure(platform, &args).await).await?;
+    let Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor } = measured;
 
     let lat = |v: &[(String, Duration, Instant)]| {
         let mut d: Vec<Duration> = v.iter().map(|(_, d, _)| *d).collect();
@@ -216,6 +173,71 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     print_table(&rows);
     println_shares(&timelines);
     Ok(())
+}
+
+/// What one run measured.
+struct Measured {
+    seq: Vec<(String, Duration, Instant)>,
+    conc: Vec<(String, Duration, Instant)>,
+    timelines: Vec<Timeline>,
+    burst_wall: Duration,
+    cpu0: (f64, f64),
+    cpu1: (f64, f64),
+    cpu2: (f64, f64),
+    floor: Vec<Duration>,
+}
+
+/// The phases, on a running platform (which tears itself down afterwards, also when a phase
+/// fails or the run is interrupted).
+async fn measure(
+    platform: &crate::platform::Platform,
+    args: &PodsArgs,
+) -> anyhow::Result<Measured> {
+    let (client, registry) = (platform.client.clone(), &platform.registry);
+    let image = kinetic_testkit::images::busybox(registry, "bench", "v1", &[]).await?;
+    eprintln!("platform up; image {image}");
+
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let node_pods = platform.node_pods();
+    let ready: ReadyTimes = Arc::default();
+    let watch = {
+        let ready = ready.clone();
+        let api = pods.clone();
+        tokio::spawn(async move {
+            let mut s = watcher::watcher(api, watcher::Config::default().labels(LABEL)).boxed();
+            while let Some(ev) = s.next().await {
+                if let Ok(Event::Apply(p) | Event::InitApply(p)) = ev
+                    && is_ready(&p)
+                {
+                    let name = p.metadata.name.unwrap_or_default();
+                    if let Ok(mut m) = ready.lock() {
+                        m.entry(name).or_insert_with(Instant::now);
+                    }
+                }
+            }
+        })
+    };
+    // Warm-up: pull the image once.
+    run_phase(&pods, &ready, &image, "warm", 1, 1).await?;
+    clear(&pods, "warm", &node_pods).await?;
+
+    let seq = run_phase(&pods, &ready, &image, "seq", args.pods, 1).await?;
+    let timelines = timelines(&pods, "seq").await?;
+    clear(&pods, "seq", &node_pods).await?;
+    let conc = run_phase(&pods, &ready, &image, "conc", args.pods, args.concurrency).await?;
+    clear(&pods, "conc", &node_pods).await?;
+    let cpu0 = cpu_ticks()?;
+    let t0 = Instant::now();
+    let burst = run_phase(&pods, &ready, &image, "burst", args.burst, args.concurrency).await?;
+    let burst_wall =
+        burst.iter().map(|(_, _, ready_at)| *ready_at).max().map_or(Duration::ZERO, |t| t - t0);
+    let cpu1 = cpu_ticks()?;
+    clear(&pods, "burst", &node_pods).await?;
+    let cpu2 = cpu_ticks()?;
+    watch.abort();
+
+    let floor = runc_floor(platform.path(), &image, args.floor_runs).await?;
+    Ok(Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor })
 }
 
 /// (own, reaped children) CPU of this process in clock ticks (1/100 s).

@@ -260,23 +260,13 @@ async fn live(pods: &Api<Pod>, app: &str) -> anyhow::Result<Vec<Pod>> {
         .collect())
 }
 
-/// Runs the benchmark.
-///
-/// # Errors
-/// The platform cannot be started, or a release does not finish within 5 minutes.
-pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
-    if args.replicas == 0 {
-        bail!("--replicas must be at least 1");
-    }
+/// The six releases, on a running platform (which tears itself down afterwards, also when a
+/// release fails or the run is interrupted).
+async fn releases(
+    platform: &crate::platform::Platform,
+    args: &RolloutArgs,
+) -> anyhow::Result<Vec<Outcome>> {
     let n = args.replicas as usize;
-    let platform = crate::platform::Platform::start(
-        "kinetic-bench-rollout",
-        "kbench1",
-        "10.203.0.0/16",
-        3 * n + 10,
-        true,
-    )
-    .await?;
     let client = platform.client.clone();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Wait for the CloneSet CRD the controllers install.
@@ -308,7 +298,7 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
             if cached {
                 preload(&pods, &v2).await?;
             }
-            let o = release(&client, &pods, kind, cached, &args, &v1, &v2).await?;
+            let o = release(&client, &pods, kind, cached, args, &v1, &v2).await?;
             eprintln!(
                 "{:<28} {:<6} {:>9.0} ms  ip changes {:>3}  min ready {:>3}/{n}  below full {:>7.0} ms",
                 kind.label(),
@@ -321,7 +311,27 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
             outcomes.push(o);
         }
     }
-    platform.shutdown().await;
+    Ok(outcomes)
+}
+
+/// Runs the benchmark.
+///
+/// # Errors
+/// The platform cannot be started, or a release does not finish within 5 minutes.
+pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
+    if args.replicas == 0 {
+        bail!("--replicas must be at least 1");
+    }
+    let n = args.replicas as usize;
+    let platform = crate::platform::Platform::start(
+        "kinetic-bench-rollout",
+        "kbench1",
+        "10.203.0.0/16",
+        3 * n + 10,
+        true,
+    )
+    .await?;
+    let outcomes = platform.run(async |platform| releases(platform, &args).await).await?;
 
     let mut rows = Vec::new();
     for cached in [true, false] {

@@ -1,10 +1,25 @@
 //! An in-process platform for the benchmarks: the API server on a temporary directory, the
 //! scheduler, one node agent on its own bridge and pod range, optionally the workload
 //! controllers, and a registry on 127.0.0.1 — the same wiring as `kinetic up`.
+//!
+//! A benchmark runs its body through [`Platform::run`], which tears everything down however
+//! the body ends: finished, failed, or interrupted by SIGINT/SIGTERM (issue 19: an interrupted
+//! benchmark left its containers, network namespaces and overlay mounts running in a
+//! directory no agent would adopt, and its bridge broke the next run). Unlike `kinetic up`,
+//! nothing of a benchmark is meant to outlive it.
+
+use std::path::Path;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams, ListParams};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+
+/// How long a teardown waits for the node agent to take its pods down.
+const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(90);
 
 pub struct Platform {
     pub dir: tempfile::TempDir,
@@ -15,6 +30,8 @@ pub struct Platform {
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     bridge: String,
+    /// Installed before anything starts, so an early Ctrl-C is seen too, not fatal.
+    interrupts: Option<(Signal, Signal)>,
 }
 
 impl Platform {
@@ -26,6 +43,10 @@ impl Platform {
         max_pods: usize,
         controllers: bool,
     ) -> anyhow::Result<Self> {
+        let interrupts = Some((
+            signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+        ));
         let dir = tempfile::Builder::new().prefix(prefix).tempdir_in("/var/tmp")?;
         let server = kinetic_apiserver::ApiServer::start(kinetic_apiserver::Config::new(
             dir.path().join("api"),
@@ -64,11 +85,54 @@ impl Platform {
         cfg.listen = "127.0.0.1:0".parse()?;
         cfg.auth_token = Some(server.token().to_owned());
         cfg.max_pods = u32::try_from(max_pods).unwrap_or(u32::MAX);
-        let agent = kinetic_node::Agent::start(client.clone(), cfg)
-            .await
-            .context("starting the node agent")?;
+        let agent = match kinetic_node::Agent::start(client.clone(), cfg).await {
+            Ok(agent) => agent,
+            Err(e) => {
+                delete_bridge(bridge);
+                return Err(e).context("starting the node agent");
+            }
+        };
         let registry = kinetic_testkit::registry::Registry::start().await?;
-        Ok(Self { dir, client, registry, server, agent, stop, tasks, bridge: bridge.into() })
+        eprintln!("platform up in {}", dir.path().display());
+        Ok(Self {
+            dir,
+            client,
+            registry,
+            server,
+            agent,
+            stop,
+            tasks,
+            bridge: bridge.into(),
+            interrupts,
+        })
+    }
+
+    /// Runs `body`, then tears the platform down (see [`Platform::shutdown`]) whether `body`
+    /// finished, failed or was interrupted by SIGINT/SIGTERM.
+    ///
+    /// # Errors
+    /// `body`'s error, or "interrupted" when a signal ended it.
+    pub async fn run<T>(
+        mut self,
+        body: impl AsyncFnOnce(&Platform) -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let (mut int, mut term) = match self.interrupts.take() {
+            Some(signals) => signals,
+            None => (
+                signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+                signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            ),
+        };
+        let out = tokio::select! {
+            r = body(&self) => r,
+            _ = int.recv() => Err(anyhow::anyhow!("interrupted by SIGINT")),
+            _ = term.recv() => Err(anyhow::anyhow!("interrupted by SIGTERM")),
+        };
+        if out.is_err() {
+            eprintln!("cleaning up the benchmark's pods, mounts and bridge");
+        }
+        self.shutdown().await;
+        out
     }
 
     /// Where the node keeps one directory per pod.
@@ -81,14 +145,85 @@ impl Platform {
         self.dir.path()
     }
 
-    /// Stops the agent, the controllers and the server, and removes the bridge.
+    /// Takes everything down: the controllers first (so nothing recreates pods), then every
+    /// pod through the node agent (containers, mounts, network namespaces), then the agent and
+    /// the server; then it sweeps what the agent could not finish (runc containers under the
+    /// platform's runc roots, pod network namespaces, mounts under its directory) and removes
+    /// the bridge. The directory goes when `self.dir` drops.
     pub async fn shutdown(self) {
-        self.agent.shutdown().await;
         let _ = self.stop.send(true);
         for t in self.tasks {
-            let _ = t.await;
+            let _ = tokio::time::timeout(Duration::from_secs(10), t).await;
         }
+        if let Err(e) = delete_all_pods(&self.client, &self.dir.path().join("node/pods")).await {
+            tracing::warn!(error = %format!("{e:#}"), "pods left to the sweep");
+        }
+        self.agent.shutdown().await;
         self.server.shutdown().await;
-        let _ = std::process::Command::new("ip").args(["link", "delete", &self.bridge]).output();
+        sweep(self.dir.path());
+        delete_bridge(&self.bridge);
     }
+}
+
+/// Deletes every pod at once (no grace) and waits until the node agent has torn each down
+/// (its pod directory is gone).
+async fn delete_all_pods(client: &kube::Client, node_pods: &Path) -> anyhow::Result<()> {
+    let all: Api<Pod> = Api::all(client.clone());
+    for p in all.list(&ListParams::default()).await.context("listing pods")? {
+        let ns = p.metadata.namespace.unwrap_or_default();
+        let name = p.metadata.name.unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        let dp = DeleteParams { grace_period_seconds: Some(0), ..DeleteParams::default() };
+        match api.delete(&name, &dp).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e).with_context(|| format!("deleting pod {ns}/{name}")),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + TEARDOWN_TIMEOUT;
+    while std::fs::read_dir(node_pods).is_ok_and(|mut d| d.next().is_some()) {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the node agent did not take its pods down within {TEARDOWN_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// Removes what the agent left under `dir`: runc containers of the runc roots there, the
+/// network namespaces of pods with a directory there, and mounts under `dir` (deepest first).
+fn sweep(dir: &Path) {
+    for root in [dir.join("node/runc"), dir.join("floor-runc")] {
+        let Ok(entries) = std::fs::read_dir(&root) else { continue };
+        for id in entries.flatten().map(|e| e.file_name()) {
+            let _ = std::process::Command::new("runc")
+                .arg("--root")
+                .arg(&root)
+                .args(["delete", "-f"])
+                .arg(&id)
+                .output();
+        }
+    }
+    if let Ok(pods) = std::fs::read_dir(dir.join("node/pods")) {
+        for uid in pods.flatten().map(|e| e.file_name()) {
+            let netns = format!("kinetic-{}", uid.to_string_lossy());
+            let _ = std::process::Command::new("ip").args(["netns", "delete", &netns]).output();
+        }
+    }
+    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| Path::new(m).starts_with(dir))
+        .map(str::to_owned)
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = std::process::Command::new("umount").args(["-l", &m]).output();
+    }
+}
+
+fn delete_bridge(bridge: &str) {
+    let _ = std::process::Command::new("ip").args(["link", "delete", bridge]).output();
 }

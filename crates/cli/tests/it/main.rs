@@ -3,10 +3,11 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod bench;
 mod controller;
 mod durability;
-mod inplace;
 mod image_ls;
+mod inplace;
 mod node;
 mod preheat;
 mod storage;
