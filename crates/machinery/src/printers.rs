@@ -1394,7 +1394,18 @@ mod jsonpath {
             if chars.get(close + 1) != Some(&']') {
                 return None;
             }
-            let name: String = chars[start + 1..close].iter().collect();
+            // client-go drops the backslash of `\.` inside quotes too: Knative's Revision
+            // columns use `.metadata.labels['serving\.knative\.dev/configuration']`.
+            let mut name = String::new();
+            let mut escaped = false;
+            for &c in &chars[start + 1..close] {
+                if c == '\\' && !escaped {
+                    escaped = true;
+                    continue;
+                }
+                escaped = false;
+                name.push(c);
+            }
             return Some((Step::Field(name), close + 2));
         }
         if quote == '?' {
@@ -2430,6 +2441,30 @@ mod tests {
             ]
         "#]]
         .assert_debug_eq(&descriptions);
+    }
+
+    /// Regression: a quoted key with `\.` escapes (Knative's Revision printer columns) found
+    /// nothing, so `kubectl get revision` printed empty CONFIG NAME and GENERATION columns.
+    #[test]
+    fn crd_columns_quoted_key_with_escaped_dots() {
+        let cols = custom_columns(&json!([
+            {"name": "Config Name", "type": "string",
+             "jsonPath": ".metadata.labels['serving\\.knative\\.dev/configuration']"},
+            {"name": "Generation", "type": "string",
+             "jsonPath": ".metadata.labels[\"serving\\.knative\\.dev/configurationGeneration\"]"},
+        ]));
+        let obj = json!({"metadata": {"name": "hello-00001", "labels": {
+            "serving.knative.dev/configuration": "hello",
+            "serving.knative.dev/configurationGeneration": "1",
+        }}});
+        check_row(
+            &cols,
+            &custom_cells(&cols, &obj, now()),
+            expect![[r#"
+            Name: "hello-00001"
+            Config Name: "hello"
+            Generation: "1""#]],
+        );
     }
 
     #[test]
