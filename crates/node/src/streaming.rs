@@ -15,7 +15,7 @@
 //! (kubectl 1.30+ speaks WebSocket first and falls back to SPDY only when the upgrade fails;
 //! kube-apiserver ≥ 1.30 translates WebSocket exec to SPDY towards kubelets, so a real
 //! cluster's exec needs SPDY here — see the report of issue 10), attach to TTY containers.
-//! Port-forward: [`port_forward`].
+//! Port-forward: `portforward`.
 
 use std::io;
 use std::time::Duration;
@@ -81,11 +81,16 @@ fn websocket_handshake(
     let proto = offered.iter().find(|p| asked.iter().any(|a| a == *p)).ok_or_else(|| {
         format!("none of the requested subprotocols {asked:?} is supported; supported: {offered:?}")
     })?;
+    Ok((proto, accept_key(key)))
+}
+
+/// `Sec-WebSocket-Accept` for `key` (RFC 6455 section 4.2.2).
+pub(crate) fn accept_key(key: &str) -> String {
     let digest = ring::digest::digest(
         &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
         format!("{}{GUID}", key.trim()).as_bytes(),
     );
-    Ok((proto, base64::engine::general_purpose::STANDARD.encode(digest.as_ref())))
+    base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
 }
 
 fn switching(proto: &str, accept: &str) -> Response<Body> {

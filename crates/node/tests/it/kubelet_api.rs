@@ -255,3 +255,65 @@ async fn kubectl_exec_it_gets_a_terminal_that_follows_resizes() {
     c.pods().delete("term", &Default::default()).await.unwrap();
     c.wait_gone("term", 20).await;
 }
+
+/// Starts `kubectl port-forward` and returns it with the local port it listens on.
+async fn port_forward(c: &Cluster, pod: &str, websockets: bool) -> (tokio::process::Child, u16) {
+    let mut cmd = kubectl_cmd(c, &["port-forward", &format!("pod/{pod}"), ":8080"]);
+    // kubectl 1.31+ tunnels SPDY over WebSocket unless told not to; without it, plain SPDY.
+    cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", if websockets { "true" } else { "false" });
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("kubectl port-forward printed nothing within 30 s")
+        .unwrap()
+        .unwrap_or_default();
+    // "Forwarding from 127.0.0.1:40123 -> 8080"
+    let port = line
+        .split_once("127.0.0.1:")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected kubectl output: {line}"));
+    tokio::spawn(async move {
+        while let Ok(Some(l)) = lines.next_line().await {
+            eprintln!("kubectl port-forward: {l}");
+        }
+    });
+    (child, port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_port_forward_reaches_the_pods_port() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "web",
+        json!({"containers": [{"name": "web", "image": image,
+            "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+            "ports": [{"containerPort": 8080}]}]}),
+    )
+    .await;
+    c.wait_ready("web").await;
+    for websockets in [true, false] {
+        let (mut child, port) = port_forward(&c, "web", websockets).await;
+        // Two connections in a row through the same port-forward session.
+        for _ in 0..2 {
+            let page = match Cluster::http_get("127.0.0.1", port, "/index.html").await {
+                Ok(p) => p,
+                Err(e) => {
+                    let _ = child.kill().await;
+                    let mut err = String::new();
+                    let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
+                    panic!("websockets={websockets}: {e}; kubectl: {err}");
+                }
+            };
+            assert!(
+                page.starts_with("HTTP/1.") && page.contains("hello from kinetic"),
+                "websockets={websockets}: {page}"
+            );
+        }
+        let _ = child.kill().await;
+    }
+    c.pods().delete("web", &Default::default()).await.unwrap();
+    c.wait_gone("web", 20).await;
+}
