@@ -163,7 +163,9 @@ impl Query {
     fn flag(&self, k: &str) -> bool {
         self.get(k).is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"))
     }
-    fn write_options(&self) -> ApiResult<WriteOptions> {
+    /// The write options of a request with `headers` (the User-Agent names the field manager
+    /// when the query does not).
+    fn write_options(&self, headers: &HeaderMap) -> ApiResult<WriteOptions> {
         let dry_run = match self.get("dryRun") {
             None | Some("") => false,
             Some("All") => true,
@@ -176,6 +178,10 @@ impl Query {
         Ok(WriteOptions {
             dry_run,
             field_validation: FieldValidation::parse(self.get("fieldValidation").unwrap_or(""))?,
+            manager: Some(crate::managed::manager_for(
+                self.get("fieldManager"),
+                headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
+            )),
         })
     }
     fn list_options(&self) -> ApiResult<ListOptions> {
@@ -491,7 +497,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
         }
         (&Method::POST, None, None) => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let opts = query.write_options()?;
+            let opts = query.write_options(&headers)?;
             let w = api.create(&res, &ns, body, &opts).await?;
             Ok(with_warnings(
                 object_response(api, &res, &w.obj, Want::Object, 201, &query),
@@ -510,7 +516,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
             if sub.is_none() || res.status =>
         {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let opts = query.write_options()?;
+            let opts = query.write_options(&headers)?;
             let w = api.update(&res, &ns, name, body, sub, &opts).await?;
             Ok(with_warnings(
                 object_response(api, &res, &w.obj, Want::Object, 200, &query),
@@ -521,7 +527,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
             let body = decode(&headers, &read_body(ctx, body).await?)?;
             let fins = body.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
             let w = api
-                .update_with(&res, "", name, None, &query.write_options()?, |cur| {
+                .update_with(&res, "", name, None, &query.write_options(&headers)?, |cur| {
                     let mut n = cur.clone();
                     n["spec"]["finalizers"] = fins.clone();
                     Ok(n)
@@ -531,7 +537,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
         }
         (&Method::PUT, Some(name), Some("scale")) if res.scale.is_some() => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let opts = query.write_options()?;
+            let opts = query.write_options(&headers)?;
             let scale = api.set_scale(&res, &ns, name, |_| Ok(body.clone()), &opts).await?;
             Ok(value_response(200, &scale))
         }
@@ -550,7 +556,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
                 .to_owned();
             let raw = read_body(ctx, body).await?;
             let patch = decode(&headers, &raw)?;
-            let opts = query.write_options()?;
+            let opts = query.write_options(&headers)?;
             let apply = patcher(&res, &patch_type, sub == Some("scale"))?;
             if sub == Some("scale") {
                 let scale =

@@ -22,6 +22,7 @@ pub mod gc;
 pub mod http;
 mod kruise;
 pub mod logs;
+pub mod managed;
 pub mod pki;
 pub mod registry;
 pub mod rest;

@@ -44,6 +44,15 @@ impl FieldValidation {
 pub struct WriteOptions {
     pub dry_run: bool,
     pub field_validation: FieldValidation,
+    /// The field manager recorded in `managedFields` (see [`crate::managed::manager_for`]);
+    /// `None` for the server's own writes.
+    pub manager: Option<String>,
+}
+
+impl WriteOptions {
+    fn manager(&self) -> &str {
+        self.manager.as_deref().unwrap_or("kinetic-apiserver")
+    }
 }
 
 /// `DeleteOptions`, from the body or the query.
@@ -464,6 +473,7 @@ impl Api {
             crate::storage::admit_create(&self.store, &res.kind, &mut body);
         }
         let warnings = self.admit(res, &mut body, None, opts)?;
+        crate::managed::on_create(&mut body, opts.manager(), &res.api_version());
         // A generated name that is taken is generated again, up to upstream's limit (KEP-4420,
         // `RetryGenerateName`, on by default since 1.31), so generateName creates do not fail
         // with AlreadyExists on a collision.
@@ -772,6 +782,7 @@ impl Api {
             let obj = self.store.write(op).await.map_err(|e| from_store(res, e))?;
             return Ok(Written { obj, warnings });
         }
+        crate::managed::on_update(&mut new, old_v, opts.manager(), &res.api_version(), sub);
         // A write that changes nothing is not a write (upstream skips the etcd update too), so
         // idempotent controllers do not wake each other up.
         let mut cmp = old_v.clone();
