@@ -171,10 +171,11 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;
     let kubeconfig = server.write_kubeconfig().context("writing the kubeconfig")?;
-    let client = client_from(Some(&kubeconfig)).await?;
+    let client = client_for(Some(&kubeconfig), CONTROLLER_AGENT).await?;
+    let scheduler_client = client_for(Some(&kubeconfig), SCHEDULER_AGENT).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = extras.scheduler.then(|| {
-        let client = client.clone();
+        let client = scheduler_client;
         let mut stop = stop_rx.clone();
         tokio::spawn(async move {
             let shutdown = async move {
@@ -199,8 +200,9 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             controllers::ensure_local_path_class(&client).await?;
             let mut cfg = node_config(&node, data_dir.join("node"))?;
             cfg.auth_token = Some(server.token().to_owned());
+            let node_client = client_for(Some(&kubeconfig), NODE_AGENT).await?;
             Some(
-                kinetic_node::Agent::start(client.clone(), cfg)
+                kinetic_node::Agent::start(node_client, cfg)
                     .await
                     .context("starting the node agent")?,
             )
@@ -273,24 +275,59 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_nod
     Ok(cfg)
 }
 
-/// A client for `kubeconfig`, else $KUBECONFIG / ~/.kube/config, else the kubeconfig that
-/// `kinetic up` writes in the default data directory.
+/// The client of `kinetic controller` (see [`client_for`]).
 async fn client_from(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube::Client> {
-    let path = match kubeconfig {
-        Some(p) => p.to_path_buf(),
-        None => {
-            if let Ok(c) = kube::Client::try_default().await {
-                return Ok(c);
-            }
-            default_data_dir().join("kubeconfig")
-        }
+    client_for(kubeconfig, CONTROLLER_AGENT).await
+}
+
+/// The User-Agent names (and so the `managedFields` managers) of Kinetic's components.
+const CONTROLLER_AGENT: &str = "kinetic-controller";
+const SCHEDULER_AGENT: &str = "kinetic-scheduler";
+const NODE_AGENT: &str = "kinetic-node";
+const CLI_AGENT: &str = "kinetic";
+
+/// A client for `kubeconfig`, else $KUBECONFIG / ~/.kube/config, else the kubeconfig that
+/// `kinetic up` writes in the default data directory. Its requests carry the User-Agent
+/// `component/version (os/arch) kinetic`, as client-go's `DefaultKubernetesUserAgent`, from
+/// which kube-apiserver (and Kinetic's) names the field manager of every write (issue 10: with no
+/// User-Agent each write showed as manager `unknown`).
+async fn client_for(
+    kubeconfig: Option<&std::path::Path>,
+    component: &str,
+) -> anyhow::Result<kube::Client> {
+    let mut cfg = match kubeconfig {
+        Some(p) => config_from(p).await?,
+        None => match kube::Config::infer().await {
+            Ok(c) => c,
+            Err(_) => config_from(&default_data_dir().join("kubeconfig")).await?,
+        },
     };
-    let kc = kube::config::Kubeconfig::read_from(&path)
-        .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("loading the kubeconfig {}", path.display()))?;
+    let agent = format!(
+        "{component}/{} ({}/{}) kinetic",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        go_arch()
+    );
+    let value = http::HeaderValue::from_str(&agent).context("building the User-Agent")?;
+    cfg.headers.push((http::header::USER_AGENT, value));
     kube::Client::try_from(cfg).context("building the API client")
+}
+
+async fn config_from(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+    let kc = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading the kubeconfig {}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading the kubeconfig {}", path.display()))
+}
+
+/// The architecture as Go (and so a User-Agent of client-go) names it.
+fn go_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        other => other,
+    }
 }
 
 /// The bearer token of the kubeconfig's current user, if it has one.
@@ -313,7 +350,7 @@ async fn run_node(
     data_dir: Option<PathBuf>,
     node: NodeArgs,
 ) -> anyhow::Result<()> {
-    let client = client_from(kubeconfig.as_deref()).await?;
+    let client = client_for(kubeconfig.as_deref(), NODE_AGENT).await?;
     let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
     let mut cfg = node_config(&node, dir)?;
     cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
@@ -386,10 +423,10 @@ fn main() -> std::process::ExitCode {
             }
             Command::Image { cmd } => image_cmd::run(cmd, &default_data_dir()).await,
             Command::Trace { kubeconfig, cmd } => {
-                trace::run(client_from(kubeconfig.as_deref()).await?, cmd).await
+                trace::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await
             }
             Command::Rollout { kubeconfig, cmd } => {
-                rollout::run(client_from(kubeconfig.as_deref()).await?, cmd).await
+                rollout::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await
             }
             Command::Bench { what } => bench_pull::run(what).await,
         }

@@ -8,6 +8,7 @@ mod controller;
 mod durability;
 mod image_ls;
 mod inplace;
+mod managed_fields;
 mod node;
 mod preheat;
 mod storage;
