@@ -559,6 +559,11 @@ async fn mark_not_ready_for_hook(
 struct Grace {
     revision: String,
     container_images: BTreeMap<String, String>,
+    /// The template's label/annotation changes (`{"metadata": {"labels": .., "annotations":
+    /// ..}}`), held back with the images as upstream holds the whole update spec: env read
+    /// from them restarts containers, which must wait for the grace period too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<Value>,
 }
 
 /// The lifecycle state a pod moves to on its own, without an update or a deletion
@@ -655,7 +660,16 @@ async fn refresh_one(
                 "annotations": {INPLACE_UPDATE_GRACE_ANNOTATION: null},
             }});
             if let (false, Some(g)) = (stale, grace) {
-                body["spec"] = inplace::containers_patch(p, &g.container_images);
+                if !g.container_images.is_empty() {
+                    body["spec"] = inplace::containers_patch(p, &g.container_images);
+                }
+                let held = g.metadata.as_ref().and_then(|m| m.get("metadata"));
+                for field in ["labels", "annotations"] {
+                    let changes = held.and_then(|m| m.get(field)).and_then(Value::as_object);
+                    for (k, v) in changes.into_iter().flatten() {
+                        body["metadata"][field][k] = v.clone();
+                    }
+                }
             }
             patch_pod(ctx, cs, &api, p, Patch::Strategic(body)).await?;
             wrote = true;
@@ -1083,12 +1097,19 @@ async fn update_one(
             let state = inplace::new_update_state(p, &spec, target, now);
             let mut body = inplace::update_patch(p, &spec, &state, target)?;
             let images = inplace::batch_images(&spec, &state);
-            if grace > 0 && !images.is_empty() {
-                // Keep the images back until the grace period ends (`refresh` applies them).
+            if grace > 0 && (!images.is_empty() || !spec.env_from_metadata.is_empty()) {
+                // Keep the images and the label/annotation changes back until the grace
+                // period ends (`refresh` applies them): both restart containers.
+                let held = inplace::UpdateSpec { metadata_patch: None, ..spec.clone() };
+                body = inplace::update_patch(p, &held, &state, target)?;
                 if let Some(m) = body.as_object_mut() {
                     m.remove("spec");
                 }
-                let g = Grace { revision: target.to_owned(), container_images: images };
+                let g = Grace {
+                    revision: target.to_owned(),
+                    container_images: images,
+                    metadata: spec.metadata_patch.clone(),
+                };
                 body["metadata"]["annotations"][INPLACE_UPDATE_GRACE_ANNOTATION] =
                     json!(serde_json::to_string(&g)?);
             }

@@ -1142,3 +1142,67 @@ async fn in_place_update_of_two_images_out_of_name_order_and_in_priority_batches
     }
     env.stop().await;
 }
+
+/// Env read from a label is updated in place (on by default, upstream's
+/// `InPlaceUpdateEnvFromMetadata`); with a grace period the label change waits for it like an
+/// image does, since the node agent restarts the container when the label changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_a_label_updates_in_place_after_the_grace_period() {
+    let env = Env::start().await;
+    let m = manifest("envmeta", 1, "e:v1", "    type: InPlaceIfPossible\n    inPlaceUpdateStrategy:\n      gracePeriodSeconds: 1")
+        .replace("        app: envmeta\n    spec:", "        app: envmeta\n        track: stable\n    spec:")
+        .replace(
+            "        image: e:v1\n",
+            "        image: e:v1\n        env:\n        - name: TRACK\n          valueFrom:\n            fieldRef:\n              fieldPath: metadata.labels['track']\n",
+        );
+    env.apply(&m).await;
+    env.wait("envmeta", "1 ready", |cs, p| ready_all(cs, p, 1)).await;
+    let uid = env.pods("envmeta").await[0].uid();
+    env.apply(&m.replace("track: stable", "track: canary")).await;
+    let grace = "apps.kruise.io/inplace-update-grace";
+    env.wait("envmeta", "the grace period", |_, p| {
+        p.len() == 1 && p[0].annotations().contains_key(grace)
+    })
+    .await;
+    let p = env.pods("envmeta").await.remove(0);
+    if p.annotations().contains_key(grace) {
+        assert_eq!(p.labels()["track"], "stable", "the label waits for the grace period");
+    }
+    env.wait("envmeta", "the label after the grace period", |_, p| {
+        p.len() == 1
+            && !p[0].annotations().contains_key(grace)
+            && p[0].labels()["track"] == "canary"
+    })
+    .await;
+    let p = env.pods("envmeta").await.remove(0);
+    assert_eq!(p.uid(), uid, "in place, not recreated");
+    let state: Value =
+        serde_json::from_str(&p.annotations()["apps.kruise.io/inplace-update-state"]).unwrap();
+    assert_eq!(state["updateEnvFromMetadata"], json!(true), "{state}");
+    env.stop().await;
+}
+
+/// Issue 18: a CloneSet named with 53–63 characters could not create its ControllerRevision
+/// (`{name}-{hash}` was refused as a name longer than 63) and said so only in the controller's
+/// log. The revision is created now; its name is too long for a label value, so pods carry the
+/// short hash in `controller-revision-hash` (upstream's `CloneSetShortHash` form), also after
+/// an in-place update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloneset_named_with_60_characters_gets_revisions_and_pods_through_an_update() {
+    let env = Env::start().await;
+    let name = format!("long-{}", "n".repeat(55));
+    env.apply(&manifest(&name, 2, "web:v1", "    type: InPlaceIfPossible")).await;
+    env.wait(&name, "2 ready pods", |cs, p| ready_all(cs, p, 2)).await;
+    env.apply(&manifest(&name, 2, "web:v2", "    type: InPlaceIfPossible")).await;
+    env.wait(&name, "2 ready pods on v2", |cs, p| {
+        ready_all(cs, p, 2) && p.iter().all(|p| image_of(p) == "web:v2")
+    })
+    .await;
+    let st = env.clonesets().get(&name).await.unwrap().status.unwrap();
+    let rev = st.update_revision.unwrap();
+    assert!(rev.len() > 63, "{rev}");
+    assert_eq!(st.current_revision.as_deref(), Some(rev.as_str()));
+    for p in env.pods(&name).await {
+        assert_eq!(p.labels()["controller-revision-hash"], rev.rsplit('-').next().unwrap());
+    }
+}
