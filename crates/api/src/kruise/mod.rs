@@ -275,7 +275,8 @@ pub struct InPlaceUpdateState {
     /// The containers to be updated, by name, as they were before the update.
     #[serde(default)]
     pub last_container_statuses: BTreeMap<String, InPlaceUpdateContainerStatus>,
-    /// Some container env comes from labels/annotations that changed (needs kruise-daemon).
+    /// Some container env comes from labels/annotations that changed: the node agent
+    /// (kruise-daemon upstream) restarts those containers.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub update_env_from_metadata: bool,
     /// Some container resources are resized in place.
