@@ -108,6 +108,35 @@ impl Buckets {
         self.window_total += value;
     }
 
+    /// Changes the window length, keeping the newest seconds that fit (`ResizeWindow`). As
+    /// upstream, when there was data within the old window the new one counts as full from
+    /// the old window's start, and the weighted average's decay follows the new length.
+    pub fn resize(&mut self, window_secs: u64, now: Time) {
+        let window = window_secs.max(1);
+        if window == self.window {
+            return;
+        }
+        let mut buckets = vec![0.0; usize::try_from(window).unwrap_or(usize::MAX)];
+        let mut total = 0.0;
+        match self.last_write {
+            Some(last) if now.as_secs().saturating_sub(last) <= self.window => {
+                for i in 0..window.min(self.window) {
+                    let Some(t) = last.checked_sub(i) else { break };
+                    let v = self.buckets[self.index(t)];
+                    buckets[usize::try_from(t % window).unwrap_or(0)] = v;
+                    total += v;
+                }
+                self.first_write = Some(last.saturating_sub(self.window - 1));
+            }
+            _ => self.first_write = None,
+        }
+        self.window = window;
+        self.buckets = buckets;
+        self.window_total = total;
+        self.smoothing =
+            (1.0 - (1.0 - WEIGHT_PRECISION).powf(1.0 / window as f64)).max(MIN_EXPONENT);
+    }
+
     /// No write within the last window (`IsEmpty`).
     pub fn is_empty(&self, now: Time) -> bool {
         self.last_write.is_none_or(|last| now.as_secs().saturating_sub(last) > self.window)
@@ -287,6 +316,25 @@ mod tests {
         // The default decay for 60 buckets is the 0.2 floor; for 4 buckets it is larger.
         assert_eq!(Buckets::new(60, Algorithm::WeightedExponential).smoothing, MIN_EXPONENT);
         assert!(Buckets::new(4, Algorithm::WeightedExponential).smoothing > 0.9);
+    }
+
+    #[test]
+    fn resize_keeps_the_newest_seconds() {
+        let mut b = Buckets::new(4, Algorithm::Linear);
+        for (s, v) in [(100, 1.0), (101, 2.0), (102, 3.0), (103, 4.0)] {
+            b.record(at(s), v);
+        }
+        b.resize(2, at(103));
+        // Only 102 and 103 fit.
+        assert_eq!(b.average(at(103)), 3.5);
+        b.resize(6, at(103));
+        // Growing keeps them; the window counts as full from the old start (2 s before).
+        assert_eq!(b.average(at(103)), 3.5);
+        // Without data within the window the buckets start over.
+        b.resize(3, at(200));
+        assert_eq!(b.average(at(200)), 0.0);
+        b.record(at(201), 6.0);
+        assert_eq!(b.average(at(201)), 6.0);
     }
 
     #[test]

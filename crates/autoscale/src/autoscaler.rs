@@ -299,7 +299,8 @@ impl Autoscaler {
 
     /// Replaces the spec (a config-autoscaler change or the revision's reachability changed);
     /// the panic state and the `Active` condition carry over, the delay window restarts if
-    /// its length changed.
+    /// its length changed. The caller resizes the revision's [`Metrics`] to the new windows
+    /// ([`Metrics::resize`]).
     pub fn update(&mut self, spec: DeciderSpec) {
         if spec.scale_down_delay != self.spec.scale_down_delay {
             self.delay_window = delay_window(&spec);

@@ -39,6 +39,16 @@ impl Metrics {
         }
     }
 
+    /// Changes the window lengths (a `config-autoscaler` change), keeping the newest data
+    /// that fits (`collection.updateMetric`).
+    pub fn resize(&mut self, stable_window: Duration, panic_window: Duration, now: Time) {
+        let (s, p) = (stable_window.as_secs(), panic_window.as_secs().max(1));
+        self.concurrency_stable.resize(s, now);
+        self.concurrency_panic.resize(p, now);
+        self.rps_stable.resize(s, now);
+        self.rps_panic.resize(p, now);
+    }
+
     /// Records one report at `now` (`collection.record`). Reports of the same second add up,
     /// so each gateway replica records its own share.
     pub fn record(&mut self, now: Time, stat: Stat) {

@@ -16,6 +16,8 @@ use kinetic_autoscale::{
 };
 
 struct Sim {
+    config: Config,
+    rev: RevisionSpec,
     metrics: Metrics,
     autoscaler: Autoscaler,
     now: u64,
@@ -48,6 +50,8 @@ fn sim_cc(
         .expect("valid annotations");
     let spec = DeciderSpec::new(&config, &rev, reachable);
     Sim {
+        config,
+        rev,
         metrics: spec.metrics(),
         autoscaler: Autoscaler::new(spec, Time::from_secs(0), ready),
         now: 0,
@@ -388,5 +392,44 @@ fn excess_burst_capacity_is_spare_capacity_beyond_the_target_burst_capacity() {
         t=2 ready=3 -> desired=3 apply PANIC stable=50.00 panic=50.00 ebc=39 Active
         t=2 ready=1 -> desired=1 apply stable=50.00 panic=50.00 ebc=0 Active
         t=2 ready=1 -> desired=1 apply stable=50.00 panic=50.00 ebc=-1 Active
+    "#]]);
+}
+
+#[test]
+fn weighted_exponential_average_follows_a_step_faster_than_the_linear_one() {
+    let anns = [("window", "20s"), ("panic-threshold-percentage", "1000")];
+    let mut linear = sim(&[], &anns, 1);
+    linear.run(30, 70.0).run(44, 350.0);
+    let weighted_anns =
+        [anns[0], anns[1], ("metric-aggregation-algorithm", "weighted-exponential")];
+    let mut weighted = sim(&[], &weighted_anns, 1);
+    weighted.run(30, 70.0).run(44, 350.0);
+    linear.out.push_str("--- weighted\n");
+    linear.out.push_str(&weighted.out);
+    linear.check(expect![[r#"
+        t=2 ready=1 -> desired=1 apply stable=70.00 panic=70.00 ebc=-181 Active
+        t=32 ready=2 -> desired=2 apply stable=98.00 panic=350.00 ebc=-461 Active
+        t=36 ready=3 -> desired=3 apply stable=154.00 panic=350.00 ebc=-361 Active
+        t=42 ready=4 -> desired=4 apply stable=238.00 panic=350.00 ebc=-261 Active
+        --- weighted
+        t=2 ready=1 -> desired=1 apply stable=42.13 panic=69.99 ebc=-181 Active
+        t=32 ready=4 -> desired=4 apply stable=238.52 panic=349.96 ebc=-461 Active
+        t=34 ready=5 -> desired=5 apply stable=305.62 panic=349.96 ebc=-161 Active
+    "#]]);
+}
+
+#[test]
+fn becoming_unreachable_drops_min_scale_and_lets_the_revision_go_to_zero() {
+    let mut s = sim(&[], &[("min-scale", "2"), ("window", "6s")], 2);
+    s.run(20, 0.0);
+    let spec = DeciderSpec::new(&s.config, &s.rev, false);
+    s.metrics.resize(spec.stable_window, spec.panic_window, Time::from_secs(s.now));
+    s.autoscaler.update(spec);
+    s.run(80, 0.0);
+    s.check(expect![[r#"
+        t=2 ready=2 -> desired=2 apply PANIC stable=0.00 panic=0.00 ebc=-11 Active
+        t=8 ready=2 -> desired=2 apply stable=0.00 panic=0.00 ebc=-11 Active
+        t=22 ready=2 -> desired=0 hold stable=0.00 panic=0.00 ebc=-11 Inactive/NoTraffic
+        t=52 ready=0 -> desired=0 apply stable=0.00 panic=0.00 ebc=-11 Inactive/NoTraffic
     "#]]);
 }
