@@ -643,38 +643,12 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
 }
 
 /// The workload selector rules shared by Deployment, ReplicaSet and CloneSet: required, not
-/// empty, matching the template's labels, immutable.
+/// empty, matching the template's labels ([`kinetic_rollout::validation::workload_selector`],
+/// which the CloneSet controller applies too), immutable.
 pub fn validate_selector(obj: &Value, old: Option<&Value>, what: &str, causes: &mut Vec<Cause>) {
-    let spec = obj.get("spec");
-    let selector = spec.and_then(|s| s.get("selector"));
-    match selector {
-        None => causes.push(Cause::required("spec.selector", "")),
-        Some(sel) => match kinetic_machinery::selector::LabelSelector::from_label_selector(sel) {
-            Ok(s) if s.is_empty() => causes.push(crate::error::invalid(
-                "spec.selector",
-                &sel.to_string(),
-                &format!("empty selector is invalid for {what}"),
-            )),
-            Ok(s) => {
-                let labels = spec
-                    .and_then(|s| s.pointer("/template/metadata/labels"))
-                    .and_then(Value::as_object);
-                if !s.matches(labels) {
-                    causes.push(crate::error::invalid(
-                        "spec.template.metadata.labels",
-                        &labels.map(|l| Value::Object(l.clone())).unwrap_or_default().to_string(),
-                        "`selector` does not match template `labels`",
-                    ));
-                }
-            }
-            Err(e) => causes.push(crate::error::invalid(
-                "spec.selector",
-                &sel.to_string(),
-                &e.to_string(),
-            )),
-        },
-    }
-    if let (Some(o), Some(n)) = (old.and_then(|o| o.pointer("/spec/selector")), selector)
+    causes.extend(kinetic_rollout::validation::workload_selector(obj, what));
+    if let (Some(o), Some(n)) =
+        (old.and_then(|o| o.pointer("/spec/selector")), obj.pointer("/spec/selector"))
         && o != n
     {
         causes.push(crate::error::invalid("spec.selector", &n.to_string(), "field is immutable"));

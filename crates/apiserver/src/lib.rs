@@ -99,6 +99,9 @@ pub struct Config {
     pub max_body: usize,
     /// How many events the watch history keeps.
     pub history: usize,
+    /// Validate `apps.kruise.io` objects as OpenKruise's webhook does (the default). Off, the
+    /// server stores what the CRD schema admits, like a real cluster without the webhook.
+    pub kruise_webhook: bool,
 }
 
 impl Config {
@@ -108,6 +111,7 @@ impl Config {
             listen,
             max_body: DEFAULT_MAX_BODY,
             history: store::DEFAULT_HISTORY,
+            kruise_webhook: true,
         }
     }
 }
@@ -162,7 +166,8 @@ impl ApiServer {
         let store = store::Store::open(&cfg.data_dir.join("state.db"), cfg.history)?;
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
-        let api = Arc::new(Api::new(store, registry.clone()));
+        let api =
+            Arc::new(Api::new(store, registry.clone()).with_kruise_webhook(cfg.kruise_webhook));
         // Serve the CRDs stored by an earlier run.
         {
             let key = registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");

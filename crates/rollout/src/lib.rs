@@ -27,8 +27,9 @@
 //! What it does not do: the API calls, expectations, events and status; pod state refresh
 //! (lifecycle transitions, grace periods) beyond the predicates in [`lifecycle`] and
 //! [`inplace`]; in-place resource resize and image
-//! pre-download; validation of the CloneSet (webhook rules) beyond refusing unparsable
-//! int-or-strings.
+//! pre-download. The CloneSet's own validation rules (Kruise's webhook, minus the pod template
+//! and the update rules) are in [`validation`], shared by the embedded API server and the
+//! controller.
 //!
 //! Deviations from upstream are deliberate and documented where they live: in-place before
 //! surge ([`DiffOptions::in_place_update`]), stable priority sort ([`update::sort_update_indexes`]),
@@ -44,6 +45,7 @@ pub mod scale;
 pub mod status;
 pub mod strategy;
 pub mod update;
+pub mod validation;
 
 pub use diffs::{DiffOptions, Diffs, SyncInput, calculate_diffs};
 pub use scale::{PodDeletion, ScaleAction, ScalePlan, plan_scale};

@@ -29,14 +29,27 @@ impl TestServer {
     /// The server does not start.
     pub async fn start() -> anyhow::Result<Self> {
         let dir = tempfile::tempdir().context("creating a data directory")?;
-        Self::start_in(dir).await
+        Self::start_in_with(dir, |_| {}).await
     }
 
-    async fn start_in(dir: tempfile::TempDir) -> anyhow::Result<Self> {
+    /// [`TestServer::start`] with `configure` applied to the server's [`Config`] (for example
+    /// `kruise_webhook = false`, to behave like a real cluster without OpenKruise's webhook).
+    ///
+    /// # Errors
+    /// The server does not start.
+    pub async fn start_with(configure: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir().context("creating a data directory")?;
+        Self::start_in_with(dir, configure).await
+    }
+
+    async fn start_in_with(
+        dir: tempfile::TempDir,
+        configure: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let listen = "127.0.0.1:0".parse().context("parsing the listen address")?;
-        let server = ApiServer::start(Config::new(dir.path().join("data"), listen))
-            .await
-            .context("starting the api server")?;
+        let mut cfg = Config::new(dir.path().join("data"), listen);
+        configure(&mut cfg);
+        let server = ApiServer::start(cfg).await.context("starting the api server")?;
         let listen = server.local_addr();
         let kubeconfig = dir.path().join("kubeconfig");
         server.write_kubeconfig_to(&kubeconfig).context("writing the kubeconfig")?;

@@ -39,6 +39,7 @@ mod predownload;
 mod pvc;
 mod revision;
 mod status;
+mod validation;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -239,6 +240,15 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
     if cs.meta().deletion_timestamp.is_some() {
         ctx.exp.forget(&owner);
         ctx.backoff.forget(&owner);
+        return Ok(Action::await_change());
+    }
+    // Kruise's webhook rules, which nothing enforces on a real cluster: an invalid CloneSet
+    // is left alone, with a condition and an Event saying why.
+    if let Some(why) = validation::problems(&cs) {
+        validation::refuse(&ctx, &cs, &why).await?;
+        return Ok(Action::await_change());
+    }
+    if validation::clear(&ctx, &cs).await? {
         return Ok(Action::await_change());
     }
     ctx.pods.wait_until_ready().await.ok();

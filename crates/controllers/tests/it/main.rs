@@ -6,3 +6,4 @@ mod cloneset;
 mod imagepulljob;
 mod leader;
 mod scheduler;
+mod selector;
