@@ -403,11 +403,24 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
             ["openapi", "v2"] => {
                 let accept =
                     req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
-                // kubectl asks for the protobuf form only; we have JSON, and 406 makes client-go
-                // fall back gracefully instead of failing to parse.
+                // kubectl asks for the protobuf form only (see `openapi::v2_protobuf`).
+                if accept.contains(kinetic_machinery::openapi::V2_PROTOBUF) {
+                    let version = concat!("v1.33.0-kinetic.", env!("CARGO_PKG_VERSION"));
+                    let body = kinetic_machinery::openapi::v2_protobuf(version);
+                    return Ok(Response::builder()
+                        .status(200)
+                        // kube-openapi answers with the dotted form: Go's mime parser (which
+                        // client-go runs on every response) refuses the `@` of the request's.
+                        .header(
+                            header::CONTENT_TYPE,
+                            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                        )
+                        .body(full(body))
+                        .unwrap_or_else(|_| Response::new(full(Bytes::new()))));
+                }
                 if !accept.is_empty() && !accept.contains("json") && !accept.contains("*/*") {
                     return Err(ApiError::not_acceptable(
-                        "only application/json is served for /openapi/v2",
+                        "only application/json and the protobuf form are served for /openapi/v2",
                     ));
                 }
                 return Ok(value_response(200, &discovery::openapi_v2(reg, &ctx.api.store)));

@@ -1428,3 +1428,52 @@ mod tests {
         );
     }
 }
+
+/// The media type kubectl (client-go's `OpenAPISchema`) asks `/openapi/v2` for.
+pub const V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// The `/openapi/v2` document in the protobuf form kubectl asks for (gnostic's
+/// `openapi_v2.Document`): `swagger: "2.0"`, `info` and an empty `paths`, without definitions.
+///
+/// kubectl 1.27+ validates and patches served kinds from `/openapi/v3`; it falls back to v2
+/// only for a group-version that v3 does not list, that is, a kind the server does not serve.
+/// Upstream's full document lets kubectl find no schema for it and go on to report `no matches
+/// for kind`; an empty document does the same. Answering 406 instead (as before, issue 18)
+/// made kubectl stop at "failed to download openapi".
+pub fn v2_protobuf(version: &str) -> Vec<u8> {
+    fn field(out: &mut Vec<u8>, number: u8, bytes: &[u8]) {
+        // Length-delimited wire type (2); field numbers below 16 fit in one tag byte.
+        out.push(number << 3 | 2);
+        let mut len = bytes.len();
+        while len >= 0x80 {
+            out.push(u8::try_from(len & 0x7f).unwrap_or(0) | 0x80);
+            len >>= 7;
+        }
+        out.push(u8::try_from(len).unwrap_or(0));
+        out.extend_from_slice(bytes);
+    }
+    let mut info = Vec::new();
+    field(&mut info, 1, b"Kubernetes");
+    field(&mut info, 2, version.as_bytes());
+    let mut doc = Vec::new();
+    field(&mut doc, 1, b"2.0");
+    field(&mut doc, 2, &info);
+    field(&mut doc, 8, &[]);
+    doc
+}
+
+#[cfg(test)]
+mod v2_protobuf_tests {
+    #[test]
+    fn the_protobuf_v2_document_is_gnostics_swagger_info_and_empty_paths() {
+        let doc = super::v2_protobuf("v1.35.0");
+        let mut want = vec![0x0a, 3];
+        want.extend_from_slice(b"2.0");
+        want.extend_from_slice(&[0x12, 2 + 10 + 2 + 7, 0x0a, 10]);
+        want.extend_from_slice(b"Kubernetes");
+        want.extend_from_slice(&[0x12, 7]);
+        want.extend_from_slice(b"v1.35.0");
+        want.extend_from_slice(&[0x42, 0]);
+        assert_eq!(doc, want);
+    }
+}

@@ -296,7 +296,7 @@ pub fn update_patch(
             annotations.extend(a.clone());
         }
     }
-    labels.insert(CONTROLLER_REVISION_HASH_LABEL.to_owned(), json!(revision));
+    labels.insert(CONTROLLER_REVISION_HASH_LABEL.to_owned(), json!(pod::revision_label(revision)));
     labels.insert(POD_TEMPLATE_HASH_LABEL.to_owned(), json!(pod::short_hash(revision)));
     labels.insert(LIFECYCLE_STATE_LABEL.to_owned(), json!(LifecycleState::Updating.as_str()));
     annotations.insert(

@@ -106,6 +106,14 @@ pub fn short_hash(revision: &str) -> &str {
     revision.rsplit('-').next().unwrap_or(revision)
 }
 
+/// The `controller-revision-hash` label value for `revision` (a ControllerRevision name): the
+/// full name, as upstream writes it, unless that is longer than a label value may be (63); then
+/// only the short hash, as upstream's `CloneSetShortHash` gate writes it. So a CloneSet named
+/// with 53 to 63 characters still gets pods (issue 18); [`matches_revision`] reads both forms.
+pub fn revision_label(revision: &str) -> &str {
+    if revision.len() <= 63 { revision } else { short_hash(revision) }
+}
+
 /// Whether the pod is at `revision` (a ControllerRevision name). Its `controller-revision-hash`
 /// may hold the full name or only the short hash (upstream's `EqualToRevisionHash`, which covers
 /// the `CloneSetShortHash` gate); a pod without that label is matched by its

@@ -271,3 +271,30 @@ async fn imperative_creates_send_protobuf_and_work() {
         .unwrap();
     assert_eq!(got, "b aHVudGVyMg== 0 nginx:1.27 25%");
 }
+
+/// Issue 18, items 2 and 3: a name of a DNS-subdomain kind may have 253 characters, not 63 (a
+/// ConfigMap of 70 `a`s was refused as if names were labels), while Service names stay labels;
+/// and applying a kind the server does not serve says `no matches for kind`, as upstream,
+/// because `/openapi/v2` answers kubectl's protobuf Accept instead of 406 (kubectl stopped at
+/// "failed to download openapi").
+#[tokio::test]
+async fn subdomain_names_up_to_253_characters_and_unserved_kinds_report_no_matches() {
+    let t = TestServer::start().await.unwrap();
+    let seventy = "a".repeat(70);
+    let out = t.kubectl_ok(&["create", "configmap", &seventy]).await.unwrap();
+    assert!(out.contains("created"), "{out}");
+    let dotted = format!("{}.{}", "b".repeat(120), "c".repeat(120));
+    t.kubectl_ok(&["create", "secret", "generic", &dotted]).await.unwrap();
+    let too_long = t.kubectl(&["create", "configmap", &"a".repeat(254)]).await.unwrap();
+    assert!(!too_long.status.success(), "254 characters are too many");
+    let svc = t.kubectl(&["create", "service", "clusterip", &"s".repeat(64), "--tcp=80"]).await;
+    let svc = svc.unwrap();
+    assert!(!svc.status.success(), "a Service name is an RFC 1123 label");
+    assert!(String::from_utf8_lossy(&svc.stderr).contains("RFC 1123 label"));
+
+    let gizmo = "apiVersion: example.com/v1\nkind: Gizmo\nmetadata:\n  name: x\n";
+    let out = t.kubectl_stdin(&["apply", "-f", "-"], Some(gizmo)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains(r#"no matches for kind "Gizmo" in version "example.com/v1""#), "{err}");
+}

@@ -879,7 +879,7 @@ fn new_pod(cs: &CloneSet, rev: &ControllerRevision, id: &str) -> Option<Value> {
     meta["namespace"] = json!(cs.namespace());
     meta["ownerReferences"] = json!([owner_ref(cs)]);
     let labels = meta.as_object_mut()?.entry("labels").or_insert_with(|| json!({}));
-    labels[CONTROLLER_REVISION_HASH_LABEL] = json!(rev_name);
+    labels[CONTROLLER_REVISION_HASH_LABEL] = json!(kinetic_rollout::pod::revision_label(&rev_name));
     labels[POD_TEMPLATE_HASH_LABEL] = json!(kinetic_rollout::pod::short_hash(&rev_name));
     labels[CLONESET_INSTANCE_ID_LABEL] = json!(id);
     // Upstream creates every pod PreparingNormal and moves it to Normal on its next pass when

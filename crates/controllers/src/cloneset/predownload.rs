@@ -169,7 +169,8 @@ async fn sync_jobs(
     expressions.push(LabelSelectorRequirement {
         key: CONTROLLER_REVISION_HASH_LABEL.to_owned(),
         operator: "NotIn".to_owned(),
-        values: Some(vec![update.clone()]),
+        // Pods carry the full name or, when it is too long for a label, the short hash.
+        values: Some(vec![update.clone(), kinetic_rollout::pod::short_hash(&update).to_owned()]),
     });
     for (container, image) in changed {
         let job = ImagePullJob {
@@ -178,7 +179,7 @@ async fn sync_jobs(
                 namespace: Some(ns.clone()),
                 labels: Some(BTreeMap::from([(
                     CONTROLLER_REVISION_HASH_LABEL.to_owned(),
-                    update.clone(),
+                    kinetic_rollout::pod::revision_label(&update).to_owned(),
                 )])),
                 owner_references: Some(vec![OwnerReference {
                     block_owner_deletion: Some(true),

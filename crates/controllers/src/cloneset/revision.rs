@@ -89,7 +89,7 @@ pub async fn sync(ctx: &Ctx, cs: &CloneSet) -> Result<Revisions, ReconcileError>
             let mut labels = cs.spec.selector.match_labels.clone().unwrap_or_default();
             labels.insert(
                 kinetic_api::kruise::CONTROLLER_REVISION_HASH_LABEL.to_owned(),
-                name.clone(),
+                kinetic_rollout::pod::revision_label(&name).to_owned(),
             );
             let rev = ControllerRevision {
                 metadata: ObjectMeta {
@@ -115,7 +115,16 @@ pub async fn sync(ctx: &Ctx, cs: &CloneSet) -> Result<Revisions, ReconcileError>
                     }
                     collision_count += 1;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    // Say it on the CloneSet, not only in the controller's log (issue 18).
+                    ctx.events.send(crate::events::EventReq::for_object(
+                        cs,
+                        "Warning",
+                        "FailedCreate",
+                        format!("create ControllerRevision {name} failed: {}", crate::report(&e)),
+                    ));
+                    return Err(e.into());
+                }
             }
         },
     };
