@@ -227,6 +227,15 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// Whether a workload is updating the pod in place: its `InPlaceUpdateReady` condition is
+/// False (kruise-daemon's test before it restarts a container for env from metadata).
+fn in_place_updating(pod: &Pod) -> bool {
+    let conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conditions.into_iter().flatten().any(|c| {
+        c.type_ == kinetic_api::kruise::INPLACE_UPDATE_READY_CONDITION && c.status == "False"
+    })
+}
+
 fn ts_now() -> Timestamp {
     Timestamp::now()
 }
@@ -524,11 +533,13 @@ impl Worker {
                 CState::Running { .. } => {
                     // Env read from labels/annotations that changed since the start
                     // (OpenKruise's `InPlaceUpdateEnvFromMetadata`): kubelet resolves it only
-                    // at creation, so the container is recreated like for a new image.
-                    let env_changed = c
-                        .meta_env
-                        .as_ref()
-                        .is_some_and(|e| *e != crate::env::from_metadata(&self.pod, &spec));
+                    // at creation, so the container is recreated like for a new image. As
+                    // kruise-daemon, only during an in-place update (`InPlaceUpdateReady`
+                    // False): relabelling a pod by hand restarts nothing.
+                    let env_changed = in_place_updating(&self.pod)
+                        && c.meta_env
+                            .as_ref()
+                            .is_some_and(|e| *e != crate::env::from_metadata(&self.pod, &spec));
                     if c.image != image_of(&spec) || env_changed {
                         // In-place update: only this container restarts, in the same sandbox.
                         self.ctx.events.emit(
