@@ -53,6 +53,7 @@ mod server;
 mod state;
 mod status;
 mod streaming;
+mod token;
 mod volumes;
 mod worker;
 

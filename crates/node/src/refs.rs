@@ -18,6 +18,9 @@ pub struct Refs {
     /// `persistentVolumeClaim` volumes by claim name: the bound volume's directory, or why the
     /// claim cannot be mounted yet.
     claims: BTreeMap<String, Result<std::path::PathBuf, String>>,
+    /// `serviceAccountToken` sources of projected volumes by (volume, path): the issued token,
+    /// or kubelet's reason the volume cannot be set up.
+    tokens: BTreeMap<(String, String), Result<crate::token::Issued, String>>,
 }
 
 impl Refs {
@@ -41,6 +44,23 @@ impl Refs {
     /// The first claim that cannot be mounted, with the reason.
     pub fn claim_problem(&self) -> Option<String> {
         self.claims.values().find_map(|c| c.as_ref().err().cloned())
+    }
+
+    /// The token issued for projected volume `volume`'s source at `path`.
+    pub fn token(&self, volume: &str, path: &str) -> Option<&crate::token::Issued> {
+        self.tokens.get(&(volume.to_owned(), path.to_owned())).and_then(|t| t.as_ref().ok())
+    }
+
+    /// The first volume that cannot be set up (a claim not bound, a token not issued), with
+    /// kubelet's wording.
+    pub fn mount_problem(&self) -> Option<String> {
+        self.claim_problem().or_else(|| {
+            self.tokens.iter().find_map(|((volume, _), t)| {
+                t.as_ref().err().map(|e| {
+                    format!("MountVolume.SetUp failed for volume \"{volume}\" : failed to fetch token: {e}")
+                })
+            })
+        })
     }
 
     /// Fetches everything `pod` refers to, in its namespace.
@@ -118,6 +138,16 @@ impl Refs {
                     }
                 };
                 refs.claims.insert(name, state);
+            }
+        }
+        let issuer = crate::token::ApiIssuer(client.clone());
+        for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
+                if let Some(t) = &src.service_account_token {
+                    use crate::token::Issuer as _;
+                    let issued = issuer.issue(pod, t).await;
+                    refs.tokens.insert((v.name.clone(), t.path.clone()), issued);
+                }
             }
         }
         Ok(refs)

@@ -2,7 +2,7 @@
 //! path), bind-mounted into the containers that mount it.
 //!
 //! Supported: emptyDir, configMap, secret, downwardAPI, projected (configMap, secret,
-//! downwardAPI sources), hostPath, persistentVolumeClaim (a bound local or hostPath volume). Contents are written when the pod starts; later changes to
+//! downwardAPI and serviceAccountToken sources; tokens in [`crate::token`]), hostPath, persistentVolumeClaim (a bound local or hostPath volume). Contents are written when the pod starts; later changes to
 //! a ConfigMap or Secret are not propagated into running pods (kubelet refreshes them about
 //! once a minute — not yet done here).
 
@@ -143,8 +143,14 @@ pub fn prepare(
                         host_ip,
                     )?;
                 }
-                // serviceAccountToken sources are optional in this release: skipped (the
-                // embedded API server issues no service account tokens yet).
+                if let Some(t) = &src.service_account_token {
+                    // Issued by `Refs::fetch`; a token that could not be issued stopped the
+                    // pod before this (FailedMount, see `Refs::mount_problem`).
+                    let issued = refs.token(&v.name, &t.path).ok_or_else(|| {
+                        ConfigError(format!("volume {:?}: no service account token", v.name))
+                    })?;
+                    write_file(&inside(&vdir, &t.path)?, issued.token.as_bytes(), mode_of(p))?;
+                }
             }
             Prepared { path: vdir, read_only: true }
         } else {
@@ -156,6 +162,39 @@ pub fn prepare(
         out.insert(v.name.clone(), prepared);
     }
     Ok(out)
+}
+
+/// The file mode of a projected volume's files (`defaultMode`, 0644 by default).
+fn mode_of(p: &k8s_openapi::api::core::v1::ProjectedVolumeSource) -> u32 {
+    u32::try_from(p.default_mode.unwrap_or(0o644)).unwrap_or(0o644)
+}
+
+/// The service account token files of `pod`'s projected volumes under `dir` (the pod's volume
+/// directory), each with the wait before its first refresh: the issued token's from `refs`, or
+/// none (refresh at once) without one, as for a pod adopted after an agent restart.
+pub fn token_files(
+    pod: &Pod,
+    dir: &Path,
+    refs: Option<&Refs>,
+) -> Vec<(crate::token::TokenFile, std::time::Duration)> {
+    let mut out = Vec::new();
+    for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+        let Some(p) = &v.projected else { continue };
+        for t in p.sources.iter().flatten().filter_map(|s| s.service_account_token.as_ref()) {
+            let Ok(path) = inside(&dir.join(&v.name), &t.path) else { continue };
+            let first = refs
+                .and_then(|r| r.token(&v.name, &t.path))
+                .map_or(std::time::Duration::ZERO, crate::token::Issued::refresh_after);
+            let file = crate::token::TokenFile {
+                path,
+                mode: mode_of(p),
+                source: t.clone(),
+                volume: v.name.clone(),
+            };
+            out.push((file, first));
+        }
+    }
+    out
 }
 
 fn fresh_dir(d: &Path) -> std::io::Result<()> {

@@ -79,6 +79,8 @@ struct Worker {
     rx: mpsc::UnboundedReceiver<Msg>,
     running: HashMap<String, Running>,
     volumes: Option<BTreeMap<String, Prepared>>,
+    /// Refreshes the service account tokens of the pod's projected volumes while it lives.
+    tokens: Option<crate::token::Refresher>,
     /// The last FailedMount reason reported, so a retry repeats no Event.
     mount_problem: Option<String>,
     /// Image pull back-off per image: (retry not before, current delay).
@@ -118,6 +120,7 @@ pub async fn run(
         rx,
         running: HashMap::new(),
         volumes: None,
+        tokens: None,
         mount_problem: None,
         pull_backoff: HashMap::new(),
         last_status: None,
@@ -335,6 +338,15 @@ impl Worker {
                 });
                 rc.ready = false;
             }
+        }
+        if !self.running.is_empty() {
+            // The tokens in the adopted containers' volumes were issued by the previous agent;
+            // a fresh one now, then every 80 % of its lifetime.
+            self.tokens = crate::token::spawn_refresher(
+                crate::token::ApiIssuer(self.ctx.client.clone()),
+                self.pod.clone(),
+                crate::volumes::token_files(&self.pod, &self.dir.join("volumes"), None),
+            );
         }
     }
 
@@ -695,13 +707,18 @@ impl Worker {
         if self.volumes.is_none() {
             // Kubelet's volume manager waits for claims to be bound before anything starts;
             // the container stays in ContainerCreating with a FailedMount Event meanwhile.
-            if let Some(message) = refs.claim_problem() {
+            if let Some(message) = refs.mount_problem() {
                 return Err(StartFailure { reason: "ContainerCreating", message });
             }
             let vdir = self.dir.join("volumes");
             let v = crate::volumes::prepare(&self.pod, &vdir, &refs, &pod_ip, &host_ip)
                 .map_err(fail("CreateContainerConfigError"))?;
             self.volumes = Some(v);
+            self.tokens = crate::token::spawn_refresher(
+                crate::token::ApiIssuer(self.ctx.client.clone()),
+                self.pod.clone(),
+                crate::volumes::token_files(&self.pod, &vdir, Some(&refs)),
+            );
         }
         // 3. The bundle: an overlayfs rootfs over the image layers and config.json.
         let prev = self.rec.containers.get(&name).map_or(0, |c| c.attempt);

@@ -79,3 +79,48 @@ async fn a_pod_waits_for_its_claim_then_mounts_the_bound_volume() {
     let left = c.settled_leftovers(10).await;
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// Regression (issue 10): the `kube-api-access-*` projected volume arrived without `token`. The
+/// agent now asks TokenRequest for it; `kinetic up`'s server does not serve TokenRequest yet, so
+/// the pod must wait in ContainerCreating with a FailedMount that says so, never start with an
+/// empty token volume.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_no_service_account_token_so_the_agent_fails_the_mount_clearly() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    let pod = c
+        .create(
+            "sa",
+            json!({
+                "containers": [{"name": "app", "image": image, "command": ["sleep", "30"],
+                    "volumeMounts": [{"name": "kube-api-access-x",
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
+                "volumes": [{"name": "kube-api-access-x", "projected": {"sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+                    {"configMap": {"name": "kube-root-ca.crt",
+                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+                    {"downwardAPI": {"items": [{"path": "namespace",
+                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
+                ]}}],
+            }),
+        )
+        .await;
+    let ev = c.wait_event("sa", "FailedMount", 30).await;
+    assert!(
+        ev.contains("MountVolume.SetUp failed for volume \"kube-api-access-x\" : failed to fetch token: TokenRequest (serviceaccounts/token) is not served"),
+        "{ev}"
+    );
+    let p = c
+        .wait("sa", 10, "ContainerCreating", |p| {
+            waiting_reason(p, "app").as_deref() == Some("ContainerCreating")
+        })
+        .await;
+    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Pending"));
+    let uid = pod.metadata.uid.unwrap();
+    let volume = c.data_dir().join("pods").join(uid).join("volumes/kube-api-access-x");
+    assert!(!volume.exists(), "no volume without its token: {}", volume.display());
+    c.pods().delete("sa", &Default::default()).await.unwrap();
+    c.wait_gone("sa", 30).await;
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "{left:?}");
+}
