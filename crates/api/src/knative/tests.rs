@@ -638,3 +638,23 @@ fn config_defaults() {
         ]],
     );
 }
+
+/// Knative's traffic-splitting and tag documentation example (a pinned revision with a tag
+/// beside the latest one, and a template named `{service}-...`) defaults and validates clean.
+#[test]
+fn knative_doc_traffic_split_example_validates() {
+    let mut svc = service(json!({
+        "template": {
+            "metadata": {"name": "hello-world"},
+            "spec": {"containers": [{"image": "ghcr.io/knative/helloworld-go:latest",
+                                     "env": [{"name": "TARGET", "value": "Knative"}]}]},
+        },
+        "traffic": [
+            {"latestRevision": true, "percent": 50},
+            {"revisionName": "hello-00001", "percent": 50, "tag": "v1"},
+        ],
+    }));
+    webhook::set_service_defaults(&mut svc, &Defaults::default(), None, None);
+    assert_eq!(webhook::validate_service(&svc, &Defaults::default()), vec![]);
+    expect![[r#"[{"latestRevision":true,"percent":50},{"tag":"v1","revisionName":"hello-00001","latestRevision":false,"percent":50}]"#]].assert_eq(&serde_json::to_string(&svc.spec.traffic).expect("json"));
+}
