@@ -489,3 +489,65 @@ async fn readiness_is_probed_eagerly_until_the_first_success() {
     let ip = pod_ip(&p);
     assert!(Cluster::http_get(&ip, 8080, "/").await.is_ok());
 }
+
+/// OpenKruise's `InPlaceUpdateEnvFromMetadata` on the node: a container whose env reads a label
+/// is recreated with the new value, in the same pod, once the label changed during an in-place
+/// update (`InPlaceUpdateReady` False, as kruise-daemon requires); relabelling the pod outside
+/// an update restarts nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn env_from_a_changed_label_restarts_the_container_only_during_an_in_place_update() {
+    let c = Cluster::start().await;
+    let v1 = kinetic_testkit::images::busybox(&c.registry, "envmeta", "v1", &[]).await.unwrap();
+    let v2 = kinetic_testkit::images::busybox(&c.registry, "envmeta", "v2", &[("www/x", "2\n")])
+        .await
+        .unwrap();
+    let serve = "mkdir -p /srv && echo \"$TRACK\" > /srv/track && exec httpd -f -p 8080 -h /srv";
+    let pod = c
+        .create(
+            "envmeta",
+            json!({"containers": [
+                {"name": "main", "image": v1, "command": ["sh", "-c", serve],
+                 "env": [{"name": "TRACK", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['track']"}}}],
+                 "readinessProbe": {"httpGet": {"path": "/track", "port": 8080}, "periodSeconds": 1}},
+                {"name": "sidecar", "image": v1, "command": ["sleep", "1000"]},
+            ]}),
+        )
+        .await;
+    let label = |track: &str| json!({"metadata": {"labels": {"track": track}}});
+    c.pods()
+        .patch("envmeta", &PatchParams::default(), &Patch::Merge(label("stable")))
+        .await
+        .unwrap();
+    // The container started before the label existed: relabelling outside an update does not
+    // restart it. The sidecar's new image, in the same write, proves the agent acted on it.
+    let by_hand = json!({"metadata": {"labels": {"track": "manual"}},
+                         "spec": {"containers": [{"name": "sidecar", "image": v2}]}});
+    c.wait_ready("envmeta").await;
+    c.pods().patch("envmeta", &PatchParams::default(), &Patch::Strategic(by_hand)).await.unwrap();
+    let p = c.wait("envmeta", 30, "sidecar on v2", |p| restarts(p, "sidecar") == 1).await;
+    assert_eq!(restarts(&p, "main"), 0, "relabelling by hand restarts nothing");
+    let ip = pod_ip(&p);
+
+    // During an in-place update the new value restarts `main`, in the same pod.
+    let not_ready = json!({"status": {"conditions": [
+        {"type": "InPlaceUpdateReady", "status": "False", "reason": "StartInPlaceUpdate"}]}});
+    c.pods()
+        .patch_status("envmeta", &PatchParams::default(), &Patch::Strategic(not_ready))
+        .await
+        .unwrap();
+    c.pods()
+        .patch("envmeta", &PatchParams::default(), &Patch::Merge(label("canary")))
+        .await
+        .unwrap();
+    let p = c
+        .wait("envmeta", 30, "main restarted and ready", |p| {
+            restarts(p, "main") == 1 && container_status(p, "main").ready
+        })
+        .await;
+    assert_eq!(p.metadata.uid, pod.metadata.uid);
+    assert_eq!(pod_ip(&p), ip, "same pod, same IP");
+    let page = Cluster::http_get(&ip, 8080, "/track").await.unwrap();
+    assert!(page.contains(" 200 ") && page.trim_end().ends_with("\r\n\r\ncanary"), "{page}");
+    assert_eq!(restarts(&p, "sidecar"), 1, "the sidecar reads no label");
+    c.wait_event("envmeta", "definition changed, will be restarted", 5).await;
+}
