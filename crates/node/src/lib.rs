@@ -50,6 +50,7 @@ mod provision;
 mod refs;
 mod runc;
 mod server;
+mod spdy;
 mod state;
 mod status;
 mod streaming;

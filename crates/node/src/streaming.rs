@@ -253,7 +253,7 @@ fn failure(message: &str) -> Value {
 }
 
 /// Options of an exec or attach request (kubelet's `remotecommand.Options`).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 struct Opts {
     stdin: bool,
     stdout: bool,
@@ -303,9 +303,33 @@ pub(crate) async fn handle(
             "you must specify at least 1 of stdin, stdout, stderr",
         );
     }
-    let (proto, accept) = match websocket_handshake(&req, PROTOCOLS) {
-        Ok(x) => x,
-        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    let spdy = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("SPDY/3.1"));
+    let resp = if spdy {
+        let asked: Vec<String> = req
+            .headers()
+            .get_all("x-stream-protocol-version")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_owned()))
+            .collect();
+        let Some(proto) = PROTOCOLS.iter().find(|p| asked.iter().any(|a| a == *p)) else {
+            return text(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "none of the stream protocols {asked:?} is supported; supported: {PROTOCOLS:?}"
+                ),
+            );
+        };
+        Transport::Spdy(proto)
+    } else {
+        match websocket_handshake(&req, PROTOCOLS) {
+            Ok((proto, accept)) => Transport::WebSocket(proto, accept),
+            Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+        }
     };
     let upgrade = hyper::upgrade::on(&mut req);
     // The runc container id of the running attempt (`worker::container_id`).
@@ -314,37 +338,198 @@ pub(crate) async fn handle(
     let index = srv.index.clone();
     let log = entry.dir.join(container).join(format!("{attempt}.log"));
     let key = (ns.to_owned(), pod.to_owned(), container.to_owned(), attempt);
+    let response = resp.response();
     tokio::spawn(async move {
         let Ok(io) = upgrade.await else { return };
-        let (rd, wr) = tokio::io::split(hyper_util::rt::TokioIo::new(io));
-        let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(64);
-        let (in_tx, in_rx) = mpsc::channel::<In>(64);
-        let reader = tokio::spawn(read_client(rd, proto == PROTOCOLS[0], in_tx, out_tx.clone()));
-        let writer = tokio::spawn(write_client(wr, out_rx));
-        let status = if attach {
-            run_attach(&index, key, &log, &opts, in_rx, &out_tx).await
-        } else {
-            run_exec(&runc, &id, &argv, &opts, in_rx, &out_tx).await
+        let run = |events, out: mpsc::Sender<(u8, Vec<u8>)>| async move {
+            if attach {
+                run_attach(&index, key, &log, &opts, events, &out).await
+            } else {
+                run_exec(&runc, &id, &argv, &opts, events, &out).await
+            }
         };
-        let _ = out_tx.send(channel_message(ERROR, status.to_string().as_bytes())).await;
-        // Normal closure (RFC 6455 section 7.4.1).
-        let _ = out_tx.send(frame(0x8, &1000u16.to_be_bytes())).await;
-        drop(out_tx);
-        reader.abort();
-        let _ = writer.await;
+        match resp {
+            Transport::WebSocket(proto, _) => {
+                let (rd, wr) = tokio::io::split(hyper_util::rt::TokioIo::new(io));
+                let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(64);
+                let (in_tx, in_rx) = mpsc::channel::<In>(64);
+                let reader =
+                    tokio::spawn(read_client(rd, proto == PROTOCOLS[0], in_tx, out_tx.clone()));
+                let writer = tokio::spawn(write_client(wr, out_rx));
+                let (chan_tx, mut chan_rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
+                let relay_out = out_tx.clone();
+                let relay = tokio::spawn(async move {
+                    while let Some((ch, d)) = chan_rx.recv().await {
+                        if relay_out.send(channel_message(ch, &d)).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+                let status = run(in_rx, chan_tx).await;
+                let _ = relay.await;
+                let _ = out_tx.send(channel_message(ERROR, status.to_string().as_bytes())).await;
+                // Normal closure (RFC 6455 section 7.4.1).
+                let _ = out_tx.send(frame(0x8, &1000u16.to_be_bytes())).await;
+                drop(out_tx);
+                reader.abort();
+                let _ = writer.await;
+            }
+            Transport::Spdy(_) => spdy_session(io, &opts, run).await,
+        }
     });
-    switching(proto, &accept)
+    response
+}
+
+/// How a remote command session travels.
+enum Transport {
+    /// Subprotocol and `Sec-WebSocket-Accept`.
+    WebSocket(&'static str, String),
+    /// SPDY/3.1 with this stream protocol.
+    Spdy(&'static str),
+}
+
+impl Transport {
+    fn response(&self) -> Response<Body> {
+        match self {
+            Transport::WebSocket(proto, accept) => switching(proto, accept),
+            Transport::Spdy(proto) => Response::builder()
+                .status(StatusCode::SWITCHING_PROTOCOLS)
+                .header(header::UPGRADE, "SPDY/3.1")
+                .header(header::CONNECTION, "Upgrade")
+                .header("X-Stream-Protocol-Version", *proto)
+                .body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed())
+                .unwrap_or_else(|_| {
+                    text(StatusCode::INTERNAL_SERVER_ERROR, "building the upgrade")
+                }),
+        }
+    }
+}
+
+/// A remote command over SPDY (kubelet's `remotecommand/httpstream.go`, what kube-apiserver
+/// speaks to kubelets and kubectl falls back to): the client opens one stream per channel,
+/// named by its `streamtype` header; once the expected ones are there (within 30 s, kubelet's
+/// stream creation timeout) the command runs, and the error stream gets its Status.
+async fn spdy_session<F, Fut>(io: hyper::upgrade::Upgraded, opts: &Opts, run: F)
+where
+    F: FnOnce(mpsc::Receiver<In>, mpsc::Sender<(u8, Vec<u8>)>) -> Fut,
+    Fut: std::future::Future<Output = Value>,
+{
+    use crate::spdy::{self, Event};
+    let (input, out, done) = crate::spdy::transport(io, false);
+    let (ev_tx, mut events) = mpsc::channel(64);
+    let reader = tokio::spawn(spdy::read(input, out.clone(), ev_tx));
+    let mut ids: std::collections::HashMap<u8, u32> = std::collections::HashMap::new();
+    let wanted = |ids: &std::collections::HashMap<u8, u32>| {
+        ids.contains_key(&ERROR)
+            && (!opts.stdin || ids.contains_key(&STDIN))
+            && (!opts.stdout || ids.contains_key(&STDOUT))
+            && (!opts.stderr || opts.tty || ids.contains_key(&STDERR))
+            && (!opts.tty || ids.contains_key(&RESIZE))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !wanted(&ids) {
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Ok(Some(Event::Open { id, headers })) => {
+                let ch = match headers.get("streamtype").map(String::as_str) {
+                    Some("error") => ERROR,
+                    Some("stdin") => STDIN,
+                    Some("stdout") => STDOUT,
+                    Some("stderr") => STDERR,
+                    Some("resize") => RESIZE,
+                    _ => continue,
+                };
+                ids.insert(ch, id);
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                reader.abort();
+                drop(out);
+                let _ = done.await;
+                return;
+            }
+        }
+    }
+    // Client streams become the command's input.
+    let (in_tx, in_rx) = mpsc::channel::<In>(64);
+    let (stdin_id, resize_id) = (ids.get(&STDIN).copied(), ids.get(&RESIZE).copied());
+    let input = tokio::spawn(async move {
+        let mut resize_buf: Vec<u8> = Vec::new();
+        while let Some(ev) = events.recv().await {
+            let msg = match ev {
+                Event::Data { id, data, fin } if Some(id) == stdin_id => {
+                    if !data.is_empty() && in_tx.send(In::Stdin(data)).await.is_err() {
+                        return;
+                    }
+                    if !fin {
+                        continue;
+                    }
+                    In::CloseStdin
+                }
+                Event::Data { id, data, .. } if Some(id) == resize_id => {
+                    // A stream of JSON TerminalSize objects.
+                    resize_buf.extend_from_slice(&data);
+                    let mut it =
+                        serde_json::Deserializer::from_slice(&resize_buf).into_iter::<Value>();
+                    let mut sizes = Vec::new();
+                    while let Some(Ok(v)) = it.next() {
+                        let dim = |k: &str| v.get(k).and_then(Value::as_u64).unwrap_or(0) as u16;
+                        sizes.push(In::Resize(dim("Width"), dim("Height")));
+                    }
+                    let used = it.byte_offset();
+                    resize_buf.drain(..used);
+                    for s in sizes {
+                        if in_tx.send(s).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+                _ => continue,
+            };
+            if in_tx.send(msg).await.is_err() {
+                return;
+            }
+        }
+        let _ = in_tx.send(In::Gone).await;
+    });
+    let (chan_tx, mut chan_rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
+    let relay_out = out.clone();
+    let stream_of = ids.clone();
+    let relay = tokio::spawn(async move {
+        while let Some((ch, d)) = chan_rx.recv().await {
+            let Some(&id) = stream_of.get(&ch) else { continue };
+            if relay_out.send(spdy::data(id, 0, &d)).await.is_err() {
+                break;
+            }
+        }
+    });
+    let status = run(in_rx, chan_tx).await;
+    let _ = relay.await;
+    if let Some(&err) = ids.get(&ERROR) {
+        let _ = out.send(spdy::data(err, 0, status.to_string().as_bytes())).await;
+    }
+    for ch in [STDOUT, STDERR, ERROR] {
+        if let Some(&id) = ids.get(&ch) {
+            let _ = out.send(spdy::data(id, spdy::FLAG_FIN, &[])).await;
+        }
+    }
+    // Kubelet closes the connection once the command is done.
+    let _ = out.send(spdy::control(spdy::GOAWAY, 0, &[0; 8])).await;
+    input.abort();
+    reader.abort();
+    drop(out);
+    let _ = done.await;
 }
 
 /// Copies `r` to channel `ch` until end of file or an error (EIO on a pty whose other side
 /// closed).
-async fn pump<R: AsyncRead + Unpin>(mut r: R, ch: u8, out: mpsc::Sender<Vec<u8>>) {
+async fn pump<R: AsyncRead + Unpin>(mut r: R, ch: u8, out: mpsc::Sender<(u8, Vec<u8>)>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => return,
             Ok(n) => {
-                if out.send(channel_message(ch, &buf[..n])).await.is_err() {
+                if out.send((ch, buf[..n].to_vec())).await.is_err() {
                     return;
                 }
             }
@@ -398,7 +583,7 @@ async fn run_exec(
     argv: &[String],
     opts: &Opts,
     mut events: mpsc::Receiver<In>,
-    out: &mpsc::Sender<Vec<u8>>,
+    out: &mpsc::Sender<(u8, Vec<u8>)>,
 ) -> Value {
     let mut cmd = runc.exec_command(id, argv, opts.tty);
     let mut pending: Vec<In> = Vec::new();
@@ -516,7 +701,7 @@ async fn run_attach(
     log: &std::path::Path,
     opts: &Opts,
     mut events: mpsc::Receiver<In>,
-    out: &mpsc::Sender<Vec<u8>>,
+    out: &mpsc::Sender<(u8, Vec<u8>)>,
 ) -> Value {
     let fifo = log.with_extension("stdin");
     let mut stdin = None;
@@ -558,7 +743,7 @@ async fn run_attach(
                     match read_from(log, offset).await {
                         Ok(b) if !b.is_empty() => {
                             offset += b.len() as u64;
-                            let _ = out.send(channel_message(STDOUT, &b)).await;
+                            let _ = out.send((STDOUT, b)).await;
                         }
                         _ => {}
                     }

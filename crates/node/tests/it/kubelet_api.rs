@@ -317,3 +317,58 @@ async fn kubectl_port_forward_reaches_the_pods_port() {
     c.pods().delete("web", &Default::default()).await.unwrap();
     c.wait_gone("web", 20).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_exec_over_spdy_as_kube_apiserver_speaks_to_kubelets() {
+    let c = Cluster::start().await;
+    running_pod(&c, "spdy", json!({"command": ["sleep", "600"]})).await;
+    // kubectl falls back to SPDY when told not to use WebSockets; kube-apiserver (1.30+)
+    // translates WebSocket exec into SPDY towards kubelets the same way.
+    let run = |args: &'static [&'static str], stdin: Option<&'static str>| {
+        let mut cmd = kubectl_cmd(&c, args);
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", "false");
+        if stdin.is_some() {
+            cmd.stdin(Stdio::piped());
+        }
+        async move {
+            let mut child = cmd.spawn().unwrap();
+            if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                pipe.write_all(input.as_bytes()).await.unwrap();
+            }
+            tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+    let out =
+        run(&["exec", "spdy", "--", "sh", "-c", "echo out; echo err >&2; exit 3"], None).await;
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("err"), "{out:?}");
+    let echoed =
+        run(&["exec", "-i", "spdy", "--", "sh", "-c", "cat; echo done"], Some("a\nb\n")).await;
+    assert!(echoed.status.success(), "{echoed:?}");
+    assert_eq!(String::from_utf8_lossy(&echoed.stdout), "a\nb\ndone\n");
+    let kubectl = format!(
+        "stty cols 77 rows 21; KUBECTL_REMOTE_COMMAND_WEBSOCKETS=false KUBECONFIG={} HOME={} {} exec -it spdy -- sh -c 'tty; for i in $(seq 50); do [ \"$(stty size)\" = \"21 77\" ] && break; sleep 0.1; done; stty size'",
+        c.server.kubeconfig().display(),
+        c.server.data_dir().display(),
+        kinetic_testkit::kubectl_bin()
+    );
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("script")
+            .args(["-qec", &kubectl, "/dev/null"])
+            .stdin(Stdio::piped())
+            .output(),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).replace('\r', "");
+    assert!(text.contains("/dev/pts/") && text.contains("21 77"), "{text}");
+    assert!(out.status.success(), "{text}");
+    c.pods().delete("spdy", &Default::default()).await.unwrap();
+    c.wait_gone("spdy", 20).await;
+}
