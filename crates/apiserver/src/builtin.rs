@@ -582,6 +582,20 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         })
 }
 
+/// Upstream `ValidatePodSpecificAnnotations`: `controller.kubernetes.io/pod-deletion-cost`,
+/// when present, must parse as a 32-bit integer (issue 18: any value was accepted and then read
+/// as 0 by the controllers that rank victims by it).
+fn validate_deletion_cost(obj: &Value, causes: &mut Vec<Cause>) {
+    const KEY: &str = "controller.kubernetes.io/pod-deletion-cost";
+    let value = obj.pointer("/metadata/annotations").and_then(|a| a.get(KEY));
+    if let Some(v) = value.and_then(Value::as_str)
+        && v.parse::<i32>().is_err()
+    {
+        let field = format!("metadata.annotations[{KEY}]");
+        causes.push(crate::error::invalid(&field, v, "must be a 32bit integer"));
+    }
+}
+
 /// Checks an object name the way the kind's upstream validation does.
 pub fn validate_name(kind: &str, name: &str, causes: &mut Vec<Cause>) {
     let label_only = matches!(kind, "Namespace" | "Service");
@@ -599,6 +613,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "Pod" => {
             validate_pod_spec(obj.get("spec"), "spec", &mut causes);
+            validate_deletion_cost(obj, &mut causes);
             if let (Some(old), Some(new)) = (old.and_then(|o| o.get("spec")), obj.get("spec"))
                 && strip_mutable_pod_fields(old) != strip_mutable_pod_fields(new)
             {

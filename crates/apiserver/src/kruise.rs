@@ -9,9 +9,9 @@
 //! cluster `kinetic controller` serves no webhook, so it refuses to act on a CloneSet that
 //! breaks them instead.
 //!
-//! Deliberately absent: upstream also checks that new `podsToDelete` entries name existing pods
-//! of this CloneSet (an API read inside validation); here the controller ignores names that are
-//! not its pods and trims them from the list, which is what upstream's controller does too.
+//! New `podsToDelete` entries must name existing pods of this CloneSet, as upstream's webhook
+//! checks with a read of each pod ([`validate_pods_to_delete`], given the store by the caller):
+//! a name of a pod that does not exist was accepted and silently cleared (issue 18).
 
 use serde_json::Value;
 
@@ -26,6 +26,47 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "CloneSet" => validate_cloneset(obj, old),
         _ => Vec::new(),
     }
+}
+
+/// Upstream's `validateScaleStrategy`: each `scaleStrategy.podsToDelete` entry that `old` did
+/// not list must name a pod (looked up by `pod`) controlled by this CloneSet, else `Invalid`
+/// with upstream's `find pod NAME failed` / `pod NAME not owned by CloneSet`.
+pub fn validate_pods_to_delete(
+    obj: &Value,
+    old: Option<&Value>,
+    pod: impl Fn(&str) -> Option<Value>,
+) -> Vec<Cause> {
+    let names = |o: &Value| -> Vec<String> {
+        o.pointer("/spec/scaleStrategy/podsToDelete")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
+    };
+    let before = old.map(names).unwrap_or_default();
+    let uid = obj.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("");
+    let mut causes = Vec::new();
+    for name in names(obj).into_iter().filter(|n| !before.contains(n)) {
+        let detail = match pod(&name) {
+            None => format!("find pod {name} failed"),
+            Some(p) => {
+                let owners = p.pointer("/metadata/ownerReferences").and_then(Value::as_array);
+                let controller = owners
+                    .into_iter()
+                    .flatten()
+                    .find(|o| o.get("controller").and_then(Value::as_bool) == Some(true));
+                let ours = controller.and_then(|o| o.get("uid")).and_then(Value::as_str);
+                if !uid.is_empty() && ours == Some(uid) {
+                    continue;
+                }
+                format!("pod {name} not owned by CloneSet")
+            }
+        };
+        causes.push(crate::error::invalid("spec.scaleStrategy.podsToDelete", &name, &detail));
+    }
+    causes
 }
 
 /// Fields of a CloneSet spec that may change after creation (validation.go, `validateCloneSetUpdate`).
@@ -47,6 +88,9 @@ fn validate_cloneset(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = kinetic_rollout::validation::cloneset(obj);
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
     validate_pod_spec(spec.pointer("/template/spec"), "spec.template.spec", &mut causes);
+    if let Some(old) = old {
+        causes.extend(kinetic_rollout::validation::cloneset_in_place_only_update(old, obj));
+    }
     if let Some(old_spec) = old.and_then(|o| o.get("spec")) {
         let strip = |s: &Value| {
             let mut s = s.as_object().cloned().unwrap_or_default();

@@ -441,6 +441,14 @@ impl Api {
         }
         if res.group == crate::kruise::GROUP && self.kruise_webhook {
             causes.extend(crate::kruise::validate(&res.kind, obj, old));
+            if res.kind == "CloneSet" {
+                let pods = crate::registry::storage_key("", "pods");
+                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+                let pod = |name: &str| {
+                    self.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value.clone())
+                };
+                causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
+            }
         }
         if res.builtin {
             causes.extend(builtin::validate(&res.kind, obj, old));

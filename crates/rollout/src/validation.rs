@@ -298,3 +298,72 @@ mod tests {
         check(serde_json::to_value(&typed).unwrap(), expect![""]);
     }
 }
+
+/// The webhook's rule for an update of a CloneSet whose strategy is `InPlaceOnly`
+/// (`validateCloneSetUpdate`): the RFC 6902 diff of the old and new `template.spec` may only
+/// replace container images (`/containers/N/image`); anything else is refused with upstream's
+/// message, where before it was accepted and the rollout then stalled (issue 18). Template
+/// metadata may change, as upstream allows.
+pub fn cloneset_in_place_only_update(old: &Value, new: &Value) -> Vec<FieldCause> {
+    let in_place_only =
+        new.pointer("/spec/updateStrategy/type").and_then(Value::as_str) == Some("InPlaceOnly");
+    let (Some(old_spec), Some(new_spec)) =
+        (old.pointer("/spec/template/spec"), new.pointer("/spec/template/spec"))
+    else {
+        return Vec::new();
+    };
+    if !in_place_only {
+        return Vec::new();
+    }
+    let only_images = json_patch::diff(old_spec, new_spec).iter().all(|op| match op {
+        json_patch::PatchOperation::Replace(r) => {
+            let path = r.path.to_string();
+            path.strip_prefix("/containers/")
+                .and_then(|rest| rest.strip_suffix("/image"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        }
+        _ => false,
+    });
+    if only_images {
+        Vec::new()
+    } else {
+        vec![FieldCause::forbidden(
+            "spec.template",
+            "only allowed to update images in spec for InPlaceOnly",
+        )]
+    }
+}
+
+#[cfg(test)]
+mod in_place_only_tests {
+    use serde_json::json;
+
+    use super::cloneset_in_place_only_update;
+
+    fn cs(strategy: &str, image: &str, env: &str) -> serde_json::Value {
+        json!({"spec": {
+            "updateStrategy": {"type": strategy},
+            "template": {
+                "metadata": {"labels": {"app": "a", "v": image}},
+                "spec": {"containers": [
+                    {"name": "main", "image": image, "env": [{"name": "E", "value": env}]},
+                    {"name": "side", "image": "side:1"},
+                ]},
+            },
+        }})
+    }
+
+    #[test]
+    fn in_place_only_accepts_image_and_metadata_changes_only() {
+        let old = cs("InPlaceOnly", "web:1", "a");
+        assert!(cloneset_in_place_only_update(&old, &cs("InPlaceOnly", "web:2", "a")).is_empty());
+        let refused = cloneset_in_place_only_update(&old, &cs("InPlaceOnly", "web:2", "b"));
+        assert_eq!(refused.len(), 1);
+        assert_eq!(refused[0].field, "spec.template");
+        assert!(
+            refused[0].message.contains("only allowed to update images in spec for InPlaceOnly")
+        );
+        let recreate = cs("ReCreate", "web:1", "a");
+        assert!(cloneset_in_place_only_update(&recreate, &cs("ReCreate", "web:2", "b")).is_empty());
+    }
+}

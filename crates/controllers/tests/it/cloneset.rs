@@ -1206,3 +1206,85 @@ async fn a_cloneset_named_with_60_characters_gets_revisions_and_pods_through_an_
         assert_eq!(p.labels()["controller-revision-hash"], rev.rsplit('-').next().unwrap());
     }
 }
+
+/// Issue 18, items 6 and 7: rules OpenKruise's webhook and kube-apiserver enforce that were
+/// accepted here. `InPlaceOnly` refuses a change other than images (it was accepted and the
+/// rollout stalled); `podsToDelete` refuses a pod that does not exist (it was accepted and
+/// silently cleared) or that is not the CloneSet's; `pod-deletion-cost` must be a 32-bit
+/// integer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_place_only_pods_to_delete_and_deletion_cost_are_validated_as_upstream() {
+    let env = Env::start().await;
+    env.apply(&manifest("strict", 2, "web:v1", "    type: InPlaceOnly")).await;
+    env.wait("strict", "2 ready pods", |cs, p| ready_all(cs, p, 2)).await;
+    let refuse = |args: Vec<String>, want: &'static str| {
+        let server = &env.server;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let out = server.kubectl(&args).await.unwrap();
+            let err = String::from_utf8_lossy(&out.stderr).into_owned();
+            assert!(!out.status.success() && err.contains(want), "{args:?}: {err}");
+        }
+    };
+    let patch = |p: &str| {
+        vec![
+            "patch".into(),
+            "cloneset".into(),
+            "strict".into(),
+            "--type=merge".into(),
+            "-p".into(),
+            p.to_owned(),
+        ]
+    };
+    refuse(
+        patch(r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"web:v2","env":[{"name":"A","value":"b"}]}]}}}}"#),
+        "only allowed to update images in spec for InPlaceOnly",
+    )
+    .await;
+    env.server
+        .kubectl_ok(&[
+            "patch",
+            "cloneset",
+            "strict",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"web:v2"}]}}}}"#,
+        ])
+        .await
+        .unwrap();
+    refuse(
+        patch(r#"{"spec":{"scaleStrategy":{"podsToDelete":["nope"]}}}"#),
+        "find pod nope failed",
+    )
+    .await;
+    env.apply(&manifest("other", 1, "web:v1", "    type: ReCreate")).await;
+    env.wait("other", "1 ready pod", |cs, p| ready_all(cs, p, 1)).await;
+    let foreign = env.pods("other").await[0].name_any();
+    refuse(
+        patch(&format!(r#"{{"spec":{{"scaleStrategy":{{"podsToDelete":["{foreign}"]}}}}}}"#)),
+        "not owned by CloneSet",
+    )
+    .await;
+    let own = env.pods("strict").await[0].name_any();
+    env.server
+        .kubectl_ok(&[
+            "patch",
+            "cloneset",
+            "strict",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"scaleStrategy":{{"podsToDelete":["{own}"]}}}}}}"#),
+        ])
+        .await
+        .unwrap();
+    for cost in ["abc", "2147483648"] {
+        let ann = format!("controller.kubernetes.io/pod-deletion-cost={cost}");
+        refuse(
+            vec!["annotate".into(), "pod".into(), foreign.clone(), ann, "--overwrite".into()],
+            "must be a 32bit integer",
+        )
+        .await;
+    }
+    let ann = "controller.kubernetes.io/pod-deletion-cost=-2147483648";
+    env.server.kubectl_ok(&["annotate", "pod", &foreign, ann]).await.unwrap();
+}
