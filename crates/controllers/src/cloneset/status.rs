@@ -53,7 +53,9 @@ pub fn compute(
     let mut updated_available = 0;
     for p in pods {
         let updated = pod::matches_revision(p, &update);
-        let ready = pod::is_cloneset_ready(p, now);
+        // Upstream counts `IsPodUpdateReady(pod, 0)`: Ready and InPlaceUpdateReady, whatever
+        // the lifecycle state (which belongs to availableReplicas; issue 18).
+        let ready = pod::is_update_ready(p, 0, now);
         let available = pod::is_available(p, min_ready, now);
         st.replicas += 1;
         if updated {
@@ -140,26 +142,24 @@ fn progress(
         }
     };
     let mut wake = None;
-    let cond = if done {
-        let r = if expected < cs.spec.replicas.unwrap_or(1) {
-            reason::PARTITION_AVAILABLE
-        } else {
-            reason::AVAILABLE
-        };
+    // Upstream's order (`calculateProgressingStatus`): available, paused, partition available,
+    // deadline exceeded, else progressing; each True but the deadline, with upstream's texts.
+    let partitioned = expected < cs.spec.replicas.unwrap_or(1);
+    let keep_or = |status: &str, r: &str, message: &str| {
         let unchanged =
-            prev.as_ref().is_some_and(|p| p.status == "True" && p.reason.as_deref() == Some(r));
-        if unchanged {
-            prev.clone()
-        } else {
-            Some(set("True", r, "CloneSet is available".into(), &prev))
-        }
+            prev.as_ref().is_some_and(|p| p.status == status && p.reason.as_deref() == Some(r));
+        if unchanged { prev.clone() } else { Some(set(status, r, message.to_owned(), &prev)) }
+    };
+    let cond = if done && !partitioned {
+        keep_or("True", reason::AVAILABLE, "CloneSet is available")
     } else if paused {
-        let unchanged = prev.as_ref().is_some_and(|p| p.reason.as_deref() == Some(reason::PAUSED));
-        if unchanged {
-            prev.clone()
-        } else {
-            Some(set("Unknown", reason::PAUSED, "CloneSet is paused".into(), &prev))
-        }
+        keep_or("True", reason::PAUSED, "CloneSet is paused")
+    } else if done {
+        keep_or(
+            "True",
+            reason::PARTITION_AVAILABLE,
+            "CloneSet has been paused due to partition ready",
+        )
     } else if made_progress
         || prev.as_ref().is_none_or(|p| {
             p.reason.as_deref() == Some(reason::PAUSED)
@@ -167,7 +167,9 @@ fn progress(
         })
     {
         wake = Some(Duration::from_secs(u64::try_from(deadline).unwrap_or(0) + 1));
-        Some(set("True", reason::UPDATED, "CloneSet is progressing".into(), &prev))
+        let resumed = prev.as_ref().is_some_and(|p| p.reason.as_deref() == Some(reason::PAUSED));
+        let message = if resumed { "CloneSet is resumed" } else { "CloneSet is progressing" };
+        Some(set("True", reason::UPDATED, message.into(), &prev))
     } else {
         let p = prev.clone();
         match p {
@@ -179,8 +181,8 @@ fn progress(
                         "False",
                         reason::DEADLINE_EXCEEDED,
                         format!(
-                            "CloneSet has not made progress for {deadline}s: {} of {expected} updated pods available",
-                            st.updated_available_replicas.unwrap_or(0)
+                            "CloneSet revision {} has timed out progressing",
+                            st.update_revision.as_deref().unwrap_or_default()
                         ),
                         &prev,
                     ))

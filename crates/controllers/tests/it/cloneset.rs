@@ -712,10 +712,13 @@ async fn pre_normal_hook_keeps_new_pods_out_of_service_until_the_user_hooks_them
             })
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let cs = env.clonesets().get("pn").await.unwrap();
-    let st = cs.status.unwrap();
-    assert_eq!((st.replicas, st.ready_replicas, st.available_replicas), (2, 0, 0));
+    // Ready pods count as ready whatever their lifecycle state (upstream's readyReplicas,
+    // issue 18); only availableReplicas waits for Normal.
+    env.wait("pn", "2 ready, 0 available", |cs, _| {
+        let st = cs.status.clone().unwrap_or_default();
+        (st.replicas, st.ready_replicas, st.available_replicas) == (2, 2, 0)
+    })
+    .await;
     // The user's controller registers one pod: only that one becomes Normal.
     let first = env.pods("pn").await[0].name_any();
     env.pods_api()
@@ -729,7 +732,8 @@ async fn pre_normal_hook_keeps_new_pods_out_of_service_until_the_user_hooks_them
     let f = first.clone();
     env.wait("pn", "one Normal", move |cs, p| {
         let st = cs.status.clone().unwrap_or_default();
-        st.ready_replicas == 1
+        st.available_replicas == 1
+            && st.ready_replicas == 2
             && p.iter().all(|p| {
                 (p.name_any() == f) == (state(p) == "Normal")
                     && (p.name_any() != f) == (state(p) == "PreparingNormal")
@@ -1287,4 +1291,47 @@ async fn in_place_only_pods_to_delete_and_deletion_cost_are_validated_as_upstrea
     }
     let ann = "controller.kubernetes.io/pod-deletion-cost=-2147483648";
     env.server.kubectl_ok(&["annotate", "pod", &foreign, ann]).await.unwrap();
+}
+
+/// Issue 18, item 9: a paused CloneSet reported `Progressing=Unknown`; upstream says True with
+/// `CloneSetProgressPaused`, and a rollout stopped at its partition says True with
+/// `CloneSetProgressPartitionAvailable` and upstream's message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn progressing_condition_when_paused_and_at_the_partition_reads_as_upstream() {
+    let env = Env::start().await;
+    let strategy = |paused: bool, image: &str| {
+        manifest(
+            "prog",
+            2,
+            image,
+            &format!("    type: InPlaceIfPossible\n    partition: 1\n    paused: {paused}"),
+        )
+        .replace("  replicas: 2\n", "  replicas: 2\n  progressDeadlineSeconds: 600\n")
+    };
+    let progressing = |cs: &CloneSet| {
+        let conds = cs.status.clone().unwrap_or_default().conditions.unwrap_or_default();
+        conds
+            .into_iter()
+            .find(|c| c.type_ == "Progressing")
+            .map(|c| (c.status, c.reason.unwrap_or_default(), c.message.unwrap_or_default()))
+    };
+    env.apply(&strategy(false, "prog:v1")).await;
+    env.wait("prog", "2 ready pods", |cs, p| ready_all(cs, p, 2)).await;
+    env.apply(&strategy(true, "prog:v2")).await;
+    env.wait("prog", "Progressing True/CloneSetProgressPaused", |cs, _| {
+        progressing(cs)
+            == Some(("True".into(), "CloneSetProgressPaused".into(), "CloneSet is paused".into()))
+    })
+    .await;
+    env.apply(&strategy(false, "prog:v2")).await;
+    env.wait("prog", "Progressing True/CloneSetProgressPartitionAvailable", |cs, p| {
+        p.iter().filter(|p| image_of(p) == "prog:v2").count() == 1
+            && progressing(cs)
+                == Some((
+                    "True".into(),
+                    "CloneSetProgressPartitionAvailable".into(),
+                    "CloneSet has been paused due to partition ready".into(),
+                ))
+    })
+    .await;
 }
