@@ -24,10 +24,18 @@ pub async fn ensure_local_path_class(client: &kube::Client) -> anyhow::Result<()
     }
 }
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::sync::watch;
+
+/// How long SIGTERM waits for the controllers to finish their running reconciles before it
+/// abandons them, releases the Lease and exits (issue 10, item 3: a reconcile stuck on the API
+/// server must not keep a replica holding the Lease without reconciling).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Options of `kinetic controller`.
 #[derive(clap::Args, Clone)]
@@ -44,11 +52,63 @@ pub struct ControllerArgs {
     /// Run without leader election (only ever one replica)
     #[arg(long)]
     pub no_leader_elect: bool,
+    /// How long a standby waits after the leader's last renewal before it takes the Lease
+    /// (kube-controller-manager's flag of the same name)
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    pub leader_elect_lease_duration: Duration,
+    /// How long the leader keeps trying to renew before it gives up and exits
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub leader_elect_renew_deadline: Duration,
+    /// How often candidates try to take, and the leader to renew, the Lease
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub leader_elect_retry_period: Duration,
+}
+
+/// A duration as kube-controller-manager's flags take it (`15s`, `500ms`, `1m30s`).
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d: jiff::SignedDuration =
+        s.parse().map_err(|e| format!("{s:?} is not a duration like 15s or 500ms: {e}"))?;
+    Duration::try_from(d).map_err(|_| format!("{s:?}: a duration must not be negative"))
+}
+
+/// The names of the controllers that have not returned yet, for the shutdown log.
+#[derive(Clone, Default)]
+pub struct Running(Arc<Mutex<BTreeSet<&'static str>>>);
+
+impl Running {
+    /// Runs `fut` as the controller `name`, listed while it runs.
+    async fn track<T>(&self, name: &'static str, fut: impl Future<Output = T>) -> T {
+        self.set(|s| s.insert(name));
+        let out = fut.await;
+        self.set(|s| s.remove(name));
+        tracing::debug!(controller = name, "controller stopped");
+        out
+    }
+
+    fn set(&self, f: impl FnOnce(&mut BTreeSet<&'static str>) -> bool) {
+        if let Ok(mut s) = self.0.lock() {
+            f(&mut s);
+        }
+    }
+
+    /// The controllers still running, comma-separated.
+    pub fn names(&self) -> String {
+        self.0.lock().map(|s| s.iter().copied().collect::<Vec<_>>().join(", ")).unwrap_or_default()
+    }
 }
 
 /// Installs the CRDs, then runs every controller until `stop` turns true. Returns when they
 /// have all stopped.
 pub async fn run_all(client: kube::Client, stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    run_all_tracked(client, stop, Running::default()).await
+}
+
+/// [`run_all`], keeping in `running` the names of the controllers that have not returned.
+pub async fn run_all_tracked(
+    client: kube::Client,
+    stop: watch::Receiver<bool>,
+    running: Running,
+) -> anyhow::Result<()> {
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
@@ -58,11 +118,20 @@ pub async fn run_all(client: kube::Client, stop: watch::Receiver<bool>) -> anyho
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
-    let cloneset = kinetic_controllers::cloneset::run(client.clone(), until(stop.clone()));
-    let volumes = kinetic_controllers::volume::run(client.clone(), until(stop.clone()));
-    let pulljobs = kinetic_controllers::imagepulljob::run(client.clone(), until(stop.clone()));
-    let nodeimages = kinetic_controllers::nodeimage::run(client.clone(), until(stop.clone()));
-    let workloads = kinetic_workloads::run(client, until(stop));
+    let r = &running;
+    let cloneset = r
+        .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let volumes =
+        r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
+    let pulljobs = r.track(
+        "imagepulljob",
+        kinetic_controllers::imagepulljob::run(client.clone(), until(stop.clone())),
+    );
+    let nodeimages = r.track(
+        "nodeimage",
+        kinetic_controllers::nodeimage::run(client.clone(), until(stop.clone())),
+    );
+    let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
     let (a, b, c, d, e) = tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -72,55 +141,126 @@ pub async fn run_all(client: kube::Client, stop: watch::Receiver<bool>) -> anyho
     Ok(())
 }
 
+/// Waits up to `grace` for the controllers' task (already told to stop) to end, then aborts
+/// it: reconcilers are safe to cancel at any `.await`. Says which controllers were abandoned.
+pub async fn stop_within(
+    task: &mut tokio::task::JoinHandle<anyhow::Result<()>>,
+    running: &Running,
+    grace: Duration,
+) {
+    match tokio::time::timeout(grace, &mut *task).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "the controllers stopped"),
+        Ok(_) => {}
+        Err(_) => {
+            tracing::warn!(
+                controllers = %running.names(),
+                "controllers did not finish their reconciles within {grace:?}; abandoning them"
+            );
+            task.abort();
+        }
+    }
+}
+
+/// How `kinetic controller` ended.
+enum Ending {
+    Signal,
+    LostLease,
+    ControllersEnded(anyhow::Result<()>),
+}
+
 /// `kinetic controller`: leader election, then all controllers until a signal or the loss of
-/// leadership (then it exits non-zero, as kube-controller-manager does, for its supervisor to
-/// restart it as a candidate).
+/// leadership.
+///
+/// # Guarantees
+/// - Loss of the Lease (not renewed within the renew deadline, or taken by another candidate)
+///   ends the process at once with an error, without waiting for running reconciles, as
+///   client-go's `OnStoppedLeading` does in kube-controller-manager: another replica may be
+///   leading already, and the supervisor restarts this one as a candidate.
+/// - SIGTERM/SIGINT stops every controller within [`SHUTDOWN_GRACE`], then releases the Lease
+///   (client-go's `ReleaseOnCancel`, itself bounded by the renew deadline) so a standby takes
+///   over within a retry period, and returns.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     let client = crate::client_from(args.kubeconfig.as_deref()).await?;
     let identity = args
         .identity
         .clone()
         .unwrap_or_else(|| format!("{}_{}", crate::hostname(), std::process::id()));
+    let lease_name = "kinetic-controller";
     let leadership = if args.no_leader_elect {
         None
     } else {
-        let cfg = kinetic_controllers::leader::LeaseConfig::new(
+        let mut cfg = kinetic_controllers::leader::LeaseConfig::new(
             &args.lease_namespace,
-            "kinetic-controller",
+            lease_name,
             &identity,
         );
+        cfg.lease_duration = args.leader_elect_lease_duration;
+        cfg.renew_deadline = args.leader_elect_renew_deadline;
+        cfg.retry_period = args.leader_elect_retry_period;
+        anyhow::ensure!(
+            cfg.renew_deadline < cfg.lease_duration && cfg.retry_period < cfg.renew_deadline,
+            "--leader-elect-retry-period < --leader-elect-renew-deadline < \
+             --leader-elect-lease-duration must hold (as kube-controller-manager checks)"
+        );
         tracing::info!(identity = %identity, "waiting to become the leader");
-        Some(kinetic_controllers::leader::acquire(client.clone(), cfg).await)
+        tokio::select! {
+            l = kinetic_controllers::leader::acquire(client.clone(), cfg) => Some(l),
+            r = crate::wait_for_signal() => return r,
+        }
     };
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut controllers = tokio::spawn(run_all(client, stop_rx));
+    let running = Running::default();
+    let mut controllers = tokio::spawn(run_all_tracked(client, stop_rx, running.clone()));
     #[allow(clippy::print_stdout)]
     {
         println!("kinetic controller {identity} is running the workload controllers");
     }
-    let lost = async {
-        match &leadership {
-            Some(l) => l.lost().await,
+    let lost = leadership.as_ref().map(kinetic_controllers::leader::Leadership::on_lost);
+    let lost = async move {
+        match lost {
+            Some(l) => l.await,
             None => std::future::pending().await,
         }
     };
-    let outcome = tokio::select! {
-        r = crate::wait_for_signal() => r.map(|()| true),
-        () = lost => Ok(false),
+    tokio::pin!(lost);
+    let ending = tokio::select! {
+        r = crate::wait_for_signal() => {
+            r?;
+            Ending::Signal
+        }
+        () = &mut lost => Ending::LostLease,
         r = &mut controllers => {
-            r.context("the controllers panicked")??;
-            anyhow::bail!("the controllers stopped on their own");
+            Ending::ControllersEnded(r.context("the controllers panicked").and_then(|r| r))
         }
     };
     let _ = stop_tx.send(true);
-    let _ = controllers.await;
-    match outcome? {
-        true => {
+    let lost_msg = || format!("lost leadership of {}/{lease_name}", args.lease_namespace);
+    match ending {
+        Ending::LostLease => {
+            controllers.abort();
+            anyhow::bail!(lost_msg());
+        }
+        Ending::Signal => {
+            // Still the leader while the controllers finish (bounded); losing the Lease
+            // meanwhile ends at once, as above.
+            tokio::select! {
+                () = stop_within(&mut controllers, &running, SHUTDOWN_GRACE) => {}
+                () = &mut lost => {
+                    controllers.abort();
+                    anyhow::bail!(lost_msg());
+                }
+            }
             if let Some(l) = leadership {
                 l.release().await;
             }
             Ok(())
         }
-        false => anyhow::bail!("lost leadership of kube-system/kinetic-controller"),
+        Ending::ControllersEnded(r) => {
+            if let Some(l) = leadership {
+                l.release().await;
+            }
+            r?;
+            anyhow::bail!("the controllers stopped on their own")
+        }
     }
 }

@@ -187,12 +187,14 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             }
         })
     });
+    let running = controllers::Running::default();
     let controllers = extras.scheduler.then(|| {
-        let (client, stop) = (client.clone(), stop_rx.clone());
+        let (client, stop, running) = (client.clone(), stop_rx.clone(), running.clone());
         tokio::spawn(async move {
-            if let Err(e) = controllers::run_all(client, stop).await {
+            if let Err(e) = controllers::run_all_tracked(client, stop, running).await {
                 tracing::error!(error = %format!("{e:#}"), "the controllers stopped");
             }
+            Ok(())
         })
     });
     let agent = match extras.node {
@@ -229,8 +231,8 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     if let Some(s) = scheduler {
         let _ = s.await;
     }
-    if let Some(c) = controllers {
-        let _ = c.await;
+    if let Some(mut c) = controllers {
+        controllers::stop_within(&mut c, &running, controllers::SHUTDOWN_GRACE).await;
     }
     server.shutdown().await;
     Ok(())
@@ -406,6 +408,9 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::FAILURE;
         }
     };
+    // `kinetic controller` abandons reconciles stuck past its shutdown bound; dropping the
+    // runtime waits for its blocking threads without a bound, so it gets a bounded shutdown.
+    let bounded_exit = matches!(cli.command, Command::Controller(_));
     let result = rt.block_on(async {
         match cli.command {
             Command::Up { server, node, no_node } => {
@@ -431,6 +436,9 @@ fn main() -> std::process::ExitCode {
             Command::Bench { what } => bench_pull::run(what).await,
         }
     });
+    if bounded_exit {
+        rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    }
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

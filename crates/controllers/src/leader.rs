@@ -12,6 +12,12 @@
 //! once — `kinetic controller` exits, as upstream controller managers do, and its supervisor
 //! restarts it as a candidate. On a clean shutdown the leader releases the Lease (empties the
 //! holder and sets a 1 s duration) so a standby takes over without waiting out the lease.
+//!
+//! Every API call here runs under a timeout, as client-go's `renew` runs `tryAcquireOrRenew`
+//! under a context with the renew deadline: the `kube` client has no response timeout, so a
+//! request to an API server that stopped answering (a paused process, a dropped connection)
+//! would otherwise wait forever and the leader would never notice it lost the Lease (issue 10,
+//! item 3).
 
 use std::time::{Duration, Instant};
 
@@ -59,11 +65,24 @@ impl Leadership {
     /// Resolves when leadership is lost (a renewal failed for longer than the renew deadline,
     /// or another holder took the Lease).
     pub async fn lost(&self) {
+        self.on_lost().await;
+    }
+
+    /// [`Leadership::lost`] as a future that does not borrow `self`, so the caller can still
+    /// [`Leadership::release`] after waiting on it. A renewal task that ended for any reason
+    /// counts as lost.
+    pub fn on_lost(&self) -> impl Future<Output = ()> + Send + 'static {
         let mut rx = self.lost.clone();
-        let _ = rx.wait_for(|l| *l).await;
+        async move {
+            let _ = rx.wait_for(|l| *l).await;
+        }
     }
 
     /// Stops renewing and releases the Lease so a standby can take over at once.
+    ///
+    /// # Guarantees
+    /// Returns within about `renew_deadline`: an API server that does not answer leaves the
+    /// Lease to expire by itself instead.
     pub async fn release(mut self) {
         let _ = self.stop.send(true);
         let _ = (&mut self.task).await;
@@ -177,7 +196,7 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Leadership {
     let api: Api<Lease> = Api::namespaced(client, &cfg.namespace);
     let mut observed = None;
     loop {
-        match try_acquire_or_renew(&api, &cfg, &mut observed).await {
+        match bounded(cfg.renew_deadline, try_acquire_or_renew(&api, &cfg, &mut observed)).await {
             Try::Acquired => break,
             Try::HeldByOther => {
                 let holder = observed.as_ref().map(|o| o.holder.as_str()).unwrap_or_default();
@@ -200,7 +219,21 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Leadership {
                     return;
                 }
             }
-            match try_acquire_or_renew(&api, &cfg, &mut observed).await {
+            // The attempt may not outlive the renew deadline (client-go's `renew` runs it under
+            // a context with that timeout): a hung request must not keep a stale leader going.
+            let deadline = last_renew + cfg.renew_deadline;
+            let attempt = try_acquire_or_renew(&api, &cfg, &mut observed);
+            let outcome = tokio::select! {
+                r = tokio::time::timeout_at(tokio::time::Instant::from_std(deadline), attempt) => {
+                    r.unwrap_or_else(|_| Try::Failed("no answer before the renew deadline".into()))
+                }
+                // A shutdown while an attempt hangs still releases (itself bounded).
+                _ = stop_rx.changed() => {
+                    release(&api, &cfg).await;
+                    return;
+                }
+            };
+            match outcome {
                 Try::Acquired => last_renew = Instant::now(),
                 Try::HeldByOther => {
                     tracing::error!(lease = %cfg.name, "another candidate took the lease");
@@ -209,7 +242,7 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Leadership {
                 }
                 Try::Failed(e) => {
                     tracing::warn!(lease = %cfg.name, error = %e, "lease renewal failed");
-                    if last_renew.elapsed() >= cfg.renew_deadline {
+                    if Instant::now() >= deadline {
                         tracing::error!(lease = %cfg.name, "lease not renewed within the renew deadline");
                         let _ = lost_tx.send(true);
                         return;
@@ -221,8 +254,22 @@ pub async fn acquire(client: Client, cfg: LeaseConfig) -> Leadership {
     Leadership { lost, stop, task }
 }
 
-/// Gives the Lease up (client-go's `ReleaseOnCancel`): empty holder, 1 s duration.
+/// `attempt`, or a failure when it has not finished within `limit`.
+async fn bounded(limit: Duration, attempt: impl std::future::Future<Output = Try>) -> Try {
+    tokio::time::timeout(limit, attempt)
+        .await
+        .unwrap_or_else(|_| Try::Failed(format!("no answer within {limit:?}")))
+}
+
+/// Gives the Lease up (client-go's `ReleaseOnCancel`): empty holder, 1 s duration. Bounded by
+/// the renew deadline; on failure the Lease simply expires.
 async fn release(api: &Api<Lease>, cfg: &LeaseConfig) {
+    if tokio::time::timeout(cfg.renew_deadline, release_once(api, cfg)).await.is_err() {
+        tracing::warn!(lease = %cfg.name, "releasing the lease: no answer; it will expire instead");
+    }
+}
+
+async fn release_once(api: &Api<Lease>, cfg: &LeaseConfig) {
     let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else { return };
     let Some(spec) = lease.spec.as_mut() else { return };
     if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
