@@ -202,7 +202,7 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
         resources["cpu"]["period"] = json!(100_000);
     }
 
-    Ok(json!({
+    let mut config = json!({
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
@@ -238,7 +238,12 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
                 "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
             ],
         },
-    }))
+    });
+    if i.container.stdin == Some(true) {
+        // `runc` gives such a container a FIFO as stdin, which `kubectl attach -i` writes.
+        config["annotations"] = json!({crate::runc::STDIN_ANNOTATION: "true"});
+    }
+    Ok(config)
 }
 
 fn bind(dest: &str, src: &Path, ro: bool) -> Value {

@@ -15,6 +15,9 @@ use rustix::process::{Pid, WaitOptions};
 
 use crate::{Error, Result};
 
+/// The `config.json` annotation of a container whose spec has `stdin: true`.
+pub const STDIN_ANNOTATION: &str = "dev.kinetic.stdin";
+
 /// How a container's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Exit {
@@ -58,6 +61,9 @@ impl Runc {
         // A stale container with this id (a crash between create and record) is removed first.
         let _ = self.delete(id).await;
         let mut cmd = self.command();
+        if let Some(fifo) = stdin_fifo(bundle, log)? {
+            cmd.stdin(fifo);
+        }
         cmd.arg("run")
             .arg("-d")
             .arg("--pid-file")
@@ -169,6 +175,39 @@ impl Runc {
             .map_err(|e| Error::io(&self.bin, e))?;
         Ok(lossy(&out.stdout).lines().map(str::to_owned).filter(|l| !l.is_empty()).collect())
     }
+}
+
+/// For a container that reads stdin (`stdin: true`, as the bundle's annotation says): a FIFO
+/// beside its log (`N.stdin`), opened for reading and writing so it never reports end of file
+/// and opening it never blocks; the kubelet API's attach writes to it. Kubelet's `stdinOnce`
+/// (stdin ends with the first attach session) is not done: stdin stays open.
+///
+/// # Errors
+/// The FIFO cannot be made or opened.
+fn stdin_fifo(bundle: &Path, log: &Path) -> Result<Option<Stdio>> {
+    let config: serde_json::Value = std::fs::read(bundle.join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    if config.pointer("/annotations").and_then(|a| a.get(STDIN_ANNOTATION)).is_none() {
+        return Ok(None);
+    }
+    let fifo = log.with_extension("stdin");
+    let _ = std::fs::remove_file(&fifo);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &fifo,
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .map_err(|e| Error::io(&fifo, e.into()))?;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&fifo)
+        .map_err(|e| Error::io(&fifo, e))?;
+    Ok(Some(Stdio::from(f)))
 }
 
 fn lossy(b: &[u8]) -> String {

@@ -706,8 +706,8 @@ async fn run_attach(
     let fifo = log.with_extension("stdin");
     let mut stdin = None;
     if opts.stdin {
-        match tokio::fs::OpenOptions::new().write(true).open(&fifo).await {
-            Ok(f) => stdin = Some(f),
+        match open_fifo(&fifo) {
+            Ok(f) => stdin = Some(tokio::fs::File::from_std(f)),
             Err(_) => {
                 return failure(&format!(
                     "container {container} in pod {ns}/{pod} does not read stdin (set stdin: true in its spec)"
@@ -754,6 +754,18 @@ async fn run_attach(
             }
         }
     }
+}
+
+/// Opens the container's stdin FIFO for writing without waiting for a reader (there is none
+/// once the container is gone), then makes writes blocking again.
+fn open_fifo(path: &std::path::Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)?;
+    rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())?;
+    Ok(f)
 }
 
 async fn read_from(path: &std::path::Path, offset: u64) -> io::Result<Vec<u8>> {

@@ -372,3 +372,48 @@ async fn kubectl_exec_over_spdy_as_kube_apiserver_speaks_to_kubelets() {
     c.pods().delete("spdy", &Default::default()).await.unwrap();
     c.wait_gone("spdy", 20).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attach_feeds_stdin_and_relays_output() {
+    let c = Cluster::start().await;
+    running_pod(
+        &c,
+        "reader",
+        json!({"stdin": true,
+            "command": ["sh", "-c", "echo ready; while read l; do echo got $l; done"]}),
+    )
+    .await;
+    for websockets in [true, false] {
+        let mut cmd = kubectl_cmd(&c, &["attach", "-i", "reader"]);
+        cmd.stdin(Stdio::piped())
+            .env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", if websockets { "true" } else { "false" });
+        let mut child = cmd.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let word = if websockets { "websocket" } else { "spdy" };
+        // Attach relays output from when it starts: keep writing until the echo comes back.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        'wait: loop {
+            assert!(Instant::now() < deadline, "no echo through attach: {seen:?}");
+            stdin.write_all(format!("{word}\n").as_bytes()).await.unwrap();
+            while let Ok(Ok(Some(l))) =
+                tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+            {
+                if l == format!("got {word}") {
+                    break 'wait;
+                }
+                seen.push(l);
+            }
+        }
+        let _ = child.kill().await;
+    }
+    // A container without stdin refuses attach -i.
+    running_pod(&c, "deaf", json!({"command": ["sleep", "600"]})).await;
+    let out = c.server.kubectl(&["attach", "-i", "deaf"]).await.unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    for p in ["reader", "deaf"] {
+        c.pods().delete(p, &Default::default()).await.unwrap();
+        c.wait_gone(p, 20).await;
+    }
+}
