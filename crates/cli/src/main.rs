@@ -347,6 +347,25 @@ fn kubeconfig_token(path: Option<&std::path::Path>) -> Option<String> {
     v.get("token").and_then(serde_json::Value::as_str).map(str::to_owned)
 }
 
+/// The CA certificates (DER) of the kubeconfig's cluster: the node agent trusts them for
+/// client certificates when the cluster's published client CA cannot be read (on kubeadm
+/// clusters they are the same CA).
+async fn kubeconfig_ca(path: Option<&std::path::Path>) -> Vec<Vec<u8>> {
+    let cfg = match path {
+        Some(p) => match kube::config::Kubeconfig::read_from(p) {
+            Ok(kc) => kube::Config::from_custom_kubeconfig(
+                kc,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .ok(),
+            Err(_) => None,
+        },
+        None => kube::Config::infer().await.ok(),
+    };
+    cfg.and_then(|c| c.root_cert).unwrap_or_default()
+}
+
 async fn run_node(
     kubeconfig: Option<PathBuf>,
     data_dir: Option<PathBuf>,
@@ -356,6 +375,7 @@ async fn run_node(
     let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
     let mut cfg = node_config(&node, dir)?;
     cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
+    cfg.client_ca = kubeconfig_ca(kubeconfig.as_deref()).await;
     if cfg.auth_token.is_none() {
         tracing::warn!(
             "the kubeconfig has no bearer token: the log endpoint will refuse every request"

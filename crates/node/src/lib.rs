@@ -1,7 +1,8 @@
 //! The Kinetic node agent: what kubelet does, for the pods bound to one node, with runc.
 //!
 //! [`Agent::start`] registers a Node (capacity, conditions, `nodeInfo`), keeps its Lease fresh,
-//! serves container logs for the API server's `pods/log` proxy, and watches the pods whose
+//! serves the kubelet API (logs, exec, attach, port-forward) for the API server's proxy, and
+//! watches the pods whose
 //! `spec.nodeName` is this node. Each pod gets a worker task (`worker`) that:
 //!
 //! 1. creates the pod sandbox: a network namespace wired by the CNI `bridge` + `host-local` +
@@ -31,7 +32,12 @@
 //! one being pulled, or one pulled less than 2 minutes ago), every 5 minutes and after each
 //! preheat pull.
 //!
-//! What it does not do: exec/attach/port-forward, other persistent volume types, log rotation,
+//! The kubelet API (`server`: HTTPS, client-certificate or token authentication,
+//! SubjectAccessReview) serves container logs (`logs`), exec and attach (`streaming`, over
+//! WebSocket and SPDY) and port-forward (`portforward`, SPDY plain or tunnelled in WebSocket;
+//! `spdy` holds the framing), for the API server's pod subresource proxy.
+//!
+//! What it does not do: other persistent volume types, log rotation,
 //! cgroup v2 (this machine has v1), user namespaces.
 
 mod cni;
@@ -134,8 +140,12 @@ pub struct Config {
     pub node_ip: IpAddr,
     /// The first crash back-off delay (kubelet: 10 s, doubling up to 30× that).
     pub crash_backoff: Duration,
-    /// Bearer token the log endpoint requires.
+    /// The agent's own bearer token, which its kubelet API accepts without a review.
     pub auth_token: Option<String>,
+    /// CA certificates (DER) trusted for client certificates when the cluster publishes no
+    /// client CA the agent can read in `kube-system/extension-apiserver-authentication`
+    /// (kubelet's `--client-ca-file`; on kubeadm clusters, the cluster CA).
+    pub client_ca: Vec<Vec<u8>>,
     pub max_pods: u32,
     /// Preheat pulls (NodeImage tags) running at once (kruise-daemon's
     /// `--max-workers-for-pull-image`).
@@ -161,6 +171,7 @@ impl Config {
             node_ip: IpAddr::from([127, 0, 0, 1]),
             crash_backoff: Duration::from_secs(10),
             auth_token: None,
+            client_ca: Vec::new(),
             max_pods: 110,
             image_pull_workers: 2,
             image_gc_policy: kinetic_image::GcPolicy::default(),

@@ -8,7 +8,9 @@
 //! Authentication, as kubelet's `--client-ca-file` and webhook token authentication:
 //! - a client certificate signed by the cluster's client CA, read from the `client-ca-file` key
 //!   of `kube-system/extension-apiserver-authentication` (kube-apiserver and Kinetic's embedded
-//!   server both publish it); the certificate's CN is the user and its O entries the groups;
+//!   server both publish it), else the configured CA (`Config::client_ca`; `kinetic node` passes
+//!   its kubeconfig's cluster CA, the client CA of kubeadm clusters); the certificate's CN is
+//!   the user and its O entries the groups;
 //! - or a bearer token: the agent's own token (the one of its kubeconfig; on `kinetic up` the
 //!   server's admin token) or any token the API accepts in a TokenReview.
 //!
@@ -111,26 +113,34 @@ pub(crate) async fn tls_config(
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| tls_err("protocol versions", &e))?;
-    let builder = match client_ca(client).await {
+    let mut roots = rustls::RootCertStore::empty();
+    match client_ca(client).await {
         Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
             for c in rustls_pemfile::certs(&mut pem.as_bytes()) {
                 let c = c.map_err(|e| tls_err("client CA", &e))?;
                 roots.add(c).map_err(|e| tls_err("client CA", &e))?;
             }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .allow_unauthenticated()
-                    .build()
-                    .map_err(|e| tls_err("client certificate verifier", &e))?;
-            builder.with_client_cert_verifier(verifier)
         }
         None => {
-            tracing::warn!(
-                "kube-system/extension-apiserver-authentication has no client-ca-file: the kubelet API accepts bearer tokens only"
-            );
-            builder.with_no_client_auth()
+            for der in &cfg.client_ca {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(der.clone()))
+                    .map_err(|e| tls_err("client CA", &e))?;
+            }
         }
+    }
+    let builder = if roots.is_empty() {
+        tracing::warn!(
+            "no client CA (kube-system/extension-apiserver-authentication has no readable client-ca-file and none was configured): the kubelet API accepts bearer tokens only"
+        );
+        builder.with_no_client_auth()
+    } else {
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|e| tls_err("client certificate verifier", &e))?;
+        builder.with_client_cert_verifier(verifier)
     };
     let mut tls =
         builder.with_single_cert(chain, key_der).map_err(|e| tls_err("serving certificate", &e))?;
