@@ -24,8 +24,70 @@ pub const GROUP: &str = "apps.kruise.io";
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
+        "ImagePullJob" => validate_image_pull_job(obj),
         _ => Vec::new(),
     }
+}
+
+/// OpenKruise's ImagePullJob webhook (`pkg/webhook/imagepulljob/validating`, `validate`, the
+/// same for v1alpha1 and v1beta1), with its messages, as `Forbidden` field causes (the webhook
+/// answers 400 with the bare message; a field cause says where). Issue 18: the manual's own
+/// first example sets `names` and `matchLabels` together, which upstream refuses.
+fn validate_image_pull_job(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    let selector = spec.get("selector").filter(|s| !s.is_null());
+    if let Some(sel) = selector {
+        let labels = set(sel.get("matchLabels")) || set(sel.get("matchExpressions"));
+        let names = sel.get("names").filter(|n| !n.is_null());
+        if labels && names.is_some() {
+            causes.push(Cause::forbidden(
+                "spec.selector",
+                "can not set both names and labelSelector in this spec.selector",
+            ));
+        }
+        let list: Vec<&Value> = names.and_then(Value::as_array).into_iter().flatten().collect();
+        if list.iter().enumerate().any(|(i, n)| list[..i].contains(n)) {
+            causes
+                .push(Cause::forbidden("spec.selector.names", "duplicated name in selector names"));
+        }
+    }
+    if set(spec.get("podSelector")) && selector.is_some() {
+        causes.push(Cause::forbidden(
+            "spec.podSelector",
+            "can not set both selector and podSelector",
+        ));
+    }
+    if spec.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+        causes.push(Cause::required("spec.image", "image can not be empty"));
+    }
+    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
+    let deadline = policy.get("activeDeadlineSeconds").and_then(Value::as_i64);
+    let timeout = spec.pointer("/pullPolicy/timeoutSeconds").and_then(Value::as_i64).unwrap_or(600);
+    match policy.get("type").and_then(Value::as_str).unwrap_or("Always") {
+        "Always" => {
+            if deadline.is_some_and(|d| timeout > d) {
+                causes.push(Cause::forbidden(
+                    "spec.completionPolicy.activeDeadlineSeconds",
+                    "completionPolicy.activeDeadlineSeconds must be greater than pullPolicy.timeoutSeconds(default 600)",
+                ));
+            }
+        }
+        "Never" => {
+            if deadline.is_some() || set(policy.get("ttlSecondsAfterFinished")) {
+                causes.push(Cause::forbidden(
+                    "spec.completionPolicy",
+                    "activeDeadlineSeconds and ttlSecondsAfterFinished can only work with Always CompletionPolicyType",
+                ));
+            }
+        }
+        other => causes.push(Cause::forbidden(
+            "spec.completionPolicy.type",
+            &format!("unknown type of completionPolicy: {other}"),
+        )),
+    }
+    causes
 }
 
 /// Upstream's `validateScaleStrategy`: each `scaleStrategy.podsToDelete` entry that `old` did

@@ -404,7 +404,8 @@ async fn imagepulljob_failures_deadline_and_pod_selector() {
     let (img, _) = image(&c.registry, "deadline", "v1").await;
     c.create_job(
         "late",
-        json!({"image": img, "parallelism": 0,
+        // The deadline must exceed the pull timeout (OpenKruise's webhook rule).
+        json!({"image": img, "parallelism": 0, "pullPolicy": {"timeoutSeconds": 1},
                "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 2}}),
     )
     .await;

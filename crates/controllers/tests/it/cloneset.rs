@@ -1335,3 +1335,50 @@ async fn progressing_condition_when_paused_and_at_the_partition_reads_as_upstrea
     })
     .await;
 }
+
+/// Issue 18, item 5: OpenKruise's webhook refuses an ImagePullJob with `selector.names`
+/// together with `matchLabels`, `selector` together with `podSelector`, and `Never` with
+/// `activeDeadlineSeconds`; so must the embedded server, with upstream's messages, for both
+/// served versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_pull_job_rules_of_the_webhook_are_enforced() {
+    let env = Env::start().await;
+    let crds = kinetic_controllers::imagepulljob::crds();
+    kinetic_controllers::crds::install(&env.client, &crds).await.unwrap();
+    let job = |version: &str, spec: &str| {
+        format!(
+            "apiVersion: apps.kruise.io/{version}\nkind: ImagePullJob\nmetadata:\n  name: j\nspec:\n  image: nginx:1.9.1\n{spec}"
+        )
+    };
+    let cases = [
+        (
+            "  selector:\n    names: [node-1]\n    matchLabels:\n      node-type: xxx\n",
+            "can not set both names and labelSelector in this spec.selector",
+        ),
+        (
+            "  selector:\n    matchLabels:\n      a: b\n  podSelector:\n    matchLabels:\n      c: d\n",
+            "can not set both selector and podSelector",
+        ),
+        (
+            "  completionPolicy:\n    type: Never\n    activeDeadlineSeconds: 100\n",
+            "activeDeadlineSeconds and ttlSecondsAfterFinished can only work with Always CompletionPolicyType",
+        ),
+        (
+            "  completionPolicy:\n    type: Always\n    activeDeadlineSeconds: 100\n",
+            "completionPolicy.activeDeadlineSeconds must be greater than pullPolicy.timeoutSeconds(default 600)",
+        ),
+    ];
+    for version in ["v1alpha1", "v1beta1"] {
+        for (spec, want) in cases {
+            let out = env
+                .server
+                .kubectl_stdin(&["apply", "-f", "-"], Some(&job(version, spec)))
+                .await
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success() && err.contains(want), "{version} {spec}: {err}");
+        }
+    }
+    let ok = "  selector:\n    names: [node-1]\n  completionPolicy:\n    type: Always\n    activeDeadlineSeconds: 1200\n";
+    env.server.kubectl_stdin_ok(&["apply", "-f", "-"], &job("v1beta1", ok)).await.unwrap();
+}
