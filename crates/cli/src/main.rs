@@ -46,7 +46,7 @@ struct NodeArgs {
     /// The Node's name [default: the host name]
     #[arg(long)]
     node_name: Option<String>,
-    /// Address of the node's log endpoint (what kubelet serves on port 10250)
+    /// Address of the node's kubelet API, HTTPS (kubelet: port 10250)
     #[arg(long, default_value = "127.0.0.1:10250")]
     node_listen: SocketAddr,
     /// The address published as the Node's InternalIP
@@ -378,14 +378,14 @@ async fn run_node(
     cfg.client_ca = kubeconfig_ca(kubeconfig.as_deref()).await;
     if cfg.auth_token.is_none() {
         tracing::warn!(
-            "the kubeconfig has no bearer token: the log endpoint will refuse every request"
+            "the kubeconfig has no bearer token: the kubelet API accepts only client certificates and tokens the cluster's TokenReview accepts"
         );
     }
     let name = cfg.node_name.clone();
     let agent = kinetic_node::Agent::start(client, cfg).await.context("starting the node agent")?;
     #[allow(clippy::print_stdout)]
     {
-        println!("kinetic node {name} is running; logs served at {}", agent.log_addr());
+        println!("kinetic node {name} is running; kubelet API at https://{}", agent.log_addr());
     }
     wait_for_signal().await?;
     agent.shutdown().await;

@@ -151,17 +151,28 @@ async fn kubelet_api_refuses_callers_without_a_valid_client_cert_or_token() {
     let token = c.cfg.auth_token.clone().unwrap();
     let by_token = kubelet_get(&c, path, Some(&token), None).await.unwrap();
     assert!(by_token.starts_with("HTTP/1.0 200"), "{by_token}");
-    // Plain HTTP gets no HTTP answer.
+    c.pods().delete("quiet", &Default::default()).await.unwrap();
+    c.wait_gone("quiet", 20).await;
+}
+
+/// Issue 10, item 9: kube-apiserver dialled the agent over HTTPS and got "server gave HTTP
+/// response to HTTPS client". The kubelet API speaks TLS only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_gave_http_response_to_https_client_kubelet_api_is_https() {
+    let c = Cluster::start().await;
+    let token = c.cfg.auth_token.clone().unwrap();
     let addr = c.agent.as_ref().unwrap().log_addr();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(format!("GET {path} HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    s.write_all(
+        format!("GET /healthz HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut plain = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut plain)).await;
     assert!(!plain.starts_with(b"HTTP/"), "{}", String::from_utf8_lossy(&plain));
-    c.pods().delete("quiet", &Default::default()).await.unwrap();
-    c.wait_gone("quiet", 20).await;
+    let tls = kubelet_get(&c, "/healthz", Some(&token), None).await.unwrap();
+    assert!(tls.starts_with("HTTP/1.0 200") && tls.ends_with("ok"), "{tls}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
