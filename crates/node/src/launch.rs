@@ -86,9 +86,13 @@ mod tests {
         assert_eq!(waits_for(&p, "a"), ["c"]);
         assert_eq!(waits_for(&p, "b"), Vec::<String>::new());
         assert_eq!(waits_for(&p, "c"), Vec::<String>::new());
-        // Equal priorities do not wait for each other; the env wins over the annotation.
-        let p = pod(Some("Ordered"), [Some("5"), Some("5"), Some("5")]);
+        // Equal priorities do not wait for each other.
+        let p = pod(None, [Some("5"), Some("5"), Some("5")]);
         assert_eq!(start_order(&p), ["a", "b", "c"]);
         assert_eq!(waits_for(&p, "c"), Vec::<String>::new());
+        // `Ordered` wins over the env, as upstream's webhook does.
+        let p = pod(Some("Ordered"), [Some("1"), Some("5"), Some("10")]);
+        assert_eq!(start_order(&p), ["a", "b", "c"]);
+        assert_eq!(waits_for(&p, "b"), ["a"]);
     }
 }

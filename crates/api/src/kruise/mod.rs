@@ -96,25 +96,26 @@ pub const CONTAINER_LAUNCH_PRIORITY_ANNOTATION: &str = "apps.kruise.io/container
 pub const CONTAINER_PRIORITY_ENV: &str = "KRUISE_CONTAINER_PRIORITY";
 
 /// The launch priority of `pod`'s app container number `index` (upstream's
-/// `GetContainerPriority` after the webhook's `Ordered` injection): its
-/// [`CONTAINER_PRIORITY_ENV`] value when it has one, else `-index` when the pod carries
-/// [`CONTAINER_LAUNCH_PRIORITY_ANNOTATION`]` = Ordered`, else `None` (no ordering).
+/// `GetContainerPriority` after the webhook's injection): `-index` when the pod carries
+/// [`CONTAINER_LAUNCH_PRIORITY_ANNOTATION`]` = Ordered` (which, as in upstream's webhook, wins
+/// over any env), else the container's [`CONTAINER_PRIORITY_ENV`] value, else `None` (no
+/// ordering).
 ///
 /// Upstream's webhook rejects values outside -2147483647..=2147483647 and non-integers; here
 /// such a value counts as no priority.
 pub fn container_priority(pod: &k8s_openapi::api::core::v1::Pod, index: usize) -> Option<i32> {
     let container = pod.spec.as_ref()?.containers.get(index)?;
-    let env = container.env.iter().flatten().find(|e| e.name == CONTAINER_PRIORITY_ENV);
-    if let Some(e) = env {
-        return e.value.as_deref().and_then(|v| v.trim().parse().ok());
-    }
     let ordered = pod
         .metadata
         .annotations
         .as_ref()
         .and_then(|a| a.get(CONTAINER_LAUNCH_PRIORITY_ANNOTATION))
         .is_some_and(|v| v == "Ordered");
-    ordered.then(|| -i32::try_from(index).unwrap_or(i32::MAX))
+    if ordered {
+        return Some(-i32::try_from(index).unwrap_or(i32::MAX));
+    }
+    let env = container.env.iter().flatten().find(|e| e.name == CONTAINER_PRIORITY_ENV)?;
+    env.value.as_deref().and_then(|v| v.trim().parse().ok())
 }
 
 /// Pod readiness gate and condition type that the workload sets `False` before an in-place
