@@ -134,7 +134,7 @@ pub struct Config {
     pub runc: PathBuf,
     /// Registries that may be reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
-    /// Where the log endpoint listens (kubelet: port 10250).
+    /// Where the kubelet API listens, HTTPS (kubelet: port 10250).
     pub listen: SocketAddr,
     /// The address published as the Node's InternalIP.
     pub node_ip: IpAddr,
@@ -303,7 +303,7 @@ impl Agent {
         Ok(Agent { tasks, log_addr })
     }
 
-    /// Where the log endpoint listens.
+    /// Where the kubelet API listens.
     pub fn log_addr(&self) -> SocketAddr {
         self.log_addr
     }
