@@ -140,17 +140,22 @@ impl Refs {
                 refs.claims.insert(name, state);
             }
         }
+        Ok(refs)
+    }
+
+    /// Requests the service account tokens of `pod`'s projected volumes (TokenRequest). Only
+    /// needed when the volumes are set up: the refresher keeps them fresh afterwards.
+    pub async fn fetch_tokens(&mut self, client: &kube::Client, pod: &Pod) {
+        use crate::token::Issuer as _;
         let issuer = crate::token::ApiIssuer(client.clone());
         for v in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
             for src in v.projected.iter().flat_map(|p| p.sources.iter().flatten()) {
                 if let Some(t) = &src.service_account_token {
-                    use crate::token::Issuer as _;
                     let issued = issuer.issue(pod, t).await;
-                    refs.tokens.insert((v.name.clone(), t.path.clone()), issued);
+                    self.tokens.insert((v.name.clone(), t.path.clone()), issued);
                 }
             }
         }
-        Ok(refs)
     }
 }
 

@@ -287,7 +287,8 @@ mod tests {
                 ]}}]},
         }))
         .unwrap();
-        let refs = crate::refs::Refs::fetch(&client, &pod).await.unwrap();
+        let mut refs = crate::refs::Refs::fetch(&client, &pod).await.unwrap();
+        refs.fetch_tokens(&client, &pod).await;
         assert_eq!(refs.mount_problem(), None);
         let dir = tempfile::tempdir().unwrap();
         crate::volumes::prepare(&pod, dir.path(), &refs, "10.0.0.2", "127.0.0.1").unwrap();

@@ -697,9 +697,10 @@ impl Worker {
         let fail = |reason: &'static str| {
             move |e: crate::env::ConfigError| StartFailure { reason, message: e.0 }
         };
-        let refs = crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await.map_err(|e| {
-            StartFailure { reason: "CreateContainerConfigError", message: crate::report(&e) }
-        })?;
+        let mut refs =
+            crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await.map_err(|e| {
+                StartFailure { reason: "CreateContainerConfigError", message: crate::report(&e) }
+            })?;
         let pod_ip = self.rec.ip.clone().unwrap_or_default();
         let host_ip = self.ctx.cfg.node_ip.to_string();
         let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs)
@@ -707,6 +708,7 @@ impl Worker {
         if self.volumes.is_none() {
             // Kubelet's volume manager waits for claims to be bound before anything starts;
             // the container stays in ContainerCreating with a FailedMount Event meanwhile.
+            refs.fetch_tokens(&self.ctx.client, &self.pod).await;
             if let Some(message) = refs.mount_problem() {
                 return Err(StartFailure { reason: "ContainerCreating", message });
             }
