@@ -1,0 +1,280 @@
+//! One request through the gateway: Host → route → revision (weighted) → slot on an endpoint
+//! (held while there is none) → the container, with Knative's runtime-contract headers.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Frame, Incoming, SizeHint};
+use rand::Rng;
+
+use crate::Shared;
+use crate::table::Protocol;
+use crate::throttler::{Admission, Rejection, Slot};
+
+/// The body of every response the gateway sends.
+pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, std::convert::Infallible> {
+    let Some(host) = request_host(&req) else {
+        return Ok(reply(StatusCode::BAD_REQUEST, "the request names no host (Host header)"));
+    };
+    let table = shared.table();
+    let Some(route) = table.hosts.get(&host) else {
+        return Ok(reply(StatusCode::NOT_FOUND, &format!("no route for host {host:?}")));
+    };
+    let Some(throttler) = route.pick(rand::rng().random_range(0..route.total.max(1))) else {
+        return Ok(reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("the route of host {host:?} has no traffic target"),
+        ));
+    };
+    let throttler = throttler.clone();
+    drop(table);
+
+    let admission = throttler.admit();
+    let limits = throttler.limits();
+    let arrived = tokio::time::Instant::now();
+    let deadline = arrived + limits.timeout;
+    let on_demand = |key: &_| {
+        if let Some(hook) = &shared.on_demand {
+            hook(key);
+        }
+    };
+    let slot = match throttler.acquire(deadline, shared.queue_depth, on_demand).await {
+        Ok(slot) => slot,
+        Err(Rejection::QueueFull(depth)) => {
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!(
+                    "revision {}: request queue full ({depth} requests already wait for a free \
+                     endpoint)",
+                    throttler.key
+                ),
+            ));
+        }
+        Err(Rejection::Timeout { at_zero }) => {
+            let why = if at_zero { "no endpoint became ready" } else { "no endpoint had room" };
+            return Ok(reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "revision {}: {why} within the revision's timeout ({}s, timeoutSeconds)",
+                    throttler.key,
+                    secs(limits.timeout)
+                ),
+            ));
+        }
+    };
+
+    let addr = slot.addr();
+    let upstream = match upstream_request(req, &host, peer, addr, limits.protocol) {
+        Ok(r) => r,
+        Err(e) => {
+            return Ok(reply(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")));
+        }
+    };
+    // The response must start before the revision's overall deadline and, once sent, within
+    // responseStartTimeoutSeconds (Knative's queue-proxy enforces both on the pod).
+    let (limit, which) = match limits.response_start_timeout {
+        Some(t) if tokio::time::Instant::now() + t < deadline => {
+            (tokio::time::Instant::now() + t, format!("{}s, responseStartTimeoutSeconds", secs(t)))
+        }
+        _ => (deadline, format!("{}s, timeoutSeconds", secs(limits.timeout))),
+    };
+    let client = match limits.protocol {
+        Protocol::Http1 => &shared.http1,
+        Protocol::H2c => &shared.h2c,
+    };
+    let response = match tokio::time::timeout_at(limit, client.request(upstream)).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
+            tracing::debug!(revision = %throttler.key, %addr, error = %e, "forwarding failed");
+            return Ok(reply(
+                StatusCode::BAD_GATEWAY,
+                &format!("revision {}: forwarding to {addr} failed: {e}", throttler.key),
+            ));
+        }
+        Err(_) => {
+            return Ok(reply(
+                StatusCode::GATEWAY_TIMEOUT,
+                &format!(
+                    "revision {}: {addr} did not start its response in time ({which})",
+                    throttler.key
+                ),
+            ));
+        }
+    };
+    let (mut parts, body) = response.into_parts();
+    remove_hop_by_hop(&mut parts.headers);
+    let body = Guarded { inner: body, guard: Some((slot, admission)) };
+    Ok(Response::from_parts(parts, body.boxed()))
+}
+
+/// The Host header's (or, in HTTP/2, the `:authority`'s) host name: lowercase, without port
+/// or trailing dot.
+fn request_host(req: &Request<Incoming>) -> Option<String> {
+    let raw = match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
+        Some(h) => h,
+        None => req.uri().authority()?.as_str(),
+    };
+    let host = if let Some(rest) = raw.strip_prefix('[') {
+        // An IPv6 literal: `[::1]:80`.
+        &raw[..rest.find(']').map_or(raw.len(), |i| i + 2)]
+    } else {
+        raw.rsplit_once(':').map_or(raw, |(h, _)| h)
+    };
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    (!host.is_empty()).then_some(host)
+}
+
+/// The request as the container receives it (Knative runtime contract): the original Host,
+/// `Forwarded`, `X-Forwarded-For` and `X-Forwarded-Proto` added, hop-by-hop headers removed,
+/// everything else (such as `traceparent`) kept.
+fn upstream_request(
+    req: Request<Incoming>,
+    host: &str,
+    peer: SocketAddr,
+    addr: SocketAddr,
+    protocol: Protocol,
+) -> Result<Request<Incoming>, http::Error> {
+    let (mut parts, body) = req.into_parts();
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    remove_hop_by_hop(&mut parts.headers);
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    parts.uri =
+        Uri::builder().scheme("http").authority(addr.to_string()).path_and_query(path).build()?;
+    parts.version = match protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::H2c => Version::HTTP_2,
+    };
+    if let Some(a) = authority {
+        parts.headers.insert(header::HOST, a);
+    }
+    add_forwarded(&mut parts.headers, peer, host);
+    Ok(Request::from_parts(parts, body))
+}
+
+fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {
+    let ip = peer.ip().to_string();
+    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {ip}"),
+        _ => ip.clone(),
+    };
+    insert(headers, "x-forwarded-for", &xff);
+    if !headers.contains_key("x-forwarded-proto") {
+        headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    // RFC 7239: IPv6 addresses are quoted and bracketed.
+    let node = if peer.is_ipv6() { format!("\"[{ip}]\"") } else { ip };
+    let element = format!("for={node};host={host};proto=http");
+    let forwarded = match headers.get(header::FORWARDED).and_then(|v| v.to_str().ok()) {
+        Some(prior) if !prior.trim().is_empty() => format!("{prior}, {element}"),
+        _ => element,
+    };
+    insert(headers, "forwarded", &forwarded);
+}
+
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        headers.insert(name, v);
+    }
+}
+
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those the `Connection` header lists.
+/// `TE: trailers` stays, as Go's `httputil.ReverseProxy` keeps it (gRPC needs it).
+fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in listed {
+        headers.remove(name);
+    }
+    let te_trailers = headers
+        .get(header::TE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("trailers")));
+    for name in [
+        header::CONNECTION,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// A response the gateway answers itself, with a body that says why.
+fn reply(status: StatusCode, message: &str) -> Response<Body> {
+    let body =
+        Full::new(Bytes::from(format!("{message}\n"))).map_err(|never| match never {}).boxed();
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp
+}
+
+fn secs(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s.fract() == 0.0 { format!("{}", d.as_secs()) } else { format!("{s}") }
+}
+
+/// The container's response body, holding the request's slot and admission until it ends, so
+/// `containerConcurrency` and the concurrency metric cover the whole response.
+struct Guarded {
+    inner: Incoming,
+    guard: Option<(Slot, Admission)>,
+}
+
+impl hyper::body::Body for Guarded {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
+            || self.inner.is_end_stream()
+        {
+            self.guard = None;
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
