@@ -17,7 +17,7 @@ use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;
 use kinetic_api::kruise::imagepulljob::ImagePullJob;
 use kinetic_api::kruise::nodeimage::{NodeImage, NodeImageSpec};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams, Preconditions};
+use kube::api::{Api, DeleteParams, ObjectMeta, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
@@ -107,9 +107,18 @@ async fn sync(
     let api: Api<NodeImage> = Api::all(client.clone());
     let node_names: BTreeSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
     let have: BTreeSet<String> = images.state().iter().map(|n| n.name_any()).collect();
+    let node_labels = |name: &str| {
+        nodes.state().iter().find(|n| n.name_any() == name).map(|n| n.labels().clone())
+    };
     for n in node_names.difference(&have) {
         let ni = NodeImage {
-            metadata: ObjectMeta { name: Some(n.clone()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(n.clone()),
+                // Upstream's NodeImage carries its Node's labels, so NodeImages can be listed
+                // by node label (the manual does; issue 18).
+                labels: node_labels(n).filter(|l| !l.is_empty()),
+                ..Default::default()
+            },
             spec: NodeImageSpec::default(),
             status: None,
         };
@@ -136,6 +145,20 @@ async fn sync(
                 }
             }
             continue;
+        }
+        // Keep the labels equal to the Node's (upstream copies them on every sync).
+        if let Some(want) = node_labels(&name)
+            && &want != ni.labels()
+        {
+            let mut labels = serde_json::Map::new();
+            for k in ni.labels().keys().filter(|k| !want.contains_key(*k)) {
+                labels.insert(k.clone(), serde_json::Value::Null);
+            }
+            for (k, v) in &want {
+                labels.insert(k.clone(), serde_json::Value::String(v.clone()));
+            }
+            let patch = serde_json::json!({"metadata": {"labels": labels}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
         }
         // Owners (jobs) that are gone.
         let live: BTreeSet<String> = jobs.state().iter().filter_map(|j| j.uid()).collect();

@@ -198,3 +198,50 @@ async fn imagepulljob_past_its_ttl_is_deleted_after_a_request_that_never_answers
     drop(proxy);
     server.shutdown().await;
 }
+
+/// Issue 18, item 10: a NodeImage carried none of its Node's labels, so the manual's way of
+/// listing NodeImages by node label found nothing. It is created with them and follows their
+/// changes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodeimage_carries_and_follows_its_nodes_labels() {
+    let server = TestServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    kinetic_controllers::crds::install(&client, &imagepulljob::crds()).await.unwrap();
+    let (stop, mut stop_rx) = watch::channel(false);
+    let controller =
+        tokio::spawn(kinetic_controllers::nodeimage::run(client.clone(), async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        }));
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(
+        json!({"metadata": {"name": "n1", "labels": {"node-type": "gpu", "zone": "a"}}}),
+    )
+    .unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let images: Api<NodeImage> = Api::all(client.clone());
+    let labelled = |want: Vec<(&'static str, &'static str)>| {
+        let images = images.clone();
+        async move {
+            let Some(ni) = images.get_opt("n1").await.unwrap() else { return false };
+            let have: Vec<(String, String)> = kube::ResourceExt::labels(&ni)
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            have == want.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect::<Vec<_>>()
+        }
+    };
+    until("the NodeImage has the node's labels", Duration::from_secs(20), || {
+        labelled(vec![("node-type", "gpu"), ("zone", "a")])
+    })
+    .await;
+    let by_label = images.list(&kube::api::ListParams::default().labels("node-type=gpu")).await;
+    assert_eq!(by_label.unwrap().items.len(), 1);
+    let patch = json!({"metadata": {"labels": {"zone": null, "pool": "x"}}});
+    nodes.patch("n1", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+    until("the NodeImage follows the node's labels", Duration::from_secs(20), || {
+        labelled(vec![("node-type", "gpu"), ("pool", "x")])
+    })
+    .await;
+    stop.send(true).unwrap();
+    controller.await.unwrap().unwrap();
+}
