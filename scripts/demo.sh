@@ -17,6 +17,9 @@ pids=()
 cleanup() {
   kubectl delete pod web --grace-period=1 --wait=true >/dev/null 2>&1 || true
   kubectl delete cloneset shop --wait=true >/dev/null 2>&1 || true
+  # The demo's data directory is never reused, so nothing may outlive it (issue 19): wait
+  # until the agent has taken every pod down before `kinetic up` stops.
+  kubectl wait --for=delete pods --all --timeout=60s >/dev/null 2>&1 || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
 }
 trap cleanup EXIT
