@@ -123,11 +123,16 @@ pub(crate) async fn handle(
 
 /// The Host header's (or, in HTTP/2, the `:authority`'s) host name: lowercase, without port
 /// or trailing dot.
-fn request_host(req: &Request<Incoming>) -> Option<String> {
+fn request_host<B>(req: &Request<B>) -> Option<String> {
     let raw = match req.headers().get(header::HOST).and_then(|h| h.to_str().ok()) {
         Some(h) => h,
         None => req.uri().authority()?.as_str(),
     };
+    strip_host(raw)
+}
+
+/// `raw` (a Host header or an authority) without port or trailing dot, lowercase.
+fn strip_host(raw: &str) -> Option<String> {
     let host = if let Some(rest) = raw.strip_prefix('[') {
         // An IPv6 literal: `[::1]:80`.
         &raw[..rest.find(']').map_or(raw.len(), |i| i + 2)]
@@ -276,5 +281,83 @@ impl hyper::body::Body for Guarded {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn host_of(host_header: Option<&str>, uri: &str) -> Option<String> {
+        let mut req = Request::builder().uri(uri);
+        if let Some(h) = host_header {
+            req = req.header(header::HOST, h);
+        }
+        request_host(&req.body(()).unwrap())
+    }
+
+    #[test]
+    fn host_names_are_matched_without_port_case_or_trailing_dot() {
+        assert_eq!(
+            host_of(Some("Hello.Default.Example.com:8080"), "/").unwrap(),
+            "hello.default.example.com"
+        );
+        assert_eq!(
+            host_of(Some("hello.default.example.com."), "/").unwrap(),
+            "hello.default.example.com"
+        );
+        assert_eq!(host_of(Some("[::1]:80"), "/").unwrap(), "[::1]");
+        assert_eq!(host_of(Some("[::1]"), "/").unwrap(), "[::1]");
+        // HTTP/2 carries the host in :authority.
+        assert_eq!(
+            host_of(None, "http://h2.default.example.com:81/x").unwrap(),
+            "h2.default.example.com"
+        );
+        assert_eq!(host_of(None, "/"), None);
+        assert_eq!(host_of(Some(":80"), "/"), None);
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_lists_are_removed_but_te_trailers_stays() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Custom-Hop"),
+            ("x-custom-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers, deflate"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-connection", "keep-alive"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        remove_hop_by_hop(&mut h);
+        let mut left: Vec<_> =
+            h.iter().map(|(k, v)| format!("{k}: {}", v.to_str().unwrap())).collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "te: trailers",
+                "traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+            ]
+        );
+    }
+
+    #[test]
+    fn forwarded_headers_append_to_what_the_client_sent() {
+        let mut h = HeaderMap::new();
+        h.insert("forwarded", HeaderValue::from_static("for=192.0.2.60;proto=https"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        add_forwarded(&mut h, "[2001:db8::1]:4711".parse().unwrap(), "a.b.example.com");
+        assert_eq!(h["x-forwarded-for"], "2001:db8::1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.60;proto=https, for=\"[2001:db8::1]\";host=a.b.example.com;proto=http"
+        );
     }
 }

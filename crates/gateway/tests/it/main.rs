@@ -354,3 +354,44 @@ async fn stats_report_every_routed_revision_with_zeros_when_idle() {
         "{report:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_requests_count_as_concurrency_in_the_kpa_metrics() {
+    use kinetic_autoscale::{Algorithm, Metric, Metrics, Time};
+
+    let gw = gateway(Options::default()).await;
+    gw.set_routes(table(
+        &[("kpa.default.example.com", &[("kpa-00001", 100)])],
+        &[("kpa-00001", revision(&[]))],
+    ))
+    .unwrap();
+    let client = Client::http1(gw.local_addr());
+    let held = tokio::spawn(async move { client.many("kpa.default.example.com", 4, 4).await });
+    wait_for("4 requests held", || gw.load().get(&key("kpa-00001")).is_some_and(|l| l.held == 4))
+        .await;
+
+    // The controller's loop: once a second, each revision's Stat into its Metrics.
+    let mut metrics =
+        Metrics::new(Duration::from_secs(60), Duration::from_secs(6), Algorithm::Linear);
+    let first = gw.take_stats();
+    assert_eq!(first.revisions[&key("kpa-00001")].requests, 4.0);
+    metrics.record(Time::from_secs(1), first.revisions[&key("kpa-00001")]);
+    // Nothing changed since: exactly 4 in flight over the whole window, no arrivals.
+    let second = gw.take_stats();
+    assert_eq!(
+        second.revisions[&key("kpa-00001")],
+        kinetic_autoscale::Stat { concurrency: 4.0, requests: 0.0 }
+    );
+    metrics.record(Time::from_secs(2), second.revisions[&key("kpa-00001")]);
+    let (stable, panic) =
+        metrics.stable_and_panic(Metric::Concurrency, Time::from_secs(2)).unwrap();
+    assert!(stable > 0.0 && panic > 0.0, "stable {stable} panic {panic}");
+
+    let a = Backend::start("a").await;
+    gw.set_routes(table(
+        &[("kpa.default.example.com", &[("kpa-00001", 100)])],
+        &[("kpa-00001", revision(&[&a]))],
+    ))
+    .unwrap();
+    assert!(held.await.unwrap().iter().all(|(s, _)| *s == StatusCode::OK));
+}
