@@ -395,3 +395,35 @@ async fn held_requests_count_as_concurrency_in_the_kpa_metrics() {
     .unwrap();
     assert!(held.await.unwrap().iter().all(|(s, _)| *s == StatusCode::OK));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_while_held_leaves_the_queue() {
+    use tokio::io::AsyncWriteExt;
+
+    let gw = gateway(Options { queue_depth: 1, on_demand: None }).await;
+    gw.set_routes(table(
+        &[("gone.default.example.com", &[("gone-00001", 100)])],
+        &[("gone-00001", revision(&[]))],
+    ))
+    .unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(gw.local_addr()).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nhost: gone.default.example.com\r\n\r\n").await.unwrap();
+    wait_for("the request held", || gw.load().get(&key("gone-00001")).is_some_and(|l| l.held == 1))
+        .await;
+    drop(tcp);
+    wait_for("the held request gone", || {
+        gw.load()[&key("gone-00001")] == kinetic_gateway::Load::default()
+    })
+    .await;
+    // Its place in the queue (depth 1) is free again: a new request is held, not refused.
+    let client = Client::http1(gw.local_addr());
+    let next = tokio::spawn(async move { client.get("gone.default.example.com", "/").await });
+    wait_for("the next request held", || gw.load()[&key("gone-00001")].held == 1).await;
+    let a = Backend::start("a").await;
+    gw.set_routes(table(
+        &[("gone.default.example.com", &[("gone-00001", 100)])],
+        &[("gone-00001", revision(&[&a]))],
+    ))
+    .unwrap();
+    assert_eq!(next.await.unwrap().0, StatusCode::OK);
+}
