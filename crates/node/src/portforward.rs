@@ -11,18 +11,17 @@
 //! spoken: SYN_STREAM, SYN_REPLY, DATA, RST_STREAM, PING, GOAWAY (SETTINGS and WINDOW_UPDATE
 //! are read and ignored; the Go client does no flow control of its own).
 //!
-//! Unlike kubelet, which dials `localhost:{port}` inside the pod's network namespace, the agent
-//! dials the pod's IP: a server listening on the pod's loopback only is not reachable.
+//! As kubelet (through containerd) does, the agent dials `127.0.0.1:{port}` inside the pod's
+//! network namespace, so a server listening on the pod's loopback only is reachable too.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Empty};
 use hyper::body::Incoming;
-use k8s_openapi::api::core::v1::Pod;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::sync::mpsc;
 
@@ -41,20 +40,14 @@ pub(crate) async fn handle(
     _query: &[(String, String)],
     mut req: Request<Incoming>,
 ) -> Response<Body> {
-    if srv.index.get(ns, pod).is_none() {
+    let Some(entry) = srv.index.get(ns, pod) else {
         return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node"));
+    };
+    // The pod's network namespace (`state::PodRecord::netns`).
+    let netns = crate::cni::Network::netns_path(&format!("kinetic-{}", entry.uid));
+    if !netns.exists() {
+        return text(StatusCode::BAD_REQUEST, format!("pod {ns}/{pod} has no network yet"));
     }
-    let api: kube::Api<Pod> = kube::Api::namespaced(srv.client.clone(), ns);
-    let ip = match api.get_opt(pod).await {
-        Ok(Some(p)) => p.status.and_then(|s| s.pod_ip).and_then(|ip| ip.parse::<IpAddr>().ok()),
-        Ok(None) => None,
-        Err(e) => {
-            return text(StatusCode::INTERNAL_SERVER_ERROR, format!("reading pod {ns}/{pod}: {e}"));
-        }
-    };
-    let Some(ip) = ip else {
-        return text(StatusCode::BAD_REQUEST, format!("pod {ns}/{pod} has no IP yet"));
-    };
     let h = req.headers();
     let values = |name: header::HeaderName| -> Vec<String> {
         h.get_all(name)
@@ -103,7 +96,7 @@ pub(crate) async fn handle(
     tokio::spawn(async move {
         let Ok(io) = upgrade.await else { return };
         let (input, out, done) = spdy::transport(io, tunneled);
-        session(input, out, ip).await;
+        session(input, out, netns).await;
         let _ = done.await;
     });
     resp.body(Empty::<Bytes>::new().map_err(|e| match e {}).boxed())
@@ -119,7 +112,7 @@ struct Pair {
 }
 
 /// Serves one port-forward connection: pairs its streams by `requestid` and forwards each pair.
-async fn session(input: mpsc::Receiver<Vec<u8>>, out: mpsc::Sender<Vec<u8>>, ip: IpAddr) {
+async fn session(input: mpsc::Receiver<Vec<u8>>, out: mpsc::Sender<Vec<u8>>, netns: PathBuf) {
     let (ev_tx, mut events) = mpsc::channel(64);
     let reader = tokio::spawn(spdy::read(input, out.clone(), ev_tx));
     let mut streams: HashMap<u32, mpsc::Sender<Vec<u8>>> = HashMap::new();
@@ -150,7 +143,7 @@ async fn session(input: mpsc::Receiver<Vec<u8>>, out: mpsc::Sender<Vec<u8>>, ip:
                     && let Some(Pair { port, error: Some(err), data: Some((d, rx)) }) =
                         pairs.remove(&request)
                 {
-                    tokio::spawn(forward(ip, port, d, err, rx, out.clone()));
+                    tokio::spawn(forward(netns.clone(), port, d, err, rx, out.clone()));
                 }
             }
             Event::Data { id, data, fin } => {
@@ -174,38 +167,21 @@ async fn session(input: mpsc::Receiver<Vec<u8>>, out: mpsc::Sender<Vec<u8>>, ip:
 /// Connects to `port` of the pod and relays data stream `d` until both sides are done; the
 /// error stream `err` carries why the port could not be reached.
 async fn forward(
-    ip: IpAddr,
+    netns: PathBuf,
     port: u16,
     d: u32,
     err: u32,
     mut rx: mpsc::Receiver<Vec<u8>>,
     out: mpsc::Sender<Vec<u8>>,
 ) {
-    let addr = std::net::SocketAddr::new(ip, port);
-    let tcp =
-        match tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-            .await
-        {
-            Ok(Ok(t)) => t,
-            Ok(Err(e)) => {
-                return refuse(
-                    &out,
-                    d,
-                    err,
-                    &format!("error forwarding port {port} to pod IP {ip}: {e}"),
-                )
-                .await;
-            }
-            Err(_) => {
-                return refuse(
-                    &out,
-                    d,
-                    err,
-                    &format!("error forwarding port {port} to pod IP {ip}: timed out"),
-                )
-                .await;
-            }
-        };
+    let tcp = match dial(netns, port).await {
+        Ok(t) => t,
+        Err(e) => {
+            let msg =
+                format!("error forwarding port {port} to pod: dial tcp4 127.0.0.1:{port}: {e}");
+            return refuse(&out, d, err, &msg).await;
+        }
+    };
     let _ = tcp.set_nodelay(true);
     let (mut r, mut w) = tcp.into_split();
     // Client to pod, until the client half-closes or resets the stream.
@@ -231,6 +207,31 @@ async fn forward(
     }
     let _ = out.send(spdy::data(d, spdy::FLAG_FIN, &[])).await;
     let _ = out.send(spdy::data(err, spdy::FLAG_FIN, &[])).await;
+}
+
+/// Connects to `127.0.0.1:{port}` inside the network namespace at `netns`. A thread of its own
+/// enters the namespace (setns changes only the calling thread), dials, and ends; the socket
+/// stays in the pod's namespace.
+async fn dial(netns: PathBuf, port: u16) -> std::io::Result<tokio::net::TcpStream> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let dialed = (|| -> std::io::Result<std::net::TcpStream> {
+            let ns = std::fs::File::open(&netns)?;
+            rustix::thread::move_into_link_name_space(
+                std::os::fd::AsFd::as_fd(&ns),
+                Some(rustix::thread::LinkNameSpaceType::Network),
+            )?;
+            let s = std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+                Duration::from_secs(5),
+            )?;
+            s.set_nonblocking(true)?;
+            Ok(s)
+        })();
+        let _ = tx.send(dialed);
+    });
+    let s = rx.await.map_err(|_| std::io::Error::other("the dialing thread ended"))??;
+    tokio::net::TcpStream::from_std(s)
 }
 
 async fn refuse(out: &mpsc::Sender<Vec<u8>>, d: u32, err: u32, message: &str) {

@@ -268,8 +268,13 @@ async fn kubectl_exec_it_gets_a_terminal_that_follows_resizes() {
 }
 
 /// Starts `kubectl port-forward` and returns it with the local port it listens on.
-async fn port_forward(c: &Cluster, pod: &str, websockets: bool) -> (tokio::process::Child, u16) {
-    let mut cmd = kubectl_cmd(c, &["port-forward", &format!("pod/{pod}"), ":8080"]);
+async fn port_forward(
+    c: &Cluster,
+    pod: &str,
+    remote: u16,
+    websockets: bool,
+) -> (tokio::process::Child, u16) {
+    let mut cmd = kubectl_cmd(c, &["port-forward", &format!("pod/{pod}"), &format!(":{remote}")]);
     // kubectl 1.31+ tunnels SPDY over WebSocket unless told not to; without it, plain SPDY.
     cmd.env("KUBECTL_PORT_FORWARD_WEBSOCKETS", if websockets { "true" } else { "false" });
     let mut child = cmd.spawn().unwrap();
@@ -300,13 +305,16 @@ async fn kubectl_port_forward_reaches_the_pods_port() {
     c.create(
         "web",
         json!({"containers": [{"name": "web", "image": image,
-            "command": ["httpd", "-f", "-p", "8080", "-h", "/www"],
+            "command": ["sh", "-c",
+                "httpd -f -p 127.0.0.1:8081 -h /www & exec httpd -f -p 8080 -h /www"],
             "ports": [{"containerPort": 8080}]}]}),
     )
     .await;
     c.wait_ready("web").await;
-    for websockets in [true, false] {
-        let (mut child, port) = port_forward(&c, "web", websockets).await;
+    // The pod's port, over both transports, and a port only the pod's loopback listens on
+    // (kubelet dials localhost inside the pod).
+    for (remote, websockets) in [(8080, true), (8080, false), (8081, true)] {
+        let (mut child, port) = port_forward(&c, "web", remote, websockets).await;
         // Two connections in a row through the same port-forward session.
         for _ in 0..2 {
             let page = match Cluster::http_get("127.0.0.1", port, "/index.html").await {
@@ -315,12 +323,12 @@ async fn kubectl_port_forward_reaches_the_pods_port() {
                     let _ = child.kill().await;
                     let mut err = String::new();
                     let _ = child.stderr.take().unwrap().read_to_string(&mut err).await;
-                    panic!("websockets={websockets}: {e}; kubectl: {err}");
+                    panic!("{remote} websockets={websockets}: {e}; kubectl: {err}");
                 }
             };
             assert!(
                 page.starts_with("HTTP/1.") && page.contains("hello from kinetic"),
-                "websockets={websockets}: {page}"
+                "{remote} websockets={websockets}: {page}"
             );
         }
         let _ = child.kill().await;
