@@ -35,6 +35,9 @@
 //! - `$setElementOrder/<field>: [..]` orders the merged list: the named elements in that order,
 //!   the stored-only elements among them where their stored order allows (upstream's
 //!   `normalizeElementOrder`). `kubectl apply` sends it with every merged list it touches.
+//!   When the same patch also deletes elements, the stored order it interleaves by is the one
+//!   upstream's slice aliasing leaves behind (`live_order_seen`), so results match upstream's
+//!   test cases even there.
 //! - `$deleteFromPrimitiveList/<field>: [..]` removes values from a list of values
 //!   (`metadata.finalizers`).
 //!
@@ -820,6 +823,12 @@ impl Merger {
             Some(stored) => self.identities(stored, ListSide::Stored, key)?,
             None => Vec::new(),
         };
+        let live_order = match (&patch, key) {
+            (Some(patch), Some(key)) if stored.is_some() => {
+                live_order_seen(&stored_ids, patch, key)
+            }
+            _ => stored_ids.clone(),
+        };
         let merged = match (stored, patch) {
             (Some(stored), None) => stored,
             (None, Some(patch)) => self.clean_list(patch)?,
@@ -828,7 +837,7 @@ impl Merger {
         };
         let merged_ids = self.identities(&merged, ListSide::Patch, key)?;
         let (in_order, stored_only) = partition(merged, &merged_ids, &order_ids);
-        Ok(Some(normalize_order(in_order, stored_only, &order_ids, &stored_ids, key)))
+        Ok(Some(normalize_order(in_order, stored_only, &order_ids, &live_order, key)))
     }
 
     /// Upstream `validatePatchWithSetOrderList`: the patch elements (deletions and other
@@ -1164,6 +1173,50 @@ fn same_value(a: &Value, b: &Value) -> bool {
         (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
         _ => a == b,
     }
+}
+
+/// The stored order upstream's `mergePatchIntoOriginal` orders a keyed list by, after
+/// `mergeSlice` ran on it: not the stored list as it came, but what Go's slice aliasing leaves
+/// in its first `stored.len()` slots. `deleteMatchingEntries` deletes with `append(s[:k],
+/// s[k+1:]...)` and `mergeSliceWithoutSpecialElements` adds new elements with `append`, both
+/// in the stored list's backing array, which the `$setElementOrder` step reads again. So when
+/// the patch deletes elements, the slots they free hold the elements the patch adds, in patch
+/// order, and stored-only elements then sort before added ones that follow them there. Upstream's
+/// own cases depend on it ("add map and delete map from merging list": stored `[1, 2, 4]`,
+/// `$setElementOrder` `[2, 3]`, add `3`, delete `1` gives `[2, 4, 3]`).
+///
+/// `$patch: replace` makes upstream build a new list, so the stored order stays as it is.
+fn live_order_seen(stored_ids: &[Value], patch: &[Value], key: &str) -> Vec<Value> {
+    fn directive(element: &Value) -> Option<&str> {
+        element.get(PATCH_DIRECTIVE).and_then(Value::as_str)
+    }
+    if patch.iter().any(|element| directive(element) == Some("replace")) {
+        return stored_ids.to_vec();
+    }
+    let mut slots = stored_ids.to_vec();
+    let mut len = slots.len();
+    for id in patch.iter().filter(|e| directive(e) == Some("delete")).filter_map(|e| e.get(key)) {
+        while let Some(k) = slots[..len].iter().position(|s| same_value(s, id)) {
+            // `append(s[:k], s[k+1:]...)`: shift left; the last slot keeps its old value.
+            let last = slots[len - 1].clone();
+            slots[k..len].rotate_left(1);
+            slots[len - 1] = last;
+            len -= 1;
+        }
+    }
+    let mut local: Vec<Value> = slots[..len].to_vec();
+    for element in patch.iter().filter(|e| e.get(PATCH_DIRECTIVE).is_none()) {
+        let Some(id) = element.get(key) else { continue };
+        if local.iter().any(|s| same_value(s, id)) {
+            continue;
+        }
+        // Writes past the stored length land outside the window upstream reads again.
+        if let Some(slot) = slots.get_mut(local.len()) {
+            *slot = id.clone();
+        }
+        local.push(id.clone());
+    }
+    slots
 }
 
 fn position(ids: &[Value], id: &Value) -> Option<usize> {
@@ -2119,6 +2172,43 @@ mod tests {
                 r#"{"spec": {"$setElementOrder/volumes": [{"name": "bar"}, {"name": "foo"}],
                     "volumes": [{"$retainKeys": ["name", "value"], "name": "foo", "value": "modified"}]}}"#,
             ),
+            (
+                "add map and delete map from merging list",
+                containers,
+                r#"[{"name": "1"}, {"name": "2", "other": "b"}, {"name": "4", "other": "c"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "2"}, {"name": "3"}],
+                    "containers": [{"name": "3"}, {"name": "1", "$patch": "delete"}]}}"#,
+            ),
+            (
+                "add map and delete map from merging list with conflict",
+                containers,
+                r#"[{"name": "1", "other": "a"}, {"name": "4", "other": "c"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "2"}, {"name": "3"}],
+                    "containers": [{"name": "2"}, {"name": "3"}, {"name": "1", "$patch": "delete"}]}}"#,
+            ),
+            (
+                "add map to merging list by pointer",
+                containers,
+                r#"[{"name": "1", "other": "a"}, {"name": "3"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}],
+                    "containers": [{"name": "2"}]}}"#,
+            ),
+            (
+                "add map to merging list by pointer with conflict",
+                containers,
+                r#"[{"name": "3"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}],
+                    "containers": [{"name": "1"}, {"name": "2"}]}}"#,
+            ),
+            (
+                "add field to map in merging list nested in merging list with deletion conflict (2)",
+                containers,
+                r#"[{"name": "1", "other": "a", "env": [{"name": "2", "value": "2", "other": "d"}]},
+                    {"name": "2", "other": "b"}]"#,
+                r#"{"spec": {"$setElementOrder/containers": [{"name": "1"}, {"name": "2"}],
+                    "containers": [{"$setElementOrder/env": [{"name": "2"}, {"name": "1"}],
+                                    "name": "1", "env": [{"name": "1", "value": "1"}]}]}}"#,
+            ),
             // Issue 18's repro (`kubectl patch pod --type strategic`), then the same change as
             // the CloneSet controller now sends it.
             (
@@ -2183,6 +2273,16 @@ mod tests {
               [{"name":"bar"},{"name":"foo","value":"a"}]
             retainKeys list of maps clears a field with conflict
               [{"name":"bar"},{"name":"foo","value":"modified"}]
+            add map and delete map from merging list
+              [{"name":"2","other":"b"},{"name":"4","other":"c"},{"name":"3"}]
+            add map and delete map from merging list with conflict
+              [{"name":"4","other":"c"},{"name":"2"},{"name":"3"}]
+            add map to merging list by pointer
+              [{"name":"1","other":"a"},{"name":"2"},{"name":"3"}]
+            add map to merging list by pointer with conflict
+              [{"name":"1"},{"name":"2"},{"name":"3"}]
+            add field to map in merging list nested in merging list with deletion conflict (2)
+              [{"name":"1","other":"a","env":[{"name":"2","value":"2","other":"d"},{"name":"1","value":"1"}]},{"name":"2","other":"b"}]
             kinetic: two images listed out of the pod's order reorder the list
               [{"name":"aux","image":"X"},{"name":"web","image":"Y"}]
             kinetic: the pod's order with $setElementOrder keeps it
