@@ -32,11 +32,12 @@
 //!   unknown host, 503 when a revision's queue is full or a route has no target, 504 when
 //!   a request waited past its revision's timeout or the container did not start its response
 //!   in time, 502 when the container could not be reached. It never resets a connection for
-//!   these.
+//!   these. A response still streaming at the revision's `timeoutSeconds` is cut off (the client
+//!   sees the body end in error), as Knative's queue-proxy aborts it.
 //!
 //! What it does not do: watch Kubernetes (the caller pushes tables), probe endpoints (the
 //! caller lists ready ones), retry a failed forward, proxy protocol upgrades (WebSockets),
-//! limit the time a response body takes once started, or serve TLS.
+//! apply `idleTimeoutSeconds`, or serve TLS.
 
 mod proxy;
 pub mod table;

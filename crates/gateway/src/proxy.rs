@@ -1,6 +1,7 @@
 //! One request through the gateway: Host → route → revision (weighted) → slot on an endpoint
 //! (held while there is none) → the container, with Knative's runtime-contract headers.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,7 +21,9 @@ use crate::table::Protocol;
 use crate::throttler::{Admission, Rejection, Slot};
 
 /// The body of every response the gateway sends.
-pub(crate) type Body = BoxBody<Bytes, hyper::Error>;
+pub(crate) type Body = BoxBody<Bytes, BoxError>;
+
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -117,7 +120,15 @@ pub(crate) async fn handle(
     };
     let (mut parts, body) = response.into_parts();
     remove_hop_by_hop(&mut parts.headers);
-    let body = Guarded { inner: body, guard: Some((slot, admission)) };
+    // timeoutSeconds bounds the whole response: one still streaming at the deadline is cut
+    // off, as Knative's queue-proxy aborts it (the client sees the stream end in error).
+    let body = Guarded {
+        inner: body,
+        deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        revision: throttler.key.to_string(),
+        timeout: limits.timeout,
+        guard: Some((slot, admission)),
+    };
     Ok(Response::from_parts(parts, body.boxed()))
 }
 
@@ -252,21 +263,35 @@ fn secs(d: Duration) -> String {
 }
 
 /// The container's response body, holding the request's slot and admission until it ends, so
-/// `containerConcurrency` and the concurrency metric cover the whole response.
+/// `containerConcurrency` and the concurrency metric cover the whole response, and ending it
+/// in error at the revision's deadline.
 struct Guarded {
     inner: Incoming,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    revision: String,
+    timeout: Duration,
     guard: Option<(Slot, Admission)>,
 }
 
 impl hyper::body::Body for Guarded {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let poll = Pin::new(&mut self.inner).poll_frame(cx);
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.guard.is_some() && self.deadline.as_mut().poll(cx).is_ready() {
+            self.guard = None;
+            let message = format!(
+                "revision {}: response not finished within the revision's timeout ({}s, \
+                 timeoutSeconds)",
+                self.revision,
+                secs(self.timeout)
+            );
+            return Poll::Ready(Some(Err(message.into())));
+        }
+        let poll = Pin::new(&mut self.inner).poll_frame(cx).map_err(BoxError::from);
         if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
             || self.inner.is_end_stream()
         {

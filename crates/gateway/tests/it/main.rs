@@ -427,3 +427,23 @@ async fn a_client_that_goes_away_while_held_leaves_the_queue() {
     .unwrap();
     assert_eq!(next.await.unwrap().0, StatusCode::OK);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_still_streaming_at_timeout_seconds_is_cut_off() {
+    let a = Backend::start("a").await;
+    let gw = gateway(Options::default()).await;
+    let rev = Revision { timeout: Duration::from_millis(500), ..revision(&[&a]) };
+    gw.set_routes(table(
+        &[("long.default.example.com", &[("long-00001", 100)])],
+        &[("long-00001", rev)],
+    ))
+    .unwrap();
+    let client = Client::http1(gw.local_addr());
+    let answer = client.get_body_result("long.default.example.com", "/hang-body");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("the gateway ended the response at the revision's timeout");
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_err(), "the body ended normally: {body:?}");
+    wait_for("the request released", || gw.load()[&key("long-00001")].requests == 0).await;
+}

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, Version};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client as HyperClient;
@@ -81,7 +82,7 @@ async fn answer(
     c: Arc<Counters>,
     work: Duration,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<BoxBody<Bytes, std::convert::Infallible>>, std::convert::Infallible> {
     let now = c.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     c.max_in_flight.fetch_max(now, Ordering::SeqCst);
     if !work.is_zero() {
@@ -96,7 +97,28 @@ async fn answer(
     }
     c.served.fetch_add(1, Ordering::SeqCst);
     c.in_flight.fetch_sub(1, Ordering::SeqCst);
-    Ok(Response::new(Full::new(Bytes::from(body))))
+    if req.uri().path() == "/hang-body" {
+        return Ok(Response::new(BoxBody::new(Hanging(Some(Bytes::from(body))))));
+    }
+    Ok(Response::new(BoxBody::new(Full::new(Bytes::from(body)))))
+}
+
+/// A body that sends one chunk and then never ends.
+struct Hanging(Option<Bytes>);
+
+impl hyper::body::Body for Hanging {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.0.take() {
+            Some(chunk) => std::task::Poll::Ready(Some(Ok(hyper::body::Frame::data(chunk)))),
+            None => std::task::Poll::Pending,
+        }
+    }
 }
 
 /// The backend's name: the first line of its answer.
@@ -153,6 +175,25 @@ impl Client {
 
     pub async fn get(&self, host: &str, path: &str) -> (StatusCode, String) {
         self.request(host, path, &[]).await
+    }
+
+    /// The response head and whether its body ended in error.
+    pub async fn get_body_result(
+        &self,
+        host: &str,
+        path: &str,
+    ) -> (StatusCode, Result<Bytes, String>) {
+        let Inner::Http1(client) = &self.inner else { panic!("http1 only") };
+        let req = Request::builder()
+            .uri(format!("http://{}{path}", self.gateway))
+            .header("host", host)
+            .body(Empty::new())
+            .unwrap();
+        let resp = client.request(req).await.expect("the gateway answered");
+        let status = resp.status();
+        let body =
+            resp.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| e.to_string());
+        (status, body)
     }
 
     pub async fn get_with(&self, host: &str, headers: &[(&str, &str)]) -> (StatusCode, String) {
