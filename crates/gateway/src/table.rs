@@ -69,8 +69,11 @@ pub struct Revision {
     /// `spec.containerConcurrency`: at most this many requests in flight to one endpoint;
     /// 0 means unlimited.
     pub container_concurrency: u32,
-    /// `spec.timeoutSeconds`: the longest a request may take from its arrival at the
-    /// gateway (time held included) until the response starts.
+    /// `spec.timeoutSeconds`: the longest a request may take from its arrival at the gateway
+    /// until its response is finished. A request still held then gets 504, so does one whose
+    /// response has not started; a body still streaming is cut off. Knative's queue-proxy
+    /// starts this clock when the pod receives the request; here the time held counts too,
+    /// since issue 11 bounds held requests by the revision's timeout.
     pub timeout: Duration,
     /// `spec.responseStartTimeoutSeconds`: the longest the container may take, once the
     /// request is sent to it, to start its response; `None` means `timeout` alone applies.
