@@ -447,3 +447,34 @@ async fn a_response_still_streaming_at_timeout_seconds_is_cut_off() {
     assert!(body.is_err(), "the body ended normally: {body:?}");
     wait_for("the request released", || gw.load()[&key("long-00001")].requests == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_naming_an_unknown_revision_is_refused_and_the_old_one_stays() {
+    let a = Backend::start("a").await;
+    let gw = gateway(Options::default()).await;
+    gw.set_routes(table(
+        &[("ok.default.example.com", &[("ok-00001", 100)])],
+        &[("ok-00001", revision(&[&a]))],
+    ))
+    .unwrap();
+    let err = gw
+        .set_routes(table(&[("ok.default.example.com", &[("missing-00001", 100)])], &[]))
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "host \"ok.default.example.com\" targets revision default/missing-00001, which the routing \
+         table does not list"
+    );
+    let client = Client::http1(gw.local_addr());
+    assert_eq!(client.get("ok.default.example.com", "/").await.0, StatusCode::OK);
+
+    // A route whose targets all have 0 percent answers 503 and says so.
+    gw.set_routes(table(
+        &[("ok.default.example.com", &[("ok-00001", 0)])],
+        &[("ok-00001", revision(&[&a]))],
+    ))
+    .unwrap();
+    let (status, body) = client.get("ok.default.example.com", "/").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "the route of host \"ok.default.example.com\" has no traffic target\n");
+}
