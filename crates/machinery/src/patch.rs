@@ -2209,6 +2209,13 @@ mod tests {
                     "containers": [{"$setElementOrder/env": [{"name": "2"}, {"name": "1"}],
                                     "name": "1", "env": [{"name": "1", "value": "1"}]}]}}"#,
             ),
+            (
+                "delete all duplicate entries in a merging list",
+                containers,
+                r#"[{"name": "1"}, {"name": "1"}, {"name": "2", "value": "a"}, {"name": "3"}, {"name": "3"}]"#,
+                r#"{"spec": {"containers": [{"name": "1", "$patch": "delete"}, {"name": "1", "$patch": "delete"},
+                    {"name": "3", "$patch": "delete"}, {"name": "3", "$patch": "delete"}]}}"#,
+            ),
             // Issue 18's repro (`kubectl patch pod --type strategic`), then the same change as
             // the CloneSet controller now sends it.
             (
@@ -2283,6 +2290,8 @@ mod tests {
               [{"name":"1"},{"name":"2"},{"name":"3"}]
             add field to map in merging list nested in merging list with deletion conflict (2)
               [{"name":"1","other":"a","env":[{"name":"2","value":"2","other":"d"},{"name":"1","value":"1"}]},{"name":"2","other":"b"}]
+            delete all duplicate entries in a merging list
+              [{"name":"2","value":"a"}]
             kinetic: two images listed out of the pod's order reorder the list
               [{"name":"aux","image":"X"},{"name":"web","image":"Y"}]
             kinetic: the pod's order with $setElementOrder keeps it
