@@ -102,10 +102,11 @@ pub(crate) async fn handle(
     let response = match tokio::time::timeout_at(limit, client.request(upstream)).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => {
-            tracing::debug!(revision = %throttler.key, %addr, error = %e, "forwarding failed");
+            let cause = error_chain(&e);
+            tracing::debug!(revision = %throttler.key, %addr, error = %cause, "forwarding failed");
             return Ok(reply(
                 StatusCode::BAD_GATEWAY,
-                &format!("revision {}: forwarding to {addr} failed: {e}", throttler.key),
+                &format!("revision {}: forwarding to {addr} failed: {cause}", throttler.key),
             ));
         }
         Err(_) => {
@@ -255,6 +256,18 @@ fn reply(status: StatusCode, message: &str) -> Response<Body> {
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     resp
+}
+
+/// `e` and its sources, `: `-separated (hyper's errors keep the useful part in the source).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn secs(d: Duration) -> String {

@@ -478,3 +478,24 @@ async fn a_table_naming_an_unknown_revision_is_refused_and_the_old_one_stays() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(body, "the route of host \"ok.default.example.com\" has no traffic target\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_that_refuses_connections_gives_502_with_the_cause() {
+    // A port nothing listens on any more.
+    let closed = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let gw = gateway(Options::default()).await;
+    let rev = Revision { endpoints: vec![closed], ..Revision::default() };
+    gw.set_routes(table(
+        &[("dead.default.example.com", &[("dead-00001", 100)])],
+        &[("dead-00001", rev)],
+    ))
+    .unwrap();
+    let (status, body) = Client::http1(gw.local_addr()).get("dead.default.example.com", "/").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(
+        body.starts_with(&format!("revision default/dead-00001: forwarding to {closed} failed: ")),
+        "{body}"
+    );
+    assert!(body.contains("onnection refused"), "{body}");
+    wait_for("the request released", || gw.load()[&key("dead-00001")].requests == 0).await;
+}
