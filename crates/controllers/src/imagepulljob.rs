@@ -321,10 +321,12 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
     let (name, tag) = split_image(&job.spec.image);
     let always = job.spec.completion_type() == CompletionPolicyType::Always;
 
-    // A finished job: only its TTL and the clean-up of its tags remain.
+    // A finished job: only its TTL remains. Its tags stay in the NodeImages, with their
+    // statuses, until their own ttlSecondsAfterFinished (300 s by default) or the job's
+    // deletion: that is where upstream's FAQ looks for why a pull failed (issue 18; they
+    // vanished about a second after the job ended). The NodeImage controller removes them.
     if let Some(done) = old.completion_time.as_ref().filter(|_| always) {
         let Some(ttl) = job.spec.completion_policy.ttl_seconds_after_finished else {
-            remove_tags(&ctx, &job).await?;
             return Ok(Action::await_change());
         };
         let at = done.0 + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
@@ -339,7 +341,6 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
             }
             return Ok(Action::await_change());
         }
-        remove_tags(&ctx, &job).await?;
         let left = Duration::try_from(at.duration_since(Timestamp::now())).unwrap_or_default();
         return Ok(Action::requeue(left.max(Duration::from_millis(50))));
     }
@@ -503,7 +504,14 @@ async fn add_tag(
     let policy = ImageTagPullPolicy {
         timeout_seconds: Some(job.spec.timeout_seconds()),
         backoff_limit: Some(job.spec.backoff_limit()),
-        ttl_seconds_after_finished: job.spec.completion_policy.ttl_seconds_after_finished,
+        // Upstream gives every tag a TTL after its pull finished, 300 s unless the job says
+        // otherwise; the NodeImage controller drops the tag then.
+        ttl_seconds_after_finished: Some(
+            job.spec
+                .completion_policy
+                .ttl_seconds_after_finished
+                .unwrap_or(kinetic_api::kruise::nodeimage::DEFAULT_TAG_TTL_SECONDS),
+        ),
         active_deadline_seconds: job.spec.completion_policy.active_deadline_seconds,
     };
     let pull_policy = job.spec.image_pull_policy.unwrap_or_default();
@@ -531,32 +539,6 @@ async fn add_tag(
     let api: Api<NodeImage> = Api::all(ctx.client.clone());
     api.replace(&ni.name_any(), &PostParams::default(), &next).await?;
     tracing::info!(job = %key(job), node = %ni.name_any(), image = %job.spec.image, "image pull started on node");
-    Ok(())
-}
-
-/// Drops this job from the tag entries of every NodeImage (and entries no job wants any
-/// more). A write that conflicts is retried on the live object: the cache may lag behind the
-/// agents' status writes, and retrying from it alone could conflict for as long as it lags.
-async fn remove_tags(ctx: &Ctx, job: &ImagePullJob) -> Result<(), ReconcileError> {
-    let uid = job.uid().unwrap_or_default();
-    let ours = |o: &ObjectReference| o.uid.as_deref() == Some(uid.as_str());
-    let api: Api<NodeImage> = Api::all(ctx.client.clone());
-    for cached in ctx.node_images.state() {
-        let name = cached.name_any();
-        let mut next = without_owner(&cached, ours);
-        let mut attempts = 0;
-        while let Some(n) = next.take() {
-            attempts += 1;
-            match api.replace(&name, &PostParams::default(), &n).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(s)) if s.code == 404 => {}
-                Err(kube::Error::Api(s)) if s.code == 409 && attempts < 3 => {
-                    next = api.get_opt(&name).await?.and_then(|live| without_owner(&live, ours));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }
     Ok(())
 }
 

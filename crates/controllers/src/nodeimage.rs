@@ -14,6 +14,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use futures::StreamExt as _;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kinetic_api::kruise::imagepulljob::ImagePullJob;
 use kinetic_api::kruise::nodeimage::{NodeImage, NodeImageSpec};
@@ -59,6 +60,8 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(30));
     const PASS: &str = "nodeimage";
     let backoff = crate::backoff::Backoff::default();
+    // When the next tag's TTL runs out.
+    let mut expiry: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
@@ -67,12 +70,16 @@ pub async fn run(
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             _ = tick.tick() => {}
+            () = sleep_until(expiry) => {}
         }
         nodes.wait_until_ready().await.ok();
         images.wait_until_ready().await.ok();
         jobs.wait_until_ready().await.ok();
         match sync(&client, &nodes, &images, &jobs).await {
-            Ok(()) => backoff.succeeded(PASS),
+            Ok(wake) => {
+                backoff.succeeded(PASS);
+                expiry = wake.map(|d| tokio::time::Instant::now() + d);
+            }
             Err(e) => {
                 // Consecutive failures back off (crate::backoff), never a fixed-rate retry.
                 let wait = backoff.failed(PASS, None);
@@ -86,6 +93,13 @@ pub async fn run(
         }
     }
     Ok(())
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -103,7 +117,8 @@ async fn sync(
     nodes: &Store<Node>,
     images: &Store<NodeImage>,
     jobs: &Store<ImagePullJob>,
-) -> Result<(), kube::Error> {
+) -> Result<Option<Duration>, kube::Error> {
+    let mut next_wake: Option<Duration> = None;
     let api: Api<NodeImage> = Api::all(client.clone());
     let node_names: BTreeSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
     let have: BTreeSet<String> = images.state().iter().map(|n| n.name_any()).collect();
@@ -175,15 +190,68 @@ async fn sync(
                 missing.insert(uid);
             }
         }
-        if missing.is_empty() {
+        let (expired, wake) = expired_tags(&ni, Timestamp::now());
+        next_wake = match (next_wake, wake) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if missing.is_empty() && expired.is_empty() {
             continue;
         }
-        if let Some(next) = crate::imagepulljob::without_owner(&ni, |o| {
+        let mut next = crate::imagepulljob::without_owner(&ni, |o| {
             o.uid.as_ref().is_some_and(|u| missing.contains(u))
-        }) {
+        });
+        if !expired.is_empty() {
+            let mut n = next.take().unwrap_or_else(|| (*ni).clone());
+            if let Some(images) = n.spec.images.as_mut() {
+                for (image, spec) in images.iter_mut() {
+                    spec.tags.retain(|t| !expired.contains(&(image.clone(), t.tag.clone())));
+                }
+                images.retain(|_, i| !i.tags.is_empty());
+            }
+            next = Some(n);
+        }
+        if let Some(next) = next {
             api.replace(&name, &PostParams::default(), &next).await?;
-            tracing::info!(node = %name, jobs = missing.len(), "tags of deleted ImagePullJobs removed");
+            tracing::info!(
+                node = %name,
+                jobs = missing.len(),
+                expired = expired.len(),
+                "tags of deleted ImagePullJobs or past their TTL removed"
+            );
         }
     }
-    Ok(())
+    Ok(next_wake)
+}
+
+/// The tags of `ni` whose pull finished more than their `pullPolicy.ttlSecondsAfterFinished`
+/// ago (upstream's NodeImage controller drops them; the job's own TTL is separate), and how
+/// long until the next one expires.
+fn expired_tags(ni: &NodeImage, now: Timestamp) -> (BTreeSet<(String, String)>, Option<Duration>) {
+    let mut expired = BTreeSet::new();
+    let mut wake: Option<Duration> = None;
+    for (image, spec) in ni.spec.images.iter().flatten() {
+        for t in &spec.tags {
+            let Some(ttl) = t.pull_policy.as_ref().and_then(|p| p.ttl_seconds_after_finished)
+            else {
+                continue;
+            };
+            // Only a status for this version of the tag counts (a re-pull bumps it).
+            let Some(done) = ni
+                .tag_status(image, &t.tag)
+                .filter(|s| s.version == t.version)
+                .and_then(|s| s.completion_time.as_ref())
+            else {
+                continue;
+            };
+            let at = done.0 + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
+            match Duration::try_from(at.duration_since(now)) {
+                Ok(left) if !left.is_zero() => wake = Some(wake.map_or(left, |w| w.min(left))),
+                _ => {
+                    expired.insert((image.clone(), t.tag.clone()));
+                }
+            }
+        }
+    }
+    (expired, wake)
 }

@@ -118,6 +118,9 @@ pub struct ImageTagSpec {
     pub image_pull_policy: Option<ImagePullPolicy>,
 }
 
+/// A tag's `pullPolicy.ttlSecondsAfterFinished` when its job sets none (upstream's default).
+pub const DEFAULT_TAG_TTL_SECONDS: i32 = 300;
+
 /// Pull parameters of one tag.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -173,10 +173,11 @@ async fn imagepulljob_past_its_ttl_is_deleted_after_a_request_that_never_answers
         "imageStatuses": {"example.invalid/app": {"tags": [
             {"tag": "v1", "phase": "Succeeded", "progress": 100, "version": v}]}}}});
     images.patch_status("n1", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
-    until("the job completes and its tag is removed", Duration::from_secs(20), || async {
+    // The tag stays (with its status) until its own TTL or the job's deletion (issue 18).
+    until("the job completes, its tag still there", Duration::from_secs(20), || async {
         let done =
             jobs.get_opt("ttl").await.unwrap().and_then(|j| j.status?.completion_time).is_some();
-        done && version().await.is_none()
+        done && version().await.is_some()
     })
     .await;
 
@@ -244,4 +245,91 @@ async fn nodeimage_carries_and_follows_its_nodes_labels() {
     .await;
     stop.send(true).unwrap();
     controller.await.unwrap().unwrap();
+}
+
+/// Issue 18, item 10: a failed job's tag vanished from the NodeImage about a second after the
+/// job ended, so the FAQ's way of finding why a pull failed (the NodeImage's tag status) did
+/// not work, and a tag's `ttlSecondsAfterFinished` (300 s by default) was ignored. The tag now
+/// stays with its status after the job finished and goes once its TTL has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_tag_stays_in_the_nodeimage_until_its_ttl() {
+    let server = TestServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    kinetic_controllers::crds::install(&client, &imagepulljob::crds()).await.unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let shutdown = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let jobs_ctl = tokio::spawn(imagepulljob::run(client.clone(), shutdown(stop_rx.clone())));
+    let ni_ctl =
+        tokio::spawn(kinetic_controllers::nodeimage::run(client.clone(), shutdown(stop_rx)));
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+    let images: Api<NodeImage> = Api::all(client.clone());
+    let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), "default");
+    let job: ImagePullJob = serde_json::from_value(json!({
+        "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
+        "metadata": {"name": "bad", "namespace": "default"},
+        "spec": {"image": "example.invalid/app:v1", "completionPolicy": {"type": "Always"}},
+    }))
+    .unwrap();
+    jobs.create(&PostParams::default(), &job).await.unwrap();
+    let tag = || async {
+        let ni = images.get_opt("n1").await.unwrap()?;
+        let spec = ni
+            .spec
+            .images
+            .as_ref()?
+            .get("example.invalid/app")?
+            .tags
+            .iter()
+            .find(|t| t.tag == "v1")?
+            .clone();
+        Some((spec, ni.tag_status("example.invalid/app", "v1").cloned()))
+    };
+    until("the tag is in n1's NodeImage", Duration::from_secs(20), || async {
+        tag().await.is_some()
+    })
+    .await;
+    let (spec, _) = tag().await.unwrap();
+    let ttl = spec.pull_policy.as_ref().and_then(|p| p.ttl_seconds_after_finished);
+    assert_eq!(ttl, Some(300), "upstream's default tag TTL");
+    // The "node" reports the pull failed, just now.
+    let report = |completed: jiff::Timestamp| {
+        json!({"status": {"desired": 1, "succeeded": 0, "failed": 1, "pulling": 0,
+            "imageStatuses": {"example.invalid/app": {"tags": [{"tag": "v1", "phase": "Failed",
+                "progress": 0, "version": spec.version, "message": "manifest unknown",
+                "completionTime": completed.to_string()}]}}}})
+    };
+    let now = jiff::Timestamp::now();
+    images.patch_status("n1", &PatchParams::default(), &Patch::Merge(report(now))).await.unwrap();
+    until("the job fails", Duration::from_secs(20), || async {
+        jobs.get("bad").await.unwrap().status.and_then(|s| s.completion_time).is_some()
+    })
+    .await;
+    // A later NodeImage pass (it follows the node's labels) still finds the tag and its
+    // failure: the FAQ's way to see why the pull failed.
+    let label = json!({"metadata": {"labels": {"seen": "yes"}}});
+    nodes.patch("n1", &PatchParams::default(), &Patch::Merge(label)).await.unwrap();
+    until("a NodeImage pass after the job ended", Duration::from_secs(20), || async {
+        let ni = images.get("n1").await.unwrap();
+        kube::ResourceExt::labels(&ni).get("seen").is_some_and(|v| v == "yes")
+    })
+    .await;
+    let (_, status) = tag().await.expect("the failed tag is still in the NodeImage");
+    assert_eq!(status.and_then(|s| s.message).as_deref(), Some("manifest unknown"));
+    // Once its TTL has passed since the pull ended, the tag goes.
+    let long_ago = now - jiff::SignedDuration::from_secs(301);
+    images
+        .patch_status("n1", &PatchParams::default(), &Patch::Merge(report(long_ago)))
+        .await
+        .unwrap();
+    until("the expired tag is removed", Duration::from_secs(20), || async {
+        tag().await.is_none()
+    })
+    .await;
+    stop.send_replace(true);
+    jobs_ctl.await.unwrap().unwrap();
+    ni_ctl.await.unwrap().unwrap();
 }
