@@ -75,8 +75,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Called with a revision when a request is held for it while it has no endpoint (once per
-/// burst: again only after every held request has left). It runs on the request's task and
-/// must not block: send to a channel.
+/// burst: again only after every held request has left), and when a table takes a revision's
+/// last endpoint away while requests are held for it. It runs on the request's task or in
+/// `set_routes` and must not block: send to a channel.
 pub type OnDemand = Arc<dyn Fn(&RevisionKey) + Send + Sync>;
 
 /// How the gateway behaves.
@@ -195,7 +196,9 @@ impl Gateway {
     }
 
     /// Replaces the routing table. Requests already routed keep their revision; held ones
-    /// are forwarded at once if the table brings their revision endpoints.
+    /// are forwarded at once if the table brings their revision endpoints (and keep waiting,
+    /// up to their timeout, if it drops their revision). When a revision loses its last
+    /// endpoint while requests are held for it, the on-demand hook is called from here.
     ///
     /// # Errors
     /// [`Error::UnknownRevision`] when a route targets a revision the table does not list;
@@ -212,9 +215,14 @@ impl Gateway {
             }
         }
         let mut throttlers = self.shared.throttlers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut demand = Vec::new();
         for (key, rev) in &table.revisions {
             match throttlers.get(key) {
-                Some(t) => t.update(rev),
+                Some(t) => {
+                    if t.update(rev) {
+                        demand.push(key.clone());
+                    }
+                }
                 None => {
                     throttlers.insert(key.clone(), Throttler::new(key.clone(), rev));
                 }
@@ -235,6 +243,10 @@ impl Gateway {
             active.hosts.insert(host.to_ascii_lowercase(), ActiveRoute { targets, total });
         }
         *self.shared.table.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(active);
+        drop(throttlers);
+        if let Some(hook) = &self.shared.on_demand {
+            demand.iter().for_each(|key| hook(key));
+        }
         Ok(())
     }
 

@@ -89,7 +89,8 @@ impl Throttler {
                 window_start: now,
             }),
         });
-        t.update(rev);
+        // A new throttler has no endpoints before this and nothing held.
+        let _ = t.update(rev);
         t
     }
 
@@ -105,8 +106,11 @@ impl Throttler {
 
     /// Applies a new table entry: limits and endpoints (an endpoint kept by address keeps its
     /// in-flight count), then hands out whatever capacity appeared to the held requests.
-    pub(crate) fn update(self: &Arc<Self>, rev: &Revision) {
-        let failed = {
+    /// Returns whether the revision just lost its last endpoint while requests are held: the
+    /// caller then calls the on-demand hook, as no new arrival may come to do it.
+    #[must_use]
+    pub(crate) fn update(self: &Arc<Self>, rev: &Revision) -> bool {
+        let (failed, lost_last) = {
             let mut st = self.lock();
             st.limits = limits(rev);
             let old = std::mem::take(&mut st.endpoints);
@@ -119,9 +123,13 @@ impl Throttler {
                     })
                 })
                 .collect();
-            self.dispatch(&mut st)
+            let lost_last = !old.is_empty()
+                && st.endpoints.is_empty()
+                && st.waiters.iter().any(|w| !w.is_closed());
+            (self.dispatch(&mut st), lost_last)
         };
         drop(failed);
+        lost_last
     }
 
     /// Counts a request towards the revision's concurrency and request rate until the

@@ -499,3 +499,33 @@ async fn an_endpoint_that_refuses_connections_gives_502_with_the_cause() {
     assert!(body.contains("onnection refused"), "{body}");
     wait_for("the request released", || gw.load()[&key("dead-00001")].requests == 0).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_last_endpoint_with_requests_held_calls_on_demand() {
+    let (tx, mut demanded) = tokio::sync::mpsc::unbounded_channel();
+    let hook = Arc::new(move |rev: &RevisionKey| {
+        let _ = tx.send(rev.clone());
+    });
+    let stuck = Backend::start_with("stuck", Duration::from_secs(3600)).await;
+    let gw = gateway(Options { on_demand: Some(hook), ..Options::default() }).await;
+    let busy = Revision { container_concurrency: 1, ..revision(&[&stuck]) };
+    gw.set_routes(table(
+        &[("lost.default.example.com", &[("lost-00001", 100)])],
+        &[("lost-00001", busy)],
+    ))
+    .unwrap();
+    // One request occupies the only slot, the second is held behind it.
+    let client = Client::http1(gw.local_addr());
+    let _requests =
+        tokio::spawn(async move { client.many("lost.default.example.com", 2, 2).await });
+    wait_for("one request held", || gw.load().get(&key("lost-00001")).is_some_and(|l| l.held == 1))
+        .await;
+    assert!(demanded.try_recv().is_err(), "no demand while an endpoint exists");
+
+    gw.set_routes(table(
+        &[("lost.default.example.com", &[("lost-00001", 100)])],
+        &[("lost-00001", revision(&[]))],
+    ))
+    .unwrap();
+    assert_eq!(demanded.try_recv().ok(), Some(key("lost-00001")));
+}
