@@ -80,6 +80,9 @@ struct Work {
     timeout: Duration,
     backoff_limit: u32,
     secrets: Vec<(String, String)>,
+    /// `createdAt + pullPolicy.activeDeadlineSeconds`: the pull is given up then, retries
+    /// included (issue 18: it was ignored).
+    deadline: Option<(jiff::Timestamp, i64)>,
 }
 
 /// Watches this node's NodeImage and pulls what it asks for, until aborted.
@@ -160,6 +163,10 @@ pub(crate) async fn run(ctx: Arc<Ctx>, pulling: Arc<Mutex<HashSet<String>>>, gc_
                         )
                         .unwrap_or(0),
                         secrets: secrets.clone(),
+                        deadline: p.active_deadline_seconds.and_then(|d| {
+                            let created = t.created_at.as_ref()?.0;
+                            Some((created + jiff::SignedDuration::from_secs(d.max(0)), d))
+                        }),
                     },
                 );
             }
@@ -309,7 +316,17 @@ async fn pull_tag(shared: Arc<Shared>, key: Key, work: Work) {
         Ok(img)
     } else {
         shared.pulling.lock().unwrap_or_else(|e| e.into_inner()).insert(reference.clone());
-        let r = pull_with_retries(&shared, &key, &reference, &work).await;
+        let pull = pull_with_retries(&shared, &key, &reference, &work);
+        let r = match work.deadline {
+            None => pull.await,
+            Some((at, secs)) => {
+                let left = at.duration_since(jiff::Timestamp::now());
+                let left = Duration::try_from(left).unwrap_or(Duration::ZERO);
+                tokio::time::timeout(left, pull).await.unwrap_or_else(|_| {
+                    Err(format!("pull exceeded pullPolicy.activeDeadlineSeconds ({secs}s)"))
+                })
+            }
+        };
         shared.pulling.lock().unwrap_or_else(|e| e.into_inner()).remove(&reference);
         r
     };

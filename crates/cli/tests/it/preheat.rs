@@ -809,3 +809,48 @@ async fn cloneset_pre_download_is_skipped_for_recreate_non_image_changes_and_one
     assert_eq!(jobs, vec![format!("{new}-main")], "only the in-place rollout has a job");
     c.shutdown().await;
 }
+
+/// Issue 18, item 10: a tag's `activeDeadlineSeconds` was ignored by the node, which went on
+/// retrying a pull that could not finish. A registry that accepts connections and never answers
+/// makes every try time out; the pull must end at the deadline, saying so, not after its tries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_gives_up_a_pull_at_the_tags_active_deadline() {
+    let mut c = Cluster::start().await;
+    c.add_agent("node-a").await;
+    // Accepts connections, never answers (held open until the test ends).
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let img = format!("{addr}/never:v1");
+    c.create_job(
+        "stuck",
+        json!({"image": img, "selector": {"names": ["node-a"]},
+               "pullPolicy": {"backoffLimit": 10, "timeoutSeconds": 1},
+               "completionPolicy": {"type": "Always", "activeDeadlineSeconds": 3}}),
+    )
+    .await;
+    let started = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        if let Some((phase, _, _)) = c.node_image("node-a", &img).await
+            && phase == kinetic_api::kruise::nodeimage::phase::FAILED
+        {
+            break c.node_images().get("node-a").await.unwrap();
+        }
+        assert!(Instant::now() < deadline, "node-a never gave up the pull");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let took = started.elapsed();
+    let (name, tag) = split_image(&img);
+    let msg = failed.tag_status(&name, &tag).and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains("activeDeadlineSeconds"), "{msg}");
+    // Eleven tries of 1 s with back-off would take minutes.
+    assert!(took < Duration::from_secs(15), "gave up after {took:?}");
+    hold.abort();
+    c.shutdown().await;
+}
