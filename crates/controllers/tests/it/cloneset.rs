@@ -1161,22 +1161,39 @@ async fn env_from_a_label_updates_in_place_after_the_grace_period() {
     env.apply(&m).await;
     env.wait("envmeta", "1 ready", |cs, p| ready_all(cs, p, 1)).await;
     let uid = env.pods("envmeta").await[0].uid();
+    // Every version of the pod from here on, so the 1 s grace window cannot be missed by a
+    // slow poll.
+    let versions = Arc::new(Mutex::new(Vec::<Pod>::new()));
+    let recorder = {
+        let (api, versions) = (env.pods_api(), versions.clone());
+        let rv = api.list(&ListParams::default()).await.unwrap().metadata.resource_version;
+        let mut stream = api
+            .watch(&kube::api::WatchParams::default().labels("app=envmeta"), &rv.unwrap())
+            .await
+            .unwrap()
+            .boxed();
+        tokio::spawn(async move {
+            while let Some(Ok(kube::api::WatchEvent::Modified(p))) = stream.next().await {
+                versions.lock().unwrap().push(p);
+            }
+        })
+    };
     env.apply(&m.replace("track: stable", "track: canary")).await;
     let grace = "apps.kruise.io/inplace-update-grace";
-    env.wait("envmeta", "the grace period", |_, p| {
-        p.len() == 1 && p[0].annotations().contains_key(grace)
-    })
-    .await;
-    let p = env.pods("envmeta").await.remove(0);
-    if p.annotations().contains_key(grace) {
-        assert_eq!(p.labels()["track"], "stable", "the label waits for the grace period");
-    }
     env.wait("envmeta", "the label after the grace period", |_, p| {
         p.len() == 1
             && !p[0].annotations().contains_key(grace)
             && p[0].labels()["track"] == "canary"
     })
     .await;
+    recorder.abort();
+    let versions = versions.lock().unwrap().clone();
+    let in_grace: Vec<&Pod> =
+        versions.iter().filter(|p| p.annotations().contains_key(grace)).collect();
+    assert!(!in_grace.is_empty(), "no grace period seen");
+    for p in in_grace {
+        assert_eq!(p.labels()["track"], "stable", "the label waits for the grace period");
+    }
     let p = env.pods("envmeta").await.remove(0);
     assert_eq!(p.uid(), uid, "in place, not recreated");
     let state: Value =
