@@ -80,7 +80,11 @@ pub struct Ctx {
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![ImagePullJob::crd_all_versions(), NodeImage::crd_all_versions()]
+    vec![
+        ImagePullJob::crd_all_versions(),
+        NodeImage::crd_all_versions(),
+        kinetic_api::kruise::imagelistpulljob::ImageListPullJob::crd_all_versions(),
+    ]
 }
 
 /// A reconcile failed; it is retried.
@@ -310,9 +314,12 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
     if job.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.nodes.wait_until_ready().await.ok();
-    ctx.node_images.wait_until_ready().await.ok();
-    ctx.pods.wait_until_ready().await.ok();
+    if !(crate::cache_ready(&ctx.nodes)
+        && crate::cache_ready(&ctx.node_images)
+        && crate::cache_ready(&ctx.pods))
+    {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let now = Timestamp::now();
     let ns = job.namespace().unwrap_or_default();
     let jobs: Api<ImagePullJob> = Api::namespaced(ctx.client.clone(), &ns);

@@ -251,9 +251,13 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
     if validation::clear(&ctx, &cs).await? {
         return Ok(Action::await_change());
     }
-    ctx.pods.wait_until_ready().await.ok();
-    ctx.revisions.wait_until_ready().await.ok();
-    ctx.pvcs.wait_until_ready().await.ok();
+    // Never wait for the caches inside a reconcile (see `crate::cache_ready`).
+    if !(crate::cache_ready(&ctx.pods)
+        && crate::cache_ready(&ctx.revisions)
+        && crate::cache_ready(&ctx.pvcs))
+    {
+        return Ok(Action::requeue(Duration::from_millis(200)));
+    }
     let now = Timestamp::now();
     let owned = claim(&ctx, &cs).await?;
     let seen = owned.iter().map(|p| Seen {

@@ -134,11 +134,6 @@ async fn imagepulljob_past_its_ttl_is_deleted_after_a_request_that_never_answers
     let upstream = server.server().local_addr();
     let proxy = Blackhole::start(upstream).await;
     let proxied = client_via(&server, proxy.addr).await;
-    let (stop, mut stop_rx) = watch::channel(false);
-    let controller = tokio::spawn(imagepulljob::run(proxied, async move {
-        let _ = stop_rx.wait_for(|s| *s).await;
-    }));
-
     let nodes: Api<Node> = Api::all(direct.clone());
     let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
     nodes.create(&PostParams::default(), &node).await.unwrap();
@@ -146,6 +141,12 @@ async fn imagepulljob_past_its_ttl_is_deleted_after_a_request_that_never_answers
     let ni: NodeImage =
         serde_json::from_value(json!({"metadata": {"name": "n1"}, "spec": {}})).unwrap();
     images.create(&PostParams::default(), &ni).await.unwrap();
+    // Started after the node exists, so its first list has it (a job reconciled before the
+    // cache shows any node would complete with no targets).
+    let (stop, mut stop_rx) = watch::channel(false);
+    let controller = tokio::spawn(imagepulljob::run(proxied, async move {
+        let _ = stop_rx.wait_for(|s| *s).await;
+    }));
     let jobs: Api<ImagePullJob> = Api::namespaced(direct.clone(), "default");
     let job: ImagePullJob = serde_json::from_value(json!({
         "apiVersion": "apps.kruise.io/v1alpha1", "kind": "ImagePullJob",
