@@ -25,6 +25,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
+        "ImageListPullJob" => validate_image_list_pull_job(obj),
         _ => Vec::new(),
     }
 }
@@ -36,6 +37,72 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
 fn validate_image_pull_job(obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
     let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    validate_pull_targets(&spec, &mut causes);
+    if spec.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
+        causes.push(Cause::required("spec.image", "image can not be empty"));
+    }
+    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
+    let deadline = policy.get("activeDeadlineSeconds").and_then(Value::as_i64);
+    let timeout = spec.pointer("/pullPolicy/timeoutSeconds").and_then(Value::as_i64).unwrap_or(600);
+    if policy.get("type").and_then(Value::as_str).unwrap_or("Always") == "Always"
+        && deadline.is_some_and(|d| timeout > d)
+    {
+        causes.push(Cause::forbidden(
+            "spec.completionPolicy.activeDeadlineSeconds",
+            "completionPolicy.activeDeadlineSeconds must be greater than pullPolicy.timeoutSeconds(default 600)",
+        ));
+    }
+    validate_completion_type(&policy, &mut causes);
+    causes
+}
+
+/// The ImageListPullJob webhook (`pkg/webhook/imagelistpulljob/validating`): the target and
+/// completion rules of ImagePullJob, and a list of at most 255 distinct images.
+fn validate_image_list_pull_job(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    validate_pull_targets(&spec, &mut causes);
+    let images: Vec<&Value> =
+        spec.get("images").and_then(Value::as_array).into_iter().flatten().collect();
+    if images.is_empty() || images.iter().any(|i| i.as_str().is_none_or(str::is_empty)) {
+        causes.push(Cause::required("spec.images", "image can not be empty"));
+    }
+    if images.iter().enumerate().any(|(i, image)| images[..i].contains(image)) {
+        causes.push(Cause::forbidden("spec.images", "images cannot have duplicate values"));
+    }
+    if images.len() > 255 {
+        causes.push(Cause::forbidden("spec.images", "the maximum number of images cannot > 255"));
+    }
+    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
+    validate_completion_type(&policy, &mut causes);
+    causes
+}
+
+/// `Never` takes neither a deadline nor a TTL; types other than `Always` and `Never` are
+/// refused (upstream's messages).
+fn validate_completion_type(policy: &Value, causes: &mut Vec<Cause>) {
+    let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    match policy.get("type").and_then(Value::as_str).unwrap_or("Always") {
+        "Always" => {}
+        "Never" => {
+            if set(policy.get("activeDeadlineSeconds"))
+                || set(policy.get("ttlSecondsAfterFinished"))
+            {
+                causes.push(Cause::forbidden(
+                    "spec.completionPolicy",
+                    "activeDeadlineSeconds and ttlSecondsAfterFinished can only work with Always CompletionPolicyType",
+                ));
+            }
+        }
+        other => causes.push(Cause::forbidden(
+            "spec.completionPolicy.type",
+            &format!("unknown type of completionPolicy: {other}"),
+        )),
+    }
+}
+
+/// The node and pod selector rules ImagePullJob and ImageListPullJob share.
+fn validate_pull_targets(spec: &Value, causes: &mut Vec<Cause>) {
     let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
     let selector = spec.get("selector").filter(|s| !s.is_null());
     if let Some(sel) = selector {
@@ -59,35 +126,6 @@ fn validate_image_pull_job(obj: &Value) -> Vec<Cause> {
             "can not set both selector and podSelector",
         ));
     }
-    if spec.get("image").and_then(Value::as_str).is_none_or(str::is_empty) {
-        causes.push(Cause::required("spec.image", "image can not be empty"));
-    }
-    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
-    let deadline = policy.get("activeDeadlineSeconds").and_then(Value::as_i64);
-    let timeout = spec.pointer("/pullPolicy/timeoutSeconds").and_then(Value::as_i64).unwrap_or(600);
-    match policy.get("type").and_then(Value::as_str).unwrap_or("Always") {
-        "Always" => {
-            if deadline.is_some_and(|d| timeout > d) {
-                causes.push(Cause::forbidden(
-                    "spec.completionPolicy.activeDeadlineSeconds",
-                    "completionPolicy.activeDeadlineSeconds must be greater than pullPolicy.timeoutSeconds(default 600)",
-                ));
-            }
-        }
-        "Never" => {
-            if deadline.is_some() || set(policy.get("ttlSecondsAfterFinished")) {
-                causes.push(Cause::forbidden(
-                    "spec.completionPolicy",
-                    "activeDeadlineSeconds and ttlSecondsAfterFinished can only work with Always CompletionPolicyType",
-                ));
-            }
-        }
-        other => causes.push(Cause::forbidden(
-            "spec.completionPolicy.type",
-            &format!("unknown type of completionPolicy: {other}"),
-        )),
-    }
-    causes
 }
 
 /// Upstream's `validateScaleStrategy`: each `scaleStrategy.podsToDelete` entry that `old` did

@@ -114,7 +114,7 @@ pub async fn run_all_tracked(
         .context("installing the CloneSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
-        .context("installing the ImagePullJob and NodeImage CRDs")?;
+        .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -131,13 +131,19 @@ pub async fn run_all_tracked(
         "nodeimage",
         kinetic_controllers::nodeimage::run(client.clone(), until(stop.clone())),
     );
+    let pulllists = r.track(
+        "imagelistpulljob",
+        kinetic_controllers::imagelistpulljob::run(client.clone(), until(stop.clone())),
+    );
     let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
-    let (a, b, c, d, e) = tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages);
+    let (a, b, c, d, e, f) =
+        tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages, pulllists);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
     d.context("the ImagePullJob controller stopped")?;
     e.context("the NodeImage controller stopped")?;
+    f.context("the ImageListPullJob controller stopped")?;
     Ok(())
 }
 

@@ -80,7 +80,11 @@ pub struct Ctx {
 pub fn crds()
 -> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition>
 {
-    vec![ImagePullJob::crd_all_versions(), NodeImage::crd_all_versions()]
+    vec![
+        ImagePullJob::crd_all_versions(),
+        NodeImage::crd_all_versions(),
+        kinetic_api::kruise::imagelistpulljob::ImageListPullJob::crd_all_versions(),
+    ]
 }
 
 /// A reconcile failed; it is retried.

@@ -26,6 +26,7 @@ pub mod cloneset;
 pub mod crds;
 pub mod events;
 pub mod expectations;
+pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
 pub mod nodeimage;

@@ -18,6 +18,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod cloneset;
+pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;
 
@@ -388,6 +389,8 @@ mod tests {
             .assert_eq(&crd_yaml(&imagepulljob::ImagePullJob::crd_all_versions()));
         expect_test::expect_file!["nodeimage.crd.yaml"]
             .assert_eq(&crd_yaml(&nodeimage::NodeImage::crd_all_versions()));
+        expect_test::expect_file!["imagelistpulljob.crd.yaml"]
+            .assert_eq(&crd_yaml(&imagelistpulljob::ImageListPullJob::crd_all_versions()));
     }
 
     /// Both preheating CRDs serve v1alpha1 (storage) and v1beta1 with one structural schema and
@@ -398,6 +401,7 @@ mod tests {
         for (crd, scope) in [
             (imagepulljob::ImagePullJob::crd_all_versions(), "Namespaced"),
             (nodeimage::NodeImage::crd_all_versions(), "Cluster"),
+            (imagelistpulljob::ImageListPullJob::crd_all_versions(), "Namespaced"),
         ] {
             let v = serde_json::to_value(&crd).expect("serialises");
             assert_eq!(v["spec"]["scope"], scope);

@@ -334,3 +334,110 @@ async fn failed_tag_stays_in_the_nodeimage_until_its_ttl() {
     jobs_ctl.await.unwrap().unwrap();
     ni_ctl.await.unwrap().unwrap();
 }
+
+/// Issue 18, item 12: ImageListPullJob (v1alpha1 and v1beta1), as OpenKruise's manual applies
+/// it: one ImagePullJob per image, owned by the list; the list's status sums theirs (desired,
+/// completed, succeeded, the failed images with their job's message); an image dropped from
+/// the list takes its job with it; webhook validation refuses duplicates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_list_pull_job_runs_one_job_per_image_and_sums_their_status() {
+    use kinetic_api::kruise::imagelistpulljob::ImageListPullJob;
+    let server = TestServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    kinetic_controllers::crds::install(&client, &imagepulljob::crds()).await.unwrap();
+    let (stop, stop_rx) = watch::channel(false);
+    let shutdown = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let ctls = [
+        tokio::spawn(imagepulljob::run(client.clone(), shutdown(stop_rx.clone()))),
+        tokio::spawn(kinetic_controllers::nodeimage::run(
+            client.clone(),
+            shutdown(stop_rx.clone()),
+        )),
+        tokio::spawn(kinetic_controllers::imagelistpulljob::run(client.clone(), shutdown(stop_rx))),
+    ];
+    let nodes: Api<Node> = Api::all(client.clone());
+    let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"}})).unwrap();
+    nodes.create(&PostParams::default(), &node).await.unwrap();
+
+    let dup = "apiVersion: apps.kruise.io/v1beta1\nkind: ImageListPullJob\nmetadata:\n  name: dup\nspec:\n  images: [a:1, a:1]\n";
+    let out = server.kubectl_stdin(&["apply", "-f", "-"], Some(dup)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("images cannot have duplicate values"), "{err}");
+    let manifest = "apiVersion: apps.kruise.io/v1alpha1\nkind: ImageListPullJob\nmetadata:\n  name: list\n  namespace: default\nspec:\n  images:\n  - example.invalid/good:v1\n  - example.invalid/bad:v1\n  - example.invalid/gone:v1\n  parallelism: 10\n  selector:\n    names: [n1]\n  completionPolicy:\n    type: Always\n";
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], manifest).await.unwrap();
+    let jobs: Api<ImagePullJob> = Api::namespaced(client.clone(), "default");
+    let job_images = || async {
+        let mut v: Vec<String> = jobs
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|j| j.metadata.deletion_timestamp.is_none())
+            .map(|j| j.spec.image)
+            .collect();
+        v.sort();
+        v
+    };
+    until("a job per image", Duration::from_secs(20), || async { job_images().await.len() == 3 })
+        .await;
+    // The user drops one image: its job goes.
+    server
+        .kubectl_stdin_ok(
+            &["apply", "-f", "-"],
+            &manifest.replace("  - example.invalid/gone:v1\n", ""),
+        )
+        .await
+        .unwrap();
+    until("the dropped image's job is gone", Duration::from_secs(20), || async {
+        job_images().await == ["example.invalid/bad:v1", "example.invalid/good:v1"]
+    })
+    .await;
+    // The "node" pulls good and fails bad.
+    let images: Api<NodeImage> = Api::all(client.clone());
+    until("both tags are in n1's NodeImage", Duration::from_secs(20), || async {
+        let ni = images.get_opt("n1").await.unwrap();
+        ni.and_then(|n| n.spec.images).is_some_and(|m| {
+            m.contains_key("example.invalid/good") && m.contains_key("example.invalid/bad")
+        })
+    })
+    .await;
+    let ni = images.get("n1").await.unwrap();
+    let version = |name: &str| {
+        ni.spec.images.as_ref().unwrap()[name].tags.iter().find(|t| t.tag == "v1").unwrap().version
+    };
+    let now = jiff::Timestamp::now().to_string();
+    let status = json!({"status": {"desired": 2, "succeeded": 1, "failed": 1, "pulling": 0,
+        "imageStatuses": {
+            "example.invalid/good": {"tags": [{"tag": "v1", "phase": "Succeeded", "progress": 100,
+                "version": version("example.invalid/good"), "completionTime": now}]},
+            "example.invalid/bad": {"tags": [{"tag": "v1", "phase": "Failed", "progress": 0,
+                "version": version("example.invalid/bad"), "completionTime": now,
+                "message": "manifest unknown"}]}}}});
+    images.patch_status("n1", &PatchParams::default(), &Patch::Merge(status)).await.unwrap();
+    let lists: Api<ImageListPullJob> = Api::namespaced(client.clone(), "default");
+    until("the list completes", Duration::from_secs(20), || async {
+        lists.get("list").await.unwrap().status.is_some_and(|s| s.completion_time.is_some())
+    })
+    .await;
+    let st = lists.get("list").await.unwrap().status.unwrap();
+    assert_eq!((st.desired, st.completed, st.succeeded, st.active), (2, 2, 1, 0), "{st:?}");
+    let failed = st.failed_image_statuses.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].name.as_deref(), Some("example.invalid/bad:v1"));
+    let table = server.kubectl_ok(&["get", "imagelistpulljob", "list"]).await.unwrap();
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "TOTAL", "SUCCEEDED", "COMPLETED", "AGE"], "{table}");
+    // Deleting the list takes its jobs with it.
+    server.kubectl_ok(&["delete", "imagelistpulljob", "list", "--wait=true"]).await.unwrap();
+    until("the list's jobs are gone", Duration::from_secs(20), || async {
+        job_images().await.is_empty()
+    })
+    .await;
+    stop.send_replace(true);
+    for c in ctls {
+        c.await.unwrap().unwrap();
+    }
+}
