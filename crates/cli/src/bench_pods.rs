@@ -203,8 +203,11 @@ async fn measure(
     let watch = {
         let ready = ready.clone();
         let api = pods.clone();
-        tokio::spawn(async move {
-            let mut s = watcher::watcher(api, watcher::Config::default().labels(LABEL)).boxed();
+        crate::platform::AbortOnDrop(tokio::spawn(async move {
+            use kube::runtime::WatchStreamExt as _;
+            let mut s = watcher::watcher(api, watcher::Config::default().labels(LABEL))
+                .default_backoff()
+                .boxed();
             while let Some(ev) = s.next().await {
                 if let Ok(Event::Apply(p) | Event::InitApply(p)) = ev
                     && is_ready(&p)
@@ -215,7 +218,7 @@ async fn measure(
                     }
                 }
             }
-        })
+        }))
     };
     // Warm-up: pull the image once.
     run_phase(&pods, &ready, &image, "warm", 1, 1).await?;
@@ -234,7 +237,7 @@ async fn measure(
     let cpu1 = cpu_ticks()?;
     clear(&pods, "burst", &node_pods).await?;
     let cpu2 = cpu_ticks()?;
-    watch.abort();
+    drop(watch);
 
     let floor = runc_floor(platform.path(), &image, args.floor_runs).await?;
     Ok(Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor })
@@ -265,7 +268,7 @@ async fn run_phase(
     for _ in 0..conc.min(n) {
         let (pods, ready, image, phase, next) =
             (pods.clone(), ready.clone(), image.to_owned(), phase.to_owned(), next.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.push(crate::platform::AbortOnDrop(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -291,11 +294,11 @@ async fn run_phase(
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             }
-        }));
+        })));
     }
     let mut all = Vec::new();
     for t in tasks {
-        all.extend(t.await??);
+        all.extend(t.join().await??);
     }
     Ok(all)
 }

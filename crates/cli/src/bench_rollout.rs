@@ -473,8 +473,11 @@ async fn release(
         let api: Api<Pod> = pods.clone();
         let sel = format!("app={app}");
         let v2 = v2.to_owned();
-        tokio::spawn(async move {
-            let mut s = watcher::watcher(api, watcher::Config::default().labels(&sel)).boxed();
+        crate::platform::AbortOnDrop(tokio::spawn(async move {
+            use kube::runtime::WatchStreamExt as _;
+            let mut s = watcher::watcher(api, watcher::Config::default().labels(&sel))
+                .default_backoff()
+                .boxed();
             while let Some(ev) = s.next().await {
                 let Ok(mut t) = tracker.lock() else { return };
                 match ev {
@@ -502,7 +505,7 @@ async fn release(
                     t.below_total += now - since;
                 }
             }
-        })
+        }))
     };
     // Let the watch list the current state before the release starts.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -529,7 +532,7 @@ async fn release(
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    watch.abort();
+    drop(watch);
     let (min_ready, below_full, steps) = tracker
         .lock()
         .map(|t| {

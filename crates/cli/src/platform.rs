@@ -165,6 +165,28 @@ impl Platform {
     }
 }
 
+/// A task aborted when its handle is dropped. A benchmark's body is cancelled by a signal at
+/// any `.await`; its spawned watchers and creators must stop with it, or a watcher of the
+/// stopped server spins and keeps the runtime (and the process) from ending, and a creator
+/// adds pods while the teardown deletes them.
+pub struct AbortOnDrop<T>(pub JoinHandle<T>);
+
+impl<T> AbortOnDrop<T> {
+    /// Waits for the task.
+    ///
+    /// # Errors
+    /// The task panicked or was aborted.
+    pub async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Deletes every pod at once (no grace) and waits until the node agent has torn each down
 /// (its pod directory is gone).
 async fn delete_all_pods(client: &kube::Client, node_pods: &Path) -> anyhow::Result<()> {
