@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod gc;
 pub mod http;
+mod knative;
 mod kruise;
 pub mod logs;
 pub mod managed;
@@ -99,8 +100,9 @@ pub struct Config {
     pub max_body: usize,
     /// How many events the watch history keeps.
     pub history: usize,
-    /// Validate `apps.kruise.io` objects as OpenKruise's webhook does (the default). Off, the
-    /// server stores what the CRD schema admits, like a real cluster without the webhook.
+    /// Validate `apps.kruise.io` objects as OpenKruise's webhook does, and default and validate
+    /// `serving.knative.dev` ones as Knative's webhooks do (the default). Off, the server
+    /// stores what the CRD schema admits, like a real cluster without the webhooks.
     pub kruise_webhook: bool,
 }
 

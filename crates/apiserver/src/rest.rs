@@ -450,6 +450,13 @@ impl Api {
                 causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
             }
         }
+        if res.group == crate::knative::GROUP && self.kruise_webhook {
+            let cms = crate::registry::storage_key("", "configmaps");
+            let cm = |ns: &str, name: &str| self.store.get(&ObjKey::new(&cms, ns, name));
+            causes.extend(crate::knative::admit(&res.kind, obj, old, |ns, n| {
+                cm(ns, n).map(|s| s.value.clone())
+            }));
+        }
         if res.builtin {
             causes.extend(builtin::validate(&res.kind, obj, old));
             if res.kind == "CustomResourceDefinition" {
