@@ -15,7 +15,8 @@
 //! [`imagepulljob`] (OpenKruise's ImagePullJob: writes per-node tags into NodeImages within
 //! `parallelism` and computes the job status from what the nodes report), [`nodeimage`] (one
 //! NodeImage per Node; the node agent does the pulls, nothing here pulls) and [`volume`] (the
-//! PersistentVolume controller: binding, release, protection finalizers).
+//! PersistentVolume controller: binding, release, protection finalizers) and [`serving`] (Knative
+//! Serving's Service, Configuration, Revision and Route; each Revision runs as a CloneSet).
 //!
 //! What the scheduler does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
 //! affinity and other soft scores, scheduling profiles and extenders, leader
@@ -31,6 +32,7 @@ pub mod imagepulljob;
 pub mod leader;
 pub mod nodeimage;
 pub mod scheduler;
+pub mod serving;
 pub mod volume;
 
 pub use scheduler::{SchedulerConfig, run_scheduler};

@@ -7,3 +7,4 @@ mod imagepulljob;
 mod leader;
 mod scheduler;
 mod selector;
+mod serving;

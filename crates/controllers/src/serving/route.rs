@@ -1,0 +1,304 @@
+//! The Route controller (knative/serving `pkg/reconciler/route`): the Route's traffic resolved
+//! to revision names, its URLs, and a core Service named after it.
+//!
+//! The domain comes from `config-domain` and the host names from `config-network`'s templates
+//! (both in `knative-serving`; absent, Knative's defaults): `http://{route}.{namespace}.{domain}`,
+//! and `http://{tag}-{route}.{namespace}.{domain}` for a tagged target. A target naming a
+//! Configuration gets its `latestReadyRevisionName`. When a target cannot be resolved
+//! (`AllTrafficAssigned` False or Unknown), `status.traffic` keeps what it was, so traffic stays
+//! where it was routed (upstream's behaviour).
+//!
+//! The core Service is ClusterIP and selector-less for now; the gateway (issue 11, item 3) will
+//! be what answers for it.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Service as CoreService};
+use kinetic_api::knative::config::{
+    CLUSTER_DOMAIN, Domain, Network, SYSTEM_NAMESPACE, domain, network,
+};
+use kinetic_api::knative::configuration::Configuration;
+use kinetic_api::knative::revision::Revision;
+use kinetic_api::knative::route::{Route, RouteStatus};
+use kinetic_api::knative::{Addressable, TrafficTarget, condition};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, Resource as _, ResourceExt as _};
+use serde_json::json;
+
+use super::{ReconcileError, cond_of, controller_ref, key, set_condition, status_patch};
+
+struct Ctx {
+    client: Client,
+    backoff: crate::backoff::Backoff,
+}
+
+/// Runs the Route controller until `shutdown` resolves.
+///
+/// # Errors
+/// None so far: API errors are retried per Route with back-off.
+pub async fn run(
+    client: Client,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) -> crate::Result<()> {
+    let (routes, writer) = reflector::store::<Route>();
+    let route_stream = reflector::reflector(
+        writer,
+        watcher(Api::<Route>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects();
+    let ctx = Arc::new(Ctx { client: client.clone(), backoff: crate::backoff::Backoff::default() });
+    // A Revision or Configuration change (readiness, latest ready revision) requeues the Routes
+    // of its namespace that name it.
+    let by_revision = routes.clone();
+    let by_configuration = routes.clone();
+    Controller::for_stream(route_stream, routes)
+        .owns(Api::<CoreService>::all(client.clone()), watcher::Config::default())
+        .watches(Api::<Revision>::all(client.clone()), watcher::Config::default(), move |r| {
+            referring(&by_revision, &r.namespace().unwrap_or_default(), |t| {
+                t.revision_name.as_deref() == Some(r.name_any().as_str())
+            })
+        })
+        .watches(Api::<Configuration>::all(client), watcher::Config::default(), move |c| {
+            referring(&by_configuration, &c.namespace().unwrap_or_default(), |t| {
+                t.configuration_name.as_deref() == Some(c.name_any().as_str())
+            })
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "route reconcile");
+            }
+        })
+        .await;
+    Ok(())
+}
+
+/// The Routes in `ns` with a spec target matching `pred`, or whose status routes to it.
+fn referring(
+    routes: &Store<Route>,
+    ns: &str,
+    pred: impl Fn(&TrafficTarget) -> bool,
+) -> Vec<ObjectRef<Route>> {
+    routes
+        .state()
+        .into_iter()
+        .filter(|r| r.namespace().as_deref() == Some(ns))
+        .filter(|r| {
+            let spec = r.spec.traffic.iter().flatten();
+            let status = r.status.iter().flat_map(|s| s.fields.traffic.iter().flatten());
+            spec.chain(status).any(&pred)
+        })
+        .map(|r| ObjectRef::from_obj(&*r))
+        .collect()
+}
+
+fn error_policy(route: Arc<Route>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
+    let wait = ctx.backoff.failed(&key(&*route), route.meta().generation);
+    tracing::warn!(route = %key(&*route), error = %crate::report(e), ?wait, "reconcile failed");
+    Action::requeue(wait)
+}
+
+async fn reconcile(route: Arc<Route>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    let k = key(&*route);
+    if let Some(wait) = ctx.backoff.waiting(&k, route.meta().generation) {
+        return Ok(Action::requeue(wait));
+    }
+    if route.meta().deletion_timestamp.is_some() {
+        ctx.backoff.forget(&k);
+        return Ok(Action::await_change());
+    }
+    reconcile_pass(&route, &ctx).await?;
+    ctx.backoff.succeeded(&k);
+    Ok(Action::await_change())
+}
+
+/// A ConfigMap's data in `knative-serving`, empty when it does not exist.
+async fn config_data(client: &Client, name: &str) -> kube::Result<BTreeMap<String, String>> {
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    Ok(api.get_opt(name).await?.and_then(|c| c.data).unwrap_or_default())
+}
+
+/// Why a target could not be assigned: Unknown (waiting) or False (failed), reason, message.
+struct Unassigned {
+    status: &'static str,
+    reason: &'static str,
+    message: String,
+}
+
+async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> {
+    let ns = route.namespace().unwrap_or_default();
+    let name = route.name_any();
+    // A ConfigMap that does not parse leaves Knative's defaults (upstream refuses it at its
+    // webhook; Kinetic's server validates no ConfigMap).
+    let domains = Domain::from_data(&config_data(&ctx.client, domain::CONFIG_NAME).await?)
+        .unwrap_or_default();
+    let net = Network::from_data(&config_data(&ctx.client, network::CONFIG_NAME).await?)
+        .unwrap_or_default();
+    let dom = domains.lookup(route.labels());
+    let url = |host: String| net.url(&host);
+
+    // The core Service named after the Route (upstream: an ExternalName Service pointing at the
+    // ingress; here ClusterIP without a selector until the gateway exists).
+    let services: Api<CoreService> = Api::namespaced(ctx.client.clone(), &ns);
+    if services.get_opt(&name).await?.is_none() {
+        let svc: CoreService = serde_json::from_value(json!({
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": {kinetic_api::knative::ROUTE_LABEL: name},
+                "ownerReferences": [controller_ref(route)],
+            },
+            "spec": {
+                "type": "ClusterIP",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": 8080}],
+            },
+        }))
+        .map_err(|source| ReconcileError::Encode { what: "a Service", source })?;
+        match services.create(&PostParams::default(), &svc).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // Resolve every target to a revision.
+    let revs: Api<Revision> = Api::namespaced(ctx.client.clone(), &ns);
+    let cfgs: Api<Configuration> = Api::namespaced(ctx.client.clone(), &ns);
+    let mut resolved = Vec::new();
+    let mut problem: Option<Unassigned> = None;
+    let mut all_ready = true;
+    for t in route.spec.traffic.iter().flatten() {
+        let revision = match (t.revision_name.as_deref(), t.configuration_name.as_deref()) {
+            (Some(r), _) if !r.is_empty() => r.to_owned(),
+            (_, Some(c)) if !c.is_empty() => {
+                let Some(cfg) = cfgs.get_opt(c).await? else {
+                    problem.get_or_insert(Unassigned {
+                        status: "False",
+                        reason: condition::reason::CONFIGURATION_MISSING,
+                        message: format!("Configuration {c:?} referenced in traffic not found."),
+                    });
+                    continue;
+                };
+                let st = cfg.status.clone().unwrap_or_default();
+                match st.fields.latest_ready_revision_name.filter(|n| !n.is_empty()) {
+                    Some(r) => r,
+                    None => {
+                        let (s, _, _) = cond_of(st.status.condition(condition::READY));
+                        problem.get_or_insert(if s == "False" {
+                            Unassigned {
+                                status: "False",
+                                reason: condition::reason::REVISION_FAILED,
+                                message: format!(
+                                    "Configuration {c:?} does not have any ready Revision."
+                                ),
+                            }
+                        } else {
+                            Unassigned {
+                                status: "Unknown",
+                                reason: condition::reason::REVISION_MISSING,
+                                message: format!(
+                                    "Configuration {c:?} is waiting for a Revision to become ready."
+                                ),
+                            }
+                        });
+                        continue;
+                    }
+                }
+            }
+            _ => continue,
+        };
+        match revs.get_opt(&revision).await? {
+            None => {
+                problem.get_or_insert(Unassigned {
+                    status: "False",
+                    reason: condition::reason::REVISION_MISSING,
+                    message: format!("Revision {revision:?} referenced in traffic not found."),
+                });
+            }
+            Some(rev) => {
+                let (s, _, _) = cond_of(
+                    rev.status.as_ref().and_then(|st| st.status.condition(condition::READY)),
+                );
+                if s == "False" {
+                    problem.get_or_insert(Unassigned {
+                        status: "False",
+                        reason: condition::reason::REVISION_FAILED,
+                        message: format!("Revision {revision:?} failed to become ready."),
+                    });
+                }
+                all_ready &= s == "True";
+            }
+        }
+        let tag = t.tag.clone().filter(|t| !t.is_empty());
+        resolved.push(TrafficTarget {
+            url: tag.as_deref().map(|tag| url(net.tag_host(tag, &name, &ns, &dom))),
+            tag,
+            revision_name: Some(revision),
+            configuration_name: None,
+            latest_revision: Some(t.revision_name.as_deref().is_none_or(str::is_empty)),
+            percent: t.percent,
+        });
+    }
+
+    let old = route.status.clone().unwrap_or_default();
+    let old_conds = old.status.conditions.clone().unwrap_or_default();
+    let mut st = RouteStatus::default();
+    st.status.observed_generation = route.meta().generation;
+    st.status.annotations = old.status.annotations.clone();
+    st.fields.url = Some(url(net.host(&name, &ns, &dom)));
+    st.fields.address = Some(Addressable {
+        url: Some(format!("http://{name}.{ns}.svc.{CLUSTER_DOMAIN}")),
+        ..Addressable::default()
+    });
+    let mut conds = Vec::new();
+    set_condition(
+        &mut conds,
+        &old_conds,
+        condition::CERTIFICATE_PROVISIONED,
+        "True",
+        "TLSNotEnabled",
+        "autoTLS is not enabled",
+    );
+    match problem {
+        Some(p) => {
+            // Traffic stays where it was routed.
+            st.fields.traffic = old.fields.traffic.clone();
+            for t in [condition::ALL_TRAFFIC_ASSIGNED, condition::READY] {
+                set_condition(&mut conds, &old_conds, t, p.status, p.reason, &p.message);
+            }
+        }
+        None => {
+            st.fields.traffic = Some(resolved);
+            set_condition(&mut conds, &old_conds, condition::ALL_TRAFFIC_ASSIGNED, "True", "", "");
+            // Ready needs every target revision Ready. Once the gateway exists (issue 11,
+            // item 3), Ready will also require the gateway to route this Route's hosts, so the
+            // first request after Ready succeeds.
+            if all_ready {
+                set_condition(&mut conds, &old_conds, condition::READY, "True", "", "");
+            } else {
+                set_condition(
+                    &mut conds,
+                    &old_conds,
+                    condition::READY,
+                    "Unknown",
+                    condition::reason::REVISION_MISSING,
+                    "A Revision referenced in traffic is not ready yet.",
+                );
+            }
+        }
+    }
+    st.status.conditions = Some(conds);
+    if route.status.as_ref() != Some(&st) {
+        let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
+        api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&st)?)).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,499 @@
+//! The Knative Serving controllers and admission against the embedded API server, with the
+//! real `kube` client and `kubectl`. The CloneSet controller runs beside them, and a stand-in
+//! kubelet plays the node (real containers are the node agent's and the CLI's end-to-end
+//! tests): it marks pods Running and Ready with an imageID, except by image name: `broken`
+//! images wait in `ImagePullBackOff`, `crash` images exited with code 1 and wait in
+//! `CrashLoopBackOff`, `slow` images run unready until the pod is annotated `test/ready=true`.
+
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
+use kinetic_api::knative::configuration::Configuration;
+use kinetic_api::knative::revision::Revision;
+use kinetic_api::knative::route::Route;
+use kinetic_api::knative::service::Service;
+use kinetic_api::knative::{Condition, TrafficTarget};
+use kinetic_api::kruise::cloneset::CloneSet;
+use kinetic_controllers::{cloneset, serving};
+use kinetic_testkit::TestServer;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+struct Env {
+    server: TestServer,
+    client: Client,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<kinetic_controllers::Result<()>>>,
+    kubelet: JoinHandle<()>,
+}
+
+/// The status the stand-in kubelet writes for a pod, `None` when it already has it.
+fn kubelet_status(p: &Pod) -> Option<Value> {
+    let spec = p.spec.as_ref()?;
+    let released = p.annotations().get("test/ready").is_some_and(|v| v == "true");
+    let mut all_ready = true;
+    let statuses: Vec<Value> = spec
+        .containers
+        .iter()
+        .map(|c| {
+            let image = c.image.clone().unwrap_or_default();
+            let id = format!("sha256:{:064x}", image.len());
+            if image.contains("broken") {
+                all_ready = false;
+                return json!({"name": c.name, "image": image, "imageID": "", "ready": false,
+                    "restartCount": 0, "state": {"waiting": {"reason": "ImagePullBackOff",
+                    "message": format!("Back-off pulling image \"{image}\"")}}});
+            }
+            if image.contains("crash") {
+                all_ready = false;
+                return json!({"name": c.name, "image": image, "imageID": id, "ready": false,
+                    "restartCount": 1,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error",
+                        "message": "boom"}}});
+            }
+            let ready = !image.contains("slow") || released;
+            all_ready &= ready;
+            json!({"name": c.name, "image": image, "imageID": id, "ready": ready,
+                "started": true, "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
+        })
+        .collect();
+    let ready = if all_ready { "True" } else { "False" };
+    let want = json!({
+        "phase": "Running",
+        "podIP": "10.0.0.1",
+        "conditions": [
+            {"type": "ContainersReady", "status": ready},
+            {"type": "Ready", "status": ready},
+        ],
+        "containerStatuses": statuses,
+    });
+    let same = serde_json::to_value(p.status.as_ref().and_then(|s| s.container_statuses.clone()))
+        .ok()
+        .as_ref()
+        == Some(&want["containerStatuses"]);
+    (!same).then_some(want)
+}
+
+impl Env {
+    async fn start() -> Self {
+        let server = TestServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        kinetic_controllers::crds::install(&client, &cloneset::crds()).await.unwrap();
+        kinetic_controllers::crds::install(&client, &serving::crds()).await.unwrap();
+        let (stop, rx) = watch::channel(false);
+        let until = |mut rx: watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let tasks = vec![
+            tokio::spawn(cloneset::run(client.clone(), until(rx.clone()))),
+            tokio::spawn(serving::run(client.clone(), until(rx))),
+        ];
+        let kubelet = {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let api: Api<Pod> = Api::all(client.clone());
+                let mut s = watcher(api, watcher::Config::default()).applied_objects().boxed();
+                while let Some(Ok(p)) = s.next().await {
+                    let api: Api<Pod> = Api::namespaced(client.clone(), &p.namespace().unwrap());
+                    if p.metadata.deletion_timestamp.is_some() {
+                        let dp = kube::api::DeleteParams::default().grace_period(0);
+                        let _ = api.delete(&p.name_any(), &dp).await;
+                        continue;
+                    }
+                    if let Some(st) = kubelet_status(&p) {
+                        let patch = Patch::Strategic(json!({"status": st}));
+                        let _ =
+                            api.patch_status(&p.name_any(), &PatchParams::default(), &patch).await;
+                    }
+                }
+            })
+        };
+        Self { server, client, stop, tasks, kubelet }
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>,
+    {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn apply(&self, yaml: &str) {
+        self.server.kubectl_stdin_ok(&["apply", "-f", "-"], yaml).await.unwrap();
+    }
+
+    /// Polls `name` until `pred` holds (30 s at most).
+    async fn wait<K>(&self, name: &str, what: &str, pred: impl Fn(&K) -> bool) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let got = self.api::<K>().get_opt(name).await.unwrap();
+            if let Some(o) = &got
+                && pred(o)
+            {
+                return o.clone();
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{what} not reached: {got:#?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for t in self.tasks.drain(..) {
+            t.await.unwrap().unwrap();
+        }
+        self.kubelet.abort();
+        self.server.shutdown().await;
+    }
+}
+
+/// Knative's helloworld-go Service (knative.dev docs, "Deploying your first Knative Service"),
+/// with `extra` appended to the revision spec and `traffic` to the Service spec.
+fn hello(image: &str, extra: &str, traffic: &str) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+  namespace: default
+spec:
+  template:
+    spec:
+      containers:
+        - image: {image}
+          ports:
+            - containerPort: 8080
+          env:
+            - name: TARGET
+              value: \"World\"
+{extra}
+{traffic}"
+    )
+}
+
+fn cond<'a>(conds: Option<&'a Vec<Condition>>, t: &str) -> Option<&'a Condition> {
+    conds?.iter().find(|c| c.type_ == t)
+}
+
+fn is(conds: Option<&Vec<Condition>>, t: &str, status: &str) -> bool {
+    cond(conds, t).is_some_and(|c| c.status == status)
+}
+
+fn svc_ready(s: &Service) -> bool {
+    let st = s.status.as_ref();
+    is(st.and_then(|s| s.status.conditions.as_ref()), "Ready", "True")
+        && st.and_then(|s| s.status.observed_generation) == s.metadata.generation
+}
+
+fn traffic(s: &Service) -> Vec<(String, i64, Option<String>, Option<String>)> {
+    s.status
+        .iter()
+        .flat_map(|s| s.route.traffic.iter().flatten())
+        .map(|t: &TrafficTarget| {
+            (
+                t.revision_name.clone().unwrap_or_default(),
+                t.percent.unwrap_or(0),
+                t.tag.clone(),
+                t.url.clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn helloworld_service_gets_its_configuration_revision_cloneset_and_route() {
+    let env = Env::start().await;
+    env.apply(&hello("ghcr.io/knative/helloworld-go:latest", "", "")).await;
+
+    // The webhook's defaults are stored.
+    let yaml = env.server.kubectl_ok(&["get", "ksvc", "hello", "-o", "yaml"]).await.unwrap();
+    for want in [
+        "name: user-container",
+        "timeoutSeconds: 300",
+        "containerConcurrency: 0",
+        "readinessProbe:",
+        "tcpSocket:",
+        "latestRevision: true",
+        "percent: 100",
+        "enableServiceLinks: false",
+    ] {
+        assert!(yaml.contains(want), "{want:?} missing from\n{yaml}");
+    }
+
+    let svc = env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    let st = svc.status.clone().unwrap();
+    assert_eq!(st.route.url.as_deref(), Some("http://hello.default.svc.cluster.local"));
+    assert_eq!(
+        st.route.address.as_ref().and_then(|a| a.url.as_deref()),
+        Some("http://hello.default.svc.cluster.local")
+    );
+    assert_eq!(st.configuration.latest_created_revision_name.as_deref(), Some("hello-00001"));
+    assert_eq!(st.configuration.latest_ready_revision_name.as_deref(), Some("hello-00001"));
+    assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
+    for t in ["ConfigurationsReady", "RoutesReady"] {
+        assert!(is(st.status.conditions.as_ref(), t, "True"), "{t}: {st:#?}");
+    }
+
+    let cfg = env.api::<Configuration>().get("hello").await.unwrap();
+    assert_eq!(cfg.labels()["serving.knative.dev/service"], "hello");
+    let rev = env.api::<Revision>().get("hello-00001").await.unwrap();
+    for (k, v) in [
+        ("serving.knative.dev/configuration", "hello"),
+        ("serving.knative.dev/configurationGeneration", "1"),
+        ("serving.knative.dev/service", "hello"),
+    ] {
+        assert_eq!(rev.labels().get(k).map(String::as_str), Some(v), "{k}");
+    }
+    let rst = rev.status.clone().unwrap();
+    for t in ["Ready", "ResourcesAvailable", "ContainerHealthy", "Active"] {
+        assert!(is(rst.status.conditions.as_ref(), t, "True"), "{t}: {rst:#?}");
+    }
+    assert_eq!((rst.actual_replicas, rst.desired_replicas), (Some(1), Some(1)));
+    let digest = rst.container_statuses.unwrap()[0].image_digest.clone().unwrap();
+    assert!(digest.starts_with("ghcr.io/knative/helloworld-go@sha256:"), "{digest}");
+
+    let cs = env.api::<CloneSet>().get("hello-00001-deployment").await.unwrap();
+    assert_eq!(cs.spec.replicas, Some(1));
+    let tl = cs.spec.template.metadata.as_ref().unwrap().labels.clone().unwrap();
+    assert_eq!(tl["serving.knative.dev/revision"], "hello-00001");
+    assert_eq!(tl["serving.knative.dev/configuration"], "hello");
+    assert_eq!(tl["serving.knative.dev/service"], "hello");
+    let c = &cs.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.name, "user-container");
+    let envs: Vec<(String, String)> = c
+        .env
+        .iter()
+        .flatten()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap_or_default()))
+        .collect();
+    for (k, v) in [
+        ("TARGET", "World"),
+        ("PORT", "8080"),
+        ("K_SERVICE", "hello"),
+        ("K_CONFIGURATION", "hello"),
+        ("K_REVISION", "hello-00001"),
+    ] {
+        assert!(envs.contains(&(k.to_owned(), v.to_owned())), "{k}={v} not in {envs:?}");
+    }
+    let probe = c.readiness_probe.clone().unwrap().tcp_socket.unwrap();
+    assert_eq!(probe.port, k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080));
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels("serving.knative.dev/revision=hello-00001"))
+        .await
+        .unwrap();
+    assert_eq!(pods.items.len(), 1);
+    assert!(pods.items[0].name_any().starts_with("hello-00001-deployment-"));
+    let core = env.api::<k8s_openapi::api::core::v1::Service>().get("hello").await.unwrap();
+    assert_eq!(core.spec.unwrap().type_.as_deref(), Some("ClusterIP"));
+
+    // kubectl prints Knative's columns, filled.
+    let out = env.server.kubectl_ok(&["get", "ksvc,configuration,revision,route"]).await.unwrap();
+    for want in [
+        "http://hello.default.svc.cluster.local",
+        "hello-00001",
+        "LATESTCREATED",
+        "CONFIG NAME",
+        "ACTUAL REPLICAS",
+    ] {
+        assert!(out.contains(want), "{want:?} missing from\n{out}");
+    }
+    assert!(!out.contains("<none>"), "an empty column in\n{out}");
+
+    // Validation: a bad containerConcurrency is refused with a field cause.
+    let bad = hello("ghcr.io/knative/helloworld-go:latest", "      containerConcurrency: 5000", "");
+    let out = env.server.kubectl_stdin(&["apply", "-f", "-"], Some(&bad)).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "accepted containerConcurrency 5000");
+    assert!(
+        err.contains("spec.template.spec.containerConcurrency") && err.contains("1000"),
+        "{err}"
+    );
+    // Revisions are immutable.
+    let out = env
+        .server
+        .kubectl(&[
+            "patch",
+            "revision",
+            "hello-00001",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"timeoutSeconds":10}}"#,
+        ])
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("Immutable fields changed"), "{err}");
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_template_change_stamps_hello_00002_and_latest_ready_moves_once_it_is_ready() {
+    let env = Env::start().await;
+    env.apply(&hello("example.com/hello:v1", "", "")).await;
+    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+
+    env.apply(&hello("example.com/hello:slow", "", "")).await;
+    let rev = env
+        .wait::<Revision>("hello-00002", "hello-00002 Deploying", |r| {
+            let c = r.status.as_ref().and_then(|s| s.status.conditions.as_ref());
+            cond(c, "Ready").is_some_and(|c| c.reason.as_deref() == Some("Deploying"))
+        })
+        .await;
+    assert_eq!(rev.labels()["serving.knative.dev/configurationGeneration"], "2");
+    let cfg = env
+        .wait::<Configuration>("hello", "latestCreated hello-00002", |c| {
+            c.status.as_ref().and_then(|s| s.fields.latest_created_revision_name.as_deref())
+                == Some("hello-00002")
+        })
+        .await;
+    let st = cfg.status.unwrap();
+    assert_eq!(st.fields.latest_ready_revision_name.as_deref(), Some("hello-00001"));
+    assert!(is(st.status.conditions.as_ref(), "Ready", "Unknown"), "{st:#?}");
+    let svc = env.api::<Service>().get("hello").await.unwrap();
+    assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
+
+    // The new revision's pod becomes ready: latestReady and the traffic move to it.
+    let pods = env
+        .api::<Pod>()
+        .list(&ListParams::default().labels("serving.knative.dev/revision=hello-00002"))
+        .await
+        .unwrap();
+    for p in pods {
+        let patch = Patch::Merge(json!({"metadata": {"annotations": {"test/ready": "true"}}}));
+        env.api::<Pod>().patch(&p.name_any(), &PatchParams::default(), &patch).await.unwrap();
+    }
+    let svc = env
+        .wait::<Service>("hello", "traffic on hello-00002", |s| {
+            svc_ready(s) && traffic(s) == [("hello-00002".to_owned(), 100, None, None)]
+        })
+        .await;
+    assert_eq!(
+        svc.status.unwrap().configuration.latest_ready_revision_name.as_deref(),
+        Some("hello-00002")
+    );
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn traffic_split_with_tags_resolves_in_the_route_status_under_config_domain() {
+    let env = Env::start().await;
+    let nss: Api<Namespace> = Api::all(env.client.clone());
+    nss.create(
+        &PostParams::default(),
+        &serde_json::from_value(json!({"metadata": {"name": "knative-serving"}})).unwrap(),
+    )
+    .await
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), "knative-serving");
+    let cm = json!({"metadata": {"name": "config-domain"}, "data": {"example.com": ""}});
+    cms.create(&PostParams::default(), &serde_json::from_value(cm).unwrap()).await.unwrap();
+
+    env.apply(&hello("example.com/hello:v1", "", "")).await;
+    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    let split = "  traffic:
+    - tag: current
+      revisionName: hello-00001
+      percent: 50
+    - tag: latest
+      latestRevision: true
+      percent: 50";
+    env.apply(&hello("example.com/hello:v2", "", split)).await;
+    let want = [
+        (
+            "hello-00001".to_owned(),
+            50,
+            Some("current".to_owned()),
+            Some("http://current-hello.default.example.com".to_owned()),
+        ),
+        (
+            "hello-00002".to_owned(),
+            50,
+            Some("latest".to_owned()),
+            Some("http://latest-hello.default.example.com".to_owned()),
+        ),
+    ];
+    let svc =
+        env.wait::<Service>("hello", "the split", |s| svc_ready(s) && traffic(s) == want).await;
+    assert_eq!(svc.status.unwrap().route.url.as_deref(), Some("http://hello.default.example.com"));
+    let route = env.api::<Route>().get("hello").await.unwrap();
+    let rt = route.status.unwrap().fields.traffic.unwrap();
+    assert_eq!(rt[0].latest_revision, Some(false));
+    assert_eq!(rt[1].latest_revision, Some(true));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_revision_that_never_gets_ready_leaves_traffic_on_the_old_one_and_the_service_says_why() {
+    let env = Env::start().await;
+    env.apply(&hello("example.com/hello:v1", "", "")).await;
+    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+
+    // An image that cannot be pulled.
+    env.apply(&hello("example.com/hello:broken", "", "")).await;
+    let rev = env
+        .wait::<Revision>("hello-00002", "hello-00002 failed", |r| {
+            let c = r.status.as_ref().and_then(|s| s.status.conditions.as_ref());
+            is(c, "Ready", "False")
+        })
+        .await;
+    let c = rev.status.unwrap().status.conditions.unwrap();
+    let ra = cond(Some(&c), "ResourcesAvailable").unwrap();
+    assert_eq!((ra.status.as_str(), ra.reason.as_deref()), ("False", Some("ImagePullBackOff")));
+    assert_eq!(cond(Some(&c), "Ready").unwrap().reason.as_deref(), Some("ImagePullBackOff"));
+    let svc = env
+        .wait::<Service>("hello", "ksvc says why", |s| {
+            let c = s.status.as_ref().and_then(|s| s.status.conditions.as_ref());
+            cond(c, "Ready").is_some_and(|c| c.status == "False")
+        })
+        .await;
+    let st = svc.status.clone().unwrap();
+    let ready = cond(st.status.conditions.as_ref(), "Ready").unwrap();
+    assert_eq!(ready.reason.as_deref(), Some("RevisionFailed"), "{st:#?}");
+    assert!(ready.message.as_deref().unwrap().contains("hello-00002"), "{ready:?}");
+    assert!(ready.message.as_deref().unwrap().contains("Back-off pulling image"), "{ready:?}");
+    assert_eq!(st.configuration.latest_ready_revision_name.as_deref(), Some("hello-00001"));
+    assert_eq!(st.configuration.latest_created_revision_name.as_deref(), Some("hello-00002"));
+    assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
+    let out = env.server.kubectl_ok(&["get", "ksvc", "hello"]).await.unwrap();
+    assert!(out.contains("RevisionFailed"), "{out}");
+
+    // A container that exits.
+    env.apply(&hello("example.com/hello:crash", "", "")).await;
+    let rev = env
+        .wait::<Revision>("hello-00003", "hello-00003 failed", |r| {
+            let c = r.status.as_ref().and_then(|s| s.status.conditions.as_ref());
+            is(c, "ContainerHealthy", "False")
+        })
+        .await;
+    let c = rev.status.unwrap().status.conditions.unwrap();
+    let ch = cond(Some(&c), "ContainerHealthy").unwrap();
+    assert_eq!(ch.reason.as_deref(), Some("ExitCode1"));
+    assert_eq!(ch.message.as_deref(), Some("Container failed with: boom"));
+    let svc = env
+        .wait::<Service>("hello", "hello-00003 failed in the ksvc", |s| {
+            s.status.as_ref().and_then(|s| s.configuration.latest_created_revision_name.as_deref())
+                == Some("hello-00003")
+                && s.status.as_ref().is_some_and(|st| {
+                    cond(st.status.conditions.as_ref(), "Ready").is_some_and(|c| {
+                        c.message.as_deref().is_some_and(|m| m.contains("hello-00003"))
+                    })
+                })
+        })
+        .await;
+    assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
+    env.stop().await;
+}
