@@ -1,7 +1,7 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, Endpoints/EndpointSlices) and the volume controller (claim binding,
-//! release, protection finalizers) for both homes.
+//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving) and the volume controller
+//! (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -115,6 +115,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
+        .await
+        .context("installing the Knative Serving CRDs")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -135,15 +138,18 @@ pub async fn run_all_tracked(
         "imagelistpulljob",
         kinetic_controllers::imagelistpulljob::run(client.clone(), until(stop.clone())),
     );
+    let serving =
+        r.track("serving", kinetic_controllers::serving::run(client.clone(), until(stop.clone())));
     let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
-    let (a, b, c, d, e, f) =
-        tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages, pulllists);
+    let (a, b, c, d, e, f, g) =
+        tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
     d.context("the ImagePullJob controller stopped")?;
     e.context("the NodeImage controller stopped")?;
     f.context("the ImageListPullJob controller stopped")?;
+    g.context("the Knative Serving controllers stopped")?;
     Ok(())
 }
 
