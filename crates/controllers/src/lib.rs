@@ -57,16 +57,42 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// An error with its chain of causes on one line (`a: b: c`), for logs.
+/// An error with its chain of causes on one line (`a: b: c`), for logs. A cause whose text
+/// the line already holds is left out: `kube::Error::Api` prints its Status and then has that
+/// Status as its source, which printed every API refusal twice.
 pub(crate) fn report(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {
-        out.push_str(": ");
-        out.push_str(&c.to_string());
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
         cur = c.source();
     }
     out
+}
+
+#[cfg(test)]
+mod report_tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Outer(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the cause")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("layer")]
+    struct Layer(#[source] Inner);
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        assert_eq!(super::report(&Outer(Inner)), "outer: the cause");
+        assert_eq!(super::report(&Layer(Inner)), "layer: the cause");
+    }
 }
 
 /// Whether a reflector's cache has received its first full list, without waiting for it.
