@@ -24,7 +24,8 @@ use std::sync::Arc;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Pod};
-use kinetic_api::knative::revision::{ContainerStatus, Revision, RevisionStatus};
+use kinetic_api::knative::config::Defaults;
+use kinetic_api::knative::revision::{ContainerStatus, Revision, RevisionSpec, RevisionStatus};
 use kinetic_api::knative::{
     CONFIGURATION_LABEL, REVISION_LABEL, SERVICE_LABEL, condition, env, webhook,
 };
@@ -151,11 +152,20 @@ fn serving_container(c: &Container, rev: &Revision) -> Container {
     c
 }
 
+/// The Revision's spec with Knative's webhook defaults: on a real cluster no Knative webhook
+/// defaulted it (a no-op on the embedded server, which already did, with `config-defaults`).
+fn defaulted(rev: &Revision) -> RevisionSpec {
+    let mut spec = rev.spec.clone();
+    webhook::set_revision_spec_defaults(&mut spec, &Defaults::default(), false);
+    spec
+}
+
 /// The CloneSet a new Revision runs as.
 pub fn make_cloneset(rev: &Revision) -> Result<CloneSet, ReconcileError> {
     let name = rev.name_any();
-    let mut pod = rev.spec.pod_spec();
-    let serving = webhook::serving_container(&rev.spec).map(|c| c.name.clone());
+    let spec = defaulted(rev);
+    let mut pod = spec.pod_spec();
+    let serving = webhook::serving_container(&spec).map(|c| c.name.clone());
     for c in &mut pod.containers {
         if Some(&c.name) == serving.as_ref() {
             *c = serving_container(c, rev);
@@ -350,8 +360,7 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
             .filter(|c| !c.image_id.is_empty())
             .map(|c| (c.name.clone(), c.image_id.clone()))
             .collect();
-        let resolved: Option<Vec<ContainerStatus>> = rev
-            .spec
+        let resolved: Option<Vec<ContainerStatus>> = defaulted(rev)
             .containers
             .iter()
             .map(|c| {

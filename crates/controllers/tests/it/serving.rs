@@ -83,7 +83,13 @@ fn kubelet_status(p: &Pod) -> Option<Value> {
 
 impl Env {
     async fn start() -> Self {
-        let server = TestServer::start().await.unwrap();
+        Self::start_with(true).await
+    }
+
+    /// `webhook` off: the server stores what the CRD schemas admit, as a real cluster without
+    /// Knative's webhook does.
+    async fn start_with(webhook: bool) -> Self {
+        let server = TestServer::start_with(|c| c.kruise_webhook = webhook).await.unwrap();
         let client = server.client().await.unwrap();
         kinetic_controllers::crds::install(&client, &cloneset::crds()).await.unwrap();
         kinetic_controllers::crds::install(&client, &serving::crds()).await.unwrap();
@@ -495,5 +501,22 @@ async fn a_revision_that_never_gets_ready_leaves_traffic_on_the_old_one_and_the_
         })
         .await;
     assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn without_knatives_webhook_the_controllers_apply_its_defaults_themselves() {
+    let env = Env::start_with(false).await;
+    env.apply(&hello("example.com/hello:v1", "", "")).await;
+    let svc = env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    // Nothing defaulted the stored Service...
+    assert!(svc.spec.traffic.is_none());
+    assert_eq!(svc.spec.template.spec.containers[0].name, "");
+    // ...yet the pods run Knative's container and the traffic follows the latest revision.
+    assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
+    let cs = env.api::<CloneSet>().get("hello-00001-deployment").await.unwrap();
+    let c = &cs.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.name, "user-container");
+    assert!(c.readiness_probe.as_ref().and_then(|p| p.tcp_socket.as_ref()).is_some());
     env.stop().await;
 }
