@@ -74,6 +74,22 @@ pub(crate) fn report(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// Whether a reflector's cache has received its first full list, without waiting for it.
+///
+/// Reconcilers check this and requeue instead of awaiting `Store::wait_until_ready`: kube-runtime
+/// feeds the caches of `owns`/`watches` streams only while the controller runs, so a reconcile
+/// still waiting for one when shutdown begins would wait forever and hold the controller's
+/// graceful shutdown with it (issue 10, item 3: `kinetic controller` replicas that kept the
+/// Lease after SIGTERM).
+pub(crate) fn cache_ready<K>(store: &kube::runtime::reflector::Store<K>) -> bool
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone,
+{
+    use futures::FutureExt as _;
+    store.wait_until_ready().now_or_never().is_some()
+}
+
 #[cfg(test)]
 mod report_tests {
     #[derive(Debug, thiserror::Error)]
@@ -93,20 +109,4 @@ mod report_tests {
         assert_eq!(super::report(&Outer(Inner)), "outer: the cause");
         assert_eq!(super::report(&Layer(Inner)), "layer: the cause");
     }
-}
-
-/// Whether a reflector's cache has received its first full list, without waiting for it.
-///
-/// Reconcilers check this and requeue instead of awaiting `Store::wait_until_ready`: kube-runtime
-/// feeds the caches of `owns`/`watches` streams only while the controller runs, so a reconcile
-/// still waiting for one when shutdown begins would wait forever and hold the controller's
-/// graceful shutdown with it (issue 10, item 3: `kinetic controller` replicas that kept the
-/// Lease after SIGTERM).
-pub(crate) fn cache_ready<K>(store: &kube::runtime::reflector::Store<K>) -> bool
-where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
-{
-    use futures::FutureExt as _;
-    store.wait_until_ready().now_or_never().is_some()
 }
