@@ -23,11 +23,14 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource as _, ResourceExt as _};
 
+use crate::events::{EventReq, EventSink};
+
 use super::{ReconcileError, cond_of, controller_ref, key, set_condition, status_patch};
 
 struct Ctx {
     client: Client,
     backoff: crate::backoff::Backoff,
+    events: EventSink,
 }
 
 /// Runs the Configuration controller until `shutdown` resolves.
@@ -38,7 +41,11 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> crate::Result<()> {
-    let ctx = Arc::new(Ctx { client: client.clone(), backoff: crate::backoff::Backoff::default() });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        backoff: crate::backoff::Backoff::default(),
+        events: EventSink::spawn(client.clone(), "configuration-controller".to_owned()),
+    });
     Controller::new(Api::<Configuration>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Revision>::all(client), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
@@ -119,6 +126,8 @@ async fn reconcile_pass(cfg: &Configuration, ctx: &Ctx) -> Result<(), ReconcileE
             match revs.create(&PostParams::default(), &r).await {
                 Ok(r) => {
                     tracing::info!(configuration = %key(cfg), revision = %name, "Revision created");
+                    let msg = format!("Created Revision {name:?}");
+                    ctx.events.send(EventReq::for_object(cfg, "Normal", "Created", msg));
                     r
                 }
                 Err(kube::Error::Api(s)) if s.code == 409 => revs.get(&name).await?,

@@ -31,11 +31,14 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
+use crate::events::{EventReq, EventSink};
+
 use super::{ReconcileError, cond_of, controller_ref, key, set_condition, status_patch};
 
 struct Ctx {
     client: Client,
     backoff: crate::backoff::Backoff,
+    events: EventSink,
 }
 
 /// Runs the Route controller until `shutdown` resolves.
@@ -53,7 +56,11 @@ pub async fn run(
     )
     .default_backoff()
     .touched_objects();
-    let ctx = Arc::new(Ctx { client: client.clone(), backoff: crate::backoff::Backoff::default() });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        backoff: crate::backoff::Backoff::default(),
+        events: EventSink::spawn(client.clone(), "route-controller".to_owned()),
+    });
     // A Revision or Configuration change (readiness, latest ready revision) requeues the Routes
     // of its namespace that name it.
     let by_revision = routes.clone();
@@ -163,7 +170,10 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
         }))
         .map_err(|source| ReconcileError::Encode { what: "a Service", source })?;
         match services.create(&PostParams::default(), &svc).await {
-            Ok(_) => {}
+            Ok(_) => {
+                let msg = format!("Created placeholder service {name:?}");
+                ctx.events.send(EventReq::for_object(route, "Normal", "Created", msg));
+            }
             Err(kube::Error::Api(s)) if s.code == 409 => {}
             Err(e) => return Err(e.into()),
         }

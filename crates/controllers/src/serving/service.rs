@@ -23,6 +23,8 @@ use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource as _, ResourceExt as _};
 
+use crate::events::{EventReq, EventSink};
+
 use super::{
     ReconcileError, cond_of, controlled_by, controller_ref, key, set_condition, status_patch,
 };
@@ -30,6 +32,7 @@ use super::{
 struct Ctx {
     client: Client,
     backoff: crate::backoff::Backoff,
+    events: EventSink,
 }
 
 /// Runs the Service controller until `shutdown` resolves.
@@ -40,7 +43,11 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> crate::Result<()> {
-    let ctx = Arc::new(Ctx { client: client.clone(), backoff: crate::backoff::Backoff::default() });
+    let ctx = Arc::new(Ctx {
+        client: client.clone(),
+        backoff: crate::backoff::Backoff::default(),
+        events: EventSink::spawn(client.clone(), "service-controller".to_owned()),
+    });
     Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Configuration>::all(client.clone()), watcher::Config::default())
         .owns(Api::<Route>::all(client), watcher::Config::default())
@@ -112,6 +119,7 @@ pub fn route_traffic(svc: &Service) -> Vec<TrafficTarget> {
 /// Creates `obj` or brings the stored one's spec and labels to it.
 async fn ensure<K>(
     api: &Api<K>,
+    events: &EventSink,
     svc: &Service,
     obj: K,
     same: impl Fn(&K, &K) -> bool,
@@ -129,6 +137,8 @@ where
         return match api.create(&PostParams::default(), &obj).await {
             Ok(o) => {
                 tracing::info!(service = %key(svc), kind = %K::kind(&()), "created");
+                let msg = format!("Created {} {name:?}", K::kind(&()));
+                events.send(EventReq::for_object(svc, "Normal", "Created", msg));
                 Ok(o)
             }
             Err(kube::Error::Api(s)) if s.code == 409 => Ok(api.get(&name).await?),
@@ -156,8 +166,15 @@ async fn reconcile_pass(svc: &Service, ctx: &Ctx) -> Result<(), ReconcileError> 
         spec: ConfigurationSpec { template: svc.spec.template.clone() },
         status: None,
     };
-    let cfg = ensure(&cfgs, svc, want_cfg, |a, b| a.spec == b.spec, |a, b| a.spec = b.spec.clone())
-        .await?;
+    let cfg = ensure(
+        &cfgs,
+        &ctx.events,
+        svc,
+        want_cfg,
+        |a, b| a.spec == b.spec,
+        |a, b| a.spec = b.spec.clone(),
+    )
+    .await?;
     let want_route = Route {
         metadata: child_meta(svc),
         spec: RouteSpec { traffic: Some(route_traffic(svc)) },
@@ -166,6 +183,7 @@ async fn reconcile_pass(svc: &Service, ctx: &Ctx) -> Result<(), ReconcileError> 
     // The webhook defaults the stored Route's targets; compare what the user can set.
     let route = ensure(
         &routes,
+        &ctx.events,
         svc,
         want_route,
         |a, b| {

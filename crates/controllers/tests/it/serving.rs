@@ -306,6 +306,32 @@ async fn helloworld_service_gets_its_configuration_revision_cloneset_and_route()
     let core = env.api::<k8s_openapi::api::core::v1::Service>().get("hello").await.unwrap();
     assert_eq!(core.spec.unwrap().type_.as_deref(), Some("ClusterIP"));
 
+    // Knative's Created events.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let want = [
+        "Created Configuration \"hello\"",
+        "Created Route \"hello\"",
+        "Created Revision \"hello-00001\"",
+        "Created placeholder service \"hello\"",
+    ];
+    loop {
+        let events: Vec<String> = env
+            .api::<k8s_openapi::api::core::v1::Event>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("Created"))
+            .filter_map(|e| e.message)
+            .collect();
+        if want.iter().all(|w| events.iter().any(|e| e == w)) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "events {events:?}, want {want:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
     // kubectl prints Knative's columns, filled.
     let out = env.server.kubectl_ok(&["get", "ksvc,configuration,revision,route"]).await.unwrap();
     for want in [
