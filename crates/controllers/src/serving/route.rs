@@ -65,6 +65,10 @@ pub async fn run(
     // of its namespace that name it.
     let by_revision = routes.clone();
     let by_configuration = routes.clone();
+    // A change of `config-domain` or `config-network` requeues every Route (upstream's
+    // reconcilers re-run on a config change too).
+    let all = routes.clone();
+    let configs = Api::<ConfigMap>::namespaced(client.clone(), SYSTEM_NAMESPACE);
     Controller::for_stream(route_stream, routes)
         .owns(Api::<CoreService>::all(client.clone()), watcher::Config::default())
         .watches(Api::<Revision>::all(client.clone()), watcher::Config::default(), move |r| {
@@ -76,6 +80,12 @@ pub async fn run(
             referring(&by_configuration, &c.namespace().unwrap_or_default(), |t| {
                 t.configuration_name.as_deref() == Some(c.name_any().as_str())
             })
+        })
+        .watches(configs, watcher::Config::default(), move |cm| {
+            let name = cm.name_any();
+            let ours = name == domain::CONFIG_NAME || name == network::CONFIG_NAME;
+            let routes = if ours { all.state() } else { Vec::new() };
+            routes.into_iter().map(|r| ObjectRef::from_obj(&*r)).collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)

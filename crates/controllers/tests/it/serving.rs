@@ -465,6 +465,16 @@ async fn traffic_split_with_tags_resolves_in_the_route_status_under_config_domai
     let rt = route.status.unwrap().fields.traffic.unwrap();
     assert_eq!(rt[0].latest_revision, Some(false));
     assert_eq!(rt[1].latest_revision, Some(true));
+
+    // A new domain applies to the Route at once.
+    let patch = Patch::Merge(json!({"data": {"example.com": null, "example.org": ""}}));
+    cms.patch("config-domain", &PatchParams::default(), &patch).await.unwrap();
+    env.wait::<Service>("hello", "the URL under example.org", |s| {
+        s.status.as_ref().and_then(|s| s.route.url.as_deref())
+            == Some("http://hello.default.example.org")
+            && traffic(s)[0].3.as_deref() == Some("http://current-hello.default.example.org")
+    })
+    .await;
     env.stop().await;
 }
 
