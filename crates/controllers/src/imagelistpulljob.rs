@@ -117,7 +117,7 @@ async fn reconcile_pass(list: &ImageListPullJob, ctx: &Ctx) -> Result<Action, Re
 
     // A completed list: only its TTL remains.
     if let Some(done) = &old.completion_time {
-        let Some(ttl) = list.spec.completion_policy.ttl_seconds_after_finished else {
+        let Some(ttl) = list.spec.template.completion_policy.ttl_seconds_after_finished else {
             return Ok(Action::await_change());
         };
         let at = done.0 + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
@@ -207,8 +207,8 @@ async fn reconcile_pass(list: &ImageListPullJob, ctx: &Ctx) -> Result<Action, Re
         }
     }
     st.failed_image_statuses = (!failed.is_empty()).then_some(failed);
-    let always =
-        list.spec.completion_policy.type_.unwrap_or_default() == CompletionPolicyType::Always;
+    let always = list.spec.template.completion_policy.type_.unwrap_or_default()
+        == CompletionPolicyType::Always;
     if always && st.completed == st.desired {
         st.completion_time = Some(Time(now));
     }

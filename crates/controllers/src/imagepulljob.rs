@@ -148,7 +148,7 @@ pub async fn run(
             let ns = p.namespace();
             s2.state()
                 .iter()
-                .filter(|j| j.spec.pod_selector.is_some() && j.namespace() == ns)
+                .filter(|j| j.spec.template.pod_selector.is_some() && j.namespace() == ns)
                 .map(|j| ObjectRef::from_obj(&**j))
                 .collect::<Vec<_>>()
         })
@@ -222,7 +222,7 @@ fn targets(ctx: &Ctx, job: &ImagePullJob) -> Result<BTreeSet<String>, String> {
     let spec = &job.spec;
     let live_nodes = ctx.nodes.state();
     let live = live_nodes.iter().filter(|n| n.metadata.deletion_timestamp.is_none());
-    match (&spec.selector, &spec.pod_selector) {
+    match (&spec.template.selector, &spec.template.pod_selector) {
         (Some(_), Some(_)) => Err("selector and podSelector are mutually exclusive".to_owned()),
         (None, Some(ps)) => {
             let sel = LabelSelector::from_label_selector(&json!(ps))
@@ -333,7 +333,7 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
     // deletion: that is where upstream's FAQ looks for why a pull failed (issue 18; they
     // vanished about a second after the job ended). The NodeImage controller removes them.
     if let Some(done) = old.completion_time.as_ref().filter(|_| always) {
-        let Some(ttl) = job.spec.completion_policy.ttl_seconds_after_finished else {
+        let Some(ttl) = job.spec.template.completion_policy.ttl_seconds_after_finished else {
             return Ok(Action::await_change());
         };
         let at = done.0 + jiff::SignedDuration::from_secs(i64::from(ttl.max(0)));
@@ -375,7 +375,7 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
     let desired = i32::try_from(targets.len()).unwrap_or(i32::MAX);
     // A percentage of the target nodes rounds up, as upstream's `GetScaledValueFromIntOrPercent`
     // call does; an unparsable value behaves as the default 1.
-    let p = job.spec.parallelism.clone().unwrap_or(IntOrString::Int(1));
+    let p = job.spec.template.parallelism.clone().unwrap_or(IntOrString::Int(1));
     let parallelism =
         kinetic_rollout::strategy::scaled_value(&p, desired, true, "parallelism").unwrap_or(1);
     let active = states.values().filter(|s| **s == NodeState::Active).count();
@@ -411,6 +411,7 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
         let finished = st.succeeded + st.failed == st.desired && !waiting_for_nodeimage;
         let deadline = job
             .spec
+            .template
             .completion_policy
             .active_deadline_seconds
             .map(|s| start + jiff::SignedDuration::from_secs(s.max(0)));
@@ -437,7 +438,7 @@ async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action,
             st.completion_time = Some(ts(now));
             st.message = Some(format!(
                 "job has failed: it exceeded activeDeadlineSeconds ({}s) with {done} of {} nodes finished",
-                job.spec.completion_policy.active_deadline_seconds.unwrap_or_default(),
+                job.spec.template.completion_policy.active_deadline_seconds.unwrap_or_default(),
                 st.desired
             ));
         } else if let Some(d) = deadline {
@@ -498,7 +499,7 @@ async fn add_tag(
         sandbox_config: None,
     });
     let ns = job.namespace().unwrap_or_default();
-    for s in job.spec.pull_secrets.iter().flatten() {
+    for s in job.spec.template.pull_secrets.iter().flatten() {
         let r = ReferenceObject { namespace: Some(ns.clone()), name: Some(s.clone()) };
         let secrets = image.pull_secrets.get_or_insert_with(Vec::new);
         if !secrets.contains(&r) {
@@ -506,7 +507,7 @@ async fn add_tag(
         }
     }
     if image.sandbox_config.is_none() {
-        image.sandbox_config.clone_from(&job.spec.sandbox_config);
+        image.sandbox_config.clone_from(&job.spec.template.sandbox_config);
     }
     let policy = ImageTagPullPolicy {
         timeout_seconds: Some(job.spec.timeout_seconds()),
@@ -515,13 +516,14 @@ async fn add_tag(
         // otherwise; the NodeImage controller drops the tag then.
         ttl_seconds_after_finished: Some(
             job.spec
+                .template
                 .completion_policy
                 .ttl_seconds_after_finished
                 .unwrap_or(kinetic_api::kruise::nodeimage::DEFAULT_TAG_TTL_SECONDS),
         ),
-        active_deadline_seconds: job.spec.completion_policy.active_deadline_seconds,
+        active_deadline_seconds: job.spec.template.completion_policy.active_deadline_seconds,
     };
-    let pull_policy = job.spec.image_pull_policy.unwrap_or_default();
+    let pull_policy = job.spec.template.image_pull_policy.unwrap_or_default();
     match image.tags.iter_mut().find(|t| t.tag == tag) {
         Some(t) => {
             t.owner_references.get_or_insert_with(Vec::new).push(job_ref(job));

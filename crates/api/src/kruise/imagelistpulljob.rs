@@ -8,15 +8,11 @@
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::imagepulljob::{
-    CompletionPolicy, ImagePullJobNodeSelector, ImagePullJobPodSelector, ImagePullJobSpec,
-    ImagePullPolicy, PullPolicy, SandboxConfig,
-};
+use super::imagepulljob::{ImagePullJobSpec, ImagePullJobTemplate};
 
 /// The desired state of an ImageListPullJob.
 // Clippy reads the repeated `type_ = "integer"` of the printer columns as duplicated attributes.
@@ -61,34 +57,9 @@ pub struct ImageListPullJobSpec {
     /// The images to pull, each `repository:tag` or `repository@digest`.
     #[schemars(length(min = 1))]
     pub images: Vec<String>,
-    /// Names of `kubernetes.io/dockerconfigjson` Secrets in the job's namespace.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pull_secrets: Option<Vec<String>>,
-    /// The nodes to pull on (names or node labels); exclusive with `podSelector`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selector: Option<ImagePullJobNodeSelector>,
-    /// Pull on the nodes of the pods these labels select; exclusive with `selector`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_selector: Option<ImagePullJobPodSelector>,
-    /// How many nodes pull each image at once; defaults to 1.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = 1))]
-    pub parallelism: Option<IntOrString>,
-    /// Per-node retry and timeout of each pull.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = {}))]
-    pub pull_policy: Option<PullPolicy>,
-    /// When the list ends and how long it stays afterwards.
-    #[serde(default)]
-    #[schemars(extend("default" = {}))]
-    pub completion_policy: CompletionPolicy,
-    /// Kept for compatibility, as on ImagePullJob.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sandbox_config: Option<SandboxConfig>,
-    /// `Always` pulls even when the image is present; `IfNotPresent` (default) does not.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "IfNotPresent"))]
-    pub image_pull_policy: Option<ImagePullPolicy>,
+    /// The ImagePullJob template every image's job is made from, inlined.
+    #[serde(flatten)]
+    pub template: ImagePullJobTemplate,
 }
 
 /// An image whose ImagePullJob did not pull it everywhere.
@@ -143,18 +114,8 @@ impl ImageListPullJobSpec {
     /// The spec of the ImagePullJob that pulls `image`: the template's fields, without a TTL
     /// (the list's own TTL governs; a child deleted by its TTL would only be created again).
     pub fn job_spec(&self, image: &str) -> ImagePullJobSpec {
-        let mut completion_policy = self.completion_policy.clone();
-        completion_policy.ttl_seconds_after_finished = None;
-        ImagePullJobSpec {
-            image: image.to_owned(),
-            pull_secrets: self.pull_secrets.clone(),
-            selector: self.selector.clone(),
-            pod_selector: self.pod_selector.clone(),
-            parallelism: self.parallelism.clone(),
-            pull_policy: self.pull_policy.clone(),
-            completion_policy,
-            sandbox_config: self.sandbox_config.clone(),
-            image_pull_policy: self.image_pull_policy,
-        }
+        let mut template = self.template.clone();
+        template.completion_policy.ttl_seconds_after_finished = None;
+        ImagePullJobSpec { image: image.to_owned(), template }
     }
 }

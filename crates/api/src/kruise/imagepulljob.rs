@@ -79,6 +79,16 @@ pub struct ImagePullJobSpec {
     /// The image to pull, `repository:tag` or `repository@digest`.
     #[schemars(length(min = 1))]
     pub image: String,
+    /// The rest of the job, inlined (`#[serde(flatten)]`: the fields stay at `spec` level).
+    #[serde(flatten)]
+    pub template: ImagePullJobTemplate,
+}
+
+/// What an ImagePullJob and an ImageListPullJob share: every ImagePullJob field but `image`
+/// (upstream's `ImagePullJobTemplate`, inlined into both specs).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePullJobTemplate {
     /// Names of `kubernetes.io/dockerconfigjson` Secrets in the job's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_secrets: Option<Vec<String>>,
@@ -236,7 +246,7 @@ impl ImagePullJob {
     }
 }
 
-impl ImagePullJobSpec {
+impl ImagePullJobTemplate {
     /// `completionPolicy.type`, defaulted.
     pub fn completion_type(&self) -> CompletionPolicyType {
         self.completion_policy.type_.unwrap_or_default()
@@ -250,5 +260,22 @@ impl ImagePullJobSpec {
     /// `pullPolicy.backoffLimit`, defaulted.
     pub fn backoff_limit(&self) -> i32 {
         self.pull_policy.as_ref().and_then(|p| p.backoff_limit).unwrap_or(DEFAULT_BACKOFF_LIMIT)
+    }
+}
+
+impl ImagePullJobSpec {
+    /// `completionPolicy.type`, defaulted.
+    pub fn completion_type(&self) -> CompletionPolicyType {
+        self.template.completion_type()
+    }
+
+    /// `pullPolicy.timeoutSeconds`, defaulted.
+    pub fn timeout_seconds(&self) -> i32 {
+        self.template.timeout_seconds()
+    }
+
+    /// `pullPolicy.backoffLimit`, defaulted.
+    pub fn backoff_limit(&self) -> i32 {
+        self.template.backoff_limit()
     }
 }

@@ -652,7 +652,7 @@ async fn cloneset_in_place_rollout_pre_downloads_the_new_image_on_the_nodes_stil
     let jobs = c.jobs().list(&ListParams::default()).await.unwrap().items;
     assert_eq!(jobs.len(), 1, "one job per changed container: {jobs:#?}");
     assert_eq!(job.spec.image, v2);
-    let ps = job.spec.pod_selector.clone().unwrap();
+    let ps = job.spec.template.pod_selector.clone().unwrap();
     assert_eq!(ps.match_labels, Some(BTreeMap::from([("app".to_owned(), PD_CLONESET.to_owned())])));
     let expr = ps.match_expressions.unwrap();
     assert_eq!(expr.len(), 1, "{expr:?}");
@@ -666,11 +666,11 @@ async fn cloneset_in_place_rollout_pre_downloads_the_new_image_on_the_nodes_stil
             Some(vec![new.clone(), new.rsplit('-').next().unwrap().to_owned()])
         )
     );
-    assert!(job.spec.selector.is_none());
-    assert_eq!(job.spec.parallelism, Some(IntOrString::Int(1)));
-    let pp = job.spec.pull_policy.clone().unwrap();
+    assert!(job.spec.template.selector.is_none());
+    assert_eq!(job.spec.template.parallelism, Some(IntOrString::Int(1)));
+    let pp = job.spec.template.pull_policy.clone().unwrap();
     assert_eq!((pp.backoff_limit, pp.timeout_seconds), (Some(1), Some(300)));
-    let cp = &job.spec.completion_policy;
+    let cp = &job.spec.template.completion_policy;
     assert_eq!(cp.type_, Some(CompletionPolicyType::Always));
     assert_eq!(cp.ttl_seconds_after_finished, Some(600));
     let owners = job.owner_references();

@@ -33,7 +33,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kinetic_api::kruise::cloneset::{CloneSet, CloneSetUpdateStrategyType};
 use kinetic_api::kruise::imagepulljob::{
     CompletionPolicy, CompletionPolicyType, ImagePullJob, ImagePullJobPodSelector,
-    ImagePullJobSpec, PullPolicy,
+    ImagePullJobSpec, ImagePullJobTemplate, PullPolicy,
 };
 use kinetic_api::kruise::{
     CONTROLLER_REVISION_HASH_LABEL, IMAGE_PREDOWNLOAD_CREATED_LABEL,
@@ -189,28 +189,30 @@ async fn sync_jobs(
             },
             spec: ImagePullJobSpec {
                 image,
-                pull_secrets: cs.spec.template.spec.as_ref().and_then(|s| {
-                    s.image_pull_secrets
-                        .as_ref()
-                        .map(|v| v.iter().map(|r| r.name.clone()).collect())
-                }),
-                selector: None,
-                pod_selector: Some(ImagePullJobPodSelector {
-                    match_labels: selector.match_labels.clone(),
-                    match_expressions: Some(expressions.clone()),
-                }),
-                parallelism: Some(parallelism.clone()),
-                pull_policy: Some(PullPolicy {
-                    timeout_seconds: Some(timeout),
-                    backoff_limit: Some(BACKOFF_LIMIT),
-                }),
-                completion_policy: CompletionPolicy {
-                    type_: Some(CompletionPolicyType::Always),
-                    active_deadline_seconds: None,
-                    ttl_seconds_after_finished: Some(TTL_SECONDS_AFTER_FINISHED),
+                template: ImagePullJobTemplate {
+                    pull_secrets: cs.spec.template.spec.as_ref().and_then(|s| {
+                        s.image_pull_secrets
+                            .as_ref()
+                            .map(|v| v.iter().map(|r| r.name.clone()).collect())
+                    }),
+                    selector: None,
+                    pod_selector: Some(ImagePullJobPodSelector {
+                        match_labels: selector.match_labels.clone(),
+                        match_expressions: Some(expressions.clone()),
+                    }),
+                    parallelism: Some(parallelism.clone()),
+                    pull_policy: Some(PullPolicy {
+                        timeout_seconds: Some(timeout),
+                        backoff_limit: Some(BACKOFF_LIMIT),
+                    }),
+                    completion_policy: CompletionPolicy {
+                        type_: Some(CompletionPolicyType::Always),
+                        active_deadline_seconds: None,
+                        ttl_seconds_after_finished: Some(TTL_SECONDS_AFTER_FINISHED),
+                    },
+                    sandbox_config: None,
+                    image_pull_policy: None,
                 },
-                sandbox_config: None,
-                image_pull_policy: None,
             },
             status: None,
         };
