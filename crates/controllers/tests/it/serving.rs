@@ -556,3 +556,23 @@ async fn without_knatives_webhook_the_controllers_apply_its_defaults_themselves(
     assert!(c.readiness_probe.as_ref().and_then(|p| p.tcp_socket.as_ref()).is_some());
     env.stop().await;
 }
+
+#[tokio::test]
+async fn a_template_with_its_own_name_names_the_revision_and_the_prefix_is_checked() {
+    let env = Env::start().await;
+    let named = |name: &str| {
+        hello("example.com/hello:v1", "", "").replace(
+            "  template:\n    spec:",
+            &format!("  template:\n    metadata:\n      name: {name}\n    spec:"),
+        )
+    };
+    let out =
+        env.server.kubectl_stdin(&["apply", "-f", "-"], Some(&named("other-v1"))).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("spec.template.metadata.name"), "{err}");
+    env.apply(&named("hello-v1")).await;
+    let svc = env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    assert_eq!(traffic(&svc), [("hello-v1".to_owned(), 100, None, None)]);
+    env.api::<CloneSet>().get("hello-v1-deployment").await.unwrap();
+    env.stop().await;
+}
