@@ -33,6 +33,8 @@ pub mod leader;
 pub mod nodeimage;
 pub mod scheduler;
 pub mod serving;
+pub mod serving_autoscaler;
+pub mod serving_gateway;
 pub mod volume;
 
 pub use scheduler::{SchedulerConfig, run_scheduler};

@@ -1,0 +1,337 @@
+//! The serving data plane's wiring (issue 11, parts 3–5): watches Routes, Revisions and the
+//! revisions' Pods and pushes a [`RoutingTable`] into an in-process [`Gateway`] whenever they
+//! change, and runs the KPA loop ([`crate::serving_autoscaler`]) beside it.
+//!
+//! The table is computed from scratch from the three caches on every change (level-triggered,
+//! like Knative's ingress reconciler that rebuilds the whole `Ingress` from the Route):
+//! - every Route's `status.url` host gets its `status.traffic` targets with a nonzero
+//!   `percent`; each tagged target's `url` host gets that revision alone (Knative's tag routes);
+//! - every Revision gets its `containerConcurrency`, `timeoutSeconds`,
+//!   `responseStartTimeoutSeconds`, its protocol from the serving container's port name (`h2c`)
+//!   and, as endpoints, the IPs of its ready, not terminating pods (label
+//!   `serving.knative.dev/revision`) on the serving container's port (default 8080).
+//!
+//! A target whose Revision is not in the cache yet is left out (the gateway refuses a table
+//! that names an unknown revision). What it does not do: write the Route's `IngressReady`
+//! condition, probe endpoints (the node agent's readiness probe decides "ready").
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::Pod;
+use kinetic_api::knative::REVISION_LABEL;
+use kinetic_api::knative::revision::Revision;
+use kinetic_api::knative::route::Route;
+use kinetic_api::knative::webhook;
+use kinetic_gateway::{Gateway, Options, Protocol, RevisionKey, RoutingTable, Target};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Api, Client, ResourceExt as _};
+use tokio::sync::{Notify, mpsc};
+use tokio::task::JoinHandle;
+
+/// Errors of starting the data plane.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("starting the serving gateway")]
+    Gateway(#[from] kinetic_gateway::Error),
+}
+
+/// The running gateway and its two loops.
+#[derive(Debug)]
+pub struct DataPlane {
+    /// The address the gateway listens on.
+    pub addr: SocketAddr,
+    /// Ends once the shutdown future given to [`start`] resolved and both loops stopped.
+    pub task: JoinHandle<()>,
+}
+
+/// Starts the gateway on `listen`, the routing-table sync and the autoscaler, until
+/// `shutdown` resolves (the gateway then closes with them).
+///
+/// # Errors
+/// [`Error::Gateway`] when the listener cannot be bound.
+pub async fn start(
+    client: Client,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<DataPlane, Error> {
+    let (demand_tx, demand_rx) = mpsc::unbounded_channel();
+    let on_demand: kinetic_gateway::OnDemand = Arc::new(move |key: &RevisionKey| {
+        let _ = demand_tx.send(key.clone());
+    });
+    let gateway = Arc::new(
+        Gateway::start(listen, Options { on_demand: Some(on_demand), ..Options::default() })
+            .await?,
+    );
+    let addr = gateway.local_addr();
+    let task = tokio::spawn(async move {
+        let sync = sync_routes(client.clone(), gateway.clone());
+        let scale = crate::serving_autoscaler::run(client, gateway, demand_rx);
+        tokio::select! {
+            () = shutdown => {}
+            () = sync => {}
+            () = scale => {}
+        }
+    });
+    Ok(DataPlane { addr, task })
+}
+
+/// Keeps `store` fed from a watch of `api`, poking `changed` on every event.
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+    changed: Arc<Notify>,
+) -> (Store<K>, JoinHandle<()>)
+where
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (reader, writer) = reflector::store();
+    let stream = watcher(api, cfg).default_backoff().reflect(writer);
+    let task = tokio::spawn(async move {
+        futures::pin_mut!(stream);
+        while let Some(ev) = stream.next().await {
+            if let Err(e) = ev {
+                tracing::debug!(error = %crate::report(&e), "serving gateway watch error");
+            }
+            changed.notify_one();
+        }
+    });
+    (reader, task)
+}
+
+/// Watches Routes, Revisions and Pods and pushes a new table after every change (changes
+/// within 20 ms are pushed together). Never returns on its own.
+async fn sync_routes(client: Client, gateway: Arc<Gateway>) {
+    let changed = Arc::new(Notify::new());
+    let (routes, t1) =
+        reflect(Api::<Route>::all(client.clone()), watcher::Config::default(), changed.clone());
+    let (revisions, t2) =
+        reflect(Api::<Revision>::all(client.clone()), watcher::Config::default(), changed.clone());
+    let (pods, t3) = reflect(
+        Api::<Pod>::all(client),
+        watcher::Config::default().labels(REVISION_LABEL),
+        changed.clone(),
+    );
+    let _abort = AbortOnDrop(vec![t1, t2, t3]);
+    let mut last = None;
+    loop {
+        changed.notified().await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let table = routing_table(&routes.state(), &revisions.state(), &pods.state());
+        if last.as_ref() == Some(&table) {
+            continue;
+        }
+        match gateway.set_routes(table.clone()) {
+            Ok(()) => last = Some(table),
+            Err(e) => tracing::warn!(error = %crate::report(&e), "routing table refused"),
+        }
+    }
+}
+
+/// Aborts its tasks when dropped (the loops are cancelled at shutdown).
+pub(crate) struct AbortOnDrop(pub(crate) Vec<JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.iter().for_each(JoinHandle::abort);
+    }
+}
+
+/// The host of a URL (`http://a.b.example.com[:port][/path]`), lowercase.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let host = rest.split(['/', '?', '#']).next()?.split(':').next()?;
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Whether a pod is ready and not terminating.
+fn pod_ready(p: &Pod) -> bool {
+    p.metadata.deletion_timestamp.is_none()
+        && p.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .as_deref()
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
+/// Secs of an optional `*Seconds` field; `None` when absent or not positive.
+fn secs(v: Option<i64>) -> Option<Duration> {
+    v.and_then(|s| u64::try_from(s).ok()).filter(|s| *s > 0).map(Duration::from_secs)
+}
+
+/// The table for the cached objects (pure, for tests).
+pub fn routing_table(
+    routes: &[Arc<Route>],
+    revisions: &[Arc<Revision>],
+    pods: &[Arc<Pod>],
+) -> RoutingTable {
+    let mut endpoints: BTreeMap<RevisionKey, Vec<IpAddr>> = BTreeMap::new();
+    for p in pods.iter().filter(|p| pod_ready(p)) {
+        let (Some(rev), Some(ns)) = (p.labels().get(REVISION_LABEL), p.namespace()) else {
+            continue;
+        };
+        let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok());
+        if let Some(ip) = ip {
+            endpoints.entry(RevisionKey::new(ns, rev.clone())).or_default().push(ip);
+        }
+    }
+    let mut table = RoutingTable::default();
+    for rev in revisions {
+        let key = RevisionKey::new(rev.namespace().unwrap_or_default(), rev.name_any());
+        let container = webhook::serving_container(&rev.spec);
+        let port = container.map_or(webhook::DEFAULT_USER_PORT, webhook::user_port);
+        let port = u16::try_from(port).unwrap_or(8080);
+        let h2c = container
+            .and_then(|c| c.ports.as_deref())
+            .and_then(|p| p.first())
+            .and_then(|p| p.name.as_deref())
+            == Some("h2c");
+        let mut eps: Vec<SocketAddr> = endpoints
+            .remove(&key)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, port))
+            .collect();
+        eps.sort();
+        let r = kinetic_gateway::Revision {
+            endpoints: eps,
+            container_concurrency: rev
+                .spec
+                .container_concurrency
+                .and_then(|c| u32::try_from(c).ok())
+                .unwrap_or(0),
+            timeout: secs(rev.spec.timeout_seconds).unwrap_or(Duration::from_secs(300)),
+            response_start_timeout: secs(rev.spec.response_start_timeout_seconds),
+            protocol: if h2c { Protocol::H2c } else { Protocol::Http1 },
+        };
+        table.revisions.insert(key, r);
+    }
+    for route in routes {
+        let ns = route.namespace().unwrap_or_default();
+        let Some(status) = route.status.as_ref() else { continue };
+        let traffic = status.fields.traffic.as_deref().unwrap_or_default();
+        let target = |name: &str, percent: u32| {
+            let revision = RevisionKey::new(ns.clone(), name);
+            table.revisions.contains_key(&revision).then_some(Target { revision, percent })
+        };
+        if let Some(host) = status.fields.url.as_deref().and_then(url_host) {
+            let targets: Vec<Target> = traffic
+                .iter()
+                .filter_map(|t| {
+                    let percent = u32::try_from(t.percent.unwrap_or(0)).unwrap_or(0);
+                    target(t.revision_name.as_deref()?, percent).filter(|t| t.percent > 0)
+                })
+                .collect();
+            table.hosts.insert(host, kinetic_gateway::Route { targets });
+        }
+        for t in traffic.iter().filter(|t| t.tag.is_some()) {
+            let (Some(host), Some(name)) =
+                (t.url.as_deref().and_then(url_host), t.revision_name.as_deref())
+            else {
+                continue;
+            };
+            let targets = target(name, 100).into_iter().collect();
+            table.hosts.insert(host, kinetic_gateway::Route { targets });
+        }
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_and_its_tag_route_to_the_ready_pods_of_their_revisions() {
+        let route: Route = serde_json::from_value(serde_json::json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Route",
+            "metadata": {"name": "hello", "namespace": "default"},
+            "spec": {},
+            "status": {
+                "url": "http://hello.default.example.com",
+                "traffic": [
+                    {"revisionName": "hello-00001", "percent": 80},
+                    {"revisionName": "hello-00002", "percent": 20, "tag": "next",
+                     "url": "http://next-hello.default.example.com"},
+                    {"revisionName": "gone", "percent": 0}
+                ]
+            }
+        }))
+        .unwrap();
+        let rev = |name: &str, extra: serde_json::Value| -> Arc<Revision> {
+            let mut spec = serde_json::json!({"containers": [{"image": "a"}]});
+            if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+                s.extend(e.clone());
+            }
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+                    "metadata": {"name": name, "namespace": "default"},
+                    "spec": spec,
+                }))
+                .unwrap(),
+            )
+        };
+        let pod = |name: &str, rev: &str, ip: &str, ready: &str| -> Arc<Pod> {
+            Arc::new(
+                serde_json::from_value(serde_json::json!({
+                    "metadata": {"name": name, "namespace": "default",
+                                 "labels": {REVISION_LABEL: rev}},
+                    "status": {"podIP": ip, "conditions": [{"type": "Ready", "status": ready}]},
+                }))
+                .unwrap(),
+            )
+        };
+        let revisions = [
+            rev(
+                "hello-00001",
+                serde_json::json!({"containerConcurrency": 2, "timeoutSeconds": 30}),
+            ),
+            rev(
+                "hello-00002",
+                serde_json::json!({"containers": [{"image": "b",
+                    "ports": [{"containerPort": 9000, "name": "h2c"}]}]}),
+            ),
+        ];
+        let pods = [
+            pod("a", "hello-00001", "10.0.0.2", "True"),
+            pod("b", "hello-00001", "10.0.0.3", "False"),
+            pod("c", "hello-00002", "10.0.0.4", "True"),
+        ];
+        let t = routing_table(&[Arc::new(route)], &revisions, &pods);
+        let k1 = RevisionKey::new("default", "hello-00001");
+        let k2 = RevisionKey::new("default", "hello-00002");
+        let main = &t.hosts["hello.default.example.com"];
+        assert_eq!(
+            main.targets,
+            vec![
+                Target { revision: k1.clone(), percent: 80 },
+                Target { revision: k2.clone(), percent: 20 }
+            ]
+        );
+        assert_eq!(
+            t.hosts["next-hello.default.example.com"].targets,
+            vec![Target { revision: k2.clone(), percent: 100 }]
+        );
+        let r1 = &t.revisions[&k1];
+        assert_eq!(r1.endpoints, vec!["10.0.0.2:8080".parse().unwrap()]);
+        assert_eq!((r1.container_concurrency, r1.timeout), (2, Duration::from_secs(30)));
+        let r2 = &t.revisions[&k2];
+        assert_eq!(r2.endpoints, vec!["10.0.0.4:9000".parse().unwrap()]);
+        assert_eq!(r2.protocol, Protocol::H2c);
+        assert_eq!(url_host("https://A.b:8443/x"), Some("a.b".into()));
+    }
+}
