@@ -270,15 +270,26 @@ async fn release(api: &Api<Lease>, cfg: &LeaseConfig) {
 }
 
 async fn release_once(api: &Api<Lease>, cfg: &LeaseConfig) {
-    let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else { return };
-    let Some(spec) = lease.spec.as_mut() else { return };
-    if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
-        return;
+    // A write that lands between our read and our release (a renewal still in flight, a
+    // standby's read-modify) makes the release conflict; read again and retry while the Lease
+    // is still ours, or the standby waits out a whole lease duration (seen in CI).
+    for _ in 0..5 {
+        let Ok(Some(mut lease)) = api.get_opt(&cfg.name).await else { return };
+        let Some(spec) = lease.spec.as_mut() else { return };
+        if spec.holder_identity.as_deref() != Some(cfg.identity.as_str()) {
+            return;
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(now_micro());
+        match api.replace(&cfg.name, &PostParams::default(), &lease).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s)) if s.code == 409 => {}
+            Err(e) => {
+                tracing::warn!(lease = %cfg.name, error = %e, "releasing the lease");
+                return;
+            }
+        }
     }
-    spec.holder_identity = None;
-    spec.lease_duration_seconds = Some(1);
-    spec.renew_time = Some(now_micro());
-    if let Err(e) = api.replace(&cfg.name, &PostParams::default(), &lease).await {
-        tracing::warn!(lease = %cfg.name, error = %e, "releasing the lease");
-    }
+    tracing::warn!(lease = %cfg.name, "releasing the lease: conflicts every time; it will expire");
 }
