@@ -93,6 +93,9 @@ enum Command {
         /// Run only the API server and the scheduler, no node agent
         #[arg(long)]
         no_node: bool,
+        /// Address of the serving gateway (Knative Services' ingress and activator, plain HTTP)
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        gateway_listen: SocketAddr,
     },
     /// Run the API server alone
     Apiserver(ServerArgs),
@@ -162,6 +165,8 @@ struct Extras {
     /// The scheduler and the workload controllers.
     scheduler: bool,
     node: Option<NodeArgs>,
+    /// The serving gateway's listen address.
+    gateway: Option<SocketAddr>,
 }
 
 async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<()> {
@@ -197,6 +202,19 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             Ok(())
         })
     });
+    let gateway = match extras.gateway {
+        Some(listen) => {
+            let mut stop = stop_rx.clone();
+            let until = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            let dp = kinetic_controllers::serving_gateway::start(client.clone(), listen, until)
+                .await
+                .with_context(|| format!("starting the serving gateway on {listen}"))?;
+            Some(dp)
+        }
+        None => None,
+    };
     let agent = match extras.node {
         Some(node) => {
             controllers::ensure_local_path_class(&client).await?;
@@ -220,6 +238,9 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
                 data_dir.join("node").display()
             );
         }
+        if let Some(g) = &gateway {
+            println!("serving gateway: http://{}", g.addr);
+        }
         println!("kubeconfig: {}", kubeconfig.display());
         println!("  export KUBECONFIG={}", kubeconfig.display());
     }
@@ -230,6 +251,9 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     }
     if let Some(s) = scheduler {
         let _ = s.await;
+    }
+    if let Some(g) = gateway {
+        let _ = g.task.await;
     }
     if let Some(mut c) = controllers {
         controllers::stop_within(&mut c, &running, controllers::SHUTDOWN_GRACE).await;
@@ -433,13 +457,18 @@ fn main() -> std::process::ExitCode {
     let bounded_exit = matches!(cli.command, Command::Controller(_));
     let result = rt.block_on(async {
         match cli.command {
-            Command::Up { server, node, no_node } => {
+            Command::Up { server, node, no_node, gateway_listen } => {
                 node.validate()?;
-                let extras = Extras { scheduler: true, node: (!no_node).then_some(node) };
+                let extras = Extras {
+                    scheduler: true,
+                    node: (!no_node).then_some(node),
+                    gateway: Some(gateway_listen),
+                };
                 serve(server, "control plane", extras).await
             }
             Command::Apiserver(args) => {
-                serve(args, "API server", Extras { scheduler: false, node: None }).await
+                serve(args, "API server", Extras { scheduler: false, node: None, gateway: None })
+                    .await
             }
             Command::Controller(args) => controllers::run(args).await,
             Command::Node { kubeconfig, data_dir, node } => {

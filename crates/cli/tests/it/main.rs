@@ -11,6 +11,7 @@ mod inplace;
 mod managed_fields;
 mod node;
 mod preheat;
+mod serving;
 mod storage;
 mod up;
 mod workloads;
@@ -42,6 +43,12 @@ pub async fn start_with(sub: &str, dir: &Path, port: u16, extra: &[&str]) -> Kin
     let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
         .args([sub, "--data-dir", dir.to_str().unwrap(), "--listen", &format!("127.0.0.1:{port}")])
         .args(extra)
+        // Tests run `up` in parallel: each gets its own gateway port unless it names one.
+        .args(if sub == "up" && !extra.contains(&"--gateway-listen") {
+            &["--gateway-listen", "127.0.0.1:0"][..]
+        } else {
+            &[]
+        })
         .env("KINETIC_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

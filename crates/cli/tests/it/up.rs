@@ -88,6 +88,7 @@ async fn kinetic_up_started_fresh_logs_no_warning_in_its_first_ten_seconds() {
         .args(["up", "--data-dir", dir.path().to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{}", crate::free_port())])
         .args(["--node-name", "node-quiet", "--node-listen", "127.0.0.1:0"])
+        .args(["--gateway-listen", "127.0.0.1:0"])
         .args(["--bridge", &slot.bridge, "--pod-cidr", &slot.cidr])
         .env("KINETIC_LOG", "info")
         .env("NO_COLOR", "1")

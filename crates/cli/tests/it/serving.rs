@@ -1,0 +1,168 @@
+//! Issue 11 end to end: a Knative Service on `kinetic up` is served by the in-process gateway,
+//! scales to zero without traffic and is woken by the next request.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kinetic_api::kruise::cloneset::CloneSet;
+use kinetic_testkit::net::NetSlot;
+use kinetic_testkit::registry::Registry;
+use kube::api::{Api, ListParams};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+use crate::kubectl;
+
+const MANIFEST: &str = r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: knative-serving
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: config-autoscaler
+  namespace: knative-serving
+data:
+  scale-to-zero-grace-period: 2s
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+  namespace: default
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/window: 6s
+    spec:
+      containers:
+      - image: IMAGE
+        # httpd as PID 1 would ignore SIGTERM and the pod would linger for its grace period
+        # (the revision's timeoutSeconds, 300 s): a shell that exits on TERM runs it instead.
+        command: [sh, -c, "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
+"#;
+
+/// `GET /` to `gateway` with `Host: host`; the status code and the body.
+async fn get(gateway: &str, host: &str) -> (u16, String) {
+    let mut tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
+    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(120), tcp.read_to_end(&mut out))
+        .await
+        .expect("the gateway answers within 120 s")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (code, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_knative_service_is_served_scales_to_zero_and_wakes_on_a_request() {
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let image = kinetic_testkit::images::busybox(
+        &registry,
+        "hello",
+        "v1",
+        &[("www/index.html", "hello from kinetic\n")],
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::Builder::new().prefix("kinetic-up-serving").tempdir_in("/var/tmp").unwrap();
+    let gateway = format!("127.0.0.1:{}", crate::free_port());
+    let up = crate::start_with(
+        "up",
+        dir.path(),
+        crate::free_port(),
+        &[
+            "--node-name",
+            "node-serving",
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+            "--gateway-listen",
+            &gateway,
+        ],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let clonesets: Api<CloneSet> = Api::namespaced(client.clone(), "default");
+    let revision_pods = ListParams::default().labels("serving.knative.dev/service=hello");
+    crate::apply_when_served(&up, h, &MANIFEST.replace("IMAGE", &image)).await;
+
+    // The Route's URL, once its traffic is resolved.
+    let mut url = String::new();
+    for i in 0.. {
+        url = kubectl(&up, h, &["get", "route", "hello", "-o", "jsonpath={.status.url}"]).await;
+        if !url.is_empty() {
+            break;
+        }
+        assert!(
+            i < 600,
+            "no Route URL: {}",
+            kubectl(&up, h, &["get", "ksvc,route,rev", "-o", "yaml"]).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let host = url.trim_start_matches("http://").to_owned();
+
+    // Served through the gateway (held until the first pod is ready if need be). The gateway
+    // learns the host a moment after the Route's status has it (it has no IngressReady yet).
+    let (mut code, mut body) = (0, String::new());
+    for i in 0..100 {
+        (code, body) = get(&gateway, &host).await;
+        if code != 404 {
+            break;
+        }
+        assert!(i < 99, "the gateway never learned {host}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "first request");
+    let (code, _) = get(&gateway, "nobody.default.example.com").await;
+    assert_eq!(code, 404, "an unknown host");
+
+    // No traffic: after the 6 s window and the 2 s grace period the CloneSet goes to zero and
+    // its pod is deleted.
+    let idle = Instant::now();
+    for i in 0.. {
+        let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
+        let replicas: Vec<Option<i32>> = cs.iter().map(|c| c.spec.replicas).collect();
+        let left = pods.list(&revision_pods).await.unwrap().items.len();
+        if replicas == [Some(0)] && left == 0 {
+            break;
+        }
+        assert!(i < 1200, "not scaled to zero: replicas {replicas:?}, {left} pods");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("scaled to zero {:?} after the last request", idle.elapsed());
+
+    // From zero: the request is held until a new pod is ready, then answered.
+    let start = Instant::now();
+    let (code, body) = get(&gateway, &host).await;
+    let took = start.elapsed();
+    eprintln!("request from zero answered {code} in {took:?}");
+    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "request from zero");
+    let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(cs[0].spec.replicas, Some(1));
+
+    // Containers outlive a stopped agent by design: delete the pods before stopping `up`.
+    kubectl(&up, h, &["delete", "ksvc", "hello", "--wait=true"]).await;
+    for i in 0.. {
+        let cs = clonesets.list(&ListParams::default()).await.unwrap().items.len();
+        if cs == 0 && pods.list(&revision_pods).await.unwrap().items.is_empty() {
+            break;
+        }
+        assert!(i < 600, "pods or CloneSets left after deleting the Service");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(up);
+}
