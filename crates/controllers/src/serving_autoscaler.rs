@@ -26,6 +26,7 @@ use kinetic_api::kruise::cloneset::CloneSet;
 use kinetic_autoscale::{Autoscaler, Config, DeciderSpec, Metrics, RevisionSpec, Time};
 use kinetic_gateway::{Gateway, RevisionKey};
 use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt as _};
 use tokio::sync::{Notify, mpsc};
@@ -91,16 +92,11 @@ pub async fn run(
             })
             .unwrap_or_default();
         let cs_of = |key: &RevisionKey| {
-            clonesets.state().into_iter().find(|c| {
-                c.namespace().as_deref() == Some(key.namespace.as_str())
-                    && c.name_any() == workload_name(&key.name)
-            })
+            clonesets.get(&ObjectRef::new(&workload_name(&key.name)).within(&key.namespace))
         };
         if let Some(key) = woken {
             // A request waits for a revision without endpoints: wake it now.
-            let Some(rev) = revisions.state().into_iter().find(|r| {
-                r.namespace().as_deref() == Some(key.namespace.as_str()) && r.name_any() == key.name
-            }) else {
+            let Some(rev) = revisions.get(&ObjectRef::new(&key.name).within(&key.namespace)) else {
                 continue;
             };
             let activation = spec_of(&rev, &config).map_or(1, |s| s.activation_scale.max(1));

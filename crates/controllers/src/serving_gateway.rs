@@ -11,8 +11,8 @@
 //!   and, as endpoints, the IPs of its ready, not terminating pods (label
 //!   `serving.knative.dev/revision`) on the serving container's port (default 8080).
 //!
-//! A target whose Revision is not in the cache yet is left out (the gateway refuses a table
-//! that names an unknown revision). What it does not do: write the Route's `IngressReady`
+//! A target whose Revision is not in the cache yet gets a placeholder without endpoints, so its
+//! requests are held rather than refused while the cache catches up. What it does not do: write the Route's `IngressReady`
 //! condition, probe endpoints (the node agent's readiness probe decides "ready").
 
 use std::collections::BTreeMap;
@@ -223,9 +223,11 @@ pub fn routing_table(
         let ns = route.namespace().unwrap_or_default();
         let Some(status) = route.status.as_ref() else { continue };
         let traffic = status.fields.traffic.as_deref().unwrap_or_default();
+        // A target whose Revision the cache has not seen yet gets a placeholder without
+        // endpoints, so its requests are held (for the default timeout) until the Revision
+        // and its pods arrive, instead of failing for the cache's lag.
         let target = |name: &str, percent: u32| {
-            let revision = RevisionKey::new(ns.clone(), name);
-            table.revisions.contains_key(&revision).then_some(Target { revision, percent })
+            Some(Target { revision: RevisionKey::new(ns.clone(), name), percent })
         };
         if let Some(host) = status.fields.url.as_deref().and_then(url_host) {
             let targets: Vec<Target> = traffic
@@ -235,7 +237,11 @@ pub fn routing_table(
                     target(t.revision_name.as_deref()?, percent).filter(|t| t.percent > 0)
                 })
                 .collect();
-            table.hosts.insert(host, kinetic_gateway::Route { targets });
+            // No resolved traffic yet (no ready revision): the host stays unknown (404), as
+            // upstream's ingress is not programmed before the Route has traffic.
+            if !targets.is_empty() {
+                table.hosts.insert(host, kinetic_gateway::Route { targets });
+            }
         }
         for t in traffic.iter().filter(|t| t.tag.is_some()) {
             let (Some(host), Some(name)) =
@@ -246,6 +252,11 @@ pub fn routing_table(
             let targets = target(name, 100).into_iter().collect();
             table.hosts.insert(host, kinetic_gateway::Route { targets });
         }
+    }
+    let routed: Vec<RevisionKey> =
+        table.hosts.values().flat_map(|r| r.targets.iter().map(|t| t.revision.clone())).collect();
+    for key in routed {
+        table.revisions.entry(key).or_default();
     }
     table
 }
@@ -266,7 +277,9 @@ mod tests {
                     {"revisionName": "hello-00001", "percent": 80},
                     {"revisionName": "hello-00002", "percent": 20, "tag": "next",
                      "url": "http://next-hello.default.example.com"},
-                    {"revisionName": "gone", "percent": 0}
+                    {"revisionName": "gone", "percent": 0},
+                    {"revisionName": "hello-00003", "tag": "new", "percent": 0,
+                     "url": "http://new-hello.default.example.com"}
                 ]
             }
         }))
@@ -311,7 +324,8 @@ mod tests {
             pod("b", "hello-00001", "10.0.0.3", "False"),
             pod("c", "hello-00002", "10.0.0.4", "True"),
         ];
-        let t = routing_table(&[Arc::new(route)], &revisions, &pods);
+        let t_route = Arc::new(route);
+        let t = routing_table(std::slice::from_ref(&t_route), &revisions, &pods);
         let k1 = RevisionKey::new("default", "hello-00001");
         let k2 = RevisionKey::new("default", "hello-00002");
         let main = &t.hosts["hello.default.example.com"];
@@ -332,6 +346,19 @@ mod tests {
         let r2 = &t.revisions[&k2];
         assert_eq!(r2.endpoints, vec!["10.0.0.4:9000".parse().unwrap()]);
         assert_eq!(r2.protocol, Protocol::H2c);
+        // Not cached yet: held, not refused.
+        let k3 = RevisionKey::new("default", "hello-00003");
+        assert_eq!(
+            t.hosts["new-hello.default.example.com"].targets,
+            vec![Target { revision: k3.clone(), percent: 100 }]
+        );
+        assert_eq!(t.revisions[&k3], kinetic_gateway::Revision::default());
         assert_eq!(url_host("https://A.b:8443/x"), Some("a.b".into()));
+        let mut pending = (*t_route).clone();
+        if let Some(st) = pending.status.as_mut() {
+            st.fields.traffic = None;
+        }
+        let t = routing_table(&[Arc::new(pending)], &revisions, &pods);
+        assert!(t.hosts.is_empty(), "a Route without traffic routes nothing yet");
     }
 }

@@ -98,63 +98,11 @@ async fn a_knative_service_is_served_scales_to_zero_and_wakes_on_a_request() {
     let clonesets: Api<CloneSet> = Api::namespaced(client.clone(), "default");
     let revision_pods = ListParams::default().labels("serving.knative.dev/service=hello");
     crate::apply_when_served(&up, h, &MANIFEST.replace("IMAGE", &image)).await;
+    let scenario = scenario(&up, h, &gateway, &pods, &clonesets, &revision_pods);
+    let outcome = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(scenario)).await;
 
-    // The Route's URL, once its traffic is resolved.
-    let mut url = String::new();
-    for i in 0.. {
-        url = kubectl(&up, h, &["get", "route", "hello", "-o", "jsonpath={.status.url}"]).await;
-        if !url.is_empty() {
-            break;
-        }
-        assert!(
-            i < 600,
-            "no Route URL: {}",
-            kubectl(&up, h, &["get", "ksvc,route,rev", "-o", "yaml"]).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let host = url.trim_start_matches("http://").to_owned();
-
-    // Served through the gateway (held until the first pod is ready if need be). The gateway
-    // learns the host a moment after the Route's status has it (it has no IngressReady yet).
-    let (mut code, mut body) = (0, String::new());
-    for i in 0..100 {
-        (code, body) = get(&gateway, &host).await;
-        if code != 404 {
-            break;
-        }
-        assert!(i < 99, "the gateway never learned {host}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "first request");
-    let (code, _) = get(&gateway, "nobody.default.example.com").await;
-    assert_eq!(code, 404, "an unknown host");
-
-    // No traffic: after the 6 s window and the 2 s grace period the CloneSet goes to zero and
-    // its pod is deleted.
-    let idle = Instant::now();
-    for i in 0.. {
-        let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
-        let replicas: Vec<Option<i32>> = cs.iter().map(|c| c.spec.replicas).collect();
-        let left = pods.list(&revision_pods).await.unwrap().items.len();
-        if replicas == [Some(0)] && left == 0 {
-            break;
-        }
-        assert!(i < 1200, "not scaled to zero: replicas {replicas:?}, {left} pods");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    eprintln!("scaled to zero {:?} after the last request", idle.elapsed());
-
-    // From zero: the request is held until a new pod is ready, then answered.
-    let start = Instant::now();
-    let (code, body) = get(&gateway, &host).await;
-    let took = start.elapsed();
-    eprintln!("request from zero answered {code} in {took:?}");
-    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "request from zero");
-    let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
-    assert_eq!(cs[0].spec.replicas, Some(1));
-
-    // Containers outlive a stopped agent by design: delete the pods before stopping `up`.
+    // Pass or fail, containers outlive a stopped agent by design: delete the pods before
+    // stopping `up`.
     kubectl(&up, h, &["delete", "ksvc", "hello", "--wait=true"]).await;
     for i in 0.. {
         let cs = clonesets.list(&ListParams::default()).await.unwrap().items.len();
@@ -165,4 +113,74 @@ async fn a_knative_service_is_served_scales_to_zero_and_wakes_on_a_request() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     drop(up);
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// Serve, scale to zero, wake from zero.
+async fn scenario(
+    up: &crate::Kinetic,
+    h: &std::path::Path,
+    gateway: &str,
+    pods: &Api<Pod>,
+    clonesets: &Api<CloneSet>,
+    revision_pods: &ListParams,
+) {
+    // The Route's URL, once it is Ready (its traffic resolved to a ready revision).
+    let mut url = String::new();
+    for i in 0.. {
+        let jsonpath = r#"jsonpath={.status.url} {.status.conditions[?(@.type=="Ready")].status}"#;
+        let out = kubectl(up, h, &["get", "route", "hello", "-o", jsonpath]).await;
+        if let Some((u, "True")) = out.trim().split_once(' ') {
+            url = u.to_owned();
+            break;
+        }
+        assert!(
+            i < 600,
+            "no Route URL: {}",
+            kubectl(up, h, &["get", "ksvc,route,rev", "-o", "yaml"]).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let host = url.trim_start_matches("http://").to_owned();
+
+    // Served through the gateway (held until the first pod is ready if need be). The gateway
+    // learns the host a moment after the Route's status has it (it has no IngressReady yet).
+    let (mut code, mut body) = (0, String::new());
+    for i in 0..100 {
+        (code, body) = get(gateway, &host).await;
+        if code != 404 {
+            break;
+        }
+        assert!(i < 99, "the gateway never learned {host}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "first request");
+    let (code, _) = get(gateway, "nobody.default.example.com").await;
+    assert_eq!(code, 404, "an unknown host");
+
+    // No traffic: after the 6 s window and the 2 s grace period the CloneSet goes to zero and
+    // its pod is deleted.
+    let idle = Instant::now();
+    for i in 0.. {
+        let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
+        let replicas: Vec<Option<i32>> = cs.iter().map(|c| c.spec.replicas).collect();
+        let left = pods.list(revision_pods).await.unwrap().items.len();
+        if replicas == [Some(0)] && left == 0 {
+            break;
+        }
+        assert!(i < 1200, "not scaled to zero: replicas {replicas:?}, {left} pods");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("scaled to zero {:?} after the last request", idle.elapsed());
+
+    // From zero: the request is held until a new pod is ready, then answered.
+    let start = Instant::now();
+    let (code, body) = get(gateway, &host).await;
+    let took = start.elapsed();
+    eprintln!("request from zero answered {code} in {took:?}");
+    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "request from zero");
+    let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(cs[0].spec.replicas, Some(1));
 }
