@@ -113,6 +113,16 @@ enum Command {
         #[command(flatten)]
         node: NodeArgs,
     },
+    /// Run the serving gateway (Knative Services' ingress and activator) and its autoscaler
+    /// against a cluster, as `kinetic up` runs them in-process; until SIGINT/SIGTERM
+    Gateway {
+        /// The cluster [default: $KUBECONFIG, then ~/.kube/config, then kinetic's data dir]
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+        /// Address the gateway listens on (plain HTTP)
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: SocketAddr,
+    },
     /// Pull and list images in the node's image store
     Image {
         #[command(subcommand)]
@@ -416,6 +426,26 @@ async fn run_node(
     Ok(())
 }
 
+/// `kinetic gateway`: the serving data plane alone, against the cluster of `kubeconfig`.
+async fn run_gateway(kubeconfig: Option<PathBuf>, listen: SocketAddr) -> anyhow::Result<()> {
+    let client = client_for(kubeconfig.as_deref(), CONTROLLER_AGENT).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let until = async move {
+        let _ = stop_rx.await;
+    };
+    let dp = kinetic_controllers::serving_gateway::start(client, listen, until)
+        .await
+        .with_context(|| format!("starting the serving gateway on {listen}"))?;
+    #[allow(clippy::print_stdout)]
+    {
+        println!("serving gateway: http://{}", dp.addr);
+    }
+    wait_for_signal().await?;
+    let _ = stop_tx.send(());
+    let _ = dp.task.await;
+    Ok(())
+}
+
 async fn wait_for_signal() -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
@@ -475,6 +505,7 @@ fn main() -> std::process::ExitCode {
                 node.validate()?;
                 run_node(kubeconfig, data_dir, node).await
             }
+            Command::Gateway { kubeconfig, listen } => run_gateway(kubeconfig, listen).await,
             Command::Image { cmd } => image_cmd::run(cmd, &default_data_dir()).await,
             Command::Trace { kubeconfig, cmd } => {
                 trace::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await

@@ -184,3 +184,36 @@ async fn scenario(
     let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
     assert_eq!(cs[0].spec.replicas, Some(1));
 }
+
+/// `kinetic gateway --kubeconfig`: the same data plane against a cluster, alone; it answers
+/// for the hosts it knows (none here: 404 with a reason) and exits cleanly on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinetic_gateway_runs_against_a_cluster_and_stops_on_sigterm() {
+    use tokio::io::AsyncBufReadExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let up = crate::start_with("up", dir.path(), crate::free_port(), &["--no-node"]).await;
+    let gateway = format!("127.0.0.1:{}", crate::free_port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+        .args(["gateway", "--kubeconfig", up.kubeconfig.to_str().unwrap(), "--listen", &gateway])
+        .env("KINETIC_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("the gateway prints its address")
+        .unwrap()
+        .unwrap_or_default();
+    assert_eq!(line, format!("serving gateway: http://{gateway}"));
+    let (code, body) = get(&gateway, "hello.default.example.com").await;
+    assert_eq!(code, 404, "{body}");
+    let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .expect("the gateway exits within 10 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
