@@ -21,6 +21,10 @@ cleanup() {
   # until the agent has taken every pod down before `kinetic up` stops.
   kubectl wait --for=delete pods --all --timeout=60s >/dev/null 2>&1 || true
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null; wait "$p" 2>/dev/null || true; done
+  # Nothing of the demo is adopted later: its bridge and data directory go too, so the host
+  # is left as it was (a stale bridge with the pod range breaks the next run using it).
+  ip link delete kinetic0 2>/dev/null || true
+  rm -rf "$data"
 }
 trap cleanup EXIT
 ms() { date +%s%3N; }
