@@ -162,6 +162,41 @@ async fn scenario(
 
     // No traffic: after the 6 s window and the 2 s grace period the CloneSet goes to zero and
     // its pod is deleted.
+    wait_for_zero(pods, clonesets, revision_pods).await;
+
+    // From zero: the request is held until a new pod is ready, then answered.
+    let start = Instant::now();
+    let (code, body) = get(gateway, &host).await;
+    let took = start.elapsed();
+    eprintln!("request from zero answered {code} in {took:?}");
+    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "request from zero");
+    let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
+    assert_eq!(cs[0].spec.replicas, Some(1));
+
+    // A burst of 200 concurrent requests from zero: every one answered 200, none lost or reset.
+    wait_for_zero(pods, clonesets, revision_pods).await;
+    let start = Instant::now();
+    let burst: Vec<_> = (0..200)
+        .map(|_| {
+            let (gateway, host) = (gateway.to_owned(), host.clone());
+            tokio::spawn(async move {
+                let (code, body) = get(&gateway, &host).await;
+                (code, body, start.elapsed())
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for b in burst {
+        answers.push(b.await.unwrap());
+    }
+    let ok = answers.iter().filter(|(c, b, _)| *c == 200 && b == "hello from kinetic\n").count();
+    let last = answers.iter().map(|a| a.2).max().unwrap_or_default();
+    eprintln!("burst of 200 from zero: {ok} answered 200, the last after {last:?}");
+    assert_eq!(ok, 200, "{:?}", answers.iter().find(|(c, _, _)| *c != 200));
+}
+
+/// Waits until the Service's CloneSet is at zero replicas and its pods are gone.
+async fn wait_for_zero(pods: &Api<Pod>, clonesets: &Api<CloneSet>, revision_pods: &ListParams) {
     let idle = Instant::now();
     for i in 0.. {
         let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
@@ -174,15 +209,6 @@ async fn scenario(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     eprintln!("scaled to zero {:?} after the last request", idle.elapsed());
-
-    // From zero: the request is held until a new pod is ready, then answered.
-    let start = Instant::now();
-    let (code, body) = get(gateway, &host).await;
-    let took = start.elapsed();
-    eprintln!("request from zero answered {code} in {took:?}");
-    assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "request from zero");
-    let cs = clonesets.list(&ListParams::default()).await.unwrap().items;
-    assert_eq!(cs[0].spec.replicas, Some(1));
 }
 
 /// `kinetic gateway --kubeconfig`: the same data plane against a cluster, alone; it answers
