@@ -4,16 +4,19 @@
 //!
 //! The table is computed from scratch from the three caches on every change (level-triggered,
 //! like Knative's ingress reconciler that rebuilds the whole `Ingress` from the Route):
-//! - every Route's `status.url` host gets its `status.traffic` targets with a nonzero
-//!   `percent`; each tagged target's `url` host gets that revision alone (Knative's tag routes);
+//! - every Route's `status.url` host, and its cluster-local names (`status.address`,
+//!   `{route}.{namespace}`, `{route}.{namespace}.svc`), get its `status.traffic` targets with a
+//!   nonzero `percent`; each tagged target's `url` host gets that revision alone (Knative's tag
+//!   routes);
 //! - every Revision gets its `containerConcurrency`, `timeoutSeconds`,
 //!   `responseStartTimeoutSeconds`, its protocol from the serving container's port name (`h2c`)
 //!   and, as endpoints, the IPs of its ready, not terminating pods (label
 //!   `serving.knative.dev/revision`) on the serving container's port (default 8080).
 //!
 //! A target whose Revision is not in the cache yet gets a placeholder without endpoints, so its
-//! requests are held rather than refused while the cache catches up. What it does not do: write the Route's `IngressReady`
-//! condition, probe endpoints (the node agent's readiness probe decides "ready").
+//! requests are held rather than refused while the cache catches up. What it does not do: write
+//! the Route's `IngressReady` condition (so a Route can be Ready a moment before the gateway
+//! routes it), probe endpoints (the node agent's readiness probe decides "ready").
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -240,6 +243,15 @@ pub fn routing_table(
             // No resolved traffic yet (no ready revision): the host stays unknown (404), as
             // upstream's ingress is not programmed before the Route has traffic.
             if !targets.is_empty() {
+                // The cluster-local names too (`status.address`, and its `{route}.{namespace}`
+                // and `….svc` short forms), as Knative's internal ingress serves them.
+                let local = status.fields.address.as_ref().and_then(|a| a.url.as_deref());
+                if let Some(local) = local.and_then(url_host) {
+                    let short = format!("{}.{ns}", route.name_any());
+                    for h in [format!("{short}.svc"), short, local] {
+                        table.hosts.insert(h, kinetic_gateway::Route { targets: targets.clone() });
+                    }
+                }
                 table.hosts.insert(host, kinetic_gateway::Route { targets });
             }
         }
@@ -273,6 +285,7 @@ mod tests {
             "spec": {},
             "status": {
                 "url": "http://hello.default.example.com",
+                "address": {"url": "http://hello.default.svc.cluster.local"},
                 "traffic": [
                     {"revisionName": "hello-00001", "percent": 80},
                     {"revisionName": "hello-00002", "percent": 20, "tag": "next",
@@ -336,6 +349,9 @@ mod tests {
                 Target { revision: k2.clone(), percent: 20 }
             ]
         );
+        for local in ["hello.default", "hello.default.svc", "hello.default.svc.cluster.local"] {
+            assert_eq!(t.hosts[local].targets, main.targets, "{local}");
+        }
         assert_eq!(
             t.hosts["next-hello.default.example.com"].targets,
             vec![Target { revision: k2.clone(), percent: 100 }]
