@@ -10,8 +10,8 @@
 //! pokes the autoscaler the same way, `pkg/activator/handler`). Later ticks then decide from
 //! the metrics, which count held requests.
 //!
-//! Deliberate simplifications: every Revision counts as reachable (its `min-scale` applies
-//! even when no Route targets it), the decision runs every second rather than upstream's
+//! A Revision no Route names and that is not its Configuration's newest is unreachable
+//! ([`reachable`]): its `min-scale` no longer holds. Deliberate simplifications: the decision runs every second rather than upstream's
 //! 2 s tick, and the Revision's `actualReplicas`/`desiredReplicas` are left to the Revision
 //! controller. A Revision whose annotations do not validate is skipped (the API server refuses
 //! them anyway).
@@ -21,7 +21,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use k8s_openapi::api::core::v1::ConfigMap;
+use kinetic_api::knative::configuration::Configuration;
 use kinetic_api::knative::revision::Revision;
+use kinetic_api::knative::route::Route;
 use kinetic_api::kruise::cloneset::CloneSet;
 use kinetic_autoscale::{Autoscaler, Config, DeciderSpec, Metrics, RevisionSpec, Time};
 use kinetic_gateway::{Gateway, RevisionKey};
@@ -72,7 +74,17 @@ pub async fn run(
         watcher::Config::default().fields(&format!("metadata.name={CONFIG_NAME}")),
         changed,
     );
-    let _abort = AbortOnDrop(vec![t1, t2, t3]);
+    let (routes, t4) = crate::serving_gateway::reflect(
+        Api::<Route>::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+    );
+    let (configurations, t5) = crate::serving_gateway::reflect(
+        Api::<Configuration>::all(client.clone()),
+        watcher::Config::default(),
+        Arc::new(Notify::new()),
+    );
+    let _abort = AbortOnDrop(vec![t1, t2, t3, t4, t5]);
     let mut states: HashMap<RevisionKey, State> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -116,7 +128,11 @@ pub async fn run(
             let Ok(spec) = spec_of(&rev, &config) else { continue };
             let Some(cs) = cs_of(&key) else { continue };
             let ready = cs.status.as_ref().map_or(0, |s| s.ready_replicas);
-            let decider = DeciderSpec::new(&config, &spec, true);
+            // Until both caches have listed, every revision counts as reachable (the safe side:
+            // min-scale holds).
+            let known = crate::cache_ready(&routes) && crate::cache_ready(&configurations);
+            let reachable = !known || reachable(&rev, &routes.state(), &configurations.state());
+            let decider = DeciderSpec::new(&config, &spec, reachable);
             let state = states.entry(key.clone()).or_insert_with(|| State {
                 metrics: decider.metrics(),
                 scaler: Autoscaler::new(decider.clone(), t, ready),
@@ -139,6 +155,29 @@ pub async fn run(
     }
 }
 
+/// Whether a Route may send the revision traffic (upstream's `routingState`: `active` when a
+/// Route's traffic names it, `pending` for its Configuration's newest revision, which a Route
+/// will name once it is ready; both are reachable, so `min-scale` holds). Anything else is
+/// `reserve`: unreachable, scaled to zero whatever its `min-scale`.
+pub fn reachable(
+    rev: &Revision,
+    routes: &[Arc<Route>],
+    configurations: &[Arc<Configuration>],
+) -> bool {
+    let (ns, name) = (rev.namespace(), rev.name_any());
+    let routed = routes.iter().filter(|r| r.namespace() == ns).any(|r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.fields.traffic.as_deref())
+            .is_some_and(|t| t.iter().any(|t| t.revision_name.as_deref() == Some(name.as_str())))
+    });
+    let pending = configurations.iter().filter(|c| c.namespace() == ns).any(|c| {
+        c.status.as_ref().and_then(|s| s.fields.latest_created_revision_name.as_deref())
+            == Some(name.as_str())
+    });
+    routed || pending
+}
+
 /// The revision's autoscaling settings from its annotations.
 fn spec_of(rev: &Revision, config: &Config) -> Result<RevisionSpec, ()> {
     let cc = rev.spec.container_concurrency.unwrap_or(0);
@@ -156,5 +195,37 @@ async fn scale_to(client: &Client, key: &RevisionKey, replicas: i32) {
         api.patch(&workload_name(&key.name), &PatchParams::default(), &Patch::Merge(&patch)).await
     {
         tracing::warn!(revision = %key, error = %crate::report(&e), "scaling the CloneSet failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj<K: serde::de::DeserializeOwned>(v: serde_json::Value) -> Arc<K> {
+        Arc::new(serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn a_revision_is_reachable_when_routed_or_newest_and_unreachable_otherwise() {
+        let rev = |name: &str| -> Arc<Revision> {
+            obj(serde_json::json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "spec": {"containers": [{"image": "a"}]},
+            }))
+        };
+        let routes: Vec<Arc<Route>> = vec![obj(serde_json::json!({
+            "metadata": {"name": "hello", "namespace": "default"},
+            "spec": {},
+            "status": {"traffic": [{"revisionName": "hello-00001", "percent": 100}]},
+        }))];
+        let configs: Vec<Arc<Configuration>> = vec![obj(serde_json::json!({
+            "metadata": {"name": "hello", "namespace": "default"},
+            "spec": {"template": {"spec": {"containers": [{"image": "a"}]}}},
+            "status": {"latestCreatedRevisionName": "hello-00003"},
+        }))];
+        assert!(reachable(&rev("hello-00001"), &routes, &configs), "routed");
+        assert!(reachable(&rev("hello-00003"), &routes, &configs), "newest, not routed yet");
+        assert!(!reachable(&rev("hello-00002"), &routes, &configs), "neither");
     }
 }
