@@ -9,10 +9,17 @@
 //! backing off and its spec (`metadata.generation`) is unchanged since the failure, the
 //! reconcile returns the rest of the wait instead of acting. A spec change by the user ends the
 //! wait at once, as a fix should.
+//!
+//! Every kube-runtime reconciler goes through [`Backoff::reconcile`] (the gate, and success
+//! clearing the count) and [`Backoff::retry`] (its `error_policy`), so the rule lives here once.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use kube::Resource;
+use kube::runtime::controller::Action;
 
 const BASE_DELAY: Duration = Duration::from_millis(5);
 const MAX_DELAY: Duration = Duration::from_secs(60);
@@ -71,10 +78,67 @@ impl Backoff {
         (entry.generation == generation && entry.until > now).then(|| entry.until - now)
     }
 
-    /// Forgets `key` (its object is gone).
-    pub fn forget(&self, key: &str) {
-        self.succeeded(key);
+    /// One reconcile of `obj`: skipped, with the rest of the wait as the requeue, while `obj`
+    /// backs off at its current generation; otherwise `pass` runs, and its success clears the
+    /// failure count.
+    ///
+    /// # Errors
+    /// `pass`'s error; hand it to [`Backoff::retry`] in the controller's `error_policy`.
+    pub async fn reconcile<K, E>(
+        &self,
+        obj: &K,
+        pass: impl Future<Output = Result<Action, E>>,
+    ) -> Result<Action, E>
+    where
+        K: Resource,
+    {
+        let key = object_key(obj);
+        if let Some(wait) = self.waiting(&key, obj.meta().generation) {
+            return Ok(Action::requeue(wait));
+        }
+        let action = pass.await?;
+        self.succeeded(&key);
+        Ok(action)
     }
+
+    /// A controller's `error_policy`: counts the failure of `obj` and requeues it after its
+    /// back-off. Conflicts (409) are normal under concurrent writers and logged at debug level
+    /// only; anything else is a warning naming the object and the whole error chain.
+    pub fn retry<K>(&self, obj: &K, error: &(dyn std::error::Error + 'static)) -> Action
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let key = object_key(obj);
+        let wait = self.failed(&key, obj.meta().generation);
+        let kind = K::kind(&());
+        if is_conflict(error) {
+            tracing::debug!(%kind, object = %key, ?wait, "conflict; retrying");
+        } else {
+            let error = crate::report(error);
+            tracing::warn!(%kind, object = %key, %error, ?wait, "reconcile failed");
+        }
+        Action::requeue(wait)
+    }
+}
+
+/// `namespace/name` (or `name` for cluster-scoped objects).
+fn object_key<K: Resource>(obj: &K) -> String {
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{ns}/{}", obj.meta().name.as_deref().unwrap_or_default()),
+        None => obj.meta().name.clone().unwrap_or_default(),
+    }
+}
+
+/// Whether `error` or one of its causes is an API conflict (409).
+fn is_conflict(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if let Some(kube::Error::Api(s)) = e.downcast_ref::<kube::Error>() {
+            return s.code == 409;
+        }
+        cur = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -116,6 +180,21 @@ mod tests {
         }
         assert_eq!(b.waiting_at("ns/a", Some(2), now), None, "the user changed the spec");
         assert_eq!(b.failed_at("ns/a", Some(2), now), BASE_DELAY);
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("API request failed")]
+    struct Wrapped(#[source] kube::Error);
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(kube::core::Status::failure("refused", "Test").with_code(code)))
+    }
+
+    #[test]
+    fn a_conflict_anywhere_in_the_chain_is_a_conflict() {
+        assert!(is_conflict(&Wrapped(api_error(409))));
+        assert!(is_conflict(&api_error(409)));
+        assert!(!is_conflict(&Wrapped(api_error(422))));
     }
 
     #[test]

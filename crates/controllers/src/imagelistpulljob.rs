@@ -79,9 +79,7 @@ fn key(list: &ImageListPullJob) -> String {
 }
 
 fn error_policy(list: Arc<ImageListPullJob>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&list), list.meta().generation);
-    tracing::warn!(list = %key(&list), error = %crate::report(e), ?wait, "reconcile failed");
-    Action::requeue(wait)
+    ctx.backoff.retry(&*list, e)
 }
 
 /// The name of the job pulling `image` for `list`.
@@ -91,18 +89,11 @@ pub fn job_name(list: &str, image: &str) -> String {
 }
 
 async fn reconcile(list: Arc<ImageListPullJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let owner = key(&list);
-    if let Some(wait) = ctx.backoff.waiting(&owner, list.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    let action = reconcile_pass(&list, &ctx).await?;
-    ctx.backoff.succeeded(&owner);
-    Ok(action)
+    ctx.backoff.reconcile(&*list, reconcile_pass(&list, &ctx)).await
 }
 
 async fn reconcile_pass(list: &ImageListPullJob, ctx: &Ctx) -> Result<Action, ReconcileError> {
     if list.meta().deletion_timestamp.is_some() {
-        ctx.backoff.forget(&key(list));
         return Ok(Action::await_change());
     }
     if !crate::cache_ready(&ctx.jobs) {

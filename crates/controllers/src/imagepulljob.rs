@@ -172,11 +172,7 @@ fn owners_of(ni: &NodeImage) -> Vec<ObjectRef<ImagePullJob>> {
 
 /// Every failure backs off per job (see [`crate::backoff`]).
 fn error_policy(job: Arc<ImagePullJob>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&job), job.meta().generation);
-    if !matches!(e, ReconcileError::Kube(kube::Error::Api(s)) if s.code == 409) {
-        tracing::warn!(job = %key(&job), error = %crate::report(e), ?wait, "reconcile failed");
-    }
-    Action::requeue(wait)
+    ctx.backoff.retry(&*job, e)
 }
 
 fn key(job: &ImagePullJob) -> String {
@@ -299,15 +295,9 @@ fn ts(t: Timestamp) -> Time {
 
 /// One reconcile, unless the job is backing off from a failure at the same generation.
 async fn reconcile(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let owner = key(&job);
-    if let Some(wait) = ctx.backoff.waiting(&owner, job.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    let action = tokio::time::timeout(RECONCILE_TIMEOUT, reconcile_pass(job, ctx.clone()))
-        .await
-        .unwrap_or(Err(ReconcileError::TimedOut(RECONCILE_TIMEOUT)))?;
-    ctx.backoff.succeeded(&owner);
-    Ok(action)
+    let pass = tokio::time::timeout(RECONCILE_TIMEOUT, reconcile_pass(job.clone(), ctx.clone()));
+    let bounded = async { pass.await.unwrap_or(Err(ReconcileError::TimedOut(RECONCILE_TIMEOUT))) };
+    ctx.backoff.reconcile(&*job, bounded).await
 }
 
 async fn reconcile_pass(job: Arc<ImagePullJob>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {

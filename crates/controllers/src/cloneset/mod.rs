@@ -167,17 +167,10 @@ pub async fn run(
     Ok(())
 }
 
-/// Every failure backs off per CloneSet (see [`crate::backoff`]): a conflict is normal under
-/// concurrent writers and starts at 5 ms; nothing retries at a fixed rate.
+/// Every failure backs off per CloneSet (see [`crate::backoff`]); nothing retries at a fixed
+/// rate.
 fn error_policy(cs: Arc<CloneSet>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&cs), cs.meta().generation);
-    let conflict = matches!(e, ReconcileError::Kube(kube::Error::Api(s)) if s.code == 409);
-    if conflict {
-        tracing::debug!(cloneset = %key(&cs), ?wait, "conflict; retrying");
-    } else {
-        tracing::warn!(cloneset = %key(&cs), error = %crate::report(e), ?wait, "reconcile failed");
-    }
-    Action::requeue(wait)
+    ctx.backoff.retry(&*cs, e)
 }
 
 /// `updateStrategy.inPlaceUpdateStrategy.gracePeriodSeconds`, 0 when unset.
@@ -226,20 +219,14 @@ fn sooner(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
 /// One reconcile, unless the CloneSet is backing off from a failure at the same generation (a
 /// pod event does not cut the wait short; a spec change does).
 async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let owner = key(&cs);
-    if let Some(wait) = ctx.backoff.waiting(&owner, cs.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    let action = reconcile_pass(cs, ctx.clone()).await?;
-    ctx.backoff.succeeded(&owner);
-    Ok(action)
+    let obj = cs.clone();
+    ctx.backoff.reconcile(&*obj, reconcile_pass(cs, ctx.clone())).await
 }
 
 async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
     let owner = key(&cs);
     if cs.meta().deletion_timestamp.is_some() {
         ctx.exp.forget(&owner);
-        ctx.backoff.forget(&owner);
         return Ok(Action::await_change());
     }
     // Kruise's webhook rules, which nothing enforces on a real cluster: an invalid CloneSet

@@ -60,23 +60,18 @@ pub async fn run(
 }
 
 fn error_policy(cfg: Arc<Configuration>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&*cfg), cfg.meta().generation);
-    tracing::warn!(configuration = %key(&*cfg), error = %crate::report(e), ?wait, "reconcile failed");
-    Action::requeue(wait)
+    ctx.backoff.retry(&*cfg, e)
 }
 
 async fn reconcile(cfg: Arc<Configuration>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let k = key(&*cfg);
-    if let Some(wait) = ctx.backoff.waiting(&k, cfg.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    if cfg.meta().deletion_timestamp.is_some() {
-        ctx.backoff.forget(&k);
-        return Ok(Action::await_change());
-    }
-    reconcile_pass(&cfg, &ctx).await?;
-    ctx.backoff.succeeded(&k);
-    Ok(Action::await_change())
+    ctx.backoff
+        .reconcile(&*cfg, async {
+            if cfg.meta().deletion_timestamp.is_none() {
+                reconcile_pass(&cfg, &ctx).await?;
+            }
+            Ok(Action::await_change())
+        })
+        .await
 }
 
 /// The name of the Revision stamped from the Configuration's current template.

@@ -89,23 +89,18 @@ pub async fn run(
 }
 
 fn error_policy(rev: Arc<Revision>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&*rev), rev.meta().generation);
-    tracing::warn!(revision = %key(&*rev), error = %crate::report(e), ?wait, "reconcile failed");
-    Action::requeue(wait)
+    ctx.backoff.retry(&*rev, e)
 }
 
 async fn reconcile(rev: Arc<Revision>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let k = key(&*rev);
-    if let Some(wait) = ctx.backoff.waiting(&k, rev.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    if rev.meta().deletion_timestamp.is_some() {
-        ctx.backoff.forget(&k);
-        return Ok(Action::await_change());
-    }
-    reconcile_pass(&rev, &ctx).await?;
-    ctx.backoff.succeeded(&k);
-    Ok(Action::await_change())
+    ctx.backoff
+        .reconcile(&*rev, async {
+            if rev.meta().deletion_timestamp.is_none() {
+                reconcile_pass(&rev, &ctx).await?;
+            }
+            Ok(Action::await_change())
+        })
+        .await
 }
 
 /// The name of a Revision's CloneSet.

@@ -33,7 +33,7 @@ use serde_json::json;
 
 use crate::events::{EventReq, EventSink};
 
-use super::{ReconcileError, cond_of, controller_ref, key, set_condition, status_patch};
+use super::{ReconcileError, cond_of, controller_ref, set_condition, status_patch};
 
 struct Ctx {
     client: Client,
@@ -118,23 +118,18 @@ fn referring(
 }
 
 fn error_policy(route: Arc<Route>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&*route), route.meta().generation);
-    tracing::warn!(route = %key(&*route), error = %crate::report(e), ?wait, "reconcile failed");
-    Action::requeue(wait)
+    ctx.backoff.retry(&*route, e)
 }
 
 async fn reconcile(route: Arc<Route>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let k = key(&*route);
-    if let Some(wait) = ctx.backoff.waiting(&k, route.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    if route.meta().deletion_timestamp.is_some() {
-        ctx.backoff.forget(&k);
-        return Ok(Action::await_change());
-    }
-    reconcile_pass(&route, &ctx).await?;
-    ctx.backoff.succeeded(&k);
-    Ok(Action::await_change())
+    ctx.backoff
+        .reconcile(&*route, async {
+            if route.meta().deletion_timestamp.is_none() {
+                reconcile_pass(&route, &ctx).await?;
+            }
+            Ok(Action::await_change())
+        })
+        .await
 }
 
 /// A ConfigMap's data in `knative-serving`, empty when it does not exist.

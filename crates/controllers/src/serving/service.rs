@@ -63,23 +63,18 @@ pub async fn run(
 }
 
 fn error_policy(svc: Arc<Service>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action {
-    let wait = ctx.backoff.failed(&key(&*svc), svc.meta().generation);
-    tracing::warn!(service = %key(&*svc), error = %crate::report(e), ?wait, "reconcile failed");
-    Action::requeue(wait)
+    ctx.backoff.retry(&*svc, e)
 }
 
 async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    let k = key(&*svc);
-    if let Some(wait) = ctx.backoff.waiting(&k, svc.meta().generation) {
-        return Ok(Action::requeue(wait));
-    }
-    if svc.meta().deletion_timestamp.is_some() {
-        ctx.backoff.forget(&k);
-        return Ok(Action::await_change());
-    }
-    reconcile_pass(&svc, &ctx).await?;
-    ctx.backoff.succeeded(&k);
-    Ok(Action::await_change())
+    ctx.backoff
+        .reconcile(&*svc, async {
+            if svc.meta().deletion_timestamp.is_none() {
+                reconcile_pass(&svc, &ctx).await?;
+            }
+            Ok(Action::await_change())
+        })
+        .await
 }
 
 /// The metadata of the Service's Configuration and Route.
