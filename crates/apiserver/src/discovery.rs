@@ -11,13 +11,16 @@ use serde_json::{Map, Value, json};
 
 use crate::registry::{Registry, Resource};
 
+/// The `gitVersion` we present (`/version`, the OpenAPI document's `info.version`).
+pub const GIT_VERSION: &str = concat!("v1.33.0-kinetic.", env!("CARGO_PKG_VERSION"));
+
 /// The Kubernetes version we present. kubectl warns when client and server are more than one
 /// minor version apart; 1.33 is the API level of the `k8s-openapi` types we serve.
 pub fn version() -> Value {
     json!({
         "major": "1",
         "minor": "33",
-        "gitVersion": concat!("v1.33.0-kinetic.", env!("CARGO_PKG_VERSION")),
+        "gitVersion": GIT_VERSION,
         "gitCommit": "",
         "gitTreeState": "clean",
         "buildDate": "1970-01-01T00:00:00Z",

@@ -405,8 +405,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
                     req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
                 // kubectl asks for the protobuf form only (see `openapi::v2_protobuf`).
                 if accept.contains(kinetic_machinery::openapi::V2_PROTOBUF) {
-                    let version = concat!("v1.33.0-kinetic.", env!("CARGO_PKG_VERSION"));
-                    let body = kinetic_machinery::openapi::v2_protobuf(version);
+                    let body = kinetic_machinery::openapi::v2_protobuf(discovery::GIT_VERSION);
                     return Ok(Response::builder()
                         .status(200)
                         // kube-openapi answers with the dotted form: Go's mime parser (which
