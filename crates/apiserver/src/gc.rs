@@ -17,7 +17,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::broadcast::error::RecvError;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::broadcast::Receiver;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use crate::crd::CLEANUP_FINALIZER;
 use crate::registry::Resource;
@@ -88,39 +91,60 @@ enum Work {
     Orphaned(ObjKey),
 }
 
+/// Reads every object into a fresh index and queues what it calls for. Also forgets served
+/// versions of CRDs that are gone (their Deleted event may be among those a lagged collector
+/// missed).
+fn rebuild(api: &Api) -> (Receiver<Arc<Event>>, Index, BTreeSet<Work>) {
+    let st = api.store.read();
+    let rx = st.subscribe();
+    let mut index = Index::default();
+    let mut queue = BTreeSet::new();
+    for r in st.resources().cloned().collect::<Vec<_>>() {
+        for ((ns, name), s) in st.list(&r, None, None) {
+            let key = ObjKey::new(&r, ns, name);
+            index.put(&key, s);
+            if deleting(&s.value) {
+                queue.insert(Work::Finalize(key));
+            }
+        }
+    }
+    for (key, owners) in &index.owners {
+        if owners.iter().any(|o| !index.uids.contains_key(o)) {
+            queue.insert(Work::Orphaned(key.clone()));
+        }
+    }
+    let crds = crate::registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
+    for r in api.registry.all() {
+        let crd = ObjKey::new(&crds, "", &format!("{}.{}", r.plural, r.group));
+        if !r.builtin && st.get(&crd).is_none() {
+            api.registry.remove(&r.group, &r.plural);
+        }
+    }
+    (rx, index, queue)
+}
+
 /// Runs until the store stops.
+///
+/// # Guarantees
+/// No decision is taken on an index that missed events: when the event stream reports that the
+/// collector fell behind, the index is rebuilt from the store before the next step. And a step
+/// that deletes a dependent first looks every owner it names up in the store (see
+/// [`owner_present`]), so even a stale index can only delay a deletion, never cause a wrong one.
 pub async fn run(api: Arc<Api>) {
-    loop {
-        let (mut rx, mut index, mut queue) = {
-            let st = api.store.read();
-            let rx = st.subscribe();
-            let mut index = Index::default();
-            let mut queue = BTreeSet::new();
-            for r in st.resources().cloned().collect::<Vec<_>>() {
-                for ((ns, name), s) in st.list(&r, None, None) {
-                    let key = ObjKey::new(&r, ns, name);
-                    index.put(&key, s);
-                    if deleting(&s.value) {
-                        queue.insert(Work::Finalize(key));
-                    }
-                }
-            }
-            for (key, owners) in &index.owners {
-                if owners.iter().any(|o| !index.uids.contains_key(o)) {
-                    queue.insert(Work::Orphaned(key.clone()));
-                }
-            }
-            (rx, index, queue)
-        };
+    'rebuild: loop {
+        let (mut rx, mut index, mut queue) = rebuild(&api);
         loop {
             while let Some(w) = queue.pop_first() {
                 // Fold in events that arrived meanwhile so decisions see fresh state.
                 loop {
                     match rx.try_recv() {
                         Ok(ev) => observe(&api, &ev, &mut index, &mut queue),
-                        Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
-                        Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => break,
-                        Err(tokio::sync::broadcast::error::TryRecvError::Closed) => return,
+                        Err(TryRecvError::Empty) => break,
+                        Err(TryRecvError::Lagged(n)) => {
+                            lagged(&api, n);
+                            continue 'rebuild;
+                        }
+                        Err(TryRecvError::Closed) => return,
                     }
                 }
                 if let Err(e) = step(&api, &index, &w).await {
@@ -133,16 +157,18 @@ pub async fn run(api: Arc<Api>) {
             match rx.recv().await {
                 Ok(ev) => observe(&api, &ev, &mut index, &mut queue),
                 Err(RecvError::Lagged(n)) => {
-                    tracing::warn!(
-                        missed = n,
-                        "garbage collector fell behind; rebuilding its index"
-                    );
-                    break;
+                    lagged(&api, n);
+                    continue 'rebuild;
                 }
                 Err(RecvError::Closed) => return,
             }
         }
     }
+}
+
+fn lagged(api: &Api, missed: u64) {
+    api.metrics.gc_rebuilds.fetch_add(1, Ordering::Relaxed);
+    tracing::warn!(missed, "garbage collector fell behind; rebuilding its index");
 }
 
 fn deleting(v: &Value) -> bool {
@@ -213,7 +239,7 @@ fn gone_is_done<T>(r: Result<T, crate::error::ApiError>) -> StepResult {
 async fn step(api: &Api, index: &Index, w: &Work) -> StepResult {
     match w {
         Work::Finalize(key) => finalize(api, index, key).await,
-        Work::Orphaned(key) => orphaned(api, index, key).await,
+        Work::Orphaned(key) => orphaned(api, key).await,
     }
 }
 
@@ -346,20 +372,59 @@ async fn drop_owner_ref(api: &Api, key: &ObjKey, owner_uid: &str) -> StepResult 
     gone_is_done(r)
 }
 
+/// Whether the owner an ownerReference names is in the store: the kind resolved through the
+/// registry, looked up by name in the dependent's namespace (cluster-scoped owners without one),
+/// and its uid equal to the reference's. Upstream's `attemptToDeleteItem` asks the API the same
+/// way (`isDangling`) before it deletes, instead of trusting its graph. A kind the server does
+/// not serve counts as present: upstream cannot resolve it either and retries rather than
+/// deleting.
+fn owner_present(api: &Api, dependent: &ObjKey, owner: &Value) -> bool {
+    let s = |f: &str| owner.get(f).and_then(Value::as_str).unwrap_or("");
+    let (group, version) = match s("apiVersion").split_once('/') {
+        Some((g, v)) => (g, v),
+        None => ("", s("apiVersion")),
+    };
+    let kind = s("kind");
+    let all = api.registry.all();
+    let res = all
+        .iter()
+        .find(|r| r.group == group && r.version == version && r.kind == kind)
+        .or_else(|| all.iter().find(|r| r.group == group && r.kind == kind));
+    let Some(res) = res else { return true };
+    let ns = if res.namespaced { dependent.namespace.as_str() } else { "" };
+    api.store.get(&ObjKey::new(&res.storage, ns, s("name"))).is_some_and(|o| o.uid() == s("uid"))
+}
+
 /// A dependent with an owner that no longer exists: deleted when no owner is left, otherwise
-/// the dangling reference is dropped (upstream's attemptToDeleteItem).
-async fn orphaned(api: &Api, index: &Index, key: &ObjKey) -> StepResult {
+/// the dangling reference is dropped (upstream's attemptToDeleteItem). The index only says
+/// which dependents to look at; whether an owner is gone is decided by the store.
+async fn orphaned(api: &Api, key: &ObjKey) -> StepResult {
     let Some(cur) = api.store.get(key) else { return Ok(()) };
-    let owners = owner_uids(&cur.value);
-    let (alive, dead): (Vec<_>, Vec<_>) = owners.iter().partition(|o| index.uids.contains_key(*o));
+    let refs: Vec<Value> = cur
+        .value
+        .pointer("/metadata/ownerReferences")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let (alive, dead): (Vec<_>, Vec<_>) = refs.iter().partition(|r| owner_present(api, key, r));
     if dead.is_empty() {
         return Ok(());
     }
     if alive.is_empty() {
-        return delete_key(api, key).await;
+        // The uid precondition keeps a dependent recreated under the same name meanwhile.
+        let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
+        let opts =
+            DeleteOptions { precondition_uid: Some(cur.uid().to_owned()), ..Default::default() };
+        return match api.delete(&res, &key.namespace, &key.name, &opts).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.code == 404 || e.code == 409 => Ok(()),
+            Err(e) => Err(e),
+        };
     }
     for d in dead {
-        drop_owner_ref(api, key, d).await?;
+        if let Some(uid) = d.get("uid").and_then(Value::as_str) {
+            drop_owner_ref(api, key, uid).await?;
+        }
     }
     Ok(())
 }

@@ -24,6 +24,7 @@ mod knative;
 mod kruise;
 pub mod logs;
 pub mod managed;
+pub mod metrics;
 pub mod pki;
 pub mod registry;
 pub mod rest;
@@ -104,6 +105,9 @@ pub struct Config {
     /// `serving.knative.dev` ones as Knative's webhooks do (the default). Off, the server
     /// stores what the CRD schema admits, like a real cluster without the webhooks.
     pub kruise_webhook: bool,
+    /// How many events a watcher or the garbage collector may fall behind before it lags (a
+    /// lagged collector rebuilds its index; tests make it small to force that).
+    pub event_buffer: usize,
 }
 
 impl Config {
@@ -114,6 +118,7 @@ impl Config {
             max_body: DEFAULT_MAX_BODY,
             history: store::DEFAULT_HISTORY,
             kruise_webhook: true,
+            event_buffer: store::DEFAULT_EVENT_BUFFER,
         }
     }
 }
@@ -165,7 +170,8 @@ impl ApiServer {
             sans.push(addr.ip().to_string());
         }
         let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
-        let store = store::Store::open(&cfg.data_dir.join("state.db"), cfg.history)?;
+        let store =
+            store::Store::open_with(&cfg.data_dir.join("state.db"), cfg.history, cfg.event_buffer)?;
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         let api =

@@ -150,6 +150,8 @@ pub struct Api {
     suffixes: SuffixSource,
     /// Whether `apps.kruise.io` objects get Kruise's webhook rules ([`crate::kruise`]).
     kruise_webhook: bool,
+    /// Counters and histograms `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -220,7 +222,13 @@ fn spec_part(res: &Resource, v: &Value) -> Value {
 
 impl Api {
     pub fn new(store: Store, registry: Arc<Registry>) -> Self {
-        Self { store, registry, suffixes: Arc::new(|| random_suffix(5)), kruise_webhook: true }
+        Self {
+            store,
+            registry,
+            suffixes: Arc::new(|| random_suffix(5)),
+            kruise_webhook: true,
+            metrics: Arc::default(),
+        }
     }
 
     /// Turns Kruise's webhook rules off, as on a real cluster without OpenKruise's webhook

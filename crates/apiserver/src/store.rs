@@ -29,6 +29,10 @@ use tokio::sync::{broadcast, oneshot};
 
 /// How many events the watch history keeps before the oldest are dropped.
 pub const DEFAULT_HISTORY: usize = 100_000;
+
+/// How many published events a subscriber (a watch, the garbage collector) may fall behind
+/// before its receiver lags.
+pub const DEFAULT_EVENT_BUFFER: usize = 16 * 1024;
 /// The most ops one transaction carries; more wait for the next commit.
 const MAX_BATCH: usize = 1024;
 
@@ -255,6 +259,15 @@ impl Store {
     /// # Errors
     /// The database cannot be opened, its schema created, or a stored object decoded.
     pub fn open(path: &Path, history_cap: usize) -> Result<Self> {
+        Self::open_with(path, history_cap, DEFAULT_EVENT_BUFFER)
+    }
+
+    /// [`Store::open`] with the number of events a subscriber may fall behind before it lags
+    /// (its receiver then reports how many it missed and must resynchronise).
+    ///
+    /// # Errors
+    /// As [`Store::open`].
+    pub fn open_with(path: &Path, history_cap: usize, event_buffer: usize) -> Result<Self> {
         let sqlite = |source| StoreError::Sqlite { path: path.to_owned(), source };
         let conn = rusqlite::Connection::open(path).map_err(sqlite)?;
         conn.execute_batch(
@@ -297,7 +310,7 @@ impl Store {
                 objects.entry(resource).or_default().insert((key.namespace, key.name), stored);
             }
         }
-        let (events, _) = broadcast::channel(16 * 1024);
+        let (events, _) = broadcast::channel(event_buffer.max(1));
         let state = Arc::new(RwLock::new(State {
             objects,
             rv,

@@ -6,6 +6,7 @@
 mod client;
 mod errors;
 mod fuzz;
+mod gc;
 mod generate_name;
 mod kubectl;
 mod storage;
