@@ -58,6 +58,7 @@ mod runc;
 mod server;
 mod spdy;
 mod state;
+mod stats;
 mod status;
 mod streaming;
 mod token;
@@ -276,6 +277,7 @@ impl Agent {
             client: client.clone(),
             node: cfg.node_name.clone(),
             runc: ctx.runc.clone(),
+            stats: stats::Stats::start(ctx.pods_dir.clone(), &cfg.node_name),
         });
         let tls = Arc::new(server::tls_config(&client, &cfg).await?);
         let tasks = vec![

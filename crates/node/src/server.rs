@@ -49,6 +49,8 @@ pub(crate) struct Server {
     pub client: kube::Client,
     pub node: String,
     pub runc: crate::runc::Runc,
+    /// Resource metrics for `/stats/summary` and `/metrics/resource`.
+    pub stats: Arc<crate::stats::Stats>,
 }
 
 /// Who a request comes from.
@@ -236,6 +238,7 @@ async fn handle(srv: Arc<Server>, cert: Option<Caller>, req: Request<Incoming>) 
     let query = query_pairs(req.uri().query().unwrap_or_default());
     match parts.as_slice() {
         ["healthz"] => text(StatusCode::OK, "ok"),
+        ["stats", "summary"] | ["metrics", "resource"] => crate::stats::handle(&srv.stats, &parts),
         ["containerLogs", ns, pod, container] => {
             crate::logs::handle(srv.index.clone(), ns, pod, container, &query).await
         }
