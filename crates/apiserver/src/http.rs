@@ -3,12 +3,13 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt as _, Full, Limited, StreamBody, combinators::BoxBody};
-use hyper::body::{Frame, Incoming};
+use hyper::body::{Body as _, Frame, Incoming};
 use kinetic_machinery::printers;
 use kinetic_machinery::selector::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
@@ -274,6 +275,9 @@ fn route(ctx: &Ctx, segs: &[&str]) -> ApiResult<Option<Target>> {
 type ReqBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
 
 pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let http1 = req.version() < http::Version::HTTP_2;
+    let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
+    let req = req.map(|b| Tracked { inner: b, read: read.clone() });
     // A body nobody reads can make HTTP/1.1 drop a large response; read and discard up to
     // 256 KiB of it first, as Go's server does.
     let req: Request<ReqBody> = if matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -287,12 +291,49 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bo
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let resp = match dispatch(&ctx, req).await {
+    let mut resp = match dispatch(&ctx, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
+    // An answer sent before the request body was read to its end (a 413, an early error) ends
+    // the HTTP/1.1 connection: the unread rest cannot be told from the next request. Say so, as
+    // Go's server does, so clients that reuse connections open a new one instead of failing
+    // their next request on a closed one.
+    if http1 && !read.load(Ordering::Acquire) {
+        resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
+    }
     tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(resp)
+}
+
+/// A request body that records when it was read to its end.
+struct Tracked {
+    inner: Incoming,
+    read: Arc<AtomicBool>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(r, std::task::Poll::Ready(None)) || self.inner.is_end_stream() {
+            self.read.store(true, Ordering::Release);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 async fn read_body(ctx: &Ctx, body: ReqBody) -> ApiResult<Bytes> {
@@ -569,7 +610,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
             let raw = read_body(ctx, body).await?;
             let patch = decode(&headers, &raw)?;
             let opts = query.write_options(&headers)?;
-            let apply = patcher(&res, &patch_type, sub == Some("scale"))?;
+            let apply = crate::patch::patcher(&res, &patch_type, sub == Some("scale"))?;
             if sub == Some("scale") {
                 let scale =
                     api.set_scale(&res, &ns, name, |cur| apply(&cur, &patch), &opts).await?;
@@ -615,36 +656,6 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
         }
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({method} {path})"
-        ))),
-    }
-}
-
-type Patcher = Box<dyn Fn(&Value, &Value) -> ApiResult<Value> + Send + Sync>;
-
-/// The patch engine for a content type, or 415 as upstream answers.
-fn patcher(res: &Resource, patch_type: &str, scale: bool) -> ApiResult<Patcher> {
-    use kinetic_machinery::patch;
-    let bad = |e: patch::PatchError| {
-        ApiError::bad_request(format!("the patch could not be applied: {e}"))
-    };
-    match patch_type {
-        "application/json-patch+json" => {
-            Ok(Box::new(move |cur, p| patch::json_patch(cur, p).map_err(bad)))
-        }
-        "application/merge-patch+json" => {
-            Ok(Box::new(move |cur, p| patch::merge_patch(cur, p).map_err(bad)))
-        }
-        "application/strategic-merge-patch+json" if res.builtin || scale => {
-            Ok(Box::new(move |cur, p| patch::strategic_merge_patch(cur, p).map_err(bad)))
-        }
-        "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(
-            "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for custom resources)",
-        )),
-        "application/apply-patch+yaml" => Err(ApiError::unsupported_media_type(
-            "server-side apply is not supported by this server: use client-side apply (kubectl apply without --server-side), or a JSON/merge/strategic patch",
-        )),
-        other => Err(ApiError::unsupported_media_type(format!(
-            "the body of the request was in an unknown format ({other:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
         ))),
     }
 }
