@@ -63,7 +63,9 @@ fn group_json(name: &str, versions: &[String]) -> Value {
 }
 
 pub fn group_list(registry: &Registry) -> Value {
-    let groups: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    let mut groups: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_json(g, vs)).collect();
+    // The resource metrics API, served by `metrics_api` outside the registry.
+    groups.push(crate::metrics_api::group());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

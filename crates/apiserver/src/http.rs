@@ -410,6 +410,12 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
     }
     let reg = &ctx.api.registry;
     let method = req.method().clone();
+    if method == Method::GET
+        && let ["apis", crate::metrics_api::GROUP, rest @ ..] = segs.as_slice()
+    {
+        let v = crate::metrics_api::serve(&ctx.api, &ctx.nodes, rest, &query.0).await?;
+        return Ok(value_response(200, &v));
+    }
     if method == Method::GET {
         match segs.as_slice() {
             [] => {

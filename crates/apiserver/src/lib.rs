@@ -25,6 +25,7 @@ mod kruise;
 pub mod logs;
 pub mod managed;
 pub mod metrics;
+pub mod metrics_api;
 pub mod patch;
 pub mod pki;
 pub mod registry;

@@ -69,7 +69,7 @@ pub enum NodeClientError {
 /// How the server dials node agents: TLS with its kubelet client certificate.
 #[derive(Clone)]
 pub struct NodeClient {
-    tls: tokio_rustls::TlsConnector,
+    pub(crate) tls: tokio_rustls::TlsConnector,
 }
 
 impl std::fmt::Debug for NodeClient {

@@ -9,5 +9,6 @@ mod harness;
 mod kubelet_api;
 mod lifecycle;
 mod pods;
+mod stats;
 
 pub use harness::Cluster;
