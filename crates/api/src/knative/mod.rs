@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod config;
 pub mod configuration;
+pub mod podautoscaler;
 pub mod revision;
 pub mod route;
 pub mod service;

@@ -52,13 +52,14 @@ pub enum ReconcileError {
 
 /// The CustomResourceDefinitions of Knative Serving (for [`crate::crds::install`]).
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    use kinetic_api::knative::{configuration, revision, route, service};
+    use kinetic_api::knative::{configuration, podautoscaler, revision, route, service};
     use kube::CustomResourceExt as _;
     vec![
         service::Service::crd(),
         configuration::Configuration::crd(),
         revision::Revision::crd(),
         route::Route::crd(),
+        podautoscaler::PodAutoscaler::crd(),
     ]
 }
 

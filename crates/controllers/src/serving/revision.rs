@@ -25,6 +25,7 @@ use std::sync::Arc;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, EnvVar, Pod};
 use kinetic_api::knative::config::Defaults;
+use kinetic_api::knative::podautoscaler::{self as pa, PodAutoscaler};
 use kinetic_api::knative::revision::{ContainerStatus, Revision, RevisionSpec, RevisionStatus};
 use kinetic_api::knative::{
     CONFIGURATION_LABEL, REVISION_LABEL, SERVICE_LABEL, condition, env, webhook,
@@ -73,6 +74,7 @@ pub async fn run(
     let pods = watcher::Config::default().labels(REVISION_LABEL);
     Controller::new(Api::<Revision>::all(client.clone()), watcher::Config::default())
         .owns(Api::<CloneSet>::all(client.clone()), watcher::Config::default())
+        .owns(Api::<PodAutoscaler>::all(client.clone()), watcher::Config::default())
         .watches(Api::<Pod>::all(client), pods, |p| {
             let rev = p.labels().get(REVISION_LABEL)?;
             Some(ObjectRef::<Revision>::new(rev).within(&p.namespace()?))
@@ -193,6 +195,48 @@ pub fn make_cloneset(rev: &Revision) -> Result<CloneSet, ReconcileError> {
         .map_err(|source| ReconcileError::Encode { what: "a CloneSet", source })
 }
 
+/// The PodAutoscaler of a Revision (upstream's `resources.MakePA`): same name, owned by it,
+/// its labels and annotations (the `autoscaling.knative.dev/*` settings) with the class and
+/// metric defaulted, scaling the Revision's CloneSet. `reachability` is left unknown: the
+/// autoscaler, which reads the Routes, writes it (upstream's Revision reconciler derives it
+/// from the `routingState` label, which Kinetic's Route reconciler does not write yet).
+pub fn make_pa(rev: &Revision) -> Result<PodAutoscaler, ReconcileError> {
+    let name = rev.name_any();
+    let spec = defaulted(rev);
+    let mut labels: BTreeMap<String, String> = rev.labels().clone();
+    labels.insert(REVISION_LABEL.into(), name.clone());
+    let mut annotations = rev.annotations().clone();
+    annotations.entry(pa::CLASS_ANNOTATION.into()).or_insert_with(|| pa::KPA_CLASS.into());
+    annotations.entry(pa::METRIC_ANNOTATION.into()).or_insert_with(|| "concurrency".into());
+    let h2c = webhook::serving_container(&spec)
+        .and_then(|c| c.ports.as_deref())
+        .and_then(|p| p.first())
+        .and_then(|p| p.name.as_deref())
+        == Some("h2c");
+    let obj = json!({
+        "apiVersion": format!("{}/{}", pa::GROUP, pa::VERSION),
+        "kind": "PodAutoscaler",
+        "metadata": {
+            "name": name,
+            "namespace": rev.namespace(),
+            "labels": labels,
+            "annotations": annotations,
+            "ownerReferences": [controller_ref(rev)],
+        },
+        "spec": {
+            "containerConcurrency": spec.container_concurrency.unwrap_or(0),
+            "scaleTargetRef": {
+                "apiVersion": "apps.kruise.io/v1alpha1",
+                "kind": "CloneSet",
+                "name": workload_name(&name),
+            },
+            "protocolType": if h2c { "h2c" } else { "http1" },
+        },
+    });
+    serde_json::from_value(obj)
+        .map_err(|source| ReconcileError::Encode { what: "a PodAutoscaler", source })
+}
+
 /// A condition's reason and message.
 type Why = (String, String);
 
@@ -263,6 +307,21 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
             }
         }
     };
+    let pas: Api<PodAutoscaler> = Api::namespaced(ctx.client.clone(), &ns);
+    let kpa = match pas.get_opt(&name).await? {
+        Some(p) => Some(p),
+        None => match pas.create(&PostParams::default(), &make_pa(rev)?).await {
+            Ok(p) => Some(p),
+            Err(kube::Error::Api(s)) if s.code == 409 => pas.get_opt(&name).await?,
+            // A cluster without the PodAutoscaler CRD (an older `kinetic controller` installed
+            // the others): the Revision still runs, its Active condition from the CloneSet.
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            Err(e) => return Err(e.into()),
+        },
+    };
+    // The autoscaler's view, once it wrote one (upstream's `PropagateAutoscalerStatus`).
+    let kpa_status =
+        kpa.and_then(|p| p.status).filter(|s| s.status.condition(pa::condition::ACTIVE).is_some());
     let pods: Vec<Pod> = Api::<Pod>::namespaced(ctx.client.clone(), &ns)
         .list(&ListParams::default().labels(&format!("{REVISION_LABEL}={name}")))
         .await?
@@ -325,21 +384,40 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
     ] {
         set_condition(&mut conds, &old_conds, t, &c.0, &c.1, &c.2);
     }
-    let (active, reason, message) = if ready > 0 {
-        ("True", "", "")
+    let (active, reason, message) = if let Some(a) =
+        kpa_status.as_ref().and_then(|s| s.status.condition(pa::condition::ACTIVE))
+    {
+        (
+            a.status.clone(),
+            a.reason.clone().unwrap_or_default(),
+            a.message.clone().unwrap_or_default(),
+        )
+    } else if ready > 0 {
+        ("True".to_owned(), String::new(), String::new())
     } else if desired == 0 {
-        ("False", condition::reason::NO_TRAFFIC, "The target is not receiving traffic.")
+        (
+            "False".to_owned(),
+            condition::reason::NO_TRAFFIC.to_owned(),
+            "The target is not receiving traffic.".to_owned(),
+        )
     } else {
-        ("Unknown", deploying, "")
+        ("Unknown".to_owned(), deploying.to_owned(), String::new())
     };
-    set_condition(&mut conds, &old_conds, condition::ACTIVE, active, reason, message);
+    set_condition(&mut conds, &old_conds, condition::ACTIVE, &active, &reason, &message);
+    // The replica counts are the autoscaler's when it reports them (a negative desired scale
+    // means "not known yet" and is not shown), the CloneSet's otherwise.
+    let nonneg = |v: Option<i32>| v.filter(|v| *v >= 0);
+    let (actual_replicas, desired_replicas) = match &kpa_status {
+        Some(s) => (nonneg(s.actual_scale), nonneg(s.desired_scale)),
+        None => (Some(ready), Some(desired)),
+    };
 
     let mut st = RevisionStatus {
         log_url: old.log_url.clone(),
         container_statuses: old.container_statuses.clone(),
         init_container_statuses: old.init_container_statuses.clone(),
-        actual_replicas: Some(ready),
-        desired_replicas: Some(desired),
+        actual_replicas,
+        desired_replicas,
         ..RevisionStatus::default()
     };
     st.status.observed_generation = rev.meta().generation;
