@@ -40,6 +40,7 @@
 //! apply `idleTimeoutSeconds`, or serve TLS.
 
 mod proxy;
+pub mod stats;
 pub mod table;
 mod throttler;
 

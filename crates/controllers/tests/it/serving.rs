@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod};
 use kinetic_api::knative::configuration::Configuration;
+use kinetic_api::knative::podautoscaler::PodAutoscaler;
 use kinetic_api::knative::revision::Revision;
 use kinetic_api::knative::route::Route;
 use kinetic_api::knative::service::Service;
@@ -143,7 +144,34 @@ impl Env {
             + serde::de::DeserializeOwned
             + std::fmt::Debug,
     {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        self.wait_for(Duration::from_secs(30), name, what, pred).await
+    }
+
+    /// [`Env::wait`] for a minute (for the autoscaler's windows).
+    async fn wait_long<K>(&self, name: &str, what: &str, pred: impl Fn(&K) -> bool) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        self.wait_for(Duration::from_secs(60), name, what, pred).await
+    }
+
+    async fn wait_for<K>(
+        &self,
+        limit: Duration,
+        name: &str,
+        what: &str,
+        pred: impl Fn(&K) -> bool,
+    ) -> K
+    where
+        K: kube::Resource<Scope = kube::core::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let deadline = tokio::time::Instant::now() + limit;
         loop {
             let got = self.api::<K>().get_opt(name).await.unwrap();
             if let Some(o) = &got
@@ -574,5 +602,180 @@ async fn a_template_with_its_own_name_names_the_revision_and_the_prefix_is_check
     let svc = env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
     assert_eq!(traffic(&svc), [("hello-v1".to_owned(), 100, None, None)]);
     env.api::<CloneSet>().get("hello-v1-deployment").await.unwrap();
+    env.stop().await;
+}
+
+/// A Service whose revision targets `target` concurrent requests per pod at 100 %
+/// utilisation (so the desired scale is the summed concurrency itself).
+fn targeted(target: u32) -> String {
+    format!(
+        "apiVersion: serving.knative.dev/v1
+kind: Service
+metadata:
+  name: hello
+  namespace: default
+spec:
+  template:
+    metadata:
+      annotations:
+        autoscaling.knative.dev/target: \"{target}\"
+        autoscaling.knative.dev/target-utilization-percentage: \"100\"
+    spec:
+      containers:
+        - image: ghcr.io/knative/helloworld-go:latest
+"
+    )
+}
+
+/// A gateway with its KPA loop (what `serving_gateway::start` runs), whose table sends
+/// `host` to `hello-00001` without endpoints: every request to it is held, and counted.
+async fn held_gateway(
+    client: &Client,
+    host: &str,
+) -> (std::sync::Arc<kinetic_gateway::Gateway>, JoinHandle<()>) {
+    use kinetic_gateway::{Gateway, Options, RevisionKey, Route, RoutingTable, Target};
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let on_demand: kinetic_gateway::OnDemand = std::sync::Arc::new(move |k: &RevisionKey| {
+        let _ = tx.send(k.clone());
+    });
+    let options = Options { on_demand: Some(on_demand), ..Options::default() };
+    let gw =
+        std::sync::Arc::new(Gateway::start("127.0.0.1:0".parse().unwrap(), options).await.unwrap());
+    let key = RevisionKey::new("default", "hello-00001");
+    let mut table = RoutingTable::default();
+    let rev = kinetic_gateway::Revision { timeout: Duration::from_secs(120), ..Default::default() };
+    table.revisions.insert(key.clone(), rev);
+    table
+        .hosts
+        .insert(host.into(), Route { targets: vec![Target { revision: key, percent: 100 }] });
+    gw.set_routes(table).unwrap();
+    let kpa =
+        tokio::spawn(kinetic_controllers::serving_autoscaler::run(client.clone(), gw.clone(), rx));
+    (gw, kpa)
+}
+
+/// `n` requests to `gateway` that it holds (their connections stay open until aborted).
+fn hold(gateway: std::net::SocketAddr, host: &str, n: usize) -> Vec<JoinHandle<()>> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    (0..n)
+        .map(|_| {
+            let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            tokio::spawn(async move {
+                let mut s = tokio::net::TcpStream::connect(gateway).await.unwrap();
+                s.write_all(req.as_bytes()).await.unwrap();
+                let mut buf = Vec::new();
+                let _ = s.read_to_end(&mut buf).await;
+            })
+        })
+        .collect()
+}
+
+fn pa_cond(p: &PodAutoscaler, t: &str) -> Option<(String, String)> {
+    let c = cond(p.status.as_ref()?.status.conditions.as_ref(), t)?;
+    Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn each_revision_gets_a_podautoscaler_that_kubectl_prints_with_the_kpa_decision() {
+    let env = Env::start().await;
+    env.apply(&hello("ghcr.io/knative/helloworld-go:latest", "", "")).await;
+    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    // The Revision controller creates it: same name, owned by the Revision, Knative's spec.
+    let pa = env.wait::<PodAutoscaler>("hello-00001", "the PodAutoscaler", |_| true).await;
+    let rev = env.api::<Revision>().get("hello-00001").await.unwrap();
+    assert_eq!(pa.owner_references()[0].uid, rev.uid().unwrap());
+    assert_eq!(pa.spec.scale_target_ref.name.as_deref(), Some("hello-00001-deployment"));
+    assert_eq!(pa.spec.scale_target_ref.kind.as_deref(), Some("CloneSet"));
+    assert_eq!(pa.spec.protocol_type, "http1");
+    assert_eq!(pa.annotations()["autoscaling.knative.dev/class"], "kpa.autoscaling.knative.dev");
+
+    // The KPA loop (beside a gateway) reports its decision.
+    let (gw, kpa) = held_gateway(&env.client, "unused.example.com").await;
+    let pa = env
+        .wait::<PodAutoscaler>("hello-00001", "the KPA's decision", |p| {
+            let st = p.status.as_ref();
+            st.and_then(|s| s.desired_scale) == Some(1)
+                && st.and_then(|s| s.actual_scale) == Some(1)
+                && pa_cond(p, "Ready").is_some_and(|c| c.0 == "True")
+                && p.spec.reachability.as_deref() == Some("Reachable")
+        })
+        .await;
+    let d = pa.status.as_ref().unwrap().decider.clone().unwrap();
+    assert_eq!((d.mode.as_str(), d.metric.as_str(), d.gateways), ("Stable", "concurrency", 1));
+    assert_eq!(d.target, 70.0, "containerConcurrency 0: 100 at 70 %");
+    for t in ["Active", "ScaleTargetInitialized", "SKSReady"] {
+        assert_eq!(pa_cond(&pa, t).map(|c| c.0).as_deref(), Some("True"), "{t}");
+    }
+    let out = env.server.kubectl_ok(&["get", "kpa"]).await.unwrap();
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header[..5], ["NAME", "DESIREDSCALE", "ACTUALSCALE", "READY", "REASON"], "{out}");
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(row[..4], ["hello-00001", "1", "1", "True"], "{out}");
+    let wide = env.server.kubectl_ok(&["get", "podautoscalers", "-o", "wide"]).await.unwrap();
+    assert!(wide.contains("MODE") && wide.contains("Stable"), "{wide}");
+    // The Revision mirrors the replica counts.
+    let rev = env
+        .wait::<Revision>("hello-00001", "replicas", |r| {
+            r.status
+                .as_ref()
+                .is_some_and(|s| (s.actual_replicas, s.desired_replicas) == (Some(1), Some(1)))
+        })
+        .await;
+    assert!(is(rev.status.unwrap().status.conditions.as_ref(), "Active", "True"));
+    kpa.abort();
+    drop(gw);
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn two_gateways_add_up_in_the_autoscalers_decision() {
+    let env = Env::start().await;
+    env.apply(&targeted(1)).await;
+    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    let host = "hello.default.example.com";
+    let (a, kpa_a) = held_gateway(&env.client, host).await;
+    let (b, kpa_b) = held_gateway(&env.client, host).await;
+    // Both register; one leads.
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), "knative-serving");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let regs = leases
+            .list(&ListParams::default().labels("serving.kinetic.dev/gateway"))
+            .await
+            .unwrap();
+        let leader = leases.get_opt("autoscaler-bucket-00-of-01").await.unwrap();
+        if regs.items.len() == 2 && leader.is_some() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "registrations {regs:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 3 requests held at one gateway and 4 at the other: the decision sees 7 at a target of 1.
+    let mut clients = hold(a.local_addr(), host, 3);
+    clients.extend(hold(b.local_addr(), host, 4));
+    let pa = env
+        .wait_long::<PodAutoscaler>("hello-00001", "the summed concurrency", |p| {
+            let Some(st) = p.status.as_ref() else { return false };
+            st.decider.as_ref().is_some_and(|d| d.gateways == 2 && d.observed_panic_value >= 6.5)
+                && st.desired_scale >= Some(7)
+        })
+        .await;
+    let st = pa.status.unwrap();
+    let d = st.decider.unwrap();
+    assert!(d.observed_panic_value <= 7.5, "{d:?}");
+    assert_eq!(d.mode, "Panic", "{d:?}");
+    let cs = env
+        .wait::<CloneSet>("hello-00001-deployment", "scaled", |c| c.spec.replicas >= Some(7))
+        .await;
+    assert!(cs.spec.replicas <= Some(8), "{:?}", cs.spec.replicas);
+    let wide = env.server.kubectl_ok(&["get", "kpa", "-o", "wide"]).await.unwrap();
+    assert!(wide.contains("Panic"), "{wide}");
+    for c in clients {
+        c.abort();
+    }
+    kpa_a.abort();
+    kpa_b.abort();
+    drop((a, b));
     env.stop().await;
 }
