@@ -18,6 +18,8 @@
 //!   delay, excess burst capacity) and then the KPA reconciler's bounds and scale-to-zero rules
 //!   (`pkg/reconciler/autoscaling/kpa/scaler.go`, `kpa.go`: initial scale, min/max scale, the
 //!   stable window of inactivity, the grace period, the `Active` condition).
+//! - [`hpa`]: the HorizontalPodAutoscaler's replica calculation and normalisation
+//!   (kube-controller-manager's `pkg/controller/podautoscaler`), for the HPA controller.
 //!
 //! # How the pieces are used
 //!
@@ -59,6 +61,7 @@ pub mod aggregation;
 pub mod autoscaler;
 pub mod config;
 pub mod duration;
+pub mod hpa;
 pub mod metrics;
 pub mod revision;
 
