@@ -9,8 +9,9 @@ use std::sync::Arc;
 use kinetic_machinery::schema::Schema;
 use serde_json::{Map, Value, json};
 
-use crate::error::{ApiError, Cause};
+use crate::error::{ApiError, ApiResult, Cause};
 use crate::registry::{Printer, Registry, Resource, ScalePaths, storage_key};
+use crate::strategy::{Admission, Cleanup, Plain, Strategy};
 
 struct Spec {
     group: &'static str,
@@ -379,10 +380,426 @@ pub fn register(registry: &Registry) -> Result<(), kinetic_machinery::schema::Sc
             printer: Printer::Builtin,
             storage: storage_key(s.group, s.plural),
             field_selectors: s.fields.iter().map(|x| (*x).to_owned()).collect(),
+            strategy: strategy(s.kind),
         });
     }
     registry.set_builtin_defs(defs);
     Ok(())
+}
+
+/// The strategy of each built-in kind (the one place that maps kind names to behaviour; a
+/// kind without special rules gets [`Plain`]).
+fn strategy(kind: &str) -> Arc<dyn Strategy> {
+    match kind {
+        "Pod" => Arc::new(PodStrategy),
+        "Namespace" => Arc::new(NamespaceStrategy),
+        "Deployment" => Arc::new(WorkloadStrategy { deployment: true }),
+        "ReplicaSet" => Arc::new(WorkloadStrategy { deployment: false }),
+        "Service" => Arc::new(ServiceStrategy),
+        "Secret" => Arc::new(SecretStrategy),
+        "Endpoints" => Arc::new(EndpointsStrategy),
+        "EndpointSlice" => Arc::new(EndpointSliceStrategy),
+        "Event" => Arc::new(EventStrategy),
+        "ControllerRevision" => Arc::new(RevisionStrategy),
+        "CustomResourceDefinition" => Arc::new(CrdStrategy),
+        "PersistentVolumeClaim" => Arc::new(crate::storage::ClaimStrategy),
+        "PersistentVolume" => Arc::new(crate::storage::VolumeStrategy),
+        "StorageClass" => Arc::new(crate::storage::ClassStrategy),
+        _ => Arc::new(Plain),
+    }
+}
+
+/// `core/v1` Pods (upstream `pkg/registry/core/pod/strategy.go`).
+#[derive(Debug)]
+pub struct PodStrategy;
+
+impl Strategy for PodStrategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj_mut(obj, "spec") {
+            default_pod_spec(spec);
+        }
+        if let Some(status) = obj_mut(obj, "status") {
+            set_default(status, "phase", json!("Pending"));
+        }
+    }
+
+    /// `spec.nodeName` is set once, by `binding`; updates keep the stored one.
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        let old_node = old.pointer("/spec/nodeName").cloned();
+        if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
+            match old_node {
+                Some(n) => spec.insert("nodeName".into(), n),
+                None => spec.remove("nodeName"),
+            };
+        }
+    }
+
+    /// Upstream's podStatusStrategy resets only spec, deletionTimestamp and ownerReferences:
+    /// labels, annotations and finalizers come from the request (kruise-daemon writes an
+    /// annotation through pods/status).
+    fn status_keeps_metadata(&self) -> &'static [&'static str] {
+        &["labels", "annotations", "finalizers"]
+    }
+
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validate_pod_spec(obj.get("spec"), "spec", &mut causes);
+        validate_deletion_cost(obj, &mut causes);
+        if let (Some(old), Some(new)) = (old.and_then(|o| o.get("spec")), obj.get("spec"))
+            && strip_mutable_pod_fields(old) != strip_mutable_pod_fields(new)
+        {
+            causes.push(Cause {
+                reason: "FieldValueForbidden".into(),
+                message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
+                field: "spec".into(),
+            });
+        }
+        causes
+    }
+
+    /// `binding` assigns the node; the node agent serves the rest (see [`crate::logs`]).
+    fn subresources(&self) -> &'static [&'static str] {
+        &["binding", "log", "exec", "attach", "portforward"]
+    }
+
+    /// Upstream's grace rules: an unscheduled or finished pod goes at once; otherwise the
+    /// request's period, else the pod's `terminationGracePeriodSeconds`, else 30 s.
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> i64 {
+        let scheduled =
+            obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
+        let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
+        if !scheduled || matches!(phase, "Succeeded" | "Failed") {
+            return 0;
+        }
+        let g = requested
+            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
+            .unwrap_or(30);
+        // Upstream takes any int64; a deadline past year 9999 cannot be written, so cap it
+        // (a century is as good as forever for a grace period).
+        g.clamp(0, MAX_GRACE_SECONDS)
+    }
+
+    /// A pod with a deletion grace period is removed by its node agent (or a delete with
+    /// grace 0), not when its last finalizer goes.
+    fn awaits_termination(&self, obj: &Value) -> bool {
+        obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0) > 0
+    }
+}
+
+/// The longest grace period a deletion records (100 years).
+const MAX_GRACE_SECONDS: i64 = 100 * 365 * 24 * 3600;
+
+/// `core/v1` Namespaces (upstream `pkg/registry/core/namespace`).
+#[derive(Debug)]
+pub struct NamespaceStrategy;
+
+impl Strategy for NamespaceStrategy {
+    fn validate_name(&self, name: &str, causes: &mut Vec<Cause>) {
+        if !is_dns1123_label(name) {
+            causes.push(crate::error::invalid("metadata.name", name, DNS1123_LABEL_MSG));
+        }
+    }
+
+    fn default(&self, obj: &mut Value) {
+        let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
+        if let Some(labels) = obj.get_mut("metadata").and_then(|m| obj_mut(m, "labels")) {
+            // Upstream sets this immutable label on every namespace (since 1.21).
+            labels.insert("kubernetes.io/metadata.name".into(), name);
+        }
+        if let Some(spec) = obj_mut(obj, "spec") {
+            set_default(spec, "finalizers", json!(["kubernetes"]));
+        }
+        if let Some(status) = obj_mut(obj, "status") {
+            set_default(status, "phase", json!("Active"));
+        }
+    }
+
+    fn subresources(&self) -> &'static [&'static str] {
+        &["finalize"]
+    }
+
+    fn check_delete(&self, name: &str) -> ApiResult<()> {
+        if matches!(name, "default" | "kube-system" | "kube-public") {
+            return Err(ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            )));
+        }
+        Ok(())
+    }
+
+    fn begin_deletion(&self, obj: &mut Value) {
+        if let Some(st) = obj.get_mut("status").and_then(Value::as_object_mut) {
+            st.insert("phase".into(), json!("Terminating"));
+        }
+    }
+
+    /// A namespace goes away only after the namespace controller emptied it and cleared
+    /// `spec.finalizers`.
+    fn holds_deletion(&self, obj: &Value) -> bool {
+        obj.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
+    }
+
+    fn cleanup(&self) -> Cleanup {
+        Cleanup::NamespaceContents
+    }
+}
+
+/// `apps/v1` Deployments and ReplicaSets.
+#[derive(Debug)]
+pub struct WorkloadStrategy {
+    deployment: bool,
+}
+
+impl Strategy for WorkloadStrategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj_mut(obj, "spec") {
+            set_default(spec, "replicas", json!(1));
+            if self.deployment {
+                set_default(spec, "revisionHistoryLimit", json!(10));
+                set_default(spec, "progressDeadlineSeconds", json!(600));
+                let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
+                if let Some(st) = strategy.as_object_mut() {
+                    set_default(st, "type", json!("RollingUpdate"));
+                    if st.get("type") == Some(&json!("RollingUpdate")) {
+                        let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
+                        if let Some(ru) = ru.as_object_mut() {
+                            set_default(ru, "maxUnavailable", json!("25%"));
+                            set_default(ru, "maxSurge", json!("25%"));
+                        }
+                    }
+                }
+            }
+            if let Some(ps) = spec.get_mut("template").and_then(|t| obj_mut(t, "spec")) {
+                default_pod_spec(ps);
+            }
+        }
+    }
+
+    /// Upstream's deploymentStatusStrategy resets spec and labels; Kinetic keeps annotations
+    /// and finalizers from the request and ownerReferences from the stored object.
+    fn status_keeps_metadata(&self) -> &'static [&'static str] {
+        if self.deployment { &["annotations", "finalizers"] } else { &[] }
+    }
+
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let spec = obj.get("spec");
+        validate_selector(obj, old, "deployment", &mut causes);
+        if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
+            && r < 0
+        {
+            causes.push(crate::error::invalid(
+                "spec.replicas",
+                &r.to_string(),
+                "must be greater than or equal to 0",
+            ));
+        }
+        validate_pod_spec(
+            spec.and_then(|s| s.pointer("/template/spec")),
+            "spec.template.spec",
+            &mut causes,
+        );
+        causes
+    }
+}
+
+/// `core/v1` Services: defaults, port validation, and a cluster IP allocated on create.
+#[derive(Debug)]
+pub struct ServiceStrategy;
+
+impl Strategy for ServiceStrategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn validate_name(&self, name: &str, causes: &mut Vec<Cause>) {
+        if !is_dns1123_label(name) {
+            causes.push(crate::error::invalid("metadata.name", name, DNS1123_LABEL_MSG));
+        }
+    }
+
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj_mut(obj, "spec") {
+            set_default(spec, "type", json!("ClusterIP"));
+            set_default(spec, "sessionAffinity", json!("None"));
+            set_default(spec, "internalTrafficPolicy", json!("Cluster"));
+            set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
+            set_default(spec, "ipFamilies", json!(["IPv4"]));
+            if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
+                for p in ports.iter_mut().filter_map(Value::as_object_mut) {
+                    set_default(p, "protocol", json!("TCP"));
+                    if let Some(port) = p.get("port").cloned() {
+                        set_default(p, "targetPort", port);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Picks a free address in 10.96.0.0/16 for a ClusterIP service without one.
+    fn prepare_create(&self, adm: &Admission<'_>, body: &mut Value) {
+        let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return };
+        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
+        if ty == "ExternalName"
+            || spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty())
+        {
+            if let Some(ip) = spec.get("clusterIP").cloned() {
+                spec.insert("clusterIPs".into(), json!([ip]));
+            }
+            return;
+        }
+        let st = adm.store.read();
+        let used: std::collections::HashSet<String> = st
+            .list("/services", None, None)
+            .filter_map(|(_, s)| {
+                s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
+            })
+            .collect();
+        drop(st);
+        // 10.96.0.1 is the `kubernetes` service upstream; start after it.
+        for n in 2u32..65534 {
+            let ip = format!("10.96.{}.{}", n >> 8, n & 0xff);
+            if !used.contains(&ip) {
+                spec.insert("clusterIP".into(), json!(ip));
+                spec.insert("clusterIPs".into(), json!([ip]));
+                return;
+            }
+        }
+    }
+
+    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
+            for (i, p) in ports.iter().enumerate() {
+                let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
+                if !(1..=65535).contains(&port) {
+                    causes.push(crate::error::invalid(
+                        &format!("spec.ports[{i}].port"),
+                        &port.to_string(),
+                        "must be between 1 and 65535, inclusive",
+                    ));
+                }
+            }
+        }
+        causes
+    }
+}
+
+/// `core/v1` Secrets.
+#[derive(Debug)]
+pub struct SecretStrategy;
+
+impl Strategy for SecretStrategy {
+    fn default(&self, obj: &mut Value) {
+        if let Some(m) = obj.as_object_mut() {
+            set_default(m, "type", json!("Opaque"));
+            // stringData is write-only: merged into data, as upstream does on write.
+            if let Some(Value::Object(sd)) = m.remove("stringData") {
+                use base64::Engine as _;
+                let data = m.entry("data").or_insert_with(|| json!({}));
+                if let Some(data) = data.as_object_mut() {
+                    for (k, v) in sd {
+                        let s = v.as_str().unwrap_or_default();
+                        let enc = base64::engine::general_purpose::STANDARD.encode(s);
+                        data.insert(k, Value::String(enc));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `core/v1` Endpoints.
+#[derive(Debug)]
+pub struct EndpointsStrategy;
+
+impl Strategy for EndpointsStrategy {
+    /// Upstream's SetDefaults_EndpointPort: every subset port's protocol is TCP unless given.
+    fn default(&self, obj: &mut Value) {
+        let subsets = obj.get_mut("subsets").and_then(Value::as_array_mut);
+        for subset in subsets.into_iter().flatten() {
+            let ports = subset.get_mut("ports").and_then(Value::as_array_mut);
+            for p in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+                set_default(p, "protocol", json!("TCP"));
+            }
+        }
+    }
+}
+
+/// `discovery.k8s.io/v1` EndpointSlices.
+#[derive(Debug)]
+pub struct EndpointSliceStrategy;
+
+impl Strategy for EndpointSliceStrategy {
+    /// Upstream's SetDefaults_EndpointPort (discovery/v1): protocol TCP, name "".
+    fn default(&self, obj: &mut Value) {
+        let ports = obj.get_mut("ports").and_then(Value::as_array_mut);
+        for p in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
+            set_default(p, "protocol", json!("TCP"));
+            set_default(p, "name", json!(""));
+        }
+    }
+}
+
+/// `core/v1` Events ([`crate::events`]).
+#[derive(Debug)]
+pub struct EventStrategy;
+
+impl Strategy for EventStrategy {
+    fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
+        crate::events::validate(obj)
+    }
+}
+
+/// `apps/v1` ControllerRevisions ([`crate::revisions`]).
+#[derive(Debug)]
+pub struct RevisionStrategy;
+
+impl Strategy for RevisionStrategy {
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        crate::revisions::validate(obj, old)
+    }
+}
+
+/// `apiextensions.k8s.io/v1` CustomResourceDefinitions ([`crate::crd`]): a committed CRD
+/// changes what the registry serves.
+#[derive(Debug)]
+pub struct CrdStrategy;
+
+impl Strategy for CrdStrategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn prepare_create(&self, _adm: &Admission<'_>, obj: &mut Value) {
+        crate::crd::prepare_create(obj);
+    }
+
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        crate::crd::validate(obj, old)
+    }
+
+    fn cleanup(&self) -> Cleanup {
+        Cleanup::CustomResources
+    }
+
+    fn after_commit(&self, registry: &Registry, obj: &Value) {
+        crate::crd::sync_registry(registry, obj);
+    }
+
+    fn after_delete(&self, registry: &Registry, obj: &Value) {
+        let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+        let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+        registry.remove(group, plural);
+    }
 }
 
 /// The object at `key`, created empty when missing or not an object.
@@ -398,121 +815,6 @@ pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<Str
 pub(crate) fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
     if m.get(key).is_none_or(Value::is_null) {
         m.insert(key.to_owned(), v);
-    }
-}
-
-/// Applies upstream defaults for a built-in kind, in place, on create and update.
-pub fn default(kind: &str, obj: &mut Value) {
-    match kind {
-        "Pod" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                default_pod_spec(spec);
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
-        }
-        "Namespace" => {
-            let name = obj.pointer("/metadata/name").cloned().unwrap_or(Value::Null);
-            if let Some(labels) = obj.get_mut("metadata").and_then(|m| obj_mut(m, "labels")) {
-                // Upstream sets this immutable label on every namespace (since 1.21).
-                labels.insert("kubernetes.io/metadata.name".into(), name);
-            }
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "finalizers", json!(["kubernetes"]));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Active"));
-            }
-        }
-        "Deployment" | "ReplicaSet" => {
-            let is_deploy = kind == "Deployment";
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "replicas", json!(1));
-                if is_deploy {
-                    set_default(spec, "revisionHistoryLimit", json!(10));
-                    set_default(spec, "progressDeadlineSeconds", json!(600));
-                    let strategy = spec.entry("strategy").or_insert_with(|| json!({}));
-                    if let Some(st) = strategy.as_object_mut() {
-                        set_default(st, "type", json!("RollingUpdate"));
-                        if st.get("type") == Some(&json!("RollingUpdate")) {
-                            let ru = st.entry("rollingUpdate").or_insert_with(|| json!({}));
-                            if let Some(ru) = ru.as_object_mut() {
-                                set_default(ru, "maxUnavailable", json!("25%"));
-                                set_default(ru, "maxSurge", json!("25%"));
-                            }
-                        }
-                    }
-                }
-                if let Some(ps) = spec.get_mut("template").and_then(|t| obj_mut(t, "spec")) {
-                    default_pod_spec(ps);
-                }
-            }
-        }
-        "Service" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "type", json!("ClusterIP"));
-                set_default(spec, "sessionAffinity", json!("None"));
-                set_default(spec, "internalTrafficPolicy", json!("Cluster"));
-                set_default(spec, "ipFamilyPolicy", json!("SingleStack"));
-                set_default(spec, "ipFamilies", json!(["IPv4"]));
-                if let Some(ports) = spec.get_mut("ports").and_then(Value::as_array_mut) {
-                    for p in ports.iter_mut().filter_map(Value::as_object_mut) {
-                        set_default(p, "protocol", json!("TCP"));
-                        if let Some(port) = p.get("port").cloned() {
-                            set_default(p, "targetPort", port);
-                        }
-                    }
-                }
-            }
-        }
-        "Secret" => {
-            if let Some(m) = obj.as_object_mut() {
-                set_default(m, "type", json!("Opaque"));
-                // stringData is write-only: merged into data, as upstream does on write.
-                if let Some(Value::Object(sd)) = m.remove("stringData") {
-                    use base64::Engine as _;
-                    let data = m.entry("data").or_insert_with(|| json!({}));
-                    if let Some(data) = data.as_object_mut() {
-                        for (k, v) in sd {
-                            let s = v.as_str().unwrap_or_default();
-                            let enc = base64::engine::general_purpose::STANDARD.encode(s);
-                            data.insert(k, Value::String(enc));
-                        }
-                    }
-                }
-            }
-        }
-        "PersistentVolumeClaim" | "PersistentVolume" | "StorageClass" => {
-            crate::storage::default(kind, obj);
-        }
-        "Endpoints" => {
-            // Upstream's SetDefaults_EndpointPort: every subset port's protocol is TCP unless
-            // given.
-            let subsets = obj.get_mut("subsets").and_then(Value::as_array_mut);
-            for subset in subsets.into_iter().flatten() {
-                let ports = subset.get_mut("ports").and_then(Value::as_array_mut);
-                for p in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
-                    set_default(p, "protocol", json!("TCP"));
-                }
-            }
-        }
-        "EndpointSlice" => {
-            // Upstream's SetDefaults_EndpointPort (discovery/v1): protocol TCP, name "".
-            let ports = obj.get_mut("ports").and_then(Value::as_array_mut);
-            for p in ports.into_iter().flatten().filter_map(Value::as_object_mut) {
-                set_default(p, "protocol", json!("TCP"));
-                set_default(p, "name", json!(""));
-            }
-        }
-        "ServiceAccount"
-        | "ConfigMap"
-        | "Event"
-        | "Node"
-        | "Lease"
-        | "ControllerRevision"
-        | "CustomResourceDefinition" => {}
-        _ => {}
     }
 }
 
@@ -558,8 +860,8 @@ fn image_tag_is_latest(image: &str) -> bool {
     }
 }
 
-const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+pub(crate) const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+pub(crate) const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
 
 pub fn is_dns1123_label(s: &str) -> bool {
     !s.is_empty()
@@ -594,76 +896,6 @@ fn validate_deletion_cost(obj: &Value, causes: &mut Vec<Cause>) {
         let field = format!("metadata.annotations[{KEY}]");
         causes.push(crate::error::invalid(&field, v, "must be a 32bit integer"));
     }
-}
-
-/// Checks an object name the way the kind's upstream validation does.
-pub fn validate_name(kind: &str, name: &str, causes: &mut Vec<Cause>) {
-    let label_only = matches!(kind, "Namespace" | "Service");
-    let ok = if label_only { is_dns1123_label(name) } else { is_dns1123_subdomain(name) };
-    if !ok {
-        let msg = if label_only { DNS1123_LABEL_MSG } else { DNS1123_SUBDOMAIN_MSG };
-        causes.push(crate::error::invalid("metadata.name", name, msg));
-    }
-}
-
-/// Kind-specific validation of a defaulted object (after the schema check). `old` is the stored
-/// object on update.
-pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    match kind {
-        "Pod" => {
-            validate_pod_spec(obj.get("spec"), "spec", &mut causes);
-            validate_deletion_cost(obj, &mut causes);
-            if let (Some(old), Some(new)) = (old.and_then(|o| o.get("spec")), obj.get("spec"))
-                && strip_mutable_pod_fields(old) != strip_mutable_pod_fields(new)
-            {
-                causes.push(Cause {
-                    reason: "FieldValueForbidden".into(),
-                    message: "Forbidden: pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)".into(),
-                    field: "spec".into(),
-                });
-            }
-        }
-        "Deployment" | "ReplicaSet" => {
-            let spec = obj.get("spec");
-            validate_selector(obj, old, "deployment", &mut causes);
-            if let Some(r) = spec.and_then(|s| s.get("replicas")).and_then(Value::as_i64)
-                && r < 0
-            {
-                causes.push(crate::error::invalid(
-                    "spec.replicas",
-                    &r.to_string(),
-                    "must be greater than or equal to 0",
-                ));
-            }
-            validate_pod_spec(
-                spec.and_then(|s| s.pointer("/template/spec")),
-                "spec.template.spec",
-                &mut causes,
-            );
-        }
-        "PersistentVolumeClaim" | "PersistentVolume" | "StorageClass" => {
-            causes.extend(crate::storage::validate(kind, obj, old));
-        }
-        "Event" => causes.extend(crate::events::validate(obj)),
-        "ControllerRevision" => causes.extend(crate::revisions::validate(obj, old)),
-        "Service" => {
-            if let Some(ports) = obj.pointer("/spec/ports").and_then(Value::as_array) {
-                for (i, p) in ports.iter().enumerate() {
-                    let port = p.get("port").and_then(Value::as_i64).unwrap_or(0);
-                    if !(1..=65535).contains(&port) {
-                        causes.push(crate::error::invalid(
-                            &format!("spec.ports[{i}].port"),
-                            &port.to_string(),
-                            "must be between 1 and 65535, inclusive",
-                        ));
-                    }
-                }
-            }
-        }
-        _ => {}
-    }
-    causes
 }
 
 /// The workload selector rules shared by Deployment, ReplicaSet and CloneSet: required, not
@@ -760,7 +992,7 @@ mod tests {
             {"name": "b", "image": "nginx:1.25", "ports": [{"containerPort": 80}]},
             {"name": "c", "image": "r/x@sha256:00"}
         ]}});
-        default("Pod", &mut pod);
+        PodStrategy.default(&mut pod);
         assert_eq!(pod["spec"]["restartPolicy"], "Always");
         assert_eq!(pod["spec"]["terminationGracePeriodSeconds"], 30);
         assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirst");
@@ -775,11 +1007,11 @@ mod tests {
     fn endpoint_ports_default_to_tcp() {
         let mut ep = json!({"subsets": [{"addresses": [{"ip": "10.0.0.1"}],
                                          "ports": [{"port": 80}, {"port": 53, "protocol": "UDP"}]}]});
-        default("Endpoints", &mut ep);
+        EndpointsStrategy.default(&mut ep);
         assert_eq!(ep["subsets"][0]["ports"][0]["protocol"], "TCP");
         assert_eq!(ep["subsets"][0]["ports"][1]["protocol"], "UDP");
         let mut slice = json!({"addressType": "IPv4", "ports": [{"port": 80}]});
-        default("EndpointSlice", &mut slice);
+        EndpointSliceStrategy.default(&mut slice);
         assert_eq!(slice["ports"][0], json!({"port": 80, "protocol": "TCP", "name": ""}));
     }
 
@@ -789,8 +1021,8 @@ mod tests {
         let image = json!({"spec": {"containers": [{"name": "a", "image": "x:2"}]}});
         let cmd =
             json!({"spec": {"containers": [{"name": "a", "image": "x:1", "command": ["sh"]}]}});
-        assert!(validate("Pod", &image, Some(&old)).is_empty());
-        let causes = validate("Pod", &cmd, Some(&old));
+        assert!(PodStrategy.validate(&image, Some(&old)).is_empty());
+        let causes = PodStrategy.validate(&cmd, Some(&old));
         assert_eq!(causes.len(), 1);
         assert_eq!(causes[0].reason, "FieldValueForbidden");
     }
@@ -799,7 +1031,7 @@ mod tests {
     fn deployment_selector_must_match_template() {
         let d = json!({"spec": {"selector": {"matchLabels": {"app": "a"}},
             "template": {"metadata": {"labels": {"app": "b"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}});
-        let causes = validate("Deployment", &d, None);
+        let causes = WorkloadStrategy { deployment: true }.validate(&d, None);
         assert_eq!(causes.len(), 1, "{causes:?}");
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
     }
@@ -807,9 +1039,9 @@ mod tests {
     #[test]
     fn names_are_checked_per_kind() {
         let mut causes = vec![];
-        validate_name("Namespace", "a.b", &mut causes);
-        validate_name("ConfigMap", "a.b", &mut causes);
-        validate_name("ConfigMap", "A", &mut causes);
+        NamespaceStrategy.validate_name("a.b", &mut causes);
+        Plain.validate_name("a.b", &mut causes);
+        Plain.validate_name("A", &mut causes);
         assert_eq!(causes.len(), 2);
     }
 }

@@ -217,6 +217,7 @@ pub fn resources(crd: &Value) -> Result<Vec<Resource>, kinetic_machinery::schema
                         .collect()
                 })
                 .unwrap_or_default(),
+            strategy: crate::strategy::for_custom(&group, &kind),
         });
     }
     Ok(out)

@@ -26,6 +26,7 @@ use crate::crd::CLEANUP_FINALIZER;
 use crate::registry::Resource;
 use crate::rest::{Api, DeleteOptions, ListOptions, WriteOptions, finalizers};
 use crate::store::{Event, EventType, ObjKey, Stored};
+use crate::strategy::Cleanup;
 
 #[derive(Default)]
 struct Index {
@@ -206,18 +207,15 @@ fn observe(api: &Api, ev: &Event, index: &mut Index, queue: &mut BTreeSet<Work>)
                     &ev.key.namespace,
                 )));
             }
-            if &*ev.key.resource == "apiextensions.k8s.io/customresourcedefinitions" {
-                let v = &ev.obj.value;
-                let group = v.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-                let plural = v.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
-                api.registry.remove(group, plural);
+            if let Some(res) = api.registry.for_storage(&ev.key.resource) {
+                res.strategy.after_delete(&api.registry, &ev.obj.value);
             }
         }
     }
 }
 
 fn resource_for(api: &Api, storage: &str) -> Option<Arc<Resource>> {
-    api.registry.storage_resources().into_iter().find(|r| &*r.storage == storage)
+    api.registry.for_storage(storage)
 }
 
 fn name_of(v: &Value) -> (String, String) {
@@ -290,27 +288,37 @@ async fn finalize(api: &Api, index: &Index, key: &ObjKey) -> StepResult {
         }
         return Ok(());
     }
-    if res.builtin && res.kind == "Namespace" {
-        return finalize_namespace(api, &res, &name).await;
+    match res.strategy.cleanup() {
+        Cleanup::None => Ok(()),
+        Cleanup::NamespaceContents => finalize_namespace(api, &res, &name).await,
+        Cleanup::CustomResources if fins.iter().any(|f| f == CLEANUP_FINALIZER) => {
+            finalize_custom_resources(api, &res, &cur.value, &name).await
+        }
+        Cleanup::CustomResources => Ok(()),
     }
-    if res.builtin
-        && res.kind == "CustomResourceDefinition"
-        && fins.iter().any(|f| f == CLEANUP_FINALIZER)
-    {
-        let group = cur.value.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-        let plural = cur.value.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
-        let storage = crate::registry::storage_key(group, plural);
-        let keys: Vec<ObjKey> = {
-            let st = api.store.read();
-            st.list(&storage, None, None).map(|((ns, n), _)| ObjKey::new(&storage, ns, n)).collect()
-        };
-        for k in &keys {
-            delete_key(api, k).await?;
-        }
-        let remaining = api.store.read().list(&storage, None, None).count();
-        if remaining == 0 {
-            remove_finalizer(api, &res, "", &name, CLEANUP_FINALIZER).await?;
-        }
+}
+
+/// Deletes every instance of the kind a deleting CRD defines, then removes the CRD's cleanup
+/// finalizer (apiextensions' finalizer controller).
+async fn finalize_custom_resources(
+    api: &Api,
+    res: &Resource,
+    crd: &Value,
+    name: &str,
+) -> StepResult {
+    let group = crd.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+    let plural = crd.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+    let storage = crate::registry::storage_key(group, plural);
+    let keys: Vec<ObjKey> = {
+        let st = api.store.read();
+        st.list(&storage, None, None).map(|((ns, n), _)| ObjKey::new(&storage, ns, n)).collect()
+    };
+    for k in &keys {
+        delete_key(api, k).await?;
+    }
+    let remaining = api.store.read().list(&storage, None, None).count();
+    if remaining == 0 {
+        remove_finalizer(api, res, "", name, CLEANUP_FINALIZER).await?;
     }
     Ok(())
 }
@@ -384,13 +392,7 @@ fn owner_present(api: &Api, dependent: &ObjKey, owner: &Value) -> bool {
         Some((g, v)) => (g, v),
         None => ("", s("apiVersion")),
     };
-    let kind = s("kind");
-    let all = api.registry.all();
-    let res = all
-        .iter()
-        .find(|r| r.group == group && r.version == version && r.kind == kind)
-        .or_else(|| all.iter().find(|r| r.group == group && r.kind == kind));
-    let Some(res) = res else { return true };
+    let Some(res) = api.registry.for_kind(group, version, s("kind")) else { return true };
     let ns = if res.namespaced { dependent.namespace.as_str() } else { "" };
     api.store.get(&ObjKey::new(&res.storage, ns, s("name"))).is_some_and(|o| o.uid() == s("uid"))
 }

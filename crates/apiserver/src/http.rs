@@ -13,13 +13,12 @@ use hyper::body::{Body as _, Frame, Incoming};
 use kinetic_machinery::printers;
 use kinetic_machinery::selector::{FieldSelector, LabelSelector};
 use serde_json::{Value, json};
-use tokio::sync::mpsc;
 
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
 use crate::registry::{Printer, Resource};
 use crate::rest::{Api, DeleteOptions, Deleted, FieldValidation, ListOptions, WriteOptions};
-use crate::store::{EventType, Stored};
+use crate::store::Stored;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -527,24 +526,13 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
         // Logs are read with GET; exec, attach and port-forward are upgraded GET (WebSocket)
         // or POST (SPDY) requests.
         (m, Some(name), Some(sub))
-            if res.builtin
-                && res.kind == "Pod"
+            if res.has_subresource(sub)
                 && crate::logs::Call::of(sub).is_some_and(|c| {
                     *m == Method::GET || *m == Method::POST && c != crate::logs::Call::Log
                 }) =>
         {
             let call = crate::logs::Call::of(sub).ok_or_else(ApiError::page_not_found)?;
-            let obj = api.get(&res, &ns, name)?;
-            let node = obj.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
-            if node.is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "pod {name} is not scheduled to a node yet, so it has no {sub}"
-                )));
-            }
-            let node_obj = match ctx.api.registry.get("", "v1", "nodes") {
-                Some(nodes) => api.get(&nodes, "", node).ok().map(|o| o.value.clone()),
-                None => None,
-            };
+            let (obj, node_obj) = api.node_of(&res, &ns, name, sub)?;
             let mut extensions = parts.extensions;
             let incoming = crate::logs::Incoming {
                 method: &method,
@@ -563,7 +551,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
                 &w.warnings,
             ))
         }
-        (&Method::POST, Some(name), Some("binding")) if res.builtin && res.kind == "Pod" => {
+        (&Method::POST, Some(name), Some("binding")) if res.has_subresource("binding") => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
             api.bind(&res, &ns, name, &body).await?;
             Ok(value_response(
@@ -582,16 +570,9 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
                 &w.warnings,
             ))
         }
-        (&Method::PUT, Some(name), Some("finalize")) if res.builtin && res.kind == "Namespace" => {
+        (&Method::PUT, Some(name), Some("finalize")) if res.has_subresource("finalize") => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let fins = body.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
-            let w = api
-                .update_with(&res, "", name, None, &query.write_options(&headers)?, |cur| {
-                    let mut n = cur.clone();
-                    n["spec"]["finalizers"] = fins.clone();
-                    Ok(n)
-                })
-                .await?;
+            let w = api.finalize(&res, name, &body, &query.write_options(&headers)?).await?;
             Ok(object_response(api, &res, &w.obj, Want::Object, 200, &query))
         }
         (&Method::PUT, Some(name), Some("scale")) if res.scale.is_some() => {
@@ -819,7 +800,8 @@ fn list_response(
     }
 }
 
-/// Starts a watch stream: HTTP 200 with one JSON event per line, as upstream.
+/// Starts a watch stream: HTTP 200 with one JSON event per line, as upstream. What is sent
+/// is [`crate::watch`]'s; this decodes the parameters and encodes the items.
 fn watch(
     ctx: &Arc<Ctx>,
     res: &Arc<Resource>,
@@ -829,9 +811,6 @@ fn watch(
     want: Want,
 ) -> ApiResult<Response<Body>> {
     let api = ctx.api.clone();
-    let rv_param = query.get("resourceVersion").unwrap_or("");
-    let bookmarks = query.flag("allowWatchBookmarks");
-    let initial_events_flag = query.get("sendInitialEvents").map(|v| v == "true");
     let timeout = match query.get("timeoutSeconds") {
         Some(t) if !t.is_empty() => Duration::from_secs(t.parse::<u64>().map_err(|_| {
             ApiError::bad_request(format!("timeoutSeconds must be an integer, got {t:?}"))
@@ -839,51 +818,45 @@ fn watch(
         // Upstream picks a random 30–60 minute timeout for watches without one.
         _ => Duration::from_secs(1800 + rand::random::<u64>() % 1800),
     };
-    let start_rv: Option<u64> = match rv_param {
+    let resource_version: Option<u64> = match query.get("resourceVersion").unwrap_or("") {
         "" | "0" => None,
         s => Some(
             s.parse()
                 .map_err(|_| ApiError::bad_request(format!("invalid resourceVersion {s:?}")))?,
         ),
     };
-    let send_initial = initial_events_flag.unwrap_or(start_rv.is_none());
-    let ns = ns.map(str::to_owned);
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
-    let (initial, backlog, mut events, mut last_rv, gone) = {
-        let st = api.store.read();
-        let rx = st.subscribe();
-        let cur = st.rv();
-        match start_rv {
-            Some(rv) if !send_initial => match st.events_since(rv) {
-                Some(evs) => (vec![], evs, rx, rv, None),
-                None => (
-                    vec![],
-                    vec![],
-                    rx,
-                    rv,
-                    Some(format!("too old resource version: {rv} ({cur})")),
-                ),
-            },
-            _ => {
-                let initial: Vec<Arc<Stored>> = st
-                    .list(&res.storage, ns.as_deref(), None)
-                    .filter(|(_, s)| Api::matches(&opts, &s.value))
-                    .map(|(_, s)| s.clone())
-                    .collect();
-                (initial, vec![], rx, cur, None)
-            }
-        }
+    let params = crate::watch::WatchParams {
+        resource_version,
+        send_initial_events: query.get("sendInitialEvents").map(|v| v == "true"),
+        bookmarks: query.flag("allowWatchBookmarks"),
+        timeout,
     };
-    let table_res = res.clone();
+    let items = crate::watch::start(api.clone(), res.clone(), ns.map(str::to_owned), opts, params);
+    let served = res.clone();
     let cols = table_columns(res);
     let include = query.get("includeObject").unwrap_or("Metadata").to_owned();
-    let encode_api = api.clone();
-    let encode = move |ty: &str, stored: &Stored| -> Bytes {
+    let encode = move |item: crate::watch::Item| -> Bytes {
+        use crate::watch::Item;
+        let (ty, stored) = match item {
+            Item::Object(ty, stored) => (ty, stored),
+            Item::Bookmark(rv) => {
+                return bookmark_line(&json!({"kind": served.kind,
+                    "apiVersion": served.api_version(),
+                    "metadata": {"resourceVersion": rv.to_string()}}));
+            }
+            Item::InitialEventsEnd(rv) => {
+                return bookmark_line(&json!({"kind": served.kind,
+                    "apiVersion": served.api_version(), "metadata": {
+                    "resourceVersion": rv.to_string(),
+                    "annotations": {"k8s.io/initial-events-end": "true"}}}));
+            }
+            Item::Error(e) => return bookmark_free_error(&e.to_status()),
+        };
         let object = match want {
             // The common case costs a copy: the stored bytes go out as they are, framed by hand,
             // so a thousand watchers of one object do not encode it a thousand times.
             Want::Object => {
-                let json = encode_api.served_json(&table_res, stored);
+                let json = api.served_json(&served, &stored);
                 let mut line = Vec::with_capacity(json.len() + ty.len() + 24);
                 line.extend_from_slice(b"{\"type\":\"");
                 line.extend_from_slice(ty.as_bytes());
@@ -894,8 +867,8 @@ fn watch(
             }
             Want::Metadata => partial_metadata(&stored.value),
             Want::Table => {
-                let obj = encode_api.served_value(&table_res, stored);
-                let row = table_row(&table_res, &cols, &obj, jiff::Timestamp::now(), &include);
+                let obj = api.served_value(&served, &stored);
+                let row = table_row(&served, &cols, &obj, jiff::Timestamp::now(), &include);
                 printers::table(&cols, vec![row], &stored.rv.to_string(), None)
             }
         };
@@ -904,83 +877,9 @@ fn watch(
         line.push(b'\n');
         Bytes::from(line)
     };
-    let storage = res.storage.clone();
-    let served = res.clone();
-    tokio::spawn(async move {
-        let send = |b: Bytes| {
-            let tx = tx.clone();
-            async move { tx.send(b).await.is_ok() }
-        };
-        for s in &initial {
-            if !send(encode("ADDED", s)).await {
-                return;
-            }
-        }
-        if initial_events_flag == Some(true) {
-            // The end of the initial events (watch-list, KEP-3157).
-            let mark = json!({"kind": served.kind, "apiVersion": served.api_version(), "metadata": {
-                "resourceVersion": last_rv.to_string(),
-                "annotations": {"k8s.io/initial-events-end": "true"}}});
-            if !send(bookmark_line(&mark)).await {
-                return;
-            }
-        }
-        if let Some(msg) = gone {
-            let status = ApiError::gone(msg).to_status();
-            let _ = send(bookmark_free_error(&status)).await;
-            return;
-        }
-        // A timeout too large to add is as good as none.
-        let deadline = tokio::time::Instant::now().checked_add(timeout).unwrap_or_else(|| {
-            tokio::time::Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600)
-        });
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        tick.tick().await;
-        let mut pending = backlog.into_iter();
-        loop {
-            let ev = match pending.next() {
-                Some(ev) => ev,
-                None => tokio::select! {
-                    r = events.recv() => match r {
-                        Ok(ev) => ev,
-                        // Too slow to keep up, or the store stopped: end the stream; the client
-                        // resumes from the last version it saw.
-                        Err(_) => return,
-                    },
-                    _ = tokio::time::sleep_until(deadline) => return,
-                    _ = tick.tick(), if bookmarks => {
-                        let mark = json!({"kind": served.kind, "apiVersion": served.api_version(),
-                            "metadata": {"resourceVersion": last_rv.to_string()}});
-                        if !send(bookmark_line(&mark)).await {
-                            return;
-                        }
-                        continue;
-                    }
-                    _ = tx.closed() => return,
-                },
-            };
-            last_rv = ev.rv;
-            if ev.key.resource != storage || ns.as_deref().is_some_and(|n| n != ev.key.namespace) {
-                continue;
-            }
-            let now_matches = ev.kind != EventType::Deleted && Api::matches(&opts, &ev.obj.value);
-            let was_matching = ev.prev.as_ref().is_some_and(|p| Api::matches(&opts, &p.value));
-            let ty = match (ev.kind, was_matching, now_matches) {
-                (EventType::Deleted, true, _) => "DELETED",
-                (EventType::Deleted, false, _) => continue,
-                (_, false, true) => "ADDED",
-                (_, true, true) => "MODIFIED",
-                // Left the selection: upstream reports it as deleted for this watcher.
-                (_, true, false) => "DELETED",
-                (_, false, false) => continue,
-            };
-            if !send(encode(ty, &ev.obj)).await {
-                return;
-            }
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|b| (Ok::<_, Infallible>(Frame::data(b)), rx))
+    let stream = futures::stream::unfold((items, encode), |(mut rx, encode)| async move {
+        let item = rx.recv().await?;
+        Some((Ok::<_, Infallible>(Frame::data(encode(item))), (rx, encode)))
     });
     Ok(Response::builder()
         .status(StatusCode::OK)

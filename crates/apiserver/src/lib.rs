@@ -6,8 +6,9 @@
 //! finish (ownerReference garbage collection, namespace cleanup, CRD cleanup; see [`gc`]).
 //!
 //! Data flow: [`http`] authenticates and decodes a request → [`rest::Api`] applies the API's
-//! rules (defaults, validation, preconditions, finalizers) → [`store::Store`] commits it durably
-//! and publishes the change → watchers and [`gc`] see it.
+//! rules (preconditions, finalizers, schemas), asking the resource's [`strategy::Strategy`]
+//! where a kind differs (defaults, validation, admission, deletion) → [`store::Store`] commits
+//! it durably and publishes the change → [`watch`]ers and [`gc`] see it.
 //!
 //! What it does not do: RBAC (one admin token; later issue), protobuf responses (protobuf request
 //! bodies are decoded), server-side apply (rejected with 415), conversion webhooks, admission
@@ -33,6 +34,8 @@ pub mod rest;
 pub mod revisions;
 pub mod storage;
 pub mod store;
+pub mod strategy;
+pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -42,7 +45,6 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::registry::Registry;
@@ -132,7 +134,7 @@ pub struct ApiServer {
     pki: pki::Pki,
     api: Arc<Api>,
     data_dir: PathBuf,
-    stop: watch::Sender<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -202,7 +204,7 @@ impl ApiServer {
             server_address: format!("{host}:{}", addr.port()),
             nodes,
         });
-        let (stop, stop_rx) = watch::channel(false);
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
         let gc = tokio::spawn(gc::run(api.clone()));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "api server listening");
@@ -302,7 +304,7 @@ async fn accept_loop(
     listener: TcpListener,
     tls: tokio_rustls::TlsAcceptor,
     ctx: Arc<http::Ctx>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut conns = tokio::task::JoinSet::new();
     loop {

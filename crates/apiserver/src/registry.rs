@@ -12,6 +12,8 @@ use kinetic_machinery::printers::Column;
 use kinetic_machinery::schema::Schema;
 use serde_json::{Map, Value};
 
+use crate::strategy::Strategy;
+
 /// Where a resource's `scale` subresource reads and writes, as JSON paths like `.spec.replicas`.
 #[derive(Debug, Clone)]
 pub struct ScalePaths {
@@ -52,6 +54,8 @@ pub struct Resource {
     pub storage: Arc<str>,
     /// Extra field selectors this kind supports beyond `metadata.name`/`metadata.namespace`.
     pub field_selectors: Vec<String>,
+    /// Everything in which this kind's REST semantics differ from another's.
+    pub strategy: Arc<dyn Strategy>,
 }
 
 impl Resource {
@@ -81,11 +85,17 @@ impl Resource {
         if self.scale.is_some() {
             out.push("scale".to_owned());
         }
-        if self.builtin && self.group.is_empty() && self.plural == "pods" {
-            out.push("binding".to_owned());
-            out.push("log".to_owned());
-        }
+        out.extend(self.strategy.subresources().iter().map(|s| (*s).to_owned()));
         out
+    }
+
+    /// Whether `sub` is one of the resource's subresources.
+    pub fn has_subresource(&self, sub: &str) -> bool {
+        match sub {
+            "status" => self.status,
+            "scale" => self.scale.is_some(),
+            _ => self.strategy.subresources().contains(&sub),
+        }
     }
 }
 
@@ -142,6 +152,20 @@ impl Registry {
     pub fn storage_resources(&self) -> Vec<Arc<Resource>> {
         let mut seen = std::collections::HashSet::new();
         self.all().into_iter().filter(|r| seen.insert(r.storage.clone())).collect()
+    }
+
+    /// The served resource of a group, version and kind, or of the group and kind in another
+    /// version (how an ownerReference's `apiVersion` and `kind` are resolved, as upstream's
+    /// REST mapper does).
+    pub fn for_kind(&self, group: &str, version: &str, kind: &str) -> Option<Arc<Resource>> {
+        let all = self.all();
+        let exact = all.iter().find(|r| r.group == group && r.version == version && r.kind == kind);
+        exact.or_else(|| all.iter().find(|r| r.group == group && r.kind == kind)).cloned()
+    }
+
+    /// The served resource stored under `storage` (the first registered version).
+    pub fn for_storage(&self, storage: &str) -> Option<Arc<Resource>> {
+        self.all().into_iter().find(|r| &*r.storage == storage)
     }
 
     pub fn set_builtin_defs(&self, defs: Map<String, Value>) {

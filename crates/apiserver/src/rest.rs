@@ -11,10 +11,10 @@ use kinetic_machinery::selector::{FieldSelector, LabelSelector};
 use serde_json::{Map, Value, json};
 
 use crate::builtin;
-use crate::crd;
 use crate::error::{ApiError, ApiResult, Cause, from_store};
 use crate::registry::{Registry, Resource};
 use crate::store::{ObjKey, Op, Store, Stored};
+use crate::strategy::Admission;
 
 /// How unknown fields in a request body are treated (`?fieldValidation=`), as upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -132,9 +132,6 @@ pub struct ListPage {
 /// Conflict (upstream's GuaranteedUpdate retries until its context ends).
 const MAX_RETRIES: usize = 16;
 
-/// The longest grace period a deletion records (100 years).
-const MAX_GRACE_SECONDS: i64 = 100 * 365 * 24 * 3600;
-
 /// How many names a create with `generateName` tries before it answers AlreadyExists
 /// (upstream's `maxNameGenerationCreateAttempts`, KEP-4420: the first name and 7 retries).
 const NAME_GENERATION_ATTEMPTS: usize = 8;
@@ -194,16 +191,6 @@ pub fn finalizers(v: &Value) -> Vec<String> {
 
 fn is_deleting(v: &Value) -> bool {
     meta(v).is_some_and(|m| m.get("deletionTimestamp").is_some_and(|t| !t.is_null()))
-}
-
-/// Whether writes to the kind bump `metadata.generation` (kinds with a spec, as upstream's
-/// strategies do).
-fn tracks_generation(res: &Resource) -> bool {
-    !res.builtin
-        || matches!(
-            res.kind.as_str(),
-            "Deployment" | "ReplicaSet" | "Pod" | "CustomResourceDefinition" | "Service"
-        )
 }
 
 /// The object without metadata and (when it is a subresource) status: what a generation tracks.
@@ -379,7 +366,7 @@ impl Api {
         md.remove("deletionGracePeriodSeconds");
         md.remove("managedFields");
         md.remove("selfLink");
-        if tracks_generation(res) {
+        if res.strategy.tracks_generation() {
             md.insert("generation".into(), json!(1));
         } else {
             md.remove("generation");
@@ -436,41 +423,18 @@ impl Api {
             // defaults; the built-in schemas carry no defaults.
             schema.default(obj);
         }
-        if res.builtin {
-            builtin::default(&res.kind, obj);
-        }
+        let strategy = &res.strategy;
+        strategy.default(obj);
         let mut causes: Vec<Cause> = Vec::new();
         if old.is_none() {
-            builtin::validate_name(&res.kind, &name, &mut causes);
+            strategy.validate_name(&name, &mut causes);
         }
         validate_meta(obj, &mut causes);
         if let Some(schema) = &res.schema {
             causes.extend(schema.validate(obj));
         }
-        if res.group == crate::kruise::GROUP && self.kruise_webhook {
-            causes.extend(crate::kruise::validate(&res.kind, obj, old));
-            if res.kind == "CloneSet" {
-                let pods = crate::registry::storage_key("", "pods");
-                let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-                let pod = |name: &str| {
-                    self.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value.clone())
-                };
-                causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
-            }
-        }
-        if res.group == crate::knative::GROUP && self.kruise_webhook {
-            let cms = crate::registry::storage_key("", "configmaps");
-            let cm = |ns: &str, name: &str| self.store.get(&ObjKey::new(&cms, ns, name));
-            causes.extend(crate::knative::admit(&res.kind, obj, old, |ns, n| {
-                cm(ns, n).map(|s| s.value.clone())
-            }));
-        }
-        if res.builtin {
-            causes.extend(builtin::validate(&res.kind, obj, old));
-            if res.kind == "CustomResourceDefinition" {
-                causes.extend(crd::validate(obj, old));
-            }
-        }
+        causes.extend(strategy.admit(&self.admission(), obj, old));
+        causes.extend(strategy.validate(obj, old));
         if !causes.is_empty() {
             return Err(builtin::invalid(res, &name, causes));
         }
@@ -495,15 +459,7 @@ impl Api {
         if res.namespaced {
             self.check_namespace_open(ns)?;
         }
-        if res.builtin && res.kind == "CustomResourceDefinition" {
-            crd::prepare_create(&mut body);
-        }
-        if res.builtin && res.kind == "Service" {
-            self.allocate_cluster_ip(&mut body);
-        }
-        if res.builtin && res.group.is_empty() {
-            crate::storage::admit_create(&self.store, &res.kind, &mut body);
-        }
+        res.strategy.prepare_create(&self.admission(), &mut body);
         let warnings = self.admit(res, &mut body, None, opts)?;
         crate::managed::on_create(&mut body, opts.manager(), &res.api_version());
         // A generated name that is taken is generated again, up to upstream's limit (KEP-4420,
@@ -546,10 +502,13 @@ impl Api {
                 _ => return Err(taken),
             }
         };
-        if res.builtin && res.kind == "CustomResourceDefinition" {
-            crd::sync_registry(&self.registry, &obj.value);
-        }
+        res.strategy.after_commit(&self.registry, &obj.value);
         Ok(Written { obj, warnings })
+    }
+
+    /// What strategies may read while they admit a write.
+    fn admission(&self) -> Admission<'_> {
+        Admission { store: &self.store, webhooks: self.kruise_webhook }
     }
 
     fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {
@@ -560,37 +519,6 @@ impl Api {
                 "unable to create new content in namespace {ns} because it is being terminated"
             ))),
             Some(_) => Ok(()),
-        }
-    }
-
-    /// Picks a free address in 10.96.0.0/16 for a ClusterIP service without one.
-    fn allocate_cluster_ip(&self, body: &mut Value) {
-        let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return };
-        let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP");
-        if ty == "ExternalName"
-            || spec.get("clusterIP").and_then(Value::as_str).is_some_and(|s| !s.is_empty())
-        {
-            if let Some(ip) = spec.get("clusterIP").cloned() {
-                spec.insert("clusterIPs".into(), json!([ip]));
-            }
-            return;
-        }
-        let st = self.store.read();
-        let used: std::collections::HashSet<String> = st
-            .list("/services", None, None)
-            .filter_map(|(_, s)| {
-                s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
-            })
-            .collect();
-        drop(st);
-        // 10.96.0.1 is the `kubernetes` service upstream; start after it.
-        for n in 2u32..65534 {
-            let ip = format!("10.96.{}.{}", n >> 8, n & 0xff);
-            if !used.contains(&ip) {
-                spec.insert("clusterIP".into(), json!(ip));
-                spec.insert("clusterIPs".into(), json!([ip]));
-                return;
-            }
         }
     }
 
@@ -682,18 +610,9 @@ impl Api {
         let old_v = &old.value;
         if sub == Some("status") {
             // Status writes change only status (upstream ResetObjectMetaForStatus + strategies),
-            // except for the metadata some upstream status strategies keep from the request:
-            // podStatusStrategy resets only spec, deletionTimestamp and ownerReferences (so
-            // labels, annotations and finalizers come from the request; kruise-daemon writes an
-            // annotation through pods/status), deploymentStatusStrategy only spec and labels
-            // (Kinetic keeps annotations and finalizers from the request and ownerReferences
-            // from the stored object).
+            // except for the metadata some upstream status strategies keep from the request.
             let status = new.get("status").cloned();
-            let kept: &[&str] = match (res.builtin, res.kind.as_str()) {
-                (true, "Pod") => &["labels", "annotations", "finalizers"],
-                (true, "Deployment") => &["annotations", "finalizers"],
-                _ => &[],
-            };
+            let kept = res.strategy.status_keeps_metadata();
             let kept_meta: Option<Vec<(&str, Option<Value>)>> = (!kept.is_empty()).then(|| {
                 kept.iter().map(|k| (*k, new.pointer(&format!("/metadata/{k}")).cloned())).collect()
             });
@@ -783,17 +702,11 @@ impl Api {
                 ));
             }
         }
-        if res.builtin && res.kind == "Pod" && sub != Some("status") {
-            let old_node = old_v.pointer("/spec/nodeName").cloned();
-            if let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) {
-                match old_node {
-                    Some(n) => spec.insert("nodeName".into(), n),
-                    None => spec.remove("nodeName"),
-                };
-            }
+        if sub != Some("status") {
+            res.strategy.prepare_update(&mut new, old_v);
         }
         let warnings = self.admit(res, &mut new, Some(old_v), opts)?;
-        if tracks_generation(res)
+        if res.strategy.tracks_generation()
             && sub != Some("status")
             && spec_part(res, &new) != spec_part(res, old_v)
         {
@@ -803,8 +716,8 @@ impl Api {
         // The last finalizer removed from an object being deleted: the object goes away.
         if is_deleting(&new)
             && finalizers(&new).is_empty()
-            && !pod_awaits_node(res, &new)
-            && !namespace_holds(res, &new)
+            && !res.strategy.awaits_termination(&new)
+            && !res.strategy.holds_deletion(&new)
         {
             if opts.dry_run {
                 return Ok(Written { obj: old.clone(), warnings });
@@ -834,9 +747,7 @@ impl Api {
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
         let obj = self.store.write(op).await.map_err(|e| from_store(res, e))?;
-        if res.builtin && res.kind == "CustomResourceDefinition" {
-            crd::sync_registry(&self.registry, &obj.value);
-        }
+        res.strategy.after_commit(&self.registry, &obj.value);
         Ok(Written { obj, warnings })
     }
 
@@ -863,14 +774,7 @@ impl Api {
                 }],
             ));
         }
-        if res.builtin
-            && res.kind == "Namespace"
-            && matches!(name, "default" | "kube-system" | "kube-public")
-        {
-            return Err(ApiError::forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
-        }
+        res.strategy.check_delete(name)?;
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
             if let Some(uid) = &opts.precondition_uid
@@ -907,10 +811,10 @@ impl Api {
                 }
                 _ => {}
             }
-            let grace = self.grace_period(res, &cur.value, opts);
-            let namespace_holds = namespace_holds(res, &new);
+            let grace = res.strategy.grace_period(&cur.value, opts.grace_period_seconds);
+            let holds = res.strategy.holds_deletion(&new);
             let deleting = is_deleting(&cur.value);
-            if fins.is_empty() && grace == 0 && !namespace_holds {
+            if fins.is_empty() && grace == 0 && !holds {
                 if opts.dry_run {
                     return Ok(Deleted::Gone(cur));
                 }
@@ -942,12 +846,7 @@ impl Api {
             } else if deleting && fins == finalizers(&cur.value) {
                 return Ok(Deleted::Pending(cur));
             }
-            if res.builtin
-                && res.kind == "Namespace"
-                && let Some(st) = new.get_mut("status").and_then(Value::as_object_mut)
-            {
-                st.insert("phase".into(), json!("Terminating"));
-            }
+            res.strategy.begin_deletion(&mut new);
             if opts.dry_run {
                 let json =
                     serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -966,26 +865,6 @@ impl Api {
             }
         }
         Err(ApiError::stale(&res.group, &res.plural, name))
-    }
-
-    /// Upstream's grace rules: only pods have one; an unscheduled or finished pod goes at once.
-    fn grace_period(&self, res: &Resource, obj: &Value, opts: &DeleteOptions) -> i64 {
-        if !(res.builtin && res.kind == "Pod") {
-            return 0;
-        }
-        let scheduled =
-            obj.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty());
-        let phase = obj.pointer("/status/phase").and_then(Value::as_str).unwrap_or("");
-        if !scheduled || matches!(phase, "Succeeded" | "Failed") {
-            return 0;
-        }
-        let g = opts
-            .grace_period_seconds
-            .or_else(|| obj.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64))
-            .unwrap_or(30);
-        // Upstream takes any int64; a deadline past year 9999 cannot be written, so cap it
-        // (a century is as good as forever for a grace period).
-        g.clamp(0, MAX_GRACE_SECONDS)
     }
 
     /// `deletecollection`: deletes every matching object, each as a single delete would.
@@ -1009,6 +888,51 @@ impl Api {
             }
         }
         Ok(out)
+    }
+
+    /// The object and its Node, for a subresource its node serves (a pod's `log`, `exec`,
+    /// `attach`, `portforward`; see [`crate::logs`]).
+    ///
+    /// # Errors
+    /// NotFound for a missing object; BadRequest for one not scheduled to a node yet.
+    pub fn node_of(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        sub: &str,
+    ) -> ApiResult<(Arc<Stored>, Option<Value>)> {
+        let obj = self.get(res, ns, name)?;
+        let node = obj.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        if node.is_empty() {
+            return Err(ApiError::bad_request(format!(
+                "pod {name} is not scheduled to a node yet, so it has no {sub}"
+            )));
+        }
+        let key = ObjKey::new(&crate::registry::storage_key("", "nodes"), "", node);
+        let node_obj = self.store.get(&key).map(|o| o.value.clone());
+        Ok((obj, node_obj))
+    }
+
+    /// `PUT namespaces/NAME/finalize`: replaces `spec.finalizers` only (upstream's
+    /// FinalizeREST), which is how a namespace's deletion is let go.
+    ///
+    /// # Errors
+    /// As [`Api::update_with`].
+    pub async fn finalize(
+        &self,
+        res: &Resource,
+        name: &str,
+        body: &Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Written> {
+        let fins = body.pointer("/spec/finalizers").cloned().unwrap_or_else(|| json!([]));
+        self.update_with(res, "", name, None, opts, |cur| {
+            let mut n = cur.clone();
+            n["spec"]["finalizers"] = fins.clone();
+            Ok(n)
+        })
+        .await
     }
 
     /// `POST pods/NAME/binding`: assigns the pod to a node once, as upstream's BindingREST.
@@ -1146,23 +1070,6 @@ impl Api {
             .await?;
         self.scale_of(res, &self.served_value(res, &written.obj))
     }
-}
-
-/// True while a pod with a deletion timestamp still waits for its node agent: only the agent
-/// (or a delete with grace 0) removes it.
-fn pod_awaits_node(res: &Resource, v: &Value) -> bool {
-    res.builtin
-        && res.kind == "Pod"
-        && v.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(0)
-            > 0
-}
-
-/// A namespace goes away only after the namespace controller emptied it and cleared
-/// `spec.finalizers`.
-fn namespace_holds(res: &Resource, v: &Value) -> bool {
-    res.builtin
-        && res.kind == "Namespace"
-        && v.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty())
 }
 
 /// Rejects a body whose apiVersion/kind name a different type than the endpoint.

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::builtin::{obj_mut, set_default};
 use crate::error::{Cause, invalid};
 use crate::store::Store;
+use crate::strategy::{Admission, Strategy};
 
 /// The annotation that marks the default StorageClass (`storageutil.IsDefaultAnnotation`).
 pub const DEFAULT_CLASS_ANNOTATION: &str = "storageclass.kubernetes.io/is-default-class";
@@ -52,6 +53,38 @@ const PV_SOURCES: &[&str] = &[
     "storageos",
     "vsphereVolume",
 ];
+
+/// `core/v1` PersistentVolumeClaims.
+#[derive(Debug)]
+pub struct ClaimStrategy;
+
+/// `core/v1` PersistentVolumes.
+#[derive(Debug)]
+pub struct VolumeStrategy;
+
+/// `storage.k8s.io/v1` StorageClasses.
+#[derive(Debug)]
+pub struct ClassStrategy;
+
+macro_rules! storage_strategy {
+    ($ty:ty, $kind:literal) => {
+        impl Strategy for $ty {
+            fn default(&self, obj: &mut Value) {
+                default($kind, obj);
+            }
+            fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
+                admit_create(adm.store, $kind, obj);
+            }
+            fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+                validate($kind, obj, old)
+            }
+        }
+    };
+}
+
+storage_strategy!(ClaimStrategy, "PersistentVolumeClaim");
+storage_strategy!(VolumeStrategy, "PersistentVolume");
+storage_strategy!(ClassStrategy, "StorageClass");
 
 /// Upstream's defaults for the three kinds.
 pub fn default(kind: &str, obj: &mut Value) {

@@ -1,0 +1,281 @@
+//! One strategy per kind: everything in which one kind's REST semantics differ from another's,
+//! as upstream's registry strategies (`pkg/registry/*/strategy.go`: `PrepareForCreate`,
+//! `PrepareForUpdate`, `Validate`, `ValidateUpdate`, `ResetFieldsFor`, `CheckGracefulDelete`) and
+//! the admission plugins that act on one kind.
+//!
+//! [`crate::rest::Api`] runs the generic rules (metadata, preconditions, finalizers, schemas,
+//! generation, dry run) and asks the [`Resource`]'s strategy at each point where a kind may
+//! differ, so `rest` never compares kind names. The built-in kinds' strategies live in
+//! [`crate::builtin`] and [`crate::storage`]; the strategies of CRD-served kinds are here, and
+//! plug OpenKruise's and Knative's webhook rules ([`crate::kruise`], [`crate::knative`]) into
+//! the kinds of their groups.
+//!
+//! [`Resource`]: crate::registry::Resource
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::error::{ApiResult, Cause};
+use crate::registry::Registry;
+use crate::store::{ObjKey, Store};
+
+/// What a strategy may read while it admits a write: the store, and whether the webhooks of
+/// OpenKruise and Knative are on ([`crate::Config::kruise_webhook`]).
+pub struct Admission<'a> {
+    pub store: &'a Store,
+    pub webhooks: bool,
+}
+
+/// What the server's own controllers ([`crate::gc`]) must do before an object of the kind
+/// that is being deleted may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cleanup {
+    /// Nothing beyond finalizers and dependents.
+    None,
+    /// Empty the namespace, then clear `spec.finalizers` (upstream's namespace controller).
+    NamespaceContents,
+    /// Delete every instance of the defined kind (apiextensions' CRD finalizer).
+    CustomResources,
+}
+
+/// How objects of one kind are created, updated, admitted and deleted. Every method has the
+/// behaviour of a kind without special rules (a ConfigMap) as its default.
+pub trait Strategy: std::fmt::Debug + Send + Sync {
+    /// Whether spec writes bump `metadata.generation` (kinds with a spec, as upstream's
+    /// strategies do; every custom resource).
+    fn tracks_generation(&self) -> bool {
+        false
+    }
+
+    /// Checks `metadata.name` on create (upstream: a DNS-1123 subdomain for most kinds).
+    fn validate_name(&self, name: &str, causes: &mut Vec<Cause>) {
+        if !crate::builtin::is_dns1123_subdomain(name) {
+            causes.push(crate::error::invalid(
+                "metadata.name",
+                name,
+                crate::builtin::DNS1123_SUBDOMAIN_MSG,
+            ));
+        }
+    }
+
+    /// Upstream's defaults, applied on create and update after the schema's.
+    fn default(&self, _obj: &mut Value) {}
+
+    /// Mutating admission on create, after defaults of the request and before validation (a
+    /// Service's cluster IP, a claim's default class, a CRD's finalizer and status).
+    fn prepare_create(&self, _adm: &Admission<'_>, _obj: &mut Value) {}
+
+    /// Resets what a write of the main resource may not change, from the stored object (a
+    /// pod's `spec.nodeName`, which only `binding` sets). Status is handled generically.
+    fn prepare_update(&self, _new: &mut Value, _old: &Value) {}
+
+    /// The metadata fields a `status` write takes from the request instead of the stored
+    /// object (upstream's status strategies that do not reset all of metadata).
+    fn status_keeps_metadata(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// The kind's validation of a defaulted object; `old` is the stored object on update.
+    fn validate(&self, _obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
+        Vec::new()
+    }
+
+    /// Admission that may read other objects and default the object in place, after the
+    /// kind's validation (the webhooks of OpenKruise and Knative).
+    fn admit(&self, _adm: &Admission<'_>, _obj: &mut Value, _old: Option<&Value>) -> Vec<Cause> {
+        Vec::new()
+    }
+
+    /// Subresources beyond `status` and `scale` (which the resource's definition gives).
+    fn subresources(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    /// Refuses the deletion of an object that may never be deleted.
+    ///
+    /// # Errors
+    /// 403 Forbidden for such an object.
+    fn check_delete(&self, _name: &str) -> ApiResult<()> {
+        Ok(())
+    }
+
+    /// The grace period of a deletion (upstream's `CheckGracefulDelete`); 0 deletes at once
+    /// when no finalizer holds the object.
+    fn grace_period(&self, _obj: &Value, _requested: Option<i64>) -> i64 {
+        0
+    }
+
+    /// Marks an object whose deletion starts (a namespace's `Terminating` phase).
+    fn begin_deletion(&self, _obj: &mut Value) {}
+
+    /// Whether a deleting object without finalizers must still stay (a namespace until its
+    /// `spec.finalizers` are cleared).
+    fn holds_deletion(&self, _obj: &Value) -> bool {
+        false
+    }
+
+    /// Whether a deleting object waits for an agent outside the server to finish a graceful
+    /// deletion (a pod on a node: its agent deletes it with grace 0).
+    fn awaits_termination(&self, _obj: &Value) -> bool {
+        false
+    }
+
+    /// What the server's controllers do for a deleting object of this kind.
+    fn cleanup(&self) -> Cleanup {
+        Cleanup::None
+    }
+
+    /// Runs after a create or update of the object was committed.
+    fn after_commit(&self, _registry: &Registry, _obj: &Value) {}
+
+    /// Runs after the object was deleted (seen in the event stream, whichever path deleted it).
+    fn after_delete(&self, _registry: &Registry, _obj: &Value) {}
+}
+
+/// A kind without special rules.
+#[derive(Debug, Default)]
+pub struct Plain;
+
+impl Strategy for Plain {}
+
+/// A kind served from a CustomResourceDefinition (apiextensions' `customResourceStrategy`):
+/// generation tracking; the CRD's schema and defaults are applied generically.
+#[derive(Debug, Default)]
+pub struct Custom;
+
+impl Strategy for Custom {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+}
+
+/// A custom resource of `apps.kruise.io`, validated as OpenKruise's webhook does when the
+/// webhooks are on.
+#[derive(Debug)]
+pub struct Kruise {
+    kind: String,
+    /// CloneSets name pods in `scaleStrategy.podsToDelete`, which the webhook looks up.
+    checks_pods_to_delete: bool,
+}
+
+impl Strategy for Kruise {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+        if !adm.webhooks {
+            return Vec::new();
+        }
+        let obj = &*obj;
+        let mut causes = crate::kruise::validate(&self.kind, obj, old);
+        if self.checks_pods_to_delete {
+            let pods = crate::registry::storage_key("", "pods");
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+            let pod =
+                |name: &str| adm.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value.clone());
+            causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
+        }
+        causes
+    }
+}
+
+/// A custom resource of `serving.knative.dev`, defaulted and validated as Knative's webhooks do
+/// when the webhooks are on.
+#[derive(Debug)]
+pub struct Knative {
+    kind: String,
+}
+
+impl Strategy for Knative {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+        if !adm.webhooks {
+            return Vec::new();
+        }
+        let cms = crate::registry::storage_key("", "configmaps");
+        crate::knative::admit(&self.kind, obj, old, |ns, n| {
+            adm.store.get(&ObjKey::new(&cms, ns, n)).map(|s| s.value.clone())
+        })
+    }
+}
+
+/// The strategy of a kind a CRD defines: the webhook rules of its group, if the server has
+/// them, else the generic custom resource strategy. This is where a group's admission plugs
+/// in; the kind's name is looked at here, once, when the CRD is served.
+pub fn for_custom(group: &str, kind: &str) -> Arc<dyn Strategy> {
+    if group == crate::kruise::GROUP {
+        Arc::new(Kruise { kind: kind.to_owned(), checks_pods_to_delete: kind == "CloneSet" })
+    } else if group == crate::knative::GROUP {
+        Arc::new(Knative { kind: kind.to_owned() })
+    } else {
+        Arc::new(Custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::builtin::{NamespaceStrategy, PodStrategy};
+
+    #[test]
+    fn custom_resources_track_generation_and_plug_their_groups_webhooks() {
+        assert!(for_custom("example.com", "Widget").tracks_generation());
+        assert!(format!("{:?}", for_custom("apps.kruise.io", "CloneSet")).contains("Kruise"));
+        assert!(format!("{:?}", for_custom("serving.knative.dev", "Route")).contains("Knative"));
+        assert!(format!("{:?}", for_custom("example.com", "Widget")).starts_with("Custom"));
+    }
+
+    #[test]
+    fn webhooks_off_admit_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), 10).unwrap();
+        let adm = Admission { store: &store, webhooks: false };
+        let mut bad = json!({"spec": {"replicas": -1}});
+        assert!(for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty());
+        let adm = Admission { store: &store, webhooks: true };
+        assert!(!for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty());
+    }
+
+    #[test]
+    fn plain_kinds_have_no_special_rules() {
+        let p = Plain;
+        assert!(!p.tracks_generation());
+        assert_eq!(p.grace_period(&json!({}), Some(30)), 0);
+        assert!(p.check_delete("default").is_ok());
+        assert!(!p.holds_deletion(&json!({"spec": {"finalizers": ["kubernetes"]}})));
+        assert_eq!(p.cleanup(), Cleanup::None);
+    }
+
+    #[test]
+    fn namespaces_hold_their_deletion_until_finalized() {
+        let ns = NamespaceStrategy;
+        assert!(ns.check_delete("kube-system").is_err_and(|e| e.code == 403));
+        assert!(ns.holds_deletion(&json!({"spec": {"finalizers": ["kubernetes"]}})));
+        assert!(!ns.holds_deletion(&json!({"spec": {"finalizers": []}})));
+        let mut v = json!({"status": {"phase": "Active"}});
+        ns.begin_deletion(&mut v);
+        assert_eq!(v["status"]["phase"], "Terminating");
+        assert_eq!(ns.cleanup(), Cleanup::NamespaceContents);
+    }
+
+    #[test]
+    fn pods_have_upstreams_grace_and_keep_their_node() {
+        let pod = PodStrategy;
+        let running = json!({"spec": {"nodeName": "n", "terminationGracePeriodSeconds": 5},
+                             "status": {"phase": "Running"}});
+        assert_eq!(pod.grace_period(&running, None), 5);
+        assert_eq!(pod.grace_period(&running, Some(0)), 0);
+        assert_eq!(pod.grace_period(&json!({"spec": {}}), Some(30)), 0, "unscheduled");
+        assert_eq!(pod.grace_period(&running, Some(i64::MAX)), 100 * 365 * 24 * 3600);
+        let mut new = json!({"spec": {"nodeName": "other"}});
+        pod.prepare_update(&mut new, &running);
+        assert_eq!(new["spec"]["nodeName"], "n");
+    }
+}
