@@ -20,6 +20,8 @@
 //! embedded), row `conditions` (upstream marks succeeded and failed pods with a `Completed`
 //! row condition; [`table`] emits none), and sorting.
 
+mod hpa;
+
 use std::collections::BTreeSet;
 
 use jiff::{SignedDuration, Timestamp};
@@ -351,6 +353,7 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             Column::string("Endpoints", D_EPS_ENDPOINTS),
             age,
         ],
+        ("autoscaling", "HorizontalPodAutoscaler") => hpa::columns(),
         // CRDs are printed by apiextensions-apiserver's `rest.NewDefaultTableConvertor`.
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             vec![name, Column::new("Created At", "date", D_META_CREATION)]
@@ -516,6 +519,7 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value>
             json!(format_discovery_endpoints(obj)),
             age,
         ],
+        ("autoscaling", "HorizontalPodAutoscaler") => hpa::cells(obj, now),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             // `rest.NewDefaultTableConvertor`: RFC 3339 in UTC, whole seconds.
             let created = time(obj, "/metadata/creationTimestamp")
