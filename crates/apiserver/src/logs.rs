@@ -31,9 +31,18 @@ use crate::http::Body;
 use crate::pki::Pki;
 use crate::rest::{Api, WriteOptions};
 
-/// Query parameters of `pods/log` that the node understands.
-const LOG_PARAMS: &[&str] =
-    &["follow", "previous", "tailLines", "limitBytes", "timestamps", "sinceSeconds"];
+/// Query parameters of `pods/log` that the node understands (kube-apiserver's
+/// `LogLocation` passes the same `PodLogOptions` on).
+const LOG_PARAMS: &[&str] = &[
+    "follow",
+    "previous",
+    "tailLines",
+    "limitBytes",
+    "timestamps",
+    "sinceSeconds",
+    "sinceTime",
+    "stream",
+];
 
 /// Which node call a pod subresource is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

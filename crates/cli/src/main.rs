@@ -472,6 +472,12 @@ fn raise_fd_limit() {
 }
 
 fn main() -> std::process::ExitCode {
+    // `kinetic __shim <spec>`: a container's shim, started by the node agent (hidden: not for
+    // users, and before any runtime or tracing, which the shim sets up its own way).
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_some_and(|a| a == kinetic_node::shim::SUBCOMMAND) {
+        return kinetic_node::shim::main(&args.next().unwrap_or_default());
+    }
     let cli = Cli::parse();
     init_tracing();
     raise_fd_limit();

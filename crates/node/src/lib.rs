@@ -9,7 +9,8 @@
 //!    `loopback` plugins (`cni`), the pod's /etc files and volumes (`volumes`);
 //! 2. pulls images into the shared content store (`kinetic-image`), mounts each container's
 //!    rootfs as overlayfs over the unpacked layers (`mount`), writes an OCI `config.json`
-//!    (`oci`, `env`) and starts it with `runc run -d` (`runc`);
+//!    (`oci`, `env`) and starts it under its shim (`shim`: a process per container that runs
+//!    `runc run -d`, owns its stdio and log and outlives the agent);
 //! 3. runs probes and lifecycle hooks (`probe`), restarts containers per `restartPolicy` with
 //!    kubelet's back-off, updates a container in place when its image changes, and stops
 //!    containers gracefully on deletion before removing the Pod object;
@@ -56,6 +57,7 @@ mod provision;
 mod refs;
 mod runc;
 mod server;
+pub mod shim;
 mod spdy;
 mod state;
 mod stats;
@@ -155,6 +157,9 @@ pub struct Config {
     pub image_gc_policy: kinetic_image::GcPolicy,
     /// How often the image GC looks at the disk (besides after each preheat pull).
     pub image_gc_period: Duration,
+    /// The executable run as each container's shim (`shim`), as `<shim> __shim <spec>`: by
+    /// default this process's own binary (`kinetic`, which has the hidden subcommand).
+    pub shim: PathBuf,
 }
 
 impl Config {
@@ -177,6 +182,7 @@ impl Config {
             image_pull_workers: 2,
             image_gc_policy: kinetic_image::GcPolicy::default(),
             image_gc_period: Duration::from_secs(300),
+            shim: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kinetic")),
         }
     }
 }

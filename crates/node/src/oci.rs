@@ -202,10 +202,16 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
         resources["cpu"]["period"] = json!(100_000);
     }
 
-    let mut config = json!({
+    // A `tty: true` container gets a terminal (its shim holds the primary side) and, as
+    // containerd's `WithTTY` gives it, `TERM=xterm`.
+    let tty = i.container.tty == Some(true);
+    if tty && !env.iter().any(|e| e.starts_with("TERM=")) {
+        env.push("TERM=xterm".into());
+    }
+    let config = json!({
         "ociVersion": "1.0.2",
         "process": {
-            "terminal": false,
+            "terminal": tty,
             "user": {"uid": uid, "gid": gid, "additionalGids": groups},
             "args": args,
             "env": env,
@@ -239,10 +245,6 @@ pub fn config(i: &Inputs<'_>) -> Result<Value, ConfigError> {
             ],
         },
     });
-    if i.container.stdin == Some(true) {
-        // `runc` gives such a container a FIFO as stdin, which `kubectl attach -i` writes.
-        config["annotations"] = json!({crate::runc::STDIN_ANNOTATION: "true"});
-    }
     Ok(config)
 }
 

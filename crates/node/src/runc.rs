@@ -1,11 +1,7 @@
-//! The container runtime: `runc` run detached, with the container's stdout and stderr appended
-//! to its log file, and exits observed through a pidfd.
-//!
-//! There is no shim process: the agent makes itself a child subreaper, so once `runc run -d`
-//! returns, the container's init process is re-parented to the agent, which reaps it and reads
-//! its exit status. A container adopted from an earlier agent (after a restart) is not our
-//! child: its exit is still seen through the pidfd, but its exit code is lost, and the status
-//! says so (kubelet reports the same situation as `ContainerStatusUnknown`).
+//! The container runtime's commands: `runc kill`, `delete`, `exec` and `list`, and exits observed
+//! through a pidfd. Containers are created and started by their shim (`shim`), which runs
+//! `runc run -d` and becomes the parent of the container's init process; the agent waits for
+//! the shim and reads the exit code it recorded, so the code survives an agent restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,9 +10,6 @@ use std::time::Duration;
 use rustix::process::{Pid, WaitOptions};
 
 use crate::{Error, Result};
-
-/// The `config.json` annotation of a container whose spec has `stdin: true`.
-pub const STDIN_ANNOTATION: &str = "dev.kinetic.stdin";
 
 /// How a container's process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,47 +38,14 @@ impl Runc {
         c
     }
 
-    /// Creates and starts container `id` from the bundle, detached, its output appended to
-    /// `log`. Returns the pid of the container's init process.
-    ///
-    /// # Errors
-    /// runc fails (its stderr is in the error), or the log file cannot be opened.
-    pub async fn run(&self, id: &str, bundle: &Path, log: &Path) -> Result<i32> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(|e| Error::io(log, e))?;
-        let err = out.try_clone().map_err(|e| Error::io(log, e))?;
-        let pid_file = bundle.join("pid");
-        // A stale container with this id (a crash between create and record) is removed first.
-        let _ = self.delete(id).await;
-        let mut cmd = self.command();
-        if let Some(fifo) = stdin_fifo(bundle, log)? {
-            cmd.stdin(fifo);
-        }
-        cmd.arg("run")
-            .arg("-d")
-            .arg("--pid-file")
-            .arg(&pid_file)
-            .arg("-b")
-            .arg(bundle)
-            .arg(id)
-            .stdout(Stdio::from(out))
-            .stderr(Stdio::from(err));
-        let status = cmd.status().await.map_err(|e| Error::io(&self.bin, e))?;
-        if !status.success() {
-            // runc reports its own failures on stderr, which went to the log: read them back
-            // for the error (the last lines are runc's).
-            let tail = tail_of(log, 2048);
-            return Err(Error::Runc { op: "run", id: id.to_owned(), message: tail });
-        }
-        let pid = std::fs::read_to_string(&pid_file).map_err(|e| Error::io(&pid_file, e))?;
-        pid.trim().parse().map_err(|_| Error::Runc {
-            op: "run",
-            id: id.to_owned(),
-            message: format!("unreadable pid file {}", pid_file.display()),
-        })
+    /// The runc binary.
+    pub fn bin(&self) -> &Path {
+        &self.bin
+    }
+
+    /// runc's state root.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// Sends `signal` (for example "TERM", "KILL") to the container's init process.
@@ -177,39 +137,6 @@ impl Runc {
     }
 }
 
-/// For a container that reads stdin (`stdin: true`, as the bundle's annotation says): a FIFO
-/// beside its log (`N.stdin`), opened for reading and writing so it never reports end of file
-/// and opening it never blocks; the kubelet API's attach writes to it. Kubelet's `stdinOnce`
-/// (stdin ends with the first attach session) is not done: stdin stays open.
-///
-/// # Errors
-/// The FIFO cannot be made or opened.
-fn stdin_fifo(bundle: &Path, log: &Path) -> Result<Option<Stdio>> {
-    let config: serde_json::Value = std::fs::read(bundle.join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
-    if config.pointer("/annotations").and_then(|a| a.get(STDIN_ANNOTATION)).is_none() {
-        return Ok(None);
-    }
-    let fifo = log.with_extension("stdin");
-    let _ = std::fs::remove_file(&fifo);
-    rustix::fs::mknodat(
-        rustix::fs::CWD,
-        &fifo,
-        rustix::fs::FileType::Fifo,
-        rustix::fs::Mode::from_raw_mode(0o600),
-        0,
-    )
-    .map_err(|e| Error::io(&fifo, e.into()))?;
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&fifo)
-        .map_err(|e| Error::io(&fifo, e))?;
-    Ok(Some(Stdio::from(f)))
-}
-
 fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).trim().to_owned()
 }
@@ -217,16 +144,6 @@ fn lossy(b: &[u8]) -> String {
 fn is_gone(stderr: &[u8]) -> bool {
     let s = String::from_utf8_lossy(stderr);
     s.contains("does not exist") || s.contains("not exist") || s.contains("container not running")
-}
-
-fn tail_of(path: &Path, n: u64) -> String {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let Ok(mut f) = std::fs::File::open(path) else { return String::new() };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(n)));
-    let mut s = String::new();
-    let _ = f.read_to_string(&mut s);
-    s.trim().to_owned()
 }
 
 /// Makes this process the subreaper of its descendants, so container processes are re-parented

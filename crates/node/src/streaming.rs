@@ -10,11 +10,11 @@
 //! runc with SIGWINCH, which resizes the container's terminal to match. The exit code reaches
 //! kubectl as kubelet reports it: a `NonZeroExitCode` Status with an `ExitCode` cause.
 //!
-//! Attach relays what the container writes from then on (its log file) and, for a container
-//! with `stdin: true`, writes stdin to the FIFO the container reads (`runc`). Not done: SPDY
-//! (kubectl 1.30+ speaks WebSocket first and falls back to SPDY only when the upgrade fails;
-//! kube-apiserver ≥ 1.30 translates WebSocket exec to SPDY towards kubelets, so a real
-//! cluster's exec needs SPDY here — see the report of issue 10), attach to TTY containers.
+//! Attach connects to the container's shim (`shim`, its `attach.sock`): the output from then on
+//! (a TTY container's terminal as stdout), stdin for a `stdin: true` container (closed for the
+//! container after the first attach with `stdinOnce`, as kubelet's runtimes do) and resizes of
+//! a `tty: true` container's terminal. Both travel over WebSocket and over SPDY (which
+//! kube-apiserver speaks to kubelets, translating kubectl's WebSocket).
 //! Port-forward: `portforward`.
 
 use std::io;
@@ -335,15 +335,14 @@ pub(crate) async fn handle(
     // The runc container id of the running attempt (`worker::container_id`).
     let id = format!("{}-{container}-{attempt}", entry.uid);
     let runc = srv.runc.clone();
-    let index = srv.index.clone();
-    let log = entry.dir.join(container).join(format!("{attempt}.log"));
-    let key = (ns.to_owned(), pod.to_owned(), container.to_owned(), attempt);
+    let bundle = entry.bundle(container, attempt);
+    let key = (ns.to_owned(), pod.to_owned(), container.to_owned());
     let response = resp.response();
     tokio::spawn(async move {
         let Ok(io) = upgrade.await else { return };
         let run = |events, out: mpsc::Sender<(u8, Vec<u8>)>| async move {
             if attach {
-                run_attach(&index, key, &log, &opts, events, &out).await
+                run_attach(key, &bundle, &opts, events, &out).await
             } else {
                 run_exec(&runc, &id, &argv, &opts, events, &out).await
             }
@@ -693,88 +692,84 @@ async fn run_exec(
     exit_status(code, argv)
 }
 
-/// Relays the container's output from now on and its stdin, until it stops or the client
-/// leaves.
+/// Relays the container's output from now on, its stdin and terminal resizes, through the
+/// container's shim (`shim`'s attach socket), until the container ends or the client leaves.
 async fn run_attach(
-    index: &crate::logs::LogIndex,
-    (ns, pod, container, attempt): (String, String, String, u32),
-    log: &std::path::Path,
+    (ns, pod, container): (String, String, String),
+    bundle: &std::path::Path,
     opts: &Opts,
     mut events: mpsc::Receiver<In>,
     out: &mpsc::Sender<(u8, Vec<u8>)>,
 ) -> Value {
-    let fifo = log.with_extension("stdin");
-    let mut stdin = None;
-    if opts.stdin {
-        match open_fifo(&fifo) {
-            Ok(f) => stdin = Some(tokio::fs::File::from_std(f)),
-            Err(_) => {
-                return failure(&format!(
-                    "container {container} in pod {ns}/{pod} does not read stdin (set stdin: true in its spec)"
-                ));
-            }
+    use crate::shim::{read_msg, wire, write_msg};
+    let conn = match crate::shim::connect(bundle).await {
+        Ok(c) => c,
+        Err(e) => {
+            return failure(&format!(
+                "container {container} in pod {ns}/{pod} cannot be attached to: {e}"
+            ));
         }
-    }
-    let mut offset = tokio::fs::metadata(log).await.map(|m| m.len()).unwrap_or(0);
-    let running = || {
-        index
-            .get(&ns, &pod)
-            .and_then(|e| e.containers.get(&container).copied())
-            .is_some_and(|(a, r)| a == attempt && r)
     };
-    let mut tick = tokio::time::interval(Duration::from_millis(100));
-    loop {
-        tokio::select! {
-            ev = events.recv() => match ev {
-                Some(In::Stdin(b)) => {
-                    if let Some(f) = stdin.as_mut()
-                        && f.write_all(&b).await.is_err()
-                    {
-                        stdin = None;
-                    }
-                }
-                Some(In::CloseStdin) => stdin = None,
-                Some(In::Resize(..)) => {}
-                Some(In::Gone) | None => return json!({"metadata": {}, "status": "Success"}),
-            },
-            _ = tick.tick() => {
-                let alive = running();
-                if opts.stdout || opts.stderr {
-                    match read_from(log, offset).await {
-                        Ok(b) if !b.is_empty() => {
-                            offset += b.len() as u64;
-                            let _ = out.send((STDOUT, b)).await;
-                        }
-                        _ => {}
-                    }
-                }
-                if !alive {
-                    return json!({"metadata": {}, "status": "Success"});
-                }
+    let (mut r, mut w) = conn.into_split();
+    let hello = match tokio::time::timeout(Duration::from_secs(5), read_msg(&mut r)).await {
+        Ok(Ok(Some((wire::HELLO, d)))) => serde_json::from_slice::<Value>(&d).unwrap_or_default(),
+        _ => return failure(&format!("the shim of container {container} did not answer")),
+    };
+    let has_stdin = hello.get("stdin").and_then(Value::as_bool).unwrap_or(false);
+    if opts.stdin && !has_stdin {
+        return failure(&format!(
+            "container {container} in pod {ns}/{pod} does not read stdin (set stdin: true in its spec)"
+        ));
+    }
+    let mine = json!({"stdin": opts.stdin}).to_string();
+    if write_msg(&mut w, wire::HELLO, mine.as_bytes()).await.is_err() {
+        return failure(&format!("the shim of container {container} went away"));
+    }
+    // The shim's messages, read apart (a read is not cancel-safe inside `select!`).
+    let (shim_tx, mut shim_rx) = mpsc::channel::<(u8, Vec<u8>)>(64);
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(m)) = read_msg(&mut r).await {
+            if shim_tx.send(m).await.is_err() {
+                return;
             }
         }
-    }
-}
-
-/// Opens the container's stdin FIFO for writing without waiting for a reader (there is none
-/// once the container is gone), then makes writes blocking again.
-fn open_fifo(path: &std::path::Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let f = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-        .open(path)?;
-    rustix::fs::fcntl_setfl(&f, rustix::fs::OFlags::empty())?;
-    Ok(f)
-}
-
-async fn read_from(path: &std::path::Path, offset: u64) -> io::Result<Vec<u8>> {
-    use tokio::io::AsyncSeekExt as _;
-    let mut f = tokio::fs::File::open(path).await?;
-    f.seek(io::SeekFrom::Start(offset)).await?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).await?;
-    Ok(buf)
+    });
+    let success = json!({"metadata": {}, "status": "Success"});
+    let status = loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let sent = match ev {
+                    Some(In::Stdin(b)) if opts.stdin => write_msg(&mut w, wire::STDIN, &b).await,
+                    Some(In::Stdin(_)) => Ok(()),
+                    Some(In::CloseStdin) => write_msg(&mut w, wire::CLOSE_STDIN, &[]).await,
+                    Some(In::Resize(width, height)) => {
+                        let mut b = width.to_be_bytes().to_vec();
+                        b.extend_from_slice(&height.to_be_bytes());
+                        write_msg(&mut w, wire::RESIZE, &b).await
+                    }
+                    Some(In::Gone) | None => break success,
+                };
+                if sent.is_err() {
+                    break success;
+                }
+            }
+            m = shim_rx.recv() => match m {
+                // A terminal has one stream; so has a client with a TTY.
+                Some((wire::STDOUT, d)) if opts.stdout => {
+                    let _ = out.send((STDOUT, d)).await;
+                }
+                Some((wire::STDERR, d)) if opts.stderr || opts.tty => {
+                    let ch = if opts.tty { STDOUT } else { STDERR };
+                    let _ = out.send((ch, d)).await;
+                }
+                Some(_) => {}
+                // The container ended (its shim closes every attach).
+                None => break success,
+            },
+        }
+    };
+    reader.abort();
+    status
 }
 
 /// `/portForward/{ns}/{pod}`.

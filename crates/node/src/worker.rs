@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 
 use crate::events::Subject;
 use crate::probe::{self, Handler, Target};
-use crate::runc::{Exit, alive, wait_exit};
+use crate::runc::{Exit, alive};
 use crate::state::{CState, Container, PodRecord, Terminated};
 use crate::volumes::Prepared;
 use crate::{Ctx, status};
@@ -316,9 +316,11 @@ impl Worker {
             let Some(pid) = c.running_pid() else { continue };
             let id = container_id(&self.rec.uid, &name, c.attempt);
             let cdir = self.dir.join("containers").join(&name).join(c.attempt.to_string());
-            if alive(pid) {
+            // A container that ended while no agent ran is adopted too when its shim recorded
+            // the exit: the exit is then seen at once, with its code.
+            if alive(pid) || crate::shim::known(&cdir, &id) {
                 tracing::info!(pod = %self.key(), container = %name, pid, "adopted running container");
-                let exit = self.watch_exit(&name, c.attempt, pid);
+                let exit = self.watch_exit(&name, c.attempt, &cdir, &id, pid);
                 let probes =
                     self.spec_of(&name).and_then(|spec| self.start_probes(&spec, c.attempt, &id));
                 self.running.insert(
@@ -350,12 +352,20 @@ impl Worker {
         }
     }
 
-    fn watch_exit(&self, name: &str, attempt: u32, pid: i32) -> watch::Receiver<Option<Exit>> {
+    fn watch_exit(
+        &self,
+        name: &str,
+        attempt: u32,
+        dir: &std::path::Path,
+        id: &str,
+        pid: i32,
+    ) -> watch::Receiver<Option<Exit>> {
         let (tx, rx) = watch::channel(None);
         let itx = self.itx.clone();
         let name = name.to_owned();
+        let (dir, id) = (dir.to_path_buf(), id.to_owned());
         tokio::spawn(async move {
-            let e = wait_exit(pid).await;
+            let e = crate::shim::wait_exit(&dir, &id, pid).await;
             let _ = tx.send(Some(e));
             let _ = itx.send(Internal::Exited { name, attempt });
         });
@@ -771,7 +781,17 @@ impl Worker {
             "Created",
             format!("Created container {name} in {}", fmt_dur(created_ms)),
         );
-        let pid = match self.ctx.runc.run(&id, &cdir, &log).await {
+        let shim = crate::shim::Spec {
+            runc: self.ctx.runc.bin().to_path_buf(),
+            root: self.ctx.runc.root().to_path_buf(),
+            id: id.clone(),
+            bundle: cdir.clone(),
+            log,
+            stdin: spec.stdin == Some(true),
+            stdin_once: spec.stdin_once == Some(true),
+            tty: spec.tty == Some(true),
+        };
+        let pid = match crate::shim::start(&self.ctx.runc, &self.ctx.cfg.shim, &shim).await {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = self.ctx.runc.delete(&id).await;
@@ -792,7 +812,7 @@ impl Worker {
             format!("Started container {name} in {}", fmt_dur(created_at.elapsed())),
         );
         // 4. Record it, watch its exit, start its probes.
-        let exit = self.watch_exit(&name, attempt, pid);
+        let exit = self.watch_exit(&name, attempt, &cdir, &id, pid);
         let probes = self.start_probes(spec, attempt, &id);
         let has_startup = spec.startup_probe.is_some();
         let has_readiness = spec.readiness_probe.is_some();

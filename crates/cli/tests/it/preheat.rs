@@ -118,6 +118,8 @@ impl Cluster {
         cfg.pod_cidr.clone_from(&slot.cidr);
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.auth_token = Some(self.server.server().token().to_owned());
+        // The agent runs in this test process: its containers' shim is `kinetic __shim`.
+        cfg.shim = env!("CARGO_BIN_EXE_kinetic").into();
         let agent = kinetic_node::Agent::start(self.client.clone(), cfg.clone()).await.unwrap();
         self.agents.push(Agent { agent: Some(agent), cfg, _slot: slot });
     }

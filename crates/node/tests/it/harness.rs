@@ -51,6 +51,8 @@ impl Cluster {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.crash_backoff = Duration::from_secs(1);
         cfg.auth_token = Some(server.server().token().to_owned());
+        // The agent runs in this test process: its containers' shim is the crate's own binary.
+        cfg.shim = env!("CARGO_BIN_EXE_kinetic-shim").into();
         tune(&mut cfg);
         let agent = Agent::start(client.clone(), cfg.clone()).await.unwrap();
         Cluster { server, registry, client, agent: Some(agent), cfg, _dir: dir, _slot: slot }

@@ -436,3 +436,277 @@ async fn kubectl_attach_feeds_stdin_and_relays_output() {
         c.wait_gone(p, 20).await;
     }
 }
+
+/// `tick N` lines of `kubectl logs` output (with `--timestamps`: `(time, N)`).
+fn ticks(out: &str) -> Vec<(Option<jiff::Timestamp>, u32)> {
+    out.lines()
+        .filter_map(|l| {
+            let (ts, rest) = match l.split_once(' ') {
+                Some((t, r)) if t.ends_with('Z') => (Some(t.parse().expect("RFC 3339 time")), r),
+                _ => (None, l),
+            };
+            Some((ts, rest.strip_prefix("tick ")?.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_logs_timestamps_and_since_and_follow_across_an_agent_restart() {
+    let mut c = Cluster::start().await;
+    running_pod(
+        &c,
+        "ticker",
+        json!({"command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done"]}),
+    )
+    .await;
+    // Timestamps: kubelet's fixed-width RFC3339Nano, one per line, increasing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let stamped = loop {
+        let out = c.server.kubectl_ok(&["logs", "--timestamps", "ticker"]).await.unwrap();
+        let t = ticks(&out);
+        if t.len() >= 15 {
+            assert!(
+                out.lines().all(|l| l.len() > 31 && l.as_bytes()[29] == b'Z' && &l[30..31] == " "),
+                "{out}"
+            );
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no 15 ticks in 30 s: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let times: Vec<jiff::Timestamp> = stamped.iter().map(|(t, _)| t.unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{stamped:?}");
+    assert!(stamped.iter().map(|(_, n)| *n).eq(1..=stamped.len() as u32), "{stamped:?}");
+    // Without --timestamps the CRI prefix is gone: the container's own lines.
+    let plain = c.server.kubectl_ok(&["logs", "--tail=2", "ticker"]).await.unwrap();
+    assert!(plain.lines().all(|l| l.starts_with("tick ")), "{plain}");
+    assert_eq!(plain.lines().count(), 2, "{plain}");
+    // --since-time: nothing older than that time. The API carries it in whole seconds
+    // (`metav1.Time`), so the test picks the first whole second after the first line.
+    let boundary = jiff::Timestamp::from_second(times[0].as_second() + 1).unwrap();
+    let expect = stamped.iter().find(|(t, _)| t.unwrap() >= boundary).map(|(_, n)| *n);
+    let since = c.server.kubectl_ok(&["logs", &format!("--since-time={boundary}"), "ticker"]).await;
+    let since = ticks(&since.unwrap());
+    assert!(expect.is_some_and(|n| n > 1), "{stamped:?}");
+    assert_eq!(since.first().map(|(_, n)| *n), expect, "{since:?}");
+    // --since=1s: the last second only (kubectl sends sinceSeconds).
+    let recent = c.server.kubectl_ok(&["logs", "--since=1s", "--timestamps", "ticker"]).await;
+    let recent = ticks(&recent.unwrap());
+    let floor = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(3);
+    assert!(!recent.is_empty() && recent.len() < stamped.len(), "{recent:?}");
+    assert!(recent.iter().all(|(t, _)| t.unwrap() > floor), "{recent:?}");
+
+    // The agent restarts; the shim keeps logging meanwhile and `logs -f` of the new agent
+    // streams on.
+    c.stop_agent().await;
+    let before = ticks(&c.server.kubectl_ok(&["logs", "ticker"]).await.unwrap_or_default());
+    let last_before = before.last().map_or(0, |(_, n)| *n);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.start_agent().await;
+    let mut child = kubectl_cmd(&c, &["logs", "-f", "ticker"]).spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("a line within 30 s")
+            .unwrap()
+            .expect("kubectl logs -f ended");
+        let n: u32 = line.strip_prefix("tick ").and_then(|n| n.parse().ok()).expect("a tick");
+        seen.push(n);
+        if n > last_before + 10 {
+            break;
+        }
+    }
+    let _ = child.kill().await;
+    // Every line is there, including those written while no agent ran.
+    assert_eq!(seen, (1..=*seen.last().unwrap()).collect::<Vec<_>>());
+    c.pods().delete("ticker", &Default::default()).await.unwrap();
+    c.wait_gone("ticker", 20).await;
+}
+
+/// kubectl on a terminal of our own (a pseudo-terminal the test holds), so `-t` works and the
+/// terminal can be resized while kubectl runs.
+struct TtySession {
+    primary: std::os::fd::OwnedFd,
+    input: tokio::fs::File,
+    output: Arc<std::sync::Mutex<String>>,
+    child: tokio::process::Child,
+}
+
+impl TtySession {
+    fn start(c: &Cluster, args: &[&str], cols: u16, rows: u16) -> TtySession {
+        use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+        let primary = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
+        grantpt(&primary).unwrap();
+        unlockpt(&primary).unwrap();
+        let name = ptsname(&primary, Vec::new()).unwrap();
+        let replica = rustix::fs::open(
+            name.as_c_str(),
+            rustix::fs::OFlags::RDWR | rustix::fs::OFlags::NOCTTY,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap();
+        let ws =
+            rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        rustix::termios::tcsetwinsize(&primary, ws).unwrap();
+        let mut cmd = kubectl_cmd(c, args);
+        cmd.stdin(Stdio::from(replica.try_clone().unwrap()))
+            .stdout(Stdio::from(replica.try_clone().unwrap()))
+            .stderr(Stdio::from(replica));
+        let child = cmd.spawn().unwrap();
+        let output = Arc::new(std::sync::Mutex::new(String::new()));
+        let mut rd = tokio::fs::File::from_std(std::fs::File::from(primary.try_clone().unwrap()));
+        let out = output.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n) = rd.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                out.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let input = tokio::fs::File::from_std(std::fs::File::from(primary.try_clone().unwrap()));
+        TtySession { primary, input, output, child }
+    }
+
+    async fn type_line(&mut self, line: &str) {
+        self.input.write_all(format!("{line}\r").as_bytes()).await.unwrap();
+        self.input.flush().await.unwrap();
+    }
+
+    /// Types `line` every second until the output holds `want` after what was there before.
+    async fn until(&mut self, line: &str, want: &str) {
+        let from = self.output.lock().unwrap().len();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            self.type_line(line).await;
+            for _ in 0..10 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                if self.output.lock().unwrap()[from..].contains(want) {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {want:?} within 30 s: {:?}",
+                self.output.lock().unwrap()
+            );
+        }
+    }
+
+    /// Resizes the terminal and tells kubectl, as the terminal would (SIGWINCH).
+    fn resize(&self, cols: u16, rows: u16) {
+        let ws =
+            rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
+        rustix::termios::tcsetwinsize(&self.primary, ws).unwrap();
+        let pid = rustix::process::Pid::from_raw(self.child.id().unwrap() as i32).unwrap();
+        rustix::process::kill_process(pid, rustix::process::Signal::WINCH).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attach_to_a_tty_container_echoes_input_and_follows_resizes() {
+    let c = Cluster::start().await;
+    running_pod(
+        &c,
+        "term",
+        json!({"stdin": true, "tty": true,
+            "command": ["sh", "-c", "while read l; do echo \"got $l\"; stty size; done"]}),
+    )
+    .await;
+    for websockets in ["true", "false"] {
+        let mut s = TtySession::start(&c, &["attach", "-it", "term"], 91, 27);
+        // The container's terminal echoes what is typed; its program answers.
+        s.until(&format!("hello-{websockets}"), &format!("got hello-{websockets}")).await;
+        s.until("size", "27 91").await;
+        s.resize(120, 33);
+        s.until("again", "33 120").await;
+        let _ = s.child.kill().await;
+    }
+    // exec -it follows a resize in the middle of the session too.
+    let mut s = TtySession::start(
+        &c,
+        &["exec", "-it", "term", "--", "sh", "-c", "while read l; do stty size; done"],
+        80,
+        24,
+    );
+    s.until("x", "24 80").await;
+    s.resize(101, 31);
+    s.until("y", "31 101").await;
+    let _ = s.child.kill().await;
+    c.pods().delete("term", &Default::default()).await.unwrap();
+    c.wait_gone("term", 20).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attach_without_a_tty_streams_output_and_stdin_once_ends_stdin() {
+    let c = Cluster::start().await;
+    running_pod(
+        &c,
+        "ticker",
+        json!({"command": ["sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; echo err $i >&2; sleep 0.2; done"]}),
+    )
+    .await;
+    for websockets in ["true", "false"] {
+        let mut cmd = kubectl_cmd(&c, &["attach", "ticker"]);
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", websockets);
+        let mut child = cmd.spawn().unwrap();
+        let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut err = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+        for _ in 0..3 {
+            let l = tokio::time::timeout(Duration::from_secs(20), out.next_line()).await;
+            let l = l.expect("output within 20 s").unwrap().expect("attach ended");
+            assert!(l.starts_with("tick "), "{l}");
+        }
+        // stderr arrives on its own stream.
+        loop {
+            let l = tokio::time::timeout(Duration::from_secs(20), err.next_line()).await;
+            let l = l.expect("stderr within 20 s").unwrap().expect("attach ended");
+            if l.starts_with("err ") {
+                break;
+            }
+        }
+        let _ = child.kill().await;
+    }
+    // stdinOnce: the container's stdin ends with the first attach's.
+    running_pod(
+        &c,
+        "once",
+        json!({"stdin": true, "stdinOnce": true,
+            "command": ["sh", "-c", "while read l; do echo \"got $l\"; done; echo eof; sleep 600"]}),
+    )
+    .await;
+    let mut cmd = kubectl_cmd(&c, &["attach", "-i", "once"]);
+    cmd.stdin(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    'echo: loop {
+        assert!(Instant::now() < deadline, "no echo through attach");
+        stdin.write_all(b"one\n").await.unwrap();
+        while let Ok(Ok(Some(l))) =
+            tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await
+        {
+            if l == "got one" {
+                break 'echo;
+            }
+        }
+    }
+    drop(stdin);
+    loop {
+        let l = tokio::time::timeout(Duration::from_secs(20), lines.next_line()).await;
+        let l = l.expect("eof within 20 s").unwrap();
+        if l.as_deref() == Some("eof") {
+            break;
+        }
+        assert!(l.is_some(), "attach ended before the container saw the end of stdin");
+    }
+    let _ = child.kill().await;
+    for p in ["ticker", "once"] {
+        c.pods().delete(p, &Default::default()).await.unwrap();
+        c.wait_gone(p, 20).await;
+    }
+}

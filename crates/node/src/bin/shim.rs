@@ -1,0 +1,15 @@
+//! `kinetic-shim __shim <spec>`: the container shim (`kinetic_node::shim`), what `kinetic
+//! __shim` runs, as a binary of its own for the node crate's tests.
+
+fn main() -> std::process::ExitCode {
+    let mut args = std::env::args_os().skip(1);
+    match (args.next(), args.next()) {
+        (Some(sub), Some(spec)) if sub == kinetic_node::shim::SUBCOMMAND => {
+            kinetic_node::shim::main(&spec)
+        }
+        _ => {
+            eprintln!("usage: kinetic-shim {} <spec>", kinetic_node::shim::SUBCOMMAND);
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,690 @@
+//! The container shim: one small process per container that owns the container's stdio, as
+//! conmon does for CRI-O and `containerd-shim` for containerd.
+//!
+//! Why a process and not the agent: whoever holds the read ends of a container's stdout and
+//! stderr, and the primary side of its terminal, must outlive the agent. Were they the agent's,
+//! an agent restart would close them: the container's next write would die of `SIGPIPE`, a
+//! terminal would hang up, and output written while no agent runs would be lost. So the agent
+//! re-executes its own binary (`kinetic __shim <spec>`, a hidden subcommand; the node crate's
+//! tests run the `kinetic-shim` binary, the same code) once per container start. The shim:
+//!
+//! 1. starts a new session (no terminal's signals reach it) and becomes the child subreaper,
+//!    so the container's init process, orphaned when `runc run -d` returns, becomes *its*
+//!    child: it reaps it and knows the exit code even when the agent restarted meanwhile;
+//! 2. runs `runc run -d` with pipes as the container's stdout, stderr and (for `stdin: true`)
+//!    stdin, or with `--console-socket` for a `tty: true` container, receiving the terminal's
+//!    primary side from runc (`SCM_RIGHTS`);
+//! 3. reports `{"pid": …}` or `{"error": …}` on its stdout, which the agent reads to the end,
+//!    then points its stdout at `/dev/null`;
+//! 4. writes every chunk of output to the container's log file in the CRI log format kubelet
+//!    reads (`2026-12-06T22:00:00.123456789Z stdout F text`; `P` for a chunk that ends
+//!    mid-line, as conmon writes it, so `logs -f` shows a prompt without waiting for its
+//!    newline), one timestamp per chunk, taken when it is read;
+//! 5. serves `attach.sock` in the bundle: each connection receives the output from then on and
+//!    may write stdin, close it (`stdinOnce`) and resize the terminal;
+//! 6. when the container's init exits, drains the output, writes the exit code to `exit`
+//!    (write and rename) and exits itself.
+//!
+//! Files in the bundle directory: `shim.pid`, `pid` (runc's), `exit`, `attach.sock`,
+//! `console.sock` (gone once runc handed the terminal over). Unix socket paths are limited to
+//! 108 bytes and bundle paths can be longer, so sockets are bound and reached through
+//! `/proc/<pid>/fd/<directory fd>/<name>`.
+//!
+//! A crash of the agent between starting a shim and recording the container leaves a shim and
+//! container the next agent does not know: its start of the same attempt removes that
+//! container, waits for its shim to go and clears the bundle's files ([`start`]). Not done:
+//! log rotation (kubelet's `containerLogMaxSize`); a log grows until the container attempt's
+//! directory goes with the pod. `stdinOnce` for a TTY container (upstream closes the
+//! terminal's input; here it stays open).
+
+use std::ffi::OsStr;
+use std::io::{self, Write as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::runc::{Exit, Runc, alive};
+use crate::{Error, Result};
+
+/// The hidden subcommand of the `kinetic` binary that runs a shim.
+pub const SUBCOMMAND: &str = "__shim";
+
+const SHIM_PID: &str = "shim.pid";
+const PID: &str = "pid";
+const EXIT: &str = "exit";
+const ATTACH: &str = "attach.sock";
+const CONSOLE: &str = "console.sock";
+
+/// What one shim runs, passed as JSON in its argument.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
+    pub runc: PathBuf,
+    pub root: PathBuf,
+    pub id: String,
+    pub bundle: PathBuf,
+    pub log: PathBuf,
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default)]
+    pub stdin_once: bool,
+    #[serde(default)]
+    pub tty: bool,
+}
+
+/// Message kinds on the attach socket: `[kind][u32 length, big endian][payload]`.
+pub(crate) mod wire {
+    /// Client → shim: bytes for the container's stdin.
+    pub const STDIN: u8 = 0;
+    /// Shim → client: output.
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    /// Client → shim: the client's stdin ended.
+    pub const CLOSE_STDIN: u8 = 3;
+    /// Client → shim: terminal size, width then height, u16 big endian each.
+    pub const RESIZE: u8 = 4;
+    /// Both ways, first: JSON, the client's `{"stdin": bool}`, the shim's
+    /// `{"stdin": bool, "tty": bool}`.
+    pub const HELLO: u8 = 5;
+}
+
+/// Largest attach message accepted.
+const MAX_MESSAGE: usize = 1 << 20;
+
+pub(crate) async fn write_msg<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    kind: u8,
+    data: &[u8],
+) -> io::Result<()> {
+    let mut b = Vec::with_capacity(5 + data.len());
+    b.push(kind);
+    b.extend_from_slice(&u32::try_from(data.len()).unwrap_or(u32::MAX).to_be_bytes());
+    b.extend_from_slice(data);
+    w.write_all(&b).await?;
+    w.flush().await
+}
+
+pub(crate) async fn read_msg<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<(u8, Vec<u8>)>> {
+    let mut head = [0u8; 5];
+    match r.read_exact(&mut head).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    if len > MAX_MESSAGE {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "attach message too large"));
+    }
+    let mut data = vec![0u8; len];
+    r.read_exact(&mut data).await?;
+    Ok(Some((head[0], data)))
+}
+
+/// A path to `name` in `dir` short enough for a unix socket address, valid while `dir_fd`
+/// stays open in process `pid`.
+fn short_path(pid: i32, dir_fd: &OwnedFd, name: &str) -> PathBuf {
+    PathBuf::from(format!("/proc/{pid}/fd/{}/{name}", dir_fd.as_raw_fd()))
+}
+
+fn open_dir(dir: &Path) -> io::Result<OwnedFd> {
+    use rustix::fs::{Mode, OFlags};
+    Ok(rustix::fs::open(dir, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?)
+}
+
+/// Connects to the attach socket of the container whose bundle is `bundle`.
+///
+/// # Errors
+/// There is no shim serving it (the container ended, or it was started without a shim).
+pub(crate) async fn connect(bundle: &Path) -> io::Result<tokio::net::UnixStream> {
+    let dir = open_dir(bundle)?;
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    tokio::net::UnixStream::connect(short_path(me, &dir, ATTACH)).await
+}
+
+fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// True while `pid` is the shim of container `id` (not a reused pid).
+fn is_shim(pid: i32, id: &str) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let text = String::from_utf8_lossy(&cmdline);
+    alive(pid) && text.contains(SUBCOMMAND) && text.contains(&format!("\"id\":\"{id}\""))
+}
+
+/// The exit code the shim recorded in `bundle`, if any.
+pub(crate) fn recorded_exit(bundle: &Path) -> Option<i32> {
+    read_pid(&bundle.join(EXIT))
+}
+
+/// True when container `id` of `bundle` still has its shim, or its shim recorded how it ended
+/// (an adopted container that exited while no agent ran).
+pub(crate) fn known(bundle: &Path, id: &str) -> bool {
+    recorded_exit(bundle).is_some()
+        || read_pid(&bundle.join(SHIM_PID)).is_some_and(|p| is_shim(p, id))
+}
+
+/// Waits until container `id` (init process `pid`) has ended and returns its exit: the code its
+/// shim recorded once the shim exits. A container started without a shim (by an older agent)
+/// is waited for by its pid.
+pub(crate) async fn wait_exit(bundle: &Path, id: &str, pid: i32) -> Exit {
+    match read_pid(&bundle.join(SHIM_PID)).filter(|p| is_shim(*p, id)) {
+        Some(shim) => {
+            let _ = crate::runc::wait_exit(shim).await;
+        }
+        None if recorded_exit(bundle).is_none() && alive(pid) => {
+            return crate::runc::wait_exit(pid).await;
+        }
+        None => {}
+    }
+    recorded_exit(bundle).map_or(Exit::Unknown, Exit::Code)
+}
+
+/// Starts container `spec.id` under a new shim (`exe __shim <spec>`) and returns the pid of the
+/// container's init process once runc has started it.
+///
+/// # Errors
+/// The shim cannot be started, or runc failed (its message is in the error).
+pub(crate) async fn start(runc: &Runc, exe: &Path, spec: &Spec) -> Result<i32> {
+    let fail = |message: String| Error::Runc { op: "run", id: spec.id.clone(), message };
+    clear_stale(runc, spec).await;
+    let arg =
+        serde_json::to_string(spec).map_err(|e| fail(format!("encoding the shim spec: {e}")))?;
+    let mut child = tokio::process::Command::new(exe)
+        .arg(SUBCOMMAND)
+        .arg(arg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| Error::io(exe, e))?;
+    let mut out = String::new();
+    let read = match child.stdout.take() {
+        Some(mut s) => {
+            tokio::time::timeout(Duration::from_secs(120), s.read_to_string(&mut out)).await
+        }
+        None => Ok(Ok(0)),
+    };
+    if read.is_err() {
+        let _ = child.start_kill();
+        return Err(fail("the shim did not report within 120 s".into()));
+    }
+    // Never waited for or killed from here on: the shim outlives this agent.
+    drop(child);
+    let report: Value = serde_json::from_str(out.trim()).unwrap_or_default();
+    if let Some(pid) = report.get("pid").and_then(Value::as_i64) {
+        return i32::try_from(pid).map_err(|_| fail(format!("bad pid {pid}")));
+    }
+    Err(fail(
+        report
+            .get("error")
+            .and_then(Value::as_str)
+            .map_or_else(|| format!("the shim exited without a report: {out:?}"), str::to_owned),
+    ))
+}
+
+/// Removes what a crash mid-create may have left of this attempt: its container, its shim and
+/// the shim's files.
+async fn clear_stale(runc: &Runc, spec: &Spec) {
+    let _ = runc.delete(&spec.id).await;
+    if let Some(pid) = read_pid(&spec.bundle.join(SHIM_PID)).filter(|p| is_shim(*p, &spec.id)) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while alive(pid) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if let Some(p) = rustix::process::Pid::from_raw(pid)
+            && alive(pid)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+    }
+    for f in [SHIM_PID, PID, EXIT, ATTACH, CONSOLE] {
+        let _ = std::fs::remove_file(spec.bundle.join(f));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shim process.
+
+/// The shim's `main`: `arg` is the JSON [`Spec`]. Returns when the container has ended.
+pub fn main(arg: &OsStr) -> ExitCode {
+    let spec: Spec = match arg.to_str().map(serde_json::from_str) {
+        Some(Ok(s)) => s,
+        _ => {
+            report(&json!({"error": "the shim's argument is not a spec"}));
+            return ExitCode::FAILURE;
+        }
+    };
+    // A session of its own: no terminal's SIGINT or SIGHUP reaches it.
+    let _ = rustix::process::setsid();
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        report(&json!({"error": format!("becoming the child subreaper: {e}")}));
+        return ExitCode::FAILURE;
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            report(&json!({"error": format!("starting the shim's runtime: {e}")}));
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = rt.block_on(run(spec));
+    // Blocking reads (a terminal) may still be pending: do not wait for them.
+    rt.shutdown_timeout(Duration::ZERO);
+    code
+}
+
+/// Writes the one report line to the agent and detaches stdout from it.
+fn report(v: &Value) {
+    let mut out = io::stdout();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+    if let Ok(null) = std::fs::OpenOptions::new().write(true).open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null);
+    }
+}
+
+/// One read of output, or an attach client joining, or a flush request.
+enum ToLog {
+    Out(u8, Vec<u8>),
+    Client(mpsc::Sender<(u8, Vec<u8>)>),
+    Flush(oneshot::Sender<()>),
+}
+
+/// Where attach stdin goes.
+enum StdinSink {
+    Pipe(tokio::net::unix::pipe::Sender),
+    Terminal(tokio::fs::File),
+}
+
+struct Shared {
+    stdin: Mutex<Option<StdinSink>>,
+    /// The terminal's primary side, for resizes.
+    terminal: Option<OwnedFd>,
+    spec: Spec,
+}
+
+async fn run(spec: Spec) -> ExitCode {
+    match start_container(spec).await {
+        Ok(code) => code,
+        Err(msg) => {
+            report(&json!({"error": msg}));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Starts the container and serves it until it ends. `Err` is a failure before the report.
+async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
+    let bundle = spec.bundle.clone();
+    let me = rustix::process::getpid().as_raw_nonzero().get();
+    std::fs::write(bundle.join(SHIM_PID), me.to_string())
+        .map_err(|e| format!("writing {}: {e}", bundle.join(SHIM_PID).display()))?;
+    let dir = open_dir(&bundle).map_err(|e| format!("opening {}: {e}", bundle.display()))?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&spec.log)
+        .map_err(|e| format!("opening {}: {e}", spec.log.display()))?;
+    let attach = tokio::net::UnixListener::bind(short_path(me, &dir, ATTACH))
+        .map_err(|e| format!("binding the attach socket: {e}"))?;
+
+    let (log_tx, log_rx) = mpsc::channel::<ToLog>(64);
+    // runc's messages while it starts the container (its stderr is the container's).
+    let capture = Arc::new(std::sync::Mutex::new(Some(Vec::<u8>::new())));
+    let writer = tokio::spawn(write_log(log, log_rx, capture.clone()));
+
+    let mut cmd = tokio::process::Command::new(&spec.runc);
+    cmd.arg("--root").arg(&spec.root).arg("run").arg("-d").arg("--pid-file").arg(bundle.join(PID));
+    let mut pumps = Vec::new();
+    let mut stdin_sink = None;
+    let mut console = None;
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| format!("making a pipe: {e}"))
+    };
+    if spec.tty {
+        let path = short_path(me, &dir, CONSOLE);
+        let l = std::os::unix::net::UnixListener::bind(&path)
+            .map_err(|e| format!("binding the console socket: {e}"))?;
+        cmd.arg("--console-socket").arg(&path);
+        cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+        console = Some(l);
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        cmd.stdout(Stdio::from(out_w)).stderr(Stdio::from(err_w));
+        for (fd, stream) in [(out_r, wire::STDOUT), (err_r, wire::STDERR)] {
+            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| format!("reading a pipe: {e}"))?;
+            pumps.push(tokio::spawn(pump(rx, stream, log_tx.clone())));
+        }
+        if spec.stdin {
+            let (in_r, in_w) = pipe()?;
+            cmd.stdin(Stdio::from(in_r));
+            stdin_sink = Some(StdinSink::Pipe(
+                tokio::net::unix::pipe::Sender::from_owned_fd(in_w)
+                    .map_err(|e| format!("writing a pipe: {e}"))?,
+            ));
+        } else {
+            cmd.stdin(Stdio::null());
+        }
+    }
+    cmd.arg("-b").arg(&bundle).arg(&spec.id);
+    let mut child = cmd.spawn().map_err(|e| format!("starting {}: {e}", spec.runc.display()))?;
+    // The child has its copies of the pipes' other ends; ours must go, or no end of file.
+    drop(cmd);
+    let mut runc_err = String::new();
+    let mut terminal = None;
+    if let Some(l) = console {
+        let mut err = child.stderr.take();
+        let recv = tokio::task::spawn_blocking(move || receive_terminal(&l));
+        tokio::select! {
+            r = recv => {
+                let fd = r.map_err(|e| e.to_string())?.map_err(|e| format!("receiving the terminal: {e}"))?;
+                terminal = Some(fd);
+            }
+            _ = child.wait() => {}
+        }
+        let _ = std::fs::remove_file(bundle.join(CONSOLE));
+        if let Some(e) = err.as_mut() {
+            let _ = e.read_to_string(&mut runc_err).await;
+        }
+    }
+    if let Some(t) = &terminal {
+        let rd = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
+        pumps.push(tokio::spawn(pump(
+            tokio::fs::File::from_std(std::fs::File::from(rd)),
+            wire::STDOUT,
+            log_tx.clone(),
+        )));
+        if spec.stdin {
+            let wr = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
+            stdin_sink =
+                Some(StdinSink::Terminal(tokio::fs::File::from_std(std::fs::File::from(wr))));
+        }
+    }
+    let status = child.wait().await.map_err(|e| format!("waiting for runc: {e}"))?;
+    let pid = read_pid(&bundle.join(PID));
+    let pid = match (status.success(), pid) {
+        (true, Some(pid)) => pid,
+        _ => {
+            // runc's own message went to its stderr: the container's stderr pipe (in the log
+            // as well, as a failed start's output) or, with a terminal, our pipe.
+            let drain = futures::future::join_all(pumps);
+            let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+            flush(&log_tx).await;
+            let captured = capture.lock().ok().and_then(|c| c.clone()).unwrap_or_default();
+            let mut msg = runc_err;
+            msg.push_str(&String::from_utf8_lossy(&captured));
+            let msg = msg.trim();
+            let _ = std::fs::remove_file(bundle.join(ATTACH));
+            return Err(if msg.is_empty() {
+                format!("runc exited with {status}")
+            } else {
+                msg.to_owned()
+            });
+        }
+    };
+    if let Ok(mut c) = capture.lock() {
+        // From here on stderr is the container's, not runc's.
+        *c = None;
+    }
+    let shared = Arc::new(Shared { stdin: Mutex::new(stdin_sink), terminal, spec });
+    let server = tokio::spawn(serve_attach(attach, shared.clone(), log_tx.clone()));
+    report(&json!({"pid": pid}));
+
+    let exit = crate::runc::wait_exit(pid).await;
+    // The container's processes are gone with its init (its own pid namespace): the pipes end.
+    let drain = futures::future::join_all(pumps);
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    flush(&log_tx).await;
+    server.abort();
+    let _ = std::fs::remove_file(bundle.join(ATTACH));
+    if let Exit::Code(code) = exit {
+        let tmp = bundle.join("exit.tmp");
+        if std::fs::write(&tmp, code.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, bundle.join(EXIT));
+        }
+    }
+    drop(log_tx);
+    writer.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn flush(log_tx: &mpsc::Sender<ToLog>) {
+    let (tx, rx) = oneshot::channel();
+    if log_tx.send(ToLog::Flush(tx)).await.is_ok() {
+        let _ = rx.await;
+    }
+}
+
+/// Accepts runc's connection on the console socket and receives the terminal's primary side.
+fn receive_terminal(l: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd> {
+    use std::mem::MaybeUninit;
+
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let (conn, _) = l.accept()?;
+    let mut name = [0u8; 4096];
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    rustix::net::recvmsg(
+        conn.as_fd(),
+        &mut [io::IoSliceMut::new(&mut name)],
+        &mut control,
+        RecvFlags::CMSG_CLOEXEC,
+    )?;
+    for msg in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(mut fds) = msg
+            && let Some(fd) = fds.next()
+        {
+            return Ok(fd);
+        }
+    }
+    Err(io::Error::other("runc sent no terminal"))
+}
+
+/// Copies output to the log writer until end of file (or EIO: a terminal whose other side
+/// closed).
+async fn pump<R: AsyncRead + Unpin>(mut r: R, stream: u8, tx: mpsc::Sender<ToLog>) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if tx.send(ToLog::Out(stream, buf[..n].to_vec())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The CRI log records of one chunk of output: a record per line, `F` for a line that ends in
+/// the chunk and `P` for the rest of a chunk that ends mid-line.
+pub(crate) fn encode(ts: &str, stream: u8, data: &[u8], out: &mut Vec<u8>) {
+    let name: &[u8] = if stream == wire::STDERR { b"stderr" } else { b"stdout" };
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (line, tag, next) = match rest.iter().position(|b| *b == b'\n') {
+            Some(i) => (&rest[..i], b'F', &rest[i + 1..]),
+            None => (rest, b'P', &rest[rest.len()..]),
+        };
+        out.extend_from_slice(ts.as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(name);
+        out.push(b' ');
+        out.push(tag);
+        out.push(b' ');
+        out.extend_from_slice(line);
+        out.push(b'\n');
+        rest = next;
+    }
+}
+
+/// A timestamp as kubelet writes them (`RFC3339Nano`, fixed to nine digits).
+pub(crate) fn now() -> String {
+    format!("{:.9}", jiff::Timestamp::now())
+}
+
+/// Writes output to the log (in arrival order, so timestamps never go back) and to the
+/// attached clients. A client that does not keep up is dropped rather than slowing the
+/// container down.
+async fn write_log(
+    mut log: std::fs::File,
+    mut rx: mpsc::Receiver<ToLog>,
+    capture: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+) {
+    let mut clients: Vec<mpsc::Sender<(u8, Vec<u8>)>> = Vec::new();
+    let mut buf = Vec::new();
+    while let Some(m) = rx.recv().await {
+        match m {
+            ToLog::Out(stream, data) => {
+                buf.clear();
+                encode(&now(), stream, &data, &mut buf);
+                // A failed write has nobody to report to: the output is dropped and attach
+                // goes on (kubelet's runtimes drop it too when the log cannot be written).
+                let _ = log.write_all(&buf);
+                if stream == wire::STDERR
+                    && let Ok(mut c) = capture.lock()
+                    && let Some(c) = c.as_mut()
+                    && c.len() < 4096
+                {
+                    c.extend_from_slice(&data);
+                }
+                clients.retain(|c| c.try_send((stream, data.clone())).is_ok());
+            }
+            ToLog::Client(c) => clients.push(c),
+            ToLog::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+async fn serve_attach(
+    listener: tokio::net::UnixListener,
+    shared: Arc<Shared>,
+    log_tx: mpsc::Sender<ToLog>,
+) {
+    loop {
+        let Ok((conn, _)) = listener.accept().await else { continue };
+        tokio::spawn(attach_client(conn, shared.clone(), log_tx.clone()));
+    }
+}
+
+async fn attach_client(
+    conn: tokio::net::UnixStream,
+    shared: Arc<Shared>,
+    log_tx: mpsc::Sender<ToLog>,
+) {
+    let (mut r, mut w) = conn.into_split();
+    let hello = json!({"stdin": shared.spec.stdin, "tty": shared.spec.tty}).to_string();
+    if write_msg(&mut w, wire::HELLO, hello.as_bytes()).await.is_err() {
+        return;
+    }
+    let (tx, mut rx) = mpsc::channel::<(u8, Vec<u8>)>(256);
+    if log_tx.send(ToLog::Client(tx)).await.is_err() {
+        return;
+    }
+    let out = tokio::spawn(async move {
+        while let Some((stream, data)) = rx.recv().await {
+            if write_msg(&mut w, stream, &data).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut wants_stdin = false;
+    while let Ok(Some((kind, data))) = read_msg(&mut r).await {
+        match kind {
+            wire::HELLO => {
+                let v: Value = serde_json::from_slice(&data).unwrap_or_default();
+                wants_stdin = v.get("stdin").and_then(Value::as_bool).unwrap_or(false);
+            }
+            wire::STDIN => {
+                let mut sink = shared.stdin.lock().await;
+                let ok = match sink.as_mut() {
+                    Some(StdinSink::Pipe(p)) => p.write_all(&data).await.is_ok(),
+                    Some(StdinSink::Terminal(t)) => {
+                        t.write_all(&data).await.is_ok() && t.flush().await.is_ok()
+                    }
+                    None => true,
+                };
+                if !ok {
+                    *sink = None;
+                }
+            }
+            wire::CLOSE_STDIN if shared.spec.stdin_once => close_stdin(&shared).await,
+            wire::RESIZE if data.len() == 4 => {
+                let width = u16::from_be_bytes([data[0], data[1]]);
+                let height = u16::from_be_bytes([data[2], data[3]]);
+                if let Some(t) = &shared.terminal {
+                    let ws = rustix::termios::Winsize {
+                        ws_row: height,
+                        ws_col: width,
+                        ws_xpixel: 0,
+                        ws_ypixel: 0,
+                    };
+                    let _ = rustix::termios::tcsetwinsize(t, ws);
+                }
+            }
+            _ => {}
+        }
+    }
+    // kubelet's stdinOnce: the container's stdin closes when the first attach that used it
+    // ends.
+    if wants_stdin && shared.spec.stdin_once {
+        close_stdin(&shared).await;
+    }
+    out.abort();
+}
+
+/// Ends the container's stdin (not a terminal's: closing the primary side would hang it up).
+async fn close_stdin(shared: &Shared) {
+    let mut sink = shared.stdin.lock().await;
+    if matches!(*sink, Some(StdinSink::Pipe(_))) {
+        *sink = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_becomes_cri_records() {
+        let mut out = Vec::new();
+        encode("T", wire::STDOUT, b"a\nb\n", &mut out);
+        encode("T", wire::STDERR, b"half", &mut out);
+        encode("T", wire::STDOUT, b"\n", &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "T stdout F a\nT stdout F b\nT stderr P half\nT stdout F \n"
+        );
+    }
+
+    #[test]
+    fn timestamps_have_nine_digits() {
+        let t = now();
+        assert_eq!(t.len(), "2026-12-06T22:00:00.123456789Z".len(), "{t}");
+        assert!(t.ends_with('Z'));
+        assert!(t.parse::<jiff::Timestamp>().is_ok());
+    }
+
+    #[tokio::test]
+    async fn attach_messages_round_trip() {
+        let mut b = Vec::new();
+        write_msg(&mut b, wire::RESIZE, &[0, 80, 0, 24]).await.unwrap();
+        write_msg(&mut b, wire::STDIN, b"").await.unwrap();
+        let mut r = b.as_slice();
+        assert_eq!(read_msg(&mut r).await.unwrap(), Some((wire::RESIZE, vec![0, 80, 0, 24])));
+        assert_eq!(read_msg(&mut r).await.unwrap(), Some((wire::STDIN, vec![])));
+        assert_eq!(read_msg(&mut r).await.unwrap(), None);
+    }
+}
