@@ -447,6 +447,36 @@ async fn gather(
     (sum, answered)
 }
 
+pub use kinetic_gateway::{Load, RevisionKey as GatewayRevision};
+
+/// The requests every live gateway holds or forwards right now, summed per revision, with the
+/// number of gateways that answered and the number registered (for `kinetic serve status`).
+///
+/// # Errors
+/// Listing the registrations failed.
+pub async fn gateway_load(
+    client: &Client,
+) -> Result<(BTreeMap<RevisionKey, Load>, usize, usize), kube::Error> {
+    let api: Api<Lease> = Api::namespaced(client.clone(), SYSTEM_NAMESPACE);
+    let leases = api.list(&kube::api::ListParams::default().labels(GATEWAY_LABEL)).await?;
+    let leases: Vec<Arc<Lease>> = leases.items.into_iter().map(Arc::new).collect();
+    // Nobody is `me` here: every live gateway counts.
+    let gateways = other_gateways(&leases, "");
+    let stats = StatsClient::default();
+    let loads = gateways.iter().map(|(_, addr)| stats.load(*addr));
+    let mut sum: BTreeMap<RevisionKey, Load> = BTreeMap::new();
+    let mut answered = 0;
+    for r in futures::future::join_all(loads).await.into_iter().flatten() {
+        answered += 1;
+        for (k, l) in r {
+            let e = sum.entry(k).or_default();
+            e.requests += l.requests;
+            e.held += l.held;
+        }
+    }
+    Ok((sum, answered, gateways.len()))
+}
+
 /// Deletes gateway registrations that expired a minute ago (their process is gone).
 async fn collect_registrations(client: &Client, leases: &[Arc<Lease>]) {
     let t = Timestamp::now();
@@ -618,7 +648,11 @@ fn reason(spec: &DeciderSpec, r: &ScaleResult, ready: i32) -> String {
         );
     }
     if r.desired < 0 {
-        return "no metrics yet".to_owned();
+        return if r.active.activity == Activity::Activating {
+            "activating: waiting for the first ready pods".to_owned()
+        } else {
+            "no metrics yet".to_owned()
+        };
     }
     if r.panic {
         let want = (r.observed_panic / t).ceil();

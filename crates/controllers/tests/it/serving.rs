@@ -670,6 +670,12 @@ fn hold(gateway: std::net::SocketAddr, host: &str, n: usize) -> Vec<JoinHandle<(
         .collect()
 }
 
+/// The Revision is Ready (the Route's readiness also waits for a gateway's routing, which
+/// these tests do not run).
+fn rev_ready(r: &Revision) -> bool {
+    is(r.status.as_ref().and_then(|s| s.status.conditions.as_ref()), "Ready", "True")
+}
+
 fn pa_cond(p: &PodAutoscaler, t: &str) -> Option<(String, String)> {
     let c = cond(p.status.as_ref()?.status.conditions.as_ref(), t)?;
     Some((c.status.clone(), c.reason.clone().unwrap_or_default()))
@@ -679,7 +685,7 @@ fn pa_cond(p: &PodAutoscaler, t: &str) -> Option<(String, String)> {
 async fn each_revision_gets_a_podautoscaler_that_kubectl_prints_with_the_kpa_decision() {
     let env = Env::start().await;
     env.apply(&hello("ghcr.io/knative/helloworld-go:latest", "", "")).await;
-    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    env.wait::<Revision>("hello-00001", "revision Ready", rev_ready).await;
     // The Revision controller creates it: same name, owned by the Revision, Knative's spec.
     let pa = env.wait::<PodAutoscaler>("hello-00001", "the PodAutoscaler", |_| true).await;
     let rev = env.api::<Revision>().get("hello-00001").await.unwrap();
@@ -731,7 +737,7 @@ async fn each_revision_gets_a_podautoscaler_that_kubectl_prints_with_the_kpa_dec
 async fn two_gateways_add_up_in_the_autoscalers_decision() {
     let env = Env::start().await;
     env.apply(&targeted(1)).await;
-    env.wait::<Service>("hello", "ksvc Ready", svc_ready).await;
+    env.wait::<Revision>("hello-00001", "revision Ready", rev_ready).await;
     let host = "hello.default.example.com";
     let (a, kpa_a) = held_gateway(&env.client, host).await;
     let (b, kpa_b) = held_gateway(&env.client, host).await;
@@ -771,6 +777,47 @@ async fn two_gateways_add_up_in_the_autoscalers_decision() {
     assert!(cs.spec.replicas <= Some(8), "{:?}", cs.spec.replicas);
     let wide = env.server.kubectl_ok(&["get", "kpa", "-o", "wide"]).await.unwrap();
     assert!(wide.contains("Panic"), "{wide}");
+    for c in clients {
+        c.abort();
+    }
+    kpa_a.abort();
+    kpa_b.abort();
+    drop((a, b));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_held_at_zero_by_a_gateway_that_does_not_lead_wakes_the_revision() {
+    let env = Env::start().await;
+    let cm = json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "config-autoscaler", "namespace": "knative-serving"},
+        "data": {"allow-zero-initial-scale": "true"}});
+    env.server.kubectl_stdin_ok(&["create", "namespace", "knative-serving"], "").await.unwrap();
+    env.server.kubectl_stdin_ok(&["apply", "-f", "-"], &cm.to_string()).await.unwrap();
+    let svc = targeted(1).replace(
+        "        autoscaling.knative.dev/target: \"1\"",
+        "        autoscaling.knative.dev/target: \"1\"\n        autoscaling.knative.dev/initial-scale: \"0\"",
+    );
+    env.apply(&svc).await;
+    env.wait::<CloneSet>("hello-00001-deployment", "at zero", |c| c.spec.replicas == Some(0)).await;
+    let host = "hello.default.example.com";
+    // The first gateway leads; the second registers beside it.
+    let (a, kpa_a) = held_gateway(&env.client, host).await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), "knative-serving");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while leases.get_opt("autoscaler-bucket-00-of-01").await.unwrap().is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (b, kpa_b) = held_gateway(&env.client, host).await;
+    // The leader stays at zero without traffic (activation pending, nothing to apply).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cs = env.api::<CloneSet>().get("hello-00001-deployment").await.unwrap();
+    assert_eq!(cs.spec.replicas, Some(0));
+    // A request held by the other gateway wakes it.
+    let clients = hold(b.local_addr(), host, 1);
+    env.wait::<CloneSet>("hello-00001-deployment", "woken", |c| c.spec.replicas >= Some(1)).await;
     for c in clients {
         c.abort();
     }
