@@ -9,9 +9,13 @@ use std::sync::Arc;
 use kinetic_machinery::schema::Schema;
 use serde_json::{Map, Value, json};
 
-use crate::error::{ApiError, ApiResult, Cause};
+use crate::error::{ApiError, Cause};
 use crate::registry::{Printer, Registry, Resource, ScalePaths, storage_key};
 use crate::strategy::{Admission, Cleanup, Plain, Strategy};
+pub use crate::validation::{
+    DNS1123_LABEL_MSG, DNS1123_SUBDOMAIN_MSG, is_dns1123_label, is_dns1123_subdomain,
+    validate_pod_spec, validate_selector,
+};
 
 struct Spec {
     group: &'static str,
@@ -401,7 +405,7 @@ fn strategy(kind: &str) -> Arc<dyn Strategy> {
         "EndpointSlice" => Arc::new(EndpointSliceStrategy),
         "Event" => Arc::new(EventStrategy),
         "ControllerRevision" => Arc::new(RevisionStrategy),
-        "CustomResourceDefinition" => Arc::new(CrdStrategy),
+        "CustomResourceDefinition" => Arc::new(crate::crd::CrdStrategy),
         "PersistentVolumeClaim" => Arc::new(crate::storage::ClaimStrategy),
         "PersistentVolume" => Arc::new(crate::storage::VolumeStrategy),
         "StorageClass" => Arc::new(crate::storage::ClassStrategy),
@@ -522,13 +526,10 @@ impl Strategy for NamespaceStrategy {
         &["finalize"]
     }
 
-    fn check_delete(&self, name: &str) -> ApiResult<()> {
-        if matches!(name, "default" | "kube-system" | "kube-public") {
-            return Err(ApiError::forbidden(format!(
-                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
-            )));
-        }
-        Ok(())
+    fn forbids_delete(&self, name: &str) -> Option<String> {
+        matches!(name, "default" | "kube-system" | "kube-public").then(|| {
+            format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")
+        })
     }
 
     fn begin_deletion(&self, obj: &mut Value) {
@@ -769,39 +770,6 @@ impl Strategy for RevisionStrategy {
     }
 }
 
-/// `apiextensions.k8s.io/v1` CustomResourceDefinitions ([`crate::crd`]): a committed CRD
-/// changes what the registry serves.
-#[derive(Debug)]
-pub struct CrdStrategy;
-
-impl Strategy for CrdStrategy {
-    fn tracks_generation(&self) -> bool {
-        true
-    }
-
-    fn prepare_create(&self, _adm: &Admission<'_>, obj: &mut Value) {
-        crate::crd::prepare_create(obj);
-    }
-
-    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-        crate::crd::validate(obj, old)
-    }
-
-    fn cleanup(&self) -> Cleanup {
-        Cleanup::CustomResources
-    }
-
-    fn after_commit(&self, registry: &Registry, obj: &Value) {
-        crate::crd::sync_registry(registry, obj);
-    }
-
-    fn after_delete(&self, registry: &Registry, obj: &Value) {
-        let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
-        let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
-        registry.remove(group, plural);
-    }
-}
-
 /// The object at `key`, created empty when missing or not an object.
 pub(crate) fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {
     let m = v.as_object_mut()?;
@@ -860,30 +828,6 @@ fn image_tag_is_latest(image: &str) -> bool {
     }
 }
 
-pub(crate) const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
-pub(crate) const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
-
-pub fn is_dns1123_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-/// Upstream `IsDNS1123Subdomain`: at most 253 characters matching the subdomain regex. Its parts
-/// have no length limit of their own (a ConfigMap may be named with 70 `a`s).
-pub fn is_dns1123_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|part| {
-            !part.is_empty()
-                && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-                && !part.starts_with('-')
-                && !part.ends_with('-')
-        })
-}
-
 /// Upstream `ValidatePodSpecificAnnotations`: `controller.kubernetes.io/pod-deletion-cost`,
 /// when present, must parse as a 32-bit integer (issue 18: any value was accepted and then read
 /// as 0 by the controllers that rank victims by it).
@@ -895,62 +839,6 @@ fn validate_deletion_cost(obj: &Value, causes: &mut Vec<Cause>) {
     {
         let field = format!("metadata.annotations[{KEY}]");
         causes.push(crate::error::invalid(&field, v, "must be a 32bit integer"));
-    }
-}
-
-/// The workload selector rules shared by Deployment, ReplicaSet and CloneSet: required, not
-/// empty, matching the template's labels ([`kinetic_rollout::validation::workload_selector`],
-/// which the CloneSet controller applies too), immutable.
-pub fn validate_selector(obj: &Value, old: Option<&Value>, what: &str, causes: &mut Vec<Cause>) {
-    causes.extend(kinetic_rollout::validation::workload_selector(obj, what));
-    if let (Some(o), Some(n)) =
-        (old.and_then(|o| o.pointer("/spec/selector")), obj.pointer("/spec/selector"))
-        && o != n
-    {
-        causes.push(crate::error::invalid("spec.selector", &n.to_string(), "field is immutable"));
-    }
-}
-
-pub fn validate_pod_spec(spec: Option<&Value>, path: &str, causes: &mut Vec<Cause>) {
-    let Some(spec) = spec else {
-        causes.push(Cause::required(path, ""));
-        return;
-    };
-    let containers = spec.get("containers").and_then(Value::as_array);
-    if containers.is_none_or(Vec::is_empty) {
-        causes.push(Cause::required(&format!("{path}.containers"), ""));
-    }
-    let mut seen = std::collections::HashSet::new();
-    for field in ["initContainers", "containers"] {
-        for (i, c) in spec.get(field).and_then(Value::as_array).into_iter().flatten().enumerate() {
-            let p = format!("{path}.{field}[{i}]");
-            match c.get("name").and_then(Value::as_str) {
-                None | Some("") => causes.push(Cause::required(&format!("{p}.name"), "")),
-                Some(n) if !is_dns1123_label(n) => {
-                    causes.push(crate::error::invalid(&format!("{p}.name"), n, DNS1123_LABEL_MSG))
-                }
-                Some(n) if !seen.insert(n.to_owned()) => causes.push(Cause {
-                    reason: "FieldValueDuplicate".into(),
-                    message: format!("Duplicate value: \"{n}\""),
-                    field: format!("{p}.name"),
-                }),
-                Some(_) => {}
-            }
-            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
-                causes.push(Cause::required(&format!("{p}.image"), ""));
-            }
-        }
-    }
-    if let Some(rp) = spec.get("restartPolicy").and_then(Value::as_str)
-        && !matches!(rp, "Always" | "OnFailure" | "Never")
-    {
-        causes.push(Cause {
-            reason: "FieldValueNotSupported".into(),
-            message: format!(
-                "Unsupported value: \"{rp}\": supported values: \"Always\", \"OnFailure\", \"Never\""
-            ),
-            field: format!("{path}.restartPolicy"),
-        });
     }
 }
 

@@ -13,6 +13,8 @@ use serde_json::{Value, json};
 
 use crate::error::Cause;
 use crate::registry::{Printer, Registry, Resource, ScalePaths, storage_key};
+use crate::store::ObjKey;
+use crate::strategy::{Admission, Cleanup, Custom, Strategy};
 
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
@@ -111,7 +113,7 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     }
     for (i, v) in versions.iter().enumerate() {
         let vname = v.get("name").and_then(Value::as_str).unwrap_or("");
-        if !crate::builtin::is_dns1123_label(vname) {
+        if !crate::validation::is_dns1123_label(vname) {
             causes.push(crate::error::invalid(
                 &format!("spec.versions[{i}].name"),
                 vname,
@@ -217,7 +219,7 @@ pub fn resources(crd: &Value) -> Result<Vec<Resource>, kinetic_machinery::schema
                         .collect()
                 })
                 .unwrap_or_default(),
-            strategy: crate::strategy::for_custom(&group, &kind),
+            strategy: for_custom(&group, &kind),
         });
     }
     Ok(out)
@@ -240,8 +242,135 @@ pub fn sync_registry(registry: &Registry, crd: &Value) {
     }
 }
 
+/// `apiextensions.k8s.io/v1` CustomResourceDefinitions ([`crate::crd`]): a committed CRD
+/// changes what the registry serves.
+#[derive(Debug)]
+pub struct CrdStrategy;
+
+impl Strategy for CrdStrategy {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn prepare_create(&self, _adm: &Admission<'_>, obj: &mut Value) {
+        crate::crd::prepare_create(obj);
+    }
+
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        crate::crd::validate(obj, old)
+    }
+
+    fn cleanup(&self) -> Cleanup {
+        Cleanup::CustomResources
+    }
+
+    fn after_commit(&self, registry: &Registry, obj: &Value) {
+        crate::crd::sync_registry(registry, obj);
+    }
+
+    fn after_delete(&self, registry: &Registry, obj: &Value) {
+        let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
+        let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
+        registry.remove(group, plural);
+    }
+}
+
+/// A custom resource of `apps.kruise.io`, validated as OpenKruise's webhook does when the
+/// webhooks are on.
+#[derive(Debug)]
+pub struct Kruise {
+    kind: String,
+    /// CloneSets name pods in `scaleStrategy.podsToDelete`, which the webhook looks up.
+    checks_pods_to_delete: bool,
+}
+
+impl Strategy for Kruise {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+        if !adm.webhooks {
+            return Vec::new();
+        }
+        let obj = &*obj;
+        let mut causes = crate::kruise::validate(&self.kind, obj, old);
+        if self.checks_pods_to_delete {
+            let pods = storage_key("", "pods");
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+            let pod =
+                |name: &str| adm.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value.clone());
+            causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
+        }
+        causes
+    }
+}
+
+/// A custom resource of `serving.knative.dev`, defaulted and validated as Knative's webhooks do
+/// when the webhooks are on.
+#[derive(Debug)]
+pub struct Knative {
+    kind: String,
+}
+
+impl Strategy for Knative {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+        if !adm.webhooks {
+            return Vec::new();
+        }
+        let cms = storage_key("", "configmaps");
+        crate::knative::admit(&self.kind, obj, old, |ns, n| {
+            adm.store.get(&ObjKey::new(&cms, ns, n)).map(|s| s.value.clone())
+        })
+    }
+}
+
+/// The strategy of a kind a CRD defines: the webhook rules of its group, if the server has
+/// them, else the generic custom resource strategy. This is where a group's admission plugs
+/// in; the kind's name is looked at here, once, when the CRD is served.
+pub fn for_custom(group: &str, kind: &str) -> Arc<dyn Strategy> {
+    if group == crate::kruise::GROUP {
+        Arc::new(Kruise { kind: kind.to_owned(), checks_pods_to_delete: kind == "CloneSet" })
+    } else if group == crate::knative::GROUP {
+        Arc::new(Knative { kind: kind.to_owned() })
+    } else {
+        Arc::new(Custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn custom_resources_track_generation_and_plug_their_groups_webhooks() {
+        assert!(super::for_custom("example.com", "Widget").tracks_generation());
+        assert!(
+            format!("{:?}", super::for_custom("apps.kruise.io", "CloneSet")).contains("Kruise")
+        );
+        assert!(
+            format!("{:?}", super::for_custom("serving.knative.dev", "Route")).contains("Knative")
+        );
+        assert!(format!("{:?}", super::for_custom("example.com", "Widget")).starts_with("Custom"));
+    }
+
+    #[test]
+    fn webhooks_off_admit_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("s.db"), 10).unwrap();
+        let adm = crate::strategy::Admission { store: &store, webhooks: false };
+        let mut bad = json!({"spec": {"replicas": -1}});
+        assert!(
+            super::for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty()
+        );
+        let adm = crate::strategy::Admission { store: &store, webhooks: true };
+        assert!(
+            !super::for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty()
+        );
+    }
+
     use super::*;
 
     fn widget() -> Value {

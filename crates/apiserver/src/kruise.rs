@@ -15,8 +15,8 @@
 
 use serde_json::Value;
 
-use crate::builtin::validate_pod_spec;
 use crate::error::Cause;
+use crate::validation::validate_pod_spec;
 
 pub const GROUP: &str = "apps.kruise.io";
 

@@ -35,6 +35,7 @@ pub mod revisions;
 pub mod storage;
 pub mod store;
 pub mod strategy;
+pub mod validation;
 pub mod watch;
 
 use std::net::SocketAddr;

@@ -10,7 +10,6 @@ use bytes::Bytes;
 use kinetic_machinery::selector::{FieldSelector, LabelSelector};
 use serde_json::{Map, Value, json};
 
-use crate::builtin;
 use crate::error::{ApiError, ApiResult, Cause, from_store};
 use crate::registry::{Registry, Resource};
 use crate::store::{ObjKey, Op, Store, Stored};
@@ -436,7 +435,7 @@ impl Api {
         causes.extend(strategy.admit(&self.admission(), obj, old));
         causes.extend(strategy.validate(obj, old));
         if !causes.is_empty() {
-            return Err(builtin::invalid(res, &name, causes));
+            return Err(ApiError::invalid(&res.kind, &res.group, &name, causes));
         }
         Ok(warnings)
     }
@@ -774,7 +773,9 @@ impl Api {
                 }],
             ));
         }
-        res.strategy.check_delete(name)?;
+        if let Some(why) = res.strategy.forbids_delete(name) {
+            return Err(ApiError::forbidden(why));
+        }
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
             if let Some(uid) = &opts.precondition_uid

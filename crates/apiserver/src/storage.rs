@@ -192,7 +192,7 @@ fn validate_volume_mode(spec: &Value, causes: &mut Vec<Cause>) {
 fn validate_class_name(spec: &Value, causes: &mut Vec<Cause>) {
     if let Some(c) = spec.get("storageClassName").and_then(Value::as_str)
         && !c.is_empty()
-        && !crate::builtin::is_dns1123_subdomain(c)
+        && !crate::validation::is_dns1123_subdomain(c)
     {
         causes.push(invalid(
             "spec.storageClassName",

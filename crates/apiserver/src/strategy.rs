@@ -6,19 +6,17 @@
 //! [`crate::rest::Api`] runs the generic rules (metadata, preconditions, finalizers, schemas,
 //! generation, dry run) and asks the [`Resource`]'s strategy at each point where a kind may
 //! differ, so `rest` never compares kind names. The built-in kinds' strategies live in
-//! [`crate::builtin`] and [`crate::storage`]; the strategies of CRD-served kinds are here, and
-//! plug OpenKruise's and Knative's webhook rules ([`crate::kruise`], [`crate::knative`]) into
-//! the kinds of their groups.
+//! [`crate::builtin`] and [`crate::storage`]; the strategies of CRD-served kinds in
+//! [`crate::crd`], which plugs OpenKruise's and Knative's webhook rules ([`crate::kruise`],
+//! [`crate::knative`]) into the kinds of their groups.
 //!
 //! [`Resource`]: crate::registry::Resource
 
-use std::sync::Arc;
-
 use serde_json::Value;
 
-use crate::error::{ApiResult, Cause};
+use crate::error::Cause;
 use crate::registry::Registry;
-use crate::store::{ObjKey, Store};
+use crate::store::Store;
 
 /// What a strategy may read while it admits a write: the store, and whether the webhooks of
 /// OpenKruise and Knative are on ([`crate::Config::kruise_webhook`]).
@@ -50,11 +48,11 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
 
     /// Checks `metadata.name` on create (upstream: a DNS-1123 subdomain for most kinds).
     fn validate_name(&self, name: &str, causes: &mut Vec<Cause>) {
-        if !crate::builtin::is_dns1123_subdomain(name) {
+        if !crate::validation::is_dns1123_subdomain(name) {
             causes.push(crate::error::invalid(
                 "metadata.name",
                 name,
-                crate::builtin::DNS1123_SUBDOMAIN_MSG,
+                crate::validation::DNS1123_SUBDOMAIN_MSG,
             ));
         }
     }
@@ -92,12 +90,9 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
         &[]
     }
 
-    /// Refuses the deletion of an object that may never be deleted.
-    ///
-    /// # Errors
-    /// 403 Forbidden for such an object.
-    fn check_delete(&self, _name: &str) -> ApiResult<()> {
-        Ok(())
+    /// Why an object may never be deleted (answered 403 Forbidden), if so.
+    fn forbids_delete(&self, _name: &str) -> Option<String> {
+        None
     }
 
     /// The grace period of a deletion (upstream's `CheckGracefulDelete`); 0 deletes at once
@@ -150,73 +145,6 @@ impl Strategy for Custom {
     }
 }
 
-/// A custom resource of `apps.kruise.io`, validated as OpenKruise's webhook does when the
-/// webhooks are on.
-#[derive(Debug)]
-pub struct Kruise {
-    kind: String,
-    /// CloneSets name pods in `scaleStrategy.podsToDelete`, which the webhook looks up.
-    checks_pods_to_delete: bool,
-}
-
-impl Strategy for Kruise {
-    fn tracks_generation(&self) -> bool {
-        true
-    }
-
-    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
-        if !adm.webhooks {
-            return Vec::new();
-        }
-        let obj = &*obj;
-        let mut causes = crate::kruise::validate(&self.kind, obj, old);
-        if self.checks_pods_to_delete {
-            let pods = crate::registry::storage_key("", "pods");
-            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-            let pod =
-                |name: &str| adm.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value.clone());
-            causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
-        }
-        causes
-    }
-}
-
-/// A custom resource of `serving.knative.dev`, defaulted and validated as Knative's webhooks do
-/// when the webhooks are on.
-#[derive(Debug)]
-pub struct Knative {
-    kind: String,
-}
-
-impl Strategy for Knative {
-    fn tracks_generation(&self) -> bool {
-        true
-    }
-
-    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
-        if !adm.webhooks {
-            return Vec::new();
-        }
-        let cms = crate::registry::storage_key("", "configmaps");
-        crate::knative::admit(&self.kind, obj, old, |ns, n| {
-            adm.store.get(&ObjKey::new(&cms, ns, n)).map(|s| s.value.clone())
-        })
-    }
-}
-
-/// The strategy of a kind a CRD defines: the webhook rules of its group, if the server has
-/// them, else the generic custom resource strategy. This is where a group's admission plugs
-/// in; the kind's name is looked at here, once, when the CRD is served.
-pub fn for_custom(group: &str, kind: &str) -> Arc<dyn Strategy> {
-    if group == crate::kruise::GROUP {
-        Arc::new(Kruise { kind: kind.to_owned(), checks_pods_to_delete: kind == "CloneSet" })
-    } else if group == crate::knative::GROUP {
-        Arc::new(Knative { kind: kind.to_owned() })
-    } else {
-        Arc::new(Custom)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -225,30 +153,11 @@ mod tests {
     use crate::builtin::{NamespaceStrategy, PodStrategy};
 
     #[test]
-    fn custom_resources_track_generation_and_plug_their_groups_webhooks() {
-        assert!(for_custom("example.com", "Widget").tracks_generation());
-        assert!(format!("{:?}", for_custom("apps.kruise.io", "CloneSet")).contains("Kruise"));
-        assert!(format!("{:?}", for_custom("serving.knative.dev", "Route")).contains("Knative"));
-        assert!(format!("{:?}", for_custom("example.com", "Widget")).starts_with("Custom"));
-    }
-
-    #[test]
-    fn webhooks_off_admit_anything() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.db"), 10).unwrap();
-        let adm = Admission { store: &store, webhooks: false };
-        let mut bad = json!({"spec": {"replicas": -1}});
-        assert!(for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty());
-        let adm = Admission { store: &store, webhooks: true };
-        assert!(!for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty());
-    }
-
-    #[test]
     fn plain_kinds_have_no_special_rules() {
         let p = Plain;
         assert!(!p.tracks_generation());
         assert_eq!(p.grace_period(&json!({}), Some(30)), 0);
-        assert!(p.check_delete("default").is_ok());
+        assert!(p.forbids_delete("default").is_none());
         assert!(!p.holds_deletion(&json!({"spec": {"finalizers": ["kubernetes"]}})));
         assert_eq!(p.cleanup(), Cleanup::None);
     }
@@ -256,7 +165,7 @@ mod tests {
     #[test]
     fn namespaces_hold_their_deletion_until_finalized() {
         let ns = NamespaceStrategy;
-        assert!(ns.check_delete("kube-system").is_err_and(|e| e.code == 403));
+        assert!(ns.forbids_delete("kube-system").is_some());
         assert!(ns.holds_deletion(&json!({"spec": {"finalizers": ["kubernetes"]}})));
         assert!(!ns.holds_deletion(&json!({"spec": {"finalizers": []}})));
         let mut v = json!({"status": {"phase": "Active"}});
