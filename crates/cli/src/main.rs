@@ -10,6 +10,7 @@ mod image;
 mod image_cmd;
 mod platform;
 mod rollout;
+mod serve_cmd;
 mod trace;
 
 use std::net::SocketAddr;
@@ -143,6 +144,14 @@ enum Command {
         kubeconfig: Option<PathBuf>,
         #[command(subcommand)]
         cmd: rollout::RolloutCmd,
+    },
+    /// Knative Services at a glance: `serve status ksvc/NAME`
+    Serve {
+        /// The cluster [default: $KUBECONFIG, then the kinetic data dir's kubeconfig]
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: serve_cmd::ServeCmd,
     },
     /// Measure Kinetic against its targets
     Bench {
@@ -518,6 +527,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::Rollout { kubeconfig, cmd } => {
                 rollout::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await
+            }
+            Command::Serve { kubeconfig, cmd } => {
+                serve_cmd::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await
             }
             Command::Bench { what } => bench_pull::run(what).await,
         }

@@ -11,6 +11,7 @@ mod inplace;
 mod managed_fields;
 mod node;
 mod preheat;
+mod serve_status;
 mod serving;
 mod storage;
 mod up;
