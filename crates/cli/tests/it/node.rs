@@ -167,3 +167,98 @@ async fn shortened_grace_period_of_a_terminating_pod_is_honoured_by_delete_and_d
     assert!(left.trim().is_empty(), "{left}");
     drop(up);
 }
+
+/// Issue 10: `kinetic up` killed and started again (the agent restarts with it) leaves its
+/// containers logging through their shims (`kinetic __shim`), so `kubectl logs -f` of the new
+/// process streams on with no line lost; `--timestamps` gives kubelet's RFC3339Nano times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinetic_up_killed_and_restarted_keeps_container_logs_streaming() {
+    use tokio::io::AsyncBufReadExt as _;
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let image = kinetic_testkit::images::busybox(&registry, "ticker", "v1", &[]).await.unwrap();
+    let dir = tempfile::Builder::new().prefix("kinetic-up-it").tempdir_in("/var/tmp").unwrap();
+    let port = crate::free_port();
+    let args = [
+        "--node-name",
+        "node-l",
+        "--node-listen",
+        "127.0.0.1:0",
+        "--bridge",
+        &slot.bridge,
+        "--pod-cidr",
+        &slot.cidr,
+    ];
+    let mut up = crate::start_with("up", dir.path(), port, &args).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    kubectl(
+        &up,
+        h,
+        &[
+            "run",
+            "ticker",
+            &format!("--image={image}"),
+            "--command",
+            "--",
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+        ],
+    )
+    .await;
+    kubectl(&up, h, &["wait", "--for=condition=Ready", "pod/ticker", "--timeout=60s"]).await;
+    let mut stamped = String::new();
+    for _ in 0..100 {
+        stamped = kubectl(&up, h, &["logs", "--timestamps", "ticker"]).await;
+        if stamped.lines().count() >= 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let times: Vec<jiff::Timestamp> = stamped
+        .lines()
+        .map(|l| l.split_once(' ').expect("a timestamp").0.parse().expect("RFC 3339"))
+        .collect();
+    assert!(times.len() >= 5 && times.windows(2).all(|w| w[0] < w[1]), "{stamped}");
+
+    up.child.start_kill().unwrap();
+    let _ = up.child.wait().await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let up = crate::start_with("up", dir.path(), port, &args).await;
+    // The new agent serves the pod once it has registered and adopted it.
+    for i in 0.. {
+        let out =
+            kinetic_testkit::kubectl(&up.kubeconfig, h, &["logs", "--tail=1", "ticker"], None);
+        if out.await.unwrap().status.success() {
+            break;
+        }
+        assert!(i < 300, "the restarted agent never served the pod's logs");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut child = tokio::process::Command::new(kinetic_testkit::kubectl_bin())
+        .args(["logs", "-f", "ticker"])
+        .env("KUBECONFIG", &up.kubeconfig)
+        .env("HOME", h)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen: Vec<u32> = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    // Read until well past the restart.
+    while seen.len() < times.len() + 25 {
+        assert!(std::time::Instant::now() < deadline, "{seen:?}");
+        let Ok(Ok(Some(line))) =
+            tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await
+        else {
+            panic!("kubectl logs -f ended or stalled after {seen:?}");
+        };
+        seen.push(line.strip_prefix("tick ").and_then(|n| n.parse().ok()).expect("a tick"));
+    }
+    let _ = child.kill().await;
+    assert!(seen.iter().copied().eq(1..=seen.len() as u32), "a line was lost: {seen:?}");
+    kubectl(&up, h, &["delete", "pod", "ticker", "--grace-period=1", "--timeout=30s"]).await;
+    drop(up);
+}
