@@ -14,23 +14,27 @@
 //!   `serving.knative.dev/revision`) on the serving container's port (default 8080).
 //!
 //! A target whose Revision is not in the cache yet gets a placeholder without endpoints, so its
-//! requests are held rather than refused while the cache catches up. What it does not do: write
-//! the Route's `IngressReady` condition (so a Route can be Ready a moment before the gateway
-//! routes it), probe endpoints (the node agent's readiness probe decides "ready").
+//! requests are held rather than refused while the cache catches up. After each table swap the
+//! sync stamps every Route whose routing changed as routed ([`ROUTED_ANNOTATION`] on its core
+//! Service, a digest of its hosts and targets); the Route controller turns that into the
+//! Route's `IngressReady`, so a Route is Ready only once the gateway routes it. What it does
+//! not do: probe endpoints (the node agent's readiness probe decides "ready"), or tell several
+//! gateway replicas apart (the last one to stamp speaks for all; upstream probes each).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Service as CoreService};
 use kinetic_api::knative::REVISION_LABEL;
 use kinetic_api::knative::revision::Revision;
-use kinetic_api::knative::route::Route;
+use kinetic_api::knative::route::{Route, RouteStatusFields};
 use kinetic_api::knative::webhook;
 use kinetic_gateway::{Gateway, Options, Protocol, RevisionKey, RoutingTable, Target};
+use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Api, Client, ResourceExt as _};
@@ -84,6 +88,28 @@ pub async fn start(
     Ok(DataPlane { addr, task })
 }
 
+/// The gateway and its routing-table sync alone, without the autoscaler (requests to a
+/// revision at zero are held, nobody scales it): what a test of the Route controller runs so
+/// that Routes get `IngressReady`, as upstream's tests run an ingress.
+///
+/// # Errors
+/// [`Error::Gateway`] when the listener cannot be bound.
+pub async fn start_routing(
+    client: Client,
+    listen: SocketAddr,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<DataPlane, Error> {
+    let gateway = Arc::new(Gateway::start(listen, Options::default()).await?);
+    let addr = gateway.local_addr();
+    let task = tokio::spawn(async move {
+        tokio::select! {
+            () = shutdown => {}
+            () = sync_routes(client, gateway) => {}
+        }
+    });
+    Ok(DataPlane { addr, task })
+}
+
 /// Keeps `store` fed from a watch of `api`, poking `changed` on every event.
 pub(crate) fn reflect<K>(
     api: Api<K>,
@@ -114,7 +140,8 @@ where
 }
 
 /// Watches Routes, Revisions and Pods and pushes a new table after every change (changes
-/// within 20 ms are pushed together). Never returns on its own.
+/// within 20 ms are pushed together), then stamps each Route whose routing changed as routed
+/// ([`ROUTED_ANNOTATION`]). Never returns on its own.
 async fn sync_routes(client: Client, gateway: Arc<Gateway>) {
     let changed = Arc::new(Notify::new());
     let (routes, t1) =
@@ -122,24 +149,88 @@ async fn sync_routes(client: Client, gateway: Arc<Gateway>) {
     let (revisions, t2) =
         reflect(Api::<Revision>::all(client.clone()), watcher::Config::default(), changed.clone());
     let (pods, t3) = reflect(
-        Api::<Pod>::all(client),
+        Api::<Pod>::all(client.clone()),
         watcher::Config::default().labels(REVISION_LABEL),
         changed.clone(),
     );
     let _abort = AbortOnDrop(vec![t1, t2, t3]);
     let mut last = None;
+    let mut stamped = HashMap::new();
+    let mut retry = false;
     loop {
-        changed.notified().await;
+        if retry {
+            // A stamp failed (its Service may not exist yet): try again in a second.
+            let _ = tokio::time::timeout(Duration::from_secs(1), changed.notified()).await;
+        } else {
+            changed.notified().await;
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let table = routing_table(&routes.state(), &revisions.state(), &pods.state());
-        if last.as_ref() == Some(&table) {
+        let routes = routes.state();
+        let table = routing_table(&routes, &revisions.state(), &pods.state());
+        if last.as_ref() != Some(&table) {
+            match gateway.set_routes(table.clone()) {
+                Ok(()) => last = Some(table),
+                Err(e) => {
+                    tracing::warn!(error = %crate::report(&e), "routing table refused");
+                    retry = true;
+                    continue;
+                }
+            }
+        }
+        // Only now, with the table swapped, may a Route be told it is routed.
+        retry = !stamp_routed(&client, &routes, &mut stamped).await;
+    }
+}
+
+/// Annotation on a Route's core Service (the Service named after it, which the Route
+/// controller creates and owns) that the gateway sets, once its routing table holds the
+/// Route's current status, to [`routed_digest`] of what it routes. The Route controller
+/// copies "the annotation matches the status I write" into the Route's `IngressReady`
+/// condition, so a Route is Ready only once the gateway routes it and the first request
+/// after Ready is answered (issue 11). Upstream does the same with a
+/// `networking.internal.knative.dev` Ingress whose status the ingress implementation marks
+/// Ready after programming its data plane.
+pub const ROUTED_ANNOTATION: &str = "kinetic.dev/gateway-routed";
+
+/// Sets [`ROUTED_ANNOTATION`] on the core Service of every Route whose digest is not the one
+/// this gateway last set; `stamped` remembers those (by Route uid). Returns false when a
+/// patch failed (to be retried).
+async fn stamp_routed(
+    client: &Client,
+    routes: &[Arc<Route>],
+    stamped: &mut HashMap<String, String>,
+) -> bool {
+    let mut ok = true;
+    let uids: HashSet<String> = routes.iter().filter_map(|r| r.uid()).collect();
+    stamped.retain(|uid, _| uids.contains(uid));
+    for route in routes {
+        let (Some(status), Some(uid), Some(ns)) =
+            (route.status.as_ref(), route.uid(), route.namespace())
+        else {
+            continue;
+        };
+        let hosts = route_hosts(&route.name_any(), &ns, &status.fields);
+        if hosts.is_empty() {
             continue;
         }
-        match gateway.set_routes(table.clone()) {
-            Ok(()) => last = Some(table),
-            Err(e) => tracing::warn!(error = %crate::report(&e), "routing table refused"),
+        let digest = routed_digest(&hosts);
+        if stamped.get(&uid) == Some(&digest) {
+            continue;
+        }
+        let api: Api<CoreService> = Api::namespaced(client.clone(), &ns);
+        let patch = serde_json::json!({"metadata": {"annotations": {ROUTED_ANNOTATION: digest}}});
+        match api.patch(&route.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await {
+            Ok(_) => {
+                stamped.insert(uid, digest);
+            }
+            Err(e) => {
+                tracing::debug!(route = %route.name_any(), error = %crate::report(&e),
+                    "marking a Route routed failed");
+                ok = false;
+            }
         }
     }
+    ok
 }
 
 /// Aborts its tasks when dropped (the loops are cancelled at shutdown).
@@ -173,6 +264,73 @@ fn pod_ready(p: &Pod) -> bool {
 /// Secs of an optional `*Seconds` field; `None` when absent or not positive.
 fn secs(v: Option<i64>) -> Option<Duration> {
     v.and_then(|s| u64::try_from(s).ok()).filter(|s| *s > 0).map(Duration::from_secs)
+}
+
+/// The host names a Route's status routes and their targets: the `status.url` host and the
+/// cluster-local names (`status.address`, `{route}.{namespace}`, `….svc`) get its
+/// `status.traffic` targets with a nonzero `percent`, each tagged target's `url` host that
+/// revision alone. Empty while the Route has no resolved traffic: upstream's ingress is not
+/// programmed before the Route has traffic, so such a host stays unknown (404).
+///
+/// A target whose Revision the gateway's cache has not seen yet is still listed: the table
+/// gives it a placeholder without endpoints, so its requests are held rather than refused
+/// while the cache catches up.
+pub fn route_hosts(
+    name: &str,
+    ns: &str,
+    status: &RouteStatusFields,
+) -> BTreeMap<String, Vec<Target>> {
+    let mut hosts = BTreeMap::new();
+    let traffic = status.traffic.as_deref().unwrap_or_default();
+    let target =
+        |name: &str, percent: u32| Target { revision: RevisionKey::new(ns, name), percent };
+    if let Some(host) = status.url.as_deref().and_then(url_host) {
+        let targets: Vec<Target> = traffic
+            .iter()
+            .filter_map(|t| {
+                let percent = u32::try_from(t.percent.unwrap_or(0)).unwrap_or(0);
+                Some(target(t.revision_name.as_deref()?, percent)).filter(|t| t.percent > 0)
+            })
+            .collect();
+        if !targets.is_empty() {
+            let local = status.address.as_ref().and_then(|a| a.url.as_deref());
+            if let Some(local) = local.and_then(url_host) {
+                let short = format!("{name}.{ns}");
+                for h in [format!("{short}.svc"), short, local] {
+                    hosts.insert(h, targets.clone());
+                }
+            }
+            hosts.insert(host, targets);
+        }
+    }
+    for t in traffic.iter().filter(|t| t.tag.is_some()) {
+        if let (Some(host), Some(rev)) =
+            (t.url.as_deref().and_then(url_host), t.revision_name.as_deref())
+        {
+            hosts.insert(host, vec![target(rev, 100)]);
+        }
+    }
+    hosts
+}
+
+/// A digest of [`route_hosts`]: what the gateway stamps into [`ROUTED_ANNOTATION`] once its
+/// table routes them, and what the Route controller compares with the status it writes.
+/// FNV-1a (64 bit) over a canonical text, so every process and version computes the same.
+pub fn routed_digest(hosts: &BTreeMap<String, Vec<Target>>) -> String {
+    let mut text = String::new();
+    for (host, targets) in hosts {
+        text.push_str(host);
+        for t in targets {
+            text.push_str(&format!(" {}/{}={}", t.revision.namespace, t.revision.name, t.percent));
+        }
+        text.push('\n');
+    }
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
 }
 
 /// The table for the cached objects (pure, for tests).
@@ -225,43 +383,7 @@ pub fn routing_table(
     for route in routes {
         let ns = route.namespace().unwrap_or_default();
         let Some(status) = route.status.as_ref() else { continue };
-        let traffic = status.fields.traffic.as_deref().unwrap_or_default();
-        // A target whose Revision the cache has not seen yet gets a placeholder without
-        // endpoints, so its requests are held (for the default timeout) until the Revision
-        // and its pods arrive, instead of failing for the cache's lag.
-        let target = |name: &str, percent: u32| {
-            Some(Target { revision: RevisionKey::new(ns.clone(), name), percent })
-        };
-        if let Some(host) = status.fields.url.as_deref().and_then(url_host) {
-            let targets: Vec<Target> = traffic
-                .iter()
-                .filter_map(|t| {
-                    let percent = u32::try_from(t.percent.unwrap_or(0)).unwrap_or(0);
-                    target(t.revision_name.as_deref()?, percent).filter(|t| t.percent > 0)
-                })
-                .collect();
-            // No resolved traffic yet (no ready revision): the host stays unknown (404), as
-            // upstream's ingress is not programmed before the Route has traffic.
-            if !targets.is_empty() {
-                // The cluster-local names too (`status.address`, and its `{route}.{namespace}`
-                // and `….svc` short forms), as Knative's internal ingress serves them.
-                let local = status.fields.address.as_ref().and_then(|a| a.url.as_deref());
-                if let Some(local) = local.and_then(url_host) {
-                    let short = format!("{}.{ns}", route.name_any());
-                    for h in [format!("{short}.svc"), short, local] {
-                        table.hosts.insert(h, kinetic_gateway::Route { targets: targets.clone() });
-                    }
-                }
-                table.hosts.insert(host, kinetic_gateway::Route { targets });
-            }
-        }
-        for t in traffic.iter().filter(|t| t.tag.is_some()) {
-            let (Some(host), Some(name)) =
-                (t.url.as_deref().and_then(url_host), t.revision_name.as_deref())
-            else {
-                continue;
-            };
-            let targets = target(name, 100).into_iter().collect();
+        for (host, targets) in route_hosts(&route.name_any(), &ns, &status.fields) {
             table.hosts.insert(host, kinetic_gateway::Route { targets });
         }
     }
@@ -376,5 +498,21 @@ mod tests {
         }
         let t = routing_table(&[Arc::new(pending)], &revisions, &pods);
         assert!(t.hosts.is_empty(), "a Route without traffic routes nothing yet");
+    }
+
+    #[test]
+    fn the_routed_digest_is_pinned_and_changes_with_any_host_revision_or_share() {
+        let t = |rev: &str, percent| Target { revision: RevisionKey::new("default", rev), percent };
+        let mut hosts = BTreeMap::new();
+        hosts.insert("hello.default.example.com".to_owned(), vec![t("hello-00001", 100)]);
+        // Pinned: a gateway and a controller of different builds must agree.
+        assert_eq!(routed_digest(&hosts), "608c795fc6182e85");
+        let mut other = hosts.clone();
+        other.insert("hello.default.example.com".to_owned(), vec![t("hello-00001", 99)]);
+        assert_ne!(routed_digest(&other), routed_digest(&hosts));
+        let mut other = hosts.clone();
+        other.insert("x-hello.default.example.com".to_owned(), vec![t("hello-00001", 100)]);
+        assert_ne!(routed_digest(&other), routed_digest(&hosts));
+        assert_ne!(routed_digest(&BTreeMap::new()), routed_digest(&hosts));
     }
 }

@@ -145,17 +145,8 @@ async fn scenario(
     }
     let host = url.trim_start_matches("http://").to_owned();
 
-    // Served through the gateway (held until the first pod is ready if need be). The gateway
-    // learns the host a moment after the Route's status has it (it has no IngressReady yet).
-    let (mut code, mut body) = (0, String::new());
-    for i in 0..100 {
-        (code, body) = get(gateway, &host).await;
-        if code != 404 {
-            break;
-        }
-        assert!(i < 99, "the gateway never learned {host}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Served through the gateway at once: the Route is Ready only once the gateway routes it.
+    let (code, body) = get(gateway, &host).await;
     assert_eq!((code, body.as_str()), (200, "hello from kinetic\n"), "first request");
     let (code, _) = get(gateway, "nobody.default.example.com").await;
     assert_eq!(code, 404, "an unknown host");

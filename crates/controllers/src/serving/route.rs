@@ -8,8 +8,11 @@
 //! (`AllTrafficAssigned` False or Unknown), `status.traffic` keeps what it was, so traffic stays
 //! where it was routed (upstream's behaviour).
 //!
-//! The core Service is ClusterIP and selector-less for now; the gateway (issue 11, item 3) will
-//! be what answers for it.
+//! The core Service is ClusterIP and selector-less; the gateway answers for the Route. It also
+//! carries the gateway's word that it routes the Route ([`ROUTED_ANNOTATION`], set by
+//! `serving_gateway` after its table swap): `IngressReady` is True only when that digest
+//! matches the status written here (else Unknown `IngressNotConfigured`, upstream's reason),
+//! and `Ready` needs it, so the first request after Ready is answered.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,8 +35,14 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use crate::events::{EventReq, EventSink};
+use crate::serving_gateway::{ROUTED_ANNOTATION, route_hosts, routed_digest};
 
 use super::{ReconcileError, cond_of, controller_ref, set_condition, status_patch};
+
+/// Upstream's reason and message while the Ingress has not caught up with the Route
+/// (`RouteStatus.MarkIngressNotConfigured`).
+const INGRESS_NOT_CONFIGURED: &str = "IngressNotConfigured";
+const INGRESS_NOT_CONFIGURED_MESSAGE: &str = "Ingress has not yet been reconciled.";
 
 struct Ctx {
     client: Client,
@@ -160,7 +169,13 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
     // The core Service named after the Route (upstream: an ExternalName Service pointing at the
     // ingress; here ClusterIP without a selector until the gateway exists).
     let services: Api<CoreService> = Api::namespaced(ctx.client.clone(), &ns);
-    if services.get_opt(&name).await?.is_none() {
+    let existing = services.get_opt(&name).await?;
+    // What the gateway last said it routes for this Route (see `ROUTED_ANNOTATION`).
+    let routed = existing
+        .as_ref()
+        .and_then(|s| s.annotations().get(ROUTED_ANNOTATION).cloned())
+        .unwrap_or_default();
+    if existing.is_none() {
         let svc: CoreService = serde_json::from_value(json!({
             "metadata": {
                 "name": name,
@@ -282,7 +297,7 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
         "TLSNotEnabled",
         "autoTLS is not enabled",
     );
-    match problem {
+    match &problem {
         Some(p) => {
             // Traffic stays where it was routed.
             st.fields.traffic = old.fields.traffic.clone();
@@ -293,21 +308,48 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
         None => {
             st.fields.traffic = Some(resolved);
             set_condition(&mut conds, &old_conds, condition::ALL_TRAFFIC_ASSIGNED, "True", "", "");
-            // Ready needs every target revision Ready. Once the gateway exists (issue 11,
-            // item 3), Ready will also require the gateway to route this Route's hosts, so the
-            // first request after Ready succeeds.
-            if all_ready {
-                set_condition(&mut conds, &old_conds, condition::READY, "True", "", "");
-            } else {
-                set_condition(
-                    &mut conds,
-                    &old_conds,
-                    condition::READY,
-                    "Unknown",
-                    condition::reason::REVISION_MISSING,
-                    "A Revision referenced in traffic is not ready yet.",
-                );
-            }
+        }
+    }
+    // IngressReady: the gateway routes exactly what this status says (upstream propagates
+    // its Ingress's Ready, and marks it IngressNotConfigured while the Ingress has not caught
+    // up with the Route).
+    let hosts = route_hosts(&name, &ns, &st.fields);
+    let ingress_ready = !hosts.is_empty() && routed == routed_digest(&hosts);
+    if ingress_ready {
+        set_condition(&mut conds, &old_conds, condition::INGRESS_READY, "True", "", "");
+    } else {
+        set_condition(
+            &mut conds,
+            &old_conds,
+            condition::INGRESS_READY,
+            "Unknown",
+            INGRESS_NOT_CONFIGURED,
+            INGRESS_NOT_CONFIGURED_MESSAGE,
+        );
+    }
+    // Ready: every target assigned to a Ready revision, and the gateway routes them, so the
+    // first request after Ready succeeds.
+    if problem.is_none() {
+        if !all_ready {
+            set_condition(
+                &mut conds,
+                &old_conds,
+                condition::READY,
+                "Unknown",
+                condition::reason::REVISION_MISSING,
+                "A Revision referenced in traffic is not ready yet.",
+            );
+        } else if !ingress_ready {
+            set_condition(
+                &mut conds,
+                &old_conds,
+                condition::READY,
+                "Unknown",
+                INGRESS_NOT_CONFIGURED,
+                INGRESS_NOT_CONFIGURED_MESSAGE,
+            );
+        } else {
+            set_condition(&mut conds, &old_conds, condition::READY, "True", "", "");
         }
     }
     st.status.conditions = Some(conds);

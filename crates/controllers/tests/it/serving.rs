@@ -98,6 +98,17 @@ impl Env {
         let until = |mut rx: watch::Receiver<bool>| async move {
             let _ = rx.wait_for(|s| *s).await;
         };
+        // The gateway's routing (no autoscaler): a Route is Ready only once a gateway routes
+        // it (IngressReady), as upstream's tests run an ingress.
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+        let routing = kinetic_controllers::serving_gateway::start_routing(
+            client.clone(),
+            listen,
+            until(rx.clone()),
+        )
+        .await
+        .unwrap();
+        drop(routing); // Its task ends with the others when `stop` is sent.
         let tasks = vec![
             tokio::spawn(cloneset::run(client.clone(), until(rx.clone()))),
             tokio::spawn(serving::run(client.clone(), until(rx))),
@@ -824,5 +835,83 @@ async fn a_request_held_at_zero_by_a_gateway_that_does_not_lead_wakes_the_revisi
     kpa_a.abort();
     kpa_b.abort();
     drop((a, b));
+    env.stop().await;
+}
+
+#[tokio::test]
+async fn creator_and_last_modifier_name_the_user_as_knatives_webhook_sets_them() {
+    let env = Env::start().await;
+    env.apply(&hello("ghcr.io/knative/helloworld-go:latest", "", "")).await;
+    let user = "kinetic-admin";
+    let ann = |m: &std::collections::BTreeMap<String, String>, k: &str| m.get(k).cloned();
+    let svc = env.api::<Service>().get("hello").await.unwrap();
+    for k in ["serving.knative.dev/creator", "serving.knative.dev/lastModifier"] {
+        assert_eq!(ann(svc.annotations(), k).as_deref(), Some(user), "{k}");
+    }
+    // The Service's Configuration and Route carry its annotations; the Revision's creator is
+    // the Configuration's last modifier.
+    let cfg = env
+        .wait::<Configuration>("hello", "annotated", |c| {
+            c.annotations().contains_key("serving.knative.dev/creator")
+        })
+        .await;
+    assert_eq!(ann(cfg.annotations(), "serving.knative.dev/lastModifier").as_deref(), Some(user));
+    assert!(!cfg.annotations().contains_key("kubectl.kubernetes.io/last-applied-configuration"));
+    let route = env
+        .wait::<Route>("hello", "annotated", |r| {
+            r.annotations().contains_key("serving.knative.dev/creator")
+        })
+        .await;
+    assert_eq!(ann(route.annotations(), "serving.knative.dev/creator").as_deref(), Some(user));
+    let rev = env.wait::<Revision>("hello-00001", "created", |_| true).await;
+    assert_eq!(ann(rev.annotations(), "serving.knative.dev/creator").as_deref(), Some(user));
+
+    // The creator is immutable, and the last modifier moves only with the spec.
+    for (k, v) in [("creator", "mallory"), ("lastModifier", "mallory")] {
+        let out = env
+            .server
+            .kubectl(&[
+                "annotate",
+                "ksvc",
+                "hello",
+                &format!("serving.knative.dev/{k}={v}"),
+                "--overwrite",
+            ])
+            .await
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{k} changed");
+        assert!(
+            err.contains("annotation value is immutable")
+                && err.contains(&format!("metadata.annotations.serving.knative.dev/{k}")),
+            "{err}"
+        );
+    }
+    // A Route of its own gets them from the request too.
+    env.apply(
+        "apiVersion: serving.knative.dev/v1
+kind: Route
+metadata:
+  name: mine
+  namespace: default
+spec:
+  traffic:
+    - revisionName: hello-00001
+      percent: 100
+",
+    )
+    .await;
+    let out = env
+        .server
+        .kubectl_ok(&[
+            "get",
+            "route",
+            "mine",
+            "-o",
+            "jsonpath={.metadata.annotations.serving\\.knative\\.dev/creator}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, user);
     env.stop().await;
 }
