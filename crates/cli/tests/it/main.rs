@@ -13,6 +13,7 @@ mod node;
 mod preheat;
 mod serve_status;
 mod serving;
+mod serving_traffic;
 mod storage;
 mod up;
 mod workloads;
