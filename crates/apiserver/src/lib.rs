@@ -14,12 +14,14 @@
 //! bodies are decoded), server-side apply (rejected with 415), conversion webhooks, admission
 //! webhooks, aggregated APIs.
 
+pub mod audit;
 pub mod builtin;
 pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod gc;
+pub mod hpa;
 pub mod http;
 mod knative;
 mod kruise;
@@ -85,6 +87,12 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("opening the audit log {path}")]
+    AuditLog {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("creating the initial namespace {name}: {message}")]
     Bootstrap { name: String, message: String },
     #[error("writing {path}")]
@@ -113,6 +121,8 @@ pub struct Config {
     /// How many events a watcher or the garbage collector may fall behind before it lags (a
     /// lagged collector rebuilds its index; tests make it small to force that).
     pub event_buffer: usize,
+    /// Where to write the audit log (one `audit.k8s.io/v1` Event per line, level Metadata).
+    pub audit_log: Option<PathBuf>,
 }
 
 impl Config {
@@ -124,6 +134,7 @@ impl Config {
             history: store::DEFAULT_HISTORY,
             kruise_webhook: true,
             event_buffer: store::DEFAULT_EVENT_BUFFER,
+            audit_log: None,
         }
     }
 }
@@ -179,6 +190,7 @@ impl ApiServer {
             store::Store::open_with(&cfg.data_dir.join("state.db"), cfg.history, cfg.event_buffer)?;
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
+        hpa::register(&registry)?;
         let api =
             Arc::new(Api::new(store, registry.clone()).with_kruise_webhook(cfg.kruise_webhook));
         // Serve the CRDs stored by an earlier run.
@@ -196,6 +208,13 @@ impl ApiServer {
             .map_err(|e| Error::ClientCa { message: e.message })?;
         let nodes = logs::NodeClient::new(&pki).map_err(Error::NodeClient)?;
         let tls = tokio_rustls::TlsAcceptor::from(Arc::new(tls_config(&pki)?));
+        let audit = match &cfg.audit_log {
+            Some(path) => Some(
+                audit::AuditLog::open(path)
+                    .map_err(|source| Error::AuditLog { path: path.clone(), source })?,
+            ),
+            None => None,
+        };
         let host =
             if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let ctx = Arc::new(http::Ctx {
@@ -204,6 +223,7 @@ impl ApiServer {
             max_body: cfg.max_body,
             server_address: format!("{host}:{}", addr.port()),
             nodes,
+            audit,
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
@@ -334,7 +354,7 @@ async fn accept_loop(
                 }
                 Err(_) => return,
             };
-            let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), req));
+            let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), peer, req));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Many watches share one HTTP/2 connection (kube clients multiplex).
             builder.http2().max_concurrent_streams(2000);

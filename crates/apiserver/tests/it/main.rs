@@ -8,6 +8,8 @@ mod errors;
 mod fuzz;
 mod gc;
 mod generate_name;
+mod hpa;
 mod kubectl;
+mod observability;
 mod storage;
 mod watch;
