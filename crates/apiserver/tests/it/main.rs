@@ -10,6 +10,5 @@ mod gc;
 mod generate_name;
 mod hpa;
 mod kubectl;
-mod observability;
 mod storage;
 mod watch;
