@@ -257,11 +257,19 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
                 let (s, _, _) = cond_of(
                     rev.status.as_ref().and_then(|st| st.status.condition(condition::READY)),
                 );
+                // A revision gets its share only once Ready: until then the traffic stays
+                // where it was (upstream's unreadyRevisionError, MarkRevisionNotReady).
                 if s == "False" {
                     problem.get_or_insert(Unassigned {
                         status: "False",
                         reason: condition::reason::REVISION_FAILED,
                         message: format!("Revision {revision:?} failed to become ready."),
+                    });
+                } else if s != "True" {
+                    problem.get_or_insert(Unassigned {
+                        status: "Unknown",
+                        reason: condition::reason::REVISION_MISSING,
+                        message: format!("Revision {revision:?} is not yet ready."),
                     });
                 }
                 all_ready &= s == "True";
