@@ -15,8 +15,9 @@ use futures::StreamExt as _;
 use kinetic_api::knative::configuration::{Configuration, ConfigurationStatus};
 use kinetic_api::knative::revision::Revision;
 use kinetic_api::knative::{
-    CONFIGURATION_GENERATION_LABEL, CONFIGURATION_LABEL, CONFIGURATION_UID_LABEL, SERVICE_LABEL,
-    SERVICE_UID_LABEL, condition, webhook,
+    CONFIGURATION_GENERATION_LABEL, CONFIGURATION_LABEL, CONFIGURATION_UID_LABEL,
+    CREATOR_ANNOTATION, LAST_MODIFIER_ANNOTATION, SERVICE_LABEL, SERVICE_UID_LABEL, condition,
+    webhook,
 };
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
@@ -96,12 +97,18 @@ fn make_revision(cfg: &Configuration, name: &str) -> Revision {
             labels.insert(l.into(), v.clone());
         }
     }
+    let mut annotations = tmpl.metadata.annotations.clone().unwrap_or_default();
+    // Upstream's `updateRevisionAnnotations`: the Revision's creator is whoever last changed
+    // the Configuration.
+    if let Some(by) = cfg.annotations().get(LAST_MODIFIER_ANNOTATION) {
+        annotations.insert(CREATOR_ANNOTATION.into(), by.clone());
+    }
     Revision {
         metadata: ObjectMeta {
             name: Some(name.to_owned()),
             namespace: cfg.namespace(),
             labels: Some(labels),
-            annotations: tmpl.metadata.annotations.clone(),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: Some(vec![controller_ref(cfg)]),
             ..ObjectMeta::default()
         },

@@ -77,15 +77,23 @@ async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
         .await
 }
 
+/// kubectl's copy of the last applied manifest, which children do not inherit.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// The metadata of the Service's Configuration and Route.
 fn child_meta(svc: &Service) -> ObjectMeta {
     let mut labels: BTreeMap<String, String> = svc.labels().clone();
     labels.insert(SERVICE_LABEL.into(), svc.name_any());
     labels.insert(SERVICE_UID_LABEL.into(), svc.uid().unwrap_or_default());
+    // Upstream's `MakeConfiguration`/`MakeRoute`: the Service's annotations (among them its
+    // `creator` and `lastModifier`) but kubectl's last-applied copy.
+    let mut annotations = svc.annotations().clone();
+    annotations.remove(LAST_APPLIED_ANNOTATION);
     ObjectMeta {
         name: Some(svc.name_any()),
         namespace: svc.namespace(),
         labels: Some(labels),
+        annotations: (!annotations.is_empty()).then_some(annotations),
         owner_references: Some(vec![controller_ref(svc)]),
         ..ObjectMeta::default()
     }
@@ -144,11 +152,12 @@ where
         // Upstream: NotOwned; leave another owner's object alone.
         return Ok(cur);
     }
-    if same(&cur, &obj) && cur.labels() == obj.labels() {
+    if same(&cur, &obj) && cur.labels() == obj.labels() && cur.annotations() == obj.annotations() {
         return Ok(cur);
     }
     copy_spec(&mut cur, &obj);
     cur.meta_mut().labels = obj.meta().labels.clone();
+    cur.meta_mut().annotations = obj.meta().annotations.clone();
     Ok(api.replace(&name, &PostParams::default(), &cur).await?)
 }
 
