@@ -140,9 +140,10 @@ pub async fn run_all_tracked(
     );
     let serving =
         r.track("serving", kinetic_controllers::serving::run(client.clone(), until(stop.clone())));
+    let hpa = r.track("hpa", kinetic_controllers::hpa::run(client.clone(), until(stop.clone())));
     let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
-    let (a, b, c, d, e, f, g) =
-        tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving);
+    let (a, b, c, d, e, f, g, h) =
+        tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa);
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
@@ -150,6 +151,7 @@ pub async fn run_all_tracked(
     e.context("the NodeImage controller stopped")?;
     f.context("the ImageListPullJob controller stopped")?;
     g.context("the Knative Serving controllers stopped")?;
+    h.context("the HorizontalPodAutoscaler controller stopped")?;
     Ok(())
 }
 

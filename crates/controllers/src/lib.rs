@@ -27,6 +27,7 @@ pub mod cloneset;
 pub mod crds;
 pub mod events;
 pub mod expectations;
+pub mod hpa;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
