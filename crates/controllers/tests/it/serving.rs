@@ -730,6 +730,18 @@ async fn each_revision_gets_a_podautoscaler_that_kubectl_prints_with_the_kpa_dec
     assert_eq!(row[..4], ["hello-00001", "1", "1", "True"], "{out}");
     let wide = env.server.kubectl_ok(&["get", "podautoscalers", "-o", "wide"]).await.unwrap();
     assert!(wide.contains("MODE") && wide.contains("Stable"), "{wide}");
+    // Bounded writes: while the decision holds (no traffic, one ready pod), the loop decides
+    // every second but writes nothing (observed over a few ticks).
+    let pas: Api<PodAutoscaler> = Api::namespaced(env.client.clone(), "default");
+    let rv = pas.get("hello-00001").await.unwrap().resource_version();
+    let wp = kube::api::WatchParams::default().fields("metadata.name=hello-00001").timeout(4);
+    let mut events = pas.watch(&wp, rv.as_deref().unwrap()).await.unwrap().boxed();
+    while let Some(ev) = events.next().await {
+        match ev.unwrap() {
+            kube::api::WatchEvent::Bookmark(_) => {}
+            other => panic!("the PodAutoscaler was written without a new decision: {other:?}"),
+        }
+    }
     // The Revision mirrors the replica counts.
     let rev = env
         .wait::<Revision>("hello-00001", "replicas", |r| {
