@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::discovery;
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::RequestLabels;
 use crate::registry::{Printer, Resource};
 use crate::rest::{Api, DeleteOptions, Deleted, FieldValidation, ListOptions, WriteOptions};
 use crate::store::Stored;
@@ -30,6 +31,8 @@ pub struct Ctx {
     pub server_address: String,
     /// How pod subresources served by nodes reach them.
     pub nodes: crate::logs::NodeClient,
+    /// Where each request is recorded, when `--audit-log` is given.
+    pub audit: Option<crate::audit::AuditLog>,
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -273,7 +276,13 @@ fn route(ctx: &Ctx, segs: &[&str]) -> ApiResult<Option<Target>> {
 /// A request body: the connection's, or nothing once a GET's body was discarded.
 type ReqBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
 
-pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+pub async fn handle(
+    ctx: Arc<Ctx>,
+    peer: std::net::SocketAddr,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let received = jiff::Timestamp::now();
+    let info = request_info(&ctx, &req);
     let http1 = req.version() < http::Version::HTTP_2;
     let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
     let req = req.map(|b| Tracked { inner: b, read: read.clone() });
@@ -301,8 +310,114 @@ pub async fn handle(ctx: Arc<Ctx>, req: Request<Incoming>) -> Result<Response<Bo
     if http1 && !read.load(Ordering::Acquire) {
         resp.headers_mut().insert(header::CONNECTION, header::HeaderValue::from_static("close"));
     }
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "request");
+    let code = resp.status().as_u16();
+    let metrics = &ctx.api.metrics;
+    metrics.request(&info.labels, code, (!info.long_running).then(|| started.elapsed()));
+    if info.long_running && code < 300 {
+        // Open until the response body ends (the watch or stream is dropped).
+        let guard = metrics.long_running(&info.labels);
+        resp = resp.map(move |b| {
+            b.map_frame(move |f| {
+                let _ = &guard;
+                f
+            })
+            .boxed()
+        });
+    }
+    if let Some(audit) = &ctx.audit {
+        audit.write(&crate::audit::AuditLog::event(&crate::audit::Record {
+            labels: &info.labels,
+            namespace: info.namespace.as_deref(),
+            name: info.name.as_deref(),
+            request_uri: &info.uri,
+            user_agent: info.user_agent.as_deref(),
+            peer,
+            authenticated: info.authenticated,
+            code,
+            received,
+            long_running: info.long_running,
+        }));
+    }
+    tracing::debug!(%method, %path, status = code, elapsed_us = started.elapsed().as_micros() as u64, "request");
     Ok(resp)
+}
+
+/// What metrics and audit record of a request (upstream's `RequestInfo`).
+struct RequestInfo {
+    labels: RequestLabels,
+    namespace: Option<String>,
+    name: Option<String>,
+    uri: String,
+    user_agent: Option<String>,
+    authenticated: bool,
+    long_running: bool,
+}
+
+/// Subresources upstream reports with the verb CONNECT (`cleanVerb`'s `validConnectRequests`).
+const CONNECT_SUBRESOURCES: [&str; 4] = ["attach", "exec", "portforward", "proxy"];
+
+fn request_info<B>(ctx: &Ctx, req: &Request<B>) -> RequestInfo {
+    let path = req.uri().path();
+    let query = Query(query_pairs(req.uri().query()));
+    let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let header = |h: header::HeaderName| req.headers().get(h).and_then(|v| v.to_str().ok());
+    let method = req.method();
+    let target = route(ctx, &segs).ok().flatten();
+    let mut labels = RequestLabels {
+        verb: match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::PATCH => "PATCH",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            _ => "OTHER",
+        },
+        dry_run: query.get("dryRun") == Some("All"),
+        ..Default::default()
+    };
+    let mut long_running = false;
+    let (mut namespace, mut name) = (None, None);
+    if let Some(t) = target {
+        labels.group = t.res.group.clone();
+        labels.version = t.res.version.clone();
+        labels.resource = t.res.plural.clone();
+        labels.subresource = t.sub.clone().unwrap_or_default();
+        labels.scope = match (&t.name, &t.namespace) {
+            (Some(_), _) => "resource",
+            (None, Some(_)) => "namespace",
+            (None, None) => "cluster",
+        };
+        let watch = query.flag("watch");
+        if *method == Method::GET && watch {
+            labels.verb = "WATCH";
+        } else if *method == Method::GET && t.name.is_none() {
+            labels.verb = "LIST";
+        } else if *method == Method::PATCH
+            && header(header::CONTENT_TYPE)
+                .is_some_and(|c| c.starts_with("application/apply-patch"))
+        {
+            labels.verb = "APPLY";
+        }
+        if CONNECT_SUBRESOURCES.contains(&labels.subresource.as_str()) {
+            labels.verb = "CONNECT";
+        }
+        // Upstream's long-running check: watches and the streaming subresources.
+        long_running =
+            labels.verb == "WATCH" || labels.verb == "CONNECT" || labels.subresource == "log";
+        namespace = t.namespace;
+        name = t.name;
+    }
+    RequestInfo {
+        labels,
+        namespace,
+        name,
+        uri: req.uri().to_string(),
+        user_agent: header(header::USER_AGENT).map(str::to_owned),
+        authenticated: authenticated(ctx, req.headers()),
+        long_running,
+    }
 }
 
 /// A request body that records when it was read to its end.
@@ -407,6 +522,14 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
     if !authenticated(ctx, req.headers()) {
         return Err(ApiError::unauthorized());
     }
+    // Behind authentication, as kube-apiserver serves it (to system:monitoring and admins).
+    if req.method() == Method::GET && segs.as_slice() == ["metrics"] {
+        let text = ctx.api.metrics.render(&ctx.api.object_counts());
+        return Ok(Response::builder()
+            .header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+            .body(full(text))
+            .unwrap_or_else(|_| Response::new(full(Bytes::new()))));
+    }
     let reg = &ctx.api.registry;
     let method = req.method().clone();
     if method == Method::GET
@@ -418,7 +541,7 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
     if method == Method::GET {
         match segs.as_slice() {
             [] => {
-                let paths = json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]});
+                let paths = json!({"paths": ["/api", "/api/v1", "/apis", "/healthz", "/livez", "/metrics", "/openapi/v2", "/openapi/v3", "/readyz", "/version"]});
                 return Ok(value_response(200, &paths));
             }
             ["api"] => {
@@ -832,13 +955,17 @@ fn watch(
         timeout,
     };
     let items = crate::watch::start(api.clone(), res.clone(), ns.map(str::to_owned), opts, params);
+    let sent = api.metrics.watch_events(&res.group, &res.version, &res.plural);
     let served = res.clone();
     let cols = table_columns(res);
     let include = query.get("includeObject").unwrap_or("Metadata").to_owned();
     let encode = move |item: crate::watch::Item| -> Bytes {
         use crate::watch::Item;
         let (ty, stored) = match item {
-            Item::Object(ty, stored) => (ty, stored),
+            Item::Object(ty, stored) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                (ty, stored)
+            }
             Item::Bookmark(rv) => {
                 return bookmark_line(&json!({"kind": served.kind,
                     "apiVersion": served.api_version(),

@@ -259,6 +259,16 @@ impl Api {
             .ok_or_else(|| ApiError::not_found(&res.group, &res.plural, name))
     }
 
+    /// How many objects are stored per group-resource (`apiserver_storage_objects`).
+    pub fn object_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let st = self.store.read();
+        self.registry
+            .storage_resources()
+            .iter()
+            .map(|r| (r.group_resource(), st.list(&r.storage, None, None).count()))
+            .collect()
+    }
+
     /// Checks the field selector's labels against what the kind supports.
     pub fn check_field_selector(&self, res: &Resource, fs: &FieldSelector) -> ApiResult<()> {
         for f in fs.fields() {
@@ -482,8 +492,7 @@ impl Api {
             } else {
                 let value = if retry { body.clone() } else { std::mem::take(&mut body) };
                 match self
-                    .store
-                    .write(Op::Create { key, value })
+                    .write(res, Op::Create { key, value })
                     .await
                     .map_err(|e| from_store(res, e))
                 {
@@ -503,6 +512,19 @@ impl Api {
         };
         res.strategy.after_commit(&self.registry, &obj.value);
         Ok(Written { obj, warnings })
+    }
+
+    /// One durable write, timed for `etcd_request_duration_seconds`.
+    async fn write(&self, res: &Resource, op: Op) -> Result<Arc<Stored>, crate::store::StoreError> {
+        let operation = match &op {
+            Op::Create { .. } => "create",
+            Op::Update { .. } => "update",
+            Op::Delete { .. } => "delete",
+        };
+        let started = std::time::Instant::now();
+        let r = self.store.write(op).await;
+        self.metrics.storage(operation, &res.group_resource(), started.elapsed());
+        r
     }
 
     /// What strategies may read while they admit a write.
@@ -723,7 +745,7 @@ impl Api {
             }
             let key = self.key(res, ns, name);
             let op = Op::Delete { key, expected_rv: Some(old.rv), expected_uid: None };
-            let obj = self.store.write(op).await.map_err(|e| from_store(res, e))?;
+            let obj = self.write(res, op).await.map_err(|e| from_store(res, e))?;
             return Ok(Written { obj, warnings });
         }
         crate::managed::on_update(&mut new, old_v, opts.manager(), &res.api_version(), sub);
@@ -745,7 +767,7 @@ impl Api {
         }
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
-        let obj = self.store.write(op).await.map_err(|e| from_store(res, e))?;
+        let obj = self.write(res, op).await.map_err(|e| from_store(res, e))?;
         res.strategy.after_commit(&self.registry, &obj.value);
         Ok(Written { obj, warnings })
     }
@@ -824,7 +846,7 @@ impl Api {
                     expected_rv: Some(cur.rv),
                     expected_uid: None,
                 };
-                match self.store.write(op).await {
+                match self.write(res, op).await {
                     Ok(s) => return Ok(Deleted::Gone(s)),
                     Err(crate::store::StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(from_store(res, e)),
@@ -859,7 +881,7 @@ impl Api {
             }
             let op =
                 Op::Update { key: self.key(res, ns, name), value: new, expected_rv: Some(cur.rv) };
-            match self.store.write(op).await {
+            match self.write(res, op).await {
                 Ok(s) => return Ok(Deleted::Pending(s)),
                 Err(crate::store::StoreError::Conflict { .. }) => continue,
                 Err(e) => return Err(from_store(res, e)),
@@ -993,7 +1015,7 @@ impl Api {
             let mut admitted = pod;
             self.admit(res, &mut admitted, Some(&cur.value), &opts)?;
             let op = Op::Update { key, value: admitted, expected_rv: Some(cur.rv) };
-            match self.store.write(op).await {
+            match self.write(res, op).await {
                 Ok(obj) => return Ok(Written { obj, warnings: vec![] }),
                 Err(e @ crate::store::StoreError::Conflict { .. }) => {
                     last = Some(from_store(res, e))

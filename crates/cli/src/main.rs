@@ -39,6 +39,10 @@ struct ServerArgs {
     /// Address the API server listens on (HTTPS)
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// Append one audit.k8s.io/v1 Event per request to this file, level Metadata
+    /// (kube-apiserver's --audit-log-path)
+    #[arg(long, value_name = "FILE")]
+    audit_log: Option<PathBuf>,
 }
 
 /// Options of the node agent, for `kinetic node` and the agent inside `kinetic up`.
@@ -190,7 +194,8 @@ struct Extras {
 
 async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    let cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
+    let mut cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
+    cfg.audit_log = args.audit_log;
     let server = kinetic_apiserver::ApiServer::start(cfg).await.with_context(|| {
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;

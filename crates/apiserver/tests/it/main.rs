@@ -10,5 +10,6 @@ mod gc;
 mod generate_name;
 mod hpa;
 mod kubectl;
+mod observability;
 mod storage;
 mod watch;

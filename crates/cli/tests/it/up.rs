@@ -117,3 +117,49 @@ async fn kinetic_up_started_fresh_logs_no_warning_in_its_first_ten_seconds() {
     let status = tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await;
     assert!(status.is_ok(), "kinetic up did not stop on SIGTERM");
 }
+
+/// `kinetic up --audit-log FILE` writes one audit.k8s.io/v1 Event per request, and `/metrics`
+/// answers kubectl with kube-apiserver's metric names (issue 15, part 7).
+#[tokio::test]
+async fn kinetic_up_writes_an_audit_log_and_serves_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("audit.log");
+    let port = crate::free_port();
+    let mut up = crate::start_with(
+        "up",
+        dir.path(),
+        port,
+        &["--no-node", "--audit-log", log.to_str().unwrap()],
+    )
+    .await;
+    let home = tempfile::tempdir().unwrap();
+    let run = |args: &'static [&'static str]| {
+        let (kubeconfig, home) = (up.kubeconfig.clone(), home.path().to_owned());
+        async move {
+            let out = kinetic_testkit::kubectl(&kubeconfig, &home, args, None).await.unwrap();
+            assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        }
+    };
+    run(&["get", "namespaces"]).await;
+    let metrics = run(&["get", "--raw", "/metrics"]).await;
+    assert!(metrics.contains("apiserver_request_total{verb=\"LIST\",dry_run=\"\",group=\"\",version=\"v1\",resource=\"namespaces\""), "{metrics}");
+    assert!(metrics.contains("# TYPE apiserver_request_duration_seconds histogram"));
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let list = events
+        .iter()
+        .find(|e| e["verb"] == "list" && e["objectRef"]["resource"] == "namespaces")
+        .expect("kubectl's list is audited");
+    assert_eq!(
+        (list["apiVersion"].as_str(), list["level"].as_str()),
+        (Some("audit.k8s.io/v1"), Some("Metadata"))
+    );
+    assert!(list["userAgent"].as_str().is_some_and(|ua| ua.starts_with("kubectl")), "{list}");
+    let pid = up.child.id().unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(10), up.child.wait()).await;
+}
