@@ -43,6 +43,9 @@ pub enum BenchCommand {
     Other(crate::bench::BenchCommand),
     /// Measure image pull+unpack against containerd and skopeo+umoci, and the floors
     Pull(PullArgs),
+    /// Measure Knative Services: cold starts, a burst from zero, the gateway against direct
+    /// and nginx
+    Serve(crate::bench_serve::ServeArgs),
 }
 
 /// Runs a benchmark.
@@ -53,6 +56,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Other(o) => crate::bench::run(o).await,
         BenchCommand::Pull(a) => pull(a).await,
+        BenchCommand::Serve(a) => crate::bench_serve::run(a).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_pods;
 mod bench_pull;
 mod bench_rollout;
+mod bench_serve;
 mod controllers;
 mod image;
 mod image_cmd;

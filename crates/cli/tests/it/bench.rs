@@ -147,3 +147,78 @@ async fn interrupted_bench_pods_leaves_no_containers_netns_mounts_or_bridge() {
 async fn interrupted_bench_rollout_leaves_no_containers_netns_mounts_or_bridge() {
     interrupted_bench_leaves_nothing(&["rollout", "--replicas", "6"], "kbench1", 4).await;
 }
+
+/// `kinetic bench serve` with tiny counts: it runs to its end, its table has every figure with
+/// a value that parses, nothing was lost from zero, and it leaves neither its directory nor its
+/// bridge (nor nginx) behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_serve_with_tiny_counts_prints_a_table_that_parses_and_cleans_up() {
+    let slot = kinetic_testkit::net::NetSlot::take();
+    let out = tokio::time::timeout(
+        Duration::from_secs(300),
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+            .args(["bench", "serve", "--cold-starts", "2", "--burst", "20", "--requests", "100"])
+            .args(["--max-seconds", "10", "--bridge", &slot.bridge, "--pod-cidr", &slot.cidr])
+            .env("KINETIC_LOG", "warn")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kinetic bench serve with tiny counts did not end within 300 s")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}\n{stdout}\n{stderr}", out.status);
+    let dir = stderr.lines().find_map(|l| l.strip_prefix("platform up in ")).map(PathBuf::from);
+    let dir = dir.expect("no `platform up in` line");
+
+    // `figure  value  target  met?`, columns separated by two spaces or more.
+    let value = |figure: &str| -> String {
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(figure))
+            .unwrap_or_else(|| panic!("no row {figure:?} in\n{stdout}"));
+        let rest = line[figure.len()..].trim_start();
+        rest.split("  ").next().unwrap_or_default().trim().to_owned()
+    };
+    let millis = |figure: &str| -> f64 {
+        let v = value(figure);
+        v.strip_suffix(" ms").and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("{v:?}"))
+    };
+    for q in ["p50 (2 from zero)", "p90", "p99", "max"] {
+        let ms = millis(&format!("cold start, first byte {q}"));
+        assert!(ms > 0.0 && ms < 120_000.0, "cold start {q}: {ms} ms");
+    }
+    assert_eq!(value("cold starts answered 200"), "2/2");
+    assert_eq!(value("burst of 20 from zero: answered 200"), "20/20");
+    assert_eq!(value("  connection errors"), "0");
+    for name in ["direct to the pod", "gateway", "nginx"] {
+        let rps: f64 =
+            value(&format!("steady, {name}: requests/s (100 measured)")).parse().unwrap();
+        assert!(rps > 0.0, "{name}: {rps} requests/s");
+        assert_eq!(
+            value(&format!("  {name}: errors / non-200 / client connections"))[..6],
+            *"0 / 0 "
+        );
+    }
+    let ratio = value("gateway / nginx throughput");
+    assert!(ratio.strip_suffix('×').is_some_and(|r| r.parse::<f64>().is_ok()), "{ratio:?}");
+    assert!(stdout.contains("where a cold start's time goes, over 2 cold starts"), "{stdout}");
+
+    assert!(!dir.exists(), "{} is left", dir.display());
+    assert!(!bridge_exists(&slot.bridge), "bridge {} left", slot.bridge);
+    assert!(processes_rooted_under(&dir).is_empty(), "container processes left");
+    // nginx's master and workers keep its error log (under the directory) open.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|p| {
+            std::fs::read_dir(p.path().join("fd")).is_ok_and(|fds| {
+                fds.flatten()
+                    .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.starts_with(&dir)))
+            })
+        })
+        .map(|p| p.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "processes with files under the directory left: {left:?}");
+}
