@@ -13,12 +13,22 @@
 //! `serving_gateway` after its table swap): `IngressReady` is True only when that digest
 //! matches the status written here (else Unknown `IngressNotConfigured`, upstream's reason),
 //! and `Ready` needs it, so the first request after Ready is answered.
+//!
+//! A target that names a revision gets its share only once that revision is Ready. With a
+//! rollout duration (the Route's `serving.knative.dev/rollout-duration`, else
+//! `config-network`'s `rollout-duration`), a Configuration target's new revision takes its
+//! share gradually ([`rollout`], upstream's `traffic.Rollout`): the state is kept in the
+//! status annotation `networking.internal.knative.dev/rollout` and the Route is requeued when
+//! the next step is due; mid-rollout the older revisions appear in `status.traffic` with
+//! `latestRevision: false` before the newest.
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
+use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{ConfigMap, Service as CoreService};
 use kinetic_api::knative::config::{
     CLUSTER_DOMAIN, Domain, Network, SYSTEM_NAMESPACE, domain, network,
@@ -26,7 +36,7 @@ use kinetic_api::knative::config::{
 use kinetic_api::knative::configuration::Configuration;
 use kinetic_api::knative::revision::Revision;
 use kinetic_api::knative::route::{Route, RouteStatus};
-use kinetic_api::knative::{Addressable, TrafficTarget, condition};
+use kinetic_api::knative::{Addressable, ROLLOUT_DURATION_ANNOTATION, TrafficTarget, condition};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
@@ -36,6 +46,7 @@ use serde_json::json;
 
 use crate::events::{EventReq, EventSink};
 use crate::serving_gateway::{ROUTED_ANNOTATION, route_hosts, routed_digest};
+use rollout::{ConfigurationRollout, ROLLOUT_ANNOTATION, RevisionRollout, Rollout, RolloutParams};
 
 use super::{ReconcileError, cond_of, controller_ref, set_condition, status_patch};
 
@@ -43,6 +54,8 @@ use super::{ReconcileError, cond_of, controller_ref, set_condition, status_patch
 /// (`RouteStatus.MarkIngressNotConfigured`).
 const INGRESS_NOT_CONFIGURED: &str = "IngressNotConfigured";
 const INGRESS_NOT_CONFIGURED_MESSAGE: &str = "Ingress has not yet been reconciled.";
+
+mod rollout;
 
 struct Ctx {
     client: Client,
@@ -134,7 +147,7 @@ async fn reconcile(route: Arc<Route>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     ctx.backoff
         .reconcile(&*route, async {
             if route.meta().deletion_timestamp.is_none() {
-                reconcile_pass(&route, &ctx).await?;
+                return reconcile_pass(&route, &ctx).await;
             }
             Ok(Action::await_change())
         })
@@ -154,7 +167,8 @@ struct Unassigned {
     message: String,
 }
 
-async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> {
+/// One pass; requeued when a rollout step is due.
+async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let ns = route.namespace().unwrap_or_default();
     let name = route.name_any();
     // A ConfigMap that does not parse leaves Knative's defaults (upstream refuses it at its
@@ -203,6 +217,8 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
     let revs: Api<Revision> = Api::namespaced(ctx.client.clone(), &ns);
     let cfgs: Api<Configuration> = Api::namespaced(ctx.client.clone(), &ns);
     let mut resolved = Vec::new();
+    // The Configuration each resolved target follows (None for a named revision).
+    let mut followed: Vec<Option<String>> = Vec::new();
     let mut problem: Option<Unassigned> = None;
     let mut all_ready = true;
     for t in route.spec.traffic.iter().flatten() {
@@ -276,6 +292,11 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
             }
         }
         let tag = t.tag.clone().filter(|t| !t.is_empty());
+        followed.push(
+            t.configuration_name
+                .clone()
+                .filter(|c| !c.is_empty() && t.revision_name.as_deref().is_none_or(str::is_empty)),
+        );
         resolved.push(TrafficTarget {
             url: tag.as_deref().map(|tag| url(net.tag_host(tag, &name, &ns, &dom))),
             tag,
@@ -286,6 +307,10 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
         });
     }
 
+    let rollout_secs = rollout_duration(route, &net);
+    let now = Timestamp::now().as_nanosecond() as i64;
+    let mut next_step = 0;
+    let mut rollout: Option<Rollout> = None;
     let old = route.status.clone().unwrap_or_default();
     let old_conds = old.status.conditions.clone().unwrap_or_default();
     let mut st = RouteStatus::default();
@@ -314,7 +339,16 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
             }
         }
         None => {
-            st.fields.traffic = Some(resolved);
+            // With a rollout duration, a Configuration's new revision takes its share
+            // gradually (upstream's traffic.Rollout): the shape to route now.
+            let desired = desired_rollout(&resolved, &followed);
+            let prev = old.status.annotations.as_ref().and_then(|a| a.get(ROLLOUT_ANNOTATION));
+            let prev = prev.and_then(|p| Rollout::parse(p));
+            let (effective, next) =
+                if rollout_secs > 0.0 { desired.step(prev.as_ref(), now) } else { (desired, 0) };
+            next_step = next;
+            st.fields.traffic = Some(apply_rollout(resolved, &followed, &effective));
+            rollout = Some(effective);
             set_condition(&mut conds, &old_conds, condition::ALL_TRAFFIC_ASSIGNED, "True", "", "");
         }
     }
@@ -323,6 +357,27 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
     // up with the Route).
     let hosts = route_hosts(&name, &ns, &st.fields);
     let ingress_ready = !hosts.is_empty() && routed == routed_digest(&hosts);
+    if let Some(mut ro) = rollout {
+        // The gateway routes the rollout's first 1 %: the step timing follows from that.
+        if ingress_ready && !ro.done() {
+            ro.observe_ready(now, rollout_secs);
+            let due = ro.configurations.iter().map(|c| c.step_params.next_step_time);
+            if let Some(due) = due.filter(|t| *t > 0).min() {
+                next_step = if next_step > 0 { next_step.min(due) } else { due };
+            }
+        }
+        let annotations = st.status.annotations.get_or_insert_with(BTreeMap::new);
+        if rollout_secs > 0.0 && !ro.configurations.is_empty() {
+            let text = serde_json::to_string(&ro)
+                .map_err(|source| ReconcileError::Encode { what: "a rollout", source })?;
+            annotations.insert(ROLLOUT_ANNOTATION.to_owned(), text);
+        } else {
+            annotations.remove(ROLLOUT_ANNOTATION);
+        }
+        if annotations.is_empty() {
+            st.status.annotations = None;
+        }
+    }
     if ingress_ready {
         set_condition(&mut conds, &old_conds, condition::INGRESS_READY, "True", "", "");
     } else {
@@ -365,5 +420,94 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<(), ReconcileError> 
         let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&st)?)).await?;
     }
-    Ok(())
+    Ok(match u64::try_from(next_step - now) {
+        Ok(wait) if next_step > 0 => Action::requeue(Duration::from_nanos(wait.max(1_000_000))),
+        _ => Action::await_change(),
+    })
+}
+
+/// The rollout duration in seconds: the Route's `serving.knative.dev/rollout-duration`
+/// annotation (a duration such as `120s`, `2m`; upstream's webhook validates it), else
+/// `config-network`'s `rollout-duration`.
+fn rollout_duration(route: &Route, net: &Network) -> f64 {
+    let parse = |v: &str| -> Option<f64> {
+        let v = v.trim();
+        let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
+        let n: f64 = num.parse().ok()?;
+        let scale = match unit {
+            "" | "s" => 1.0,
+            "ms" => 0.001,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        Some(n * scale).filter(|d| *d >= 0.0)
+    };
+    route
+        .annotations()
+        .get(ROLLOUT_DURATION_ANNOTATION)
+        .and_then(|v| parse(v))
+        .unwrap_or(net.rollout_duration_secs as f64)
+}
+
+/// Each Configuration target with its latest ready revision alone at its share: the shape a
+/// rollout moves towards.
+fn desired_rollout(resolved: &[TrafficTarget], followed: &[Option<String>]) -> Rollout {
+    let mut configurations: Vec<ConfigurationRollout> = resolved
+        .iter()
+        .zip(followed)
+        .filter_map(|(t, c)| {
+            let percent = t.percent.unwrap_or(0);
+            Some(ConfigurationRollout {
+                configuration_name: c.clone()?,
+                tag: t.tag.clone().unwrap_or_default(),
+                percent,
+                revisions: t
+                    .revision_name
+                    .clone()
+                    .filter(|_| percent > 0)
+                    .map(|revision_name| RevisionRollout { revision_name, percent })
+                    .into_iter()
+                    .collect(),
+                step_params: RolloutParams::default(),
+            })
+        })
+        .collect();
+    configurations
+        .sort_by(|a, b| (&a.tag, &a.configuration_name).cmp(&(&b.tag, &b.configuration_name)));
+    Rollout { configurations }
+}
+
+/// The traffic with each Configuration target split as `rollout` says: older revisions
+/// (`latestRevision: false`, untagged) first, the newest last with the tag.
+fn apply_rollout(
+    resolved: Vec<TrafficTarget>,
+    followed: &[Option<String>],
+    rollout: &Rollout,
+) -> Vec<TrafficTarget> {
+    let mut out = Vec::new();
+    for (t, c) in resolved.into_iter().zip(followed) {
+        let tag = t.tag.clone().unwrap_or_default();
+        let ro = c.as_ref().and_then(|c| {
+            rollout.configurations.iter().find(|r| &r.configuration_name == c && r.tag == tag)
+        });
+        match ro {
+            Some(ro) if ro.revisions.len() > 1 => {
+                let n = ro.revisions.len();
+                for (i, r) in ro.revisions.iter().enumerate() {
+                    let newest = i == n - 1;
+                    out.push(TrafficTarget {
+                        tag: if newest { t.tag.clone() } else { None },
+                        url: if newest { t.url.clone() } else { None },
+                        revision_name: Some(r.revision_name.clone()),
+                        configuration_name: None,
+                        latest_revision: Some(newest),
+                        percent: Some(r.percent),
+                    });
+                }
+            }
+            _ => out.push(t),
+        }
+    }
+    out
 }
