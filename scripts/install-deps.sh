@@ -21,6 +21,8 @@ have docker-registry || need+=(docker-registry)
 [ -x /bin/busybox ] || need+=(busybox-static)
 have skopeo || need+=(skopeo)
 have umoci || need+=(umoci)
+# `kinetic bench serve` compares the serving gateway with Debian's nginx as a reverse proxy.
+[ -x /usr/sbin/nginx ] || need+=(nginx)
 
 if ((${#need[@]})); then
   if [ "$(id -u)" -ne 0 ]; then
@@ -29,6 +31,13 @@ if ((${#need[@]})); then
   fi
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
+  # Only the programs are wanted: no package's service (nginx on port 80, a registry on 5000)
+  # is started, as Debian's policy-rc.d convention allows.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
