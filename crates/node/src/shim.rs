@@ -32,7 +32,8 @@
 //!
 //! A crash of the agent between starting a shim and recording the container leaves a shim and
 //! container the next agent does not know: its start of the same attempt removes that
-//! container, waits for its shim to go and clears the bundle's files ([`start`]). Not done:
+//! container, waits for its shim to go, and removes the bundle (rootfs mount included) and the
+//! attempt's log before making them again ([`clear_stale`], [`start`]). Not done:
 //! log rotation (kubelet's `containerLogMaxSize`); a log grows until the container attempt's
 //! directory goes with the pod. `stdinOnce` for a TTY container (upstream closes the
 //! terminal's input; here it stays open).
@@ -191,9 +192,10 @@ pub(crate) async fn wait_exit(bundle: &Path, id: &str, pid: i32) -> Exit {
 ///
 /// # Errors
 /// The shim cannot be started, or runc failed (its message is in the error).
-pub(crate) async fn start(runc: &Runc, exe: &Path, spec: &Spec) -> Result<i32> {
+pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<i32> {
     let fail = |message: String| Error::Runc { op: "run", id: spec.id.clone(), message };
-    clear_stale(runc, spec).await;
+    // An attempt's log is its own: what an unrecorded run of it wrote is not this run's output.
+    let _ = std::fs::remove_file(&spec.log);
     let arg =
         serde_json::to_string(spec).map_err(|e| fail(format!("encoding the shim spec: {e}")))?;
     let mut child = tokio::process::Command::new(exe)
@@ -229,11 +231,15 @@ pub(crate) async fn start(runc: &Runc, exe: &Path, spec: &Spec) -> Result<i32> {
     ))
 }
 
-/// Removes what a crash mid-create may have left of this attempt: its container, its shim and
-/// the shim's files.
-async fn clear_stale(runc: &Runc, spec: &Spec) {
-    let _ = runc.delete(&spec.id).await;
-    if let Some(pid) = read_pid(&spec.bundle.join(SHIM_PID)).filter(|p| is_shim(*p, &spec.id)) {
+/// Removes what a crash mid-create may have left of attempt `id` before it starts again: its
+/// container (when runc has state for it), its shim (waited for: it records the exit and goes)
+/// and the shim's files. The caller then unmounts and removes the bundle. Nothing to do, and no
+/// process started, for a fresh attempt.
+pub(crate) async fn clear_stale(runc: &Runc, id: &str, bundle: &Path) {
+    if runc.root().join(id).exists() {
+        let _ = runc.delete(id).await;
+    }
+    if let Some(pid) = read_pid(&bundle.join(SHIM_PID)).filter(|p| is_shim(*p, id)) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while alive(pid) && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -245,7 +251,7 @@ async fn clear_stale(runc: &Runc, spec: &Spec) {
         }
     }
     for f in [SHIM_PID, PID, EXIT, ATTACH, CONSOLE] {
-        let _ = std::fs::remove_file(spec.bundle.join(f));
+        let _ = std::fs::remove_file(bundle.join(f));
     }
 }
 

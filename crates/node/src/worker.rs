@@ -741,6 +741,12 @@ impl Worker {
         tl.created = Some(ts_now());
         let rootfs = cdir.join("rootfs");
         let run_err = |m: String| StartFailure { reason: "RunContainerError", message: m };
+        if cdir.exists() || self.ctx.runc.root().join(&id).exists() {
+            // A start of this attempt that was never recorded (the agent crashed mid-create):
+            // its container, shim and rootfs go before it starts again.
+            crate::shim::clear_stale(&self.ctx.runc, &id, &cdir).await;
+            crate::mount::remove(&cdir);
+        }
         crate::mount::overlay(&image.layers, &cdir).map_err(|e| run_err(crate::report(&e)))?;
         let tlog = cdir.join("termination-log");
         let _ = std::fs::write(&tlog, b"");
@@ -791,7 +797,7 @@ impl Worker {
             stdin_once: spec.stdin_once == Some(true),
             tty: spec.tty == Some(true),
         };
-        let pid = match crate::shim::start(&self.ctx.runc, &self.ctx.cfg.shim, &shim).await {
+        let pid = match crate::shim::start(&self.ctx.cfg.shim, &shim).await {
             Ok(pid) => pid,
             Err(e) => {
                 let _ = self.ctx.runc.delete(&id).await;

@@ -551,3 +551,115 @@ async fn env_from_a_changed_label_restarts_the_container_only_during_an_in_place
     assert_eq!(restarts(&p, "sidecar"), 1, "the sidecar reads no label");
     c.wait_event("envmeta", "definition changed, will be restarted", 5).await;
 }
+
+/// Before the shim, a container that ended while no agent ran was reported as
+/// `ContainerStatusUnknown` with exit code 137: its code was lost with the agent. Its shim
+/// reaps it and records the code, which the next agent reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_status_unknown_no_more_exit_code_survives_an_agent_restart() {
+    let mut c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "ender",
+        json!({"restartPolicy": "Never",
+               "containers": [{"name": "app", "image": image,
+                               "command": ["sh", "-c", "sleep 2; echo bye; exit 7"]}]}),
+    )
+    .await;
+    c.wait("ender", 30, "Running", |p| {
+        p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
+    })
+    .await;
+    c.stop_agent().await;
+    // The container ends while no agent runs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    c.start_agent().await;
+    let p = c
+        .wait("ender", 30, "Failed", |p| {
+            p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Failed")
+        })
+        .await;
+    let st = container_status(&p, "app");
+    let t = st.state.and_then(|s| s.terminated).expect("terminated");
+    assert_eq!((t.exit_code, t.reason.as_deref()), (7, Some("Error")), "{t:?}");
+    let logs = c.server.kubectl_ok(&["logs", "ender"]).await.unwrap();
+    assert_eq!(logs, "bye\n");
+    c.pods().delete("ender", &Default::default()).await.unwrap();
+    c.wait_gone("ender", 15).await;
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
+
+/// The shims of one pod (processes running `__shim` for its uid).
+fn shims_of(uid: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(e.path().join("cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            if cmd.contains("__shim") && cmd.contains(uid) {
+                out.push(cmd);
+            }
+        }
+    }
+    out
+}
+
+/// An agent that crashed after starting a container but before recording it starts that
+/// attempt again: the unrecorded container, its shim and its output go first, so the pod has
+/// one container, one shim and one log, not two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_the_crashed_agent_did_not_record_is_replaced_not_doubled() {
+    let mut c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    let pod = c
+        .create(
+            "twice",
+            json!({"containers": [{"name": "app", "image": image,
+                                   "command": ["sh", "-c", "echo started; exec sleep 600"]}]}),
+        )
+        .await;
+    let uid = pod.metadata.uid.clone().unwrap();
+    c.wait_ready("twice").await;
+    c.stop_agent().await;
+    // What a crash between the shim's start and the record leaves: a running container the
+    // record does not know.
+    let state = c.data_dir().join("pods").join(&uid).join("state.json");
+    let mut rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    rec["containers"]["app"]["attempt"] = json!(0);
+    rec["containers"]["app"]["state"] =
+        json!({"state": "Waiting", "reason": "ContainerCreating", "message": ""});
+    std::fs::write(&state, serde_json::to_vec(&rec).unwrap()).unwrap();
+    assert_eq!(shims_of(&uid).len(), 1);
+    c.start_agent().await;
+    // The new agent serves the pod's logs once it runs attempt 1 again: one `started`.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let out = c.server.kubectl(&["logs", "twice"]).await.unwrap();
+        let logs = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && logs == "started\n" {
+            break;
+        }
+        assert!(Instant::now() < deadline && !logs.contains("started\nstarted"), "{out:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    c.wait_ready("twice").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shims_of(&uid).len() != 1 {
+        assert!(Instant::now() < deadline, "shims: {:#?}", shims_of(&uid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let runc = std::process::Command::new("runc")
+        .arg("--root")
+        .arg(c.data_dir().join("runc"))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    let ids = String::from_utf8_lossy(&runc.stdout).lines().filter(|l| l.contains(&uid)).count();
+    assert_eq!(ids, 1, "{}", String::from_utf8_lossy(&runc.stdout));
+    c.pods().delete("twice", &Default::default()).await.unwrap();
+    c.wait_gone("twice", 15).await;
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    assert!(shims_of(&uid).is_empty());
+}
