@@ -46,7 +46,8 @@
 //! revision and minute in steady state. `spec.reachability` is written here too (see
 //! [`reachable`]).
 //!
-//! Deliberate simplifications: the decision runs every second rather than upstream's 2 s tick.
+//! Revisions of another autoscaler class are left alone. Deliberate simplifications: the
+//! decision runs every second rather than upstream's 2 s tick.
 //! A Revision whose annotations do not validate is skipped (the API server refuses them
 //! anyway). The stats endpoint is unauthenticated, like upstream's autoscaler websocket.
 
@@ -497,7 +498,10 @@ async fn activate(client: &Client, caches: &Caches, key: &RevisionKey) {
     let Some(rev) = caches.revisions.get(&ObjectRef::new(&key.name).within(&key.namespace)) else {
         return;
     };
-    let activation = spec_of(&rev, &caches.config()).map_or(1, |s| s.activation_scale.max(1));
+    let Some(spec) = spec_of(&rev, &caches.config()).ok().filter(RevisionSpec::is_kpa) else {
+        return;
+    };
+    let activation = spec.activation_scale.max(1);
     if let Some(cs) = caches.cloneset(key)
         && cs.spec.replicas.unwrap_or(1) == 0
     {
@@ -523,7 +527,11 @@ async fn decide(
     let mut seen = Vec::new();
     for rev in caches.revisions.state() {
         let key = RevisionKey::new(rev.namespace().unwrap_or_default(), rev.name_any());
-        let Ok(spec) = spec_of(&rev, &config) else { continue };
+        // Another class (`hpa.autoscaling.knative.dev`) is another autoscaler's, as upstream's
+        // KPA reconciler filters PodAutoscalers by class.
+        let Some(spec) = spec_of(&rev, &config).ok().filter(RevisionSpec::is_kpa) else {
+            continue;
+        };
         let Some(cs) = caches.cloneset(&key) else { continue };
         let ready = cs.status.as_ref().map_or(0, |s| s.ready_replicas);
         let reachable = !known || reachable(&rev, &routes, &configurations);

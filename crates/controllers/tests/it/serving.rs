@@ -706,6 +706,18 @@ async fn each_revision_gets_a_podautoscaler_that_kubectl_prints_with_the_kpa_dec
     assert_eq!(pa.spec.protocol_type, "http1");
     assert_eq!(pa.annotations()["autoscaling.knative.dev/class"], "kpa.autoscaling.knative.dev");
 
+    // A revision of the HPA class is not the KPA's.
+    env.apply(
+        &targeted(10)
+            .replace("name: hello\n", "name: other\n")
+            .replace(
+                "      annotations:\n",
+                "      annotations:\n        autoscaling.knative.dev/class: hpa.autoscaling.knative.dev\n        autoscaling.knative.dev/metric: cpu\n",
+            ),
+    )
+    .await;
+    env.wait::<CloneSet>("other-00001-deployment", "created", |_| true).await;
+    env.wait::<PodAutoscaler>("other-00001", "created", |_| true).await;
     // The KPA loop (beside a gateway) reports its decision.
     let (gw, kpa) = held_gateway(&env.client, "unused.example.com").await;
     let pa = env
@@ -719,6 +731,9 @@ async fn each_revision_gets_a_podautoscaler_that_kubectl_prints_with_the_kpa_dec
         .await;
     let d = pa.status.as_ref().unwrap().decider.clone().unwrap();
     assert_eq!((d.mode.as_str(), d.metric.as_str(), d.gateways), ("Stable", "concurrency", 1));
+    let other = env.api::<PodAutoscaler>().get("other-00001").await.unwrap();
+    assert_eq!(other.status, None, "the KPA decided for an HPA-class revision");
+    assert_eq!(other.annotations()["autoscaling.knative.dev/class"], "hpa.autoscaling.knative.dev");
     assert_eq!(d.target, 70.0, "containerConcurrency 0: 100 at 70 %");
     for t in ["Active", "ScaleTargetInitialized", "SKSReady"] {
         assert_eq!(pa_cond(&pa, t).map(|c| c.0).as_deref(), Some("True"), "{t}");
