@@ -6,10 +6,11 @@
 //! through the `scale` subresource, so any kind with one works (Deployment, ReplicaSet,
 //! CloneSet, custom resources).
 //!
-//! Metrics: `Resource` (Utilization and AverageValue). `Pods`, `Object`, `External` and
-//! `ContainerResource` metrics have no source here yet: each reports `ScalingActive=False`
-//! with upstream's reason (`FailedGetPodsMetric`, …), which, as upstream, stops scale-downs
-//! while the other metrics may still scale up.
+//! Metrics: `Resource` and `ContainerResource` (Utilization and AverageValue; a pod whose
+//! metrics lack the named container counts as missing, where upstream fails the metric).
+//! `Pods`, `Object` and `External` metrics have no source here yet: each reports
+//! `ScalingActive=False` with upstream's reason (`FailedGetPodsMetric`, …), which, as upstream,
+//! stops scale-downs while the other metrics may still scale up.
 //!
 //! State kept in memory, as upstream: the recent recommendations (stabilisation windows) and
 //! scale events (policies) per autoscaler, so a restarted controller starts afresh.
@@ -458,7 +459,7 @@ fn milli(q: &str) -> Option<i64> {
 }
 
 /// The pod as the replica calculation reads it.
-fn pod_info(p: &Pod, resource: &str) -> hpa::Pod {
+fn pod_info(p: &Pod, resource: &str, container: Option<&str>) -> hpa::Pod {
     let status = p.status.clone().unwrap_or_default();
     let phase = match status.phase.as_deref() {
         Some("Pending") => hpa::Phase::Pending,
@@ -476,8 +477,10 @@ fn pod_info(p: &Pod, resource: &str) -> hpa::Pod {
                 .map(|t| since_epoch(t.0))
                 .unwrap_or_default(),
         });
+    // calculatePodRequests: every container's request, or only the named container's.
     let mut request = Ok(0i64);
-    for c in p.spec.iter().flat_map(|s| s.containers.iter()) {
+    let containers = p.spec.iter().flat_map(|s| s.containers.iter());
+    for c in containers.filter(|c| container.is_none_or(|n| c.name == n)) {
         let q =
             c.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get(resource));
         match (q.and_then(|q| milli(&q.0)), &mut request) {
@@ -525,6 +528,7 @@ async fn pod_metrics(
     ns: &str,
     selector: &str,
     resource: &str,
+    container: Option<&str>,
 ) -> Result<BTreeMap<String, hpa::Metric>, String> {
     let req =
         kube::core::Request::new(format!("/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods"))
@@ -536,7 +540,14 @@ async fn pod_metrics(
         let name = item.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
         let mut sum = 0i64;
         let mut complete = true;
-        for c in item.get("containers").and_then(Value::as_array).into_iter().flatten() {
+        let cs = item.get("containers").and_then(Value::as_array).into_iter().flatten();
+        let cs: Vec<&Value> = cs
+            .filter(|c| container.is_none_or(|n| c.get("name").and_then(Value::as_str) == Some(n)))
+            .collect();
+        if cs.is_empty() {
+            continue;
+        }
+        for c in cs {
             let q = c.pointer(&format!("/usage/{resource}")).and_then(Value::as_str);
             match q.and_then(milli) {
                 Some(v) => sum += v,
@@ -588,12 +599,20 @@ async fn metric_outcome(
     pods: Result<&[Pod], &String>,
     now: Duration,
 ) -> Result<(MetricOutcome, Value), Failure> {
-    let Some(src) = m.resource.as_ref().filter(|_| m.type_ == "Resource") else {
+    // (resource, container, target) of a Resource or ContainerResource metric.
+    let source = match m.type_.as_str() {
+        "Resource" => m.resource.as_ref().map(|r| (r.name.as_str(), None, &r.target)),
+        "ContainerResource" => m
+            .container_resource
+            .as_ref()
+            .map(|r| (r.name.as_str(), Some(r.container.as_str()), &r.target)),
+        _ => None,
+    };
+    let Some((resource, container, t)) = source else {
         let (reason, what) = match m.type_.as_str() {
             "Pods" => ("FailedGetPodsMetric", "pods"),
             "Object" => ("FailedGetObjectMetric", "object"),
             "External" => ("FailedGetExternalMetric", "external"),
-            "ContainerResource" => ("FailedGetContainerResourceMetric", "container resource"),
             _ => ("InvalidMetricSourceType", "unknown"),
         };
         return Err(Failure {
@@ -601,35 +620,40 @@ async fn metric_outcome(
             message: format!("unable to get {what} metric: no {what} metrics source is available"),
         });
     };
-    let resource = src.name.as_str();
-    let fail = |message: String| Failure { reason: "FailedGetResourceMetric", message };
-    let target = match (&src.target.average_utilization, &src.target.average_value) {
+    let reason = if container.is_some() {
+        "FailedGetContainerResourceMetric"
+    } else {
+        "FailedGetResourceMetric"
+    };
+    let fail = |message: String| Failure { reason, message };
+    let target = match (&t.average_utilization, &t.average_value) {
         (Some(u), _) => Target::Utilization(*u),
         (None, Some(v)) => Target::AverageValue(milli(&v.0).unwrap_or(0)),
         (None, None) => return Err(fail(format!("invalid target for {resource}"))),
     };
     let what = if matches!(target, Target::Utilization(_)) { "utilization" } else { "usage" };
     let pods = pods.map_err(|e| fail(format!("failed to get {resource} {what}: {e}")))?;
-    let metrics = pod_metrics(&ctx.client, ns, selector, resource)
+    let metrics = pod_metrics(&ctx.client, ns, selector, resource, container)
         .await
         .map_err(|e| fail(format!("failed to get {resource} {what}: {e}")))?;
-    let infos: Vec<hpa::Pod> = pods.iter().map(|p| pod_info(p, resource)).collect();
+    let infos: Vec<hpa::Pod> = pods.iter().map(|p| pod_info(p, resource, container)).collect();
     let p = hpa::resource_replicas(current, target, resource, &infos, &metrics, now)
         .map_err(|e| fail(format!("failed to get {resource} {what}: {e}")))?;
     let mut cur = json!({"averageValue": quantity(p.average)});
     if let Some(u) = p.utilization {
         cur["averageUtilization"] = json!(u);
     }
+    let kind = if container.is_some() { "container resource" } else { "resource" };
     let name = match target {
-        Target::Utilization(_) => {
-            format!("{resource} resource utilization (percentage of request)")
-        }
-        Target::AverageValue(_) => format!("{resource} resource"),
+        Target::Utilization(_) => format!("{resource} {kind} utilization (percentage of request)"),
+        Target::AverageValue(_) => format!("{resource} {kind}"),
     };
-    Ok((
-        MetricOutcome::Valid { replicas: p.replicas, name },
-        json!({"type": "Resource", "resource": {"name": resource, "current": cur}}),
-    ))
+    let status = match container {
+        None => json!({"type": "Resource", "resource": {"name": resource, "current": cur}}),
+        Some(c) => json!({"type": "ContainerResource", "containerResource":
+            {"name": resource, "container": c, "current": cur}}),
+    };
+    Ok((MetricOutcome::Valid { replicas: p.replicas, name }, status))
 }
 
 fn rules_of(r: Option<&HPAScalingRules>, up: bool) -> hpa::Rules {

@@ -142,6 +142,36 @@ async fn kubectl_autoscale_scales_a_cpu_burning_deployment_and_cloneset_out_and_
     wait_replicas(&up, h, "cloneset/cs", 120, |n| n == 2).await;
     let row = kubectl(&up, h, &["get", "hpa", "cs", "--no-headers"]).await;
     assert!(row.starts_with("cs") && row.contains("CloneSet/cs"), "{row}");
+    // The same load as a ContainerResource metric of the `burn` container.
+    kubectl(
+        &up,
+        h,
+        &[
+            "patch",
+            "hpa",
+            "cs",
+            "--type=merge",
+            "-p",
+            r#"{"spec": {"maxReplicas": 3, "metrics": [{"type": "ContainerResource",
+                "containerResource": {"name": "cpu", "container": "burn",
+                  "target": {"type": "Utilization", "averageUtilization": 50}}}]}}"#,
+        ],
+    )
+    .await;
+    wait_replicas(&up, h, "cloneset/cs", 90, |n| n == 3).await;
+    let metric = kubectl(
+        &up,
+        h,
+        &[
+            "get",
+            "hpa",
+            "cs",
+            "-o",
+            "jsonpath={.status.currentMetrics[0].containerResource.container}",
+        ],
+    )
+    .await;
+    assert_eq!(metric, "burn");
     kubectl(&up, h, &["delete", "hpa", "cs"]).await;
     kubectl(&up, h, &["delete", "cloneset", "cs"]).await;
     wait_no_pods(&up, h).await;
