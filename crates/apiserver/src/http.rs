@@ -956,6 +956,7 @@ fn watch(
     };
     let items = crate::watch::start(api.clone(), res.clone(), ns.map(str::to_owned), opts, params);
     let sent = api.metrics.watch_events(&res.group, &res.version, &res.plural);
+    let api_version = res.api_version();
     let served = res.clone();
     let cols = table_columns(res);
     let include = query.get("includeObject").unwrap_or("Metadata").to_owned();
@@ -965,6 +966,16 @@ fn watch(
             Item::Object(ty, stored) => {
                 sent.fetch_add(1, Ordering::Relaxed);
                 (ty, stored)
+            }
+            Item::Event(ty, ev) => {
+                sent.fetch_add(1, Ordering::Relaxed);
+                let same_version = ev.obj.value.get("apiVersion").and_then(Value::as_str)
+                    == Some(api_version.as_str());
+                if want == Want::Object && same_version {
+                    // The line every watcher of the event shares.
+                    return ev.watch_line(ty);
+                }
+                (ty, ev.obj.clone())
             }
             Item::Bookmark(rv) => {
                 return bookmark_line(&json!({"kind": served.kind,
@@ -983,14 +994,7 @@ fn watch(
             // The common case costs a copy: the stored bytes go out as they are, framed by hand,
             // so a thousand watchers of one object do not encode it a thousand times.
             Want::Object => {
-                let json = api.served_json(&served, &stored);
-                let mut line = Vec::with_capacity(json.len() + ty.len() + 24);
-                line.extend_from_slice(b"{\"type\":\"");
-                line.extend_from_slice(ty.as_bytes());
-                line.extend_from_slice(b"\",\"object\":");
-                line.extend_from_slice(&json);
-                line.extend_from_slice(b"}\n");
-                return Bytes::from(line);
+                return crate::store::watch_line(ty, &api.served_json(&served, &stored));
             }
             Want::Metadata => partial_metadata(&stored.value),
             Want::Table => {

@@ -21,7 +21,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard};
 
 use bytes::Bytes;
 use serde_json::Value;
@@ -130,6 +130,43 @@ pub struct Event {
     pub key: ObjKey,
     pub obj: Arc<Stored>,
     pub prev: Option<Arc<Stored>>,
+    /// The watch line of this event, per watch event type (ADDED, MODIFIED, DELETED), encoded
+    /// by the first watcher that sends it and shared by every other.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl Event {
+    fn new(
+        rv: u64,
+        kind: EventType,
+        key: &ObjKey,
+        obj: Arc<Stored>,
+        prev: Option<Arc<Stored>>,
+    ) -> Self {
+        Self { rv, kind, key: key.clone(), obj, prev, lines: Default::default() }
+    }
+
+    /// `{"type":TY,"object":OBJECT}` and a newline, with the stored JSON as the object: the
+    /// same bytes for every watcher that receives the event as `ty` (serialised once).
+    pub fn watch_line(&self, ty: &'static str) -> Bytes {
+        let slot = match ty {
+            "ADDED" => &self.lines[0],
+            "MODIFIED" => &self.lines[1],
+            _ => &self.lines[2],
+        };
+        slot.get_or_init(|| watch_line(ty, &self.obj.json)).clone()
+    }
+}
+
+/// Frames one watch event around an object's JSON.
+pub fn watch_line(ty: &str, json: &[u8]) -> Bytes {
+    let mut line = Vec::with_capacity(json.len() + ty.len() + 24);
+    line.extend_from_slice(b"{\"type\":\"");
+    line.extend_from_slice(ty.as_bytes());
+    line.extend_from_slice(b"\",\"object\":");
+    line.extend_from_slice(json);
+    line.extend_from_slice(b"}\n");
+    Bytes::from(line)
 }
 
 /// A write. Preconditions are checked by the writer, atomically with the write.
@@ -162,7 +199,12 @@ pub struct State {
     /// Every event with a version above this is in `history`.
     history_floor: u64,
     history_cap: usize,
+    /// Every event (the garbage collector reads this).
     events: broadcast::Sender<Arc<Event>>,
+    /// The events of one resource: a watcher is woken only by events of the resource it
+    /// watches, not by every Lease renewal and Event of the cluster.
+    by_resource: Mutex<HashMap<Arc<str>, broadcast::Sender<Arc<Event>>>>,
+    event_buffer: usize,
 }
 
 impl State {
@@ -216,6 +258,15 @@ impl State {
         self.events.subscribe()
     }
 
+    /// A receiver of the events of one resource committed after this call (the same rules as
+    /// [`State::subscribe`]). A receiver more than the event buffer behind lags.
+    pub fn subscribe_resource(&self, resource: &Arc<str>) -> broadcast::Receiver<Arc<Event>> {
+        let mut m = self.by_resource.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        m.entry(resource.clone())
+            .or_insert_with(|| broadcast::channel(self.event_buffer).0)
+            .subscribe()
+    }
+
     fn apply(&mut self, ev: Event) {
         let ev = Arc::new(ev);
         let map = self.objects.entry(ev.key.resource.clone()).or_default();
@@ -236,6 +287,12 @@ impl State {
             }
         }
         // No receivers is fine: nobody watches.
+        {
+            let m = self.by_resource.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(tx) = m.get(&ev.key.resource) {
+                let _ = tx.send(ev.clone());
+            }
+        }
         let _ = self.events.send(ev);
     }
 }
@@ -318,6 +375,8 @@ impl Store {
             history_floor: rv,
             history_cap: history_cap.max(1),
             events,
+            by_resource: Mutex::default(),
+            event_buffer: event_buffer.max(1),
         }));
         let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(8192);
         let writer_state = state.clone();
@@ -481,13 +540,13 @@ fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Res
             }
             *rv += 1;
             let obj = encode(key, value.clone(), *rv)?;
-            Ok(Event { rv: *rv, kind: EventType::Added, key: key.clone(), obj, prev: None })
+            Ok(Event::new(*rv, EventType::Added, key, obj, None))
         }
         Op::Update { key, value, expected_rv } => {
             let cur = existing_at(key, current, *expected_rv)?;
             *rv += 1;
             let obj = encode(key, value.clone(), *rv)?;
-            Ok(Event { rv: *rv, kind: EventType::Modified, key: key.clone(), obj, prev: Some(cur) })
+            Ok(Event::new(*rv, EventType::Modified, key, obj, Some(cur)))
         }
         Op::Delete { key, expected_rv, expected_uid } => {
             let cur = existing_at(key, current, *expected_rv)?;
@@ -503,7 +562,7 @@ fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Res
             *rv += 1;
             // Watchers see the deleted object at the deletion's version, as upstream reports.
             let obj = encode(key, cur.value.clone(), *rv)?;
-            Ok(Event { rv: *rv, kind: EventType::Deleted, key: key.clone(), obj, prev: Some(cur) })
+            Ok(Event::new(*rv, EventType::Deleted, key, obj, Some(cur)))
         }
     }
 }
@@ -621,5 +680,27 @@ mod tests {
         assert!(store.read().events_since(1).is_none(), "history of 3 no longer has rv 2");
         let evs = store.read().events_since(2).unwrap();
         assert_eq!(evs.iter().map(|e| e.rv).collect::<Vec<_>>(), vec![3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn a_resource_subscriber_is_woken_only_by_its_resource_and_lines_are_encoded_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), 10).unwrap();
+        let cms: Arc<str> = Arc::from("/configmaps");
+        let mut rx = store.read().subscribe_resource(&cms);
+        let lease = ObjKey::new(&Arc::from("coordination.k8s.io/leases"), "default", "l");
+        store.write(Op::Create { key: lease, value: cm("l") }).await.unwrap();
+        store.write(Op::Create { key: key("a"), value: cm("a") }).await.unwrap();
+        let ev = rx.try_recv().unwrap();
+        assert_eq!(ev.key.name, "a", "the Lease write is not this subscriber's");
+        assert!(rx.try_recv().is_err());
+        let (one, two) = (ev.watch_line("ADDED"), ev.watch_line("ADDED"));
+        assert_eq!(one.as_ptr(), two.as_ptr(), "one encoding shared by every watcher");
+        let line: Value = serde_json::from_slice(&one).unwrap();
+        assert_eq!(
+            (line["type"].as_str(), line["object"]["metadata"]["name"].as_str()),
+            (Some("ADDED"), Some("a"))
+        );
+        assert!(one.ends_with(b"\n"));
     }
 }

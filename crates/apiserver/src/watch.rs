@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::error::ApiError;
 use crate::registry::Resource;
 use crate::rest::{Api, ListOptions};
-use crate::store::{EventType, Stored};
+use crate::store::{Event, EventType, Stored};
 
 /// How a watch starts and ends (the query parameters of a watch request, decoded).
 #[derive(Debug, Clone)]
@@ -31,8 +31,11 @@ pub struct WatchParams {
 /// What a watcher receives, in order.
 #[derive(Debug)]
 pub enum Item {
-    /// An event of an object, with its watch event type.
+    /// An object of the initial events (`ADDED`).
     Object(&'static str, Arc<Stored>),
+    /// A store event, with the watch event type this watcher receives it as; its line is
+    /// encoded once for all watchers ([`Event::watch_line`]).
+    Event(&'static str, Arc<Event>),
     /// A bookmark at a resourceVersion.
     Bookmark(u64),
     /// The bookmark that ends the initial events (annotated `k8s.io/initial-events-end`).
@@ -45,9 +48,11 @@ pub enum Item {
 const BOOKMARK_EVERY: Duration = Duration::from_secs(5);
 
 /// Starts a watch of `res` (in `ns`, or every namespace) and returns what it sends; the watch
-/// ends when the receiver is dropped, at the timeout, or when it falls behind the store's
-/// event stream (the client resumes from the last resourceVersion it saw, as upstream's
-/// clients do when a watch ends).
+/// ends when the receiver is dropped, at the timeout, or when it falls more than the event
+/// buffer behind the events of its resource: a slow watcher is cut off rather than slowing the
+/// writers or the other watchers (upstream's cacher closes an unresponsive watcher too), and
+/// its client resumes from the last resourceVersion it saw. It is woken only by events of its
+/// own resource.
 pub fn start(
     api: Arc<Api>,
     res: Arc<Resource>,
@@ -59,7 +64,7 @@ pub fn start(
     let send_initial = params.send_initial_events.unwrap_or(params.resource_version.is_none());
     let (initial, backlog, mut events, mut last_rv, gone) = {
         let st = api.store.read();
-        let rx = st.subscribe();
+        let rx = st.subscribe_resource(&res.storage);
         let cur = st.rv();
         match params.resource_version {
             Some(rv) if !send_initial => match st.events_since(rv) {
@@ -121,6 +126,15 @@ pub fn start(
                     },
                     _ = tokio::time::sleep_until(deadline) => return,
                     _ = tick.tick(), if params.bookmarks => {
+                        // With nothing of its resource queued, the watcher has seen everything
+                        // up to the store's version (events are published under the write
+                        // lock), so the bookmark may carry it: a client resuming from it is
+                        // not sent back to events of other resources.
+                        let now = {
+                            let st = api.store.read();
+                            events.is_empty().then(|| st.rv())
+                        };
+                        last_rv = last_rv.max(now.unwrap_or(last_rv));
                         if !send(Item::Bookmark(last_rv)).await {
                             return;
                         }
@@ -136,7 +150,7 @@ pub fn start(
             let Some(ty) = event_type(&opts, ev.kind, ev.prev.as_deref(), &ev.obj) else {
                 continue;
             };
-            if !send(Item::Object(ty, ev.obj.clone())).await {
+            if !send(Item::Event(ty, ev)).await {
                 return;
             }
         }

@@ -212,3 +212,62 @@ async fn bookmarks_carry_the_latest_version() {
     }
     assert_eq!(got.as_deref(), Some(want.as_str()));
 }
+
+/// Issue 15, part 2: a watcher that does not read is cut off once it is a whole event buffer
+/// behind (here 256 events), and the watchers that keep up receive every event meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_watcher_is_cut_off_without_holding_back_the_others() {
+    use futures::StreamExt as _;
+    use http_body_util::BodyExt as _;
+    let t = kinetic_testkit::TestServer::start_with(|c| c.event_buffer = 256).await.unwrap();
+    let client = t.client().await.unwrap();
+    let path =
+        "/api/v1/namespaces/default/configmaps?watch=true&resourceVersion=1&timeoutSeconds=120";
+    // The slow one: its response is taken but its body is not read until the writes are done.
+    let req = http::Request::get(path).body(Vec::new()).unwrap();
+    let slow = client.send(req.map(kube::client::Body::from)).await.unwrap();
+    assert_eq!(slow.status(), 200);
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client.clone(), "default");
+    let fast = cms.watch(&kube::api::WatchParams::default().timeout(120), "1").await.unwrap();
+    let api = t.server().api().clone();
+    let res = api.registry.get("", "v1", "configmaps").unwrap();
+    // Enough bytes that socket buffers cannot hold them all for the slow watcher.
+    let data = "x".repeat(16 * 1024);
+    const WRITES: usize = 1500;
+    let writer = tokio::spawn(async move {
+        for i in 0..WRITES {
+            let body =
+                serde_json::json!({"metadata": {"name": format!("c{i}")}, "data": {"k": data}});
+            let opts = kinetic_apiserver::rest::WriteOptions::default();
+            api.create(&res, "default", body, &opts).await.unwrap();
+        }
+    });
+    let mut fast = Box::pin(fast);
+    let mut seen = 0;
+    while seen < WRITES {
+        let ev = tokio::time::timeout(std::time::Duration::from_secs(30), fast.next())
+            .await
+            .expect("the reading watcher keeps receiving")
+            .expect("and its stream does not end")
+            .unwrap();
+        if matches!(ev, kube::api::WatchEvent::Added(_)) {
+            seen += 1;
+        }
+    }
+    writer.await.unwrap();
+    // The slow watcher's stream ends (the server closed it) before it delivered every event.
+    let mut body = slow.into_body();
+    let mut lines = 0;
+    let read_all = async {
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                lines += data.iter().filter(|b| **b == b'\n').count();
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), read_all)
+        .await
+        .expect("the slow watch is ended by the server, not by its timeout");
+    assert!(lines < WRITES, "the slow watcher was cut off ({lines} of {WRITES} events)");
+}
