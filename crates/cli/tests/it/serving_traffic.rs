@@ -359,6 +359,68 @@ async fn split_and_tags(env: &Env) {
             assert_eq!((code, b.as_str()), (200, body), "at {url}");
         }
     }
+
+    gradual_rollout(env, &v1, &v2).await;
+}
+
+/// `serving.knative.dev/rollout-duration: 6s`: the new revision gets 1 %, then, once the
+/// gateway routes that, equal steps over the rest of the 6 s, as upstream rolls out.
+async fn gradual_rollout(env: &Env, v1: &str, v2: &str) {
+    let with_duration = |image: &str| {
+        ksvc("gradual", image, "      annotations: {}", "", "").replace(
+            "  namespace: default\n",
+            "  namespace: default\n  annotations:\n    serving.knative.dev/rollout-duration: 6s\n",
+        )
+    };
+    env.apply(&with_duration(v1)).await;
+    let svc = env.wait_ksvc("gradual", "gradual-00001 Ready", ready).await;
+    let host = host_of(svc.status.unwrap().route.url.as_deref().unwrap());
+    env.apply(&with_duration(v2)).await;
+    let routes: Api<kinetic_api::knative::route::Route> =
+        Api::namespaced(env.client.clone(), "default");
+    let start = Instant::now();
+    let mut shapes: Vec<Vec<(String, i64, bool)>> = Vec::new();
+    let mut bodies = std::collections::BTreeSet::new();
+    loop {
+        let route = routes.get("gradual").await.unwrap();
+        let shape: Vec<(String, i64, bool)> = route
+            .status
+            .iter()
+            .flat_map(|s| s.fields.traffic.iter().flatten())
+            .map(|t| {
+                let name = t.revision_name.clone().unwrap_or_default();
+                (name, t.percent.unwrap_or(0), t.latest_revision == Some(true))
+            })
+            .collect();
+        if shapes.last() != Some(&shape) {
+            eprintln!("gradual rollout after {:?}: {shape:?}", start.elapsed());
+            shapes.push(shape.clone());
+        }
+        if shape == [("gradual-00002".to_owned(), 100, true)] {
+            break;
+        }
+        if shape.len() == 2 {
+            let (_, body) = get(&env.gateway, &host, "/").await;
+            bodies.insert(body);
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no rollout to 100 %: {shapes:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = start.elapsed();
+    // Intermediate shapes: the old revision first (latestRevision false), the new one last,
+    // its share only growing.
+    let mid: Vec<_> = shapes.iter().filter(|s| s.len() == 2).collect();
+    assert!(mid.len() >= 3, "too few steps: {shapes:?}");
+    for s in &mid {
+        assert_eq!(
+            (s[0].0.as_str(), s[0].2, s[1].0.as_str(), s[1].2),
+            ("gradual-00001", false, "gradual-00002", true)
+        );
+        assert_eq!(s[0].1 + s[1].1, 100, "{s:?}");
+    }
+    assert!(mid.windows(2).all(|w| w[0][1].1 < w[1][1].1), "{shapes:?}");
+    assert!(took >= Duration::from_secs(4), "a 6 s rollout done in {took:?}: {shapes:?}");
+    assert!(bodies.contains("v1\n") || bodies.contains("v2\n"), "{bodies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

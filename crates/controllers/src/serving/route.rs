@@ -21,8 +21,13 @@
 //! status annotation `networking.internal.knative.dev/rollout` and the Route is requeued when
 //! the next step is due; mid-rollout the older revisions appear in `status.traffic` with
 //! `latestRevision: false` before the newest.
+//!
+//! The labeler (upstream's v2) runs after each pass: Revisions and Configurations the Route
+//! references list it in `serving.knative.dev/routes`, and a Revision's
+//! `serving.knative.dev/routingState` is `active` while some Route lists it and `reserve` once
+//! none does.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +41,11 @@ use kinetic_api::knative::config::{
 use kinetic_api::knative::configuration::Configuration;
 use kinetic_api::knative::revision::Revision;
 use kinetic_api::knative::route::{Route, RouteStatus};
-use kinetic_api::knative::{Addressable, ROLLOUT_DURATION_ANNOTATION, TrafficTarget, condition};
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kinetic_api::knative::{
+    Addressable, ROLLOUT_DURATION_ANNOTATION, ROUTES_ANNOTATION, ROUTING_STATE_LABEL,
+    ROUTING_STATE_MODIFIED_ANNOTATION, TrafficTarget, condition, routing_state,
+};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
@@ -147,7 +155,14 @@ async fn reconcile(route: Arc<Route>, ctx: Arc<Ctx>) -> Result<Action, Reconcile
     ctx.backoff
         .reconcile(&*route, async {
             if route.meta().deletion_timestamp.is_none() {
-                return reconcile_pass(&route, &ctx).await;
+                return match reconcile_pass(&route, &ctx).await {
+                    // The Route (or a Revision being labelled) went away meanwhile: the
+                    // deletion's own events bring what is left to do.
+                    Err(ReconcileError::Kube(kube::Error::Api(s))) if s.code == 404 => {
+                        Ok(Action::await_change())
+                    }
+                    other => other,
+                };
             }
             Ok(Action::await_change())
         })
@@ -221,6 +236,8 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<Action, ReconcileErr
     let mut followed: Vec<Option<String>> = Vec::new();
     let mut problem: Option<Unassigned> = None;
     let mut all_ready = true;
+    // What the labeler marks as this Route's (upstream's labeler v2).
+    let mut labeled = Labeled::default();
     for t in route.spec.traffic.iter().flatten() {
         let revision = match (t.revision_name.as_deref(), t.configuration_name.as_deref()) {
             (Some(r), _) if !r.is_empty() => r.to_owned(),
@@ -234,6 +251,12 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<Action, ReconcileErr
                     continue;
                 };
                 let st = cfg.status.clone().unwrap_or_default();
+                labeled.configurations.insert(c.to_owned());
+                // The latest created revision too, so it is already active when it turns
+                // Ready and takes the traffic (upstream: "a smooth transition").
+                if let Some(r) = st.fields.latest_created_revision_name.clone() {
+                    labeled.revisions.insert(r);
+                }
                 match st.fields.latest_ready_revision_name.filter(|n| !n.is_empty()) {
                     Some(r) => r,
                     None => {
@@ -270,6 +293,11 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<Action, ReconcileErr
                 });
             }
             Some(rev) => {
+                labeled.revisions.insert(revision.clone());
+                let owner = rev.owner_references().iter().find(|o| o.controller == Some(true));
+                if let Some(o) = owner.filter(|o| o.kind == "Configuration") {
+                    labeled.configurations.insert(o.name.clone());
+                }
                 let (s, _, _) = cond_of(
                     rev.status.as_ref().and_then(|st| st.status.condition(condition::READY)),
                 );
@@ -420,6 +448,11 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<Action, ReconcileErr
         let api: Api<Route> = Api::namespaced(ctx.client.clone(), &ns);
         api.patch_status(&name, &PatchParams::default(), &Patch::Merge(status_patch(&st)?)).await?;
     }
+    // Every revision the status routes is this Route's too (mid-rollout: the older ones).
+    for t in st.fields.traffic.iter().flatten() {
+        labeled.revisions.extend(t.revision_name.clone());
+    }
+    sync_labels(&revs, &cfgs, &name, &labeled).await?;
     Ok(match u64::try_from(next_step - now) {
         Ok(wait) if next_step > 0 => Action::requeue(Duration::from_nanos(wait.max(1_000_000))),
         _ => Action::await_change(),
@@ -510,4 +543,187 @@ fn apply_rollout(
         }
     }
     out
+}
+
+/// The Revisions and Configurations a Route references (its spec and status traffic, and
+/// each followed Configuration's latest created revision).
+#[derive(Debug, Default)]
+struct Labeled {
+    revisions: BTreeSet<String>,
+    configurations: BTreeSet<String>,
+}
+
+/// Upstream's labeler v2 (`pkg/reconciler/labeler`): every Revision and Configuration the
+/// Route references lists it in its `serving.knative.dev/routes` annotation (sorted,
+/// comma-separated), and those that no longer are lose it. A Revision's
+/// `serving.knative.dev/routingState` label follows: `active` while some Route lists it,
+/// `reserve` once none does (the autoscaler may then scale it to zero), with
+/// `serving.knative.dev/routingStateModified` set at each change. (`pending`, for a revision
+/// no Route has referenced yet, is the Configuration controller's to set at creation.)
+/// A deleted Route's names are not cleaned up: upstream does that in a finalizer.
+async fn sync_labels(
+    revs: &Api<Revision>,
+    cfgs: &Api<Configuration>,
+    route: &str,
+    want: &Labeled,
+) -> Result<(), ReconcileError> {
+    for rev in revs.list(&ListParams::default()).await?.items {
+        if let Some(patch) =
+            label_patch(&rev, route, want.revisions.contains(&rev.name_any()), true)
+        {
+            revs.patch(&rev.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+    }
+    for cfg in cfgs.list(&ListParams::default()).await?.items {
+        let listed = want.configurations.contains(&cfg.name_any());
+        if let Some(patch) = label_patch(&cfg, route, listed, false) {
+            cfgs.patch(&cfg.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The merge patch that makes `obj` list `route` in its routes annotation (or not), and, with
+/// `routing_state`, sets its routing state to match; `None` when nothing changes
+/// (upstream's `makeMetadataPatch`).
+fn label_patch<K: kube::Resource>(
+    obj: &K,
+    route: &str,
+    listed: bool,
+    routing_state: bool,
+) -> Option<serde_json::Value> {
+    let mut routes: BTreeSet<&str> = obj
+        .annotations()
+        .get(ROUTES_ANNOTATION)
+        .map(|v| v.split(',').filter(|r| !r.is_empty()).collect())
+        .unwrap_or_default();
+    let changed = if listed { routes.insert(route) } else { routes.remove(route) };
+    let mut labels = serde_json::Map::new();
+    let mut annotations = serde_json::Map::new();
+    if changed {
+        let value =
+            (!routes.is_empty()).then(|| routes.iter().copied().collect::<Vec<_>>().join(","));
+        annotations.insert(ROUTES_ANNOTATION.to_owned(), json!(value));
+    }
+    if routing_state {
+        let want = if routes.is_empty() { routing_state::RESERVE } else { routing_state::ACTIVE };
+        if obj.labels().get(ROUTING_STATE_LABEL).map(String::as_str) != Some(want) {
+            labels.insert(ROUTING_STATE_LABEL.to_owned(), json!(want));
+            // RFC 3339 in UTC, seconds (upstream's RoutingStateModifiedString).
+            let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+            annotations.insert(ROUTING_STATE_MODIFIED_ANNOTATION.to_owned(), json!(now));
+        }
+    }
+    if labels.is_empty() && annotations.is_empty() {
+        return None;
+    }
+    let mut meta = serde_json::Map::new();
+    if !labels.is_empty() {
+        meta.insert("labels".to_owned(), labels.into());
+    }
+    if !annotations.is_empty() {
+        meta.insert("annotations".to_owned(), annotations.into());
+    }
+    Some(json!({ "metadata": meta }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn revision(labels: serde_json::Value, annotations: serde_json::Value) -> Revision {
+        serde_json::from_value(json!({
+            "apiVersion": "serving.knative.dev/v1", "kind": "Revision",
+            "metadata": {"name": "r", "namespace": "default", "labels": labels,
+                         "annotations": annotations},
+            "spec": {"containers": [{"image": "a"}]},
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_routed_revision_becomes_active_and_reserve_once_no_route_lists_it() {
+        // New to the Route: listed, active.
+        let pending = revision(json!({ROUTING_STATE_LABEL: "pending"}), json!({}));
+        let p = label_patch(&pending, "hello", true, true).unwrap();
+        assert_eq!(p["metadata"]["labels"][ROUTING_STATE_LABEL], "active");
+        assert_eq!(p["metadata"]["annotations"][ROUTES_ANNOTATION], "hello");
+        assert!(p["metadata"]["annotations"][ROUTING_STATE_MODIFIED_ANNOTATION].is_string());
+        // Already so: nothing to patch.
+        let active = revision(
+            json!({ROUTING_STATE_LABEL: "active"}),
+            json!({ROUTES_ANNOTATION: "hello,other"}),
+        );
+        assert_eq!(label_patch(&active, "hello", true, true), None);
+        // Dropped by one of two Routes: still active, the list shrinks.
+        let p = label_patch(&active, "hello", false, true).unwrap();
+        assert_eq!(p, json!({"metadata": {"annotations": {ROUTES_ANNOTATION: "other"}}}));
+        // Dropped by the last: the annotation goes, reserve.
+        let last =
+            revision(json!({ROUTING_STATE_LABEL: "active"}), json!({ROUTES_ANNOTATION: "hello"}));
+        let p = label_patch(&last, "hello", false, true).unwrap();
+        assert_eq!(p["metadata"]["annotations"][ROUTES_ANNOTATION], serde_json::Value::Null);
+        assert_eq!(p["metadata"]["labels"][ROUTING_STATE_LABEL], "reserve");
+        // Never listed and not wanted: untouched (a pending revision stays pending).
+        assert_eq!(label_patch(&pending, "hello", false, false), None);
+        // Configurations get the annotation only.
+        let p = label_patch(&pending, "hello", true, false).unwrap();
+        assert_eq!(p, json!({"metadata": {"annotations": {ROUTES_ANNOTATION: "hello"}}}));
+    }
+
+    #[test]
+    fn a_rollout_splits_a_configuration_target_and_leaves_named_revisions_alone() {
+        let t = |rev: &str, percent, tag: Option<&str>| TrafficTarget {
+            tag: tag.map(Into::into),
+            revision_name: Some(rev.into()),
+            configuration_name: None,
+            latest_revision: Some(tag.is_none()),
+            percent: Some(percent),
+            url: tag.map(|t| format!("http://{t}-hello.default.example.com")),
+        };
+        let resolved = vec![t("hello-00003", 80, None), t("pinned", 20, Some("old"))];
+        let followed = vec![Some("hello".to_owned()), None];
+        let desired = desired_rollout(&resolved, &followed);
+        assert_eq!(desired.configurations.len(), 1);
+        let mut ro = desired.clone();
+        ro.configurations[0].revisions = vec![
+            RevisionRollout { revision_name: "hello-00002".into(), percent: 79 },
+            RevisionRollout { revision_name: "hello-00003".into(), percent: 1 },
+        ];
+        let out = apply_rollout(resolved.clone(), &followed, &ro);
+        let got: Vec<_> = out
+            .iter()
+            .map(|t| (t.revision_name.as_deref().unwrap(), t.percent, t.latest_revision))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("hello-00002", Some(79), Some(false)),
+                ("hello-00003", Some(1), Some(true)),
+                ("pinned", Some(20), Some(false))
+            ]
+        );
+        assert_eq!(apply_rollout(resolved.clone(), &followed, &desired), resolved);
+    }
+
+    #[test]
+    fn the_rollout_duration_annotation_takes_go_durations_over_config_network() {
+        let route = |v: Option<&str>| -> Route {
+            let mut r: Route = serde_json::from_value(json!({
+                "apiVersion": "serving.knative.dev/v1", "kind": "Route",
+                "metadata": {"name": "hello", "namespace": "default"}, "spec": {},
+            }))
+            .unwrap();
+            if let Some(v) = v {
+                r.annotations_mut().insert(ROLLOUT_DURATION_ANNOTATION.into(), v.into());
+            }
+            r
+        };
+        let net = Network { rollout_duration_secs: 30, ..Network::default() };
+        assert_eq!(rollout_duration(&route(None), &net), 30.0);
+        assert_eq!(rollout_duration(&route(Some("380s")), &net), 380.0);
+        assert_eq!(rollout_duration(&route(Some("2m")), &net), 120.0);
+        assert_eq!(rollout_duration(&route(Some("0")), &net), 0.0);
+        assert_eq!(rollout_duration(&route(Some("soon")), &net), 30.0);
+    }
 }
