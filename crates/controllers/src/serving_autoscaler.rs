@@ -681,13 +681,31 @@ fn reason(spec: &DeciderSpec, r: &ScaleResult, ready: i32) -> String {
             )
         };
     }
-    format!(
-        "stable: {:.1} {unit} over the last {}s at {:.1} per pod want {} pods",
+    // What the stable average alone asks for, then why the decision differs, if it does.
+    let raw = (r.observed_stable / t).ceil().max(0.0);
+    let mut out = format!(
+        "stable: {:.1} {unit} over the last {}s at {:.1} per pod: {raw} pods",
         r.observed_stable,
         spec.stable_window.as_secs(),
         t,
-        r.desired
-    )
+    );
+    if f64::from(r.desired) != raw {
+        let why = if spec.min_scale > 0 && r.desired == spec.min_scale {
+            format!("min-scale {}", spec.min_scale)
+        } else if spec.max_scale > 0 && r.desired == spec.max_scale {
+            format!("max-scale {}", spec.max_scale)
+        } else if raw == 0.0 && r.desired >= 1 {
+            format!(
+                "the last pod stays until {}s without traffic, then {}s of grace",
+                spec.stable_window.as_secs(),
+                spec.scale_to_zero_grace_period.as_secs()
+            )
+        } else {
+            "rate limits or scale-down delay".to_owned()
+        };
+        out.push_str(&format!(", keeping {} ({why})", r.desired));
+    }
+    out
 }
 
 /// What decides whether a status is worth a write: everything but the observed values and
@@ -821,6 +839,49 @@ mod tests {
         assert!(reachable(&rev("hello-00001"), &routes, &configs), "routed");
         assert!(reachable(&rev("hello-00003"), &routes, &configs), "newest, not routed yet");
         assert!(!reachable(&rev("hello-00002"), &routes, &configs), "neither");
+    }
+
+    #[test]
+    fn the_reason_says_what_the_decider_does_and_why() {
+        use kinetic_autoscale::ActiveCondition;
+        let config = Config::default();
+        let rev = RevisionSpec::from_annotations(&BTreeMap::new(), 0, &config).unwrap();
+        let spec = DeciderSpec::new(&config, &rev, true);
+        let active =
+            ActiveCondition { activity: Activity::Active, reason: "", since: Time::default() };
+        let result = |desired, panic, stable, panic_value| ScaleResult {
+            desired,
+            excess_burst_capacity: 0,
+            panic,
+            observed_stable: stable,
+            observed_panic: panic_value,
+            scale_valid: true,
+            active,
+        };
+        let activating = ScaleResult {
+            active: ActiveCondition { activity: Activity::Activating, ..active },
+            ..result(-1, false, 0.0, 0.0)
+        };
+        let inactive = ScaleResult {
+            active: ActiveCondition { activity: Activity::Inactive, ..active },
+            ..result(0, false, 0.0, 0.0)
+        };
+        let out = [
+            reason(&spec, &result(1, false, 0.0, 0.0), 1),
+            reason(&spec, &result(3, false, 150.0, 140.0), 2),
+            reason(&spec, &result(5, true, 80.0, 300.0), 1),
+            reason(&spec, &result(5, true, 80.0, 100.0), 5),
+            reason(&spec, &activating, 0),
+            reason(&spec, &inactive, 0),
+        ]
+        .join("\n");
+        expect_test::expect![[r#"
+            stable: 0.0 concurrent requests over the last 60s at 70.0 per pod: 0 pods, keeping 1 (the last pod stays until 60s without traffic, then 30s of grace)
+            stable: 150.0 concurrent requests over the last 60s at 70.0 per pod: 3 pods
+            panic: 300.0 concurrent requests over the last 6s need 5 pods, at least 200% of the 1 ready
+            panic: holding 5 pods until a stable window (60s) passes below 200%
+            activating: waiting for the first ready pods
+            no traffic for a stable window (60s): scaled to zero"#]].assert_eq(&out);
     }
 
     #[test]
