@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// were not all sent)
     #[arg(long, default_value_t = 30)]
     max_seconds: u64,
+    /// `containerConcurrency` of the Service of the cold starts and the burst (0: unlimited,
+    /// Knative's default; the gateway then sends a whole burst to the first pod at once)
+    #[arg(long, default_value_t = 0)]
+    container_concurrency: u32,
     /// Steady-state runs are split into this many rounds of direct, gateway and nginx in turn
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -223,8 +227,8 @@ async fn measure(platform: &Platform, args: &ServeArgs) -> anyhow::Result<Measur
     let services: Api<Service> = Api::namespaced(client.clone(), NS);
 
     // Cold starts and the burst, on the Service `cold`.
-    create_service(&services, "cold", &image, json!({"autoscaling.knative.dev/window": "6s"}))
-        .await?;
+    let annotations = json!({"autoscaling.knative.dev/window": "6s"});
+    create_service(&services, "cold", &image, annotations, args.container_concurrency).await?;
     let host = route_host(&client, "cold").await?;
     first_answer(gateway, &host).await?;
     eprintln!("service cold answers at http://{host} through the gateway");
@@ -271,6 +275,7 @@ async fn measure(platform: &Platform, args: &ServeArgs) -> anyhow::Result<Measur
             "autoscaling.knative.dev/min-scale": "1",
             "autoscaling.knative.dev/max-scale": "1",
         }),
+        0,
     )
     .await?;
     let host = route_host(&client, "steady").await?;
@@ -334,13 +339,17 @@ async fn create_service(
     name: &str,
     image: &str,
     annotations: serde_json::Value,
+    container_concurrency: u32,
 ) -> anyhow::Result<()> {
     let svc: Service = serde_json::from_value(json!({
         "apiVersion": "serving.knative.dev/v1", "kind": "Service",
         "metadata": {"name": name, "namespace": NS},
         "spec": {"template": {
             "metadata": {"annotations": annotations},
-            "spec": {"containers": [{"image": image, "command": ["sh", "-c", HTTPD]}]},
+            "spec": {
+                "containerConcurrency": container_concurrency,
+                "containers": [{"image": image, "command": ["sh", "-c", HTTPD]}],
+            },
         }},
     }))?;
     let deadline = Instant::now() + Duration::from_secs(60);
