@@ -991,14 +991,16 @@ fn print_cold_steps(cold: &[Cold]) {
         "Ready → first byte (watch, gateway table, forward)",
         "request → first byte",
     ];
+    // The slowest cold start's own steps: where a tail comes from.
+    let slowest = all.iter().max_by(|a, b| a[8].total_cmp(&b[8])).copied().unwrap_or_default();
     println!();
     println!("where a cold start's time goes, over {} cold starts (pod timelines)", all.len());
-    println!("{:<60}  {:>9}  {:>9}", "step", "mean ms", "p50 ms");
+    println!("{:<60}  {:>9}  {:>9}  {:>9}", "step", "mean ms", "p50 ms", "slowest");
     for (i, name) in names.iter().enumerate() {
         let mut v: Vec<f64> = all.iter().map(|s| s[i]).collect();
         v.sort_by(f64::total_cmp);
         let mean = v.iter().sum::<f64>() / v.len() as f64;
         let p50 = v[(v.len() - 1) / 2];
-        println!("{name:<60}  {mean:>9.1}  {p50:>9.1}");
+        println!("{name:<60}  {mean:>9.1}  {p50:>9.1}  {:>9.1}", slowest[i]);
     }
 }
