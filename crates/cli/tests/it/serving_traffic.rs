@@ -478,6 +478,37 @@ async fn limits(env: &Env) {
     assert_eq!(code, 504, "{body}");
     assert!(body.contains("timeoutSeconds") && body.contains("6s"), "{body}");
     assert!(took >= Duration::from_secs(6) && took < Duration::from_secs(15), "{took:?}");
+
+    // `networking.knative.dev/visibility: cluster-local`: only the cluster-local names, even
+    // with an external domain configured.
+    let domain = "apiVersion: v1
+kind: Namespace
+metadata:
+  name: knative-serving
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: config-domain
+  namespace: knative-serving
+data:
+  example.com: \"\"
+";
+    env.apply(domain).await;
+    let local = ksvc("local", &image, "      annotations: {}", "", "").replace(
+        "  namespace: default\n",
+        "  namespace: default\n  labels:\n    networking.knative.dev/visibility: cluster-local\n",
+    );
+    env.apply(&local).await;
+    let svc = env.wait_ksvc("local", "local Ready", ready).await;
+    let url = svc.status.unwrap().route.url.unwrap();
+    assert_eq!(url, "http://local.default.svc.cluster.local");
+    for h in ["local.default.svc.cluster.local", "local.default.svc", "local.default"] {
+        assert_eq!(get(&env.gateway, h, "/").await, (200, "v1\n".to_owned()), "at {h}");
+    }
+    let external = "local.default.example.com";
+    let (code, body) = get(&env.gateway, external, "/").await;
+    assert_eq!(code, 404, "a cluster-local Service at its external name {external}: {body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -551,6 +582,22 @@ async fn release(env: &Env) {
     let lost: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
     assert!(lost.is_empty(), "{} of {} requests failed: {lost:?}", lost.len(), answers.len());
     assert!(one > 0 && two > 0, "{one} v1, {two} v2");
+
+    // Upstream's routingState labels: the routed revision and the newest created one are
+    // active, the rest reserve.
+    let want = "release-00001=reserve release-00002=active release-00003=reserve \
+                release-00004=active";
+    let jsonpath = "jsonpath={range .items[*]}{.metadata.name}=\
+                    {.metadata.labels.serving\\.knative\\.dev/routingState} {end}";
+    for i in 0.. {
+        let args = ["get", "rev", "-l", "serving.knative.dev/service=release", "-o", jsonpath];
+        let got = env.kubectl(&args).await;
+        if got.trim() == want {
+            break;
+        }
+        assert!(i < 100, "routingState labels: {got}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// The load's clients; stopped and collected by [`Load::finish`], stopped on drop too.
