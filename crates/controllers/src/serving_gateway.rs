@@ -9,7 +9,7 @@
 //!   nonzero `percent`; each tagged target's `url` host gets that revision alone (Knative's tag
 //!   routes);
 //! - every Revision gets its `containerConcurrency`, `timeoutSeconds`,
-//!   `responseStartTimeoutSeconds`, its protocol from the serving container's port name (`h2c`)
+//!   `responseStartTimeoutSeconds`, `idleTimeoutSeconds`, its protocol from the serving container's port name (`h2c`)
 //!   and, as endpoints, the IPs of its ready, not terminating pods (label
 //!   `serving.knative.dev/revision`) on the serving container's port (default 8080).
 //!
@@ -376,6 +376,7 @@ pub fn routing_table(
                 .unwrap_or(0),
             timeout: secs(rev.spec.timeout_seconds).unwrap_or(Duration::from_secs(300)),
             response_start_timeout: secs(rev.spec.response_start_timeout_seconds),
+            idle_timeout: secs(rev.spec.idle_timeout_seconds),
             protocol: if h2c { Protocol::H2c } else { Protocol::Http1 },
         };
         table.revisions.insert(key, r);

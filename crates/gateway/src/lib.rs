@@ -35,9 +35,12 @@
 //!   these. A response still streaming at the revision's `timeoutSeconds` is cut off (the client
 //!   sees the body end in error), as Knative's queue-proxy aborts it.
 //!
+//! A revision's `idleTimeoutSeconds` bounds the time without a byte from the container: 504
+//! before its response starts, a cut-off body after.
+//!
 //! What it does not do: watch Kubernetes (the caller pushes tables), probe endpoints (the
 //! caller lists ready ones), retry a failed forward, proxy protocol upgrades (WebSockets),
-//! apply `idleTimeoutSeconds`, or serve TLS.
+//! or serve TLS.
 
 mod proxy;
 pub mod stats;

@@ -88,13 +88,19 @@ pub(crate) async fn handle(
         }
     };
     // The response must start before the revision's overall deadline and, once sent, within
-    // responseStartTimeoutSeconds (Knative's queue-proxy enforces both on the pod).
-    let (limit, which) = match limits.response_start_timeout {
-        Some(t) if tokio::time::Instant::now() + t < deadline => {
-            (tokio::time::Instant::now() + t, format!("{}s, responseStartTimeoutSeconds", secs(t)))
+    // responseStartTimeoutSeconds and idleTimeoutSeconds (Knative's queue-proxy enforces all
+    // three on the pod): the earliest applies.
+    let sent = tokio::time::Instant::now();
+    let mut limit = (deadline, format!("{}s, timeoutSeconds", secs(limits.timeout)));
+    for (t, name) in [
+        (limits.response_start_timeout, "responseStartTimeoutSeconds"),
+        (limits.idle_timeout, "idleTimeoutSeconds"),
+    ] {
+        if let Some(t) = t.filter(|t| sent + *t < limit.0) {
+            limit = (sent + t, format!("{}s, {name}", secs(t)));
         }
-        _ => (deadline, format!("{}s, timeoutSeconds", secs(limits.timeout))),
-    };
+    }
+    let (limit, which) = limit;
     let client = match limits.protocol {
         Protocol::Http1 => &shared.http1,
         Protocol::H2c => &shared.h2c,
@@ -126,6 +132,7 @@ pub(crate) async fn handle(
     let body = Guarded {
         inner: body,
         deadline: Box::pin(tokio::time::sleep_until(deadline)),
+        idle: limits.idle_timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
         revision: throttler.key.to_string(),
         timeout: limits.timeout,
         guard: Some((slot, admission)),
@@ -277,10 +284,12 @@ fn secs(d: Duration) -> String {
 
 /// The container's response body, holding the request's slot and admission until it ends, so
 /// `containerConcurrency` and the concurrency metric cover the whole response, and ending it
-/// in error at the revision's deadline.
+/// in error at the revision's deadline or after `idleTimeoutSeconds` without a frame.
 struct Guarded {
     inner: Incoming,
     deadline: Pin<Box<tokio::time::Sleep>>,
+    /// `idleTimeoutSeconds` and the timer it restarts at every frame.
+    idle: Option<(Duration, Pin<Box<tokio::time::Sleep>>)>,
     revision: String,
     timeout: Duration,
     guard: Option<(Slot, Admission)>,
@@ -304,7 +313,23 @@ impl hyper::body::Body for Guarded {
             );
             return Poll::Ready(Some(Err(message.into())));
         }
+        if self.guard.is_some()
+            && let Some((idle, timer)) = self.idle.as_mut()
+            && timer.as_mut().poll(cx).is_ready()
+        {
+            let idle = *idle;
+            self.guard = None;
+            let message = format!(
+                "revision {}: the response sent nothing for {}s (idleTimeoutSeconds)",
+                self.revision,
+                secs(idle)
+            );
+            return Poll::Ready(Some(Err(message.into())));
+        }
         let poll = Pin::new(&mut self.inner).poll_frame(cx).map_err(BoxError::from);
+        if let (Poll::Ready(Some(Ok(_))), Some((idle, timer))) = (&poll, self.idle.as_mut()) {
+            timer.as_mut().reset(tokio::time::Instant::now() + *idle);
+        }
         if matches!(poll, Poll::Ready(None) | Poll::Ready(Some(Err(_))))
             || self.inner.is_end_stream()
         {

@@ -78,6 +78,11 @@ pub struct Revision {
     /// `spec.responseStartTimeoutSeconds`: the longest the container may take, once the
     /// request is sent to it, to start its response; `None` means `timeout` alone applies.
     pub response_start_timeout: Option<Duration>,
+    /// `spec.idleTimeoutSeconds`: the longest the container may go without sending a byte of
+    /// its response, counted from when the request is sent to it and again after every chunk
+    /// (Knative's queue-proxy resets this timer at every write). Before the response starts
+    /// that is a 504; a response body idle that long is cut off. `None`: no idle limit.
+    pub idle_timeout: Option<Duration>,
     pub protocol: Protocol,
 }
 
@@ -89,6 +94,7 @@ impl Default for Revision {
             container_concurrency: 0,
             timeout: Duration::from_secs(300),
             response_start_timeout: None,
+            idle_timeout: None,
             protocol: Protocol::Http1,
         }
     }

@@ -37,6 +37,7 @@ pub(crate) struct Limits {
     pub(crate) container_concurrency: usize,
     pub(crate) timeout: Duration,
     pub(crate) response_start_timeout: Option<Duration>,
+    pub(crate) idle_timeout: Option<Duration>,
     pub(crate) protocol: Protocol,
 }
 
@@ -267,6 +268,7 @@ fn limits(rev: &Revision) -> Limits {
         container_concurrency: rev.container_concurrency as usize,
         timeout: rev.timeout,
         response_start_timeout: rev.response_start_timeout,
+        idle_timeout: rev.idle_timeout,
         protocol: rev.protocol,
     }
 }

@@ -449,6 +449,45 @@ async fn a_response_still_streaming_at_timeout_seconds_is_cut_off() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_timeout_seconds_cuts_a_silent_body_and_504s_a_silent_container() {
+    let a = Backend::start("a").await;
+    let stuck = Backend::start_with("stuck", Duration::from_secs(3600)).await;
+    let gw = gateway(Options::default()).await;
+    let idle =
+        |b: &Backend| Revision { idle_timeout: Some(Duration::from_millis(400)), ..revision(&[b]) };
+    gw.set_routes(table(
+        &[
+            ("idle.default.example.com", &[("idle-00001", 100)]),
+            ("mute.default.example.com", &[("mute-00001", 100)]),
+        ],
+        &[("idle-00001", idle(&a)), ("mute-00001", idle(&stuck))],
+    ))
+    .unwrap();
+    let client = Client::http1(gw.local_addr());
+    // One chunk, then silence: cut off well before timeoutSeconds (300 s).
+    let answer = client.get_body_result("idle.default.example.com", "/hang-body");
+    let (status, body) = tokio::time::timeout(Duration::from_secs(10), answer)
+        .await
+        .expect("the gateway ended the silent response");
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.is_err(), "the body ended normally: {body:?}");
+    wait_for("the request released", || gw.load()[&key("idle-00001")].requests == 0).await;
+    // A body that keeps the timer reset is unaffected.
+    assert_eq!(client.get("idle.default.example.com", "/").await.0, StatusCode::OK);
+    // Nothing at all: 504 naming the limit.
+    let (status, body) = client.get("mute.default.example.com", "/").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        body,
+        format!(
+            "revision default/mute-00001: {} did not start its response in time (0.4s, \
+             idleTimeoutSeconds)\n",
+            stuck.addr
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_naming_an_unknown_revision_is_refused_and_the_old_one_stays() {
     let a = Backend::start("a").await;
     let gw = gateway(Options::default()).await;
