@@ -535,7 +535,7 @@ struct TtySession {
 }
 
 impl TtySession {
-    fn start(c: &Cluster, args: &[&str], cols: u16, rows: u16) -> TtySession {
+    fn start(c: &Cluster, args: &[&str], websockets: bool, cols: u16, rows: u16) -> TtySession {
         use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
         let primary = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY).unwrap();
         grantpt(&primary).unwrap();
@@ -551,6 +551,7 @@ impl TtySession {
             rustix::termios::Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         rustix::termios::tcsetwinsize(&primary, ws).unwrap();
         let mut cmd = kubectl_cmd(c, args);
+        cmd.env("KUBECTL_REMOTE_COMMAND_WEBSOCKETS", if websockets { "true" } else { "false" });
         cmd.stdin(Stdio::from(replica.try_clone().unwrap()))
             .stdout(Stdio::from(replica.try_clone().unwrap()))
             .stderr(Stdio::from(replica));
@@ -616,8 +617,8 @@ async fn kubectl_attach_to_a_tty_container_echoes_input_and_follows_resizes() {
             "command": ["sh", "-c", "while read l; do echo \"got $l\"; stty size; done"]}),
     )
     .await;
-    for websockets in ["true", "false"] {
-        let mut s = TtySession::start(&c, &["attach", "-it", "term"], 91, 27);
+    for websockets in [true, false] {
+        let mut s = TtySession::start(&c, &["attach", "-it", "term"], websockets, 91, 27);
         // The container's terminal echoes what is typed; its program answers.
         s.until(&format!("hello-{websockets}"), &format!("got hello-{websockets}")).await;
         s.until("size", "27 91").await;
@@ -625,17 +626,20 @@ async fn kubectl_attach_to_a_tty_container_echoes_input_and_follows_resizes() {
         s.until("again", "33 120").await;
         let _ = s.child.kill().await;
     }
-    // exec -it follows a resize in the middle of the session too.
-    let mut s = TtySession::start(
-        &c,
-        &["exec", "-it", "term", "--", "sh", "-c", "while read l; do stty size; done"],
-        80,
-        24,
-    );
-    s.until("x", "24 80").await;
-    s.resize(101, 31);
-    s.until("y", "31 101").await;
-    let _ = s.child.kill().await;
+    // exec -it follows a resize in the middle of the session too, over both protocols.
+    for websockets in [true, false] {
+        let mut s = TtySession::start(
+            &c,
+            &["exec", "-it", "term", "--", "sh", "-c", "while read l; do stty size; done"],
+            websockets,
+            80,
+            24,
+        );
+        s.until("x", "24 80").await;
+        s.resize(101, 31);
+        s.until("y", "31 101").await;
+        let _ = s.child.kill().await;
+    }
     c.pods().delete("term", &Default::default()).await.unwrap();
     c.wait_gone("term", 20).await;
 }
