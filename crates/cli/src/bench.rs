@@ -81,6 +81,14 @@ pub struct ApiArgs {
     /// Pods stored before timing full lists and reading the server's memory (0 skips it)
     #[arg(long, default_value_t = 10_000)]
     pods: usize,
+    /// Clients writing Leases (another resource than the watched one) as fast as they can
+    /// during the watch phase
+    #[arg(long, default_value_t = 0)]
+    background_writers: usize,
+    /// The kinetic executable to run as the server, to compare builds with the same benchmark
+    /// [default: this executable]
+    #[arg(long, value_name = "PATH")]
+    server: Option<PathBuf>,
     /// Also write the results as JSON to this file
     #[arg(long)]
     json: Option<PathBuf>,
@@ -220,6 +228,8 @@ struct WatchResult {
     server_cores: f64,
     /// CPU the benchmark (watchers and writer) used in that time, in cores.
     bench_cores: f64,
+    /// Lease writes per second of the background writers during the phase (0 without them).
+    background_writes_per_s: f64,
 }
 
 /// One line of the table: a figure, its value, the target and whether it is met.
@@ -267,7 +277,8 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         floor.push(f);
     }
 
-    let mut server = ChildServer::start(&scratch.path().join("data")).await?;
+    let mut server =
+        ChildServer::start(&scratch.path().join("data"), args.server.as_deref()).await?;
     let client = server.client.clone();
     let rss_start = server.rss()?;
 
@@ -289,7 +300,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     let rss_after_writes = server.rss()?;
 
     let watch = if args.watchers > 0 {
-        Some(watch_phase(&client, args.watchers, server.pid()).await?)
+        Some(watch_phase(&client, args.watchers, server.pid(), args.background_writers).await?)
     } else {
         None
     };
@@ -335,7 +346,7 @@ struct ChildServer {
 impl ChildServer {
     /// Starts the server on a free loopback port, waits for its kubeconfig and `/readyz`, and
     /// builds a client from the kubeconfig.
-    async fn start(data_dir: &Path) -> anyhow::Result<Self> {
+    async fn start(data_dir: &Path, exe: Option<&Path>) -> anyhow::Result<Self> {
         // Ask the kernel for a free port, then hand it to the child. Another process could take
         // it in between; on loopback during a benchmark that is unlikely enough.
         let port = {
@@ -343,7 +354,10 @@ impl ChildServer {
             l.local_addr().context("reading the free port")?.port()
         };
         let listen = format!("127.0.0.1:{port}");
-        let exe = std::env::current_exe().context("locating the kinetic executable")?;
+        let exe = match exe {
+            Some(e) => e.to_owned(),
+            None => std::env::current_exe().context("locating the kinetic executable")?,
+        };
         tracing::info!(%listen, data_dir = %data_dir.display(), "starting kinetic apiserver");
         let mut child = Command::new(&exe)
             .arg("apiserver")
@@ -840,6 +854,7 @@ async fn watch_phase(
     client: &kube::Client,
     watchers: usize,
     server_pid: u32,
+    background_writers: usize,
 ) -> anyhow::Result<WatchResult> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
     let selector = format!("{LABEL}=watch");
@@ -878,7 +893,12 @@ async fn watch_phase(
     let connect_seconds = connect_started.elapsed().as_secs_f64();
     tracing::info!(established, seconds = format!("{connect_seconds:.1}"), "watches open");
 
-    tracing::info!(writes = WATCH_WRITES, "writing stamped ConfigMaps at 20/s");
+    tracing::info!(writes = WATCH_WRITES, background_writers, "writing stamped ConfigMaps at 20/s");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let background_started = Instant::now();
+    let background: Vec<_> = (0..background_writers)
+        .map(|i| tokio::spawn(lease_writer(client.clone(), i, stop.clone())))
+        .collect();
     let cpu = CpuSample::take(server_pid)?;
     let mut writer = TaskOutcome::default();
     let mut ticker = tokio::time::interval(WATCH_WRITE_INTERVAL);
@@ -924,6 +944,13 @@ async fn watch_phase(
         }
     }
     let (server_cores, bench_cores) = cpu.cores_since(server_pid)?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut background_writes = 0u64;
+    for b in background {
+        background_writes += b.await.context("a background writer panicked")?;
+    }
+    let background_writes_per_s =
+        background_writes as f64 / background_started.elapsed().as_secs_f64();
     if let Some(e) = &first_error {
         tracing::warn!(watcher_errors, first_error = %e, "watchers failed");
     }
@@ -947,7 +974,37 @@ async fn watch_phase(
         max_ms: ms(latencies.last().copied().unwrap_or_default()),
         server_cores,
         bench_cores,
+        background_writes_per_s,
     })
+}
+
+/// Writes one Lease of its own over and over until `stop`, and returns how many writes
+/// succeeded: load on another resource than the watched ConfigMaps, as Lease renewals and
+/// Events are on a cluster.
+async fn lease_writer(
+    client: kube::Client,
+    index: usize,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let api: Api<Lease> = Api::namespaced(client, NAMESPACE);
+    let name = format!("bench-background-{index}");
+    let lease: Lease = match serde_json::from_value(serde_json::json!({"metadata": {"name": name}}))
+    {
+        Ok(l) => l,
+        Err(_) => return 0,
+    };
+    if api.create(&PostParams::default(), &lease).await.is_err() {
+        return 0;
+    }
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let patch = serde_json::json!({"spec": {"leaseTransitions": (n % 1_000_000) as i64}});
+        if api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+            n += 1;
+        }
+    }
+    n
 }
 
 /// One watcher: opens its watch (at most [`WATCH_CONNECT_CONCURRENCY`] at a time), says so on
@@ -1150,6 +1207,14 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
                     && w.duplicates == 0,
             ),
         ));
+        if w.background_writes_per_s > 0.0 {
+            rows.push(row(
+                "background Lease writes".to_owned(),
+                format!("{:.0}/s during the watch phase", w.background_writes_per_s),
+                "",
+                None,
+            ));
+        }
         rows.push(row(
             "watch writes (stamp → answer)".to_owned(),
             format!(
