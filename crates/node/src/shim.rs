@@ -390,13 +390,23 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
     let mut terminal = None;
     if let Some(l) = console {
         let mut err = child.stderr.take();
-        let recv = tokio::task::spawn_blocking(move || receive_terminal(&l));
-        tokio::select! {
-            r = recv => {
-                let fd = r.map_err(|e| e.to_string())?.map_err(|e| format!("receiving the terminal: {e}"))?;
-                terminal = Some(fd);
-            }
-            _ = child.wait() => {}
+        let mut recv = tokio::task::spawn_blocking(move || receive_terminal(&l));
+        let received = tokio::select! {
+            biased;
+            r = &mut recv => Some(r),
+            _ = child.wait() => None,
+        };
+        // runc hands the terminal over before it exits; should both be seen at once, the
+        // terminal is still there to take.
+        let received = match received {
+            Some(r) => Some(r),
+            None => tokio::time::timeout(Duration::from_millis(100), recv).await.ok(),
+        };
+        if let Some(r) = received {
+            let fd = r
+                .map_err(|e| e.to_string())?
+                .map_err(|e| format!("receiving the terminal: {e}"))?;
+            terminal = Some(fd);
         }
         let _ = std::fs::remove_file(bundle.join(CONSOLE));
         if let Some(e) = err.as_mut() {

@@ -663,3 +663,34 @@ async fn a_start_the_crashed_agent_did_not_record_is_replaced_not_doubled() {
     assert!(left.is_empty(), "left behind: {left:#?}");
     assert!(shims_of(&uid).is_empty());
 }
+
+/// runc's own error reaches the container's status and a `Failed` Event through the shim (runc
+/// writes it on the container's stderr pipe, which the shim reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runc_failure_under_the_shim_says_why() {
+    let c = Cluster::start().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "nocmd",
+        json!({"restartPolicy": "Never",
+               "containers": [{"name": "app", "image": image, "command": ["/no/such/binary"]}]}),
+    )
+    .await;
+    // With a terminal, runc's stderr is a pipe of the shim's own.
+    c.create(
+        "nocmd-tty",
+        json!({"restartPolicy": "Never",
+               "containers": [{"name": "app", "image": image, "tty": true, "stdin": true,
+                               "command": ["/no/such/binary"]}]}),
+    )
+    .await;
+    for pod in ["nocmd", "nocmd-tty"] {
+        let event = c.wait_event(pod, "/no/such/binary", 30).await;
+        assert!(event.starts_with("Failed: Error: runc run of container"), "{event}");
+        assert!(event.contains("no such file or directory"), "{event}");
+        c.pods().delete(pod, &Default::default()).await.unwrap();
+        c.wait_gone(pod, 15).await;
+    }
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
