@@ -7,8 +7,8 @@
 //! stripped (and the time put back, fixed to nine digits, with `timestamps`), `P` records are
 //! joined with what follows, `sinceSeconds`/`sinceTime` skip older records, `tailLines` counts
 //! records from the end, `limitBytes` cuts the output, `follow` streams new records until the
-//! run ends, `previous` reads the run before. Not done: kubelet's `stream` option (stdout or
-//! stderr only, alpha upstream); rotated files (there is no rotation).
+//! run ends, `previous` reads the run before, `stream` (`Stdout`, `Stderr`; upstream's
+//! `PodLogsQuerySplitStreams`) keeps one stream. Not done: rotated files (there is no rotation).
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -84,6 +84,8 @@ struct Options {
     since: Option<Timestamp>,
     tail: Option<usize>,
     limit: Option<usize>,
+    /// `stream`: only stderr (`Some(true)`) or only stdout (`Some(false)`); `None` for `All`.
+    stderr_only: Option<bool>,
 }
 
 impl Options {
@@ -115,7 +117,19 @@ impl Options {
             Some(n) if n < 1 => return Err("limitBytes: must be greater than 0".into()),
             n => n.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         };
-        Ok(Options { timestamps: flag("timestamps"), since, tail, limit })
+        // Upstream's `PodLogsQuerySplitStreams`: one stream, and then no tailLines.
+        let stderr_only = match q.get("stream").map(String::as_str) {
+            None | Some("All") => None,
+            Some("Stdout") => Some(false),
+            Some("Stderr") => Some(true),
+            Some(other) => {
+                return Err(format!("stream: unsupported value {other:?}: All, Stdout or Stderr"));
+            }
+        };
+        if stderr_only.is_some() && tail.is_some() {
+            return Err("tailLines: may not be specified when stream is not All".into());
+        }
+        Ok(Options { timestamps: flag("timestamps"), since, tail, limit, stderr_only })
     }
 }
 
@@ -124,6 +138,7 @@ impl Options {
 struct Record<'a> {
     /// `None` for a line not in the CRI format (written raw by an agent before the shim).
     ts: Option<Timestamp>,
+    stderr: bool,
     partial: bool,
     content: &'a [u8],
 }
@@ -131,7 +146,7 @@ struct Record<'a> {
 /// Parses one line (without its newline) of a CRI log file: `<RFC 3339 time> <stdout|stderr>
 /// <F|P>[:more tags] <content>` (kubelet's `parseCRILog`). Anything else is content as it is.
 fn parse(line: &[u8]) -> Record<'_> {
-    let raw = Record { ts: None, partial: false, content: line };
+    let raw = Record { ts: None, stderr: false, partial: false, content: line };
     let mut parts = line.splitn(4, |b| *b == b' ');
     let (Some(ts), Some(stream), Some(tag)) = (parts.next(), parts.next(), parts.next()) else {
         return raw;
@@ -143,7 +158,8 @@ fn parse(line: &[u8]) -> Record<'_> {
         return raw;
     }
     let partial = tag.split(|b| *b == b':').next() == Some(b"P");
-    Record { ts: Some(ts), partial, content: parts.next().unwrap_or_default() }
+    let stderr = stream == b"stderr";
+    Record { ts: Some(ts), stderr, partial, content: parts.next().unwrap_or_default() }
 }
 
 /// Turns records into what kubelet sends (its `logWriter`): the content, a newline after a full
@@ -167,6 +183,9 @@ impl Writer {
         if let (Some(since), Some(ts)) = (self.opts.since, rec.ts)
             && ts < since
         {
+            return true;
+        }
+        if self.opts.stderr_only.is_some_and(|e| e != rec.stderr) {
             return true;
         }
         let mark = out.len();
@@ -410,6 +429,10 @@ mod tests {
         assert_eq!(render(LOG, Options { since, ..Default::default() }), "two\nthree\n");
         assert_eq!(render(LOG, Options { tail: Some(1), ..Default::default() }), "ee\n");
         assert_eq!(render(LOG, Options { limit: Some(6), ..Default::default() }), "one\ntw");
+        let stderr = Options { stderr_only: Some(true), ..Default::default() };
+        assert_eq!(render(LOG, stderr), "two\n");
+        let stdout = Options { stderr_only: Some(false), ..Default::default() };
+        assert_eq!(render(LOG, stdout), "one\nthree\n");
     }
 
     #[test]
@@ -436,5 +459,9 @@ mod tests {
         assert_eq!(o.since, "2026-12-06T22:00:08Z".parse().ok());
         assert!(Options::from_query(&q(&[("sinceTime", "yesterday")]), now).is_err());
         assert!(Options::from_query(&q(&[("limitBytes", "0")]), now).is_err());
+        let o = Options::from_query(&q(&[("stream", "Stderr")]), now).unwrap();
+        assert_eq!(o.stderr_only, Some(true));
+        assert!(Options::from_query(&q(&[("stream", "Stderr"), ("tailLines", "1")]), now).is_err());
+        assert!(Options::from_query(&q(&[("stream", "stdout")]), now).is_err());
     }
 }
