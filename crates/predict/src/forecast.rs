@@ -34,19 +34,39 @@ pub struct Forecast {
     pub lead: usize,
 }
 
-/// Forecasts the `q` quantile (e.g. 0.95) of the load over the next `lead` samples from
-/// `samples` (one per `step_secs`, `None` missing, oldest first).
-pub fn forecast(samples: &[Option<f64>], step_secs: u64, lead: usize, q: f64) -> Explanation {
-    let history = samples.len();
-    let fallback = |periods: Vec<Period>, why: String| Explanation {
-        periods,
-        period: None,
-        forecast: None,
-        history,
-        fallback: Some(why),
-    };
+/// A seasonal model fitted on a history: refit it now and then (detection scans the whole
+/// history), forecast from it at every tick (cheap: the level of the last cycle and the
+/// profile over the lead time).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// Periods found, in samples.
+    pub periods: Vec<Period>,
+    /// The period the profile is over.
+    pub period: usize,
+    /// The median detrended value at each phase, phase 0 at sample 0 of the history.
+    pub seasonal: Vec<f64>,
+    /// The residual's median.
+    pub center: f64,
+    /// The residual's robust σ (1.4826 × MAD).
+    pub sigma: f64,
+}
+
+/// Why a model could not be fitted (the caller scales reactively), with the periods found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NoModel {
+    pub periods: Vec<Period>,
+    pub why: String,
+}
+
+/// Fits a [`Model`] on `samples` (one per `step_secs`, `None` missing, oldest first) for
+/// forecasts up to `lead` samples ahead.
+///
+/// # Errors
+/// No samples, no period found, or the lead time not shorter than every period with two full
+/// cycles of history.
+pub fn fit(samples: &[Option<f64>], step_secs: u64, lead: usize) -> Result<Model, NoModel> {
     let Some(x) = clean(samples) else {
-        return fallback(vec![], "no samples".into());
+        return Err(NoModel { periods: vec![], why: "no samples".into() });
     };
     let periods = detect(&x, step_secs);
     // The longest period with two full cycles before the window's phase.
@@ -58,7 +78,7 @@ pub fn forecast(samples: &[Option<f64>], step_secs: u64, lead: usize, q: f64) ->
         } else {
             "the lead time is not shorter than the periods found".to_owned()
         };
-        return fallback(periods, why);
+        return Err(NoModel { periods, why });
     };
     // Seasonal component: the median detrended value at each phase over the cycles (one
     // cycle bent by a level shift does not move it); the noise around it: a robust σ (MAD).
@@ -75,16 +95,46 @@ pub fn forecast(samples: &[Option<f64>], step_secs: u64, lead: usize, q: f64) ->
         *v = (*v - center).abs();
     }
     let sigma = 1.4826 * median(&mut resid);
-    let level_now = x[n - p..].iter().sum::<f64>() / p as f64;
-    let peak =
-        (0..=lead).map(|h| level_now + seasonal[(n + h) % p]).fold(f64::NEG_INFINITY, f64::max);
-    let value = (peak + center + normal_quantile(q) * sigma).max(0.0);
-    Explanation {
-        periods,
-        period: Some(p),
-        forecast: Some(Forecast { value, level: level_now, lead }),
-        history,
-        fallback: None,
+    Ok(Model { periods, period: p, seasonal, center, sigma })
+}
+
+impl Model {
+    /// The `q` quantile of the load's maximum over samples `now..=now + lead`, where `now` is
+    /// the index (in the fitted history's numbering) of the next sample and `level` the mean
+    /// of the last full period before it.
+    pub fn forecast(&self, now: usize, level: f64, lead: usize, q: f64) -> Forecast {
+        let p = self.period;
+        let peak = (0..=lead)
+            .map(|h| level + self.seasonal[(now + h) % p])
+            .fold(f64::NEG_INFINITY, f64::max);
+        let value = (peak + self.center + normal_quantile(q) * self.sigma).max(0.0);
+        Forecast { value, level, lead }
+    }
+}
+
+/// Forecasts the `q` quantile (e.g. 0.95) of the load over the next `lead` samples from
+/// `samples` (one per `step_secs`, `None` missing, oldest first): [`fit`] and
+/// [`Model::forecast`] at the end of the history.
+pub fn forecast(samples: &[Option<f64>], step_secs: u64, lead: usize, q: f64) -> Explanation {
+    let history = samples.len();
+    match fit(samples, step_secs, lead) {
+        Err(NoModel { periods, why }) => {
+            Explanation { periods, period: None, forecast: None, history, fallback: Some(why) }
+        }
+        Ok(m) => {
+            // fit succeeded, so some sample is known.
+            let x = clean(samples).unwrap_or_default();
+            let n = x.len();
+            let level = x[n - m.period..].iter().sum::<f64>() / m.period as f64;
+            let f = m.forecast(n, level, lead, q);
+            Explanation {
+                periods: m.periods,
+                period: Some(m.period),
+                forecast: Some(f),
+                history,
+                fallback: None,
+            }
+        }
     }
 }
 
