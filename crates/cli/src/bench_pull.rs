@@ -46,6 +46,10 @@ pub enum BenchCommand {
     /// Measure Knative Services: cold starts, a burst from zero, the gateway against direct
     /// and nginx
     Serve(crate::bench_serve::ServeArgs),
+    /// Replay per-minute load traces through HPA, KPA, a Crane-style DSP predictor and
+    /// Kinetic's predictive autoscaler (a simulation: pod-minutes, SLO-violation minutes,
+    /// utilisation, a chart)
+    Autoscale(crate::bench_autoscale::AutoscaleArgs),
 }
 
 /// Runs a benchmark.
@@ -57,6 +61,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Other(o) => crate::bench::run(o).await,
         BenchCommand::Pull(a) => pull(a).await,
         BenchCommand::Serve(a) => crate::bench_serve::run(a).await,
+        BenchCommand::Autoscale(a) => crate::bench_autoscale::run(a),
     }
 }
 

@@ -2,6 +2,7 @@
 //! into commands; the logic lives in the libraries (ripgrep's `crates/core` pattern).
 
 mod bench;
+mod bench_autoscale;
 mod bench_pods;
 mod bench_pull;
 mod bench_rollout;
