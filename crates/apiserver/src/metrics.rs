@@ -96,7 +96,7 @@ impl Histogram {
 pub struct Metrics {
     /// How often the garbage collector fell behind the event stream and rebuilt its index.
     pub gc_rebuilds: AtomicU64,
-    requests: Mutex<BTreeMap<(RequestLabels, u16), u64>>,
+    requests: Mutex<BTreeMap<RequestLabels, BTreeMap<u16, u64>>>,
     durations: Mutex<BTreeMap<RequestLabels, Histogram>>,
     longrunning: Mutex<BTreeMap<RequestLabels, Arc<AtomicI64>>>,
     watch_events: Mutex<BTreeMap<(String, String, String), Arc<AtomicU64>>>,
@@ -124,9 +124,22 @@ fn escape(s: &str) -> String {
 impl Metrics {
     /// Counts a finished request, and its duration unless it is long-running.
     pub fn request(&self, labels: &RequestLabels, code: u16, took: Option<Duration>) {
-        *lock(&self.requests).entry((labels.clone(), code)).or_default() += 1;
+        // Looked up by reference first: the labels are cloned once per series, not per request.
+        {
+            let mut m = lock(&self.requests);
+            match m.get_mut(labels) {
+                Some(codes) => *codes.entry(code).or_default() += 1,
+                None => {
+                    m.insert(labels.clone(), BTreeMap::from([(code, 1)]));
+                }
+            }
+        }
         if let Some(took) = took {
-            lock(&self.durations).entry(labels.clone()).or_default().observe(took.as_secs_f64());
+            let mut m = lock(&self.durations);
+            match m.get_mut(labels) {
+                Some(h) => h.observe(took.as_secs_f64()),
+                None => m.entry(labels.clone()).or_default().observe(took.as_secs_f64()),
+            }
         }
     }
 
@@ -157,9 +170,11 @@ impl Metrics {
     pub fn render(&self, objects: &BTreeMap<String, usize>) -> String {
         let mut out = String::new();
         out.push_str("# HELP apiserver_request_total Counter of apiserver requests broken out for each verb, dry run value, group, version, resource, scope, component, and HTTP response code.\n# TYPE apiserver_request_total counter\n");
-        for ((l, code), n) in lock(&self.requests).iter() {
-            let _ =
-                writeln!(out, "apiserver_request_total{{{},code=\"{code}\"}} {n}", l.render(true));
+        for (l, codes) in lock(&self.requests).iter() {
+            let labels = l.render(true);
+            for (code, n) in codes {
+                let _ = writeln!(out, "apiserver_request_total{{{labels},code=\"{code}\"}} {n}");
+            }
         }
         out.push_str("# HELP apiserver_request_duration_seconds Response latency distribution in seconds for each verb, dry run value, group, version, resource, subresource, scope and component.\n# TYPE apiserver_request_duration_seconds histogram\n");
         for (l, h) in lock(&self.durations).iter() {
