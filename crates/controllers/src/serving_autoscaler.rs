@@ -107,6 +107,8 @@ struct State {
     scaler: Autoscaler,
     /// The workload reached its initial scale once (`ScaleTargetInitialized`).
     initialized: bool,
+    /// This autoscaler made a decision (a desired scale of at least 0) since it started.
+    decided: bool,
     /// The status last written (or found), and when.
     written: Option<(PodAutoscalerStatus, Instant)>,
 }
@@ -540,6 +542,7 @@ async fn decide(
             metrics: decider.metrics(),
             scaler: Autoscaler::new(decider.clone(), t, ready),
             initialized: false,
+            decided: false,
             written: None,
         });
         if state.scaler.spec() != &decider {
@@ -748,6 +751,12 @@ async fn report_status(
         }
     }
     let cached = pa.status.clone().unwrap_or_default();
+    // A new leader knows nothing for its first tick (desired -1, activating): it does not
+    // overwrite its predecessor's decision with that, which would flap the Revision's Active.
+    state.decided |= result.desired >= 0;
+    if !state.decided && cached.desired_scale.is_some_and(|d| d >= 0) {
+        return;
+    }
     let (base, at) = match &state.written {
         Some((s, at)) => (s.clone(), Some(*at)),
         None => (cached.clone(), None),

@@ -942,3 +942,79 @@ spec:
     assert_eq!(out, user);
     env.stop().await;
 }
+
+#[tokio::test]
+async fn when_the_leading_gateway_goes_away_another_takes_over_the_decisions() {
+    let env = Env::start().await;
+    env.apply(&targeted(1)).await;
+    env.wait::<Revision>("hello-00001", "revision Ready", rev_ready).await;
+    let host = "hello.default.example.com";
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), "knative-serving");
+    let holder = || async {
+        let l = leases.get_opt("autoscaler-bucket-00-of-01").await.unwrap();
+        l.and_then(|l| l.spec?.holder_identity)
+    };
+    let (a, kpa_a) = held_gateway(&env.client, host).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        if let Some(h) = holder().await {
+            break h;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let (b, kpa_b) = held_gateway(&env.client, host).await;
+    let decided = |gateways: i32| {
+        move |p: &PodAutoscaler| {
+            p.status.as_ref().is_some_and(|s| {
+                s.desired_scale == Some(1)
+                    && s.decider.as_ref().is_some_and(|d| d.gateways == gateways)
+            })
+        }
+    };
+    env.wait_long::<PodAutoscaler>("hello-00001", "both gateways summed", decided(2)).await;
+    // The leader's process ends without releasing the Lease (a crash): the other takes over
+    // once the Lease expires (15 s) and decides alone.
+    let pas: Api<PodAutoscaler> = Api::namespaced(env.client.clone(), "default");
+    let rv = pas.get("hello-00001").await.unwrap().resource_version().unwrap();
+    let wp = kube::api::WatchParams::default().fields("metadata.name=hello-00001").timeout(45);
+    let mut events = pas.watch(&wp, &rv).await.unwrap().boxed();
+    let seen = tokio::spawn(async move {
+        let mut desired = Vec::new();
+        while let Some(ev) = events.next().await {
+            let p = match ev.unwrap() {
+                kube::api::WatchEvent::Modified(p) | kube::api::WatchEvent::Added(p) => p,
+                kube::api::WatchEvent::Bookmark(_) => continue,
+                other => panic!("{other:?}"),
+            };
+            let st = p.status.unwrap_or_default();
+            desired.push(st.desired_scale);
+            if st.decider.is_some_and(|d| d.gateways == 1) && st.desired_scale == Some(1) {
+                break;
+            }
+        }
+        desired
+    });
+    kpa_a.abort();
+    drop(a);
+    let pa = env
+        .wait_long::<PodAutoscaler>("hello-00001", "the new leader's decision", decided(1))
+        .await;
+    let now = holder().await.unwrap();
+    assert_ne!(now, first, "the Lease did not change hands");
+    // While it had no decision yet, it did not write "unknown" over its predecessor's.
+    let desired = seen.await.unwrap();
+    assert!(
+        !desired.is_empty() && desired.iter().all(|d| *d == Some(1)),
+        "desired scales written: {desired:?}"
+    );
+    let st = pa.status.unwrap();
+    assert_eq!(
+        cond(st.status.conditions.as_ref(), "Active").map(|c| c.status.as_str()),
+        Some("True")
+    );
+    kpa_b.abort();
+    drop(b);
+    env.stop().await;
+}
