@@ -5,5 +5,6 @@
 
 pub mod knative;
 pub mod kruise;
+pub mod pool;
 pub mod storage;
 pub mod timeline;

@@ -1,0 +1,288 @@
+//! The `kinetic.dev/v1alpha1` `PodPool` custom resource: a pool of ready, generic pods that
+//! consumers claim instead of creating pods (issue 12 parts 1 and 2).
+//!
+//! The pool controller (`kinetic_controllers::podpool`) keeps `status.learnedSize` unclaimed
+//! pods made from `spec.template`, labelled [`POOL_LABEL`]`=NAME` and
+//! [`POOL_STATE_LABEL`]`=`[`state::READY`] and owned by the pool. A claim (one conditional write
+//! under the pod's resourceVersion) relabels a pod [`state::CLAIMED`], records the claimant in
+//! [`CLAIMED_BY_ANNOTATION`] and [`CLAIMED_AT_ANNOTATION`] and moves the ownerReference from
+//! the pool to the claimant; the consumer then specialises it and sets
+//! [`state::SPECIALIZED`]. A pod left claimed longer than `spec.specializationTimeoutSeconds` is
+//! deleted by the pool controller.
+//!
+//! # Field names
+//! Kubernetes' API conventions name a count of pods in some state after the state:
+//! PodDisruptionBudget's `spec.minAvailable`/`maxUnavailable`, Job's `status.active`/`ready`.
+//! So the bounds are `spec.minReady`/`spec.maxReady` and the counts `status.ready`,
+//! `status.claimed`, `status.starting`. `specializationTimeoutSeconds` follows the
+//! `...Seconds` suffix of durations (`progressDeadlineSeconds`) and Fission's name for the same
+//! limit (`specializationTimeout`). American spelling in API names, as Kubernetes spells them.
+//!
+//! # Validation
+//! The schema enforces `minReady ≥ 0`, `maxReady ≥ 0` and a timeout ≥ 1 s. `minReady ≤
+//! maxReady` needs a CEL rule, which the embedded server does not evaluate, so the controller
+//! checks it: an invalid pool gets `Ready=False` with reason [`reason::INVALID_SPEC`] and a
+//! Warning Event, and is not acted on until fixed.
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime};
+use kube_derive::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// API group of Kinetic's own resources.
+pub const GROUP: &str = "kinetic.dev";
+/// The served (and stored) version.
+pub const VERSION: &str = "v1alpha1";
+
+/// Label with the name of the pool a pod was made by (kept after a claim, so the pool can
+/// time the claim out; a consumer may remove it once the pod is specialised).
+pub const POOL_LABEL: &str = "kinetic.dev/pool";
+/// Label with the pod's place in the pool's life cycle: one of [`state`].
+pub const POOL_STATE_LABEL: &str = "kinetic.dev/pool-state";
+/// Label with a hash of the template a pool pod was made from; pods of an older template are
+/// replaced.
+pub const TEMPLATE_HASH_LABEL: &str = "kinetic.dev/pool-template-hash";
+/// Annotation naming the claimant of a claimed pod: `Kind/name` (same namespace).
+pub const CLAIMED_BY_ANNOTATION: &str = "kinetic.dev/claimed-by";
+/// Annotation with the RFC 3339 instant (microseconds) of the claim.
+pub const CLAIMED_AT_ANNOTATION: &str = "kinetic.dev/claimed-at";
+/// Kubernetes' pod deletion cost annotation; pool pods carry [`POOL_POD_DELETION_COST`].
+pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// The deletion cost of unclaimed pool pods: lower than any pod's default (0), so a workload
+/// that scales down pods it shares a controller with, or a descheduler honouring the cost,
+/// takes pool pods first.
+pub const POOL_POD_DELETION_COST: &str = "-1000";
+
+/// Values of [`POOL_STATE_LABEL`].
+pub mod state {
+    /// The pool's own, unclaimed pod (a claim takes only those whose Ready condition is True;
+    /// the others are counted as starting).
+    pub const READY: &str = "ready";
+    /// Claimed, not yet specialised: the pool deletes it after the specialisation timeout.
+    pub const CLAIMED: &str = "claimed";
+    /// Specialised by its consumer: no longer the pool's concern.
+    pub const SPECIALIZED: &str = "specialized";
+}
+
+/// Condition types of a PodPool.
+pub mod condition {
+    /// The pool holds its learned size of ready pods (False while it fills, or when the spec
+    /// is invalid).
+    pub const READY: &str = "Ready";
+}
+
+/// Reasons of the `Ready` condition and of Events.
+pub mod reason {
+    /// Every pod the pool should hold is ready.
+    pub const FULL: &str = "Full";
+    /// Pods are being created or are starting.
+    pub const FILLING: &str = "Filling";
+    /// `minReady > maxReady` or an empty template: the pool is not acted on.
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Event: a claimed pod was not specialised in time and was deleted.
+    pub const SPECIALIZATION_TIMEOUT: &str = "SpecializationTimeout";
+    /// Event: the learned size changed.
+    pub const RESIZED: &str = "Resized";
+}
+
+/// Default of `spec.specializationTimeoutSeconds`.
+pub const DEFAULT_SPECIALIZATION_TIMEOUT_SECONDS: i32 = 30;
+/// How many claims `status.claimHistory` keeps (oldest dropped first).
+pub const MAX_CLAIM_HISTORY: usize = 128;
+/// How many start-up measurements `status.startupHistory` keeps.
+pub const MAX_STARTUP_HISTORY: usize = 32;
+
+/// A pool of ready pods made from one template.
+// Clippy reads the repeated `type_ = "integer"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[kube(
+    crates(kube_core = "::kube_core"),
+    group = "kinetic.dev",
+    version = "v1alpha1",
+    kind = "PodPool",
+    namespaced,
+    status = "PodPoolStatus",
+    derive = "PartialEq",
+    derive = "Default",
+    category = "kinetic",
+    doc = "PodPool keeps ready pods made from a template for consumers to claim and specialise",
+    printcolumn(name = "READY", type_ = "integer", json_path = ".status.ready"),
+    printcolumn(name = "CLAIMED", type_ = "integer", json_path = ".status.claimed"),
+    printcolumn(name = "STARTING", type_ = "integer", json_path = ".status.starting"),
+    printcolumn(name = "SIZE", type_ = "integer", json_path = ".status.learnedSize"),
+    printcolumn(name = "AGE", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "MIN", type_ = "integer", json_path = ".spec.minReady", priority = 1),
+    printcolumn(name = "MAX", type_ = "integer", json_path = ".spec.maxReady", priority = 1),
+    printcolumn(name = "WHY", type_ = "string", json_path = ".status.sizeReason", priority = 1)
+)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPoolSpec {
+    /// The pods of the pool (schemaless, as Kruise and Knative keep pod templates).
+    #[schemars(schema_with = "preserved_object")]
+    pub template: PodTemplateSpec,
+    /// Ready pods kept even when no claims came (default 1).
+    #[serde(default = "default_min_ready")]
+    #[schemars(range(min = 0), default = "default_min_ready")]
+    pub min_ready: i32,
+    /// Ready pods kept at most, however many claims came (default 10).
+    #[serde(default = "default_max_ready")]
+    #[schemars(range(min = 0), default = "default_max_ready")]
+    pub max_ready: i32,
+    /// Seconds a claimed pod may stay unspecialised before the pool deletes it (default 30).
+    #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1), default = "default_timeout")]
+    pub specialization_timeout_seconds: i32,
+}
+
+fn default_min_ready() -> i32 {
+    1
+}
+fn default_max_ready() -> i32 {
+    10
+}
+fn default_timeout() -> i32 {
+    DEFAULT_SPECIALIZATION_TIMEOUT_SECONDS
+}
+
+/// What the pool holds and why it holds that many.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodPoolStatus {
+    /// The generation this status is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Unclaimed pods whose Ready condition is True.
+    #[serde(default)]
+    pub ready: i32,
+    /// Claimed pods not yet specialised.
+    #[serde(default)]
+    pub claimed: i32,
+    /// Unclaimed pods not yet ready.
+    #[serde(default)]
+    pub starting: i32,
+    /// The ready pods the pool keeps: learned from the claim history, within
+    /// `[minReady, maxReady]`.
+    #[serde(default)]
+    pub learned_size: i32,
+    /// Why `learnedSize` is what it is, in a sentence.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub size_reason: String,
+    /// Recent claims, oldest first, at most [`MAX_CLAIM_HISTORY`] (kept in the status so a
+    /// restarted controller still knows them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub claim_history: Vec<ClaimRecord>,
+    /// Recent pool pods' start-up durations, at most [`MAX_STARTUP_HISTORY`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub startup_history: Vec<StartupRecord>,
+    /// `Ready`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// One claim of a pool pod.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRecord {
+    /// The claimed pod.
+    pub pod: String,
+    /// When it was claimed (RFC 3339, microseconds).
+    pub claimed_at: MicroTime,
+}
+
+/// How long one pool pod took from creation to Ready.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StartupRecord {
+    /// The pod.
+    pub pod: String,
+    /// Creation (or the scheduler's first sight of it) to Ready, in milliseconds.
+    pub millis: i64,
+}
+
+/// Schema of a schemaless object field: any object, kept as it is.
+fn preserved_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use expect_test::{expect, expect_file};
+    use kinetic_machinery::schema::Schema;
+    use kube_core::CustomResourceExt as _;
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    fn crd_json() -> Value {
+        serde_json::to_value(PodPool::crd()).expect("the CRD serialises")
+    }
+
+    fn schema(crd: &Value) -> Schema {
+        let s = crd.pointer("/spec/versions/0/schema/openAPIV3Schema").expect("a schema");
+        Schema::from_json(s, None).expect("the schema compiles")
+    }
+
+    #[test]
+    fn crd_snapshot() {
+        let yaml = serde_yaml::to_string(&PodPool::crd()).expect("the CRD serialises");
+        expect_file!["podpool.crd.yaml"].assert_eq(&yaml);
+    }
+
+    #[test]
+    fn crd_schema_is_structural() {
+        let crd = crd_json();
+        let s = crd.pointer("/spec/versions/0/schema/openAPIV3Schema").expect("a schema");
+        let causes = Schema::check_structural(s, "schema");
+        assert!(causes.is_empty(), "{causes:#?}");
+    }
+
+    #[test]
+    fn printer_columns_are_ready_claimed_starting_size_age() {
+        let crd = crd_json();
+        let cols: Vec<String> = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+            .as_array()
+            .expect("columns")
+            .iter()
+            .map(|c| format!("{} {} {}", c["name"], c["jsonPath"], c["priority"]))
+            .collect();
+        expect![[r#"
+            "READY" ".status.ready" null
+            "CLAIMED" ".status.claimed" null
+            "STARTING" ".status.starting" null
+            "SIZE" ".status.learnedSize" null
+            "AGE" ".metadata.creationTimestamp" null
+            "MIN" ".spec.minReady" 1
+            "MAX" ".spec.maxReady" 1
+            "WHY" ".status.sizeReason" 1"#]]
+        .assert_eq(&cols.join("\n"));
+    }
+
+    #[test]
+    fn schema_defaults_the_bounds_and_timeout_and_refuses_negatives() {
+        let crd = crd_json();
+        let s = schema(&crd);
+        let mut obj = json!({
+            "apiVersion": "kinetic.dev/v1alpha1", "kind": "PodPool",
+            "metadata": {"name": "p", "namespace": "default"},
+            "spec": {"template": {"spec": {"containers": [{"name": "c", "image": "busybox"}]}}},
+        });
+        s.default(&mut obj);
+        assert_eq!(s.validate(&obj), vec![]);
+        assert_eq!(obj["spec"]["minReady"], json!(1));
+        assert_eq!(obj["spec"]["maxReady"], json!(10));
+        assert_eq!(obj["spec"]["specializationTimeoutSeconds"], json!(30));
+        let pool: PodPool = serde_json::from_value(obj.clone()).expect("deserialises");
+        assert_eq!(pool.spec.max_ready, 10);
+
+        obj["spec"]["minReady"] = json!(-1);
+        obj["spec"]["specializationTimeoutSeconds"] = json!(0);
+        let mut fields: Vec<String> = s.validate(&obj).into_iter().map(|c| c.field).collect();
+        fields.sort();
+        assert_eq!(fields, ["spec.minReady", "spec.specializationTimeoutSeconds"]);
+    }
+}
