@@ -38,9 +38,13 @@
 //! A revision's `idleTimeoutSeconds` bounds the time without a byte from the container: 504
 //! before its response starts, a cut-off body after.
 //!
+//! A bodiless request whose endpoint refused the connection (or, with an idempotent method,
+//! closed it before answering) is sent again, up to 3 times, and that endpoint gets no new
+//! requests for a second: a pod on its way out, not yet out of the table, loses nothing.
+//!
 //! What it does not do: watch Kubernetes (the caller pushes tables), probe endpoints (the
-//! caller lists ready ones), retry a failed forward, proxy protocol upgrades (WebSockets),
-//! or serve TLS.
+//! caller lists ready ones), retry a request with a body, proxy protocol upgrades
+//! (WebSockets), or serve TLS.
 
 mod proxy;
 pub mod stats;
@@ -52,7 +56,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -159,8 +162,8 @@ pub(crate) struct Shared {
     last_report: Mutex<Instant>,
     queue_depth: usize,
     on_demand: Option<OnDemand>,
-    http1: Client<HttpConnector, Incoming>,
-    h2c: Client<HttpConnector, Incoming>,
+    http1: Client<HttpConnector, proxy::UpBody>,
+    h2c: Client<HttpConnector, proxy::UpBody>,
 }
 
 impl Shared {

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::BoxBody;
-use http_body_util::{BodyExt, Full};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::{BoxBody, UnsyncBoxBody};
+use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::{Frame, Incoming, SizeHint};
 use rand::Rng;
 
@@ -24,6 +24,16 @@ use crate::throttler::{Admission, Rejection, Slot};
 pub(crate) type Body = BoxBody<Bytes, BoxError>;
 
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body of a request forwarded to a container: the client's, or empty on a retry.
+pub(crate) type UpBody = UnsyncBoxBody<Bytes, hyper::Error>;
+
+/// How often a bodiless request is sent again after a refused connection (or, idempotent, a
+/// connection closed before its response).
+const MAX_REFUSED: u32 = 3;
+/// How long an endpoint that refused a connection (or closed it before answering) gets no new
+/// requests; a table that drops it ends this early.
+const QUARANTINE: Duration = Duration::from_secs(1);
 
 pub(crate) async fn handle(
     shared: Arc<Shared>,
@@ -55,74 +65,102 @@ pub(crate) async fn handle(
             hook(key);
         }
     };
-    let slot = match throttler.acquire(deadline, shared.queue_depth, on_demand).await {
-        Ok(slot) => slot,
-        Err(Rejection::QueueFull(depth)) => {
-            return Ok(reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!(
-                    "revision {}: request queue full ({depth} requests already wait for a free \
-                     endpoint)",
-                    throttler.key
-                ),
-            ));
-        }
-        Err(Rejection::Timeout { at_zero }) => {
-            let why = if at_zero { "no endpoint became ready" } else { "no endpoint had room" };
-            return Ok(reply(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "revision {}: {why} within the revision's timeout ({}s, timeoutSeconds)",
-                    throttler.key,
-                    secs(limits.timeout)
-                ),
-            ));
-        }
-    };
+    let (req_parts, req_body) = req.into_parts();
+    // A request without a body that could not even connect to its endpoint (refused: a pod
+    // going away before the gateway saw it leave) never reached a container: it is sent to
+    // another endpoint, and the refusing one is left out for a moment. Knative's queue-proxy
+    // drains a pod before it stops; here the gateway absorbs that race instead.
+    let retryable = hyper::body::Body::is_end_stream(&req_body);
+    // And a bodiless request with an idempotent method whose connection closed before any
+    // response (the container stopped mid-request) is sent again, as RFC 9110 §9.2.2 allows.
+    let idempotent =
+        [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE].contains(&req_parts.method);
+    let mut req_body = Some(req_body);
+    let mut refused = 0;
+    let (slot, response) = loop {
+        let slot = match throttler.acquire(deadline, shared.queue_depth, &on_demand).await {
+            Ok(slot) => slot,
+            Err(Rejection::QueueFull(depth)) => {
+                return Ok(reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!(
+                        "revision {}: request queue full ({depth} requests already wait for a free \
+                         endpoint)",
+                        throttler.key
+                    ),
+                ));
+            }
+            Err(Rejection::Timeout { at_zero }) => {
+                let why = if at_zero { "no endpoint became ready" } else { "no endpoint had room" };
+                return Ok(reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "revision {}: {why} within the revision's timeout ({}s, timeoutSeconds)",
+                        throttler.key,
+                        secs(limits.timeout)
+                    ),
+                ));
+            }
+        };
 
-    let addr = slot.addr();
-    let upstream = match upstream_request(req, &host, peer, addr, limits.protocol) {
-        Ok(r) => r,
-        Err(e) => {
-            return Ok(reply(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")));
+        let addr = slot.addr();
+        let body = match req_body.take() {
+            Some(b) => b.boxed_unsync(),
+            None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+        };
+        let upstream = match upstream_request(&req_parts, body, &host, peer, addr, limits.protocol)
+        {
+            Ok(r) => r,
+            Err(e) => {
+                return Ok(reply(StatusCode::BAD_REQUEST, &format!("bad request target: {e}")));
+            }
+        };
+        // The response must start before the revision's overall deadline and, once sent,
+        // within responseStartTimeoutSeconds and idleTimeoutSeconds (Knative's queue-proxy
+        // enforces all three on the pod): the earliest applies.
+        let sent = tokio::time::Instant::now();
+        let mut limit = (deadline, format!("{}s, timeoutSeconds", secs(limits.timeout)));
+        for (t, name) in [
+            (limits.response_start_timeout, "responseStartTimeoutSeconds"),
+            (limits.idle_timeout, "idleTimeoutSeconds"),
+        ] {
+            if let Some(t) = t.filter(|t| sent + *t < limit.0) {
+                limit = (sent + t, format!("{}s, {name}", secs(t)));
+            }
         }
-    };
-    // The response must start before the revision's overall deadline and, once sent, within
-    // responseStartTimeoutSeconds and idleTimeoutSeconds (Knative's queue-proxy enforces all
-    // three on the pod): the earliest applies.
-    let sent = tokio::time::Instant::now();
-    let mut limit = (deadline, format!("{}s, timeoutSeconds", secs(limits.timeout)));
-    for (t, name) in [
-        (limits.response_start_timeout, "responseStartTimeoutSeconds"),
-        (limits.idle_timeout, "idleTimeoutSeconds"),
-    ] {
-        if let Some(t) = t.filter(|t| sent + *t < limit.0) {
-            limit = (sent + t, format!("{}s, {name}", secs(t)));
-        }
-    }
-    let (limit, which) = limit;
-    let client = match limits.protocol {
-        Protocol::Http1 => &shared.http1,
-        Protocol::H2c => &shared.h2c,
-    };
-    let response = match tokio::time::timeout_at(limit, client.request(upstream)).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let cause = error_chain(&e);
-            tracing::debug!(revision = %throttler.key, %addr, error = %cause, "forwarding failed");
-            return Ok(reply(
-                StatusCode::BAD_GATEWAY,
-                &format!("revision {}: forwarding to {addr} failed: {cause}", throttler.key),
-            ));
-        }
-        Err(_) => {
-            return Ok(reply(
-                StatusCode::GATEWAY_TIMEOUT,
-                &format!(
-                    "revision {}: {addr} did not start its response in time ({which})",
-                    throttler.key
-                ),
-            ));
+        let (limit, which) = limit;
+        let client = match limits.protocol {
+            Protocol::Http1 => &shared.http1,
+            Protocol::H2c => &shared.h2c,
+        };
+        match tokio::time::timeout_at(limit, client.request(upstream)).await {
+            Ok(Ok(r)) => break (slot, r),
+            Ok(Err(e)) if retryable && (e.is_connect() || idempotent) && refused < MAX_REFUSED => {
+                refused += 1;
+                tracing::debug!(revision = %throttler.key, %addr, error = %error_chain(&e),
+                    "forwarding failed before a response; trying again");
+                // Refused or closed before answering: likely a pod on its way out.
+                throttler.quarantine(addr, QUARANTINE);
+                drop(slot);
+            }
+            Ok(Err(e)) => {
+                let cause = error_chain(&e);
+                tracing::debug!(revision = %throttler.key, %addr, error = %cause,
+                    "forwarding failed");
+                return Ok(reply(
+                    StatusCode::BAD_GATEWAY,
+                    &format!("revision {}: forwarding to {addr} failed: {cause}", throttler.key),
+                ));
+            }
+            Err(_) => {
+                return Ok(reply(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    &format!(
+                        "revision {}: {addr} did not start its response in time ({which})",
+                        throttler.key
+                    ),
+                ));
+            }
         }
     };
     let (mut parts, body) = response.into_parts();
@@ -166,31 +204,35 @@ fn strip_host(raw: &str) -> Option<String> {
 /// `Forwarded`, `X-Forwarded-For` and `X-Forwarded-Proto` added, hop-by-hop headers removed,
 /// everything else (such as `traceparent`) kept.
 fn upstream_request(
-    req: Request<Incoming>,
+    parts: &http::request::Parts,
+    body: UpBody,
     host: &str,
     peer: SocketAddr,
     addr: SocketAddr,
     protocol: Protocol,
-) -> Result<Request<Incoming>, http::Error> {
-    let (mut parts, body) = req.into_parts();
-    let authority = parts
-        .headers
+) -> Result<Request<UpBody>, http::Error> {
+    let mut headers = parts.headers.clone();
+    let authority = headers
         .get(header::HOST)
         .cloned()
         .or_else(|| parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
-    remove_hop_by_hop(&mut parts.headers);
+    remove_hop_by_hop(&mut headers);
     let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    parts.uri =
+    let uri =
         Uri::builder().scheme("http").authority(addr.to_string()).path_and_query(path).build()?;
-    parts.version = match protocol {
+    let version = match protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::H2c => Version::HTTP_2,
     };
     if let Some(a) = authority {
-        parts.headers.insert(header::HOST, a);
+        headers.insert(header::HOST, a);
     }
-    add_forwarded(&mut parts.headers, peer, host);
-    Ok(Request::from_parts(parts, body))
+    add_forwarded(&mut headers, peer, host);
+    let mut req = Request::builder().method(parts.method.clone()).uri(uri).version(version);
+    if let Some(h) = req.headers_mut() {
+        *h = headers;
+    }
+    req.body(body)
 }
 
 fn add_forwarded(headers: &mut HeaderMap, peer: SocketAddr, host: &str) {

@@ -7,7 +7,7 @@
 //! `containerConcurrency`. Slots are handed out under the revision's lock, so the limit holds
 //! exactly; a released slot goes straight to the oldest live waiter.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -48,6 +48,8 @@ struct State {
     /// Where the next tie-break scan starts, so equal loads rotate over the endpoints.
     next: usize,
     waiters: VecDeque<oneshot::Sender<Slot>>,
+    /// Endpoints that refused a connection, and until when they get no new requests.
+    quarantined: HashMap<SocketAddr, Instant>,
     // Metrics since `window_start`: the integral of `concurrency` over time, and arrivals.
     concurrency: usize,
     last_change: Instant,
@@ -83,6 +85,7 @@ impl Throttler {
                 endpoints: Vec::new(),
                 next: 0,
                 waiters: VecDeque::new(),
+                quarantined: HashMap::new(),
                 concurrency: 0,
                 last_change: now,
                 area: 0.0,
@@ -124,6 +127,8 @@ impl Throttler {
                     })
                 })
                 .collect();
+            let present: Vec<SocketAddr> = st.endpoints.iter().map(|e| e.addr).collect();
+            st.quarantined.retain(|addr, _| present.contains(addr));
             let lost_last = !old.is_empty()
                 && st.endpoints.is_empty()
                 && st.waiters.iter().any(|w| !w.is_closed());
@@ -131,6 +136,25 @@ impl Throttler {
         };
         drop(failed);
         lost_last
+    }
+
+    /// Leaves `addr` out of new picks for `period` (it refused a connection), then hands
+    /// whatever it can take to held requests again.
+    pub(crate) fn quarantine(self: &Arc<Self>, addr: SocketAddr, period: Duration) {
+        self.lock().quarantined.insert(addr, Instant::now() + period);
+        let this = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(period).await;
+            if let Some(t) = this.upgrade() {
+                let failed = {
+                    let mut st = t.lock();
+                    let now = Instant::now();
+                    st.quarantined.retain(|_, until| *until > now);
+                    t.dispatch(&mut st)
+                };
+                drop(failed);
+            }
+        });
     }
 
     /// Counts a request towards the revision's concurrency and request rate until the
@@ -239,10 +263,14 @@ impl State {
         let n = self.endpoints.len();
         let cc = self.limits.container_concurrency;
         let mut best: Option<&Arc<Endpoint>> = None;
+        let now = Instant::now();
         for i in 0..n {
             let ep = &self.endpoints[(self.next + i) % n];
             let load = ep.load();
             if cc != 0 && load >= cc {
+                continue;
+            }
+            if self.quarantined.get(&ep.addr).is_some_and(|until| *until > now) {
                 continue;
             }
             if best.is_none_or(|b| load < b.load()) {
