@@ -55,6 +55,7 @@ mod portforward;
 mod probe;
 mod provision;
 mod refs;
+mod route;
 mod runc;
 mod server;
 pub mod shim;
@@ -94,6 +95,12 @@ pub enum Error {
     Runc { op: &'static str, id: String, message: String },
     #[error("CNI {plugin} failed: {message}")]
     Cni { plugin: String, message: String },
+    #[error(
+        "the pod range {cidr} is already routed through interface {interface} (route {route}), \
+         not the agent's bridge {bridge}: pods would be unreachable from the node; remove that \
+         interface or its route (`ip link delete {interface}`) or choose another pod CIDR"
+    )]
+    RouteConflict { cidr: String, interface: String, route: String, bridge: String },
     #[error("mounting {}: {message}", path.display())]
     Mount { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
@@ -244,9 +251,11 @@ impl Agent {
     /// Registers the node and starts running its pods.
     ///
     /// # Errors
-    /// The directories cannot be created, runc is missing, the log port cannot be bound, or
-    /// the Node cannot be registered.
+    /// The directories cannot be created, runc is missing, the log port cannot be bound, the
+    /// Node cannot be registered, or the pod range is already routed through another
+    /// interface than the agent's bridge ([`Error::RouteConflict`]).
     pub async fn start(client: kube::Client, cfg: Config) -> Result<Agent> {
+        route::check_pod_range(&cfg.bridge, &cfg.pod_cidr)?;
         runc::become_subreaper()?;
         let pods_dir = cfg.data_dir.join("pods");
         for d in [&pods_dir, &cfg.data_dir.join("runc"), &cfg.data_dir.join("cni")] {

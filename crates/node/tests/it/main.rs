@@ -8,6 +8,7 @@ mod claims;
 mod harness;
 mod kubelet_api;
 mod lifecycle;
+mod network;
 mod pods;
 mod stats;
 
