@@ -287,27 +287,46 @@ impl Api {
             && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
     }
 
-    /// Lists one page. Continue tokens carry the last key; a continued list reads the current
-    /// state (upstream reads the original snapshot from etcd history; we keep no snapshots, which
-    /// matches upstream's behaviour once that history is compacted and the client continues
-    /// inconsistently).
+    /// Lists one page. A continue token carries the last key and the resourceVersion of the
+    /// first page, and a continued list reads the state at that version, as upstream reads
+    /// the first page's etcd revision: objects created, changed or deleted meanwhile appear as
+    /// they were. The state is rebuilt from the current objects and the watch history; once
+    /// the history no longer reaches back that far the answer is 410 Expired, as upstream's
+    /// once etcd compacted the revision.
     pub fn list(
         &self,
         res: &Resource,
         ns: Option<&str>,
         opts: &ListOptions,
     ) -> ApiResult<ListPage> {
-        let after = match &opts.continue_token {
-            Some(t) if !t.is_empty() => Some(decode_continue(t)?),
-            _ => None,
+        let (after, at) = match &opts.continue_token {
+            Some(t) if !t.is_empty() => {
+                let (key, rv) = decode_continue(t)?;
+                (Some(key), rv)
+            }
+            _ => (None, None),
         };
         let st = self.store.read();
-        let rv = st.rv();
+        let now = st.rv();
+        let (rv, snapshot) = match at {
+            Some(at) if at < now => (at, Some(snapshot_at(&st, res, ns, at)?)),
+            _ => (now, None),
+        };
+        let objects: Box<dyn Iterator<Item = Entry<'_>>> = match &snapshot {
+            Some(snap) => {
+                let lower = match &after {
+                    Some(k) => std::ops::Bound::Excluded(k.clone()),
+                    None => std::ops::Bound::Unbounded,
+                };
+                Box::new(snap.range((lower, std::ops::Bound::Unbounded)))
+            }
+            None => Box::new(st.list(&res.storage, ns, after.as_ref())),
+        };
         let mut items = Vec::new();
         let mut last_key = None;
         let mut remaining = 0usize;
         let mut full = false;
-        for (k, s) in st.list(&res.storage, ns, after.as_ref()) {
+        for (k, s) in objects {
             if !Self::matches(opts, &s.value) {
                 continue;
             }
@@ -323,7 +342,7 @@ impl Api {
         }
         drop(st);
         let (continue_token, remaining) = if full && remaining > 0 {
-            (last_key.map(|k| encode_continue(&k)), Some(remaining))
+            (last_key.map(|k| encode_continue(&k, rv)), Some(remaining))
         } else {
             (None, None)
         };
@@ -1222,19 +1241,56 @@ fn set_json_path(v: &mut Value, path: &str, new: Value) -> ApiResult<()> {
     Ok(())
 }
 
-fn encode_continue(k: &(String, String)) -> String {
+/// One object of a listing: its (namespace, name) and its stored state.
+type Entry<'a> = (&'a (String, String), &'a Arc<Stored>);
+
+fn encode_continue(k: &(String, String), rv: u64) -> String {
     use base64::Engine as _;
-    let raw =
-        serde_json::to_vec(&json!({"v": "kinetic/1", "ns": k.0, "name": k.1})).unwrap_or_default();
+    let raw = serde_json::to_vec(&json!({"v": "kinetic/1", "ns": k.0, "name": k.1, "rv": rv}))
+        .unwrap_or_default();
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
 }
 
-fn decode_continue(t: &str) -> ApiResult<(String, String)> {
+/// The last key of the previous page and the version the list reads (absent in tokens of
+/// older servers, which continue at the current state).
+fn decode_continue(t: &str) -> ApiResult<((String, String), Option<u64>)> {
     use base64::Engine as _;
     let bad = || ApiError::bad_request(format!("continue key is not valid: {t:?}"));
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(t).map_err(|_| bad())?;
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let ns = v.get("ns").and_then(Value::as_str).ok_or_else(bad)?;
     let name = v.get("name").and_then(Value::as_str).ok_or_else(bad)?;
-    Ok((ns.to_owned(), name.to_owned()))
+    Ok(((ns.to_owned(), name.to_owned()), v.get("rv").and_then(Value::as_u64)))
+}
+
+/// The objects of `res` (in `ns`) as they were at version `at`: the current ones with the
+/// history's later events undone, newest first.
+fn snapshot_at(
+    st: &crate::store::State,
+    res: &Resource,
+    ns: Option<&str>,
+    at: u64,
+) -> ApiResult<std::collections::BTreeMap<(String, String), Arc<Stored>>> {
+    let later = st.events_since(at).ok_or_else(|| {
+        ApiError::gone(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        )
+    })?;
+    let mut snap: std::collections::BTreeMap<(String, String), Arc<Stored>> =
+        st.list(&res.storage, ns, None).map(|(k, s)| (k.clone(), s.clone())).collect();
+    for ev in later.iter().rev() {
+        if ev.key.resource != res.storage || ns.is_some_and(|n| n != ev.key.namespace) {
+            continue;
+        }
+        let k = (ev.key.namespace.clone(), ev.key.name.clone());
+        match (ev.kind, &ev.prev) {
+            (crate::store::EventType::Added, _) | (_, None) => {
+                snap.remove(&k);
+            }
+            (_, Some(prev)) => {
+                snap.insert(k, prev.clone());
+            }
+        }
+    }
+    Ok(snap)
 }

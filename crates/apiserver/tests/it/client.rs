@@ -423,3 +423,55 @@ async fn deleting_a_crd_removes_its_objects_and_endpoints() {
     let err = gadgets.list(&ListParams::default()).await.unwrap_err();
     assert!(matches!(&err, kube::Error::Api(s) if s.code == 404), "{err:?}");
 }
+
+/// Issue 15, part 2: a continued list read the current state, so objects created, changed or
+/// deleted between pages showed up (or went missing) in one list; upstream reads the first
+/// page's version for every page.
+#[tokio::test]
+async fn a_continued_list_read_the_current_state_instead_of_the_first_pages_snapshot() {
+    let t = TestServer::start().await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    for i in 1..=6 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[])).await.unwrap();
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<ConfigMap>| -> Vec<String> {
+        l.items.iter().map(|c| c.metadata.name.clone().unwrap()).collect()
+    };
+    assert_eq!(names(&first), ["c1", "c2"]);
+    // Writes between the pages: a new object after the first page's keys, a deletion and a
+    // change of objects not listed yet.
+    cms.create(&PostParams::default(), &cm("c35", &[])).await.unwrap();
+    cms.delete("c4", &DeleteParams::default()).await.unwrap();
+    let patch = json!({"data": {"k": "changed"}});
+    cms.patch("c5", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+    let token = first.metadata.continue_.clone().unwrap();
+    let rest = cms.list(&ListParams::default().continue_token(&token)).await.unwrap();
+    assert_eq!(names(&rest), ["c3", "c4", "c5", "c6"], "the first page's state");
+    assert_eq!(rest.items[2].data.as_ref().unwrap()["k"], "v", "c5 as it was");
+    assert_eq!(rest.metadata.resource_version, first.metadata.resource_version);
+    // A new list sees the writes.
+    let now = cms.list(&ListParams::default()).await.unwrap();
+    assert_eq!(names(&now), ["c1", "c2", "c3", "c35", "c5", "c6"]);
+}
+
+/// Once the watch history no longer reaches back to the first page, a continue token is 410
+/// Expired, as upstream answers once etcd compacted the first page's revision.
+#[tokio::test]
+async fn a_continue_token_older_than_the_history_is_expired() {
+    let t = TestServer::start_with(|c| c.history = 5).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    for i in 1..=4 {
+        cms.create(&PostParams::default(), &cm(&format!("c{i}"), &[])).await.unwrap();
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    for i in 0..10 {
+        cms.create(&PostParams::default(), &cm(&format!("later{i}"), &[])).await.unwrap();
+    }
+    let token = first.metadata.continue_.unwrap();
+    let err = cms.list(&ListParams::default().continue_token(&token)).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 410 && s.reason == "Expired"),
+        "{err:?}"
+    );
+}
