@@ -8,9 +8,10 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::{Error, Result};
 
@@ -50,24 +51,28 @@ impl Network {
         Path::new(NETNS_DIR).join(name)
     }
 
-    /// Creates the namespace `name` and attaches it; returns the pod IP.
+    /// Creates the namespace `name` and attaches it; returns the pod IP and the CPU time the
+    /// processes run for it (`ip`, the plugins) used.
     ///
     /// # Errors
     /// `ip netns add` or a plugin fails; what was set up is torn down again.
-    pub async fn setup(&self, name: &str) -> Result<IpAddr> {
+    pub async fn setup(&self, name: &str) -> Result<(IpAddr, Duration)> {
         if Self::netns_path(name).exists() {
             // Left over from an interrupted set-up: start clean so IPAM does not see a
             // duplicate allocation for the same container id.
             self.teardown(name).await?;
         }
-        run_ip(&["netns", "add", name]).await?;
+        let mut cpu = run_ip(&["netns", "add", name]).await?;
         let result = async {
-            self.plugin("loopback", "ADD", name, "lo", &loopback_conf()).await?;
-            self.plugin("bridge", "ADD", name, "eth0", &self.conf).await
+            let (_, lo) = self.plugin("loopback", "ADD", name, "lo", &loopback_conf()).await?;
+            cpu += lo;
+            let (out, br) = self.plugin("bridge", "ADD", name, "eth0", &self.conf).await?;
+            cpu += br;
+            Ok::<_, Error>(out)
         }
         .await;
         match result {
-            Ok(out) => parse_ip(&out).ok_or_else(|| Error::Cni {
+            Ok(out) => parse_ip(&out).map(|ip| (ip, cpu)).ok_or_else(|| Error::Cni {
                 plugin: "bridge".into(),
                 message: format!("no IP address in the plugin result: {out}"),
             }),
@@ -99,10 +104,10 @@ impl Network {
         netns: &str,
         ifname: &str,
         conf: &Value,
-    ) -> Result<String> {
+    ) -> Result<(String, Duration)> {
         let bin = self.bin_dir.join(plugin);
-        let mut child = tokio::process::Command::new(&bin)
-            .env_clear()
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.env_clear()
             .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", netns)
             .env("CNI_NETNS", Self::netns_path(netns))
@@ -112,14 +117,9 @@ impl Network {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| Error::io(&bin, e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            let body = serde_json::to_vec(conf).unwrap_or_default();
-            stdin.write_all(&body).await.map_err(|e| Error::io(&bin, e))?;
-        }
-        let out = child.wait_with_output().await.map_err(|e| Error::io(&bin, e))?;
+            .kill_on_drop(true);
+        let body = serde_json::to_vec(conf).unwrap_or_default();
+        let (out, cpu) = run_measured(cmd, Some(body)).await.map_err(|e| Error::io(&bin, e))?;
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         if !out.status.success() {
             // Plugins report errors as a JSON object on stdout ({"code", "msg", "details"}).
@@ -133,7 +133,7 @@ impl Network {
                 .unwrap_or_else(|| format!("{stdout}{}", String::from_utf8_lossy(&out.stderr)));
             return Err(Error::Cni { plugin: format!("{plugin} {command}"), message: msg });
         }
-        Ok(stdout)
+        Ok((stdout, cpu))
     }
 }
 
@@ -147,15 +147,53 @@ fn parse_ip(result: &str) -> Option<IpAddr> {
     addr.split('/').next()?.parse().ok()
 }
 
-async fn run_ip(args: &[&str]) -> Result<()> {
-    let out = tokio::process::Command::new("ip")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| Error::io(Path::new("ip"), e))?;
+/// Runs `cmd` (its stdio set up by the caller) to its end, writing `input` to its stdin, and
+/// returns its output with the CPU time it used: read once it has exited and before it is
+/// reaped (a zombie keeps its figure), so it is this process's alone, not its reaped children's
+/// (the plugins and `ip` start none).
+async fn run_measured(
+    mut cmd: tokio::process::Command,
+    input: Option<Vec<u8>>,
+) -> std::io::Result<(std::process::Output, Duration)> {
+    if input.is_none() {
+        cmd.stdin(Stdio::null());
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let pid = child.id().and_then(|p| i32::try_from(p).ok()).unwrap_or(0);
+    if let (Some(mut stdin), Some(body)) = (child.stdin.take(), input) {
+        stdin.write_all(&body).await?;
+    }
+    let (mut so, mut se) = (child.stdout.take(), child.stderr.take());
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    let read_out = async {
+        match so.as_mut() {
+            Some(s) => s.read_to_end(&mut stdout).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let read_err = async {
+        match se.as_mut() {
+            Some(s) => s.read_to_end(&mut stderr).await.map(drop),
+            None => Ok(()),
+        }
+    };
+    let (a, b) = tokio::join!(read_out, read_err);
+    a?;
+    b?;
+    kinetic_sys::wait_exit(pid).await?;
+    let cpu =
+        if pid > 0 { kinetic_sys::process_cpu(pid).unwrap_or_default() } else { Duration::ZERO };
+    let status = child.wait().await?;
+    Ok((std::process::Output { status, stdout, stderr }, cpu))
+}
+
+async fn run_ip(args: &[&str]) -> Result<Duration> {
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args(args);
+    let (out, cpu) = run_measured(cmd, None).await.map_err(|e| Error::io(Path::new("ip"), e))?;
     if out.status.success() {
-        return Ok(());
+        return Ok(cpu);
     }
     Err(Error::Cni {
         plugin: format!("ip {}", args.join(" ")),

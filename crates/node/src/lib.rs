@@ -42,6 +42,7 @@
 //! cgroup v2 (this machine has v1), user namespaces.
 
 mod cni;
+mod cpu;
 mod env;
 mod events;
 mod imagegc;

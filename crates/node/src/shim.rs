@@ -51,6 +51,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
+use kinetic_api::timeline::CpuTime;
+
 use crate::runc::{Exit, Runc, alive};
 use crate::{Error, Result};
 
@@ -188,11 +190,12 @@ pub(crate) async fn wait_exit(bundle: &Path, id: &str, pid: i32) -> Exit {
 }
 
 /// Starts container `spec.id` under a new shim (`exe __shim <spec>`) and returns the pid of the
-/// container's init process once runc has started it.
+/// container's init process once runc has started it, with the CPU time the shim, runc and
+/// the container's init had used by then (the `agent_us` part is left to the caller).
 ///
 /// # Errors
 /// The shim cannot be started, or runc failed (its message is in the error).
-pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<i32> {
+pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<(i32, CpuTime)> {
     let fail = |message: String| Error::Runc { op: "run", id: spec.id.clone(), message };
     // An attempt's log is its own: what an unrecorded run of it wrote is not this run's output.
     let _ = std::fs::remove_file(&spec.log);
@@ -221,7 +224,12 @@ pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<i32> {
     drop(child);
     let report: Value = serde_json::from_str(out.trim()).unwrap_or_default();
     if let Some(pid) = report.get("pid").and_then(Value::as_i64) {
-        return i32::try_from(pid).map_err(|_| fail(format!("bad pid {pid}")));
+        let pid = i32::try_from(pid).map_err(|_| fail(format!("bad pid {pid}")))?;
+        let cpu = report
+            .get("cpu")
+            .and_then(|c| serde_json::from_value::<CpuTime>(c.clone()).ok())
+            .unwrap_or_default();
+        return Ok((pid, cpu));
     }
     Err(fail(
         report
@@ -427,6 +435,9 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
         }
     }
     let status = child.wait().await.map_err(|e| format!("waiting for runc: {e}"))?;
+    // runc was this process's only child so far: the reaped children's CPU is its own and that
+    // of the `runc init` stages it reaped.
+    let runc_cpu = kinetic_sys::children_cpu();
     let pid = read_pid(&bundle.join(PID));
     let pid = match (status.success(), pid) {
         (true, Some(pid)) => pid,
@@ -454,7 +465,17 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
     }
     let shared = Arc::new(Shared { stdin: Mutex::new(stdin_sink), terminal, spec });
     let server = tokio::spawn(serve_attach(attach, shared.clone(), log_tx.clone()));
-    report(&json!({"pid": pid}));
+    // The container's init: runc's last `runc init` stage up to its exec of the entrypoint,
+    // and the entrypoint's first instants. The shim: everything from its exec until now.
+    let init_cpu = kinetic_sys::process_cpu(pid).unwrap_or_default();
+    let shim_cpu = kinetic_sys::process_cpu(me).unwrap_or_default();
+    let cpu = CpuTime {
+        shim_us: crate::cpu::micros(shim_cpu),
+        runc_us: crate::cpu::micros(runc_cpu),
+        init_us: crate::cpu::micros(init_cpu),
+        ..Default::default()
+    };
+    report(&json!({"pid": pid, "cpu": cpu}));
 
     let exit = crate::runc::wait_exit(pid).await;
     // The container's processes are gone with its init (its own pid namespace): the pipes end.

@@ -487,11 +487,17 @@ impl Worker {
             return false;
         }
         if self.rec.ip.is_none() {
-            match self.ctx.net.setup(&self.rec.netns).await {
-                Ok(ip) => {
+            let (setup, agent_cpu) = crate::cpu::metered(self.ctx.net.setup(&self.rec.netns)).await;
+            match setup {
+                Ok((ip, network_cpu)) => {
                     self.rec.ip = Some(ip.to_string());
                     self.rec.start_time.get_or_insert_with(ts_now);
                     self.rec.timeline.sandbox_ready = Some(ts_now());
+                    self.rec.timeline.sandbox_cpu = Some(timeline::CpuTime {
+                        agent_us: crate::cpu::micros(agent_cpu),
+                        network_us: crate::cpu::micros(network_cpu),
+                        ..Default::default()
+                    });
                     if let Err(e) = self.write_etc() {
                         tracing::warn!(pod = %self.key(), error = %e, "writing /etc files");
                     }
@@ -662,7 +668,13 @@ impl Worker {
     /// Starts (or restarts) container `spec`. Failures become the container's waiting state.
     async fn start(&mut self, spec: &CSpec, restart: bool) {
         let name = spec.name.clone();
-        let result = self.try_start(spec, restart).await;
+        let (result, agent_cpu) = crate::cpu::metered(self.try_start(spec, restart)).await;
+        if result.is_ok()
+            && !self.rec.timeline_written
+            && let Some(tl) = self.rec.timeline.containers.iter_mut().find(|t| t.name == name)
+        {
+            tl.cpu.get_or_insert_with(Default::default).agent_us = crate::cpu::micros(agent_cpu);
+        }
         if let Err(f) = result {
             if let Some(c) = self.rec.containers.get_mut(&name) {
                 if let CState::Terminated(t) = &c.state {
@@ -798,7 +810,10 @@ impl Worker {
             tty: spec.tty == Some(true),
         };
         let pid = match crate::shim::start(&self.ctx.cfg.shim, &shim).await {
-            Ok(pid) => pid,
+            Ok((pid, cpu)) => {
+                tl.cpu = Some(cpu);
+                pid
+            }
             Err(e) => {
                 let _ = self.ctx.runc.delete(&id).await;
                 crate::mount::remove(&cdir);

@@ -48,6 +48,13 @@ async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
     assert!(tl.observed.is_some() && tl.sandbox_ready.is_some() && tl.ready.is_some(), "{tl:?}");
     let web = &tl.containers[0];
     assert!(!web.cache_hit && web.pull_bytes > 0 && web.started.is_some(), "{web:?}");
+    // Issue 14: the CPU each step of the start cost, by process.
+    let sandbox = tl.sandbox_cpu.unwrap();
+    assert!(sandbox.agent_us > 0 && sandbox.network_us > 0, "{sandbox:?}");
+    let cpu = web.cpu.unwrap();
+    assert!(cpu.agent_us > 0 && cpu.shim_us > 0 && cpu.runc_us > 0 && cpu.init_us > 0, "{cpu:?}");
+    // Sane bounds: more than the bare exec of a process, less than a few seconds.
+    assert!((1_000..5_000_000).contains(&cpu.children_us()), "{cpu:?}");
     for reason in ["Pulling", "Pulled", "Created", "Started"] {
         c.wait_event("web", &format!("{reason}: "), 10).await;
     }
