@@ -32,6 +32,7 @@ pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
 pub mod nodeimage;
+pub mod podpool;
 pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;

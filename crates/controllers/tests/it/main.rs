@@ -5,6 +5,7 @@
 mod cloneset;
 mod imagepulljob;
 mod leader;
+mod podpool;
 mod scheduler;
 mod selector;
 mod serving;

@@ -1,0 +1,123 @@
+//! Claiming a pool pod: one conditional write per attempt (issue 12 part 2).
+//!
+//! # Guarantees
+//! - A pod is given to at most one claimant: the write carries the resourceVersion the pod was
+//!   listed at, so of two claimants of one pod the second gets 409 Conflict and moves on.
+//! - The write moves everything at once: `pool-state=claimed`, the claimant and claim time in
+//!   annotations, the pool's ownerReference replaced by the claimant's, the negative deletion
+//!   cost removed. There is no moment at which the pod has two owners or none.
+//! - A claimant that dies after the write leaves a claimed pod, which the pool controller
+//!   deletes once `specializationTimeoutSeconds` pass without [`super::mark_specialized`].
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kinetic_api::pool::{
+    CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, POD_DELETION_COST_ANNOTATION, POOL_LABEL,
+    POOL_STATE_LABEL, PodPool, state,
+};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::{Client, Resource as _, ResourceExt as _};
+use rand::seq::SliceRandom as _;
+use serde_json::json;
+
+/// Why a claim gave no pod.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    /// No ready, unclaimed pod was left (or every one was taken by another claimant first):
+    /// the caller creates its own pod instead.
+    #[error("pool {namespace}/{pool} has no ready pod to claim")]
+    PoolEmpty { namespace: String, pool: String },
+    /// The API refused or failed a request for another reason than a lost race.
+    #[error("claiming a pod of pool {namespace}/{pool}")]
+    Api {
+        namespace: String,
+        pool: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Whether `pod`'s Ready condition is True.
+pub(crate) fn is_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+/// Claims one ready pod of pool `pool` in `namespace` for `claimant` (an object in the same
+/// namespace, which becomes the pod's owner: when it goes, the garbage collector takes the pod).
+///
+/// Candidates are tried in random order, so concurrent claimants spread over the pool instead
+/// of all racing for its first pod.
+///
+/// # Errors
+/// [`ClaimError::PoolEmpty`] when no candidate could be had; [`ClaimError::Api`] when listing
+/// or a write failed otherwise than by a conflict or a vanished pod.
+pub async fn claim(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    claimant: &OwnerReference,
+) -> Result<Pod, ClaimError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let api_err =
+        |source| ClaimError::Api { namespace: namespace.to_owned(), pool: pool.to_owned(), source };
+    let selector = format!("{POOL_LABEL}={pool},{POOL_STATE_LABEL}={}", state::READY);
+    let listed = api.list(&ListParams::default().labels(&selector)).await.map_err(api_err)?;
+    let pool_kind = PodPool::kind(&());
+    let mut candidates: Vec<Pod> = listed
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
+        .filter(|p| {
+            p.owner_references().iter().any(|o| o.kind == pool_kind && o.controller == Some(true))
+        })
+        .collect();
+    candidates.shuffle(&mut rand::rng());
+    for pod in candidates {
+        let refs: Vec<OwnerReference> = pod
+            .owner_references()
+            .iter()
+            .filter(|o| o.kind != pool_kind)
+            .cloned()
+            .chain(std::iter::once(claimant.clone()))
+            .collect();
+        let now = jiff::Timestamp::now();
+        let body = json!({"metadata": {
+            "resourceVersion": pod.resource_version(),
+            "labels": {POOL_STATE_LABEL: state::CLAIMED},
+            "annotations": {
+                CLAIMED_BY_ANNOTATION: format!("{}/{}", claimant.kind, claimant.name),
+                CLAIMED_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+                POD_DELETION_COST_ANNOTATION: null,
+            },
+            "ownerReferences": refs,
+        }});
+        match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
+            Ok(p) => {
+                tracing::debug!(pool, pod = %p.name_any(), claimant = %claimant.name, "claimed");
+                return Ok(p);
+            }
+            // Another claimant (or the pool controller) wrote it first, or it is gone.
+            Err(kube::Error::Api(s)) if s.code == 409 || s.code == 404 => {}
+            Err(e) => return Err(api_err(e)),
+        }
+    }
+    Err(ClaimError::PoolEmpty { namespace: namespace.to_owned(), pool: pool.to_owned() })
+}
+
+/// Marks a claimed pod specialised (`pool-state=specialized`), under the resourceVersion the
+/// caller read, so the pool controller no longer times it out. A consumer calls this once the
+/// pod serves as its own.
+///
+/// # Errors
+/// The write failed; a 409 means the pod changed meanwhile (perhaps deleted by the timeout).
+pub async fn mark_specialized(client: &Client, pod: &Pod) -> Result<Pod, kube::Error> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+    let body = json!({"metadata": {
+        "resourceVersion": pod.resource_version(),
+        "labels": {POOL_STATE_LABEL: state::SPECIALIZED},
+    }});
+    api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await
+}

@@ -1,0 +1,304 @@
+//! The PodPool controller and `podpool::claim` against the embedded API server, through the
+//! real `kube` client and `kubectl`. As in `cloneset.rs`, a stand-in kubelet plays the node: it
+//! marks every pod Running and Ready (unless paused) and finishes graceful deletions.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use k8s_openapi::api::core::v1::{ConfigMap, Event, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kinetic_api::pool::{POOL_STATE_LABEL, PodPool};
+use kinetic_controllers::podpool::{self, ClaimError};
+use kinetic_testkit::TestServer;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::{Client, ResourceExt as _};
+use serde_json::json;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+struct Env {
+    server: TestServer,
+    client: Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<kinetic_controllers::Result<()>>>,
+    kubelet: JoinHandle<()>,
+    /// While true the stand-in kubelet leaves new pods not ready.
+    paused: Arc<AtomicBool>,
+}
+
+impl Env {
+    async fn start() -> Self {
+        let server = TestServer::start().await.unwrap();
+        let client = server.client().await.unwrap();
+        kinetic_controllers::crds::install(&client, &podpool::crds()).await.unwrap();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(podpool::run(client.clone(), async {
+            let _ = rx.await;
+        }));
+        let paused = Arc::new(AtomicBool::new(false));
+        let kubelet = {
+            let (client, paused) = (client.clone(), paused.clone());
+            tokio::spawn(async move {
+                let api: Api<Pod> = Api::all(client.clone());
+                let mut s = watcher(api, watcher::Config::default()).applied_objects().boxed();
+                let mut waiting: Vec<Pod> = Vec::new();
+                loop {
+                    // Pods seen while paused are made ready once the pause ends.
+                    let next = tokio::time::timeout(Duration::from_millis(50), s.next()).await;
+                    match next {
+                        Ok(Some(Ok(p))) => waiting.push(p),
+                        Ok(_) => return,
+                        Err(_) => {}
+                    }
+                    if paused.load(Ordering::SeqCst) {
+                        continue;
+                    }
+                    for p in std::mem::take(&mut waiting) {
+                        let api: Api<Pod> =
+                            Api::namespaced(client.clone(), &p.namespace().unwrap());
+                        if p.metadata.deletion_timestamp.is_some() {
+                            let dp = DeleteParams::default().grace_period(0);
+                            let _ = api.delete(&p.name_any(), &dp).await;
+                            continue;
+                        }
+                        let ready =
+                            p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(
+                                |c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"),
+                            );
+                        if ready {
+                            continue;
+                        }
+                        let now = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+                        let st = json!({"status": {"phase": "Running", "podIP": "10.0.0.1",
+                            "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": now}]}});
+                        let _ = api
+                            .patch_status(
+                                &p.name_any(),
+                                &PatchParams::default(),
+                                &Patch::Strategic(st),
+                            )
+                            .await;
+                    }
+                }
+            })
+        };
+        Self { server, client, stop: Some(stop), task: Some(task), kubelet, paused }
+    }
+
+    fn pools(&self) -> Api<PodPool> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    fn pods_api(&self) -> Api<Pod> {
+        Api::namespaced(self.client.clone(), "default")
+    }
+
+    async fn apply(&self, yaml: &str) {
+        self.server.kubectl_stdin_ok(&["apply", "-f", "-"], yaml).await.unwrap();
+    }
+
+    /// Live pods of pool `name` in `state`.
+    async fn pods(&self, name: &str, state: &str) -> Vec<Pod> {
+        let lp = ListParams::default()
+            .labels(&format!("kinetic.dev/pool={name},{POOL_STATE_LABEL}={state}"));
+        let items = self.pods_api().list(&lp).await.unwrap().items;
+        items.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+    }
+
+    /// Polls until `pred` holds on the pool.
+    async fn wait(&self, name: &str, what: &str, pred: impl Fn(&PodPool) -> bool) -> PodPool {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let p = self.pools().get(name).await.unwrap();
+            if pred(&p) {
+                return p;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{what} not reached; status: {}",
+                serde_json::to_string_pretty(&p.status).unwrap()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn events(&self, reason: &str) -> Vec<String> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), "default");
+        api.list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some(reason))
+            .map(|e| e.message.unwrap_or_default())
+            .collect()
+    }
+
+    /// A ConfigMap to own claimed pods (the garbage collector deletes pods whose owner is
+    /// missing).
+    async fn claimant(&self, name: &str) -> OwnerReference {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), "default");
+        let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
+        let cm = api.create(&PostParams::default(), &cm).await.unwrap();
+        OwnerReference {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            name: cm.name_any(),
+            uid: cm.uid().unwrap(),
+            controller: Some(true),
+            block_owner_deletion: None,
+        }
+    }
+
+    async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+        self.kubelet.abort();
+        self.server.shutdown().await;
+    }
+}
+
+fn manifest(name: &str, min: i32, max: i32, timeout: i32) -> String {
+    format!(
+        "apiVersion: kinetic.dev/v1alpha1
+kind: PodPool
+metadata:
+  name: {name}
+  namespace: default
+spec:
+  minReady: {min}
+  maxReady: {max}
+  specializationTimeoutSeconds: {timeout}
+  template:
+    metadata:
+      labels:
+        app: {name}
+    spec:
+      containers:
+      - name: main
+        image: busybox
+"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_concurrent_claimants_on_ten_ready_pods_get_ten_distinct_pods_and_ten_pool_empty() {
+    let env = Env::start().await;
+    env.apply(&manifest("web", 10, 10, 300)).await;
+    env.wait("web", "10 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 10)).await;
+    let out = env.server.kubectl_ok(&["get", "podpool", "web"]).await.unwrap();
+    let header: Vec<&str> = out.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "CLAIMED", "STARTING", "SIZE", "AGE"], "{out}");
+    let pods = env.pods("web", "ready").await;
+    assert!(
+        pods.iter()
+            .all(|p| p.annotations()["controller.kubernetes.io/pod-deletion-cost"] == "-1000")
+    );
+
+    // Replacements stay not ready, so only the 10 pods ready now can be claimed.
+    env.paused.store(true, Ordering::SeqCst);
+    let owner = env.claimant("claimant").await;
+    let claims = (0..20).map(|_| {
+        let (client, owner) = (env.client.clone(), owner.clone());
+        tokio::spawn(async move { podpool::claim(&client, "default", "web", &owner).await })
+    });
+    let results = futures::future::join_all(claims).await;
+    let mut got: Vec<String> = Vec::new();
+    let mut empty = 0;
+    for r in results {
+        match r.unwrap() {
+            Ok(p) => got.push(p.name_any()),
+            Err(ClaimError::PoolEmpty { .. }) => empty += 1,
+            Err(e) => panic!("unexpected claim error: {e:?}"),
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!((got.len(), empty), (10, 10), "10 distinct pods and 10 PoolEmpty");
+    for name in &got {
+        let p = env.pods_api().get(name).await.unwrap();
+        assert_eq!(p.labels()[POOL_STATE_LABEL], "claimed");
+        assert_eq!(p.annotations()["kinetic.dev/claimed-by"], "ConfigMap/claimant");
+        assert!(p.annotations().contains_key("kinetic.dev/claimed-at"));
+        assert!(!p.annotations().contains_key("controller.kubernetes.io/pod-deletion-cost"));
+        let owners: Vec<&str> = p.owner_references().iter().map(|o| o.kind.as_str()).collect();
+        assert_eq!(owners, ["ConfigMap"], "the pool's ownerReference moved to the claimant");
+    }
+    // The pool refills at once (watch-driven): 10 new pods, starting while the node is paused.
+    let st = env
+        .wait("web", "refilled", |p| {
+            p.status.as_ref().is_some_and(|s| s.starting == 10 && s.claimed == 10 && s.ready == 0)
+        })
+        .await;
+    assert_eq!(st.status.unwrap().claim_history.len(), 10);
+    env.paused.store(false, Ordering::SeqCst);
+    env.wait("web", "10 ready again", |p| p.status.as_ref().is_some_and(|s| s.ready == 10)).await;
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claimed_pod_never_specialized_is_deleted_after_the_timeout_and_the_pool_refills() {
+    let env = Env::start().await;
+    env.apply(&manifest("fn", 2, 2, 1)).await;
+    env.wait("fn", "2 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 2)).await;
+    let owner = env.claimant("crashed").await;
+    let abandoned = podpool::claim(&env.client, "default", "fn", &owner).await.unwrap();
+    let kept = podpool::claim(&env.client, "default", "fn", &owner).await.unwrap();
+    let kept = podpool::mark_specialized(&env.client, &kept).await.unwrap();
+    // The abandoned claim goes after its second; the specialised one stays.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.pods_api().get_opt(&abandoned.name_any()).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the abandoned claim was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Events are written in the background: wait for it.
+    loop {
+        let events = env.events("SpecializationTimeout").await;
+        if events.iter().any(|m| m.contains(&abandoned.name_any())) {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no SpecializationTimeout Event: {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let still = env.pods_api().get(&kept.name_any()).await.unwrap();
+    assert_eq!(still.labels()[POOL_STATE_LABEL], "specialized");
+    env.wait("fn", "refilled", |p| {
+        p.status.as_ref().is_some_and(|s| s.ready == 2 && s.claimed == 0)
+    })
+    .await;
+    let ready = env.pods("fn", "ready").await;
+    assert!(ready.iter().all(|p| p.name_any() != abandoned.name_any()));
+    env.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_ready_above_max_ready_is_refused_with_a_condition_and_an_event() {
+    let env = Env::start().await;
+    env.apply(&manifest("bad", 3, 1, 30)).await;
+    let p = env
+        .wait("bad", "InvalidSpec", |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| s.conditions.iter().any(|c| c.reason == "InvalidSpec"))
+        })
+        .await;
+    let c = &p.status.unwrap().conditions[0];
+    assert_eq!(c.status, "False");
+    assert!(c.message.contains("spec.minReady"), "{}", c.message);
+    assert!(env.pods("bad", "ready").await.is_empty(), "an invalid pool makes no pods");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while env.events("InvalidSpec").await.is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "no InvalidSpec Event");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Fixed, it fills.
+    env.apply(&manifest("bad", 1, 1, 30)).await;
+    env.wait("bad", "1 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 1)).await;
+    env.stop().await;
+}
