@@ -2,8 +2,9 @@
 # The main job on the embedded default: start `kinetic up` (API server, scheduler, controllers,
 # node agent), build a small web image and push it to a local registry, `kubectl run` it, check
 # that it answers on its own IP, upgrade its image in place, print the pod's start-up timeline,
-# then release a 4-pod OpenKruise CloneSet in place and print how long each step took. Run as
-# root (runc, network namespaces).
+# then release a 4-pod OpenKruise CloneSet in place and print how long each step took, then
+# serve a Knative Service through the gateway, let it scale to zero and time a request that
+# wakes it. Run as root (runc, network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -13,10 +14,12 @@ bin=$PWD/target/release/kinetic
 data=$(mktemp -d /var/tmp/kinetic-demo.XXXXXX)
 port=${KINETIC_DEMO_PORT:-16443}
 reg=127.0.0.1:${KINETIC_DEMO_REGISTRY_PORT:-15000}
+gw=127.0.0.1:${KINETIC_DEMO_GATEWAY_PORT:-18080}
 pids=()
 cleanup() {
   kubectl delete pod web --grace-period=1 --wait=true >/dev/null 2>&1 || true
   kubectl delete cloneset shop --wait=true >/dev/null 2>&1 || true
+  kubectl delete ksvc hello --wait=true >/dev/null 2>&1 || true
   # The demo's data directory is never reused, so nothing may outlive it (issue 19): wait
   # until the agent has taken every pod down before `kinetic up` stops.
   kubectl wait --for=delete pods --all --timeout=60s >/dev/null 2>&1 || true
@@ -56,7 +59,7 @@ build_image() { # tag page
 until curl -sf "http://$reg/v2/" >/dev/null; do sleep 0.05; done
 step "build + push $reg/web:v1 and :v2 (umoci, skopeo)" bash -c "$(declare -f build_image); data=$data reg=$reg; build_image v1 'hello from v1'; build_image v2 'hello from v2'"
 
-"$bin" up --data-dir "$data/kinetic" --listen "127.0.0.1:$port" >"$data/up.log" 2>&1 &
+"$bin" up --data-dir "$data/kinetic" --listen "127.0.0.1:$port" --gateway-listen "$gw" >"$data/up.log" 2>&1 &
 pids+=($!)
 export KUBECONFIG="$data/kinetic/kubeconfig"
 t0=$(ms)
@@ -126,3 +129,57 @@ echo "pods and IPs before: $before"
 echo "pods and IPs after:  $after   (unchanged: $([ "$before" = "$after" ] && echo yes || echo no))"
 kubectl get cloneset shop
 step "kubectl delete cloneset shop" kubectl delete cloneset shop --wait=true
+
+# A Knative Service, applied unchanged: Kinetic's gateway answers at its URL (by Host header),
+# the KPA scales it to zero without traffic (a 6 s window and, through config-autoscaler, a
+# 2 s scale-to-zero grace period), and the next request wakes it.
+echo
+cat >"$data/knative.yaml" <<YAML
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: config-autoscaler, namespace: knative-serving}
+data: {scale-to-zero-grace-period: 2s}
+---
+apiVersion: serving.knative.dev/v1
+kind: Service
+metadata: {name: hello}
+spec:
+  template:
+    metadata:
+      annotations: {autoscaling.knative.dev/window: 6s}
+    spec:
+      containers:
+      - image: $reg/web:v2
+        # sh handles SIGTERM, so a scaled-down pod goes at once (see web above).
+        command: [sh, -c, "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
+YAML
+until kubectl get crd services.serving.knative.dev >/dev/null 2>&1; do sleep 0.05; done
+# The serving autoscaler creates knative-serving at start; make sure it is there (a namespace
+# in the manifest would draw kubectl apply's missing last-applied-configuration warning).
+kubectl create namespace knative-serving >/dev/null 2>&1 || true
+step "kubectl apply a Knative Service" kubectl apply -f "$data/knative.yaml"
+step "  ... until it is Ready" kubectl wait --for=condition=Ready ksvc/hello --timeout=120s
+kubectl get ksvc hello
+host=$(kubectl get ksvc hello -o jsonpath='{.status.url}')
+host=${host#http://}
+# The gateway learns a host a moment after the Route's status shows it.
+for i in $(seq 100); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://$gw/")
+  [ "$code" = 200 ] && break
+  sleep 0.05
+done
+[ "$code" = 200 ] || { echo "the gateway answered $code for $host"; exit 1; }
+echo "curl -H 'Host: $host' http://$gw/  →  $code $(curl -s -H "Host: $host" "http://$gw/")"
+a=$(ms)
+n=0
+until [ -z "$(kubectl get pods -l serving.knative.dev/service=hello -o name 2>&1)" ]; do
+  n=$((n + 1)); [ "$n" -lt 1200 ] || { echo "hello did not scale to zero within 120 s"; exit 1; }
+  sleep 0.1
+done
+printf '%-52s %6d ms\n' "no traffic: scaled to zero pods after" "$(( $(ms) - a ))"
+kubectl get ksvc,cloneset
+read -r code t < <(curl -s -o "$data/answer" -w '%{http_code} %{time_starttransfer}\n' -H "Host: $host" "http://$gw/")
+echo "request from zero: $code \"$(cat "$data/answer")\" first byte after $(awk -v t="$t" 'BEGIN { printf "%.0f", t * 1000 }') ms"
+[ "$code" = 200 ]
+kubectl get pods -l serving.knative.dev/service=hello -o wide
+step "kubectl delete ksvc hello" kubectl delete ksvc hello --wait=true
