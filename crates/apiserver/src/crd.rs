@@ -128,6 +128,9 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
             Some(s) => {
                 let prefix = format!("spec.versions[{i}].schema.openAPIV3Schema");
                 causes.extend(Schema::check_structural(s, &prefix));
+                if let Err(e) = crate::cel::Rules::compile(s, &prefix) {
+                    causes.extend(e);
+                }
             }
         }
     }
@@ -176,6 +179,21 @@ pub fn resources(crd: &Value) -> Result<Vec<Resource>, kinetic_machinery::schema
             Some(sch) => Some(Arc::new(Schema::from_json(sch, None)?)),
             None => None,
         };
+        // The version's CEL rules, compiled once here and kept by its strategy.
+        let rules = match v.pointer("/schema/openAPIV3Schema") {
+            Some(sch) => crate::cel::Rules::compile(sch, "").unwrap_or_else(|causes| {
+                tracing::error!(crd = %plural, ?causes, "validation rules not compiled");
+                None
+            }),
+            None => None,
+        };
+        let strategy = match rules {
+            Some(rules) => {
+                Arc::new(crate::cel::Validated { inner: for_custom(&group, &kind), rules })
+                    as Arc<dyn crate::strategy::Strategy>
+            }
+            None => for_custom(&group, &kind),
+        };
         let scale = v.pointer("/subresources/scale").map(|sc| ScalePaths {
             spec_replicas: sc
                 .get("specReplicasPath")
@@ -219,7 +237,7 @@ pub fn resources(crd: &Value) -> Result<Vec<Resource>, kinetic_machinery::schema
                         .collect()
                 })
                 .unwrap_or_default(),
-            strategy: for_custom(&group, &kind),
+            strategy,
         });
     }
     Ok(out)

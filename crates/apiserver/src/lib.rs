@@ -16,6 +16,7 @@
 
 pub mod audit;
 pub mod builtin;
+pub mod cel;
 pub mod crd;
 pub mod discovery;
 pub mod error;

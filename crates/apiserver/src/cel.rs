@@ -1,0 +1,597 @@
+//! CRD validation rules: the `x-kubernetes-validations` CEL rules of a CRD version's schema
+//! (apiextensions' `pkg/apiserver/schema/cel`), enforced on create, update and status writes of
+//! the custom resources it serves.
+//!
+//! A version's rules are compiled once, when the CRD is served ([`Rules::compile`], called from
+//! [`crate::crd::resources`]), into a tree that mirrors the schema nodes that carry rules;
+//! [`Validated`] wraps the kind's strategy and evaluates them after its validation. The CEL
+//! implementation is the `cel` crate (cel-rust), with its `strings` and `lists` extensions.
+//!
+//! What follows upstream: rules at any node (object, property, `additionalProperties`, array
+//! items), `self`, `oldSelf` (a transition rule is only evaluated on update, where an old value
+//! exists at the same path: object properties and map values are correlated by name, array
+//! items are not correlated, as upstream for atomic lists), `message`, `messageExpression`
+//! (a non-string, empty or failing result falls back to `message`, then to `failed rule:
+//! <rule>`), `reason` (`FieldValueInvalid` by default, `FieldValueForbidden`,
+//! `FieldValueRequired`, `FieldValueDuplicate`) and `fieldPath` (appended to the node's path).
+//! A rule or message expression that does not parse refuses the CRD, with the cause on its
+//! field as upstream's.
+//!
+//! What differs: cel-rust only parses, it has no type checker, so a rule naming a field the
+//! schema does not have is refused by upstream when the CRD is written but fails here only when
+//! it is evaluated (as an evaluation error on the object). Upstream bounds each rule by an
+//! estimated cost (computed from the schema's `maxLength`/`maxItems`) and an object's rules by a
+//! runtime cost budget; cel-rust has neither, so we bound rules by size instead: a rule or message
+//! expression longer than [`MAX_RULE_LEN`] bytes, or nesting more than [`MAX_COMPREHENSION_DEPTH`]
+//! comprehensions (`all`, `exists`, `map`, `filter`, ...: the source of super-linear cost), is
+//! refused when the CRD is written, and an object whose rules together take longer than
+//! [`EVAL_BUDGET`] is refused with upstream's "validation failed due to running out of cost
+//! budget" (checked between rules, since cel-rust cannot interrupt a running evaluation).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cel::{Context, Env, Program};
+use serde_json::Value;
+
+use crate::error::Cause;
+use crate::registry::Registry;
+use crate::strategy::{Admission, Cleanup, Strategy};
+
+/// The longest rule (or message expression) we compile, in bytes.
+pub const MAX_RULE_LEN: usize = 4096;
+/// How deeply comprehension macros may nest in one rule.
+pub const MAX_COMPREHENSION_DEPTH: usize = 2;
+/// How long the rules of one object may take to evaluate, all together.
+pub const EVAL_BUDGET: Duration = Duration::from_millis(500);
+
+const REASONS: [&str; 4] =
+    ["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"];
+const MACROS: [&str; 6] = ["all(", "exists(", "exists_one(", "map(", "filter(", "existsOne("];
+
+fn env() -> Arc<Env> {
+    static ENV: OnceLock<Arc<Env>> = OnceLock::new();
+    ENV.get_or_init(|| {
+        let mut env = Env::stdlib();
+        // Kubernetes' CEL environment has the strings and lists libraries.
+        for ext in [cel::extensions::strings, cel::extensions::lists] {
+            if let Err(e) = env.add_extension(ext) {
+                tracing::error!(error = ?e, "CEL extension not loaded");
+            }
+        }
+        Arc::new(env)
+    })
+    .clone()
+}
+
+/// One compiled `x-kubernetes-validations` entry.
+#[derive(Debug)]
+struct Rule {
+    source: String,
+    program: Program,
+    message: Option<String>,
+    message_expression: Option<Program>,
+    reason: String,
+    field_path: Option<String>,
+    /// References `oldSelf`: evaluated only on update with an old value.
+    transition: bool,
+}
+
+/// The rules of one schema node and of the nodes below it that have any.
+#[derive(Debug, Default)]
+struct Node {
+    /// The schema's `type` (what upstream prints as the invalid value: `"object"`).
+    ty: String,
+    rules: Vec<Rule>,
+    properties: Vec<(String, Node)>,
+    additional: Option<Box<Node>>,
+    items: Option<Box<Node>>,
+}
+
+impl Node {
+    fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+            && self.properties.is_empty()
+            && self.additional.is_none()
+            && self.items.is_none()
+    }
+}
+
+/// The compiled rules of one CRD version's schema.
+#[derive(Debug)]
+pub struct Rules {
+    root: Node,
+}
+
+fn compile_one(source: &str, field: &str, causes: &mut Vec<Cause>) -> Option<Program> {
+    if source.len() > MAX_RULE_LEN {
+        causes.push(Cause::too_long(field, MAX_RULE_LEN as u64));
+        return None;
+    }
+    if comprehension_depth(source) > MAX_COMPREHENSION_DEPTH {
+        causes.push(crate::error::invalid(
+            field,
+            source,
+            &format!(
+                "estimated rule cost exceeds budget: more than {MAX_COMPREHENSION_DEPTH} nested \
+                 comprehensions"
+            ),
+        ));
+        return None;
+    }
+    match env().compile(source) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            causes.push(crate::error::invalid(field, source, &format!("compilation failed: {e}")));
+            None
+        }
+    }
+}
+
+/// How deeply comprehension macros nest, from the source: the depth of parentheses at which
+/// each macro call opens (strings are skipped).
+fn comprehension_depth(source: &str) -> usize {
+    let mut stack: Vec<bool> = Vec::new();
+    let mut max = 0;
+    let mut quote: Option<char> = None;
+    let mut prev = '\0';
+    for (i, c) in source.char_indices() {
+        if let Some(q) = quote {
+            if c == q && prev != '\\' {
+                quote = None;
+            }
+        } else if c == '"' || c == '\'' {
+            quote = Some(c);
+        } else if c == '(' {
+            let head = &source[..=i];
+            let is_macro = MACROS
+                .iter()
+                .any(|m| head.ends_with(m) && head[..head.len() - m.len()].ends_with(['.', ' ']));
+            stack.push(is_macro);
+            max = max.max(stack.iter().filter(|m| **m).count());
+        } else if c == ')' {
+            stack.pop();
+        }
+        prev = c;
+    }
+    max
+}
+
+impl Rules {
+    /// Compiles the rules of a version's `openAPIV3Schema`; `None` if it has none. `base` is the
+    /// schema's field path in the CRD, for the causes.
+    ///
+    /// # Errors
+    /// The causes of rules that do not compile, or that are refused by the cost bounds.
+    pub fn compile(schema: &Value, base: &str) -> Result<Option<Arc<Rules>>, Vec<Cause>> {
+        let mut causes = Vec::new();
+        let root = compile_node(schema, base, &mut causes);
+        if !causes.is_empty() {
+            return Err(causes);
+        }
+        Ok((!root.is_empty()).then(|| Arc::new(Rules { root })))
+    }
+
+    /// Evaluates the rules against `obj` (and `old` on update): upstream's causes, one per
+    /// failed rule.
+    pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        let deadline = Instant::now() + EVAL_BUDGET;
+        walk(&self.root, obj, old, "", &mut causes, deadline);
+        causes
+    }
+}
+
+fn compile_node(schema: &Value, path: &str, causes: &mut Vec<Cause>) -> Node {
+    let mut node = Node {
+        ty: schema.get("type").and_then(Value::as_str).unwrap_or("").to_owned(),
+        ..Node::default()
+    };
+    let vpath = format!("{path}.x-kubernetes-validations");
+    for (i, r) in schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let at = format!("{vpath}[{i}]");
+        let source = r.get("rule").and_then(Value::as_str).unwrap_or("");
+        if source.trim().is_empty() {
+            causes.push(Cause::required(&format!("{at}.rule"), ""));
+            continue;
+        }
+        let program = compile_one(source, &format!("{at}.rule"), causes);
+        let message_expression = r
+            .get("messageExpression")
+            .and_then(Value::as_str)
+            .filter(|s| !s.trim().is_empty())
+            .and_then(|s| compile_one(s, &format!("{at}.messageExpression"), causes));
+        let reason = match r.get("reason").and_then(Value::as_str) {
+            None => "FieldValueInvalid".to_owned(),
+            Some(x) if REASONS.contains(&x) => x.to_owned(),
+            Some(x) => {
+                let supported: Vec<String> = REASONS.iter().map(|s| (*s).to_owned()).collect();
+                causes.push(Cause::not_supported(
+                    &format!("{at}.reason"),
+                    &Value::String(x.to_owned()),
+                    &supported,
+                ));
+                continue;
+            }
+        };
+        let field_path = r.get("fieldPath").and_then(Value::as_str).map(str::to_owned);
+        if let Some(fp) = &field_path
+            && !valid_field_path(fp)
+        {
+            causes.push(crate::error::invalid(
+                &format!("{at}.fieldPath"),
+                fp,
+                "fieldPath must be a valid path",
+            ));
+            continue;
+        }
+        if let Some(program) = program {
+            let transition = program.references().has_variable("oldSelf");
+            node.rules.push(Rule {
+                source: source.to_owned(),
+                program,
+                message: r.get("message").and_then(Value::as_str).map(str::to_owned),
+                message_expression,
+                reason,
+                field_path,
+                transition,
+            });
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (name, sub) in props {
+            let child = compile_node(sub, &format!("{path}.properties[{name}]"), causes);
+            if !child.is_empty() {
+                node.properties.push((name.clone(), child));
+            }
+        }
+    }
+    if let Some(sub) = schema.get("additionalProperties").filter(|v| v.is_object()) {
+        let child = compile_node(sub, &format!("{path}.additionalProperties"), causes);
+        if !child.is_empty() {
+            node.additional = Some(Box::new(child));
+        }
+    }
+    if let Some(sub) = schema.get("items").filter(|v| v.is_object()) {
+        let child = compile_node(sub, &format!("{path}.items"), causes);
+        if !child.is_empty() {
+            node.items = Some(Box::new(child));
+        }
+    }
+    node
+}
+
+/// A `fieldPath` as upstream accepts it: `.a.b`, `.a['b.c']`, `.a[0]` segments.
+fn valid_field_path(fp: &str) -> bool {
+    fp.starts_with('.') || fp.starts_with('[')
+}
+
+/// Appends a rule's `fieldPath` (`.spec.replicas`, `['a.b']`) to the node's path.
+fn join_path(base: &str, fp: &str) -> String {
+    let rel = fp.trim_start_matches('.');
+    if base.is_empty() {
+        rel.to_owned()
+    } else if rel.starts_with('[') {
+        format!("{base}{rel}")
+    } else {
+        format!("{base}.{rel}")
+    }
+}
+
+fn child_path(base: &str, name: &str) -> String {
+    if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") }
+}
+
+fn walk(
+    node: &Node,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+    deadline: Instant,
+) {
+    if v.is_null() {
+        return;
+    }
+    if !node.rules.is_empty() {
+        eval_rules(node, v, old, path, causes, deadline);
+    }
+    if let Some(m) = v.as_object() {
+        for (name, child) in &node.properties {
+            if let Some(cv) = m.get(name) {
+                let co = old.and_then(|o| o.get(name));
+                walk(child, cv, co, &child_path(path, name), causes, deadline);
+            }
+        }
+        if let Some(child) = &node.additional {
+            for (k, cv) in m {
+                let co = old.and_then(|o| o.get(k));
+                walk(child, cv, co, &child_path(path, k), causes, deadline);
+            }
+        }
+    }
+    if let (Some(items), Some(a)) = (&node.items, v.as_array()) {
+        // Array items are not correlated with the old list (upstream correlates only
+        // `x-kubernetes-list-type: map` items by key): their transition rules do not run.
+        for (i, cv) in a.iter().enumerate() {
+            walk(items, cv, None, &format!("{path}[{i}]"), causes, deadline);
+        }
+    }
+}
+
+fn eval_rules(
+    node: &Node,
+    v: &Value,
+    old: Option<&Value>,
+    path: &str,
+    causes: &mut Vec<Cause>,
+    deadline: Instant,
+) {
+    // Upstream's path of the root is a nil `field.Path`, printed `<nil>`.
+    let shown = if path.is_empty() { "<nil>" } else { path };
+    let ty = Value::String(node.ty.clone());
+    let this = match cel::to_value(v) {
+        Ok(x) => x,
+        Err(e) => {
+            causes.push(Cause::invalid(shown, &ty, &format!("converting to CEL: {e}")));
+            return;
+        }
+    };
+    let old_cel = old.filter(|o| !o.is_null()).and_then(|o| cel::to_value(o).ok());
+    let mut ctx = Context::with_env(env());
+    ctx.add_variable_from_value("self", this);
+    if let Some(o) = &old_cel {
+        ctx.add_variable_from_value("oldSelf", o.clone());
+    }
+    for rule in &node.rules {
+        if rule.transition && old_cel.is_none() {
+            continue;
+        }
+        if Instant::now() > deadline {
+            // Upstream's wording when an object's runtime cost budget is spent.
+            causes.push(Cause::invalid(
+                shown,
+                &ty,
+                "validation failed due to running out of cost budget, no further validation rules \
+                 will be run",
+            ));
+            return;
+        }
+        let field = match &rule.field_path {
+            Some(fp) => join_path(path, fp),
+            None => shown.to_owned(),
+        };
+        match rule.program.execute(&ctx) {
+            Ok(cel::Value::Bool(true)) => {}
+            Ok(cel::Value::Bool(false)) => {
+                let detail = message(rule, &ctx);
+                causes.push(match rule.reason.as_str() {
+                    "FieldValueForbidden" => Cause::forbidden(&field, &detail),
+                    "FieldValueRequired" => Cause::required(&field, &detail),
+                    "FieldValueDuplicate" => Cause {
+                        reason: "FieldValueDuplicate".into(),
+                        message: format!("Duplicate value: {}", go_quote(&node.ty)),
+                        field,
+                    },
+                    _ => Cause::invalid(&field, &ty, &detail),
+                });
+            }
+            Ok(other) => causes.push(Cause::invalid(
+                &field,
+                &ty,
+                &format!(
+                    "rule did not evaluate to a bool: {other:?} evaluating rule: {}",
+                    rule.source
+                ),
+            )),
+            Err(e) => causes.push(Cause::invalid(
+                &field,
+                &ty,
+                &format!("{e} evaluating rule: {}", rule.source),
+            )),
+        }
+    }
+}
+
+/// Upstream's message of a failed rule: `messageExpression`'s string if it gives a non-empty
+/// one, else `message`, else `failed rule: <rule>`.
+fn message(rule: &Rule, ctx: &Context<'_, '_>) -> String {
+    if let Some(p) = &rule.message_expression
+        && let Ok(cel::Value::String(s)) = p.execute(ctx)
+        && !s.trim().is_empty()
+    {
+        return s.to_string();
+    }
+    match &rule.message {
+        Some(m) if !m.is_empty() => m.clone(),
+        _ => format!("failed rule: {}", rule.source),
+    }
+}
+
+fn go_quote(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+/// A CRD-served kind's strategy with its version's validation rules, evaluated after the
+/// kind's own validation; everything else is the wrapped strategy's.
+#[derive(Debug)]
+pub struct Validated {
+    pub inner: Arc<dyn Strategy>,
+    pub rules: Arc<Rules>,
+}
+
+impl Strategy for Validated {
+    fn tracks_generation(&self) -> bool {
+        self.inner.tracks_generation()
+    }
+    fn validate_name(&self, name: &str, causes: &mut Vec<Cause>) {
+        self.inner.validate_name(name, causes);
+    }
+    fn default(&self, obj: &mut Value) {
+        self.inner.default(obj);
+    }
+    fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
+        self.inner.prepare_create(adm, obj);
+    }
+    fn prepare_update(&self, new: &mut Value, old: &Value) {
+        self.inner.prepare_update(new, old);
+    }
+    fn status_keeps_metadata(&self) -> &'static [&'static str] {
+        self.inner.status_keeps_metadata()
+    }
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = self.inner.validate(obj, old);
+        causes.extend(self.rules.validate(obj, old));
+        causes
+    }
+    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+        self.inner.admit(adm, obj, old)
+    }
+    fn subresources(&self) -> &'static [&'static str] {
+        self.inner.subresources()
+    }
+    fn forbids_delete(&self, name: &str) -> Option<String> {
+        self.inner.forbids_delete(name)
+    }
+    fn grace_period(&self, obj: &Value, requested: Option<i64>) -> i64 {
+        self.inner.grace_period(obj, requested)
+    }
+    fn begin_deletion(&self, obj: &mut Value) {
+        self.inner.begin_deletion(obj);
+    }
+    fn holds_deletion(&self, obj: &Value) -> bool {
+        self.inner.holds_deletion(obj)
+    }
+    fn awaits_termination(&self, obj: &Value) -> bool {
+        self.inner.awaits_termination(obj)
+    }
+    fn cleanup(&self) -> Cleanup {
+        self.inner.cleanup()
+    }
+    fn after_commit(&self, registry: &Registry, obj: &Value) {
+        self.inner.after_commit(registry, obj);
+    }
+    fn after_delete(&self, registry: &Registry, obj: &Value) {
+        self.inner.after_delete(registry, obj);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn schema() -> Value {
+        json!({"type": "object", "properties": {
+            "spec": {"type": "object",
+                "x-kubernetes-validations": [
+                    {"rule": "self.minReplicas <= self.replicas",
+                     "message": "replicas must be at least minReplicas"},
+                    {"rule": "self.replicas <= 10", "reason": "FieldValueForbidden",
+                     "fieldPath": ".replicas",
+                     "messageExpression": "'replicas ' + string(self.replicas) + ' is over 10'"}],
+                "properties": {
+                    "replicas": {"type": "integer"}, "minReplicas": {"type": "integer"},
+                    "mode": {"type": "string", "x-kubernetes-validations": [
+                        {"rule": "self == oldSelf", "message": "mode is immutable"}]},
+                    "tags": {"type": "array", "items": {"type": "string",
+                        "x-kubernetes-validations": [{"rule": "self.startsWith('t-')"}]}}}}}})
+    }
+
+    fn causes(obj: Value, old: Option<Value>) -> Vec<(String, String, String)> {
+        let rules = Rules::compile(&schema(), "s").unwrap().unwrap();
+        rules
+            .validate(&obj, old.as_ref())
+            .into_iter()
+            .map(|c| (c.reason, c.field, c.message))
+            .collect()
+    }
+
+    #[test]
+    fn rules_refuse_with_their_message_reason_and_field_path() {
+        let ok = json!({"spec": {"replicas": 3, "minReplicas": 1, "tags": ["t-a"]}});
+        assert_eq!(causes(ok, None), vec![]);
+        let bad = json!({"spec": {"replicas": 11, "minReplicas": 12, "tags": ["t-a", "b"]}});
+        expect_test::expect![[r#"
+            [
+                (
+                    "FieldValueInvalid",
+                    "spec",
+                    "Invalid value: \"object\": replicas must be at least minReplicas",
+                ),
+                (
+                    "FieldValueForbidden",
+                    "spec.replicas",
+                    "Forbidden: replicas 11 is over 10",
+                ),
+                (
+                    "FieldValueInvalid",
+                    "spec.tags[1]",
+                    "Invalid value: \"string\": failed rule: self.startsWith('t-')",
+                ),
+            ]
+        "#]]
+        .assert_debug_eq(&causes(bad, None));
+    }
+
+    #[test]
+    fn transition_rules_run_only_on_update_with_an_old_value() {
+        let new = json!({"spec": {"replicas": 1, "minReplicas": 1, "mode": "b"}});
+        assert_eq!(causes(new.clone(), None), vec![]);
+        let same = json!({"spec": {"replicas": 2, "minReplicas": 1, "mode": "b"}});
+        assert_eq!(causes(new.clone(), Some(same)), vec![]);
+        let unset = json!({"spec": {"replicas": 1, "minReplicas": 1}});
+        assert_eq!(causes(new.clone(), Some(unset)), vec![]);
+        let old = json!({"spec": {"replicas": 1, "minReplicas": 1, "mode": "a"}});
+        assert_eq!(
+            causes(new, Some(old)),
+            vec![(
+                "FieldValueInvalid".to_owned(),
+                "spec.mode".to_owned(),
+                "Invalid value: \"string\": mode is immutable".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn a_missing_field_is_an_evaluation_error_of_the_rule() {
+        let c = causes(json!({"spec": {"replicas": 1}}), None);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert!(c[0].2.contains("evaluating rule: self.minReplicas <= self.replicas"), "{c:?}");
+    }
+
+    #[test]
+    fn rules_that_do_not_compile_or_cost_too_much_are_refused_with_their_field() {
+        let s = json!({"type": "object", "x-kubernetes-validations": [
+            {"rule": "self.replicas >"},
+            {"rule": "true", "messageExpression": "'a' +"},
+            {"rule": "self.a.all(x, self.b.all(y, self.c.all(z, x == y && y == z)))"},
+            {"rule": "true", "reason": "Nope"}]});
+        let fields: Vec<String> =
+            Rules::compile(&s, "r").unwrap_err().into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "r.x-kubernetes-validations[0].rule",
+                "r.x-kubernetes-validations[1].messageExpression",
+                "r.x-kubernetes-validations[2].rule",
+                "r.x-kubernetes-validations[3].reason",
+            ]
+        );
+        assert!(Rules::compile(&json!({"type": "object"}), "r").unwrap().is_none());
+    }
+
+    #[test]
+    fn comprehension_depth_ignores_strings_and_plain_calls() {
+        assert_eq!(comprehension_depth("size(self) > 0"), 0);
+        assert_eq!(comprehension_depth("self.all(x, x.exists(y, y == 'all('))"), 2);
+        assert_eq!(comprehension_depth("self.map(x, x).filter(y, y > 1)"), 1);
+    }
+}
