@@ -1,7 +1,7 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving) and the volume controller
-//! (claim binding, release, protection finalizers) for both homes.
+//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool) and the volume
+//! controller (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -118,6 +118,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
         .await
         .context("installing the Knative Serving CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::podpool::crds())
+        .await
+        .context("installing the PodPool CRD")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -141,9 +144,12 @@ pub async fn run_all_tracked(
     let serving =
         r.track("serving", kinetic_controllers::serving::run(client.clone(), until(stop.clone())));
     let hpa = r.track("hpa", kinetic_controllers::hpa::run(client.clone(), until(stop.clone())));
+    let podpools =
+        r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
     let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
-    let (a, b, c, d, e, f, g, h) =
-        tokio::join!(cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa);
+    let (a, b, c, d, e, f, g, h, i) = tokio::join!(
+        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
+    );
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
@@ -152,6 +158,7 @@ pub async fn run_all_tracked(
     f.context("the ImageListPullJob controller stopped")?;
     g.context("the Knative Serving controllers stopped")?;
     h.context("the HorizontalPodAutoscaler controller stopped")?;
+    i.context("the PodPool controller stopped")?;
     Ok(())
 }
 
