@@ -156,11 +156,24 @@ async fn advertised(ip: IpAddr, port: u16) -> SocketAddr {
 }
 
 /// Runs the loop until cancelled (it never returns on its own): registers this gateway's
-/// stats endpoint, takes part in the election, and decides while it leads.
+/// stats endpoint, takes part in the election, and decides while it leads. Dropping it
+/// leaves a held leadership Lease to expire by itself; [`run_until`] hands it over.
 pub async fn run(
     client: Client,
     gateway: Arc<Gateway>,
+    demand: mpsc::UnboundedReceiver<RevisionKey>,
+) {
+    run_until(client, gateway, demand, std::future::pending()).await;
+}
+
+/// [`run`] until `shutdown` resolves; a leader then releases the autoscaler's Lease (bounded
+/// by the Lease's renew deadline) so another gateway's process takes over at once instead of
+/// after the lease duration, as client-go's `ReleaseOnCancel` does.
+pub async fn run_until(
+    client: Client,
+    gateway: Arc<Gateway>,
     mut demand: mpsc::UnboundedReceiver<RevisionKey>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
 ) {
     let me = identity();
     // Pokes from other gateways arrive on the stats endpoint.
@@ -218,8 +231,13 @@ pub async fn run(
     );
     let register = tokio::spawn(register(client.clone(), me.clone(), stats_addr));
     let (leading_tx, leading) = watch::channel(false);
-    let elect = tokio::spawn(elect(client.clone(), me.clone(), leading_tx));
-    let _abort = AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, register, elect]);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut election = tokio::spawn(elect(client.clone(), me.clone(), leading_tx, stop_rx));
+    let _abort = AbortOnDrop(vec![t1, t2, t3, t4, t5, t6, t7, register]);
+    // Aborts the election when this future is dropped rather than stopped.
+    let abort_election = election.abort_handle();
+    let _abort_election = abort_on_drop(abort_election);
+    tokio::pin!(shutdown);
     let _server = server;
 
     let caches = Caches { revisions, clonesets, configs, routes, configurations, leases, pas };
@@ -238,6 +256,13 @@ pub async fn run(
             _ = tick.tick() => Ev::Tick,
             Some(key) = demand.recv() => Ev::Local(key),
             Some(key) = remote.recv() => Ev::Remote(key),
+            () = &mut shutdown => {
+                let _ = stop_tx.send(true);
+                // The release inside is bounded by the renew deadline; this bound only
+                // covers an election stuck before it.
+                let _ = tokio::time::timeout(Duration::from_secs(15), &mut election).await;
+                return;
+            }
         };
         let leads = *leading.borrow();
         if leads != was_leading {
@@ -365,16 +390,44 @@ async fn register(client: Client, me: String, addr: Option<SocketAddr>) {
     }
 }
 
-/// Takes part in the autoscaler's election forever, publishing whether this process leads.
-async fn elect(client: Client, me: String, leading: watch::Sender<bool>) {
+/// Takes part in the autoscaler's election until `stop` turns true, publishing whether this
+/// process leads; a leader that is stopped releases the Lease.
+async fn elect(
+    client: Client,
+    me: String,
+    leading: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let cfg = crate::leader::LeaseConfig::new(SYSTEM_NAMESPACE, LEADER_LEASE, &me);
-        let leadership = crate::leader::acquire(client.clone(), cfg).await;
+        let leadership = tokio::select! {
+            l = crate::leader::acquire(client.clone(), cfg) => l,
+            _ = stop.wait_for(|s| *s) => return,
+        };
         let _ = leading.send(true);
-        leadership.lost().await;
+        let stopped = tokio::select! {
+            () = leadership.lost() => false,
+            _ = stop.wait_for(|s| *s) => true,
+        };
         let _ = leading.send(false);
+        if stopped {
+            leadership.release().await;
+            return;
+        }
         tracing::warn!("lost the autoscaler's leadership");
     }
+}
+
+/// Aborts a task when dropped (the election, owned apart from the other tasks because a
+/// shutdown awaits it instead).
+fn abort_on_drop(handle: tokio::task::AbortHandle) -> impl Drop {
+    struct Guard(tokio::task::AbortHandle);
+    impl Drop for Guard {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    Guard(handle)
 }
 
 /// Whether a registration Lease was renewed within its duration.

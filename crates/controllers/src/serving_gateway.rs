@@ -77,12 +77,20 @@ pub async fn start(
     );
     let addr = gateway.local_addr();
     let task = tokio::spawn(async move {
+        // The autoscaler sees the shutdown itself, to hand its Lease over before it ends.
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let sync = sync_routes(client.clone(), gateway.clone());
-        let scale = crate::serving_autoscaler::run(client, gateway, demand_rx);
+        let scale = crate::serving_autoscaler::run_until(client, gateway, demand_rx, async {
+            let _ = stop_rx.await;
+        });
+        tokio::pin!(scale);
         tokio::select! {
-            () = shutdown => {}
+            () = shutdown => {
+                let _ = stop_tx.send(());
+                (&mut scale).await;
+            }
             () = sync => {}
-            () = scale => {}
+            () = &mut scale => {}
         }
     });
     Ok(DataPlane { addr, task })

@@ -1018,3 +1018,44 @@ async fn when_the_leading_gateway_goes_away_another_takes_over_the_decisions() {
     drop(b);
     env.stop().await;
 }
+
+/// Regression: a gateway process that stopped cleanly left the autoscaler's Lease to expire
+/// (15 s without decisions); its leader now releases it as it stops.
+#[tokio::test]
+async fn a_stopped_autoscaler_leader_releases_its_lease_at_once() {
+    let env = Env::start().await;
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(env.client.clone(), "knative-serving");
+    let holder = || async {
+        let l = leases.get_opt("autoscaler-bucket-00-of-01").await.unwrap();
+        l.and_then(|l| l.spec?.holder_identity).filter(|h| !h.is_empty())
+    };
+    let gw = kinetic_gateway::Gateway::start(
+        "127.0.0.1:0".parse().unwrap(),
+        kinetic_gateway::Options::default(),
+    )
+    .await
+    .unwrap();
+    let (_demand_tx, demand_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let kpa = tokio::spawn(kinetic_controllers::serving_autoscaler::run_until(
+        env.client.clone(),
+        std::sync::Arc::new(gw),
+        demand_rx,
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while holder().await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "no leader");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(10), kpa)
+        .await
+        .expect("the autoscaler stops within 10 s")
+        .unwrap();
+    assert_eq!(holder().await, None, "the Lease was not released");
+    env.stop().await;
+}
