@@ -162,3 +162,70 @@ pub fn replicas(reactive: i32, forecast: Option<&Forecast>, per_pod: f64) -> i32
         .unwrap_or(0);
     reactive.max(predicted)
 }
+
+/// A short-horizon forecast anchored on the last few samples rather than the last cycle's
+/// mean: the level is the mean of the last `k` samples less the seasonal profile over them,
+/// the forecast that level plus the profile's highest value over the lead time, plus an
+/// empirical margin: the `q` quantile of this very forecaster's error on the history (so the
+/// headroom is what the series' own minute-to-minute noise needs, normal or not). Without a
+/// seasonal model the profile is flat (a level-plus-margin forecast).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Nowcast {
+    /// The period of the profile, `None` when flat.
+    pub period: Option<usize>,
+    seasonal: Vec<f64>,
+    /// Samples averaged for the level.
+    pub k: usize,
+    /// Samples ahead the margin was calibrated for.
+    pub lead: usize,
+    /// The `q` quantile of the error over the history.
+    pub margin: f64,
+}
+
+impl Nowcast {
+    /// Calibrates on `x` (cleaned, the history `model` was fitted on, same numbering).
+    pub fn calibrate(x: &[f64], model: Option<&Model>, lead: usize, k: usize, q: f64) -> Self {
+        let (period, seasonal) = match model {
+            Some(m) => (Some(m.period), m.seasonal.clone()),
+            None => (None, vec![0.0]),
+        };
+        let mut now = Nowcast { period, seasonal, k: k.max(1), lead, margin: 0.0 };
+        let k = now.k;
+        let mut errors: Vec<f64> = (k..x.len().saturating_sub(lead))
+            .map(|t| {
+                let actual = x[t..=t + lead].iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                actual - now.point(&x[t - k..t], t)
+            })
+            .collect();
+        now.margin = crate::clean::quantile(&mut errors, q).max(0.0);
+        now
+    }
+
+    /// Renumbers the phases: sample `i` of the fitted history becomes sample `offset + i`.
+    pub fn shift(&mut self, offset: usize) {
+        let p = self.seasonal.len();
+        self.seasonal.rotate_right(offset % p);
+    }
+
+    fn s(&self, i: usize) -> f64 {
+        self.seasonal[i % self.seasonal.len()]
+    }
+
+    /// The forecast without the margin: `recent` are the `k` samples before `now`.
+    fn point(&self, recent: &[f64], now: usize) -> f64 {
+        let k = recent.len();
+        if k == 0 {
+            return 0.0;
+        }
+        let base =
+            recent.iter().enumerate().map(|(i, v)| v - self.s(now + i - k)).sum::<f64>() / k as f64;
+        (0..=self.lead).map(|h| base + self.s(now + h)).fold(f64::NEG_INFINITY, f64::max)
+    }
+
+    /// The forecast of the load's maximum over samples `now..=now + lead`, from the `k`
+    /// samples before `now` (fewer when the history is shorter).
+    pub fn forecast(&self, recent: &[f64], now: usize) -> f64 {
+        let take = recent.len().min(self.k).min(now);
+        (self.point(&recent[recent.len() - take..], now) + self.margin).max(0.0)
+    }
+}

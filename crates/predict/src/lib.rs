@@ -27,7 +27,7 @@ pub mod clean;
 pub mod forecast;
 pub mod period;
 
-pub use forecast::{Explanation, Forecast, Model, NoModel, fit, forecast, replicas};
+pub use forecast::{Explanation, Forecast, Model, NoModel, Nowcast, fit, forecast, replicas};
 pub use period::{Period, detect};
 
 #[cfg(test)]

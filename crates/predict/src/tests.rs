@@ -139,3 +139,24 @@ fn the_forecast_covers_the_peak_within_the_lead_time() {
     assert_eq!(e.period.map(|p| (p as f64 / DAY as f64).round()), Some(1.0));
     assert_eq!(replicas(10, Some(&f), 10.0), 15, "ceil(~140 / 10) beats the reactive 10");
 }
+
+#[test]
+fn a_nowcast_covers_the_next_minute_of_a_daily_wave_at_its_quantile() {
+    let s = series(6, 40.0, 0.0, 4.0, 11);
+    let x = clean::clean(&s).unwrap();
+    let (hist, future) = x.split_at(5 * DAY);
+    let model = fit(&s[..5 * DAY], MIN, 1).unwrap();
+    let n = Nowcast::calibrate(hist, Some(&model), 0, 3, 0.95);
+    // Over the sixth day, the forecast of each next minute is at least the load 90-99 % of
+    // the time, and tighter than a flat level-plus-margin forecast.
+    let flat = Nowcast::calibrate(hist, None, 0, 3, 0.95);
+    assert!(n.margin <= flat.margin, "{} vs {}", n.margin, flat.margin);
+    let covered = (3..future.len())
+        .filter(|&t| {
+            let recent = &x[5 * DAY + t - 3..5 * DAY + t];
+            n.forecast(recent, 5 * DAY + t) >= future[t]
+        })
+        .count() as f64
+        / (future.len() - 3) as f64;
+    assert!((0.9..=0.99).contains(&covered), "{covered}");
+}
