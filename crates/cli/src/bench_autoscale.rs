@@ -29,13 +29,13 @@
 //!   (the traces never idle; scale to zero would not change them).
 //! - `crane`: gocrane/crane's EffectiveHPA with its DSP predictor as documented in
 //!   `docs/tutorials/timeseriees-forecasting-by-dsp.md` and `pkg/prediction/dsp`: history of
-//!   7 days per minute, outliers outside [P0.1, P99.9] replaced by the previous sample, fixed
+//!   14 days per minute (enough for its weekly candidate), outliers outside [P0.1, P99.9] replaced by the previous sample, fixed
 //!   candidate periods of 1 day (3 days of samples) and 7 days (14 days), an FFT whose
 //!   candidate bins exceed the P99 of the largest amplitude of 100 shuffles of the series, the
 //!   candidate accepted when the circular autocorrelation has a peak at its lag (a rising
 //!   regression line before it, a falling one after); the next period predicted by the
 //!   `maxValue` estimator (per phase the maximum over the past cycles × (1 + marginFraction
-//!   0.15)); the prediction refreshed every hour. The EHPA's HPA has two metrics, the
+//!   0.15)); the period test re-run daily, the prediction re-made hourly. The EHPA's HPA has two metrics, the
 //!   prediction (the largest predicted value within `predictionWindowSeconds` 3600, Crane's
 //!   metric adapter) and the original one, and takes the larger, with HPA's defaults as above.
 //!   Simplification: Crane also has an `fft` estimator and picks the better fit; only
@@ -60,8 +60,9 @@ use kinetic_autoscale::{Autoscaler, Config, DeciderSpec, RevisionSpec, Stat, Tim
 /// Arguments of `kinetic bench autoscale`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct AutoscaleArgs {
-    /// A load trace: CSV rows `ts,value` (Unix seconds, per minute); repeat for several
-    #[arg(long = "trace", required = true, value_name = "FILE.csv")]
+    /// Load traces: CSV rows `ts,value` (Unix seconds, per minute); several may follow one
+    /// `--trace`, and `--trace` may repeat
+    #[arg(long = "trace", required = true, num_args = 1.., value_name = "FILE.csv")]
     traces: Vec<PathBuf>,
     /// Pods the trace's highest minute needs at the target utilisation (sets the per-pod
     /// capacity: peak / peak-pods)
@@ -71,6 +72,9 @@ pub struct AutoscaleArgs {
     /// start p99 (912 ms, `kinetic bench serve` in docs/benchmarks.md) rounded up
     #[arg(long, default_value_t = 1)]
     startup_secs: u64,
+    /// The quantile of its own past forecast errors Kinetic's predictor adds as headroom
+    #[arg(long, default_value_t = 0.95)]
+    quantile: f64,
     /// Where to write the chart (SVG): load and each policy's ready pods over time
     #[arg(long, default_value = "autoscale.svg")]
     chart: PathBuf,
@@ -540,25 +544,30 @@ pub struct Crane {
     /// The minute the prediction starts at and one predicted period from it.
     prediction: Option<(usize, Vec<f64>)>,
     refreshed: Option<usize>,
+    /// The period found by the last test, and when it ran (minutes).
+    period: Option<usize>,
+    tested: Option<usize>,
 }
 
-const CRANE_HISTORY: usize = 7 * 1440;
+const CRANE_HISTORY: usize = 14 * 1440;
 const CRANE_WINDOW_MIN: usize = 60;
 const CRANE_MARGIN: f64 = 0.15;
 const REFRESH_MIN: usize = 60;
 
 impl Crane {
     pub fn new() -> Self {
-        Self { hpa: hpa::History::default(), prediction: None, refreshed: None }
+        Self {
+            hpa: hpa::History::default(),
+            prediction: None,
+            refreshed: None,
+            period: None,
+            tested: None,
+        }
     }
 
     fn refresh(&mut self, history: &[f64]) {
         let m = history.len();
         let h = &history[m.saturating_sub(CRANE_HISTORY)..];
-        if h.len() < 3 * 1440 {
-            self.prediction = None;
-            return;
-        }
         // Outliers outside [P0.1, P99.9] take the previous sample's value.
         let mut sorted = h.to_vec();
         let lo = kinetic_predict::clean::quantile(&mut sorted, 0.001);
@@ -569,12 +578,16 @@ impl Crane {
                 x[i] = x[i - 1];
             }
         }
-        let period = [(1440usize, 3usize), (7 * 1440, 2)]
-            .into_iter()
-            .filter(|(t, k)| crane_is_periodic(&x, *t, *k, m as u64))
-            .map(|(t, _)| t)
-            .next_back();
-        self.prediction = period.map(|t| {
+        // The period test (100 shuffled FFTs) once a day; the prediction every hour.
+        if self.tested.is_none_or(|t| m >= t + 1440) {
+            self.period = [(1440usize, 3usize), (7 * 1440, 2)]
+                .into_iter()
+                .filter(|(t, k)| crane_is_periodic(&x, *t, *k, m as u64))
+                .map(|(t, _)| t)
+                .next_back();
+            self.tested = Some(m);
+        }
+        self.prediction = self.period.filter(|t| x.len() >= 2 * t).map(|t| {
             let cycles = x.len() / t;
             let base = x.len() - cycles * t;
             let pred = (0..t)
@@ -583,7 +596,7 @@ impl Crane {
                         * (1.0 + CRANE_MARGIN)
                 })
                 .collect::<Vec<_>>();
-            // Phase 0 of `pred` is minute `base + history start` modulo t; anchor at m.
+            // Phase 0 of `pred` is minute `start` of the trace.
             let start = m - h.len() + base;
             (start, pred)
         });
@@ -638,29 +651,32 @@ impl Policy for Crane {
 // ---------------------------------------------------------------------------------------
 // Ours.
 
-/// Kinetic's predictive policy: `kinetic_predict`'s model refitted every hour on up to 28
-/// days of history; each 15 s the `QUANTILE` quantile of the load's maximum over the lead
-/// time (start-up + one control period) at the current level, and the larger of that and the
-/// reactive need (the current load). Without a model (no period, history under two cycles)
-/// it is reactive only.
+/// Kinetic's predictive policy. Every hour it refits `kinetic_predict`'s model on up to 28
+/// days of history (no period found, or under two cycles: a flat profile) and calibrates a
+/// [`kinetic_predict::Nowcast`] on that history: the level of the last `OURS_K` minutes plus the
+/// seasonal profile, plus the `--quantile` quantile of its own past errors. Every 15 s it asks
+/// for the current minute's load (the metric read now) and, when the next minute falls within
+/// the lead time (start-up + one control period) of this decision, the forecast for it; it
+/// runs the larger (max(predicted, reactive)) with no stabilisation window.
 pub struct Ours {
     startup: u64,
-    model: Option<(usize, kinetic_predict::Model)>,
+    quantile: f64,
+    nowcast: Option<kinetic_predict::Nowcast>,
     refreshed: Option<usize>,
-    prefix: Vec<f64>,
 }
 
 const OURS_PERIOD: u64 = 15;
 const OURS_HISTORY: usize = 28 * 1440;
-const QUANTILE: f64 = 0.95;
+const OURS_K: usize = 3;
 
 impl Ours {
-    pub fn new(startup: u64) -> Self {
-        Self { startup, model: None, refreshed: None, prefix: vec![0.0] }
+    pub fn new(startup: u64, quantile: f64) -> Self {
+        Self { startup, quantile, nowcast: None, refreshed: None }
     }
 
+    /// Minutes after the next one that a decision must cover at most.
     fn lead(&self) -> usize {
-        (self.startup + OURS_PERIOD).div_ceil(STEP) as usize
+        ((STEP - 1 + self.startup + OURS_PERIOD) / STEP).saturating_sub(1) as usize
     }
 }
 
@@ -670,26 +686,36 @@ impl Policy for Ours {
     }
     fn decide(&mut self, obs: &Obs<'_>) -> i32 {
         let minute = obs.history.len();
-        while self.prefix.len() <= minute {
-            let i = self.prefix.len() - 1;
-            let last = self.prefix[i];
-            self.prefix.push(last + obs.history[i]);
-        }
         if self.refreshed.is_none_or(|r| minute >= r + REFRESH_MIN) {
             let start = minute.saturating_sub(OURS_HISTORY);
             let h: Vec<Option<f64>> = obs.history[start..].iter().map(|v| Some(*v)).collect();
-            self.model = kinetic_predict::fit(&h, STEP, self.lead()).ok().map(|m| (start, m));
+            let x = kinetic_predict::clean::clean(&h).unwrap_or_default();
+            let model = kinetic_predict::fit(&h, STEP, self.lead() + 1).ok();
+            self.nowcast = (x.len() > 60).then(|| {
+                let mut n = kinetic_predict::Nowcast::calibrate(
+                    &x,
+                    model.as_ref(),
+                    self.lead(),
+                    OURS_K,
+                    self.quantile,
+                );
+                // Phases are counted from the trace's start from here on.
+                n.shift(start);
+                n
+            });
             self.refreshed = Some(minute);
         }
         let reactive = (obs.current - 1e-9).ceil().max(1.0) as i32;
-        let Some((start, model)) = &self.model else { return reactive };
-        let p = model.period;
-        if minute < p {
+        let reach = (obs.now + self.startup + OURS_PERIOD) / STEP;
+        let Some(n) = &self.nowcast else { return reactive };
+        if reach <= minute as u64 {
             return reactive;
         }
-        let level = (self.prefix[minute] - self.prefix[minute - p]) / p as f64;
-        let f = model.forecast(minute - start, level, self.lead(), QUANTILE);
-        kinetic_predict::replicas(reactive, Some(&f), 1.0)
+        // The next minute is within reach: forecast it from the minutes up to this one.
+        let mut recent: Vec<f64> = obs.history[minute.saturating_sub(OURS_K - 1)..].to_vec();
+        recent.push(obs.current);
+        let f = n.forecast(&recent, minute + 1);
+        reactive.max((f - 1e-9).ceil() as i32)
     }
 }
 
@@ -700,12 +726,12 @@ impl Policy for Ours {
 pub const POLICIES: [&str; 4] = ["hpa", "kpa", "crane", "ours"];
 
 /// Runs every policy on `trace`.
-pub fn evaluate(trace: &Trace, startup: u64) -> anyhow::Result<Vec<Outcome>> {
+pub fn evaluate(trace: &Trace, startup: u64, quantile: f64) -> anyhow::Result<Vec<Outcome>> {
     let mut policies: Vec<Box<dyn Policy>> = vec![
         Box::new(Hpa::default()),
         Box::new(Kpa::new()?),
         Box::new(Crane::new()),
-        Box::new(Ours::new(startup)),
+        Box::new(Ours::new(startup, quantile)),
     ];
     Ok(policies.iter_mut().map(|p| simulate(&trace.load, p.as_mut(), startup)).collect())
 }
@@ -816,7 +842,7 @@ fn panel(
 ) {
     let (w, h, left) = (1100.0, 160.0, 50.0);
     let n = to - from;
-    let cols = n.clamp(1, 1100);
+    let cols = n.clamp(1, 550);
     let per = n.div_ceil(cols).max(1);
     let col_max = |f: &dyn Fn(usize) -> f64, c: usize| {
         (from + c * per..(from + (c + 1) * per).min(to)).map(f).fold(0.0, f64::max)
@@ -842,7 +868,7 @@ fn panel(
     let mut area = format!("M{} {}", x(0), y(0.0));
     for c in 0..ncol {
         let v = col_max(&|i| load[i], c);
-        let _ = write!(area, " L{:.1} {:.1} L{:.1} {:.1}", x(c), y(v), x(c + 1), y(v));
+        let _ = write!(area, " L{:.0} {:.0} L{:.0} {:.0}", x(c), y(v), x(c + 1), y(v));
     }
     let _ = write!(area, " L{} {} Z", x(ncol), y(0.0));
     let _ = writeln!(svg, r##"<path d="{area}" fill="#ccc" stroke="none"/>"##);
@@ -852,7 +878,7 @@ fn panel(
             let v = col_max(&|i| f64::from(o.ready[i]), c);
             let _ = write!(
                 d,
-                "{}{:.1} {:.1} L{:.1} {:.1}",
+                "{}{:.0} {:.0} L{:.0} {:.0}",
                 if c == 0 { "M" } else { " L" },
                 x(c),
                 y(v),
@@ -936,13 +962,14 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
     }
     let mut results = Vec::new();
     for t in &traces {
-        results.push((t.name.clone(), evaluate(t, args.startup_secs)?));
+        results.push((t.name.clone(), evaluate(t, args.startup_secs, args.quantile)?));
     }
     println!(
-        "kinetic bench autoscale: {} trace(s), peak = {} pods, start-up {} s, policies hpa kpa crane ours",
+        "kinetic bench autoscale: {} trace(s), peak = {} pods, start-up {} s, ours at quantile {}",
         traces.len(),
         args.peak_pods,
-        args.startup_secs
+        args.startup_secs,
+        args.quantile
     );
     print!("{}", table(&results));
     print!("{}", verdict(&results));
@@ -967,7 +994,7 @@ mod tests {
     #[test]
     fn a_constant_trace_costs_every_policy_the_same_pod_minutes() {
         let t = parse_trace("flat", &csv(&vec![42.0; 600]), 5).unwrap();
-        let out = evaluate(&t, 1).unwrap();
+        let out = evaluate(&t, 1, 0.95).unwrap();
         for (p, o) in POLICIES.iter().zip(&out) {
             assert_eq!(o.pod_minutes, 5.0 * 600.0, "{p}");
             assert_eq!(o.violation_minutes, 0.0, "{p}");
@@ -983,8 +1010,8 @@ mod tests {
             })
             .collect();
         let text = csv(&values);
-        let a = evaluate(&parse_trace("a", &text, 20).unwrap(), 1).unwrap();
-        let b = evaluate(&parse_trace("a", &text, 20).unwrap(), 1).unwrap();
+        let a = evaluate(&parse_trace("a", &text, 20).unwrap(), 1, 0.95).unwrap();
+        let b = evaluate(&parse_trace("a", &text, 20).unwrap(), 1, 0.95).unwrap();
         assert_eq!(a, b);
         // Crane and ours found the daily period and used it.
         assert!(a.iter().all(|o| o.pod_minutes > 0.0));
