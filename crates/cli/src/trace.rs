@@ -211,6 +211,8 @@ pub fn render_pod(tl: &Timeline) -> String {
         );
     }
 
+    out += &render_cpu(tl);
+
     // The waterfall: every phase with both ends, on one time axis.
     let bars: Vec<(&str, f64, f64)> = ph
         .iter()
@@ -234,12 +236,72 @@ pub fn render_pod(tl: &Timeline) -> String {
     out
 }
 
-/// The phases summarised across pods. Container phases add up the pod's containers.
-const SUMMARY_PHASES: [&str; 8] =
-    ["schedule", "node pickup", "sandbox", "pull", "create", "start", "ready", "total"];
+/// The CPU time the start cost, by step and by process (issue 14: the agent's own threads,
+/// the network plugins, each container's shim, `runc run` and the container's init up to the
+/// report that it runs); empty when the agent recorded none.
+fn render_cpu(tl: &Timeline) -> String {
+    let mut rows: Vec<(String, timeline::CpuTime)> = Vec::new();
+    if let Some(c) = tl.sandbox_cpu {
+        rows.push(("sandbox".to_owned(), c));
+    }
+    for c in &tl.containers {
+        if let Some(cpu) = c.cpu {
+            let name = if c.init { format!("{} (init)", c.name) } else { c.name.clone() };
+            rows.push((format!("{name}: start"), cpu));
+        }
+    }
+    if rows.is_empty() {
+        return String::new();
+    }
+    let total = rows.iter().fold(timeline::CpuTime::default(), |a, (_, c)| timeline::CpuTime {
+        agent_us: a.agent_us + c.agent_us,
+        network_us: a.network_us + c.network_us,
+        shim_us: a.shim_us + c.shim_us,
+        runc_us: a.runc_us + c.runc_us,
+        init_us: a.init_us + c.init_us,
+    });
+    rows.push(("total".to_owned(), total));
+    let cell =
+        |us: u64| if us == 0 { "-".to_owned() } else { format!("{:.1}", us as f64 / 1000.0) };
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(label, c)| {
+            vec![
+                label.clone(),
+                cell(c.agent_us),
+                cell(c.network_us),
+                cell(c.shim_us),
+                cell(c.runc_us),
+                cell(c.init_us),
+                cell(c.total_us()),
+            ]
+        })
+        .collect();
+    let mut out = "\n".to_owned();
+    out += &table(
+        &["CPU ms", "AGENT", "NETWORK", "SHIM", "RUNC", "INIT", "ALL"],
+        &[false, true, true, true, true, true, true],
+        &rows,
+    );
+    out
+}
+
+/// The phases summarised across pods. Container phases add up the pod's containers; the last
+/// row is the CPU time of the start (all processes, sandbox and containers), not a duration.
+const SUMMARY_PHASES: [&str; 9] = [
+    "schedule",
+    "node pickup",
+    "sandbox",
+    "pull",
+    "create",
+    "start",
+    "ready",
+    "total",
+    "cpu (all processes)",
+];
 
 /// Per pod, the duration of each summary phase in ms (`None` when not known).
-fn summary_durations(tl: &Timeline) -> [Option<f64>; 8] {
+fn summary_durations(tl: &Timeline) -> [Option<f64>; 9] {
     let span = |a: Option<Timestamp>, b: Option<Timestamp>| a.zip(b).map(|(a, b)| ms(a, b));
     let sum = |f: &dyn Fn(&timeline::ContainerTimeline) -> Option<f64>| {
         let v: Vec<f64> = tl.containers.iter().filter_map(f).collect();
@@ -256,7 +318,19 @@ fn summary_durations(tl: &Timeline) -> [Option<f64>; 8] {
         // From the last app container's start to the pod's Ready: probes and readiness gates.
         span(last_started, tl.ready),
         span(tl.created, tl.ready),
+        cpu_ms(tl),
     ]
+}
+
+/// The CPU time of the pod's start in ms, when the agent recorded one.
+fn cpu_ms(tl: &Timeline) -> Option<f64> {
+    let parts: Vec<u64> = tl
+        .sandbox_cpu
+        .iter()
+        .chain(tl.containers.iter().filter_map(|c| c.cpu.as_ref()))
+        .map(timeline::CpuTime::total_us)
+        .collect();
+    (!parts.is_empty()).then(|| parts.iter().sum::<u64>() as f64 / 1000.0)
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -273,7 +347,7 @@ pub fn render_summary(tls: &[Timeline]) -> String {
         return out;
     }
     out += "\n";
-    let per_pod: Vec<[Option<f64>; 8]> = tls.iter().map(summary_durations).collect();
+    let per_pod: Vec<[Option<f64>; 9]> = tls.iter().map(summary_durations).collect();
     let rows: Vec<Vec<String>> = SUMMARY_PHASES
         .iter()
         .enumerate()
@@ -360,6 +434,11 @@ mod tests {
             scheduled: at(4),
             observed: at(21),
             sandbox_ready: at(412),
+            sandbox_cpu: Some(timeline::CpuTime {
+                agent_us: 420,
+                network_us: 9_150,
+                ..Default::default()
+            }),
             containers: vec![
                 ContainerTimeline {
                     name: "setup".into(),
@@ -371,6 +450,13 @@ mod tests {
                     created: at(1_100),
                     started: at(1_180),
                     ready: at(1_400),
+                    cpu: Some(timeline::CpuTime {
+                        agent_us: 2_310,
+                        shim_us: 2_900,
+                        runc_us: 8_080,
+                        init_us: 3_950,
+                        ..Default::default()
+                    }),
                 },
                 ContainerTimeline {
                     name: "web".into(),
@@ -403,6 +489,11 @@ mod tests {
             web: start                148.0           8.0
             web: ready                156.0          54.0
             total                       0.0         215.0
+
+            CPU ms                AGENT   NETWORK   SHIM   RUNC   INIT    ALL
+            sandbox                 0.4       9.2      -      -      -    9.6
+            setup (init): start     2.3         -    2.9    8.1    4.0   17.2
+            total                   2.7       9.2    2.9    8.1    4.0   26.8
 
                                   0 ms                                              215.0 ms
             schedule              |
@@ -457,15 +548,16 @@ mod tests {
         expect![[r#"
             11 pods, 10 ready
 
-            PHASE (ms)    PODS     P50     P90     P99     MAX
-            schedule        11     0.4     0.4     0.9     0.9
-            node pickup     10     1.7     1.7     1.7     1.7
-            sandbox         10    39.1    39.1    39.1    39.1
-            pull            10    60.5    60.5    60.5    60.5
-            create          10    16.3    16.3    16.3    16.3
-            start           10    16.0    16.0    16.0    16.0
-            ready           10    99.0   139.0   149.0   149.0
-            total           10   255.0   295.0   305.0   305.0
+            PHASE (ms)            PODS     P50     P90     P99     MAX
+            schedule                11     0.4     0.4     0.9     0.9
+            node pickup             10     1.7     1.7     1.7     1.7
+            sandbox                 10    39.1    39.1    39.1    39.1
+            pull                    10    60.5    60.5    60.5    60.5
+            create                  10    16.3    16.3    16.3    16.3
+            start                   10    16.0    16.0    16.0    16.0
+            ready                   10    99.0   139.0   149.0   149.0
+            total                   10   255.0   295.0   305.0   305.0
+            cpu (all processes)     10    26.8    26.8    26.8    26.8
         "#]]
         .assert_eq(&render_summary(&tls));
         expect![[r#"

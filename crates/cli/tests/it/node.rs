@@ -82,6 +82,14 @@ async fn kubectl_run_gives_a_ready_pod_that_answers_http_and_logs_traces_deletes
     for phase in ["schedule", "sandbox", "pull", "start", "total"] {
         assert!(text.to_lowercase().contains(phase), "trace lacks {phase}:\n{text}");
     }
+    // Issue 14: the CPU the start cost, by process; the pod's total over all of them is > 0.
+    let cpu_total = text
+        .lines()
+        .skip_while(|l| !l.starts_with("CPU ms"))
+        .find(|l| l.starts_with("total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok());
+    assert!(cpu_total.is_some_and(|v| v > 0.0), "trace lacks the start's CPU:\n{text}");
     let events =
         kubectl(&up, h, &["get", "events", "--field-selector", "involvedObject.name=web"]).await;
     for reason in ["Scheduled", "Pulled", "Created", "Started"] {
