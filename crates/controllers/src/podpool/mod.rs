@@ -526,3 +526,72 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
     write_status(&ctx, &pool, st).await?;
     Ok(requeue.map_or_else(Action::await_change, Action::requeue))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(v: serde_json::Value) -> Pod {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn start_up_comes_from_the_timeline_else_from_the_ready_condition() {
+        let tl =
+            json!({"created": "2026-12-06T10:00:00.100Z", "ready": "2026-12-06T10:00:00.850Z"});
+        let with_timeline = pod(json!({
+            "metadata": {"name": "a", "creationTimestamp": "2026-12-06T10:00:00Z",
+                         "annotations": {kinetic_api::timeline::ANNOTATION: tl.to_string()}},
+        }));
+        assert_eq!(startup_of(&with_timeline), Some(Duration::from_millis(750)));
+        let without = pod(json!({
+            "metadata": {"name": "b", "creationTimestamp": "2026-12-06T10:00:00Z"},
+            "status": {"conditions": [{"type": "Ready", "status": "True",
+                                       "lastTransitionTime": "2026-12-06T10:00:03Z"}]},
+        }));
+        assert_eq!(startup_of(&without), Some(Duration::from_secs(3)));
+        let not_ready =
+            pod(json!({"metadata": {"name": "c", "creationTimestamp": "2026-12-06T10:00:00Z"}}));
+        assert_eq!(startup_of(&not_ready), None);
+    }
+
+    #[test]
+    fn pool_pods_carry_the_pool_labels_owner_and_negative_deletion_cost() {
+        let pool: PodPool = serde_json::from_value(json!({
+            "apiVersion": "kinetic.dev/v1alpha1", "kind": "PodPool",
+            "metadata": {"name": "py", "namespace": "fn", "uid": "u1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "py"}},
+                                  "spec": {"containers": [{"name": "c", "image": "python"}]}}},
+        }))
+        .unwrap();
+        assert_eq!(problems(&pool), None);
+        let p = new_pod(&pool, "h");
+        let labels = p.metadata.labels.unwrap();
+        assert_eq!(labels[POOL_LABEL], "py");
+        assert_eq!(labels[POOL_STATE_LABEL], state::READY);
+        assert_eq!(labels["app"], "py");
+        assert_eq!(p.metadata.annotations.unwrap()[POD_DELETION_COST_ANNOTATION], "-1000");
+        assert_eq!(p.metadata.generate_name.as_deref(), Some("py-"));
+        let owner = &p.metadata.owner_references.unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("PodPool", "u1", Some(true))
+        );
+    }
+
+    #[test]
+    fn min_ready_above_max_ready_and_no_containers_are_problems() {
+        let pool: PodPool = serde_json::from_value(json!({
+            "apiVersion": "kinetic.dev/v1alpha1", "kind": "PodPool",
+            "metadata": {"name": "x"},
+            "spec": {"template": {}, "minReady": 4, "maxReady": 2},
+        }))
+        .unwrap();
+        expect_test::expect![[r#"
+            "spec.minReady: Invalid value: 4: must be less than or equal to spec.maxReady (2); spec.template.spec.containers: Required value"
+        "#]]
+        .assert_debug_eq(&problems(&pool).unwrap());
+    }
+}
