@@ -9,8 +9,10 @@
 //!
 //! What follows upstream: rules at any node (object, property, `additionalProperties`, array
 //! items), `self`, `oldSelf` (a transition rule is only evaluated on update, where an old value
-//! exists at the same path: object properties and map values are correlated by name, array
-//! items are not correlated, as upstream for atomic lists), `message`, `messageExpression`
+//! exists at the same path: object properties and map values are correlated by name, the items
+//! of `x-kubernetes-list-type: map` lists by their keys, other array items not at all), validation
+//! ratcheting (an unchanged value passes its rules without `oldSelf` on update), `message`,
+//! `messageExpression`
 //! (a non-string, empty or failing result falls back to `message`, then to `failed rule:
 //! <rule>`), `reason` (`FieldValueInvalid` by default, `FieldValueForbidden`,
 //! `FieldValueRequired`, `FieldValueDuplicate`) and `fieldPath` (appended to the node's path).
@@ -86,6 +88,9 @@ struct Node {
     properties: Vec<(String, Node)>,
     additional: Option<Box<Node>>,
     items: Option<Box<Node>>,
+    /// `x-kubernetes-list-map-keys` of a `x-kubernetes-list-type: map` array: how its items are
+    /// correlated with the old list's.
+    map_keys: Option<Vec<String>>,
 }
 
 impl Node {
@@ -264,6 +269,12 @@ fn compile_node(schema: &Value, path: &str, causes: &mut Vec<Cause>) -> Node {
             node.items = Some(Box::new(child));
         }
     }
+    if schema.get("x-kubernetes-list-type").and_then(Value::as_str) == Some("map") {
+        node.map_keys = schema
+            .get("x-kubernetes-list-map-keys")
+            .and_then(Value::as_array)
+            .map(|keys| keys.iter().filter_map(Value::as_str).map(str::to_owned).collect());
+    }
     node
 }
 
@@ -317,10 +328,18 @@ fn walk(
         }
     }
     if let (Some(items), Some(a)) = (&node.items, v.as_array()) {
-        // Array items are not correlated with the old list (upstream correlates only
-        // `x-kubernetes-list-type: map` items by key): their transition rules do not run.
+        // As upstream, only the items of a `x-kubernetes-list-type: map` list are correlated
+        // with the old list's (by their keys); other items have no old value, so their
+        // transition rules do not run and they are not ratcheted.
+        let old_items = old.and_then(Value::as_array);
         for (i, cv) in a.iter().enumerate() {
-            walk(items, cv, None, &format!("{path}[{i}]"), causes, deadline);
+            let co = match (&node.map_keys, old_items) {
+                (Some(keys), Some(olds)) => olds
+                    .iter()
+                    .find(|o| keys.iter().all(|k| o.get(k).is_some() && o.get(k) == cv.get(k))),
+                _ => None,
+            };
+            walk(items, cv, co, &format!("{path}[{i}]"), causes, deadline);
         }
     }
 }
@@ -349,8 +368,12 @@ fn eval_rules(
     if let Some(o) = &old_cel {
         ctx.add_variable_from_value("oldSelf", o.clone());
     }
+    // Validation ratcheting (upstream's CRDValidationRatcheting, GA in 1.33): on update, a value
+    // equal to its correlated old value passes the rules without `oldSelf`, so an object stored
+    // before a rule was added can still be written (its status, say) without fixing it first.
+    let unchanged = old == Some(v);
     for rule in &node.rules {
-        if rule.transition && old_cel.is_none() {
+        if (rule.transition && old_cel.is_none()) || (!rule.transition && unchanged) {
             continue;
         }
         if Instant::now() > deadline {
@@ -558,6 +581,33 @@ mod tests {
                 "Invalid value: \"string\": mode is immutable".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn unchanged_values_are_ratcheted_on_update() {
+        // Stored before the rule existed: an update that leaves spec alone passes.
+        let invalid = json!({"spec": {"replicas": 1, "minReplicas": 2}});
+        let mut updated = invalid.clone();
+        updated["status"] = json!({"ready": 1});
+        assert_eq!(causes(updated, Some(invalid.clone())), vec![]);
+        let mut changed = invalid.clone();
+        changed["spec"]["replicas"] = json!(0);
+        assert_eq!(causes(changed, Some(invalid)).len(), 1);
+    }
+
+    #[test]
+    fn items_of_map_lists_are_correlated_by_key_for_transition_rules() {
+        let s = json!({"type": "object", "properties": {"ports": {"type": "array",
+            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"],
+            "items": {"type": "object", "x-kubernetes-validations": [
+                {"rule": "self.port == oldSelf.port", "message": "port is immutable"}]}}}});
+        let rules = Rules::compile(&s, "s").unwrap().unwrap();
+        let old = json!({"ports": [{"name": "a", "port": 1}, {"name": "b", "port": 2}]});
+        let new = json!({"ports": [{"name": "b", "port": 2}, {"name": "c", "port": 9},
+                                   {"name": "a", "port": 3}]});
+        let fields: Vec<String> =
+            rules.validate(&new, Some(&old)).into_iter().map(|c| c.field).collect();
+        assert_eq!(fields, vec!["ports[2]"]);
     }
 
     #[test]
