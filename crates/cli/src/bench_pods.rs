@@ -178,6 +178,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
 
 /// The mean CPU of a sequential pod's start by process, from the timelines (issue 14): unlike
 /// the process-wide figures above it includes the shims, which live until their pod goes.
+#[allow(clippy::print_stdout)] // the benchmark's report is its output
 fn println_cpu(tls: &[Timeline]) {
     let mut sum = kinetic_api::timeline::CpuTime::default();
     let mut n = 0u64;
