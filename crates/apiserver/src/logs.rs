@@ -378,11 +378,23 @@ fn endpoint(
     let unavailable = |why: String| ApiError::new(503, "ServiceUnavailable", why);
     let node = node
         .ok_or_else(|| unavailable(format!("node {node_name:?} of pod {name} does not exist")))?;
+    let addr = kubelet_address(node)
+        .map_err(|why| unavailable(format!("node {node_name:?} publishes {why}")))?;
+    Ok((addr.to_string(), addr.ip()))
+}
+
+/// The kubelet API's address a Node publishes: its `InternalIP` and
+/// `daemonEndpoints.kubeletEndpoint.Port`, as kube-apiserver's node connection picks them.
+///
+/// # Errors
+/// What the Node lacks ("no kubelet endpoint", "no InternalIP").
+pub(crate) fn kubelet_address(node: &Value) -> Result<std::net::SocketAddr, &'static str> {
     let port = node
         .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
         .and_then(Value::as_u64)
+        .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
-        .ok_or_else(|| unavailable(format!("node {node_name:?} publishes no kubelet endpoint")))?;
+        .ok_or("no kubelet endpoint")?;
     let ip: std::net::IpAddr = node
         .pointer("/status/addresses")
         .and_then(Value::as_array)
@@ -391,9 +403,8 @@ fn endpoint(
         .find(|a| a["type"] == "InternalIP")
         .and_then(|a| a["address"].as_str())
         .and_then(|a| a.parse().ok())
-        .ok_or_else(|| unavailable(format!("node {node_name:?} publishes no InternalIP")))?;
-    let addr = if ip.is_ipv6() { format!("[{ip}]:{port}") } else { format!("{ip}:{port}") };
-    Ok((addr, ip))
+        .ok_or("no InternalIP")?;
+    Ok(std::net::SocketAddr::new(ip, port))
 }
 
 /// Percent-encodes a query key or value (commands hold spaces, `&`, `=`…).

@@ -159,21 +159,8 @@ async fn summaries(
 
 /// `GET /stats/summary` on the node's kubelet API.
 async fn fetch_summary(client: &NodeClient, node: &Value) -> Result<Value, String> {
-    let port = node
-        .pointer("/status/daemonEndpoints/kubeletEndpoint/Port")
-        .and_then(Value::as_u64)
-        .filter(|p| *p > 0)
-        .ok_or("no kubelet endpoint")?;
-    let ip: std::net::IpAddr = node
-        .pointer("/status/addresses")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .find(|a| a["type"] == "InternalIP")
-        .and_then(|a| a["address"].as_str())
-        .and_then(|a| a.parse().ok())
-        .ok_or("no InternalIP")?;
-    let addr = std::net::SocketAddr::new(ip, u16::try_from(port).map_err(|e| e.to_string())?);
+    let addr = crate::logs::kubelet_address(node)?;
+    let ip = addr.ip();
     let call = async {
         let tcp = tokio::net::TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         let tls = client
