@@ -24,8 +24,8 @@
 //!   pruned or defaulted here (and `apiVersion`/`kind`/`metadata` are not treated as required);
 //! - string formats other than the integer ranges of `int32`/`int64` (upstream checks
 //!   `date-time`, `uuid` and others for CRDs);
-//! - CEL rules (`x-kubernetes-validations`), list types (`x-kubernetes-list-type`) and
-//!   `patternProperties`;
+//! - CEL rules (`x-kubernetes-validations`: the API server's `cel` module enforces them), list
+//!   types (`x-kubernetes-list-type`) and `patternProperties`;
 //! - `pattern` outside the RE2 subset the private `regex` module implements: a pattern using
 //!   other syntax (flags, Unicode classes, POSIX classes) is not enforced.
 
