@@ -78,11 +78,7 @@ pub async fn run(
     Controller::new(Api::<HorizontalPodAutoscaler>::all(client), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "hpa reconcile");
-            }
-        })
+        .for_each(crate::log_reconcile("hpa"))
         .await;
     Ok(())
 }

@@ -65,11 +65,7 @@ pub async fn run(
         .owns_stream(job_stream)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "imagelistpulljob reconcile");
-            }
-        })
+        .for_each(crate::log_reconcile("imagelistpulljob"))
         .await;
     Ok(())
 }

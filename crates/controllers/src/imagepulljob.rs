@@ -154,11 +154,7 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "imagepulljob reconcile");
-            }
-        })
+        .for_each(crate::log_reconcile("imagepulljob"))
         .await;
     Ok(())
 }

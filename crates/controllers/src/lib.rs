@@ -78,6 +78,20 @@ pub(crate) fn report(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// What a kube-runtime `Controller`'s result stream is drained with: a failed reconcile is
+/// logged at debug only, since its error policy (`Backoff::retry`) already decided the retry
+/// and logs what matters.
+pub(crate) fn log_reconcile<T, E: std::fmt::Display>(
+    controller: &'static str,
+) -> impl FnMut(Result<T, E>) -> std::future::Ready<()> {
+    move |r| {
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "{controller} reconcile");
+        }
+        std::future::ready(())
+    }
+}
+
 /// Whether a reflector's cache has received its first full list, without waiting for it.
 ///
 /// Reconcilers check this and requeue instead of awaiting `Store::wait_until_ready`: kube-runtime

@@ -158,11 +158,7 @@ pub async fn run(
         .owns_stream(pvcs)
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "cloneset reconcile");
-            }
-        })
+        .for_each(crate::log_reconcile("cloneset"))
         .await;
     Ok(())
 }

@@ -140,11 +140,7 @@ pub async fn run(
         })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "podpool reconcile");
-            }
-        })
+        .for_each(crate::log_reconcile("podpool"))
         .await;
     Ok(())
 }

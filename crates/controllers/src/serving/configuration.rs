@@ -51,11 +51,7 @@ pub async fn run(
         .owns(Api::<Revision>::all(client), watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "configuration reconcile");
-            }
-        })
+        .for_each(crate::log_reconcile("configuration"))
         .await;
     Ok(())
 }
