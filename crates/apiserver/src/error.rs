@@ -30,7 +30,7 @@ impl std::error::Error for ApiError {}
 
 pub type ApiResult<T> = Result<T, ApiError>;
 
-fn details(group: &str, kind: &str, name: &str) -> Value {
+pub(crate) fn details(group: &str, kind: &str, name: &str) -> Value {
     let mut d = json!({"name": name, "kind": kind});
     if !group.is_empty() {
         d["group"] = json!(group);

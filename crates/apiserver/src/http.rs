@@ -26,7 +26,10 @@ pub type Body = BoxBody<Bytes, Infallible>;
 /// Shared by every connection.
 pub struct Ctx {
     pub api: Arc<Api>,
-    pub token: String,
+    /// Who a request is ([`crate::auth`]).
+    pub authn: crate::auth::Authenticator,
+    /// Whether they may ([`crate::auth`]); `AlwaysAllow` until RBAC is on.
+    pub authz: Arc<dyn crate::auth::Authorizer>,
     pub max_body: usize,
     pub server_address: String,
     /// How pod subresources served by nodes reach them.
@@ -64,23 +67,6 @@ fn with_warnings(mut r: Response<Body>, warnings: &[String]) -> Response<Body> {
         }
     }
     r
-}
-
-/// Constant-time comparison, so the token cannot be guessed byte by byte from timings.
-fn token_matches(given: &str, want: &str) -> bool {
-    let (a, b) = (given.as_bytes(), want.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-fn authenticated(ctx: &Ctx, headers: &HeaderMap) -> bool {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|t| token_matches(t.trim(), &ctx.token))
 }
 
 /// What the client asked the response to be.
@@ -278,11 +264,12 @@ type ReqBody = http_body_util::combinators::UnsyncBoxBody<Bytes, hyper::Error>;
 
 pub async fn handle(
     ctx: Arc<Ctx>,
-    peer: std::net::SocketAddr,
+    peer: Arc<crate::auth::Peer>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let received = jiff::Timestamp::now();
-    let info = request_info(&ctx, &req);
+    let user = ctx.authn.authenticate(&peer, req.headers());
+    let info = request_info(&ctx, &req, user.is_some());
     let http1 = req.version() < http::Version::HTTP_2;
     let read = Arc::new(AtomicBool::new(req.body().is_end_stream()));
     let req = req.map(|b| Tracked { inner: b, read: read.clone() });
@@ -299,7 +286,7 @@ pub async fn handle(
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let started = std::time::Instant::now();
-    let mut resp = match dispatch(&ctx, req).await {
+    let mut resp = match dispatch(&ctx, user, req).await {
         Ok(r) => r,
         Err(e) => error_response(&e),
     };
@@ -331,7 +318,7 @@ pub async fn handle(
             name: info.name.as_deref(),
             request_uri: &info.uri,
             user_agent: info.user_agent.as_deref(),
-            peer,
+            peer: peer.addr,
             authenticated: info.authenticated,
             code,
             received,
@@ -356,7 +343,7 @@ struct RequestInfo {
 /// Subresources upstream reports with the verb CONNECT (`cleanVerb`'s `validConnectRequests`).
 const CONNECT_SUBRESOURCES: [&str; 4] = ["attach", "exec", "portforward", "proxy"];
 
-fn request_info<B>(ctx: &Ctx, req: &Request<B>) -> RequestInfo {
+fn request_info<B>(ctx: &Ctx, req: &Request<B>, authenticated: bool) -> RequestInfo {
     let path = req.uri().path();
     let query = Query(query_pairs(req.uri().query()));
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -415,7 +402,7 @@ fn request_info<B>(ctx: &Ctx, req: &Request<B>) -> RequestInfo {
         name,
         uri: req.uri().to_string(),
         user_agent: header(header::USER_AGENT).map(str::to_owned),
-        authenticated: authenticated(ctx, req.headers()),
+        authenticated,
         long_running,
     }
 }
@@ -504,7 +491,72 @@ fn decode(headers: &HeaderMap, body: &[u8]) -> ApiResult<Value> {
     Ok(v)
 }
 
-async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<Body>> {
+/// A request's authorisation attributes, from its path alone (upstream's
+/// `RequestInfoFactory.NewRequestInfo`): the registry is not asked, so a user who may not list
+/// a resource gets 403 whether it exists or not.
+fn attributes(
+    user: crate::auth::UserInfo,
+    method: &Method,
+    segs: &[&str],
+    query: &Query,
+) -> crate::auth::Attributes {
+    let mut a = crate::auth::Attributes {
+        user,
+        verb: method.as_str().to_ascii_lowercase(),
+        path: format!("/{}", segs.join("/")),
+        ..Default::default()
+    };
+    let (group, version, mut parts) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return a,
+    };
+    let mut watch = false;
+    // The deprecated `/watch/` prefix of old clients.
+    if parts.first() == Some(&"watch") {
+        watch = true;
+        parts = &parts[1..];
+    }
+    if parts.is_empty() {
+        return a;
+    }
+    a.resource_request = true;
+    a.api_group = group.to_owned();
+    a.api_version = version.to_owned();
+    if parts[0] == "namespaces" && parts.len() > 1 {
+        a.namespace = parts[1].to_owned();
+        if parts.len() > 2 && !matches!(parts[2], "status" | "finalize") {
+            parts = &parts[2..];
+        }
+    }
+    a.resource = parts[0].to_owned();
+    if let Some(n) = parts.get(1) {
+        a.name = (*n).to_owned();
+    }
+    if let Some(sub) = parts.get(2) {
+        a.subresource = (*sub).to_owned();
+    }
+    watch |= query.flag("watch");
+    a.verb = match *method {
+        Method::GET | Method::HEAD if watch => "watch",
+        Method::GET | Method::HEAD if a.name.is_empty() => "list",
+        Method::GET | Method::HEAD => "get",
+        Method::POST => "create",
+        Method::PUT => "update",
+        Method::PATCH => "patch",
+        Method::DELETE if a.name.is_empty() => "deletecollection",
+        Method::DELETE => "delete",
+        _ => a.verb.as_str(),
+    }
+    .to_owned();
+    a
+}
+
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    user: Option<crate::auth::UserInfo>,
+    req: Request<ReqBody>,
+) -> ApiResult<Response<Body>> {
     let path = req.uri().path().to_owned();
     let query = Query(query_pairs(req.uri().query()));
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -519,8 +571,15 @@ async fn dispatch(ctx: &Arc<Ctx>, req: Request<ReqBody>) -> ApiResult<Response<B
         ["version"] => return Ok(value_response(200, &discovery::version())),
         _ => {}
     }
-    if !authenticated(ctx, req.headers()) {
+    let Some(user) = user else {
         return Err(ApiError::unauthorized());
+    };
+    let attrs = attributes(user, req.method(), &segs, &query);
+    match ctx.authz.authorize(&attrs) {
+        crate::auth::Decision::Allow => {}
+        crate::auth::Decision::Deny(why) | crate::auth::Decision::NoOpinion(why) => {
+            return Err(crate::auth::forbidden(&attrs, &why));
+        }
     }
     // Behind authentication, as kube-apiserver serves it (to system:monitoring and admins).
     if req.method() == Method::GET && segs.as_slice() == ["metrics"] {

@@ -15,6 +15,7 @@
 //! webhooks, aggregated APIs.
 
 pub mod audit;
+pub mod auth;
 pub mod builtin;
 pub mod cel;
 pub mod crd;
@@ -220,7 +221,8 @@ impl ApiServer {
             if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let ctx = Arc::new(http::Ctx {
             api: api.clone(),
-            token: pki.token.clone(),
+            authn: auth::Authenticator::new(pki.token.clone()),
+            authz: Arc::new(auth::AlwaysAllow),
             max_body: cfg.max_body,
             server_address: format!("{host}:{}", addr.port()),
             nodes,
@@ -355,13 +357,24 @@ async fn accept_loop(
                 }
                 Err(_) => return,
             };
-            let svc = hyper::service::service_fn(move |req| http::handle(ctx.clone(), peer, req));
+            let addr = peer;
+            let peer = Arc::new(auth::Peer {
+                addr: Some(addr),
+                client_cert: stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| Arc::new(c.as_ref().to_vec())),
+            });
+            let svc =
+                hyper::service::service_fn(move |req| http::handle(ctx.clone(), peer.clone(), req));
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             // Many watches share one HTTP/2 connection (kube clients multiplex).
             builder.http2().max_concurrent_streams(2000);
             if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc).await
             {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+                tracing::debug!(peer = %addr, error = %e, "connection ended with an error");
             }
         });
     }
