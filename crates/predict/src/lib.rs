@@ -24,9 +24,11 @@
 //! RobustPeriod finds several periods; this is a simpler stand-in).
 
 pub mod clean;
+pub mod decide;
 pub mod forecast;
 pub mod period;
 
+pub use decide::{Decision, Input, decide, startup_p95};
 pub use forecast::{Explanation, Forecast, Model, NoModel, Nowcast, fit, forecast, replicas};
 pub use period::{Period, detect};
 
