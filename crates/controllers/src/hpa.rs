@@ -127,18 +127,18 @@ async fn reconcile(
 }
 
 /// Wall-clock time as an offset from the Unix epoch, the origin the pure decisions use.
-fn since_epoch(t: Timestamp) -> Duration {
+pub(crate) fn since_epoch(t: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(Timestamp::UNIX_EPOCH)).unwrap_or_default()
 }
 
-fn parse_time(s: Option<&str>) -> Option<Duration> {
+pub(crate) fn parse_time(s: Option<&str>) -> Option<Duration> {
     s.and_then(|s| s.parse::<Timestamp>().ok()).map(since_epoch)
 }
 
 /// A metric condition to report, with the Event that goes with it.
-struct Failure {
-    reason: &'static str,
-    message: String,
+pub(crate) struct Failure {
+    pub(crate) reason: &'static str,
+    pub(crate) message: String,
 }
 
 async fn reconcile_pass(h: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), ReconcileError> {
@@ -178,7 +178,9 @@ async fn reconcile_pass(h: &HorizontalPodAutoscaler, ctx: &Ctx) -> Result<(), Re
     if !(current == 0 && min != 0) && current <= max && current >= min {
         let pods = list_pods(&ctx.client, &ns, &selector).await;
         for m in spec.metrics.iter().flatten() {
-            match metric_outcome(ctx, &ns, &selector, m, current, pods.as_deref(), now).await {
+            match metric_outcome(&ctx.client, &ns, &selector, m, current, pods.as_deref(), now)
+                .await
+            {
                 Ok((outcome, st)) => {
                     outcomes.push(outcome);
                     statuses.push(st);
@@ -382,7 +384,7 @@ async fn write_status(
 }
 
 /// The target's API resource, found by discovery from `apiVersion` and `kind`.
-async fn target_api(
+pub(crate) async fn target_api(
     client: &Client,
     ns: &str,
     r: &k8s_openapi::api::autoscaling::v2::CrossVersionObjectReference,
@@ -409,7 +411,7 @@ async fn target_api(
 }
 
 /// The target's `spec.replicas` and label selector from its scale subresource.
-async fn get_scale(
+pub(crate) async fn get_scale(
     client: &Client,
     ns: &str,
     r: &k8s_openapi::api::autoscaling::v2::CrossVersionObjectReference,
@@ -421,7 +423,7 @@ async fn get_scale(
     Ok((replicas, selector))
 }
 
-async fn set_scale(
+pub(crate) async fn set_scale(
     client: &Client,
     ns: &str,
     r: &k8s_openapi::api::autoscaling::v2::CrossVersionObjectReference,
@@ -438,7 +440,11 @@ async fn set_scale(
     .map_err(|e| crate::report(&e))
 }
 
-async fn list_pods(client: &Client, ns: &str, selector: &str) -> Result<Vec<Pod>, String> {
+pub(crate) async fn list_pods(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+) -> Result<Vec<Pod>, String> {
     if selector.is_empty() {
         return Err("the target's scale has no selector".into());
     }
@@ -450,12 +456,12 @@ async fn list_pods(client: &Client, ns: &str, selector: &str) -> Result<Vec<Pod>
 }
 
 /// A resource quantity string in milli-units.
-fn milli(q: &str) -> Option<i64> {
+pub(crate) fn milli(q: &str) -> Option<i64> {
     kinetic_machinery::quantity::milli(q).ok()
 }
 
 /// The pod as the replica calculation reads it.
-fn pod_info(p: &Pod, resource: &str, container: Option<&str>) -> hpa::Pod {
+pub(crate) fn pod_info(p: &Pod, resource: &str, container: Option<&str>) -> hpa::Pod {
     let status = p.status.clone().unwrap_or_default();
     let phase = match status.phase.as_deref() {
         Some("Pending") => hpa::Phase::Pending,
@@ -519,7 +525,7 @@ fn go_duration(s: &str) -> Option<Duration> {
 }
 
 /// The pods' metrics of `resource` (milli, summed over containers) from `metrics.k8s.io`.
-async fn pod_metrics(
+pub(crate) async fn pod_metrics(
     client: &Client,
     ns: &str,
     selector: &str,
@@ -571,7 +577,7 @@ async fn pod_metrics(
 }
 
 /// A milli-value as a canonical quantity (`250m`, `12`, `64M`).
-fn quantity(milli: i64) -> String {
+pub(crate) fn quantity(milli: i64) -> String {
     if milli % 1000 != 0 {
         return format!("{milli}m");
     }
@@ -586,8 +592,8 @@ fn quantity(milli: i64) -> String {
 }
 
 /// One metric's proposal and its status entry, or the failure to report.
-async fn metric_outcome(
-    ctx: &Ctx,
+pub(crate) async fn metric_outcome(
+    client: &Client,
     ns: &str,
     selector: &str,
     m: &k8s_openapi::api::autoscaling::v2::MetricSpec,
@@ -629,7 +635,7 @@ async fn metric_outcome(
     };
     let what = if matches!(target, Target::Utilization(_)) { "utilization" } else { "usage" };
     let pods = pods.map_err(|e| fail(format!("failed to get {resource} {what}: {e}")))?;
-    let metrics = pod_metrics(&ctx.client, ns, selector, resource, container)
+    let metrics = pod_metrics(client, ns, selector, resource, container)
         .await
         .map_err(|e| fail(format!("failed to get {resource} {what}: {e}")))?;
     let infos: Vec<hpa::Pod> = pods.iter().map(|p| pod_info(p, resource, container)).collect();
@@ -681,7 +687,7 @@ fn rules_of(r: Option<&HPAScalingRules>, up: bool) -> hpa::Rules {
 
 /// The behavior with upstream's defaults for what it leaves out (the API server defaults it
 /// too; a real cluster's object is already complete).
-fn behavior_of(b: &HorizontalPodAutoscalerBehavior) -> Behavior {
+pub(crate) fn behavior_of(b: &HorizontalPodAutoscalerBehavior) -> Behavior {
     Behavior {
         up: rules_of(b.scale_up.as_ref(), true),
         down: rules_of(b.scale_down.as_ref(), false),

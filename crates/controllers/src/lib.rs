@@ -25,6 +25,7 @@
 pub mod backoff;
 pub mod cloneset;
 pub mod crds;
+pub mod ehpa;
 pub mod events;
 pub mod expectations;
 pub mod hpa;
