@@ -12,6 +12,8 @@
 //! - [`openapi`]: the `/openapi/v2` and `/openapi/v3` documents kubectl reads.
 //! - [`printers`]: `meta.k8s.io/v1` Table columns and cells as `kubectl get` prints them.
 //! - [`quantity`]: resource quantities (`100m`, `64Mi`) in milli-units or whole units.
+//! - [`ssa`]: server-side apply: field sets (`managedFields`), the structured merge of an
+//!   applied configuration by list and map types, ownership and conflicts.
 //! - [`protobuf`]: decoding of `application/vnd.kubernetes.protobuf` request bodies (what
 //!   kubectl sends for built-in kinds) into the JSON of the same object.
 //!
@@ -24,3 +26,4 @@ pub mod protobuf;
 pub mod quantity;
 pub mod schema;
 pub mod selector;
+pub mod ssa;

@@ -550,7 +550,10 @@ fn list_strategy<'a>(
 }
 
 /// Whether a [`LIST_FIELDS`] pattern matches the field names leading to a list.
-fn pattern_matches<'a>(pattern: &str, fields: impl DoubleEndedIterator<Item = &'a str>) -> bool {
+pub(crate) fn pattern_matches<'a>(
+    pattern: &str,
+    fields: impl DoubleEndedIterator<Item = &'a str>,
+) -> bool {
     let (anchored, pattern) = match pattern.strip_prefix('/') {
         Some(rest) => (true, rest),
         None => (false, pattern),

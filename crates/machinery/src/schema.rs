@@ -24,8 +24,9 @@
 //!   pruned or defaulted here (and `apiVersion`/`kind`/`metadata` are not treated as required);
 //! - string formats other than the integer ranges of `int32`/`int64` (upstream checks
 //!   `date-time`, `uuid` and others for CRDs);
-//! - CEL rules (`x-kubernetes-validations`: the API server's `cel` module enforces them), list
-//!   types (`x-kubernetes-list-type`) and `patternProperties`;
+//! - CEL rules (`x-kubernetes-validations`: the API server's `cel` module enforces them),
+//!   `patternProperties`, and the uniqueness of list types (`x-kubernetes-list-type` and
+//!   `x-kubernetes-map-type` are only read for server-side apply, by [`Schema::merge_info`]);
 //! - `pattern` outside the RE2 subset the private `regex` module implements: a pattern using
 //!   other syntax (flags, Unicode classes, POSIX classes) is not enforced.
 
@@ -258,6 +259,11 @@ struct Node {
     any_of: Vec<NodeId>,
     one_of: Vec<NodeId>,
     not: Option<NodeId>,
+    /// `x-kubernetes-list-type`, `x-kubernetes-list-map-keys` and `x-kubernetes-map-type`:
+    /// read by server-side apply ([`Schema::merge_info`]), not by validation.
+    list_type: Option<String>,
+    list_map_keys: Vec<String>,
+    map_type: Option<String>,
 }
 
 impl Node {
@@ -271,6 +277,19 @@ impl Node {
             || self.items.is_some()
             || !matches!(self.additional, Additional::Absent)
     }
+}
+
+/// How one field merges under server-side apply, from its schema's extensions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MergeInfo {
+    /// `x-kubernetes-list-type`: `atomic`, `set` or `map`.
+    pub list_type: Option<String>,
+    /// `x-kubernetes-list-map-keys` of a `map` list.
+    pub list_map_keys: Vec<String>,
+    /// `x-kubernetes-map-type`: `atomic` or `granular`.
+    pub map_type: Option<String>,
+    /// The schema defaults of list-map keys, filled in when an item leaves one out.
+    pub key_defaults: Vec<(String, Value)>,
 }
 
 /// A compiled structural schema. Cheap to share behind an `Arc`; every method takes `&self`.
@@ -351,6 +370,60 @@ impl Schema {
         // the object exponentially down to the depth limit.
         let mut budget = MAX_DEFAULTS;
         self.apply_defaults(self.root, obj, true, 0, &mut budget);
+    }
+
+    /// How the value at `fields` (the field names leading to it; list levels are not counted,
+    /// so `spec.ports.port` is the `port` of every item of `spec.ports`) merges under
+    /// server-side apply: its `x-kubernetes-list-type`, `x-kubernetes-list-map-keys` and
+    /// `x-kubernetes-map-type`, and the defaults of its items' properties (for list-map keys
+    /// a client may leave out). `None` when the schema does not describe that field.
+    pub fn merge_info(&self, fields: &[&str]) -> Option<MergeInfo> {
+        let mut id = self.root;
+        for name in fields {
+            id = self.child_of(id, name)?;
+        }
+        let mut info = MergeInfo::default();
+        let mut node = Some(id);
+        let mut hops = 0;
+        // Keywords beside a `$ref` win over the referenced node's, as `default_of` reads them.
+        while let Some(n) = node.map(|n| self.node(n)) {
+            if hops > self.nodes.len() {
+                break;
+            }
+            hops += 1;
+            if info.list_type.is_none() {
+                info.list_type.clone_from(&n.list_type);
+            }
+            if info.list_map_keys.is_empty() {
+                info.list_map_keys.clone_from(&n.list_map_keys);
+            }
+            if info.map_type.is_none() {
+                info.map_type.clone_from(&n.map_type);
+            }
+            node = n.reference;
+        }
+        if let Some(items) = self.effective(id).shape.items {
+            let item = self.effective(items).shape;
+            for key in &info.list_map_keys {
+                if let Some(d) = item.property(key).and_then(|p| self.default_of(p)) {
+                    info.key_defaults.push((key.clone(), d.clone()));
+                }
+            }
+        }
+        Some(info)
+    }
+
+    /// The node of field `name` under `id`; through the items of an array, since field paths
+    /// do not count list levels.
+    fn child_of(&self, id: NodeId, name: &str) -> Option<NodeId> {
+        let mut shape = self.effective(id).shape;
+        if let Some(items) = shape.items {
+            shape = self.effective(items).shape;
+        }
+        shape.property(name).or(match shape.additional {
+            Additional::Schema(extra) => Some(extra),
+            _ => None,
+        })
     }
 
     /// Whether a CRD `openAPIV3Schema` is structural; see [`Schema::check_structural`].
@@ -1191,6 +1264,11 @@ impl Compiler<'_> {
         node.int_or_string = opt_bool(map, path, "x-kubernetes-int-or-string")?;
         node.preserve_unknown = opt_bool(map, path, "x-kubernetes-preserve-unknown-fields")?;
         node.embedded_resource = opt_bool(map, path, "x-kubernetes-embedded-resource")?;
+        node.list_type = opt_str(map, path, "x-kubernetes-list-type")?.map(str::to_owned);
+        node.map_type = opt_str(map, path, "x-kubernetes-map-type")?.map(str::to_owned);
+        if let Some(keys) = map.get("x-kubernetes-list-map-keys").and_then(Value::as_array) {
+            node.list_map_keys = keys.iter().filter_map(Value::as_str).map(str::to_owned).collect();
+        }
         node.default = map.get("default").cloned();
         if let Some(values) = map.get("enum") {
             let values =
