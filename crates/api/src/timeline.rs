@@ -46,6 +46,34 @@ pub struct Timeline {
     /// When the pod's Ready condition first became true.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Timestamp>,
+    /// A pool pod's specialisation after a claim (issue 12 part 3), when it had one. The
+    /// fields above stay those of the pool pod's own start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specialization: Option<Specialization>,
+}
+
+/// The specialisation of a claimed pool pod into its claimant's container.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Specialization {
+    /// The claim (from the pod's `kinetic.dev/claimed-at` annotation, written by the claimant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed: Option<Timestamp>,
+    /// When the node agent saw the claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Timestamp>,
+    /// When the claimant's container was started in the pod (runc had started it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub specialized: Option<Timestamp>,
+    /// When the pod was Ready again as the claimant's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Timestamp>,
+    /// The claimant's container image.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub image: String,
+    /// Why the specialisation failed (the pod is then marked for the pool to delete).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// The start of one container.

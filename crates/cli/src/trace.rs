@@ -470,6 +470,7 @@ mod tests {
                 },
             ],
             ready: at(2_150),
+            ..Default::default()
         }
     }
 

@@ -61,6 +61,7 @@ mod runc;
 mod server;
 pub mod shim;
 mod spdy;
+mod specialize;
 mod state;
 mod stats;
 mod status;

@@ -255,6 +255,8 @@ impl Worker {
             .flatten()
             .map(|c| (true, c.clone()))
             .chain(spec.containers.iter().map(|c| (false, c.clone())))
+            // A claimed pool pod runs its claimant's container (`crate::specialize`).
+            .map(|(init, c)| (init, crate::specialize::effective(&self.pod, c)))
             .collect()
     }
 
@@ -568,7 +570,10 @@ impl Worker {
                         && c.meta_env
                             .as_ref()
                             .is_some_and(|e| *e != crate::env::from_metadata(&self.pod, &spec));
-                    if c.image != image_of(&spec) || env_changed {
+                    // A claimed pool pod's placeholder is replaced by its claimant's container,
+                    // at once (it serves nothing, so it gets no grace).
+                    let specialize = crate::specialize::pending(&self.pod, &self.rec, &spec.name);
+                    if c.image != image_of(&spec) || env_changed || specialize {
                         // In-place update: only this container restarts, in the same sandbox.
                         self.ctx.events.emit(
                             &self.subject,
@@ -580,7 +585,12 @@ impl Worker {
                                 spec.name
                             ),
                         );
-                        let grace = self.grace_period();
+                        let grace = if specialize {
+                            crate::specialize::observe(&self.pod, &mut self.rec);
+                            Duration::ZERO
+                        } else {
+                            self.grace_period()
+                        };
                         let began = Instant::now();
                         self.stop(&spec.name, grace, "spec").await;
                         let stopped = began.elapsed();
@@ -603,7 +613,9 @@ impl Worker {
                     };
                     // A changed image restarts even a container that finished (kubelet
                     // compares the spec hash whatever the state).
-                    let changed = c.image != image_of(&spec) && policy != "Never";
+                    let changed = (c.image != image_of(&spec)
+                        || crate::specialize::pending(&self.pod, &self.rec, &spec.name))
+                        && policy != "Never";
                     if changed || (restart && self.backoff_passed(&spec.name)) {
                         self.start(&spec, true).await;
                     }
@@ -669,6 +681,9 @@ impl Worker {
     async fn start(&mut self, spec: &CSpec, restart: bool) {
         let name = spec.name.clone();
         let (result, agent_cpu) = crate::cpu::metered(self.try_start(spec, restart)).await;
+        if result.is_ok() {
+            crate::specialize::started(&self.pod, &mut self.rec, &name);
+        }
         if result.is_ok()
             && !self.rec.timeline_written
             && let Some(tl) = self.rec.timeline.containers.iter_mut().find(|t| t.name == name)
@@ -1348,6 +1363,23 @@ impl Worker {
                     tracing::warn!(pod = %self.key(), error = %e, "status update failed; retrying");
                     self.wake_in(Duration::from_millis(500));
                 }
+            }
+        }
+        match crate::specialize::progress(
+            &self.ctx.client,
+            &self.ctx.events,
+            &self.subject,
+            &self.pod,
+            &mut self.rec,
+            ready,
+        )
+        .await
+        {
+            Ok(Some(p)) => self.pod = Arc::new(p),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(pod = %self.key(), error = %e, "specialisation not reported; retrying");
+                self.wake_in(Duration::from_millis(500));
             }
         }
         let failed_start = self.rec.containers.values().any(|c| matches!(&c.state, CState::Waiting { reason, .. } if reason != "ContainerCreating" && reason != "PodInitializing"));

@@ -10,6 +10,25 @@
 //! [`state::SPECIALIZED`]. A pod left claimed longer than `spec.specializationTimeoutSeconds` is
 //! deleted by the pool controller.
 //!
+//! # Specialisation by image
+//! A claim may carry the claimant's container ([`SPECIALIZE_ANNOTATION`]); the node agent then
+//! replaces the pool pod's first app container in place by it: the placeholder is killed (no
+//! grace: it serves nothing), the claimant's container starts in the same pod, with the same
+//! node, IP and network namespace, and the agent sets [`state::SPECIALIZED`] once the pod is
+//! Ready as the claimant's, or [`state::FAILED`] when it cannot be (the pool then deletes the
+//! pod at once). The pod's start-up timeline gets a `specialization` section (claimed,
+//! specialised, ready).
+//!
+//! How the pod spec stays truthful: upstream validation lets a pod's update change only its
+//! containers' images (and a few scheduling fields), and the embedded server enforces it. So
+//! the claim's one conditional write sets `spec.containers[0].image` to the claimant's image
+//! (the spec and `status.containerStatuses[].image` name what runs) and puts the whole
+//! claimant container (command, args, env, ports, probes, ...) in [`SPECIALIZE_ANNOTATION`];
+//! the container keeps the pool pod's container name (names are immutable). What the
+//! annotation says wins over the spec for that container, except the name and image. Until the
+//! pod is labelled [`state::SPECIALIZED`] its Ready condition may still be the placeholder's:
+//! a consumer waits for the label, not for Ready.
+//!
 //! # Field names
 //! Kubernetes' API conventions name a count of pods in some state after the state:
 //! PodDisruptionBudget's `spec.minAvailable`/`maxUnavailable`, Job's `status.active`/`ready`.
@@ -47,6 +66,10 @@ pub const TEMPLATE_HASH_LABEL: &str = "kinetic.dev/pool-template-hash";
 pub const CLAIMED_BY_ANNOTATION: &str = "kinetic.dev/claimed-by";
 /// Annotation with the RFC 3339 instant (microseconds) of the claim.
 pub const CLAIMED_AT_ANNOTATION: &str = "kinetic.dev/claimed-at";
+/// Annotation with the claimant's container (JSON of a core/v1 `Container`) that a claim by
+/// image asks the node agent to run in place of the pool pod's first app container (issue 12
+/// part 3). See "Specialisation by image" above.
+pub const SPECIALIZE_ANNOTATION: &str = "kinetic.dev/specialize";
 /// Kubernetes' pod deletion cost annotation; pool pods carry [`POOL_POD_DELETION_COST`].
 pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-deletion-cost";
 /// The deletion cost of unclaimed pool pods: lower than any pod's default (0), so a workload
@@ -63,6 +86,9 @@ pub mod state {
     pub const CLAIMED: &str = "claimed";
     /// Specialised by its consumer: no longer the pool's concern.
     pub const SPECIALIZED: &str = "specialized";
+    /// The node agent could not specialise the claimed pod (its image could not be had, its
+    /// container failed to start or exited before it was ready): the pool deletes it at once.
+    pub const FAILED: &str = "failed";
 }
 
 /// Condition types of a PodPool.
@@ -82,6 +108,8 @@ pub mod reason {
     pub const INVALID_SPEC: &str = "InvalidSpec";
     /// Event: a claimed pod was not specialised in time and was deleted.
     pub const SPECIALIZATION_TIMEOUT: &str = "SpecializationTimeout";
+    /// Event: the node agent could not specialise a claimed pod, which was deleted.
+    pub const SPECIALIZATION_FAILED: &str = "SpecializationFailed";
     /// Event: the learned size changed.
     pub const RESIZED: &str = "Resized";
 }

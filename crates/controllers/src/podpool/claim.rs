@@ -9,11 +9,11 @@
 //! - A claimant that dies after the write leaves a claimed pod, which the pool controller
 //!   deletes once `specializationTimeoutSeconds` pass without [`super::mark_specialized`].
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::pool::{
     CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, POD_DELETION_COST_ANNOTATION, POOL_LABEL,
-    POOL_STATE_LABEL, PodPool, state,
+    POOL_STATE_LABEL, PodPool, SPECIALIZE_ANNOTATION, state,
 };
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource as _, ResourceExt as _};
@@ -27,6 +27,9 @@ pub enum ClaimError {
     /// the caller creates its own pod instead.
     #[error("pool {namespace}/{pool} has no ready pod to claim")]
     PoolEmpty { namespace: String, pool: String },
+    /// A claim by image named a container without an image.
+    #[error("container {container:?} to specialise into has no image")]
+    NoImage { container: String },
     /// The API refused or failed a request for another reason than a lost race.
     #[error("claiming a pod of pool {namespace}/{pool}")]
     Api {
@@ -60,6 +63,37 @@ pub async fn claim(
     pool: &str,
     claimant: &OwnerReference,
 ) -> Result<Pod, ClaimError> {
+    claim_with(client, namespace, pool, claimant, None).await
+}
+
+/// [`claim`] and, in the same conditional write, ask the node agent to specialise the pod by
+/// image into `container` (see `kinetic_api::pool`, "Specialisation by image"): the pool pod's
+/// first app container gets `container`'s image in the spec, and the whole of `container` goes
+/// into the `kinetic.dev/specialize` annotation. The agent labels the pod `specialized` once
+/// it is Ready as `container`, or `failed`.
+///
+/// # Errors
+/// As [`claim`]; [`ClaimError::NoImage`] when `container` has no image.
+pub async fn claim_for_image(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    claimant: &OwnerReference,
+    container: &Container,
+) -> Result<Pod, ClaimError> {
+    if container.image.as_deref().is_none_or(str::is_empty) {
+        return Err(ClaimError::NoImage { container: container.name.clone() });
+    }
+    claim_with(client, namespace, pool, claimant, Some(container)).await
+}
+
+async fn claim_with(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    claimant: &OwnerReference,
+    container: Option<&Container>,
+) -> Result<Pod, ClaimError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let api_err =
         |source| ClaimError::Api { namespace: namespace.to_owned(), pool: pool.to_owned(), source };
@@ -84,7 +118,7 @@ pub async fn claim(
             .chain(std::iter::once(claimant.clone()))
             .collect();
         let now = jiff::Timestamp::now();
-        let body = json!({"metadata": {
+        let mut body = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
             "labels": {POOL_STATE_LABEL: state::CLAIMED},
             "annotations": {
@@ -94,7 +128,19 @@ pub async fn claim(
             },
             "ownerReferences": refs,
         }});
-        match api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
+        // A strategic merge patch, so the container list merges by name (a JSON merge patch
+        // would replace it); both carry the same metadata and the resourceVersion condition.
+        let target = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone());
+        let patch = match (container, target) {
+            (Some(c), Some(target)) => {
+                let spec = serde_json::to_string(c).unwrap_or_default();
+                body["metadata"]["annotations"][SPECIALIZE_ANNOTATION] = json!(spec);
+                body["spec"] = json!({"containers": [{"name": target, "image": c.image}]});
+                Patch::Strategic(&body)
+            }
+            _ => Patch::Merge(&body),
+        };
+        match api.patch(&pod.name_any(), &PatchParams::default(), &patch).await {
             Ok(p) => {
                 tracing::debug!(pool, pod = %p.name_any(), claimant = %claimant.name, "claimed");
                 return Ok(p);

@@ -7,7 +7,8 @@
 //! 2. wait until the pod cache shows the controller's own creates and deletes (expectations);
 //! 3. delete claimed pods not specialised within `specializationTimeoutSeconds` (Warning Event
 //!    `SpecializationTimeout` on the pool and the pod), with the pod's uid and resourceVersion
-//!    as preconditions so a pod specialised at that moment is kept;
+//!    as preconditions so a pod specialised at that moment is kept, and at once those the node
+//!    agent labelled `failed` (Warning Event `SpecializationFailed`);
 //! 4. replace unclaimed pods of an older template and failed ones;
 //! 5. learn the size ([`sizing::size`]) from the claim history and the start-up durations of
 //!    the pool's pods (their `kinetic.dev/timeline`, else creation to the Ready condition);
@@ -19,8 +20,9 @@
 //! controller continues it; claims are also collected from the watch events as they pass, so a
 //! pod claimed and deleted between two reconciles is still counted.
 //!
-//! Not here yet (later sessions of issue 12): specialisation by image or code (part 3, the node
-//! agent), the Knative revision and CloneSet consumers (parts 4–5), agent-sandbox's API (part 6).
+//! Specialisation by image is the node agent's ([`claim_for_image`] asks for it). Not here yet
+//! (later sessions of issue 12): specialisation by code (part 3), the Knative revision and
+//! CloneSet consumers (parts 4–5), agent-sandbox's API (part 6).
 //! Pool pods get no PriorityClass of their own: a pod's priority cannot change after creation,
 //! and a claimed pod becomes a serving pod that must not stay preemptible; they carry a
 //! negative `controller.kubernetes.io/pod-deletion-cost` instead, and a template may name a
@@ -51,7 +53,7 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use self::claim::is_ready;
-pub use self::claim::{ClaimError, claim, mark_specialized};
+pub use self::claim::{ClaimError, claim, claim_for_image, mark_specialized};
 use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};
 use crate::expectations::{Expectations, Seen};
@@ -242,6 +244,15 @@ fn startup_of(p: &Pod) -> Option<Duration> {
     Duration::try_from(ready.duration_since(created)).ok()
 }
 
+/// Why the node agent could not specialise `p`, from its timeline.
+fn specialization_failure(p: &Pod) -> String {
+    p.annotations()
+        .get(kinetic_api::timeline::ANNOTATION)
+        .and_then(|s| serde_json::from_str::<kinetic_api::timeline::Timeline>(s).ok())
+        .and_then(|t| t.specialization?.failed)
+        .unwrap_or_else(|| "no reason recorded".to_owned())
+}
+
 fn is_terminal(p: &Pod) -> bool {
     let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
     matches!(phase, Some("Failed" | "Succeeded"))
@@ -364,9 +375,27 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
         jiff::SignedDuration::from_secs(i64::from(pool.spec.specialization_timeout_seconds));
     let mut requeue = None;
 
-    // Claimed pods past their specialisation timeout.
+    // Claimed pods past their specialisation timeout, and those the node agent could not
+    // specialise.
     let mut claimed = 0;
     for p in mine.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        if label(p, POOL_STATE_LABEL) == Some(state::FAILED) {
+            if delete_pod(&ctx, &owner, p).await? {
+                let msg = format!(
+                    "pod {} could not be specialized ({}); deleted",
+                    p.name_any(),
+                    specialization_failure(p)
+                );
+                tracing::info!(pool = %owner, pod = %p.name_any(), "specialization failed");
+                ctx.events.send(EventReq::for_object(
+                    &*pool,
+                    "Warning",
+                    reason::SPECIALIZATION_FAILED,
+                    msg,
+                ));
+            }
+            continue;
+        }
         if label(p, POOL_STATE_LABEL) != Some(state::CLAIMED) {
             continue;
         }
