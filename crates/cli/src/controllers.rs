@@ -1,7 +1,8 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool) and the volume
-//! controller (claim binding, release, protection finalizers) for both homes.
+//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
+//! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
+//! both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -121,6 +122,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::podpool::crds())
         .await
         .context("installing the PodPool CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::ehpa::crds())
+        .await
+        .context("installing Crane's EffectiveHorizontalPodAutoscaler CRD")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -144,6 +148,13 @@ pub async fn run_all_tracked(
     let serving =
         r.track("serving", kinetic_controllers::serving::run(client.clone(), until(stop.clone())));
     let hpa = r.track("hpa", kinetic_controllers::hpa::run(client.clone(), until(stop.clone())));
+    let ehpa =
+        r.track("ehpa", kinetic_controllers::ehpa::run(client.clone(), until(stop.clone())));
+    // The two autoscalers' controllers end together.
+    let hpa = async {
+        let (a, b) = tokio::join!(hpa, ehpa);
+        a.and(b)
+    };
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
     let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
@@ -157,7 +168,7 @@ pub async fn run_all_tracked(
     e.context("the NodeImage controller stopped")?;
     f.context("the ImageListPullJob controller stopped")?;
     g.context("the Knative Serving controllers stopped")?;
-    h.context("the HorizontalPodAutoscaler controller stopped")?;
+    h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
     Ok(())
 }
