@@ -15,9 +15,13 @@
 //!   lock only to apply a committed batch and publish its events, so a reader always sees a
 //!   consistent state at one resourceVersion, and a watch registered under the lock sees exactly
 //!   the events after it.
-//! - The history of recent events lives in memory only. A watch from a version older than the
-//!   history (or from before the last restart) gets `410 Gone`, and clients re-list, as they do
-//!   after etcd compaction.
+//! - The history of recent events is kept in memory for watches and continued lists, and
+//!   **durably** in an `events` table written in the same transaction as the objects, so a
+//!   client that resumes a watch from a version it saw just before a restart (`kill -9`
+//!   included) gets the events since then, as it would from etcd's history. The table is
+//!   compacted as etcd is: events older than the window are deleted in batches, except those
+//!   still needed as the previous state of a newer event (what selectors and continued lists
+//!   read). A watch from a version older than the window gets `410 Gone` and clients re-list.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
@@ -35,6 +39,11 @@ pub const DEFAULT_HISTORY: usize = 100_000;
 pub const DEFAULT_EVENT_BUFFER: usize = 16 * 1024;
 /// The most ops one transaction carries; more wait for the next commit.
 const MAX_BATCH: usize = 1024;
+/// The durable event log may run this far past the history window (in events, at least
+/// [`MIN_TRIM_SLACK`]) before the writer compacts it, so compaction runs once per that many
+/// events rather than at every commit.
+const TRIM_SLACK_DIVISOR: usize = 8;
+const MIN_TRIM_SLACK: u64 = 256;
 
 /// Store failures. Conflicts and missing objects are ordinary answers the API maps to `Status`.
 #[derive(Debug, thiserror::Error)]
@@ -252,6 +261,12 @@ impl State {
         Some(self.history.range(start..).cloned().collect())
     }
 
+    /// The newest version whose events are no longer all kept: a watch from a version below
+    /// it is answered `410 Gone` (upstream's `oldest-1` in "too old resource version").
+    pub fn history_floor(&self) -> u64 {
+        self.history_floor
+    }
+
     /// A receiver of every event committed after this call (hold the read lock while calling
     /// [`State::events_since`] and this, so nothing falls between them).
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Event>> {
@@ -327,6 +342,11 @@ impl Store {
     pub fn open_with(path: &Path, history_cap: usize, event_buffer: usize) -> Result<Self> {
         let sqlite = |source| StoreError::Sqlite { path: path.to_owned(), source };
         let conn = rusqlite::Connection::open(path).map_err(sqlite)?;
+        // `events` is the durable watch history: one row per committed change, the object as
+        // the event carries it and the version of the state it replaced (`prev_rv`), whose
+        // JSON is in the row of that version or, when that row was compacted away before this
+        // event was written, in `prev_data`. A store created before the table existed starts
+        // its window at its current version.
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=FULL;
@@ -335,14 +355,22 @@ impl Store {
                  rv INTEGER NOT NULL, data BLOB NOT NULL,
                  PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID;
              CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-             INSERT OR IGNORE INTO meta (key, value) VALUES ('rv', 0);",
+             INSERT OR IGNORE INTO meta (key, value) VALUES ('rv', 0);
+             CREATE TABLE IF NOT EXISTS events (
+                 rv INTEGER PRIMARY KEY, type INTEGER NOT NULL,
+                 resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+                 prev_rv INTEGER, prev_data BLOB, data BLOB NOT NULL);
+             INSERT OR IGNORE INTO meta (key, value)
+                 SELECT 'history_floor', value FROM meta WHERE key = 'rv';",
         )
         .map_err(sqlite)?;
-        let rv: u64 = conn
-            .query_row("SELECT value FROM meta WHERE key = 'rv'", [], |r| r.get::<_, i64>(0))
-            .map_err(sqlite)?
-            .try_into()
-            .unwrap_or(0);
+        let meta = |key: &str| {
+            conn.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get::<_, i64>(0))
+                .map(|v| u64::try_from(v).unwrap_or(0))
+                .map_err(sqlite)
+        };
+        let rv = meta("rv")?;
+        let durable_floor = meta("history_floor")?;
         let mut objects: HashMap<Arc<str>, Objects> = HashMap::new();
         {
             let mut stmt = conn
@@ -367,23 +395,27 @@ impl Store {
                 objects.entry(resource).or_default().insert((key.namespace, key.name), stored);
             }
         }
+        let history_cap = history_cap.max(1);
+        let (history, history_floor) =
+            load_history(&conn, path, &objects, rv, durable_floor, history_cap)?;
         let (events, _) = broadcast::channel(event_buffer.max(1));
         let state = Arc::new(RwLock::new(State {
             objects,
             rv,
-            history: VecDeque::new(),
-            history_floor: rv,
-            history_cap: history_cap.max(1),
+            history,
+            history_floor,
+            history_cap,
             events,
             by_resource: Mutex::default(),
             event_buffer: event_buffer.max(1),
         }));
         let (tx, rx) = std::sync::mpsc::sync_channel::<Request>(8192);
         let writer_state = state.clone();
+        let log = Log { floor: durable_floor, cap: history_cap as u64 };
         let path = path.to_owned();
         std::thread::Builder::new()
             .name("kinetic-store-writer".into())
-            .spawn(move || writer_loop(conn, path, writer_state, rx))
+            .spawn(move || writer_loop(conn, path, writer_state, rx, log))
             .map_err(|_| StoreError::Stopped)?;
         Ok(Self { state, tx })
     }
@@ -431,6 +463,7 @@ fn writer_loop(
     path: PathBuf,
     state: Arc<RwLock<State>>,
     rx: std::sync::mpsc::Receiver<Request>,
+    mut log: Log,
 ) {
     while let Ok(first) = rx.recv() {
         let mut batch = vec![first];
@@ -444,7 +477,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, &path, &state, batch);
+        commit_batch(&mut conn, &path, &state, batch, &mut log);
     }
     tracing::debug!("store writer stopped");
 }
@@ -455,12 +488,14 @@ fn commit_batch(
     path: &Path,
     state: &Arc<RwLock<State>>,
     batch: Vec<Request>,
+    log: &mut Log,
 ) {
     let mut rv = state.read().unwrap_or_else(|e| e.into_inner()).rv;
     // Objects changed earlier in this batch, so later ops check against them.
     let mut overlay: HashMap<ObjKey, Option<Arc<Stored>>> = HashMap::new();
     let mut results: Vec<Vec<Result<Arc<Stored>>>> = Vec::with_capacity(batch.len());
     let mut events: Vec<Event> = Vec::new();
+    let trim;
     {
         let st = state.read().unwrap_or_else(|e| e.into_inner());
         for req in &batch {
@@ -483,9 +518,10 @@ fn commit_batch(
             }
             results.push(res);
         }
+        trim = log.trim(&st, &events, rv);
     }
     if !events.is_empty()
-        && let Err(source) = persist(conn, &events, rv)
+        && let Err(source) = persist(conn, &events, rv, log.floor, trim.as_ref())
     {
         tracing::error!(error = %source, "store commit failed; the batch is rejected");
         for req in batch {
@@ -504,6 +540,11 @@ fn commit_batch(
             let _ = req.reply.send(errs);
         }
         return;
+    }
+    if let Some(t) = &trim
+        && !events.is_empty()
+    {
+        log.floor = t.floor;
     }
     {
         let mut st = state.write().unwrap_or_else(|e| e.into_inner());
@@ -575,7 +616,22 @@ fn encode(key: &ObjKey, mut value: Value, rv: u64) -> Result<Arc<Stored>> {
     Ok(Arc::new(Stored { rv, value, json: json.into() }))
 }
 
-fn persist(conn: &mut rusqlite::Connection, events: &[Event], rv: u64) -> rusqlite::Result<()> {
+fn event_type_code(kind: EventType) -> i64 {
+    match kind {
+        EventType::Added => 0,
+        EventType::Modified => 1,
+        EventType::Deleted => 2,
+    }
+}
+
+fn persist(
+    conn: &mut rusqlite::Connection,
+    events: &[Event],
+    rv: u64,
+    log_floor: u64,
+    trim: Option<&Trim>,
+) -> rusqlite::Result<()> {
+    let sql_rv = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
     let tx = conn.transaction()?;
     {
         let mut put = tx.prepare_cached(
@@ -584,6 +640,11 @@ fn persist(conn: &mut rusqlite::Connection, events: &[Event], rv: u64) -> rusqli
         )?;
         let mut del = tx.prepare_cached(
             "DELETE FROM objects WHERE resource = ?1 AND namespace = ?2 AND name = ?3",
+        )?;
+        let mut log = tx.prepare_cached(
+            "INSERT OR REPLACE INTO events
+                 (rv, type, resource, namespace, name, prev_rv, prev_data, data)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for ev in events {
             let k = &ev.key;
@@ -596,18 +657,218 @@ fn persist(conn: &mut rusqlite::Connection, events: &[Event], rv: u64) -> rusqli
                         &*k.resource,
                         &k.namespace,
                         &k.name,
-                        i64::try_from(ev.rv).unwrap_or(i64::MAX),
+                        sql_rv(ev.rv),
                         &ev.obj.json[..],
                     ))?;
                 }
             }
+            log.execute((
+                sql_rv(ev.rv),
+                event_type_code(ev.kind),
+                &*k.resource,
+                &k.namespace,
+                &k.name,
+                ev.prev.as_ref().map(|p| sql_rv(p.rv)),
+                // The replaced state's own row may be compacted away already.
+                ev.prev.as_ref().filter(|p| p.rv <= log_floor).map(|p| &p.json[..]),
+                &ev.obj.json[..],
+            ))?;
         }
-        tx.execute(
-            "UPDATE meta SET value = ?1 WHERE key = 'rv'",
-            [i64::try_from(rv).unwrap_or(i64::MAX)],
-        )?;
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'rv'", [sql_rv(rv)])?;
+        if let Some(t) = trim {
+            // Delete the events at or below the new floor between the ones still needed as a
+            // newer event's previous state.
+            let mut gap = tx.prepare_cached("DELETE FROM events WHERE rv > ?1 AND rv < ?2")?;
+            let mut lower = -1i64;
+            for &k in &t.keep {
+                gap.execute([lower, sql_rv(k)])?;
+                lower = sql_rv(k);
+            }
+            gap.execute([lower, sql_rv(t.floor).saturating_add(1)])?;
+            tx.execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'history_floor'",
+                [sql_rv(t.floor)],
+            )?;
+        }
     }
     tx.commit()
+}
+
+/// The writer's view of the durable event log.
+struct Log {
+    /// Every event above this version is in the `events` table.
+    floor: u64,
+    /// The history window, in events.
+    cap: u64,
+}
+
+/// One compaction of the event log, done in the transaction of a batch.
+struct Trim {
+    /// The new floor: events at or below it are deleted...
+    floor: u64,
+    /// ...except these (ascending), the previous states of events above it.
+    keep: Vec<u64>,
+}
+
+impl Log {
+    /// A compaction to run with the batch `events` (committing up to `rv`), when the log has
+    /// run the slack past the window. The floor moves to `rv - cap`, which the in-memory
+    /// history (`st`, at most `cap` events before this batch) and the batch cover, so every
+    /// event above the floor, and so every previous state to keep, is seen here.
+    fn trim(&self, st: &State, events: &[Event], rv: u64) -> Option<Trim> {
+        let slack = (self.cap / TRIM_SLACK_DIVISOR as u64).max(MIN_TRIM_SLACK);
+        let floor = rv.checked_sub(self.cap)?;
+        if floor < self.floor.saturating_add(slack) {
+            return None;
+        }
+        let prev_of = |e: &Event| e.prev.as_ref().map(|p| p.rv).filter(|&p| p <= floor);
+        let mut keep: Vec<u64> = st
+            .history
+            .iter()
+            .filter(|e| e.rv > floor)
+            .filter_map(|e| prev_of(e))
+            .chain(events.iter().filter_map(prev_of))
+            .collect();
+        keep.sort_unstable();
+        keep.dedup();
+        Some(Trim { floor, keep })
+    }
+}
+
+/// One row of the durable event log, as read back.
+struct LogRow {
+    rv: u64,
+    kind: EventType,
+    key: ObjKey,
+    prev_rv: Option<u64>,
+    prev_data: Option<Vec<u8>>,
+    data: Vec<u8>,
+}
+
+/// Rebuilds the in-memory history from the durable event log at start: the newest `cap`
+/// events above the durable floor, each with its previous state. Returns the history and its
+/// floor (versions at or above it are served). Should the log not reach back that far (a gap,
+/// or a missing previous state), the floor moves up past it rather than serving a wrong
+/// history.
+fn load_history(
+    conn: &rusqlite::Connection,
+    path: &Path,
+    objects: &HashMap<Arc<str>, Objects>,
+    rv: u64,
+    durable_floor: u64,
+    cap: usize,
+) -> Result<(VecDeque<Arc<Event>>, u64)> {
+    let sqlite = |source| StoreError::Sqlite { path: path.to_owned(), source };
+    let mut floor = durable_floor.max(rv.saturating_sub(cap as u64));
+    let mut rows = Vec::new();
+    {
+        let mut stmt = conn
+            .prepare(
+                "SELECT rv, type, resource, namespace, name, prev_rv, prev_data, data
+                 FROM events ORDER BY rv",
+            )
+            .map_err(sqlite)?;
+        let mut q = stmt.query([]).map_err(sqlite)?;
+        let mut resources: HashMap<String, Arc<str>> = HashMap::new();
+        while let Some(row) = q.next().map_err(sqlite)? {
+            let erv: i64 = row.get(0).map_err(sqlite)?;
+            let kind = match row.get::<_, i64>(1).map_err(sqlite)? {
+                0 => EventType::Added,
+                1 => EventType::Modified,
+                _ => EventType::Deleted,
+            };
+            let resource: String = row.get(2).map_err(sqlite)?;
+            let resource = resources.entry(resource).or_insert_with_key(|r| {
+                objects
+                    .get_key_value(r.as_str())
+                    .map_or_else(|| Arc::from(r.as_str()), |(k, _)| k.clone())
+            });
+            let key = ObjKey {
+                resource: resource.clone(),
+                namespace: row.get(3).map_err(sqlite)?,
+                name: row.get(4).map_err(sqlite)?,
+            };
+            let prev_rv: Option<i64> = row.get(5).map_err(sqlite)?;
+            rows.push(LogRow {
+                rv: erv.try_into().unwrap_or(0),
+                kind,
+                key,
+                prev_rv: prev_rv.map(|p| p.try_into().unwrap_or(0)),
+                prev_data: row.get(6).map_err(sqlite)?,
+                data: row.get(7).map_err(sqlite)?,
+            });
+        }
+    }
+    // The stored states events refer to, by version; the current objects are shared with
+    // the object map rather than decoded twice.
+    let needed: std::collections::HashSet<u64> = rows
+        .iter()
+        .filter(|r| r.rv > floor)
+        .flat_map(|r| [Some(r.rv), r.prev_rv])
+        .flatten()
+        .collect();
+    let mut by_rv: HashMap<u64, Arc<Stored>> = HashMap::with_capacity(needed.len());
+    for r in &mut rows {
+        if !needed.contains(&r.rv) {
+            continue;
+        }
+        let current = objects
+            .get(&r.key.resource)
+            .and_then(|m| m.get(&(r.key.namespace.clone(), r.key.name.clone())))
+            .filter(|s| s.rv == r.rv && r.kind != EventType::Deleted);
+        let stored = match current {
+            Some(s) => s.clone(),
+            None => {
+                let data = std::mem::take(&mut r.data);
+                let value: Value = serde_json::from_slice(&data)
+                    .map_err(|e| StoreError::Decode(r.key.clone(), e))?;
+                Arc::new(Stored { rv: r.rv, value, json: data.into() })
+            }
+        };
+        by_rv.insert(r.rv, stored);
+    }
+    let mut history: VecDeque<Arc<Event>> = VecDeque::new();
+    for r in rows {
+        if r.rv <= floor {
+            continue;
+        }
+        let expected = history.back().map_or(floor, |e| e.rv) + 1;
+        if r.rv != expected {
+            tracing::warn!(rv = r.rv, expected, "the durable watch history has a gap");
+            history.clear();
+            floor = r.rv - 1;
+        }
+        let prev = match (r.prev_rv, &r.prev_data) {
+            (None, _) => None,
+            (Some(p), _) if by_rv.contains_key(&p) => by_rv.get(&p).cloned(),
+            (Some(p), Some(data)) => {
+                let value: Value = serde_json::from_slice(data)
+                    .map_err(|e| StoreError::Decode(r.key.clone(), e))?;
+                Some(Arc::new(Stored { rv: p, value, json: data.clone().into() }))
+            }
+            (Some(p), None) => {
+                tracing::warn!(rv = r.rv, prev = p, "the durable watch history lost a state");
+                None
+            }
+        };
+        let obj = by_rv.get(&r.rv).cloned();
+        match (obj, r.prev_rv.is_some() == prev.is_some()) {
+            (Some(obj), true) => {
+                history.push_back(Arc::new(Event::new(r.rv, r.kind, &r.key, obj, prev)));
+            }
+            // Serve only what follows a state that cannot be rebuilt.
+            _ => {
+                history.clear();
+                floor = r.rv;
+            }
+        }
+    }
+    if history.back().map_or(floor, |e| e.rv) != rv {
+        tracing::warn!(rv, "the durable watch history ends before the store's version");
+        history.clear();
+        floor = rv;
+    }
+    Ok((history, floor))
 }
 
 #[cfg(test)]
@@ -702,5 +963,112 @@ mod tests {
             (Some("ADDED"), Some("a"))
         );
         assert!(one.ends_with(b"\n"));
+    }
+
+    /// (version, type, name, version of the previous state) of each event.
+    type Seen = (u64, &'static str, String, Option<u64>);
+
+    fn history_of(store: &Store, rv: u64) -> Option<Vec<Seen>> {
+        let evs = store.read().events_since(rv)?;
+        Some(
+            evs.iter()
+                .map(|e| (e.rv, e.kind.as_str(), e.key.name.clone(), e.prev.as_ref().map(|p| p.rv)))
+                .collect(),
+        )
+    }
+
+    #[tokio::test]
+    async fn the_watch_history_survives_a_reopen_with_previous_states() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let before;
+        {
+            let store = Store::open(&path, 100).unwrap();
+            store.write(Op::Create { key: key("a"), value: cm("a") }).await.unwrap();
+            store.write(Op::Create { key: key("b"), value: cm("b") }).await.unwrap();
+            store
+                .write(Op::Update { key: key("a"), value: cm("a"), expected_rv: None })
+                .await
+                .unwrap();
+            store
+                .write(Op::Delete { key: key("b"), expected_rv: None, expected_uid: None })
+                .await
+                .unwrap();
+            before = history_of(&store, 1).unwrap();
+        }
+        let store = Store::open(&path, 100).unwrap();
+        let after = history_of(&store, 1).unwrap();
+        assert_eq!(after, before);
+        assert_eq!(
+            after,
+            vec![
+                (2, "ADDED", "b".to_owned(), None),
+                (3, "MODIFIED", "a".to_owned(), Some(1)),
+                (4, "DELETED", "b".to_owned(), Some(2)),
+            ]
+        );
+        let evs = store.read().events_since(0).unwrap();
+        assert_eq!(evs[3].obj.value["metadata"]["resourceVersion"], "4", "deleted at its version");
+        // The newest state of a live object is shared with the object map, not decoded twice.
+        assert!(Arc::ptr_eq(&evs[2].obj, &store.get(&key("a")).unwrap()));
+    }
+
+    #[tokio::test]
+    async fn the_durable_history_is_compacted_but_keeps_the_states_newer_events_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let cap = 300;
+        {
+            let store = Store::open(&path, cap).unwrap();
+            let create = |n: &str| Op::Create { key: key(n), value: cm(n) };
+            let update = |n: &str| Op::Update { key: key(n), value: cm(n), expected_rv: None };
+            // "keep" is written once, early: its row is compacted away long before it is
+            // updated, so the update carries the state it replaced itself. "k2"'s row is still
+            // in the log when it is updated, and kept by the next compaction for that update.
+            store.write(create("keep")).await.unwrap();
+            for i in 0..1000 {
+                store.write(create(&format!("x{i}"))).await.unwrap();
+            }
+            store.write(create("k2")).await.unwrap();
+            for i in 0..200 {
+                store.write(create(&format!("z{i}"))).await.unwrap();
+            }
+            store.write(update("k2")).await.unwrap();
+            store.write(update("keep")).await.unwrap();
+            for i in 0..250 {
+                store.write(create(&format!("w{i}"))).await.unwrap();
+            }
+        }
+        let rows: i64 = rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .unwrap();
+        assert!(rows <= (cap as i64) + 256 + 2, "the log is compacted: {rows} rows");
+        let store = Store::open(&path, cap).unwrap();
+        let rv = store.read().rv();
+        assert_eq!(rv, 1454);
+        assert_eq!(store.read().history_floor(), rv - cap as u64);
+        assert!(history_of(&store, rv - cap as u64 - 1).is_none(), "below the window: 410");
+        let evs = history_of(&store, rv - cap as u64).unwrap();
+        assert_eq!(evs.len(), cap);
+        let prev = |n: &str| evs.iter().find(|e| e.2 == n).unwrap().3;
+        assert_eq!(prev("keep"), Some(1), "the replaced state written with its update");
+        assert_eq!(prev("k2"), Some(1002), "the replaced state kept by the compaction");
+    }
+
+    #[tokio::test]
+    async fn the_history_survives_a_writer_that_never_closed_its_database() {
+        // As after `kill -9`: the first store is never dropped (no checkpoint, no clean close).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.db");
+        let first = Store::open(&path, 100).unwrap();
+        first.write(Op::Create { key: key("a"), value: cm("a") }).await.unwrap();
+        first
+            .write(Op::Delete { key: key("a"), expected_rv: None, expected_uid: None })
+            .await
+            .unwrap();
+        std::mem::forget(first);
+        let store = Store::open(&path, 100).unwrap();
+        assert_eq!(history_of(&store, 1).unwrap(), vec![(2, "DELETED", "a".to_owned(), Some(1))]);
     }
 }

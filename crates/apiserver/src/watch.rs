@@ -69,12 +69,13 @@ pub fn start(
         match params.resource_version {
             Some(rv) if !send_initial => match st.events_since(rv) {
                 Some(evs) => (vec![], evs, rx, rv, None),
+                // Upstream's watch cache names the oldest version it can still serve from.
                 None => (
                     vec![],
                     vec![],
                     rx,
                     rv,
-                    Some(format!("too old resource version: {rv} ({cur})")),
+                    Some(format!("too old resource version: {rv} ({})", st.history_floor())),
                 ),
             },
             _ => {

@@ -47,21 +47,77 @@ async fn watch_resumes_exactly_after_a_version() {
     assert_eq!(seen, vec!["ADDED b", "MODIFIED a", "DELETED b"]);
 }
 
+/// The events a watch from `rv` receives until `n` arrived (or the 5 s watch ends).
+async fn events_after(cms: &Api<ConfigMap>, rv: &str, n: usize) -> Vec<String> {
+    let mut stream = cms.watch(&WatchParams::default().timeout(5), rv).await.unwrap().boxed();
+    let mut seen = Vec::new();
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        match ev {
+            WatchEvent::Added(o) => seen.push(format!("ADDED {}", o.metadata.name.unwrap())),
+            WatchEvent::Modified(o) => seen.push(format!("MODIFIED {}", o.metadata.name.unwrap())),
+            WatchEvent::Deleted(o) => seen.push(format!("DELETED {}", o.metadata.name.unwrap())),
+            WatchEvent::Bookmark(_) => {}
+            WatchEvent::Error(e) => seen.push(format!("ERROR {} {}", e.code, e.message)),
+        }
+        if seen.len() == n {
+            break;
+        }
+    }
+    seen
+}
+
 #[tokio::test]
-async fn watch_from_a_version_before_the_history_is_gone() {
+async fn a_watch_resumes_after_a_restart_from_a_version_seen_before_it() {
     let mut t = TestServer::start().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
     let a = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv = a.metadata.resource_version.unwrap();
     cms.create(&PostParams::default(), &cm("b")).await.unwrap();
-    // The history is in memory: after a restart, versions before it are gone, as after an etcd
-    // compaction.
+    let lb = json!({"metadata": {"labels": {"x": "y"}}});
+    cms.patch("a", &PatchParams::default(), &Patch::Merge(&lb)).await.unwrap();
+    cms.delete("b", &Default::default()).await.unwrap();
+    // The history is durable (written with the objects): a client that saw `rv` before the
+    // restart resumes from it, as it would from etcd, instead of getting 410 and re-listing.
     t.restart().await.unwrap();
     let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    cms.create(&PostParams::default(), &cm("c")).await.unwrap();
+    assert_eq!(
+        events_after(&cms, &rv, 4).await,
+        vec!["ADDED b", "MODIFIED a", "DELETED b", "ADDED c"]
+    );
+    // A selector sees `a` enter the selection at the patch, from the state before it.
+    let sel: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    let mut stream =
+        sel.watch(&WatchParams::default().labels("x=y").timeout(5), &rv).await.unwrap().boxed();
+    match stream.try_next().await.unwrap() {
+        Some(WatchEvent::Added(o)) => assert_eq!(o.metadata.name.as_deref(), Some("a")),
+        other => panic!("expected a entering the selection, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn watch_from_a_version_older_than_the_history_is_gone() {
+    let t = TestServer::start_with(|c| c.history = 3).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(t.client().await.unwrap(), "default");
+    let a = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let mut last = 0;
+    for n in ["b", "c", "d", "e"] {
+        let o = cms.create(&PostParams::default(), &cm(n)).await.unwrap();
+        last = o.metadata.resource_version.unwrap().parse::<u64>().unwrap();
+    }
     let rv = a.metadata.resource_version.unwrap();
     let mut stream = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
     match stream.try_next().await.unwrap() {
         Some(WatchEvent::Error(e)) => {
-            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}")
+            assert_eq!((e.code, e.reason.as_str()), (410, "Expired"), "{e:?}");
+            // Upstream's watch cache names the oldest version it still serves from: at least
+            // the fourth newest, as the history keeps three events.
+            let floor = e
+                .message
+                .strip_prefix(&format!("too old resource version: {rv} ("))
+                .and_then(|m| m.strip_suffix(')'))
+                .and_then(|f| f.parse::<u64>().ok());
+            assert!(floor.is_some_and(|f| f >= last - 3), "{}", e.message);
         }
         other => panic!("expected a 410 error event, got {other:?}"),
     }
