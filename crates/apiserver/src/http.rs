@@ -1131,3 +1131,94 @@ fn yaml_has_alias(body: &[u8]) -> bool {
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cases from upstream's `requestinfo_test.go` (`TestGetAPIRequestInfo`), reduced to what
+    /// authorisation reads.
+    #[test]
+    fn attributes_from_the_path_as_upstreams_request_info() {
+        let user = crate::auth::UserInfo::default;
+        let cases: &[(&str, &str, &str, &str, &str, &str, &str, &str)] = &[
+            // method, path, verb, namespace, group, resource, name, subresource
+            ("GET", "/api/v1/namespaces/other/pods/foo", "get", "other", "", "pods", "foo", ""),
+            ("GET", "/api/v1/namespaces/other/pods", "list", "other", "", "pods", "", ""),
+            ("GET", "/api/v1/pods", "list", "", "", "pods", "", ""),
+            ("POST", "/api/v1/namespaces/other/pods", "create", "other", "", "pods", "", ""),
+            ("PUT", "/api/v1/namespaces/other/pods/foo", "update", "other", "", "pods", "foo", ""),
+            (
+                "PATCH",
+                "/apis/apps/v1/namespaces/a/deployments/d/scale",
+                "patch",
+                "a",
+                "apps",
+                "deployments",
+                "d",
+                "scale",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/other/pods/foo",
+                "delete",
+                "other",
+                "",
+                "pods",
+                "foo",
+                "",
+            ),
+            (
+                "DELETE",
+                "/api/v1/namespaces/other/pods",
+                "deletecollection",
+                "other",
+                "",
+                "pods",
+                "",
+                "",
+            ),
+            ("GET", "/api/v1/namespaces/other", "get", "other", "", "namespaces", "other", ""),
+            (
+                "PUT",
+                "/api/v1/namespaces/other/finalize",
+                "update",
+                "other",
+                "",
+                "namespaces",
+                "other",
+                "finalize",
+            ),
+            ("GET", "/api/v1/namespaces", "list", "", "", "namespaces", "", ""),
+            ("GET", "/api/v1/watch/namespaces/other/pods", "watch", "other", "", "pods", "", ""),
+            ("POST", "/api/v1/namespaces/o/pods/p/exec", "create", "o", "", "pods", "p", "exec"),
+            ("GET", "/api/v1/nodes/n1", "get", "", "", "nodes", "n1", ""),
+        ];
+        for (m, path, verb, ns, group, resource, name, sub) in cases {
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            let a = attributes(user(), &m.parse().unwrap(), &segs, &Query(vec![]));
+            assert!(a.resource_request, "{path}");
+            assert_eq!(
+                (
+                    a.verb.as_str(),
+                    a.namespace.as_str(),
+                    a.api_group.as_str(),
+                    a.resource.as_str(),
+                    a.name.as_str(),
+                    a.subresource.as_str()
+                ),
+                (*verb, *ns, *group, *resource, *name, *sub),
+                "{m} {path}"
+            );
+        }
+        let segs = ["api", "v1", "pods"];
+        let watch = Query(vec![("watch".into(), "true".into())]);
+        assert_eq!(attributes(user(), &Method::GET, &segs, &watch).verb, "watch");
+        for path in ["/metrics", "/api", "/apis/apps", "/apis/apps/v1", "/openapi/v2"] {
+            let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+            let a = attributes(user(), &Method::GET, &segs, &Query(vec![]));
+            assert!(!a.resource_request, "{path}");
+            assert_eq!((a.verb.as_str(), a.path.as_str()), ("get", path));
+        }
+    }
+}
