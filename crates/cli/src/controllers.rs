@@ -157,7 +157,13 @@ pub async fn run_all_tracked(
     };
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
-    let workloads = r.track("workloads", kinetic_workloads::run(client, until(stop)));
+    let workloads = r.track("workloads", async move {
+        futures::try_join!(
+            kinetic_controllers::apps::run(client.clone(), until(stop.clone())),
+            kinetic_controllers::network::run(client, until(stop)),
+        )
+        .map(|_| ())
+    });
     let (a, b, c, d, e, f, g, h, i) = tokio::join!(
         cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
     );

@@ -18,10 +18,14 @@
 //! PersistentVolume controller: binding, release, protection finalizers) and [`serving`] (Knative
 //! Serving's Service, Configuration, Revision and Route; each Revision runs as a CloneSet).
 //!
+//! The built-in controllers of kube-controller-manager that Kinetic replaces are here too:
+//! [`apps`] (`apps/v1` Deployment and ReplicaSet) and [`network`] (Endpoints, EndpointSlice).
+//!
 //! What the scheduler does *not* do: preemption, pod (anti-)affinity, topology spread, preferred node
 //! affinity and other soft scores, scheduling profiles and extenders, leader
 //! election (run one scheduler per scheduler name).
 
+pub mod apps;
 pub mod backoff;
 pub mod cloneset;
 pub mod crds;
@@ -32,12 +36,15 @@ pub mod hpa;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
+mod legacy;
+pub mod network;
 pub mod nodeimage;
 pub mod podpool;
 pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
+mod util;
 pub mod volume;
 
 pub use scheduler::{SchedulerConfig, run_scheduler};

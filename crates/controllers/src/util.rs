@@ -1,34 +1,39 @@
-//! Helpers shared by the controllers: label selectors, owner references, semantic equality.
+//! Helpers shared by the built-in controllers ([`crate::apps`], [`crate::network`]): label
+//! selectors, owner references, semantic equality, the error of one reconcile, and running
+//! several controllers under one shutdown signal.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
+use kinetic_machinery::selector::LabelSelector as Selector;
 use kube::Resource;
 use serde_json::Value;
 
 pub(crate) type Labels = BTreeMap<String, String>;
 
+/// A `metav1.LabelSelector` as [`kinetic_machinery::selector::LabelSelector`], as upstream's
+/// `metav1.LabelSelectorAsSelector`: `None` (or a selector the API would have refused) matches
+/// nothing, an empty one everything.
+pub(crate) fn selector_of(sel: Option<&LabelSelector>) -> Selector {
+    let nothing = || Selector::from_label_selector(&Value::Null).unwrap_or_default();
+    match sel.map(serde_json::to_value) {
+        Some(Ok(v)) => Selector::from_label_selector(&v).unwrap_or_else(|_| nothing()),
+        _ => nothing(),
+    }
+}
+
+/// Whether `selector` selects an object with `labels`.
+pub(crate) fn matches(selector: &Selector, labels: Option<&Labels>) -> bool {
+    let labels: Option<serde_json::Map<String, Value>> = labels
+        .map(|l| l.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
+    selector.matches(labels.as_ref())
+}
+
 /// Whether `selector` selects an object with `labels` (upstream `metav1.LabelSelectorAsSelector`
 /// followed by `Matches`). An empty selector matches everything; `None` matches nothing.
 pub(crate) fn selector_matches(selector: Option<&LabelSelector>, labels: Option<&Labels>) -> bool {
-    let Some(sel) = selector else { return false };
-    let empty = Labels::new();
-    let labels = labels.unwrap_or(&empty);
-    let by_labels =
-        sel.match_labels.iter().flatten().all(|(k, v)| labels.get(k).is_some_and(|l| l == v));
-    by_labels
-        && sel.match_expressions.iter().flatten().all(|req| {
-            let values = req.values.as_deref().unwrap_or_default();
-            let value = labels.get(&req.key);
-            match req.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        })
+    matches(&selector_of(selector), labels)
 }
 
 /// Whether a selector has no requirement at all (upstream refuses to act on those).
@@ -108,6 +113,71 @@ pub(crate) fn sem_eq<T: serde::Serialize>(a: &T, b: &T, zeros: bool) -> bool {
         (Ok(a), Ok(b)) => normalize(a, zeros) == normalize(b, zeros),
         _ => false,
     }
+}
+
+/// The failure of one reconcile: logged, and the object is retried with back-off.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SyncError {
+    #[error("api request failed: {what}")]
+    Api {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl SyncError {
+    pub(crate) fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let what = what.into();
+        move |source| SyncError::Api { what, source }
+    }
+
+    /// A `409 Conflict`: the cache was stale, retry soon without noise.
+    pub(crate) fn is_conflict(&self) -> bool {
+        matches!(self, SyncError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
+    }
+}
+
+/// One shutdown signal for several controllers: each [`Stop::wait`] completes once the
+/// shutdown future given to [`run_together`] has.
+#[derive(Clone)]
+pub(crate) struct Stop(tokio::sync::watch::Receiver<bool>);
+
+impl Stop {
+    pub(crate) fn wait(&self) -> impl std::future::Future<Output = ()> + Send + Sync + 'static {
+        let mut rx = self.0.clone();
+        async move {
+            // The sender lives until `run_together` returns; a closed channel means stop too.
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    }
+}
+
+/// Runs `work` (controllers joined with `try_join!`, so the first failure stops the others)
+/// until `shutdown` completes, then signals [`Stop`] and lets `work` finish.
+pub(crate) async fn run_together<F>(
+    shutdown: impl std::future::Future<Output = ()>,
+    work: impl FnOnce(Stop) -> F,
+) -> crate::Result<()>
+where
+    F: std::future::Future<Output = crate::Result<()>>,
+{
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let work = work(Stop(rx));
+    let mut work = std::pin::pin!(work);
+    tokio::select! {
+        result = &mut work => {
+            if let Err(error) = &result {
+                tracing::error!(%error, "controller stopped");
+            }
+            return result;
+        }
+        () = shutdown => {}
+    }
+    let _ = tx.send(true);
+    work.await
 }
 
 #[cfg(test)]

@@ -1,13 +1,13 @@
-//! Kinetic's built-in workload controllers: `apps/v1` Deployments and ReplicaSets, and the
-//! Endpoints and EndpointSlices of Services, with upstream kube-controller-manager's behaviour
-//! as the spec (`pkg/controller/deployment`, `pkg/controller/replicaset`,
-//! `pkg/controller/endpoint`, `pkg/controller/endpointslice`).
+//! The built-in `apps/v1` workload controllers, Deployments and ReplicaSets, with upstream
+//! kube-controller-manager's behaviour as the spec (`pkg/controller/deployment`,
+//! `pkg/controller/replicaset`); the Endpoints and EndpointSlice controllers of Services are in
+//! [`crate::network`] and share this description of how they are built.
 //!
 //! Every controller talks to the API only through the `kube` client, so it runs unchanged on the
 //! embedded API server and on a real cluster. Each one is built like client-go's controllers:
-//! `kube::runtime::watcher` streams feed an in-memory [`cache`] (the informers), event handlers
+//! `kube::runtime::watcher` streams feed an in-memory `legacy::cache` (the informers), event handlers
 //! map each change to the keys of the objects to reconcile and record what they observed in the
-//! [`expectations`], and a work queue hands each key to one reconcile at a time (a key that
+//! `legacy::expectations`, and a work queue hands each key to one reconcile at a time (a key that
 //! changes while it is being reconciled is reconciled again afterwards). Reconciles are
 //! level-triggered and idempotent: they read the cache, compute the desired state and write only
 //! the difference, with the resourceVersion of what they read (a `409 Conflict` requeues the key
@@ -26,13 +26,14 @@
 //!   `progressDeadlineSeconds` and the `Progressing` / `Available` / `ReplicaFailure`
 //!   conditions, so `kubectl rollout status|undo|restart|history|pause|resume`, `kubectl scale`
 //!   and `kubectl set image` behave as on Kubernetes (`rollout undo` is done by kubectl itself).
-//! - [`endpoints`]: the `v1` Endpoints of every Service with a selector (ready pods in
+//! - `network::endpoints`: the `v1` Endpoints of every Service with a selector (ready pods in
 //!   `addresses`, others in `notReadyAddresses`, terminating pods left out unless
 //!   `publishNotReadyAddresses`).
-//! - [`endpointslice`]: `discovery.k8s.io/v1` EndpointSlices of the same Services (IPv4,
+//! - `network::endpointslice`: `discovery.k8s.io/v1` EndpointSlices of the same Services (IPv4,
 //!   conditions ready/serving/terminating, at most 100 endpoints per slice).
 //!
-//! [`run`] runs all four until its shutdown future completes; each has its own entry point too.
+//! [`run`] runs both (and [`crate::network::run`] the other two) until its shutdown future
+//! completes; each has its own entry point too.
 //! On shutdown a controller stops taking keys and lets its running reconciles finish (at most
 //! ten seconds), so none of its creates or deletes is still in flight when a successor lists:
 //! a restart never doubles a pod (after a crash, a surplus pod is deleted by the next sync).
@@ -59,124 +60,33 @@
 //! truncation of Endpoints; `status.terminatingReplicas`; `rollbackTo` (apps/v1 has none:
 //! kubectl rolls back by patching the template).
 
-pub mod cache;
 pub mod deployment;
-pub mod endpoints;
-pub mod endpointslice;
-mod events;
-pub mod expectations;
-mod pods;
-mod queue;
+pub(crate) mod pods;
 pub mod replicaset;
-mod services;
-mod util;
 
 use std::future::Future;
 
 pub use deployment::run_deployment_controller;
-pub use endpoints::run_endpoints_controller;
-pub use endpointslice::run_endpointslice_controller;
 pub use replicaset::run_replicaset_controller;
 
-/// A controller failed as a whole (single API calls are retried with back-off and logged).
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// A watch stream ended, which `kube`'s watcher never does while it can retry.
-    #[error("the {resource} watch ended")]
-    WatchEnded { resource: &'static str },
-    /// A controller task panicked or was cancelled.
-    #[error("the {controller} controller task failed")]
-    Task {
-        controller: &'static str,
-        #[source]
-        source: tokio::task::JoinError,
-    },
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// The failure of one reconcile: logged, and the key is retried with back-off.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum SyncError {
-    #[error("api request failed: {what}")]
-    Api {
-        what: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl SyncError {
-    pub(crate) fn api(what: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
-        let what = what.into();
-        move |source| SyncError::Api { what, source }
-    }
-
-    /// A `409 Conflict`: the cache was stale, retry soon without noise.
-    pub(crate) fn is_conflict(&self) -> bool {
-        matches!(self, SyncError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
-    }
-}
-
-/// Runs the ReplicaSet, Deployment, Endpoints and EndpointSlice controllers until `shutdown`
-/// completes (then they stop at once: every reconcile is safe to cancel, the next start picks
-/// up from the state in the API).
+/// Runs the ReplicaSet and Deployment controllers until `shutdown` completes.
 ///
 /// # Errors
-/// One of the controllers stopped (a watch stream ended); the others are stopped too.
+/// One of the controllers stopped (a watch stream ended); the other is stopped too.
 ///
 /// # Caveats
 /// Run one instance per cluster: there is no leader election.
-pub async fn run(client: kube::Client, shutdown: impl Future<Output = ()>) -> Result<()> {
-    let (tx, rx) = tokio::sync::watch::channel(false);
-    let stop = move || {
-        let mut rx = rx.clone();
-        async move {
-            // The sender lives until `run` returns; a closed channel means stop too.
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    let mut set = tokio::task::JoinSet::new();
-    set.spawn(tagged("replicaset", run_replicaset_controller(client.clone(), stop())));
-    set.spawn(tagged("deployment", run_deployment_controller(client.clone(), stop())));
-    set.spawn(tagged("endpoints", run_endpoints_controller(client.clone(), stop())));
-    set.spawn(tagged("endpointslice", run_endpointslice_controller(client, stop())));
-    tracing::info!("workload controllers started");
-    let first = tokio::select! {
-        () = shutdown => None,
-        Some(done) = set.join_next() => Some(done),
-    };
-    let _ = tx.send(true);
-    let mut result = Ok(());
-    if let Some(done) = first {
-        result = flatten(done);
-    }
-    while let Some(done) = set.join_next().await {
-        if result.is_ok() {
-            result = flatten(done);
-        }
-    }
-    result
-}
-
-async fn tagged(
-    name: &'static str,
-    fut: impl Future<Output = Result<()>>,
-) -> (&'static str, Result<()>) {
-    (name, fut.await)
-}
-
-fn flatten(
-    done: std::result::Result<(&'static str, Result<()>), tokio::task::JoinError>,
-) -> Result<()> {
-    match done {
-        Ok((controller, Err(error))) => {
-            tracing::error!(controller, %error, "controller stopped");
-            Err(error)
-        }
-        Ok((_, Ok(()))) => Ok(()),
-        Err(source) => Err(Error::Task { controller: "workloads", source }),
-    }
+pub async fn run(
+    client: kube::Client,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    crate::util::run_together(shutdown, |stop| async move {
+        tracing::info!("apps/v1 controllers started");
+        futures::try_join!(
+            run_replicaset_controller(client.clone(), stop.wait()),
+            run_deployment_controller(client, stop.wait()),
+        )
+        .map(|_| ())
+    })
+    .await
 }

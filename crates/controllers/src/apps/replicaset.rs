@@ -18,14 +18,15 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
-use crate::cache::{Cache, Change, Reader, key_of};
-use crate::expectations::Expectations;
-use crate::pods;
-use crate::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::Result;
+use crate::apps::pods;
+use crate::legacy::cache::{Cache, Change, Reader, key_of};
+use crate::legacy::expectations::Expectations;
+use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::util::SyncError;
 use crate::util::{
     controller_of, controller_ref, is_deleting, name_of, now, ns_of, selector_matches, uid_of,
 };
-use crate::{Result, SyncError};
 
 /// Upstream's `BurstReplicas`: at most this many creations or deletions per sync.
 pub const BURST_REPLICAS: usize = 500;
@@ -51,7 +52,7 @@ pub async fn run_replicaset_controller(
         rs: rs_cache.reader(),
         pods: pod_cache.reader(),
         expectations: Expectations::default(),
-        events: crate::events::Recorder::new(client.clone(), "replicaset-controller"),
+        events: crate::legacy::events::Recorder::new(client.clone(), "replicaset-controller"),
     });
     let mut workers = Workers::new(ctx.clone(), WORKERS);
     tracing::info!("replicaset controller started");
@@ -81,7 +82,7 @@ struct Ctx {
     rs: Reader<ReplicaSet>,
     pods: Reader<Pod>,
     expectations: Expectations,
-    events: crate::events::Recorder,
+    events: crate::legacy::events::Recorder,
 }
 
 impl Reconcile for Ctx {

@@ -22,14 +22,15 @@ use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
-use crate::cache::{Cache, Change, Reader, key_of};
-use crate::queue::{Outcome, Queue, Reconcile, Workers};
-use crate::services::{
+use crate::Result;
+use crate::legacy::cache::{Cache, Change, Reader, key_of};
+use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::network::services::{
     HEADLESS_LABEL, find_port, hostname_for, is_service_ip_set, managed_selector, pod_ipv4,
     selects, services_selecting, should_pod_be_in_endpoints,
 };
+use crate::util::SyncError;
 use crate::util::{Labels, name_of, sem_eq};
-use crate::{Result, SyncError};
 
 const WORKERS: usize = 5;
 
@@ -184,7 +185,8 @@ impl Ctx {
             let address = EndpointAddress {
                 ip,
                 hostname: hostname_for(pod, &svc),
-                node_name: Some(crate::pods::node_name(pod).to_owned()).filter(|n| !n.is_empty()),
+                node_name: Some(crate::apps::pods::node_name(pod).to_owned())
+                    .filter(|n| !n.is_empty()),
                 target_ref: Some(ObjectReference {
                     kind: Some("Pod".into()),
                     namespace: pod.metadata.namespace.clone(),
@@ -193,7 +195,7 @@ impl Ctx {
                     ..Default::default()
                 }),
             };
-            let ready = publish_not_ready || crate::pods::is_ready(pod);
+            let ready = publish_not_ready || crate::apps::pods::is_ready(pod);
             if ports.is_empty() {
                 // A headless Service may have no ports: its addresses are still published.
                 if spec.cluster_ip.as_deref() == Some("None") {

@@ -31,14 +31,15 @@ use kube::api::{Api, DeleteParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 use tokio::time::Instant;
 
-use crate::cache::{Cache, Change, Reader};
-use crate::queue::{Outcome, Queue, Reconcile, Workers};
-use crate::services::{
+use crate::Result;
+use crate::legacy::cache::{Cache, Change, Reader};
+use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::network::services::{
     HEADLESS_LABEL, find_port, hostname_for, is_service_ip_set, managed_selector, pod_ipv4,
     selects, should_pod_be_in_endpoints,
 };
+use crate::util::SyncError;
 use crate::util::{Labels, controller_ref, name_of, ns_of, sem_eq};
-use crate::{Result, SyncError};
 
 /// `discovery.LabelServiceName`.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -92,7 +93,7 @@ pub async fn run_endpointslice_controller(
                 return Ok(());
             }
             ev = svc_stream.next() => for ch in svc_cache.next_changes(ev, "services")? {
-                crate::endpoints::on_service(ch, &mut workers.queue)
+                crate::network::endpoints::on_service(ch, &mut workers.queue)
             },
             ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
                 ctx.on_pod(ch, &mut workers.queue)
@@ -211,7 +212,7 @@ fn endpoint_sort_key(e: &Endpoint) -> (String, String) {
 
 impl Ctx {
     fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        crate::endpoints::on_pod_change(&self.services, change, q);
+        crate::network::endpoints::on_pod_change(&self.services, change, q);
     }
 
     fn on_slice(&self, change: Change<EndpointSlice>, q: &mut Queue) {
@@ -263,7 +264,7 @@ impl Ctx {
                 })
                 .collect();
             ports.sort_by(|a, b| (&a.name, a.port).cmp(&(&b.name, b.port)));
-            let serving = crate::pods::is_ready(&pod);
+            let serving = crate::apps::pods::is_ready(&pod);
             let terminating = pod.metadata.deletion_timestamp.is_some();
             let endpoint = Endpoint {
                 addresses: vec![ip],
@@ -273,7 +274,8 @@ impl Ctx {
                     terminating: Some(terminating),
                 }),
                 hostname: hostname_for(&pod, &svc),
-                node_name: Some(crate::pods::node_name(&pod).to_owned()).filter(|n| !n.is_empty()),
+                node_name: Some(crate::apps::pods::node_name(&pod).to_owned())
+                    .filter(|n| !n.is_empty()),
                 target_ref: Some(ObjectReference {
                     kind: Some("Pod".into()),
                     namespace: pod.metadata.namespace.clone(),

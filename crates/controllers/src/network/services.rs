@@ -5,7 +5,7 @@
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::cache::Reader;
+use crate::legacy::cache::Reader;
 use crate::util::{Labels, ns_of};
 
 /// Upstream `v1.IsHeadlessService`.
@@ -30,7 +30,7 @@ pub(crate) fn selects(selector: &Labels, labels: Option<&Labels>) -> bool {
 pub(crate) fn services_selecting(services: &Reader<Service>, pod: &Pod, out: &mut Vec<String>) {
     for svc in services.in_namespace(ns_of(pod)) {
         if managed_selector(&svc).is_some_and(|sel| selects(sel, pod.metadata.labels.as_ref())) {
-            let key = crate::cache::key_of(&*svc);
+            let key = crate::legacy::cache::key_of(&*svc);
             if !out.contains(&key) {
                 out.push(key);
             }
@@ -59,7 +59,7 @@ pub(crate) fn pod_ipv4(pod: &Pod) -> Option<String> {
 /// Upstream `ShouldPodBeInEndpoints`: not finished, has an IP, and not terminating unless
 /// `include_terminating`.
 pub(crate) fn should_pod_be_in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
-    if matches!(crate::pods::phase(pod), "Succeeded" | "Failed") {
+    if matches!(crate::apps::pods::phase(pod), "Succeeded" | "Failed") {
         return false;
     }
     if pod_ipv4(pod).is_none() {

@@ -9,3 +9,4 @@ mod podpool;
 mod scheduler;
 mod selector;
 mod serving;
+mod workloads;

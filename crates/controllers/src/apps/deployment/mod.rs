@@ -37,13 +37,14 @@ use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt as _, watcher};
 
 use self::util::*;
-use crate::cache::{Cache, Change, Reader, key_of};
-use crate::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::Result;
+use crate::legacy::cache::{Cache, Change, Reader, key_of};
+use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::util::SyncError;
 use crate::util::{
     controller_of, controller_ref, is_deleting, name_of, ns_of, selector_is_empty,
     selector_matches, sem_eq, uid_of,
 };
-use crate::{Result, SyncError};
 
 const WORKERS: usize = 5;
 
@@ -69,7 +70,7 @@ pub async fn run_deployment_controller(
         (Cache::default(), Cache::default(), Cache::default());
     let ctx = Arc::new(Ctx {
         client: client.clone(),
-        events: crate::events::Recorder::new(client, "deployment-controller"),
+        events: crate::legacy::events::Recorder::new(client, "deployment-controller"),
         deployments: d_cache.reader(),
         rs: rs_cache.reader(),
         pods: pod_cache.reader(),
@@ -110,7 +111,7 @@ fn on_deployment(change: Change<Deployment>, q: &mut Queue) {
 
 struct Ctx {
     client: Client,
-    events: crate::events::Recorder,
+    events: crate::legacy::events::Recorder,
     deployments: Reader<Deployment>,
     rs: Reader<ReplicaSet>,
     pods: Reader<Pod>,
@@ -182,7 +183,7 @@ impl Ctx {
         let pod = match change {
             Change::Deleted(p) => p,
             Change::Updated { old, new }
-                if crate::pods::phase(&old) != crate::pods::phase(&new)
+                if crate::apps::pods::phase(&old) != crate::apps::pods::phase(&new)
                     || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp =>
             {
                 new
@@ -829,7 +830,7 @@ impl Ctx {
             new_rs.map(ns_of).or_else(|| old.first().map(|rs| ns_of(&**rs))).unwrap_or_default();
         self.pods.in_namespace(ns).iter().any(|p| {
             controller_of(&**p).is_some_and(|c| old_uids.contains(&c.uid.as_str()))
-                && !matches!(crate::pods::phase(p), "Failed" | "Succeeded")
+                && !matches!(crate::apps::pods::phase(p), "Failed" | "Succeeded")
         })
     }
 

@@ -13,8 +13,8 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
-use crate::kubelet::AutoKubelet;
-use crate::{Env, eventually};
+use super::kubelet::AutoKubelet;
+use super::{Env, eventually};
 
 fn image_of(p: &Pod) -> String {
     p.spec.as_ref().unwrap().containers[0].image.clone().unwrap_or_default()

@@ -9,8 +9,8 @@ use kube::api::{Api, DeleteParams, ListParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
-use crate::kubelet::set_status;
-use crate::{Env, eventually};
+use super::kubelet::set_status;
+use super::{Env, eventually};
 
 fn pod_yaml(name: &str, node: &str) -> String {
     format!(

@@ -1,5 +1,6 @@
-//! The workload controllers against the embedded API server, through the real `kube` client
-//! and the real `kubectl`. There is no node agent: the tests act as the kubelet themselves
+//! The built-in workload controllers (`apps`: Deployment, ReplicaSet; `network`: Endpoints,
+//! EndpointSlice) against the embedded API server, through the real `kube` client and the real
+//! `kubectl`. There is no node agent: the tests act as the kubelet themselves
 //! ([`kubelet`]), patching pod status the way a kubelet does.
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -17,6 +18,20 @@ use kube::Client;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// The four controllers, as `kinetic up` runs them.
+pub async fn run_all(
+    client: Client,
+    stop: futures::future::BoxFuture<'static, ()>,
+) -> kinetic_controllers::Result<()> {
+    use futures::FutureExt as _;
+    let stop = stop.shared();
+    futures::try_join!(
+        kinetic_controllers::apps::run(client.clone(), stop.clone()),
+        kinetic_controllers::network::run(client, stop),
+    )
+    .map(|_| ())
+}
+
 /// Polling deadline of every wait.
 pub const WAIT: Duration = Duration::from_secs(30);
 
@@ -24,7 +39,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub struct Env {
     pub server: TestServer,
     pub client: Client,
-    controllers: Option<(oneshot::Sender<()>, JoinHandle<kinetic_workloads::Result<()>>)>,
+    controllers: Option<(oneshot::Sender<()>, JoinHandle<kinetic_controllers::Result<()>>)>,
     /// Every write request the controllers sent: "METHOD path".
     writes: Arc<Mutex<Vec<String>>>,
 }
@@ -45,14 +60,14 @@ impl Env {
     }
 
     pub fn start_controllers(&mut self) {
-        self.start_with(kinetic_workloads::run);
+        self.start_with(run_all);
     }
 
-    /// Runs one controller entry point (or [`kinetic_workloads::run`]).
+    /// Runs one controller entry point (or [`run_all`]).
     pub fn start_with<F, Fut>(&mut self, run: F)
     where
         F: FnOnce(Client, futures::future::BoxFuture<'static, ()>) -> Fut,
-        Fut: Future<Output = kinetic_workloads::Result<()>> + Send + 'static,
+        Fut: Future<Output = kinetic_controllers::Result<()>> + Send + 'static,
     {
         assert!(self.controllers.is_none(), "controllers already running");
         let (tx, rx) = oneshot::channel::<()>();

@@ -11,8 +11,8 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use kube::{Client, ResourceExt as _};
 use serde_json::json;
 
-use crate::kubelet::{next_ip, set_status};
-use crate::{Env, eventually};
+use super::kubelet::{next_ip, set_status};
+use super::{Env, eventually};
 
 fn rs_yaml(name: &str, replicas: i32, app: &str) -> String {
     format!(
@@ -237,7 +237,7 @@ async fn scale_down_deletes_not_ready_then_cheapest_pods_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expectations_prevent_extra_pods_on_resyncs_and_restarts() {
     let mut env = Env::bare().await;
-    env.start_with(kinetic_workloads::run_replicaset_controller);
+    env.start_with(kinetic_controllers::apps::run_replicaset_controller);
     let max = MaxPods::start(&env.client, "burst").await;
     env.apply(&rs_yaml("burst", 30, "burst")).await;
     // Resync the ReplicaSet over and over while its creations are in flight: every sync
@@ -258,7 +258,7 @@ async fn expectations_prevent_extra_pods_on_resyncs_and_restarts() {
     })
     .await;
     env.stop_controllers().await;
-    env.start_with(kinetic_workloads::run_replicaset_controller);
+    env.start_with(kinetic_controllers::apps::run_replicaset_controller);
     wait_pods(&env.client, "burst", 60).await;
     // Let any extra creation land before judging.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
@@ -273,9 +273,9 @@ async fn expectations_hold_back_syncs_while_the_pod_watch_lags() {
     // The controller sees every pod event 150 ms late; its ReplicaSet events are on time, so
     // each status write resyncs it long before it sees the pods it created.
     let slow =
-        crate::slow_pod_watch_client(env.client.clone(), std::time::Duration::from_millis(150));
+        super::slow_pod_watch_client(env.client.clone(), std::time::Duration::from_millis(150));
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(kinetic_workloads::run_replicaset_controller(slow, async {
+    let task = tokio::spawn(kinetic_controllers::apps::run_replicaset_controller(slow, async {
         let _ = rx.await;
     }));
     let max = MaxPods::start(&env.client, "lag").await;
