@@ -64,6 +64,8 @@ pub enum BenchCommand {
     Pods(crate::bench_pods::PodsArgs),
     /// Measure a release: Deployment rolling update vs CloneSet ReCreate vs CloneSet in place
     Rollout(crate::bench_rollout::RolloutArgs),
+    /// Measure an app's cold start with a warm pod pool (claim by image) against a pod create
+    Coldstart(crate::bench_coldstart::ColdstartArgs),
 }
 
 /// Arguments of `kinetic bench api`.
@@ -104,6 +106,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Api(args) => api(args).await,
         BenchCommand::Pods(args) => crate::bench_pods::run(args).await,
         BenchCommand::Rollout(args) => crate::bench_rollout::run(args).await,
+        BenchCommand::Coldstart(args) => crate::bench_coldstart::run(args).await,
     }
 }
 
