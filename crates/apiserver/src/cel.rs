@@ -19,21 +19,34 @@
 //! A rule or message expression that does not parse refuses the CRD, with the cause on its
 //! field as upstream's.
 //!
+//! Cost: upstream interrupts a rule whose runtime cost passes `PerCallLimit` (1,000,000) and
+//! stops an object's rules once together they pass `RuntimeCELCostBudget` (10,000,000).
+//! cel-rust counts no cost and cannot interrupt an evaluation, so each rule's cost is
+//! computed *before* it runs, on the object itself ([`runtime_cost`]): one unit per node
+//! evaluated, and a comprehension (`all`, `exists`, `map`, `filter`, ...) costs its body once
+//! per item of the list or map it actually ranges over (without short-circuiting, so an upper
+//! bound of what upstream would count). A rule over the limit is not run: the object is refused
+//! with upstream's "call cost exceeds limit" cause and no further rule runs; past the budget,
+//! upstream's "running out of cost budget" cause. So `self.all(x, self.all(y, x != y))` is
+//! refused on a list of thousands instead of running for seconds. Computing the cost itself
+//! stays within the limit: it walks the items of a comprehension only when a nested
+//! comprehension ranges over the item, and stops as soon as the limit is passed.
+//!
 //! What differs: cel-rust only parses, it has no type checker, so a rule naming a field the
 //! schema does not have is refused by upstream when the CRD is written but fails here only when
-//! it is evaluated (as an evaluation error on the object). Upstream bounds each rule by an
-//! estimated cost (computed from the schema's `maxLength`/`maxItems`) and an object's rules by a
-//! runtime cost budget; cel-rust has neither, so we bound rules by size instead: a rule or message
-//! expression longer than [`MAX_RULE_LEN`] bytes, or nesting more than [`MAX_COMPREHENSION_DEPTH`]
-//! comprehensions (`all`, `exists`, `map`, `filter`, ...: the source of super-linear cost), is
-//! refused when the CRD is written, and an object whose rules together take longer than
-//! [`EVAL_BUDGET`] is refused with upstream's "validation failed due to running out of cost
-//! budget" (checked between rules, since cel-rust cannot interrupt a running evaluation).
+//! it is evaluated (as an evaluation error on the object). Upstream also *estimates* each rule's
+//! cost when the CRD is written, from the schema's `maxLength`/`maxItems`; without types we
+//! bound rules by size there instead: a rule or message expression longer than
+//! [`MAX_RULE_LEN`] bytes, or nesting more than [`MAX_COMPREHENSION_DEPTH`] comprehensions, is
+//! refused when the CRD is written. String functions are charged as one unit, not by length as
+//! upstream does. An object whose rules together take longer than [`EVAL_BUDGET`] of wall time
+//! is refused as out of budget too (a backstop, checked between rules).
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use cel::{Context, Env, Program};
+use cel::common::ast::{EntryExpr, Expr};
+use cel::{Context, Env, IdedExpr, Program};
 use serde_json::Value;
 
 use crate::error::Cause;
@@ -46,6 +59,11 @@ pub const MAX_RULE_LEN: usize = 4096;
 pub const MAX_COMPREHENSION_DEPTH: usize = 2;
 /// How long the rules of one object may take to evaluate, all together.
 pub const EVAL_BUDGET: Duration = Duration::from_millis(500);
+/// Upstream's runtime cost limit of one rule (`celconfig.PerCallLimit`).
+pub const PER_CALL_LIMIT: u64 = 1_000_000;
+/// Upstream's runtime cost budget of all the rules of one object
+/// (`celconfig.RuntimeCELCostBudget`).
+pub const RUNTIME_COST_BUDGET: u64 = 10_000_000;
 
 const REASONS: [&str; 4] =
     ["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"];
@@ -181,8 +199,12 @@ impl Rules {
     /// failed rule.
     pub fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         let mut causes = Vec::new();
-        let deadline = Instant::now() + EVAL_BUDGET;
-        walk(&self.root, obj, old, "", &mut causes, deadline);
+        let mut budget = Budget {
+            remaining: RUNTIME_COST_BUDGET,
+            deadline: Instant::now() + EVAL_BUDGET,
+            stopped: false,
+        };
+        walk(&self.root, obj, old, "", &mut causes, &mut budget);
         causes
     }
 }
@@ -299,31 +321,41 @@ fn child_path(base: &str, name: &str) -> String {
     if base.is_empty() { name.to_owned() } else { format!("{base}.{name}") }
 }
 
+/// What is left of one object's evaluation budget.
+struct Budget {
+    /// Cost units (upstream's `RuntimeCELCostBudget` less what the rules so far cost).
+    remaining: u64,
+    /// The wall-time backstop.
+    deadline: Instant,
+    /// A limit was hit: as upstream, no further rule runs.
+    stopped: bool,
+}
+
 fn walk(
     node: &Node,
     v: &Value,
     old: Option<&Value>,
     path: &str,
     causes: &mut Vec<Cause>,
-    deadline: Instant,
+    budget: &mut Budget,
 ) {
-    if v.is_null() {
+    if v.is_null() || budget.stopped {
         return;
     }
     if !node.rules.is_empty() {
-        eval_rules(node, v, old, path, causes, deadline);
+        eval_rules(node, v, old, path, causes, budget);
     }
     if let Some(m) = v.as_object() {
         for (name, child) in &node.properties {
             if let Some(cv) = m.get(name) {
                 let co = old.and_then(|o| o.get(name));
-                walk(child, cv, co, &child_path(path, name), causes, deadline);
+                walk(child, cv, co, &child_path(path, name), causes, budget);
             }
         }
         if let Some(child) = &node.additional {
             for (k, cv) in m {
                 let co = old.and_then(|o| o.get(k));
-                walk(child, cv, co, &child_path(path, k), causes, deadline);
+                walk(child, cv, co, &child_path(path, k), causes, budget);
             }
         }
     }
@@ -339,7 +371,7 @@ fn walk(
                     .find(|o| keys.iter().all(|k| o.get(k).is_some() && o.get(k) == cv.get(k))),
                 _ => None,
             };
-            walk(items, cv, co, &format!("{path}[{i}]"), causes, deadline);
+            walk(items, cv, co, &format!("{path}[{i}]"), causes, budget);
         }
     }
 }
@@ -350,7 +382,7 @@ fn eval_rules(
     old: Option<&Value>,
     path: &str,
     causes: &mut Vec<Cause>,
-    deadline: Instant,
+    budget: &mut Budget,
 ) {
     // Upstream's path of the root is a nil `field.Path`, printed `<nil>`.
     let shown = if path.is_empty() { "<nil>" } else { path };
@@ -376,7 +408,10 @@ fn eval_rules(
         if (rule.transition && old_cel.is_none()) || (!rule.transition && unchanged) {
             continue;
         }
-        if Instant::now() > deadline {
+        if budget.stopped {
+            return;
+        }
+        let out_of_budget = |causes: &mut Vec<Cause>, budget: &mut Budget| {
             // Upstream's wording when an object's runtime cost budget is spent.
             causes.push(Cause::invalid(
                 shown,
@@ -384,12 +419,38 @@ fn eval_rules(
                 "validation failed due to running out of cost budget, no further validation rules \
                  will be run",
             ));
+            budget.stopped = true;
+        };
+        if Instant::now() > budget.deadline {
+            out_of_budget(causes, budget);
             return;
         }
         let field = match &rule.field_path {
             Some(fp) => join_path(path, fp),
             None => shown.to_owned(),
         };
+        // The rule's cost on this object, before running it (cel-rust cannot interrupt it).
+        match runtime_cost(rule.program.expression(), &ctx, PER_CALL_LIMIT) {
+            None => {
+                causes.push(Cause::invalid(
+                    &field,
+                    &ty,
+                    &format!(
+                        "'operation cancelled: actual cost limit exceeded': no further \
+                         validation rules will be run due to call cost exceeds limit for rule: \
+                         {}",
+                        rule_error_string(rule)
+                    ),
+                ));
+                budget.stopped = true;
+                return;
+            }
+            Some(cost) if cost > budget.remaining => {
+                out_of_budget(causes, budget);
+                return;
+            }
+            Some(cost) => budget.remaining -= cost,
+        }
         match rule.program.execute(&ctx) {
             Ok(cel::Value::Bool(true)) => {}
             Ok(cel::Value::Bool(false)) => {
@@ -422,10 +483,173 @@ fn eval_rules(
     }
 }
 
+/// Upstream's `ruleErrorString`: the rule's message, else its source.
+fn rule_error_string(rule: &Rule) -> &str {
+    match &rule.message {
+        Some(m) if !m.trim().is_empty() => m.trim(),
+        _ => rule.source.trim(),
+    }
+}
+
+/// The runtime cost of evaluating `e` in `ctx`, as upstream's CEL runtime counts it (one unit
+/// per node evaluated; a comprehension's loop condition and step once per item of the list or
+/// map it ranges over), or `None` once it passes `limit`. Short-circuits are not taken, so this
+/// bounds the cost from above. The ranges are evaluated (on the object) to learn their sizes,
+/// each only after its own cost was found within the limit.
+pub fn runtime_cost(e: &IdedExpr, ctx: &Context<'_, '_>, limit: u64) -> Option<u64> {
+    let mut spent = 0u64;
+    charge(e, ctx, &mut spent, limit).then_some(spent)
+}
+
+fn charge(e: &IdedExpr, ctx: &Context<'_, '_>, spent: &mut u64, limit: u64) -> bool {
+    *spent += 1;
+    if *spent > limit {
+        return false;
+    }
+    match &e.expr {
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => true,
+        Expr::Select(s) => charge(&s.operand, ctx, spent, limit),
+        Expr::Call(c) => {
+            c.target.as_deref().is_none_or(|t| charge(t, ctx, spent, limit))
+                && c.args.iter().all(|a| charge(a, ctx, spent, limit))
+        }
+        Expr::List(l) => l.elements.iter().all(|x| charge(x, ctx, spent, limit)),
+        Expr::Map(m) => entries_cost(&m.entries, ctx, spent, limit),
+        Expr::Struct(s) => entries_cost(&s.entries, ctx, spent, limit),
+        Expr::Comprehension(c) => {
+            if !charge(&c.iter_range, ctx, spent, limit) || !charge(&c.accu_init, ctx, spent, limit)
+            {
+                return false;
+            }
+            // The items the loop binds: a range that does not evaluate here (it names the
+            // accumulator, say) counts as empty; evaluating the rule reports its error.
+            let items: Vec<(cel::Value, Option<cel::Value>)> = match ctx.resolve(&c.iter_range) {
+                Ok(cel::Value::List(l)) => l
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| match c.iter_var2 {
+                        Some(_) => {
+                            (cel::Value::Int(i64::try_from(i).unwrap_or(i64::MAX)), Some(x.clone()))
+                        }
+                        None => (x.clone(), None),
+                    })
+                    .collect(),
+                Ok(cel::Value::Map(m)) => m
+                    .map
+                    .iter()
+                    .map(|(k, v)| (cel::Value::from(k), c.iter_var2.as_ref().map(|_| v.clone())))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let step = |item: &(cel::Value, Option<cel::Value>), spent: &mut u64| {
+                let mut inner = ctx.new_inner_scope();
+                inner.add_variable_from_value(c.iter_var.as_str(), item.0.clone());
+                if let (Some(v2), Some(x)) = (&c.iter_var2, &item.1) {
+                    inner.add_variable_from_value(v2.as_str(), x.clone());
+                }
+                charge(&c.loop_cond, &inner, spent, limit)
+                    && charge(&c.loop_step, &inner, spent, limit)
+            };
+            let per_item = [&c.loop_cond, &c.loop_step].into_iter().any(|x| {
+                ranges_over(x, &c.iter_var)
+                    || c.iter_var2.as_ref().is_some_and(|v| ranges_over(x, v))
+            });
+            if per_item {
+                // A nested loop over the item: its cost depends on the item.
+                if !items.iter().all(|item| step(item, spent)) {
+                    return false;
+                }
+            } else if let Some(first) = items.first() {
+                let before = *spent;
+                if !step(first, spent) {
+                    return false;
+                }
+                let each = *spent - before;
+                *spent = spent.saturating_add(each.saturating_mul(items.len() as u64 - 1));
+                if *spent > limit {
+                    return false;
+                }
+            }
+            charge(&c.result, ctx, spent, limit)
+        }
+    }
+}
+
+fn entries_cost(
+    entries: &[cel::common::ast::IdedEntryExpr],
+    ctx: &Context<'_, '_>,
+    spent: &mut u64,
+    limit: u64,
+) -> bool {
+    entries.iter().all(|en| match &en.expr {
+        EntryExpr::StructField(f) => charge(&f.value, ctx, spent, limit),
+        EntryExpr::MapEntry(m) => {
+            charge(&m.key, ctx, spent, limit) && charge(&m.value, ctx, spent, limit)
+        }
+    })
+}
+
+/// Whether a comprehension inside `e` ranges over an expression naming `var`.
+fn ranges_over(e: &IdedExpr, var: &str) -> bool {
+    match &e.expr {
+        Expr::Unspecified | Expr::Ident(_) | Expr::Literal(_) => false,
+        Expr::Select(s) => ranges_over(&s.operand, var),
+        Expr::Call(c) => {
+            c.target.as_deref().is_some_and(|t| ranges_over(t, var))
+                || c.args.iter().any(|a| ranges_over(a, var))
+        }
+        Expr::List(l) => l.elements.iter().any(|x| ranges_over(x, var)),
+        Expr::Map(m) => entries_range_over(&m.entries, var),
+        Expr::Struct(s) => entries_range_over(&s.entries, var),
+        Expr::Comprehension(c) => {
+            names(&c.iter_range, var)
+                || [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+                    .into_iter()
+                    .any(|x| ranges_over(x, var))
+        }
+    }
+}
+
+fn entries_range_over(entries: &[cel::common::ast::IdedEntryExpr], var: &str) -> bool {
+    entries.iter().any(|en| match &en.expr {
+        EntryExpr::StructField(f) => ranges_over(&f.value, var),
+        EntryExpr::MapEntry(m) => ranges_over(&m.key, var) || ranges_over(&m.value, var),
+    })
+}
+
+/// Whether `e` names the variable `var` anywhere.
+fn names(e: &IdedExpr, var: &str) -> bool {
+    match &e.expr {
+        Expr::Ident(n) => n == var,
+        Expr::Unspecified | Expr::Literal(_) => false,
+        Expr::Select(s) => names(&s.operand, var),
+        Expr::Call(c) => {
+            c.target.as_deref().is_some_and(|t| names(t, var))
+                || c.args.iter().any(|a| names(a, var))
+        }
+        Expr::List(l) => l.elements.iter().any(|x| names(x, var)),
+        Expr::Map(m) => m.entries.iter().any(|en| entry_names(en, var)),
+        Expr::Struct(s) => s.entries.iter().any(|en| entry_names(en, var)),
+        Expr::Comprehension(c) => {
+            [&c.iter_range, &c.accu_init, &c.loop_cond, &c.loop_step, &c.result]
+                .into_iter()
+                .any(|x| names(x, var))
+        }
+    }
+}
+
+fn entry_names(en: &cel::common::ast::IdedEntryExpr, var: &str) -> bool {
+    match &en.expr {
+        EntryExpr::StructField(f) => names(&f.value, var),
+        EntryExpr::MapEntry(m) => names(&m.key, var) || names(&m.value, var),
+    }
+}
+
 /// Upstream's message of a failed rule: `messageExpression`'s string if it gives a non-empty
-/// one, else `message`, else `failed rule: <rule>`.
+/// one (within the cost limit), else `message`, else `failed rule: <rule>`.
 fn message(rule: &Rule, ctx: &Context<'_, '_>) -> String {
     if let Some(p) = &rule.message_expression
+        && runtime_cost(p.expression(), ctx, PER_CALL_LIMIT).is_some()
         && let Ok(cel::Value::String(s)) = p.execute(ctx)
         && !s.trim().is_empty()
     {
@@ -636,6 +860,60 @@ mod tests {
             ]
         );
         assert!(Rules::compile(&json!({"type": "object"}), "r").unwrap().is_none());
+    }
+
+    fn cost(rule: &str, this: Value) -> Option<u64> {
+        let program = env().compile(rule).unwrap();
+        let mut ctx = Context::with_env(env());
+        ctx.add_variable_from_value("self", cel::to_value(&this).unwrap());
+        runtime_cost(program.expression(), &ctx, PER_CALL_LIMIT)
+    }
+
+    #[test]
+    fn the_cost_of_a_rule_grows_with_the_items_its_comprehensions_range_over() {
+        let list = |n: usize| json!((0..n).collect::<Vec<_>>());
+        assert_eq!(cost("self.size() > 0", list(3)), Some(4), "one per node");
+        let one = cost("self.all(x, x >= 0)", list(10)).unwrap();
+        let two = cost("self.all(x, x >= 0)", list(20)).unwrap();
+        assert_eq!(two - one, one - cost("self.all(x, x >= 0)", list(0)).unwrap(), "linear");
+        let nested = "self.all(x, self.all(y, x != y || x == y))";
+        let small = cost(nested, list(10)).unwrap();
+        assert!(small > 10 * 10 && small < 10_000, "{small}");
+        assert_eq!(cost(nested, list(1000)), None, "over upstream's per-call limit");
+        // A nested loop over each item's own list costs what the items hold.
+        let per_item = "self.all(x, x.all(y, y >= 0))";
+        let rows = |n: usize| json!((0..n).map(|_| (0..n).collect::<Vec<_>>()).collect::<Vec<_>>());
+        assert!(cost(per_item, rows(10)).unwrap() > 100);
+        assert_eq!(cost(per_item, rows(1000)), None);
+        // A map is ranged over by its keys.
+        let m = json!({"a": 1, "b": 2, "c": 3});
+        assert!(cost("self.all(k, self[k] > 0)", m).unwrap() > 3);
+    }
+
+    #[test]
+    fn a_rule_over_the_cost_limit_is_refused_without_running_and_stops_the_others() {
+        let s = json!({"type": "object",
+            "x-kubernetes-validations": [
+                {"rule": "self.items.all(x, self.items.all(y, x == y || x != y))",
+                 "message": "items are compared"},
+                {"rule": "false", "message": "never reached"}],
+            "properties": {"items": {"type": "array", "items": {"type": "integer"}}}});
+        let rules = Rules::compile(&s, "s").unwrap().unwrap();
+        let small = json!({"items": (0..10).collect::<Vec<_>>()});
+        assert_eq!(rules.validate(&small, None).len(), 1, "only the false rule");
+        let big = json!({"items": (0..5000).collect::<Vec<_>>()});
+        let started = Instant::now();
+        let causes = rules.validate(&big, None);
+        assert!(started.elapsed() < Duration::from_secs(2), "the rule was not run");
+        expect_test::expect![[r#"
+            [
+                (
+                    "<nil>",
+                    "Invalid value: \"object\": 'operation cancelled: actual cost limit exceeded': no further validation rules will be run due to call cost exceeds limit for rule: items are compared",
+                ),
+            ]
+        "#]]
+        .assert_debug_eq(&causes.into_iter().map(|c| (c.field, c.message)).collect::<Vec<_>>());
     }
 
     #[test]

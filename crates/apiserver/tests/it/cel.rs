@@ -138,3 +138,41 @@ async fn a_crd_whose_rule_does_not_compile_is_refused() {
     let out = t.kubectl(&["get", "crd", "scalers.example.com"]).await.unwrap();
     assert!(!out.status.success(), "the CRD was not stored");
 }
+
+#[tokio::test]
+async fn a_rule_over_upstreams_cost_limit_is_refused_instead_of_run() {
+    let t = TestServer::start().await.unwrap();
+    let crd = CRD.replace(
+        "            properties:\n              replicas: {type: integer}",
+        "            - rule: self.tags.all(x, self.tags.all(y, x == y || x != y))\n              \
+         message: tags are compared\n            \
+         properties:\n              tags: {type: array, items: {type: integer}}\n              \
+         replicas: {type: integer}",
+    );
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &crd).await.unwrap();
+    let ar = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("example.com", "v1", "Scaler"),
+        "scalers",
+    );
+    let api: Api<DynamicObject> = Api::namespaced_with(t.client().await.unwrap(), "default", &ar);
+    let obj = |name: &str, n: i64| -> DynamicObject {
+        serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Scaler",
+            "metadata": {"name": name},
+            "spec": {"replicas": 1, "minReplicas": 1, "tags": (0..n).collect::<Vec<_>>()}}))
+        .unwrap()
+    };
+    api.create(&PostParams::default(), &obj("small", 10)).await.unwrap();
+    // 3,000 tags: some 9,000,000 comparisons, far past upstream's per-rule limit of 1,000,000.
+    let err = api.create(&PostParams::default(), &obj("big", 3000)).await.unwrap_err();
+    let kube::Error::Api(status) = err else { panic!("{err:?}") };
+    assert_eq!(status.code, 422, "{status:?}");
+    assert!(
+        status.message.contains(
+            "spec: Invalid value: \"object\": 'operation cancelled: actual cost limit exceeded': \
+             no further validation rules will be run due to call cost exceeds limit for rule: \
+             tags are compared"
+        ),
+        "{}",
+        status.message
+    );
+}
