@@ -11,6 +11,7 @@ mod image_ls;
 mod inplace;
 mod managed_fields;
 mod node;
+mod podpool;
 mod preheat;
 mod serve_status;
 mod serving;

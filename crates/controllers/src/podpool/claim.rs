@@ -136,6 +136,11 @@ async fn claim_with(
                 let spec = serde_json::to_string(c).unwrap_or_default();
                 body["metadata"]["annotations"][SPECIALIZE_ANNOTATION] = json!(spec);
                 body["spec"] = json!({"containers": [{"name": target, "image": c.image}]});
+                // Owner references merge by uid in a strategic merge patch: replace the list,
+                // or the pool would stay a second controller.
+                let mut owners = refs.iter().map(|r| json!(r)).collect::<Vec<_>>();
+                owners.push(json!({"$patch": "replace"}));
+                body["metadata"]["ownerReferences"] = json!(owners);
                 Patch::Strategic(&body)
             }
             _ => Patch::Merge(&body),

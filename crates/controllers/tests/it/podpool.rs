@@ -302,3 +302,57 @@ async fn min_ready_above_max_ready_is_refused_with_a_condition_and_an_event() {
     env.wait("bad", "1 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 1)).await;
     env.stop().await;
 }
+
+/// A claim by image (`claim_for_image`) moves the ownerReference as a plain claim does (the
+/// strategic merge patch it needs for the container list would otherwise merge the owner lists
+/// by uid and leave the pool a second controller), sets the image in place and carries the
+/// whole claimant container in the annotation; a pod the node agent labels `failed` is deleted
+/// at once, with a `SpecializationFailed` Event, and the pool refills.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_by_image_moves_the_owner_sets_the_image_and_a_failed_specialisation_is_deleted() {
+    let env = Env::start().await;
+    env.apply(&manifest("img", 2, 2, 300)).await;
+    env.wait("img", "2 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 2)).await;
+    let owner = env.claimant("app").await;
+    let web: k8s_openapi::api::core::v1::Container = serde_json::from_value(json!({
+        "name": "web", "image": "registry.example/app:v2", "command": ["httpd"],
+        "env": [{"name": "A", "value": "1"}], "ports": [{"containerPort": 8080}],
+    }))
+    .unwrap();
+    let p = podpool::claim_for_image(&env.client, "default", "img", &owner, &web).await.unwrap();
+    let owners: Vec<&str> = p.owner_references().iter().map(|o| o.kind.as_str()).collect();
+    assert_eq!(owners, ["ConfigMap"], "the pool's ownerReference moved to the claimant");
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!((c.name.as_str(), c.image.as_deref()), ("main", Some("registry.example/app:v2")));
+    let asked: k8s_openapi::api::core::v1::Container =
+        serde_json::from_str(&p.annotations()["kinetic.dev/specialize"]).unwrap();
+    assert_eq!(asked, web);
+    assert_eq!(p.labels()[POOL_STATE_LABEL], "claimed");
+    let no_image = k8s_openapi::api::core::v1::Container { image: None, ..web.clone() };
+    assert!(matches!(
+        podpool::claim_for_image(&env.client, "default", "img", &owner, &no_image).await,
+        Err(ClaimError::NoImage { .. })
+    ));
+
+    // The node agent's verdict: failed.
+    let body = json!({"metadata": {"labels": {POOL_STATE_LABEL: "failed"}}});
+    env.pods_api()
+        .patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&body))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while env.pods_api().get_opt(&p.name_any()).await.unwrap().is_some() {
+        assert!(tokio::time::Instant::now() < deadline, "the failed pod was not deleted");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    loop {
+        let events = env.events("SpecializationFailed").await;
+        if events.iter().any(|m| m.contains(&p.name_any())) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no SpecializationFailed: {events:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    env.wait("img", "refilled", |p| p.status.as_ref().is_some_and(|s| s.ready == 2)).await;
+    env.stop().await;
+}
