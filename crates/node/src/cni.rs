@@ -188,7 +188,7 @@ async fn run_measured(
     Ok((std::process::Output { status, stdout, stderr }, cpu))
 }
 
-async fn run_ip(args: &[&str]) -> Result<Duration> {
+pub(crate) async fn run_ip(args: &[&str]) -> Result<Duration> {
     let mut cmd = tokio::process::Command::new("ip");
     cmd.args(args);
     let (out, cpu) = run_measured(cmd, None).await.map_err(|e| Error::io(Path::new("ip"), e))?;

@@ -47,9 +47,12 @@ mod env;
 mod events;
 mod imagegc;
 mod imagepuller;
+mod ipam;
 mod launch;
 mod logs;
 mod mount;
+mod native;
+mod net;
 mod node;
 mod oci;
 mod portforward;
@@ -84,6 +87,8 @@ use kube::runtime::watcher::{self, Event};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+pub use net::NetworkMode;
+
 /// Errors of the node agent.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -97,6 +102,12 @@ pub enum Error {
     Runc { op: &'static str, id: String, message: String },
     #[error("CNI {plugin} failed: {message}")]
     Cni { plugin: String, message: String },
+    #[error("pod network: {op} failed")]
+    Netlink {
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error(
         "the pod range {cidr} is already routed through interface {interface} (route {route}), \
          not the agent's bridge {bridge}: pods would be unreachable from the node; remove that \
@@ -140,7 +151,9 @@ pub struct Config {
     /// The agent's directory: `images/` (the content store), `pods/`, `runc/`, `cni/`.
     pub data_dir: PathBuf,
     pub cni_bin_dir: PathBuf,
-    /// The bridge the CNI plugin creates for this node's pods.
+    /// Who wires pods into the bridge: the CNI plugins or the agent itself over netlink.
+    pub network: NetworkMode,
+    /// The bridge created for this node's pods.
     pub bridge: String,
     pub pod_cidr: String,
     pub runc: PathBuf,
@@ -178,6 +191,7 @@ impl Config {
             node_name: node_name.to_owned(),
             data_dir: data_dir.into(),
             cni_bin_dir: "/usr/lib/cni".into(),
+            network: NetworkMode::default(),
             bridge: "kinetic0".into(),
             pod_cidr: "10.88.0.0/16".into(),
             runc: "runc".into(),
@@ -202,7 +216,7 @@ pub(crate) struct Ctx {
     pub cfg: Config,
     pub images: kinetic_image::Store,
     pub runc: runc::Runc,
-    pub net: cni::Network,
+    pub net: net::Network,
     pub events: events::Recorder,
     pub logs: logs::LogIndex,
     pub pods_dir: PathBuf,
@@ -273,14 +287,10 @@ impl Agent {
         let node = node::register(&client, &cfg, log_addr.port(), &runc_version).await?;
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
         let index = logs::LogIndex::default();
+        let net = pod_network(&cfg, &pods_dir).await?;
         let ctx = Arc::new(Ctx {
             runc: runc::Runc::new(cfg.runc.clone(), cfg.data_dir.join("runc")),
-            net: cni::Network::new(
-                cfg.cni_bin_dir.clone(),
-                &cfg.bridge,
-                &cfg.pod_cidr,
-                &cfg.data_dir.join("cni"),
-            ),
+            net,
             events: events::Recorder::start(client.clone(), &cfg.node_name),
             logs: index.clone(),
             images,
@@ -348,6 +358,44 @@ impl Drop for Agent {
             t.abort();
         }
     }
+}
+
+/// The pod network of `cfg.network`. Native networking recovers its IP allocations from its
+/// state file and the pod records (`pods_dir`), and creates the bridge now, so the node's
+/// route to its pods exists before the first pod.
+async fn pod_network(cfg: &Config, pods_dir: &Path) -> Result<net::Network> {
+    Ok(match cfg.network {
+        NetworkMode::Cni => net::Network::Cni(cni::Network::new(
+            cfg.cni_bin_dir.clone(),
+            &cfg.bridge,
+            &cfg.pod_cidr,
+            &cfg.data_dir.join("cni"),
+        )),
+        NetworkMode::Native => {
+            let known = state::PodRecord::load_all(pods_dir).into_iter().filter_map(|(_, r)| {
+                let ip = r.ip.as_deref()?.parse().ok()?;
+                Some((r.netns, ip))
+            });
+            let n = native::Network::new(
+                &cfg.bridge,
+                &cfg.pod_cidr,
+                &cfg.data_dir.join("network"),
+                known,
+            )?;
+            n.prepare().await?;
+            net::Network::Native(n)
+        }
+    })
+}
+
+/// Removes the node's pod bridge when the node stops for good (its pods are gone): with
+/// native networking the agent made it; with CNI the bridge plugin did, and it goes the same
+/// way. Idempotent.
+///
+/// # Errors
+/// The bridge exists and cannot be deleted.
+pub async fn remove_bridge(cfg: &Config) -> Result<()> {
+    native::remove_link(&cfg.bridge).await
 }
 
 async fn runc_version(bin: &Path) -> Result<String> {

@@ -35,7 +35,7 @@ impl Cidr {
         if len == 0 { 0 } else { u32::MAX << (32 - len) }
     }
 
-    fn contains(&self, ip: Ipv4Addr) -> bool {
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
         let m = Self::mask(self.len);
         u32::from(ip) & m == u32::from(self.addr) & m
     }

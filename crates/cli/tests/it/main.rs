@@ -6,6 +6,7 @@
 mod bench;
 mod controller;
 mod durability;
+mod ehpa;
 mod hpa;
 mod image_ls;
 mod inplace;

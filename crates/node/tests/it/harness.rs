@@ -53,6 +53,14 @@ impl Cluster {
         cfg.auth_token = Some(server.server().token().to_owned());
         // The agent runs in this test process: its containers' shim is the crate's own binary.
         cfg.shim = env!("CARGO_BIN_EXE_kinetic-shim").into();
+        // The suite is the conformance suite of both pod network modes (issue 14):
+        // KINETIC_TEST_NETWORK=cni|native runs it on one of them instead of the default.
+        match std::env::var("KINETIC_TEST_NETWORK").as_deref() {
+            Ok("cni") => cfg.network = kinetic_node::NetworkMode::Cni,
+            Ok("native") => cfg.network = kinetic_node::NetworkMode::Native,
+            Ok(other) => panic!("KINETIC_TEST_NETWORK={other}: use cni or native"),
+            Err(_) => {}
+        }
         tune(&mut cfg);
         let agent = Agent::start(client.clone(), cfg.clone()).await.unwrap();
         Cluster { server, registry, client, agent: Some(agent), cfg, _dir: dir, _slot: slot }
@@ -208,6 +216,14 @@ impl Cluster {
                 }
             }
         }
+        // Native networking's allocations (`<data>/network/ipam.json`).
+        if let Ok(b) = std::fs::read(self.data_dir().join("network/ipam.json")) {
+            let v: Value = serde_json::from_slice(&b).unwrap();
+            for (ns, ip) in v["allocations"].as_object().into_iter().flatten() {
+                out.push(format!("ip allocation {ip} ({ns})"));
+            }
+        }
+        out.extend(self.bridge_ports().into_iter().map(|p| format!("veth {p} on the bridge")));
         if let Ok(rd) = std::fs::read_dir(self.data_dir().join("pods")) {
             for e in rd.flatten() {
                 let netns = format!("/var/run/netns/kinetic-{}", e.file_name().to_string_lossy());
@@ -217,6 +233,19 @@ impl Cluster {
             }
         }
         out
+    }
+
+    /// The interfaces attached to the node's bridge (the host ends of pod veths).
+    pub fn bridge_ports(&self) -> Vec<String> {
+        let dir = Path::new("/sys/class/net").join(&self.cfg.bridge).join("brif");
+        let mut ports: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        ports.sort();
+        ports
     }
 }
 

@@ -8,6 +8,7 @@ mod claims;
 mod harness;
 mod kubelet_api;
 mod lifecycle;
+mod native_net;
 mod network;
 mod pods;
 mod stats;

@@ -1,0 +1,44 @@
+//! The pod network seam: the CNI plugins (`cni`) or the agent's own netlink wiring (`native`),
+//! chosen by [`NetworkMode`]. Both create the pod's namespace under /var/run/netns with the
+//! same name, so a worker never needs to know which one wired it.
+
+use std::net::IpAddr;
+use std::time::Duration;
+
+use crate::{Result, cni, native};
+
+/// Who wires pods into the node's bridge (`kinetic node --network`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum NetworkMode {
+    /// The CNI `bridge` + `host-local` + `loopback` plugins, one process each per pod.
+    #[default]
+    Cni,
+    /// The same bridge, veth pairs, addresses and routes over netlink from the agent, with
+    /// its own persisted IP allocation.
+    Native,
+}
+
+/// The node's pod network in either mode.
+#[derive(Debug, Clone)]
+pub(crate) enum Network {
+    Cni(cni::Network),
+    Native(native::Network),
+}
+
+impl Network {
+    /// See [`cni::Network::setup`] and [`native::Network::setup`].
+    pub async fn setup(&self, name: &str) -> Result<(IpAddr, Duration)> {
+        match self {
+            Network::Cni(n) => n.setup(name).await,
+            Network::Native(n) => n.setup(name).await,
+        }
+    }
+
+    /// See [`cni::Network::teardown`] and [`native::Network::teardown`].
+    pub async fn teardown(&self, name: &str) -> Result<()> {
+        match self {
+            Network::Cni(n) => n.teardown(name).await,
+            Network::Native(n) => n.teardown(name).await,
+        }
+    }
+}
