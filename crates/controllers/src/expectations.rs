@@ -60,6 +60,15 @@ impl Expectations {
         self.with(owner, |p| p.created.insert(name.to_owned(), Instant::now()));
     }
 
+    /// The watch showed an object named `name` (from an event hook, for a creation the cache
+    /// may no longer show by the next reconcile: created and deleted again in between).
+    pub fn creation_observed(&self, owner: &str, name: &str) {
+        let mut map = self.by_owner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = map.get_mut(owner) {
+            p.created.remove(name);
+        }
+    }
+
     /// Forgets an expected creation whose request failed.
     pub fn create_failed(&self, owner: &str, name: &str) {
         self.with(owner, |p| p.created.remove(name));
@@ -90,7 +99,7 @@ impl Expectations {
     /// out; answers whether nothing is pending any more.
     pub fn satisfied<'a>(&self, owner: &str, objects: impl IntoIterator<Item = Seen<'a>>) -> bool {
         let objects: Vec<Seen<'a>> = objects.into_iter().collect();
-        self.with(owner, |p| {
+        let done = self.with(owner, |p| {
             let now = Instant::now();
             p.created.retain(|name, at| {
                 now.duration_since(*at) < TIMEOUT && !objects.iter().any(|o| o.name == name)
@@ -107,7 +116,12 @@ impl Expectations {
                         .is_some_and(|o| rv(o.resource_version).is_some_and(|have| have < *want))
             });
             p.created.is_empty() && p.deleted.is_empty() && p.updated.is_empty()
-        })
+        });
+        if done {
+            // Nothing pending: drop the entry, so owners deleted meanwhile leave nothing behind.
+            self.forget(owner);
+        }
+        done
     }
 
     /// Forgets an owner that was deleted.

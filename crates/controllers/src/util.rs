@@ -23,17 +23,11 @@ pub(crate) fn selector_of(sel: Option<&LabelSelector>) -> Selector {
     }
 }
 
-/// Whether `selector` selects an object with `labels`.
+/// Whether `selector` selects an object with `labels` (upstream's `Selector.Matches`).
 pub(crate) fn matches(selector: &Selector, labels: Option<&Labels>) -> bool {
-    let labels: Option<serde_json::Map<String, Value>> = labels
-        .map(|l| l.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
+    let labels: Option<serde_json::Map<String, Value>> =
+        labels.map(|l| l.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect());
     selector.matches(labels.as_ref())
-}
-
-/// Whether `selector` selects an object with `labels` (upstream `metav1.LabelSelectorAsSelector`
-/// followed by `Matches`). An empty selector matches everything; `None` matches nothing.
-pub(crate) fn selector_matches(selector: Option<&LabelSelector>, labels: Option<&Labels>) -> bool {
-    matches(&selector_of(selector), labels)
 }
 
 /// Whether a selector has no requirement at all (upstream refuses to act on those).
@@ -180,6 +174,76 @@ where
     work.await
 }
 
+/// A reflector of every `K` for a `Controller::watches_stream`, which also yields what a
+/// kube-runtime trigger never sees: the previous version of an object whose labels or owner
+/// references changed (so the owner or Service that selected it before is reconciled too, as
+/// client-go's update handlers do with `old`), and on a relist the objects that did not come
+/// back (deleted while the watch was away, which client-go reports as deletions).
+pub(crate) fn reflect_changes<K>(
+    client: &kube::Client,
+    config: kube::runtime::watcher::Config,
+) -> (
+    kube::runtime::reflector::Store<K>,
+    impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use futures::TryStreamExt as _;
+    use kube::runtime::WatchStreamExt as _;
+    use kube::runtime::reflector::{self, ObjectRef};
+    use kube::runtime::watcher::{self, Event};
+
+    let (reader, mut writer) = reflector::store::<K>();
+    let store = reader.clone();
+    // During a relist: the objects before it, and those the relist brought back so far.
+    type Relist<K> = (Vec<std::sync::Arc<K>>, std::collections::HashSet<ObjectRef<K>>);
+    let mut relist: Option<Relist<K>> = None;
+    let moved = |old: &K, new: &K| {
+        old.meta().labels != new.meta().labels
+            || old.meta().owner_references != new.meta().owner_references
+    };
+    let stream = watcher::watcher(kube::Api::<K>::all(client.clone()), config)
+        .default_backoff()
+        .map_ok(move |event| {
+            let mut out: Vec<K> = Vec::new();
+            match &event {
+                Event::Apply(obj) | Event::InitApply(obj) => {
+                    let key = ObjectRef::from_obj(obj);
+                    if let Some(old) = store.get(&key).filter(|old| moved(old, obj)) {
+                        out.push((*old).clone());
+                    }
+                    if let (Event::InitApply(_), Some((_, seen))) = (&event, relist.as_mut()) {
+                        seen.insert(key);
+                    }
+                    out.push(obj.clone());
+                }
+                Event::Delete(obj) => out.push(obj.clone()),
+                Event::Init => relist = Some((store.state(), Default::default())),
+                Event::InitDone => {
+                    if let Some((before, seen)) = relist.take() {
+                        out.extend(
+                            before
+                                .iter()
+                                .filter(|o| !seen.contains(&ObjectRef::from_obj(&***o)))
+                                .map(|o| (**o).clone()),
+                        );
+                    }
+                }
+            }
+            writer.apply_watcher_event(&event);
+            futures::stream::iter(out.into_iter().map(Ok::<K, watcher::Error>))
+        })
+        .try_flatten();
+    (reader, stream)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,6 +251,10 @@ mod tests {
 
     fn labels(kv: &[(&str, &str)]) -> Labels {
         kv.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn selector_matches(sel: Option<&LabelSelector>, labels: Option<&Labels>) -> bool {
+        matches(&selector_of(sel), labels)
     }
 
     #[test]

@@ -2,12 +2,17 @@
 //!
 //! A sync of one ReplicaSet: take the active pods of its namespace, claim them (keep the ones it
 //! controls that still match its selector, release those that no longer match, adopt matching
-//! orphans), and — only when its [`Expectations`] are fulfilled, i.e. the cache shows every
-//! create and delete it asked for — create or delete the difference to `spec.replicas`. Then it
+//! orphans), and — only when its expectations are fulfilled, i.e. the cache shows every create
+//! and delete it asked for — create or delete the difference to `spec.replicas`. Then it
 //! writes `status` when it changed.
+//!
+//! A kube-runtime `Controller` of ReplicaSets; pod changes reach the ReplicaSet that controls
+//! the pod, or for an orphan the ReplicaSets whose selector matches it (and, when a pod's labels
+//! or owner moved, those of its previous version too: [`crate::util::reflect_changes`]).
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt as _;
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
@@ -16,191 +21,141 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 
-use crate::Result;
 use crate::apps::pods;
-use crate::legacy::cache::{Cache, Change, Reader, key_of};
-use crate::legacy::expectations::Expectations;
-use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::backoff::Backoff;
+use crate::events::{EventReq, EventSink};
+use crate::expectations::{Expectations, Seen};
 use crate::util::SyncError;
 use crate::util::{
-    controller_of, controller_ref, is_deleting, name_of, now, ns_of, selector_matches, uid_of,
+    controller_of, controller_ref, is_deleting, name_of, now, ns_of, selector_is_empty,
+    selector_of, uid_of,
 };
 
 /// Upstream's `BurstReplicas`: at most this many creations or deletions per sync.
 pub const BURST_REPLICAS: usize = 500;
-const WORKERS: usize = 5;
+/// The controller's name in Events.
+pub const COMPONENT: &str = "replicaset-controller";
 
-/// Runs the ReplicaSet controller until `shutdown` completes.
+/// Runs the ReplicaSet controller until `shutdown` completes; running reconciles finish first.
 ///
 /// # Errors
-/// A watch stream ended (kube's watcher retries failures with back-off, so it does not).
+/// None so far: API errors are retried per ReplicaSet with back-off.
 pub async fn run_replicaset_controller(
     client: Client,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let rs_stream = watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
-    let pod_stream =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    let (mut rs_stream, mut pod_stream) = (std::pin::pin!(rs_stream), std::pin::pin!(pod_stream));
-    let mut shutdown = std::pin::pin!(shutdown);
-    let (mut rs_cache, mut pod_cache) = (Cache::default(), Cache::default());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        rs: rs_cache.reader(),
-        pods: pod_cache.reader(),
-        expectations: Expectations::default(),
-        events: crate::legacy::events::Recorder::new(client.clone(), "replicaset-controller"),
-    });
-    let mut workers = Workers::new(ctx.clone(), WORKERS);
-    tracing::info!("replicaset controller started");
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => {
-                workers.drain().await;
-                return Ok(());
-            }
-            ev = rs_stream.next() => for ch in rs_cache.next_changes(ev, "replicasets")? {
-                ctx.on_rs(ch, &mut workers.queue)
-            },
-            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
-                ctx.on_pod(ch, &mut workers.queue)
-            },
-            () = workers.tick() => {}
-        }
-        if rs_cache.synced() && pod_cache.synced() {
-            workers.start();
-        }
-    }
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    crate::util::run_together(shutdown, |stop| async move {
+        let (pods, pod_changes) =
+            crate::util::reflect_changes::<Pod>(&client, watcher::Config::default());
+        let controller =
+            Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            rs: controller.store(),
+            pods,
+            expectations: Expectations::default(),
+            events: EventSink::spawn(client, COMPONENT.to_owned()),
+            backoff: Backoff::default(),
+        });
+        let mapper = ctx.clone();
+        tracing::info!("replicaset controller started");
+        controller
+            .watches_stream(pod_changes, move |pod| mapper.replicasets_of(&pod))
+            .graceful_shutdown_on(stop.wait())
+            .run(reconcile, error_policy, ctx)
+            .for_each(crate::log_reconcile("replicaset"))
+            .await;
+        Ok(())
+    })
+    .await
 }
 
 struct Ctx {
     client: Client,
-    rs: Reader<ReplicaSet>,
-    pods: Reader<Pod>,
+    rs: Store<ReplicaSet>,
+    pods: Store<Pod>,
     expectations: Expectations,
-    events: crate::legacy::events::Recorder,
+    events: EventSink,
+    backoff: Backoff,
 }
 
-impl Reconcile for Ctx {
-    const NAME: &'static str = "replicaset";
-    async fn reconcile(self: Arc<Self>, key: String) -> Outcome {
-        self.sync(&key).await
-    }
+fn key_of(rs: &ReplicaSet) -> String {
+    format!("{}/{}", ns_of(rs), name_of(rs))
 }
 
-fn pod_key(pod: &Pod) -> String {
-    key_of(pod)
+async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
+    let pass = async {
+        let requeue = ctx.sync(&rs).await?;
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    };
+    ctx.backoff.reconcile(&*rs, pass).await
+}
+
+/// Every failure backs off per ReplicaSet (see [`crate::backoff`]).
+fn error_policy(rs: Arc<ReplicaSet>, e: &SyncError, ctx: Arc<Ctx>) -> Action {
+    ctx.backoff.retry(&*rs, e)
 }
 
 impl Ctx {
-    fn on_rs(&self, change: Change<ReplicaSet>, q: &mut Queue) {
-        match change {
-            Change::Added(rs) | Change::Updated { new: rs, .. } => q.add(key_of(&*rs)),
-            Change::Deleted(rs) => {
-                let key = key_of(&*rs);
-                self.expectations.forget(&key);
-                q.add(key);
+    /// The ReplicaSets a pod change concerns (upstream's pod event handlers): the one that
+    /// controls it (whose expected creation it may be), else those whose selector matches it.
+    fn replicasets_of(&self, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
+        let ns = ns_of(pod);
+        if let Some(ctrl) = controller_of(pod) {
+            if ctrl.kind != "ReplicaSet" {
+                return Vec::new();
             }
+            self.expectations.creation_observed(&format!("{ns}/{}", ctrl.name), name_of(pod));
+            return vec![ObjectRef::new(&ctrl.name).within(ns)];
         }
-    }
-
-    /// The key of the cached ReplicaSet `ctrl` refers to, if it is that very object.
-    fn resolve(
-        &self,
-        ns: &str,
-        ctrl: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
-    ) -> Option<String> {
-        self.rs.controller_key(ns, ctrl)
-    }
-
-    /// ReplicaSets whose selector matches an orphan pod (upstream `getPodReplicaSets`).
-    fn matching(&self, pod: &Pod) -> Vec<String> {
-        self.rs.selecting(ns_of(pod), pod.metadata.labels.as_ref(), |rs| {
-            rs.spec.as_ref().map(|s| &s.selector)
-        })
-    }
-
-    fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        match change {
-            Change::Added(pod) => {
-                if is_deleting(&*pod) {
-                    // A restarted controller sees pods that are already going away.
-                    return self.pod_gone(&pod, q);
-                }
-                if let Some(ctrl) = controller_of(&*pod) {
-                    if let Some(key) = self.resolve(ns_of(&*pod), ctrl) {
-                        self.expectations.creation_observed(&key);
-                        q.add(key);
-                    }
-                    return;
-                }
-                for key in self.matching(&pod) {
-                    q.add(key);
-                }
-            }
-            Change::Updated { old, new } => {
-                if old.metadata.resource_version == new.metadata.resource_version {
-                    return;
-                }
-                let labels_changed = old.metadata.labels != new.metadata.labels;
-                if is_deleting(&*new) {
-                    self.pod_gone(&new, q);
-                    if labels_changed {
-                        self.pod_gone(&old, q);
-                    }
-                    return;
-                }
-                let (old_ctrl, new_ctrl) = (controller_of(&*old), controller_of(&*new));
-                let ctrl_changed = old_ctrl != new_ctrl;
-                if ctrl_changed
-                    && let Some(key) = old_ctrl.and_then(|c| self.resolve(ns_of(&*old), c))
-                {
-                    q.add(key);
-                }
-                if let Some(ctrl) = new_ctrl {
-                    if let Some(key) = self.resolve(ns_of(&*new), ctrl) {
-                        q.add(key);
-                    }
-                    return;
-                }
-                if labels_changed || ctrl_changed {
-                    for key in self.matching(&new) {
-                        q.add(key);
-                    }
-                }
-            }
-            Change::Deleted(pod) => self.pod_gone(&pod, q),
+        if is_deleting(pod) {
+            return Vec::new();
         }
+        self.rs
+            .state()
+            .iter()
+            .filter(|rs| ns_of(&***rs) == ns)
+            .filter(|rs| {
+                let sel = rs.spec.as_ref().map(|s| &s.selector);
+                !selector_is_empty(sel)
+                    && crate::util::matches(&selector_of(sel), pod.metadata.labels.as_ref())
+            })
+            .map(|rs| ObjectRef::from_obj(&**rs))
+            .collect()
     }
 
-    fn pod_gone(&self, pod: &Pod, q: &mut Queue) {
-        if let Some(key) = controller_of(pod).and_then(|c| self.resolve(ns_of(pod), c)) {
-            self.expectations.deletion_observed(&key, &pod_key(pod));
-            q.add(key);
+    /// The pods of `ns` in the cache.
+    fn pods_in(&self, ns: &str) -> Vec<Arc<Pod>> {
+        self.pods.state().into_iter().filter(|p| ns_of(&**p) == ns).collect()
+    }
+
+    #[tracing::instrument(skip_all, fields(replicaset = %key_of(rs)))]
+    async fn sync(&self, rs: &ReplicaSet) -> Result<Option<Duration>, SyncError> {
+        // Never wait for the cache inside a reconcile (see `crate::cache_ready`).
+        if !crate::cache_ready(&self.pods) {
+            return Ok(Some(Duration::from_millis(200)));
         }
-    }
-
-    #[tracing::instrument(skip_all, fields(replicaset = %key))]
-    async fn sync(&self, key: &str) -> Outcome {
-        let Some(rs) = self.rs.get(key) else {
-            self.expectations.forget(key);
-            tracing::debug!("replicaset gone");
-            return Ok(None);
-        };
-        let needs_sync = self.expectations.satisfied(key);
-        let active: Vec<Arc<Pod>> = self
-            .pods
-            .in_namespace(ns_of(&*rs))
-            .into_iter()
-            .filter(|p| pods::is_active(p))
-            .collect();
-        let claimed = self.claim_pods(&rs, active).await?;
-        let manage = if needs_sync && !is_deleting(&*rs) {
-            self.manage_replicas(key, &rs, &claimed).await
+        let key = key_of(rs);
+        let in_ns = self.pods_in(ns_of(rs));
+        let uid = uid_of(rs);
+        let seen =
+            in_ns.iter().filter(|p| controller_of(&***p).is_some_and(|c| c.uid == uid)).map(|p| {
+                Seen {
+                    name: name_of(&**p),
+                    uid: uid_of(&**p),
+                    resource_version: p.metadata.resource_version.as_deref().unwrap_or_default(),
+                    terminating: is_deleting(&**p),
+                }
+            });
+        let needs_sync = self.expectations.satisfied(&key, seen);
+        let active: Vec<Arc<Pod>> = in_ns.into_iter().filter(|p| pods::is_active(p)).collect();
+        let claimed = self.claim_pods(rs, active).await?;
+        let manage = if needs_sync && !is_deleting(rs) {
+            self.manage_replicas(&key, rs, &claimed).await
         } else {
             if !needs_sync {
                 tracing::debug!("expectations pending, not managing replicas");
@@ -208,11 +163,16 @@ impl Ctx {
             Ok(())
         };
         let now_ts = Timestamp::now();
-        let status = calculate_status(&rs, &claimed, manage.as_ref().err(), now_ts);
-        self.update_status(&rs, status).await?;
+        let status = calculate_status(rs, &claimed, manage.as_ref().err(), now_ts);
+        self.update_status(rs, status).await?;
         manage?;
         let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
-        Ok(claimed.iter().filter_map(|p| pods::until_available(p, min_ready, now_ts)).min())
+        let available_at =
+            claimed.iter().filter_map(|p| pods::until_available(p, min_ready, now_ts)).min();
+        // While expectations are pending the watch brings the missing events and triggers the
+        // next pass; the requeue is a safety net only (entries expire, see `crate::expectations`).
+        let pending = (!needs_sync).then_some(Duration::from_secs(5));
+        Ok([available_at, pending].into_iter().flatten().min())
     }
 
     /// Upstream's `ClaimPods` through a `PodControllerRefManager`.
@@ -221,13 +181,13 @@ impl Ctx {
         rs: &ReplicaSet,
         candidates: Vec<Arc<Pod>>,
     ) -> Result<Vec<Arc<Pod>>, SyncError> {
-        let selector = rs.spec.as_ref().map(|s| &s.selector);
+        let selector = selector_of(rs.spec.as_ref().map(|s| &s.selector));
         let uid = uid_of(rs);
         let mut claimed = Vec::new();
         let mut can_adopt: Option<bool> = None;
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns_of(rs));
         for pod in candidates {
-            let matches = selector_matches(selector, pod.metadata.labels.as_ref());
+            let matches = crate::util::matches(&selector, pod.metadata.labels.as_ref());
             match controller_of(&*pod) {
                 Some(c) if c.uid == uid => {
                     if matches {
@@ -273,38 +233,42 @@ impl Ctx {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), ns_of(rs));
         if pods.len() < want {
             let n = (want - pods.len()).min(BURST_REPLICAS);
-            self.expectations.expect_creations(key, n);
             let template = pod_from_template(rs)?;
             tracing::info!(have = pods.len(), want, creating = n, "too few replicas");
             let owner = Arc::new(rs.clone());
-            let (created, err) = slow_start_batch(n, || {
+            let expectations = &self.expectations;
+            let (_, err) = slow_start_batch(n, || {
                 let (api, pod, owner, events) =
                     (api.clone(), template.clone(), owner.clone(), self.events.clone());
                 async move {
                     match api.create(&PostParams::default(), &pod).await {
                         Ok(p) => {
+                            // Recorded once the name is known (`generateName`): this
+                            // ReplicaSet's next reconcile starts after this one returns.
+                            expectations.expect_create(key, name_of(&p));
                             tracing::debug!(pod = %name_of(&p), "pod created");
                             let msg = format!("Created pod: {}", name_of(&p));
-                            events.post(&*owner, false, "SuccessfulCreate", msg);
+                            events.send(EventReq::for_object(
+                                &*owner,
+                                "Normal",
+                                "SuccessfulCreate",
+                                msg,
+                            ));
                             Ok(())
                         }
                         Err(e) => {
-                            events.post(
+                            events.send(EventReq::for_object(
                                 &*owner,
-                                true,
+                                "Warning",
                                 "FailedCreate",
                                 format!("Error creating: {e}"),
-                            );
+                            ));
                             Err(SyncError::api("creating a pod")(e))
                         }
                     }
                 }
             })
             .await;
-            for _ in created..n {
-                // Skipped or failed: the watch will never show these.
-                self.expectations.creation_observed(key);
-            }
             if let Some(e) = err {
                 return Err(e);
             }
@@ -314,7 +278,9 @@ impl Ctx {
             let mut sorted = pods.to_vec();
             pods::sort_for_deletion(&mut sorted, &related, Timestamp::now());
             sorted.truncate(n);
-            self.expectations.expect_deletions(key, sorted.iter().map(|p| pod_key(p)));
+            for p in &sorted {
+                self.expectations.expect_delete(key, uid_of(&**p));
+            }
             tracing::info!(have = pods.len(), want, deleting = n, "too many replicas");
             let results = futures::future::join_all(sorted.iter().map(|p| {
                 let api = api.clone();
@@ -331,14 +297,24 @@ impl Ctx {
                     Ok(_) => {
                         tracing::debug!(pod = %name_of(&**p), "pod deleted");
                         let msg = format!("Deleted pod: {}", name_of(&**p));
-                        self.events.post(rs, false, "SuccessfulDelete", msg);
+                        self.events.send(EventReq::for_object(
+                            rs,
+                            "Normal",
+                            "SuccessfulDelete",
+                            msg,
+                        ));
                     }
                     Err(e) => {
-                        self.expectations.deletion_observed(key, &pod_key(p));
+                        self.expectations.delete_failed(key, uid_of(&**p));
                         let not_found = matches!(&e, kube::Error::Api(s) if s.code == 404);
                         if !not_found {
                             let msg = format!("Error deleting: {e}");
-                            self.events.post(rs, true, "FailedDelete", msg);
+                            self.events.send(EventReq::for_object(
+                                rs,
+                                "Warning",
+                                "FailedDelete",
+                                msg,
+                            ));
                             first_err.get_or_insert(SyncError::api("deleting a pod")(e));
                         }
                     }
@@ -357,15 +333,15 @@ impl Ctx {
         let siblings: Vec<String> = match controller_of(rs) {
             Some(owner) => self
                 .rs
-                .in_namespace(ns_of(rs))
+                .state()
                 .iter()
+                .filter(|o| ns_of(&***o) == ns_of(rs))
                 .filter(|o| controller_of(&***o).is_some_and(|c| c.uid == owner.uid))
                 .map(|o| uid_of(&**o).to_owned())
                 .collect(),
             None => vec![uid_of(rs).to_owned()],
         };
-        self.pods
-            .in_namespace(ns_of(rs))
+        self.pods_in(ns_of(rs))
             .into_iter()
             .filter(|p| pods::is_active(p))
             .filter(|p| controller_of(&**p).is_some_and(|c| siblings.contains(&c.uid)))

@@ -8,7 +8,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, OwnerReference};
 use kube::Resource;
 use kube::runtime::watcher;
 
@@ -150,37 +149,6 @@ impl<K: Resource> Reader<K> {
             .values()
             .filter(|o| o.meta().namespace.as_deref() == Some(ns))
             .cloned()
-            .collect()
-    }
-}
-
-impl<K: Resource<DynamicType = ()>> Reader<K> {
-    /// The key of the cached object a controller reference in namespace `ns` names, if it is
-    /// that very object (same kind, name and UID), as upstream's `resolveControllerRef`.
-    pub(crate) fn controller_key(&self, ns: &str, ctrl: &OwnerReference) -> Option<String> {
-        if ctrl.kind != K::kind(&()) {
-            return None;
-        }
-        let key = format!("{ns}/{}", ctrl.name);
-        let obj = self.get(&key)?;
-        (crate::util::uid_of(&*obj) == ctrl.uid).then_some(key)
-    }
-
-    /// The keys of the objects in namespace `ns` whose non-empty selector (`selector_of`)
-    /// matches `labels`: the candidate owners of an orphan.
-    pub(crate) fn selecting(
-        &self,
-        ns: &str,
-        labels: Option<&crate::util::Labels>,
-        selector_of: impl Fn(&K) -> Option<&LabelSelector>,
-    ) -> Vec<String> {
-        self.in_namespace(ns)
-            .iter()
-            .filter(|o| {
-                let sel = selector_of(o);
-                !crate::util::selector_is_empty(sel) && crate::util::selector_matches(sel, labels)
-            })
-            .map(|o| key_of(&**o))
             .collect()
     }
 }

@@ -3,6 +3,4 @@
 //! of this crate; removed once the last of them has moved.
 
 pub(crate) mod cache;
-pub(crate) mod events;
-pub(crate) mod expectations;
 pub(crate) mod queue;

@@ -34,94 +34,80 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use k8s_openapi::jiff::Timestamp;
 use kube::Client;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 
 use self::util::*;
-use crate::Result;
-use crate::legacy::cache::{Cache, Change, Reader, key_of};
-use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::backoff::Backoff;
+use crate::events::{EventReq, EventSink};
 use crate::util::SyncError;
 use crate::util::{
-    controller_of, controller_ref, is_deleting, name_of, ns_of, selector_is_empty,
-    selector_matches, sem_eq, uid_of,
+    controller_of, controller_ref, is_deleting, matches, name_of, ns_of, selector_is_empty,
+    selector_of, sem_eq, uid_of,
 };
 
-const WORKERS: usize = 5;
+/// The controller's name in Events.
+pub const COMPONENT: &str = "deployment-controller";
 
-/// Runs the Deployment controller until `shutdown` completes.
+/// What a sync asks for: when to look again (the progress deadline), if at all.
+type Outcome = Result<Option<Duration>, SyncError>;
+
+/// Runs the Deployment controller until `shutdown` completes; running reconciles finish first.
 ///
 /// # Errors
-/// A watch stream ended (kube's watcher retries failures with back-off, so it does not).
+/// None so far: API errors are retried per Deployment with back-off.
 pub async fn run_deployment_controller(
     client: Client,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let d_stream = watcher(Api::<Deployment>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
-    let rs_stream = watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .default_backoff();
-    let pod_stream =
-        watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()).default_backoff();
-    let mut d_stream = std::pin::pin!(d_stream);
-    let mut rs_stream = std::pin::pin!(rs_stream);
-    let mut pod_stream = std::pin::pin!(pod_stream);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let (mut d_cache, mut rs_cache, mut pod_cache) =
-        (Cache::default(), Cache::default(), Cache::default());
-    let ctx = Arc::new(Ctx {
-        client: client.clone(),
-        events: crate::legacy::events::Recorder::new(client, "deployment-controller"),
-        deployments: d_cache.reader(),
-        rs: rs_cache.reader(),
-        pods: pod_cache.reader(),
-    });
-    let mut workers = Workers::new(ctx.clone(), WORKERS);
-    tracing::info!("deployment controller started");
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => {
-                workers.drain().await;
-                return Ok(());
-            }
-            ev = d_stream.next() => for ch in d_cache.next_changes(ev, "deployments")? {
-                on_deployment(ch, &mut workers.queue)
-            },
-            ev = rs_stream.next() => for ch in rs_cache.next_changes(ev, "replicasets")? {
-                ctx.on_rs(ch, &mut workers.queue)
-            },
-            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
-                ctx.on_pod(ch, &mut workers.queue)
-            },
-            () = workers.tick() => {}
-        }
-        if d_cache.synced() && rs_cache.synced() && pod_cache.synced() {
-            workers.start();
-        }
-    }
-}
-
-fn on_deployment(change: Change<Deployment>, q: &mut Queue) {
-    match change {
-        Change::Added(d) | Change::Updated { new: d, .. } | Change::Deleted(d) => {
-            q.add(key_of(&*d));
-        }
-    }
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    crate::util::run_together(shutdown, |stop| async move {
+        let cfg = watcher::Config::default;
+        let (rs, rs_changes) = crate::util::reflect_changes::<ReplicaSet>(&client, cfg());
+        let (pods, pod_changes) = crate::util::reflect_changes::<Pod>(&client, cfg());
+        let controller = Controller::new(Api::<Deployment>::all(client.clone()), cfg());
+        let ctx = Arc::new(Ctx {
+            client: client.clone(),
+            events: EventSink::spawn(client, COMPONENT.to_owned()),
+            deployments: controller.store(),
+            rs,
+            pods,
+            backoff: Backoff::default(),
+        });
+        let (by_rs, by_pod) = (ctx.clone(), ctx.clone());
+        tracing::info!("deployment controller started");
+        controller
+            .watches_stream(rs_changes, move |rs| by_rs.deployments_of_rs(&rs))
+            .watches_stream(pod_changes, move |pod| by_pod.recreate_deployment_of(&pod))
+            .graceful_shutdown_on(stop.wait())
+            .run(reconcile, error_policy, ctx)
+            .for_each(crate::log_reconcile("deployment"))
+            .await;
+        Ok(())
+    })
+    .await
 }
 
 struct Ctx {
     client: Client,
-    events: crate::legacy::events::Recorder,
-    deployments: Reader<Deployment>,
-    rs: Reader<ReplicaSet>,
-    pods: Reader<Pod>,
+    events: EventSink,
+    deployments: Store<Deployment>,
+    rs: Store<ReplicaSet>,
+    pods: Store<Pod>,
+    backoff: Backoff,
 }
 
-impl Reconcile for Ctx {
-    const NAME: &'static str = "deployment";
-    async fn reconcile(self: Arc<Self>, key: String) -> Outcome {
-        self.sync(&key).await
-    }
+async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
+    let pass = async {
+        let requeue = ctx.sync(&d).await?;
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    };
+    ctx.backoff.reconcile(&*d, pass).await
+}
+
+/// Every failure backs off per Deployment (see [`crate::backoff`]).
+fn error_policy(d: Arc<Deployment>, e: &SyncError, ctx: Arc<Ctx>) -> Action {
+    ctx.backoff.retry(&*d, e)
 }
 
 type RsList = Vec<Arc<ReplicaSet>>;
@@ -138,75 +124,52 @@ fn replace_in(list: &mut RsList, rs: Arc<ReplicaSet>) {
     }
 }
 
+fn in_namespace<K: kube::Resource<DynamicType = ()> + Clone>(
+    store: &Store<K>,
+    ns: &str,
+) -> Vec<Arc<K>> {
+    store.state().into_iter().filter(|o| ns_of(&**o) == ns).collect()
+}
+
 impl Ctx {
-    fn resolve(&self, ns: &str, ctrl: &OwnerReference) -> Option<String> {
-        self.deployments.controller_key(ns, ctrl)
-    }
-
-    /// Deployments whose selector matches an orphan ReplicaSet.
-    fn matching(&self, rs: &ReplicaSet) -> Vec<String> {
-        self.deployments.selecting(ns_of(rs), rs.metadata.labels.as_ref(), |d| {
-            d.spec.as_ref().map(|s| &s.selector)
-        })
-    }
-
-    fn on_rs(&self, change: Change<ReplicaSet>, q: &mut Queue) {
-        match change {
-            Change::Added(rs) | Change::Deleted(rs) => match controller_of(&*rs) {
-                Some(c) => q.extend(self.resolve(ns_of(&*rs), c)),
-                None => q.extend(self.matching(&rs)),
-            },
-            Change::Updated { old, new } => {
-                if old.metadata.resource_version == new.metadata.resource_version {
-                    return;
-                }
-                let (oc, nc) = (controller_of(&*old), controller_of(&*new));
-                if oc != nc
-                    && let Some(c) = oc
-                {
-                    q.extend(self.resolve(ns_of(&*old), c));
-                }
-                match nc {
-                    Some(c) => q.extend(self.resolve(ns_of(&*new), c)),
-                    None if oc != nc || old.metadata.labels != new.metadata.labels => {
-                        q.extend(self.matching(&new));
-                    }
-                    None => {}
-                }
-            }
+    /// The Deployments a ReplicaSet change concerns (upstream's ReplicaSet event handlers):
+    /// the one that controls it, else those whose selector matches it (an orphan to adopt).
+    fn deployments_of_rs(&self, rs: &ReplicaSet) -> Vec<ObjectRef<Deployment>> {
+        if let Some(c) = controller_of(rs) {
+            return if c.kind == "Deployment" {
+                vec![ObjectRef::new(&c.name).within(ns_of(rs))]
+            } else {
+                Vec::new()
+            };
         }
+        in_namespace(&self.deployments, ns_of(rs))
+            .iter()
+            .filter(|d| {
+                let sel = d.spec.as_ref().map(|s| &s.selector);
+                !selector_is_empty(sel) && matches(&selector_of(sel), rs.metadata.labels.as_ref())
+            })
+            .map(|d| ObjectRef::from_obj(&**d))
+            .collect()
     }
 
-    /// A pod of a Recreate Deployment went away or finished: the Deployment may now create its
-    /// new ReplicaSet (upstream `deletePod`).
-    fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        let pod = match change {
-            Change::Deleted(p) => p,
-            Change::Updated { old, new }
-                if crate::apps::pods::phase(&old) != crate::apps::pods::phase(&new)
-                    || old.metadata.deletion_timestamp != new.metadata.deletion_timestamp =>
-            {
-                new
-            }
-            _ => return,
-        };
-        let Some(rs_ref) = controller_of(&*pod).filter(|c| c.kind == "ReplicaSet") else { return };
-        let Some(rs) = self.rs.get(&format!("{}/{}", ns_of(&*pod), rs_ref.name)) else { return };
-        let Some(key) = controller_of(&*rs).and_then(|c| self.resolve(ns_of(&*rs), c)) else {
-            return;
-        };
-        if self.deployments.get(&key).is_some_and(|d| strategy_type(&d) == "Recreate") {
-            q.add(key);
+    /// A pod of a Recreate Deployment changed (went away or finished): the Deployment may now
+    /// create its new ReplicaSet (upstream `deletePod`).
+    fn recreate_deployment_of(&self, pod: &Pod) -> Option<ObjectRef<Deployment>> {
+        let rs_ref = controller_of(pod).filter(|c| c.kind == "ReplicaSet")?;
+        let rs = self.rs.get(&ObjectRef::new(&rs_ref.name).within(ns_of(pod)))?;
+        let d_ref = controller_of(&*rs).filter(|c| c.kind == "Deployment")?;
+        let key = ObjectRef::new(&d_ref.name).within(ns_of(pod));
+        let d = self.deployments.get(&key)?;
+        (uid_of(&*d) == d_ref.uid && strategy_type(&d) == "Recreate").then_some(key)
+    }
+
+    #[tracing::instrument(skip_all, fields(deployment = %format!("{}/{}", ns_of(d), name_of(d))))]
+    async fn sync(&self, d: &Deployment) -> Outcome {
+        // Never wait for the caches inside a reconcile (see `crate::cache_ready`).
+        if !(crate::cache_ready(&self.rs) && crate::cache_ready(&self.pods)) {
+            return Ok(Some(Duration::from_millis(200)));
         }
-    }
-
-    #[tracing::instrument(skip_all, fields(deployment = %key))]
-    async fn sync(&self, key: &str) -> Outcome {
-        let Some(d) = self.deployments.get(key) else {
-            tracing::debug!("deployment gone");
-            return Ok(None);
-        };
-        let mut d = (*d).clone();
+        let mut d = d.clone();
         if selector_is_empty(d.spec.as_ref().map(|s| &s.selector)) {
             tracing::warn!("deployment has an empty selector, not syncing it");
             let generation = d.metadata.generation;
@@ -239,13 +202,13 @@ impl Ctx {
 
     /// Upstream `getReplicaSetsForDeployment` with a `ReplicaSetControllerRefManager`.
     async fn claim_replicasets(&self, d: &Deployment) -> Result<RsList, SyncError> {
-        let selector = d.spec.as_ref().map(|s| &s.selector);
+        let selector = selector_of(d.spec.as_ref().map(|s| &s.selector));
         let uid = uid_of(d);
         let api: Api<ReplicaSet> = Api::namespaced(self.client.clone(), ns_of(d));
         let mut claimed = Vec::new();
         let mut can_adopt: Option<bool> = None;
-        for rs in self.rs.in_namespace(ns_of(d)) {
-            let matches = selector_matches(selector, rs.metadata.labels.as_ref());
+        for rs in in_namespace(&self.rs, ns_of(d)) {
+            let matches = matches(&selector, rs.metadata.labels.as_ref());
             match controller_of(&*rs) {
                 Some(c) if c.uid == uid => {
                     if matches {
@@ -440,7 +403,7 @@ impl Ctx {
         if !already_existed && new_replicas > 0 {
             let msg =
                 format!("Scaled up replica set {} from 0 to {new_replicas}", name_of(&created));
-            self.events.post(d, false, "ScalingReplicaSet", msg);
+            self.events.send(EventReq::for_object(d, "Normal", "ScalingReplicaSet", msg));
         }
         if !already_existed {
             tracing::info!(
@@ -681,7 +644,7 @@ impl Ctx {
                 name_of(rs),
                 rs_replicas(rs)
             );
-            self.events.post(d, false, "ScalingReplicaSet", msg);
+            self.events.send(EventReq::for_object(d, "Normal", "ScalingReplicaSet", msg));
             tracing::info!(
                 replicaset = %name_of(rs),
                 from = rs_replicas(rs),
@@ -828,7 +791,7 @@ impl Ctx {
         let old_uids: Vec<&str> = old.iter().map(|rs| uid_of(&**rs)).collect();
         let ns =
             new_rs.map(ns_of).or_else(|| old.first().map(|rs| ns_of(&**rs))).unwrap_or_default();
-        self.pods.in_namespace(ns).iter().any(|p| {
+        in_namespace(&self.pods, ns).iter().any(|p| {
             controller_of(&**p).is_some_and(|c| old_uids.contains(&c.uid.as_str()))
                 && !matches!(crate::apps::pods::phase(p), "Failed" | "Succeeded")
         })
