@@ -700,6 +700,14 @@ impl Strategy for Validated {
     fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
         self.inner.admit(adm, obj, old)
     }
+    fn authorize_write(
+        &self,
+        adm: &Admission<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), String> {
+        self.inner.authorize_write(adm, obj, old)
+    }
     fn subresources(&self) -> &'static [&'static str] {
         self.inner.subresources()
     }

@@ -378,12 +378,12 @@ mod tests {
     fn webhooks_off_admit_anything() {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::Store::open(&dir.path().join("s.db"), 10).unwrap();
-        let adm = crate::strategy::Admission { store: &store, webhooks: false };
+        let adm = crate::strategy::Admission { store: &store, webhooks: false, user: None };
         let mut bad = json!({"spec": {"replicas": -1}});
         assert!(
             super::for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty()
         );
-        let adm = crate::strategy::Admission { store: &store, webhooks: true };
+        let adm = crate::strategy::Admission { store: &store, webhooks: true, user: None };
         assert!(
             !super::for_custom("apps.kruise.io", "CloneSet").admit(&adm, &mut bad, None).is_empty()
         );

@@ -66,6 +66,8 @@ pub fn group_list(registry: &Registry) -> Value {
     let mut groups: Vec<Value> = groups(registry).iter().map(|(g, vs)| group_json(g, vs)).collect();
     // The resource metrics API, served by `metrics_api` outside the registry.
     groups.push(crate::metrics_api::group());
+    // authorization.k8s.io, served by `rbac::review` outside the registry.
+    groups.push(crate::rbac::review::group());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 

@@ -28,8 +28,10 @@ pub struct Ctx {
     pub api: Arc<Api>,
     /// Who a request is ([`crate::auth`]).
     pub authn: crate::auth::Authenticator,
-    /// Whether they may ([`crate::auth`]); `AlwaysAllow` until RBAC is on.
+    /// Whether they may ([`crate::auth`]): RBAC behind `system:masters`.
     pub authz: Arc<dyn crate::auth::Authorizer>,
+    /// The RBAC policy, for the rules review ([`crate::rbac::review`]).
+    pub rbac: Arc<crate::rbac::Rbac>,
     pub max_body: usize,
     pub server_address: String,
     /// How pod subresources served by nodes reach them.
@@ -154,7 +156,11 @@ impl Query {
     }
     /// The write options of a request with `headers` (the User-Agent names the field manager
     /// when the query does not).
-    fn write_options(&self, headers: &HeaderMap) -> ApiResult<WriteOptions> {
+    fn write_options(
+        &self,
+        headers: &HeaderMap,
+        user: &Arc<crate::auth::UserInfo>,
+    ) -> ApiResult<WriteOptions> {
         let dry_run = match self.get("dryRun") {
             None | Some("") => false,
             Some("All") => true,
@@ -171,6 +177,7 @@ impl Query {
                 self.get("fieldManager"),
                 headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()),
             )),
+            user: Some(user.clone()),
         })
     }
     fn list_options(&self) -> ApiResult<ListOptions> {
@@ -574,6 +581,7 @@ async fn dispatch(
     let Some(user) = user else {
         return Err(ApiError::unauthorized());
     };
+    let user = crate::rbac::review::impersonate(&*ctx.authz, user, req.headers())?;
     let attrs = attributes(user, req.method(), &segs, &query);
     match ctx.authz.authorize(&attrs) {
         crate::auth::Decision::Allow => {}
@@ -581,6 +589,26 @@ async fn dispatch(
             return Err(crate::auth::forbidden(&attrs, &why));
         }
     }
+    // authorization.k8s.io: the reviews are answered, not stored ([`crate::rbac::review`]).
+    if let ["apis", crate::rbac::review::GROUP, rest @ ..] = segs.as_slice() {
+        let method = req.method().clone();
+        let (parts, body) = req.into_parts();
+        let body = if method == Method::POST {
+            Some(decode(&parts.headers, &read_body(ctx, body).await?)?)
+        } else {
+            None
+        };
+        let (code, v) = crate::rbac::review::serve_group(
+            &*ctx.authz,
+            &ctx.rbac,
+            &attrs.user,
+            &method,
+            rest,
+            body,
+        )?;
+        return Ok(value_response(code, &v));
+    }
+    let writer = Arc::new(attrs.user.clone());
     // Behind authentication, as kube-apiserver serves it (to system:monitoring and admins).
     if req.method() == Method::GET && segs.as_slice() == ["metrics"] {
         let text = ctx.api.metrics.render(&ctx.api.object_counts());
@@ -726,7 +754,7 @@ async fn dispatch(
         }
         (&Method::POST, None, None) => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let opts = query.write_options(&headers)?;
+            let opts = query.write_options(&headers, &writer)?;
             let w = api.create(&res, &ns, body, &opts).await?;
             Ok(with_warnings(
                 object_response(api, &res, &w.obj, Want::Object, 201, &query),
@@ -745,7 +773,7 @@ async fn dispatch(
             if sub.is_none() || res.status =>
         {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let opts = query.write_options(&headers)?;
+            let opts = query.write_options(&headers, &writer)?;
             let w = api.update(&res, &ns, name, body, sub, &opts).await?;
             Ok(with_warnings(
                 object_response(api, &res, &w.obj, Want::Object, 200, &query),
@@ -754,12 +782,13 @@ async fn dispatch(
         }
         (&Method::PUT, Some(name), Some("finalize")) if res.has_subresource("finalize") => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let w = api.finalize(&res, name, &body, &query.write_options(&headers)?).await?;
+            let w =
+                api.finalize(&res, name, &body, &query.write_options(&headers, &writer)?).await?;
             Ok(object_response(api, &res, &w.obj, Want::Object, 200, &query))
         }
         (&Method::PUT, Some(name), Some("scale")) if res.scale.is_some() => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
-            let opts = query.write_options(&headers)?;
+            let opts = query.write_options(&headers, &writer)?;
             let scale = api.set_scale(&res, &ns, name, |_| Ok(body.clone()), &opts).await?;
             Ok(value_response(200, &scale))
         }
@@ -778,7 +807,7 @@ async fn dispatch(
                 .to_owned();
             let raw = read_body(ctx, body).await?;
             let patch = decode(&headers, &raw)?;
-            let opts = query.write_options(&headers)?;
+            let opts = query.write_options(&headers, &writer)?;
             let apply = crate::patch::patcher(&res, &patch_type, sub == Some("scale"))?;
             if sub == Some("scale") {
                 let scale =

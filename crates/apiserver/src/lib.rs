@@ -10,7 +10,9 @@
 //! where a kind differs (defaults, validation, admission, deletion) → [`store::Store`] commits
 //! it durably and publishes the change → [`watch`]ers and [`gc`] see it.
 //!
-//! What it does not do: RBAC (one admin token; later issue), protobuf responses (protobuf request
+//! Authorisation is RBAC ([`rbac`]) behind the `system:masters` group of the admin token.
+//!
+//! What it does not do: protobuf responses (protobuf request
 //! bodies are decoded), server-side apply (rejected with 415), conversion webhooks, admission
 //! webhooks, aggregated APIs.
 
@@ -33,6 +35,7 @@ pub mod metrics;
 pub mod metrics_api;
 pub mod patch;
 pub mod pki;
+pub mod rbac;
 pub mod registry;
 pub mod rest;
 pub mod revisions;
@@ -97,6 +100,8 @@ pub enum Error {
     },
     #[error("creating the initial namespace {name}: {message}")]
     Bootstrap { name: String, message: String },
+    #[error("bootstrapping the default RBAC policy: {message}")]
+    Rbac { message: String },
     #[error("writing {path}")]
     Write {
         path: PathBuf,
@@ -193,6 +198,8 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        let rbac = rbac::Rbac::new(store.clone());
+        rbac::register(&registry, &rbac)?;
         let api =
             Arc::new(Api::new(store, registry.clone()).with_kruise_webhook(cfg.kruise_webhook));
         // Serve the CRDs stored by an earlier run.
@@ -205,6 +212,7 @@ impl ApiServer {
             }
         }
         bootstrap(&api).await?;
+        rbac::policy::bootstrap(&api).await.map_err(|message| Error::Rbac { message })?;
         logs::publish_client_ca(&api, &pki.ca_pem)
             .await
             .map_err(|e| Error::ClientCa { message: e.message })?;
@@ -222,13 +230,16 @@ impl ApiServer {
         let ctx = Arc::new(http::Ctx {
             api: api.clone(),
             authn: auth::Authenticator::new(pki.token.clone()),
-            authz: Arc::new(auth::AlwaysAllow),
+            // RBAC, behind the chain's `system:masters` check (the admin token's group).
+            authz: Arc::new(auth::Chain(vec![rbac.clone()])),
+            rbac: rbac.clone(),
             max_body: cfg.max_body,
             server_address: format!("{host}:{}", addr.port()),
             nodes,
             audit,
         });
         let (stop, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(rbac::run(api.clone(), rbac, stop_rx.clone()));
         let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
         let gc = tokio::spawn(gc::run(api.clone()));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "api server listening");

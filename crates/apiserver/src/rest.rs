@@ -46,6 +46,9 @@ pub struct WriteOptions {
     /// The field manager recorded in `managedFields` (see [`crate::managed::manager_for`]);
     /// `None` for the server's own writes.
     pub manager: Option<String>,
+    /// Who writes, for the checks that depend on it (RBAC escalation); `None` for the
+    /// server's own writes.
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 impl WriteOptions {
@@ -461,7 +464,16 @@ impl Api {
         if let Some(schema) = &res.schema {
             causes.extend(schema.validate(obj));
         }
-        causes.extend(strategy.admit(&self.admission(), obj, old));
+        let adm = Admission { user: opts.user.as_deref(), ..self.admission() };
+        strategy.authorize_write(&adm, obj, old).map_err(|why| {
+            let mut e = ApiError::forbidden(format!(
+                "{} \"{name}\" is forbidden: {why}",
+                res.group_resource()
+            ));
+            e.details = Some(crate::error::details(&res.group, &res.plural, &name));
+            e
+        })?;
+        causes.extend(strategy.admit(&adm, obj, old));
         causes.extend(strategy.validate(obj, old));
         if !causes.is_empty() {
             return Err(ApiError::invalid(&res.kind, &res.group, &name, causes));
@@ -548,7 +560,7 @@ impl Api {
 
     /// What strategies may read while they admit a write.
     fn admission(&self) -> Admission<'_> {
-        Admission { store: &self.store, webhooks: self.kruise_webhook }
+        Admission { store: &self.store, webhooks: self.kruise_webhook, user: None }
     }
 
     fn check_namespace_open(&self, ns: &str) -> ApiResult<()> {

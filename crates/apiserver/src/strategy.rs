@@ -18,11 +18,13 @@ use crate::error::Cause;
 use crate::registry::Registry;
 use crate::store::Store;
 
-/// What a strategy may read while it admits a write: the store, and whether the webhooks of
-/// OpenKruise and Knative are on ([`crate::Config::kruise_webhook`]).
+/// What a strategy may read while it admits a write: the store, whether the webhooks of
+/// OpenKruise and Knative are on ([`crate::Config::kruise_webhook`]), and who writes (`None`
+/// for the server's own writes).
 pub struct Admission<'a> {
     pub store: &'a Store,
     pub webhooks: bool,
+    pub user: Option<&'a crate::auth::UserInfo>,
 }
 
 /// What the server's own controllers ([`crate::gc`]) must do before an object of the kind
@@ -85,9 +87,28 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
         Vec::new()
     }
 
+    /// Whether the writer ([`Admission::user`]) may write this object beyond the verb the
+    /// authoriser already allowed: upstream's RBAC escalation and bind checks. `Err` is the
+    /// reason of a 403 (`<resource> "<name>" is forbidden: <reason>`); `old` is the stored
+    /// object on update.
+    fn authorize_write(
+        &self,
+        _adm: &Admission<'_>,
+        _obj: &Value,
+        _old: Option<&Value>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
     /// Subresources beyond `status` and `scale` (which the resource's definition gives).
     fn subresources(&self) -> &'static [&'static str] {
         &[]
+    }
+
+    /// Whether discovery lists the `deletecollection` verb (upstream's storage of the kind
+    /// implements `rest.CollectionDeleter`).
+    fn deletes_collections(&self) -> bool {
+        true
     }
 
     /// Why an object may never be deleted (answered 403 Forbidden), if so.

@@ -12,5 +12,6 @@ mod generate_name;
 mod hpa;
 mod kubectl;
 mod observability;
+mod rbac;
 mod storage;
 mod watch;
