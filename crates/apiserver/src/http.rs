@@ -808,6 +808,16 @@ async fn dispatch(
             let raw = read_body(ctx, body).await?;
             let patch = decode(&headers, &raw)?;
             let opts = query.write_options(&headers, &writer)?;
+            let force =
+                crate::patch::options(&patch_type, query.get("fieldManager"), query.get("force"))?;
+            if patch_type == crate::patch::APPLY && sub != Some("scale") {
+                let (w, created) = api.apply(&res, &ns, name, sub, patch, force, &opts).await?;
+                let code = if created { 201 } else { 200 };
+                return Ok(with_warnings(
+                    object_response(api, &res, &w.obj, Want::Object, code, &query),
+                    &w.warnings,
+                ));
+            }
             let apply = crate::patch::patcher(&res, &patch_type, sub == Some("scale"))?;
             if sub == Some("scale") {
                 let scale =

@@ -12,9 +12,10 @@
 //!
 //! Authorisation is RBAC ([`rbac`]) behind the `system:masters` group of the admin token.
 //!
-//! What it does not do: protobuf responses (protobuf request
-//! bodies are decoded), server-side apply (rejected with 415), conversion webhooks, admission
-//! webhooks, aggregated APIs.
+//! Server-side apply (`managedFields`, conflicts) is [`managed`] on machinery's `ssa`.
+//!
+//! What it does not do: protobuf responses (protobuf request bodies are decoded), conversion
+//! webhooks, admission webhooks, aggregated APIs.
 
 pub mod audit;
 pub mod auth;

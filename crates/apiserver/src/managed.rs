@@ -1,5 +1,7 @@
-//! `metadata.managedFields` for `Update` operations: which manager last set which fields, as
-//! kube-apiserver's field manager records them for create, update and patch.
+//! `metadata.managedFields`: which manager set which fields, as kube-apiserver's field manager
+//! records them for create, update and patch (`Update` operations) and server-side apply
+//! (`Apply`, with conflicts), on the field sets, merge and ownership rules of
+//! [`kinetic_machinery::ssa`].
 //!
 //! The manager is the request's `fieldManager`, else the part of its User-Agent before the first
 //! `/` (upstream's `managerOrUserAgent` and `prefixFromUserAgent`), so `kubectl` shows as
@@ -7,16 +9,17 @@
 //! their clients send. A request with neither is recorded as `unknown` (issue 10: every write of
 //! Kinetic's showed so on a real cluster, whose clients sent no User-Agent).
 //!
-//! Simplifications, since this server has no server-side apply (no conflicts to compute): the
-//! items of a list of objects that all carry a distinct `name` (containers, env, volumes) or
-//! `type` (conditions) are keyed by it (`k:{"type":"Ready"}`, as upstream keys associative
-//! lists by their schema's merge key); any other list is owned as a whole, and the `.` entries
-//! of maps are left out. Each write gives the fields it changed or added to its manager, takes
-//! them from the others, and drops removed fields from every entry.
+//! Lists are keyed as the kind's types say: the built-in kinds' by their merge keys
+//! (`k:{"name":"web"}`, `k:{"type":"Ready"}`), CRD-served kinds' by their schema's
+//! `x-kubernetes-list-type`/`list-map-keys`; other lists are owned as a whole, and objects are
+//! not members themselves (no `.` entry on maps). Each write gives the fields it changed or
+//! added to its manager, takes them from the others, and drops removed fields from every entry.
 
-use std::collections::{BTreeMap, BTreeSet};
+use kinetic_machinery::ssa::{self, BuiltinTypes, Manager, SchemaTypes, Types, Untyped};
+use serde_json::{Value, json};
 
-use serde_json::{Map, Value, json};
+use crate::error::{ApiError, ApiResult};
+use crate::registry::Resource;
 
 /// Upstream's `FieldManagerMaxLength`.
 pub const MAX_MANAGER_LENGTH: usize = 128;
@@ -37,200 +40,110 @@ pub fn manager_for(field_manager: Option<&str>, user_agent: Option<&str>) -> Str
     if out.is_empty() { "unknown".to_owned() } else { out }
 }
 
-type Path = Vec<String>;
-
-/// Metadata the server owns: never in a field set.
-const SERVER_META: &[&str] = &[
-    "name",
-    "namespace",
-    "uid",
-    "resourceVersion",
-    "generation",
-    "creationTimestamp",
-    "deletionTimestamp",
-    "deletionGracePeriodSeconds",
-    "managedFields",
-    "selfLink",
-];
-
-/// The field that keys the items of `list`, when every item is an object with a distinct
-/// string value of it.
-fn list_key(list: &[Value]) -> Option<&'static str> {
-    ["name", "type"].into_iter().find(|key| {
-        let mut seen = BTreeSet::new();
-        !list.is_empty()
-            && list
-                .iter()
-                .all(|i| i.get(key).and_then(Value::as_str).is_some_and(|v| seen.insert(v)))
-    })
-}
-
-/// The leaf paths of `obj`, as FieldsV1 keys (`f:spec`, `k:{"name":"web"}`); an unkeyed list or
-/// an empty object is a leaf.
-fn leaves(obj: &Value) -> BTreeMap<Path, &Value> {
-    fn walk<'a>(v: &'a Value, path: &mut Path, out: &mut BTreeMap<Path, &'a Value>) {
-        match v {
-            Value::Object(m) if !m.is_empty() => {
-                for (k, child) in m {
-                    if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind") {
-                        continue;
-                    }
-                    if path.len() == 1
-                        && path[0] == "f:metadata"
-                        && SERVER_META.contains(&k.as_str())
-                    {
-                        continue;
-                    }
-                    path.push(format!("f:{k}"));
-                    walk(child, path, out);
-                    path.pop();
-                }
-            }
-            Value::Array(items) if !path.is_empty() && list_key(items).is_some() => {
-                let key = list_key(items).unwrap_or("name");
-                for item in items {
-                    path.push(format!("k:{}", json!({key: item[key]})));
-                    walk(item, path, out);
-                    path.pop();
-                }
-            }
-            _ if !path.is_empty() => {
-                out.insert(path.clone(), v);
-            }
-            _ => {}
-        }
+/// How the values of `res` merge and are owned: the built-in kinds by their strategic merge
+/// patch tags (their schemas here carry no list types), CRD-served kinds by their schema's
+/// `x-kubernetes-list-type`/`map-type`, anything else with atomic lists.
+fn types(res: &Resource) -> Box<dyn Types + '_> {
+    match &res.schema {
+        _ if res.builtin => Box::new(BuiltinTypes { kind: Some(res.kind.clone()) }),
+        Some(schema) => Box::new(SchemaTypes(schema)),
+        None => Box::new(Untyped),
     }
-    let mut out = BTreeMap::new();
-    walk(obj, &mut Vec::new(), &mut out);
-    out
 }
 
-/// A FieldsV1 trie (`{"f:spec": {"f:replicas": {}}}`) of `paths`; a keyed list item also
-/// owns its existence (`"."`), as upstream writes it.
-fn to_fields(paths: &BTreeSet<Path>) -> Value {
-    let mut root = Map::new();
-    for p in paths {
-        let mut cur = &mut root;
-        for seg in p {
-            let entry = cur.entry(seg.clone()).or_insert_with(|| json!({}));
-            let Some(next) = entry.as_object_mut() else { break };
-            if seg.starts_with("k:") {
-                next.insert(".".into(), json!({}));
-            }
-            cur = next;
-        }
-    }
-    Value::Object(root)
-}
-
-/// The leaf paths of a FieldsV1 trie (`.`, `v:` and `i:` entries make their parent a leaf).
-fn from_fields(v: &Value) -> BTreeSet<Path> {
-    fn walk(v: &Value, path: &mut Path, out: &mut BTreeSet<Path>) {
-        let Some(m) = v.as_object() else { return };
-        let mut child = false;
-        for (k, c) in m {
-            if k.starts_with("f:") || k.starts_with("k:") {
-                child = true;
-                path.push(k.clone());
-                walk(c, path, out);
-                path.pop();
-            }
-        }
-        if !child && !path.is_empty() {
-            out.insert(path.clone());
-        }
-    }
-    let mut out = BTreeSet::new();
-    walk(v, &mut Vec::new(), &mut out);
-    out
-}
-
-fn entry(manager: &str, api_version: &str, sub: Option<&str>, fields: &BTreeSet<Path>) -> Value {
-    let mut e = json!({
-        "manager": manager,
-        "operation": "Update",
-        "apiVersion": api_version,
-        "time": crate::rest::now_rfc3339(),
-        "fieldsType": "FieldsV1",
-        "fieldsV1": to_fields(fields),
-    });
-    if let Some(s) = sub {
-        e["subresource"] = json!(s);
-    }
-    e
-}
-
-fn set(obj: &mut Value, entries: Vec<Value>) {
+fn set(obj: &mut Value, managers: &[Manager]) {
+    let now = crate::rest::now_rfc3339();
     if let Some(md) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
-        if entries.is_empty() {
+        if managers.is_empty() {
             md.remove("managedFields");
         } else {
+            let entries = managers.iter().map(|m| m.to_entry(&now)).collect();
             md.insert("managedFields".into(), Value::Array(entries));
         }
     }
 }
 
 /// Records a create by `manager`: it owns every field of `obj`.
-pub fn on_create(obj: &mut Value, manager: &str, api_version: &str) {
-    let fields: BTreeSet<Path> = leaves(obj).into_keys().collect();
-    let entries = if fields.is_empty() {
-        Vec::new()
-    } else {
-        vec![entry(manager, api_version, None, &fields)]
-    };
-    set(obj, entries);
+pub fn on_create(res: &Resource, obj: &mut Value, manager: &str) {
+    let me = Manager::new(manager, "Update", &res.api_version(), None);
+    let managers = ssa::update(None, obj, Vec::new(), me, &*types(res));
+    set(obj, &managers);
 }
 
 /// Records an update of `old` to `new` by `manager` (through subresource `sub`): `new` gets
 /// `old`'s entries with ownership moved as the change says. A write that changes no field keeps
 /// them as they are (so a no-op stays a no-op).
-pub fn on_update(
-    new: &mut Value,
-    old: &Value,
-    manager: &str,
-    api_version: &str,
-    sub: Option<&str>,
-) {
-    let before = leaves(old);
-    let after = leaves(new);
-    let changed: BTreeSet<Path> =
-        after.iter().filter(|(p, v)| before.get(*p) != Some(*v)).map(|(p, _)| p.clone()).collect();
-    let removed: BTreeSet<&Path> = before.keys().filter(|p| !after.contains_key(*p)).collect();
-    let old_entries: Vec<Value> = old
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if changed.is_empty() && removed.is_empty() {
-        set(new, old_entries);
+pub fn on_update(res: &Resource, new: &mut Value, old: &Value, manager: &str, sub: Option<&str>) {
+    let before = ssa::managers_of(old);
+    let me = Manager::new(manager, "Update", &res.api_version(), sub);
+    let after = ssa::update(Some(old), new, before.clone(), me, &*types(res));
+    if after == before {
+        // Kept verbatim, so an entry written by another server round-trips unchanged.
+        let entries = old.pointer("/metadata/managedFields").cloned();
+        if let Some(md) = new.get_mut("metadata").and_then(Value::as_object_mut) {
+            match entries {
+                Some(e) => md.insert("managedFields".into(), e),
+                None => md.remove("managedFields"),
+            };
+        }
         return;
     }
-    // A path is gone from an owner when it, or anything under or above it, changed or went.
-    let touches = |p: &Path| {
-        changed.iter().chain(removed.iter().copied()).any(|c| c.starts_with(p) || p.starts_with(c))
-    };
-    let mut mine: BTreeSet<Path> = BTreeSet::new();
-    let mut entries = Vec::new();
-    for e in old_entries {
-        let same = e.get("manager").and_then(Value::as_str) == Some(manager)
-            && e.get("operation").and_then(Value::as_str) == Some("Update")
-            && e.get("subresource").and_then(Value::as_str) == sub;
-        let fields = e.get("fieldsV1").map(from_fields).unwrap_or_default();
-        let kept: BTreeSet<Path> = fields.into_iter().filter(|p| !touches(p)).collect();
-        if same {
-            mine = kept;
-            continue;
+    set(new, &after);
+}
+
+/// The parts of an applied configuration a write through `sub` may set: the status
+/// subresource takes only `status`; the main resource of a kind whose status is written
+/// separately ignores `status` (upstream's `ResetFieldsFor`, which the field manager leaves
+/// out of the applier's fields).
+pub fn applicable(res: &Resource, config: &Value, sub: Option<&str>) -> Value {
+    let mut config = config.clone();
+    if let Some(m) = config.as_object_mut() {
+        if sub == Some("status") {
+            m.retain(|k, _| matches!(k.as_str(), "apiVersion" | "kind" | "metadata" | "status"));
+            if let Some(md) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+                md.retain(|k, _| matches!(k.as_str(), "name" | "namespace"));
+            }
+        } else if res.status || res.builtin {
+            m.remove("status");
         }
-        if kept.is_empty() {
-            continue;
-        }
-        let mut e = e;
-        e["fieldsV1"] = to_fields(&kept);
-        entries.push(e);
     }
-    mine.extend(changed);
-    entries.push(entry(manager, api_version, sub, &mine));
-    set(new, entries);
+    config
+}
+
+/// Server-side apply of `config` by `manager` to `live` (`None`: the object does not exist
+/// yet): the merged object, with its `managedFields` set.
+///
+/// # Errors
+/// 409 Conflict with one `FieldManagerConflict` cause per field another manager owns and the
+/// apply would change, unless `force` (upstream's `NewConflictError`).
+pub fn apply(
+    res: &Resource,
+    live: Option<&Value>,
+    config: &Value,
+    manager: &str,
+    sub: Option<&str>,
+    force: bool,
+) -> ApiResult<Value> {
+    let managers = live.map(ssa::managers_of).unwrap_or_default();
+    let me = Manager::new(manager, "Apply", &res.api_version(), sub);
+    let config = applicable(res, config, sub);
+    let mut out = ssa::apply(live, &config, managers, me, force, &*types(res)).map_err(|c| {
+        let causes: Vec<Value> = c
+            .iter()
+            .map(|c| {
+                json!({
+                    "reason": "FieldManagerConflict",
+                    "message": format!("conflict with {}", c.manager.describe()),
+                    "field": ssa::display_path(&c.path),
+                })
+            })
+            .collect();
+        let mut e = ApiError::new(409, "Conflict", ssa::conflict_message(&c));
+        e.details = Some(json!({"causes": causes}));
+        e
+    })?;
+    set(&mut out.object, &out.managers);
+    Ok(out.object)
 }
 
 #[cfg(test)]
@@ -257,12 +170,20 @@ mod tests {
         assert_eq!(manager_for(None, Some(&"x".repeat(300))).len(), MAX_MANAGER_LENGTH);
     }
 
+    fn resource(plural: &str) -> std::sync::Arc<Resource> {
+        let registry = crate::registry::Registry::default();
+        crate::builtin::register(&registry).unwrap();
+        let group = if plural == "deployments" { "apps" } else { "" };
+        registry.get(group, "v1", plural).unwrap()
+    }
+
     #[test]
     fn writes_move_the_fields_they_change_to_their_manager() {
+        let cm = resource("configmaps");
         let mut created = json!({"apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "c", "uid": "u", "labels": {"a": "1"}},
             "data": {"x": "1", "y": "2"}});
-        on_create(&mut created, "kubectl-create", "v1");
+        on_create(&cm, &mut created, "kubectl-create");
         assert_eq!(
             managers(&created),
             [(
@@ -274,32 +195,68 @@ mod tests {
         updated["data"]["y"] = json!("3");
         updated["data"]["z"] = json!("4");
         updated["metadata"]["labels"] = json!({});
-        on_update(&mut updated, &created, "kinetic-controller", "v1", None);
+        on_update(&cm, &mut updated, &created, "kinetic-controller", None);
+        // The removed label goes from its owner; an emptied map is no field of the writer's
+        // (upstream's Compare reports only `.metadata.labels.a` as removed).
         assert_eq!(
             managers(&updated),
             [
                 ("kubectl-create".to_owned(), json!({"f:data": {"f:x": {}}})),
-                (
-                    "kinetic-controller".to_owned(),
-                    json!({"f:data": {"f:y": {}, "f:z": {}}, "f:metadata": {"f:labels": {}}})
-                ),
+                ("kinetic-controller".to_owned(), json!({"f:data": {"f:y": {}, "f:z": {}}})),
             ]
         );
         // Conditions are keyed by type: a second writer owns only its own condition.
+        let pods = resource("pods");
         let mut pod = json!({"metadata": {"name": "p"}, "status": {"conditions": [
             {"type": "PodScheduled", "status": "False"}]}});
-        on_create(&mut pod, "kinetic-scheduler", "v1");
+        on_create(&pods, &mut pod, "kinetic-scheduler");
         let mut next = pod.clone();
         next["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False"},
             {"type": "KruisePodReady", "status": "True"}]);
-        on_update(&mut next, &pod, "kinetic-controller", "v1", Some("status"));
+        on_update(&pods, &mut next, &pod, "kinetic-controller", Some("status"));
         let ready = json!({"f:status": {"f:conditions": {
             "k:{\"type\":\"KruisePodReady\"}": {".": {}, "f:status": {}, "f:type": {}}}}});
         assert_eq!(next["metadata"]["managedFields"][1]["fieldsV1"], ready);
+        assert_eq!(next["metadata"]["managedFields"][1]["subresource"], "status");
         assert_eq!(next["metadata"]["managedFields"][0]["manager"], "kinetic-scheduler");
         // Nothing changed: the entries stay as they are.
         let mut same = updated.clone();
-        on_update(&mut same, &updated, "someone", "v1", None);
+        on_update(&cm, &mut same, &updated, "someone", None);
         assert_eq!(same, updated);
+    }
+
+    #[test]
+    fn apply_conflicts_with_an_updater_as_upstream_and_force_takes_the_field() {
+        let deploy = resource("deployments");
+        let mut live = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 1, "template": {"spec": {"containers": [
+                {"name": "web", "image": "a"}]}}}});
+        on_create(&deploy, &mut live, "kubectl-create");
+        let config = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web"}, "spec": {"replicas": 3}, "status": {"replicas": 9}});
+        let e = apply(&deploy, Some(&live), &config, "kubectl", None, false).unwrap_err();
+        assert_eq!((e.code, e.reason), (409, "Conflict"));
+        assert_eq!(
+            e.message,
+            "Apply failed with 1 conflict: conflict with \"kubectl-create\" using apps/v1: .spec.replicas"
+        );
+        assert_eq!(
+            e.details.unwrap()["causes"],
+            json!([{"reason": "FieldManagerConflict",
+                    "message": "conflict with \"kubectl-create\" using apps/v1",
+                    "field": ".spec.replicas"}])
+        );
+        let forced = apply(&deploy, Some(&live), &config, "kubectl", None, true).unwrap();
+        assert_eq!(forced["spec"]["replicas"], 3);
+        assert!(forced.get("status").is_none(), "status is not the main resource's to apply");
+        let entries = &forced["metadata"]["managedFields"];
+        assert_eq!(entries[1]["manager"], "kubectl");
+        assert_eq!(entries[1]["operation"], "Apply");
+        assert_eq!(entries[1]["fieldsV1"], json!({"f:spec": {"f:replicas": {}}}));
+        assert!(
+            entries[0]["fieldsV1"]["f:spec"].get("f:replicas").is_none(),
+            "taken from the updater: {entries}"
+        );
     }
 }

@@ -1,12 +1,53 @@
 //! The patch engines of a PATCH request, chosen by its content type, with kube-apiserver's
 //! answers: which types a resource accepts (415 otherwise), and which failures are the client's
-//! malformed patch (400) and which a patch that does not apply to the object (422).
+//! malformed patch (400) and which a patch that does not apply to the object (422); and the
+//! `PatchOptions` checks of server-side apply, which [`crate::rest::Api::apply`] serves.
 
 use kinetic_machinery::patch::{self, JsonPatchFailure, PatchError};
 use serde_json::Value;
 
-use crate::error::{ApiError, ApiResult};
+use crate::error::{ApiError, ApiResult, Cause};
 use crate::registry::Resource;
+
+/// The content type of a server-side apply.
+pub const APPLY: &str = "application/apply-patch+yaml";
+
+/// Checks a PATCH request's `PatchOptions` as upstream's `ValidatePatchOptions`: an apply
+/// needs a `fieldManager`; `force` is for applies only. Returns `force`.
+///
+/// # Errors
+/// 422 Invalid `PatchOptions.meta.k8s.io`, with upstream's causes; 400 for a `force` that is
+/// not a boolean.
+pub fn options(
+    patch_type: &str,
+    field_manager: Option<&str>,
+    force: Option<&str>,
+) -> ApiResult<bool> {
+    let forced = match force {
+        None => None,
+        Some(f) => Some(f.parse::<bool>().map_err(|_| {
+            ApiError::bad_request(format!("invalid value {f:?} for force: must be true or false"))
+        })?),
+    };
+    let mut causes = Vec::new();
+    if patch_type == APPLY {
+        if field_manager.is_none_or(str::is_empty) {
+            causes.push(Cause::required("fieldManager", "is required for apply patch"));
+        }
+    } else if forced.is_some() {
+        causes.push(Cause::forbidden("force", "may not be specified for non-apply patch"));
+    }
+    if let Some(m) = field_manager
+        && m.chars().count() > crate::managed::MAX_MANAGER_LENGTH
+    {
+        causes.push(Cause::too_long("fieldManager", crate::managed::MAX_MANAGER_LENGTH as u64));
+    }
+    if causes.is_empty() {
+        Ok(forced.unwrap_or(false))
+    } else {
+        Err(ApiError::invalid("PatchOptions", "meta.k8s.io", "", causes))
+    }
+}
 
 /// Applies a patch to the current object.
 pub type Patcher = Box<dyn Fn(&Value, &Value) -> ApiResult<Value> + Send + Sync>;
@@ -30,8 +71,9 @@ pub fn patcher(res: &Resource, patch_type: &str, scale: bool) -> ApiResult<Patch
         "application/strategic-merge-patch+json" => Err(ApiError::unsupported_media_type(
             "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json (strategic merge patch is not supported for custom resources)",
         )),
-        "application/apply-patch+yaml" => Err(ApiError::unsupported_media_type(
-            "server-side apply is not supported by this server: use client-side apply (kubectl apply without --server-side), or a JSON/merge/strategic patch",
+        // Server-side apply is not a patch function of the object: `Api::apply` serves it.
+        APPLY => Err(ApiError::unsupported_media_type(
+            "server-side apply of the scale subresource is not supported by this server: apply the object itself, or send a merge patch",
         )),
         other => Err(ApiError::unsupported_media_type(format!(
             "the body of the request was in an unknown format ({other:?}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json"
@@ -128,6 +170,24 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.code, 422, "{path}: {e}");
         }
+    }
+
+    #[test]
+    fn apply_needs_a_field_manager_and_force_is_for_apply_only() {
+        let e = options(APPLY, None, None).unwrap_err();
+        assert_eq!((e.code, e.reason), (422, "Invalid"));
+        assert_eq!(
+            e.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch"
+        );
+        let e = options("application/merge-patch+json", None, Some("true")).unwrap_err();
+        assert_eq!(
+            e.message,
+            "PatchOptions.meta.k8s.io \"\" is invalid: force: Forbidden: may not be specified for non-apply patch"
+        );
+        assert!(options(APPLY, Some("kubectl"), Some("true")).unwrap());
+        assert!(!options(APPLY, Some("kubectl"), None).unwrap());
+        assert_eq!(options(APPLY, Some("m"), Some("yes")).unwrap_err().code, 400);
     }
 
     #[test]

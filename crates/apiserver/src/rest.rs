@@ -486,9 +486,24 @@ impl Api {
         &self,
         res: &Resource,
         ns: &str,
-        mut body: Value,
+        body: Value,
         opts: &WriteOptions,
     ) -> ApiResult<Written> {
+        self.create_inner(res, ns, body, opts, false).await
+    }
+
+    /// [`Api::create`]; `applied`: `body` is the result of a server-side apply and carries its
+    /// `managedFields`.
+    async fn create_inner(
+        &self,
+        res: &Resource,
+        ns: &str,
+        mut body: Value,
+        opts: &WriteOptions,
+        applied: bool,
+    ) -> ApiResult<Written> {
+        let applied_fields =
+            applied.then(|| body.pointer("/metadata/managedFields").cloned()).flatten();
         let generate_from = meta(&body)
             .filter(|m| m.get("name").and_then(Value::as_str).is_none_or(str::is_empty))
             .and_then(|m| m.get("generateName"))
@@ -501,7 +516,13 @@ impl Api {
         }
         res.strategy.prepare_create(&self.admission(), &mut body);
         let warnings = self.admit(res, &mut body, None, opts)?;
-        crate::managed::on_create(&mut body, opts.manager(), &res.api_version());
+        match applied_fields {
+            Some(fields) => {
+                meta_mut(&mut body)?.insert("managedFields".into(), fields);
+            }
+            None if applied => {}
+            None => crate::managed::on_create(res, &mut body, opts.manager()),
+        }
         // A generated name that is taken is generated again, up to upstream's limit (KEP-4420,
         // `RetryGenerateName`, on by default since 1.31), so generateName creates do not fail
         // with AlreadyExists on a collision.
@@ -610,7 +631,7 @@ impl Api {
             return Err(ApiError::stale(&res.group, &res.plural, name));
         }
         meta_mut(&mut body)?;
-        self.commit_update(res, ns, name, &old, body, sub, opts).await
+        self.commit_update(res, ns, name, &old, body, sub, opts, false).await
     }
 
     /// Applies `f` to the current object and writes the result, retrying on conflicts. `f` gets
@@ -638,9 +659,86 @@ impl Api {
                 s if s == old.rv.to_string() => {}
                 _ => return Err(ApiError::stale(&res.group, &res.plural, name)),
             }
-            match self.commit_update(res, ns, name, &old, new, sub, opts).await {
+            match self.commit_update(res, ns, name, &old, new, sub, opts, false).await {
                 Err(e) if e.reason == "Conflict" && e.code == 409 => last = Some(e),
                 other => return other,
+            }
+        }
+        Err(last.unwrap_or_else(|| ApiError::stale(&res.group, &res.plural, name)))
+    }
+
+    /// Server-side apply (`PATCH` with `application/apply-patch+yaml`) of `config` by the
+    /// options' field manager: merged into the live object by [`crate::managed::apply`], which
+    /// also records the manager's fields, then admitted and written as any update; or created
+    /// when the object does not exist (upstream's create-on-apply, not through a subresource).
+    /// Returns whether the object was created.
+    ///
+    /// # Errors
+    /// 400 BadRequest for a configuration that is not an object of this kind and name or that
+    /// sets `managedFields`; 409 Conflict with `FieldManagerConflict` causes for fields other
+    /// managers own (unless `force`); everything create and update answer.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn apply(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        sub: Option<&str>,
+        mut config: Value,
+        force: bool,
+        opts: &WriteOptions,
+    ) -> ApiResult<(Written, bool)> {
+        check_type(res, &config)?;
+        for field in ["apiVersion", "kind"] {
+            if config.get(field).and_then(Value::as_str).is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(format!(
+                    "Object '{}' is missing in '{config}'",
+                    if field == "kind" { "Kind" } else { field }
+                )));
+            }
+        }
+        let md = meta_mut(&mut config)?;
+        if md.get("managedFields").is_some_and(|m| !m.is_null()) {
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        match md.get("name").and_then(Value::as_str).unwrap_or("") {
+            "" => {
+                md.insert("name".into(), Value::String(name.to_owned()));
+            }
+            n if n != name => {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({n}) does not match the name on the URL ({name})"
+                )));
+            }
+            _ => {}
+        }
+        let manager = opts.manager();
+        let mut last = None;
+        for _ in 0..MAX_RETRIES {
+            let old = match self.get(res, ns, name) {
+                Ok(old) => old,
+                Err(e) if e.code == 404 && sub.is_none() => {
+                    let obj = crate::managed::apply(res, None, &config, manager, None, force)?;
+                    match self.create_inner(res, ns, obj, opts, true).await {
+                        Err(e) if e.reason == "AlreadyExists" => {
+                            last = Some(e);
+                            continue;
+                        }
+                        other => return other.map(|w| (w, true)),
+                    }
+                }
+                Err(e) => return Err(e),
+            };
+            let live = self.served_value(res, &old);
+            let new = crate::managed::apply(res, Some(&live), &config, manager, sub, force)?;
+            match meta_str(&new, "resourceVersion") {
+                "" => {}
+                s if s == old.rv.to_string() => {}
+                _ => return Err(ApiError::stale(&res.group, &res.plural, name)),
+            }
+            match self.commit_update(res, ns, name, &old, new, sub, opts, true).await {
+                Err(e) if e.reason == "Conflict" && e.code == 409 => last = Some(e),
+                other => return other.map(|w| (w, false)),
             }
         }
         Err(last.unwrap_or_else(|| ApiError::stale(&res.group, &res.plural, name)))
@@ -658,7 +756,11 @@ impl Api {
         mut new: Value,
         sub: Option<&str>,
         opts: &WriteOptions,
+        applied: bool,
     ) -> ApiResult<Written> {
+        // A server-side apply computed the object's managers with it.
+        let applied_fields =
+            applied.then(|| new.pointer("/metadata/managedFields").cloned()).flatten();
         let old_v = &old.value;
         if sub == Some("status") {
             // Status writes change only status (upstream ResetObjectMetaForStatus + strategies),
@@ -779,7 +881,13 @@ impl Api {
             let obj = self.write(res, op).await.map_err(|e| from_store(res, e))?;
             return Ok(Written { obj, warnings });
         }
-        crate::managed::on_update(&mut new, old_v, opts.manager(), &res.api_version(), sub);
+        match applied_fields {
+            Some(fields) => {
+                meta_mut(&mut new)?.insert("managedFields".into(), fields);
+            }
+            None if applied => {}
+            None => crate::managed::on_update(res, &mut new, old_v, opts.manager(), sub),
+        }
         // A write that changes nothing is not a write (upstream skips the etcd update too), so
         // idempotent controllers do not wake each other up.
         let mut cmp = old_v.clone();
