@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cloneset;
+mod ehpa;
 mod imagepulljob;
 mod leader;
 mod podpool;
