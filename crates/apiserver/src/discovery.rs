@@ -68,6 +68,8 @@ pub fn group_list(registry: &Registry) -> Value {
     groups.push(crate::metrics_api::group());
     // authorization.k8s.io, served by `rbac::review` outside the registry.
     groups.push(crate::rbac::review::group());
+    // authentication.k8s.io, served by `serviceaccount` outside the registry.
+    groups.push(crate::serviceaccount::group());
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
@@ -116,6 +118,7 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
                 "scale" => ("Scale", "autoscaling", "v1", vec!["get", "patch", "update"]),
                 "binding" => ("Binding", "", "", vec!["create"]),
                 "log" => ("Pod", "", "", vec!["get"]),
+                "token" => ("TokenRequest", "authentication.k8s.io", "v1", vec!["create"]),
                 _ => continue,
             };
             let mut s = json!({

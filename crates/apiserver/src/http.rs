@@ -32,6 +32,8 @@ pub struct Ctx {
     pub authz: Arc<dyn crate::auth::Authorizer>,
     /// The RBAC policy, for the rules review ([`crate::rbac::review`]).
     pub rbac: Arc<crate::rbac::Rbac>,
+    /// Service-account tokens: TokenRequest and TokenReview ([`crate::serviceaccount`]).
+    pub tokens: Arc<crate::serviceaccount::Tokens>,
     pub max_body: usize,
     pub server_address: String,
     /// How pod subresources served by nodes reach them.
@@ -619,6 +621,23 @@ async fn dispatch(
     }
     let reg = &ctx.api.registry;
     let method = req.method().clone();
+    if let ["apis", crate::serviceaccount::GROUP, rest @ ..] = segs.as_slice() {
+        let (parts, body) = req.into_parts();
+        let body = if method == Method::POST {
+            Some(decode(&parts.headers, &read_body(ctx, body).await?)?)
+        } else {
+            None
+        };
+        let (code, v) = crate::serviceaccount::serve_group(
+            &ctx.tokens,
+            &ctx.authn,
+            &attrs.user,
+            &method,
+            rest,
+            body,
+        )?;
+        return Ok(value_response(code, &v));
+    }
     if method == Method::GET
         && let ["apis", crate::metrics_api::GROUP, rest @ ..] = segs.as_slice()
     {
@@ -768,6 +787,10 @@ async fn dispatch(
                 201,
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
+        }
+        (&Method::POST, Some(name), Some("token")) if res.has_subresource("token") => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            Ok(value_response(201, &ctx.tokens.token_request(&ns, name, body)?))
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status")))
             if sub.is_none() || res.status =>

@@ -21,6 +21,7 @@ pub mod audit;
 pub mod auth;
 pub mod builtin;
 pub mod cel;
+pub mod certauth;
 pub mod crd;
 pub mod discovery;
 pub mod error;
@@ -40,6 +41,7 @@ pub mod rbac;
 pub mod registry;
 pub mod rest;
 pub mod revisions;
+pub mod serviceaccount;
 pub mod storage;
 pub mod store;
 pub mod strategy;
@@ -99,6 +101,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error("preparing the service-account token signing key")]
+    ServiceAccountKey(#[from] serviceaccount::KeyError),
     #[error("creating the initial namespace {name}: {message}")]
     Bootstrap { name: String, message: String },
     #[error("bootstrapping the default RBAC policy: {message}")]
@@ -166,10 +170,24 @@ fn tls_config(pki: &pki::Pki) -> Result<rustls::ServerConfig> {
         .map_err(Error::Pem)?
         .ok_or_else(|| Error::Pem(std::io::Error::other("no private key in apiserver.key")))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    // Client certificates are requested, not required (upstream's `--client-ca-file`): one
+    // signed by the cluster CA authenticates its subject ([`certauth`]); clients without one
+    // authenticate with a bearer token.
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(c.map_err(Error::Pem)?).map_err(Error::Tls)?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| Error::Tls(rustls::Error::General(e.to_string())))?;
     let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(Error::Tls)?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(certs, key)
         .map_err(Error::Tls)?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
@@ -214,6 +232,11 @@ impl ApiServer {
         }
         bootstrap(&api).await?;
         rbac::policy::bootstrap(&api).await.map_err(|message| Error::Rbac { message })?;
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            serviceaccount::ensure_namespace(&api, ns, &pki.ca_pem).await;
+        }
+        let tokens =
+            Arc::new(serviceaccount::Tokens::load(&cfg.data_dir.join("pki"), api.clone())?);
         logs::publish_client_ca(&api, &pki.ca_pem)
             .await
             .map_err(|e| Error::ClientCa { message: e.message })?;
@@ -230,7 +253,10 @@ impl ApiServer {
             if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
         let ctx = Arc::new(http::Ctx {
             api: api.clone(),
-            authn: auth::Authenticator::new(pki.token.clone()),
+            authn: auth::Authenticator::new(pki.token.clone())
+                .with_token_source(tokens.clone())
+                .with_cert_source(Arc::new(certauth::CommonNameAuthenticator)),
+            tokens,
             // RBAC, behind the chain's `system:masters` check (the admin token's group).
             authz: Arc::new(auth::Chain(vec![rbac.clone()])),
             rbac: rbac.clone(),
@@ -243,8 +269,9 @@ impl ApiServer {
         tokio::spawn(rbac::run(api.clone(), rbac, stop_rx.clone()));
         let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
         let gc = tokio::spawn(gc::run(api.clone()));
+        let sa = tokio::spawn(serviceaccount::run(api.clone(), pki.ca_pem.clone()));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "api server listening");
-        Ok(Self { addr, pki, api, data_dir: cfg.data_dir, stop, tasks: vec![serve, gc] })
+        Ok(Self { addr, pki, api, data_dir: cfg.data_dir, stop, tasks: vec![serve, gc, sa] })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -285,6 +312,25 @@ impl ApiServer {
             self.url(),
             self.pki.token
         )
+    }
+
+    /// A kubeconfig that authenticates as user `name` in `groups` with a client certificate
+    /// signed by the cluster CA (node agents: `system:node:NAME` in `system:nodes`; the
+    /// controllers: `system:kube-controller-manager`), as kubeadm writes theirs.
+    ///
+    /// # Errors
+    /// The CA cannot be read or used.
+    pub fn client_kubeconfig(&self, name: &str, groups: &[&str]) -> Result<String> {
+        use base64::Engine as _;
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let (cert, key) = pki::issue_client(&self.data_dir.join("pki"), name, groups)?;
+        Ok(format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: kinetic\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: {name}\n  user:\n    client-certificate-data: {}\n    client-key-data: {}\ncontexts:\n- name: kinetic\n  context:\n    cluster: kinetic\n    user: {name}\n    namespace: default\ncurrent-context: kinetic\npreferences: {{}}\n",
+            self.url(),
+            b64(&self.pki.ca_pem),
+            b64(&cert),
+            b64(&key),
+        ))
     }
 
     /// Writes the kubeconfig to `DATA/kubeconfig` (mode 0600: it holds the token) and returns

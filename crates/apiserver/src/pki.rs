@@ -176,6 +176,39 @@ pub fn ensure(dir: &Path, sans: &[String]) -> Result<Pki, PkiError> {
     Ok(Pki { ca_pem, cert_pem, key_pem, kubelet_client_cert_pem, kubelet_client_key_pem, token })
 }
 
+/// Issues a client certificate (and its key) for user `name` in `groups`, signed by the CA in
+/// `dir` (created by [`ensure`]): the certificate's Common Name is the user and each
+/// Organization a group, as kube-apiserver's client-certificate authenticator reads them
+/// ([`crate::certauth`]). Valid for a year.
+///
+/// # Errors
+/// The CA in `dir` cannot be read or used.
+pub fn issue_client(dir: &Path, name: &str, groups: &[&str]) -> Result<(String, String), PkiError> {
+    let cert_err = |source| PkiError::Cert { path: dir.to_owned(), source };
+    let (ca_crt, ca_key) = (dir.join("ca.crt"), dir.join("ca.key"));
+    let ca_pem = std::fs::read_to_string(&ca_crt).map_err(io(&ca_crt))?;
+    let ca_key_pem = std::fs::read_to_string(&ca_key).map_err(io(&ca_key))?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_pem, KeyPair::from_pem(&ca_key_pem).map_err(cert_err)?)
+            .map_err(cert_err)?;
+    let key = KeyPair::generate().map_err(cert_err)?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(cert_err)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, name);
+    for g in groups {
+        dn.push(DnType::OrganizationName, *g);
+    }
+    params.distinguished_name = dn;
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let today = jiff::Zoned::now().with_time_zone(jiff::tz::TimeZone::UTC).date();
+    let (y, m, d) = (i32::from(today.year()), today.month() as u8, today.day() as u8);
+    params.not_before = rcgen::date_time_ymd(y, m, d);
+    // The 29th of February has no twin next year; the 28th then.
+    params.not_after = rcgen::date_time_ymd(y + 1, m, d.min(28));
+    let cert = params.signed_by(&key, &issuer).map_err(cert_err)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -211,6 +211,8 @@ async fn list_with_selectors_and_pagination() {
     }
     let want: Vec<String> = {
         let mut v: Vec<String> = (0..10).map(|i| format!("c{i}")).collect();
+        // Every namespace has the root CA's ConfigMap, as on a real cluster.
+        v.push("kube-root-ca.crt".to_owned());
         v.sort();
         v
     };
@@ -380,7 +382,7 @@ async fn delete_collection_and_dry_run() {
         .into_iter()
         .map(|c| c.metadata.name.unwrap())
         .collect();
-    assert_eq!(left, vec!["d4", "d5"]);
+    assert_eq!(left, vec!["d4", "d5", "kube-root-ca.crt"]);
 }
 
 #[tokio::test]
@@ -447,12 +449,17 @@ async fn a_continued_list_read_the_current_state_instead_of_the_first_pages_snap
     cms.patch("c5", &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
     let token = first.metadata.continue_.clone().unwrap();
     let rest = cms.list(&ListParams::default().continue_token(&token)).await.unwrap();
-    assert_eq!(names(&rest), ["c3", "c4", "c5", "c6"], "the first page's state");
+    // (`kube-root-ca.crt` is in every namespace, as on a real cluster.)
+    assert_eq!(
+        names(&rest),
+        ["c3", "c4", "c5", "c6", "kube-root-ca.crt"],
+        "the first page's state"
+    );
     assert_eq!(rest.items[2].data.as_ref().unwrap()["k"], "v", "c5 as it was");
     assert_eq!(rest.metadata.resource_version, first.metadata.resource_version);
     // A new list sees the writes.
     let now = cms.list(&ListParams::default()).await.unwrap();
-    assert_eq!(names(&now), ["c1", "c2", "c3", "c35", "c5", "c6"]);
+    assert_eq!(names(&now), ["c1", "c2", "c3", "c35", "c5", "c6", "kube-root-ca.crt"]);
 }
 
 /// Once the watch history no longer reaches back to the first page, a continue token is 410

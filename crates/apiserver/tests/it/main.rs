@@ -14,5 +14,6 @@ mod hpa;
 mod kubectl;
 mod observability;
 mod rbac;
+mod serviceaccount;
 mod storage;
 mod watch;
