@@ -115,7 +115,8 @@ pub struct CpuTime {
     /// waited on, such as the API client's connection).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub agent_us: u64,
-    /// The network plugins and `ip` run for the sandbox, until they exited.
+    /// The network plugins and `ip` run for the sandbox, until they exited; with native
+    /// networking, `ip netns add` and the agent's thread that wires the pod over netlink.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub network_us: u64,
     /// The container's shim, from its exec to its report that the container runs.

@@ -15,6 +15,10 @@
 //! 4. **Floor**: `runc run -d` of an equivalent bundle (same image layers as an overlayfs
 //!    rootfs, same command, no network namespace) and `runc delete -f`, `--floor-runs` times.
 //!
+//! `--network` picks the pod network: `cni` (the CNI plugins), `native` (the agent's netlink
+//! wiring) or `both` (the default): one fresh platform per mode, one after the other, and a
+//! side-by-side table of the two at the end.
+//!
 //! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
 //! Pods of a phase are deleted, and torn down on the node, before the next phase starts. Load stays on 127.0.0.1 and the
 //! node's own bridge; every wait is bounded.
@@ -48,6 +52,30 @@ pub struct PodsArgs {
     /// Bare `runc run` repetitions for the floor
     #[arg(long, default_value_t = 30)]
     floor_runs: usize,
+    /// The pod network to measure: the agent's own netlink wiring (native), the CNI plugins
+    /// (cni), or both one after the other, each on a fresh platform, with a side-by-side table
+    #[arg(long, value_enum, default_value = "both")]
+    network: NetworkChoice,
+}
+
+/// `--network` of `kinetic bench pods`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum NetworkChoice {
+    Native,
+    Cni,
+    Both,
+}
+
+/// What the side-by-side table shows of one network mode's run.
+struct Summary {
+    mode: &'static str,
+    seq_p50: Duration,
+    per_min: f64,
+    own_ms: f64,
+    children_ms: f64,
+    /// Mean CPU of a sequential start by process (timelines): network step, all processes.
+    network_ms: f64,
+    all_ms: f64,
 }
 
 const LABEL: &str = "kinetic.dev/bench";
@@ -81,15 +109,68 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     if args.pods == 0 || args.concurrency == 0 {
         bail!("--pods and --concurrency must be at least 1");
     }
-    let platform = crate::platform::Platform::start(
-        "kinetic-bench-pods",
-        "kbench0",
-        "10.202.0.0/16",
-        args.burst.max(args.pods) + 10,
-        false,
-    )
-    .await?;
-    let measured = platform.run(async |platform| measure(platform, &args).await).await?;
+    use kinetic_node::NetworkMode;
+    let modes: &[(&'static str, NetworkMode)] = match args.network {
+        NetworkChoice::Native => &[("native", NetworkMode::Native)],
+        NetworkChoice::Cni => &[("cni", NetworkMode::Cni)],
+        NetworkChoice::Both => &[("cni", NetworkMode::Cni), ("native", NetworkMode::Native)],
+    };
+    let mut summaries = Vec::new();
+    for (name, mode) in modes {
+        #[allow(clippy::print_stdout)]
+        {
+            println!("\n=== pod network: {name} ===");
+        }
+        let platform = crate::platform::Platform::start_on(
+            "kinetic-bench-pods",
+            "kbench0",
+            "10.202.0.0/16",
+            args.burst.max(args.pods) + 10,
+            false,
+            *mode,
+        )
+        .await?;
+        let measured = platform.run(async |platform| measure(platform, &args).await).await?;
+        summaries.push(report(&args, name, measured));
+    }
+    if summaries.len() > 1 {
+        println_side_by_side(&summaries);
+    }
+    Ok(())
+}
+
+/// The side-by-side table of the network modes measured in this run.
+#[allow(clippy::print_stdout)] // the benchmark's report is its output
+fn println_side_by_side(sums: &[Summary]) {
+    println!();
+    println!("pod network side by side (same run, same machine)");
+    print!("{:<58}", "");
+    for s in sums {
+        print!("  {:>10}", s.mode);
+    }
+    println!();
+    type Cell = fn(&Summary) -> String;
+    let rows: [(&str, Cell); 6] = [
+        ("create→Ready p50, one at a time", |s| format!("{:.1} ms", ms(s.seq_p50))),
+        ("pods started per minute (saturation)", |s| format!("{:.0}", s.per_min)),
+        ("CPU per pod start: this process (saturation)", |s| format!("{:.1} ms", s.own_ms)),
+        ("CPU per pod start: children (saturation)", |s| format!("{:.1} ms", s.children_ms)),
+        ("CPU of the network step per sequential start (timelines)", |s| {
+            format!("{:.1} ms", s.network_ms)
+        }),
+        ("CPU per sequential start, all processes (timelines)", |s| format!("{:.1} ms", s.all_ms)),
+    ];
+    for (label, f) in rows {
+        print!("{label:<58}");
+        for s in sums {
+            print!("  {:>10}", f(s));
+        }
+        println!();
+    }
+}
+
+/// Prints one run's tables and returns its summary.
+fn report(args: &PodsArgs, mode: &'static str, measured: Measured) -> Summary {
     let Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor } = measured;
 
     let lat = |v: &[(String, Duration, Instant)]| {
@@ -142,7 +223,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             None,
         ),
         Row::new(
-            "  CPU per pod start: children (runc, CNI plugins, ip)".into(),
+            "  CPU per pod start: children (runc, CNI plugins or ip netns)".into(),
             format!("{:.1} ms", (cpu1.1 - cpu0.1) * 10.0 / args.burst as f64),
             "",
             None,
@@ -172,14 +253,23 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     ];
     print_table(&rows);
     println_shares(&timelines);
-    println_cpu(&timelines);
-    Ok(())
+    let cpu = println_cpu(&timelines);
+    let n = cpu.1.max(1) as f64;
+    Summary {
+        mode,
+        seq_p50: percentile(&s, 0.5),
+        per_min,
+        own_ms: (cpu1.0 - cpu0.0) * 10.0 / args.burst as f64,
+        children_ms: (cpu1.1 - cpu0.1) * 10.0 / args.burst as f64,
+        network_ms: cpu.0.network_us as f64 / n / 1000.0,
+        all_ms: cpu.0.total_us() as f64 / n / 1000.0,
+    }
 }
 
 /// The mean CPU of a sequential pod's start by process, from the timelines (issue 14): unlike
 /// the process-wide figures above it includes the shims, which live until their pod goes.
 #[allow(clippy::print_stdout)] // the benchmark's report is its output
-fn println_cpu(tls: &[Timeline]) {
+fn println_cpu(tls: &[Timeline]) -> (kinetic_api::timeline::CpuTime, u64) {
     let mut sum = kinetic_api::timeline::CpuTime::default();
     let mut n = 0u64;
     for t in tls {
@@ -194,7 +284,7 @@ fn println_cpu(tls: &[Timeline]) {
         sum.init_us += sb.init_us + c.init_us;
     }
     if n == 0 {
-        return;
+        return (sum, 0);
     }
     let m = |us: u64| us as f64 / n as f64 / 1000.0;
     println!(
@@ -207,6 +297,7 @@ fn println_cpu(tls: &[Timeline]) {
         m(sum.init_us),
         m(sum.total_us())
     );
+    (sum, n)
 }
 
 /// What one run measured.

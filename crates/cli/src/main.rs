@@ -48,6 +48,13 @@ struct ServerArgs {
     audit_log: Option<PathBuf>,
 }
 
+/// `--network`: see [`kinetic_node::NetworkMode`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum NetworkArg {
+    Native,
+    Cni,
+}
+
 /// Options of the node agent, for `kinetic node` and the agent inside `kinetic up`.
 #[derive(clap::Args, Clone)]
 struct NodeArgs {
@@ -63,9 +70,13 @@ struct NodeArgs {
     /// Pod IPs come from this range, on the bridge below
     #[arg(long, default_value = "10.88.0.0/16")]
     pod_cidr: String,
-    /// The bridge the CNI bridge plugin creates for pods
+    /// The bridge pods are attached to
     #[arg(long, default_value = "kinetic0")]
     bridge: String,
+    /// Who wires pods into the bridge: the agent itself over netlink (native) or the CNI
+    /// bridge, host-local and loopback plugins (cni)
+    #[arg(long, value_enum, default_value = "native")]
+    network: NetworkArg,
     /// Registries (host or host:port) reachable over plain http; loopback ones always are
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
@@ -318,6 +329,10 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_nod
     cfg.node_ip = args.node_ip;
     cfg.pod_cidr.clone_from(&args.pod_cidr);
     cfg.bridge.clone_from(&args.bridge);
+    cfg.network = match args.network {
+        NetworkArg::Native => kinetic_node::NetworkMode::Native,
+        NetworkArg::Cni => kinetic_node::NetworkMode::Cni,
+    };
     cfg.insecure_registries.clone_from(&args.insecure_registries);
     cfg.image_gc_policy = kinetic_image::GcPolicy {
         high_threshold_percent: args.image_gc_high_threshold,

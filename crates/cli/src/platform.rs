@@ -43,6 +43,19 @@ impl Platform {
         max_pods: usize,
         controllers: bool,
     ) -> anyhow::Result<Self> {
+        let network = kinetic_node::NetworkMode::default();
+        Self::start_on(prefix, bridge, pod_cidr, max_pods, controllers, network).await
+    }
+
+    /// [`Platform::start`] with the node's pods wired by `network`.
+    pub async fn start_on(
+        prefix: &str,
+        bridge: &str,
+        pod_cidr: &str,
+        max_pods: usize,
+        controllers: bool,
+        network: kinetic_node::NetworkMode,
+    ) -> anyhow::Result<Self> {
         let interrupts = Some((
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -82,6 +95,7 @@ impl Platform {
         let mut cfg = kinetic_node::Config::new("bench-node", dir.path().join("node"));
         cfg.bridge = bridge.into();
         cfg.pod_cidr = pod_cidr.into();
+        cfg.network = network;
         cfg.listen = "127.0.0.1:0".parse()?;
         cfg.auth_token = Some(server.token().to_owned());
         cfg.max_pods = u32::try_from(max_pods).unwrap_or(u32::MAX);

@@ -6,7 +6,9 @@
 //! `spec.nodeName` is this node. Each pod gets a worker task (`worker`) that:
 //!
 //! 1. creates the pod sandbox: a network namespace wired by the CNI `bridge` + `host-local` +
-//!    `loopback` plugins (`cni`), the pod's /etc files and volumes (`volumes`);
+//!    `loopback` plugins (`cni`) or, with [`NetworkMode::Native`], the same way by the agent
+//!    itself over rtnetlink with its own persisted IP allocation (`native`, `ipam`), the pod's
+//!    /etc files and volumes (`volumes`);
 //! 2. pulls images into the shared content store (`kinetic-image`), mounts each container's
 //!    rootfs as overlayfs over the unpacked layers (`mount`), writes an OCI `config.json`
 //!    (`oci`, `env`) and starts it under its shim (`shim`: a process per container that runs

@@ -170,3 +170,31 @@ async fn native_bridge_is_removed_on_clean_up_and_made_again_on_start() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(&format!("{gw}/24")), "{text}");
 }
+
+/// The CNI plugins stay an option (`--network cni`) now that native is the default: a pod on
+/// them gets an IP from host-local, serves on it and leaves nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_mode_still_wires_pods_with_the_plugins() {
+    let c = Cluster::start_with(|cfg| cfg.network = NetworkMode::Cni).await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "web",
+        json!({"containers": [{"name": "web", "image": image,
+            "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}]}),
+    )
+    .await;
+    let pod = c.wait_ready("web").await;
+    let ip = pod_ip(&pod);
+    // host-local's record of the address, not native's state file.
+    assert!(
+        c.data_dir().join("cni/ipam/kinetic").join(&ip).exists(),
+        "no host-local file for {ip}"
+    );
+    assert!(!c.data_dir().join("network/ipam.json").exists());
+    let page = Cluster::http_get(&ip, 8080, "/index.html").await.unwrap();
+    assert!(page.contains("hello from kinetic"), "{page}");
+    c.pods().delete("web", &Default::default()).await.unwrap();
+    c.wait_gone("web", 20).await;
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
