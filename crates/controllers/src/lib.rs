@@ -36,7 +36,6 @@ pub mod hpa;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod leader;
-mod legacy;
 pub mod network;
 pub mod nodeimage;
 pub mod podpool;

@@ -127,11 +127,6 @@ impl SyncError {
         let what = what.into();
         move |source| SyncError::Api { what, source }
     }
-
-    /// A `409 Conflict`: the cache was stale, retry soon without noise.
-    pub(crate) fn is_conflict(&self) -> bool {
-        matches!(self, SyncError::Api { source: kube::Error::Api(s), .. } if s.code == 409)
-    }
 }
 
 /// One shutdown signal for several controllers: each [`Stop::wait`] completes once the

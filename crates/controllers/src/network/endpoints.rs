@@ -8,94 +8,105 @@
 //! against its container ports). Subsets are packed like upstream's `RepackSubsets`: addresses
 //! that serve the same ports share a subset. It writes only when subsets or labels changed,
 //! and deletes the Endpoints of a deleted Service.
+//!
+//! A kube-runtime `Controller` of Services: pod changes reach the Services that select the pod
+//! (before and after a relabel), and the deletion of an Endpoints object its Service's
+//! reconcile, which recreates it. A deleted Service is no reconcile (kube-runtime reconciles
+//! only objects in its cache), so its Endpoints are deleted beside the controller
+//! ([`delete_orphans`]), on the Service's deletion and, at start, for every Endpoints object
+//! whose Service went away while no controller ran (upstream's `checkLeftoverEndpoints`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
-use futures::StreamExt as _;
+use futures::{Stream, StreamExt as _, TryStreamExt as _};
 use k8s_openapi::api::core::v1::{
     EndpointAddress, EndpointPort, EndpointSubset, Endpoints, ObjectReference, Pod, Service,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::{WatchStreamExt as _, watcher};
+use kube::runtime::WatchStreamExt as _;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher::{self, Event, watcher};
 
-use crate::Result;
-use crate::legacy::cache::{Cache, Change, Reader, key_of};
-use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::backoff::Backoff;
 use crate::network::services::{
     HEADLESS_LABEL, find_port, hostname_for, is_service_ip_set, managed_selector, pod_ipv4,
     selects, services_selecting, should_pod_be_in_endpoints,
 };
 use crate::util::SyncError;
-use crate::util::{Labels, name_of, sem_eq};
+use crate::util::{Labels, name_of, ns_of, sem_eq};
 
-const WORKERS: usize = 5;
+/// What a sync asks for: when to look again, if at all.
+type Outcome = Result<Option<Duration>, SyncError>;
 
-/// Runs the Endpoints controller until `shutdown` completes.
+/// Runs the Endpoints controller until `shutdown` completes; running reconciles finish first.
 ///
 /// # Errors
-/// A watch stream ended (kube's watcher retries failures with back-off, so it does not).
+/// None so far: API errors are retried per Service with back-off.
 pub async fn run_endpoints_controller(
     client: Client,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let cfg = watcher::Config::default;
-    let svc_stream = watcher(Api::<Service>::all(client.clone()), cfg()).default_backoff();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), cfg()).default_backoff();
-    let ep_stream = watcher(Api::<Endpoints>::all(client.clone()), cfg()).default_backoff();
-    let mut svc_stream = std::pin::pin!(svc_stream);
-    let mut pod_stream = std::pin::pin!(pod_stream);
-    let mut ep_stream = std::pin::pin!(ep_stream);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let (mut svc_cache, mut pod_cache, mut ep_cache) =
-        (Cache::default(), Cache::default(), Cache::default());
-    let ctx = Arc::new(Ctx {
-        client,
-        services: svc_cache.reader(),
-        pods: pod_cache.reader(),
-        endpoints: ep_cache.reader(),
-    });
-    let mut workers = Workers::new(ctx.clone(), WORKERS);
-    tracing::info!("endpoints controller started");
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => {
-                workers.drain().await;
-                return Ok(());
-            }
-            ev = svc_stream.next() => for ch in svc_cache.next_changes(ev, "services")? {
-                on_service(ch, &mut workers.queue)
-            },
-            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
-                ctx.on_pod(ch, &mut workers.queue)
-            },
-            ev = ep_stream.next() => {
-                // Upstream reacts to deletions only: an Endpoints object deleted behind its
-                // back is recreated.
-                let first_list = !ep_cache.synced();
-                for ch in ep_cache.next_changes(ev, "endpoints")? {
-                    match ch {
-                        Change::Deleted(ep) => workers.queue.add(key_of(&*ep)),
-                        // Upstream's `checkLeftoverEndpoints`: at start every Endpoints object
-                        // is synced once, so those whose Service went away while no controller
-                        // ran are deleted (leader-election locks excepted).
-                        Change::Added(ep) if first_list && !is_leader_lock(&ep) => {
-                            workers.queue.add(key_of(&*ep));
-                        }
-                        _ => {}
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    crate::util::run_together(shutdown, |stop| async move {
+        let cfg = watcher::Config::default;
+        let (pods, pod_changes) = crate::util::reflect_changes::<Pod>(&client, cfg());
+        // Services, with their deletions handed to `delete_orphans`.
+        let (services, svc_writer) = reflector::store::<Service>();
+        let (svc_gone, svc_gone_rx) = tokio::sync::mpsc::unbounded_channel::<Service>();
+        let svc_stream = reflector::reflector(
+            svc_writer,
+            watcher(Api::<Service>::all(client.clone()), cfg()).default_backoff().map_ok(
+                move |event| {
+                    if let Event::Delete(svc) = &event {
+                        let _ = svc_gone.send(svc.clone());
                     }
+                    event
+                },
+            ),
+        )
+        .applied_objects();
+        // Endpoints: only a deletion reconciles its Service (upstream reacts to nothing else).
+        let (endpoints, mut ep_writer) = reflector::store::<Endpoints>();
+        let ep_deleted = watcher(Api::<Endpoints>::all(client.clone()), cfg())
+            .default_backoff()
+            .map_ok(move |event| {
+                ep_writer.apply_watcher_event(&event);
+                match event {
+                    Event::Delete(ep) => Some(ep),
+                    _ => None,
                 }
-            }
-            () = workers.tick() => {}
+            })
+            .try_filter_map(|ep| std::future::ready(Ok(ep)));
+        let ctx = Arc::new(Ctx {
+            client,
+            services: services.clone(),
+            pods,
+            endpoints,
+            backoff: Backoff::default(),
+        });
+        let by_pod = ctx.clone();
+        tracing::info!("endpoints controller started");
+        let controller = Controller::for_stream(svc_stream, services)
+            .watches_stream(pod_changes, move |pod| services_selecting(&by_pod.services, &pod))
+            .watches_stream(ep_deleted, |ep| Some(ObjectRef::new(name_of(&ep)).within(ns_of(&ep))))
+            .graceful_shutdown_on(stop.wait())
+            .run(reconcile, error_policy, ctx.clone())
+            .for_each(crate::log_reconcile("endpoints"));
+        let gone = futures::stream::unfold(svc_gone_rx, |mut rx| async move {
+            rx.recv().await.map(|svc| (svc, rx))
+        });
+        tokio::select! {
+            () = controller => {}
+            () = delete_orphans(ctx, gone) => {}
         }
-        if svc_cache.synced() && pod_cache.synced() && ep_cache.synced() {
-            workers.start();
-        }
-    }
+        Ok(())
+    })
+    .await
 }
 
 /// Upstream `resourcelock.LeaderElectionRecordAnnotationKey`.
@@ -105,74 +116,90 @@ fn is_leader_lock(ep: &Endpoints) -> bool {
     ep.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(LEADER_ANNOTATION))
 }
 
-pub(crate) fn on_service(change: Change<Service>, q: &mut Queue) {
-    match change {
-        Change::Added(s) | Change::Updated { new: s, .. } | Change::Deleted(s) => {
-            q.add(key_of(&*s))
-        }
-    }
-}
-
 struct Ctx {
     client: Client,
-    services: Reader<Service>,
-    pods: Reader<Pod>,
-    endpoints: Reader<Endpoints>,
+    services: Store<Service>,
+    pods: Store<Pod>,
+    endpoints: Store<Endpoints>,
+    backoff: Backoff,
 }
 
-/// Queues the Services a pod change concerns: those selecting it, and on a relabel those that
-/// selected it before (shared by the Endpoints and EndpointSlice controllers).
-pub(crate) fn on_pod_change(services: &Reader<Service>, change: Change<Pod>, q: &mut Queue) {
-    let mut keys = Vec::new();
-    match change {
-        Change::Added(p) | Change::Deleted(p) => services_selecting(services, &p, &mut keys),
-        Change::Updated { old, new } => {
-            if old.metadata.resource_version == new.metadata.resource_version {
-                return;
-            }
-            services_selecting(services, &new, &mut keys);
-            if old.metadata.labels != new.metadata.labels {
-                services_selecting(services, &old, &mut keys);
-            }
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
+    let pass = async {
+        let requeue = ctx.sync(&svc).await?;
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    };
+    ctx.backoff.reconcile(&*svc, pass).await
+}
+
+/// Every failure backs off per Service (see [`crate::backoff`]).
+fn error_policy(svc: Arc<Service>, e: &SyncError, ctx: Arc<Ctx>) -> Action {
+    ctx.backoff.retry(&*svc, e)
+}
+
+/// Deletes the Endpoints of deleted Services: first those left over from Services deleted
+/// while no controller ran (leader-election locks excepted), then the Endpoints of each
+/// Service deleted from now on. Runs until `gone` ends (the controller stopping drops it
+/// first). A failed deletion is retried with back-off.
+async fn delete_orphans(ctx: Arc<Ctx>, gone: impl Stream<Item = Service>) {
+    let mut gone = std::pin::pin!(gone);
+    // Both caches list before the leftovers are judged; Service deletions queue meanwhile.
+    while !(crate::cache_ready(&ctx.services) && crate::cache_ready(&ctx.endpoints)) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for ep in ctx.endpoints.state() {
+        let service = ObjectRef::<Service>::new(name_of(&*ep)).within(ns_of(&*ep));
+        if !is_leader_lock(&ep) && ctx.services.get(&service).is_none() {
+            ctx.delete_endpoints(ns_of(&*ep), name_of(&*ep)).await;
         }
     }
-    q.extend(keys);
-}
-
-impl Reconcile for Ctx {
-    const NAME: &'static str = "endpoints";
-    async fn reconcile(self: Arc<Self>, key: String) -> Outcome {
-        self.sync(&key).await
+    while let Some(svc) = gone.next().await {
+        ctx.delete_endpoints(ns_of(&svc), name_of(&svc)).await;
     }
 }
 
 impl Ctx {
-    fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        on_pod_change(&self.services, change, q);
-    }
-
-    #[tracing::instrument(skip_all, fields(service = %key))]
-    async fn sync(&self, key: &str) -> Outcome {
-        let Some((ns, name)) = key.split_once('/') else { return Ok(None) };
+    /// Deletes the Endpoints `ns/name` unless its Service exists (again), retrying failures.
+    async fn delete_endpoints(&self, ns: &str, name: &str) {
         let api: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
-        let Some(svc) = self.services.get(key) else {
-            if self.endpoints.get(key).is_some() {
-                match api.delete(name, &DeleteParams::default()).await {
-                    Ok(_) => tracing::info!("deleted the endpoints of a deleted service"),
-                    Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    Err(e) => return Err(SyncError::api("deleting endpoints")(e)),
+        let mut wait = Duration::from_millis(5);
+        loop {
+            let service = ObjectRef::<Service>::new(name).within(ns);
+            if self.services.get(&service).is_some() {
+                return;
+            }
+            match api.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {
+                    tracing::info!(service = %format!("{ns}/{name}"), "deleted the endpoints of a deleted service");
+                    return;
+                }
+                Err(kube::Error::Api(s)) if s.code == 404 => return,
+                Err(error) => {
+                    tracing::warn!(%error, endpoints = %format!("{ns}/{name}"), ?wait, "deleting endpoints failed");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(60));
                 }
             }
-            return Ok(None);
-        };
-        let Some(selector) = managed_selector(&svc) else { return Ok(None) };
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(service = %format!("{}/{}", ns_of(svc), name_of(svc))))]
+    async fn sync(&self, svc: &Service) -> Outcome {
+        let Some(selector) = managed_selector(svc) else { return Ok(None) };
+        // Never wait for the caches inside a reconcile (see `crate::cache_ready`).
+        if !(crate::cache_ready(&self.pods) && crate::cache_ready(&self.endpoints)) {
+            return Ok(Some(Duration::from_millis(200)));
+        }
+        let (ns, name) = (ns_of(svc), name_of(svc));
+        let api: Api<Endpoints> = Api::namespaced(self.client.clone(), ns);
         let spec = svc.spec.clone().unwrap_or_default();
         let publish_not_ready = spec.publish_not_ready_addresses.unwrap_or(false);
         let ports = spec.ports.clone().unwrap_or_default();
         let mut pods: Vec<Arc<Pod>> = self
             .pods
-            .in_namespace(ns)
+            .state()
             .into_iter()
+            .filter(|p| ns_of(&**p) == ns)
             .filter(|p| selects(selector, p.metadata.labels.as_ref()))
             .collect();
         pods.sort_by(|a, b| name_of(&**a).cmp(name_of(&**b)));
@@ -184,7 +211,7 @@ impl Ctx {
             let Some(ip) = pod_ipv4(pod) else { continue };
             let address = EndpointAddress {
                 ip,
-                hostname: hostname_for(pod, &svc),
+                hostname: hostname_for(pod, svc),
                 node_name: Some(crate::apps::pods::node_name(pod).to_owned())
                     .filter(|n| !n.is_empty()),
                 target_ref: Some(ObjectReference {
@@ -222,7 +249,7 @@ impl Ctx {
         }
         let subsets = repack(entries);
         let mut labels: Labels = svc.metadata.labels.clone().unwrap_or_default();
-        let current = self.endpoints.get(key);
+        let current = self.endpoints.get(&ObjectRef::new(name).within(ns));
         if let Some(cur) = &current {
             let mut cur_labels = cur.metadata.labels.clone().unwrap_or_default();
             cur_labels.remove(HEADLESS_LABEL);
@@ -231,7 +258,7 @@ impl Ctx {
                 return Ok(None);
             }
         }
-        if is_service_ip_set(&svc) {
+        if is_service_ip_set(svc) {
             labels.remove(HEADLESS_LABEL);
         } else {
             labels.insert(HEADLESS_LABEL.into(), String::new());

@@ -13,13 +13,14 @@
 //! slice, as upstream.
 //!
 //! Slices are compared with what is wanted and written only when they differ. Because the
-//! cache may not show this controller's own latest writes yet, it remembers the slices it
-//! wrote until the watch shows them (upstream's `EndpointSliceTracker`) and does not sync a
-//! Service while that is pending, so a slow watch never makes it create a slice twice.
+//! cache may not show this controller's own latest writes yet, it records the slices it wrote
+//! in the shared [`crate::expectations`] until the cache shows them (upstream's
+//! `EndpointSliceTracker`) and does not sync a Service while that is pending, so a slow watch
+//! never makes it create a slice twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt as _;
@@ -28,18 +29,18 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
 use kube::api::{Api, DeleteParams, PostParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt as _, watcher};
-use tokio::time::Instant;
 
-use crate::Result;
-use crate::legacy::cache::{Cache, Change, Reader};
-use crate::legacy::queue::{Outcome, Queue, Reconcile, Workers};
+use crate::backoff::Backoff;
+use crate::expectations::{Expectations, Seen};
 use crate::network::services::{
     HEADLESS_LABEL, find_port, hostname_for, is_service_ip_set, managed_selector, pod_ipv4,
-    selects, should_pod_be_in_endpoints,
+    selects, services_selecting, should_pod_be_in_endpoints,
 };
 use crate::util::SyncError;
-use crate::util::{Labels, controller_ref, name_of, ns_of, sem_eq};
+use crate::util::{Labels, controller_ref, name_of, ns_of, sem_eq, uid_of};
 
 /// `discovery.LabelServiceName`.
 pub const LABEL_SERVICE_NAME: &str = "kubernetes.io/service-name";
@@ -49,147 +50,85 @@ pub const LABEL_MANAGED_BY: &str = "endpointslice.kubernetes.io/managed-by";
 pub const CONTROLLER_NAME: &str = "endpointslice-controller.k8s.io";
 /// Upstream's default `--max-endpoints-per-slice`.
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
-const WORKERS: usize = 5;
-/// Writes not seen in the watch after this long are forgotten (the watch relisted or lost
-/// them; a sync from the then-current cache is right again).
-const TRACKER_TIMEOUT: Duration = Duration::from_secs(30);
+/// What a sync asks for: when to look again, if at all.
+type Outcome = Result<Option<Duration>, SyncError>;
 
-/// Runs the EndpointSlice controller until `shutdown` completes.
+/// Runs the EndpointSlice controller until `shutdown` completes; running reconciles finish
+/// first.
 ///
 /// # Errors
-/// A watch stream ended (kube's watcher retries failures with back-off, so it does not).
+/// None so far: API errors are retried per Service with back-off.
 pub async fn run_endpointslice_controller(
     client: Client,
-    shutdown: impl Future<Output = ()>,
-) -> Result<()> {
-    let cfg = watcher::Config::default;
-    let svc_stream = watcher(Api::<Service>::all(client.clone()), cfg()).default_backoff();
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), cfg()).default_backoff();
-    let slice_stream = watcher(
-        Api::<EndpointSlice>::all(client.clone()),
-        cfg().labels(&format!("{LABEL_MANAGED_BY}={CONTROLLER_NAME}")),
-    )
-    .default_backoff();
-    let mut svc_stream = std::pin::pin!(svc_stream);
-    let mut pod_stream = std::pin::pin!(pod_stream);
-    let mut slice_stream = std::pin::pin!(slice_stream);
-    let mut shutdown = std::pin::pin!(shutdown);
-    let (mut svc_cache, mut pod_cache, mut slice_cache) =
-        (Cache::default(), Cache::default(), Cache::default());
-    let ctx = Arc::new(Ctx {
-        client,
-        services: svc_cache.reader(),
-        pods: pod_cache.reader(),
-        slices: slice_cache.reader(),
-        tracker: Tracker::default(),
-    });
-    let mut workers = Workers::new(ctx.clone(), WORKERS);
-    tracing::info!("endpointslice controller started");
-    loop {
-        tokio::select! {
-            biased;
-            () = &mut shutdown => {
-                workers.drain().await;
-                return Ok(());
-            }
-            ev = svc_stream.next() => for ch in svc_cache.next_changes(ev, "services")? {
-                crate::network::endpoints::on_service(ch, &mut workers.queue)
-            },
-            ev = pod_stream.next() => for ch in pod_cache.next_changes(ev, "pods")? {
-                ctx.on_pod(ch, &mut workers.queue)
-            },
-            ev = slice_stream.next() => for ch in slice_cache.next_changes(ev, "endpointslices")? {
-                ctx.on_slice(ch, &mut workers.queue)
-            },
-            () = workers.tick() => {}
-        }
-        if svc_cache.synced() && pod_cache.synced() && slice_cache.synced() {
-            workers.start();
-        }
-    }
-}
-
-/// The slices this controller wrote and has not seen in its watch yet, per Service key:
-/// slice name → the resourceVersion written (`None` for a deletion).
-#[derive(Debug, Default)]
-struct Tracker {
-    inner: Mutex<Written>,
-}
-
-/// Service key → slice name → (resourceVersion written or `None` for a deletion, when).
-type Written = HashMap<String, HashMap<String, (Option<u64>, Instant)>>;
-
-impl Tracker {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Written> {
-        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Records a write, unless the cache already shows it. The event loop updates the cache
-    /// before it calls [`Tracker::observed`] under this lock, so checking the cache under the
-    /// lock cannot miss an event that raced with the write's response.
-    fn wrote(&self, svc: &str, slice: &str, rv: Option<u64>, cache: &Reader<EndpointSlice>) {
-        let mut map = self.lock();
-        let cached =
-            cache.get(&format!("{}/{slice}", svc.split_once('/').map_or("", |(ns, _)| ns)));
-        let seen = match (rv, cached) {
-            (Some(want), Some(c)) => rv_of(&c).is_some_and(|got| got >= want),
-            (None, None) => true,
-            _ => false,
-        };
-        if !seen {
-            map.entry(svc.to_owned()).or_default().insert(slice.to_owned(), (rv, Instant::now()));
-        }
-    }
-
-    /// The watch showed `slice` at `rv` (`None`: deleted).
-    fn observed(&self, svc: &str, slice: &str, rv: Option<u64>) {
-        let mut map = self.lock();
-        if let Some(slices) = map.get_mut(svc) {
-            let seen = match (slices.get(slice), rv) {
-                (Some((Some(want), _)), Some(got)) => got >= *want,
-                (Some((None, _)), Some(_)) => false,
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
-            if seen {
-                slices.remove(slice);
-            }
-            if slices.is_empty() {
-                map.remove(svc);
-            }
-        }
-    }
-
-    fn stale(&self, svc: &str) -> bool {
-        let mut map = self.lock();
-        let Some(slices) = map.get_mut(svc) else { return false };
-        slices.retain(|_, (_, at)| at.elapsed() < TRACKER_TIMEOUT);
-        !slices.is_empty()
-    }
-}
-
-fn rv_of(slice: &EndpointSlice) -> Option<u64> {
-    slice.metadata.resource_version.as_deref()?.parse().ok()
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> crate::Result<()> {
+    crate::util::run_together(shutdown, |stop| async move {
+        let cfg = watcher::Config::default;
+        let (pods, pod_changes) = crate::util::reflect_changes::<Pod>(&client, cfg());
+        let (slices, slice_writer) = reflector::store::<EndpointSlice>();
+        let slice_changes = reflector::reflector(
+            slice_writer,
+            watcher(
+                Api::<EndpointSlice>::all(client.clone()),
+                cfg().labels(&format!("{LABEL_MANAGED_BY}={CONTROLLER_NAME}")),
+            ),
+        )
+        .default_backoff()
+        .touched_objects();
+        let controller = Controller::new(Api::<Service>::all(client.clone()), cfg());
+        let ctx = Arc::new(Ctx {
+            client,
+            services: controller.store(),
+            pods,
+            slices,
+            expectations: Expectations::default(),
+            backoff: Backoff::default(),
+        });
+        let by_pod = ctx.clone();
+        tracing::info!("endpointslice controller started");
+        controller
+            .watches_stream(pod_changes, move |pod| services_selecting(&by_pod.services, &pod))
+            .watches_stream(slice_changes, |slice| service_of(&slice))
+            .graceful_shutdown_on(stop.wait())
+            .run(reconcile, error_policy, ctx)
+            .for_each(crate::log_reconcile("endpointslice"))
+            .await;
+        Ok(())
+    })
+    .await
 }
 
 struct Ctx {
     client: Client,
-    services: Reader<Service>,
-    pods: Reader<Pod>,
-    slices: Reader<EndpointSlice>,
-    tracker: Tracker,
+    services: Store<Service>,
+    pods: Store<Pod>,
+    slices: Store<EndpointSlice>,
+    /// The slices written and not yet in the cache, per Service.
+    expectations: Expectations,
+    backoff: Backoff,
 }
 
-impl Reconcile for Ctx {
-    const NAME: &'static str = "endpointslice";
-    async fn reconcile(self: Arc<Self>, key: String) -> Outcome {
-        self.sync(&key).await
-    }
+async fn reconcile(svc: Arc<Service>, ctx: Arc<Ctx>) -> Result<Action, SyncError> {
+    let pass = async {
+        let requeue = ctx.sync(&svc).await?;
+        Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    };
+    ctx.backoff.reconcile(&*svc, pass).await
 }
 
-fn service_key_of(slice: &EndpointSlice) -> Option<String> {
+/// Every failure backs off per Service (see [`crate::backoff`]).
+fn error_policy(svc: Arc<Service>, e: &SyncError, ctx: Arc<Ctx>) -> Action {
+    ctx.backoff.retry(&*svc, e)
+}
+
+/// The Service a slice belongs to, by its `kubernetes.io/service-name` label.
+fn service_of(slice: &EndpointSlice) -> Option<ObjectRef<Service>> {
     let svc = slice.metadata.labels.as_ref()?.get(LABEL_SERVICE_NAME)?;
-    Some(format!("{}/{svc}", ns_of(slice)))
+    Some(ObjectRef::new(svc).within(ns_of(slice)))
+}
+
+fn rv_of(slice: &EndpointSlice) -> Option<&str> {
+    slice.metadata.resource_version.as_deref()
 }
 
 /// The ports of a slice in a canonical order, as the key of its group.
@@ -211,31 +150,34 @@ fn endpoint_sort_key(e: &Endpoint) -> (String, String) {
 }
 
 impl Ctx {
-    fn on_pod(&self, change: Change<Pod>, q: &mut Queue) {
-        crate::network::endpoints::on_pod_change(&self.services, change, q);
-    }
-
-    fn on_slice(&self, change: Change<EndpointSlice>, q: &mut Queue) {
-        let (slice, rv) = match change {
-            Change::Added(s) | Change::Updated { new: s, .. } => {
-                let rv = rv_of(&s);
-                (s, rv)
-            }
-            Change::Deleted(s) => (s, None),
-        };
-        if let Some(key) = service_key_of(&slice) {
-            self.tracker.observed(&key, name_of(&*slice), rv);
-            q.add(key);
-        }
-    }
-
-    #[tracing::instrument(skip_all, fields(service = %key))]
-    async fn sync(&self, key: &str) -> Outcome {
-        let Some((ns, _)) = key.split_once('/') else { return Ok(None) };
+    #[tracing::instrument(skip_all, fields(service = %format!("{}/{}", ns_of(svc), name_of(svc))))]
+    async fn sync(&self, svc: &Service) -> Outcome {
         // Slices of a deleted Service are removed by the garbage collector (ownerReference).
-        let Some(svc) = self.services.get(key) else { return Ok(None) };
-        let Some(selector) = managed_selector(&svc) else { return Ok(None) };
-        if self.tracker.stale(key) {
+        let Some(selector) = managed_selector(svc) else { return Ok(None) };
+        // Never wait for the caches inside a reconcile (see `crate::cache_ready`).
+        if !(crate::cache_ready(&self.pods) && crate::cache_ready(&self.slices)) {
+            return Ok(Some(Duration::from_millis(200)));
+        }
+        let ns = ns_of(svc);
+        let key = &format!("{ns}/{}", name_of(svc));
+        let svc_name = name_of(svc);
+        let mine = |s: &&Arc<EndpointSlice>| {
+            ns_of(&***s) == ns
+                && s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(LABEL_SERVICE_NAME))
+                    .map(String::as_str)
+                    == Some(svc_name)
+        };
+        let current = self.slices.state();
+        let seen = current.iter().filter(mine).map(|s| Seen {
+            name: name_of(&**s),
+            uid: uid_of(&**s),
+            resource_version: rv_of(s).unwrap_or_default(),
+            terminating: s.metadata.deletion_timestamp.is_some(),
+        });
+        if !self.expectations.satisfied(key, seen) {
             tracing::debug!("own slice writes not in the cache yet, waiting for the watch");
             return Ok(Some(Duration::from_millis(200)));
         }
@@ -244,7 +186,7 @@ impl Ctx {
         let svc_ports = spec.ports.clone().unwrap_or_default();
         // Desired endpoints grouped by their ports.
         let mut groups: BTreeMap<String, (Vec<EndpointPort>, Vec<Endpoint>)> = BTreeMap::new();
-        for pod in self.pods.in_namespace(ns) {
+        for pod in self.pods.state().into_iter().filter(|p| ns_of(&**p) == ns) {
             if !selects(selector, pod.metadata.labels.as_ref())
                 || !should_pod_be_in_endpoints(&pod, true)
             {
@@ -273,7 +215,7 @@ impl Ctx {
                     serving: Some(serving),
                     terminating: Some(terminating),
                 }),
-                hostname: hostname_for(&pod, &svc),
+                hostname: hostname_for(&pod, svc),
                 node_name: Some(crate::apps::pods::node_name(&pod).to_owned())
                     .filter(|n| !n.is_empty()),
                 target_ref: Some(ObjectReference {
@@ -293,12 +235,8 @@ impl Ctx {
         }
         // Existing slices of this Service, grouped the same way.
         let mut existing: BTreeMap<String, Vec<Arc<EndpointSlice>>> = BTreeMap::new();
-        let svc_name = name_of(&*svc);
-        for s in self.slices.in_namespace(ns) {
-            let labels = s.metadata.labels.as_ref();
-            if labels.and_then(|l| l.get(LABEL_SERVICE_NAME)).map(String::as_str) != Some(svc_name)
-                || s.address_type != "IPv4"
-            {
+        for s in current.iter().filter(mine).cloned() {
+            if s.address_type != "IPv4" {
                 continue;
             }
             existing.entry(ports_key(s.ports.as_deref().unwrap_or_default())).or_default().push(s);
@@ -306,7 +244,7 @@ impl Ctx {
         for list in existing.values_mut() {
             list.sort_by(|a, b| name_of(&**a).cmp(name_of(&**b)));
         }
-        let labels = slice_labels(&svc);
+        let labels = slice_labels(svc);
         let api: Api<EndpointSlice> = Api::namespaced(self.client.clone(), ns);
         let (mut created, mut updated, mut deleted) = (0, 0, 0);
         for (pkey, (ports, mut endpoints)) in groups {
@@ -320,19 +258,23 @@ impl Ctx {
             for chunk in chunks {
                 match olds.next() {
                     Some(old) => {
-                        if self.same(&old, &chunk, &labels, &svc) {
+                        if self.same(&old, &chunk, &labels, svc) {
                             continue;
                         }
                         let mut next = (*old).clone();
                         next.endpoints = chunk;
                         next.ports = Some(ports.clone());
                         next.metadata.labels = Some(labels.clone());
-                        next.metadata.owner_references = Some(vec![controller_ref(&*svc)]);
+                        next.metadata.owner_references = Some(vec![controller_ref(svc)]);
                         let written = api
                             .replace(name_of(&next), &PostParams::default(), &next)
                             .await
                             .map_err(SyncError::api("updating an endpointslice"))?;
-                        self.tracker.wrote(key, name_of(&written), rv_of(&written), &self.slices);
+                        self.expectations.expect_update(
+                            key,
+                            name_of(&written),
+                            rv_of(&written).unwrap_or_default(),
+                        );
                         updated += 1;
                     }
                     None => {
@@ -341,7 +283,7 @@ impl Ctx {
                                 generate_name: Some(format!("{svc_name}-")),
                                 namespace: Some(ns.to_owned()),
                                 labels: Some(labels.clone()),
-                                owner_references: Some(vec![controller_ref(&*svc)]),
+                                owner_references: Some(vec![controller_ref(svc)]),
                                 ..Default::default()
                             },
                             address_type: "IPv4".into(),
@@ -352,7 +294,7 @@ impl Ctx {
                             .create(&PostParams::default(), &slice)
                             .await
                             .map_err(SyncError::api("creating an endpointslice"))?;
-                        self.tracker.wrote(key, name_of(&written), rv_of(&written), &self.slices);
+                        self.expectations.expect_create(key, name_of(&written));
                         created += 1;
                     }
                 }
@@ -398,13 +340,14 @@ impl Ctx {
         key: &str,
         slice: &EndpointSlice,
     ) -> Result<(), SyncError> {
+        self.expectations.expect_delete(key, uid_of(slice));
         match api.delete(name_of(slice), &DeleteParams::default()).await {
-            Ok(_) => {
-                self.tracker.wrote(key, name_of(slice), None, &self.slices);
-                Ok(())
-            }
+            Ok(_) => Ok(()),
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
-            Err(e) => Err(SyncError::api("deleting an endpointslice")(e)),
+            Err(e) => {
+                self.expectations.delete_failed(key, uid_of(slice));
+                Err(SyncError::api("deleting an endpointslice")(e))
+            }
         }
     }
 }
@@ -429,35 +372,4 @@ fn slice_labels(svc: &Service) -> Labels {
         labels.insert(HEADLESS_LABEL.into(), String::new());
     }
     labels
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tracker_waits_for_the_written_version() {
-        let t = Tracker::default();
-        let cache = Cache::<EndpointSlice>::default();
-        t.wrote("ns/svc", "svc-abc", Some(10), &cache.reader());
-        assert!(t.stale("ns/svc"));
-        t.observed("ns/svc", "svc-abc", Some(9));
-        assert!(t.stale("ns/svc"), "an older version is not the write");
-        t.observed("ns/svc", "svc-abc", Some(10));
-        assert!(!t.stale("ns/svc"));
-        t.wrote("ns/svc", "svc-abc", Some(11), &cache.reader());
-        t.observed("ns/svc", "svc-abc", Some(11));
-        // A deletion of a slice the cache still has.
-        let mut cache = Cache::<EndpointSlice>::default();
-        let mut slice = EndpointSlice::default();
-        slice.metadata.name = Some("svc-abc".into());
-        slice.metadata.namespace = Some("ns".into());
-        slice.metadata.resource_version = Some("11".into());
-        cache.apply(watcher::Event::Apply(slice));
-        t.wrote("ns/svc", "svc-abc", None, &cache.reader());
-        t.observed("ns/svc", "svc-abc", Some(11));
-        assert!(t.stale("ns/svc"), "a deleted slice must go away");
-        t.observed("ns/svc", "svc-abc", None);
-        assert!(!t.stale("ns/svc"));
-    }
 }

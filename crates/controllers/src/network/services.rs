@@ -5,7 +5,8 @@
 use k8s_openapi::api::core::v1::{Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::legacy::cache::Reader;
+use kube::runtime::reflector::{ObjectRef, Store};
+
 use crate::util::{Labels, ns_of};
 
 /// Upstream `v1.IsHeadlessService`.
@@ -26,16 +27,19 @@ pub(crate) fn selects(selector: &Labels, labels: Option<&Labels>) -> bool {
     selector.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
 }
 
-/// The keys of the Services in the pod's namespace whose selector matches `labels`.
-pub(crate) fn services_selecting(services: &Reader<Service>, pod: &Pod, out: &mut Vec<String>) {
-    for svc in services.in_namespace(ns_of(pod)) {
-        if managed_selector(&svc).is_some_and(|sel| selects(sel, pod.metadata.labels.as_ref())) {
-            let key = crate::legacy::cache::key_of(&*svc);
-            if !out.contains(&key) {
-                out.push(key);
-            }
-        }
-    }
+/// The Services in the pod's namespace whose selector matches its labels: what a pod change
+/// concerns (upstream's pod event handlers; the pod's previous version comes through
+/// [`crate::util::reflect_changes`] when its labels changed).
+pub(crate) fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<ObjectRef<Service>> {
+    services
+        .state()
+        .iter()
+        .filter(|svc| ns_of(&***svc) == ns_of(pod))
+        .filter(|svc| {
+            managed_selector(svc).is_some_and(|sel| selects(sel, pod.metadata.labels.as_ref()))
+        })
+        .map(|svc| ObjectRef::from_obj(&**svc))
+        .collect()
 }
 
 /// Upstream `IsServiceIPSet`: a ClusterIP that is neither empty nor `None`.
