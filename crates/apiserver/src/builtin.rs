@@ -526,6 +526,11 @@ impl Strategy for NamespaceStrategy {
         &["finalize"]
     }
 
+    /// Upstream's namespace storage has no `DeleteCollection`.
+    fn deletes_collections(&self) -> bool {
+        false
+    }
+
     fn forbids_delete(&self, name: &str) -> Option<String> {
         matches!(name, "default" | "kube-system" | "kube-public").then(|| {
             format!("namespaces \"{name}\" is forbidden: this namespace may not be deleted")

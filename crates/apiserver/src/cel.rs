@@ -711,6 +711,9 @@ impl Strategy for Validated {
     fn subresources(&self) -> &'static [&'static str] {
         self.inner.subresources()
     }
+    fn deletes_collections(&self) -> bool {
+        self.inner.deletes_collections()
+    }
     fn forbids_delete(&self, name: &str) -> Option<String> {
         self.inner.forbids_delete(name)
     }

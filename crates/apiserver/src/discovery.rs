@@ -85,7 +85,7 @@ pub fn group(registry: &Registry, name: &str) -> Option<Value> {
 fn verbs(r: &Resource) -> Vec<&'static str> {
     vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         .into_iter()
-        .filter(|v| !(r.kind == "Namespace" && *v == "deletecollection"))
+        .filter(|v| *v != "deletecollection" || r.strategy.deletes_collections())
         .collect()
 }
 

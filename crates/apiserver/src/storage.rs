@@ -66,76 +66,75 @@ pub struct VolumeStrategy;
 #[derive(Debug)]
 pub struct ClassStrategy;
 
-macro_rules! storage_strategy {
-    ($ty:ty, $kind:literal) => {
-        impl Strategy for $ty {
-            fn default(&self, obj: &mut Value) {
-                default($kind, obj);
-            }
-            fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
-                admit_create(adm.store, $kind, obj);
-            }
-            fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-                validate($kind, obj, old)
-            }
+// Each kind's strategy names its own defaults, admission and validation: no kind names are
+// compared here (issue 15 part 1).
+impl Strategy for ClaimStrategy {
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj_mut(obj, "spec") {
+            set_default(spec, "volumeMode", json!("Filesystem"));
         }
-    };
-}
-
-storage_strategy!(ClaimStrategy, "PersistentVolumeClaim");
-storage_strategy!(VolumeStrategy, "PersistentVolume");
-storage_strategy!(ClassStrategy, "StorageClass");
-
-/// Upstream's defaults for the three kinds.
-pub fn default(kind: &str, obj: &mut Value) {
-    match kind {
-        "PersistentVolumeClaim" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "volumeMode", json!("Filesystem"));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
+        if let Some(status) = obj_mut(obj, "status") {
+            set_default(status, "phase", json!("Pending"));
         }
-        "PersistentVolume" => {
-            if let Some(spec) = obj_mut(obj, "spec") {
-                set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
-                set_default(spec, "volumeMode", json!("Filesystem"));
-            }
-            if let Some(status) = obj_mut(obj, "status") {
-                set_default(status, "phase", json!("Pending"));
-            }
+    }
+    /// `StorageObjectInUseProtection`, then `DefaultStorageClass`: a claim whose
+    /// `spec.storageClassName` is unset gets the default class; an explicit `""` means "no
+    /// class" and is kept, as upstream.
+    fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
+        protect(obj, PVC_PROTECTION);
+        if obj.pointer("/spec/storageClassName").is_none_or(Value::is_null)
+            && let Some(class) = default_class(adm.store)
+            && let Some(spec) = obj_mut(obj, "spec")
+        {
+            spec.insert("storageClassName".into(), json!(class));
         }
-        "StorageClass" => {
-            if let Some(m) = obj.as_object_mut() {
-                set_default(m, "reclaimPolicy", json!("Delete"));
-                set_default(m, "volumeBindingMode", json!("Immediate"));
-            }
+    }
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validate_claim_spec(obj.get("spec"), &mut causes);
+        if let Some(old) = old {
+            validate_claim_update(obj, old, &mut causes);
         }
-        _ => {}
+        causes
     }
 }
 
-/// Kind-specific validation; `old` is the stored object on update.
-pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
-    let mut causes = Vec::new();
-    match kind {
-        "PersistentVolumeClaim" => {
-            validate_claim_spec(obj.get("spec"), &mut causes);
-            if let Some(old) = old {
-                validate_claim_update(obj, old, &mut causes);
-            }
+impl Strategy for VolumeStrategy {
+    fn default(&self, obj: &mut Value) {
+        if let Some(spec) = obj_mut(obj, "spec") {
+            set_default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
+            set_default(spec, "volumeMode", json!("Filesystem"));
         }
-        "PersistentVolume" => {
-            validate_volume_spec(obj.get("spec"), &mut causes);
-            if let Some(old) = old {
-                validate_volume_update(obj, old, &mut causes);
-            }
+        if let Some(status) = obj_mut(obj, "status") {
+            set_default(status, "phase", json!("Pending"));
         }
-        "StorageClass" => validate_class(obj, old, &mut causes),
-        _ => {}
     }
-    causes
+    /// `StorageObjectInUseProtection`.
+    fn prepare_create(&self, _adm: &Admission<'_>, obj: &mut Value) {
+        protect(obj, PV_PROTECTION);
+    }
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validate_volume_spec(obj.get("spec"), &mut causes);
+        if let Some(old) = old {
+            validate_volume_update(obj, old, &mut causes);
+        }
+        causes
+    }
+}
+
+impl Strategy for ClassStrategy {
+    fn default(&self, obj: &mut Value) {
+        if let Some(m) = obj.as_object_mut() {
+            set_default(m, "reclaimPolicy", json!("Delete"));
+            set_default(m, "volumeBindingMode", json!("Immediate"));
+        }
+    }
+    fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validate_class(obj, old, &mut causes);
+        causes
+    }
 }
 
 fn validate_access_modes(modes: Option<&Value>, path: &str, what: &str, causes: &mut Vec<Cause>) {
@@ -408,15 +407,9 @@ fn validate_class(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
     }
 }
 
-/// Admission on create: `StorageObjectInUseProtection` (the protection finalizers) and
-/// `DefaultStorageClass` (a claim whose `spec.storageClassName` is unset gets the default class;
-/// an explicit `""` means "no class" and is kept, as upstream).
-pub fn admit_create(store: &Store, kind: &str, obj: &mut Value) {
-    let finalizer = match kind {
-        "PersistentVolumeClaim" => PVC_PROTECTION,
-        "PersistentVolume" => PV_PROTECTION,
-        _ => return,
-    };
+/// `StorageObjectInUseProtection` on create: the kind's protection finalizer, which a
+/// controller outside the server removes, as kube-controller-manager does upstream.
+fn protect(obj: &mut Value, finalizer: &str) {
     if let Some(md) = obj_mut(obj, "metadata") {
         let f = md.entry("finalizers").or_insert_with(|| json!([]));
         if let Some(a) = f.as_array_mut()
@@ -424,13 +417,6 @@ pub fn admit_create(store: &Store, kind: &str, obj: &mut Value) {
         {
             a.push(json!(finalizer));
         }
-    }
-    if kind == "PersistentVolumeClaim"
-        && obj.pointer("/spec/storageClassName").is_none_or(Value::is_null)
-        && let Some(class) = default_class(store)
-        && let Some(spec) = obj_mut(obj, "spec")
-    {
-        spec.insert("storageClassName".into(), json!(class));
     }
 }
 
@@ -467,10 +453,10 @@ mod tests {
     #[test]
     fn claim_defaults_and_required_fields() {
         let mut pvc = json!({"spec": {}});
-        default("PersistentVolumeClaim", &mut pvc);
+        ClaimStrategy.default(&mut pvc);
         assert_eq!(pvc["spec"]["volumeMode"], "Filesystem");
         assert_eq!(pvc["status"]["phase"], "Pending");
-        let causes = validate("PersistentVolumeClaim", &pvc, None);
+        let causes = ClaimStrategy.validate(&pvc, None);
         assert_eq!(
             fields(&causes),
             [
@@ -480,7 +466,7 @@ mod tests {
         );
         let bad = json!({"spec": {"accessModes": ["ReadWriteSometimes"],
             "resources": {"requests": {"storage": "0"}}}});
-        let causes = validate("PersistentVolumeClaim", &bad, None);
+        let causes = ClaimStrategy.validate(&bad, None);
         assert_eq!(causes.len(), 2, "{causes:?}");
         assert_eq!(causes[0].reason, "FieldValueNotSupported");
         assert_eq!(causes[1].field, "spec.resources.requests[storage]");
@@ -492,22 +478,22 @@ mod tests {
             "resources": {"requests": {"storage": "1Gi"}}}, "status": {"phase": "Pending"}});
         let mut bound = old.clone();
         bound["spec"]["volumeName"] = json!("pv1");
-        assert!(validate("PersistentVolumeClaim", &bound, Some(&old)).is_empty());
+        assert!(ClaimStrategy.validate(&bound, Some(&old)).is_empty());
         let mut modes = old.clone();
         modes["spec"]["accessModes"] = json!(["ReadWriteMany"]);
-        assert_eq!(validate("PersistentVolumeClaim", &modes, Some(&old))[0].field, "spec");
+        assert_eq!(ClaimStrategy.validate(&modes, Some(&old))[0].field, "spec");
         let mut grown = old.clone();
         grown["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
         // Expansion only for bound claims.
-        assert_eq!(validate("PersistentVolumeClaim", &grown, Some(&old)).len(), 1);
+        assert_eq!(ClaimStrategy.validate(&grown, Some(&old)).len(), 1);
         let mut old_bound = bound.clone();
         old_bound["status"]["phase"] = json!("Bound");
         let mut grown_bound = old_bound.clone();
         grown_bound["spec"]["resources"]["requests"]["storage"] = json!("2Gi");
-        assert!(validate("PersistentVolumeClaim", &grown_bound, Some(&old_bound)).is_empty());
+        assert!(ClaimStrategy.validate(&grown_bound, Some(&old_bound)).is_empty());
         let mut shrunk = old_bound.clone();
         shrunk["spec"]["resources"]["requests"]["storage"] = json!("512Mi");
-        let causes = validate("PersistentVolumeClaim", &shrunk, Some(&old_bound));
+        let causes = ClaimStrategy.validate(&shrunk, Some(&old_bound));
         assert_eq!(causes[0].field, "spec.resources.requests.storage");
     }
 
@@ -515,36 +501,36 @@ mod tests {
     fn volume_needs_exactly_one_source() {
         let base =
             json!({"spec": {"accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}});
-        let causes = validate("PersistentVolume", &base, None);
+        let causes = VolumeStrategy.validate(&base, None);
         assert_eq!(fields(&causes), ["spec: Required value: must specify a volume type"]);
         let mut two = base.clone();
         two["spec"]["hostPath"] = json!({"path": "/x"});
         two["spec"]["nfs"] = json!({"server": "s", "path": "/"});
         assert_eq!(
-            fields(&validate("PersistentVolume", &two, None)),
+            fields(&VolumeStrategy.validate(&two, None)),
             ["spec.nfs: Forbidden: may not specify more than 1 volume type"]
         );
         let mut local = base.clone();
         local["spec"]["local"] = json!({"path": "/x"});
-        assert_eq!(validate("PersistentVolume", &local, None)[0].field, "spec.nodeAffinity");
+        assert_eq!(VolumeStrategy.validate(&local, None)[0].field, "spec.nodeAffinity");
         let mut pv = base;
         pv["spec"]["hostPath"] = json!({"path": "/x"});
-        default("PersistentVolume", &mut pv);
+        VolumeStrategy.default(&mut pv);
         assert_eq!(pv["spec"]["persistentVolumeReclaimPolicy"], "Retain");
-        assert!(validate("PersistentVolume", &pv, None).is_empty());
+        assert!(VolumeStrategy.validate(&pv, None).is_empty());
     }
 
     #[test]
     fn class_defaults_and_immutability() {
         let mut sc = json!({"provisioner": "p"});
-        default("StorageClass", &mut sc);
+        ClassStrategy.default(&mut sc);
         assert_eq!(sc["reclaimPolicy"], "Delete");
         assert_eq!(sc["volumeBindingMode"], "Immediate");
         let mut changed = sc.clone();
         changed["provisioner"] = json!("q");
         changed["volumeBindingMode"] = json!("WaitForFirstConsumer");
         assert_eq!(
-            fields(&validate("StorageClass", &changed, Some(&sc))),
+            fields(&ClassStrategy.validate(&changed, Some(&sc))),
             [
                 "provisioner: Forbidden: updates to provisioner are forbidden.",
                 "volumeBindingMode: Forbidden: field is immutable"
