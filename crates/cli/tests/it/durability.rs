@@ -65,3 +65,43 @@ async fn acknowledged_writes_survive_kill_9_during_a_write_storm() {
     let after = cms.create(&PostParams::default(), &cm).await.unwrap();
     assert!(after.metadata.resource_version.unwrap().parse::<u64>().unwrap() > max_acked);
 }
+
+#[tokio::test]
+async fn a_watch_resumes_after_kill_9_from_the_version_seen_before() {
+    use futures::{StreamExt as _, TryStreamExt as _};
+    use kube::api::{WatchEvent, WatchParams};
+
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::free_port();
+    let mut server = crate::start("apiserver", dir.path(), port).await;
+    let client = kinetic_testkit::client_from_kubeconfig(&server.kubeconfig).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let cm = |n: &str| -> ConfigMap {
+        serde_json::from_value(json!({"metadata": {"name": n}})).unwrap()
+    };
+    let seen = cms.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let rv = seen.metadata.resource_version.unwrap();
+    cms.create(&PostParams::default(), &cm("b")).await.unwrap();
+    cms.delete("a", &Default::default()).await.unwrap();
+    server.child.start_kill().unwrap();
+    server.child.wait().await.unwrap();
+
+    let server = crate::start("apiserver", dir.path(), port).await;
+    let client = kinetic_testkit::client_from_kubeconfig(&server.kubeconfig).await.unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(client, "default");
+    let mut stream = cms.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    let mut events = Vec::new();
+    while let Some(ev) = stream.try_next().await.unwrap() {
+        events.push(match ev {
+            WatchEvent::Added(o) => format!("ADDED {}", o.metadata.name.unwrap()),
+            WatchEvent::Modified(o) => format!("MODIFIED {}", o.metadata.name.unwrap()),
+            WatchEvent::Deleted(o) => format!("DELETED {}", o.metadata.name.unwrap()),
+            WatchEvent::Bookmark(_) => continue,
+            WatchEvent::Error(e) => panic!("the history did not survive kill -9: {e:?}"),
+        });
+        if events.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(events, vec!["ADDED b", "DELETED a"]);
+}
