@@ -73,10 +73,32 @@ pub fn on_create(res: &Resource, obj: &mut Value, manager: &str) {
 /// Records an update of `old` to `new` by `manager` (through subresource `sub`): `new` gets
 /// `old`'s entries with ownership moved as the change says. A write that changes no field keeps
 /// them as they are (so a no-op stays a no-op).
-pub fn on_update(res: &Resource, new: &mut Value, old: &Value, manager: &str, sub: Option<&str>) {
+///
+/// `requested` is the `managedFields` the request itself sent: when they are a non-empty list
+/// that differs from the stored one, they replace it before the change is recorded, as
+/// upstream's field manager decodes them from the new object first. That is how kubectl moves
+/// the fields of `kubectl-client-side-apply` to `kubectl` before its first server-side apply of
+/// an object, and how `[{}]` resets them.
+pub fn on_update(
+    res: &Resource,
+    new: &mut Value,
+    old: &Value,
+    requested: Option<&Value>,
+    manager: &str,
+    sub: Option<&str>,
+) {
     let before = ssa::managers_of(old);
+    let stored = old.pointer("/metadata/managedFields");
+    let base = match requested.and_then(Value::as_array) {
+        Some(list) if !list.is_empty() && requested != stored => list
+            .iter()
+            .filter_map(Manager::from_entry)
+            .filter(|m| !m.manager.is_empty() && !m.fields.is_empty())
+            .collect(),
+        _ => before.clone(),
+    };
     let me = Manager::new(manager, "Update", &res.api_version(), sub);
-    let after = ssa::update(Some(old), new, before.clone(), me, &*types(res));
+    let after = ssa::update(Some(old), new, base, me, &*types(res));
     if after == before {
         // Kept verbatim, so an entry written by another server round-trips unchanged.
         let entries = old.pointer("/metadata/managedFields").cloned();
@@ -127,7 +149,28 @@ pub fn apply(
     let managers = live.map(ssa::managers_of).unwrap_or_default();
     let me = Manager::new(manager, "Apply", &res.api_version(), sub);
     let config = applicable(res, config, sub);
-    let mut out = ssa::apply(live, &config, managers, me, force, &*types(res)).map_err(|c| {
+    let types = types(res);
+    let result = match ssa::apply(live, &config, managers.clone(), me.clone(), force, &*types) {
+        // Upstream's `lastAppliedManager`: kubectl's first server-side apply of an object it
+        // applied client-side may take the fields of its last-applied configuration (kubectl
+        // then moves the client-side manager's fields to itself).
+        Err(conflicts) if manager == KUBECTL => {
+            match live.and_then(last_applied).map(|l| ssa::field_set(&l, &*types)) {
+                Some(allowed) => {
+                    let rest: Vec<ssa::Conflict> =
+                        conflicts.into_iter().filter(|c| !allowed.contains(&c.path)).collect();
+                    if rest.is_empty() {
+                        ssa::apply(live, &config, managers, me, true, &*types)
+                    } else {
+                        Err(rest)
+                    }
+                }
+                None => Err(conflicts),
+            }
+        }
+        other => other,
+    };
+    let mut out = result.map_err(|c| {
         let causes: Vec<Value> = c
             .iter()
             .map(|c| {
@@ -142,8 +185,35 @@ pub fn apply(
         e.details = Some(json!({"causes": causes}));
         e
     })?;
+    // Upstream's `lastAppliedUpdater`: kubectl's server-side apply keeps an existing
+    // last-applied annotation current, so a later client-side apply computes the right patch.
+    if manager == KUBECTL && live.and_then(last_applied).is_some() {
+        let mut applied = config.clone();
+        if let Some(a) = applied.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut)
+        {
+            a.remove(LAST_APPLIED);
+        }
+        if let (Ok(text), Some(a)) = (
+            serde_json::to_string(&applied),
+            out.object.pointer_mut("/metadata/annotations").and_then(Value::as_object_mut),
+        ) {
+            a.insert(LAST_APPLIED.into(), Value::String(text));
+        }
+    }
     set(&mut out.object, &out.managers);
     Ok(out.object)
+}
+
+/// The field manager of `kubectl apply --server-side`, which upstream treats specially.
+const KUBECTL: &str = "kubectl";
+
+/// The annotation client-side `kubectl apply` keeps its last configuration in.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// The configuration a client-side `kubectl apply` last applied to `obj`, if any.
+fn last_applied(obj: &Value) -> Option<Value> {
+    let text = obj.pointer("/metadata/annotations")?.get(LAST_APPLIED)?.as_str()?;
+    serde_json::from_str(text).ok()
 }
 
 #[cfg(test)]
@@ -195,7 +265,7 @@ mod tests {
         updated["data"]["y"] = json!("3");
         updated["data"]["z"] = json!("4");
         updated["metadata"]["labels"] = json!({});
-        on_update(&cm, &mut updated, &created, "kinetic-controller", None);
+        on_update(&cm, &mut updated, &created, None, "kinetic-controller", None);
         // The removed label goes from its owner; an emptied map is no field of the writer's
         // (upstream's Compare reports only `.metadata.labels.a` as removed).
         assert_eq!(
@@ -213,7 +283,7 @@ mod tests {
         let mut next = pod.clone();
         next["status"]["conditions"] = json!([{"type": "PodScheduled", "status": "False"},
             {"type": "KruisePodReady", "status": "True"}]);
-        on_update(&pods, &mut next, &pod, "kinetic-controller", Some("status"));
+        on_update(&pods, &mut next, &pod, None, "kinetic-controller", Some("status"));
         let ready = json!({"f:status": {"f:conditions": {
             "k:{\"type\":\"KruisePodReady\"}": {".": {}, "f:status": {}, "f:type": {}}}}});
         assert_eq!(next["metadata"]["managedFields"][1]["fieldsV1"], ready);
@@ -221,7 +291,7 @@ mod tests {
         assert_eq!(next["metadata"]["managedFields"][0]["manager"], "kinetic-scheduler");
         // Nothing changed: the entries stay as they are.
         let mut same = updated.clone();
-        on_update(&cm, &mut same, &updated, "someone", None);
+        on_update(&cm, &mut same, &updated, None, "someone", None);
         assert_eq!(same, updated);
     }
 

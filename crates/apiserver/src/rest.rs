@@ -758,9 +758,14 @@ impl Api {
         opts: &WriteOptions,
         applied: bool,
     ) -> ApiResult<Written> {
-        // A server-side apply computed the object's managers with it.
+        // A server-side apply computed the object's managers with it; any other write of the
+        // main resource may set them itself (kubectl's upgrade of client-side-apply managers
+        // to server-side apply, or `[{}]` to reset them), as upstream's field manager allows.
         let applied_fields =
             applied.then(|| new.pointer("/metadata/managedFields").cloned()).flatten();
+        let requested_fields = (!applied && sub.is_none())
+            .then(|| new.pointer("/metadata/managedFields").cloned())
+            .flatten();
         let old_v = &old.value;
         if sub == Some("status") {
             // Status writes change only status (upstream ResetObjectMetaForStatus + strategies),
@@ -886,7 +891,14 @@ impl Api {
                 meta_mut(&mut new)?.insert("managedFields".into(), fields);
             }
             None if applied => {}
-            None => crate::managed::on_update(res, &mut new, old_v, opts.manager(), sub),
+            None => crate::managed::on_update(
+                res,
+                &mut new,
+                old_v,
+                requested_fields.as_ref(),
+                opts.manager(),
+                sub,
+            ),
         }
         // A write that changes nothing is not a write (upstream skips the etcd update too), so
         // idempotent controllers do not wake each other up.

@@ -320,3 +320,42 @@ async fn raw_apply_requests_answer_as_upstream() {
     let (code, s) = send("?fieldManager=m&force=true", cm).await;
     assert_eq!(code, 200, "{s}");
 }
+
+#[tokio::test]
+async fn server_side_apply_after_client_side_apply_takes_over_without_conflicts() {
+    // kubectl upgrades the `kubectl-client-side-apply` manager's fields to `kubectl` (a JSON
+    // patch of managedFields) before its first server-side apply; a server that ignored
+    // that patch would answer a conflict on every changed field.
+    let t = TestServer::start().await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &deployment(2, "nginx:1", true)).await.unwrap();
+    let out = t
+        .kubectl_stdin(
+            &["apply", "--server-side", "-v=8", "-f", "-"],
+            Some(&deployment(3, "nginx:2", true)),
+        )
+        .await
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("application/json-patch+json"), "kubectl migrated the fields: {log}");
+    let d = get_json(&t, &["deploy", "web"]).await;
+    assert_eq!(d["spec"]["replicas"], 3);
+    let m = managers(&d);
+    assert!(!m.iter().any(|e| e.0 == "kubectl-client-side-apply"), "moved to kubectl: {m:?}");
+    let last: Value = serde_json::from_str(
+        d["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(last["spec"]["replicas"], 3, "kept current for a later client-side apply");
+    let kubectl = m.iter().find(|e| e.0 == "kubectl").unwrap();
+    assert_eq!(kubectl.1, "Apply", "{m:?}");
+    assert_eq!(kubectl.2["f:spec"]["f:replicas"], json!({}), "{m:?}");
+    // A field dropped from the manifest now goes, as for any server-side applier.
+    t.kubectl_stdin_ok(&["apply", "--server-side", "-f", "-"], &deployment(3, "nginx:2", false))
+        .await
+        .unwrap();
+    let d = get_json(&t, &["deploy", "web"]).await;
+    assert_eq!(d["metadata"]["labels"], json!({"app": "web"}), "{d}");
+}
