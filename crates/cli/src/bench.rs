@@ -5,12 +5,16 @@
 //! client built from the kubeconfig the server writes, and measures:
 //!
 //! 1. **The physical floor** (before the server starts): SQLite commits/s on the same filesystem,
-//!    with the store's policy (`journal_mode=WAL`, `synchronous=FULL`, the store's table layout),
+//!    with the store's policy (`journal_mode=WAL`, `synchronous=FULL`, the store's table layout:
+//!    each row also logged in the `events` table of the durable watch history),
 //!    once with one row per transaction and once with 64 rows per transaction (what group commit
 //!    can reach). An acknowledged API write is a committed transaction, so these bound the API
 //!    figures from above.
 //! 2. **Server memory**: `VmRSS` of the child from `/proc/PID/status` at start, after the pods of
-//!    step 3 are stored, after the write phases and at the end (watchers still connected).
+//!    step 3 are stored, after the write phases and at the end (watchers still connected). The
+//!    growth while the pods were stored, divided by the pods, is reported as memory per stored
+//!    object against the size of one pod's JSON in the list (everything the server keeps for
+//!    an object: the object, its watch-history event, indexes, allocator overhead).
 //! 3. **List latency**: `--pods` small Pods (one `busybox` container) are created with 64
 //!    concurrent requests, then five full `GET /api/v1/namespaces/default/pods` are timed until
 //!    the whole body is received and parsed as JSON.
@@ -20,12 +24,14 @@
 //!    HTTP/1.1 connection per request in flight (so N clients use N connections). Each task waits
 //!    for its answer before sending the next request, so the server sees exactly N requests in
 //!    flight. Reported: ops/s and p50/p99 latency.
-//! 5. **Watch delivery latency**: `--watchers` watches (each its own HTTPS connection) on
-//!    ConfigMaps in `default` with a label selector, then one writer makes 50 writes at 20/s
-//!    (25 creates, then 25 patches), each stamped with its send time in an annotation
-//!    (nanoseconds since the Unix epoch, taken just before the request is sent, so the figure
-//!    includes the durable commit). Every watcher records receipt time minus stamp. Reported:
-//!    p50/p99/max over all deliveries and deliveries expected vs received. Bounded by 60 s.
+//! 5. **Watch delivery latency**: for each `--watchers` level (100 and 1,000 by default), that
+//!    many watches (each its own HTTPS connection) on ConfigMaps in `default` with a label
+//!    selector, then one writer makes 50 writes at 20/s (25 creates, then 25 patches), each
+//!    stamped with its send time in an annotation (nanoseconds since the Unix epoch, taken just
+//!    before the request is sent, so the figure includes the durable commit), while
+//!    `--background-writers` clients (4 by default) write Leases, another resource, as fast as
+//!    they can. Every watcher records receipt time minus stamp. Reported: p50/p99/max over all
+//!    deliveries and deliveries expected vs received. Bounded by 60 s per level.
 //!
 //! The phases run in the order above. The benchmark and the server share the machine, so client
 //! CPU (TLS, JSON) competes with the server; figures are for the pair, which is how an embedded
@@ -77,15 +83,16 @@ pub struct ApiArgs {
     /// Length of each timed phase (creates, updates, each SQLite floor run), in seconds
     #[arg(long, default_value_t = 5)]
     seconds: u64,
-    /// Concurrent watches in the watch-latency phase (each is one HTTPS connection; 0 skips it)
-    #[arg(long, default_value_t = 1000)]
-    watchers: usize,
+    /// Concurrent watches in the watch-latency phase, one phase per number, comma-separated
+    /// (each watch is one HTTPS connection; 0 skips the phase)
+    #[arg(long, value_delimiter = ',', default_values_t = [100usize, 1000])]
+    watchers: Vec<usize>,
     /// Pods stored before timing full lists and reading the server's memory (0 skips it)
     #[arg(long, default_value_t = 10_000)]
     pods: usize,
     /// Clients writing Leases (another resource than the watched one) as fast as they can
     /// during the watch phase
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 4)]
     background_writers: usize,
     /// The kinetic executable to run as the server, to compare builds with the same benchmark
     /// [default: this executable]
@@ -153,7 +160,7 @@ struct Report {
     memory: Memory,
     list: Option<ListResult>,
     writes: Vec<WritePhase>,
-    watch: Option<WatchResult>,
+    watch: Vec<WatchResult>,
     /// The table printed at the end.
     table: Vec<Row>,
 }
@@ -302,11 +309,12 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
     }
     let rss_after_writes = server.rss()?;
 
-    let watch = if args.watchers > 0 {
-        Some(watch_phase(&client, args.watchers, server.pid(), args.background_writers).await?)
-    } else {
-        None
-    };
+    let mut watch = Vec::new();
+    for (round, &watchers) in args.watchers.iter().enumerate().filter(|(_, w)| **w > 0) {
+        let pid = server.pid();
+        watch.push(watch_phase(&client, round, watchers, pid, args.background_writers).await?);
+        server.check_alive()?;
+    }
     let rss_end = server.rss()?;
     server.stop()?;
 
@@ -507,7 +515,11 @@ fn sqlite_floor(dir: &Path, rows: usize, phase: Duration) -> anyhow::Result<Floo
              rv INTEGER NOT NULL, data BLOB NOT NULL,
              PRIMARY KEY (resource, namespace, name)) WITHOUT ROWID;
          CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-         INSERT INTO meta (key, value) VALUES ('rv', 0);",
+         INSERT INTO meta (key, value) VALUES ('rv', 0);
+         CREATE TABLE events (
+             rv INTEGER PRIMARY KEY, type INTEGER NOT NULL,
+             resource TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+             prev_rv INTEGER, prev_data BLOB, data BLOB NOT NULL);",
     )
     .with_context(|| format!("preparing {}", path.display()))?;
     // About the size of a small ConfigMap as the server stores it.
@@ -524,11 +536,20 @@ fn sqlite_floor(dir: &Path, rows: usize, phase: Duration) -> anyhow::Result<Floo
                      VALUES ('configmaps', 'default', ?1, ?2, ?3)",
                 )
                 .context("preparing the insert")?;
+            // The store logs every change in the same transaction (the durable watch history).
+            let mut log = tx
+                .prepare_cached(
+                    "INSERT INTO events (rv, type, resource, namespace, name, data)
+                     VALUES (?1, 0, 'configmaps', 'default', ?2, ?3)",
+                )
+                .context("preparing the event insert")?;
             for _ in 0..rows {
                 rv += 1;
                 insert
                     .execute(rusqlite::params![format!("cm-{rv}"), rv, data])
                     .context("inserting")?;
+                log.execute(rusqlite::params![rv, format!("cm-{rv}"), data])
+                    .context("logging the event")?;
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'rv'", [rv])
                 .context("updating the revision")?;
@@ -852,9 +873,11 @@ struct WatcherOutcome {
 }
 
 /// Opens `watchers` watches with one label selector, makes [`WATCH_WRITES`] stamped writes at
-/// 20/s and collects every watcher's delivery latencies.
+/// 20/s (to ConfigMaps named after the `round`) and collects every watcher's delivery
+/// latencies.
 async fn watch_phase(
     client: &kube::Client,
+    round: usize,
     watchers: usize,
     server_pid: u32,
     background_writers: usize,
@@ -912,7 +935,7 @@ async fn watch_phase(
         let sent = epoch_nanos()?.to_string();
         let t0 = Instant::now();
         let result = if i < creates {
-            let name = format!("bench-watch-{i}");
+            let name = format!("bench-watch-{round}-{i}");
             let annotations = BTreeMap::from([
                 (SENT_ANNOTATION.to_owned(), sent),
                 (INDEX_ANNOTATION.to_owned(), i.to_string()),
@@ -920,7 +943,7 @@ async fn watch_phase(
             let cm = config_map(&name, "watch", annotations);
             timed(|| format!("creating {name}"), api.create(&PostParams::default(), &cm)).await
         } else {
-            let name = format!("bench-watch-{}", i - creates);
+            let name = format!("bench-watch-{round}-{}", i - creates);
             let patch = serde_json::json!({
                 "metadata": {"annotations": {SENT_ANNOTATION: sent, INDEX_ANNOTATION: i.to_string()}}
             });
@@ -997,8 +1020,11 @@ async fn lease_writer(
         Ok(l) => l,
         Err(_) => return 0,
     };
-    if api.create(&PostParams::default(), &lease).await.is_err() {
-        return 0;
+    // An earlier watch phase may have created it already.
+    match api.create(&PostParams::default(), &lease).await {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(_) => return 0,
     }
     let mut n = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -1192,7 +1218,7 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
             met,
         ));
     }
-    if let Some(w) = &r.watch {
+    for w in &r.watch {
         let at_target = w.watchers >= 1000;
         rows.push(row(
             format!("watch delivery, {} watchers", w.watchers),
@@ -1201,7 +1227,7 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
             at_target.then_some(w.p99_ms <= 10.0),
         ));
         rows.push(row(
-            "watch deliveries received".to_owned(),
+            format!("watch deliveries received, {} watchers", w.watchers),
             format!("{} of {} ({} duplicates)", w.received, w.expected, w.duplicates),
             "all",
             Some(
@@ -1212,14 +1238,14 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
         ));
         if w.background_writes_per_s > 0.0 {
             rows.push(row(
-                "background Lease writes".to_owned(),
+                format!("background Lease writes, {} watchers", w.watchers),
                 format!("{:.0}/s during the watch phase", w.background_writes_per_s),
                 "",
                 None,
             ));
         }
         rows.push(row(
-            "watch writes (stamp → answer)".to_owned(),
+            format!("watch writes (stamp → answer), {} watchers", w.watchers),
             format!(
                 "p50 {:.2} ms, {} errors; cores: server {:.2}, bench {:.2}",
                 w.write_p50_ms, w.write_errors, w.server_cores, w.bench_cores
@@ -1252,6 +1278,23 @@ fn table(r: &Report, args: &ApiArgs) -> Vec<Row> {
             if at_target { "≤ 300 MB" } else { "(target at 10000)" },
             at_target.then_some(rss <= 300_000_000),
         ));
+        if let Some(l) = &r.list
+            && l.items > 0
+        {
+            let per_object = rss.saturating_sub(r.memory.rss_start_bytes) as f64 / l.items as f64;
+            let json = l.body_bytes as f64 / l.items as f64;
+            rows.push(row(
+                "memory per stored pod".to_owned(),
+                format!(
+                    "{:.0} B (RSS growth / pods) vs {:.0} B of JSON = {:.1}×",
+                    per_object,
+                    json,
+                    per_object / json
+                ),
+                "≤ 3× JSON",
+                Some(per_object <= 3.0 * json),
+            ));
+        }
     }
     rows.push(row(
         "server RSS after write phases".to_owned(),
