@@ -431,6 +431,11 @@ impl Strategy for PodStrategy {
         }
     }
 
+    /// Upstream's ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]).
+    fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
+        crate::serviceaccount::admit_pod(adm.store, obj);
+    }
+
     /// `spec.nodeName` is set once, by `binding`; updates keep the stored one.
     fn prepare_update(&self, new: &mut Value, old: &Value) {
         let old_node = old.pointer("/spec/nodeName").cloned();

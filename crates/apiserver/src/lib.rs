@@ -22,6 +22,7 @@ pub mod auth;
 pub mod builtin;
 pub mod cel;
 pub mod certauth;
+pub mod controlplane;
 pub mod crd;
 pub mod discovery;
 pub mod error;
@@ -237,6 +238,7 @@ impl ApiServer {
         }
         let tokens =
             Arc::new(serviceaccount::Tokens::load(&cfg.data_dir.join("pki"), api.clone())?);
+        controlplane::reconcile(&api, addr).await;
         logs::publish_client_ca(&api, &pki.ca_pem)
             .await
             .map_err(|e| Error::ClientCa { message: e.message })?;

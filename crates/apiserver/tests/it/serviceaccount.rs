@@ -235,3 +235,32 @@ async fn client_certificates_authenticate_their_common_name_and_organizations() 
     }
     assert_eq!(whoami(&t, t.server().token()).await.unwrap()["username"], "kubernetes-admin");
 }
+
+/// The `kubernetes` Service in `default` (upstream's controlplane endpoint reconciler): cluster
+/// IP 10.96.0.1, port 443, and Endpoints naming the address the server listens on.
+#[tokio::test]
+async fn the_kubernetes_service_points_at_the_api_server() {
+    let t = TestServer::start().await.unwrap();
+    let out = t
+        .kubectl_ok(&[
+            "get",
+            "svc",
+            "kubernetes",
+            "-o",
+            "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(out, "10.96.0.1 443");
+    let ep = t
+        .kubectl_ok(&[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].addresses[0].ip}:{.subsets[0].ports[0].port}",
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ep, t.server().local_addr().to_string());
+}

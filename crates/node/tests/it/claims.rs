@@ -80,47 +80,67 @@ async fn a_pod_waits_for_its_claim_then_mounts_the_bound_volume() {
     assert!(left.is_empty(), "{left:?}");
 }
 
-/// Regression (issue 10): the `kube-api-access-*` projected volume arrived without `token`. The
-/// agent now asks TokenRequest for it; `kinetic up`'s server does not serve TokenRequest yet, so
-/// the pod must wait in ContainerCreating with a FailedMount that says so, never start with an
-/// empty token volume.
+/// Issue 16 part 3, and the regression of issue 10 (the `kube-api-access-*` volume arrived
+/// without `token`): the API server's ServiceAccount admission gives every pod the projected
+/// volume, the agent fills it (a pod-bound token from TokenRequest, `ca.crt` from
+/// `kube-root-ca.crt`, the namespace), the container reads it where in-cluster clients look,
+/// and the token authenticates as `system:serviceaccount:default:default` bound to this pod
+/// until the pod is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_get_no_service_account_token_so_the_agent_fails_the_mount_clearly() {
+async fn a_pods_token_authenticates_as_its_service_account_until_the_pod_is_deleted() {
+    use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
     let c = Cluster::start().await;
     let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    let dir = "/var/run/secrets/kubernetes.io/serviceaccount";
     let pod = c
         .create(
             "sa",
-            json!({
-                "containers": [{"name": "app", "image": image, "command": ["sleep", "30"],
-                    "volumeMounts": [{"name": "kube-api-access-x",
-                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount"}]}],
-                "volumes": [{"name": "kube-api-access-x", "projected": {"sources": [
-                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
-                    {"configMap": {"name": "kube-root-ca.crt",
-                        "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
-                    {"downwardAPI": {"items": [{"path": "namespace",
-                        "fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}]}},
-                ]}}],
-            }),
+            json!({"containers": [{"name": "app", "image": image, "command": ["sh", "-c",
+                format!("cat {dir}/namespace; echo; wc -c < {dir}/token; sleep 30")]}]}),
         )
         .await;
-    let ev = c.wait_event("sa", "FailedMount", 30).await;
-    assert!(
-        ev.contains("MountVolume.SetUp failed for volume \"kube-api-access-x\" : failed to fetch token: TokenRequest (serviceaccounts/token) is not served"),
-        "{ev}"
-    );
-    let p = c
-        .wait("sa", 10, "ContainerCreating", |p| {
-            waiting_reason(p, "app").as_deref() == Some("ContainerCreating")
-        })
-        .await;
-    assert_eq!(p.status.unwrap().phase.as_deref(), Some("Pending"));
+    let spec = pod.spec.clone().unwrap();
+    assert_eq!(spec.service_account_name.as_deref(), Some("default"));
+    let volume = spec
+        .volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.clone())
+        .find(|n| n.starts_with("kube-api-access-"))
+        .expect("the admission plugin adds the kube-api-access volume");
+    let mounts = spec.containers[0].volume_mounts.clone().unwrap_or_default();
+    assert!(mounts.iter().any(|m| m.name == volume && m.mount_path == dir), "{mounts:?}");
+    c.wait_ready("sa").await;
+    let mut logs = String::new();
+    for _ in 0..50 {
+        logs = node_logs(&c, "sa", "app", "").await;
+        if logs.lines().count() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(logs.contains("default\n"), "the container reads its namespace: {logs}");
     let uid = pod.metadata.uid.unwrap();
-    let volume = c.data_dir().join("pods").join(uid).join("volumes/kube-api-access-x");
-    assert!(!volume.exists(), "no volume without its token: {}", volume.display());
+    let host = c.data_dir().join("pods").join(&uid).join("volumes").join(&volume);
+    let token = std::fs::read_to_string(host.join("token")).unwrap();
+    assert_eq!(std::fs::read_to_string(host.join("ca.crt")).unwrap(), c.server.server().ca_pem());
+    let reviews: Api<TokenReview> = Api::all(c.client.clone());
+    let review = TokenReview {
+        spec: TokenReviewSpec { token: Some(token), audiences: None },
+        ..Default::default()
+    };
+    let st = reviews.create(&PostParams::default(), &review).await.unwrap().status.unwrap();
+    assert_eq!(st.authenticated, Some(true), "{st:?}");
+    let user = st.user.unwrap();
+    assert_eq!(user.username.as_deref(), Some("system:serviceaccount:default:default"));
+    let extra = user.extra.unwrap();
+    assert_eq!(extra["authentication.kubernetes.io/pod-name"], ["sa"]);
+    assert_eq!(extra["authentication.kubernetes.io/pod-uid"], [uid]);
+    assert_eq!(extra["authentication.kubernetes.io/node-name"], [crate::harness::NODE]);
     c.pods().delete("sa", &Default::default()).await.unwrap();
     c.wait_gone("sa", 30).await;
+    let st = reviews.create(&PostParams::default(), &review).await.unwrap().status.unwrap();
+    assert_ne!(st.authenticated, Some(true), "the token of a deleted pod is refused: {st:?}");
     let left = c.settled_leftovers(10).await;
     assert!(left.is_empty(), "{left:?}");
 }
