@@ -164,7 +164,6 @@ impl Ipam {
     }
 
     /// The allocations, by key.
-    #[cfg(test)]
     pub fn allocations(&self) -> BTreeMap<String, Ipv4Addr> {
         self.lock().allocations.clone()
     }

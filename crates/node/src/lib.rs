@@ -461,6 +461,10 @@ async fn dispatch(ctx: Arc<Ctx>) {
                                     cleanup_orphan(&ctx, &rec).await;
                                 }
                             }
+                            // Addresses of pods that left no record (`state::PodRecord::new`
+                            // names a pod's namespace `kinetic-<uid>`).
+                            let live = seen.iter().map(|u| format!("kinetic-{u}")).collect();
+                            ctx.net.release_unknown(&live).await;
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),

@@ -134,6 +134,17 @@ impl Network {
         }
     }
 
+    /// Tears down every allocation's namespace that is not in `live` (see
+    /// `net::Network::release_unknown`).
+    pub async fn release_unknown(&self, live: &std::collections::HashSet<String>) {
+        for ns in self.inner.ipam.allocations().into_keys().filter(|ns| !live.contains(ns)) {
+            tracing::info!(netns = %ns, "releasing the network of a pod that no longer exists");
+            if let Err(e) = self.teardown(&ns).await {
+                tracing::warn!(netns = %ns, error = %crate::report(&e), "network teardown failed");
+            }
+        }
+    }
+
     /// Removes the pod's veth, releases its IP and deletes the namespace. Idempotent.
     ///
     /// # Errors

@@ -38,6 +38,19 @@ impl Network {
         }
     }
 
+    /// Releases the network of every namespace native networking holds an address for that is
+    /// not in `live` (the namespaces of the pods bound to this node). It catches a pod wired
+    /// just before an agent was killed, before its record was saved, and deleted while the
+    /// agent was down: no record names it, so nothing else would free its IP and namespace.
+    /// The CNI plugins keep their allocations by namespace name in host-local's directory,
+    /// which this does not read; a namespace of another agent on the same host is never in
+    /// this agent's allocations, so it is never touched.
+    pub async fn release_unknown(&self, live: &std::collections::HashSet<String>) {
+        if let Network::Native(n) = self {
+            n.release_unknown(live).await;
+        }
+    }
+
     /// See [`cni::Network::teardown`] and [`native::Network::teardown`].
     pub async fn teardown(&self, name: &str) -> Result<()> {
         match self {
