@@ -822,6 +822,96 @@ mod tests {
         assert_eq!(pod, before);
     }
 
+    /// A server's token issuer with the `default` ServiceAccount in `default`.
+    async fn issuer() -> (tempfile::TempDir, Tokens) {
+        let dir = tempfile::tempdir().unwrap();
+        let st = crate::store::Store::open(&dir.path().join("state.db"), 100).unwrap();
+        let registry = Arc::new(crate::registry::Registry::default());
+        crate::builtin::register(&registry).unwrap();
+        let api = Arc::new(Api::new(st, registry.clone()));
+        let ns = registry.get("", "v1", "namespaces").unwrap();
+        let body =
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+        api.create(&ns, "", body, &WriteOptions::default()).await.unwrap();
+        ensure_namespace(&api, "default", "CA").await;
+        let t = Tokens::load(dir.path(), api).unwrap();
+        (dir, t)
+    }
+
+    fn api_aud() -> Vec<String> {
+        vec![ISSUER.to_owned()]
+    }
+
+    #[tokio::test]
+    async fn expired_foreign_unsigned_and_tampered_tokens_are_refused() {
+        let (_d, t) = issuer().await;
+        let req = json!({"spec": {}});
+        let token = t.token_request("default", "default", req).unwrap()["status"]["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (u, aud) = t.authenticate_for(&token, &api_aud()).unwrap();
+        assert_eq!(u.name, "system:serviceaccount:default:default");
+        assert_eq!(aud, api_aud());
+        let parts: Vec<&str> = token.split('.').collect();
+        let claims: Value = serde_json::from_slice(&unb64(parts[1]).unwrap()).unwrap();
+        let resign = |f: &dyn Fn(&mut Value)| {
+            let mut c = claims.clone();
+            f(&mut c);
+            t.sign(&c).unwrap()
+        };
+        let expired = resign(&|c| c["exp"] = json!(jiff::Timestamp::now().as_second() - 1));
+        assert_eq!(
+            t.authenticate_for(&expired, &api_aud()).unwrap_err(),
+            "service account token has expired"
+        );
+        let other_issuer = resign(&|c| c["iss"] = json!("https://elsewhere"));
+        assert!(t.authenticate_for(&other_issuer, &api_aud()).is_err());
+        let other_sub = resign(&|c| c["sub"] = json!("system:serviceaccount:default:admin"));
+        assert!(t.authenticate_for(&other_sub, &api_aud()).is_err());
+        assert!(t.authenticate_for(&token, &["vault".to_owned()]).is_err());
+        // `alg: none` with the same claims and no signature.
+        let none = format!("{}.{}.", b64(br#"{"alg":"none"}"#), parts[1]);
+        assert!(t.authenticate_for(&none, &api_aud()).is_err());
+        // Another key's signature (a second server's token).
+        let (_d2, other) = issuer().await;
+        assert!(other.authenticate_for(&token, &api_aud()).is_err());
+    }
+
+    /// Token parsing fuzzed from a seed: random strings and one-character mutations of a valid
+    /// token never authenticate (unless the mutation decodes to the same bytes, which base64's
+    /// unused low bits of a last character allow) and never panic.
+    #[tokio::test]
+    async fn fuzzed_tokens_never_authenticate() {
+        use rand::{Rng as _, SeedableRng as _};
+        let (_d, t) = issuer().await;
+        let token =
+            t.token_request("default", "default", json!({"spec": {}})).unwrap()["status"]["token"]
+                .as_str()
+                .unwrap()
+                .to_owned();
+        let decoded = |tok: &str| -> Vec<Option<Vec<u8>>> { tok.split('.').map(unb64).collect() };
+        let seed = 16;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let alphabet: Vec<char> =
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ "
+                .chars()
+                .collect();
+        for i in 0..3000 {
+            let mut chars: Vec<char> = token.chars().collect();
+            let at = rng.random_range(0..chars.len());
+            chars[at] = alphabet[rng.random_range(0..alphabet.len())];
+            let mutated: String = chars.into_iter().collect();
+            if t.authenticate_for(&mutated, &api_aud()).is_ok() {
+                assert_eq!(decoded(&mutated), decoded(&token), "seed {seed}, case {i}: {mutated}");
+            }
+            let len = rng.random_range(0..200);
+            let random: String =
+                (0..len).map(|_| alphabet[rng.random_range(0..alphabet.len())]).collect();
+            assert!(t.authenticate_for(&random, &api_aud()).is_err(), "seed {seed}, case {i}");
+        }
+    }
+
     #[test]
     fn automount_false_on_the_pod_mounts_nothing() {
         let (_d, st) = store();
