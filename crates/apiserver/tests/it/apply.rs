@@ -266,9 +266,13 @@ spec:
 }
 
 async fn apply_raw(c: &kube::Client, query: &str, body: Value) -> (u16, Value) {
+    apply_at(c, &format!("/api/v1/namespaces/default/configmaps/raw{query}"), body).await
+}
+
+async fn apply_at(c: &kube::Client, uri: &str, body: Value) -> (u16, Value) {
     let req = http::Request::builder()
         .method("PATCH")
-        .uri(format!("/api/v1/namespaces/default/configmaps/raw{query}"))
+        .uri(uri)
         .header("content-type", "application/apply-patch+yaml")
         .body(serde_json::to_vec(&body).unwrap())
         .unwrap();
@@ -358,4 +362,104 @@ async fn server_side_apply_after_client_side_apply_takes_over_without_conflicts(
         .unwrap();
     let d = get_json(&t, &["deploy", "web"]).await;
     assert_eq!(d["metadata"]["labels"], json!({"app": "web"}), "{d}");
+}
+
+#[tokio::test]
+async fn status_is_applied_through_its_subresource_only() {
+    let t = TestServer::start().await.unwrap();
+    let c = t.client().await.unwrap();
+    let path = "/apis/apps/v1/namespaces/default/deployments/web";
+    t.kubectl_stdin_ok(&["apply", "--server-side", "-f", "-"], &deployment(1, "nginx:1", false))
+        .await
+        .unwrap();
+    let status = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "status": {"replicas": 7, "observedGeneration": 1}});
+    let (code, d) = apply_at(&c, &format!("{path}/status?fieldManager=ctl"), status).await;
+    assert_eq!(code, 200, "{d}");
+    assert_eq!(d["status"]["replicas"], 7);
+    let entry = d["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "ctl")
+        .cloned()
+        .unwrap();
+    assert_eq!(entry["subresource"], "status");
+    assert_eq!(entry["operation"], "Apply");
+    assert_eq!(
+        entry["fieldsV1"],
+        json!({"f:status": {"f:observedGeneration": {}, "f:replicas": {}}})
+    );
+    // The main resource ignores status in an applied configuration, and owns none of it.
+    let spec_and_status = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web"}, "spec": {"replicas": 2}, "status": {"replicas": 0}});
+    let (code, d) =
+        apply_at(&c, &format!("{path}?fieldManager=other&force=true"), spec_and_status).await;
+    assert_eq!(code, 200, "{d}");
+    assert_eq!(
+        (d["spec"]["replicas"].as_i64(), d["status"]["replicas"].as_i64()),
+        (Some(2), Some(7))
+    );
+    // A status subresource apply of an object that does not exist is 404, not a create.
+    let (code, _) = apply_at(
+        &c,
+        "/apis/apps/v1/namespaces/default/deployments/none/status?fieldManager=ctl",
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "none"}}),
+    )
+    .await;
+    assert_eq!(code, 404);
+}
+
+#[tokio::test]
+async fn the_demo_manifests_apply_server_side_and_reapply_unchanged() {
+    let t = TestServer::start().await.unwrap();
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/demo");
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+    let mut versions = Vec::new();
+    for f in ["namespace.yaml", "crd.yaml", "deployment.yaml"] {
+        let out =
+            t.kubectl_stdin_ok(&["apply", "--server-side", "-f", "-"], &read(f)).await.unwrap();
+        assert!(out.contains("serverside-applied"), "{f}: {out}");
+    }
+    // The CRD's kind is served shortly after the CRD is created.
+    let mut last = String::new();
+    for _ in 0..100 {
+        let out = t
+            .kubectl_stdin(&["apply", "--server-side", "-f", "-"], Some(&read("widget.yaml")))
+            .await
+            .unwrap();
+        if out.status.success() {
+            last.clear();
+            break;
+        }
+        last = String::from_utf8_lossy(&out.stderr).into_owned();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(last.is_empty(), "{last}");
+    for (kind, name) in
+        [("ns", "demo"), ("crd", "widgets.example.com"), ("deploy", "web"), ("widget", "gizmo")]
+    {
+        let args: Vec<&str> = if kind == "ns" || kind == "crd" {
+            vec![kind, name]
+        } else {
+            vec![kind, name, "-n", "demo"]
+        };
+        versions.push(get_json(&t, &args).await["metadata"]["resourceVersion"].clone());
+    }
+    for f in ["namespace.yaml", "crd.yaml", "deployment.yaml", "widget.yaml"] {
+        t.kubectl_stdin_ok(&["apply", "--server-side", "-f", "-"], &read(f)).await.unwrap();
+    }
+    for (i, (kind, name)) in
+        [("ns", "demo"), ("crd", "widgets.example.com"), ("deploy", "web"), ("widget", "gizmo")]
+            .into_iter()
+            .enumerate()
+    {
+        let args: Vec<&str> = if kind == "ns" || kind == "crd" {
+            vec![kind, name]
+        } else {
+            vec![kind, name, "-n", "demo"]
+        };
+        let rv = get_json(&t, &args).await["metadata"]["resourceVersion"].clone();
+        assert_eq!(rv, versions[i], "{kind}/{name}: a second apply of the same manifest wrote");
+    }
 }
