@@ -4,14 +4,16 @@
 //! [`crate::network`] and share this description of how they are built.
 //!
 //! Every controller talks to the API only through the `kube` client, so it runs unchanged on the
-//! embedded API server and on a real cluster. Each one is built like client-go's controllers:
-//! `kube::runtime::watcher` streams feed an in-memory `legacy::cache` (the informers), event handlers
-//! map each change to the keys of the objects to reconcile and record what they observed in the
-//! `legacy::expectations`, and a work queue hands each key to one reconcile at a time (a key that
-//! changes while it is being reconciled is reconciled again afterwards). Reconciles are
-//! level-triggered and idempotent: they read the cache, compute the desired state and write only
-//! the difference, with the resourceVersion of what they read (a `409 Conflict` requeues the key
-//! with back-off). Nothing is reconciled before every cache of a controller has listed once.
+//! embedded API server and on a real cluster. Each one is a kube-runtime `Controller` like every
+//! other controller of this crate: reflector stores are its informers, its `watches_stream`
+//! mappers are client-go's event handlers (fed by `crate::util::reflect_changes`, which also
+//! yields the previous version of a relabelled or re-owned object), and kube-runtime's scheduler
+//! is the work queue (an object is reconciled by one reconcile at a time, and again afterwards
+//! if it changed meanwhile). Reconciles are level-triggered and idempotent: they read the
+//! caches, compute the desired state and write only the difference, with the resourceVersion
+//! of what they read (a `409 Conflict` is retried with [`crate::backoff`]). A reconcile that
+//! finds a cache not yet listed requeues itself. What a controller wrote and its caches do not
+//! show yet is held in [`crate::expectations`], so a slow watch never makes it act twice.
 //!
 //! - [`replicaset`]: creates pods from the template (`generateName: {rs}-`, slow-start batches
 //!   1, 2, 4, …, at most 500 per sync) and deletes the surplus in upstream's order (unassigned,
@@ -34,15 +36,20 @@
 //!
 //! [`run`] runs both (and [`crate::network::run`] the other two) until its shutdown future
 //! completes; each has its own entry point too.
-//! On shutdown a controller stops taking keys and lets its running reconciles finish (at most
-//! ten seconds), so none of its creates or deletes is still in flight when a successor lists:
-//! a restart never doubles a pod (after a crash, a surplus pod is deleted by the next sync).
-//! Events (`ScalingReplicaSet`, `SuccessfulCreate`, `SuccessfulDelete`, `FailedCreate`) are
-//! posted as `core/v1` Events in the background.
+//! On shutdown a controller stops taking objects and lets its running reconciles finish
+//! (kube-runtime's graceful shutdown), so none of its creates or deletes is still in flight when
+//! a successor lists: a restart never doubles a pod (after a crash, a surplus pod is deleted by
+//! the next sync). Events (`ScalingReplicaSet`, `SuccessfulCreate`, `SuccessfulDelete`,
+//! `FailedCreate`) are posted as `core/v1` Events in the background ([`crate::events`]).
 //!
 //! Deliberate deviations from upstream (each explained where it is implemented):
 //! - The pod-template hash is FNV-32a of the template's canonical JSON, not of Go's `spew`
-//!   dump ([`deployment::util::compute_hash`]): same shape, different values.
+//!   dump ([`deployment::util::compute_hash`]): same shape, different values (encoded with
+//!   [`kinetic_rollout::revision::safe_encode`], as the CloneSet's revision names).
+//! - Expectations of pod creations and deletions expire after
+//!   [`crate::expectations::TIMEOUT`] (upstream: 5 minutes), and a failing ReplicaSet or
+//!   Deployment is not reconciled again before its back-off ends unless its spec changes
+//!   ([`crate::backoff`]), where client-go's queue retries at once on any event.
 //! - A rolling update counts an old ReplicaSet for the larger of its spec and status replicas,
 //!   so the pod count stays within `replicas + maxSurge` at every moment
 //!   ([`deployment::util::new_rs_new_replicas`]).
@@ -54,7 +61,7 @@
 //!
 //! What this crate does *not* do: DaemonSets, StatefulSets, Jobs, CronJobs, ReplicationControllers
 //! and the garbage collector (the API server does ownerReference GC); leader election (run one
-//! instance per cluster); aggregation of repeated Events; EndpointSlice topology hints, zones,
+//! instance per cluster); EndpointSlice topology hints, zones,
 //! dual-stack (IPv4 slices only), mirroring of selector-less Endpoints and the
 //! `endpoints.kubernetes.io/last-change-trigger-time` annotation; the 1000-address capacity
 //! truncation of Endpoints; `status.terminatingReplicas`; `rollbackTo` (apps/v1 has none:

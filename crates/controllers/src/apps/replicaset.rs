@@ -8,7 +8,7 @@
 //!
 //! A kube-runtime `Controller` of ReplicaSets; pod changes reach the ReplicaSet that controls
 //! the pod, or for an orphan the ReplicaSets whose selector matches it (and, when a pod's labels
-//! or owner moved, those of its previous version too: [`crate::util::reflect_changes`]).
+//! or owner moved, those of its previous version too: `crate::util::reflect_changes`).
 
 use std::future::Future;
 use std::sync::Arc;

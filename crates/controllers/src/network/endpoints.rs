@@ -13,7 +13,7 @@
 //! (before and after a relabel), and the deletion of an Endpoints object its Service's
 //! reconcile, which recreates it. A deleted Service is no reconcile (kube-runtime reconciles
 //! only objects in its cache), so its Endpoints are deleted beside the controller
-//! ([`delete_orphans`]), on the Service's deletion and, at start, for every Endpoints object
+//! (`delete_orphans`), on the Service's deletion and, at start, for every Endpoints object
 //! whose Service went away while no controller ran (upstream's `checkLeftoverEndpoints`).
 
 use std::collections::{BTreeMap, HashMap};

@@ -1,6 +1,6 @@
 //! The controllers of Services' endpoints: [`endpoints`] keeps the `v1` Endpoints and
 //! [`endpointslice`] the `discovery.k8s.io/v1` EndpointSlices of every Service with a selector,
-//! as upstream's `pkg/controller/endpoint` and `pkg/controller/endpointslice` do; [`services`]
+//! as upstream's `pkg/controller/endpoint` and `pkg/controller/endpointslice` do; `services`
 //! holds what both share (which pods a Service selects, their addresses and ports). Built like
 //! the [`crate::apps`] controllers, whose module documentation lists the deviations from
 //! upstream and what is not done.

@@ -29,7 +29,7 @@ pub(crate) fn selects(selector: &Labels, labels: Option<&Labels>) -> bool {
 
 /// The Services in the pod's namespace whose selector matches its labels: what a pod change
 /// concerns (upstream's pod event handlers; the pod's previous version comes through
-/// [`crate::util::reflect_changes`] when its labels changed).
+/// `crate::util::reflect_changes` when its labels changed).
 pub(crate) fn services_selecting(services: &Store<Service>, pod: &Pod) -> Vec<ObjectRef<Service>> {
     services
         .state()

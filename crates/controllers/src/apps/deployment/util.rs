@@ -176,21 +176,17 @@ pub fn compute_hash(t: &PodTemplateSpec, collision_count: Option<i32>) -> String
     if let Some(c) = collision_count {
         h = fnv1a32(h, &c.to_le_bytes());
     }
-    safe_encode(&h.to_string())
+    kinetic_rollout::revision::safe_encode(&h.to_string())
 }
 
+/// FNV-1a, 32 bits, continuing from `h` (Go's `fnv.New32a`, which upstream's `ComputeHash`
+/// uses; Kruise's ControllerRevision names use FNV-1, [`kinetic_rollout::revision::fnv1_32`]).
 fn fnv1a32(mut h: u32, data: &[u8]) -> u32 {
     for b in data {
         h ^= u32::from(*b);
         h = h.wrapping_mul(0x0100_0193);
     }
     h
-}
-
-/// `rand.SafeEncodeString`: maps bytes onto an alphabet without vowels and look-alikes.
-pub fn safe_encode(s: &str) -> String {
-    const ALPHANUMS: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    s.bytes().map(|b| char::from(ALPHANUMS[usize::from(b) % ALPHANUMS.len()])).collect()
 }
 
 fn annotation<'a>(rs: &'a ReplicaSet, key: &str) -> Option<&'a str> {
@@ -535,6 +531,20 @@ mod tests {
         assert_eq!(compute_hash(&t, None), a);
         assert_ne!(compute_hash(&t, Some(1)), a);
         assert!(a.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{a}");
+    }
+
+    /// The hash names existing ReplicaSets (`{deployment}-{hash}`) and labels their pods: a
+    /// change of its bytes would make the next template change collide or look new. Pinned
+    /// values, computed with the hash as it was in `kinetic-workloads`.
+    #[test]
+    fn pod_template_hash_values_are_stable() {
+        let t: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]},
+        }))
+        .unwrap();
+        assert_eq!(compute_hash(&t, None), "5776d5bb59");
+        assert_eq!(compute_hash(&t, Some(1)), "5b47f9c9c8");
     }
 
     #[test]
