@@ -187,6 +187,35 @@ fn ceil_i32(x: f64) -> i32 {
     if c >= f64::from(i32::MAX) { i32::MAX } else { c as i32 }
 }
 
+/// The replica count of an `Object` or `External` metric with a `Value` target
+/// (`getUsageRatioReplicaCount`): `ratio` is the metric over its target; within the tolerance of
+/// 1 the count stays, otherwise it is the ratio times the `ready` pods (from zero replicas: the
+/// ratio rounded up).
+pub fn usage_ratio_replicas(current: i32, ratio: f64, ready: i32) -> i32 {
+    if current == 0 {
+        return ceil_i32(ratio);
+    }
+    if (1.0 - ratio).abs() <= TOLERANCE {
+        return current;
+    }
+    ceil_i32(ratio * f64::from(ready))
+}
+
+/// The replica count of an `Object` or `External` metric with an `AverageValue` target
+/// (`GetObjectPerPodMetricReplicas`, `GetExternalPerPodMetricReplicas`): the metric's `usage`
+/// (milli) over the per-pod target, unless the `status_replicas` already hold it within the
+/// tolerance.
+pub fn per_pod_replicas(status_replicas: i32, usage: i64, target_per_pod: i64) -> i32 {
+    if target_per_pod <= 0 {
+        return status_replicas;
+    }
+    let ratio = usage as f64 / (target_per_pod as f64 * f64::from(status_replicas));
+    if (1.0 - ratio).abs() <= TOLERANCE {
+        return status_replicas;
+    }
+    ceil_i32(usage as f64 / target_per_pod as f64)
+}
+
 /// The replica count a resource metric asks for (`GetResourceReplicas` and
 /// `GetRawResourceReplicas`).
 ///

@@ -12,8 +12,8 @@
 //!
 //! 1. reads the target's `scale` subresource and lists its pods by the scale's selector;
 //! 2. per metric: the reactive recommendation (the HPA controller's code: `Resource`,
-//!    `ContainerResource` from `metrics.k8s.io`; `External` as upstream's
-//!    `GetExternalMetricReplicas`/`GetExternalPerPodMetricReplicas`, see [`external_value`]) and
+//!    `ContainerResource` from `metrics.k8s.io`; `External` as upstream's, see
+//!    [`external_value`]) and
 //!    one sample of the metric's *total* (all pods' usage, or the External value) into its
 //!    history;
 //! 3. with `spec.prediction`: [`kinetic_predict::decide`] on the history, the start-up p95 of
@@ -48,7 +48,7 @@ use kinetic_api::crane::{
     PredictionStatus, condition, strategy,
 };
 use kinetic_autoscale::hpa::{self, MetricOutcome};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::watcher;
 use kube::{Client, Resource as _, ResourceExt as _};
@@ -350,13 +350,11 @@ async fn http_number(addr: std::net::SocketAddr, path: &str) -> Result<f64, Stri
 }
 
 /// An `External` metric's current value in milli-units: from the loopback source named by
-/// [`EXTERNAL_METRICS_URL_ANNOTATION`], else summed over `external.metrics.k8s.io`'s items, as
-/// upstream's `GetExternalMetric`.
+/// [`EXTERNAL_METRICS_URL_ANNOTATION`], else from `external.metrics.k8s.io`, as upstream's.
 async fn external_value(
     client: &Client,
     e: &EffectiveHorizontalPodAutoscaler,
-    name: &str,
-    selector: Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector>,
+    metric: &k8s_openapi::api::autoscaling::v2::MetricIdentifier,
 ) -> Result<f64, String> {
     let ns = e.namespace().unwrap_or_default();
     if let Some(url) = e.annotations().get(EXTERNAL_METRICS_URL_ANNOTATION) {
@@ -365,48 +363,10 @@ async fn external_value(
                 "{EXTERNAL_METRICS_URL_ANNOTATION} must be http://127.x.y.z:port/…, got {url:?}"
             )
         })?;
-        let path = format!("{}/{name}", base.trim_end_matches('/'));
+        let path = format!("{}/{}", base.trim_end_matches('/'), metric.name);
         return http_number(addr, &path).await.map(|v| v * 1000.0);
     }
-    let labels = selector
-        .and_then(|s| s.match_labels.as_ref())
-        .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","))
-        .unwrap_or_default();
-    let mut lp = ListParams::default();
-    if !labels.is_empty() {
-        lp = lp.labels(&labels);
-    }
-    let req = kube::core::Request::new(format!(
-        "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{name}"
-    ))
-    .list(&lp)
-    .map_err(|e| e.to_string())?;
-    let list: Value = client.request(req).await.map_err(|e| crate::report(&e))?;
-    let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
-    if items.is_empty() {
-        return Err(format!("no metrics returned for external metric {name}"));
-    }
-    Ok(items
-        .iter()
-        .filter_map(|i| i.get("value").and_then(Value::as_str).and_then(milli))
-        .map(|v| v as f64)
-        .sum())
-}
-
-/// Upstream's replica count for an `External` metric of total `usage` (milli) against a
-/// `Value` target (`GetExternalMetricReplicas`: the ratio to the target times the current
-/// replicas) or an `AverageValue` one (`GetExternalPerPodMetricReplicas`: the total over the
-/// per-pod target), both within the 10 % tolerance of no change.
-pub fn external_replicas(current: i32, usage: f64, target: f64, per_pod: bool) -> i32 {
-    if target <= 0.0 {
-        return current;
-    }
-    let ratio = if per_pod { usage / (target * f64::from(current.max(1))) } else { usage / target };
-    if current > 0 && (ratio - 1.0).abs() <= hpa::TOLERANCE {
-        return current;
-    }
-    let n = if per_pod { usage / target } else { ratio * f64::from(current.max(1)) };
-    (n - 1e-9).ceil().clamp(0.0, f64::from(i32::MAX)) as i32
+    crate::hpa::external_metric(client, &ns, metric).await.map(|v| v as f64)
 }
 
 /// Reads every metric: the reactive outcome and the forecast's inputs.
@@ -480,9 +440,7 @@ async fn read_metrics(
                     continue;
                 };
                 let name = x.metric.name.clone();
-                let usage = match external_value(&ctx.client, e, &name, x.metric.selector.as_ref())
-                    .await
-                {
+                let usage = match external_value(&ctx.client, e, &x.metric).await {
                     Ok(v) => v,
                     Err(msg) => {
                         out.push(Err(Failure {
@@ -504,7 +462,12 @@ async fn read_metrics(
                     }));
                     continue;
                 };
-                let replicas = external_replicas(current, usage, target, per_pod);
+                let replicas = if per_pod {
+                    hpa::per_pod_replicas(current, usage.round() as i64, target.round() as i64)
+                } else {
+                    let ready = pods.map(crate::hpa::ready_pods).unwrap_or(current);
+                    hpa::usage_ratio_replicas(current, usage / target, ready)
+                };
                 out.push(Ok(Reading {
                     key: format!("external/{name}"),
                     outcome: MetricOutcome::Valid {
@@ -892,17 +855,6 @@ mod tests {
         assert_eq!(s.samples(), vec![Some(2.0), None, Some(5.0)]);
         s.record(120.0, 1.0, 10, 7.0);
         assert_eq!(s.samples().len(), 1, "older than the history length is dropped");
-    }
-
-    /// Upstream's `GetExternalPerPodMetricReplicas` and `GetExternalMetricReplicas`.
-    #[test]
-    fn external_replicas_as_upstream() {
-        // AverageValue 1000m per pod, total 3500m: 4 pods.
-        assert_eq!(external_replicas(1, 3500.0, 1000.0, true), 4);
-        // Within tolerance of 2 pods × 1000m: unchanged.
-        assert_eq!(external_replicas(2, 2050.0, 1000.0, true), 2);
-        // Value target 1000m, usage 2000m with 3 pods: 6.
-        assert_eq!(external_replicas(3, 2000.0, 1000.0, false), 6);
     }
 
     #[test]

@@ -7,10 +7,13 @@
 //! CloneSet, custom resources).
 //!
 //! Metrics: `Resource` and `ContainerResource` (Utilization and AverageValue; a pod whose
-//! metrics lack the named container counts as missing, where upstream fails the metric).
-//! `Pods`, `Object` and `External` metrics have no source here yet: each reports
-//! `ScalingActive=False` with upstream's reason (`FailedGetPodsMetric`, …), which, as upstream,
-//! stops scale-downs while the other metrics may still scale up.
+//! metrics lack the named container counts as missing, where upstream fails the metric) from
+//! `metrics.k8s.io`; `Pods` and `Object` from `custom.metrics.k8s.io` and `External` from
+//! `external.metrics.k8s.io`, as upstream's REST metrics client reads them (an adapter such as
+//! prometheus-adapter or KEDA serves them on a real cluster; the embedded server serves
+//! neither, so there they report `ScalingActive=False` with upstream's reason,
+//! `FailedGetPodsMetric`, …, which, as upstream, stops scale-downs while the other metrics may
+//! still scale up).
 //!
 //! State kept in memory, as upstream: the recent recommendations (stabilisation windows) and
 //! scale events (policies) per autoscaler, so a restarted controller starts afresh.
@@ -23,9 +26,10 @@ use std::time::{Duration, Instant};
 use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::autoscaling::v2::{
-    HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior,
+    HPAScalingRules, HorizontalPodAutoscaler, HorizontalPodAutoscalerBehavior, MetricIdentifier,
 };
 use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kinetic_autoscale::hpa::{self, Behavior, MetricOutcome, Plan, Target};
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
@@ -611,16 +615,7 @@ pub(crate) async fn metric_outcome(
         _ => None,
     };
     let Some((resource, container, t)) = source else {
-        let (reason, what) = match m.type_.as_str() {
-            "Pods" => ("FailedGetPodsMetric", "pods"),
-            "Object" => ("FailedGetObjectMetric", "object"),
-            "External" => ("FailedGetExternalMetric", "external"),
-            _ => ("InvalidMetricSourceType", "unknown"),
-        };
-        return Err(Failure {
-            reason,
-            message: format!("unable to get {what} metric: no {what} metrics source is available"),
-        });
+        return custom_metric_outcome(client, ns, selector, m, current, pods, now).await;
     };
     let reason = if container.is_some() {
         "FailedGetContainerResourceMetric"
@@ -656,6 +651,298 @@ pub(crate) async fn metric_outcome(
             {"name": resource, "container": c, "current": cur}}),
     };
     Ok((MetricOutcome::Valid { replicas: p.replicas, name }, status))
+}
+
+/// Percent-encodes a query value.
+fn encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// A label selector as its string form (`metav1.LabelSelectorAsSelector`).
+fn selector_string(sel: Option<&LabelSelector>) -> String {
+    let Some(sel) = sel else { return String::new() };
+    let mut parts: Vec<String> =
+        sel.match_labels.iter().flatten().map(|(k, v)| format!("{k}={v}")).collect();
+    for e in sel.match_expressions.iter().flatten() {
+        let values = e.values.clone().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    parts.join(",")
+}
+
+/// GET `path?query` as JSON through the client (the aggregated metrics APIs).
+async fn get_json(client: &Client, path: &str, query: &[(&str, String)]) -> Result<Value, String> {
+    let q: Vec<String> = query
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| format!("{k}={}", encode(v)))
+        .collect();
+    let uri = if q.is_empty() { path.to_owned() } else { format!("{path}?{}", q.join("&")) };
+    let mut req =
+        kube::core::Request::new(path).list(&ListParams::default()).map_err(|e| e.to_string())?;
+    *req.uri_mut() = uri.parse().map_err(|e| format!("{uri}: {e}"))?;
+    client.request::<Value>(req).await.map_err(|e| crate::report(&e))
+}
+
+/// A `Pods` metric's values per pod from `custom.metrics.k8s.io` (`GetRawMetric`).
+async fn custom_pod_metrics(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    metric: &MetricIdentifier,
+) -> Result<BTreeMap<String, hpa::Metric>, String> {
+    let path =
+        format!("/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/pods/*/{}", metric.name);
+    let list = get_json(
+        client,
+        &path,
+        &[
+            ("labelSelector", selector.to_owned()),
+            ("metricLabelSelector", selector_string(metric.selector.as_ref())),
+        ],
+    )
+    .await
+    .map_err(|e| format!("unable to fetch metrics from custom metrics API: {e}"))?;
+    let mut out = BTreeMap::new();
+    for item in list.get("items").and_then(Value::as_array).into_iter().flatten() {
+        let name = item.pointer("/describedObject/name").and_then(Value::as_str);
+        let value = item.get("value").and_then(Value::as_str).and_then(milli);
+        let (Some(name), Some(value)) = (name, value) else { continue };
+        let timestamp =
+            parse_time(item.get("timestamp").and_then(Value::as_str)).unwrap_or_default();
+        let window = item
+            .get("windowSeconds")
+            .and_then(Value::as_u64)
+            .map_or(Duration::from_secs(60), Duration::from_secs);
+        out.insert(name.to_owned(), hpa::Metric { value, timestamp, window });
+    }
+    if out.is_empty() {
+        return Err("no metrics returned from custom metrics API".into());
+    }
+    Ok(out)
+}
+
+/// An `Object` metric's value from `custom.metrics.k8s.io` (`GetObjectMetric`).
+async fn custom_object_metric(
+    client: &Client,
+    ns: &str,
+    object: &k8s_openapi::api::autoscaling::v2::CrossVersionObjectReference,
+    metric: &MetricIdentifier,
+) -> Result<i64, String> {
+    let api_version = object.api_version.clone().unwrap_or_else(|| "v1".into());
+    let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+    let gvk = GroupVersionKind::gvk(group, version, &object.kind);
+    let (ar, _) = kube::discovery::pinned_kind(client, &gvk).await.map_err(|e| e.to_string())?;
+    let resource = if group.is_empty() { ar.plural } else { format!("{}.{group}", ar.plural) };
+    let path = format!(
+        "/apis/custom.metrics.k8s.io/v1beta2/namespaces/{ns}/{resource}/{}/{}",
+        object.name, metric.name
+    );
+    let list = get_json(
+        client,
+        &path,
+        &[("metricLabelSelector", selector_string(metric.selector.as_ref()))],
+    )
+    .await
+    .map_err(|e| format!("unable to fetch metrics from custom metrics API: {e}"))?;
+    list.pointer("/items/0/value")
+        .and_then(Value::as_str)
+        .and_then(milli)
+        .ok_or_else(|| "no metrics returned from custom metrics API".into())
+}
+
+/// An `External` metric's total (milli) from `external.metrics.k8s.io` (`GetExternalMetric`:
+/// the sum over the items).
+pub(crate) async fn external_metric(
+    client: &Client,
+    ns: &str,
+    metric: &MetricIdentifier,
+) -> Result<i64, String> {
+    let path = format!("/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{}", metric.name);
+    let list =
+        get_json(client, &path, &[("labelSelector", selector_string(metric.selector.as_ref()))])
+            .await
+            .map_err(|e| format!("unable to fetch metrics from external metrics API: {e}"))?;
+    let items = list.get("items").and_then(Value::as_array).cloned().unwrap_or_default();
+    if items.is_empty() {
+        return Err("no metrics returned from external metrics API".into());
+    }
+    Ok(items.iter().filter_map(|i| i.get("value").and_then(Value::as_str).and_then(milli)).sum())
+}
+
+/// Pods Running with a Ready condition True (`getReadyPodsCount`).
+pub(crate) fn ready_pods(pods: &[Pod]) -> i32 {
+    let n = pods
+        .iter()
+        .filter(|p| {
+            let st = p.status.as_ref();
+            st.and_then(|s| s.phase.as_deref()) == Some("Running")
+                && st
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+/// The metric's identifier as the status shows it.
+fn identifier_json(m: &MetricIdentifier) -> Value {
+    serde_json::to_value(m).unwrap_or(Value::Null)
+}
+
+/// `Pods`, `Object` and `External` metrics (`computeStatusForPodsMetric`,
+/// `computeStatusForObjectMetric`, `computeStatusForExternalMetric`), from the aggregated
+/// `custom.metrics.k8s.io` and `external.metrics.k8s.io` APIs: served by an adapter on a real
+/// cluster (prometheus-adapter, KEDA); the embedded server serves neither, so there they
+/// report `ScalingActive=False` with upstream's reason and the API's error.
+///
+/// Difference: upstream divides per-pod targets by `status.currentReplicas`; here by the
+/// scale's replicas read in the same pass.
+async fn custom_metric_outcome(
+    client: &Client,
+    ns: &str,
+    selector: &str,
+    m: &k8s_openapi::api::autoscaling::v2::MetricSpec,
+    current: i32,
+    pods: Result<&[Pod], &String>,
+    now: Duration,
+) -> Result<(MetricOutcome, Value), Failure> {
+    let invalid = |what: &str| Failure {
+        reason: "InvalidMetricSourceType",
+        message: format!("{what} metric without its source"),
+    };
+    match m.type_.as_str() {
+        "Pods" => {
+            let src = m.pods.as_ref().ok_or_else(|| invalid("Pods"))?;
+            let name = &src.metric.name;
+            let fail = |e: String| Failure {
+                reason: "FailedGetPodsMetric",
+                message: format!("unable to get metric {name}: {e}"),
+            };
+            let target =
+                src.target.average_value.as_ref().and_then(|q| milli(&q.0)).ok_or_else(|| {
+                    fail("invalid target: a Pods metric needs averageValue".into())
+                })?;
+            let pods = pods.map_err(|e| fail(e.clone()))?;
+            let metrics =
+                custom_pod_metrics(client, ns, selector, &src.metric).await.map_err(fail)?;
+            let infos: Vec<hpa::Pod> = pods.iter().map(|p| pod_info(p, "", None)).collect();
+            // calcPlainMetricReplicas: a raw average, without CPU's readiness rules.
+            let p = hpa::resource_replicas(
+                current,
+                Target::AverageValue(target),
+                "",
+                &infos,
+                &metrics,
+                now,
+            )
+            .map_err(|e| fail(e.to_string()))?;
+            let status = json!({"type": "Pods", "pods": {"metric": identifier_json(&src.metric),
+                "current": {"averageValue": quantity(p.average)}}});
+            Ok((
+                MetricOutcome::Valid { replicas: p.replicas, name: format!("pods metric {name}") },
+                status,
+            ))
+        }
+        "Object" => {
+            let src = m.object.as_ref().ok_or_else(|| invalid("Object"))?;
+            let name = &src.metric.name;
+            let d = &src.described_object;
+            let fail = |e: String| Failure {
+                reason: "FailedGetObjectMetric",
+                message: format!(
+                    // Upstream's format and argument order as they are (`%v on %s %s/%s` with
+                    // kind, namespace, name, error).
+                    "unable to get metric {name}: {} on {ns} {}/{e}",
+                    d.kind, d.name
+                ),
+            };
+            let usage = custom_object_metric(client, ns, d, &src.metric).await.map_err(fail)?;
+            let (replicas, current_json) = match (&src.target.value, &src.target.average_value) {
+                (Some(v), _) => {
+                    let t = milli(&v.0)
+                        .filter(|t| *t > 0)
+                        .ok_or_else(|| fail("invalid target value".into()))?;
+                    let ready = ready_pods(pods.map_err(|e| fail(e.clone()))?);
+                    let r = hpa::usage_ratio_replicas(current, usage as f64 / t as f64, ready);
+                    (r, json!({"value": quantity(usage)}))
+                }
+                (None, Some(v)) => {
+                    let t =
+                        milli(&v.0).ok_or_else(|| fail("invalid target averageValue".into()))?;
+                    let r = hpa::per_pod_replicas(current, usage, t);
+                    let avg = usage / i64::from(current.max(1));
+                    (r, json!({"averageValue": quantity(avg)}))
+                }
+                (None, None) => {
+                    return Err(fail("invalid target: neither value nor averageValue".into()));
+                }
+            };
+            let status = json!({"type": "Object", "object": {"metric": identifier_json(&src.metric),
+                "describedObject": serde_json::to_value(d).unwrap_or(Value::Null),
+                "current": current_json}});
+            Ok((
+                MetricOutcome::Valid {
+                    replicas,
+                    name: format!("{name} metric on {} {}", d.kind, d.name),
+                },
+                status,
+            ))
+        }
+        "External" => {
+            let src = m.external.as_ref().ok_or_else(|| invalid("External"))?;
+            let name = &src.metric.name;
+            let fail = |e: String| Failure {
+                reason: "FailedGetExternalMetric",
+                // Upstream prints the selector struct (`%+v`); here its string form.
+                message: format!(
+                    "unable to get external metric {ns}/{name}/{}: {e}",
+                    selector_string(src.metric.selector.as_ref())
+                ),
+            };
+            let usage = external_metric(client, ns, &src.metric).await.map_err(fail)?;
+            let (replicas, current_json) = match (&src.target.value, &src.target.average_value) {
+                (Some(v), _) => {
+                    let t = milli(&v.0)
+                        .filter(|t| *t > 0)
+                        .ok_or_else(|| fail("invalid target value".into()))?;
+                    let ready = ready_pods(pods.map_err(|e| fail(e.clone()))?);
+                    let r = hpa::usage_ratio_replicas(current, usage as f64 / t as f64, ready);
+                    (r, json!({"value": quantity(usage)}))
+                }
+                (None, Some(v)) => {
+                    let t =
+                        milli(&v.0).ok_or_else(|| fail("invalid target averageValue".into()))?;
+                    let r = hpa::per_pod_replicas(current, usage, t);
+                    let avg = usage / i64::from(current.max(1));
+                    (r, json!({"averageValue": quantity(avg)}))
+                }
+                (None, None) => {
+                    return Err(fail("invalid target: neither value nor averageValue".into()));
+                }
+            };
+            let status = json!({"type": "External", "external": {"metric": identifier_json(&src.metric),
+                "current": current_json}});
+            Ok((MetricOutcome::Valid { replicas, name: format!("external metric {name}") }, status))
+        }
+        _ => Err(Failure {
+            reason: "InvalidMetricSourceType",
+            message: format!("invalid metric source type {:?}", m.type_),
+        }),
+    }
 }
 
 fn rules_of(r: Option<&HPAScalingRules>, up: bool) -> hpa::Rules {

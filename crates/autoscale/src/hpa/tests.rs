@@ -335,3 +335,26 @@ fn behavior_respects_min_and_max() {
     let p = plan(&mut History::default(), Some(&b), 3, 2, 4, &[valid(1)], S(0));
     assert_eq!((p.desired, condition(&p, "ScalingLimited").reason.as_str()), (2, "TooFewReplicas"));
 }
+
+/// `getUsageRatioReplicaCount`'s rules (the shapes of upstream's `...CMObject` and
+/// `...CMExternal` cases): twice the target on 3 ready pods asks for 6, 1.03 of it keeps 3,
+/// 0.6 of it on 5 pods asks for 3.
+#[test]
+fn object_and_external_value_targets_scale_the_ready_pods_by_the_ratio() {
+    assert_eq!(usage_ratio_replicas(3, 30000.0 / 15000.0, 3), 6);
+    assert_eq!(usage_ratio_replicas(3, 20666.0 / 20000.0, 3), 3);
+    assert_eq!(usage_ratio_replicas(5, 8600.0 / 14334.0, 5), 3);
+    // From zero replicas: the ratio rounded up.
+    assert_eq!(usage_ratio_replicas(0, 2.2, 0), 3);
+}
+
+/// `GetExternalPerPodMetricReplicas`' rules (the shapes of upstream's `...PerPod...` cases):
+/// 8600m at 2150m per pod asks for 4, at 3000m per pod for 3, 8200m at 2000m per pod keeps 4
+/// (within the tolerance); from zero replicas the total over the target.
+#[test]
+fn per_pod_targets_divide_the_total_by_the_target() {
+    assert_eq!(per_pod_replicas(3, 8600, 2150), 4);
+    assert_eq!(per_pod_replicas(5, 8600, 3000), 3);
+    assert_eq!(per_pod_replicas(4, 8200, 2000), 4);
+    assert_eq!(per_pod_replicas(0, 3500, 1000), 4);
+}

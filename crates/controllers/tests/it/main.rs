@@ -4,6 +4,7 @@
 
 mod cloneset;
 mod ehpa;
+mod hpa;
 mod imagepulljob;
 mod leader;
 mod podpool;
