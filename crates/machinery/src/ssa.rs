@@ -75,8 +75,24 @@ const MULTI_KEYS: &[(&str, &[&str])] = &[
 ];
 
 /// Objects of the built-in kinds that are atomic: `metav1.LabelSelector`
-/// (`+structType=atomic`), a Service's selector and a pod's `nodeSelector` (`+mapType=atomic`).
-const ATOMIC_OBJECTS: &[&str] = &["spec.selector", "nodeSelector", "labelSelector"];
+/// (`+structType=atomic`), a Service's selector and a pod's `nodeSelector` (`+mapType=atomic`),
+/// and the reference types upstream marks atomic.
+const ATOMIC_OBJECTS: &[&str] = &[
+    "spec.selector",
+    "nodeSelector",
+    "labelSelector",
+    "namespaceSelector",
+    // `+structType=atomic` references: ConfigMapKeySelector, SecretKeySelector,
+    // ObjectFieldSelector, ResourceFieldSelector, LocalObjectReference, ObjectReference.
+    "configMapKeyRef",
+    "secretKeyRef",
+    "fieldRef",
+    "resourceFieldRef",
+    "configMapRef",
+    "secretRef",
+    "targetRef",
+    "involvedObject",
+];
 
 impl Types for BuiltinTypes {
     fn list(&self, fields: &[&str]) -> ListType {
@@ -725,11 +741,6 @@ pub fn apply(
     let mine = managers.iter().position(|m| m.same(&me));
     let last = mine.map(|i| managers.remove(i));
     me.fields = field_set(config, types);
-    if let Some(last) = &last
-        && last.fields == me.fields
-    {
-        me.time.clone_from(&last.time);
-    }
     // Fields the applier stopped applying go when no manager owns them or anything under them
     // (upstream's `prune`: `RemoveItems(lastSet)` then `addBackOwnedItems`).
     if let Some(last) = &last {
@@ -744,6 +755,14 @@ pub fn apply(
         }
     }
     let c = compare(live, Some(&merged), types);
+    // The entry's time says when its manager last changed the object (upstream's
+    // `managedFieldsUpdater`): an apply that changes nothing keeps it.
+    if let Some(last) = &last
+        && last.fields == me.fields
+        && c.is_empty()
+    {
+        me.time.clone_from(&last.time);
+    }
     let changed: FieldSet = c.modified.union(&c.added).cloned().collect();
     let mut conflicts = Vec::new();
     for m in &managers {

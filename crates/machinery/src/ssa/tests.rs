@@ -348,3 +348,33 @@ fn server_metadata_and_type_are_owned_by_nobody() {
     let shown: Vec<String> = field_set(&obj, &Untyped).iter().map(display_path).collect();
     assert_eq!(shown, [".data.k", ".metadata.labels.a"]);
 }
+
+#[test]
+fn an_applier_keeps_its_time_only_when_it_changes_nothing() {
+    let mut s = State::new();
+    s.apply("a", json!({"numeric": 1}), false).unwrap();
+    s.managers[0].time = Some("2026-01-01T00:00:00Z".into());
+    s.apply("a", json!({"numeric": 1}), false).unwrap();
+    assert_eq!(s.managers[0].time.as_deref(), Some("2026-01-01T00:00:00Z"));
+    s.apply("a", json!({"numeric": 2}), false).unwrap();
+    assert_eq!(s.managers[0].time, None, "stamped anew by the caller");
+}
+
+#[test]
+fn builtin_references_and_selectors_are_atomic() {
+    let types = BuiltinTypes { kind: Some("Pod".into()) };
+    let pod = json!({"spec": {"nodeSelector": {"disk": "ssd"}, "containers": [{"name": "c",
+        "env": [{"name": "E", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}]}});
+    let shown: Vec<String> = field_set(&pod, &types).iter().map(display_path).collect();
+    assert_eq!(
+        shown,
+        [
+            ".spec.containers[name=\"c\"]",
+            ".spec.containers[name=\"c\"].env[name=\"E\"]",
+            ".spec.containers[name=\"c\"].env[name=\"E\"].name",
+            ".spec.containers[name=\"c\"].env[name=\"E\"].valueFrom.secretKeyRef",
+            ".spec.containers[name=\"c\"].name",
+            ".spec.nodeSelector",
+        ]
+    );
+}
