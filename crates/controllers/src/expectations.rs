@@ -99,27 +99,28 @@ impl Expectations {
     /// out; answers whether nothing is pending any more.
     pub fn satisfied<'a>(&self, owner: &str, objects: impl IntoIterator<Item = Seen<'a>>) -> bool {
         let objects: Vec<Seen<'a>> = objects.into_iter().collect();
-        let done = self.with(owner, |p| {
-            let now = Instant::now();
-            p.created.retain(|name, at| {
-                now.duration_since(*at) < TIMEOUT && !objects.iter().any(|o| o.name == name)
-            });
-            p.deleted.retain(|uid, at| {
-                now.duration_since(*at) < TIMEOUT
-                    && objects.iter().any(|o| o.uid == uid && !o.terminating)
-            });
-            p.updated.retain(|name, (want, at)| {
-                now.duration_since(*at) < TIMEOUT
-                    && objects
-                        .iter()
-                        .find(|o| o.name == name)
-                        .is_some_and(|o| rv(o.resource_version).is_some_and(|have| have < *want))
-            });
-            p.created.is_empty() && p.deleted.is_empty() && p.updated.is_empty()
+        let mut map = self.by_owner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(p) = map.get_mut(owner) else { return true };
+        let now = Instant::now();
+        p.created.retain(|name, at| {
+            now.duration_since(*at) < TIMEOUT && !objects.iter().any(|o| o.name == name)
         });
+        p.deleted.retain(|uid, at| {
+            now.duration_since(*at) < TIMEOUT
+                && objects.iter().any(|o| o.uid == uid && !o.terminating)
+        });
+        p.updated.retain(|name, (want, at)| {
+            now.duration_since(*at) < TIMEOUT
+                && objects
+                    .iter()
+                    .find(|o| o.name == name)
+                    .is_some_and(|o| rv(o.resource_version).is_some_and(|have| have < *want))
+        });
+        let done = p.created.is_empty() && p.deleted.is_empty() && p.updated.is_empty();
         if done {
-            // Nothing pending: drop the entry, so owners deleted meanwhile leave nothing behind.
-            self.forget(owner);
+            // Nothing pending: drop the entry (under the same lock), so owners deleted
+            // meanwhile leave nothing behind.
+            map.remove(owner);
         }
         done
     }
