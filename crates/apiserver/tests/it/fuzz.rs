@@ -340,6 +340,14 @@ const RESOURCES: &[(&str, &str)] = &[
     ("/apis/example.com/v2", "widgets"),
     ("/apis/apps/v1", "pods"),
     ("/apis/nope/v1", "things"),
+    ("/apis/rbac.authorization.k8s.io/v1", "roles"),
+    ("/apis/rbac.authorization.k8s.io/v1", "clusterroles"),
+    ("/apis/rbac.authorization.k8s.io/v1", "rolebindings"),
+    ("/apis/rbac.authorization.k8s.io/v1", "clusterrolebindings"),
+    ("/apis/authorization.k8s.io/v1", "selfsubjectaccessreviews"),
+    ("/apis/authorization.k8s.io/v1", "subjectaccessreviews"),
+    ("/apis/authorization.k8s.io/v1", "localsubjectaccessreviews"),
+    ("/apis/authorization.k8s.io/v1", "selfsubjectrulesreviews"),
 ];
 
 /// Paths that are not resources: discovery, OpenAPI, health.
@@ -353,6 +361,8 @@ const OTHER_PATHS: &[&str] = &[
     "/apis/example.com",
     "/apis/example.com/v1",
     "/apis/nope",
+    "/apis/authorization.k8s.io",
+    "/apis/authorization.k8s.io/v1",
     "/openapi/v2",
     "/openapi/v3",
     "/openapi/v3/api/v1",
@@ -1243,6 +1253,26 @@ fn request(g: &mut StdRng) -> Req {
     }
     if let Some(a) = accept(g) {
         headers.push(("accept", a.as_bytes().to_vec()));
+    }
+    // Now and then the admin acts as someone else, so RBAC decides (and refuses) for real.
+    if g.random_bool(0.1) {
+        let user = pick(
+            g,
+            &[
+                "vera",
+                "system:serviceaccount:default:default",
+                "system:serviceaccount:x",
+                "",
+                "system:masters",
+            ],
+        );
+        headers.push(("impersonate-user", user.as_bytes().to_vec()));
+        if g.random_bool(0.3) {
+            headers.push((
+                "impersonate-group",
+                pick(g, &["system:masters", "dev", ""]).as_bytes().to_vec(),
+            ));
+        }
     }
     let subresource = path.rsplit('/').next().filter(|s| SUBRESOURCES.contains(s)).unwrap_or("");
     let body = if method == "GET" && g.random_bool(0.9) {

@@ -22,6 +22,19 @@ async fn setup(t: &TestServer, ns: &str) {
     }
 }
 
+/// A kubeconfig for `t`'s server that authenticates with `token`.
+fn kubeconfig_with_token(t: &TestServer, token: &str) -> std::path::PathBuf {
+    use base64::Engine as _;
+    let ca = base64::engine::general_purpose::STANDARD.encode(t.server().ca_pem());
+    let path = t.data_dir().join("token-kubeconfig");
+    let kc = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n",
+        t.server().url()
+    );
+    std::fs::write(&path, kc).unwrap();
+    path
+}
+
 /// Runs kubectl as `user` and returns (success, stdout, stderr).
 async fn as_user(t: &TestServer, user: &str, args: &[&str]) -> (bool, String, String) {
     let mut all: Vec<&str> = args.to_vec();
@@ -309,6 +322,27 @@ async fn a_service_account_bound_to_a_role_gets_exactly_those_rights() {
         let (_, out, err) = as_user(&t, sa, &a).await;
         assert_eq!(out.trim(), if want { "yes" } else { "no" }, "{args:?}: {err}");
     }
+    // With the service account's own token (TokenRequest), not impersonated.
+    let token = t.kubectl_ok(&["create", "token", "bot", "-n", "apps"]).await.unwrap();
+    let kc = kubeconfig_with_token(&t, token.trim());
+    let bot = |args: &'static [&'static str]| {
+        let kc = kc.clone();
+        let home = t.data_dir();
+        async move {
+            let out = kinetic_testkit::kubectl(&kc, &home, args, None).await.unwrap();
+            (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    };
+    let (ok, err) = bot(&["get", "configmaps", "-n", "apps"]).await;
+    assert!(ok, "{err}");
+    let (ok, err) = bot(&["get", "secrets", "-n", "apps"]).await;
+    assert!(!ok);
+    assert!(
+        err.contains("secrets is forbidden: User \"system:serviceaccount:apps:bot\" cannot list resource \"secrets\" in API group \"\" in the namespace \"apps\""),
+        "{err}"
+    );
+    let (ok, err) = bot(&["get", "configmaps", "-n", "default"]).await;
+    assert!(!ok && err.contains("in the namespace \"default\""), "{err}");
     // And the requests themselves.
     let (ok, _, err) = as_user(&t, sa, &["get", "configmaps", "-n", "apps"]).await;
     assert!(ok, "{err}");
