@@ -174,6 +174,12 @@ async fn preview_recommends_auto_scales_and_status_says_why() {
     .await;
     assert_eq!(s, "FailedGetScale");
 
+    // The example applies as it is.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/autoscaling/ehpa.yaml");
+    server.kubectl_ok(&["apply", "-f", example.to_str().unwrap()]).await.unwrap();
+    server.kubectl_ok(&["delete", "-f", example.to_str().unwrap()]).await.unwrap();
+
     // Preview: the recommendation (3.5 pods of load at 1 per pod: 4) in status only.
     server.kubectl_stdin_ok(&["apply", "-f", "-"], CLONESET).await.unwrap();
     server.kubectl_stdin_ok(&["apply", "-f", "-"], &ehpa_manifest(addr, "Preview")).await.unwrap();
