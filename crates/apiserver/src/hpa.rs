@@ -3,11 +3,13 @@
 //! validation (`pkg/apis/autoscaling/validation`), a `status` subresource, short name `hpa`,
 //! category `all`. The controller that acts on it lives in `kinetic-controllers` (`hpa`).
 //!
-//! Not served: `autoscaling/v1` (its conversion keeps the v2-only fields in annotations, and
-//! the server has no per-version conversion for built-in kinds yet; kubectl ≥ 1.23 reads
-//! `v2`, and `kubectl autoscale` of kubectl ≥ 1.32 writes it).
+//! Not served: `autoscaling/v1`. Its conversion is [`v1`] (upstream's, the v2-only fields in
+//! annotations), but the server has no per-version conversion hook for built-in kinds yet;
+//! kubectl ≥ 1.23 reads `v2`, and `kubectl autoscale` of kubectl ≥ 1.32 writes it.
 
 use std::sync::Arc;
+
+pub mod v1;
 
 use kinetic_machinery::schema::{Schema, SchemaError};
 use serde_json::{Map, Value, json};
