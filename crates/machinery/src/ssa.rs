@@ -110,7 +110,12 @@ impl Types for BuiltinTypes {
     }
 
     fn atomic_object(&self, fields: &[&str]) -> bool {
-        ATOMIC_OBJECTS.iter().any(|p| crate::patch::pattern_matches(p, fields.iter().copied()))
+        // Called for every object of every write: first the last name, without allocating.
+        let Some(last) = fields.last() else { return false };
+        ATOMIC_OBJECTS.iter().any(|p| {
+            p.rsplit('.').next() == Some(*last)
+                && crate::patch::pattern_matches(p, fields.iter().copied())
+        })
     }
 
     fn key_default(&self, _fields: &[&str], key: &str) -> Option<Value> {
@@ -251,20 +256,19 @@ fn is_empty_container(v: Option<&Value>) -> bool {
 /// The fields of `obj` (upstream's `ToFieldSet`): its leaves, empty objects, atomic lists and
 /// objects, and the items of set and map lists. The type and server-set metadata are left out.
 pub fn field_set(obj: &Value, types: &dyn Types) -> FieldSet {
-    fn walk(
-        v: &Value,
-        fields: &mut Vec<String>,
+    fn walk<'a>(
+        v: &'a Value,
+        fields: &mut Vec<&'a str>,
         path: &mut Path,
         types: &dyn Types,
         out: &mut FieldSet,
     ) {
-        let names: Vec<&str> = fields.iter().map(String::as_str).collect();
         match v {
             Value::Object(m)
-                if !m.is_empty() && (path.is_empty() || !types.atomic_object(&names)) =>
+                if !m.is_empty() && (path.is_empty() || !types.atomic_object(fields)) =>
             {
                 for (k, c) in m {
-                    fields.push(k.clone());
+                    fields.push(k);
                     path.push(format!("f:{k}"));
                     walk(c, fields, path, types, out);
                     path.pop();
@@ -272,8 +276,8 @@ pub fn field_set(obj: &Value, types: &dyn Types) -> FieldSet {
                 }
             }
             Value::Array(items) if !path.is_empty() => {
-                let lt = types.list(&names);
-                match keyed(items, &lt, &names, types) {
+                let lt = types.list(fields);
+                match keyed(items, &lt, fields, types) {
                     Some(keyed) => {
                         for (el, item) in keyed {
                             path.push(el);
@@ -296,16 +300,16 @@ pub fn field_set(obj: &Value, types: &dyn Types) -> FieldSet {
         }
     }
     /// The fields of a map list's item (the item itself is already a member).
-    fn walk_children(
-        item: &Value,
-        fields: &mut Vec<String>,
+    fn walk_children<'a>(
+        item: &'a Value,
+        fields: &mut Vec<&'a str>,
         path: &mut Path,
         types: &dyn Types,
         out: &mut FieldSet,
     ) {
         if let Value::Object(m) = item {
             for (k, c) in m {
-                fields.push(k.clone());
+                fields.push(k);
                 path.push(format!("f:{k}"));
                 walk(c, fields, path, types, out);
                 path.pop();
@@ -336,17 +340,15 @@ impl Comparison {
 /// Compares `old` with `new` field by field (upstream's `TypedValue.Compare`): leaves that
 /// appear, change or go, and list items that appear or go.
 pub fn compare(old: Option<&Value>, new: Option<&Value>, types: &dyn Types) -> Comparison {
-    #[allow(clippy::too_many_lines)]
-    fn walk(
-        l: Option<&Value>,
-        r: Option<&Value>,
-        fields: &mut Vec<String>,
+    fn walk<'a>(
+        l: Option<&'a Value>,
+        r: Option<&'a Value>,
+        fields: &mut Vec<&'a str>,
         path: &mut Path,
         types: &dyn Types,
         c: &mut Comparison,
     ) {
-        let names: Vec<&str> = fields.iter().map(String::as_str).collect();
-        let leaf = |c: &mut Comparison| match (l, r) {
+        let leaf = |c: &mut Comparison, path: &Path| match (l, r) {
             (None, Some(_)) => {
                 c.added.insert(path.clone());
             }
@@ -362,32 +364,22 @@ pub fn compare(old: Option<&Value>, new: Option<&Value>, types: &dyn Types) -> C
         let object = |v: Option<&Value>| v.is_none_or(Value::is_object);
         let array = |v: Option<&Value>| v.is_none_or(Value::is_array);
         if object(l) && object(r) && !(l.is_none() && r.is_none()) {
-            if (both_empty || types.atomic_object(&names)) && !path.is_empty() {
-                return leaf(c);
+            if !path.is_empty() && (both_empty || types.atomic_object(fields)) {
+                return leaf(c, path);
             }
-            let empty = Map::new();
-            let lm = l.and_then(Value::as_object).unwrap_or(&empty);
-            let rm = r.and_then(Value::as_object).unwrap_or(&empty);
-            let keys: BTreeSet<&String> = lm.keys().chain(rm.keys()).collect();
-            for k in keys {
-                fields.push(k.clone());
-                path.push(format!("f:{k}"));
-                walk(lm.get(k), rm.get(k), fields, path, types, c);
-                path.pop();
-                fields.pop();
-            }
+            fields_of(l, r, fields, path, types, c);
             return;
         }
         if array(l) && array(r) && !path.is_empty() && !both_empty {
-            let lt = types.list(&names);
+            let lt = types.list(fields);
             let none: &[Value] = &[];
             let la = l.and_then(Value::as_array).map_or(none, Vec::as_slice);
             let ra = r.and_then(Value::as_array).map_or(none, Vec::as_slice);
             if let (Some(lk), Some(rk)) =
-                (keyed(la, &lt, &names, types), keyed(ra, &lt, &names, types))
+                (keyed(la, &lt, fields, types), keyed(ra, &lt, fields, types))
             {
-                let lmap: BTreeMap<&String, &Value> = lk.iter().map(|(k, v)| (k, *v)).collect();
-                let rmap: BTreeMap<&String, &Value> = rk.iter().map(|(k, v)| (k, *v)).collect();
+                let lmap: BTreeMap<&String, &'a Value> = lk.iter().map(|(k, v)| (k, *v)).collect();
+                let rmap: BTreeMap<&String, &'a Value> = rk.iter().map(|(k, v)| (k, *v)).collect();
                 let els: BTreeSet<&String> = lmap.keys().chain(rmap.keys()).copied().collect();
                 for el in els {
                     let (li, ri) = (lmap.get(el).copied(), rmap.get(el).copied());
@@ -402,17 +394,7 @@ pub fn compare(old: Option<&Value>, new: Option<&Value>, types: &dyn Types) -> C
                         _ => {}
                     }
                     if matches!(lt, ListType::Map(_)) {
-                        let empty = Map::new();
-                        let lm = li.and_then(Value::as_object).unwrap_or(&empty);
-                        let rm = ri.and_then(Value::as_object).unwrap_or(&empty);
-                        let keys: BTreeSet<&String> = lm.keys().chain(rm.keys()).collect();
-                        for k in keys {
-                            fields.push(k.clone());
-                            path.push(format!("f:{k}"));
-                            walk(lm.get(k), rm.get(k), fields, path, types, c);
-                            path.pop();
-                            fields.pop();
-                        }
+                        fields_of(li, ri, fields, path, types, c);
                     }
                     path.pop();
                 }
@@ -420,7 +402,27 @@ pub fn compare(old: Option<&Value>, new: Option<&Value>, types: &dyn Types) -> C
             }
         }
         if !path.is_empty() {
-            leaf(c);
+            leaf(c, path);
+        }
+    }
+    /// Compares the members of two objects (either may be absent or not an object).
+    fn fields_of<'a>(
+        l: Option<&'a Value>,
+        r: Option<&'a Value>,
+        fields: &mut Vec<&'a str>,
+        path: &mut Path,
+        types: &dyn Types,
+        c: &mut Comparison,
+    ) {
+        let (lm, rm) = (l.and_then(Value::as_object), r.and_then(Value::as_object));
+        let keys: BTreeSet<&'a String> =
+            lm.into_iter().flat_map(Map::keys).chain(rm.into_iter().flat_map(Map::keys)).collect();
+        for k in keys {
+            fields.push(k);
+            path.push(format!("f:{k}"));
+            walk(lm.and_then(|m| m.get(k)), rm.and_then(|m| m.get(k)), fields, path, types, c);
+            path.pop();
+            fields.pop();
         }
     }
     let mut c = Comparison::default();
@@ -447,11 +449,10 @@ fn clean(v: &Value) -> Value {
 /// the configuration's new ones in its order, as upstream's `mergingWalker.visitListItems`),
 /// everything else replaced.
 pub fn merge(live: &Value, config: &Value, types: &dyn Types) -> Value {
-    fn walk(l: &Value, r: &Value, fields: &mut Vec<String>, types: &dyn Types) -> Value {
-        let names: Vec<&str> = fields.iter().map(String::as_str).collect();
+    fn walk<'a>(l: &Value, r: &'a Value, fields: &mut Vec<&'a str>, types: &dyn Types) -> Value {
         match (l, r) {
             (Value::Object(lm), Value::Object(rm))
-                if fields.is_empty() || !types.atomic_object(&names) =>
+                if fields.is_empty() || !types.atomic_object(fields) =>
             {
                 let mut out = lm.clone();
                 for (k, rv) in rm {
@@ -459,7 +460,7 @@ pub fn merge(live: &Value, config: &Value, types: &dyn Types) -> Value {
                         out.remove(k);
                         continue;
                     }
-                    fields.push(k.clone());
+                    fields.push(k);
                     let v = match lm.get(k) {
                         Some(lv) => walk(lv, rv, fields, types),
                         None => clean(rv),
@@ -470,9 +471,9 @@ pub fn merge(live: &Value, config: &Value, types: &dyn Types) -> Value {
                 Value::Object(out)
             }
             (Value::Array(la), Value::Array(ra)) if !fields.is_empty() => {
-                let lt = types.list(&names);
+                let lt = types.list(fields);
                 let (Some(lk), Some(rk)) =
-                    (keyed(la, &lt, &names, types), keyed(ra, &lt, &names, types))
+                    (keyed(la, &lt, fields, types), keyed(ra, &lt, fields, types))
                 else {
                     return clean(r);
                 };
