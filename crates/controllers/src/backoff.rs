@@ -1,6 +1,6 @@
 //! Per-object back-off for failed reconciles (client-go's `ItemExponentialFailureRateLimiter`:
-//! 5 ms doubled on every consecutive failure; capped at 60 s here, as `kinetic-workloads`'
-//! queue does, where client-go caps at 1,000 s).
+//! 5 ms doubled on every consecutive failure; capped at 60 s here, where client-go caps at
+//! 1,000 s).
 //!
 //! kube-runtime's `error_policy` only picks the next requeue; a watch event on an object the
 //! controller owns still triggers a reconcile at once. When a failing reconcile itself causes

@@ -386,3 +386,35 @@ metadata:
     assert!(api.get_opt("lock").await.unwrap().is_some(), "leader-election locks are kept");
     env.stop().await;
 }
+
+/// Regression for the move onto kube-runtime, whose triggers see only an object's new version:
+/// a pod relabelled away from a Service must still leave that Service's Endpoints and slices
+/// (upstream's update handler queues the Services of the old labels too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relabelled_pod_leaves_the_endpoints_and_slices_of_the_service_that_selected_it() {
+    let env = Env::start().await;
+    env.apply(SERVICE).await;
+    for name in ["a", "b"] {
+        env.apply(&pod_yaml(name, "node-1")).await;
+    }
+    let client = &env.client;
+    set_status(client, "default", "a", "10.1.0.1", true).await;
+    set_status(client, "default", "b", "10.1.0.2", true).await;
+    eventually("both pods in the endpoints", || async {
+        let v = endpoints_view(client, "web").await?;
+        let want = json!([{"ready": ["10.1.0.1", "10.1.0.2"], "notReady": [], "ports": [["http", 8080, "TCP"]]}]);
+        if v == want { Ok(()) } else { Err(v.to_string()) }
+    })
+    .await;
+    env.kubectl(&["label", "pod", "b", "app=other", "--overwrite"]).await;
+    eventually("b gone from the endpoints and the slice", || async {
+        let e = endpoints_view(client, "web").await?;
+        let want_e =
+            json!([{"ready": ["10.1.0.1"], "notReady": [], "ports": [["http", 8080, "TCP"]]}]);
+        let v = slice_view(client, "web").await;
+        let want = json!([["10.1.0.1", true, true, false, "a", "node-1"]]);
+        if e == want_e && v == want { Ok(()) } else { Err(format!("{e} {v}")) }
+    })
+    .await;
+    env.stop().await;
+}
