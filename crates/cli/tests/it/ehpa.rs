@@ -198,9 +198,17 @@ async fn ehpa_scales_a_cloneset_out_before_each_rise_of_a_periodic_load() {
     // The first rise comes before any history: scaled reactively, after it.
     let (_, first, _) = report[0];
     assert!(first.is_some_and(|d| d >= 0.0), "the first rise is met reactively: {report:?}");
-    // The last two rises come after two full cycles (32 samples and the lags the period test
-    // needs): scaled out before them.
-    for (rise, scaled, _) in &report[report.len() - 2..] {
+    // A rise is forecast once the history holds the samples the period test needs before it:
+    // 36 one-second samples for a 16 s period (two cycles, and the autocorrelation up to lag
+    // 16 + 2) plus the lead time. The history started when the controller first read the
+    // metric, `historySamples` seconds before the end. Every such rise is scaled out before
+    // it comes (here the last two; on a slower host at least the last).
+    let v: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let samples = v["prediction"]["historySamples"].as_f64().unwrap_or(0.0);
+    let first_sample = start.elapsed().as_secs_f64() - samples;
+    let eligible: Vec<_> = report.iter().filter(|r| r.0 - first_sample >= 36.0 + 3.0).collect();
+    assert!(!eligible.is_empty(), "no rise after 36 s of history ({first_sample:.1} s): {status}");
+    for (rise, scaled, _) in eligible {
         assert!(
             scaled.is_some_and(|d| d < 0.0),
             "scaled out before the rise at {rise}s: {report:?}\n{status}"
