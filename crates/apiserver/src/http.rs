@@ -1203,7 +1203,9 @@ mod tests {
     #[test]
     fn attributes_from_the_path_as_upstreams_request_info() {
         let user = crate::auth::UserInfo::default;
-        let cases: &[(&str, &str, &str, &str, &str, &str, &str, &str)] = &[
+        type S = &'static str;
+        type Case = (S, S, S, S, S, S, S, S);
+        let cases: &[Case] = &[
             // method, path, verb, namespace, group, resource, name, subresource
             ("GET", "/api/v1/namespaces/other/pods/foo", "get", "other", "", "pods", "foo", ""),
             ("GET", "/api/v1/namespaces/other/pods", "list", "other", "", "pods", "", ""),
