@@ -1218,7 +1218,7 @@ impl Api {
     ) -> ApiResult<Value> {
         let paths = res.scale.clone().ok_or_else(ApiError::page_not_found)?;
         let written = self
-            .update_with(res, ns, name, None, opts, |cur| {
+            .update_with(res, ns, name, Some("scale"), opts, |cur| {
                 let scale = scale_of_new(self.scale_of(res, cur)?)?;
                 let replicas = scale.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0);
                 if replicas < 0 {

@@ -463,3 +463,29 @@ async fn the_demo_manifests_apply_server_side_and_reapply_unchanged() {
         assert_eq!(rv, versions[i], "{kind}/{name}: a second apply of the same manifest wrote");
     }
 }
+
+#[tokio::test]
+async fn a_scale_write_is_recorded_under_the_scale_subresource() {
+    // Upstream records writes through /scale as their manager's with subresource "scale", so
+    // an apply that changes replicas afterwards names it so (kubectl scale sends no
+    // fieldManager: its manager is its User-Agent's "kubectl", an Update, not the applier).
+    let t = TestServer::start().await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "--server-side", "-f", "-"], &deployment(1, "nginx:1", false))
+        .await
+        .unwrap();
+    t.kubectl_ok(&["scale", "deployment", "web", "--replicas=4"]).await.unwrap();
+    let out = t
+        .kubectl_stdin(
+            &["apply", "--server-side", "-f", "-"],
+            Some(&deployment(2, "nginx:1", false)),
+        )
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(
+            r#"conflict with "kubectl" with subresource "scale" using apps/v1: .spec.replicas"#
+        ),
+        "{err}"
+    );
+}
