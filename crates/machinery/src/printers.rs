@@ -214,6 +214,18 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             age,
         ],
         ("", "ServiceAccount") => vec![name, Column::string("Secrets", D_SA_SECRETS), age],
+        // Upstream's RBAC printers (`printRole`, `printRoleBinding`).
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
+            vec![name, Column::string("Created At", "Time at which the object was created.")]
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => vec![
+            name,
+            Column::string("Role", "Role referenced by this binding."),
+            age,
+            Column::string("Users", "Users in the binding.").wide(),
+            Column::string("Groups", "Groups in the binding.").wide(),
+            Column::string("ServiceAccounts", "ServiceAccounts in the binding.").wide(),
+        ],
         ("", "PersistentVolume") => vec![
             name,
             Column::string("Capacity", "The capacity of the volume."),
@@ -383,6 +395,34 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value>
             vec![name, json!(text(obj, "/type")), json!(count(obj, "/data")), age]
         }
         ("", "ServiceAccount") => vec![name, json!(count(obj, "/secrets")), age],
+        ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
+            vec![name, json!(text(obj, "/metadata/creationTimestamp"))]
+        }
+        ("rbac.authorization.k8s.io", "RoleBinding" | "ClusterRoleBinding") => {
+            let role = format!("{}/{}", text(obj, "/roleRef/kind"), text(obj, "/roleRef/name"));
+            let subjects = |kind: &str| {
+                let names: Vec<String> = obj
+                    .get("subjects")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| text(s, "/kind") == kind)
+                    .map(|s| match text(s, "/namespace") {
+                        ns if kind == "ServiceAccount" => format!("{ns}/{}", text(s, "/name")),
+                        _ => text(s, "/name").to_owned(),
+                    })
+                    .collect();
+                json!(names.join(", "))
+            };
+            vec![
+                name,
+                json!(role),
+                age,
+                subjects("User"),
+                subjects("Group"),
+                subjects("ServiceAccount"),
+            ]
+        }
         ("", "PersistentVolume") => {
             let claim = match obj.pointer("/spec/claimRef") {
                 Some(c) => format!("{}/{}", text(c, "/namespace"), text(c, "/name")),
@@ -1630,6 +1670,8 @@ mod tests {
             ("", "ConfigMap"),
             ("", "Secret"),
             ("", "ServiceAccount"),
+            ("rbac.authorization.k8s.io", "ClusterRole"),
+            ("rbac.authorization.k8s.io", "RoleBinding"),
             ("", "PersistentVolume"),
             ("", "PersistentVolumeClaim"),
             ("storage.k8s.io", "StorageClass"),
@@ -1672,6 +1714,8 @@ mod tests {
             ConfigMap: NAME | DATA | AGE
             Secret: NAME | TYPE | DATA | AGE
             ServiceAccount: NAME | SECRETS | AGE
+            ClusterRole: NAME | CREATED AT
+            RoleBinding: NAME | ROLE | AGE | USERS* | GROUPS* | SERVICEACCOUNTS*
             PersistentVolume: NAME | CAPACITY | ACCESS MODES | RECLAIM POLICY | STATUS | CLAIM | STORAGECLASS | VOLUMEATTRIBUTESCLASS | REASON | AGE | VOLUMEMODE*
             PersistentVolumeClaim: NAME | STATUS | VOLUME | CAPACITY | ACCESS MODES | STORAGECLASS | VOLUMEATTRIBUTESCLASS | AGE | VOLUMEMODE*
             StorageClass: NAME | PROVISIONER | RECLAIMPOLICY | VOLUMEBINDINGMODE | ALLOWVOLUMEEXPANSION | AGE

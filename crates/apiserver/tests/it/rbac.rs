@@ -86,6 +86,11 @@ async fn a_view_user_cannot_read_secrets_or_create_pods() {
     let (ok, _, err) = as_user(&t, "vera", &["get", "--raw", "/metrics"]).await;
     assert!(!ok);
     assert!(err.contains("forbidden: User \"vera\" cannot get path \"/metrics\""), "{err}");
+    // Bindings print as upstream's table: the role and, wide, the subjects.
+    let table = t.kubectl_ok(&["get", "rolebindings", "-n", "team", "-o", "wide"]).await.unwrap();
+    let row: Vec<&str> =
+        table.lines().find(|l| l.starts_with("vera-view")).unwrap().split_whitespace().collect();
+    assert_eq!((row[1], row[3]), ("ClusterRole/view", "vera"), "{table}");
     // Removing the binding removes the rights.
     t.kubectl_ok(&["delete", "rolebinding", "vera-view", "-n", "team"]).await.unwrap();
     let (ok, _, _) = as_user(&t, "vera", &["get", "pods", "-n", "team"]).await;
