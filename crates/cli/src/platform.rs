@@ -174,7 +174,7 @@ impl Platform {
         }
         self.agent.shutdown().await;
         self.server.shutdown().await;
-        sweep(self.dir.path());
+        kinetic_testkit::cleanup::sweep(self.dir.path());
         delete_bridge(&self.bridge);
     }
 }
@@ -225,39 +225,6 @@ async fn delete_all_pods(client: &kube::Client, node_pods: &Path) -> anyhow::Res
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Ok(())
-}
-
-/// Removes what the agent left under `dir`: runc containers of the runc roots there, the
-/// network namespaces of pods with a directory there, and mounts under `dir` (deepest first).
-fn sweep(dir: &Path) {
-    for root in [dir.join("node/runc"), dir.join("floor-runc")] {
-        let Ok(entries) = std::fs::read_dir(&root) else { continue };
-        for id in entries.flatten().map(|e| e.file_name()) {
-            let _ = std::process::Command::new("runc")
-                .arg("--root")
-                .arg(&root)
-                .args(["delete", "-f"])
-                .arg(&id)
-                .output();
-        }
-    }
-    if let Ok(pods) = std::fs::read_dir(dir.join("node/pods")) {
-        for uid in pods.flatten().map(|e| e.file_name()) {
-            let netns = format!("kinetic-{}", uid.to_string_lossy());
-            let _ = std::process::Command::new("ip").args(["netns", "delete", &netns]).output();
-        }
-    }
-    let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .filter(|m| Path::new(m).starts_with(dir))
-        .map(str::to_owned)
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
-    for m in mounts {
-        let _ = std::process::Command::new("umount").args(["-l", &m]).output();
-    }
 }
 
 fn delete_bridge(bridge: &str) {

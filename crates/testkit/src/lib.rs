@@ -4,6 +4,7 @@
 //!
 //! Nothing here fakes the server: tests talk HTTPS to the same code `kinetic up` runs.
 
+pub mod cleanup;
 pub mod images;
 pub mod net;
 pub mod registry;

@@ -74,11 +74,8 @@ pub async fn start_with(sub: &str, dir: &Path, port: u16, extra: &[&str]) -> Kin
 
 /// `kinetic up` with its node agent named `node` on the network slot `slot` (its own bridge and
 /// pod CIDR), data in a fresh directory under /var/tmp (returned, removed on drop).
-pub async fn up_with_node(
-    node: &str,
-    slot: &kinetic_testkit::net::NetSlot,
-) -> (Kinetic, tempfile::TempDir) {
-    let dir = tempfile::Builder::new().prefix("kinetic-up-it").tempdir_in("/var/tmp").unwrap();
+pub async fn up_with_node(node: &str, slot: &kinetic_testkit::net::NetSlot) -> (Kinetic, UpDir) {
+    let dir = UpDir::new();
     let up = start_with(
         "up",
         dir.path(),
@@ -96,6 +93,35 @@ pub async fn up_with_node(
     )
     .await;
     (up, dir)
+}
+
+/// The data directory of a `kinetic up` with a node agent. Dropped — when its test ends,
+/// passes, fails or panics — it kills the `kinetic up` still running on it and takes down the
+/// containers, network namespaces and mounts its agent left (they outlive the agent by design),
+/// then removes the directory. Before, a failed test's pods ran on for as long as the host did.
+pub struct UpDir(tempfile::TempDir);
+
+impl UpDir {
+    pub fn new() -> Self {
+        Self(tempfile::Builder::new().prefix("kinetic-up-it").tempdir_in("/var/tmp").unwrap())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Default for UpDir {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for UpDir {
+    fn drop(&mut self) {
+        kinetic_testkit::cleanup::kill_owners(self.0.path());
+        kinetic_testkit::cleanup::sweep(self.0.path());
+    }
 }
 
 /// `kubectl ARGS` against `up`, asserting success; its stdout.

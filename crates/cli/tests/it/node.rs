@@ -185,7 +185,7 @@ async fn kinetic_up_killed_and_restarted_keeps_container_logs_streaming() {
     let slot = NetSlot::take();
     let registry = Registry::start().await.unwrap();
     let image = kinetic_testkit::images::busybox(&registry, "ticker", "v1", &[]).await.unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-up-it").tempdir_in("/var/tmp").unwrap();
+    let dir = crate::UpDir::new();
     let port = crate::free_port();
     let args = [
         "--node-name",
@@ -269,4 +269,61 @@ async fn kinetic_up_killed_and_restarted_keeps_container_logs_streaming() {
     assert!(seen.iter().copied().eq(1..=seen.len() as u32), "a line was lost: {seen:?}");
     kubectl(&up, h, &["delete", "pod", "ticker", "--grace-period=1", "--timeout=30s"]).await;
     drop(up);
+}
+
+/// Regression: a `kinetic up` test that ended with its pods running (failed, panicked, or just
+/// never deleted them) left the containers running for as long as the host did — their shims
+/// outlive the agent by design. Dropping the test's [`crate::UpDir`] must take them down: no
+/// process in the pod's cgroups, no shim, no network namespace, no mount under the directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_tests_up_dir_takes_its_running_pods_down() {
+    let slot = NetSlot::take();
+    let registry = Registry::start().await.unwrap();
+    let image = kinetic_testkit::images::busybox(&registry, "left", "v1", &[]).await.unwrap();
+    let (up, dir) = crate::up_with_node("node-left", &slot).await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    for _ in 0..100 {
+        if kubectl(&up, h, &["get", "nodes", "-o", "name"]).await.contains("node/node-left") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let run = ["run", "left", &format!("--image={image}"), "--command", "--", "sleep", "3600"];
+    kubectl(&up, h, &run).await;
+    kubectl(&up, h, &["wait", "--for=condition=Ready", "pod/left", "--timeout=60s"]).await;
+    let uid = kubectl(&up, h, &["get", "pod", "left", "-o", "jsonpath={.metadata.uid}"]).await;
+    let path = dir.path().to_owned();
+    let cgroups = || -> Vec<String> {
+        std::fs::read_dir("/sys/fs/cgroup/pids/kinetic")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&uid)))
+            .flat_map(|p| {
+                std::fs::read_to_string(p.join("cgroup.procs"))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    assert!(!cgroups().is_empty(), "the pod's container runs before the drop");
+    // The test ends with its pod running: `kinetic up` is still up when the directory drops
+    // first, as with `let (up, _dir) = ...`.
+    drop(dir);
+    drop(up);
+    assert_eq!(cgroups(), Vec::<String>::new(), "container processes left running");
+    let shims = std::process::Command::new("pgrep")
+        .args(["-f", &format!("{}/", path.display())])
+        .output()
+        .unwrap();
+    assert!(shims.stdout.is_empty(), "processes left: {}", String::from_utf8_lossy(&shims.stdout));
+    let netns = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    assert!(!String::from_utf8_lossy(&netns.stdout).contains(&uid), "network namespace left");
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&path.display().to_string()), "mounts left under {}", path.display());
+    assert!(!path.exists(), "{} left", path.display());
 }
