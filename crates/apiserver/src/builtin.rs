@@ -401,6 +401,7 @@ fn strategy(kind: &str) -> Arc<dyn Strategy> {
         "ReplicaSet" => Arc::new(WorkloadStrategy { deployment: false }),
         "Service" => Arc::new(ServiceStrategy),
         "Secret" => Arc::new(SecretStrategy),
+        "ServiceAccount" => Arc::new(crate::serviceaccount::ServiceAccountStrategy),
         "Endpoints" => Arc::new(EndpointsStrategy),
         "EndpointSlice" => Arc::new(EndpointSliceStrategy),
         "Event" => Arc::new(EventStrategy),

@@ -148,8 +148,7 @@ pub async fn run_all_tracked(
     let serving =
         r.track("serving", kinetic_controllers::serving::run(client.clone(), until(stop.clone())));
     let hpa = r.track("hpa", kinetic_controllers::hpa::run(client.clone(), until(stop.clone())));
-    let ehpa =
-        r.track("ehpa", kinetic_controllers::ehpa::run(client.clone(), until(stop.clone())));
+    let ehpa = r.track("ehpa", kinetic_controllers::ehpa::run(client.clone(), until(stop.clone())));
     // The two autoscalers' controllers end together.
     let hpa = async {
         let (a, b) = tokio::join!(hpa, ehpa);
