@@ -264,33 +264,6 @@ async fn reconcile(
         .await
 }
 
-/// How long `p` took to start: its timeline (first sight to Ready), else creation to the Ready
-/// condition's transition (one-second resolution). `None` while not Ready.
-fn startup_of(p: &Pod) -> Option<Duration> {
-    let ann = p.metadata.annotations.as_ref();
-    if let Some(tl) = ann
-        .and_then(|a| a.get(kinetic_api::timeline::ANNOTATION))
-        .and_then(|s| serde_json::from_str::<kinetic_api::timeline::Timeline>(s).ok())
-    {
-        let created = tl.created.or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        if let (Some(c), Some(r)) = (created, tl.ready) {
-            return Duration::try_from(r.duration_since(c)).ok();
-        }
-    }
-    let created = p.metadata.creation_timestamp.as_ref()?.0;
-    let ready = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?
-        .last_transition_time
-        .as_ref()?
-        .0;
-    Duration::try_from(ready.duration_since(created)).ok()
-}
-
 /// One metric's reading: the reactive outcome, its status entry, and for the forecast its
 /// total and what one replica handles at the target.
 struct Reading {
@@ -591,7 +564,7 @@ async fn reconcile_pass(
             if s.startups.iter().any(|(n, _)| *n == name) {
                 continue;
             }
-            if let Some(d) = startup_of(p) {
+            if let Some(d) = crate::util::startup_of(p) {
                 s.startups.push((name, u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
                 if s.startups.len() > MAX_STARTUPS {
                     s.startups.remove(0);

@@ -1,6 +1,6 @@
-//! Helpers shared by the built-in controllers ([`crate::apps`], [`crate::network`]): label
-//! selectors, owner references, semantic equality, the error of one reconcile, and running
-//! several controllers under one shutdown signal.
+//! Helpers shared by the controllers ([`crate::apps`], [`crate::network`], the pool and the
+//! EHPA): label selectors, owner references, semantic equality, the error of one reconcile,
+//! running several controllers under one shutdown signal, and a pod's start-up time.
 
 use std::collections::BTreeMap;
 
@@ -237,6 +237,33 @@ where
         })
         .try_flatten();
     (reader, stream)
+}
+
+/// How long `p` took to start (the pool's sizing and the EHPA's lead time read it): its timeline (first sight to Ready), else creation to the Ready
+/// condition's transition (one-second resolution). `None` while not Ready.
+pub(crate) fn startup_of(p: &k8s_openapi::api::core::v1::Pod) -> Option<std::time::Duration> {
+    let ann = p.metadata.annotations.as_ref();
+    if let Some(tl) = ann
+        .and_then(|a| a.get(kinetic_api::timeline::ANNOTATION))
+        .and_then(|s| serde_json::from_str::<kinetic_api::timeline::Timeline>(s).ok())
+    {
+        let created = tl.created.or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+        if let (Some(c), Some(r)) = (created, tl.ready) {
+            return std::time::Duration::try_from(r.duration_since(c)).ok();
+        }
+    }
+    let created = p.metadata.creation_timestamp.as_ref()?.0;
+    let ready = p
+        .status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?
+        .last_transition_time
+        .as_ref()?
+        .0;
+    std::time::Duration::try_from(ready.duration_since(created)).ok()
 }
 
 #[cfg(test)]

@@ -217,33 +217,6 @@ fn new_pod(pool: &PodPool, hash: &str) -> Pod {
     Pod { metadata: meta, spec: pool.spec.template.spec.clone(), status: None }
 }
 
-/// How long `p` took to start: its timeline (first sight to Ready), else creation to the Ready
-/// condition's transition (one-second resolution).
-fn startup_of(p: &Pod) -> Option<Duration> {
-    let ann = p.metadata.annotations.as_ref();
-    if let Some(tl) = ann
-        .and_then(|a| a.get(kinetic_api::timeline::ANNOTATION))
-        .and_then(|s| serde_json::from_str::<kinetic_api::timeline::Timeline>(s).ok())
-    {
-        let created = tl.created.or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
-        if let (Some(c), Some(r)) = (created, tl.ready) {
-            return Duration::try_from(r.duration_since(c)).ok();
-        }
-    }
-    let created = p.metadata.creation_timestamp.as_ref()?.0;
-    let ready = p
-        .status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready" && c.status == "True")?
-        .last_transition_time
-        .as_ref()?
-        .0;
-    Duration::try_from(ready.duration_since(created)).ok()
-}
-
 /// Why the node agent could not specialise `p`, from its timeline.
 fn specialization_failure(p: &Pod) -> String {
     p.annotations()
@@ -474,7 +447,7 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
         if !is_ready(p) || startups.iter().any(|s| s.pod == p.name_any()) {
             continue;
         }
-        if let Some(d) = startup_of(p) {
+        if let Some(d) = crate::util::startup_of(p) {
             let millis = i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             startups.push(StartupRecord { pod: p.name_any(), millis });
         }
@@ -570,16 +543,16 @@ mod tests {
             "metadata": {"name": "a", "creationTimestamp": "2026-12-06T10:00:00Z",
                          "annotations": {kinetic_api::timeline::ANNOTATION: tl.to_string()}},
         }));
-        assert_eq!(startup_of(&with_timeline), Some(Duration::from_millis(750)));
+        assert_eq!(crate::util::startup_of(&with_timeline), Some(Duration::from_millis(750)));
         let without = pod(json!({
             "metadata": {"name": "b", "creationTimestamp": "2026-12-06T10:00:00Z"},
             "status": {"conditions": [{"type": "Ready", "status": "True",
                                        "lastTransitionTime": "2026-12-06T10:00:03Z"}]},
         }));
-        assert_eq!(startup_of(&without), Some(Duration::from_secs(3)));
+        assert_eq!(crate::util::startup_of(&without), Some(Duration::from_secs(3)));
         let not_ready =
             pod(json!({"metadata": {"name": "c", "creationTimestamp": "2026-12-06T10:00:00Z"}}));
-        assert_eq!(startup_of(&not_ready), None);
+        assert_eq!(crate::util::startup_of(&not_ready), None);
     }
 
     #[test]
