@@ -3,9 +3,9 @@
 //! validation (`pkg/apis/autoscaling/validation`), a `status` subresource, short name `hpa`,
 //! category `all`. The controller that acts on it lives in `kinetic-controllers` (`hpa`).
 //!
-//! Not served: `autoscaling/v1`. Its conversion is [`v1`] (upstream's, the v2-only fields in
-//! annotations), but the server has no per-version conversion hook for built-in kinds yet;
-//! kubectl ≥ 1.23 reads `v2`, and `kubectl autoscale` of kubectl ≥ 1.32 writes it.
+//! `autoscaling/v1` is served beside it, stored as v2: the strategy's conversion hooks
+//! (`to_served`, `to_stored`) call [`v1`] (upstream's conversion, the v2-only fields in
+//! annotations) on every read and write through v1.
 
 use std::sync::Arc;
 
@@ -58,15 +58,28 @@ pub fn register(registry: &Registry) -> Result<(), SchemaError> {
         printer: Printer::Builtin,
         storage: storage_key(GROUP, "horizontalpodautoscalers"),
         field_selectors: vec![],
-        strategy: Arc::new(HpaStrategy),
+        strategy: Arc::new(HpaStrategy { v1: false }),
     });
+    // `autoscaling/v1` beside it, stored as v2 and converted both ways by [`v1`] (upstream
+    // serves both; v2, registered first, stays the preferred version). Its schema is v2's: the
+    // rules run on the object after conversion to the stored shape.
+    let v2 = registry.get(GROUP, "v2", "horizontalpodautoscalers");
+    if let Some(v2) = v2 {
+        let mut v1 = (*v2).clone();
+        v1.version = "v1".to_owned();
+        v1.strategy = Arc::new(HpaStrategy { v1: true });
+        registry.add(v1);
+    }
     Ok(())
 }
 
 /// The HorizontalPodAutoscaler's registry strategy: defaults and validation; status is a
-/// subresource (handled generically).
+/// subresource (handled generically). `v1`: the strategy of the `autoscaling/v1` endpoints,
+/// which convert to and from the stored v2.
 #[derive(Debug)]
-struct HpaStrategy;
+struct HpaStrategy {
+    v1: bool,
+}
 
 impl Strategy for HpaStrategy {
     /// Spec writes bump `metadata.generation`, which the controller reports back as
@@ -82,7 +95,25 @@ impl Strategy for HpaStrategy {
     fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
         validate(obj)
     }
+
+    fn to_served(&self, stored: &Value) -> Option<Value> {
+        self.v1.then(|| v1::to_v1(stored))
+    }
+
+    /// A body that came through v1 (or names no version) is converted; one already in the
+    /// stored shape (the server's own writes of a stored object) is left alone.
+    fn to_stored(&self, obj: &mut Value) {
+        if self.v1 && obj.get("apiVersion").and_then(Value::as_str) != Some(STORED_API_VERSION) {
+            *obj = v1::from_v1(obj);
+        }
+    }
+
+    fn stored_api_version(&self) -> Option<&'static str> {
+        self.v1.then_some(STORED_API_VERSION)
+    }
 }
+
+const STORED_API_VERSION: &str = "autoscaling/v2";
 
 /// The object at `key`, created empty when missing or not an object.
 fn obj_mut<'a>(v: &'a mut Value, key: &str) -> Option<&'a mut Map<String, Value>> {

@@ -240,6 +240,9 @@ impl Api {
     /// The stored object as the requested version serves it (CRD versions differ only in
     /// `apiVersion`: conversion strategy `None`).
     pub fn served_json(&self, res: &Resource, s: &Stored) -> Bytes {
+        if let Some(v) = res.strategy.to_served(&s.value) {
+            return serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| s.json.clone());
+        }
         if s.value.get("apiVersion").and_then(Value::as_str) == Some(res.api_version().as_str()) {
             return s.json.clone();
         }
@@ -249,6 +252,9 @@ impl Api {
     }
 
     pub fn served_value(&self, res: &Resource, s: &Stored) -> Value {
+        if let Some(v) = res.strategy.to_served(&s.value) {
+            return v;
+        }
         let mut v = s.value.clone();
         if let Some(m) = v.as_object_mut() {
             m.insert("apiVersion".into(), Value::String(res.api_version()));
@@ -511,6 +517,7 @@ impl Api {
             .filter(|g| !g.is_empty())
             .map(str::to_owned);
         self.prepare_create(res, ns, &mut body)?;
+        res.strategy.to_stored(&mut body);
         if res.namespaced {
             self.check_namespace_open(ns)?;
         }
@@ -761,6 +768,7 @@ impl Api {
         // A server-side apply computed the object's managers with it; any other write of the
         // main resource may set them itself (kubectl's upgrade of client-side-apply managers
         // to server-side apply, or `[{}]` to reset them), as upstream's field manager allows.
+        res.strategy.to_stored(&mut new);
         let applied_fields =
             applied.then(|| new.pointer("/metadata/managedFields").cloned()).flatten();
         let requested_fields = (!applied && sub.is_none())
@@ -816,7 +824,9 @@ impl Api {
             let m = new
                 .as_object_mut()
                 .ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))?;
-            m.insert("apiVersion".into(), Value::String(res.api_version()));
+            let api_version =
+                res.strategy.stored_api_version().map_or_else(|| res.api_version(), str::to_owned);
+            m.insert("apiVersion".into(), Value::String(api_version));
             m.insert("kind".into(), Value::String(res.kind.clone()));
         }
         let old_meta = meta(old_v).cloned().unwrap_or_default();

@@ -145,6 +145,24 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
     /// Runs after a create or update of the object was committed.
     fn after_commit(&self, _registry: &Registry, _obj: &Value) {}
 
+    /// For a version served beside the one stored (upstream's conversion between a group's
+    /// versions): the stored object as this version serves it. `None`: versions differ only in
+    /// `apiVersion` (CRDs' conversion strategy `None`, and every kind served once).
+    fn to_served(&self, _stored: &Value) -> Option<Value> {
+        None
+    }
+
+    /// For a version served beside the one stored: `obj`, written through this version, in
+    /// the stored version's shape (a no-op when it already is). Called before any rule sees
+    /// the object, so defaults, validation and status handling work on the stored shape.
+    fn to_stored(&self, _obj: &mut Value) {}
+
+    /// The `apiVersion` objects written through this version are stored under, when it is not
+    /// this version's own.
+    fn stored_api_version(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Runs after the object was deleted (seen in the event stream, whichever path deleted it).
     fn after_delete(&self, _registry: &Registry, _obj: &Value) {}
 }

@@ -5,9 +5,8 @@
 //! `autoscaling/v1`'s own (v2beta1-shaped) metric types, so a v1 client's read-modify-write keeps
 //! them.
 //!
-//! Not served yet: the registry serves one representation per kind and CRD versions differ only
-//! in `apiVersion`; serving v1 needs a per-version conversion hook on the read (get, list,
-//! watch) and write (create, update, patch) paths, which calls [`to_v1`] and [`from_v1`].
+//! Served through `HpaStrategy`'s conversion hooks: [`to_v1`] on every read (get, list, watch)
+//! of the v1 endpoints, [`from_v1`] on every write through them (create, update, patch, apply).
 
 use serde_json::{Map, Value, json};
 

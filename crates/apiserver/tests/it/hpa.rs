@@ -83,3 +83,95 @@ async fn kubectl_autoscale_creates_a_v2_hpa_that_kubectl_get_prints_as_upstream(
     let res = t.kubectl_ok(&["api-resources", "--api-group=metrics.k8s.io"]).await.unwrap();
     assert!(res.contains("PodMetrics") && res.contains("NodeMetrics"), "{res}");
 }
+
+/// `autoscaling/v1` is served beside v2 and stored as v2 (issue 13, part 2): a v1 manifest
+/// applies; v2 readers see its target as a Resource metric; a v2-only metric set through v2
+/// survives a v1 client's read-modify-write (it travels in the v1 annotations, as upstream's
+/// conversion carries it); a v1 merge patch changes the target; v2 stays the preferred version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autoscaling_v1_is_served_beside_v2_and_converted_both_ways() {
+    let t = TestServer::start().await.unwrap();
+    let v1 = r#"{"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+      "metadata": {"name": "old", "namespace": "default"},
+      "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+        "minReplicas": 1, "maxReplicas": 5, "targetCPUUtilizationPercentage": 70}}"#;
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], v1).await.unwrap();
+    let get = |version: &'static str| {
+        let t = &t;
+        async move {
+            let out = t
+                .kubectl_ok(&[
+                    "get",
+                    &format!("horizontalpodautoscalers.{version}.autoscaling"),
+                    "old",
+                    "-o",
+                    "json",
+                ])
+                .await
+                .unwrap();
+            serde_json::from_str::<serde_json::Value>(&out).unwrap()
+        }
+    };
+    let as_v2 = get("v2").await;
+    assert_eq!(as_v2["apiVersion"], "autoscaling/v2");
+    let metric = &as_v2["spec"]["metrics"][0];
+    assert_eq!(metric["type"], "Resource", "{as_v2}");
+    assert_eq!(metric["resource"]["name"], "cpu");
+    assert_eq!(metric["resource"]["target"]["averageUtilization"], 70);
+    assert!(as_v2["spec"].get("targetCPUUtilizationPercentage").is_none(), "{as_v2}");
+    let as_v1 = get("v1").await;
+    assert_eq!(as_v1["apiVersion"], "autoscaling/v1");
+    assert_eq!(as_v1["spec"]["targetCPUUtilizationPercentage"], 70, "{as_v1}");
+    assert!(as_v1["spec"].get("metrics").is_none(), "{as_v1}");
+
+    // A second, memory metric through v2; a v1 client then changes maxReplicas with a merge
+    // patch of its view: the memory metric is kept.
+    t.kubectl_ok(&[
+        "patch",
+        "horizontalpodautoscalers.v2.autoscaling",
+        "old",
+        "--type=json",
+        "-p",
+        r#"[{"op": "add", "path": "/spec/metrics/-", "value": {"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}}}]"#,
+    ])
+    .await
+    .unwrap();
+    t.kubectl_ok(&[
+        "patch",
+        "horizontalpodautoscalers.v1.autoscaling",
+        "old",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"maxReplicas": 8, "targetCPUUtilizationPercentage": 60}}"#,
+    ])
+    .await
+    .unwrap();
+    let after = get("v2").await;
+    assert_eq!(after["spec"]["maxReplicas"], 8, "{after}");
+    let metrics = after["spec"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 2, "{after}");
+    let cpu = metrics.iter().find(|m| m["resource"]["name"] == "cpu").unwrap();
+    assert_eq!(cpu["resource"]["target"]["averageUtilization"], 60);
+    assert!(metrics.iter().any(|m| m["resource"]["name"] == "memory"), "{after}");
+    assert!(
+        after["metadata"]["annotations"]
+            .as_object()
+            .is_none_or(|a| a.keys().all(|k| !k.starts_with("autoscaling.alpha"))),
+        "conversion annotations are not stored: {after}"
+    );
+
+    // Discovery: both versions, v2 preferred (what `kubectl get hpa` reads).
+    let apis = t.kubectl_ok(&["api-versions"]).await.unwrap();
+    assert!(apis.lines().any(|l| l == "autoscaling/v1"), "{apis}");
+    let group = t.kubectl_ok(&["get", "--raw", "/apis/autoscaling"]).await.unwrap();
+    let group: serde_json::Value = serde_json::from_str(&group).unwrap();
+    assert_eq!(group["preferredVersion"]["version"], "v2", "{group}");
+    // A list through v1 serves v1 objects.
+    let list = t
+        .kubectl_ok(&["get", "--raw", "/apis/autoscaling/v1/horizontalpodautoscalers"])
+        .await
+        .unwrap();
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["items"][0]["spec"]["targetCPUUtilizationPercentage"], 60, "{list}");
+    t.kubectl_ok(&["delete", "horizontalpodautoscalers.v1.autoscaling", "old"]).await.unwrap();
+}
