@@ -461,6 +461,7 @@ async fn dispatch(ctx: Arc<Ctx>) {
                                     cleanup_orphan(&ctx, &rec).await;
                                 }
                             }
+                            remove_unrecorded_pod_dirs(&ctx, &seen);
                             // Addresses of pods that left no record (`state::PodRecord::new`
                             // names a pod's namespace `kinetic-<uid>`).
                             let live = seen.iter().map(|u| format!("kinetic-{u}")).collect();
@@ -546,7 +547,25 @@ async fn cleanup_orphan(ctx: &Ctx, rec: &state::PodRecord) {
     if let Err(e) = ctx.net.teardown(&rec.netns).await {
         tracing::warn!(uid = %rec.uid, error = %e, "sandbox teardown failed");
     }
+    // A rootfs the agent mounted but was killed before recording is in no record; without
+    // this, `remove_dir_all` would empty the mounted overlay and leave the mount behind.
+    mount::unmount_all_under(&dir);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Removes pod directories of pods that no longer exist and left no record (an agent killed
+/// before its first save): their mounts first, then the files.
+fn remove_unrecorded_pod_dirs(ctx: &Ctx, live: &HashSet<String>) {
+    let Ok(rd) = std::fs::read_dir(&ctx.pods_dir) else { return };
+    for ent in rd.flatten() {
+        let uid = ent.file_name().to_string_lossy().into_owned();
+        if live.contains(&uid) || !ent.path().is_dir() {
+            continue;
+        }
+        tracing::info!(uid = %uid, "removing the directory of a pod that no longer exists");
+        mount::unmount_all_under(&ent.path());
+        let _ = std::fs::remove_dir_all(ent.path());
+    }
 }
 
 /// Deletes runc containers under our root that no record mentions (an agent killed between

@@ -478,6 +478,8 @@ impl Worker {
                     }
                 }
             }
+            // Also whatever an earlier agent mounted here and never recorded.
+            crate::mount::unmount_all_under(&self.dir);
             let _ = std::fs::remove_dir_all(&self.dir);
             return true;
         }
@@ -1306,7 +1308,9 @@ impl Worker {
         }
         self.ctx.net.teardown(&self.rec.netns).await?;
         self.rec.ip = None;
-        let _ = std::fs::remove_dir_all(self.dir.join("containers"));
+        let containers = self.dir.join("containers");
+        crate::mount::unmount_all_under(&containers);
+        let _ = std::fs::remove_dir_all(containers);
         Ok(())
     }
 

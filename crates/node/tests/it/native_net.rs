@@ -149,6 +149,44 @@ async fn native_ips_survive_an_agent_kill_mid_burst_without_duplicates() {
     assert!(left.is_empty(), "left behind: {left:#?}");
 }
 
+/// An agent killed after it mounted a container's rootfs but before it recorded that container
+/// (the case the burst above hits by chance): the mount is known only to the mount table. The
+/// next agent unmounts it, both under a deleted pod's directory that has a record and under
+/// one that has none, and leaves no directory behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrecorded_rootfs_mounts_of_deleted_pods_are_unmounted_by_the_next_agent() {
+    let mut c = native().await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "p",
+        json!({"containers": [{"name": "app", "image": image, "command": ["sleep", "3600"]}]}),
+    )
+    .await;
+    let uid = c.wait_ready("p").await.metadata.uid.unwrap();
+    drop(c.agent.take());
+    let pods = c.data_dir().join("pods");
+    let recorded = pods.join(&uid).join("containers/app/7/rootfs");
+    let unrecorded = pods.join("00000000-dead-beef-0000-000000000000/containers/app/1/rootfs");
+    for m in [&recorded, &unrecorded] {
+        std::fs::create_dir_all(m).unwrap();
+        rustix::mount::mount("tmpfs", m, "tmpfs", rustix::mount::MountFlags::empty(), None)
+            .unwrap();
+        std::fs::write(m.join("file"), b"x").unwrap();
+    }
+    assert_eq!(c.leftovers().iter().filter(|l| l.starts_with("mount ")).count(), 3);
+    let dp = kube::api::DeleteParams { grace_period_seconds: Some(0), ..Default::default() };
+    c.pods().delete("p", &dp).await.unwrap();
+    c.wait_gone("p", 20).await;
+    c.start_agent().await;
+    let left = c.settled_leftovers(20).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::fs::read_dir(&pods).unwrap().next().is_some() {
+        assert!(Instant::now() < deadline, "pod directories remain under {}", pods.display());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The bridge goes when the node is cleaned up for good (`kinetic_node::remove_bridge`), and
 /// a new agent makes it again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
