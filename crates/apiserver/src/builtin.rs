@@ -471,9 +471,15 @@ impl Strategy for PodStrategy {
         causes
     }
 
-    /// `binding` assigns the node; the node agent serves the rest (see [`crate::logs`]).
+    /// Deletes, evictions and spec updates answer to OpenKruise's PodUnavailableBudgets.
+    fn guards_disruption(&self) -> bool {
+        true
+    }
+
+    /// `binding` assigns the node, `eviction` deletes within the pod's disruption budget
+    /// ([`crate::eviction`]); the node agent serves the rest (see [`crate::logs`]).
     fn subresources(&self) -> &'static [&'static str] {
-        &["binding", "log", "exec", "attach", "portforward"]
+        &["binding", "eviction", "log", "exec", "attach", "portforward"]
     }
 
     /// Upstream's grace rules: an unscheduled or finished pod goes at once; otherwise the

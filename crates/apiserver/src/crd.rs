@@ -351,7 +351,7 @@ impl Strategy for Knative {
 /// them, else the generic custom resource strategy. This is where a group's admission plugs
 /// in; the kind's name is looked at here, once, when the CRD is served.
 pub fn for_custom(group: &str, kind: &str) -> Arc<dyn Strategy> {
-    if group == crate::kruise::GROUP {
+    if group == crate::kruise::GROUP || group == kinetic_api::kruise::podunavailablebudget::GROUP {
         Arc::new(Kruise { kind: kind.to_owned(), checks_pods_to_delete: kind == "CloneSet" })
     } else if group == crate::knative::GROUP {
         Arc::new(Knative { kind: kind.to_owned() })

@@ -117,6 +117,8 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
                 "status" => (&r.kind, "", "", vec!["get", "patch", "update"]),
                 "scale" => ("Scale", "autoscaling", "v1", vec!["get", "patch", "update"]),
                 "binding" => ("Binding", "", "", vec!["create"]),
+                // kubectl drain evicts through the group/version named here.
+                "eviction" => ("Eviction", "policy", "v1", vec!["create"]),
                 // Upstream lists `pods/log` with the pod's own kind.
                 "log" => (&r.kind, "", "", vec!["get"]),
                 "token" => ("TokenRequest", "authentication.k8s.io", "v1", vec!["create"]),

@@ -788,6 +788,12 @@ async fn dispatch(
                 &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             ))
         }
+        (&Method::POST, Some(name), Some("eviction")) if res.has_subresource("eviction") => {
+            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let dry_run = query.get("dryRun") == Some("All");
+            let status = crate::eviction::evict(api, &res, &ns, name, &body, dry_run).await?;
+            Ok(value_response(201, &status))
+        }
         (&Method::POST, Some(name), Some("token")) if res.has_subresource("token") => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
             Ok(value_response(201, &ctx.tokens.token_request(&ns, name, body)?))
@@ -911,6 +917,7 @@ async fn delete_options(
         precondition_uid: None,
         precondition_rv: None,
         dry_run: query.get("dryRun") == Some("All"),
+        admit: true,
     };
     if query.get("orphanDependents") == Some("true") {
         opts.propagation_policy.get_or_insert_with(|| "Orphan".to_owned());

@@ -26,8 +26,78 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "CloneSet" => validate_cloneset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
+        "PodUnavailableBudget" => validate_pub(obj),
         _ => Vec::new(),
     }
+}
+
+/// OpenKruise's PodUnavailableBudget webhook (`pkg/webhook/podunavailablebudget/validating`,
+/// `validatePodUnavailableBudgetSpec`): exactly one of `selector` (not empty) and `targetRef`
+/// (all three fields set), exactly one of `maxUnavailable` and `minAvailable`, each a
+/// non-negative integer or a percentage up to 100%; upstream's messages.
+fn validate_pub(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let get = |f: &str| spec.get(f).filter(|v| !v.is_null());
+    let null = Value::Null;
+    match (get("selector"), get("targetRef")) {
+        (None, None) => causes.push(Cause::invalid(
+            "spec.selector",
+            &null,
+            "no selector or targetRef defined in PodUnavailableBudget",
+        )),
+        (Some(sel), Some(_)) => causes.push(Cause::invalid(
+            "spec.selector",
+            sel,
+            "selector and targetRef are mutually exclusive",
+        )),
+        (None, Some(t)) => {
+            let empty = ["apiVersion", "name", "kind"]
+                .iter()
+                .any(|f| t.get(*f).and_then(Value::as_str).is_none_or(str::is_empty));
+            if empty {
+                causes.push(Cause::invalid(
+                    "spec.TargetReference",
+                    t,
+                    "empty TargetReference is not valid for PodUnavailableBudget.",
+                ));
+            }
+        }
+        (Some(sel), None) => {
+            if let Err(e) = kinetic_machinery::selector::LabelSelector::from_label_selector(sel) {
+                causes.push(Cause::invalid("spec.selector", sel, &e.to_string()));
+            }
+            let n = |f: &str| {
+                sel.get(f)
+                    .and_then(|v| v.as_object().map(|m| m.len()).or(v.as_array().map(Vec::len)))
+                    .unwrap_or(0)
+            };
+            if n("matchLabels") + n("matchExpressions") == 0 {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    sel,
+                    "empty selector is not valid for PodUnavailableBudget.",
+                ));
+            }
+        }
+    }
+    match (get("maxUnavailable"), get("minAvailable")) {
+        (None, None) => causes.push(Cause::invalid(
+            "spec.maxUnavailable",
+            &null,
+            "no maxUnavailable or minAvailable defined in PodUnavailableBudget",
+        )),
+        (Some(m), Some(_)) => causes.push(Cause::invalid(
+            "spec.maxUnavailable",
+            m,
+            "maxUnavailable and minAvailable are mutually exclusive",
+        )),
+        (Some(m), None) => {
+            crate::pdb::validate_int_or_percent(m, "spec.maxUnavailable", &mut causes)
+        }
+        (None, Some(m)) => crate::pdb::validate_int_or_percent(m, "spec.minAvailable", &mut causes),
+    }
+    causes
 }
 
 /// OpenKruise's ImagePullJob webhook (`pkg/webhook/imagepulljob/validating`, `validate`, the
@@ -256,5 +326,28 @@ mod tests {
         let c = validate("CloneSet", &new, Some(&old));
         assert_eq!(c.len(), 1, "{:?}", fields(&c));
         assert_eq!(c[0].field, "spec");
+    }
+
+    #[test]
+    fn pod_unavailable_budgets_follow_the_webhook() {
+        let pub_ = |spec: Value| validate("PodUnavailableBudget", &json!({"spec": spec}), None);
+        assert!(
+            pub_(json!({"selector": {"matchLabels": {"a": "b"}}, "maxUnavailable": "60%"}))
+                .is_empty()
+        );
+        assert!(pub_(json!({"targetRef": {"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet", "name": "w"}, "minAvailable": 1})).is_empty());
+        let c = pub_(json!({"maxUnavailable": 1}));
+        assert_eq!(
+            fields(&c),
+            [
+                "spec.selector: Invalid value: null: no selector or targetRef defined in PodUnavailableBudget"
+            ]
+        );
+        let c = pub_(json!({"selector": {}, "maxUnavailable": 1, "minAvailable": 1}));
+        assert_eq!(c.len(), 2, "{:?}", fields(&c));
+        assert!(c[0].message.contains("empty selector is not valid"));
+        assert!(c[1].message.contains("mutually exclusive"));
+        let c = pub_(json!({"selector": {"matchLabels": {"a": "b"}}, "maxUnavailable": "150%"}));
+        assert!(c[0].message.contains("must not be greater than 100%"), "{:?}", fields(&c));
     }
 }

@@ -27,6 +27,7 @@ pub mod crd;
 pub mod discovery;
 pub mod error;
 pub mod events;
+pub mod eviction;
 pub mod gc;
 pub mod hpa;
 pub mod http;
@@ -37,6 +38,7 @@ pub mod managed;
 pub mod metrics;
 pub mod metrics_api;
 pub mod patch;
+pub mod pdb;
 pub mod pki;
 pub mod rbac;
 pub mod registry;
@@ -46,6 +48,7 @@ pub mod serviceaccount;
 pub mod storage;
 pub mod store;
 pub mod strategy;
+pub mod unavailable;
 pub mod validation;
 pub mod watch;
 
@@ -218,6 +221,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        pdb::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
         let api =

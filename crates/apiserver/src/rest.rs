@@ -65,6 +65,10 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// Whether the delete is a client's request, which admission checks as upstream's
+    /// webhooks do ([`crate::unavailable`]); the server's own deletes (garbage collection,
+    /// namespace cleanup, the delete of an eviction that was admitted already) are not.
+    pub admit: bool,
 }
 
 impl DeleteOptions {
@@ -225,6 +229,11 @@ impl Api {
     pub fn with_kruise_webhook(mut self, on: bool) -> Self {
         self.kruise_webhook = on;
         self
+    }
+
+    /// Whether OpenKruise's webhook rules are on (see [`Api::with_kruise_webhook`]).
+    pub fn kruise_webhook(&self) -> bool {
+        self.kruise_webhook
     }
 
     /// Replaces the source of generated-name suffixes (tests force collisions with it).
@@ -874,6 +883,13 @@ impl Api {
         if sub != Some("status") {
             res.strategy.prepare_update(&mut new, old_v);
         }
+        if sub.is_none()
+            && res.strategy.guards_disruption()
+            && crate::unavailable::changes_availability(old_v, &new)
+        {
+            use kinetic_api::kruise::podunavailablebudget::Operation;
+            crate::unavailable::admit(self, old_v, Operation::Update, opts.dry_run).await?;
+        }
         let warnings = self.admit(res, &mut new, Some(old_v), opts)?;
         if res.strategy.tracks_generation()
             && sub != Some("status")
@@ -985,6 +1001,11 @@ impl Api {
                         cur.rv
                     ),
                 ));
+            }
+            if opts.admit && !is_deleting(&cur.value) && res.strategy.guards_disruption() {
+                use kinetic_api::kruise::podunavailablebudget::Operation;
+                crate::unavailable::admit(self, &cur.value, Operation::Delete, opts.dry_run)
+                    .await?;
             }
             let mut new = cur.value.clone();
             let mut fins = finalizers(&new);

@@ -100,6 +100,12 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
         Ok(())
     }
 
+    /// Whether deletes, evictions and spec updates of the kind's objects are checked against
+    /// OpenKruise's PodUnavailableBudgets ([`crate::unavailable`]; pods).
+    fn guards_disruption(&self) -> bool {
+        false
+    }
+
     /// Subresources beyond `status` and `scale` (which the resource's definition gives).
     fn subresources(&self) -> &'static [&'static str] {
         &[]

@@ -125,6 +125,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::ehpa::crds())
         .await
         .context("installing Crane's EffectiveHorizontalPodAutoscaler CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::podunavailablebudget::crds())
+        .await
+        .context("installing OpenKruise's PodUnavailableBudget CRD")?;
     let until = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -156,6 +159,18 @@ pub async fn run_all_tracked(
     };
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
+    // The disruption controller (PodDisruptionBudget) and OpenKruise's PodUnavailableBudget
+    // end together.
+    let budgets = r.track("disruption", {
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            futures::try_join!(
+                kinetic_controllers::disruption::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::podunavailablebudget::run(client, until(stop)),
+            )
+            .map(|_| ())
+        }
+    });
     let workloads = r.track("workloads", async move {
         futures::try_join!(
             kinetic_controllers::apps::run(client.clone(), until(stop.clone())),
@@ -163,8 +178,9 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i) = tokio::join!(
-        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
+    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
+        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools,
+        budgets
     );
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -175,6 +191,7 @@ pub async fn run_all_tracked(
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
+    j.context("the disruption and PodUnavailableBudget controllers stopped")?;
     Ok(())
 }
 

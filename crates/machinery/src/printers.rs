@@ -21,6 +21,7 @@
 //! row condition; [`table`] emits none), and sorting.
 
 mod hpa;
+mod pdb;
 
 use std::collections::BTreeSet;
 
@@ -366,6 +367,7 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             age,
         ],
         ("autoscaling", "HorizontalPodAutoscaler") => hpa::columns(),
+        ("policy", "PodDisruptionBudget") => pdb::columns(),
         // CRDs are printed by apiextensions-apiserver's `rest.NewDefaultTableConvertor`.
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             vec![name, Column::new("Created At", "date", D_META_CREATION)]
@@ -560,6 +562,7 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value>
             age,
         ],
         ("autoscaling", "HorizontalPodAutoscaler") => hpa::cells(obj, now),
+        ("policy", "PodDisruptionBudget") => pdb::cells(obj, now),
         ("apiextensions.k8s.io", "CustomResourceDefinition") => {
             // `rest.NewDefaultTableConvertor`: RFC 3339 in UTC, whole seconds.
             let created = time(obj, "/metadata/creationTimestamp")

@@ -287,7 +287,12 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
     }
     let deadline_exceeded = status::deadline_exceeded(&cs, &update_name);
     if !acted && !deadline_exceeded {
-        acted = update(&ctx, &cs, &input, &revs, now).await?;
+        let u = update(&ctx, &cs, &input, &revs, now).await?;
+        acted = u.wrote;
+        if u.held {
+            // Upstream requeues after a second; a budget's status write does not wake us.
+            requeue = sooner(requeue, Some(Duration::from_secs(1)));
+        }
     }
     let pods_now: Vec<&Pod> = active.iter().collect();
     let (st, wake) = status::compute(&cs, &pods_now, &revs, input.strategy.partition, now);
@@ -1002,24 +1007,25 @@ async fn create_pods(
     }
 }
 
-/// Step 6: updates the pods the plan names. Answers whether it wrote anything.
+/// Step 6: updates the pods the plan names. Answers whether it wrote anything and whether a
+/// budget held an update back.
 async fn update(
     ctx: &Ctx,
     cs: &CloneSet,
     input: &SyncInput<'_>,
     revs: &Revisions,
     now: Timestamp,
-) -> Result<bool, ReconcileError> {
+) -> Result<Updated, ReconcileError> {
     let ty = input.strategy.update_type;
     if ty == CloneSetUpdateStrategyType::OnDelete {
-        return Ok(false);
+        return Ok(Updated::default());
     }
     let plan = plan_update(input);
     if plan.pods.is_empty() {
-        return Ok(false);
+        return Ok(Updated::default());
     }
     let Some(target) = revs.all.iter().find(|r| r.name_any() == plan.target_revision) else {
-        return Ok(false);
+        return Ok(Updated::default());
     };
     let new_t = template_of(target);
     let api = pods_api(ctx, cs);
@@ -1041,11 +1047,23 @@ async fn update(
         )
     }))
     .await;
-    let mut wrote = false;
+    let mut out = Updated::default();
     for r in results {
-        wrote |= r?;
+        match r? {
+            Some(w) => out.wrote |= w,
+            None => out.held = true,
+        }
     }
-    Ok(wrote)
+    Ok(out)
+}
+
+/// What an update pass did.
+#[derive(Debug, Default)]
+struct Updated {
+    /// It wrote something.
+    wrote: bool,
+    /// A PodUnavailableBudget held back an in-place update (look again shortly).
+    held: bool,
 }
 
 /// Updates one pod to `target`: in place when the templates allow it, else by marking it for
@@ -1062,9 +1080,9 @@ async fn update_one(
     new_t: Option<&Value>,
     grace: i32,
     now: Timestamp,
-) -> Result<bool, ReconcileError> {
+) -> Result<Option<bool>, ReconcileError> {
     let ty = input.strategy.update_type;
-    let Some(p) = input.pods.iter().find(|p| p.name_any() == *name) else { return Ok(false) };
+    let Some(p) = input.pods.iter().find(|p| p.name_any() == *name) else { return Ok(Some(false)) };
     let old_t = revs.of_pod(p).and_then(|r| template_of(r));
     let spec = match (&old_t, new_t) {
         (Some(o), Some(n)) if ty != CloneSetUpdateStrategyType::ReCreate => {
@@ -1080,14 +1098,20 @@ async fn update_one(
             let hook = cs.spec.lifecycle.as_ref().and_then(|l| l.in_place_update.as_ref());
             if kinetic_rollout::lifecycle::is_pod_hooked(hook, p) {
                 if kinetic_rollout::pod::in_state(p, LifecycleState::PreparingUpdate) {
-                    return Ok(false);
+                    return Ok(Some(false));
                 }
                 mark_not_ready_for_hook(ctx, cs, p, hook).await?;
                 let body = json!({"metadata": {"labels": {
                     LIFECYCLE_STATE_LABEL: LifecycleState::PreparingUpdate.as_str()
                 }}});
                 patch_pod(ctx, cs, api, p, Patch::Merge(body)).await?;
-                return Ok(true);
+                return Ok(Some(true));
+            }
+            // The pod's PodUnavailableBudget first (upstream `cloneset_update.go` with
+            // `PodUnavailableBudgetUpdateGate`): a budget that allows no more unavailable pods
+            // holds the update, and the pass looks again shortly, without an error.
+            if !crate::podunavailablebudget::admit_in_place(&ctx.client, p).await? {
+                return Ok(None);
             }
             // Not ready first: the pod leaves the endpoints before anything restarts.
             let p = &set_update_ready(ctx, cs, p, false, Vec::new()).await?;
@@ -1119,7 +1143,7 @@ async fn update_one(
                 "SuccessfulUpdatePodInPlace",
                 format!("successfully update pod {name} in-place(revision {})", target),
             ));
-            Ok(true)
+            Ok(Some(true))
         }
         None if ty == CloneSetUpdateStrategyType::InPlaceOnly => {
             ctx.events.send(EventReq::for_object(
@@ -1131,11 +1155,11 @@ async fn update_one(
                     target
                 ),
             ));
-            Ok(false)
+            Ok(Some(false))
         }
         None => {
             if kinetic_rollout::pod::label(p, SPECIFIED_DELETE_LABEL).is_some() {
-                return Ok(false);
+                return Ok(Some(false));
             }
             let body = json!({"metadata": {"labels": {SPECIFIED_DELETE_LABEL: "true"}}});
             patch_pod(ctx, cs, api, p, Patch::Merge(body)).await?;
@@ -1145,7 +1169,7 @@ async fn update_one(
                 "SuccessfulUpdatePodReCreate",
                 format!("successfully update pod {name} by recreate(revision {})", target),
             ));
-            Ok(true)
+            Ok(Some(true))
         }
     }
 }
