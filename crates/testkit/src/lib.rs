@@ -194,6 +194,22 @@ pub async fn kubectl(
     Ok(out)
 }
 
+/// A `kube::Client` from a kubeconfig file that does not retry 429/503/504 answers (kube's
+/// default client does, for minutes; client-go only when the answer has `Retry-After`), for
+/// tests that expect such answers.
+///
+/// # Errors
+/// The file does not load or describe a usable cluster.
+pub async fn client_without_retry(path: &Path) -> anyhow::Result<kube::Client> {
+    let kc = kube::config::Kubeconfig::read_from(path).context("reading the kubeconfig")?;
+    let mut cfg =
+        kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            .await
+            .context("loading the kubeconfig")?;
+    cfg.default_retry = false;
+    kube::Client::try_from(cfg).context("building the client")
+}
+
 /// A `kube::Client` from a kubeconfig file.
 ///
 /// # Errors

@@ -7,6 +7,7 @@ mod apply;
 mod cel;
 mod client;
 mod errors;
+mod eviction;
 mod fuzz;
 mod gc;
 mod generate_name;

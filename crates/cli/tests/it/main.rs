@@ -5,6 +5,7 @@
 
 mod bench;
 mod controller;
+mod disruption;
 mod durability;
 mod ehpa;
 mod hpa;
