@@ -1181,7 +1181,8 @@ impl Api {
             options,
         };
         let view = Served { api: self, sub: None };
-        let old = Some(&cur.value);
+        let cur_v = cur.value();
+        let old = Some(&cur_v);
         crate::admission::mutate(&self.store, &self.registry, &req, &view, None, old).await?;
         crate::admission::validate(&self.store, &self.registry, &req, &view, None, old).await?;
         Ok(())

@@ -109,6 +109,9 @@ pub struct Stored {
     attrs: Attrs,
 }
 
+/// A label key and its value (`None`: not a JSON string).
+type Label = (Box<str>, Option<Box<str>>);
+
 /// What [`Stored`] keeps besides the JSON: read by selectors, watch encoding and GC without
 /// decoding the object.
 #[derive(Debug, Default)]
@@ -117,7 +120,7 @@ struct Attrs {
     api_version: Box<str>,
     /// `metadata.labels`; a value that is not a JSON string is kept as `None` (it never equals
     /// a selector value but the key exists).
-    labels: Box<[(Box<str>, Option<Box<str>>)]>,
+    labels: Box<[Label]>,
     /// The values of [`INDEXED_FIELDS`] the object has, as a field selector compares them.
     fields: Box<[(&'static str, Box<str>)]>,
     /// The uids of `metadata.ownerReferences` (the garbage collector reads them on every event).
