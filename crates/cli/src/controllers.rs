@@ -116,6 +116,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
+        .await
+        .context("installing the ContainerRecreateRequest CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
         .await
         .context("installing the Knative Serving CRDs")?;
@@ -156,6 +159,15 @@ pub async fn run_all_tracked(
     };
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
+    let crr = r.track(
+        "containerrecreaterequest",
+        kinetic_controllers::crr::run(client.clone(), until(stop.clone())),
+    );
+    // ContainerRecreateRequests end with the PodPools (both small, per-pod controllers).
+    let podpools = async {
+        let (a, b) = tokio::join!(podpools, crr);
+        a.and(b)
+    };
     let workloads = r.track("workloads", async move {
         futures::try_join!(
             kinetic_controllers::apps::run(client.clone(), until(stop.clone())),

@@ -14,6 +14,7 @@ mod managed_fields;
 mod node;
 mod podpool;
 mod preheat;
+mod recreate;
 mod serve_status;
 mod serving;
 mod serving_traffic;
