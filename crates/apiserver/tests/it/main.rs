@@ -17,3 +17,4 @@ mod rbac;
 mod serviceaccount;
 mod storage;
 mod watch;
+mod webhooks;
