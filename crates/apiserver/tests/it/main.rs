@@ -15,5 +15,6 @@ mod kubectl;
 mod observability;
 mod rbac;
 mod serviceaccount;
+mod sidecarset;
 mod storage;
 mod watch;
