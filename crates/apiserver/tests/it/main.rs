@@ -18,3 +18,4 @@ mod serviceaccount;
 mod sidecarset;
 mod storage;
 mod watch;
+mod webhooks;
