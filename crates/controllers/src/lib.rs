@@ -44,6 +44,7 @@ pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
+pub mod sidecarset;
 mod util;
 pub mod volume;
 

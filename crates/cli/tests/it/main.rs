@@ -18,6 +18,7 @@ mod recreate;
 mod serve_status;
 mod serving;
 mod serving_traffic;
+mod sidecarset;
 mod storage;
 mod up;
 mod workloads;
