@@ -318,7 +318,7 @@ impl Strategy for Kruise {
             let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
             let ns = ns.to_owned();
             return crate::crr::admit(obj, old, |name: &str| {
-                adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value.clone())
+                adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value())
             });
         }
         let obj = &*obj;
