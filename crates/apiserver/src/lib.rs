@@ -24,6 +24,7 @@ pub mod cel;
 pub mod certauth;
 pub mod controlplane;
 pub mod crd;
+pub mod daemonset;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -218,6 +219,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        daemonset::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
         let api =
