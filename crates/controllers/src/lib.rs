@@ -29,6 +29,7 @@ pub mod apps;
 pub mod backoff;
 pub mod cloneset;
 pub mod crds;
+pub mod daemonset;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;
