@@ -163,7 +163,8 @@ mod tests {
     /// additions) → (shouldRun, shouldContinueRunning).
     #[test]
     fn node_should_run_daemon_pod() {
-        let cases: &[(&str, Value, Value, Value, (bool, bool))] = &[
+        type Case = (&'static str, Value, Value, Value, (bool, bool));
+        let cases: &[Case] = &[
             ("plain node", json!({}), json!([]), json!({}), (true, true)),
             ("nodeName matches", json!({}), json!([]), json!({"nodeName": "n1"}), (true, true)),
             ("other nodeName", json!({}), json!([]), json!({"nodeName": "n2"}), (false, false)),
