@@ -1,5 +1,5 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! controllers (CloneSet with image pre-download, SidecarSet, ImagePullJob, NodeImage,
 //! Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
@@ -116,9 +116,15 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::daemonset::crds())
         .await
         .context("installing the Advanced DaemonSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
+        .await
+        .context("installing the SidecarSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
+        .await
+        .context("installing the ContainerRecreateRequest CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
         .await
         .context("installing the Knative Serving CRDs")?;
@@ -137,6 +143,10 @@ pub async fn run_all_tracked(
     let daemonsets = r.track(
         "daemonset",
         kinetic_controllers::daemonset::run(client.clone(), until(stop.clone())),
+    );
+    let sidecarsets = r.track(
+        "sidecarset",
+        kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
     );
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
@@ -163,6 +173,15 @@ pub async fn run_all_tracked(
     };
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
+    let crr = r.track(
+        "containerrecreaterequest",
+        kinetic_controllers::crr::run(client.clone(), until(stop.clone())),
+    );
+    // ContainerRecreateRequests end with the PodPools (both small, per-pod controllers).
+    let podpools = async {
+        let (a, b) = tokio::join!(podpools, crr);
+        a.and(b)
+    };
     let workloads = r.track("workloads", async move {
         futures::try_join!(
             kinetic_controllers::apps::run(client.clone(), until(stop.clone())),
@@ -170,8 +189,17 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
-        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools,
+    let (a, b, c, d, e, f, g, h, i, j, k) = tokio::join!(
+        cloneset,
+        workloads,
+        volumes,
+        pulljobs,
+        nodeimages,
+        pulllists,
+        serving,
+        hpa,
+        podpools,
+        sidecarsets,
         daemonsets
     );
     a.context("the CloneSet controller stopped")?;
@@ -183,7 +211,8 @@ pub async fn run_all_tracked(
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
-    j.context("the DaemonSet controllers stopped")?;
+    j.context("the SidecarSet controller stopped")?;
+    k.context("the DaemonSet controllers stopped")?;
     Ok(())
 }
 
