@@ -84,11 +84,12 @@ fn budgets_for(api: &Api, pod: &Value) -> Vec<Value> {
     let st = api.store.read();
     st.list(&key, Some(ns), None)
         .filter(|(_, s)| {
-            let sel = s.value.pointer("/spec/selector").filter(|v| !v.is_null());
+            let v = s.value();
+            let sel = v.pointer("/spec/selector").filter(|v| !v.is_null());
             sel.and_then(|sel| LabelSelector::from_label_selector(sel).ok())
                 .is_some_and(|sel| sel.matches(labels))
         })
-        .map(|(_, s)| s.value.clone())
+        .map(|(_, s)| s.value())
         .collect()
 }
 
@@ -114,20 +115,21 @@ pub async fn evict(
         opts.merge_body(d)?;
     }
     let user_rv = opts.precondition_rv.is_some();
-    let pod = api.get(pods, ns, name)?;
-    crate::unavailable::admit(api, &pod.value, Operation::Evict, opts.dry_run).await?;
+    let stored = api.get(pods, ns, name)?;
+    let pod = stored.value();
+    crate::unavailable::admit(api, &pod, Operation::Evict, opts.dry_run).await?;
 
     // Pods that no longer (or not yet) run are deleted without asking a budget.
-    if can_ignore_pdb(&pod.value) {
+    if can_ignore_pdb(&pod) {
         let mut o = opts.clone();
-        if should_enforce_rv(&pod.value) && !user_rv {
-            o.precondition_rv = Some(pod.rv.to_string());
+        if should_enforce_rv(&pod) && !user_rv {
+            o.precondition_rv = Some(stored.rv.to_string());
         }
         delete_with_condition(api, pods, ns, name, o).await?;
         return Ok(success());
     }
 
-    let pdbs = budgets_for(api, &pod.value);
+    let pdbs = budgets_for(api, &pod);
     if pdbs.len() > 1 {
         return Err(ApiError::new(
             500,
@@ -139,7 +141,7 @@ pub async fn evict(
     if let Some(pdb) = pdbs.first() {
         let pdb_name = pdb.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
         let int = |p: &str| pdb.pointer(p).and_then(Value::as_i64).unwrap_or(0);
-        let skip = !ready(&pod.value)
+        let skip = !ready(&pod)
             && (pdb.pointer("/spec/unhealthyPodEvictionPolicy").and_then(Value::as_str)
                 == Some("AlwaysAllow")
                 || int("/status/currentHealthy") >= int("/status/desiredHealthy")
@@ -152,7 +154,7 @@ pub async fn evict(
         }
         let mut o = opts.clone();
         if guard_rv && !user_rv {
-            o.precondition_rv = Some(pod.rv.to_string());
+            o.precondition_rv = Some(stored.rv.to_string());
         }
         return match delete_with_condition(api, pods, ns, name, o).await {
             Err(e) if e.code == 409 && guard_rv && !user_rv => Err(still_processing(pdb_name)),

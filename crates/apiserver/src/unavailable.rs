@@ -39,9 +39,12 @@ pub fn workload_of(api: &Api, pod: &Pod) -> Option<(String, String, String)> {
         pod.metadata.owner_references.iter().flatten().find(|o| o.controller == Some(true))?;
     let group = owner.api_version.rsplit_once('/').map_or("", |(g, _)| g).to_owned();
     if group == "apps" && owner.kind == "ReplicaSet" {
-        let rs = api.store.get(&ObjKey::new(&storage_key("apps", "replicasets"), ns, &owner.name));
+        let rs = api
+            .store
+            .get(&ObjKey::new(&storage_key("apps", "replicasets"), ns, &owner.name))
+            .map(|rs| rs.value());
         let parent = rs.as_ref().and_then(|rs| {
-            rs.value.pointer("/metadata/ownerReferences")?.as_array()?.iter().find(|o| {
+            rs.pointer("/metadata/ownerReferences")?.as_array()?.iter().find(|o| {
                 o.get("controller").and_then(Value::as_bool) == Some(true)
                     && o.get("kind").and_then(Value::as_str) == Some("Deployment")
             })
@@ -63,7 +66,7 @@ pub fn budget_for(api: &Api, pod: &Pod) -> Option<PodUnavailableBudget> {
     let st = api.store.read();
     let w = (workload.0.as_str(), workload.1.as_str(), workload.2.as_str());
     st.list(&key, Some(ns), None)
-        .filter_map(|(_, s)| serde_json::from_value::<PodUnavailableBudget>(s.value.clone()).ok())
+        .filter_map(|(_, s)| serde_json::from_value::<PodUnavailableBudget>(s.value()).ok())
         .find(|b| b.covers(&labels, Some(w)))
 }
 

@@ -29,6 +29,8 @@ pub mod apps;
 pub mod backoff;
 pub mod cloneset;
 pub mod crds;
+pub mod crr;
+pub mod daemonset;
 pub mod disruption;
 pub mod ehpa;
 pub mod events;
@@ -45,6 +47,7 @@ pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
+pub mod sidecarset;
 mod util;
 pub mod volume;
 

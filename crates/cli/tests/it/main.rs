@@ -5,6 +5,7 @@
 
 mod bench;
 mod controller;
+mod daemonset;
 mod disruption;
 mod durability;
 mod ehpa;
@@ -15,9 +16,11 @@ mod managed_fields;
 mod node;
 mod podpool;
 mod preheat;
+mod recreate;
 mod serve_status;
 mod serving;
 mod serving_traffic;
+mod sidecarset;
 mod storage;
 mod up;
 mod workloads;
