@@ -384,7 +384,7 @@ spec:
     let (ok, text) = env.kubectl_try(&["delete", "pod", &b, "--wait=false"]).await;
     assert!(!ok, "{text}");
     assert!(
-        text.contains(&format!("admission webhook \"vpod.kb.io\" denied the request: podunavailablebudget.policy.kruise.io \"pw\" is forbidden: pub unavailable allowed is negative")),
+        text.contains("admission webhook \"vpod.kb.io\" denied the request: podunavailablebudget.policy.kruise.io \"pw\" is forbidden: pub unavailable allowed is negative"),
         "{text}"
     );
     let err = env.pods().evict(&b, &EvictParams::default()).await.unwrap_err();
