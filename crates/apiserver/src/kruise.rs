@@ -24,10 +24,42 @@ pub const GROUP: &str = "apps.kruise.io";
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
+        "StatefulSet" => validate_statefulset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
         _ => Vec::new(),
     }
+}
+
+/// Kruise's mutating webhook defaults of a new or updated object of kind `kind` that a CRD
+/// schema cannot express (they depend on other fields): the Advanced StatefulSet's
+/// `SetDefaultsStatefulSet`.
+pub fn default(kind: &str, obj: &mut Value) {
+    if kind == "StatefulSet" {
+        kinetic_rollout::statefulset::validation::default(obj, true);
+    }
+}
+
+/// The Advanced StatefulSet webhook (`pkg/webhook/statefulset/validating`): the rules the
+/// controller applies too, the pod template's own validation, an immutable selector, and only
+/// the mutable spec fields changed on update.
+fn validate_statefulset(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    use kinetic_rollout::statefulset::validation;
+    let mut causes = validation::validate(obj, true);
+    validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
+    if let Some(old) = old {
+        if let (Some(o), Some(n)) = (old.pointer("/spec/selector"), obj.pointer("/spec/selector"))
+            && o != n
+        {
+            causes.push(crate::error::invalid(
+                "spec.selector",
+                &n.to_string(),
+                "field is immutable",
+            ));
+        }
+        causes.extend(validation::validate_update(old, obj, true));
+    }
+    causes
 }
 
 /// OpenKruise's ImagePullJob webhook (`pkg/webhook/imagepulljob/validating`, `validate`, the

@@ -43,6 +43,7 @@ pub mod registry;
 pub mod rest;
 pub mod revisions;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod storage;
 pub mod store;
 pub mod strategy;
@@ -218,6 +219,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        statefulset::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
         let api =

@@ -1,5 +1,6 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! controllers (CloneSet with image pre-download, StatefulSet and Advanced StatefulSet,
+//! ImagePullJob, NodeImage,
 //! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
@@ -113,6 +114,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::statefulset::crds())
+        .await
+        .context("installing the Advanced StatefulSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
@@ -131,6 +135,10 @@ pub async fn run_all_tracked(
     let r = &running;
     let cloneset = r
         .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let statefulsets = r.track(
+        "statefulset",
+        kinetic_controllers::statefulset::run(client.clone(), until(stop.clone())),
+    );
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -163,8 +171,17 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i) = tokio::join!(
-        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
+    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
+        cloneset,
+        workloads,
+        volumes,
+        pulljobs,
+        nodeimages,
+        pulllists,
+        serving,
+        hpa,
+        podpools,
+        statefulsets
     );
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -175,6 +192,7 @@ pub async fn run_all_tracked(
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
+    j.context("the StatefulSet controllers (apps/v1 and Advanced) stopped")?;
     Ok(())
 }
 

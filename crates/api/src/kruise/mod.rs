@@ -3,7 +3,8 @@
 //! Tools written for OpenKruise (kubectl-kruise, Kruise Rollouts, users' own lifecycle-hook
 //! controllers) read and write the same custom resources, labels and annotations, so the JSON
 //! shapes and the keys here follow upstream's `apis/apps/pub/*.go` and
-//! `apis/apps/v1alpha1/*.go` field for field. [`cloneset`] holds the `CloneSet` custom resource;
+//! `apis/apps/v1alpha1/*.go` field for field. [`cloneset`] holds the `CloneSet` custom resource,
+//! [`statefulset`] the Advanced StatefulSet (`v1beta1`);
 //! this module holds the types shared by Kruise workloads (lifecycle hooks, update priorities,
 //! in-place update state) and the label/annotation contract on pods.
 //!
@@ -21,6 +22,7 @@ pub mod cloneset;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;
+pub mod statefulset;
 
 /// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were
 /// created for it (`ImagePreDownloadCreatedKey`, spelled as upstream spells it).

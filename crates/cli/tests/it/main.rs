@@ -17,6 +17,7 @@ mod preheat;
 mod serve_status;
 mod serving;
 mod serving_traffic;
+mod statefulset;
 mod storage;
 mod up;
 mod workloads;

@@ -37,7 +37,7 @@
 
 mod predownload;
 mod pvc;
-mod revision;
+pub(crate) mod revision;
 mod status;
 mod validation;
 
