@@ -128,14 +128,18 @@ async fn eventually(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let pods =
-        kinetic_testkit::kubectl(&up.kubeconfig, home, &["get", "pods,pvc", "-o", "wide"], None)
-            .await
-            .unwrap();
-    panic!(
-        "kubectl {args:?} never satisfied the condition; last output:\n{last}\n{}",
-        String::from_utf8_lossy(&pods.stdout)
-    );
+    let mut diag = String::new();
+    for a in [
+        &["get", "pods,pvc", "-o", "wide"][..],
+        &["describe", "pods"][..],
+        &["logs", "-l", "app", "--previous", "--prefix"][..],
+        &["get", "events"][..],
+    ] {
+        let out = kinetic_testkit::kubectl(&up.kubeconfig, home, a, None).await.unwrap();
+        diag.push_str(&String::from_utf8_lossy(&out.stdout));
+        diag.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    panic!("kubectl {args:?} never satisfied the condition; last output:\n{last}\n{diag}");
 }
 
 /// What a watch of the pods labelled `app=NAME` saw: each pod's readiness at the moment of
@@ -330,10 +334,12 @@ async fn advanced_statefulset_updates_in_place_two_at_a_time_and_keeps_claims() 
     }
     // Give the watches a moment to start from the current state.
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // A JSON patch of the image alone (a merge patch would replace the containers list, and
+    // the change would not be in place any more).
     let patch = format!(
-        r#"{{"spec":{{"template":{{"spec":{{"containers":[{{"name":"db","image":"{v2}"}}]}}}}}}}}"#
+        r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{v2}"}}]"#
     );
-    kubectl(&up, h, &["patch", "asts", "db", "--type=merge", "-p", &patch]).await;
+    kubectl(&up, h, &["patch", "asts", "db", "--type=json", "-p", &patch]).await;
     eventually(&up, h, &["get", "asts", "db", "-o", "jsonpath={.status.updatedReadyReplicas}/{.status.readyReplicas}/{.status.replicas} {.status.currentRevision}={.status.updateRevision}"], |o| {
         o.split_once(' ').is_some_and(|(n, revs)| {
             n == "4/4/4" && revs.split_once('=').is_some_and(|(a, b)| a == b)

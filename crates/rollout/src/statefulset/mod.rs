@@ -253,7 +253,7 @@ pub fn plan_rolling_update(
     max_unavailable: i32,
 ) -> Vec<i32> {
     let at = |o: i32| pods.iter().find(|p| p.ordinal == o);
-    let mut unavailable = wanted.iter().filter(|&&o| at(o).is_none_or(|p| !p.healthy())).count();
+    let unavailable = wanted.iter().filter(|&&o| at(o).is_none_or(|p| !p.healthy())).count();
     let budget = usize::try_from(max_unavailable.max(1)).unwrap_or(1);
     let first = usize::try_from(partition.max(0)).unwrap_or(0);
     let candidates: Vec<&PodFacts> = wanted
@@ -267,13 +267,8 @@ pub fn plan_rolling_update(
     // Unhealthy old pods first: they are counted already, so updating them costs nothing
     // (a crash-looping old pod is replaced rather than blocking the rollout).
     let mut out: Vec<i32> = candidates.iter().filter(|p| !p.healthy()).map(|p| p.ordinal).collect();
-    for p in candidates.iter().filter(|p| p.healthy()) {
-        if unavailable >= budget {
-            break;
-        }
-        unavailable += 1;
-        out.push(p.ordinal);
-    }
+    let room = budget.saturating_sub(unavailable);
+    out.extend(candidates.iter().filter(|p| p.healthy()).take(room).map(|p| p.ordinal));
     out
 }
 
@@ -364,7 +359,8 @@ mod tests {
     fn scale_table() {
         use Management::{OrderedReady as O, Parallel as P};
         #[rustfmt::skip]
-        let cases: &[(&str, &[i32], &str, Management, Option<i32>, &[i32], &[i32], bool)] = &[
+        type Case<'a> = (&'a str, &'a [i32], &'a str, Management, Option<i32>, &'a [i32], &'a [i32], bool);
+        let cases: &[Case<'_>] = &[
             // name, wanted, pods, policy, scale maxUnavailable, create, delete, waiting
             ("ordered creates the first missing", &[0, 1, 2], "", O, None, &[0], &[], false),
             ("ordered waits for a pod not ready", &[0, 1, 2], "0:n", O, None, &[], &[], true),
@@ -372,13 +368,58 @@ mod tests {
             ("ordered refills a hole first", &[0, 1, 2], "0:r 2:r", O, None, &[1], &[], false),
             ("ordered deletes a failed pod", &[0, 1], "0:rf 1:r", O, None, &[], &[0], false),
             ("ordered waits for a terminating pod", &[0, 1], "0:rt 1:r", O, None, &[], &[], true),
-            ("ordered scales down the highest first", &[0], "0:r 1:r 2:r", O, None, &[], &[2], false),
-            ("ordered scale-down waits on termination", &[0], "0:r 1:r 2:rt", O, None, &[], &[], true),
-            ("ordered scale-down waits for health", &[0, 1], "0:r 1:n 2:r", O, None, &[], &[], true),
+            (
+                "ordered scales down the highest first",
+                &[0],
+                "0:r 1:r 2:r",
+                O,
+                None,
+                &[],
+                &[2],
+                false,
+            ),
+            (
+                "ordered scale-down waits on termination",
+                &[0],
+                "0:r 1:r 2:rt",
+                O,
+                None,
+                &[],
+                &[],
+                true,
+            ),
+            (
+                "ordered scale-down waits for health",
+                &[0, 1],
+                "0:r 1:n 2:r",
+                O,
+                None,
+                &[],
+                &[],
+                true,
+            ),
             ("parallel creates all", &[0, 1, 2], "1:n", P, None, &[0, 2], &[], false),
-            ("parallel deletes all condemned", &[0], "0:n 1:r 2:r 3:rt", P, None, &[], &[2, 1], false),
+            (
+                "parallel deletes all condemned",
+                &[0],
+                "0:n 1:r 2:r 3:rt",
+                P,
+                None,
+                &[],
+                &[2, 1],
+                false,
+            ),
             ("parallel scale budget", &[0, 1, 2, 3], "0:n", P, Some(2), &[1], &[], true),
-            ("parallel budget with none unavailable", &[0, 1, 2], "", P, Some(2), &[0, 1], &[], true),
+            (
+                "parallel budget with none unavailable",
+                &[0, 1, 2],
+                "",
+                P,
+                Some(2),
+                &[0, 1],
+                &[],
+                true,
+            ),
             ("start and reserved ordinals", &[5, 7], "5:r 6:r", O, None, &[7], &[], false),
         ];
         for (name, wanted, spec, policy, budget, create, delete, waiting) in cases {
