@@ -305,7 +305,7 @@ fn referenced(prop: &Value) -> Option<&str> {
 /// Adds upstream's `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` to the list
 /// properties reachable from `def` in an object of `kind`, from the same table the strategic
 /// merge patch uses, so kubectl's client-side apply computes patches that merge lists by key.
-fn annotate_patch_meta(
+pub(crate) fn annotate_patch_meta(
     defs: &mut Map<String, Value>,
     kind: &str,
     def: &str,
@@ -432,9 +432,14 @@ impl Strategy for PodStrategy {
         }
     }
 
-    /// Upstream's ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]).
+    /// Upstream's ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]),
+    /// then, as the mutating webhooks run after the built-in plugins, OpenKruise's SidecarSet
+    /// injection ([`crate::kruise::inject_sidecars`]) when the webhooks are on.
     fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
         crate::serviceaccount::admit_pod(adm.store, obj);
+        if adm.webhooks {
+            crate::kruise::inject_sidecars(adm.store, obj);
+        }
     }
 
     /// `spec.nodeName` is set once, by `binding`; updates keep the stored one.
@@ -672,7 +677,7 @@ impl Strategy for ServiceStrategy {
         let used: std::collections::HashSet<String> = st
             .list("/services", None, None)
             .filter_map(|(_, s)| {
-                s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
+                s.value().pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
             })
             .collect();
         drop(st);

@@ -69,7 +69,7 @@ const REASONS: [&str; 4] =
     ["FieldValueInvalid", "FieldValueForbidden", "FieldValueRequired", "FieldValueDuplicate"];
 const MACROS: [&str; 6] = ["all(", "exists(", "exists_one(", "map(", "filter(", "existsOne("];
 
-fn env() -> Arc<Env> {
+pub(crate) fn env() -> Arc<Env> {
     static ENV: OnceLock<Arc<Env>> = OnceLock::new();
     ENV.get_or_init(|| {
         let mut env = Env::stdlib();
@@ -732,10 +732,10 @@ impl Strategy for Validated {
     fn cleanup(&self) -> Cleanup {
         self.inner.cleanup()
     }
-    fn after_commit(&self, registry: &Registry, obj: &Value) {
+    fn after_commit(&self, registry: &Registry, obj: &crate::store::Stored) {
         self.inner.after_commit(registry, obj);
     }
-    fn after_delete(&self, registry: &Registry, obj: &Value) {
+    fn after_delete(&self, registry: &Registry, obj: &crate::store::Stored) {
         self.inner.after_delete(registry, obj);
     }
 }

@@ -15,8 +15,9 @@
 //! Server-side apply (`managedFields`, conflicts) is [`managed`] on machinery's `ssa`.
 //!
 //! What it does not do: protobuf responses (protobuf request bodies are decoded), conversion
-//! webhooks, admission webhooks, aggregated APIs.
+//! webhooks, aggregated APIs. Admission webhooks are [`admission`].
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod builtin;
@@ -24,6 +25,8 @@ pub mod cel;
 pub mod certauth;
 pub mod controlplane;
 pub mod crd;
+mod crr;
+pub mod daemonset;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -219,6 +222,8 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        daemonset::register(&registry)?;
+        admission::register(&registry)?;
         statefulset::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
@@ -228,7 +233,7 @@ impl ApiServer {
         {
             let key = registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
             let crds: Vec<_> =
-                api.store.read().list(&key, None, None).map(|(_, s)| s.value.clone()).collect();
+                api.store.read().list(&key, None, None).map(|(_, s)| s.value()).collect();
             for c in &crds {
                 crd::sync_registry(&registry, c);
             }

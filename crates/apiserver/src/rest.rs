@@ -65,6 +65,8 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// Who deletes, for admission webhooks; `None` for the server's own deletes.
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 impl DeleteOptions {
@@ -240,22 +242,26 @@ impl Api {
     /// The stored object as the requested version serves it (CRD versions differ only in
     /// `apiVersion`: conversion strategy `None`).
     pub fn served_json(&self, res: &Resource, s: &Stored) -> Bytes {
-        if let Some(v) = res.strategy.to_served(&s.value) {
+        if res.strategy.stored_api_version().is_some()
+            && let Some(v) = res.strategy.to_served(&s.value())
+        {
             return serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| s.json.clone());
         }
-        if s.value.get("apiVersion").and_then(Value::as_str) == Some(res.api_version().as_str()) {
+        if s.api_version() == res.api_version() {
             return s.json.clone();
         }
-        let mut v = s.value.clone();
+        let mut v = s.value();
         v["apiVersion"] = Value::String(res.api_version());
         serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| s.json.clone())
     }
 
     pub fn served_value(&self, res: &Resource, s: &Stored) -> Value {
-        if let Some(v) = res.strategy.to_served(&s.value) {
-            return v;
+        let mut v = s.value();
+        if res.strategy.stored_api_version().is_some()
+            && let Some(served) = res.strategy.to_served(&v)
+        {
+            return served;
         }
-        let mut v = s.value.clone();
         if let Some(m) = v.as_object_mut() {
             m.insert("apiVersion".into(), Value::String(res.api_version()));
         }
@@ -294,6 +300,15 @@ impl Api {
         let labels = meta(v).and_then(|m| m.get("labels")).and_then(Value::as_object);
         opts.label_selector.matches(labels)
             && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
+    }
+
+    /// [`Self::matches`] on a stored object: labels and the indexed fields are read from what
+    /// the store keeps beside the JSON; only a field selector on another field decodes it.
+    pub fn matches_stored(opts: &ListOptions, s: &Stored) -> bool {
+        opts.label_selector.matches_with(|k| s.label(k))
+            && opts.field_selector.as_ref().is_none_or(|f| {
+                f.matches_with(|k| s.field(k)).unwrap_or_else(|| f.matches(&s.value()))
+            })
     }
 
     /// Lists one page. A continue token carries the last key and the resourceVersion of the
@@ -336,7 +351,7 @@ impl Api {
         let mut remaining = 0usize;
         let mut full = false;
         for (k, s) in objects {
-            if !Self::matches(opts, &s.value) {
+            if !Self::matches_stored(opts, s) {
                 continue;
             }
             if full {
@@ -432,7 +447,79 @@ impl Api {
         old: Option<&Value>,
         opts: &WriteOptions,
     ) -> ApiResult<Vec<String>> {
+        let warnings = self.defaults(res, obj, opts)?;
+        self.check(res, obj, old, opts)?;
+        Ok(warnings)
+    }
+
+    /// [`Api::admit`] with dynamic admission around the kind's validation, as upstream's
+    /// admission chain runs: defaults, mutating webhooks (whose changes are defaulted again),
+    /// validation, validating webhooks ([`crate::admission`]). Only clients' writes
+    /// (`opts.user`) go to webhooks.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_with_webhooks(
+        &self,
+        res: &Resource,
+        sub: Option<&str>,
+        operation: &'static str,
+        ns: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
+        let mut warnings = self.defaults(res, obj, opts)?;
+        let Some(user) = opts.user.clone() else {
+            self.check(res, obj, old, opts)?;
+            return Ok(warnings);
+        };
         let name = meta_str(obj, "name").to_owned();
+        let mut options = json!({
+            "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" },
+            "apiVersion": "meta.k8s.io/v1",
+        });
+        if let Some(m) = &opts.manager {
+            options["fieldManager"] = json!(m);
+        }
+        if opts.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        let req = crate::admission::Request {
+            res,
+            sub: sub.unwrap_or(""),
+            operation,
+            namespace: if res.namespaced { ns } else { "" },
+            name: &name,
+            user: &user,
+            dry_run: opts.dry_run,
+            options,
+        };
+        let view = Served { api: self, sub };
+        let (w, changed) =
+            crate::admission::mutate(&self.store, &self.registry, &req, &view, Some(obj), old)
+                .await?;
+        warnings.extend(w);
+        if changed {
+            // What a webhook added beyond the schema is dropped silently, as upstream's decoding
+            // of the patched object does.
+            let quiet = WriteOptions { field_validation: FieldValidation::Ignore, ..opts.clone() };
+            self.defaults(res, obj, &quiet)?;
+        }
+        self.check(res, obj, old, opts)?;
+        let w =
+            crate::admission::validate(&self.store, &self.registry, &req, &view, Some(obj), old)
+                .await?;
+        warnings.extend(w);
+        Ok(warnings)
+    }
+
+    /// Prunes unknown fields (reported as `opts` asks) and applies the schema's and the kind's
+    /// defaults.
+    fn defaults(
+        &self,
+        res: &Resource,
+        obj: &mut Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
         let mut warnings = Vec::new();
         if let Some(schema) = &res.schema {
             let unknown = schema.prune(obj);
@@ -460,8 +547,20 @@ impl Api {
             // defaults; the built-in schemas carry no defaults.
             schema.default(obj);
         }
+        res.strategy.default(obj);
+        Ok(warnings)
+    }
+
+    /// The kind's validation and the admission that reads the store, on a defaulted object.
+    fn check(
+        &self,
+        res: &Resource,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> ApiResult<()> {
+        let name = meta_str(obj, "name").to_owned();
         let strategy = &res.strategy;
-        strategy.default(obj);
         let mut causes: Vec<Cause> = Vec::new();
         if old.is_none() {
             strategy.validate_name(&name, &mut causes);
@@ -484,7 +583,7 @@ impl Api {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&res.kind, &res.group, &name, causes));
         }
-        Ok(warnings)
+        Ok(())
     }
 
     /// Creates an object in `ns` (ignored for cluster-scoped kinds).
@@ -522,7 +621,8 @@ impl Api {
             self.check_namespace_open(ns)?;
         }
         res.strategy.prepare_create(&self.admission(), &mut body);
-        let warnings = self.admit(res, &mut body, None, opts)?;
+        let warnings =
+            self.admit_with_webhooks(res, None, "CREATE", ns, &mut body, None, opts).await?;
         match applied_fields {
             Some(fields) => {
                 meta_mut(&mut body)?.insert("managedFields".into(), fields);
@@ -543,7 +643,7 @@ impl Api {
                     let json =
                         serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
                     return Ok(Written {
-                        obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }),
+                        obj: Arc::new(Stored::new(0, &body, json.into())),
                         warnings,
                     });
                 }
@@ -569,7 +669,7 @@ impl Api {
                 _ => return Err(taken),
             }
         };
-        res.strategy.after_commit(&self.registry, &obj.value);
+        res.strategy.after_commit(&self.registry, &obj);
         Ok(Written { obj, warnings })
     }
 
@@ -595,7 +695,7 @@ impl Api {
         let key = ObjKey::new(&crate::registry::storage_key("", "namespaces"), "", ns);
         match self.store.get(&key) {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if is_deleting(&n.value) => Err(ApiError::forbidden(format!(
+            Some(n) if is_deleting(&n.value()) => Err(ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ))),
             Some(_) => Ok(()),
@@ -774,7 +874,7 @@ impl Api {
         let requested_fields = (!applied && sub.is_none())
             .then(|| new.pointer("/metadata/managedFields").cloned())
             .flatten();
-        let old_v = &old.value;
+        let old_v = &old.value();
         if sub == Some("status") {
             // Status writes change only status (upstream ResetObjectMetaForStatus + strategies),
             // except for the metadata some upstream status strategies keep from the request.
@@ -874,7 +974,8 @@ impl Api {
         if sub != Some("status") {
             res.strategy.prepare_update(&mut new, old_v);
         }
-        let warnings = self.admit(res, &mut new, Some(old_v), opts)?;
+        let warnings =
+            self.admit_with_webhooks(res, sub, "UPDATE", ns, &mut new, Some(old_v), opts).await?;
         if res.strategy.tracks_generation()
             && sub != Some("status")
             && spec_part(res, &new) != spec_part(res, old_v)
@@ -921,15 +1022,12 @@ impl Api {
         }
         if opts.dry_run {
             let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(Written {
-                obj: Arc::new(Stored { rv: old.rv, value: new, json: json.into() }),
-                warnings,
-            });
+            return Ok(Written { obj: Arc::new(Stored::new(old.rv, &new, json.into())), warnings });
         }
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
         let obj = self.write(res, op).await.map_err(|e| from_store(res, e))?;
-        res.strategy.after_commit(&self.registry, &obj.value);
+        res.strategy.after_commit(&self.registry, &obj);
         Ok(Written { obj, warnings })
     }
 
@@ -959,6 +1057,9 @@ impl Api {
         if let Some(why) = res.strategy.forbids_delete(name) {
             return Err(ApiError::forbidden(why));
         }
+        if let Some(user) = &opts.user {
+            self.delete_webhooks(res, ns, name, user, policy, opts).await?;
+        }
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
             if let Some(uid) = &opts.precondition_uid
@@ -986,8 +1087,9 @@ impl Api {
                     ),
                 ));
             }
-            let mut new = cur.value.clone();
+            let mut new = cur.value();
             let mut fins = finalizers(&new);
+            let stored_fins = fins.clone();
             match policy {
                 "Orphan" if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
                 "Foreground" if !fins.iter().any(|f| f == "foregroundDeletion") => {
@@ -995,9 +1097,10 @@ impl Api {
                 }
                 _ => {}
             }
-            let grace = res.strategy.grace_period(&cur.value, opts.grace_period_seconds);
+            // `new` is still the stored object here.
+            let grace = res.strategy.grace_period(&new, opts.grace_period_seconds);
             let holds = res.strategy.holds_deletion(&new);
-            let deleting = is_deleting(&cur.value);
+            let deleting = is_deleting(&new);
             if fins.is_empty() && grace == 0 && !holds {
                 if opts.dry_run {
                     return Ok(Deleted::Gone(cur));
@@ -1027,18 +1130,14 @@ impl Api {
                     json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
                 );
                 md.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            } else if deleting && fins == finalizers(&cur.value) {
+            } else if deleting && fins == stored_fins {
                 return Ok(Deleted::Pending(cur));
             }
             res.strategy.begin_deletion(&mut new);
             if opts.dry_run {
                 let json =
                     serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-                return Ok(Deleted::Pending(Arc::new(Stored {
-                    rv: cur.rv,
-                    value: new,
-                    json: json.into(),
-                })));
+                return Ok(Deleted::Pending(Arc::new(Stored::new(cur.rv, &new, json.into()))));
             }
             let op =
                 Op::Update { key: self.key(res, ns, name), value: new, expected_rv: Some(cur.rv) };
@@ -1049,6 +1148,44 @@ impl Api {
             }
         }
         Err(ApiError::stale(&res.group, &res.plural, name))
+    }
+
+    /// Sends a client's delete to the webhooks whose rules name it (mutating, which can only
+    /// refuse a deletion, then validating), with the object as `oldObject`.
+    async fn delete_webhooks(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        user: &crate::auth::UserInfo,
+        policy: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<()> {
+        let cur = self.get(res, ns, name)?;
+        let mut options = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1",
+                                 "propagationPolicy": policy});
+        if let Some(g) = opts.grace_period_seconds {
+            options["gracePeriodSeconds"] = json!(g);
+        }
+        if opts.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        let req = crate::admission::Request {
+            res,
+            sub: "",
+            operation: "DELETE",
+            namespace: if res.namespaced { ns } else { "" },
+            name,
+            user,
+            dry_run: opts.dry_run,
+            options,
+        };
+        let view = Served { api: self, sub: None };
+        let cur_v = cur.value();
+        let old = Some(&cur_v);
+        crate::admission::mutate(&self.store, &self.registry, &req, &view, None, old).await?;
+        crate::admission::validate(&self.store, &self.registry, &req, &view, None, old).await?;
+        Ok(())
     }
 
     /// `deletecollection`: deletes every matching object, each as a single delete would.
@@ -1063,8 +1200,8 @@ impl Api {
             self.list(res, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() })?;
         let mut out = Vec::new();
         for s in page.items {
-            let ns = meta_str(&s.value, "namespace").to_owned();
-            let name = meta_str(&s.value, "name").to_owned();
+            let ns = s.field("metadata.namespace").unwrap_or_default().to_owned();
+            let name = s.field("metadata.name").unwrap_or_default().to_owned();
             match self.delete(res, &ns, &name, opts).await {
                 Ok(Deleted::Gone(s) | Deleted::Pending(s)) => out.push(s),
                 Err(e) if e.code == 404 => {}
@@ -1087,14 +1224,14 @@ impl Api {
         sub: &str,
     ) -> ApiResult<(Arc<Stored>, Option<Value>)> {
         let obj = self.get(res, ns, name)?;
-        let node = obj.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let node = obj.field("spec.nodeName").unwrap_or_default();
         if node.is_empty() {
             return Err(ApiError::bad_request(format!(
                 "pod {name} is not scheduled to a node yet, so it has no {sub}"
             )));
         }
         let key = ObjKey::new(&crate::registry::storage_key("", "nodes"), "", node);
-        let node_obj = self.store.get(&key).map(|o| o.value.clone());
+        let node_obj = self.store.get(&key).map(|o| o.value());
         Ok((obj, node_obj))
     }
 
@@ -1139,7 +1276,7 @@ impl Api {
         let mut last = None;
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
-            let mut pod = cur.value.clone();
+            let mut pod = cur.value();
             if is_deleting(&pod) {
                 return Err(ApiError::conflict(
                     &res.group,
@@ -1174,7 +1311,7 @@ impl Api {
             let key = self.key(res, ns, name);
             // Binding bypasses the pod update rules (nodeName is otherwise immutable).
             let mut admitted = pod;
-            self.admit(res, &mut admitted, Some(&cur.value), &opts)?;
+            self.admit(res, &mut admitted, Some(&cur.value()), &opts)?;
             let op = Op::Update { key, value: admitted, expected_rv: Some(cur.rv) };
             match self.write(res, op).await {
                 Ok(obj) => return Ok(Written { obj, warnings: vec![] }),
@@ -1253,6 +1390,57 @@ impl Api {
             })
             .await?;
         self.scale_of(res, &self.served_value(res, &written.obj))
+    }
+}
+
+/// The stored object as the version of `res` serves it.
+fn served_of(res: &Resource, v: &Value) -> Value {
+    if let Some(v) = res.strategy.to_served(v) {
+        return v;
+    }
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), Value::String(res.api_version()));
+    }
+    v
+}
+
+/// How webhooks see the object of a write: as the matched version serves it, or its Scale
+/// for a `scale` write (upstream sends `autoscaling/v1` Scale objects for it).
+struct Served<'a> {
+    api: &'a Api,
+    sub: Option<&'a str>,
+}
+
+impl crate::admission::View for Served<'_> {
+    fn kind(&self, res: &Resource) -> (String, String, String) {
+        if self.sub == Some("scale") {
+            return ("autoscaling".into(), "v1".into(), "Scale".into());
+        }
+        (res.group.clone(), res.version.clone(), res.kind.clone())
+    }
+
+    fn view(&self, res: &Resource, stored: &Value) -> ApiResult<Value> {
+        let v = served_of(res, stored);
+        if self.sub == Some("scale") { self.api.scale_of(res, &v) } else { Ok(v) }
+    }
+
+    fn unview(&self, res: &Resource, target: &mut Value, view: Value) -> ApiResult<()> {
+        if self.sub == Some("scale") {
+            let paths = res.scale.as_ref().ok_or_else(ApiError::page_not_found)?;
+            let replicas = view.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+            return set_json_path(target, &paths.spec_replicas, replicas);
+        }
+        let api_version = target.get("apiVersion").cloned();
+        let mut v = view;
+        res.strategy.to_stored(&mut v);
+        if res.strategy.stored_api_version().is_none()
+            && let (Some(av), Some(m)) = (api_version, v.as_object_mut())
+        {
+            m.insert("apiVersion".into(), av);
+        }
+        *target = v;
+        Ok(())
     }
 }
 

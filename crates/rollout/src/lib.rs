@@ -43,6 +43,7 @@ pub mod lifecycle;
 pub mod pod;
 pub mod revision;
 pub mod scale;
+pub mod sidecarset;
 pub mod statefulset;
 pub mod status;
 pub mod strategy;

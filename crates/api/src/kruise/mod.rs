@@ -19,9 +19,12 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod cloneset;
+pub mod containerrecreaterequest;
+pub mod daemonset;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;
+pub mod sidecarset;
 pub mod statefulset;
 
 /// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were

@@ -5,6 +5,7 @@
 
 mod bench;
 mod controller;
+mod daemonset;
 mod durability;
 mod ehpa;
 mod hpa;
@@ -14,9 +15,11 @@ mod managed_fields;
 mod node;
 mod podpool;
 mod preheat;
+mod recreate;
 mod serve_status;
 mod serving;
 mod serving_traffic;
+mod sidecarset;
 mod statefulset;
 mod storage;
 mod up;
