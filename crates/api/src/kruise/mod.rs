@@ -21,6 +21,7 @@ pub mod cloneset;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;
+pub mod uniteddeployment;
 
 /// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were
 /// created for it (`ImagePreDownloadCreatedKey`, spelled as upstream spells it).
