@@ -44,6 +44,7 @@ pub mod revision;
 pub mod scale;
 pub mod status;
 pub mod strategy;
+pub mod united;
 pub mod update;
 pub mod validation;
 
