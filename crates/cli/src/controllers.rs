@@ -1,5 +1,5 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! controllers (CloneSet with image pre-download, UnitedDeployment, ImagePullJob, NodeImage,
 //! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
@@ -113,6 +113,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::uniteddeployment::crds())
+        .await
+        .context("installing the UnitedDeployment CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
@@ -131,6 +134,15 @@ pub async fn run_all_tracked(
     let r = &running;
     let cloneset = r
         .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let united = r.track(
+        "uniteddeployment",
+        kinetic_controllers::uniteddeployment::run(client.clone(), until(stop.clone())),
+    );
+    // The CloneSet family ends together.
+    let cloneset = async {
+        let (a, b) = tokio::join!(cloneset, united);
+        a.and(b)
+    };
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -166,7 +178,7 @@ pub async fn run_all_tracked(
     let (a, b, c, d, e, f, g, h, i) = tokio::join!(
         cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
     );
-    a.context("the CloneSet controller stopped")?;
+    a.context("the CloneSet or UnitedDeployment controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
     d.context("the ImagePullJob controller stopped")?;

@@ -43,6 +43,7 @@ pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
+pub mod uniteddeployment;
 mod util;
 pub mod volume;
 

@@ -389,5 +389,7 @@ pub fn adaptive_subset(
     v
 }
 
+pub mod validation;
+
 #[cfg(test)]
 mod tests;

@@ -39,6 +39,8 @@ pub const DEFAULT_RESCHEDULE_CRITICAL_SECONDS: i32 = 30;
 pub const DEFAULT_UNSCHEDULABLE_LAST_SECONDS: i32 = 300;
 
 /// The desired state of a UnitedDeployment.
+// Clippy reads the repeated `type_ = "integer"` of the printer columns as duplicated attributes.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[kube(
     crates(kube_core = "::kube_core"),
