@@ -18,6 +18,7 @@ mod serve_status;
 mod serving;
 mod serving_traffic;
 mod storage;
+mod united;
 mod up;
 mod workloads;
 

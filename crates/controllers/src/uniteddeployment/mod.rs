@@ -221,7 +221,14 @@ async fn reconcile_pass(
         return Ok(Action::await_change());
     };
     if !WATCHED.contains(&kind) {
-        return Err(ReconcileError::Unwatched { kind: kind.gvk().1 });
+        // Not an error to retry: nothing changes until the template does.
+        ctx.events.send(EventReq::for_object(
+            &*ud,
+            "Warning",
+            "FailedFindSubsets",
+            format!("{} subsets are not supported yet", kind.field()),
+        ));
+        return Ok(Action::await_change());
     }
     let ns = ud.namespace().unwrap_or_default();
     let uid = ud.uid().unwrap_or_default();
@@ -405,11 +412,12 @@ async fn reconcile_pass(
             continue;
         };
         tracing::info!(ud = %owner, subset = %s.name, why, replicas, partition, "updating a subset");
-        let base = serde_json::to_value(&*e.obj)?;
-        let body =
-            subset::build(&ud, &oref, &s.name, &update_rev, replicas, partition, Some(base))?;
-        let obj: DynamicObject = serde_json::from_value(body)?;
-        match api.replace(&e.obj.name_any(), &PostParams::default(), &obj).await {
+        let build = |base: Value| -> Result<DynamicObject, ReconcileError> {
+            let body =
+                subset::build(&ud, &oref, &s.name, &update_rev, replicas, partition, Some(base))?;
+            Ok(serde_json::from_value(body)?)
+        };
+        match update_subset(&api, &e.obj, build).await? {
             Ok(done) => {
                 ctx.exp.expect_update(
                     &owner,
@@ -496,6 +504,29 @@ fn pods_of(ctx: &Ctx, ns: &str, workload: &Value) -> Vec<Arc<Pod>> {
             selector.matches(labels.as_ref())
         })
         .collect()
+}
+
+/// Upstream's `UpdateSubset`: builds onto the workload and updates it, up to 5 times, reading
+/// it again after a conflict (the workload's own controller writes it too). The outer error
+/// is a failure to build or read; the inner one the last update's.
+async fn update_subset(
+    api: &Api<DynamicObject>,
+    cached: &DynamicObject,
+    build: impl Fn(Value) -> Result<DynamicObject, ReconcileError>,
+) -> Result<Result<DynamicObject, kube::Error>, ReconcileError> {
+    let name = cached.name_any();
+    let mut base = serde_json::to_value(cached)?;
+    let mut attempt = 0;
+    loop {
+        let result = api.replace(&name, &PostParams::default(), &build(base)?).await;
+        attempt += 1;
+        match result {
+            Err(kube::Error::Api(s)) if s.code == 409 && attempt < 5 => {
+                base = serde_json::to_value(api.get(&name).await?)?;
+            }
+            other => return Ok(other),
+        }
+    }
 }
 
 async fn delete_workload(
