@@ -25,6 +25,7 @@ pub const GROUP: &str = "apps.kruise.io";
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
+        "DaemonSet" => validate_daemonset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
         "SidecarSet" => validate_sidecarset(obj),
@@ -54,6 +55,28 @@ fn validate_united_deployment(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     if let Some(old) = old {
         causes.extend(kinetic_rollout::united::validation::validate_update(old, obj));
     }
+    causes
+}
+
+/// Defaults a new or updated object of kind `kind` in `apps.kruise.io` as OpenKruise's mutating
+/// webhook does, beyond what the CRD schema's plain defaults already did: the Advanced
+/// DaemonSet's `rollingUpdate` defaults depend on other fields (`SetDefaultsDaemonSet`), and
+/// its pod template gets the core/v1 pod defaults (`SetDefaultPodSpec`), so a revision hash
+/// does not change when the server fills them in on the pods.
+pub fn default(kind: &str, obj: &mut Value) {
+    if kind == "DaemonSet" {
+        crate::daemonset::default(obj, true);
+        if let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
+            crate::builtin::default_pod_spec(ps);
+        }
+    }
+}
+
+/// The Advanced DaemonSet webhook (`pkg/webhook/daemonset/validating`): the apps/v1 spec rules
+/// with Kruise's `rollingUpdate` additions, and the pod template's own validation.
+fn validate_daemonset(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = crate::daemonset::validate_spec(obj, old, true);
+    validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
     causes
 }
 
@@ -354,7 +377,7 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
     let sets_key = storage_key(GROUP, "sidecarsets");
     let sets: Vec<SidecarSet> = state
         .list(&sets_key, None, None)
-        .filter_map(|(_, s)| serde_json::from_value(s.value.clone()).ok())
+        .filter_map(|(_, s)| serde_json::from_slice(&s.json).ok())
         .collect();
     if sets.is_empty() {
         return;
@@ -362,7 +385,7 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
     let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
     let ns_labels: std::collections::BTreeMap<String, String> = state
         .get(&ObjKey::new(&storage_key("", "namespaces"), "", &ns))
-        .and_then(|n| n.value.pointer("/metadata/labels").cloned())
+        .and_then(|n| n.value().pointer("/metadata/labels").cloned())
         .and_then(|l| serde_json::from_value(l).ok())
         .unwrap_or_default();
     let chosen = inject::to_inject(pod, &sets, &ns_labels);
@@ -378,13 +401,8 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
                 if ss.spec.injection_strategy.revision.is_some() {
                     state
                         .list(&revs_key, Some(REVISION_NAMESPACE), None)
-                        .filter(|(_, r)| {
-                            r.value.pointer(&format!(
-                                "/metadata/labels/{}",
-                                SIDECARSET_NAME_LABEL.replace('/', "~1")
-                            )) == Some(&Value::from(name))
-                        })
-                        .filter_map(|(_, r)| serde_json::from_value(r.value.clone()).ok())
+                        .filter(|(_, r)| r.label(SIDECARSET_NAME_LABEL) == Some(Some(name)))
+                        .filter_map(|(_, r)| serde_json::from_slice(&r.json).ok())
                         .collect()
                 } else {
                     Vec::new()

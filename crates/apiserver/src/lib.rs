@@ -26,6 +26,7 @@ pub mod certauth;
 pub mod controlplane;
 pub mod crd;
 mod crr;
+pub mod daemonset;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -220,6 +221,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        daemonset::register(&registry)?;
         admission::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
@@ -229,7 +231,7 @@ impl ApiServer {
         {
             let key = registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
             let crds: Vec<_> =
-                api.store.read().list(&key, None, None).map(|(_, s)| s.value.clone()).collect();
+                api.store.read().list(&key, None, None).map(|(_, s)| s.value()).collect();
             for c in &crds {
                 crd::sync_registry(&registry, c);
             }

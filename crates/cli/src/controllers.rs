@@ -1,7 +1,7 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, SidecarSet, UnitedDeployment, ImagePullJob,
-//! NodeImage,
-//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
+//! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
+//! Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
 
@@ -114,6 +114,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::daemonset::crds())
+        .await
+        .context("installing the Advanced DaemonSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
         .await
         .context("installing the SidecarSet CRD")?;
@@ -141,6 +144,10 @@ pub async fn run_all_tracked(
     let r = &running;
     let cloneset = r
         .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let daemonsets = r.track(
+        "daemonset",
+        kinetic_controllers::daemonset::run(client.clone(), until(stop.clone())),
+    );
     let sidecarsets = r.track(
         "sidecarset",
         kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
@@ -195,7 +202,7 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
+    let (a, b, c, d, e, f, g, h, i, j, k) = tokio::join!(
         cloneset,
         workloads,
         volumes,
@@ -205,7 +212,8 @@ pub async fn run_all_tracked(
         serving,
         hpa,
         podpools,
-        sidecarsets
+        sidecarsets,
+        daemonsets
     );
     a.context("the CloneSet or UnitedDeployment controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -217,6 +225,7 @@ pub async fn run_all_tracked(
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
     j.context("the SidecarSet controller stopped")?;
+    k.context("the DaemonSet controllers stopped")?;
     Ok(())
 }
 
