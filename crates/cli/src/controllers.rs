@@ -1,7 +1,8 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, SidecarSet, StatefulSet (apps/v1 and
-//! Advanced), ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
+//! controllers (CloneSet with image pre-download, SidecarSet, StatefulSet (apps/v1 and Advanced),
+//! UnitedDeployment, ImagePullJob,
+//! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
+//! Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
 
@@ -123,6 +124,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::statefulset::crds())
         .await
         .context("installing the Advanced StatefulSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::uniteddeployment::crds())
+        .await
+        .context("installing the UnitedDeployment CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
@@ -156,6 +160,15 @@ pub async fn run_all_tracked(
         "statefulset",
         kinetic_controllers::statefulset::run(client.clone(), until(stop.clone())),
     );
+    let united = r.track(
+        "uniteddeployment",
+        kinetic_controllers::uniteddeployment::run(client.clone(), until(stop.clone())),
+    );
+    // The CloneSet family ends together.
+    let cloneset = async {
+        let (a, b) = tokio::join!(cloneset, united);
+        a.and(b)
+    };
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -211,7 +224,7 @@ pub async fn run_all_tracked(
         daemonsets,
         statefulsets
     );
-    a.context("the CloneSet controller stopped")?;
+    a.context("the CloneSet or UnitedDeployment controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
     d.context("the ImagePullJob controller stopped")?;

@@ -47,6 +47,7 @@ pub mod serving_autoscaler;
 pub mod serving_gateway;
 pub mod sidecarset;
 pub mod statefulset;
+pub mod uniteddeployment;
 mod util;
 pub mod volume;
 

@@ -47,6 +47,7 @@ pub mod sidecarset;
 pub mod statefulset;
 pub mod status;
 pub mod strategy;
+pub mod united;
 pub mod update;
 pub mod validation;
 

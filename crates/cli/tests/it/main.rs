@@ -22,6 +22,7 @@ mod serving_traffic;
 mod sidecarset;
 mod statefulset;
 mod storage;
+mod united;
 mod up;
 mod workloads;
 
