@@ -797,7 +797,7 @@ pub(crate) fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
     }
 }
 
-fn default_pod_spec(spec: &mut Map<String, Value>) {
+pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));

@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod builtin;
 pub mod cel;
 pub mod certauth;
@@ -218,6 +219,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        batch::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
         let api =

@@ -35,6 +35,7 @@ pub mod expectations;
 pub mod hpa;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
+pub mod job;
 pub mod leader;
 pub mod network;
 pub mod nodeimage;
