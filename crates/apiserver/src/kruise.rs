@@ -26,8 +26,58 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "CloneSet" => validate_cloneset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
+        "BroadcastJob" => validate_broadcast_job(obj),
         _ => Vec::new(),
     }
+}
+
+/// The defaults OpenKruise's mutating webhook sets that a CRD schema cannot: the pod
+/// template's core/v1 defaults (`SetDefaultPodSpec`) of a BroadcastJob. (The schema defaults
+/// `parallelism`, `completionPolicy.type` and `failurePolicy.type`.)
+pub fn default(kind: &str, obj: &mut Value) {
+    if kind == "BroadcastJob"
+        && let Some(spec) = obj
+            .get_mut("spec")
+            .and_then(|s| s.get_mut("template"))
+            .and_then(|t| crate::builtin::obj_mut(t, "spec"))
+    {
+        crate::builtin::default_pod_spec(spec);
+    }
+}
+
+/// OpenKruise's BroadcastJob webhook (`pkg/webhook/broadcastjob/validating`): a job pod
+/// template (restartPolicy `Never` or `OnFailure`), a non-negative parallelism, and the
+/// completion policy rules ImagePullJob has too.
+fn validate_broadcast_job(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    validate_pod_spec(spec.pointer("/template/spec"), "spec.template.spec", &mut causes);
+    let rp = spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str).unwrap_or("");
+    if !matches!(rp, "Never" | "OnFailure") {
+        causes.retain(|c| c.field != "spec.template.spec.restartPolicy");
+        causes.push(Cause::invalid(
+            "spec.template.spec.restartPolicy",
+            &Value::String(rp.to_owned()),
+            "pod restartPolicy can only be Never or OnFailure",
+        ));
+    }
+    let bad_parallelism = match spec.get("parallelism") {
+        Some(Value::Number(n)) => n.as_i64().is_none_or(|n| n < 0),
+        Some(Value::String(s)) => {
+            s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()).is_none_or(|p| p < 0)
+        }
+        _ => false,
+    };
+    if bad_parallelism {
+        causes.push(Cause::invalid(
+            "spec.parallelism",
+            spec.get("parallelism").unwrap_or(&Value::Null),
+            "parallelism must be a non-negative integer or percentage",
+        ));
+    }
+    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
+    validate_completion_type(&policy, &mut causes);
+    causes
 }
 
 /// OpenKruise's ImagePullJob webhook (`pkg/webhook/imagepulljob/validating`, `validate`, the

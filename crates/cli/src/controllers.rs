@@ -1,7 +1,7 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
 //! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
-//! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
+//! EffectiveHPA, Job, CronJob, BroadcastJob) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
@@ -116,6 +116,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::broadcastjob::crds())
+        .await
+        .context("installing the BroadcastJob CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
         .await
         .context("installing the Knative Serving CRDs")?;
@@ -154,6 +157,17 @@ pub async fn run_all_tracked(
         let (a, b) = tokio::join!(hpa, ehpa);
         a.and(b)
     };
+    let batch = r.track("batch", {
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            futures::try_join!(
+                kinetic_controllers::job::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::cronjob::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::broadcastjob::run(client, until(stop)),
+            )
+            .map(|_| ())
+        }
+    });
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
     let workloads = r.track("workloads", async move {
@@ -163,8 +177,9 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i) = tokio::join!(
-        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
+    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
+        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools,
+        batch
     );
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -175,6 +190,7 @@ pub async fn run_all_tracked(
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
+    j.context("the Job, CronJob and BroadcastJob controllers stopped")?;
     Ok(())
 }
 

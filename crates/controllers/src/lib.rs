@@ -27,8 +27,10 @@
 
 pub mod apps;
 pub mod backoff;
+pub mod broadcastjob;
 pub mod cloneset;
 pub mod crds;
+pub mod cronjob;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;

@@ -53,9 +53,10 @@ fn deleting(p: &Pod) -> bool {
 }
 
 fn ready(p: &Pod) -> bool {
-    p.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
-    })
+    p.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 /// The pod's completion index, from its annotation.
@@ -66,11 +67,10 @@ pub fn index_of(p: &Pod) -> Option<i32> {
 /// When a finished pod finished: its containers' last `finishedAt`, else its creation.
 fn finished_at(p: &Pod) -> Option<Timestamp> {
     let st = p.status.as_ref();
-    let ends = st
-        .and_then(|s| s.container_statuses.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|c| c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0));
+    let ends =
+        st.and_then(|s| s.container_statuses.as_ref()).into_iter().flatten().filter_map(|c| {
+            c.state.as_ref()?.terminated.as_ref()?.finished_at.as_ref().map(|t| t.0)
+        });
     ends.max().or_else(|| p.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }
 
@@ -194,7 +194,8 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
     let mut done_indexes = parse_indexes(old.completed_indexes.as_deref().unwrap_or(""));
     if indexed {
         let limit = i32::try_from(completions.unwrap_or(0)).unwrap_or(i32::MAX);
-        done_indexes.extend(succeeded_pods.iter().filter_map(|p| index_of(p)).filter(|i| *i < limit));
+        done_indexes
+            .extend(succeeded_pods.iter().filter_map(|p| index_of(p)).filter(|i| *i < limit));
     }
     let succeeded = if indexed {
         done_indexes.len()
@@ -229,12 +230,12 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         plan.events.push(("Normal", "Resumed".into(), "Job resumed".into()));
         st.start_time = Some(Time(now));
     }
-    let start = *st.start_time.get_or_insert(Time(now));
+    let start = st.start_time.get_or_insert(Time(now)).clone();
 
     // Failure: the backoff limit (failed pods, or restarts under OnFailure), then the deadline.
     let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6));
-    let on_failure = spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref())
-        == Some("OnFailure");
+    let on_failure =
+        spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
     let restarts: i64 = active.iter().map(|p| restarts(p)).sum();
     let past_restarts =
         on_failure && if backoff_limit == 0 { restarts > 0 } else { restarts >= backoff_limit };
@@ -244,9 +245,15 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
     let failure = if let Some(c) = condition(st, "FailureTarget") {
         Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
     } else if i64::try_from(failed).unwrap_or(i64::MAX) > backoff_limit || past_restarts {
-        Some(("BackoffLimitExceeded".to_owned(), "Job has reached the specified backoff limit".to_owned()))
+        Some((
+            "BackoffLimitExceeded".to_owned(),
+            "Job has reached the specified backoff limit".to_owned(),
+        ))
     } else if deadline.is_some_and(|d| d <= now) {
-        Some(("DeadlineExceeded".to_owned(), "Job was active longer than specified deadline".to_owned()))
+        Some((
+            "DeadlineExceeded".to_owned(),
+            "Job was active longer than specified deadline".to_owned(),
+        ))
     } else {
         None
     };
@@ -315,7 +322,9 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
             let exp = u32::try_from(recent.len().saturating_sub(1)).unwrap_or(u32::MAX).min(16);
             let delay = POD_FAILURE_BACKOFF.saturating_mul(2u32.saturating_pow(exp));
             let delay = delay.min(MAX_POD_FAILURE_BACKOFF);
-            let at = last.checked_add(SignedDuration::try_from(delay).unwrap_or_default()).unwrap_or(*last);
+            let at = last
+                .checked_add(SignedDuration::try_from(delay).unwrap_or_default())
+                .unwrap_or(*last);
             if at > now {
                 plan.requeue = Some(until(at, now));
                 return with_deadline(plan, deadline, now);

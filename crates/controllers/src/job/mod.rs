@@ -49,7 +49,8 @@ pub async fn run(
     crate::util::run_together(shutdown, |stop| async move {
         let (pods, pod_changes) =
             crate::util::reflect_changes::<Pod>(&client, watcher::Config::default());
-        let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+        let controller =
+            Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
         let ctx = Arc::new(Ctx {
             client: client.clone(),
             pods,
