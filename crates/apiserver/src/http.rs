@@ -854,7 +854,8 @@ async fn dispatch(
             ))
         }
         (&Method::DELETE, Some(name), None) => {
-            let opts = delete_options(ctx, &query, &headers, body).await?;
+            let mut opts = delete_options(ctx, &query, &headers, body).await?;
+            opts.user = Some(writer.clone());
             match api.delete(&res, &ns, name, &opts).await? {
                 Deleted::Pending(obj) => {
                     Ok(object_response(api, &res, &obj, Want::Object, 200, &query))
@@ -869,7 +870,8 @@ async fn dispatch(
             }
         }
         (&Method::DELETE, None, None) => {
-            let opts = delete_options(ctx, &query, &headers, body).await?;
+            let mut opts = delete_options(ctx, &query, &headers, body).await?;
+            opts.user = Some(writer.clone());
             let list = query.list_options()?;
             if let Some(fs) = &list.field_selector {
                 api.check_field_selector(&res, fs)?;
@@ -911,6 +913,7 @@ async fn delete_options(
         precondition_uid: None,
         precondition_rv: None,
         dry_run: query.get("dryRun") == Some("All"),
+        user: None,
     };
     if query.get("orphanDependents") == Some("true") {
         opts.propagation_policy.get_or_insert_with(|| "Orphan".to_owned());

@@ -15,8 +15,9 @@
 //! Server-side apply (`managedFields`, conflicts) is [`managed`] on machinery's `ssa`.
 //!
 //! What it does not do: protobuf responses (protobuf request bodies are decoded), conversion
-//! webhooks, admission webhooks, aggregated APIs.
+//! webhooks, aggregated APIs. Admission webhooks are [`admission`].
 
+pub mod admission;
 pub mod audit;
 pub mod auth;
 pub mod batch;
@@ -25,6 +26,7 @@ pub mod cel;
 pub mod certauth;
 pub mod controlplane;
 pub mod crd;
+mod crr;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -220,6 +222,7 @@ impl ApiServer {
         builtin::register(&registry)?;
         hpa::register(&registry)?;
         batch::register(&registry)?;
+        admission::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
         let api =

@@ -65,6 +65,8 @@ pub struct DeleteOptions {
     pub precondition_uid: Option<String>,
     pub precondition_rv: Option<String>,
     pub dry_run: bool,
+    /// Who deletes, for admission webhooks; `None` for the server's own deletes.
+    pub user: Option<Arc<crate::auth::UserInfo>>,
 }
 
 impl DeleteOptions {
@@ -432,7 +434,79 @@ impl Api {
         old: Option<&Value>,
         opts: &WriteOptions,
     ) -> ApiResult<Vec<String>> {
+        let warnings = self.defaults(res, obj, opts)?;
+        self.check(res, obj, old, opts)?;
+        Ok(warnings)
+    }
+
+    /// [`Api::admit`] with dynamic admission around the kind's validation, as upstream's
+    /// admission chain runs: defaults, mutating webhooks (whose changes are defaulted again),
+    /// validation, validating webhooks ([`crate::admission`]). Only clients' writes
+    /// (`opts.user`) go to webhooks.
+    #[allow(clippy::too_many_arguments)]
+    async fn admit_with_webhooks(
+        &self,
+        res: &Resource,
+        sub: Option<&str>,
+        operation: &'static str,
+        ns: &str,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
+        let mut warnings = self.defaults(res, obj, opts)?;
+        let Some(user) = opts.user.clone() else {
+            self.check(res, obj, old, opts)?;
+            return Ok(warnings);
+        };
         let name = meta_str(obj, "name").to_owned();
+        let mut options = json!({
+            "kind": if operation == "CREATE" { "CreateOptions" } else { "UpdateOptions" },
+            "apiVersion": "meta.k8s.io/v1",
+        });
+        if let Some(m) = &opts.manager {
+            options["fieldManager"] = json!(m);
+        }
+        if opts.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        let req = crate::admission::Request {
+            res,
+            sub: sub.unwrap_or(""),
+            operation,
+            namespace: if res.namespaced { ns } else { "" },
+            name: &name,
+            user: &user,
+            dry_run: opts.dry_run,
+            options,
+        };
+        let view = Served { api: self, sub };
+        let (w, changed) =
+            crate::admission::mutate(&self.store, &self.registry, &req, &view, Some(obj), old)
+                .await?;
+        warnings.extend(w);
+        if changed {
+            // What a webhook added beyond the schema is dropped silently, as upstream's decoding
+            // of the patched object does.
+            let quiet = WriteOptions { field_validation: FieldValidation::Ignore, ..opts.clone() };
+            self.defaults(res, obj, &quiet)?;
+        }
+        self.check(res, obj, old, opts)?;
+        let w =
+            crate::admission::validate(&self.store, &self.registry, &req, &view, Some(obj), old)
+                .await?;
+        warnings.extend(w);
+        Ok(warnings)
+    }
+
+    /// Prunes unknown fields (reported as `opts` asks) and applies the schema's and the kind's
+    /// defaults.
+    fn defaults(
+        &self,
+        res: &Resource,
+        obj: &mut Value,
+        opts: &WriteOptions,
+    ) -> ApiResult<Vec<String>> {
         let mut warnings = Vec::new();
         if let Some(schema) = &res.schema {
             let unknown = schema.prune(obj);
@@ -460,8 +534,20 @@ impl Api {
             // defaults; the built-in schemas carry no defaults.
             schema.default(obj);
         }
+        res.strategy.default(obj);
+        Ok(warnings)
+    }
+
+    /// The kind's validation and the admission that reads the store, on a defaulted object.
+    fn check(
+        &self,
+        res: &Resource,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> ApiResult<()> {
+        let name = meta_str(obj, "name").to_owned();
         let strategy = &res.strategy;
-        strategy.default(obj);
         let mut causes: Vec<Cause> = Vec::new();
         if old.is_none() {
             strategy.validate_name(&name, &mut causes);
@@ -484,7 +570,7 @@ impl Api {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&res.kind, &res.group, &name, causes));
         }
-        Ok(warnings)
+        Ok(())
     }
 
     /// Creates an object in `ns` (ignored for cluster-scoped kinds).
@@ -522,7 +608,8 @@ impl Api {
             self.check_namespace_open(ns)?;
         }
         res.strategy.prepare_create(&self.admission(), &mut body);
-        let warnings = self.admit(res, &mut body, None, opts)?;
+        let warnings =
+            self.admit_with_webhooks(res, None, "CREATE", ns, &mut body, None, opts).await?;
         match applied_fields {
             Some(fields) => {
                 meta_mut(&mut body)?.insert("managedFields".into(), fields);
@@ -874,7 +961,8 @@ impl Api {
         if sub != Some("status") {
             res.strategy.prepare_update(&mut new, old_v);
         }
-        let warnings = self.admit(res, &mut new, Some(old_v), opts)?;
+        let warnings =
+            self.admit_with_webhooks(res, sub, "UPDATE", ns, &mut new, Some(old_v), opts).await?;
         if res.strategy.tracks_generation()
             && sub != Some("status")
             && spec_part(res, &new) != spec_part(res, old_v)
@@ -958,6 +1046,9 @@ impl Api {
         }
         if let Some(why) = res.strategy.forbids_delete(name) {
             return Err(ApiError::forbidden(why));
+        }
+        if let Some(user) = &opts.user {
+            self.delete_webhooks(res, ns, name, user, policy, opts).await?;
         }
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
@@ -1049,6 +1140,43 @@ impl Api {
             }
         }
         Err(ApiError::stale(&res.group, &res.plural, name))
+    }
+
+    /// Sends a client's delete to the webhooks whose rules name it (mutating, which can only
+    /// refuse a deletion, then validating), with the object as `oldObject`.
+    async fn delete_webhooks(
+        &self,
+        res: &Resource,
+        ns: &str,
+        name: &str,
+        user: &crate::auth::UserInfo,
+        policy: &str,
+        opts: &DeleteOptions,
+    ) -> ApiResult<()> {
+        let cur = self.get(res, ns, name)?;
+        let mut options = json!({"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1",
+                                 "propagationPolicy": policy});
+        if let Some(g) = opts.grace_period_seconds {
+            options["gracePeriodSeconds"] = json!(g);
+        }
+        if opts.dry_run {
+            options["dryRun"] = json!(["All"]);
+        }
+        let req = crate::admission::Request {
+            res,
+            sub: "",
+            operation: "DELETE",
+            namespace: if res.namespaced { ns } else { "" },
+            name,
+            user,
+            dry_run: opts.dry_run,
+            options,
+        };
+        let view = Served { api: self, sub: None };
+        let old = Some(&cur.value);
+        crate::admission::mutate(&self.store, &self.registry, &req, &view, None, old).await?;
+        crate::admission::validate(&self.store, &self.registry, &req, &view, None, old).await?;
+        Ok(())
     }
 
     /// `deletecollection`: deletes every matching object, each as a single delete would.
@@ -1253,6 +1381,57 @@ impl Api {
             })
             .await?;
         self.scale_of(res, &self.served_value(res, &written.obj))
+    }
+}
+
+/// The stored object as the version of `res` serves it.
+fn served_of(res: &Resource, v: &Value) -> Value {
+    if let Some(v) = res.strategy.to_served(v) {
+        return v;
+    }
+    let mut v = v.clone();
+    if let Some(m) = v.as_object_mut() {
+        m.insert("apiVersion".into(), Value::String(res.api_version()));
+    }
+    v
+}
+
+/// How webhooks see the object of a write: as the matched version serves it, or its Scale
+/// for a `scale` write (upstream sends `autoscaling/v1` Scale objects for it).
+struct Served<'a> {
+    api: &'a Api,
+    sub: Option<&'a str>,
+}
+
+impl crate::admission::View for Served<'_> {
+    fn kind(&self, res: &Resource) -> (String, String, String) {
+        if self.sub == Some("scale") {
+            return ("autoscaling".into(), "v1".into(), "Scale".into());
+        }
+        (res.group.clone(), res.version.clone(), res.kind.clone())
+    }
+
+    fn view(&self, res: &Resource, stored: &Value) -> ApiResult<Value> {
+        let v = served_of(res, stored);
+        if self.sub == Some("scale") { self.api.scale_of(res, &v) } else { Ok(v) }
+    }
+
+    fn unview(&self, res: &Resource, target: &mut Value, view: Value) -> ApiResult<()> {
+        if self.sub == Some("scale") {
+            let paths = res.scale.as_ref().ok_or_else(ApiError::page_not_found)?;
+            let replicas = view.pointer("/spec/replicas").cloned().unwrap_or(json!(0));
+            return set_json_path(target, &paths.spec_replicas, replicas);
+        }
+        let api_version = target.get("apiVersion").cloned();
+        let mut v = view;
+        res.strategy.to_stored(&mut v);
+        if res.strategy.stored_api_version().is_none()
+            && let (Some(av), Some(m)) = (api_version, v.as_object_mut())
+        {
+            m.insert("apiVersion".into(), av);
+        }
+        *target = v;
+        Ok(())
     }
 }
 

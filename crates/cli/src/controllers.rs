@@ -1,8 +1,8 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! controllers (CloneSet with image pre-download, SidecarSet, ImagePullJob, NodeImage,
 //! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
-//! EffectiveHPA, Job, CronJob, BroadcastJob) and the volume controller (claim binding, release, protection finalizers) for
-//! both homes.
+//! EffectiveHPA, Job, CronJob, BroadcastJob) and the volume controller (claim binding, release,
+//! protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -113,12 +113,18 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
+        .await
+        .context("installing the SidecarSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::broadcastjob::crds())
         .await
         .context("installing the BroadcastJob CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
+        .await
+        .context("installing the ContainerRecreateRequest CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
         .await
         .context("installing the Knative Serving CRDs")?;
@@ -134,6 +140,10 @@ pub async fn run_all_tracked(
     let r = &running;
     let cloneset = r
         .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let sidecarsets = r.track(
+        "sidecarset",
+        kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
+    );
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -170,6 +180,15 @@ pub async fn run_all_tracked(
     });
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
+    let crr = r.track(
+        "containerrecreaterequest",
+        kinetic_controllers::crr::run(client.clone(), until(stop.clone())),
+    );
+    // ContainerRecreateRequests end with the PodPools (both small, per-pod controllers).
+    let podpools = async {
+        let (a, b) = tokio::join!(podpools, crr);
+        a.and(b)
+    };
     let workloads = r.track("workloads", async move {
         futures::try_join!(
             kinetic_controllers::apps::run(client.clone(), until(stop.clone())),
@@ -177,8 +196,17 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
-        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools,
+    let (a, b, c, d, e, f, g, h, i, j, k) = tokio::join!(
+        cloneset,
+        workloads,
+        volumes,
+        pulljobs,
+        nodeimages,
+        pulllists,
+        serving,
+        hpa,
+        podpools,
+        sidecarsets,
         batch
     );
     a.context("the CloneSet controller stopped")?;
@@ -190,7 +218,8 @@ pub async fn run_all_tracked(
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
-    j.context("the Job, CronJob and BroadcastJob controllers stopped")?;
+    j.context("the SidecarSet controller stopped")?;
+    k.context("the Job, CronJob and BroadcastJob controllers stopped")?;
     Ok(())
 }
 

@@ -31,6 +31,7 @@ pub mod broadcastjob;
 pub mod cloneset;
 pub mod crds;
 pub mod cronjob;
+pub mod crr;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;
@@ -46,6 +47,7 @@ pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
+pub mod sidecarset;
 mod util;
 pub mod volume;
 
