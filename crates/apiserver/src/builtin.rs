@@ -305,7 +305,7 @@ fn referenced(prop: &Value) -> Option<&str> {
 /// Adds upstream's `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` to the list
 /// properties reachable from `def` in an object of `kind`, from the same table the strategic
 /// merge patch uses, so kubectl's client-side apply computes patches that merge lists by key.
-fn annotate_patch_meta(
+pub(crate) fn annotate_patch_meta(
     defs: &mut Map<String, Value>,
     kind: &str,
     def: &str,

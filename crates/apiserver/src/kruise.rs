@@ -24,6 +24,7 @@ pub const GROUP: &str = "apps.kruise.io";
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
+        "DaemonSet" => validate_daemonset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
         "BroadcastJob" => validate_broadcast_job(obj),
@@ -32,17 +33,21 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     }
 }
 
-/// The defaults OpenKruise's mutating webhook sets that a CRD schema cannot: the pod
-/// template's core/v1 defaults (`SetDefaultPodSpec`) of a BroadcastJob. (The schema defaults
-/// `parallelism`, `completionPolicy.type` and `failurePolicy.type`.)
+/// Defaults a new or updated object of kind `kind` in `apps.kruise.io` as OpenKruise's mutating
+/// webhook does, beyond what the CRD schema's plain defaults already did: the Advanced
+/// DaemonSet's `rollingUpdate` defaults depend on other fields (`SetDefaultsDaemonSet`), and
+/// its pod template gets the core/v1 pod defaults (`SetDefaultPodSpec`), so a revision hash
+/// does not change when the server fills them in on the pods. A BroadcastJob's template gets
+/// the pod defaults too (`SetDefaultsBroadcastJob`; the schema defaults `parallelism`,
+/// `completionPolicy.type` and `failurePolicy.type`).
 pub fn default(kind: &str, obj: &mut Value) {
-    if kind == "BroadcastJob"
-        && let Some(spec) = obj
-            .get_mut("spec")
-            .and_then(|s| s.get_mut("template"))
-            .and_then(|t| crate::builtin::obj_mut(t, "spec"))
+    if kind == "DaemonSet" {
+        crate::daemonset::default(obj, true);
+    }
+    if matches!(kind, "DaemonSet" | "BroadcastJob")
+        && let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut)
     {
-        crate::builtin::default_pod_spec(spec);
+        crate::builtin::default_pod_spec(ps);
     }
 }
 
@@ -78,6 +83,14 @@ fn validate_broadcast_job(obj: &Value) -> Vec<Cause> {
     }
     let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
     validate_completion_type(&policy, &mut causes);
+    causes
+}
+
+/// The Advanced DaemonSet webhook (`pkg/webhook/daemonset/validating`): the apps/v1 spec rules
+/// with Kruise's `rollingUpdate` additions, and the pod template's own validation.
+fn validate_daemonset(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = crate::daemonset::validate_spec(obj, old, true);
+    validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
     causes
 }
 

@@ -27,6 +27,7 @@ pub mod certauth;
 pub mod controlplane;
 pub mod crd;
 mod crr;
+pub mod daemonset;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -222,6 +223,7 @@ impl ApiServer {
         builtin::register(&registry)?;
         hpa::register(&registry)?;
         batch::register(&registry)?;
+        daemonset::register(&registry)?;
         admission::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;

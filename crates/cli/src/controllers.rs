@@ -1,8 +1,8 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, SidecarSet, ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
-//! EffectiveHPA, Job, CronJob, BroadcastJob) and the volume controller (claim binding, release,
-//! protection finalizers) for both homes.
+//! Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices, Knative
+//! Serving, PodPool, HPA, Crane's EffectiveHPA, Job, CronJob, BroadcastJob) and the volume
+//! controller (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -113,6 +113,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::daemonset::crds())
+        .await
+        .context("installing the Advanced DaemonSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
         .await
         .context("installing the SidecarSet CRD")?;
@@ -140,6 +143,10 @@ pub async fn run_all_tracked(
     let r = &running;
     let cloneset = r
         .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let daemonsets = r.track(
+        "daemonset",
+        kinetic_controllers::daemonset::run(client.clone(), until(stop.clone())),
+    );
     let sidecarsets = r.track(
         "sidecarset",
         kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
@@ -196,7 +203,7 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j, k) = tokio::join!(
+    let (a, b, c, d, e, f, g, h, i, j, k, l) = tokio::join!(
         cloneset,
         workloads,
         volumes,
@@ -207,6 +214,7 @@ pub async fn run_all_tracked(
         hpa,
         podpools,
         sidecarsets,
+        daemonsets,
         batch
     );
     a.context("the CloneSet controller stopped")?;
@@ -219,7 +227,8 @@ pub async fn run_all_tracked(
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
     j.context("the SidecarSet controller stopped")?;
-    k.context("the Job, CronJob and BroadcastJob controllers stopped")?;
+    k.context("the DaemonSet controllers stopped")?;
+    l.context("the Job, CronJob and BroadcastJob controllers stopped")?;
     Ok(())
 }
 

@@ -32,6 +32,7 @@ pub mod cloneset;
 pub mod crds;
 pub mod cronjob;
 pub mod crr;
+pub mod daemonset;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 pub mod broadcastjob;
 pub mod cloneset;
 pub mod containerrecreaterequest;
+pub mod daemonset;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;

@@ -6,6 +6,7 @@
 mod batch;
 mod bench;
 mod controller;
+mod daemonset;
 mod durability;
 mod ehpa;
 mod hpa;
