@@ -2,9 +2,8 @@
 //! controllers (CloneSet with image pre-download, SidecarSet, StatefulSet (apps/v1 and Advanced),
 //! UnitedDeployment, ImagePullJob,
 //! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
-//! Knative Serving, PodPool, HPA, Crane's
-//! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
-//! both homes.
+//! Knative Serving, PodPool, HPA, Crane's EffectiveHPA, Job, CronJob, BroadcastJob) and the
+//! volume controller (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -130,6 +129,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::broadcastjob::crds())
+        .await
+        .context("installing the BroadcastJob CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
         .await
         .context("installing the ContainerRecreateRequest CRD")?;
@@ -192,6 +194,17 @@ pub async fn run_all_tracked(
         let (a, b) = tokio::join!(hpa, ehpa);
         a.and(b)
     };
+    let batch = r.track("batch", {
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            futures::try_join!(
+                kinetic_controllers::job::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::cronjob::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::broadcastjob::run(client, until(stop)),
+            )
+            .map(|_| ())
+        }
+    });
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
     let crr = r.track(
@@ -210,7 +223,7 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j, k, l) = tokio::join!(
+    let (a, b, c, d, e, f, g, h, i, j, k, l, m) = tokio::join!(
         cloneset,
         workloads,
         volumes,
@@ -222,6 +235,7 @@ pub async fn run_all_tracked(
         podpools,
         sidecarsets,
         daemonsets,
+        batch,
         statefulsets
     );
     a.context("the CloneSet or UnitedDeployment controller stopped")?;
@@ -235,7 +249,8 @@ pub async fn run_all_tracked(
     i.context("the PodPool controller stopped")?;
     j.context("the SidecarSet controller stopped")?;
     k.context("the DaemonSet controllers stopped")?;
-    l.context("the StatefulSet controllers (apps/v1 and Advanced) stopped")?;
+    l.context("the Job, CronJob and BroadcastJob controllers stopped")?;
+    m.context("the StatefulSet controllers (apps/v1 and Advanced) stopped")?;
     Ok(())
 }
 
