@@ -181,33 +181,15 @@ fn refusal(name: &str, status: Option<&Value>) -> ApiError {
     e
 }
 
-/// Calls one webhook with the review of `obj`/`old` (already in the matched version's view).
-#[allow(clippy::too_many_arguments)]
-async fn call(
-    store: &Store,
-    hook: &Value,
+/// The AdmissionReview's `request` (without its `uid`) for a webhook of the matched resource
+/// `res`, with `obj`/`old` already in its view; also what `matchConditions` see as `request`.
+fn review_request(
     req: &Request<'_>,
     kind: (String, String, String),
     res: &Resource,
     obj: Option<&Value>,
     old: Option<&Value>,
-    mutating: bool,
-) -> Result<Result<Answer, ApiError>, CallError> {
-    let timeout = hook.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30);
-    let cc = hook.get("clientConfig").cloned().unwrap_or(Value::Null);
-    let target =
-        super::client::target(store, &cc, timeout).map_err(|e| CallError(e.to_string()))?;
-    let versions: Vec<&str> = hook
-        .get("admissionReviewVersions")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let api_version = if versions.contains(&"v1") || !versions.contains(&"v1beta1") {
-        "admission.k8s.io/v1"
-    } else {
-        "admission.k8s.io/v1beta1"
-    };
-    let uid = uuid::Uuid::new_v4().to_string();
+) -> Value {
     let (rg, rv, rk) = (req.res.group.as_str(), req.res.version.as_str(), req.res.kind.as_str());
     let request_kind = if req.sub == "scale" {
         json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
@@ -215,7 +197,6 @@ async fn call(
         json!({"group": rg, "version": rv, "kind": rk})
     };
     let mut r = json!({
-        "uid": uid,
         "kind": {"group": kind.0, "version": kind.1, "kind": kind.2},
         "resource": {"group": res.group, "version": res.version, "resource": res.plural},
         "requestKind": request_kind,
@@ -235,6 +216,45 @@ async fn call(
     if !req.namespace.is_empty() {
         r["namespace"] = json!(req.namespace);
     }
+    r
+}
+
+/// Whether a webhook's `matchConditions` let the request through (`Ok(false)`: skip it).
+fn conditions_match(hook: &Value, request: &Value) -> Result<bool, CallError> {
+    let Some(conds) = hook.get("matchConditions").and_then(Value::as_array) else {
+        return Ok(true);
+    };
+    let null = Value::Null;
+    let obj = request.get("object").unwrap_or(&null);
+    let old = request.get("oldObject").unwrap_or(&null);
+    super::expr::match_conditions(conds, obj, old, request)
+        .map_err(|e| CallError(format!("failed to evaluate match conditions: {e}")))
+}
+
+/// Calls one webhook with `request` (from [`review_request`]).
+async fn call(
+    store: &Store,
+    hook: &Value,
+    mut request: Value,
+    mutating: bool,
+) -> Result<Result<Answer, ApiError>, CallError> {
+    let timeout = hook.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30);
+    let cc = hook.get("clientConfig").cloned().unwrap_or(Value::Null);
+    let target =
+        super::client::target(store, &cc, timeout).map_err(|e| CallError(e.to_string()))?;
+    let versions: Vec<&str> = hook
+        .get("admissionReviewVersions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let api_version = if versions.contains(&"v1") || !versions.contains(&"v1beta1") {
+        "admission.k8s.io/v1"
+    } else {
+        "admission.k8s.io/v1beta1"
+    };
+    let uid = uuid::Uuid::new_v4().to_string();
+    request["uid"] = json!(uid);
+    let r = request;
     let review = json!({"apiVersion": api_version, "kind": "AdmissionReview", "request": r});
     let body = serde_json::to_vec(&review).map_err(|e| CallError(e.to_string()))?;
     let ca = cc.get("caBundle").and_then(Value::as_str);
@@ -371,20 +391,18 @@ pub async fn mutate(
             if !should_call(store, hook, req, obj.as_deref(), old) {
                 continue;
             }
-            check_dry_run(hook, req)?;
             let obj_view = obj.as_deref().map(|o| view.view(&res, o)).transpose()?;
             let old_view = old.map(|o| view.view(&res, o)).transpose()?;
-            let answer = call(
-                store,
-                hook,
-                req,
-                view.kind(&res),
-                &res,
-                obj_view.as_ref(),
-                old_view.as_ref(),
-                true,
-            )
-            .await;
+            let request =
+                review_request(req, view.kind(&res), &res, obj_view.as_ref(), old_view.as_ref());
+            let answer = match conditions_match(hook, &request) {
+                Ok(false) => continue,
+                Ok(true) => {
+                    check_dry_run(hook, req)?;
+                    call(store, hook, request, true).await
+                }
+                Err(e) => Err(e),
+            };
             let answer = match answer {
                 Ok(Ok(a)) => a,
                 Ok(Err(refused)) => return Err(refused),
@@ -440,13 +458,22 @@ pub async fn validate(
         if !should_call(store, hook, req, obj, old) {
             continue;
         }
-        check_dry_run(hook, req)?;
         let obj_view = obj.map(|o| view.view(&res, o)).transpose()?;
         let old_view = old.map(|o| view.view(&res, o)).transpose()?;
-        let kind = view.kind(&res);
+        let request =
+            review_request(req, view.kind(&res), &res, obj_view.as_ref(), old_view.as_ref());
+        let matched = conditions_match(hook, &request);
+        if matches!(matched, Ok(false)) {
+            continue;
+        }
+        if matched.is_ok() {
+            check_dry_run(hook, req)?;
+        }
         calls.push(async move {
-            let r = call(store, hook, req, kind, &res, obj_view.as_ref(), old_view.as_ref(), false)
-                .await;
+            let r = match matched {
+                Ok(_) => call(store, hook, request, false).await,
+                Err(e) => Err(e),
+            };
             (hook, r)
         });
     }

@@ -10,12 +10,13 @@
 //!
 //! Differences from upstream: only requests of clients go to webhooks (the server's own
 //! controllers' writes — garbage collection, namespace cleanup, service accounts, bootstrap —
-//! do not, so a broken webhook never stalls start or cleanup); `pods/binding`, `CONNECT` and
-//! `matchConditions`' `authorizer` variable are not called or offered.
+//! do not, so a broken webhook never stalls start or cleanup); `pods/binding` and `CONNECT` are not
+//! sent, and `matchConditions` get no `authorizer` variable.
 
 pub mod client;
 pub mod config;
 pub mod dispatch;
+pub mod expr;
 pub mod matching;
 
 use std::sync::Arc;

@@ -30,7 +30,7 @@ impl Drop for Hooks {
 }
 
 /// What the test's webhooks answer: `/label` adds `webhook: injected` (JSONPatch), `/deny`
-/// refuses objects named `bad*`, `/slow` answers after 10 s, anything else allows.
+/// refuses objects named `bad*`, `/annotate` adds an annotation, `/slow` answers after 10 s, anything else allows.
 async fn answer(path: &str, review: &Value) -> Value {
     let req = &review["request"];
     let uid = req["uid"].clone();
@@ -56,6 +56,17 @@ async fn answer(path: &str, review: &Value) -> Value {
                 resp["status"] = json!({"code": 403, "reason": "Forbidden",
                                         "message": format!("pods named {name} are not allowed")});
             }
+        }
+        "/annotate" => {
+            resp["patchType"] = json!("JSONPatch");
+            let patch = if req["object"]["metadata"]["annotations"].is_object() {
+                json!([{"op": "add", "path": "/metadata/annotations/annotated", "value": "yes"}])
+            } else {
+                json!([{"op": "add", "path": "/metadata/annotations", "value": {"annotated": "yes"}}])
+            };
+            resp["patch"] = json!(
+                base64::engine::general_purpose::STANDARD.encode(patch.to_string().as_bytes())
+            );
         }
         "/slow" => tokio::time::sleep(Duration::from_secs(10)).await,
         _ => {}
@@ -410,4 +421,72 @@ async fn webhook_configurations_are_validated_as_upstream() {
         assert!(err.contains(want), "{want}\n{err}");
     }
     assert!(err.contains("is invalid"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvocation_match_conditions_and_subresources() {
+    let t = TestServer::start().await.unwrap();
+    let hooks = Hooks::start(&["127.0.0.1"]).await;
+    let client = |path: &str| json!({"url": hooks.url(path), "caBundle": hooks.ca_bundle});
+    // `a-label` runs first (configurations in name order); `b-annotate` changes the object
+    // after it, so the IfNeeded webhook runs once more and sees the annotation.
+    configure(
+        &t,
+        "MutatingWebhookConfiguration",
+        "a-label",
+        vec![hook(
+            "label.kinetic.test",
+            client("/label"),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        )],
+    )
+    .await;
+    configure(
+        &t,
+        "MutatingWebhookConfiguration",
+        "b-annotate",
+        vec![hook("annotate.kinetic.test", client("/annotate"), json!({}))],
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(t.client().await.unwrap(), "default");
+    let p = pods.create(&PostParams::default(), &pod("twice", json!({}))).await.unwrap();
+    assert_eq!(p.metadata.annotations.unwrap()["annotated"], "yes");
+    assert_eq!(p.metadata.labels.unwrap()["webhook"], "injected");
+    let label_calls = hooks.reviews("/label");
+    assert_eq!(label_calls.len(), 2, "reinvoked once");
+    assert_eq!(label_calls[1]["object"]["metadata"]["annotations"]["annotated"], "yes");
+    assert_eq!(hooks.reviews("/annotate").len(), 1);
+
+    // matchConditions (CEL) skip the webhook when false.
+    configure(&t, "ValidatingWebhookConfiguration", "deny", vec![hook("deny.kinetic.test", client("/deny"), json!({
+        "matchConditions": [{"name": "not-exempt",
+                             "expression": "object.metadata.name != 'bad-but-exempt'"}],
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                   "resources": ["pods"]},
+                  {"operations": ["UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
+                   "resources": ["deployments/scale"]}],
+    }))]).await;
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &pod_json("bad-but-exempt", json!({})))
+        .await
+        .unwrap();
+    let err =
+        kubectl_err(&t, &["create", "-f", "-"], Some(&pod_json("bad-other", json!({})))).await;
+    assert!(err.contains("pods named bad-other are not allowed"), "{err}");
+
+    // A scale write reaches webhooks of `deployments/scale` with an autoscaling/v1 Scale; the
+    // deployment itself is not in the rules.
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bad-scale", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "s"}},
+          "template": {"metadata": {"labels": {"app": "s"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &deploy.to_string()).await.unwrap();
+    let err = kubectl_err(&t, &["scale", "deployment", "bad-scale", "--replicas=3"], None).await;
+    assert!(err.contains("denied the request: pods named bad-scale are not allowed"), "{err}");
+    let r = hooks.reviews("/deny").pop().unwrap();
+    assert_eq!(r["kind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+    assert_eq!(r["subResource"], "scale");
+    assert_eq!(r["resource"]["resource"], "deployments");
+    assert_eq!(r["object"]["spec"]["replicas"], 3);
+    assert_eq!(r["oldObject"]["spec"]["replicas"], 1);
 }
