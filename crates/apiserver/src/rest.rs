@@ -492,6 +492,15 @@ impl Api {
             self.defaults(res, obj, &quiet)?;
         }
         self.check(res, obj, old, opts)?;
+        let policies = crate::admission::policy::validate(
+            &self.store,
+            &self.registry,
+            &req,
+            &view,
+            Some(obj),
+            old,
+        )?;
+        warnings.extend(policies);
         let w =
             crate::admission::validate(&self.store, &self.registry, &req, &view, Some(obj), old)
                 .await?;
@@ -1175,6 +1184,7 @@ impl Api {
         let view = Served { api: self, sub: None };
         let old = Some(&cur.value);
         crate::admission::mutate(&self.store, &self.registry, &req, &view, None, old).await?;
+        crate::admission::policy::validate(&self.store, &self.registry, &req, &view, None, old)?;
         crate::admission::validate(&self.store, &self.registry, &req, &view, None, old).await?;
         Ok(())
     }

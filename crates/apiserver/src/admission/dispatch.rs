@@ -65,36 +65,40 @@ fn hook_name(h: &Value) -> &str {
 /// The resource a webhook's rules match for this request: the request's own, or with
 /// `matchPolicy: Equivalent` another served version of the same stored resource.
 fn matched(reg: &Registry, hook: &Value, req: &Request<'_>) -> Option<Arc<Resource>> {
-    let attrs = |r: &Resource| {
-        let (g, v, p) = (r.group.clone(), r.version.clone(), r.plural.clone());
-        (g, v, p, r.namespaced)
+    let exact = hook.get("matchPolicy").and_then(Value::as_str) == Some("Exact");
+    matched_by(reg, req, exact, |a| matching::rules_match(hook, a))
+}
+
+/// The resource whose attributes `test` accepts: the request's, or unless `exact` another
+/// served version of the same stored resource (upstream's equivalent resources).
+pub(super) fn matched_by(
+    reg: &Registry,
+    req: &Request<'_>,
+    exact: bool,
+    test: impl Fn(&Attrs<'_>) -> bool,
+) -> Option<Arc<Resource>> {
+    let accepts = |r: &Resource| {
+        test(&Attrs {
+            operation: req.operation,
+            group: &r.group,
+            version: &r.version,
+            resource: &r.plural,
+            subresource: req.sub,
+            namespaced: r.namespaced,
+        })
     };
-    let test = |r: &Resource| {
-        let (g, v, p, namespaced) = attrs(r);
-        matching::rules_match(
-            hook,
-            &Attrs {
-                operation: req.operation,
-                group: &g,
-                version: &v,
-                resource: &p,
-                subresource: req.sub,
-                namespaced,
-            },
-        )
-    };
-    if test(req.res) {
+    if accepts(req.res) {
         return reg.get(&req.res.group, &req.res.version, &req.res.plural);
     }
-    if hook.get("matchPolicy").and_then(Value::as_str) == Some("Exact") {
+    if exact {
         return None;
     }
-    reg.all().into_iter().find(|r| r.storage == req.res.storage && test(r))
+    reg.all().into_iter().find(|r| r.storage == req.res.storage && accepts(r))
 }
 
 /// The labels the `namespaceSelector` is matched against: the namespace's (a Namespace's
 /// own), or `None` for other cluster-scoped resources.
-fn namespace_labels(
+pub(super) fn namespace_labels(
     store: &Store,
     req: &Request<'_>,
     obj: Option<&Value>,
@@ -147,7 +151,7 @@ fn user_info(u: &UserInfo) -> Value {
 
 /// Maps a webhook's `status.reason` to the reasons kubectl knows; others are dropped (the
 /// message still says everything).
-fn reason(r: &str) -> &'static str {
+pub(super) fn reason(r: &str) -> &'static str {
     const KNOWN: [&str; 12] = [
         "Unauthorized",
         "Forbidden",
@@ -183,7 +187,7 @@ fn refusal(name: &str, status: Option<&Value>) -> ApiError {
 
 /// The AdmissionReview's `request` (without its `uid`) for a webhook of the matched resource
 /// `res`, with `obj`/`old` already in its view; also what `matchConditions` see as `request`.
-fn review_request(
+pub(super) fn review_request(
     req: &Request<'_>,
     kind: (String, String, String),
     res: &Resource,

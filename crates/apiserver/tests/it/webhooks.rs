@@ -490,3 +490,92 @@ async fn reinvocation_match_conditions_and_subresources() {
     assert_eq!(r["object"]["spec"]["replicas"], 3);
     assert_eq!(r["oldObject"]["spec"]["replicas"], 1);
 }
+
+fn deployment(name: &str, replicas: i64) -> String {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+          "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validating_admission_policies_deny_and_warn_with_cel_and_params() {
+    let t = TestServer::start().await.unwrap();
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "replicas-limit"},
+    "spec": {
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]}]},
+        "variables": [{"name": "limit", "expression": "int(params.data.maxReplicas)"}],
+        "validations": [
+            {"expression": "object.spec.replicas <= variables.limit",
+             "messageExpression": "'replicas must be at most ' + params.data.maxReplicas",
+             "reason": "Forbidden"},
+            {"expression": "'app' in object.metadata.labels", "message": "an app label is required"},
+        ]}});
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &policy.to_string()).await.unwrap();
+    let got: Value = serde_json::from_str(
+        &t.kubectl_ok(&["get", "validatingadmissionpolicy", "replicas-limit", "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got["spec"]["failurePolicy"], "Fail");
+    assert_eq!(got["spec"]["matchConstraints"]["matchPolicy"], "Equivalent");
+    t.kubectl_ok(&["create", "configmap", "limits", "--from-literal=maxReplicas=5"]).await.unwrap();
+    let binding = |name: &str, actions: Value, param: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+            "spec": {"policyName": "replicas-limit", "validationActions": actions,
+                     "paramRef": {"name": param, "namespace": "default",
+                                  "parameterNotFoundAction": "Deny"}}})
+        .to_string()
+    };
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &binding("deny", json!(["Deny"]), "limits"))
+        .await
+        .unwrap();
+
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &deployment("small", 2)).await.unwrap();
+    let err = kubectl_err(&t, &["create", "-f", "-"], Some(&deployment("big", 6))).await;
+    assert!(
+        err.contains("ValidatingAdmissionPolicy 'replicas-limit' with binding 'deny' denied request: replicas must be at most 5"),
+        "{err}"
+    );
+    assert!(err.contains("Forbidden"), "{err}");
+    // `deployments/scale` is not in the policy's rules (`deployments` names no subresource).
+    t.kubectl_ok(&["scale", "deployment", "small", "--replicas=9"]).await.unwrap();
+    // An invalid binding is refused as upstream.
+    let err = kubectl_err(
+        &t,
+        &["apply", "-f", "-"],
+        Some(&binding("both", json!(["Deny", "Warn"]), "limits")),
+    )
+    .await;
+    assert!(err.contains("must not contain both Deny and Warn"), "{err}");
+
+    // Warn: the write goes through with kubectl's `Warning:` line.
+    t.kubectl_ok(&["delete", "validatingadmissionpolicybinding", "deny"]).await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &binding("warn", json!(["Warn"]), "limits"))
+        .await
+        .unwrap();
+    let out = t.kubectl_stdin(&["create", "-f", "-"], Some(&deployment("big", 6))).await.unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'replicas-limit' with binding 'warn': replicas must be at most 5"),
+        "{stderr}"
+    );
+
+    // Missing params with `parameterNotFoundAction: Deny` refuse.
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &binding("missing", json!(["Deny"]), "nope"))
+        .await
+        .unwrap();
+    let err = kubectl_err(&t, &["create", "-f", "-"], Some(&deployment("other", 1))).await;
+    assert!(
+        err.contains("no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{err}"
+    );
+}
