@@ -432,9 +432,14 @@ impl Strategy for PodStrategy {
         }
     }
 
-    /// Upstream's ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]).
+    /// Upstream's ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]),
+    /// then, as the mutating webhooks run after the built-in plugins, OpenKruise's SidecarSet
+    /// injection ([`crate::kruise::inject_sidecars`]) when the webhooks are on.
     fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
         crate::serviceaccount::admit_pod(adm.store, obj);
+        if adm.webhooks {
+            crate::kruise::inject_sidecars(adm.store, obj);
+        }
     }
 
     /// `spec.nodeName` is set once, by `binding`; updates keep the stored one.

@@ -26,6 +26,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "CloneSet" => validate_cloneset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
+        "SidecarSet" => validate_sidecarset(obj),
         _ => Vec::new(),
     }
 }
@@ -128,6 +129,252 @@ fn validate_pull_targets(spec: &Value, causes: &mut Vec<Cause>) {
     }
 }
 
+/// OpenKruise's SidecarSet webhook (`pkg/webhook/sidecarset/validating/sidecarset_validating.go`),
+/// the rules that read only the object: a non-empty selector, `namespace` xor
+/// `namespaceSelector`, containers and init containers valid as pod containers with unique
+/// names, known injection, share and upgrade policies, a hot-upgrade empty image that differs
+/// from the image, exclusive `transferEnv` sources and names, int-or-percent strategy values and
+/// JSON for `MergePatchJson`. Not done: the check against other SidecarSets' container names.
+fn validate_sidecarset(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    let set = |v: Option<&Value>| v.is_some_and(|v| !v.is_null());
+    match spec.get("selector").filter(|s| !s.is_null()) {
+        None => causes.push(Cause::required("spec.selector", "no selector defined for SidecarSet")),
+        Some(sel) => {
+            let labels =
+                sel.get("matchLabels").and_then(Value::as_object).is_some_and(|m| !m.is_empty());
+            let exprs = sel
+                .get("matchExpressions")
+                .and_then(Value::as_array)
+                .is_some_and(|m| !m.is_empty());
+            if !labels && !exprs {
+                causes.push(crate::error::invalid(
+                    "spec.selector",
+                    &sel.to_string(),
+                    "empty selector is invalid for sidecarset",
+                ));
+            } else if kinetic_machinery::selector::LabelSelector::from_label_selector(sel).is_err()
+            {
+                causes.push(crate::error::invalid(
+                    "spec.selector",
+                    &sel.to_string(),
+                    "invalid label selector",
+                ));
+            }
+        }
+    }
+    if spec.get("namespace").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+        && set(spec.get("namespaceSelector"))
+    {
+        causes.push(Cause::forbidden(
+            "spec.namespace",
+            "namespace and namespaceSelector are mutually exclusive",
+        ));
+    }
+    // The containers as pod containers (names, images, unique names across both lists).
+    let strip = |list: Option<&Value>| -> Value {
+        let items = list.and_then(Value::as_array).cloned().unwrap_or_default();
+        Value::Array(
+            items
+                .into_iter()
+                .map(|mut c| {
+                    if let Some(o) = c.as_object_mut() {
+                        for f in SIDECAR_FIELDS {
+                            o.remove(f);
+                        }
+                    }
+                    c
+                })
+                .collect(),
+        )
+    };
+    let pseudo = serde_json::json!({
+        "containers": strip(spec.get("containers")),
+        "initContainers": strip(spec.get("initContainers")),
+    });
+    let mut pod_causes = Vec::new();
+    validate_pod_spec(Some(&pseudo), "spec", &mut pod_causes);
+    // A SidecarSet may inject only init containers.
+    causes.extend(pod_causes.into_iter().filter(|c| c.field != "spec.containers"));
+    for (i, c) in spec.get("containers").and_then(Value::as_array).into_iter().flatten().enumerate()
+    {
+        let p = format!("spec.containers[{i}]");
+        let enumed = |field: &str, allowed: &[&str], causes: &mut Vec<Cause>| {
+            let v = field.split('.').try_fold(c, |v, k| v.get(k));
+            if let Some(v) = v.and_then(Value::as_str).filter(|v| !allowed.contains(v)) {
+                let list =
+                    allowed.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+                causes.push(Cause {
+                    reason: "FieldValueNotSupported".into(),
+                    message: format!("Unsupported value: \"{v}\": supported values: {list}"),
+                    field: format!("{p}.{field}"),
+                });
+            }
+        };
+        enumed("podInjectPolicy", &["BeforeAppContainer", "AfterAppContainer"], &mut causes);
+        enumed("shareVolumePolicy.type", &["enabled", "disabled"], &mut causes);
+        enumed("shareVolumeDevicePolicy.type", &["enabled", "disabled"], &mut causes);
+        enumed("upgradeStrategy.upgradeType", &["ColdUpgrade", "HotUpgrade"], &mut causes);
+        if c.pointer("/upgradeStrategy/upgradeType").and_then(Value::as_str) == Some("HotUpgrade") {
+            let empty = c.pointer("/upgradeStrategy/hotUpgradeEmptyImage").and_then(Value::as_str);
+            match empty {
+                None | Some("") => causes.push(Cause::required(
+                    &format!("{p}.upgradeStrategy.hotUpgradeEmptyImage"),
+                    "hotUpgradeEmptyImage must be set when upgradeType is HotUpgrade",
+                )),
+                Some(e) if Some(e) == c.get("image").and_then(Value::as_str) => {
+                    causes.push(Cause::forbidden(
+                        &format!("{p}.upgradeStrategy.hotUpgradeEmptyImage"),
+                        "hotUpgradeEmptyImage must be different with container image",
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        for (j, t) in
+            c.get("transferEnv").and_then(Value::as_array).into_iter().flatten().enumerate()
+        {
+            let tp = format!("{p}.transferEnv[{j}]");
+            let name =
+                t.get("sourceContainerName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+            if name == set(t.get("sourceContainerNameFrom")) {
+                causes.push(Cause::forbidden(
+                    &tp,
+                    "exactly one of sourceContainerName and sourceContainerNameFrom must be set",
+                ));
+            }
+            let one = t.get("envName").and_then(Value::as_str).is_some_and(|s| !s.is_empty());
+            let many = t.get("envNames").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+            if one == many {
+                causes
+                    .push(Cause::forbidden(&tp, "exactly one of envName and envNames must be set"));
+            }
+        }
+    }
+    let strategy = spec.get("updateStrategy").cloned().unwrap_or(Value::Null);
+    for f in ["partition", "maxUnavailable"] {
+        if let Some(v) = strategy.get(f).and_then(Value::as_str)
+            && v.strip_suffix('%').is_none_or(|n| n.parse::<u32>().is_err())
+        {
+            causes.push(crate::error::invalid(
+                &format!("spec.updateStrategy.{f}"),
+                v,
+                "a valid percent string must be a numeric string followed by an ending '%'",
+            ));
+        }
+    }
+    if strategy.get("maxUnavailable").and_then(Value::as_i64).is_some_and(|n| n < 1) {
+        causes.push(crate::error::invalid(
+            "spec.updateStrategy.maxUnavailable",
+            &strategy["maxUnavailable"].to_string(),
+            "must be greater than 0",
+        ));
+    }
+    for (i, m) in
+        spec.get("patchPodMetadata").and_then(Value::as_array).into_iter().flatten().enumerate()
+    {
+        let p = format!("spec.patchPodMetadata[{i}]");
+        let policy = m.get("patchPolicy").and_then(Value::as_str).unwrap_or("Retain");
+        if !matches!(policy, "Retain" | "Overwrite" | "MergePatchJson") {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!("Unsupported value: \"{policy}\": supported values: \"Retain\", \"Overwrite\", \"MergePatchJson\""),
+                field: format!("{p}.patchPolicy"),
+            });
+        }
+        if policy == "MergePatchJson" {
+            for (k, v) in m.get("annotations").and_then(Value::as_object).into_iter().flatten() {
+                let ok = v
+                    .as_str()
+                    .and_then(|s| serde_json::from_str::<Value>(s).ok())
+                    .is_some_and(|j| j.is_object());
+                if !ok {
+                    causes.push(crate::error::invalid(
+                        &format!("{p}.annotations[{k}]"),
+                        v.as_str().unwrap_or(""),
+                        "must be a json object when patchPolicy is MergePatchJson",
+                    ));
+                }
+            }
+        }
+    }
+    causes
+}
+
+/// The fields a SidecarSet container has beyond a core/v1 Container.
+const SIDECAR_FIELDS: [&str; 6] = [
+    "podInjectPolicy",
+    "upgradeStrategy",
+    "shareVolumePolicy",
+    "shareVolumeDevicePolicy",
+    "transferEnv",
+    "resourcesPolicy",
+];
+
+/// OpenKruise's pod mutating webhook, SidecarSet part, run by the pod strategy on create when
+/// the webhooks are on: the SidecarSets, the namespace's labels and the pinned revisions are
+/// read from the store, and [`kinetic_rollout::sidecarset::inject`] does the rest. A pod some
+/// SidecarSet was already injected into (its `kruise.io/sidecarset-injected-list`) is not
+/// injected again, so `kinetic controller`'s webhook and this admission never inject twice.
+pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
+    use kinetic_api::kruise::sidecarset::{REVISION_NAMESPACE, SIDECARSET_NAME_LABEL, SidecarSet};
+    use kinetic_rollout::sidecarset::{inject, resolve};
+
+    use crate::registry::storage_key;
+    use crate::store::ObjKey;
+
+    let state = store.read();
+    let sets_key = storage_key(GROUP, "sidecarsets");
+    let sets: Vec<SidecarSet> = state
+        .list(&sets_key, None, None)
+        .filter_map(|(_, s)| serde_json::from_value(s.value.clone()).ok())
+        .collect();
+    if sets.is_empty() {
+        return;
+    }
+    let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
+    let ns_labels: std::collections::BTreeMap<String, String> = state
+        .get(&ObjKey::new(&storage_key("", "namespaces"), "", &ns))
+        .and_then(|n| n.value.pointer("/metadata/labels").cloned())
+        .and_then(|l| serde_json::from_value(l).ok())
+        .unwrap_or_default();
+    let chosen = inject::to_inject(pod, &sets, &ns_labels);
+    if chosen.is_empty() {
+        return;
+    }
+    let revs_key = storage_key("apps", "controllerrevisions");
+    let resolved: Vec<inject::Resolved> = chosen
+        .into_iter()
+        .map(|ss| {
+            let name = ss.metadata.name.as_deref().unwrap_or("");
+            let revisions: Vec<k8s_openapi::api::apps::v1::ControllerRevision> =
+                if ss.spec.injection_strategy.revision.is_some() {
+                    state
+                        .list(&revs_key, Some(REVISION_NAMESPACE), None)
+                        .filter(|(_, r)| {
+                            r.value.pointer(&format!(
+                                "/metadata/labels/{}",
+                                SIDECARSET_NAME_LABEL.replace('/', "~1")
+                            )) == Some(&Value::from(name))
+                        })
+                        .filter_map(|(_, r)| serde_json::from_value(r.value.clone()).ok())
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+            resolve(ss, &revisions)
+        })
+        .collect();
+    drop(state);
+    let now = jiff::Timestamp::now().to_string();
+    inject::inject(
+        pod,
+        &resolved,
+        &inject::InjectContext { namespace_labels: &ns_labels, now: &now },
+    );
+}
+
 /// Upstream's `validateScaleStrategy`: each `scaleStrategy.podsToDelete` entry that `old` did
 /// not list must name a pod (looked up by `pod`) controlled by this CloneSet, else `Invalid`
 /// with upstream's `find pod NAME failed` / `pod NAME not owned by CloneSet`.
@@ -227,6 +474,47 @@ mod tests {
 
     fn fields(c: &[Cause]) -> Vec<String> {
         c.iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+    }
+
+    #[test]
+    fn sidecarset_follows_the_webhook() {
+        let good = json!({"spec": {
+            "selector": {"matchLabels": {"app": "a"}},
+            "containers": [{"name": "side", "image": "busybox", "podInjectPolicy": "AfterAppContainer"}],
+        }});
+        assert!(
+            validate("SidecarSet", &good, None).is_empty(),
+            "{:?}",
+            fields(&validate("SidecarSet", &good, None))
+        );
+        let bad = json!({"spec": {
+            "namespace": "default",
+            "namespaceSelector": {"matchLabels": {"a": "b"}},
+            "containers": [
+                {"name": "side", "podInjectPolicy": "Middle"},
+                {"name": "hot", "image": "envoy", "upgradeStrategy": {"upgradeType": "HotUpgrade"},
+                 "transferEnv": [{"envName": "X"}]},
+            ],
+            "updateStrategy": {"maxUnavailable": 0, "partition": "x"},
+            "patchPodMetadata": [{"annotations": {"k": "not json"}, "patchPolicy": "MergePatchJson"}],
+        }});
+        let mut got: Vec<String> =
+            validate("SidecarSet", &bad, None).into_iter().map(|c| c.field).collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [
+                "spec.containers[0].image",
+                "spec.containers[0].podInjectPolicy",
+                "spec.containers[1].transferEnv[0]",
+                "spec.containers[1].upgradeStrategy.hotUpgradeEmptyImage",
+                "spec.namespace",
+                "spec.patchPodMetadata[0].annotations[k]",
+                "spec.selector",
+                "spec.updateStrategy.maxUnavailable",
+                "spec.updateStrategy.partition",
+            ]
+        );
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod cel;
 pub mod certauth;
 pub mod controlplane;
 pub mod crd;
+mod crr;
 pub mod discovery;
 pub mod error;
 pub mod events;

@@ -1,5 +1,5 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, ImagePullJob, NodeImage,
+//! controllers (CloneSet with image pre-download, SidecarSet, ImagePullJob, NodeImage,
 //! Deployment/ReplicaSet, Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
@@ -113,9 +113,15 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::cloneset::crds())
         .await
         .context("installing the CloneSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
+        .await
+        .context("installing the SidecarSet CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
+        .await
+        .context("installing the ContainerRecreateRequest CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::serving::crds())
         .await
         .context("installing the Knative Serving CRDs")?;
@@ -131,6 +137,10 @@ pub async fn run_all_tracked(
     let r = &running;
     let cloneset = r
         .track("cloneset", kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())));
+    let sidecarsets = r.track(
+        "sidecarset",
+        kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
+    );
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -156,6 +166,15 @@ pub async fn run_all_tracked(
     };
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
+    let crr = r.track(
+        "containerrecreaterequest",
+        kinetic_controllers::crr::run(client.clone(), until(stop.clone())),
+    );
+    // ContainerRecreateRequests end with the PodPools (both small, per-pod controllers).
+    let podpools = async {
+        let (a, b) = tokio::join!(podpools, crr);
+        a.and(b)
+    };
     let workloads = r.track("workloads", async move {
         futures::try_join!(
             kinetic_controllers::apps::run(client.clone(), until(stop.clone())),
@@ -163,8 +182,17 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i) = tokio::join!(
-        cloneset, workloads, volumes, pulljobs, nodeimages, pulllists, serving, hpa, podpools
+    let (a, b, c, d, e, f, g, h, i, j) = tokio::join!(
+        cloneset,
+        workloads,
+        volumes,
+        pulljobs,
+        nodeimages,
+        pulllists,
+        serving,
+        hpa,
+        podpools,
+        sidecarsets
     );
     a.context("the CloneSet controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -175,6 +203,7 @@ pub async fn run_all_tracked(
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
     i.context("the PodPool controller stopped")?;
+    j.context("the SidecarSet controller stopped")?;
     Ok(())
 }
 

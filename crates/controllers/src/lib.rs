@@ -29,6 +29,7 @@ pub mod apps;
 pub mod backoff;
 pub mod cloneset;
 pub mod crds;
+pub mod crr;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;
@@ -43,6 +44,7 @@ pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
+pub mod sidecarset;
 mod util;
 pub mod volume;
 

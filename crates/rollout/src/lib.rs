@@ -42,6 +42,7 @@ pub mod lifecycle;
 pub mod pod;
 pub mod revision;
 pub mod scale;
+pub mod sidecarset;
 pub mod status;
 pub mod strategy;
 pub mod update;

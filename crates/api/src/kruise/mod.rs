@@ -18,9 +18,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub mod cloneset;
+pub mod containerrecreaterequest;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;
+pub mod sidecarset;
 
 /// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were
 /// created for it (`ImagePreDownloadCreatedKey`, spelled as upstream spells it).

@@ -15,6 +15,7 @@ mod kubectl;
 mod observability;
 mod rbac;
 mod serviceaccount;
+mod sidecarset;
 mod storage;
 mod watch;
 mod webhooks;

@@ -110,7 +110,7 @@ pub enum ReconcileError {
 }
 
 /// A cache of every `K` in the cluster and the stream that fills it (for `owns_stream`).
-fn reflect<K>(
+pub(crate) fn reflect<K>(
     client: &Client,
 ) -> (Store<K>, impl futures::Stream<Item = Result<K, watcher::Error>> + Send + 'static)
 where
