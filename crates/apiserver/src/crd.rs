@@ -311,6 +311,7 @@ impl Strategy for Kruise {
         if !adm.webhooks {
             return Vec::new();
         }
+        crate::kruise::default(&self.kind, obj);
         if self.kind == "ContainerRecreateRequest" {
             // The request is checked against its pod and filled from it (crate::crr).
             let pods = storage_key("", "pods");
