@@ -245,7 +245,7 @@ fn params(
     let found: Vec<Value> = match pr.get("name").and_then(Value::as_str).filter(|n| !n.is_empty()) {
         Some(name) => store
             .get(&ObjKey::new(&res.storage, ns, name))
-            .map(|s| vec![s.value.clone()])
+            .map(|s| vec![s.value()])
             .unwrap_or_default(),
         None => {
             let sel = kinetic_machinery::selector::LabelSelector::from_label_selector(
@@ -255,9 +255,9 @@ fn params(
             let st = store.read();
             st.list(&res.storage, res.namespaced.then_some(ns), None)
                 .filter(|(_, s)| {
-                    sel.matches(s.value.pointer("/metadata/labels").and_then(Value::as_object))
+                    sel.matches(s.value().pointer("/metadata/labels").and_then(Value::as_object))
                 })
-                .map(|(_, s)| s.value.clone())
+                .map(|(_, s)| s.value())
                 .collect()
         }
     };
@@ -352,16 +352,14 @@ pub fn validate(
     }
     let bindings: Vec<Value> = {
         let st = store.read();
-        st.list(&storage_key(super::GROUP, BINDINGS), None, None)
-            .map(|(_, s)| s.value.clone())
-            .collect()
+        st.list(&storage_key(super::GROUP, BINDINGS), None, None).map(|(_, s)| s.value()).collect()
     };
     let mut warnings = Vec::new();
     for binding in &bindings {
         let bname = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
         let pname = binding.pointer("/spec/policyName").and_then(Value::as_str).unwrap_or("");
         let key = ObjKey::new(&storage_key(super::GROUP, POLICIES), "", pname);
-        let Some(policy) = store.get(&key).map(|p| p.value.clone()) else { continue };
+        let Some(policy) = store.get(&key).map(|p| p.value()) else { continue };
         let constraints = policy.pointer("/spec/matchConstraints").cloned().unwrap_or_default();
         let Some(res) = selects(store, reg, &constraints, req, obj, old) else { continue };
         if let Some(m) = binding.pointer("/spec/matchResources").filter(|m| !m.is_null())
@@ -380,7 +378,7 @@ pub fn validate(
         );
         let namespace_object = if res.namespaced && !req.namespace.is_empty() {
             let k = ObjKey::new(&storage_key("", "namespaces"), "", req.namespace);
-            store.get(&k).map(|n| n.value.clone()).unwrap_or(Value::Null)
+            store.get(&k).map(|n| n.value()).unwrap_or(Value::Null)
         } else {
             Value::Null
         };
