@@ -311,6 +311,7 @@ impl Strategy for Kruise {
         if !adm.webhooks {
             return Vec::new();
         }
+        crate::kruise::default(&self.kind, obj);
         let obj = &*obj;
         let mut causes = crate::kruise::validate(&self.kind, obj, old);
         if self.checks_pods_to_delete {

@@ -30,6 +30,7 @@ pub mod backoff;
 pub mod cloneset;
 pub mod crds;
 pub mod crr;
+pub mod daemonset;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;

@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 pub mod cloneset;
 pub mod containerrecreaterequest;
+pub mod daemonset;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;

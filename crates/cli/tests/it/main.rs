@@ -5,6 +5,7 @@
 
 mod bench;
 mod controller;
+mod daemonset;
 mod durability;
 mod ehpa;
 mod hpa;
