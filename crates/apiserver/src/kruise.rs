@@ -351,7 +351,7 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
     let sets_key = storage_key(GROUP, "sidecarsets");
     let sets: Vec<SidecarSet> = state
         .list(&sets_key, None, None)
-        .filter_map(|(_, s)| serde_json::from_value(s.value.clone()).ok())
+        .filter_map(|(_, s)| serde_json::from_slice(&s.json).ok())
         .collect();
     if sets.is_empty() {
         return;
@@ -359,7 +359,7 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
     let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
     let ns_labels: std::collections::BTreeMap<String, String> = state
         .get(&ObjKey::new(&storage_key("", "namespaces"), "", &ns))
-        .and_then(|n| n.value.pointer("/metadata/labels").cloned())
+        .and_then(|n| n.value().pointer("/metadata/labels").cloned())
         .and_then(|l| serde_json::from_value(l).ok())
         .unwrap_or_default();
     let chosen = inject::to_inject(pod, &sets, &ns_labels);
@@ -375,13 +375,8 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
                 if ss.spec.injection_strategy.revision.is_some() {
                     state
                         .list(&revs_key, Some(REVISION_NAMESPACE), None)
-                        .filter(|(_, r)| {
-                            r.value.pointer(&format!(
-                                "/metadata/labels/{}",
-                                SIDECARSET_NAME_LABEL.replace('/', "~1")
-                            )) == Some(&Value::from(name))
-                        })
-                        .filter_map(|(_, r)| serde_json::from_value(r.value.clone()).ok())
+                        .filter(|(_, r)| r.label(SIDECARSET_NAME_LABEL) == Some(Some(name)))
+                        .filter_map(|(_, r)| serde_json::from_slice(&r.json).ok())
                         .collect()
                 } else {
                     Vec::new()
