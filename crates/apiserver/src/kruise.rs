@@ -1,5 +1,6 @@
 //! Validation of `apps.kruise.io` objects, as OpenKruise's validating webhook does it
-//! (`pkg/webhook/cloneset/validating/validation.go`), so a CloneSet that OpenKruise would refuse
+//! (`pkg/webhook/cloneset/validating/validation.go`, and the UnitedDeployment, ImagePullJob and
+//! ImageListPullJob webhooks), so a CloneSet that OpenKruise would refuse
 //! is refused here too, with `Invalid` and field causes, before anything is stored.
 //!
 //! The embedded server runs this in place of the webhook; the CRD schema (served like any
@@ -24,11 +25,14 @@ pub const GROUP: &str = "apps.kruise.io";
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
+        "StatefulSet" => validate_statefulset(obj, old),
         "DaemonSet" => validate_daemonset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
         "PodUnavailableBudget" => validate_pub(obj),
+        "BroadcastJob" => validate_broadcast_job(obj),
         "SidecarSet" => validate_sidecarset(obj),
+        "UnitedDeployment" => validate_united_deployment(obj, old),
         _ => Vec::new(),
     }
 }
@@ -102,18 +106,107 @@ fn validate_pub(obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// OpenKruise's UnitedDeployment webhook (`pkg/webhook/uniteddeployment/validating`): the
+/// rules the controller applies too ([`kinetic_rollout::united::validation`]), the pod
+/// template of the workload template, and on an update the subsets' node selector terms and
+/// tolerations, which may not change.
+fn validate_united_deployment(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = kinetic_rollout::united::validation::validate(obj);
+    for kind in [
+        "statefulSetTemplate",
+        "advancedStatefulSetTemplate",
+        "cloneSetTemplate",
+        "deploymentTemplate",
+    ] {
+        let pointer = format!("/spec/template/{kind}/spec/template/spec");
+        if obj.pointer(&format!("/spec/template/{kind}")).is_some_and(|t| !t.is_null()) {
+            let path = format!("spec.template.{kind}.spec.template.spec");
+            validate_pod_spec(obj.pointer(&pointer), &path, &mut causes);
+        }
+    }
+    if let Some(old) = old {
+        causes.extend(kinetic_rollout::united::validation::validate_update(old, obj));
+    }
+    causes
+}
+
 /// Defaults a new or updated object of kind `kind` in `apps.kruise.io` as OpenKruise's mutating
 /// webhook does, beyond what the CRD schema's plain defaults already did: the Advanced
 /// DaemonSet's `rollingUpdate` defaults depend on other fields (`SetDefaultsDaemonSet`), and
 /// its pod template gets the core/v1 pod defaults (`SetDefaultPodSpec`), so a revision hash
-/// does not change when the server fills them in on the pods.
+/// does not change when the server fills them in on the pods. A BroadcastJob's template gets
+/// the pod defaults too (`SetDefaultsBroadcastJob`; the schema defaults `parallelism`,
+/// `completionPolicy.type` and `failurePolicy.type`).
 pub fn default(kind: &str, obj: &mut Value) {
     if kind == "DaemonSet" {
         crate::daemonset::default(obj, true);
-        if let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
-            crate::builtin::default_pod_spec(ps);
-        }
+    } else if kind == "StatefulSet" {
+        // The Advanced StatefulSet's `SetDefaultsStatefulSet` (rollingUpdate only for the
+        // RollingUpdate type).
+        kinetic_rollout::statefulset::validation::default(obj, true);
     }
+    if matches!(kind, "DaemonSet" | "BroadcastJob")
+        && let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut)
+    {
+        crate::builtin::default_pod_spec(ps);
+    }
+}
+
+/// OpenKruise's BroadcastJob webhook (`pkg/webhook/broadcastjob/validating`): a job pod
+/// template (restartPolicy `Never` or `OnFailure`), a non-negative parallelism, and the
+/// completion policy rules ImagePullJob has too.
+fn validate_broadcast_job(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    validate_pod_spec(spec.pointer("/template/spec"), "spec.template.spec", &mut causes);
+    let rp = spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str).unwrap_or("");
+    if !matches!(rp, "Never" | "OnFailure") {
+        causes.retain(|c| c.field != "spec.template.spec.restartPolicy");
+        causes.push(Cause::invalid(
+            "spec.template.spec.restartPolicy",
+            &Value::String(rp.to_owned()),
+            "pod restartPolicy can only be Never or OnFailure",
+        ));
+    }
+    let bad_parallelism = match spec.get("parallelism") {
+        Some(Value::Number(n)) => n.as_i64().is_none_or(|n| n < 0),
+        Some(Value::String(s)) => {
+            s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()).is_none_or(|p| p < 0)
+        }
+        _ => false,
+    };
+    if bad_parallelism {
+        causes.push(Cause::invalid(
+            "spec.parallelism",
+            spec.get("parallelism").unwrap_or(&Value::Null),
+            "parallelism must be a non-negative integer or percentage",
+        ));
+    }
+    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
+    validate_completion_type(&policy, &mut causes);
+    causes
+}
+
+/// The Advanced StatefulSet webhook (`pkg/webhook/statefulset/validating`): the rules the
+/// controller applies too, the pod template's own validation, an immutable selector, and only
+/// the mutable spec fields changed on update.
+fn validate_statefulset(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    use kinetic_rollout::statefulset::validation;
+    let mut causes = validation::validate(obj, true);
+    validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
+    if let Some(old) = old {
+        if let (Some(o), Some(n)) = (old.pointer("/spec/selector"), obj.pointer("/spec/selector"))
+            && o != n
+        {
+            causes.push(crate::error::invalid(
+                "spec.selector",
+                &n.to_string(),
+                "field is immutable",
+            ));
+        }
+        causes.extend(validation::validate_update(old, obj, true));
+    }
+    causes
 }
 
 /// The Advanced DaemonSet webhook (`pkg/webhook/daemonset/validating`): the apps/v1 spec rules
@@ -562,6 +655,37 @@ mod tests {
 
     fn fields(c: &[Cause]) -> Vec<String> {
         c.iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+    }
+
+    /// A UnitedDeployment whose subsets' fixed replicas exceed `spec.replicas`, or whose
+    /// template has no containers, is refused; a subset's node selector term is immutable.
+    #[test]
+    fn united_deployment_follows_the_webhook() {
+        let ud = json!({"spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "a"}},
+            "template": {"cloneSetTemplate": {"spec": {
+                "selector": {"matchLabels": {"app": "a"}},
+                "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}},
+            "topology": {"subsets": [{"name": "x", "nodeSelectorTerm": {"matchExpressions": [{"key": "k", "operator": "In", "values": ["v"]}]}}]},
+        }});
+        assert_eq!(fields(&validate("UnitedDeployment", &ud, None)), Vec::<String>::new());
+        let mut bad = ud.clone();
+        bad["spec"]["topology"]["subsets"][0]["replicas"] = json!(3);
+        bad["spec"]["template"]["cloneSetTemplate"]["spec"]["template"]["spec"]["containers"] =
+            json!([]);
+        bad["spec"]["topology"]["subsets"][0]["nodeSelectorTerm"] = json!({});
+        let got: Vec<String> =
+            validate("UnitedDeployment", &bad, Some(&ud)).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            got,
+            [
+                "spec.topology.subsets",
+                "spec.topology.subsets",
+                "spec.template.cloneSetTemplate.spec.template.spec.containers",
+                "spec.topology.subsets[0].nodeSelectorTerm",
+            ]
+        );
     }
 
     #[test]

@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod builtin;
 pub mod cel;
 pub mod certauth;
@@ -48,6 +49,7 @@ pub mod registry;
 pub mod rest;
 pub mod revisions;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod storage;
 pub mod store;
 pub mod strategy;
@@ -225,8 +227,10 @@ impl ApiServer {
         builtin::register(&registry)?;
         hpa::register(&registry)?;
         pdb::register(&registry)?;
+        batch::register(&registry)?;
         daemonset::register(&registry)?;
         admission::register(&registry)?;
+        statefulset::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;
         let api =

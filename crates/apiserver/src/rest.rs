@@ -514,6 +514,15 @@ impl Api {
             self.defaults(res, obj, &quiet)?;
         }
         self.check(res, obj, old, opts)?;
+        let policies = crate::admission::policy::validate(
+            &self.store,
+            &self.registry,
+            &req,
+            &view,
+            Some(obj),
+            old,
+        )?;
+        warnings.extend(policies);
         let w =
             crate::admission::validate(&self.store, &self.registry, &req, &view, Some(obj), old)
                 .await?;
@@ -1205,6 +1214,7 @@ impl Api {
         let cur_v = cur.value();
         let old = Some(&cur_v);
         crate::admission::mutate(&self.store, &self.registry, &req, &view, None, old).await?;
+        crate::admission::policy::validate(&self.store, &self.registry, &req, &view, None, old)?;
         crate::admission::validate(&self.store, &self.registry, &req, &view, None, old).await?;
         Ok(())
     }

@@ -1,8 +1,9 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, SidecarSet, ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
-//! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
-//! both homes.
+//! controllers (CloneSet with image pre-download, SidecarSet, StatefulSet (apps/v1 and Advanced),
+//! UnitedDeployment, ImagePullJob,
+//! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
+//! Knative Serving, PodPool, HPA, Crane's EffectiveHPA, Job, CronJob, BroadcastJob) and the
+//! volume controller (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -119,9 +120,18 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
         .await
         .context("installing the SidecarSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::statefulset::crds())
+        .await
+        .context("installing the Advanced StatefulSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::uniteddeployment::crds())
+        .await
+        .context("installing the UnitedDeployment CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::broadcastjob::crds())
+        .await
+        .context("installing the BroadcastJob CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
         .await
         .context("installing the ContainerRecreateRequest CRD")?;
@@ -151,6 +161,19 @@ pub async fn run_all_tracked(
         "sidecarset",
         kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
     );
+    let statefulsets = r.track(
+        "statefulset",
+        kinetic_controllers::statefulset::run(client.clone(), until(stop.clone())),
+    );
+    let united = r.track(
+        "uniteddeployment",
+        kinetic_controllers::uniteddeployment::run(client.clone(), until(stop.clone())),
+    );
+    // The CloneSet family ends together.
+    let cloneset = async {
+        let (a, b) = tokio::join!(cloneset, united);
+        a.and(b)
+    };
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -174,6 +197,17 @@ pub async fn run_all_tracked(
         let (a, b) = tokio::join!(hpa, ehpa);
         a.and(b)
     };
+    let batch = r.track("batch", {
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            futures::try_join!(
+                kinetic_controllers::job::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::cronjob::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::broadcastjob::run(client, until(stop)),
+            )
+            .map(|_| ())
+        }
+    });
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
     // The disruption controller (PodDisruptionBudget) and OpenKruise's PodUnavailableBudget
@@ -204,7 +238,7 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j, k, l) = tokio::join!(
+    let (a, b, c, d, e, f, g, h, i, j, k, l, m, n) = tokio::join!(
         cloneset,
         workloads,
         volumes,
@@ -216,9 +250,11 @@ pub async fn run_all_tracked(
         podpools,
         sidecarsets,
         daemonsets,
+        batch,
+        statefulsets,
         budgets
     );
-    a.context("the CloneSet controller stopped")?;
+    a.context("the CloneSet or UnitedDeployment controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
     d.context("the ImagePullJob controller stopped")?;
@@ -229,7 +265,9 @@ pub async fn run_all_tracked(
     i.context("the PodPool controller stopped")?;
     j.context("the SidecarSet controller stopped")?;
     k.context("the DaemonSet controllers stopped")?;
-    l.context("the disruption and PodUnavailableBudget controllers stopped")?;
+    l.context("the Job, CronJob and BroadcastJob controllers stopped")?;
+    m.context("the StatefulSet controllers (apps/v1 and Advanced) stopped")?;
+    n.context("the disruption and PodUnavailableBudget controllers stopped")?;
     Ok(())
 }
 

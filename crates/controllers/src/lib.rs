@@ -27,8 +27,10 @@
 
 pub mod apps;
 pub mod backoff;
+pub mod broadcastjob;
 pub mod cloneset;
 pub mod crds;
+pub mod cronjob;
 pub mod crr;
 pub mod daemonset;
 pub mod disruption;
@@ -38,6 +40,7 @@ pub mod expectations;
 pub mod hpa;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
+pub mod job;
 pub mod leader;
 pub mod network;
 pub mod nodeimage;
@@ -48,6 +51,8 @@ pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
 pub mod sidecarset;
+pub mod statefulset;
+pub mod uniteddeployment;
 mod util;
 pub mod volume;
 

@@ -1,4 +1,5 @@
-//! CloneSet's sync algorithm as pure functions: what to create, delete and update in one pass.
+//! CloneSet's sync algorithm as pure functions: what to create, delete and update in one pass
+//! ([`statefulset`] holds the same for apps/v1 StatefulSet and Advanced StatefulSet).
 //!
 //! A port, in our own code, of OpenKruise's CloneSet decisions (`pkg/controller/cloneset/` in
 //! openkruise/kruise, v1.9): the controller in `kinetic-controllers` lists a CloneSet's pods and
@@ -43,8 +44,10 @@ pub mod pod;
 pub mod revision;
 pub mod scale;
 pub mod sidecarset;
+pub mod statefulset;
 pub mod status;
 pub mod strategy;
+pub mod united;
 pub mod update;
 pub mod validation;
 

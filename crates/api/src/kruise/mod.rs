@@ -3,7 +3,8 @@
 //! Tools written for OpenKruise (kubectl-kruise, Kruise Rollouts, users' own lifecycle-hook
 //! controllers) read and write the same custom resources, labels and annotations, so the JSON
 //! shapes and the keys here follow upstream's `apis/apps/pub/*.go` and
-//! `apis/apps/v1alpha1/*.go` field for field. [`cloneset`] holds the `CloneSet` custom resource;
+//! `apis/apps/v1alpha1/*.go` field for field. [`cloneset`] holds the `CloneSet` custom resource,
+//! [`statefulset`] the Advanced StatefulSet (`v1beta1`);
 //! this module holds the types shared by Kruise workloads (lifecycle hooks, update priorities,
 //! in-place update state) and the label/annotation contract on pods.
 //!
@@ -17,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod broadcastjob;
 pub mod cloneset;
 pub mod containerrecreaterequest;
 pub mod daemonset;
@@ -25,6 +27,8 @@ pub mod imagepulljob;
 pub mod nodeimage;
 pub mod podunavailablebudget;
 pub mod sidecarset;
+pub mod statefulset;
+pub mod uniteddeployment;
 
 /// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were
 /// created for it (`ImagePreDownloadCreatedKey`, spelled as upstream spells it).
@@ -395,6 +399,8 @@ mod tests {
             .assert_eq(&crd_yaml(&nodeimage::NodeImage::crd_all_versions()));
         expect_test::expect_file!["imagelistpulljob.crd.yaml"]
             .assert_eq(&crd_yaml(&imagelistpulljob::ImageListPullJob::crd_all_versions()));
+        expect_test::expect_file!["broadcastjob.crd.yaml"]
+            .assert_eq(&crd_yaml(&broadcastjob::BroadcastJob::crd_all()));
     }
 
     /// Both preheating CRDs serve v1alpha1 (storage) and v1beta1 with one structural schema and

@@ -65,36 +65,40 @@ fn hook_name(h: &Value) -> &str {
 /// The resource a webhook's rules match for this request: the request's own, or with
 /// `matchPolicy: Equivalent` another served version of the same stored resource.
 fn matched(reg: &Registry, hook: &Value, req: &Request<'_>) -> Option<Arc<Resource>> {
-    let attrs = |r: &Resource| {
-        let (g, v, p) = (r.group.clone(), r.version.clone(), r.plural.clone());
-        (g, v, p, r.namespaced)
+    let exact = hook.get("matchPolicy").and_then(Value::as_str) == Some("Exact");
+    matched_by(reg, req, exact, |a| matching::rules_match(hook, a))
+}
+
+/// The resource whose attributes `test` accepts: the request's, or unless `exact` another
+/// served version of the same stored resource (upstream's equivalent resources).
+pub(super) fn matched_by(
+    reg: &Registry,
+    req: &Request<'_>,
+    exact: bool,
+    test: impl Fn(&Attrs<'_>) -> bool,
+) -> Option<Arc<Resource>> {
+    let accepts = |r: &Resource| {
+        test(&Attrs {
+            operation: req.operation,
+            group: &r.group,
+            version: &r.version,
+            resource: &r.plural,
+            subresource: req.sub,
+            namespaced: r.namespaced,
+        })
     };
-    let test = |r: &Resource| {
-        let (g, v, p, namespaced) = attrs(r);
-        matching::rules_match(
-            hook,
-            &Attrs {
-                operation: req.operation,
-                group: &g,
-                version: &v,
-                resource: &p,
-                subresource: req.sub,
-                namespaced,
-            },
-        )
-    };
-    if test(req.res) {
+    if accepts(req.res) {
         return reg.get(&req.res.group, &req.res.version, &req.res.plural);
     }
-    if hook.get("matchPolicy").and_then(Value::as_str) == Some("Exact") {
+    if exact {
         return None;
     }
-    reg.all().into_iter().find(|r| r.storage == req.res.storage && test(r))
+    reg.all().into_iter().find(|r| r.storage == req.res.storage && accepts(r))
 }
 
 /// The labels the `namespaceSelector` is matched against: the namespace's (a Namespace's
 /// own), or `None` for other cluster-scoped resources.
-fn namespace_labels(
+pub(super) fn namespace_labels(
     store: &Store,
     req: &Request<'_>,
     obj: Option<&Value>,
@@ -147,7 +151,7 @@ fn user_info(u: &UserInfo) -> Value {
 
 /// Maps a webhook's `status.reason` to the reasons kubectl knows; others are dropped (the
 /// message still says everything).
-fn reason(r: &str) -> &'static str {
+pub(super) fn reason(r: &str) -> &'static str {
     const KNOWN: [&str; 12] = [
         "Unauthorized",
         "Forbidden",
@@ -181,33 +185,15 @@ fn refusal(name: &str, status: Option<&Value>) -> ApiError {
     e
 }
 
-/// Calls one webhook with the review of `obj`/`old` (already in the matched version's view).
-#[allow(clippy::too_many_arguments)]
-async fn call(
-    store: &Store,
-    hook: &Value,
+/// The AdmissionReview's `request` (without its `uid`) for a webhook of the matched resource
+/// `res`, with `obj`/`old` already in its view; also what `matchConditions` see as `request`.
+pub(super) fn review_request(
     req: &Request<'_>,
     kind: (String, String, String),
     res: &Resource,
     obj: Option<&Value>,
     old: Option<&Value>,
-    mutating: bool,
-) -> Result<Result<Answer, ApiError>, CallError> {
-    let timeout = hook.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30);
-    let cc = hook.get("clientConfig").cloned().unwrap_or(Value::Null);
-    let target =
-        super::client::target(store, &cc, timeout).map_err(|e| CallError(e.to_string()))?;
-    let versions: Vec<&str> = hook
-        .get("admissionReviewVersions")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(Value::as_str).collect())
-        .unwrap_or_default();
-    let api_version = if versions.contains(&"v1") || !versions.contains(&"v1beta1") {
-        "admission.k8s.io/v1"
-    } else {
-        "admission.k8s.io/v1beta1"
-    };
-    let uid = uuid::Uuid::new_v4().to_string();
+) -> Value {
     let (rg, rv, rk) = (req.res.group.as_str(), req.res.version.as_str(), req.res.kind.as_str());
     let request_kind = if req.sub == "scale" {
         json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
@@ -215,7 +201,6 @@ async fn call(
         json!({"group": rg, "version": rv, "kind": rk})
     };
     let mut r = json!({
-        "uid": uid,
         "kind": {"group": kind.0, "version": kind.1, "kind": kind.2},
         "resource": {"group": res.group, "version": res.version, "resource": res.plural},
         "requestKind": request_kind,
@@ -235,6 +220,45 @@ async fn call(
     if !req.namespace.is_empty() {
         r["namespace"] = json!(req.namespace);
     }
+    r
+}
+
+/// Whether a webhook's `matchConditions` let the request through (`Ok(false)`: skip it).
+fn conditions_match(hook: &Value, request: &Value) -> Result<bool, CallError> {
+    let Some(conds) = hook.get("matchConditions").and_then(Value::as_array) else {
+        return Ok(true);
+    };
+    let null = Value::Null;
+    let obj = request.get("object").unwrap_or(&null);
+    let old = request.get("oldObject").unwrap_or(&null);
+    super::expr::match_conditions(conds, obj, old, request)
+        .map_err(|e| CallError(format!("failed to evaluate match conditions: {e}")))
+}
+
+/// Calls one webhook with `request` (from [`review_request`]).
+async fn call(
+    store: &Store,
+    hook: &Value,
+    mut request: Value,
+    mutating: bool,
+) -> Result<Result<Answer, ApiError>, CallError> {
+    let timeout = hook.get("timeoutSeconds").and_then(Value::as_u64).unwrap_or(10).clamp(1, 30);
+    let cc = hook.get("clientConfig").cloned().unwrap_or(Value::Null);
+    let target =
+        super::client::target(store, &cc, timeout).map_err(|e| CallError(e.to_string()))?;
+    let versions: Vec<&str> = hook
+        .get("admissionReviewVersions")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let api_version = if versions.contains(&"v1") || !versions.contains(&"v1beta1") {
+        "admission.k8s.io/v1"
+    } else {
+        "admission.k8s.io/v1beta1"
+    };
+    let uid = uuid::Uuid::new_v4().to_string();
+    request["uid"] = json!(uid);
+    let r = request;
     let review = json!({"apiVersion": api_version, "kind": "AdmissionReview", "request": r});
     let body = serde_json::to_vec(&review).map_err(|e| CallError(e.to_string()))?;
     let ca = cc.get("caBundle").and_then(Value::as_str);
@@ -371,20 +395,18 @@ pub async fn mutate(
             if !should_call(store, hook, req, obj.as_deref(), old) {
                 continue;
             }
-            check_dry_run(hook, req)?;
             let obj_view = obj.as_deref().map(|o| view.view(&res, o)).transpose()?;
             let old_view = old.map(|o| view.view(&res, o)).transpose()?;
-            let answer = call(
-                store,
-                hook,
-                req,
-                view.kind(&res),
-                &res,
-                obj_view.as_ref(),
-                old_view.as_ref(),
-                true,
-            )
-            .await;
+            let request =
+                review_request(req, view.kind(&res), &res, obj_view.as_ref(), old_view.as_ref());
+            let answer = match conditions_match(hook, &request) {
+                Ok(false) => continue,
+                Ok(true) => {
+                    check_dry_run(hook, req)?;
+                    call(store, hook, request, true).await
+                }
+                Err(e) => Err(e),
+            };
             let answer = match answer {
                 Ok(Ok(a)) => a,
                 Ok(Err(refused)) => return Err(refused),
@@ -440,13 +462,22 @@ pub async fn validate(
         if !should_call(store, hook, req, obj, old) {
             continue;
         }
-        check_dry_run(hook, req)?;
         let obj_view = obj.map(|o| view.view(&res, o)).transpose()?;
         let old_view = old.map(|o| view.view(&res, o)).transpose()?;
-        let kind = view.kind(&res);
+        let request =
+            review_request(req, view.kind(&res), &res, obj_view.as_ref(), old_view.as_ref());
+        let matched = conditions_match(hook, &request);
+        if matches!(matched, Ok(false)) {
+            continue;
+        }
+        if matched.is_ok() {
+            check_dry_run(hook, req)?;
+        }
         calls.push(async move {
-            let r = call(store, hook, req, kind, &res, obj_view.as_ref(), old_view.as_ref(), false)
-                .await;
+            let r = match matched {
+                Ok(_) => call(store, hook, request, false).await,
+                Err(e) => Err(e),
+            };
             (hook, r)
         });
     }

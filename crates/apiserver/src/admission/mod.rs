@@ -5,18 +5,23 @@
 //! ([`dispatch`]): mutating webhooks after the kind's defaults and built-in mutating admission,
 //! then the kind's validation, then validating webhooks (in parallel), then the store write.
 //!
+//! ValidatingAdmissionPolicy and its bindings ([`policy`]) are evaluated in process (CEL,
+//! [`expr`]) just before the validating webhooks.
+//!
 //! Which webhooks a request reaches is [`matching`] (rules, scope, selectors); how one is
 //! reached is [`client`] (url or Service, TLS verified against `caBundle`).
 //!
 //! Differences from upstream: only requests of clients go to webhooks (the server's own
 //! controllers' writes — garbage collection, namespace cleanup, service accounts, bootstrap —
-//! do not, so a broken webhook never stalls start or cleanup); `pods/binding`, `CONNECT` and
-//! `matchConditions`' `authorizer` variable are not called or offered.
+//! do not, so a broken webhook never stalls start or cleanup); `pods/binding` and `CONNECT` are not
+//! sent, and `matchConditions` get no `authorizer` variable.
 
 pub mod client;
 pub mod config;
 pub mod dispatch;
+pub mod expr;
 pub mod matching;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -40,16 +45,26 @@ pub fn register(registry: &Registry) -> Result<(), SchemaError> {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12().into_generator();
     generator.subschema_for::<ar::MutatingWebhookConfiguration>();
     generator.subschema_for::<ar::ValidatingWebhookConfiguration>();
+    generator.subschema_for::<ar::ValidatingAdmissionPolicy>();
+    generator.subschema_for::<ar::ValidatingAdmissionPolicyBinding>();
     let mut defs: Map<String, Value> = (*registry.builtin_defs()).clone();
     for (k, v) in generator.take_definitions(true) {
         defs.entry(k).or_insert(v);
     }
+    let webhooks = |mutating| -> Arc<dyn crate::strategy::Strategy> {
+        Arc::new(config::WebhookConfigStrategy { mutating })
+    };
+    let policies = |binding| -> Arc<dyn crate::strategy::Strategy> {
+        Arc::new(policy::PolicyStrategy { binding })
+    };
     let kinds = [
-        ("MutatingWebhookConfiguration", MUTATING, true),
-        ("ValidatingWebhookConfiguration", VALIDATING, false),
+        ("MutatingWebhookConfiguration", MUTATING, webhooks(true), false),
+        ("ValidatingWebhookConfiguration", VALIDATING, webhooks(false), false),
+        ("ValidatingAdmissionPolicy", policy::POLICIES, policies(false), true),
+        ("ValidatingAdmissionPolicyBinding", policy::BINDINGS, policies(true), false),
     ];
     let mut resources = Vec::new();
-    for (kind, plural, mutating) in kinds {
+    for (kind, plural, strategy, status) in kinds {
         let schema_name = format!("io.k8s.api.admissionregistration.v1.{kind}");
         let root = json!({"$ref": format!("#/$defs/{schema_name}")});
         let schema = Schema::from_json(&root, Some(&defs))?;
@@ -62,7 +77,7 @@ pub fn register(registry: &Registry) -> Result<(), SchemaError> {
             short_names: vec![],
             categories: vec!["api-extensions".to_owned()],
             namespaced: false,
-            status: false,
+            status,
             scale: None,
             builtin: true,
             schema: Some(Arc::new(schema)),
@@ -70,7 +85,7 @@ pub fn register(registry: &Registry) -> Result<(), SchemaError> {
             printer: Printer::Builtin,
             storage: storage_key(GROUP, plural),
             field_selectors: vec![],
-            strategy: Arc::new(config::WebhookConfigStrategy { mutating }),
+            strategy,
         });
     }
     registry.set_builtin_defs(defs);

@@ -30,7 +30,7 @@ impl Drop for Hooks {
 }
 
 /// What the test's webhooks answer: `/label` adds `webhook: injected` (JSONPatch), `/deny`
-/// refuses objects named `bad*`, `/slow` answers after 10 s, anything else allows.
+/// refuses objects named `bad*`, `/annotate` adds an annotation, `/slow` answers after 10 s, anything else allows.
 async fn answer(path: &str, review: &Value) -> Value {
     let req = &review["request"];
     let uid = req["uid"].clone();
@@ -56,6 +56,17 @@ async fn answer(path: &str, review: &Value) -> Value {
                 resp["status"] = json!({"code": 403, "reason": "Forbidden",
                                         "message": format!("pods named {name} are not allowed")});
             }
+        }
+        "/annotate" => {
+            resp["patchType"] = json!("JSONPatch");
+            let patch = if req["object"]["metadata"]["annotations"].is_object() {
+                json!([{"op": "add", "path": "/metadata/annotations/annotated", "value": "yes"}])
+            } else {
+                json!([{"op": "add", "path": "/metadata/annotations", "value": {"annotated": "yes"}}])
+            };
+            resp["patch"] = json!(
+                base64::engine::general_purpose::STANDARD.encode(patch.to_string().as_bytes())
+            );
         }
         "/slow" => tokio::time::sleep(Duration::from_secs(10)).await,
         _ => {}
@@ -410,4 +421,161 @@ async fn webhook_configurations_are_validated_as_upstream() {
         assert!(err.contains(want), "{want}\n{err}");
     }
     assert!(err.contains("is invalid"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reinvocation_match_conditions_and_subresources() {
+    let t = TestServer::start().await.unwrap();
+    let hooks = Hooks::start(&["127.0.0.1"]).await;
+    let client = |path: &str| json!({"url": hooks.url(path), "caBundle": hooks.ca_bundle});
+    // `a-label` runs first (configurations in name order); `b-annotate` changes the object
+    // after it, so the IfNeeded webhook runs once more and sees the annotation.
+    configure(
+        &t,
+        "MutatingWebhookConfiguration",
+        "a-label",
+        vec![hook(
+            "label.kinetic.test",
+            client("/label"),
+            json!({"reinvocationPolicy": "IfNeeded"}),
+        )],
+    )
+    .await;
+    configure(
+        &t,
+        "MutatingWebhookConfiguration",
+        "b-annotate",
+        vec![hook("annotate.kinetic.test", client("/annotate"), json!({}))],
+    )
+    .await;
+    let pods: Api<Pod> = Api::namespaced(t.client().await.unwrap(), "default");
+    let p = pods.create(&PostParams::default(), &pod("twice", json!({}))).await.unwrap();
+    assert_eq!(p.metadata.annotations.unwrap()["annotated"], "yes");
+    assert_eq!(p.metadata.labels.unwrap()["webhook"], "injected");
+    let label_calls = hooks.reviews("/label");
+    assert_eq!(label_calls.len(), 2, "reinvoked once");
+    assert_eq!(label_calls[1]["object"]["metadata"]["annotations"]["annotated"], "yes");
+    assert_eq!(hooks.reviews("/annotate").len(), 1);
+
+    // matchConditions (CEL) skip the webhook when false.
+    configure(&t, "ValidatingWebhookConfiguration", "deny", vec![hook("deny.kinetic.test", client("/deny"), json!({
+        "matchConditions": [{"name": "not-exempt",
+                             "expression": "object.metadata.name != 'bad-but-exempt'"}],
+        "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""], "apiVersions": ["v1"],
+                   "resources": ["pods"]},
+                  {"operations": ["UPDATE"], "apiGroups": ["apps"], "apiVersions": ["v1"],
+                   "resources": ["deployments/scale"]}],
+    }))]).await;
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &pod_json("bad-but-exempt", json!({})))
+        .await
+        .unwrap();
+    let err =
+        kubectl_err(&t, &["create", "-f", "-"], Some(&pod_json("bad-other", json!({})))).await;
+    assert!(err.contains("pods named bad-other are not allowed"), "{err}");
+
+    // A scale write reaches webhooks of `deployments/scale` with an autoscaling/v1 Scale; the
+    // deployment itself is not in the rules.
+    let deploy = json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "bad-scale", "namespace": "default"},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "s"}},
+          "template": {"metadata": {"labels": {"app": "s"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}});
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &deploy.to_string()).await.unwrap();
+    let err = kubectl_err(&t, &["scale", "deployment", "bad-scale", "--replicas=3"], None).await;
+    assert!(err.contains("denied the request: pods named bad-scale are not allowed"), "{err}");
+    let r = hooks.reviews("/deny").pop().unwrap();
+    assert_eq!(r["kind"], json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}));
+    assert_eq!(r["subResource"], "scale");
+    assert_eq!(r["resource"]["resource"], "deployments");
+    assert_eq!(r["object"]["spec"]["replicas"], 3);
+    assert_eq!(r["oldObject"]["spec"]["replicas"], 1);
+}
+
+fn deployment(name: &str, replicas: i64) -> String {
+    json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "namespace": "default", "labels": {"app": name}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+          "template": {"metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}}}})
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validating_admission_policies_deny_and_warn_with_cel_and_params() {
+    let t = TestServer::start().await.unwrap();
+    let policy = json!({"apiVersion": "admissionregistration.k8s.io/v1",
+    "kind": "ValidatingAdmissionPolicy", "metadata": {"name": "replicas-limit"},
+    "spec": {
+        "paramKind": {"apiVersion": "v1", "kind": "ConfigMap"},
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+            "operations": ["CREATE", "UPDATE"], "resources": ["deployments"]}]},
+        "variables": [{"name": "limit", "expression": "int(params.data.maxReplicas)"}],
+        "validations": [
+            {"expression": "object.spec.replicas <= variables.limit",
+             "messageExpression": "'replicas must be at most ' + params.data.maxReplicas",
+             "reason": "Forbidden"},
+            {"expression": "'app' in object.metadata.labels", "message": "an app label is required"},
+        ]}});
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &policy.to_string()).await.unwrap();
+    let got: Value = serde_json::from_str(
+        &t.kubectl_ok(&["get", "validatingadmissionpolicy", "replicas-limit", "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(got["spec"]["failurePolicy"], "Fail");
+    assert_eq!(got["spec"]["matchConstraints"]["matchPolicy"], "Equivalent");
+    t.kubectl_ok(&["create", "configmap", "limits", "--from-literal=maxReplicas=5"]).await.unwrap();
+    let binding = |name: &str, actions: Value, param: &str| {
+        json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": name},
+            "spec": {"policyName": "replicas-limit", "validationActions": actions,
+                     "paramRef": {"name": param, "namespace": "default",
+                                  "parameterNotFoundAction": "Deny"}}})
+        .to_string()
+    };
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &binding("deny", json!(["Deny"]), "limits"))
+        .await
+        .unwrap();
+
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &deployment("small", 2)).await.unwrap();
+    let err = kubectl_err(&t, &["create", "-f", "-"], Some(&deployment("big", 6))).await;
+    assert!(
+        err.contains("ValidatingAdmissionPolicy 'replicas-limit' with binding 'deny' denied request: replicas must be at most 5"),
+        "{err}"
+    );
+    assert!(err.contains("Forbidden"), "{err}");
+    // `deployments/scale` is not in the policy's rules (`deployments` names no subresource).
+    t.kubectl_ok(&["scale", "deployment", "small", "--replicas=9"]).await.unwrap();
+    // An invalid binding is refused as upstream.
+    let err = kubectl_err(
+        &t,
+        &["apply", "-f", "-"],
+        Some(&binding("both", json!(["Deny", "Warn"]), "limits")),
+    )
+    .await;
+    assert!(err.contains("must not contain both Deny and Warn"), "{err}");
+
+    // Warn: the write goes through with kubectl's `Warning:` line.
+    t.kubectl_ok(&["delete", "validatingadmissionpolicybinding", "deny"]).await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &binding("warn", json!(["Warn"]), "limits"))
+        .await
+        .unwrap();
+    let out = t.kubectl_stdin(&["create", "-f", "-"], Some(&deployment("big", 6))).await.unwrap();
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("Warning: Validation failed for ValidatingAdmissionPolicy 'replicas-limit' with binding 'warn': replicas must be at most 5"),
+        "{stderr}"
+    );
+
+    // Missing params with `parameterNotFoundAction: Deny` refuse.
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &binding("missing", json!(["Deny"]), "nope"))
+        .await
+        .unwrap();
+    let err = kubectl_err(&t, &["create", "-f", "-"], Some(&deployment("other", 1))).await;
+    assert!(
+        err.contains("no params found for policy binding with `Deny` parameterNotFoundAction"),
+        "{err}"
+    );
 }

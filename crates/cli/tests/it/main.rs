@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod batch;
 mod bench;
 mod controller;
 mod daemonset;
@@ -21,7 +22,9 @@ mod serve_status;
 mod serving;
 mod serving_traffic;
 mod sidecarset;
+mod statefulset;
 mod storage;
+mod united;
 mod up;
 mod workloads;
 
