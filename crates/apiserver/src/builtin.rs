@@ -305,7 +305,7 @@ fn referenced(prop: &Value) -> Option<&str> {
 /// Adds upstream's `x-kubernetes-patch-strategy` / `x-kubernetes-patch-merge-key` to the list
 /// properties reachable from `def` in an object of `kind`, from the same table the strategic
 /// merge patch uses, so kubectl's client-side apply computes patches that merge lists by key.
-fn annotate_patch_meta(
+pub(crate) fn annotate_patch_meta(
     defs: &mut Map<String, Value>,
     kind: &str,
     def: &str,
@@ -802,7 +802,7 @@ pub(crate) fn set_default(m: &mut Map<String, Value>, key: &str, v: Value) {
     }
 }
 
-fn default_pod_spec(spec: &mut Map<String, Value>) {
+pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
     set_default(spec, "restartPolicy", json!("Always"));
     set_default(spec, "terminationGracePeriodSeconds", json!(30));
     set_default(spec, "dnsPolicy", json!("ClusterFirst"));

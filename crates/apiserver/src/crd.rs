@@ -311,6 +311,16 @@ impl Strategy for Kruise {
         if !adm.webhooks {
             return Vec::new();
         }
+        crate::kruise::default(&self.kind, obj);
+        if self.kind == "ContainerRecreateRequest" {
+            // The request is checked against its pod and filled from it (crate::crr).
+            let pods = storage_key("", "pods");
+            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
+            let ns = ns.to_owned();
+            return crate::crr::admit(obj, old, |name: &str| {
+                adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value.clone())
+            });
+        }
         let obj = &*obj;
         let mut causes = crate::kruise::validate(&self.kind, obj, old);
         if self.checks_pods_to_delete {

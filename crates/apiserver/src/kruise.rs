@@ -24,11 +24,34 @@ pub const GROUP: &str = "apps.kruise.io";
 pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     match kind {
         "CloneSet" => validate_cloneset(obj, old),
+        "DaemonSet" => validate_daemonset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
         "SidecarSet" => validate_sidecarset(obj),
         _ => Vec::new(),
     }
+}
+
+/// Defaults a new or updated object of kind `kind` in `apps.kruise.io` as OpenKruise's mutating
+/// webhook does, beyond what the CRD schema's plain defaults already did: the Advanced
+/// DaemonSet's `rollingUpdate` defaults depend on other fields (`SetDefaultsDaemonSet`), and
+/// its pod template gets the core/v1 pod defaults (`SetDefaultPodSpec`), so a revision hash
+/// does not change when the server fills them in on the pods.
+pub fn default(kind: &str, obj: &mut Value) {
+    if kind == "DaemonSet" {
+        crate::daemonset::default(obj, true);
+        if let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
+            crate::builtin::default_pod_spec(ps);
+        }
+    }
+}
+
+/// The Advanced DaemonSet webhook (`pkg/webhook/daemonset/validating`): the apps/v1 spec rules
+/// with Kruise's `rollingUpdate` additions, and the pod template's own validation.
+fn validate_daemonset(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = crate::daemonset::validate_spec(obj, old, true);
+    validate_pod_spec(obj.pointer("/spec/template/spec"), "spec.template.spec", &mut causes);
+    causes
 }
 
 /// OpenKruise's ImagePullJob webhook (`pkg/webhook/imagepulljob/validating`, `validate`, the

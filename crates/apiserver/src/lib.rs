@@ -25,6 +25,8 @@ pub mod cel;
 pub mod certauth;
 pub mod controlplane;
 pub mod crd;
+mod crr;
+pub mod daemonset;
 pub mod discovery;
 pub mod error;
 pub mod events;
@@ -219,6 +221,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        daemonset::register(&registry)?;
         admission::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());
         rbac::register(&registry, &rbac)?;

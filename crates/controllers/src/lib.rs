@@ -29,6 +29,8 @@ pub mod apps;
 pub mod backoff;
 pub mod cloneset;
 pub mod crds;
+pub mod crr;
+pub mod daemonset;
 pub mod ehpa;
 pub mod events;
 pub mod expectations;

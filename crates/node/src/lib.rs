@@ -60,6 +60,7 @@ mod oci;
 mod portforward;
 mod probe;
 mod provision;
+mod recreate;
 mod refs;
 mod route;
 mod runc;
@@ -323,11 +324,18 @@ impl Agent {
                 cfg.node_name.clone(),
                 cfg.data_dir.clone(),
             )),
-            tokio::spawn(dispatch(ctx.clone())),
         ];
+        // ContainerRecreateRequests reach the pods' workers through the dispatcher.
+        let (to_workers, from_recreate) = mpsc::unbounded_channel();
+        let mut tasks = tasks;
+        tasks.push(tokio::spawn(dispatch(ctx.clone(), from_recreate)));
+        tasks.push(tokio::spawn(recreate::run(
+            ctx.client.clone(),
+            cfg.node_name.clone(),
+            to_workers,
+        )));
         let pulling = Arc::new(std::sync::Mutex::new(HashSet::new()));
         let gc_kick = Arc::new(tokio::sync::Notify::new());
-        let mut tasks = tasks;
         tasks.push(tokio::spawn(imagepuller::run(ctx.clone(), pulling.clone(), gc_kick.clone())));
         tasks.push(tokio::spawn(imagegc::run(ctx, pulling, gc_kick)));
         tracing::info!(node = %cfg.node_name, logs = %log_addr, "node agent started");
@@ -415,7 +423,7 @@ async fn runc_version(bin: &Path) -> Result<String> {
 
 /// Watches this node's pods and hands each to its worker. Workers are aborted with this task
 /// (their containers keep running).
-async fn dispatch(ctx: Arc<Ctx>) {
+async fn dispatch(ctx: Arc<Ctx>, mut recreate: mpsc::UnboundedReceiver<recreate::ToWorker>) {
     let mut adopted: HashMap<String, state::PodRecord> = state::PodRecord::load_all(&ctx.pods_dir)
         .into_iter()
         .map(|(_, r)| (r.uid.clone(), r))
@@ -469,6 +477,13 @@ async fn dispatch(ctx: Arc<Ctx>) {
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "pod watch failed; retrying"),
+                }
+            }
+            Some((uid, msg)) = recreate.recv() => {
+                // No worker: the message (and its answer channel) is dropped, which the
+                // sender reads as a failed stop.
+                if let Some((tx, _)) = workers.get(&uid) {
+                    let _ = tx.send(msg);
                 }
             }
             Some(uid) = done_rx.recv() => {

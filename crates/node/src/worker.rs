@@ -34,6 +34,20 @@ pub enum Msg {
     Update(Arc<Pod>),
     /// The pod object is gone from the API (deleted with no grace, or never ours).
     Gone,
+    /// Stop a container so its restart policy starts it again (`crate::recreate`).
+    Recreate(Recreate),
+}
+
+/// A ContainerRecreateRequest's stop of one container: preStop hook, SIGTERM, SIGKILL after
+/// `grace`. `done` is answered when the worker takes it (`Err` when the container does not
+/// run); a pod being deleted drops it unanswered.
+#[derive(Debug)]
+pub struct Recreate {
+    pub container: String,
+    pub grace: Duration,
+    /// The `Killing` Event's message.
+    pub message: String,
+    pub done: tokio::sync::oneshot::Sender<Result<(), String>>,
 }
 
 #[derive(Debug)]
@@ -90,6 +104,8 @@ struct Worker {
     /// Removal of ended containers' runtime state (`runc delete`, rootfs unmount), done off the
     /// restart's critical path and awaited before the sandbox goes.
     cleanups: Vec<JoinHandle<()>>,
+    /// Container stops asked for by ContainerRecreateRequests, done at the next sync.
+    recreates: Vec<Recreate>,
 }
 
 /// Runs the worker for `pod` until the pod is gone and cleaned up.
@@ -126,6 +142,7 @@ pub async fn run(
         last_status: None,
         wake_at: None,
         cleanups: Vec::new(),
+        recreates: Vec::new(),
     };
     if let Err(e) = std::fs::create_dir_all(w.dir.join("logs")) {
         tracing::error!(pod = %w.key(), error = %e, "cannot create the pod directory");
@@ -283,6 +300,10 @@ impl Worker {
             }
             Some(Msg::Gone) | None => {
                 self.gone = true;
+                true
+            }
+            Some(Msg::Recreate(r)) => {
+                self.recreates.push(r);
                 true
             }
         }
@@ -519,6 +540,7 @@ impl Worker {
                 }
             }
         }
+        self.recreate_requested().await;
         let policy = self.restart_policy().to_owned();
         // Init containers, strictly in order.
         for (init, spec) in self.spec_containers() {
@@ -641,6 +663,21 @@ impl Worker {
             }
         }
         false
+    }
+
+    /// Stops the containers ContainerRecreateRequests asked for; the app containers' pass of
+    /// the same sync starts them again (as kubelet does after kruise-daemon's CRI kill), with
+    /// no crash back-off since the agent stopped them.
+    async fn recreate_requested(&mut self) {
+        for r in std::mem::take(&mut self.recreates) {
+            if !self.running.contains_key(&r.container) {
+                let _ = r.done.send(Err(format!("container {} is not running", r.container)));
+                continue;
+            }
+            let _ = r.done.send(Ok(()));
+            self.ctx.events.emit(&self.subject, Some(&r.container), false, "Killing", r.message);
+            self.stop(&r.container, r.grace, "recreate").await;
+        }
     }
 
     /// True when the container may restart now; otherwise it is marked CrashLoopBackOff and a

@@ -5,6 +5,7 @@
 
 mod bench;
 mod controller;
+mod daemonset;
 mod durability;
 mod ehpa;
 mod hpa;
@@ -14,6 +15,7 @@ mod managed_fields;
 mod node;
 mod podpool;
 mod preheat;
+mod recreate;
 mod serve_status;
 mod serving;
 mod serving_traffic;

@@ -37,7 +37,7 @@
 
 mod predownload;
 mod pvc;
-mod revision;
+pub(crate) mod revision;
 mod status;
 mod validation;
 
@@ -434,7 +434,7 @@ async fn set_update_ready(
 /// together with a False gate: the next in-place batch can start on this write instead of
 /// waiting for the node agent's own status write. Kubelet computes the same value and leaves
 /// it as it is; if it disagrees it rewrites the condition.
-fn ready_once_gates_are(p: &Pod, now_true: &[&str]) -> bool {
+pub(crate) fn ready_once_gates_are(p: &Pod, now_true: &[&str]) -> bool {
     use kinetic_rollout::pod::condition;
     let Some(spec) = p.spec.as_ref() else { return false };
     let Some(status) = p.status.as_ref() else { return false };
@@ -453,13 +453,13 @@ fn ready_once_gates_are(p: &Pod, now_true: &[&str]) -> bool {
     containers_ready && gates_true
 }
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 /// The `Ready=False` condition kubelet would write once a readiness gate is False; the workload
 /// writes it together with the gate so endpoints drop the pod without waiting for the agent.
-fn not_ready_condition(gate: &str, now: &str) -> Value {
+pub(crate) fn not_ready_condition(gate: &str, now: &str) -> Value {
     json!({
         "type": "Ready", "status": "False", "reason": "ReadinessGatesNotReady",
         "message": format!("the status of pod readiness gate \"{gate}\" is not \"True\", but False"),

@@ -154,7 +154,7 @@ pub async fn sync(ctx: &Ctx, cs: &CloneSet) -> Result<Revisions, ReconcileError>
 /// holding `&` (`sh -c "... & wait"`) written raw made every later patch of the revision fail
 /// with `data: field is immutable`, so a rollback hung forever (issue 10). Bytes Go would write
 /// itself survive that round trip unchanged.
-async fn create_canonical(
+pub(crate) async fn create_canonical(
     client: &kube::Client,
     api: &Api<ControllerRevision>,
     rev: &ControllerRevision,
