@@ -677,7 +677,7 @@ impl Strategy for ServiceStrategy {
         let used: std::collections::HashSet<String> = st
             .list("/services", None, None)
             .filter_map(|(_, s)| {
-                s.value.pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
+                s.value().pointer("/spec/clusterIP").and_then(Value::as_str).map(str::to_owned)
             })
             .collect();
         drop(st);

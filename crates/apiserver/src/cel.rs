@@ -732,10 +732,10 @@ impl Strategy for Validated {
     fn cleanup(&self) -> Cleanup {
         self.inner.cleanup()
     }
-    fn after_commit(&self, registry: &Registry, obj: &Value) {
+    fn after_commit(&self, registry: &Registry, obj: &crate::store::Stored) {
         self.inner.after_commit(registry, obj);
     }
-    fn after_delete(&self, registry: &Registry, obj: &Value) {
+    fn after_delete(&self, registry: &Registry, obj: &crate::store::Stored) {
         self.inner.after_delete(registry, obj);
     }
 }

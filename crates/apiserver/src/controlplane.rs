@@ -46,7 +46,7 @@ pub async fn reconcile(api: &Api, addr: SocketAddr) {
     let subsets = json!([{"addresses": [{"ip": ip}],
                           "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}]);
     let r = match api.get(&res, "default", NAME) {
-        Ok(cur) if cur.value.get("subsets") == Some(&subsets) => Ok(()),
+        Ok(cur) if cur.value().get("subsets") == Some(&subsets) => Ok(()),
         Ok(_) => {
             let want = subsets.clone();
             api.update_with(&res, "default", NAME, None, &opts, move |cur| {

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use crate::error::Cause;
 use crate::registry::{Printer, Registry, Resource, ScalePaths, storage_key};
-use crate::store::ObjKey;
+use crate::store::{ObjKey, Stored};
 use crate::strategy::{Admission, Cleanup, Custom, Strategy};
 
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -282,11 +282,12 @@ impl Strategy for CrdStrategy {
         Cleanup::CustomResources
     }
 
-    fn after_commit(&self, registry: &Registry, obj: &Value) {
-        crate::crd::sync_registry(registry, obj);
+    fn after_commit(&self, registry: &Registry, obj: &Stored) {
+        crate::crd::sync_registry(registry, &obj.value());
     }
 
-    fn after_delete(&self, registry: &Registry, obj: &Value) {
+    fn after_delete(&self, registry: &Registry, obj: &Stored) {
+        let obj = &obj.value();
         let group = obj.pointer("/spec/group").and_then(Value::as_str).unwrap_or("");
         let plural = obj.pointer("/spec/names/plural").and_then(Value::as_str).unwrap_or("");
         registry.remove(group, plural);
@@ -318,7 +319,7 @@ impl Strategy for Kruise {
             let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
             let ns = ns.to_owned();
             return crate::crr::admit(obj, old, |name: &str| {
-                adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value.clone())
+                adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value())
             });
         }
         let obj = &*obj;
@@ -326,8 +327,7 @@ impl Strategy for Kruise {
         if self.checks_pods_to_delete {
             let pods = storage_key("", "pods");
             let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-            let pod =
-                |name: &str| adm.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value.clone());
+            let pod = |name: &str| adm.store.get(&ObjKey::new(&pods, ns, name)).map(|s| s.value());
             causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
         }
         causes
@@ -352,7 +352,7 @@ impl Strategy for Knative {
         }
         let cms = storage_key("", "configmaps");
         crate::knative::admit(&self.kind, obj, old, |ns, n| {
-            adm.store.get(&ObjKey::new(&cms, ns, n)).map(|s| s.value.clone())
+            adm.store.get(&ObjKey::new(&cms, ns, n)).map(|s| s.value())
         })
     }
 }

@@ -169,7 +169,7 @@ fn schemas(
         crate::registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
     let st = store.read();
     for r in rs.iter().filter(|r| !r.builtin) {
-        let crd = st.list(&crds_key, None, None).map(|(_, s)| s.value.clone()).find(|c| {
+        let crd = st.list(&crds_key, None, None).map(|(_, s)| s.value()).find(|c| {
             c.pointer("/spec/group").and_then(Value::as_str) == Some(&r.group)
                 && c.pointer("/spec/names/plural").and_then(Value::as_str) == Some(&r.plural)
         });

@@ -38,17 +38,6 @@ struct Index {
     uids: HashMap<String, ObjKey>,
 }
 
-fn owner_uids(v: &Value) -> Vec<String> {
-    v.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r.get("uid").and_then(Value::as_str).map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 impl Index {
     fn put(&mut self, key: &ObjKey, s: &Stored) {
         self.remove(key, None);
@@ -56,7 +45,7 @@ impl Index {
         if !uid.is_empty() {
             self.uids.insert(uid.to_owned(), key.clone());
         }
-        let owners = owner_uids(&s.value);
+        let owners: Vec<String> = s.owner_uids().map(str::to_owned).collect();
         for o in &owners {
             self.dependents.entry(o.clone()).or_default().insert(key.clone());
         }
@@ -104,7 +93,7 @@ fn rebuild(api: &Api) -> (Receiver<Arc<Event>>, Index, BTreeSet<Work>) {
         for ((ns, name), s) in st.list(&r, None, None) {
             let key = ObjKey::new(&r, ns, name);
             index.put(&key, s);
-            if deleting(&s.value) {
+            if s.deleting() {
                 queue.insert(Work::Finalize(key));
             }
         }
@@ -172,18 +161,14 @@ fn lagged(api: &Api, missed: u64) {
     tracing::warn!(missed, "garbage collector fell behind; rebuilding its index");
 }
 
-fn deleting(v: &Value) -> bool {
-    v.pointer("/metadata/deletionTimestamp").is_some_and(|t| !t.is_null())
-}
-
 fn observe(api: &Api, ev: &Event, index: &mut Index, queue: &mut BTreeSet<Work>) {
     match ev.kind {
         EventType::Added | EventType::Modified => {
             index.put(&ev.key, &ev.obj);
-            if deleting(&ev.obj.value) {
+            if ev.obj.deleting() {
                 queue.insert(Work::Finalize(ev.key.clone()));
             }
-            if owner_uids(&ev.obj.value).iter().any(|o| !index.uids.contains_key(o)) {
+            if ev.obj.owner_uids().any(|o| !index.uids.contains_key(o)) {
                 queue.insert(Work::Orphaned(ev.key.clone()));
             }
         }
@@ -208,7 +193,7 @@ fn observe(api: &Api, ev: &Event, index: &mut Index, queue: &mut BTreeSet<Work>)
                 )));
             }
             if let Some(res) = api.registry.for_storage(&ev.key.resource) {
-                res.strategy.after_delete(&api.registry, &ev.obj.value);
+                res.strategy.after_delete(&api.registry, &ev.obj);
             }
         }
     }
@@ -263,12 +248,13 @@ async fn remove_finalizer(
 
 async fn finalize(api: &Api, index: &Index, key: &ObjKey) -> StepResult {
     let Some(cur) = api.store.get(key) else { return Ok(()) };
-    if !deleting(&cur.value) {
+    if !cur.deleting() {
         return Ok(());
     }
     let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
-    let (ns, name) = name_of(&cur.value);
-    let fins = finalizers(&cur.value);
+    let cur_v = cur.value();
+    let (ns, name) = name_of(&cur_v);
+    let fins = finalizers(&cur_v);
     let deps: Vec<ObjKey> =
         index.dependents.get(cur.uid()).map(|d| d.iter().cloned().collect()).unwrap_or_default();
     if fins.iter().any(|f| f == "orphan") {
@@ -292,7 +278,7 @@ async fn finalize(api: &Api, index: &Index, key: &ObjKey) -> StepResult {
         Cleanup::None => Ok(()),
         Cleanup::NamespaceContents => finalize_namespace(api, &res, &name).await,
         Cleanup::CustomResources if fins.iter().any(|f| f == CLEANUP_FINALIZER) => {
-            finalize_custom_resources(api, &res, &cur.value, &name).await
+            finalize_custom_resources(api, &res, &cur_v, &name).await
         }
         Cleanup::CustomResources => Ok(()),
     }
@@ -334,11 +320,12 @@ async fn finalize_namespace(api: &Api, res: &Resource, name: &str) -> StepResult
         let items = api.list(&r, Some(name), &ListOptions::default())?.items;
         remaining += items.len();
         for s in items {
-            let (ns, n) = name_of(&s.value);
-            if deleting(&s.value) {
+            if s.deleting() {
                 continue;
             }
-            match api.delete(&r, &ns, &n, &DeleteOptions::default()).await {
+            let ns = s.field("metadata.namespace").unwrap_or_default();
+            let n = s.field("metadata.name").unwrap_or_default();
+            match api.delete(&r, ns, n, &DeleteOptions::default()).await {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -403,7 +390,7 @@ fn owner_present(api: &Api, dependent: &ObjKey, owner: &Value) -> bool {
 async fn orphaned(api: &Api, key: &ObjKey) -> StepResult {
     let Some(cur) = api.store.get(key) else { return Ok(()) };
     let refs: Vec<Value> = cur
-        .value
+        .value()
         .pointer("/metadata/ownerReferences")
         .and_then(Value::as_array)
         .cloned()

@@ -769,7 +769,7 @@ async fn dispatch(
                 query: &query.0,
                 upgrade: extensions.remove::<hyper::upgrade::OnUpgrade>(),
             };
-            crate::logs::proxy(&ctx.nodes, call, &obj.value, node_obj.as_ref(), incoming).await
+            crate::logs::proxy(&ctx.nodes, call, &obj.value(), node_obj.as_ref(), incoming).await
         }
         (&Method::POST, None, None) => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
@@ -970,7 +970,7 @@ fn object_response(
 ) -> Response<Body> {
     match want {
         Want::Object => json_response(code, api.served_json(res, obj)),
-        Want::Metadata => value_response(code, &partial_metadata(&obj.value)),
+        Want::Metadata => value_response(code, &partial_metadata(&obj.value())),
         Want::Table => {
             let cols = table_columns(res);
             let v = api.served_value(res, obj);
@@ -1007,7 +1007,8 @@ fn list_response(
             value_response(200, &printers::table(&cols, rows, &rv, page.continue_token.as_deref()))
         }
         Want::Metadata => {
-            let items: Vec<Value> = page.items.iter().map(|s| partial_metadata(&s.value)).collect();
+            let items: Vec<Value> =
+                page.items.iter().map(|s| partial_metadata(&s.value())).collect();
             let mut md = json!({"resourceVersion": rv});
             if let Some(c) = &page.continue_token {
                 md["continue"] = json!(c);
@@ -1093,8 +1094,7 @@ fn watch(
             }
             Item::Event(ty, ev) => {
                 sent.fetch_add(1, Ordering::Relaxed);
-                let same_version = ev.obj.value.get("apiVersion").and_then(Value::as_str)
-                    == Some(api_version.as_str());
+                let same_version = ev.obj.api_version() == api_version;
                 if want == Want::Object && same_version {
                     // The line every watcher of the event shares.
                     return ev.watch_line(ty);
@@ -1120,7 +1120,7 @@ fn watch(
             Want::Object => {
                 return crate::store::watch_line(ty, &api.served_json(&served, &stored));
             }
-            Want::Metadata => partial_metadata(&stored.value),
+            Want::Metadata => partial_metadata(&stored.value()),
             Want::Table => {
                 let obj = api.served_value(&served, &stored);
                 let row = table_row(&served, &cols, &obj, jiff::Timestamp::now(), &include);

@@ -231,7 +231,7 @@ impl ApiServer {
         {
             let key = registry::storage_key("apiextensions.k8s.io", "customresourcedefinitions");
             let crds: Vec<_> =
-                api.store.read().list(&key, None, None).map(|(_, s)| s.value.clone()).collect();
+                api.store.read().list(&key, None, None).map(|(_, s)| s.value()).collect();
             for c in &crds {
                 crd::sync_registry(&registry, c);
             }

@@ -174,7 +174,7 @@ pub async fn publish_client_ca(api: &Api, ca_pem: &str) -> ApiResult<()> {
     let opts = WriteOptions::default();
     match api.get(&res, "kube-system", name) {
         Ok(cur)
-            if cur.value.pointer("/data/client-ca-file").and_then(Value::as_str)
+            if cur.value().pointer("/data/client-ca-file").and_then(Value::as_str)
                 == Some(ca_pem) =>
         {
             Ok(())

@@ -123,7 +123,7 @@ fn list_core(api: &Api, plural: &str, ns: Option<&str>, labels: &LabelSelector) 
         continue_token: None,
     };
     match api.list(&res, ns, &opts) {
-        Ok(page) => page.items.iter().map(|s| s.value.clone()).collect(),
+        Ok(page) => page.items.iter().map(|s| s.value()).collect(),
         Err(_) => vec![],
     }
 }

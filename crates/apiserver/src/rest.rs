@@ -242,22 +242,26 @@ impl Api {
     /// The stored object as the requested version serves it (CRD versions differ only in
     /// `apiVersion`: conversion strategy `None`).
     pub fn served_json(&self, res: &Resource, s: &Stored) -> Bytes {
-        if let Some(v) = res.strategy.to_served(&s.value) {
+        if res.strategy.stored_api_version().is_some()
+            && let Some(v) = res.strategy.to_served(&s.value())
+        {
             return serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| s.json.clone());
         }
-        if s.value.get("apiVersion").and_then(Value::as_str) == Some(res.api_version().as_str()) {
+        if s.api_version() == res.api_version() {
             return s.json.clone();
         }
-        let mut v = s.value.clone();
+        let mut v = s.value();
         v["apiVersion"] = Value::String(res.api_version());
         serde_json::to_vec(&v).map(Bytes::from).unwrap_or_else(|_| s.json.clone())
     }
 
     pub fn served_value(&self, res: &Resource, s: &Stored) -> Value {
-        if let Some(v) = res.strategy.to_served(&s.value) {
-            return v;
+        let mut v = s.value();
+        if res.strategy.stored_api_version().is_some()
+            && let Some(served) = res.strategy.to_served(&v)
+        {
+            return served;
         }
-        let mut v = s.value.clone();
         if let Some(m) = v.as_object_mut() {
             m.insert("apiVersion".into(), Value::String(res.api_version()));
         }
@@ -296,6 +300,15 @@ impl Api {
         let labels = meta(v).and_then(|m| m.get("labels")).and_then(Value::as_object);
         opts.label_selector.matches(labels)
             && opts.field_selector.as_ref().is_none_or(|f| f.matches(v))
+    }
+
+    /// [`Self::matches`] on a stored object: labels and the indexed fields are read from what
+    /// the store keeps beside the JSON; only a field selector on another field decodes it.
+    pub fn matches_stored(opts: &ListOptions, s: &Stored) -> bool {
+        opts.label_selector.matches_with(|k| s.label(k))
+            && opts.field_selector.as_ref().is_none_or(|f| {
+                f.matches_with(|k| s.field(k)).unwrap_or_else(|| f.matches(&s.value()))
+            })
     }
 
     /// Lists one page. A continue token carries the last key and the resourceVersion of the
@@ -338,7 +351,7 @@ impl Api {
         let mut remaining = 0usize;
         let mut full = false;
         for (k, s) in objects {
-            if !Self::matches(opts, &s.value) {
+            if !Self::matches_stored(opts, s) {
                 continue;
             }
             if full {
@@ -630,7 +643,7 @@ impl Api {
                     let json =
                         serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
                     return Ok(Written {
-                        obj: Arc::new(Stored { rv: 0, value: body, json: json.into() }),
+                        obj: Arc::new(Stored::new(0, &body, json.into())),
                         warnings,
                     });
                 }
@@ -656,7 +669,7 @@ impl Api {
                 _ => return Err(taken),
             }
         };
-        res.strategy.after_commit(&self.registry, &obj.value);
+        res.strategy.after_commit(&self.registry, &obj);
         Ok(Written { obj, warnings })
     }
 
@@ -682,7 +695,7 @@ impl Api {
         let key = ObjKey::new(&crate::registry::storage_key("", "namespaces"), "", ns);
         match self.store.get(&key) {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(n) if is_deleting(&n.value) => Err(ApiError::forbidden(format!(
+            Some(n) if is_deleting(&n.value()) => Err(ApiError::forbidden(format!(
                 "unable to create new content in namespace {ns} because it is being terminated"
             ))),
             Some(_) => Ok(()),
@@ -861,7 +874,7 @@ impl Api {
         let requested_fields = (!applied && sub.is_none())
             .then(|| new.pointer("/metadata/managedFields").cloned())
             .flatten();
-        let old_v = &old.value;
+        let old_v = &old.value();
         if sub == Some("status") {
             // Status writes change only status (upstream ResetObjectMetaForStatus + strategies),
             // except for the metadata some upstream status strategies keep from the request.
@@ -1009,15 +1022,12 @@ impl Api {
         }
         if opts.dry_run {
             let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-            return Ok(Written {
-                obj: Arc::new(Stored { rv: old.rv, value: new, json: json.into() }),
-                warnings,
-            });
+            return Ok(Written { obj: Arc::new(Stored::new(old.rv, &new, json.into())), warnings });
         }
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
         let obj = self.write(res, op).await.map_err(|e| from_store(res, e))?;
-        res.strategy.after_commit(&self.registry, &obj.value);
+        res.strategy.after_commit(&self.registry, &obj);
         Ok(Written { obj, warnings })
     }
 
@@ -1077,8 +1087,9 @@ impl Api {
                     ),
                 ));
             }
-            let mut new = cur.value.clone();
+            let mut new = cur.value();
             let mut fins = finalizers(&new);
+            let stored_fins = fins.clone();
             match policy {
                 "Orphan" if !fins.iter().any(|f| f == "orphan") => fins.push("orphan".into()),
                 "Foreground" if !fins.iter().any(|f| f == "foregroundDeletion") => {
@@ -1086,9 +1097,10 @@ impl Api {
                 }
                 _ => {}
             }
-            let grace = res.strategy.grace_period(&cur.value, opts.grace_period_seconds);
+            // `new` is still the stored object here.
+            let grace = res.strategy.grace_period(&new, opts.grace_period_seconds);
             let holds = res.strategy.holds_deletion(&new);
-            let deleting = is_deleting(&cur.value);
+            let deleting = is_deleting(&new);
             if fins.is_empty() && grace == 0 && !holds {
                 if opts.dry_run {
                     return Ok(Deleted::Gone(cur));
@@ -1118,18 +1130,14 @@ impl Api {
                     json!(ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()),
                 );
                 md.insert("deletionGracePeriodSeconds".into(), json!(grace));
-            } else if deleting && fins == finalizers(&cur.value) {
+            } else if deleting && fins == stored_fins {
                 return Ok(Deleted::Pending(cur));
             }
             res.strategy.begin_deletion(&mut new);
             if opts.dry_run {
                 let json =
                     serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
-                return Ok(Deleted::Pending(Arc::new(Stored {
-                    rv: cur.rv,
-                    value: new,
-                    json: json.into(),
-                })));
+                return Ok(Deleted::Pending(Arc::new(Stored::new(cur.rv, &new, json.into()))));
             }
             let op =
                 Op::Update { key: self.key(res, ns, name), value: new, expected_rv: Some(cur.rv) };
@@ -1173,7 +1181,8 @@ impl Api {
             options,
         };
         let view = Served { api: self, sub: None };
-        let old = Some(&cur.value);
+        let cur_v = cur.value();
+        let old = Some(&cur_v);
         crate::admission::mutate(&self.store, &self.registry, &req, &view, None, old).await?;
         crate::admission::validate(&self.store, &self.registry, &req, &view, None, old).await?;
         Ok(())
@@ -1191,8 +1200,8 @@ impl Api {
             self.list(res, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() })?;
         let mut out = Vec::new();
         for s in page.items {
-            let ns = meta_str(&s.value, "namespace").to_owned();
-            let name = meta_str(&s.value, "name").to_owned();
+            let ns = s.field("metadata.namespace").unwrap_or_default().to_owned();
+            let name = s.field("metadata.name").unwrap_or_default().to_owned();
             match self.delete(res, &ns, &name, opts).await {
                 Ok(Deleted::Gone(s) | Deleted::Pending(s)) => out.push(s),
                 Err(e) if e.code == 404 => {}
@@ -1215,14 +1224,14 @@ impl Api {
         sub: &str,
     ) -> ApiResult<(Arc<Stored>, Option<Value>)> {
         let obj = self.get(res, ns, name)?;
-        let node = obj.value.pointer("/spec/nodeName").and_then(Value::as_str).unwrap_or("");
+        let node = obj.field("spec.nodeName").unwrap_or_default();
         if node.is_empty() {
             return Err(ApiError::bad_request(format!(
                 "pod {name} is not scheduled to a node yet, so it has no {sub}"
             )));
         }
         let key = ObjKey::new(&crate::registry::storage_key("", "nodes"), "", node);
-        let node_obj = self.store.get(&key).map(|o| o.value.clone());
+        let node_obj = self.store.get(&key).map(|o| o.value());
         Ok((obj, node_obj))
     }
 
@@ -1267,7 +1276,7 @@ impl Api {
         let mut last = None;
         for _ in 0..MAX_RETRIES {
             let cur = self.get(res, ns, name)?;
-            let mut pod = cur.value.clone();
+            let mut pod = cur.value();
             if is_deleting(&pod) {
                 return Err(ApiError::conflict(
                     &res.group,
@@ -1302,7 +1311,7 @@ impl Api {
             let key = self.key(res, ns, name);
             // Binding bypasses the pod update rules (nodeName is otherwise immutable).
             let mut admitted = pod;
-            self.admit(res, &mut admitted, Some(&cur.value), &opts)?;
+            self.admit(res, &mut admitted, Some(&cur.value()), &opts)?;
             let op = Op::Update { key, value: admitted, expected_rv: Some(cur.rv) };
             match self.write(res, op).await {
                 Ok(obj) => return Ok(Written { obj, warnings: vec![] }),

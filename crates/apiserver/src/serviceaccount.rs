@@ -264,7 +264,7 @@ impl Tokens {
             if !uid.is_empty() && obj.uid() != uid {
                 return Err(format!("{what} UID ({}) does not match claim ({uid})", obj.uid()));
             }
-            Ok(obj.value.clone())
+            Ok(obj.value())
         };
         live("serviceaccounts", sa, sa_uid, "service account")?;
         let mut user = UserInfo {
@@ -380,8 +380,8 @@ impl Tokens {
             }
             let r = json!({"name": bname, "uid": obj.uid()});
             if plural == "pods" {
-                let pod_sa = obj
-                    .value
+                let obj_v = obj.value();
+                let pod_sa = obj_v
                     .pointer("/spec/serviceAccountName")
                     .and_then(Value::as_str)
                     .filter(|s| !s.is_empty())
@@ -393,7 +393,7 @@ impl Tokens {
                 }
                 k8s["pod"] = r;
                 // Upstream (1.30+) also records the pod's node in pod-bound tokens.
-                if let Some(node) = obj.value.pointer("/spec/nodeName").and_then(Value::as_str)
+                if let Some(node) = obj.field("spec.nodeName").filter(|n| !n.is_empty())
                     && let Ok(n) = api.get(&*res("nodes")?, "", node)
                 {
                     k8s["node"] = json!({"name": node, "uid": n.uid()});
@@ -593,7 +593,7 @@ pub async fn run(api: Arc<Api>, ca_pem: String) {
             let (res, ns, name) = (&*ev.key.resource, &ev.key.namespace, &ev.key.name);
             let again = match (res, ev.kind) {
                 ("/namespaces", EventType::Added | EventType::Modified) => {
-                    (!deleting(&ev.obj.value)).then(|| name.clone())
+                    (!deleting(&ev.obj.value())).then(|| name.clone())
                 }
                 ("/serviceaccounts", EventType::Deleted) if name == "default" => Some(ns.clone()),
                 ("/configmaps", EventType::Deleted) if name == ROOT_CA_CONFIGMAP => {
@@ -601,7 +601,7 @@ pub async fn run(api: Arc<Api>, ca_pem: String) {
                 }
                 ("/configmaps", EventType::Modified)
                     if name == ROOT_CA_CONFIGMAP
-                        && ev.obj.value.pointer("/data/ca.crt").and_then(Value::as_str)
+                        && ev.obj.value().pointer("/data/ca.crt").and_then(Value::as_str)
                             != Some(ca_pem.as_str()) =>
                 {
                     Some(ns.clone())
@@ -623,7 +623,7 @@ fn active_namespaces(api: &Api) -> Vec<String> {
     let Some(res) = api.registry.get("", "v1", "namespaces") else { return Vec::new() };
     let st = api.store.read();
     st.list(&res.storage, None, None)
-        .filter(|(_, s)| !deleting(&s.value))
+        .filter(|(_, s)| !deleting(&s.value()))
         .map(|((_, name), _)| name.clone())
         .collect()
 }
@@ -636,7 +636,7 @@ pub async fn ensure_namespace(api: &Api, ns: &str, ca_pem: &str) {
         api.registry
             .get("", "v1", "namespaces")
             .and_then(|r| api.get(&r, "", ns).ok())
-            .is_some_and(|n| !deleting(&n.value))
+            .is_some_and(|n| !deleting(&n.value()))
     };
     if let Some(res) = api.registry.get("", "v1", "serviceaccounts")
         && api.get(&res, ns, "default").is_err()
@@ -652,7 +652,7 @@ pub async fn ensure_namespace(api: &Api, ns: &str, ca_pem: &str) {
     }
     let Some(res) = api.registry.get("", "v1", "configmaps") else { return };
     match api.get(&res, ns, ROOT_CA_CONFIGMAP) {
-        Ok(cur) if cur.value.pointer("/data/ca.crt").and_then(Value::as_str) == Some(ca_pem) => {}
+        Ok(cur) if cur.value().pointer("/data/ca.crt").and_then(Value::as_str) == Some(ca_pem) => {}
         Ok(_) => {
             let ca = ca_pem.to_owned();
             let r = api
@@ -725,7 +725,7 @@ pub fn admit_pod(store: &crate::store::Store, obj: &mut Value) {
         );
         store
             .get(&key)
-            .and_then(|s| s.value.get("automountServiceAccountToken").and_then(Value::as_bool))
+            .and_then(|s| s.value().get("automountServiceAccountToken").and_then(Value::as_bool))
     };
     let automount = spec
         .get("automountServiceAccountToken")

@@ -427,7 +427,8 @@ pub fn default_class(store: &Store) -> Option<String> {
     let key = crate::registry::storage_key("storage.k8s.io", "storageclasses");
     let mut best: Option<(String, String)> = None;
     for (_, s) in st.list(&key, None, None) {
-        let md = &s.value["metadata"];
+        let v = s.value();
+        let md = &v["metadata"];
         if md.pointer(&format!("/annotations/{}", DEFAULT_CLASS_ANNOTATION.replace('/', "~1")))
             != Some(&json!("true"))
         {

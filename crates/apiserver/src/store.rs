@@ -97,19 +97,138 @@ impl std::fmt::Display for ObjKey {
     }
 }
 
-/// One stored object: its parsed value (with `metadata.resourceVersion` set) and its JSON bytes,
-/// kept side by side so lists write bytes without encoding and selectors read values without
-/// decoding.
+/// One stored object: its JSON bytes (with `metadata.resourceVersion` set), which lists, gets
+/// and watches write out as they are, and the few attributes read on every event or list item
+/// (uid, `apiVersion`, labels, the fields selectors use most), taken out once when the object
+/// is stored. The parsed tree is not kept: it cost about five times the JSON in memory (issue
+/// 15's memory-per-object target is 3x), so readers that need more decode with [`Stored::value`].
 #[derive(Debug)]
 pub struct Stored {
     pub rv: u64,
-    pub value: Value,
     pub json: Bytes,
+    attrs: Attrs,
+}
+
+/// A label key and its value (`None`: not a JSON string).
+type Label = (Box<str>, Option<Box<str>>);
+
+/// What [`Stored`] keeps besides the JSON: read by selectors, watch encoding and GC without
+/// decoding the object.
+#[derive(Debug, Default)]
+struct Attrs {
+    uid: Box<str>,
+    api_version: Box<str>,
+    /// `metadata.labels`; a value that is not a JSON string is kept as `None` (it never equals
+    /// a selector value but the key exists).
+    labels: Box<[Label]>,
+    /// The values of [`INDEXED_FIELDS`] the object has, as a field selector compares them.
+    fields: Box<[(&'static str, Box<str>)]>,
+    /// The uids of `metadata.ownerReferences` (the garbage collector reads them on every event).
+    owners: Box<[Box<str>]>,
+    /// Whether `metadata.deletionTimestamp` is set.
+    deleting: bool,
+}
+
+/// Field labels whose values are kept beside the JSON, because watchers select on them on every
+/// event (node agents on `spec.nodeName`, controllers on `status.phase`, `metadata.name` for
+/// single-object watches). Any other field label decodes the object.
+pub const INDEXED_FIELDS: [&str; 4] =
+    ["metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"];
+
+impl Attrs {
+    fn of(value: &Value) -> Self {
+        let meta = value.get("metadata");
+        let s = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or("").into();
+        let labels = meta
+            .and_then(|m| m.get("labels"))
+            .and_then(Value::as_object)
+            .map(|l| {
+                l.iter().map(|(k, v)| (k.as_str().into(), v.as_str().map(Into::into))).collect()
+            })
+            .unwrap_or_default();
+        let fields = INDEXED_FIELDS
+            .iter()
+            .filter_map(|f| {
+                let mut cur = value;
+                for part in f.split('.') {
+                    cur = cur.get(part)?;
+                }
+                cur.as_str().map(|v| (*f, v.into()))
+            })
+            .collect();
+        let owners = meta
+            .and_then(|m| m.get("ownerReferences"))
+            .and_then(Value::as_array)
+            .map(|refs| {
+                refs.iter().filter_map(|r| r.get("uid")?.as_str()).map(Into::into).collect()
+            })
+            .unwrap_or_default();
+        Attrs {
+            uid: s(meta.and_then(|m| m.get("uid"))),
+            api_version: s(value.get("apiVersion")),
+            labels,
+            fields,
+            owners,
+            deleting: meta.and_then(|m| m.get("deletionTimestamp")).is_some_and(|t| !t.is_null()),
+        }
+    }
 }
 
 impl Stored {
+    /// A stored object from its value and the JSON encoding of that same value.
+    pub fn new(rv: u64, value: &Value, json: Bytes) -> Self {
+        Stored { rv, json, attrs: Attrs::of(value) }
+    }
+
+    /// A stored object from JSON bytes alone (loading, history).
+    ///
+    /// # Errors
+    /// The bytes are not JSON.
+    pub fn from_json(rv: u64, json: Bytes) -> serde_json::Result<Self> {
+        let value: Value = serde_json::from_slice(&json)?;
+        Ok(Stored::new(rv, &value, json))
+    }
+
+    /// The object, decoded from its JSON. Every call decodes: read [`Self::uid`],
+    /// [`Self::api_version`], [`Self::label`] or [`Self::field`] where they suffice.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or_else(|e| {
+            // Only this module writes `json`, always from a `Value`.
+            tracing::error!(error = %e, "a stored object does not decode");
+            Value::Null
+        })
+    }
+
     pub fn uid(&self) -> &str {
-        self.value.pointer("/metadata/uid").and_then(Value::as_str).unwrap_or("")
+        &self.attrs.uid
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.attrs.api_version
+    }
+
+    /// The uids `metadata.ownerReferences` names, in order.
+    pub fn owner_uids(&self) -> impl Iterator<Item = &str> {
+        self.attrs.owners.iter().map(|o| &**o)
+    }
+
+    /// Whether the object has a `metadata.deletionTimestamp`.
+    pub fn deleting(&self) -> bool {
+        self.attrs.deleting
+    }
+
+    /// `metadata.labels[key]`: `None` when absent, `Some(None)` when not a string.
+    pub fn label(&self, key: &str) -> Option<Option<&str>> {
+        self.attrs.labels.iter().find(|(k, _)| &**k == key).map(|(_, v)| v.as_deref())
+    }
+
+    /// The value of an indexed field label (see [`INDEXED_FIELDS`]): `Some("")` when the
+    /// object lacks it, `None` when the field is not indexed.
+    pub fn field(&self, field: &str) -> Option<&str> {
+        if !INDEXED_FIELDS.contains(&field) {
+            return None;
+        }
+        Some(self.attrs.fields.iter().find(|(f, _)| *f == field).map_or("", |(_, v)| &**v))
     }
 }
 
@@ -388,10 +507,9 @@ impl Store {
                     None => resource.into(),
                 };
                 let key = ObjKey { resource: resource.clone(), namespace, name };
-                let value: Value = serde_json::from_slice(&data)
+                let stored = Stored::from_json(orv.try_into().unwrap_or(0), data.into())
                     .map_err(|e| StoreError::Decode(key.clone(), e))?;
-                let stored =
-                    Arc::new(Stored { rv: orv.try_into().unwrap_or(0), value, json: data.into() });
+                let stored = Arc::new(stored);
                 objects.entry(resource).or_default().insert((key.namespace, key.name), stored);
             }
         }
@@ -602,7 +720,7 @@ fn check_and_prepare(op: &Op, current: Option<Arc<Stored>>, rv: &mut u64) -> Res
             }
             *rv += 1;
             // Watchers see the deleted object at the deletion's version, as upstream reports.
-            let obj = encode(key, cur.value.clone(), *rv)?;
+            let obj = encode(key, cur.value(), *rv)?;
             Ok(Event::new(*rv, EventType::Deleted, key, obj, Some(cur)))
         }
     }
@@ -613,7 +731,7 @@ fn encode(key: &ObjKey, mut value: Value, rv: u64) -> Result<Arc<Stored>> {
         meta.insert("resourceVersion".into(), Value::String(rv.to_string()));
     }
     let json = serde_json::to_vec(&value).map_err(|e| StoreError::Encode(key.clone(), e))?;
-    Ok(Arc::new(Stored { rv, value, json: json.into() }))
+    Ok(Arc::new(Stored::new(rv, &value, json.into())))
 }
 
 fn event_type_code(kind: EventType) -> i64 {
@@ -820,9 +938,9 @@ fn load_history(
             Some(s) => s.clone(),
             None => {
                 let data = std::mem::take(&mut r.data);
-                let value: Value = serde_json::from_slice(&data)
+                let stored = Stored::from_json(r.rv, data.into())
                     .map_err(|e| StoreError::Decode(r.key.clone(), e))?;
-                Arc::new(Stored { rv: r.rv, value, json: data.into() })
+                Arc::new(stored)
             }
         };
         by_rv.insert(r.rv, stored);
@@ -842,9 +960,9 @@ fn load_history(
             (None, _) => None,
             (Some(p), _) if by_rv.contains_key(&p) => by_rv.get(&p).cloned(),
             (Some(p), Some(data)) => {
-                let value: Value = serde_json::from_slice(data)
+                let stored = Stored::from_json(p, data.clone().into())
                     .map_err(|e| StoreError::Decode(r.key.clone(), e))?;
-                Some(Arc::new(Stored { rv: p, value, json: data.clone().into() }))
+                Some(Arc::new(stored))
             }
             (Some(p), None) => {
                 tracing::warn!(rv = r.rv, prev = p, "the durable watch history lost a state");
@@ -900,7 +1018,7 @@ mod tests {
         assert_eq!(store.read().rv(), 3, "the counter must not go back after deleting the newest");
         let a = store.get(&key("a")).unwrap();
         assert_eq!(a.rv, 1);
-        assert_eq!(a.value["metadata"]["resourceVersion"], "1");
+        assert_eq!(a.value()["metadata"]["resourceVersion"], "1");
         assert!(store.get(&key("b")).is_none());
         let c = store.write(Op::Create { key: key("c"), value: cm("c") }).await.unwrap();
         assert_eq!(c.rv, 4);
@@ -1008,7 +1126,11 @@ mod tests {
             ]
         );
         let evs = store.read().events_since(0).unwrap();
-        assert_eq!(evs[3].obj.value["metadata"]["resourceVersion"], "4", "deleted at its version");
+        assert_eq!(
+            evs[3].obj.value()["metadata"]["resourceVersion"],
+            "4",
+            "deleted at its version"
+        );
         // The newest state of a live object is shared with the object map, not decoded twice.
         assert!(Arc::ptr_eq(&evs[2].obj, &store.get(&key("a")).unwrap()));
     }

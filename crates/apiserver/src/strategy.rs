@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::error::Cause;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{Store, Stored};
 
 /// What a strategy may read while it admits a write: the store, whether the webhooks of
 /// OpenKruise and Knative are on ([`crate::Config::kruise_webhook`]), and who writes (`None`
@@ -143,7 +143,7 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
     }
 
     /// Runs after a create or update of the object was committed.
-    fn after_commit(&self, _registry: &Registry, _obj: &Value) {}
+    fn after_commit(&self, _registry: &Registry, _obj: &Stored) {}
 
     /// For a version served beside the one stored (upstream's conversion between a group's
     /// versions): the stored object as this version serves it. `None`: versions differ only in
@@ -164,7 +164,7 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
     }
 
     /// Runs after the object was deleted (seen in the event stream, whichever path deleted it).
-    fn after_delete(&self, _registry: &Registry, _obj: &Value) {}
+    fn after_delete(&self, _registry: &Registry, _obj: &Stored) {}
 }
 
 /// A kind without special rules.

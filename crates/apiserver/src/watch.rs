@@ -81,7 +81,7 @@ pub fn start(
             _ => {
                 let initial: Vec<Arc<Stored>> = st
                     .list(&res.storage, ns.as_deref(), None)
-                    .filter(|(_, s)| Api::matches(&opts, &s.value))
+                    .filter(|(_, s)| Api::matches_stored(&opts, s))
                     .map(|(_, s)| s.clone())
                     .collect();
                 (initial, vec![], rx, cur, None)
@@ -168,8 +168,8 @@ pub fn event_type(
     prev: Option<&Stored>,
     obj: &Stored,
 ) -> Option<&'static str> {
-    let now_matches = kind != EventType::Deleted && Api::matches(opts, &obj.value);
-    let was_matching = prev.is_some_and(|p| Api::matches(opts, &p.value));
+    let now_matches = kind != EventType::Deleted && Api::matches_stored(opts, obj);
+    let was_matching = prev.is_some_and(|p| Api::matches_stored(opts, p));
     match (kind, was_matching, now_matches) {
         (EventType::Deleted, true, _) => Some("DELETED"),
         (EventType::Deleted, false, _) => None,
@@ -189,7 +189,7 @@ mod tests {
 
     fn stored(app: &str) -> Stored {
         let value = json!({"metadata": {"name": "p", "labels": {"app": app}}});
-        Stored { rv: 1, json: serde_json::to_vec(&value).unwrap().into(), value }
+        Stored::new(1, &value, serde_json::to_vec(&value).unwrap().into())
     }
 
     #[test]

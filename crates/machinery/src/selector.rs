@@ -124,7 +124,13 @@ impl Requirement {
     /// `Requirement.Matches`: `notin` and `!=` match objects without the key, as upstream.
     fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         let present = labels.and_then(|l| l.get(&self.key));
-        let value = present.and_then(Value::as_str);
+        self.matches_entry(present.map(Value::as_str))
+    }
+
+    /// `Requirement.Matches` on one label: `None` when the object lacks the key, `Some(None)`
+    /// when its value is not a string.
+    fn matches_entry(&self, present: Option<Option<&str>>) -> bool {
+        let value = present.flatten();
         match self.op {
             Op::In | Op::Equals | Op::DoubleEquals => present.is_some() && self.has_value(value),
             Op::NotIn | Op::NotEquals => present.is_none() || !self.has_value(value),
@@ -285,6 +291,13 @@ impl LabelSelector {
     /// Label values that are not JSON strings never equal a selector value.
     pub fn matches(&self, labels: Option<&Map<String, Value>>) -> bool {
         !self.nothing && self.requirements.iter().all(|r| r.matches(labels))
+    }
+
+    /// [`Self::matches`] with the labels read through `label` (`None`: no such key;
+    /// `Some(None)`: a value that is not a string), for callers that keep labels outside a
+    /// JSON map.
+    pub fn matches_with<'a>(&self, label: impl Fn(&str) -> Option<Option<&'a str>>) -> bool {
+        !self.nothing && self.requirements.iter().all(|r| r.matches_entry(label(&r.key)))
     }
 
     /// Whether the selector places no restriction (matches every object), as `Selector.Empty`.
@@ -842,6 +855,21 @@ impl FieldSelector {
                 FieldOp::NotEquals => have != t.value,
             }
         })
+    }
+
+    /// [`Self::matches`] with the field values read through `field` (the string each label
+    /// compares as), or `None` when the caller cannot answer from `field` alone and has to
+    /// decode the object.
+    pub fn matches_with<'a>(&self, field: impl Fn(&str) -> Option<&'a str>) -> Option<bool> {
+        let mut all = true;
+        for t in &self.terms {
+            let have = field(&t.field)?;
+            all &= match t.op {
+                FieldOp::Equals => have == t.value,
+                FieldOp::NotEquals => have != t.value,
+            };
+        }
+        Some(all)
     }
 
     /// Whether the selector places no restriction.

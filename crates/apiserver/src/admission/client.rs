@@ -82,7 +82,8 @@ fn resolve_service(
     let svc = store
         .get(&ObjKey::new(&storage_key("", "services"), ns, name))
         .ok_or_else(|| format!("service \"{name}\" not found"))?;
-    let ports = svc.value.pointer("/spec/ports").and_then(Value::as_array);
+    let svc = svc.value();
+    let ports = svc.pointer("/spec/ports").and_then(Value::as_array);
     let sp = ports
         .and_then(|ps| ps.iter().find(|p| p.get("port").and_then(Value::as_u64) == Some(port)))
         .ok_or_else(|| format!("no service port {port} found for service \"{name}\""))?;
@@ -90,7 +91,8 @@ fn resolve_service(
     let eps = store
         .get(&ObjKey::new(&storage_key("", "endpoints"), ns, name))
         .ok_or_else(|| format!("endpoints \"{name}\" not found"))?;
-    for subset in eps.value.get("subsets").and_then(Value::as_array).into_iter().flatten() {
+    let eps = eps.value();
+    for subset in eps.get("subsets").and_then(Value::as_array).into_iter().flatten() {
         let Some(p) = subset.get("ports").and_then(Value::as_array).and_then(|ps| {
             ps.iter().find(|p| p.get("name").and_then(Value::as_str).unwrap_or("") == port_name)
         }) else {

@@ -53,7 +53,7 @@ fn hooks(store: &Store, plural: &str) -> Vec<Value> {
     let st = store.read();
     st.list(&storage_key(super::GROUP, plural), None, None)
         .flat_map(|(_, s)| {
-            s.value.get("webhooks").and_then(Value::as_array).cloned().unwrap_or_default()
+            s.value().get("webhooks").and_then(Value::as_array).cloned().unwrap_or_default()
         })
         .collect()
 }
@@ -103,7 +103,7 @@ fn namespace_labels(
     let labels = |v: &Value| v.pointer("/metadata/labels").and_then(Value::as_object).cloned();
     if req.res.namespaced {
         let key = ObjKey::new(&storage_key("", "namespaces"), "", req.namespace);
-        return Some(store.get(&key).and_then(|n| labels(&n.value)));
+        return Some(store.get(&key).and_then(|n| labels(&n.value())));
     }
     // Upstream matches a Namespace's own labels (`namespace.Matcher`).
     if req.res.group.is_empty() && req.res.plural == "namespaces" {

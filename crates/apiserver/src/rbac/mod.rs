@@ -31,7 +31,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::{Attributes, Authorizer, Decision, MASTERS_GROUP, UserInfo};
 use crate::error::Cause;
 use crate::registry::{Printer, Registry, Resource, storage_key};
-use crate::store::{ObjKey, Store};
+use crate::store::{ObjKey, Store, Stored};
 use crate::strategy::{Admission, Strategy};
 pub use rules::PolicyRule;
 
@@ -140,7 +140,7 @@ impl Rbac {
             let state = self.store.read();
             for plural in [ROLES, CLUSTER_ROLES, BINDINGS, CLUSTER_BINDINGS] {
                 for ((ns, name), s) in state.list(&Self::key(plural), None, None) {
-                    idx.put(plural, ns, name, Some(&s.value));
+                    idx.put(plural, ns, name, Some(&s.value()));
                 }
             }
         }
@@ -157,7 +157,7 @@ impl Rbac {
         // cannot apply an older read after a newer one.
         let mut idx = self.index.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let current = self.store.get(key);
-        idx.put(plural, &key.namespace, &key.name, current.as_ref().map(|s| &s.value));
+        idx.put(plural, &key.namespace, &key.name, current.map(|s| s.value()).as_ref());
     }
 
     fn index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
@@ -473,12 +473,12 @@ impl Strategy for RoleStrategy {
         rbac.confirm_no_escalation(user, ns, &PolicyRule::list_from(obj))
     }
 
-    fn after_commit(&self, _registry: &Registry, obj: &Value) {
-        refresh_from(&self.rbac.0, if self.cluster { CLUSTER_ROLES } else { ROLES }, obj);
+    fn after_commit(&self, _registry: &Registry, obj: &Stored) {
+        refresh_from(&self.rbac.0, if self.cluster { CLUSTER_ROLES } else { ROLES }, &obj.value());
     }
 
-    fn after_delete(&self, _registry: &Registry, obj: &Value) {
-        refresh_from(&self.rbac.0, if self.cluster { CLUSTER_ROLES } else { ROLES }, obj);
+    fn after_delete(&self, _registry: &Registry, obj: &Stored) {
+        refresh_from(&self.rbac.0, if self.cluster { CLUSTER_ROLES } else { ROLES }, &obj.value());
     }
 }
 
@@ -565,12 +565,20 @@ impl Strategy for BindingStrategy {
         }
     }
 
-    fn after_commit(&self, _registry: &Registry, obj: &Value) {
-        refresh_from(&self.rbac.0, if self.cluster { CLUSTER_BINDINGS } else { BINDINGS }, obj);
+    fn after_commit(&self, _registry: &Registry, obj: &Stored) {
+        refresh_from(
+            &self.rbac.0,
+            if self.cluster { CLUSTER_BINDINGS } else { BINDINGS },
+            &obj.value(),
+        );
     }
 
-    fn after_delete(&self, _registry: &Registry, obj: &Value) {
-        refresh_from(&self.rbac.0, if self.cluster { CLUSTER_BINDINGS } else { BINDINGS }, obj);
+    fn after_delete(&self, _registry: &Registry, obj: &Stored) {
+        refresh_from(
+            &self.rbac.0,
+            if self.cluster { CLUSTER_BINDINGS } else { BINDINGS },
+            &obj.value(),
+        );
     }
 }
 

@@ -596,8 +596,8 @@ async fn ensure(
             Err(e) => Err(e),
         },
         Err(e) => Err(e),
-        Ok(have) if autoupdate_off(&have.value) => Ok(()),
-        Ok(have) => match reconcile(&have.value) {
+        Ok(have) if autoupdate_off(&have.value()) => Ok(()),
+        Ok(have) => match reconcile(&have.value()) {
             None => Ok(()),
             Some(new) => api.update(&res, "", name, new, None, &opts).await.map(|_| ()),
         },
@@ -632,7 +632,7 @@ pub async fn aggregate(api: &Api) {
     let Some(res) = api.registry.get(GROUP, "v1", CLUSTER_ROLES) else { return };
     for _ in 0..8 {
         let roles: Vec<Value> =
-            api.store.read().list(&res.storage, None, None).map(|(_, s)| s.value.clone()).collect();
+            api.store.read().list(&res.storage, None, None).map(|(_, s)| s.value()).collect();
         let mut changed = false;
         for agg in &roles {
             let Some(sels) =

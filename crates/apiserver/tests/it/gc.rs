@@ -19,7 +19,7 @@ async fn create(api: &Api, res: &Resource, name: &str, owner: Option<&Value>) ->
             "name": o["metadata"]["name"], "uid": o["metadata"]["uid"],
         }]);
     }
-    api.create(res, "default", body, &WriteOptions::default()).await.unwrap().obj.value.clone()
+    api.create(res, "default", body, &WriteOptions::default()).await.unwrap().obj.value()
 }
 
 async fn delete(api: &Api, res: &Resource, name: &str) {

@@ -35,7 +35,7 @@ async fn generate_name_collisions_give_409_unless_the_server_retries() {
     // Three taken names, then a free one: the create succeeds with it.
     let made =
         api.create(&res, "", json!({"metadata": {"generateName": "gen-"}}), &opts).await.unwrap();
-    assert_eq!(made.obj.value["metadata"]["name"], "gen-ccccc");
+    assert_eq!(made.obj.value()["metadata"]["name"], "gen-ccccc");
     assert_eq!(drawn.load(Ordering::SeqCst), 4);
     // A dry run retries the same way.
     api.create(&res, "", json!({"metadata": {"name": "dry-bbbbb"}}), &opts).await.unwrap();
@@ -43,7 +43,7 @@ async fn generate_name_collisions_give_409_unless_the_server_retries() {
     let dry = WriteOptions { dry_run: true, ..Default::default() };
     let made =
         api.create(&res, "", json!({"metadata": {"generateName": "dry-"}}), &dry).await.unwrap();
-    assert_eq!(made.obj.value["metadata"]["name"], "dry-ccccc");
+    assert_eq!(made.obj.value()["metadata"]["name"], "dry-ccccc");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod cloneset;
+mod daemonset;
 mod ehpa;
 mod hpa;
 mod imagepulljob;
