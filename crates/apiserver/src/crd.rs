@@ -322,6 +322,7 @@ impl Strategy for Kruise {
                 adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value())
             });
         }
+        crate::kruise::default(&self.kind, obj);
         let obj = &*obj;
         let mut causes = crate::kruise::validate(&self.kind, obj, old);
         if self.checks_pods_to_delete {
