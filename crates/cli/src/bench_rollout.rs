@@ -9,6 +9,9 @@
 //! - pod IP changes: final pods whose (UID, IP) was not there before the release;
 //! - the fewest Ready pods at any moment, and how long fewer than all were Ready.
 //!
+//! Then a sidecar upgrade of as many pods: a SidecarSet in place against a Deployment that
+//! recreates its pods with the new sidecar (`bench_sidecar`).
+//!
 //! Every pod runs `httpd` (under a shell that exits on SIGTERM) with an HTTP readiness probe
 //! every second, so Ready means serving.
 
@@ -37,6 +40,9 @@ pub struct RolloutArgs {
     /// maxUnavailable of every strategy (maxSurge is 0 for all)
     #[arg(long, default_value = "25%")]
     max_unavailable: String,
+    /// Only the sidecar upgrade (SidecarSet in place against recreating the pods)
+    #[arg(long)]
+    sidecar_only: bool,
 }
 
 const LABEL: &str = "kinetic.dev/bench-rollout";
@@ -331,7 +337,15 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
         true,
     )
     .await?;
-    let outcomes = platform.run(async |platform| releases(platform, &args).await).await?;
+    let (outcomes, sidecar) = platform
+        .run(async |platform| {
+            let outcomes =
+                if args.sidecar_only { Vec::new() } else { releases(platform, &args).await? };
+            let sidecar =
+                crate::bench_sidecar::run(platform, args.replicas, &args.max_unavailable).await?;
+            Ok((outcomes, sidecar))
+        })
+        .await?;
 
     let mut rows = Vec::new();
     for cached in [true, false] {
@@ -387,12 +401,13 @@ pub async fn run(args: RolloutArgs) -> anyhow::Result<()> {
             None,
         ));
     }
+    rows.extend(crate::bench_sidecar::rows(args.replicas, &sidecar.0, &sidecar.1));
     print_table(&rows);
     Ok(())
 }
 
 /// Pulls `image` onto the node with a throw-away pod.
-async fn preload(pods: &Api<Pod>, image: &str) -> anyhow::Result<()> {
+pub(crate) async fn preload(pods: &Api<Pod>, image: &str) -> anyhow::Result<()> {
     let pod: Pod = serde_json::from_value(json!({
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": "preload", "namespace": "default"},

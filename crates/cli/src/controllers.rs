@@ -64,6 +64,13 @@ pub struct ControllerArgs {
     /// How often candidates try to take, and the leader to renew, the Lease
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub leader_elect_retry_period: Duration,
+    /// Serve the SidecarSet pod-injection webhook over TLS on this address and keep its
+    /// MutatingWebhookConfiguration (`kinetic-sidecarset`) in sync with the SidecarSets
+    #[arg(long)]
+    pub webhook_listen: Option<std::net::SocketAddr>,
+    /// The URL the API server calls for the webhook [default: https://WEBHOOK_LISTEN/mutate-pod]
+    #[arg(long, requires = "webhook_listen")]
+    pub webhook_url: Option<String>,
 }
 
 /// A duration as kube-controller-manager's flags take it (`15s`, `500ms`, `1m30s`).
@@ -291,6 +298,15 @@ pub async fn stop_within(
     }
 }
 
+/// Aborts the task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// How `kinetic controller` ended.
 enum Ending {
     Signal,
@@ -340,6 +356,22 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let running = Running::default();
+    // The SidecarSet webhook (a real cluster has no embedded injection); it ends with the
+    // controllers.
+    let _webhook = args.webhook_listen.map(|listen| {
+        use kinetic_controllers::sidecarset::webhook;
+        let url = args.webhook_url.clone().unwrap_or_else(|| format!("https://{listen}{}", webhook::PATH));
+        let mut stop = stop_rx.clone();
+        let client = client.clone();
+        AbortOnDrop(tokio::spawn(async move {
+            let until = async move {
+                let _ = stop.wait_for(|s| *s).await;
+            };
+            if let Err(e) = webhook::run(client, listen, url, until).await {
+                tracing::error!(error = %format!("{:#}", anyhow::Error::from(e)), "the SidecarSet webhook stopped");
+            }
+        }))
+    });
     let mut controllers = tokio::spawn(run_all_tracked(client, stop_rx, running.clone()));
     #[allow(clippy::print_stdout)]
     {

@@ -8,6 +8,7 @@ mod bench_pods;
 mod bench_pull;
 mod bench_rollout;
 mod bench_serve;
+mod bench_sidecar;
 mod controllers;
 mod image;
 mod image_cmd;
@@ -46,6 +47,11 @@ struct ServerArgs {
     /// (kube-apiserver's --audit-log-path)
     #[arg(long, value_name = "FILE")]
     audit_log: Option<PathBuf>,
+    /// Do not apply OpenKruise's and Knative's webhook rules (defaults, validation, SidecarSet
+    /// injection) inside the server: as a real cluster without their webhooks, where `kinetic
+    /// controller --webhook-listen` serves the SidecarSet injection
+    #[arg(long)]
+    no_builtin_webhooks: bool,
 }
 
 /// `--network`: see [`kinetic_node::NetworkMode`].
@@ -210,6 +216,7 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
     let mut cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
     cfg.audit_log = args.audit_log;
+    cfg.kruise_webhook = !args.no_builtin_webhooks;
     let server = kinetic_apiserver::ApiServer::start(cfg).await.with_context(|| {
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;

@@ -270,3 +270,105 @@ async fn sidecarset_injects_matching_pods_and_upgrades_the_sidecar_in_place() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// `kinetic controller` as a separate process against `kinetic apiserver` without built-in
+/// webhooks (a real cluster): its webhook, called over TLS through the configuration it keeps,
+/// injects; the configuration only selects pods some SidecarSet selects, so with the
+/// controller gone a pod no SidecarSet selects is still created at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kinetic_controller_webhook_injects_and_a_down_controller_blocks_no_unrelated_pod() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        crate::start_with("apiserver", dir.path(), crate::free_port(), &["--no-builtin-webhooks"])
+            .await;
+    let home = tempfile::tempdir().unwrap();
+    let h = home.path();
+    let port = crate::free_port().to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut controller = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+        .args(["controller", "--no-leader-elect", "--webhook-listen", &listen, "--kubeconfig"])
+        .arg(&server.kubeconfig)
+        .env("KINETIC_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let ss = SIDECARSET.replace("SIDE", "busybox:1");
+    crate::apply_when_served(&server, h, &ss).await;
+    // The configuration follows the SidecarSet: one webhook, scoped by its selector.
+    for i in 0.. {
+        let out = kinetic_testkit::kubectl(
+            &server.kubeconfig,
+            h,
+            &["get", "mutatingwebhookconfiguration", "kinetic-sidecarset", "-o", "json"],
+            None,
+        )
+        .await
+        .unwrap();
+        if out.status.success() {
+            let mwc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            if mwc["webhooks"].as_array().is_some_and(|w| w.len() == 1) {
+                let hook = &mwc["webhooks"][0];
+                assert_eq!(
+                    hook["objectSelector"],
+                    serde_json::json!({"matchLabels": {"app": "web"}})
+                );
+                assert_eq!(hook["clientConfig"]["url"], format!("https://{listen}/mutate-pod"));
+                assert_eq!(hook["failurePolicy"], "Fail");
+                break;
+            }
+        }
+        assert!(i < 300, "the webhook configuration was not written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pod = |name: &str, app: &str| {
+        format!(
+            "{{\"apiVersion\":\"v1\",\"kind\":\"Pod\",\"metadata\":{{\"name\":\"{name}\",\"namespace\":\"default\",\"labels\":{{\"app\":\"{app}\"}}}},\"spec\":{{\"containers\":[{{\"name\":\"app\",\"image\":\"busybox\"}}]}}}}"
+        )
+    };
+    // The webhook server may still be starting: retry the create briefly.
+    for i in 0.. {
+        let out = kinetic_testkit::kubectl(
+            &server.kubeconfig,
+            h,
+            &["create", "-f", "-"],
+            Some(&pod("web", "web")),
+        )
+        .await
+        .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(i < 100, "{}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let client = kinetic_testkit::client_from_kubeconfig(&server.kubeconfig).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client, "default");
+    let web = pods.get("web").await.unwrap();
+    assert_eq!(container_names(&web), ["side", "app"]);
+    assert_eq!(
+        web.annotations().get("kruise.io/sidecarset-injected-list").map(String::as_str),
+        Some("side")
+    );
+    let side = &web.spec.as_ref().unwrap().containers[0];
+    assert_eq!(side.env.as_ref().unwrap()[0].name, "IS_INJECTED");
+
+    // The controller goes away.
+    controller.kill().await.unwrap();
+    let _ = controller.wait().await;
+    let started = std::time::Instant::now();
+    crate::kubectl_in(&server, h, &["create", "-f", "-"], Some(&pod("other", "other"))).await;
+    assert!(started.elapsed() < Duration::from_secs(5), "an unrelated pod waited on the webhook");
+    assert_eq!(container_names(&pods.get("other").await.unwrap()), ["app"]);
+    // A pod the SidecarSet selects is refused rather than created without its sidecar
+    // (upstream's failurePolicy Fail, for the selected pods only).
+    let out = kinetic_testkit::kubectl(
+        &server.kubeconfig,
+        h,
+        &["create", "-f", "-"],
+        Some(&pod("web2", "web")),
+    )
+    .await
+    .unwrap();
+    assert!(!out.status.success(), "a selected pod was created without the webhook");
+}

@@ -1,7 +1,8 @@
 //! The SidecarSet controller: OpenKruise's `apps.kruise.io/v1alpha1` SidecarSet
 //! (`pkg/controller/sidecarset`), with its decisions taken by `kinetic_rollout::sidecarset`.
 //!
-//! Injection happens at pod creation (the embedded server's pod admission); this controller, for each SidecarSet:
+//! Injection happens at pod creation (the embedded server's pod admission, or on a real cluster
+//! the webhook of [`webhook`]); this controller, for each SidecarSet:
 //! 1. keeps a ControllerRevision of its injectable fields in `kruise-system` (named
 //!    `{sidecarset}-{hash}`, labelled `kruise.io/sidecarset-name`, carrying the SidecarSet's
 //!    custom version label), which `injectionStrategy.revision` pins, and trims the history to
@@ -41,6 +42,8 @@ use serde_json::json;
 use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};
 use crate::expectations::{Expectations, Seen};
+
+pub mod webhook;
 
 /// The controller's name in Events and its field manager.
 pub const COMPONENT: &str = "sidecarset-controller";
