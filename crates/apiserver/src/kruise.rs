@@ -1,5 +1,6 @@
 //! Validation of `apps.kruise.io` objects, as OpenKruise's validating webhook does it
-//! (`pkg/webhook/cloneset/validating/validation.go`), so a CloneSet that OpenKruise would refuse
+//! (`pkg/webhook/cloneset/validating/validation.go`, and the UnitedDeployment, ImagePullJob and
+//! ImageListPullJob webhooks), so a CloneSet that OpenKruise would refuse
 //! is refused here too, with `Invalid` and field causes, before anything is stored.
 //!
 //! The embedded server runs this in place of the webhook; the CRD schema (served like any
@@ -28,8 +29,33 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
         "SidecarSet" => validate_sidecarset(obj),
+        "UnitedDeployment" => validate_united_deployment(obj, old),
         _ => Vec::new(),
     }
+}
+
+/// OpenKruise's UnitedDeployment webhook (`pkg/webhook/uniteddeployment/validating`): the
+/// rules the controller applies too ([`kinetic_rollout::united::validation`]), the pod
+/// template of the workload template, and on an update the subsets' node selector terms and
+/// tolerations, which may not change.
+fn validate_united_deployment(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = kinetic_rollout::united::validation::validate(obj);
+    for kind in [
+        "statefulSetTemplate",
+        "advancedStatefulSetTemplate",
+        "cloneSetTemplate",
+        "deploymentTemplate",
+    ] {
+        let pointer = format!("/spec/template/{kind}/spec/template/spec");
+        if obj.pointer(&format!("/spec/template/{kind}")).is_some_and(|t| !t.is_null()) {
+            let path = format!("spec.template.{kind}.spec.template.spec");
+            validate_pod_spec(obj.pointer(&pointer), &path, &mut causes);
+        }
+    }
+    if let Some(old) = old {
+        causes.extend(kinetic_rollout::united::validation::validate_update(old, obj));
+    }
+    causes
 }
 
 /// Defaults a new or updated object of kind `kind` in `apps.kruise.io` as OpenKruise's mutating
@@ -492,6 +518,37 @@ mod tests {
 
     fn fields(c: &[Cause]) -> Vec<String> {
         c.iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+    }
+
+    /// A UnitedDeployment whose subsets' fixed replicas exceed `spec.replicas`, or whose
+    /// template has no containers, is refused; a subset's node selector term is immutable.
+    #[test]
+    fn united_deployment_follows_the_webhook() {
+        let ud = json!({"spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "a"}},
+            "template": {"cloneSetTemplate": {"spec": {
+                "selector": {"matchLabels": {"app": "a"}},
+                "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "i"}]}}}}},
+            "topology": {"subsets": [{"name": "x", "nodeSelectorTerm": {"matchExpressions": [{"key": "k", "operator": "In", "values": ["v"]}]}}]},
+        }});
+        assert_eq!(fields(&validate("UnitedDeployment", &ud, None)), Vec::<String>::new());
+        let mut bad = ud.clone();
+        bad["spec"]["topology"]["subsets"][0]["replicas"] = json!(3);
+        bad["spec"]["template"]["cloneSetTemplate"]["spec"]["template"]["spec"]["containers"] =
+            json!([]);
+        bad["spec"]["topology"]["subsets"][0]["nodeSelectorTerm"] = json!({});
+        let got: Vec<String> =
+            validate("UnitedDeployment", &bad, Some(&ud)).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            got,
+            [
+                "spec.topology.subsets",
+                "spec.topology.subsets",
+                "spec.template.cloneSetTemplate.spec.template.spec.containers",
+                "spec.topology.subsets[0].nodeSelectorTerm",
+            ]
+        );
     }
 
     #[test]

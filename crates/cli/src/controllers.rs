@@ -1,6 +1,7 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
-//! controllers (CloneSet with image pre-download, SidecarSet, ImagePullJob, NodeImage,
-//! Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices, Knative Serving, PodPool, HPA, Crane's
+//! controllers (CloneSet with image pre-download, SidecarSet, UnitedDeployment, ImagePullJob,
+//! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
+//! Knative Serving, PodPool, HPA, Crane's
 //! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
 //! both homes.
 
@@ -119,6 +120,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::sidecarset::crds())
         .await
         .context("installing the SidecarSet CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::uniteddeployment::crds())
+        .await
+        .context("installing the UnitedDeployment CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
@@ -148,6 +152,15 @@ pub async fn run_all_tracked(
         "sidecarset",
         kinetic_controllers::sidecarset::run(client.clone(), until(stop.clone())),
     );
+    let united = r.track(
+        "uniteddeployment",
+        kinetic_controllers::uniteddeployment::run(client.clone(), until(stop.clone())),
+    );
+    // The CloneSet family ends together.
+    let cloneset = async {
+        let (a, b) = tokio::join!(cloneset, united);
+        a.and(b)
+    };
     let volumes =
         r.track("volume", kinetic_controllers::volume::run(client.clone(), until(stop.clone())));
     let pulljobs = r.track(
@@ -202,7 +215,7 @@ pub async fn run_all_tracked(
         sidecarsets,
         daemonsets
     );
-    a.context("the CloneSet controller stopped")?;
+    a.context("the CloneSet or UnitedDeployment controller stopped")?;
     b.context("the workload controllers stopped")?;
     c.context("the volume controller stopped")?;
     d.context("the ImagePullJob controller stopped")?;

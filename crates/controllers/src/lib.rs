@@ -46,6 +46,7 @@ pub mod serving;
 pub mod serving_autoscaler;
 pub mod serving_gateway;
 pub mod sidecarset;
+pub mod uniteddeployment;
 mod util;
 pub mod volume;
 

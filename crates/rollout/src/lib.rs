@@ -45,6 +45,7 @@ pub mod scale;
 pub mod sidecarset;
 pub mod status;
 pub mod strategy;
+pub mod united;
 pub mod update;
 pub mod validation;
 

@@ -24,6 +24,7 @@ pub mod imagelistpulljob;
 pub mod imagepulljob;
 pub mod nodeimage;
 pub mod sidecarset;
+pub mod uniteddeployment;
 
 /// Label set to `"true"` on a CloneSet's ControllerRevision once image pre-download jobs were
 /// created for it (`ImagePreDownloadCreatedKey`, spelled as upstream spells it).

@@ -21,6 +21,7 @@ mod serving;
 mod serving_traffic;
 mod sidecarset;
 mod storage;
+mod united;
 mod up;
 mod workloads;
 
