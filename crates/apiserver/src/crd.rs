@@ -313,15 +313,6 @@ impl Strategy for Kruise {
             return Vec::new();
         }
         crate::kruise::default(&self.kind, obj);
-        if self.kind == "ContainerRecreateRequest" {
-            // The request is checked against its pod and filled from it (crate::crr).
-            let pods = storage_key("", "pods");
-            let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("");
-            let ns = ns.to_owned();
-            return crate::crr::admit(obj, old, |name: &str| {
-                adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value())
-            });
-        }
         let obj = &*obj;
         let mut causes = crate::kruise::validate(&self.kind, obj, old);
         if self.checks_pods_to_delete {
@@ -331,6 +322,29 @@ impl Strategy for Kruise {
             causes.extend(crate::kruise::validate_pods_to_delete(obj, old, pod));
         }
         causes
+    }
+}
+
+/// OpenKruise's ContainerRecreateRequest, admitted as its mutating webhook does: checked
+/// against its pod and filled from it ([`crate::crr`]) when the webhooks are on.
+#[derive(Debug)]
+pub struct ContainerRecreate;
+
+impl Strategy for ContainerRecreate {
+    fn tracks_generation(&self) -> bool {
+        true
+    }
+
+    fn admit(&self, adm: &Admission<'_>, obj: &mut Value, old: Option<&Value>) -> Vec<Cause> {
+        if !adm.webhooks {
+            return Vec::new();
+        }
+        let pods = storage_key("", "pods");
+        let ns =
+            obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
+        crate::crr::admit(obj, old, |name: &str| {
+            adm.store.get(&ObjKey::new(&pods, &ns, name)).map(|s| s.value())
+        })
     }
 }
 
@@ -361,7 +375,9 @@ impl Strategy for Knative {
 /// them, else the generic custom resource strategy. This is where a group's admission plugs
 /// in; the kind's name is looked at here, once, when the CRD is served.
 pub fn for_custom(group: &str, kind: &str) -> Arc<dyn Strategy> {
-    if group == crate::kruise::GROUP {
+    if group == crate::kruise::GROUP && kind == "ContainerRecreateRequest" {
+        Arc::new(ContainerRecreate)
+    } else if group == crate::kruise::GROUP {
         Arc::new(Kruise { kind: kind.to_owned(), checks_pods_to_delete: kind == "CloneSet" })
     } else if group == crate::knative::GROUP {
         Arc::new(Knative { kind: kind.to_owned() })
@@ -382,6 +398,10 @@ mod tests {
             format!("{:?}", super::for_custom("serving.knative.dev", "Route")).contains("Knative")
         );
         assert!(format!("{:?}", super::for_custom("example.com", "Widget")).starts_with("Custom"));
+        assert!(
+            format!("{:?}", super::for_custom("apps.kruise.io", "ContainerRecreateRequest"))
+                .starts_with("ContainerRecreate")
+        );
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub fn validate(kind: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         "DaemonSet" => validate_daemonset(obj, old),
         "ImagePullJob" => validate_image_pull_job(obj),
         "ImageListPullJob" => validate_image_list_pull_job(obj),
+        "BroadcastJob" => validate_broadcast_job(obj),
         "SidecarSet" => validate_sidecarset(obj),
         "UnitedDeployment" => validate_united_deployment(obj, old),
         _ => Vec::new(),
@@ -62,14 +63,53 @@ fn validate_united_deployment(obj: &Value, old: Option<&Value>) -> Vec<Cause> {
 /// webhook does, beyond what the CRD schema's plain defaults already did: the Advanced
 /// DaemonSet's `rollingUpdate` defaults depend on other fields (`SetDefaultsDaemonSet`), and
 /// its pod template gets the core/v1 pod defaults (`SetDefaultPodSpec`), so a revision hash
-/// does not change when the server fills them in on the pods.
+/// does not change when the server fills them in on the pods. A BroadcastJob's template gets
+/// the pod defaults too (`SetDefaultsBroadcastJob`; the schema defaults `parallelism`,
+/// `completionPolicy.type` and `failurePolicy.type`).
 pub fn default(kind: &str, obj: &mut Value) {
     if kind == "DaemonSet" {
         crate::daemonset::default(obj, true);
-        if let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut) {
-            crate::builtin::default_pod_spec(ps);
-        }
     }
+    if matches!(kind, "DaemonSet" | "BroadcastJob")
+        && let Some(ps) = obj.pointer_mut("/spec/template/spec").and_then(Value::as_object_mut)
+    {
+        crate::builtin::default_pod_spec(ps);
+    }
+}
+
+/// OpenKruise's BroadcastJob webhook (`pkg/webhook/broadcastjob/validating`): a job pod
+/// template (restartPolicy `Never` or `OnFailure`), a non-negative parallelism, and the
+/// completion policy rules ImagePullJob has too.
+fn validate_broadcast_job(obj: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let spec = obj.get("spec").cloned().unwrap_or(Value::Null);
+    validate_pod_spec(spec.pointer("/template/spec"), "spec.template.spec", &mut causes);
+    let rp = spec.pointer("/template/spec/restartPolicy").and_then(Value::as_str).unwrap_or("");
+    if !matches!(rp, "Never" | "OnFailure") {
+        causes.retain(|c| c.field != "spec.template.spec.restartPolicy");
+        causes.push(Cause::invalid(
+            "spec.template.spec.restartPolicy",
+            &Value::String(rp.to_owned()),
+            "pod restartPolicy can only be Never or OnFailure",
+        ));
+    }
+    let bad_parallelism = match spec.get("parallelism") {
+        Some(Value::Number(n)) => n.as_i64().is_none_or(|n| n < 0),
+        Some(Value::String(s)) => {
+            s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()).is_none_or(|p| p < 0)
+        }
+        _ => false,
+    };
+    if bad_parallelism {
+        causes.push(Cause::invalid(
+            "spec.parallelism",
+            spec.get("parallelism").unwrap_or(&Value::Null),
+            "parallelism must be a non-negative integer or percentage",
+        ));
+    }
+    let policy = spec.get("completionPolicy").cloned().unwrap_or(Value::Null);
+    validate_completion_type(&policy, &mut causes);
+    causes
 }
 
 /// The Advanced DaemonSet webhook (`pkg/webhook/daemonset/validating`): the apps/v1 spec rules

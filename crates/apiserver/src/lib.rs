@@ -20,6 +20,7 @@
 pub mod admission;
 pub mod audit;
 pub mod auth;
+pub mod batch;
 pub mod builtin;
 pub mod cel;
 pub mod certauth;
@@ -221,6 +222,7 @@ impl ApiServer {
         let registry = Arc::new(Registry::default());
         builtin::register(&registry)?;
         hpa::register(&registry)?;
+        batch::register(&registry)?;
         daemonset::register(&registry)?;
         admission::register(&registry)?;
         let rbac = rbac::Rbac::new(store.clone());

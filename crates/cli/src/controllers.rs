@@ -1,9 +1,8 @@
 //! `kinetic controller` and the controllers inside `kinetic up`: one wiring of the workload
 //! controllers (CloneSet with image pre-download, SidecarSet, UnitedDeployment, ImagePullJob,
 //! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
-//! Knative Serving, PodPool, HPA, Crane's
-//! EffectiveHPA) and the volume controller (claim binding, release, protection finalizers) for
-//! both homes.
+//! Knative Serving, PodPool, HPA, Crane's EffectiveHPA, Job, CronJob, BroadcastJob) and the
+//! volume controller (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
 /// pod, made by the node agent's provisioner (like kind's `standard` class).
@@ -126,6 +125,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::imagepulljob::crds())
         .await
         .context("installing the ImagePullJob, ImageListPullJob and NodeImage CRDs")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::broadcastjob::crds())
+        .await
+        .context("installing the BroadcastJob CRD")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::crr::crds())
         .await
         .context("installing the ContainerRecreateRequest CRD")?;
@@ -184,6 +186,17 @@ pub async fn run_all_tracked(
         let (a, b) = tokio::join!(hpa, ehpa);
         a.and(b)
     };
+    let batch = r.track("batch", {
+        let (client, stop) = (client.clone(), stop.clone());
+        async move {
+            futures::try_join!(
+                kinetic_controllers::job::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::cronjob::run(client.clone(), until(stop.clone())),
+                kinetic_controllers::broadcastjob::run(client, until(stop)),
+            )
+            .map(|_| ())
+        }
+    });
     let podpools =
         r.track("podpool", kinetic_controllers::podpool::run(client.clone(), until(stop.clone())));
     let crr = r.track(
@@ -202,7 +215,7 @@ pub async fn run_all_tracked(
         )
         .map(|_| ())
     });
-    let (a, b, c, d, e, f, g, h, i, j, k) = tokio::join!(
+    let (a, b, c, d, e, f, g, h, i, j, k, l) = tokio::join!(
         cloneset,
         workloads,
         volumes,
@@ -213,7 +226,8 @@ pub async fn run_all_tracked(
         hpa,
         podpools,
         sidecarsets,
-        daemonsets
+        daemonsets,
+        batch
     );
     a.context("the CloneSet or UnitedDeployment controller stopped")?;
     b.context("the workload controllers stopped")?;
@@ -226,6 +240,7 @@ pub async fn run_all_tracked(
     i.context("the PodPool controller stopped")?;
     j.context("the SidecarSet controller stopped")?;
     k.context("the DaemonSet controllers stopped")?;
+    l.context("the Job, CronJob and BroadcastJob controllers stopped")?;
     Ok(())
 }
 

@@ -27,8 +27,10 @@
 
 pub mod apps;
 pub mod backoff;
+pub mod broadcastjob;
 pub mod cloneset;
 pub mod crds;
+pub mod cronjob;
 pub mod crr;
 pub mod daemonset;
 pub mod ehpa;
@@ -37,6 +39,7 @@ pub mod expectations;
 pub mod hpa;
 pub mod imagelistpulljob;
 pub mod imagepulljob;
+pub mod job;
 pub mod leader;
 pub mod network;
 pub mod nodeimage;

@@ -17,8 +17,12 @@
 //! - [`protobuf`]: decoding of `application/vnd.kubernetes.protobuf` request bodies (what
 //!   kubectl sends for built-in kinds) into the JSON of the same object.
 //!
+//! - [`cron`]: CronJob schedules (robfig/cron's standard syntax) and their next activation in a
+//!   time zone.
+//!
 //! What it does not do: decide anything about storage, versions or authentication.
 
+pub mod cron;
 pub mod openapi;
 pub mod patch;
 pub mod printers;

@@ -342,7 +342,7 @@ pub struct CloneSetCondition {
 }
 
 /// Schema of a schemaless object field: any object, kept as it is.
-fn preserved_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn preserved_object(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     schemars::json_schema!({
         "type": "object",
         "x-kubernetes-preserve-unknown-fields": true,

@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod broadcastjob;
 pub mod cloneset;
 pub mod containerrecreaterequest;
 pub mod daemonset;
@@ -395,6 +396,8 @@ mod tests {
             .assert_eq(&crd_yaml(&nodeimage::NodeImage::crd_all_versions()));
         expect_test::expect_file!["imagelistpulljob.crd.yaml"]
             .assert_eq(&crd_yaml(&imagelistpulljob::ImageListPullJob::crd_all_versions()));
+        expect_test::expect_file!["broadcastjob.crd.yaml"]
+            .assert_eq(&crd_yaml(&broadcastjob::BroadcastJob::crd_all()));
     }
 
     /// Both preheating CRDs serve v1alpha1 (storage) and v1beta1 with one structural schema and

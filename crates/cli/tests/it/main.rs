@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod batch;
 mod bench;
 mod controller;
 mod daemonset;

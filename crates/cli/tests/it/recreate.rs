@@ -6,7 +6,11 @@
 //! - `orderedRecreate` with `minStartedSeconds` restarts the second container only once the
 //!   first has run that long;
 //! - a request naming a container the pod does not have, or a pod that does not exist, is
-//!   refused with the webhook's message.
+//!   refused with the webhook's message;
+//! - `unreadyGracePeriodSeconds` takes a pod with the `KruisePodReady` readiness gate out of
+//!   service (gate and Ready False) for the grace before the container stops, and gives it
+//!   back after; `activeDeadlineSeconds` fails a request still waiting, with upstream's
+//!   message, and restarts nothing.
 
 use std::time::Duration;
 
@@ -207,6 +211,135 @@ spec:
         "{table}"
     );
 
-    // Containers outlive a killed agent by design: delete the pod before stopping `kinetic up`.
-    crate::kubectl(&up, h, &["delete", "pod", "two", "--wait=true"]).await;
+    // -- Unready grace through the KruisePodReady gate, then a deadline. ----------------------
+    crate::kubectl_in(&up, h, &["apply", "-f", "-"], Some(&GATED.replace("IMAGE", &image))).await;
+    let gate_true = r#"{"status":{"conditions":[{"type":"KruisePodReady","status":"True"}]}}"#;
+    for i in 0.. {
+        let out = kinetic_testkit::kubectl(
+            &up.kubeconfig,
+            h,
+            &["patch", "pod", "gated", "--subresource=status", "--type=strategic", "-p", gate_true],
+            None,
+        )
+        .await
+        .unwrap();
+        if out.status.success() {
+            break;
+        }
+        assert!(i < 100, "{}", String::from_utf8_lossy(&out.stderr));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let gated = ready(&pods, "gated").await;
+    crate::kubectl_in(&up, h, &["apply", "-f", "-"], Some(GRACE)).await;
+    // While the grace runs the pod is out of service: its gate False, so Ready False.
+    let mut saw_unready = false;
+    for i in 0.. {
+        let c = crrs.get("grace").await.unwrap();
+        let p = pods.get("gated").await.unwrap();
+        if condition(&p, "KruisePodReady")
+            .is_some_and(|(s, m)| s == "False" && m.contains("default/grace"))
+            && condition(&p, "Ready").is_some_and(|(s, _)| s == "False")
+        {
+            saw_unready = true;
+        }
+        if c.status.as_ref().and_then(|s| s.phase) == Some(Phase::Completed) {
+            break;
+        }
+        assert!(i < 600, "grace did not complete: {:?}", c.status);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(saw_unready, "the pod was never out of service during the unready grace");
+    let done = completed(&crrs, "grace").await;
+    assert_eq!(states(&done), [("app".to_owned(), Phase::Succeeded)]);
+    let acquired: jiff::Timestamp =
+        done.annotations()["crr.apps.kruise.io/unready-acquired"].parse().unwrap();
+    let back = gate_back(&pods, &crrs, "grace").await;
+    assert_eq!(status_of(&back, "app").restart_count, 1);
+    let waited = started_at(&back, "app").duration_since(acquired);
+    assert!(waited.as_secs() >= 2, "app restarted {waited:?} after the pod went unready");
+    assert_eq!(back.uid(), gated.uid());
+
+    crate::kubectl_in(&up, h, &["apply", "-f", "-"], Some(LATE)).await;
+    let done = completed(&crrs, "late").await;
+    let msg = "recreating has exceeded the activeDeadlineSeconds";
+    assert_eq!(done.status.as_ref().and_then(|s| s.message.as_deref()), Some(msg));
+    let st = done.status.as_ref().and_then(|s| s.container_recreate_states.clone()).unwrap();
+    assert_eq!((st[0].phase, st[0].message.as_deref()), (Phase::Failed, Some(msg)));
+    let back = gate_back(&pods, &crrs, "late").await;
+    assert_eq!(status_of(&back, "app").restart_count, 1, "nothing restarted past the deadline");
+
+    // Containers outlive a killed agent by design: delete the pods before stopping `kinetic up`.
+    crate::kubectl(&up, h, &["delete", "pod", "two", "gated", "--wait=true"]).await;
+}
+
+const GATED: &str = "apiVersion: v1
+kind: Pod
+metadata:
+  name: gated
+spec:
+  terminationGracePeriodSeconds: 1
+  readinessGates:
+  - conditionType: KruisePodReady
+  containers:
+  - name: app
+    image: IMAGE
+    command: [sh, -c, exec httpd -f -p 8080 -h /www]
+";
+
+const GRACE: &str = "apiVersion: apps.kruise.io/v1alpha1
+kind: ContainerRecreateRequest
+metadata:
+  name: grace
+spec:
+  podName: gated
+  containers:
+  - name: app
+  strategy:
+    unreadyGracePeriodSeconds: 2
+";
+
+const LATE: &str = "apiVersion: apps.kruise.io/v1alpha1
+kind: ContainerRecreateRequest
+metadata:
+  name: late
+spec:
+  podName: gated
+  containers:
+  - name: app
+  strategy:
+    unreadyGracePeriodSeconds: 60
+  activeDeadlineSeconds: 3
+";
+
+/// The status and message of the pod's condition `type_`.
+fn condition(p: &Pod, type_: &str) -> Option<(String, String)> {
+    let conds = p.status.as_ref().and_then(|s| s.conditions.as_ref());
+    conds
+        .into_iter()
+        .flatten()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.message.clone().unwrap_or_default()))
+}
+
+/// Waits until the request `name` gave the pod `gated` its readiness back (gate True, Ready,
+/// the request's finalizer gone) and returns the pod.
+async fn gate_back(pods: &Api<Pod>, crrs: &Api<ContainerRecreateRequest>, name: &str) -> Pod {
+    for i in 0.. {
+        let p = pods.get("gated").await.unwrap();
+        let c = crrs.get(name).await.unwrap();
+        if condition(&p, "KruisePodReady").is_some_and(|(s, _)| s == "True")
+            && crate::workloads::is_ready(&p)
+            && c.finalizers().is_empty()
+        {
+            return p;
+        }
+        assert!(
+            i < 300,
+            "{name} did not give readiness back: {:?} {:?}",
+            p.status,
+            c.metadata.finalizers
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
 }

@@ -513,7 +513,11 @@ fn kruise_pod_ready_wanted(cs: &CloneSet, p: &Pod) -> bool {
         Some(LifecycleState::PreparingUpdate) => !marks(l.and_then(|l| l.in_place_update.as_ref())),
         // Keep what PreparingUpdate set until the update is done.
         Some(LifecycleState::Updating) => current.is_none_or(|c| c.status == "True"),
-        _ => true,
+        // Another holder (a ContainerRecreateRequest's unready grace) keeps it False until it
+        // removes its entry from the condition's message (`crr::readiness`).
+        _ => !current.is_some_and(|c| {
+            c.status == "False" && !crate::crr::readiness::holders(c.message.as_deref()).is_empty()
+        }),
     }
 }
 

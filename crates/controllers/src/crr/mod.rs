@@ -31,8 +31,8 @@ use futures::StreamExt as _;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use kinetic_api::kruise::containerrecreaterequest::{
-    ACTIVE_LABEL, ContainerRecreateRequest, POD_UID_LABEL, Phase, READINESS_USER_AGENT,
-    UNREADY_ACQUIRED_KEY,
+    ACTIVE_LABEL, ContainerRecreateRequest, ContainerRecreateState, POD_UID_LABEL, Phase,
+    READINESS_USER_AGENT, UNREADY_ACQUIRED_KEY,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -185,13 +185,26 @@ async fn reconcile_pass(
         let at = created + jiff::SignedDuration::from_secs(deadline.max(0));
         if now >= at {
             let msg = "recreating has exceeded the activeDeadlineSeconds";
-            let mut states = status.container_recreate_states.clone().unwrap_or_default();
-            for s in
-                states.iter_mut().filter(|s| !matches!(s.phase, Phase::Succeeded | Phase::Failed))
-            {
-                s.phase = Phase::Failed;
-                s.message = Some(msg.to_owned());
-            }
+            // Every unfinished container Failed; unlike upstream also those the node agent had
+            // not reported yet, so the status says what became of each container asked for.
+            let before = status.container_recreate_states.clone().unwrap_or_default();
+            let states: Vec<ContainerRecreateState> = crr
+                .spec
+                .containers
+                .iter()
+                .map(|c| {
+                    let prev = before.iter().find(|s| s.name == c.name);
+                    match prev {
+                        Some(s) if matches!(s.phase, Phase::Succeeded | Phase::Failed) => s.clone(),
+                        _ => ContainerRecreateState {
+                            name: c.name.clone(),
+                            phase: Phase::Failed,
+                            message: Some(msg.to_owned()),
+                            is_killed: prev.is_some_and(|s| s.is_killed),
+                        },
+                    }
+                })
+                .collect();
             tracing::info!(crr = %key(crr), "completed as failed: past activeDeadlineSeconds");
             complete(&api, crr, msg, Some(states)).await?;
             return Ok(Action::await_change());
@@ -214,7 +227,7 @@ async fn complete(
     api: &Api<ContainerRecreateRequest>,
     crr: &ContainerRecreateRequest,
     message: &str,
-    states: Option<Vec<kinetic_api::kruise::containerrecreaterequest::ContainerRecreateState>>,
+    states: Option<Vec<ContainerRecreateState>>,
 ) -> Result<(), kube::Error> {
     let mut st = json!({
         "phase": "Completed",
