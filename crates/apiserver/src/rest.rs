@@ -1227,6 +1227,13 @@ impl Api {
         list: &ListOptions,
         opts: &DeleteOptions,
     ) -> ApiResult<Vec<Arc<Stored>>> {
+        // Upstream registers no collection deleter for these kinds (Namespaces): the route
+        // does not exist, 405 as kube-apiserver answers `DELETE /api/v1/namespaces`.
+        if !res.strategy.deletes_collections() {
+            return Err(ApiError::method_not_allowed(
+                "the server does not allow this method on the requested resource",
+            ));
+        }
         let page =
             self.list(res, ns, &ListOptions { limit: None, continue_token: None, ..list.clone() })?;
         let mut out = Vec::new();

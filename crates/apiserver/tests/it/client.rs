@@ -385,6 +385,27 @@ async fn delete_collection_and_dry_run() {
     assert_eq!(left, vec!["d4", "d5", "kube-root-ca.crt"]);
 }
 
+/// Namespaces have no collection delete upstream (discovery lists no `deletecollection`), so
+/// `DELETE /api/v1/namespaces` is 405 and deletes nothing.
+#[tokio::test]
+async fn namespaces_refuse_delete_collection_with_405() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let t = TestServer::start().await.unwrap();
+    let nss: Api<Namespace> = Api::all(t.client().await.unwrap());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "keep-me"}})).unwrap();
+    nss.create(&PostParams::default(), &ns).await.unwrap();
+    let err =
+        nss.delete_collection(&DeleteParams::default(), &ListParams::default()).await.unwrap_err();
+    match err {
+        kube::Error::Api(s) => {
+            assert_eq!((s.code, s.reason.as_str()), (405, "MethodNotAllowed"), "{s:?}")
+        }
+        other => panic!("{other}"),
+    }
+    let ns = nss.get("keep-me").await.unwrap();
+    assert!(ns.metadata.deletion_timestamp.is_none());
+}
+
 #[tokio::test]
 async fn deleting_a_crd_removes_its_objects_and_endpoints() {
     use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
