@@ -88,7 +88,10 @@ impl Running {
     /// Runs `fut` as the controller `name`, listed while it runs.
     async fn track<T>(&self, name: &'static str, fut: impl Future<Output = T>) -> T {
         self.set(|s| s.insert(name));
-        let out = fut.await;
+        // Boxed: the joined future of every controller outgrew a debug build's thread stack
+        // (`kinetic up` died with "stack overflow" once the DaemonSet and UnitedDeployment
+        // controllers joined it).
+        let out = Box::pin(fut).await;
         self.set(|s| s.remove(name));
         tracing::debug!(controller = name, "controller stopped");
         out
