@@ -339,10 +339,16 @@ async fn advanced_statefulset_updates_in_place_two_at_a_time_and_keeps_claims() 
     let patch = format!(
         r#"[{{"op":"replace","path":"/spec/template/spec/containers/0/image","value":"{v2}"}}]"#
     );
+    let old_revision =
+        kubectl(&up, h, &["get", "asts", "db", "-o", "jsonpath={.status.updateRevision}"]).await;
     kubectl(&up, h, &["patch", "asts", "db", "--type=json", "-p", &patch]).await;
+    // Done once the new revision is everyone's: the status of the old one (4/4/4, current =
+    // update) also matches until the controller has seen the patch, so the revision must have
+    // moved too.
     eventually(&up, h, &["get", "asts", "db", "-o", "jsonpath={.status.updatedReadyReplicas}/{.status.readyReplicas}/{.status.replicas} {.status.currentRevision}={.status.updateRevision}"], |o| {
         o.split_once(' ').is_some_and(|(n, revs)| {
-            n == "4/4/4" && revs.split_once('=').is_some_and(|(a, b)| a == b)
+            n == "4/4/4"
+                && revs.split_once('=').is_some_and(|(a, b)| a == b && b != old_revision.trim())
         })
     })
     .await;
