@@ -22,6 +22,7 @@ mod serve_status;
 mod serving;
 mod serving_traffic;
 mod sidecarset;
+mod sidecarset_hot;
 mod statefulset;
 mod storage;
 mod united;
