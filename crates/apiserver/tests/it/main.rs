@@ -14,6 +14,7 @@ mod generate_name;
 mod hpa;
 mod kubectl;
 mod observability;
+mod quota;
 mod rbac;
 mod serviceaccount;
 mod sidecarset;
