@@ -588,7 +588,13 @@ impl Api {
             causes.extend(schema.validate(obj));
         }
         let adm = Admission { user: opts.user.as_deref(), ..self.admission() };
-        strategy.authorize_write(&adm, obj, old).map_err(|why| forbidden(res, &name, &why))?;
+        let node_restriction = match opts.user.as_deref() {
+            Some(u) => crate::rbac::node::admit(u, &res.group, &res.plural, obj, old),
+            None => Ok(()),
+        };
+        node_restriction
+            .and_then(|()| strategy.authorize_write(&adm, obj, old))
+            .map_err(|why| forbidden(res, &name, &why))?;
         causes.extend(strategy.admit(&adm, obj, old));
         causes.extend(strategy.validate(obj, old));
         if !causes.is_empty() {
