@@ -296,3 +296,54 @@ async fn limit_range_defaults_and_bounds_apply_to_pods_and_claims() {
     );
     t.shutdown().await;
 }
+
+#[tokio::test]
+async fn claim_growth_is_charged_and_status_writes_are_not_admitted() {
+    use kube::api::{Patch, PatchParams};
+    let t = TestServer::start().await.unwrap();
+    let c = t.client().await.unwrap();
+    namespace(&c, "claims").await;
+    let pp = PostParams::default();
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), "claims");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "claims");
+    let ranges: Api<LimitRange> = Api::namespaced(c.clone(), "claims");
+    quotas.create(&pp, &quota("storage", json!({"requests.storage": "10Gi"}))).await.unwrap();
+    wait_used(&quotas, "storage", json!({"requests.storage": "0"})).await;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "4Gi"}}}}))
+    .unwrap();
+    claims.create(&pp, &claim).await.unwrap();
+    wait_used(&quotas, "storage", json!({"requests.storage": "4Gi"})).await;
+    // Bind it (only bound claims may grow), through spec and status.
+    let merge = |v: Value| Patch::Merge(v);
+    let p = PatchParams::default();
+    claims.patch("data", &p, &merge(json!({"spec": {"volumeName": "pv-1"}}))).await.unwrap();
+    claims.patch_status("data", &p, &merge(json!({"status": {"phase": "Bound"}}))).await.unwrap();
+
+    let grow = |s: &str| merge(json!({"spec": {"resources": {"requests": {"storage": s}}}}));
+    let err = claims.patch("data", &p, &grow("12Gi")).await.unwrap_err();
+    assert_eq!(
+        forbidden(err),
+        "persistentvolumeclaims \"data\" is forbidden: exceeded quota: storage, requested: requests.storage=8Gi, used: requests.storage=4Gi, limited: requests.storage=10Gi"
+    );
+    claims.patch("data", &p, &grow("8Gi")).await.unwrap();
+    wait_used(&quotas, "storage", json!({"requests.storage": "8Gi"})).await;
+
+    // A LimitRange added later does not stop the claim's status writes (upstream's plugins
+    // ignore subresources), but does stop spec writes that break it.
+    let lr: LimitRange = serde_json::from_value(json!({"metadata": {"name": "small"},
+        "spec": {"limits": [{"type": "PersistentVolumeClaim", "max": {"storage": "5Gi"}}]}}))
+    .unwrap();
+    ranges.create(&pp, &lr).await.unwrap();
+    let st = json!({"status": {"phase": "Bound", "capacity": {"storage": "8Gi"}}});
+    claims.patch_status("data", &p, &merge(st)).await.unwrap();
+    let err = claims
+        .patch("data", &p, &merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        forbidden(err),
+        "persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 5Gi, but request is 8Gi"
+    );
+    t.shutdown().await;
+}
