@@ -175,6 +175,12 @@ async fn status_used_follows_creates_and_deletes() {
         assert!(rows.iter().any(|r| r == &want), "{want:?} in\n{describe}");
     }
 
+    // kubectl's imperative create (a protobuf body) makes a quota the controller syncs.
+    t.kubectl_ok(&["create", "quota", "small", "--hard=configmaps=5,pods=3", "-n", "usage"])
+        .await
+        .unwrap();
+    wait_used(&quotas, "small", json!({"configmaps": "1", "pods": "2"})).await;
+
     // Deletes are given back by the controller.
     pods.delete("one", &DeleteParams::default()).await.unwrap();
     let one = json!({"limits.cpu": "500m", "limits.memory": "128Mi", "pods": "1",
@@ -289,6 +295,12 @@ async fn limit_range_defaults_and_bounds_apply_to_pods_and_claims() {
         && s.message.contains("spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1")),
         "{err:?}"
     );
+    let described =
+        t.kubectl_ok(&["describe", "limits", "defaults", "-n", "limited"]).await.unwrap();
+    let rows: Vec<Vec<&str>> =
+        described.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect();
+    let want = ["Container", "cpu", "100m", "2", "100m", "500m", "-"];
+    assert!(rows.iter().any(|r| r == &want), "{want:?} in\n{described}");
     let listed = t.kubectl_ok(&["get", "limits", "-n", "limited"]).await.unwrap();
     assert!(
         listed.starts_with("NAME") && listed.contains("CREATED AT") && listed.contains("defaults"),
