@@ -10,7 +10,8 @@
 //! where a kind differs (defaults, validation, admission, deletion) → [`store::Store`] commits
 //! it durably and publishes the change → [`watch`]ers and [`gc`] see it.
 //!
-//! Authorisation is RBAC ([`rbac`]) behind the `system:masters` group of the admin token.
+//! Authorisation is the Node authoriser ([`rbac::node`]) and RBAC ([`rbac`]) behind the
+//! `system:masters` group of the admin token.
 //!
 //! Server-side apply (`managedFields`, conflicts) is [`managed`] on machinery's `ssa`.
 //!
@@ -272,8 +273,12 @@ impl ApiServer {
                 .with_token_source(tokens.clone())
                 .with_cert_source(Arc::new(certauth::CommonNameAuthenticator)),
             tokens,
-            // RBAC, behind the chain's `system:masters` check (the admin token's group).
-            authz: Arc::new(auth::Chain(vec![rbac.clone()])),
+            // Node, then RBAC, behind the chain's `system:masters` check (the admin token's
+            // group), as kube-apiserver's `--authorization-mode=Node,RBAC`.
+            authz: Arc::new(auth::Chain(vec![
+                rbac::node::NodeAuthorizer::new(api.store.clone()),
+                rbac.clone(),
+            ])),
             rbac: rbac.clone(),
             max_body: cfg.max_body,
             server_address: format!("{host}:{}", addr.port()),

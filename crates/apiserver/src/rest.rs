@@ -588,14 +588,20 @@ impl Api {
             causes.extend(schema.validate(obj));
         }
         let adm = Admission { user: opts.user.as_deref(), ..self.admission() };
-        strategy.authorize_write(&adm, obj, old).map_err(|why| {
-            let mut e = ApiError::forbidden(format!(
-                "{} \"{name}\" is forbidden: {why}",
-                res.group_resource()
-            ));
-            e.details = Some(crate::error::details(&res.group, &res.plural, &name));
-            e
-        })?;
+        let node_restriction = match opts.user.as_deref() {
+            Some(u) => crate::rbac::node::admit(u, &res.group, &res.plural, obj, old),
+            None => Ok(()),
+        };
+        node_restriction.and_then(|()| strategy.authorize_write(&adm, obj, old)).map_err(
+            |why| {
+                let mut e = ApiError::forbidden(format!(
+                    "{} \"{name}\" is forbidden: {why}",
+                    res.group_resource()
+                ));
+                e.details = Some(crate::error::details(&res.group, &res.plural, &name));
+                e
+            },
+        )?;
         causes.extend(strategy.admit(&adm, obj, old));
         causes.extend(strategy.validate(obj, old));
         if !causes.is_empty() {

@@ -13,6 +13,7 @@ mod gc;
 mod generate_name;
 mod hpa;
 mod kubectl;
+mod nodeauthz;
 mod observability;
 mod rbac;
 mod serviceaccount;
