@@ -175,6 +175,12 @@ async fn status_used_follows_creates_and_deletes() {
         assert!(rows.iter().any(|r| r == &want), "{want:?} in\n{describe}");
     }
 
+    // kubectl's imperative create (a protobuf body) makes a quota the controller syncs.
+    t.kubectl_ok(&["create", "quota", "small", "--hard=configmaps=5,pods=3", "-n", "usage"])
+        .await
+        .unwrap();
+    wait_used(&quotas, "small", json!({"configmaps": "1", "pods": "2"})).await;
+
     // Deletes are given back by the controller.
     pods.delete("one", &DeleteParams::default()).await.unwrap();
     let one = json!({"limits.cpu": "500m", "limits.memory": "128Mi", "pods": "1",
@@ -289,6 +295,12 @@ async fn limit_range_defaults_and_bounds_apply_to_pods_and_claims() {
         && s.message.contains("spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1")),
         "{err:?}"
     );
+    let described =
+        t.kubectl_ok(&["describe", "limits", "defaults", "-n", "limited"]).await.unwrap();
+    let rows: Vec<Vec<&str>> =
+        described.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect();
+    let want = ["Container", "cpu", "100m", "2", "100m", "500m", "-"];
+    assert!(rows.iter().any(|r| r == &want), "{want:?} in\n{described}");
     let listed = t.kubectl_ok(&["get", "limits", "-n", "limited"]).await.unwrap();
     assert!(
         listed.starts_with("NAME") && listed.contains("CREATED AT") && listed.contains("defaults"),
@@ -345,5 +357,50 @@ async fn claim_growth_is_charged_and_status_writes_are_not_admitted() {
         forbidden(err),
         "persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 5Gi, but request is 8Gi"
     );
+    t.shutdown().await;
+}
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+#[tokio::test]
+async fn object_count_quotas_cover_custom_resources() {
+    let t = TestServer::start().await.unwrap();
+    let c = t.client().await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], WIDGETS).await.unwrap();
+    t.kubectl_ok(&["wait", "--for=condition=Established", "crd/widgets.example.com"])
+        .await
+        .unwrap();
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), "default");
+    let q = quota("crd", json!({"count/widgets.example.com": "1"}));
+    quotas.create(&PostParams::default(), &q).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "0"})).await;
+    let widget =
+        |n: &str| format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {n}}}\n");
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &widget("w1")).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "1"})).await;
+    let out = t.kubectl_stdin(&["create", "-f", "-"], Some(&widget("w2"))).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("widgets.example.com \"w2\" is forbidden: exceeded quota: crd, requested: count/widgets.example.com=1, used: count/widgets.example.com=1, limited: count/widgets.example.com=1"),
+        "{stderr}"
+    );
+    t.kubectl_ok(&["delete", "widget", "w1"]).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "0"})).await;
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &widget("w2")).await.unwrap();
     t.shutdown().await;
 }
