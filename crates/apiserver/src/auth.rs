@@ -149,6 +149,21 @@ pub struct Attributes {
     pub name: String,
     /// The request path, for non-resource requests (`/metrics`, `/apis`, `/openapi/v2`).
     pub path: String,
+    /// The raw `fieldSelector` of a list or watch (upstream's `GetFieldSelector`, KEP-4601):
+    /// the Node authoriser lets a node list and watch the pods of `spec.nodeName=` itself.
+    pub field_selector: String,
+}
+
+impl Attributes {
+    /// The value the field selector requires `field` to equal exactly (`f=v` or `f==v`), as
+    /// upstream's `RequiresExactMatch`.
+    #[must_use]
+    pub fn field_requires(&self, field: &str) -> Option<&str> {
+        self.field_selector.split(',').find_map(|term| {
+            let (k, v) = term.split_once("==").or_else(|| term.split_once('='))?;
+            (k.trim() == field && !k.ends_with('!')).then_some(v.trim())
+        })
+    }
 }
 
 /// An authoriser's answer.

@@ -558,6 +558,17 @@ fn attributes(
         _ => a.verb.as_str(),
     }
     .to_owned();
+    if matches!(a.verb.as_str(), "list" | "watch") {
+        a.field_selector = query.get("fieldSelector").unwrap_or("").to_owned();
+        // Upstream's RequestInfoFactory: a list or watch of one object by
+        // `metadata.name=NAME` is authorised as a request for that name (resourceNames
+        // rules, the Node authoriser's own-Node reads).
+        if let Some(n) =
+            a.field_requires("metadata.name").filter(|n| crate::validation::is_path_segment_name(n))
+        {
+            a.name = n.to_owned();
+        }
+    }
     a
 }
 

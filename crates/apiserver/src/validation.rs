@@ -30,6 +30,11 @@ pub fn is_dns1123_subdomain(s: &str) -> bool {
         })
 }
 
+/// Upstream `IsValidPathSegmentName`: a name that can be one segment of a URL path.
+pub fn is_path_segment_name(s: &str) -> bool {
+    !s.is_empty() && s != "." && s != ".." && !s.contains('/') && !s.contains('%')
+}
+
 /// The workload selector rules shared by Deployment, ReplicaSet and CloneSet: required, not
 /// empty, matching the template's labels ([`kinetic_rollout::validation::workload_selector`],
 /// which the CloneSet controller applies too), immutable.

@@ -15,9 +15,13 @@
 //!   ClusterRole aggregation; [`review`] serves the `authorization.k8s.io` reviews (`kubectl auth
 //!   can-i`) and impersonation.
 //!
-//! Not done: the Node authoriser (nodes are admins until they get identities), `system:anonymous`
-//! (unauthenticated requests are 401, as with `--anonymous-auth=false`).
+//! - [`node`] is upstream's Node authoriser (asked before RBAC) and NodeRestriction admission:
+//!   a node agent reaches its own Node, Lease and pods and what those pods reference.
+//!
+//! Not done: `system:anonymous` (unauthenticated requests are 401, as with
+//! `--anonymous-auth=false`).
 
+pub mod node;
 pub mod policy;
 pub mod review;
 pub mod rules;

@@ -75,6 +75,11 @@ fn spec_attributes(user: UserInfo, spec: &Value) -> Attributes {
             namespace: s(r, "namespace").to_owned(),
             name: s(r, "name").to_owned(),
             path: String::new(),
+            field_selector: r
+                .pointer("/fieldSelector/rawSelector")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned(),
         }
     } else {
         let r = spec.get("nonResourceAttributes").cloned().unwrap_or(Value::Null);
