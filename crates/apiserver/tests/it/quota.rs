@@ -359,3 +359,48 @@ async fn claim_growth_is_charged_and_status_writes_are_not_admitted() {
     );
     t.shutdown().await;
 }
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+#[tokio::test]
+async fn object_count_quotas_cover_custom_resources() {
+    let t = TestServer::start().await.unwrap();
+    let c = t.client().await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], WIDGETS).await.unwrap();
+    t.kubectl_ok(&["wait", "--for=condition=Established", "crd/widgets.example.com"])
+        .await
+        .unwrap();
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), "default");
+    let q = quota("crd", json!({"count/widgets.example.com": "1"}));
+    quotas.create(&PostParams::default(), &q).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "0"})).await;
+    let widget =
+        |n: &str| format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {n}}}\n");
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &widget("w1")).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "1"})).await;
+    let out = t.kubectl_stdin(&["create", "-f", "-"], Some(&widget("w2"))).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("widgets.example.com \"w2\" is forbidden: exceeded quota: crd, requested: count/widgets.example.com=1, used: count/widgets.example.com=1, limited: count/widgets.example.com=1"),
+        "{stderr}"
+    );
+    t.kubectl_ok(&["delete", "widget", "w1"]).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "0"})).await;
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &widget("w2")).await.unwrap();
+    t.shutdown().await;
+}

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
 mod batch;
+mod batch_policy;
 mod bench;
 mod controller;
 mod daemonset;
