@@ -472,6 +472,9 @@ impl Strategy for PodStrategy {
 
     fn validate(&self, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
         let mut causes = Vec::new();
+        if old.is_none() {
+            causes.extend(crate::kruise::injection_error(obj));
+        }
         validate_pod_spec(obj.get("spec"), "spec", &mut causes);
         validate_deletion_cost(obj, &mut causes);
         if let (Some(old), Some(new)) = (old.and_then(|o| o.get("spec")), obj.get("spec"))

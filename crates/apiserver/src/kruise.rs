@@ -402,6 +402,9 @@ fn validate_sidecarset(obj: &Value) -> Vec<Cause> {
         enumed("shareVolumePolicy.type", &["enabled", "disabled"], &mut causes);
         enumed("shareVolumeDevicePolicy.type", &["enabled", "disabled"], &mut causes);
         enumed("upgradeStrategy.upgradeType", &["ColdUpgrade", "HotUpgrade"], &mut causes);
+        if let Some(policy) = c.get("resourcesPolicy").filter(|v| !v.is_null()) {
+            validate_resources_policy(&p, c, policy, &mut causes);
+        }
         if c.pointer("/upgradeStrategy/upgradeType").and_then(Value::as_str) == Some("HotUpgrade") {
             let empty = c.pointer("/upgradeStrategy/hotUpgradeEmptyImage").and_then(Value::as_str);
             match empty {
@@ -489,6 +492,40 @@ fn validate_sidecarset(obj: &Value) -> Vec<Cause> {
 }
 
 /// The fields a SidecarSet container has beyond a core/v1 Container.
+/// Upstream's `validateResourcesPolicy` (`kinetic_rollout::sidecarset::resources::validate`)
+/// for container `c` at field path `p`.
+fn validate_resources_policy(p: &str, c: &Value, policy: &Value, causes: &mut Vec<Cause>) {
+    let field = |sub: &str| {
+        if sub.is_empty() {
+            format!("{p}.resourcesPolicy")
+        } else {
+            format!("{p}.resourcesPolicy.{sub}")
+        }
+    };
+    let policy: kinetic_api::kruise::sidecarset::ResourcesPolicy =
+        match serde_json::from_value(policy.clone()) {
+            Ok(v) => v,
+            Err(e) => {
+                causes.push(Cause::invalid(&field(""), policy, &e.to_string()));
+                return;
+            }
+        };
+    let has_resources = ["limits", "requests"].iter().any(|k| {
+        c.pointer(&format!("/resources/{k}"))
+            .and_then(Value::as_object)
+            .is_some_and(|m| !m.is_empty())
+    });
+    for (sub, msg, required) in
+        kinetic_rollout::sidecarset::resources::validate(&policy, has_resources)
+    {
+        causes.push(if required {
+            Cause::required(&field(&sub), &msg)
+        } else {
+            Cause::invalid(&field(&sub), &Value::Null, &msg)
+        });
+    }
+}
+
 const SIDECAR_FIELDS: [&str; 6] = [
     "podInjectPolicy",
     "upgradeStrategy",
@@ -549,11 +586,33 @@ pub fn inject_sidecars(store: &crate::store::Store, pod: &mut Value) {
         .collect();
     drop(state);
     let now = jiff::Timestamp::now().to_string();
-    inject::inject(
-        pod,
-        &resolved,
-        &inject::InjectContext { namespace_labels: &ns_labels, now: &now },
-    );
+    let cx = inject::InjectContext { namespace_labels: &ns_labels, now: &now };
+    if let Err(e) = inject::inject(pod, &resolved, &cx) {
+        // Refused at validation ([`injection_error`]): prepare_create cannot fail.
+        if let Some(ann) = pod
+            .pointer_mut("/metadata")
+            .and_then(Value::as_object_mut)
+            .map(|m| m.entry("annotations").or_insert_with(|| serde_json::json!({})))
+            .and_then(Value::as_object_mut)
+        {
+            ann.insert(INJECTION_ERROR_ANNOTATION.into(), Value::String(e.to_string()));
+        }
+    }
+}
+
+/// Marks a pod whose SidecarSet injection failed (a `resourcesPolicy` that cannot be applied);
+/// only ever on a pod being created, which validation then refuses, as upstream's webhook
+/// refuses it.
+pub const INJECTION_ERROR_ANNOTATION: &str = "kinetic.dev/sidecarset-injection-error";
+
+/// The cause that refuses a pod marked by [`inject_sidecars`], if it is.
+pub fn injection_error(pod: &Value) -> Option<Cause> {
+    let msg = pod.pointer("/metadata/annotations")?.get(INJECTION_ERROR_ANNOTATION)?.as_str()?;
+    Some(Cause::invalid(
+        "spec.containers",
+        &Value::Null,
+        &format!("SidecarSet injection failed: {msg}"),
+    ))
 }
 
 /// Upstream's `validateScaleStrategy`: each `scaleStrategy.podsToDelete` entry that `old` did

@@ -157,6 +157,53 @@ pub struct SidecarContainer {
     /// Env copied from app containers.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub transfer_env: Vec<TransferEnvVar>,
+    /// The sidecar's resources computed at injection from the app containers' (v1.9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources_policy: Option<ResourcesPolicy>,
+}
+
+/// How a sidecar's resources follow the app containers' (`ResourcesPolicy`, OpenKruise v1.9).
+/// Upstream's docs also spell the fields `targetContainerMode` and `resourceExpr`; both read.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourcesPolicy {
+    /// `sum` (default) or `max` of the target containers' resources.
+    #[serde(default, alias = "targetContainerMode", skip_serializing_if = "Option::is_none")]
+    pub target_containers_mode: Option<TargetContainersMode>,
+    /// Which containers are targets (plain containers and native sidecars, not the
+    /// SidecarSets' own), by name.
+    #[serde(default)]
+    pub target_containers_name_regex: String,
+    /// The expressions of the sidecar's limits and requests.
+    #[serde(default, alias = "resourceExpr")]
+    pub resources_expr: ResourcesExpr,
+}
+
+/// `sum` or `max`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetContainersMode {
+    #[default]
+    Sum,
+    Max,
+}
+
+/// Expressions for limits and requests, e.g. `max(cpu*50%, 50m)`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourcesExpr {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<ResourceExprs>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<ResourceExprs>,
+}
+
+/// The cpu and memory expressions of limits or requests.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResourceExprs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
 }
 
 impl SidecarContainer {

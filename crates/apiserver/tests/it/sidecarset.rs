@@ -92,3 +92,72 @@ async fn sidecarset_injects_matching_pods_once_and_the_webhook_refuses_bad_specs
     assert_eq!(again["spec"]["containers"].as_array().unwrap().len(), 1);
     t.shutdown().await;
 }
+
+/// `resourcesPolicy` (OpenKruise v1.9): the sidecar's resources are computed at injection from
+/// the app containers'; a policy with `resources` too is refused with the SidecarSet, and a pod
+/// none of whose containers the regex names is refused, as upstream's webhook refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sidecarset_resources_policy_computes_the_sidecars_resources_at_injection() {
+    let t = TestServer::start().await.unwrap();
+    install(&t).await;
+    let ss = |name: &str, app: &str, regex: &str, resources: Value| {
+        json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "SidecarSet",
+            "metadata": {"name": name}, "spec": {
+                "selector": {"matchLabels": {"app": app}},
+                "containers": [{"name": "proxy", "image": "busybox:1", "resources": resources,
+                    "resourcesPolicy": {"targetContainersMode": "max", "targetContainersNameRegex": regex,
+                        "resourcesExpr": {"limits": {"cpu": "max(cpu*50%, 50m)", "memory": "memory*25%"},
+                                          "requests": {"cpu": "cpu*10%", "memory": "64Mi"}}}}]}})
+        .to_string()
+    };
+    let out = t
+        .kubectl_stdin(
+            &["apply", "-f", "-"],
+            Some(&ss("both", "x", "^app$", json!({"limits": {"cpu": "1"}}))),
+        )
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains("resourcesPolicy and resources cannot be configured together"),
+        "{err}"
+    );
+    let out = t
+        .kubectl_stdin(&["apply", "-f", "-"], Some(&ss("empty", "x", "", json!({}))))
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("targetContainersNameRegex"), "{err}");
+
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &ss("sized", "sized", "^app", json!({})))
+        .await
+        .unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], &ss("nomatch", "nomatch", "^db$", json!({})))
+        .await
+        .unwrap();
+    let pod = |name: &str, app: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": "default", "labels": {"app": app}},
+            "spec": {"containers": [
+                {"name": "app", "image": "busybox", "resources": {"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "1"}}},
+                {"name": "app-helper", "image": "busybox", "resources": {"limits": {"cpu": "500m", "memory": "2Gi"}, "requests": {"cpu": "200m"}}}]}})
+        .to_string()
+    };
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &pod("sized", "sized")).await.unwrap();
+    let p = get(&t, &["pod", "sized"]).await;
+    assert_eq!(p["spec"]["containers"][0]["name"], "proxy");
+    assert_eq!(
+        p["spec"]["containers"][0]["resources"],
+        json!({"limits": {"cpu": "1", "memory": "512Mi"}, "requests": {"cpu": "100m", "memory": "64Mi"}})
+    );
+    let out =
+        t.kubectl_stdin(&["create", "-f", "-"], Some(&pod("refused", "nomatch"))).await.unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no containers match the regex pattern"),
+        "{err}"
+    );
+    let out = t.kubectl(&["get", "pod", "refused"]).await.unwrap();
+    assert!(!out.status.success(), "the refused pod was not stored");
+}

@@ -30,6 +30,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::ControllerRevision;
 use k8s_openapi::api::core::v1::Namespace;
 use kinetic_api::kruise::sidecarset::{REVISION_NAMESPACE, SIDECARSET_NAME_LABEL, SidecarSet};
+use kinetic_rollout::sidecarset::resources::ResourcesError;
 use kinetic_rollout::sidecarset::{inject, resolve, set_name};
 use kube::api::{Api, PostParams};
 use kube::runtime::reflector::{self, Store};
@@ -202,7 +203,16 @@ fn review_answer(review: &Value, caches: &Caches) -> Value {
             meta.entry("namespace").or_insert_with(|| json!(ns));
         }
         let original = pod.clone();
-        if inject_pod(&mut pod, caches) {
+        let injected = match inject_pod(&mut pod, caches) {
+            Ok(i) => i,
+            Err(e) => {
+                resp["allowed"] = json!(false);
+                resp["status"] =
+                    json!({"code": 400, "reason": "BadRequest", "message": e.to_string()});
+                false
+            }
+        };
+        if injected {
             let patch = json_patch::diff(&original, &pod);
             if let Ok(bytes) = serde_json::to_vec(&patch) {
                 resp["patchType"] = json!("JSONPatch");
@@ -214,7 +224,10 @@ fn review_answer(review: &Value, caches: &Caches) -> Value {
 }
 
 /// Injects the matching SidecarSets into `pod`; whether it changed.
-fn inject_pod(pod: &mut Value, caches: &Caches) -> bool {
+///
+/// # Errors
+/// A `resourcesPolicy` cannot be applied: the pod is refused, as upstream's webhook does.
+fn inject_pod(pod: &mut Value, caches: &Caches) -> Result<bool, ResourcesError> {
     let sets: Vec<SidecarSet> = caches.sets.state().iter().map(|s| (**s).clone()).collect();
     let ns = pod.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("").to_owned();
     let ns_labels: BTreeMap<String, String> = caches
@@ -224,7 +237,7 @@ fn inject_pod(pod: &mut Value, caches: &Caches) -> bool {
         .unwrap_or_default();
     let chosen = inject::to_inject(pod, &sets, &ns_labels);
     if chosen.is_empty() {
-        return false;
+        return Ok(false);
     }
     let revisions: Vec<ControllerRevision> =
         caches.revisions.state().iter().map(|r| (**r).clone()).collect();
@@ -242,12 +255,12 @@ fn inject_pod(pod: &mut Value, caches: &Caches) -> bool {
         })
         .collect();
     let now = jiff::Timestamp::now().to_string();
-    !inject::inject(
+    inject::inject(
         pod,
         &resolved,
         &inject::InjectContext { namespace_labels: &ns_labels, now: &now },
     )
-    .is_empty()
+    .map(|names| !names.is_empty())
 }
 
 /// The configuration the SidecarSets call for: one webhook per injecting SidecarSet, scoped by

@@ -21,10 +21,12 @@
 //! - HotUpgrade containers become the pair `{name}-1` (working) and `{name}-2` (the empty
 //!   image), with `kruise.io/sidecarset-working-hotupgrade-container`, the version annotations
 //!   and env `SIDECARSET_VERSION`/`_ALT` ([`super::hotupgrade`]);
+//! - a container with `resourcesPolicy` gets the resources it computes from the pod's
+//!   containers ([`super::resources`]);
 //! - volumes and `imagePullSecrets` the pod lacks (by name), `patchPodMetadata`;
 //! - the `kruise.io/sidecarset-hash`, `-hash-without-image` and `-injected-list` annotations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector};
 use kinetic_api::kruise::sidecarset::{
@@ -35,6 +37,7 @@ use kinetic_api::kruise::sidecarset::{
 use kinetic_machinery::selector::LabelSelector;
 use serde_json::{Map, Value, json};
 
+use super::resources::{self, ResourcesError};
 use super::{hash, hash_without_image, hot_upgrade_names, hotupgrade, set_name};
 
 /// What injection needs besides the pod and the SidecarSets.
@@ -118,16 +121,52 @@ pub fn to_inject<'a>(
 
 /// Injects `sets` (already chosen by [`to_inject`] and resolved to their pinned revisions) into
 /// `pod`. Returns the names injected (empty: the pod is unchanged).
-pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec<String> {
+///
+/// # Errors
+/// A sidecar's `resourcesPolicy` cannot be applied ([`super::resources::apply`]); the pod is
+/// left unchanged, and upstream refuses it.
+pub fn inject(
+    pod: &mut Value,
+    sets: &[Resolved],
+    cx: &InjectContext<'_>,
+) -> Result<Vec<String>, ResourcesError> {
     let done = injected_list(pod);
     let sets: Vec<&Resolved> =
         sets.iter().filter(|r| !done.iter().any(|d| d == set_name(&r.set))).collect();
     if sets.is_empty() || !pod.is_object() {
-        return Vec::new();
+        return Ok(Vec::new());
+    }
+    // Upstream leaves out of a resourcesPolicy's targets every container of the matched
+    // SidecarSets.
+    let kruise_sidecars: BTreeSet<String> = sets
+        .iter()
+        .flat_map(|r| r.set.spec.containers.iter().chain(r.set.spec.init_containers.iter()))
+        .map(|c| c.container.name.clone())
+        .collect();
+    let typed = |v: Option<&Value>| -> Vec<Container> {
+        v.and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|c| serde_json::from_value(c.clone()).ok())
+            .collect()
+    };
+    let (app_typed, init_typed) =
+        (typed(pod.pointer("/spec/containers")), typed(pod.pointer("/spec/initContainers")));
+    let mut with_resources: BTreeMap<
+        (usize, usize),
+        k8s_openapi::api::core::v1::ResourceRequirements,
+    > = BTreeMap::new();
+    for (i, r) in sets.iter().enumerate() {
+        for (j, sc) in r.set.spec.containers.iter().enumerate() {
+            if let Some(policy) = &sc.resources_policy {
+                let res = resources::apply(policy, &app_typed, &init_typed, &kruise_sidecars)?;
+                with_resources.insert((i, j), res);
+            }
+        }
     }
     let meta_labels = pod.pointer("/metadata/labels").cloned().unwrap_or(Value::Null);
     let meta_annotations = pod.pointer("/metadata/annotations").cloned().unwrap_or(Value::Null);
-    let Some(spec) = ensure_object(pod, "spec") else { return Vec::new() };
+    let Some(spec) = ensure_object(pod, "spec") else { return Ok(Vec::new()) };
     let app: Vec<Value> =
         spec.get("containers").and_then(Value::as_array).cloned().unwrap_or_default();
     let has_name = |list: &[Value], name: &str| {
@@ -146,7 +185,7 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
     let mut names = Vec::new();
     let mut hashes: Vec<(String, Value, Value)> = Vec::new();
     let mut patches = Vec::new();
-    for r in &sets {
+    for (i, r) in sets.iter().enumerate() {
         let ss = &r.set;
         let name = set_name(ss).to_owned();
         for ic in &ss.spec.init_containers {
@@ -158,8 +197,11 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
             inits.push((n.clone(), to_json(&c)));
         }
         let mut list = Vec::new();
-        for sc in &ss.spec.containers {
-            let built = build_container(sc, &app, &meta_labels, &meta_annotations);
+        for (j, sc) in ss.spec.containers.iter().enumerate() {
+            let mut built = build_container(sc, &app, &meta_labels, &meta_annotations);
+            if let Some(res) = with_resources.get(&(i, j)) {
+                built.resources = Some(res.clone());
+            }
             if sc.is_hot_upgrade() {
                 let (working, idle) = hot_upgrade_names(&sc.container.name);
                 let empty = sc
@@ -242,7 +284,7 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
 
     let Some(ann) = ensure_object(pod, "metadata").and_then(|m| ensure_object_in(m, "annotations"))
     else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
     for p in &patches {
         let policy = p.patch_policy.as_deref().unwrap_or("Retain");
@@ -299,7 +341,7 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
     for (k, v) in versions {
         ann.insert(k, json!(v));
     }
-    names
+    Ok(names)
 }
 
 /// The container as injected: `IS_INJECTED` first, shared mounts and devices, transferred env.

@@ -9,6 +9,7 @@
 
 pub mod hotupgrade;
 pub mod inject;
+pub mod resources;
 pub mod upgrade;
 
 use k8s_openapi::api::apps::v1::ControllerRevision;

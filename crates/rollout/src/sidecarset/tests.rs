@@ -43,6 +43,7 @@ fn run(pod: &mut Value, sets: &[SidecarSet], ns_labels: &BTreeMap<String, String
         &chosen,
         &InjectContext { namespace_labels: ns_labels, now: "2026-12-07T04:00:00Z" },
     )
+    .expect("injection")
 }
 
 fn names(pod: &Value, field: &str) -> Vec<String> {
@@ -317,7 +318,8 @@ fn pinned_revision_is_injected() {
         let r = resolve(&pinned, std::slice::from_ref(&rev));
         assert_eq!(r.revision, rev.metadata.name);
         let mut p = app_pod();
-        inject(&mut p, &[r], &InjectContext { namespace_labels: &BTreeMap::new(), now: "t" });
+        inject(&mut p, &[r], &InjectContext { namespace_labels: &BTreeMap::new(), now: "t" })
+            .expect("injection");
         assert_eq!(container(&p, "side")["image"], "side:v1");
     }
     // A pin that names nothing injects the current spec.
@@ -632,4 +634,31 @@ fn container_to_upgrade_prefers_empty_then_unready_then_older() {
         let (upgraded, _) = hotupgrade::container_to_upgrade(sc, &p);
         assert_eq!(upgraded, format!("test-sidecar{want}"), "{case}");
     }
+}
+
+#[test]
+fn resources_policy_sets_the_sidecars_resources_or_refuses_the_pod() {
+    let set = |regex: &str| {
+        ss(
+            "s",
+            json!({"selector": {"matchLabels": {"app": "nginx"}}, "containers": [sidecar("side", json!({
+                "resourcesPolicy": {"targetContainersMode": "sum", "targetContainersNameRegex": regex,
+                    "resourcesExpr": {"limits": {"cpu": "max(cpu*50%, 50m)", "memory": "200Mi"},
+                                      "requests": {"cpu": "max(cpu*50%, 50m)", "memory": "100Mi"}}}}))]}),
+        )
+    };
+    let mut p = app_pod();
+    p["spec"]["containers"][0]["resources"] =
+        json!({"limits": {"cpu": "2", "memory": "1Gi"}, "requests": {"cpu": "500m"}});
+    let mut ok = p.clone();
+    run(&mut ok, &[set("^nginx$")], &BTreeMap::new());
+    assert_eq!(
+        container(&ok, "side")["resources"],
+        json!({"limits": {"cpu": "1", "memory": "200Mi"}, "requests": {"cpu": "250m", "memory": "100Mi"}})
+    );
+    let before = p.clone();
+    let chosen: Vec<_> = [set("^app$")].iter().map(|s| resolve(s, &[])).collect();
+    let cx = InjectContext { namespace_labels: &BTreeMap::new(), now: "t" };
+    assert!(inject(&mut p, &chosen, &cx).is_err());
+    assert_eq!(p, before, "a refused injection leaves the pod as it was");
 }
