@@ -24,6 +24,7 @@ mod serving_traffic;
 mod sidecarset;
 mod statefulset;
 mod storage;
+mod tenant;
 mod united;
 mod up;
 mod workloads;
