@@ -401,6 +401,7 @@ fn strategy(kind: &str) -> Arc<dyn Strategy> {
         "ReplicaSet" => Arc::new(WorkloadStrategy { deployment: false }),
         "Service" => Arc::new(ServiceStrategy),
         "Secret" => Arc::new(SecretStrategy),
+        "ConfigMap" => Arc::new(ConfigMapStrategy),
         "ServiceAccount" => Arc::new(crate::serviceaccount::ServiceAccountStrategy),
         "Endpoints" => Arc::new(EndpointsStrategy),
         "EndpointSlice" => Arc::new(EndpointSliceStrategy),
@@ -426,16 +427,25 @@ impl Strategy for PodStrategy {
     fn default(&self, obj: &mut Value) {
         if let Some(spec) = obj_mut(obj, "spec") {
             default_pod_spec(spec);
+            default_requests_to_limits(spec);
         }
         if let Some(status) = obj_mut(obj, "status") {
             set_default(status, "phase", json!("Pending"));
         }
     }
 
-    /// Upstream's ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]),
-    /// then, as the mutating webhooks run after the built-in plugins, OpenKruise's SidecarSet
+    /// Upstream's LimitRanger defaults ([`crate::quota::limits::default_pod`]) and
+    /// ServiceAccount admission plugin ([`crate::serviceaccount::admit_pod`]), then, as the mutating webhooks run after the built-in plugins, OpenKruise's SidecarSet
     /// injection ([`crate::kruise::inject_sidecars`]) when the webhooks are on.
     fn prepare_create(&self, adm: &Admission<'_>, obj: &mut Value) {
+        // Upstream defaults requests to limits when the pod is decoded, before any admission
+        // plugin: LimitRanger's `defaultRequest` must not win over a container's own limit.
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            default_requests_to_limits(spec);
+        }
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        let ranges = crate::quota::limit_ranges(adm.store, ns);
+        crate::quota::limits::default_pod(&ranges, obj);
         crate::serviceaccount::admit_pod(adm.store, obj);
         if adm.webhooks {
             crate::kruise::inject_sidecars(adm.store, obj);
@@ -474,6 +484,25 @@ impl Strategy for PodStrategy {
             });
         }
         causes
+    }
+
+    /// LimitRanger's bounds, on create only (upstream skips pod updates: containers'
+    /// resources change only through `resize`).
+    fn validate_admission(
+        &self,
+        adm: &Admission<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), String> {
+        if old.is_some() {
+            return Ok(());
+        }
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        crate::quota::limits::validate_pod(&crate::quota::limit_ranges(adm.store, ns), obj)
+    }
+
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Pod
     }
 
     /// Deletes, evictions and spec updates answer to OpenKruise's PodUnavailableBudgets.
@@ -667,6 +696,10 @@ impl Strategy for ServiceStrategy {
         }
     }
 
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Service
+    }
+
     /// Picks a free address in 10.96.0.0/16 for a ClusterIP service without one.
     fn prepare_create(&self, adm: &Admission<'_>, body: &mut Value) {
         let Some(spec) = body.get_mut("spec").and_then(Value::as_object_mut) else { return };
@@ -716,11 +749,25 @@ impl Strategy for ServiceStrategy {
     }
 }
 
+/// `core/v1` ConfigMaps: charged as `configmaps` and `count/configmaps`.
+#[derive(Debug)]
+pub struct ConfigMapStrategy;
+
+impl Strategy for ConfigMapStrategy {
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Count { legacy_name: true }
+    }
+}
+
 /// `core/v1` Secrets.
 #[derive(Debug)]
 pub struct SecretStrategy;
 
 impl Strategy for SecretStrategy {
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Count { legacy_name: true }
+    }
+
     fn default(&self, obj: &mut Value) {
         if let Some(m) = obj.as_object_mut() {
             set_default(m, "type", json!("Opaque"));
@@ -777,6 +824,11 @@ impl Strategy for EndpointSliceStrategy {
 pub struct EventStrategy;
 
 impl Strategy for EventStrategy {
+    /// Upstream's quota admission ignores events.
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Ignored
+    }
+
     fn validate(&self, obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
         crate::events::validate(obj)
     }
@@ -822,6 +874,33 @@ pub(crate) fn default_pod_spec(spec: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+/// Upstream `SetDefaults_Pod` (pods only, not templates): a container's requests default to
+/// its limits for each resource it limits but does not request.
+fn default_requests_to_limits(spec: &mut Map<String, Value>) {
+    for field in ["initContainers", "containers"] {
+        let cs = spec.get_mut(field).and_then(Value::as_array_mut);
+        for c in cs.into_iter().flatten() {
+            let Some(res) = c.get_mut("resources").and_then(Value::as_object_mut) else { continue };
+            let Some(limits) = res.get("limits").and_then(Value::as_object).cloned() else {
+                continue;
+            };
+            if let Some(requests) = obj_mut_in(res, "requests") {
+                for (k, v) in limits {
+                    requests.entry(k).or_insert(v);
+                }
+            }
+        }
+    }
+}
+
+/// The object at `key` of a map, created empty when missing or not an object.
+fn obj_mut_in<'a>(m: &'a mut Map<String, Value>, key: &str) -> Option<&'a mut Map<String, Value>> {
+    if !m.get(key).is_some_and(Value::is_object) {
+        m.insert(key.to_owned(), json!({}));
+    }
+    m.get_mut(key)?.as_object_mut()
 }
 
 fn default_container(c: &mut Map<String, Value>) {

@@ -16,7 +16,8 @@
 //! Server-side apply (`managedFields`, conflicts) is [`managed`] on machinery's `ssa`.
 //!
 //! What it does not do: protobuf responses (protobuf request bodies are decoded), conversion
-//! webhooks, aggregated APIs. Admission webhooks are [`admission`].
+//! webhooks, aggregated APIs. Admission webhooks are [`admission`]; ResourceQuota and
+//! LimitRange admission and the quota controller are [`quota`].
 
 pub mod admission;
 pub mod audit;
@@ -45,6 +46,7 @@ pub mod metrics_api;
 pub mod patch;
 pub mod pdb;
 pub mod pki;
+pub mod quota;
 pub mod rbac;
 pub mod registry;
 pub mod rest;
@@ -228,6 +230,7 @@ impl ApiServer {
         builtin::register(&registry)?;
         hpa::register(&registry)?;
         pdb::register(&registry)?;
+        quota::register(&registry)?;
         batch::register(&registry)?;
         daemonset::register(&registry)?;
         admission::register(&registry)?;
@@ -290,8 +293,16 @@ impl ApiServer {
         let serve = tokio::spawn(accept_loop(listener, tls, ctx, stop_rx));
         let gc = tokio::spawn(gc::run(api.clone()));
         let sa = tokio::spawn(serviceaccount::run(api.clone(), pki.ca_pem.clone()));
+        let quotas = tokio::spawn(quota::controller::run(api.clone()));
         tracing::info!(%addr, data_dir = %cfg.data_dir.display(), "api server listening");
-        Ok(Self { addr, pki, api, data_dir: cfg.data_dir, stop, tasks: vec![serve, gc, sa] })
+        Ok(Self {
+            addr,
+            pki,
+            api,
+            data_dir: cfg.data_dir,
+            stop,
+            tasks: vec![serve, gc, sa, quotas],
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {

@@ -592,22 +592,71 @@ impl Api {
             Some(u) => crate::rbac::node::admit(u, &res.group, &res.plural, obj, old),
             None => Ok(()),
         };
-        node_restriction.and_then(|()| strategy.authorize_write(&adm, obj, old)).map_err(
-            |why| {
-                let mut e = ApiError::forbidden(format!(
-                    "{} \"{name}\" is forbidden: {why}",
-                    res.group_resource()
-                ));
-                e.details = Some(crate::error::details(&res.group, &res.plural, &name));
-                e
-            },
-        )?;
+        node_restriction
+            .and_then(|()| strategy.authorize_write(&adm, obj, old))
+            .map_err(|why| forbidden(res, &name, &why))?;
         causes.extend(strategy.admit(&adm, obj, old));
         causes.extend(strategy.validate(obj, old));
         if !causes.is_empty() {
             return Err(ApiError::invalid(&res.kind, &res.group, &name, causes));
         }
+        strategy.validate_admission(&adm, obj, old).map_err(|why| forbidden(res, &name, &why))?;
         Ok(())
+    }
+
+    /// ResourceQuota admission of `obj` (`old` on update): the quota status updates to commit
+    /// with it ([`crate::quota::charges`]), or upstream's 403.
+    fn quota_charges(
+        &self,
+        res: &Resource,
+        ns: &str,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> ApiResult<Vec<Op>> {
+        crate::quota::charges(&self.store, res, ns, obj, old)
+            .map_err(|why| forbidden(res, meta_str(obj, "name"), &why))
+    }
+
+    /// Writes a create or update with its quota charges in one all-or-nothing store write
+    /// (upstream's ResourceQuota admission, the last plugin of the chain; see [`crate::quota`]
+    /// for why this is safe under concurrent writes). When a charged quota changed since it was
+    /// read, the write is evaluated again against the new usage.
+    async fn write_charged(
+        &self,
+        res: &Resource,
+        ns: &str,
+        op: Op,
+        old: Option<&Value>,
+    ) -> ApiResult<Arc<Stored>> {
+        let obj = match &op {
+            Op::Create { value, .. } | Op::Update { value, .. } => value,
+            Op::Delete { .. } => return self.write(res, op).await.map_err(|e| from_store(res, e)),
+        };
+        for _ in 0..MAX_RETRIES {
+            let mut ops = self.quota_charges(res, ns, obj, old)?;
+            if ops.is_empty() {
+                return self.write(res, op).await.map_err(|e| from_store(res, e));
+            }
+            let charged = ops.len();
+            ops.push(op.clone());
+            let started = std::time::Instant::now();
+            let r = self.store.write_all(ops).await;
+            self.metrics.storage("update", "resourcequotas", started.elapsed());
+            match r {
+                Ok(mut written) => {
+                    return written.pop().ok_or_else(|| ApiError::internal("empty store answer"));
+                }
+                // A quota changed or went away since it was read: evaluate again.
+                Err((i, _)) if i < charged => {}
+                Err((_, e)) => return Err(from_store(res, e)),
+            }
+        }
+        Err(ApiError::conflict(
+            &res.group,
+            &res.plural,
+            meta_str(obj, "name"),
+            "the namespace's resource quotas kept changing; please apply your changes again",
+        ))
     }
 
     /// Creates an object in `ns` (ignored for cluster-scoped kinds).
@@ -664,6 +713,8 @@ impl Api {
             let retry = generate_from.is_some() && attempt < NAME_GENERATION_ATTEMPTS;
             let taken = if opts.dry_run {
                 if self.store.get(&key).is_none() {
+                    // Dry runs are checked against quotas but charge nothing, as upstream.
+                    self.quota_charges(res, ns, &body, None)?;
                     let json =
                         serde_json::to_vec(&body).map_err(|e| ApiError::internal(e.to_string()))?;
                     return Ok(Written {
@@ -674,11 +725,7 @@ impl Api {
                 ApiError::already_exists(&res.group, &res.plural, &name)
             } else {
                 let value = if retry { body.clone() } else { std::mem::take(&mut body) };
-                match self
-                    .write(res, Op::Create { key, value })
-                    .await
-                    .map_err(|e| from_store(res, e))
-                {
+                match self.write_charged(res, ns, Op::Create { key, value }, None).await {
                     Ok(obj) => break obj,
                     Err(e) if e.reason == "AlreadyExists" => e,
                     Err(e) => return Err(e),
@@ -1052,12 +1099,13 @@ impl Api {
             return Ok(Written { obj: old.clone(), warnings });
         }
         if opts.dry_run {
+            self.quota_charges(res, ns, &new, Some(old_v))?;
             let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(Written { obj: Arc::new(Stored::new(old.rv, &new, json.into())), warnings });
         }
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
-        let obj = self.write(res, op).await.map_err(|e| from_store(res, e))?;
+        let obj = self.write_charged(res, ns, op, Some(old_v)).await?;
         res.strategy.after_commit(&self.registry, &obj);
         Ok(Written { obj, warnings })
     }
@@ -1489,6 +1537,15 @@ impl crate::admission::View for Served<'_> {
 }
 
 /// Rejects a body whose apiVersion/kind name a different type than the endpoint.
+/// An admission refusal: 403 `<resource> "<name>" is forbidden: <why>` with the object's
+/// details, as upstream's `admission.NewForbidden`.
+fn forbidden(res: &Resource, name: &str, why: &str) -> ApiError {
+    let mut e =
+        ApiError::forbidden(format!("{} \"{name}\" is forbidden: {why}", res.group_resource()));
+    e.details = Some(crate::error::details(&res.group, &res.plural, name));
+    e
+}
+
 fn check_type(res: &Resource, body: &Value) -> ApiResult<()> {
     if !body.is_object() {
         return Err(ApiError::bad_request("the body must be a JSON object"));

@@ -97,6 +97,25 @@ impl Strategy for ClaimStrategy {
         }
         causes
     }
+
+    /// LimitRanger's `PersistentVolumeClaim` bounds on the storage request, on create and
+    /// update (not once the claim is being deleted, as upstream).
+    fn validate_admission(
+        &self,
+        adm: &Admission<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), String> {
+        if old.is_some_and(|o| o.pointer("/metadata/deletionTimestamp").is_some()) {
+            return Ok(());
+        }
+        let ns = obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+        crate::quota::limits::validate_claim(&crate::quota::limit_ranges(adm.store, ns), obj)
+    }
+
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Claim
+    }
 }
 
 impl Strategy for VolumeStrategy {

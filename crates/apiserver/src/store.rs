@@ -68,6 +68,9 @@ pub enum StoreError {
     Decode(ObjKey, #[source] serde_json::Error),
     #[error("the store writer has stopped")]
     Stopped,
+    /// Not applied: another op of the same all-or-nothing write ([`Store::write_all`]) failed.
+    #[error("object {0} not written: another write of its transaction failed")]
+    Aborted(ObjKey),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -298,7 +301,7 @@ pub fn watch_line(ty: &str, json: &[u8]) -> Bytes {
 }
 
 /// A write. Preconditions are checked by the writer, atomically with the write.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Op {
     /// Fails with `AlreadyExists` when the key is taken.
     Create { key: ObjKey, value: Value },
@@ -433,6 +436,8 @@ impl State {
 
 struct Request {
     ops: Vec<Op>,
+    /// All ops apply or none does ([`Store::write_all`]).
+    atomic: bool,
     reply: oneshot::Sender<Vec<Result<Arc<Stored>>>>,
 }
 
@@ -557,9 +562,40 @@ impl Store {
 
     /// Applies several ops in one transaction; each succeeds or fails on its own preconditions.
     pub async fn write_many(&self, ops: Vec<Op>) -> Result<Vec<Result<Arc<Stored>>>> {
+        self.send(ops, false).await
+    }
+
+    /// Applies several ops in one transaction, all or none: when one op's precondition fails,
+    /// no op is applied and the answer is that op's index and error. The ops apply in order
+    /// (a later op sees an earlier one's result); their events carry consecutive versions.
+    /// Quota admission charges a quota's `status.used` and writes the object this way
+    /// ([`crate::quota`]), so a charge never outlives a failed write.
+    ///
+    /// # Errors
+    /// `(index, error)` of the first op that failed; `(0, Stopped)` when the writer is gone.
+    pub async fn write_all(&self, ops: Vec<Op>) -> Result<Vec<Arc<Stored>>, (usize, StoreError)> {
+        let results = self.send(ops, true).await.map_err(|e| (0, e))?;
+        let mut out = Vec::with_capacity(results.len());
+        let mut first_err = None;
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Ok(s) => out.push(s),
+                Err(StoreError::Aborted(_)) => {}
+                Err(e) => {
+                    first_err.get_or_insert((i, e));
+                }
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(out),
+        }
+    }
+
+    async fn send(&self, ops: Vec<Op>, atomic: bool) -> Result<Vec<Result<Arc<Stored>>>> {
         let (reply, rx) = oneshot::channel();
         let tx = self.tx.clone();
-        let req = Request { ops, reply };
+        let req = Request { ops, atomic, reply };
         // The queue is bounded; a full queue blocks this task's thread briefly, so hand the
         // send to the blocking pool instead of stalling the runtime.
         match tx.try_send(req) {
@@ -617,6 +653,10 @@ fn commit_batch(
     {
         let st = state.read().unwrap_or_else(|e| e.into_inner());
         for req in &batch {
+            if req.atomic {
+                results.push(prepare_all(&req.ops, &st, &mut overlay, &mut events, &mut rv));
+                continue;
+            }
             let mut res = Vec::with_capacity(req.ops.len());
             for op in &req.ops {
                 let key = op.key();
@@ -674,6 +714,52 @@ fn commit_batch(
         // The caller may have gone away (client disconnected); the write stands regardless.
         let _ = req.reply.send(res);
     }
+}
+
+/// Checks and prepares the ops of an all-or-nothing request: either every op's event is added
+/// to `events` (and `overlay`), or none is and `rv` is left as it was.
+fn prepare_all(
+    ops: &[Op],
+    st: &State,
+    overlay: &mut HashMap<ObjKey, Option<Arc<Stored>>>,
+    events: &mut Vec<Event>,
+    rv: &mut u64,
+) -> Vec<Result<Arc<Stored>>> {
+    let start_rv = *rv;
+    let mut local: HashMap<ObjKey, Option<Arc<Stored>>> = HashMap::new();
+    let mut local_events = Vec::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        let key = op.key();
+        let current = match local.get(key).or_else(|| overlay.get(key)) {
+            Some(v) => v.clone(),
+            None => st.get(key),
+        };
+        match check_and_prepare(op, current, rv) {
+            Ok(ev) => {
+                local.insert(
+                    ev.key.clone(),
+                    (ev.kind != EventType::Deleted).then(|| ev.obj.clone()),
+                );
+                local_events.push(ev);
+            }
+            Err(e) => {
+                *rv = start_rv;
+                let mut failure = Some(e);
+                return ops
+                    .iter()
+                    .enumerate()
+                    .map(|(j, op)| match failure.take_if(|_| j == i) {
+                        Some(e) => Err(e),
+                        None => Err(StoreError::Aborted(op.key().clone())),
+                    })
+                    .collect();
+            }
+        }
+    }
+    let out = local_events.iter().map(|ev| Ok(ev.obj.clone())).collect();
+    overlay.extend(local);
+    events.extend(local_events);
+    out
 }
 
 /// The current object, checked against the caller's expected version.
@@ -1034,6 +1120,39 @@ mod tests {
         let err = store.write(up(a.rv)).await.unwrap_err();
         assert!(matches!(err, StoreError::Conflict { expected: 1, actual: 2, .. }), "{err}");
         assert_eq!(store.read().rv(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_all_or_nothing_write_applies_nothing_when_one_op_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db"), 10).unwrap();
+        let q = store.write(Op::Create { key: key("q"), value: cm("q") }).await.unwrap();
+        let charge = |rv| Op::Update { key: key("q"), value: cm("q"), expected_rv: Some(rv) };
+        // The charge commits with the object.
+        let both = store
+            .write_all(vec![charge(q.rv), Op::Create { key: key("a"), value: cm("a") }])
+            .await
+            .unwrap();
+        assert_eq!(both.iter().map(|s| s.rv).collect::<Vec<_>>(), [2, 3]);
+        // A stale charge: nothing is written, the failing op's index and error come back.
+        let (i, err) = store
+            .write_all(vec![charge(q.rv), Op::Create { key: key("b"), value: cm("b") }])
+            .await
+            .unwrap_err();
+        assert_eq!(i, 0);
+        assert!(matches!(err, StoreError::Conflict { .. }), "{err}");
+        // The object's own failure leaves the charge out too.
+        let (i, err) = store
+            .write_all(vec![charge(2), Op::Create { key: key("a"), value: cm("a") }])
+            .await
+            .unwrap_err();
+        assert_eq!(i, 1);
+        assert!(matches!(err, StoreError::AlreadyExists(_)), "{err}");
+        assert!(store.get(&key("b")).is_none());
+        assert_eq!(store.get(&key("q")).unwrap().rv, 2);
+        assert_eq!(store.read().rv(), 3);
+        let evs = store.read().events_since(0).unwrap();
+        assert_eq!(evs.iter().map(|e| e.rv).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     #[tokio::test]

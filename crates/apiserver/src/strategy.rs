@@ -100,6 +100,25 @@ pub trait Strategy: std::fmt::Debug + Send + Sync {
         Ok(())
     }
 
+    /// Validating admission that reads the store and refuses with 403 Forbidden, after the
+    /// kind's validation (upstream's LimitRanger, [`crate::quota::limits`]). `Err` is the
+    /// reason (`<resource> "<name>" is forbidden: <reason>`); `old` is the stored object on
+    /// update.
+    fn validate_admission(
+        &self,
+        _adm: &Admission<'_>,
+        _obj: &Value,
+        _old: Option<&Value>,
+    ) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// How ResourceQuota admission and the quota controller charge the kind's objects
+    /// ([`crate::quota::evaluate`]); by default `count/<resource>.<group>`.
+    fn quota(&self) -> crate::quota::Evaluator {
+        crate::quota::Evaluator::Count { legacy_name: false }
+    }
+
     /// Whether deletes, evictions and spec updates of the kind's objects are checked against
     /// OpenKruise's PodUnavailableBudgets ([`crate::unavailable`]; pods).
     fn guards_disruption(&self) -> bool {

@@ -208,6 +208,21 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             Column::string("Selector", D_SVC_SELECTOR).wide(),
         ],
         ("", "ConfigMap") => vec![name, Column::string("Data", D_CM_DATA), age],
+        ("", "ResourceQuota") => vec![
+            name,
+            age,
+            Column::string(
+                "Request",
+                "Request represents a minimum amount of cpu/memory that a container may consume.",
+            ),
+            Column::string(
+                "Limit",
+                "Limits control the maximum amount of cpu/memory that a container may use independent of contention on the node.",
+            ),
+        ],
+        ("", "LimitRange") => {
+            vec![name, Column::new("Created At", "date", "Time at which the object was created.")]
+        }
         ("", "Secret") => vec![
             name,
             Column::string("Type", D_SECRET_TYPE),
@@ -397,6 +412,11 @@ pub fn cells(group: &str, kind: &str, obj: &Value, now: Timestamp) -> Vec<Value>
             vec![name, json!(text(obj, "/type")), json!(count(obj, "/data")), age]
         }
         ("", "ServiceAccount") => vec![name, json!(count(obj, "/secrets")), age],
+        ("", "ResourceQuota") => {
+            let (request, limit) = quota_cells(obj);
+            vec![name, age, json!(request), json!(limit)]
+        }
+        ("", "LimitRange") => vec![name, json!(text(obj, "/metadata/creationTimestamp"))],
         ("rbac.authorization.k8s.io", "Role" | "ClusterRole") => {
             vec![name, json!(text(obj, "/metadata/creationTimestamp"))]
         }
@@ -647,6 +667,35 @@ fn since(t: Option<Timestamp>, now: Timestamp) -> String {
         Some(t) => human_duration(now.duration_since(t)),
         None => "<unknown>".to_owned(),
     }
+}
+
+/// Upstream `printResourceQuota`: `name: used/hard` for each resource of `spec.hard` in name
+/// order, the `limits.*` ones in the Limit cell, the others in the Request cell.
+fn quota_cells(obj: &Value) -> (String, String) {
+    let mut names: Vec<&String> = obj
+        .pointer("/spec/hard")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .collect();
+    names.sort();
+    let (mut request, mut limit) = (Vec::new(), Vec::new());
+    for r in names {
+        let q = |part: &str| {
+            obj.pointer(&format!("/status/{part}")).and_then(|m| m.get(r)).map_or_else(
+                || "0".to_owned(),
+                |v| v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        };
+        let cell = format!("{r}: {}/{}", q("used"), q("hard"));
+        if r.split('.').next() == Some("limits") && r.contains('.') {
+            limit.push(cell);
+        } else {
+            request.push(cell);
+        }
+    }
+    (request.join(", "), limit.join(", "))
 }
 
 fn age(obj: &Value, now: Timestamp) -> String {

@@ -15,6 +15,7 @@ mod hpa;
 mod kubectl;
 mod nodeauthz;
 mod observability;
+mod quota;
 mod rbac;
 mod serviceaccount;
 mod sidecarset;
