@@ -238,8 +238,13 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     let kubeconfig = server.write_kubeconfig().context("writing the kubeconfig")?;
     // The controllers and the node agent run with their own least-privilege identities
     // ([`identities`]), not the admin's.
-    let admin = client_for(Some(&kubeconfig), CLI_AGENT).await?;
-    identities::apply(&admin).await.context("applying the RBAC of the controllers and nodes")?;
+    // `kinetic apiserver` alone leaves RBAC to its admin (`kinetic controller --print-rbac`).
+    if extras.scheduler || extras.node.is_some() {
+        let admin = client_for(Some(&kubeconfig), CLI_AGENT).await?;
+        identities::apply(&admin)
+            .await
+            .context("applying the RBAC of the controllers and nodes")?;
+    }
     let controller_kc = write_identity(
         &server,
         &data_dir.join("controller.kubeconfig"),
