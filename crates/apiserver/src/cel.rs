@@ -708,6 +708,17 @@ impl Strategy for Validated {
     ) -> Result<(), String> {
         self.inner.authorize_write(adm, obj, old)
     }
+    fn validate_admission(
+        &self,
+        adm: &Admission<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<(), String> {
+        self.inner.validate_admission(adm, obj, old)
+    }
+    fn quota(&self) -> crate::quota::Evaluator {
+        self.inner.quota()
+    }
     fn subresources(&self) -> &'static [&'static str] {
         self.inner.subresources()
     }

@@ -448,16 +448,18 @@ impl Api {
         format!("{prefix}{}", (self.suffixes)())
     }
 
-    /// Defaults, prunes and validates `obj` (new state) against the kind; `old` on update.
+    /// Defaults, prunes and validates `obj` (new state) against the kind; `old` on update;
+    /// `sub` the subresource written through.
     fn admit(
         &self,
         res: &Resource,
+        sub: Option<&str>,
         obj: &mut Value,
         old: Option<&Value>,
         opts: &WriteOptions,
     ) -> ApiResult<Vec<String>> {
         let warnings = self.defaults(res, obj, opts)?;
-        self.check(res, obj, old, opts)?;
+        self.check(res, sub, obj, old, opts)?;
         Ok(warnings)
     }
 
@@ -478,7 +480,7 @@ impl Api {
     ) -> ApiResult<Vec<String>> {
         let mut warnings = self.defaults(res, obj, opts)?;
         let Some(user) = opts.user.clone() else {
-            self.check(res, obj, old, opts)?;
+            self.check(res, sub, obj, old, opts)?;
             return Ok(warnings);
         };
         let name = meta_str(obj, "name").to_owned();
@@ -513,7 +515,7 @@ impl Api {
             let quiet = WriteOptions { field_validation: FieldValidation::Ignore, ..opts.clone() };
             self.defaults(res, obj, &quiet)?;
         }
-        self.check(res, obj, old, opts)?;
+        self.check(res, sub, obj, old, opts)?;
         let policies = crate::admission::policy::validate(
             &self.store,
             &self.registry,
@@ -573,6 +575,7 @@ impl Api {
     fn check(
         &self,
         res: &Resource,
+        sub: Option<&str>,
         obj: &mut Value,
         old: Option<&Value>,
         opts: &WriteOptions,
@@ -600,7 +603,12 @@ impl Api {
         if !causes.is_empty() {
             return Err(ApiError::invalid(&res.kind, &res.group, &name, causes));
         }
-        strategy.validate_admission(&adm, obj, old).map_err(|why| forbidden(res, &name, &why))?;
+        // Upstream's LimitRanger ignores subresource writes (a claim's status, a pod's binding).
+        if sub.is_none() {
+            strategy
+                .validate_admission(&adm, obj, old)
+                .map_err(|why| forbidden(res, &name, &why))?;
+        }
         Ok(())
     }
 
@@ -1098,14 +1106,21 @@ impl Api {
         if cmp == new {
             return Ok(Written { obj: old.clone(), warnings });
         }
+        // Upstream's quota admission ignores subresource writes (`status`, `scale`).
         if opts.dry_run {
-            self.quota_charges(res, ns, &new, Some(old_v))?;
+            if sub.is_none() {
+                self.quota_charges(res, ns, &new, Some(old_v))?;
+            }
             let json = serde_json::to_vec(&new).map_err(|e| ApiError::internal(e.to_string()))?;
             return Ok(Written { obj: Arc::new(Stored::new(old.rv, &new, json.into())), warnings });
         }
         let key = self.key(res, ns, name);
         let op = Op::Update { key, value: new, expected_rv: Some(old.rv) };
-        let obj = self.write_charged(res, ns, op, Some(old_v)).await?;
+        let obj = if sub.is_none() {
+            self.write_charged(res, ns, op, Some(old_v)).await?
+        } else {
+            self.write(res, op).await.map_err(|e| from_store(res, e))?
+        };
         res.strategy.after_commit(&self.registry, &obj);
         Ok(Written { obj, warnings })
     }
@@ -1403,7 +1418,7 @@ impl Api {
             let key = self.key(res, ns, name);
             // Binding bypasses the pod update rules (nodeName is otherwise immutable).
             let mut admitted = pod;
-            self.admit(res, &mut admitted, Some(&cur.value()), &opts)?;
+            self.admit(res, Some("binding"), &mut admitted, Some(&cur.value()), &opts)?;
             let op = Op::Update { key, value: admitted, expected_rv: Some(cur.rv) };
             match self.write(res, op).await {
                 Ok(obj) => return Ok(Written { obj, warnings: vec![] }),

@@ -54,6 +54,11 @@ struct ServerArgs {
     /// controller --webhook-listen` serves the SidecarSet injection
     #[arg(long)]
     no_builtin_webhooks: bool,
+    /// Another name or address for the serving certificate (repeatable; k3s's --tls-san):
+    /// give each separately run node's bridge gateway (the first address of its --pod-cidr),
+    /// where its pods reach the API through the node's relay
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
 }
 
 /// `--network`: see [`kinetic_node::NetworkMode`].
@@ -105,6 +110,10 @@ struct NodeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     image_gc_period_seconds: u64,
+    /// Port of the API relay on the bridge gateway, which pods' KUBERNETES_SERVICE_HOST/PORT
+    /// name (a free one when it is taken)
+    #[arg(long, default_value_t = 443)]
+    api_relay_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -232,6 +241,11 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     let mut cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
     cfg.audit_log = args.audit_log;
     cfg.kruise_webhook = !args.no_builtin_webhooks;
+    cfg.tls_sans.clone_from(&args.tls_sans);
+    // The node's pods verify the server by their bridge gateway, where its relay listens.
+    if let Some(gw) = extras.node.as_ref().and_then(|n| kinetic_node::pod_gateway(&n.pod_cidr)) {
+        cfg.tls_sans.push(gw.to_string());
+    }
     let server = kinetic_apiserver::ApiServer::start(cfg).await.with_context(|| {
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;
@@ -295,6 +309,7 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             controllers::ensure_local_path_class(&client).await?;
             let mut cfg = node_config(&node, data_dir.join("node"))?;
             cfg.auth_token = Some(server.token().to_owned());
+            cfg.api_server = server_host_port(&server.url());
             let node_kc = write_identity(
                 &server,
                 &data_dir.join("node.kubeconfig"),
@@ -399,7 +414,16 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_nod
         min_age: std::time::Duration::from_secs(args.image_minimum_gc_age_seconds),
     };
     cfg.image_gc_period = std::time::Duration::from_secs(args.image_gc_period_seconds);
+    cfg.api_relay_port = args.api_relay_port;
     Ok(cfg)
+}
+
+/// `host:port` of an `https://host[:port]` URL (port 443 when none is given), for the node's
+/// API relay; `None` for a URL without a host.
+fn server_host_port(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    // `host()` keeps an IPv6 address's brackets, as `host:port` needs them.
+    Some(format!("{}:{}", uri.host()?, uri.port_u16().unwrap_or(443)))
 }
 
 /// The client of `kinetic controller` (see [`client_for`]).
@@ -491,6 +515,15 @@ async fn kubeconfig_ca(path: Option<&std::path::Path>) -> Vec<Vec<u8>> {
     cfg.and_then(|c| c.root_cert).unwrap_or_default()
 }
 
+/// `host:port` of the kubeconfig's cluster, where the node relays its pods' API connections.
+async fn kubeconfig_server(path: Option<&std::path::Path>) -> Option<String> {
+    let cfg = match path {
+        Some(p) => config_from(p).await.ok()?,
+        None => kube::Config::infer().await.ok()?,
+    };
+    server_host_port(&cfg.cluster_url.to_string())
+}
+
 async fn run_node(
     kubeconfig: Option<PathBuf>,
     data_dir: Option<PathBuf>,
@@ -499,6 +532,7 @@ async fn run_node(
     let client = client_for(kubeconfig.as_deref(), NODE_AGENT).await?;
     let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
     let mut cfg = node_config(&node, dir)?;
+    cfg.api_server = kubeconfig_server(kubeconfig.as_deref()).await;
     cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
     cfg.client_ca = kubeconfig_ca(kubeconfig.as_deref()).await;
     if cfg.auth_token.is_none() {

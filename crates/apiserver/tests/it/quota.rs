@@ -175,6 +175,12 @@ async fn status_used_follows_creates_and_deletes() {
         assert!(rows.iter().any(|r| r == &want), "{want:?} in\n{describe}");
     }
 
+    // kubectl's imperative create (a protobuf body) makes a quota the controller syncs.
+    t.kubectl_ok(&["create", "quota", "small", "--hard=configmaps=5,pods=3", "-n", "usage"])
+        .await
+        .unwrap();
+    wait_used(&quotas, "small", json!({"configmaps": "1", "pods": "2"})).await;
+
     // Deletes are given back by the controller.
     pods.delete("one", &DeleteParams::default()).await.unwrap();
     let one = json!({"limits.cpu": "500m", "limits.memory": "128Mi", "pods": "1",
@@ -289,10 +295,112 @@ async fn limit_range_defaults_and_bounds_apply_to_pods_and_claims() {
         && s.message.contains("spec.limits[0].min[cpu]: Invalid value: \"2\": min value 2 is greater than max value 1")),
         "{err:?}"
     );
+    let described =
+        t.kubectl_ok(&["describe", "limits", "defaults", "-n", "limited"]).await.unwrap();
+    let rows: Vec<Vec<&str>> =
+        described.lines().map(|l| l.split_whitespace().collect::<Vec<_>>()).collect();
+    let want = ["Container", "cpu", "100m", "2", "100m", "500m", "-"];
+    assert!(rows.iter().any(|r| r == &want), "{want:?} in\n{described}");
     let listed = t.kubectl_ok(&["get", "limits", "-n", "limited"]).await.unwrap();
     assert!(
         listed.starts_with("NAME") && listed.contains("CREATED AT") && listed.contains("defaults"),
         "{listed}"
     );
+    t.shutdown().await;
+}
+
+#[tokio::test]
+async fn claim_growth_is_charged_and_status_writes_are_not_admitted() {
+    use kube::api::{Patch, PatchParams};
+    let t = TestServer::start().await.unwrap();
+    let c = t.client().await.unwrap();
+    namespace(&c, "claims").await;
+    let pp = PostParams::default();
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), "claims");
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), "claims");
+    let ranges: Api<LimitRange> = Api::namespaced(c.clone(), "claims");
+    quotas.create(&pp, &quota("storage", json!({"requests.storage": "10Gi"}))).await.unwrap();
+    wait_used(&quotas, "storage", json!({"requests.storage": "0"})).await;
+    let claim: PersistentVolumeClaim = serde_json::from_value(json!({"metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "4Gi"}}}}))
+    .unwrap();
+    claims.create(&pp, &claim).await.unwrap();
+    wait_used(&quotas, "storage", json!({"requests.storage": "4Gi"})).await;
+    // Bind it (only bound claims may grow), through spec and status.
+    let merge = |v: Value| Patch::Merge(v);
+    let p = PatchParams::default();
+    claims.patch("data", &p, &merge(json!({"spec": {"volumeName": "pv-1"}}))).await.unwrap();
+    claims.patch_status("data", &p, &merge(json!({"status": {"phase": "Bound"}}))).await.unwrap();
+
+    let grow = |s: &str| merge(json!({"spec": {"resources": {"requests": {"storage": s}}}}));
+    let err = claims.patch("data", &p, &grow("12Gi")).await.unwrap_err();
+    assert_eq!(
+        forbidden(err),
+        "persistentvolumeclaims \"data\" is forbidden: exceeded quota: storage, requested: requests.storage=8Gi, used: requests.storage=4Gi, limited: requests.storage=10Gi"
+    );
+    claims.patch("data", &p, &grow("8Gi")).await.unwrap();
+    wait_used(&quotas, "storage", json!({"requests.storage": "8Gi"})).await;
+
+    // A LimitRange added later does not stop the claim's status writes (upstream's plugins
+    // ignore subresources), but does stop spec writes that break it.
+    let lr: LimitRange = serde_json::from_value(json!({"metadata": {"name": "small"},
+        "spec": {"limits": [{"type": "PersistentVolumeClaim", "max": {"storage": "5Gi"}}]}}))
+    .unwrap();
+    ranges.create(&pp, &lr).await.unwrap();
+    let st = json!({"status": {"phase": "Bound", "capacity": {"storage": "8Gi"}}});
+    claims.patch_status("data", &p, &merge(st)).await.unwrap();
+    let err = claims
+        .patch("data", &p, &merge(json!({"metadata": {"labels": {"a": "b"}}})))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        forbidden(err),
+        "persistentvolumeclaims \"data\" is forbidden: maximum storage usage per PersistentVolumeClaim is 5Gi, but request is 8Gi"
+    );
+    t.shutdown().await;
+}
+
+const WIDGETS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, kind: Widget}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+#[tokio::test]
+async fn object_count_quotas_cover_custom_resources() {
+    let t = TestServer::start().await.unwrap();
+    let c = t.client().await.unwrap();
+    t.kubectl_stdin_ok(&["apply", "-f", "-"], WIDGETS).await.unwrap();
+    t.kubectl_ok(&["wait", "--for=condition=Established", "crd/widgets.example.com"])
+        .await
+        .unwrap();
+    let quotas: Api<ResourceQuota> = Api::namespaced(c.clone(), "default");
+    let q = quota("crd", json!({"count/widgets.example.com": "1"}));
+    quotas.create(&PostParams::default(), &q).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "0"})).await;
+    let widget =
+        |n: &str| format!("apiVersion: example.com/v1\nkind: Widget\nmetadata: {{name: {n}}}\n");
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &widget("w1")).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "1"})).await;
+    let out = t.kubectl_stdin(&["create", "-f", "-"], Some(&widget("w2"))).await.unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("widgets.example.com \"w2\" is forbidden: exceeded quota: crd, requested: count/widgets.example.com=1, used: count/widgets.example.com=1, limited: count/widgets.example.com=1"),
+        "{stderr}"
+    );
+    t.kubectl_ok(&["delete", "widget", "w1"]).await.unwrap();
+    wait_used(&quotas, "crd", json!({"count/widgets.example.com": "0"})).await;
+    t.kubectl_stdin_ok(&["create", "-f", "-"], &widget("w2")).await.unwrap();
     t.shutdown().await;
 }
