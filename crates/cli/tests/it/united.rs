@@ -113,6 +113,56 @@ impl Env {
     }
 }
 
+/// `kinetic up` with its node agent `node_a` and a second node agent `node_b` (a `kinetic node`
+/// process joining it on its own bridge and pod range), both Ready. Dropped, it stops both
+/// and cleans up after them (fields drop in order: the server first, the bridges last).
+struct Cluster {
+    env: Env,
+    _node_b: tokio::process::Child,
+    _dir_b: UpDir,
+    _dir: UpDir,
+    _slots: (NetSlot, NetSlot),
+}
+
+impl Cluster {
+    async fn start(node_a: &str, node_b: &str) -> Cluster {
+        let (slot_a, slot_b) = (NetSlot::take(), NetSlot::take());
+        let (up, dir) = crate::up_with_node(node_a, &slot_a).await;
+        let dir_b = UpDir::new();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
+            .args(["node", "--kubeconfig", up.kubeconfig.to_str().unwrap(), "--data-dir"])
+            .arg(dir_b.path().join("node"))
+            .args(["--node-name", node_b, "--node-listen", "127.0.0.1:0"])
+            .args(["--bridge", &slot_b.bridge, "--pod-cidr", &slot_b.cidr])
+            .env("KINETIC_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
+        let env = Env {
+            up,
+            home: tempfile::tempdir().unwrap(),
+            pods: Api::namespaced(client, "default"),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = env
+                .jsonpath(&["nodes"], r#"{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}"#)
+                .await;
+            if ready.contains(&format!("{node_a}=True"))
+                && ready.contains(&format!("{node_b}=True"))
+            {
+                break;
+            }
+            assert!(Instant::now() < deadline, "nodes not ready: {ready}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        Cluster { env, _node_b: child, _dir_b: dir_b, _dir: dir, _slots: (slot_a, slot_b) }
+    }
+}
+
 fn web(image: &str, replicas: u32, subsets: &str, partitions: &str) -> String {
     format!(
         "apiVersion: apps.kruise.io/v1alpha1
@@ -313,7 +363,6 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uniteddeployment_spreads_over_labelled_nodes_rolls_by_partition_and_scales() {
-    let (slot_a, slot_b) = (NetSlot::take(), NetSlot::take());
     let registry = Registry::start().await.unwrap();
     let image = |tag: &'static str| {
         let registry = &registry;
@@ -325,34 +374,8 @@ async fn uniteddeployment_spreads_over_labelled_nodes_rolls_by_partition_and_sca
         }
     };
     let (v1, v2) = (image("v1").await, image("v2").await);
-    let (up, _dir) = crate::up_with_node("ud-a", &slot_a).await;
-    // The second node: a `kinetic node` process joining the cluster of `up`.
-    let dir_b = UpDir::new();
-    let _node_b = tokio::process::Command::new(env!("CARGO_BIN_EXE_kinetic"))
-        .args(["node", "--kubeconfig", up.kubeconfig.to_str().unwrap(), "--data-dir"])
-        .arg(dir_b.path().join("node"))
-        .args(["--node-name", "ud-b", "--node-listen", "127.0.0.1:0"])
-        .args(["--bridge", &slot_b.bridge, "--pod-cidr", &slot_b.cidr])
-        .env("KINETIC_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
-    let env =
-        Env { up, home: tempfile::tempdir().unwrap(), pods: Api::namespaced(client, "default") };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let ready = env
-            .jsonpath(&["nodes"], r#"{range .items[*]}{.metadata.name}={.status.conditions[?(@.type=="Ready")].status} {end}"#)
-            .await;
-        if ready.contains("ud-a=True") && ready.contains("ud-b=True") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "nodes not ready: {ready}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let cluster = Cluster::start("ud-a", "ud-b").await;
+    let env = &cluster.env;
     env.kubectl(&["label", "node", "ud-a", "zone=a"]).await;
     env.kubectl(&["label", "node", "ud-b", "zone=b"]).await;
 
@@ -509,6 +532,223 @@ async fn uniteddeployment_spreads_over_labelled_nodes_rolls_by_partition_and_sca
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let left = env.kubectl(&["get", "clonesets", "-o", "name"]).await;
+        if left.trim().is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "subset workloads left: {left}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// One pod of a UnitedDeployment: (subset, name, node, image, ready, uid).
+type Row = (String, String, String, String, bool, String);
+
+impl Env {
+    /// The live pods labelled `app=name`, sorted by subset and name.
+    async fn rows(&self, app: &str) -> Vec<Row> {
+        let list =
+            self.pods.list(&ListParams::default().labels(&format!("app={app}"))).await.unwrap();
+        let mut rows: Vec<Row> = list
+            .items
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .map(|p| {
+                let spec = p.spec.as_ref().unwrap();
+                (
+                    p.labels().get("apps.kruise.io/subset-name").cloned().unwrap_or_default(),
+                    p.name_any(),
+                    spec.node_name.clone().unwrap_or_default(),
+                    spec.containers[0].image.clone().unwrap_or_default(),
+                    crate::workloads::is_ready(p),
+                    p.uid().unwrap_or_default(),
+                )
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// Waits until `check` holds for [`Env::rows`] of `app`.
+    async fn wait_rows(&self, app: &str, what: &str, check: impl Fn(&[Row]) -> bool) -> Vec<Row> {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            let rows = self.rows(app).await;
+            if check(&rows) {
+                return rows;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: {rows:#?}\n{}\n{}\n{}",
+                self.kubectl(&["get", "ud", "-o", "yaml"]).await,
+                self.kubectl(&[
+                    "get",
+                    "statefulsets.apps,statefulsets.apps.kruise.io,pods",
+                    "-o",
+                    "wide"
+                ])
+                .await,
+                self.kubectl(&["get", "events"]).await,
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// The ready pods of `subset`, each on `node` with `image`; `n` of them.
+fn ready_on(rows: &[Row], subset: &str, node: &str, n: usize, image: &str) -> bool {
+    let of: Vec<&Row> = rows.iter().filter(|r| r.0 == subset).collect();
+    of.len() == n && of.iter().all(|r| r.2 == node && r.3 == image && r.4)
+}
+
+/// `(subset, replicas, rollingUpdate.partition, owner kind)` of the StatefulSets of `resource`
+/// labelled `app=sample`, by subset; each named `sample-ud-{subset}-xxxxx`.
+async fn subset_sets(env: &Env, resource: &str) -> Vec<String> {
+    let out = env
+        .jsonpath(
+            &[resource, "-l", "app=sample"],
+            r#"{range .items[*]}{.metadata.name} {.metadata.labels.apps\.kruise\.io/subset-name} {.spec.replicas} {.spec.updateStrategy.rollingUpdate.partition} {.metadata.ownerReferences[0].kind}{"\n"}{end}"#,
+        )
+        .await;
+    let mut lines: Vec<String> = out
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let suffix = f[0].strip_prefix(&format!("sample-ud-{}-", f[1])).unwrap_or_default();
+            assert_eq!(suffix.len(), 5, "{l}");
+            f[1..].join(" ")
+        })
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// The manual's UnitedDeployment on StatefulSet subsets, end to end on two node agents labelled
+/// `node=zone-a` and `node=zone-b` (the manual's `zone-c` has no node, so `subset-c`'s pods
+/// stay Pending, as they would on such a cluster):
+/// - with `advancedStatefulSetTemplate` it creates one Advanced StatefulSet per subset
+///   (`sample-ud-{subset}-xxxxx`, replicas 1, 50% = 3 and the other 2) whose pods run on their
+///   subset's node;
+/// - a new image with `subset-b`'s partition at 2 sets that set's
+///   `rollingUpdate.partition`: its ordinal 2 is recreated with the new image, ordinals 0 and 1
+///   stay as they were, `subset-a` rolls completely;
+/// - the manual unchanged (`statefulSetTemplate`) replaces the Advanced StatefulSets with
+///   `apps/v1` StatefulSets spread the same way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uniteddeployment_spreads_statefulset_subsets_and_maps_partitions() {
+    let registry = Registry::start().await.unwrap();
+    // The manual's nginx listens without a command: these images do the same with busybox's
+    // httpd (and exit on SIGTERM, as nginx does).
+    let image = |tag: &'static str| {
+        let registry = &registry;
+        async move {
+            let page = format!("sample {tag}\n");
+            let mut config = kinetic_testkit::images::busybox_config();
+            config.cmd = ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 80 -h /www & wait"]
+                .map(String::from)
+                .to_vec();
+            kinetic_testkit::images::busybox_with(
+                registry,
+                "ud-sample",
+                tag,
+                &[("www/index.html", &page)],
+                config,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (v1, v2) = (image("v1").await, image("v2").await);
+    let cluster = Cluster::start("uds-a", "uds-b").await;
+    let env = &cluster.env;
+    env.kubectl(&["label", "node", "uds-a", "node=zone-a"]).await;
+    env.kubectl(&["label", "node", "uds-b", "node=zone-b"]).await;
+
+    // -- The manual's example with the Advanced StatefulSet template. -------------------------
+    let manual = MANUAL.replace("nginx:alpine", &v1);
+    let advanced = manual.replace("    statefulSetTemplate:", "    advancedStatefulSetTemplate:");
+    assert_ne!(advanced, manual);
+    crate::apply_when_served(&env.up, env.home.path(), &advanced).await;
+    let spread = |image: &'static str| {
+        let image = if image == "v1" { v1.clone() } else { v2.clone() };
+        move |rows: &[Row]| {
+            ready_on(rows, "subset-a", "uds-a", 1, &image)
+                && ready_on(rows, "subset-b", "uds-b", 3, &image)
+                && rows.iter().any(|r| r.0 == "subset-c")
+                && rows.iter().filter(|r| r.0 == "subset-c").all(|r| r.2.is_empty() && !r.4)
+        }
+    };
+    let before = env.wait_rows("sample", "advanced subsets spread", spread("v1")).await;
+    assert_eq!(
+        subset_sets(env, "statefulsets.apps.kruise.io").await,
+        [
+            "subset-a 1 0 UnitedDeployment",
+            "subset-b 3 0 UnitedDeployment",
+            "subset-c 2 0 UnitedDeployment"
+        ]
+    );
+    assert_eq!(env.kubectl(&["get", "statefulsets.apps", "-o", "name"]).await.trim(), "");
+    assert_eq!(
+        env.jsonpath(&["ud", "sample-ud"], "{.status.subsetReplicas}").await,
+        r#"{"subset-a":1,"subset-b":3,"subset-c":2}"#
+    );
+
+    // -- A new image with subset-b's partition at 2: only its ordinal 2 and subset-a roll. ----
+    let patch = serde_json::json!({"spec": {
+        "template": {"advancedStatefulSetTemplate": {"spec": {"template": {"spec": {
+            "containers": [{"name": "nginx", "image": v2}]}}}}},
+        "updateStrategy": {"manualUpdate": {"partitions": {"subset-b": 2}}},
+    }})
+    .to_string();
+    env.kubectl(&["patch", "ud", "sample-ud", "--type", "merge", "-p", &patch]).await;
+    let after = env
+        .wait_rows("sample", "subset-b rolled above its partition", |rows| {
+            let b: Vec<&Row> = rows.iter().filter(|r| r.0 == "subset-b").collect();
+            ready_on(rows, "subset-a", "uds-a", 1, &v2)
+                && b.len() == 3
+                && b.iter().all(|r| r.2 == "uds-b" && r.4)
+                && b.iter().map(|r| r.3.as_str()).collect::<Vec<_>>() == [&v1, &v1, &v2]
+        })
+        .await;
+    let uid = |rows: &[Row], name: &str| {
+        rows.iter().find(|r| r.1 == name).map(|r| r.5.clone()).unwrap_or_default()
+    };
+    for r in before.iter().filter(|r| r.0 == "subset-b" && !r.1.ends_with("-2")) {
+        assert_eq!(uid(&after, &r.1), r.5, "{} is below the partition and must not roll", r.1);
+    }
+    assert_eq!(
+        subset_sets(env, "statefulsets.apps.kruise.io").await,
+        [
+            "subset-a 1 0 UnitedDeployment",
+            "subset-b 3 2 UnitedDeployment",
+            "subset-c 2 0 UnitedDeployment"
+        ]
+    );
+    assert_eq!(
+        env.jsonpath(&["ud", "sample-ud"], "{.status.updateStatus.currentPartitions}").await,
+        r#"{"subset-a":0,"subset-b":2,"subset-c":0}"#
+    );
+
+    // -- The manual unchanged: apps/v1 StatefulSets replace the Advanced ones. ----------------
+    env.apply(&manual).await;
+    env.wait_rows("sample", "apps/v1 subsets spread", spread("v1")).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !env.kubectl(&["get", "statefulsets.apps.kruise.io", "-o", "name"]).await.is_empty() {
+        assert!(Instant::now() < deadline, "the Advanced StatefulSets were not deleted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        subset_sets(env, "statefulsets.apps").await,
+        [
+            "subset-a 1 0 UnitedDeployment",
+            "subset-b 3 0 UnitedDeployment",
+            "subset-c 2 0 UnitedDeployment"
+        ]
+    );
+
+    env.kubectl(&["delete", "ud", "sample-ud"]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = env.kubectl(&["get", "statefulsets.apps,pods", "-o", "name"]).await;
         if left.trim().is_empty() {
             break;
         }

@@ -20,7 +20,11 @@
 //!    conditions.
 //!
 //! Subset workloads are reached as dynamic objects, so CloneSet, Deployment and the
-//! StatefulSets share one code path; only [`WATCHED`] kinds are watched.
+//! StatefulSets share one code path; only [`WATCHED`] kinds are watched. The two StatefulSet
+//! kinds share a kind name and plural (`StatefulSet`, `statefulsets`) but not a group, so each
+//! has its own cache and API path: a UnitedDeployment whose template moves between
+//! `statefulSetTemplate` and `advancedStatefulSetTemplate` deletes the other group's
+//! workloads like any other change of kind.
 
 mod revision;
 mod status;
@@ -52,8 +56,10 @@ use crate::expectations::{Expectations, Seen};
 /// The controller's name in Events.
 pub const COMPONENT: &str = "uniteddeployment-controller";
 
-/// The subset kinds watched (their workloads trigger a reconcile of their UnitedDeployment).
-pub const WATCHED: [SubsetKind; 2] = [SubsetKind::CloneSet, SubsetKind::Deployment];
+/// The subset kinds watched (their workloads trigger a reconcile of their UnitedDeployment):
+/// all four of upstream's (`apps/v1` StatefulSet, the Advanced StatefulSet of
+/// `apps.kruise.io/v1beta1`, CloneSet and Deployment), in its order of precedence.
+pub const WATCHED: [SubsetKind; 4] = SubsetKind::ALL;
 
 /// What one reconcile shares with the others.
 pub struct Ctx {

@@ -246,6 +246,15 @@ pub fn observe(kind: SubsetKind, obj: &Value) -> Observed {
             Some(v) => v.as_i64().and_then(|v| i32::try_from(v).ok()).unwrap_or(0),
             None => 0,
         }),
+        // An OnDelete StatefulSet has no partition to keep in step (the build leaves it
+        // alone): reading 0 would make every allocated partition look changed, and the
+        // subset would be rewritten on every pass.
+        SubsetKind::StatefulSet | SubsetKind::AdvancedStatefulSet
+            if obj.pointer("/spec/updateStrategy/type").and_then(Value::as_str)
+                == Some("OnDelete") =>
+        {
+            None
+        }
         SubsetKind::StatefulSet | SubsetKind::AdvancedStatefulSet => {
             Some(n("/spec/updateStrategy/rollingUpdate/partition").unwrap_or(0))
         }
@@ -382,6 +391,75 @@ mod tests {
         );
         let o = observe(SubsetKind::Deployment, &got);
         assert_eq!(needs_update(&o, "web-1", 2, 5, ""), None);
+    }
+
+    #[test]
+    fn statefulset_subsets_get_the_partition_in_rolling_update_and_keep_the_set_fields() {
+        for (field, api_version) in [
+            ("statefulSetTemplate", "apps/v1"),
+            ("advancedStatefulSetTemplate", "apps.kruise.io/v1beta1"),
+        ] {
+            let u = ud(
+                json!({field: {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"serviceName": "web", "podManagementPolicy": "Parallel",
+                             "updateStrategy": {"rollingUpdate": {"podUpdatePolicy": "InPlaceIfPossible", "maxUnavailable": 2}},
+                             "volumeClaimTemplates": [{"metadata": {"name": "data"}}],
+                             "template": {"metadata": {"labels": {"app": "web"}},
+                                          "spec": {"containers": [{"name": "main", "image": "i:1"}]}}}}}),
+                json!([{"name": "a", "nodeSelectorTerm": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}]),
+            );
+            let got = build(&u, &owner(), "a", "web-1", 3, 2, None).unwrap();
+            assert_eq!(
+                (&got["apiVersion"], &got["kind"]),
+                (&json!(api_version), &json!("StatefulSet")),
+                "{field}"
+            );
+            assert_eq!(
+                got["spec"]["updateStrategy"],
+                json!({"type": "RollingUpdate", "rollingUpdate": {
+                    "podUpdatePolicy": "InPlaceIfPossible", "maxUnavailable": 2, "partition": 2}}),
+                "{field}"
+            );
+            assert_eq!(
+                (&got["spec"]["serviceName"], &got["spec"]["podManagementPolicy"]),
+                (&json!("web"), &json!("Parallel"))
+            );
+            assert_eq!(
+                got["spec"]["volumeClaimTemplates"],
+                json!([{"metadata": {"name": "data"}}])
+            );
+            assert_eq!(
+                got["spec"]["selector"],
+                json!({"matchLabels": {"app": "web", SUBSET_NAME_LABEL: "a"}})
+            );
+            assert_eq!(got["metadata"]["generateName"], json!("web-a-"));
+            let kind = if field == "statefulSetTemplate" {
+                SubsetKind::StatefulSet
+            } else {
+                SubsetKind::AdvancedStatefulSet
+            };
+            let o = observe(kind, &got);
+            assert_eq!((o.subset.as_str(), o.spec_replicas, o.partition), ("a", 3, Some(2)));
+            assert_eq!(needs_update(&o, "web-1", 3, 2, ""), None);
+            assert_eq!(needs_update(&o, "web-1", 3, 0, ""), Some("partition changed"));
+        }
+    }
+
+    /// Upstream's adapters set the partition only under RollingUpdate; an OnDelete set keeps
+    /// its strategy, and its missing partition must not read as a change on every pass.
+    #[test]
+    fn an_on_delete_statefulset_subset_has_no_partition_to_update() {
+        let u = ud(
+            json!({"advancedStatefulSetTemplate": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"updateStrategy": {"type": "OnDelete"},
+                         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": []}}}}}),
+            json!([{"name": "a"}]),
+        );
+        let got = build(&u, &owner(), "a", "web-1", 2, 1, None).unwrap();
+        assert_eq!(got["spec"]["updateStrategy"], json!({"type": "OnDelete"}));
+        let o = observe(SubsetKind::AdvancedStatefulSet, &got);
+        assert_eq!(o.partition, None);
+        assert_eq!(needs_update(&o, "web-1", 2, 1, ""), None);
     }
 
     #[test]
