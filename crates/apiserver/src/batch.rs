@@ -1,7 +1,8 @@
 //! `batch/v1` Job and CronJob, served as built-in kinds: schemas generated from `k8s-openapi`,
 //! upstream's defaults (`pkg/apis/batch/v1/defaults.go`), the Job's generated selector
 //! (`pkg/registry/batch/job/strategy.go`, `generateSelector`), validation
-//! (`pkg/apis/batch/validation`) and `status` subresources. The controllers that act on them
+//! (`pkg/apis/batch/validation`; `podFailurePolicy`, `backoffLimitPerIndex` and
+//! `successPolicy` in `policy`) and `status` subresources. The controllers that act on them
 //! live in `kinetic-controllers` (`job`, `cronjob`). Table columns are machinery's printers.
 
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::strategy::Strategy;
 
 mod cronjob;
 mod job;
+mod policy;
 
 pub const GROUP: &str = "batch";
 
@@ -114,7 +116,8 @@ fn validate_job_template(spec: &Value, path: &str, c: &mut Vec<Cause>) {
             ));
         }
     }
-    if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) && rp != "Never" {
+    policy::validate(spec, path, c);
+    if spec.get("podFailurePolicy").is_some_and(|p| !p.is_null()) && rp == "OnFailure" {
         c.push(Cause::invalid(
             &format!("{path}.template.spec.restartPolicy"),
             &json!(rp),

@@ -6,8 +6,11 @@
 //!
 //! Caveat: Kinetic's nodes do not route cluster IPs (there is no kube-proxy), and `kinetic up`'s
 //! server listens on loopback by default, which a pod's network namespace cannot reach; the
-//! Service is there for clients and tools that look it up, and the address a pod can use is the
-//! one the Endpoints name when the server listens on an address the pod bridge routes to.
+//! Service is there for clients and tools that look it up. Pods reach the server through their
+//! node agent's API relay on the bridge gateway instead, which their `KUBERNETES_SERVICE_HOST`
+//! and `KUBERNETES_SERVICE_PORT` name (`kinetic-node`'s `relay` and `svcenv`); the serving
+//! certificate names that gateway (`Config::tls_sans`) as well as this Service's cluster IP and
+//! DNS names.
 
 use std::net::SocketAddr;
 
@@ -19,6 +22,13 @@ use crate::rest::{Api, WriteOptions};
 /// upstream reserves it.
 pub const CLUSTER_IP: &str = "10.96.0.1";
 pub const NAME: &str = "kubernetes";
+/// The Service's DNS names, which upstream's serving certificate carries.
+pub const DNS_NAMES: &[&str] = &[
+    "kubernetes",
+    "kubernetes.default",
+    "kubernetes.default.svc",
+    "kubernetes.default.svc.cluster.local",
+];
 
 /// Creates the Service when it is missing and points its Endpoints at `addr` (an unspecified
 /// listen address is published as 127.0.0.1). Failures are logged, not fatal: the API works

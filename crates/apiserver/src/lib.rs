@@ -147,6 +147,10 @@ pub struct Config {
     pub event_buffer: usize,
     /// Where to write the audit log (one `audit.k8s.io/v1` Event per line, level Metadata).
     pub audit_log: Option<PathBuf>,
+    /// More names and addresses for the serving certificate (k3s's `--tls-san`, kubeadm's
+    /// `certSANs`): a node agent's bridge gateway, where its pods reach the server through
+    /// the agent's API relay and verify it by that address.
+    pub tls_sans: Vec<String>,
 }
 
 impl Config {
@@ -159,6 +163,7 @@ impl Config {
             kruise_webhook: true,
             event_buffer: store::DEFAULT_EVENT_BUFFER,
             audit_log: None,
+            tls_sans: Vec::new(),
         }
     }
 }
@@ -222,6 +227,17 @@ impl ApiServer {
         let mut sans = vec!["127.0.0.1".to_owned(), "localhost".to_owned(), "::1".to_owned()];
         if !addr.ip().is_unspecified() && !addr.ip().is_loopback() {
             sans.push(addr.ip().to_string());
+        }
+        // Upstream's serving certificate also names the `kubernetes` Service: its cluster IP
+        // and DNS names (kube-apiserver's `getServiceIP` and kubeadm's defaults).
+        sans.push(controlplane::CLUSTER_IP.to_owned());
+        for n in controlplane::DNS_NAMES {
+            sans.push((*n).to_owned());
+        }
+        for s in &cfg.tls_sans {
+            if !sans.contains(s) {
+                sans.push(s.clone());
+            }
         }
         let pki = pki::ensure(&cfg.data_dir.join("pki"), &sans)?;
         let store =

@@ -10,11 +10,13 @@ mod bench_rollout;
 mod bench_serve;
 mod bench_sidecar;
 mod controllers;
+mod identities;
 mod image;
 mod image_cmd;
 mod platform;
 mod rollout;
 mod serve_cmd;
+mod tenant;
 mod trace;
 
 use std::net::SocketAddr;
@@ -52,6 +54,11 @@ struct ServerArgs {
     /// controller --webhook-listen` serves the SidecarSet injection
     #[arg(long)]
     no_builtin_webhooks: bool,
+    /// Another name or address for the serving certificate (repeatable; k3s's --tls-san):
+    /// give each separately run node's bridge gateway (the first address of its --pod-cidr),
+    /// where its pods reach the API through the node's relay
+    #[arg(long = "tls-san", value_name = "NAME")]
+    tls_sans: Vec<String>,
 }
 
 /// `--network`: see [`kinetic_node::NetworkMode`].
@@ -103,6 +110,10 @@ struct NodeArgs {
     #[arg(long, value_name = "SECONDS", default_value_t = 300,
           value_parser = clap::value_parser!(u64).range(1..))]
     image_gc_period_seconds: u64,
+    /// Port of the API relay on the bridge gateway, which pods' KUBERNETES_SERVICE_HOST/PORT
+    /// name (a free one when it is taken)
+    #[arg(long, default_value_t = 443)]
+    api_relay_port: u16,
 }
 
 #[derive(Subcommand)]
@@ -177,6 +188,19 @@ enum Command {
         #[command(subcommand)]
         cmd: serve_cmd::ServeCmd,
     },
+    /// Tenants on the shared control plane: namespaces, `admin` bindings, quotas and a
+    /// kubeconfig each
+    Tenant {
+        /// The admin's kubeconfig [default: DATA/kubeconfig]
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+        /// The control plane's data directory, whose CA signs the tenants' certificates
+        /// [default: as `kinetic up`]
+        #[arg(long, global = true, env = "KINETIC_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: tenant::TenantCmd,
+    },
     /// Measure Kinetic against its targets
     Bench {
         #[command(subcommand)]
@@ -217,12 +241,32 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     let mut cfg = kinetic_apiserver::Config::new(&data_dir, args.listen);
     cfg.audit_log = args.audit_log;
     cfg.kruise_webhook = !args.no_builtin_webhooks;
+    cfg.tls_sans.clone_from(&args.tls_sans);
+    // The node's pods verify the server by their bridge gateway, where its relay listens.
+    if let Some(gw) = extras.node.as_ref().and_then(|n| kinetic_node::pod_gateway(&n.pod_cidr)) {
+        cfg.tls_sans.push(gw.to_string());
+    }
     let server = kinetic_apiserver::ApiServer::start(cfg).await.with_context(|| {
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;
     let kubeconfig = server.write_kubeconfig().context("writing the kubeconfig")?;
-    let client = client_for(Some(&kubeconfig), CONTROLLER_AGENT).await?;
-    let scheduler_client = client_for(Some(&kubeconfig), SCHEDULER_AGENT).await?;
+    // The controllers and the node agent run with their own least-privilege identities
+    // ([`identities`]), not the admin's.
+    // `kinetic apiserver` alone leaves RBAC to its admin (`kinetic controller --print-rbac`).
+    if extras.scheduler || extras.node.is_some() {
+        let admin = client_for(Some(&kubeconfig), CLI_AGENT).await?;
+        identities::apply(&admin)
+            .await
+            .context("applying the RBAC of the controllers and nodes")?;
+    }
+    let controller_kc = write_identity(
+        &server,
+        &data_dir.join("controller.kubeconfig"),
+        identities::CONTROLLER_USER,
+        &[],
+    )?;
+    let client = client_for(Some(&controller_kc), CONTROLLER_AGENT).await?;
+    let scheduler_client = client_for(Some(&controller_kc), SCHEDULER_AGENT).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = extras.scheduler.then(|| {
         let client = scheduler_client;
@@ -265,7 +309,14 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             controllers::ensure_local_path_class(&client).await?;
             let mut cfg = node_config(&node, data_dir.join("node"))?;
             cfg.auth_token = Some(server.token().to_owned());
-            let node_client = client_for(Some(&kubeconfig), NODE_AGENT).await?;
+            cfg.api_server = server_host_port(&server.url());
+            let node_kc = write_identity(
+                &server,
+                &data_dir.join("node.kubeconfig"),
+                &format!("{}{}", kinetic_apiserver::rbac::node::NODE_USER_PREFIX, cfg.node_name),
+                &[kinetic_apiserver::rbac::node::NODES_GROUP],
+            )?;
+            let node_client = client_for(Some(&node_kc), NODE_AGENT).await?;
             Some(
                 kinetic_node::Agent::start(node_client, cfg)
                     .await
@@ -305,6 +356,22 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// Writes a kubeconfig for `user` in `groups` (a client certificate of the cluster CA) to
+/// `path`, mode 0600, and returns the path.
+fn write_identity(
+    server: &kinetic_apiserver::ApiServer,
+    path: &std::path::Path,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<PathBuf> {
+    let kc = server
+        .client_kubeconfig(user, groups)
+        .with_context(|| format!("issuing a client certificate for {user}"))?;
+    kinetic_apiserver::pki::write_private(path, kc.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_owned())
 }
 
 fn hostname() -> String {
@@ -347,7 +414,16 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_nod
         min_age: std::time::Duration::from_secs(args.image_minimum_gc_age_seconds),
     };
     cfg.image_gc_period = std::time::Duration::from_secs(args.image_gc_period_seconds);
+    cfg.api_relay_port = args.api_relay_port;
     Ok(cfg)
+}
+
+/// `host:port` of an `https://host[:port]` URL (port 443 when none is given), for the node's
+/// API relay; `None` for a URL without a host.
+fn server_host_port(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    // `host()` keeps an IPv6 address's brackets, as `host:port` needs them.
+    Some(format!("{}:{}", uri.host()?, uri.port_u16().unwrap_or(443)))
 }
 
 /// The client of `kinetic controller` (see [`client_for`]).
@@ -439,6 +515,15 @@ async fn kubeconfig_ca(path: Option<&std::path::Path>) -> Vec<Vec<u8>> {
     cfg.and_then(|c| c.root_cert).unwrap_or_default()
 }
 
+/// `host:port` of the kubeconfig's cluster, where the node relays its pods' API connections.
+async fn kubeconfig_server(path: Option<&std::path::Path>) -> Option<String> {
+    let cfg = match path {
+        Some(p) => config_from(p).await.ok()?,
+        None => kube::Config::infer().await.ok()?,
+    };
+    server_host_port(&cfg.cluster_url.to_string())
+}
+
 async fn run_node(
     kubeconfig: Option<PathBuf>,
     data_dir: Option<PathBuf>,
@@ -447,6 +532,7 @@ async fn run_node(
     let client = client_for(kubeconfig.as_deref(), NODE_AGENT).await?;
     let dir = data_dir.unwrap_or_else(|| default_data_dir().join("node"));
     let mut cfg = node_config(&node, dir)?;
+    cfg.api_server = kubeconfig_server(kubeconfig.as_deref()).await;
     cfg.auth_token = kubeconfig_token(kubeconfig.as_deref());
     cfg.client_ca = kubeconfig_ca(kubeconfig.as_deref()).await;
     if cfg.auth_token.is_none() {
@@ -560,6 +646,12 @@ fn main() -> std::process::ExitCode {
             }
             Command::Serve { kubeconfig, cmd } => {
                 serve_cmd::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await
+            }
+            Command::Tenant { kubeconfig, data_dir, cmd } => {
+                let data_dir = data_dir.unwrap_or_else(default_data_dir);
+                let kubeconfig = kubeconfig.unwrap_or_else(|| data_dir.join("kubeconfig"));
+                let client = client_for(Some(&kubeconfig), CLI_AGENT).await?;
+                tenant::run(client, &kubeconfig, &data_dir, cmd).await
             }
             Command::Bench { what } => bench_pull::run(what).await,
         }

@@ -1,6 +1,7 @@
 //! Container environment as kubelet builds it: `envFrom` first, then `env` in order, each
-//! value with `$(VAR)` references to earlier variables expanded; the same expansion applies to
-//! `command` and `args`.
+//! value with `$(VAR)` references to earlier variables and the service variables
+//! ([`crate::svcenv`]) expanded, then the service variables the container does not set itself;
+//! the same expansion applies to `command` and `args`.
 
 use std::collections::BTreeMap;
 
@@ -13,7 +14,9 @@ use crate::refs::Refs;
 #[error("{0}")]
 pub struct ConfigError(pub String);
 
-/// The environment of `c` in `pod`, as ordered `NAME=value` pairs.
+/// The environment of `c` in `pod`, as ordered `NAME=value` pairs; `services` are the service
+/// variables (kubelet's `makeEnvironmentVariables`: they come last and never replace a variable
+/// the container sets).
 ///
 /// # Errors
 /// A referenced ConfigMap, Secret or key is missing and not optional, or a fieldRef names a
@@ -24,6 +27,7 @@ pub fn build(
     pod_ip: &str,
     host_ip: &str,
     refs: &Refs,
+    services: &BTreeMap<String, String>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
     let mut out: Vec<(String, String)> = Vec::new();
     let set = |out: &mut Vec<(String, String)>, k: String, v: String| {
@@ -70,8 +74,10 @@ pub fn build(
     }
     for e in c.env.iter().flatten() {
         let value = if let Some(v) = &e.value {
-            let known: BTreeMap<&str, &str> =
-                out.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            // Kubelet's mapping looks in the container's variables first, then the services'.
+            let mut known: BTreeMap<&str, &str> =
+                services.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            known.extend(out.iter().map(|(k, v)| (k.as_str(), v.as_str())));
             expand(v, &known)
         } else if let Some(src) = &e.value_from {
             if let Some(f) = &src.field_ref {
@@ -115,6 +121,11 @@ pub fn build(
             String::new()
         };
         set(&mut out, e.name.clone(), value);
+    }
+    for (k, v) in services {
+        if !out.iter().any(|(n, _)| n == k) {
+            out.push((k.clone(), v.clone()));
+        }
     }
     Ok(out)
 }
@@ -258,6 +269,8 @@ pub fn expand(s: &str, vars: &BTreeMap<&str, &str>) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -267,5 +280,31 @@ mod tests {
         assert_eq!(expand("$$(A) $(C) $", &vars), "$(A) $(C) $");
         assert_eq!(expand("$(A", &vars), "$(A");
         assert_eq!(expand("é$(A)é", &vars), "é1é");
+    }
+
+    /// Service variables come after the container's, never replace one, and may be referenced.
+    #[test]
+    fn service_variables_come_last_and_never_override_the_containers() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "namespace": "ns"},
+            "spec": {"containers": [{"name": "c", "env": [
+                {"name": "KUBERNETES_SERVICE_PORT", "value": "1"},
+                {"name": "API", "value": "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)"},
+            ]}]}}))
+        .unwrap();
+        let c = pod.spec.as_ref().unwrap().containers[0].clone();
+        let services = BTreeMap::from([
+            ("KUBERNETES_SERVICE_HOST".to_owned(), "10.0.0.1".to_owned()),
+            ("KUBERNETES_SERVICE_PORT".to_owned(), "443".to_owned()),
+        ]);
+        let env = build(&pod, &c, "", "", &Refs::default(), &services).unwrap();
+        assert_eq!(
+            env,
+            [
+                ("KUBERNETES_SERVICE_PORT".to_owned(), "1".to_owned()),
+                ("API".to_owned(), "https://10.0.0.1:1".to_owned()),
+                ("KUBERNETES_SERVICE_HOST".to_owned(), "10.0.0.1".to_owned()),
+            ]
+        );
     }
 }

@@ -35,6 +35,12 @@
 //! one being pulled, or one pulled less than 2 minutes ago), every 5 minutes and after each
 //! preheat pull.
 //!
+//! Pods reach the API server through the agent's API relay (`relay`): a TCP copy from the
+//! bridge's gateway address to the API server the agent uses, named by the pods'
+//! `KUBERNETES_SERVICE_HOST/PORT` (`svcenv`, which also sets the other Services' variables as
+//! kubelet does), since no kube-proxy routes the `kubernetes` Service's cluster IP. With the
+//! service-account token volume (`token`, `volumes`) that gives pods in-cluster config.
+//!
 //! The kubelet API (`server`: HTTPS, client-certificate or token authentication,
 //! SubjectAccessReview) serves container logs (`logs`), exec and attach (`streaming`, over
 //! WebSocket and SPDY) and port-forward (`portforward`, SPDY plain or tunnelled in WebSocket;
@@ -62,6 +68,7 @@ mod probe;
 mod provision;
 mod recreate;
 mod refs;
+mod relay;
 mod route;
 mod runc;
 mod server;
@@ -72,6 +79,7 @@ mod state;
 mod stats;
 mod status;
 mod streaming;
+mod svcenv;
 mod token;
 mod volumes;
 mod worker;
@@ -119,6 +127,12 @@ pub enum Error {
     RouteConflict { cidr: String, interface: String, route: String, bridge: String },
     #[error("mounting {}: {message}", path.display())]
     Mount { path: PathBuf, message: String },
+    #[error("the API relay cannot listen on {addr}")]
+    Relay {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("kubernetes API request failed")]
@@ -185,6 +199,15 @@ pub struct Config {
     /// The executable run as each container's shim (`shim`), as `<shim> __shim <spec>`: by
     /// default this process's own binary (`kinetic`, which has the hidden subcommand).
     pub shim: PathBuf,
+    /// The API server's `host:port` as this agent reaches it. When set, the agent relays pods'
+    /// connections from its bridge's gateway address to it (`relay`) and points their
+    /// `KUBERNETES_SERVICE_HOST/PORT` at the relay; the server's certificate must name the
+    /// gateway ([`pod_gateway`]). When unset, pods get the `kubernetes` Service's cluster IP, as
+    /// from kubelet, which only a node with kube-proxy routes.
+    pub api_server: Option<String>,
+    /// The relay's port on the gateway address (the `kubernetes` Service's 443); a free one
+    /// when it is taken.
+    pub api_relay_port: u16,
 }
 
 impl Config {
@@ -209,6 +232,8 @@ impl Config {
             image_gc_policy: kinetic_image::GcPolicy::default(),
             image_gc_period: Duration::from_secs(300),
             shim: std::env::current_exe().unwrap_or_else(|_| PathBuf::from("kinetic")),
+            api_server: None,
+            api_relay_port: 443,
         }
     }
 }
@@ -223,6 +248,8 @@ pub(crate) struct Ctx {
     pub events: events::Recorder,
     pub logs: logs::LogIndex,
     pub pods_dir: PathBuf,
+    /// Where pods reach the API relay, when it runs.
+    pub api_relay: Option<SocketAddr>,
 }
 
 /// Pull options with the node's insecure registries and the credentials of `secrets`
@@ -260,10 +287,18 @@ pub(crate) async fn pull_options(
     opts
 }
 
+/// The address of the bridge of pod range `cidr`: its first address (the gateway pods route
+/// through, in both network modes), where the API relay listens. An API server whose pods
+/// should verify it must name this address in its certificate.
+pub fn pod_gateway(cidr: &str) -> Option<std::net::Ipv4Addr> {
+    route::Cidr::parse(cidr).map(|c| c.gateway())
+}
+
 /// A running node agent.
 pub struct Agent {
     tasks: Vec<JoinHandle<()>>,
     log_addr: SocketAddr,
+    api_relay: Option<SocketAddr>,
 }
 
 impl Agent {
@@ -291,6 +326,21 @@ impl Agent {
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
         let index = logs::LogIndex::default();
         let net = pod_network(&cfg, &pods_dir).await?;
+        let relay = match &cfg.api_server {
+            Some(upstream) => {
+                let gw = pod_gateway(&cfg.pod_cidr).ok_or_else(|| {
+                    Error::Config(format!("pod CIDR {:?} is not an IPv4 range", cfg.pod_cidr))
+                })?;
+                let l = relay::bind_or_any(gw, cfg.api_relay_port)?;
+                let addr = l.local_addr().map_err(|source| Error::Relay {
+                    addr: SocketAddr::from((gw, cfg.api_relay_port)),
+                    source,
+                })?;
+                Some((l, addr, Arc::<str>::from(upstream.as_str())))
+            }
+            None => None,
+        };
+        let api_relay = relay.as_ref().map(|(_, a, _)| *a);
         let ctx = Arc::new(Ctx {
             runc: runc::Runc::new(cfg.runc.clone(), cfg.data_dir.join("runc")),
             net,
@@ -300,6 +350,7 @@ impl Agent {
             pods_dir,
             client: client.clone(),
             cfg: cfg.clone(),
+            api_relay,
         });
         let kubelet_api = Arc::new(server::Server {
             index,
@@ -328,6 +379,9 @@ impl Agent {
         // ContainerRecreateRequests reach the pods' workers through the dispatcher.
         let (to_workers, from_recreate) = mpsc::unbounded_channel();
         let mut tasks = tasks;
+        if let Some((listener, _, upstream)) = relay {
+            tasks.push(tokio::spawn(relay::run(listener, upstream)));
+        }
         tasks.push(tokio::spawn(dispatch(ctx.clone(), from_recreate)));
         tasks.push(tokio::spawn(recreate::run(
             ctx.client.clone(),
@@ -338,13 +392,18 @@ impl Agent {
         let gc_kick = Arc::new(tokio::sync::Notify::new());
         tasks.push(tokio::spawn(imagepuller::run(ctx.clone(), pulling.clone(), gc_kick.clone())));
         tasks.push(tokio::spawn(imagegc::run(ctx, pulling, gc_kick)));
-        tracing::info!(node = %cfg.node_name, logs = %log_addr, "node agent started");
-        Ok(Agent { tasks, log_addr })
+        tracing::info!(node = %cfg.node_name, logs = %log_addr, api_relay = ?api_relay, "node agent started");
+        Ok(Agent { tasks, log_addr, api_relay })
     }
 
     /// Where the kubelet API listens.
     pub fn log_addr(&self) -> SocketAddr {
         self.log_addr
+    }
+
+    /// Where pods reach the API server ([`Config::api_server`]), when the relay runs.
+    pub fn api_relay(&self) -> Option<SocketAddr> {
+        self.api_relay
     }
 
     /// Stops the agent. Containers keep running; a new agent on the same data directory

@@ -39,6 +39,12 @@ impl Cidr {
         let m = Self::mask(self.len);
         u32::from(ip) & m == u32::from(self.addr) & m
     }
+
+    /// The range's first address: the bridge's (gateway) address in both network modes (the
+    /// CNI bridge plugin's default gateway with host-local, and native networking's).
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from((u32::from(self.addr) & Self::mask(self.len)).wrapping_add(1))
+    }
 }
 
 impl std::fmt::Display for Cidr {
@@ -105,6 +111,14 @@ pub(crate) fn check_pod_range(bridge: &str, cidr: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_gateway_is_the_ranges_first_address() {
+        let gw = |c: &str| Cidr::parse(c).map(|c| c.gateway().to_string());
+        assert_eq!(gw("10.88.0.0/16").as_deref(), Some("10.88.0.1"));
+        assert_eq!(gw("10.201.7.9/24").as_deref(), Some("10.201.7.1"));
+        assert_eq!(crate::pod_gateway("fd00::/64"), None);
+    }
 
     const TABLE: &str = "Iface\tDestination\tGateway \tFlags\tRefCnt\tUse\tMetric\tMask\t\tMTU\tWindow\tIRTT\n\
         eth0\t00000000\t010200C0\t0003\t0\t0\t0\t00000000\t0\t0\t0\n\

@@ -779,7 +779,13 @@ impl Worker {
             })?;
         let pod_ip = self.rec.ip.clone().unwrap_or_default();
         let host_ip = self.ctx.cfg.node_ip.to_string();
-        let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs)
+        let services = crate::svcenv::fetch(&self.ctx.client, &self.pod, self.ctx.api_relay)
+            .await
+            .map_err(|e| StartFailure {
+                reason: "CreateContainerConfigError",
+                message: crate::report(&e),
+            })?;
+        let env = crate::env::build(&self.pod, spec, &pod_ip, &host_ip, &refs, &services)
             .map_err(fail("CreateContainerConfigError"))?;
         if self.volumes.is_none() {
             // Kubelet's volume manager waits for claims to be bound before anything starts;

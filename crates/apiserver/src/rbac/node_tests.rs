@@ -209,3 +209,23 @@ fn pod_references_follow_upstreams_graph_populator() {
     assert_eq!(r.claims, BTreeSet::from(["p-e".to_owned()]));
     assert_eq!(r.service_account, "default");
 }
+
+#[tokio::test]
+async fn a_node_gets_tokens_only_bound_to_its_own_pods() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("s.db"), 100).unwrap();
+    for (name, node) in [("p1", "n1"), ("p2", "n2")] {
+        let mut p = pod(name, node, "s", "c", "v");
+        p["metadata"]["uid"] = json!(format!("uid-{name}"));
+        put(&store, "pods", "ns", p).await;
+    }
+    let n1 = node_user("n1");
+    let req = |name: &str, uid: &str| json!({"spec": {"boundObjectRef": {"kind": "Pod", "apiVersion": "v1", "name": name, "uid": uid}}});
+    assert!(admit_token(&n1, &store, "ns", "sa-p1", &req("p1", "uid-p1")).is_ok());
+    let why = |r: &Value| admit_token(&n1, &store, "ns", "sa", r).unwrap_err().message;
+    assert!(why(&req("p2", "uid-p2")).ends_with("bound to a pod scheduled on a different node"));
+    assert!(why(&req("p1", "old")).contains("does not match the UID in record"));
+    assert!(why(&json!({"spec": {}})).ends_with("node requested token not bound to a pod"));
+    // Anyone else is not this plugin's business.
+    assert!(admit_token(&UserInfo::admin(), &store, "ns", "sa", &json!({})).is_ok());
+}

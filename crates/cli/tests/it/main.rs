@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
 mod batch;
+mod batch_policy;
 mod bench;
 mod controller;
 mod daemonset;
@@ -22,8 +23,10 @@ mod serve_status;
 mod serving;
 mod serving_traffic;
 mod sidecarset;
+mod sidecarset_hot;
 mod statefulset;
 mod storage;
+mod tenant;
 mod united;
 mod up;
 mod workloads;

@@ -76,17 +76,17 @@ fn container_names(p: &Pod) -> Vec<String> {
     p.spec.iter().flat_map(|s| s.containers.iter()).map(|c| c.name.clone()).collect()
 }
 
-fn restarts(p: &Pod, name: &str) -> i32 {
+pub fn restarts(p: &Pod, name: &str) -> i32 {
     let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_ref());
     statuses.into_iter().flatten().find(|c| c.name == name).map_or(-1, |c| c.restart_count)
 }
 
-fn spec_image(p: &Pod, name: &str) -> String {
+pub fn spec_image(p: &Pod, name: &str) -> String {
     let c = p.spec.iter().flat_map(|s| s.containers.iter()).find(|c| c.name == name);
     c.and_then(|c| c.image.clone()).unwrap_or_default()
 }
 
-fn ip_of(p: &Pod) -> String {
+pub fn ip_of(p: &Pod) -> String {
     p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default()
 }
 

@@ -2,7 +2,11 @@
 //! `pkg/controller/job/job_controller.go` `syncJob` and `manageJob`, v1.35): which pods to
 //! create (and with which completion index), which active pods to delete, the new status with
 //! its conditions, the Events of the transitions, when to look again, and whether the Job's
-//! `ttlSecondsAfterFinished` has run out.
+//! `ttlSecondsAfterFinished` has run out. The end is decided in upstream's order: an earlier
+//! pass's `SuccessCriteriaMet` or `FailureTarget`, a `podFailurePolicy` `FailJob` rule
+//! ([`super::policy`]), `backoffLimit`, `activeDeadlineSeconds`, `maxFailedIndexes` and failed
+//! indexes (`backoffLimitPerIndex`), a `successPolicy` rule, then `completions`
+//! ([`super::indexes`]).
 //!
 //! Kinetic counts finished pods from the pods themselves and never lets a count go down
 //! (`max(status, pods)`), where upstream tracks them with the `batch.kubernetes.io/job-tracking`
@@ -17,6 +21,9 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
+use super::indexes;
+use super::policy;
+
 /// Annotation and label with an Indexed Job pod's completion index.
 pub const COMPLETION_INDEX: &str = "batch.kubernetes.io/job-completion-index";
 /// Upstream's `DefaultJobPodFailureBackOff` and `MaxJobPodFailureBackOff`.
@@ -30,6 +37,9 @@ const BURST: usize = 500;
 pub struct Plan {
     /// Pods to create: the completion index of each (Indexed) or `None` (NonIndexed).
     pub create: Vec<Option<i32>>,
+    /// With `backoffLimitPerIndex`: the (failure, ignored failure) counts each created index's
+    /// pod carries in its annotations.
+    pub index_failures: std::collections::BTreeMap<i32, (i32, i32)>,
     /// Names of active pods to delete.
     pub delete: Vec<String>,
     pub status: JobStatus,
@@ -125,36 +135,6 @@ fn set_cond(
     }
 }
 
-/// `"0-2,4"`: sorted indexes as ranges (upstream's `completedIndexes` format).
-pub fn format_indexes(set: &BTreeSet<i32>) -> String {
-    let mut out: Vec<String> = Vec::new();
-    let mut it = set.iter().copied().peekable();
-    while let Some(start) = it.next() {
-        let mut end = start;
-        while it.peek() == Some(&(end + 1)) {
-            end = it.next().unwrap_or(end);
-        }
-        out.push(if start == end { start.to_string() } else { format!("{start}-{end}") });
-    }
-    out.join(",")
-}
-
-/// Parses [`format_indexes`]' output (ignoring what does not parse).
-pub fn parse_indexes(s: &str) -> BTreeSet<i32> {
-    let mut set = BTreeSet::new();
-    for part in s.split(',').filter(|p| !p.is_empty()) {
-        match part.split_once('-') {
-            Some((a, b)) => {
-                if let (Ok(a), Ok(b)) = (a.parse::<i32>(), b.parse::<i32>()) {
-                    set.extend(a..=b);
-                }
-            }
-            None => set.extend(part.parse::<i32>().ok()),
-        }
-    }
-    set
-}
-
 fn until(t: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(t.duration_since(now)).unwrap_or(Duration::ZERO)
 }
@@ -184,31 +164,52 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         return plan;
     }
     let indexed = spec.completion_mode.as_deref() == Some("Indexed");
+    let per_index = indexed && spec.backoff_limit_per_index.is_some();
+    let pfp = spec.pod_failure_policy.as_ref();
     let parallelism = usize::try_from(spec.parallelism.unwrap_or(1).max(0)).unwrap_or(0);
     let completions = spec.completions.map(|c| usize::try_from(c.max(0)).unwrap_or(0));
+    let limit = spec.completions.unwrap_or(0).max(0);
+    let in_range = |i: &i32| (0..limit).contains(i);
     let active: Vec<&Pod> = pods.iter().copied().filter(|p| !terminal(p) && !deleting(p)).collect();
     let terminating = pods.iter().filter(|p| !terminal(p) && deleting(p)).count();
     let succeeded_pods: Vec<&Pod> =
         pods.iter().copied().filter(|p| phase(p) == "Succeeded").collect();
     let failed_pods: Vec<&Pod> = pods.iter().copied().filter(|p| phase(p) == "Failed").collect();
-    let mut done_indexes = parse_indexes(old.completed_indexes.as_deref().unwrap_or(""));
+    let mut done_indexes = BTreeSet::new();
     if indexed {
-        let limit = i32::try_from(completions.unwrap_or(0)).unwrap_or(i32::MAX);
-        done_indexes
-            .extend(succeeded_pods.iter().filter_map(|p| index_of(p)).filter(|i| *i < limit));
+        done_indexes = indexes::parse(old.completed_indexes.as_deref().unwrap_or(""), limit);
+        done_indexes.extend(succeeded_pods.iter().filter_map(|p| index_of(p)).filter(in_range));
+    }
+    // `backoffLimitPerIndex`: indexes failed for good (`calculateFailedIndexes`).
+    let mut failed_indexes = BTreeSet::new();
+    if per_index {
+        failed_indexes = indexes::parse(old.failed_indexes.as_deref().unwrap_or(""), limit);
+        failed_indexes.extend(
+            failed_pods
+                .iter()
+                .filter(|p| indexes::index_failed(job, p))
+                .filter_map(|p| index_of(p))
+                .filter(in_range),
+        );
+        failed_indexes.retain(|i| !done_indexes.contains(i));
     }
     let succeeded = if indexed {
         done_indexes.len()
     } else {
         succeeded_pods.len().max(usize::try_from(old.succeeded.unwrap_or(0)).unwrap_or(0))
     };
-    let failed = failed_pods.len().max(usize::try_from(old.failed.unwrap_or(0)).unwrap_or(0));
+    // Failures an `Ignore` rule matched count nowhere (`nonIgnoredFailedPodsCount`).
+    let counted = failed_pods.iter().filter(|p| policy::matches(pfp, p).counts).count();
+    let failed = counted.max(usize::try_from(old.failed.unwrap_or(0)).unwrap_or(0));
     let st = &mut plan.status;
     st.succeeded = i32::try_from(succeeded).ok().filter(|n| *n > 0);
     st.failed = i32::try_from(failed).ok().filter(|n| *n > 0);
     st.terminating = i32::try_from(terminating).ok();
     if indexed {
-        st.completed_indexes = Some(format_indexes(&done_indexes));
+        st.completed_indexes = Some(indexes::format(&done_indexes));
+    }
+    if per_index {
+        st.failed_indexes = Some(indexes::format(&failed_indexes));
     }
     let set_active = |st: &mut JobStatus, n: usize, ready: usize| {
         st.active = i32::try_from(n).ok().filter(|n| *n > 0);
@@ -232,7 +233,6 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
     }
     let start = st.start_time.get_or_insert(Time(now)).clone();
 
-    // Failure: the backoff limit (failed pods, or restarts under OnFailure), then the deadline.
     let backoff_limit = i64::from(spec.backoff_limit.unwrap_or(6));
     let on_failure =
         spec.template.spec.as_ref().and_then(|s| s.restart_policy.as_deref()) == Some("OnFailure");
@@ -242,47 +242,59 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
     let deadline = spec
         .active_deadline_seconds
         .and_then(|s| start.0.checked_add(SignedDuration::from_secs(s)).ok());
-    let failure = if let Some(c) = condition(st, "FailureTarget") {
-        Some((c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default()))
+    let max_failed = spec.max_failed_indexes.and_then(|m| usize::try_from(m).ok());
+    let kept = |c: &JobCondition| {
+        (c.reason.clone().unwrap_or_default(), c.message.clone().unwrap_or_default())
+    };
+    let owned = |r: &str, m: &str| (r.to_owned(), m.to_owned());
+    // The end, in upstream's order (`syncJob`): the interim conditions of an earlier pass, the
+    // pod failure policy, the backoff limit, the deadline, failed indexes, then success.
+    let end = if let Some(c) = condition(st, "SuccessCriteriaMet") {
+        Some((true, kept(c)))
+    } else if let Some(c) = condition(st, "FailureTarget") {
+        Some((false, kept(c)))
+    } else if let Some(msg) = failed_pods.iter().find_map(|p| policy::matches(pfp, p).fail_job) {
+        Some((false, ("PodFailurePolicy".to_owned(), msg)))
     } else if i64::try_from(failed).unwrap_or(i64::MAX) > backoff_limit || past_restarts {
-        Some((
-            "BackoffLimitExceeded".to_owned(),
-            "Job has reached the specified backoff limit".to_owned(),
-        ))
+        Some((false, owned("BackoffLimitExceeded", "Job has reached the specified backoff limit")))
     } else if deadline.is_some_and(|d| d <= now) {
-        Some((
-            "DeadlineExceeded".to_owned(),
-            "Job was active longer than specified deadline".to_owned(),
-        ))
+        Some((false, owned("DeadlineExceeded", "Job was active longer than specified deadline")))
+    } else if per_index && max_failed.is_some_and(|m| failed_indexes.len() > m) {
+        let msg = "Job has exceeded the specified maximal number of failed indexes";
+        Some((false, owned("MaxFailedIndexesExceeded", msg)))
+    } else if per_index
+        && !failed_indexes.is_empty()
+        && failed_indexes.len() + done_indexes.len() >= completions.unwrap_or(0)
+    {
+        Some((false, owned("FailedIndexes", "Job has failed indexes")))
+    } else if let Some(msg) = indexed
+        .then(|| indexes::success_policy(spec.success_policy.as_ref(), limit, &done_indexes))
+        .flatten()
+    {
+        Some((true, ("SuccessPolicy".to_owned(), msg)))
+    } else if match completions {
+        Some(c) => succeeded >= c,
+        // A work queue: done once one pod succeeded and none is left running.
+        None => succeeded > 0 && active.is_empty(),
+    } {
+        Some((true, owned("CompletionsReached", "Reached expected number of succeeded pods")))
     } else {
         None
     };
-    if let Some((reason, msg)) = failure {
+    if let Some((success, (reason, msg))) = end {
+        // Every pod still running goes; the final condition waits until none is left (v1.31+).
         plan.delete = active.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
-        set_cond(st, "FailureTarget", "True", &reason, &msg, now);
-        // The final condition waits until no pod of the Job runs any more (v1.31+).
+        let (interim, last) =
+            if success { ("SuccessCriteriaMet", "Complete") } else { ("FailureTarget", "Failed") };
+        set_cond(st, interim, "True", &reason, &msg, now);
         if active.is_empty() && terminating == 0 {
-            set_cond(st, "Failed", "True", &reason, &msg, now);
-            plan.events.push(("Warning", reason, msg));
-        } else {
-            plan.requeue = Some(Duration::from_secs(1));
-        }
-        return plan;
-    }
-
-    let complete = match (indexed, completions) {
-        (_, Some(c)) => succeeded >= c,
-        // A work queue: done once one pod succeeded and none is left running.
-        (_, None) => succeeded > 0 && active.is_empty(),
-    };
-    if complete || condition(st, "SuccessCriteriaMet").is_some() {
-        plan.delete = active.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect();
-        let msg = "Reached expected number of succeeded pods";
-        set_cond(st, "SuccessCriteriaMet", "True", "CompletionsReached", msg, now);
-        if active.is_empty() && terminating == 0 {
-            set_cond(st, "Complete", "True", "CompletionsReached", msg, now);
-            st.completion_time = Some(Time(now));
-            plan.events.push(("Normal", "Completed".into(), "Job completed".into()));
+            set_cond(st, last, "True", &reason, &msg, now);
+            if success {
+                st.completion_time = Some(Time(now));
+                plan.events.push(("Normal", "Completed".into(), "Job completed".into()));
+            } else {
+                plan.events.push(("Warning", reason, msg));
+            }
         } else {
             plan.requeue = Some(Duration::from_secs(1));
         }
@@ -311,14 +323,15 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
             .map(|p| p.metadata.name.clone().unwrap_or_default())
             .collect();
     } else if busy < want {
-        // Back-off after failures since the last success (`getRemainingTimeForFailuresCount`).
+        // Back-off after failures since the last success (`getRemainingTimeForFailuresCount`);
+        // with `backoffLimitPerIndex` each index backs off on its own instead.
         let last_success = succeeded_pods.iter().filter_map(|p| finished_at(p)).max();
         let recent: Vec<Timestamp> = failed_pods
             .iter()
             .filter_map(|p| finished_at(p))
             .filter(|t| last_success.is_none_or(|s| *t > s))
             .collect();
-        if let Some(last) = recent.iter().max() {
+        if let Some(last) = recent.iter().max().filter(|_| !per_index) {
             let exp = u32::try_from(recent.len().saturating_sub(1)).unwrap_or(u32::MAX).min(16);
             let delay = POD_FAILURE_BACKOFF.saturating_mul(2u32.saturating_pow(exp));
             let delay = delay.min(MAX_POD_FAILURE_BACKOFF);
@@ -332,13 +345,36 @@ pub fn plan(job: &Job, pods: &[&Pod], now: Timestamp) -> Plan {
         }
         let n = (want - busy).min(BURST);
         if indexed {
-            let running: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
-            let limit = i32::try_from(completions.unwrap_or(0)).unwrap_or(i32::MAX);
-            plan.create = (0..limit)
-                .filter(|i| !done_indexes.contains(i) && !running.contains(i))
-                .take(n)
-                .map(Some)
-                .collect();
+            // `firstPendingIndexes`: neither succeeded, running, failed for good, nor (with
+            // `podReplacementPolicy: Failed`) still terminating.
+            let mut taken: BTreeSet<i32> = active.iter().filter_map(|p| index_of(p)).collect();
+            if spec.pod_replacement_policy.as_deref() == Some("Failed") {
+                let gone = pods.iter().filter(|p| !terminal(p) && deleting(p));
+                taken.extend(gone.filter_map(|p| index_of(p)));
+            }
+            let pending = (0..limit)
+                .filter(|i| !done_indexes.contains(i) && !taken.contains(i))
+                .filter(|i| !failed_indexes.contains(i))
+                .take(n);
+            if per_index {
+                let replaced = indexes::replaced(&failed_pods, index_of, finished_at);
+                for i in pending {
+                    let Some(p) = replaced.get(&i) else {
+                        plan.create.push(Some(i));
+                        plan.index_failures.insert(i, (0, 0));
+                        continue;
+                    };
+                    let wait = indexes::remaining_backoff(p, finished_at(p), now);
+                    if wait.is_zero() {
+                        plan.create.push(Some(i));
+                        plan.index_failures.insert(i, indexes::next_counts(job, p));
+                    } else {
+                        plan.requeue = Some(plan.requeue.map_or(wait, |r| r.min(wait)));
+                    }
+                }
+            } else {
+                plan.create = pending.map(Some).collect();
+            }
         } else {
             plan.create = vec![None; n];
         }

@@ -10,10 +10,16 @@
 //! and label, `{job}-{index}-` as name prefix, the hostname `{job}-{index}` and the
 //! `JOB_COMPLETION_INDEX` variable in every container (a `fieldRef` to the annotation).
 //!
-//! Not done: `podFailurePolicy` rules, `backoffLimitPerIndex`, `successPolicy`, the
-//! job-tracking finalizer (see [`decide`]), adoption of orphans matching a manual selector.
+//! With `backoffLimitPerIndex` each Indexed pod also carries its index's failure counts
+//! (`batch.kubernetes.io/job-index-failure-count`, see [`indexes`]); [`policy`] applies a
+//! `podFailurePolicy` to a failed pod.
+//!
+//! Not done: the job-tracking finalizer (see [`decide`]), adoption of orphans matching a manual
+//! selector.
 
 pub mod decide;
+pub mod indexes;
+pub mod policy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -184,7 +190,7 @@ impl Ctx {
                 break;
             }
             let results = futures::future::join_all(chunk.iter().map(|index| {
-                let pod = pod_for(job, *index);
+                let pod = pod_for(job, *index, index.and_then(|i| plan.index_failures.get(&i)));
                 let pods = pods.clone();
                 async move { pods.create(&PostParams::default(), &pod).await }
             }))
@@ -236,13 +242,22 @@ impl Ctx {
 
 /// Event reasons are `&'static str`: the Job's transitions have these few.
 fn static_reason(reason: &str) -> &'static str {
-    const KNOWN: [&str; 6] =
-        ["BackoffLimitExceeded", "DeadlineExceeded", "Completed", "Suspended", "Resumed", "Failed"];
+    const KNOWN: [&str; 9] = [
+        "BackoffLimitExceeded",
+        "DeadlineExceeded",
+        "PodFailurePolicy",
+        "FailedIndexes",
+        "MaxFailedIndexesExceeded",
+        "Completed",
+        "Suspended",
+        "Resumed",
+        "Failed",
+    ];
     KNOWN.iter().find(|k| **k == reason).copied().unwrap_or("JobFinished")
 }
 
 /// A pod from the Job's template (`GetPodFromTemplate`, plus the Indexed additions).
-fn pod_for(job: &Job, index: Option<i32>) -> Pod {
+fn pod_for(job: &Job, index: Option<i32>, failures: Option<&(i32, i32)>) -> Pod {
     let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
     let meta = template.metadata.unwrap_or_default();
     let name = name_of(job);
@@ -253,6 +268,16 @@ fn pod_for(job: &Job, index: Option<i32>) -> Pod {
         Some(i) => {
             labels.insert(COMPLETION_INDEX.to_owned(), i.to_string());
             annotations.insert(COMPLETION_INDEX.to_owned(), i.to_string());
+            // `addIndexFailureCountAnnotation`: the ignored count only when there is one.
+            if let Some((count, ignored)) = failures {
+                annotations.insert(indexes::INDEX_FAILURE_COUNT.to_owned(), count.to_string());
+                if *ignored > 0 {
+                    annotations.insert(
+                        indexes::INDEX_IGNORED_FAILURE_COUNT.to_owned(),
+                        ignored.to_string(),
+                    );
+                }
+            }
             if spec.hostname.is_none() {
                 spec.hostname = Some(format!("{name}-{i}"));
             }

@@ -13,10 +13,12 @@
 //!    the containers' images and the hash annotations; the node agent restarts only the
 //!    container whose image changed, so the app container keeps running, with the same pod,
 //!    UID and IP (as CloneSet's in-place update);
+//!    A `HotUpgrade` sidecar's new image goes into its idle twin (the one on the empty image),
+//!    which becomes the working one; once it runs and is ready, a second patch resets the old
+//!    twin to the empty image (`kinetic_rollout::sidecarset::hotupgrade`), so one of the two
+//!    always runs;
 //! 4. writes the status: matchedPods, updatedPods, readyPods, updatedReadyPods,
 //!    observedGeneration, latestRevision.
-//!
-//! Not done (yet): hot upgrade of `HotUpgrade` pairs (they are injected, not upgraded).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -29,9 +31,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::apimachinery::pkg::runtime::RawExtension;
 use kinetic_api::kruise::sidecarset::{
     DEFAULT_REVISION_HISTORY_LIMIT, REVISION_NAMESPACE, SIDECARSET_CUSTOM_VERSION_LABEL,
-    SIDECARSET_NAME_LABEL, SidecarSet, SidecarSetStatus,
+    SIDECARSET_NAME_LABEL, SidecarSet, SidecarSetStatus, SidecarSetUpdateStrategyType,
 };
-use kinetic_rollout::sidecarset::{revision_data, revision_name_of, upgrade};
+use kinetic_rollout::sidecarset::{hotupgrade, revision_data, revision_name_of, upgrade};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -164,10 +166,17 @@ async fn reconcile_pass(ss: Arc<SidecarSet>, ctx: Arc<Ctx>) -> Result<Action, Re
     }
     let revision = sync_revision(&ctx, &ss).await?;
 
-    let plan = upgrade::plan(&ss, &pods)
-        .map_err(|source| ReconcileError::Spec { name: name.clone(), source })?;
-    let now = jiff::Timestamp::now().to_string();
     let params = PatchParams { field_manager: Some(COMPONENT.into()), ..Default::default() };
+    // A hot switch whose new twin is ready: reset the old twin to the empty image first, and
+    // plan no new upgrades in this pass (upstream's `UpdateSidecarSet` step 5).
+    let flipped = flip_hot_upgrades(&ctx, &ss, &pods, &params).await?;
+    let plan = if flipped {
+        Vec::new()
+    } else {
+        upgrade::plan(&ss, &pods)
+            .map_err(|source| ReconcileError::Spec { name: name.clone(), source })?
+    };
+    let now = jiff::Timestamp::now().to_string();
     for i in &plan {
         let p = &pods[*i];
         let body = upgrade::patch(p, &ss, Some(&revision), &now);
@@ -211,6 +220,51 @@ async fn reconcile_pass(ss: Arc<SidecarSet>, ctx: Arc<Ctx>) -> Result<Action, Re
     } else {
         Action::requeue(Duration::from_secs(10))
     })
+}
+
+/// Resets the old twin of each pod whose hot switch is ready ([`hotupgrade::ready_to_flip`])
+/// to the empty image, in place. Returns whether any pod was patched. Nothing while the
+/// SidecarSet is paused or `NotUpdate`, as upstream.
+async fn flip_hot_upgrades(
+    ctx: &Ctx,
+    ss: &SidecarSet,
+    pods: &[Pod],
+    params: &PatchParams,
+) -> Result<bool, ReconcileError> {
+    let st = &ss.spec.update_strategy;
+    if st.paused
+        || st.type_.unwrap_or_default() == SidecarSetUpdateStrategyType::NotUpdate
+        || !ss.spec.containers.iter().any(|c| c.is_hot_upgrade())
+    {
+        return Ok(false);
+    }
+    let name = ss.name_any();
+    let mut flipped = false;
+    for p in pods.iter().filter(|p| hotupgrade::ready_to_flip(ss, p)) {
+        let Some(body) = hotupgrade::flip_patch(ss, p) else { continue };
+        let api: Api<Pod> =
+            Api::namespaced(ctx.client.clone(), p.metadata.namespace.as_deref().unwrap_or(""));
+        match api.patch(&p.name_any(), params, &Patch::Strategic(&body)).await {
+            Ok(updated) => {
+                flipped = true;
+                ctx.exp.expect_update(
+                    &name,
+                    &pod_key(&updated),
+                    updated.metadata.resource_version.as_deref().unwrap_or(""),
+                );
+                // Upstream's event reason and message.
+                ctx.events.send(EventReq::for_pod(
+                    p,
+                    "Normal",
+                    "ResetContainerSucceed",
+                    "reset sidecar container image empty successfully".to_owned(),
+                ));
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(flipped)
 }
 
 fn pod_key(p: &Pod) -> String {

@@ -42,7 +42,10 @@ impl Cluster {
         let slot = kinetic_testkit::net::NetSlot::take();
         let dir =
             tempfile::Builder::new().prefix("kinetic-node-it").tempdir_in("/var/tmp").unwrap();
-        let server = TestServer::start().await.unwrap();
+        // As `kinetic up`: the serving certificate names the bridge gateway, where the agent's
+        // API relay lets pods reach the server.
+        let gateway = kinetic_node::pod_gateway(&slot.cidr).unwrap().to_string();
+        let server = TestServer::start_with(|c| c.tls_sans.push(gateway)).await.unwrap();
         let registry = Registry::start().await.unwrap();
         let client = server.client().await.unwrap();
         let mut cfg = Config::new(NODE, dir.path().join("node"));
@@ -51,6 +54,7 @@ impl Cluster {
         cfg.listen = "127.0.0.1:0".parse().unwrap();
         cfg.crash_backoff = Duration::from_secs(1);
         cfg.auth_token = Some(server.server().token().to_owned());
+        cfg.api_server = Some(server.server().local_addr().to_string());
         // The agent runs in this test process: its containers' shim is the crate's own binary.
         cfg.shim = env!("CARGO_BIN_EXE_kinetic-shim").into();
         // The suite is the conformance suite of both pod network modes (issue 14):

@@ -6,6 +6,7 @@
 
 mod claims;
 mod harness;
+mod incluster;
 mod kubelet_api;
 mod lifecycle;
 mod native_net;

@@ -19,13 +19,14 @@
 //!   when `shareVolumePolicy` is enabled (not those whose name or path it has), their devices
 //!   with `shareVolumeDevicePolicy`, and `transferEnv` copies;
 //! - HotUpgrade containers become the pair `{name}-1` (working) and `{name}-2` (the empty
-//!   image), with `kruise.io/sidecarset-working-hotupgrade-container`;
+//!   image), with `kruise.io/sidecarset-working-hotupgrade-container`, the version annotations
+//!   and env `SIDECARSET_VERSION`/`_ALT` ([`super::hotupgrade`]);
 //! - volumes and `imagePullSecrets` the pod lacks (by name), `patchPodMetadata`;
 //! - the `kruise.io/sidecarset-hash`, `-hash-without-image` and `-injected-list` annotations.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, EnvVar};
+use k8s_openapi::api::core::v1::{Container, EnvVar, EnvVarSource, ObjectFieldSelector};
 use kinetic_api::kruise::sidecarset::{
     SIDECAR_ENV_KEY, SIDECARSET_HASH_ANNOTATION, SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION,
     SIDECARSET_INJECTED_LIST_ANNOTATION, SIDECARSET_WORKING_HOT_UPGRADE_CONTAINER,
@@ -34,7 +35,7 @@ use kinetic_api::kruise::sidecarset::{
 use kinetic_machinery::selector::LabelSelector;
 use serde_json::{Map, Value, json};
 
-use super::{hash, hash_without_image, hot_upgrade_names, set_name};
+use super::{hash, hash_without_image, hot_upgrade_names, hotupgrade, set_name};
 
 /// What injection needs besides the pod and the SidecarSets.
 pub struct InjectContext<'a> {
@@ -141,6 +142,7 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
     let mut volumes: Vec<Value> = Vec::new();
     let mut secrets: Vec<Value> = Vec::new();
     let mut hot: Map<String, Value> = Map::new();
+    let mut versions: Vec<(String, &str)> = Vec::new();
     let mut names = Vec::new();
     let mut hashes: Vec<(String, Value, Value)> = Vec::new();
     let mut patches = Vec::new();
@@ -167,9 +169,16 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
                     .unwrap_or_default();
                 let mut w = built.clone();
                 w.name = working.clone();
+                with_version_env(&mut w);
                 let mut i = built;
-                i.name = idle;
+                i.name = idle.clone();
                 i.image = Some(empty);
+                with_version_env(&mut i);
+                // "1": injected working, "0": the empty twin (`injectHotUpgradeContainers`).
+                for (c, v, alt) in [(&working, "1", "0"), (&idle, "0", "1")] {
+                    versions.push((hotupgrade::version_annotation(c), v));
+                    versions.push((hotupgrade::version_alt_annotation(c), alt));
+                }
                 hot.insert(sc.container.name.clone(), json!(working));
                 list.push((sc, w));
                 list.push((sc, i));
@@ -287,6 +296,9 @@ pub fn inject(pod: &mut Value, sets: &[Resolved], cx: &InjectContext<'_>) -> Vec
             json!(Value::Object(cur).to_string()),
         );
     }
+    for (k, v) in versions {
+        ann.insert(k, json!(v));
+    }
     names
 }
 
@@ -360,6 +372,30 @@ fn field_value(path: &str, labels: &Value, annotations: &Value) -> Option<String
     };
     let key = rest.strip_suffix(']')?.trim_matches(|c| c == '\'' || c == '"');
     map.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
+/// Env `SIDECARSET_VERSION` and `SIDECARSET_VERSION_ALT` of a hot twin, read from its version
+/// annotations (`setSidecarContainerVersionEnv`), so the process can tell whether it is the
+/// new or the old one of a switch.
+fn with_version_env(c: &mut Container) {
+    let env = c.env.get_or_insert_with(Vec::new);
+    env.retain(|e| e.name != hotupgrade::VERSION_ENV && e.name != hotupgrade::VERSION_ALT_ENV);
+    for (name, key) in [
+        (hotupgrade::VERSION_ENV, hotupgrade::version_annotation(&c.name)),
+        (hotupgrade::VERSION_ALT_ENV, hotupgrade::version_alt_annotation(&c.name)),
+    ] {
+        env.push(EnvVar {
+            name: name.into(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: None,
+                    field_path: format!("metadata.annotations['{key}']"),
+                }),
+                ..Default::default()
+            }),
+        });
+    }
 }
 
 fn with_injected_env(mut c: Container) -> Container {

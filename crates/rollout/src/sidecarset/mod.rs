@@ -4,8 +4,10 @@
 //! `pkg/controller/sidecarset` (v1.9).
 //!
 //! The embedded API server calls [`inject`] from the pod strategy's admission, `kinetic
-//! controller` from its mutating webhook; the SidecarSet controller calls [`upgrade`].
+//! controller` from its mutating webhook; the SidecarSet controller calls [`upgrade`] and, for
+//! `HotUpgrade` sidecars, [`hotupgrade`].
 
+pub mod hotupgrade;
 pub mod inject;
 pub mod upgrade;
 

@@ -430,3 +430,206 @@ fn only_image_changes_upgrade_in_place() {
     assert!(!upgrade::can_upgrade(&pods[0], &v3));
     assert!(upgrade::plan(&v3, &pods).expect("plan").is_empty());
 }
+
+// ---- hot upgrade (upstream's `sidecarset_hotupgrade_test.go`, `util_hotupgrade.go`) ----
+
+fn hot_set(image: &str) -> SidecarSet {
+    let mut s = ss(
+        "test-sidecarset",
+        json!({"selector": {"matchLabels": {"app": "nginx"}}, "containers": [{
+            "name": "test-sidecar", "image": image,
+            "upgradeStrategy": {"upgradeType": "HotUpgrade", "hotUpgradeEmptyImage": "hotupgrade:empty"}}]}),
+    );
+    s.metadata.resource_version = Some("22".into());
+    s
+}
+
+/// Applies a patch of `upgrade::patch`/`hotupgrade::flip_patch` as the API server would
+/// (annotations merged, container images set).
+fn apply(p: &Pod, patch: &Value) -> Pod {
+    let mut v = serde_json::to_value(p).expect("json");
+    json_patch::merge(&mut v["metadata"], &patch["metadata"]);
+    for c in patch["spec"]["containers"].as_array().into_iter().flatten() {
+        for pc in v["spec"]["containers"].as_array_mut().into_iter().flatten() {
+            if pc["name"] == c["name"] {
+                pc["image"] = c["image"].clone();
+            }
+        }
+    }
+    serde_json::from_value(v).expect("pod")
+}
+
+/// The node agent ran the spec: every container's status image is its spec image, ready.
+fn run_spec(p: &Pod) -> Pod {
+    let mut v = serde_json::to_value(p).expect("json");
+    let images: Vec<(Value, Value)> = v["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| (c["name"].clone(), c["image"].clone()))
+        .collect();
+    for s in v["status"]["containerStatuses"].as_array_mut().into_iter().flatten() {
+        if let Some((_, i)) = images.iter().find(|(n, _)| *n == s["name"]) {
+            s["image"] = i.clone();
+        }
+    }
+    serde_json::from_value(v).expect("pod")
+}
+
+fn image_of(p: &Pod, name: &str) -> String {
+    hotupgrade::spec_image(p, name).to_owned()
+}
+
+fn ann(p: &Pod, key: &str) -> String {
+    crate::pod::annotation(p, key).unwrap_or("").to_owned()
+}
+
+#[test]
+fn hot_upgrade_injection_sets_versions_and_version_env() {
+    let mut p = app_pod();
+    let set = hot_set("test-image:v1");
+    run(&mut p, &[set], &BTreeMap::new());
+    let a = &p["metadata"]["annotations"];
+    for (k, v) in [
+        ("version.sidecarset.kruise.io/test-sidecar-1", "1"),
+        ("versionalt.sidecarset.kruise.io/test-sidecar-1", "0"),
+        ("version.sidecarset.kruise.io/test-sidecar-2", "0"),
+        ("versionalt.sidecarset.kruise.io/test-sidecar-2", "1"),
+    ] {
+        assert_eq!(a[k], v, "{k}");
+    }
+    let env = &container(&p, "test-sidecar-2")["env"];
+    assert_eq!(env[0]["name"], SIDECAR_ENV_KEY);
+    assert_eq!(env[1]["name"], "SIDECARSET_VERSION");
+    assert_eq!(
+        env[1]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.annotations['version.sidecarset.kruise.io/test-sidecar-2']"
+    );
+    assert_eq!(
+        env[2]["valueFrom"]["fieldRef"]["fieldPath"],
+        "metadata.annotations['versionalt.sidecarset.kruise.io/test-sidecar-2']"
+    );
+}
+
+#[test]
+fn hot_upgrade_switches_to_the_empty_twin_then_resets_the_old_one() {
+    let v1 = hot_set("test-image:v1");
+    let v2 = hot_set("test-image:v2");
+    let pods = injected_pods(&v1, 1);
+    let c = |p: &Pod| {
+        let c = upgrade::counts(&v2, std::slice::from_ref(p));
+        (c.matched, c.updated, c.ready, c.updated_ready)
+    };
+    let p = pods[0].clone();
+    assert_eq!(c(&p), (1, 0, 1, 0));
+    assert!(!hotupgrade::ready_to_flip(&v2, &p));
+
+    // 1. The empty twin gets v2 and works from now on; the old twin keeps v1.
+    assert_eq!(upgrade::plan(&v2, &pods).expect("plan"), [0]);
+    let patch = upgrade::patch(&p, &v2, Some("rev"), "now");
+    let p = apply(&p, &patch);
+    assert_eq!(image_of(&p, "test-sidecar-1"), "test-image:v1");
+    assert_eq!(image_of(&p, "test-sidecar-2"), "test-image:v2");
+    assert_eq!(
+        hotupgrade::pair("test-sidecar", &p),
+        ("test-sidecar-2".into(), "test-sidecar-1".into())
+    );
+    assert_eq!(ann(&p, "version.sidecarset.kruise.io/test-sidecar-2"), "22");
+    assert_eq!(ann(&p, "versionalt.sidecarset.kruise.io/test-sidecar-2"), "1");
+    assert_eq!(ann(&p, "versionalt.sidecarset.kruise.io/test-sidecar-1"), "22");
+    assert_eq!(nginx_image(&p), "nginx:1.15.1", "the app container is untouched");
+    // Updated, but not ready for the SidecarSet while both twins run; nothing to flip yet
+    // (the node agent has not started v2).
+    assert_eq!(c(&p), (1, 1, 0, 0));
+    assert!(!hotupgrade::ready_to_flip(&v2, &p));
+    assert!(upgrade::plan(&v2, std::slice::from_ref(&p)).expect("plan").is_empty());
+
+    // 2. test-sidecar-2 runs v2 and is ready: the old twin goes to the empty image.
+    let p = run_spec(&p);
+    assert!(hotupgrade::ready_to_flip(&v2, &p));
+    let flip = hotupgrade::flip_patch(&v2, &p).expect("a flip");
+    assert_eq!(
+        flip["spec"]["containers"],
+        json!([{"name": "test-sidecar-1", "image": "hotupgrade:empty"}])
+    );
+    let p = apply(&p, &flip);
+    assert_eq!(ann(&p, "version.sidecarset.kruise.io/test-sidecar-1"), "0");
+    assert_eq!(ann(&p, "versionalt.sidecarset.kruise.io/test-sidecar-2"), "0");
+    assert_eq!(c(&p), (1, 1, 0, 0), "the reset is not applied by the node yet");
+    assert!(!hotupgrade::ready_to_flip(&v2, &p), "a flip is written once");
+
+    // 3. Done.
+    let p = run_spec(&p);
+    assert_eq!(c(&p), (1, 1, 1, 1));
+    assert!(hotupgrade::flip_patch(&v2, &p).is_none());
+
+    // The next version goes into test-sidecar-1, the empty twin again.
+    let mut v3 = hot_set("test-image:v3");
+    v3.metadata.resource_version = Some("30".into());
+    let p = apply(&p, &upgrade::patch(&p, &v3, None, "now"));
+    assert_eq!(image_of(&p, "test-sidecar-1"), "test-image:v3");
+    assert_eq!(image_of(&p, "test-sidecar-2"), "test-image:v2");
+    assert_eq!(hotupgrade::pair("test-sidecar", &p).0, "test-sidecar-1");
+    assert_eq!(ann(&p, "versionalt.sidecarset.kruise.io/test-sidecar-1"), "22");
+}
+
+fn nginx_image(p: &Pod) -> String {
+    image_of(p, "nginx")
+}
+
+#[test]
+fn hot_upgrade_waits_for_the_new_twin_to_be_ready() {
+    let v1 = hot_set("test-image:v1");
+    let v2 = hot_set("test-image:v2");
+    let p = injected_pods(&v1, 1).remove(0);
+    let p = run_spec(&apply(&p, &upgrade::patch(&p, &v2, None, "now")));
+    let mut v = serde_json::to_value(&p).expect("json");
+    v["status"]["conditions"][0]["status"] = json!("False");
+    for s in v["status"]["containerStatuses"].as_array_mut().into_iter().flatten() {
+        if s["name"] == "test-sidecar-2" {
+            s["ready"] = json!(false);
+        }
+    }
+    let unready: Pod = serde_json::from_value(v).expect("pod");
+    assert!(!hotupgrade::ready_to_flip(&v2, &unready));
+    // The old twin's readiness does not matter (`isHotUpgradingReady`).
+    let mut v = serde_json::to_value(&p).expect("json");
+    v["status"]["conditions"][0]["status"] = json!("False");
+    for s in v["status"]["containerStatuses"].as_array_mut().into_iter().flatten() {
+        if s["name"] == "test-sidecar-1" {
+            s["ready"] = json!(false);
+        }
+    }
+    let old_unready: Pod = serde_json::from_value(v).expect("pod");
+    assert!(hotupgrade::ready_to_flip(&v2, &old_unready));
+}
+
+#[test]
+fn container_to_upgrade_prefers_empty_then_unready_then_older() {
+    // (case, images of -1 and -2, ready of -1 and -2, working, want upgraded)
+    type Case<'a> = (&'a str, (&'a str, &'a str), (bool, bool), &'a str, &'a str);
+    let cases: Vec<Case<'_>> = vec![
+        ("-1 on the empty image", ("hotupgrade:empty", "v1"), (true, true), "-2", "-1"),
+        ("-2 on the empty image", ("v1", "hotupgrade:empty"), (true, true), "-1", "-2"),
+        ("-2 not ready", ("v1", "v2"), (true, false), "-1", "-2"),
+        ("-1 not ready", ("v1", "v2"), (false, true), "-2", "-1"),
+        ("both ready: the older", ("v1", "v2"), (true, true), "-2", "-1"),
+        ("neither ready: the older", ("v1", "v2"), (false, false), "-1", "-2"),
+    ];
+    let set = hot_set("test-image:v3");
+    let sc = &set.spec.containers[0];
+    for (case, (i1, i2), (r1, r2), working, want) in cases {
+        let p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "annotations": {
+                SIDECARSET_WORKING_HOT_UPGRADE_CONTAINER: format!("{{\"test-sidecar\":\"test-sidecar{working}\"}}")}},
+            "spec": {"containers": [
+                {"name": "test-sidecar-1", "image": i1}, {"name": "test-sidecar-2", "image": i2}]},
+            "status": {"containerStatuses": [
+                {"name": "test-sidecar-1", "image": i1, "imageID": "", "ready": r1, "restartCount": 0},
+                {"name": "test-sidecar-2", "image": i2, "imageID": "", "ready": r2, "restartCount": 0}]},
+        }))
+        .expect("pod");
+        let (upgraded, _) = hotupgrade::container_to_upgrade(sc, &p);
+        assert_eq!(upgraded, format!("test-sidecar{want}"), "{case}");
+    }
+}

@@ -6,10 +6,11 @@
 //! SidecarSet's current hash, and *upgradable* in place when its `-hash-without-image` entry
 //! equals the current one (only images changed; upstream #1272: any other change reaches new
 //! pods only). A pod is *ready* when its Ready condition is True and each of the SidecarSet's
-//! containers runs the image its spec names (upstream's `IsPodStateConsistent`).
+//! containers runs the image its spec names (upstream's `IsPodStateConsistent`) and no hot
+//! switch is under way ([`super::hotupgrade`]).
 //!
 //! The pods to upgrade: not updated, selected by `updateStrategy.selector` (canary),
-//! upgradable, and not a HotUpgrade pair (hot upgrade is not done yet); ordered unready first
+//! upgradable; ordered unready first
 //! (CloneSet's ActivePods order), then `priorityStrategy`, then `scatterStrategy`; the last
 //! `partition` of them stay; then at most as many as keep the unready pods at or below
 //! `maxUnavailable` (default 1; upgrading an unready pod costs nothing). Nothing while
@@ -20,13 +21,13 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kinetic_api::kruise::sidecarset::{
-    SIDECARSET_HASH_ANNOTATION, SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION, SidecarSet,
-    SidecarSetUpdateStrategyType,
+    SIDECARSET_HASH_ANNOTATION, SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION,
+    SIDECARSET_WORKING_HOT_UPGRADE_CONTAINER, SidecarSet, SidecarSetUpdateStrategyType,
 };
 use kinetic_machinery::selector::LabelSelector;
 use serde_json::{Map, Value, json};
 
-use super::{hash, hash_without_image, set_name};
+use super::{hash, hash_without_image, hotupgrade, set_name};
 use crate::inplace::{containers_patch, normalize_image};
 use crate::pod;
 use crate::strategy::scaled_value;
@@ -63,7 +64,10 @@ pub fn can_upgrade(p: &Pod, ss: &SidecarSet) -> bool {
         == Some(&hash_without_image(ss))
 }
 
-/// Every container of the SidecarSet that the pod has runs the image its spec names.
+/// Every container of the SidecarSet that the pod has (both twins of a hot sidecar) runs the
+/// image its spec names and is ready (upstream's `IsPodStateConsistent`), and each hot
+/// sidecar's non-working twin is on the empty image: a switch still under way is not done
+/// (upstream's `IsPodReady`).
 pub fn is_consistent(p: &Pod, ss: &SidecarSet) -> bool {
     let spec: BTreeMap<&str, &str> = p
         .spec
@@ -72,13 +76,16 @@ pub fn is_consistent(p: &Pod, ss: &SidecarSet) -> bool {
         .map(|c| (c.name.as_str(), c.image.as_deref().unwrap_or("")))
         .collect();
     let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_deref()).unwrap_or(&[]);
-    ss.spec.containers.iter().all(|sc| {
-        let name = sc.container.name.as_str();
-        let Some(image) = spec.get(name) else { return true };
+    let images_run = hotupgrade::sidecar_containers_in_pod(ss).iter().all(|name| {
+        let Some(image) = spec.get(name.as_str()) else { return true };
         statuses.iter().any(|s| {
-            s.name == name && normalize_image(&s.image) == normalize_image(image) && s.ready
+            s.name == *name && normalize_image(&s.image) == normalize_image(image) && s.ready
         })
-    })
+    });
+    images_run
+        && hotupgrade::other_containers(ss, p)
+            .iter()
+            .all(|(name, empty)| spec.get(name.as_str()).is_none_or(|i| i == empty))
 }
 
 /// Ready and consistent.
@@ -119,10 +126,6 @@ fn canary_selected(ss: &SidecarSet, p: &Pod) -> bool {
         .is_some_and(|s| s.matches(Some(&labels)))
 }
 
-fn has_hot_pair(ss: &SidecarSet) -> bool {
-    ss.spec.containers.iter().any(|c| c.is_hot_upgrade())
-}
-
 /// The indexes (into `pods`, the active pods injected with `ss`) of the pods to upgrade now,
 /// in order.
 ///
@@ -130,10 +133,7 @@ fn has_hot_pair(ss: &SidecarSet) -> bool {
 /// A partition or maxUnavailable string that is not a percentage.
 pub fn plan(ss: &SidecarSet, pods: &[Pod]) -> crate::Result<Vec<usize>> {
     let st = &ss.spec.update_strategy;
-    if st.paused
-        || st.type_.unwrap_or_default() == SidecarSetUpdateStrategyType::NotUpdate
-        || has_hot_pair(ss)
-    {
+    if st.paused || st.type_.unwrap_or_default() == SidecarSetUpdateStrategyType::NotUpdate {
         return Ok(Vec::new());
     }
     let total = i32::try_from(pods.len()).unwrap_or(i32::MAX);
@@ -184,17 +184,32 @@ pub fn plan(ss: &SidecarSet, pods: &[Pod]) -> crate::Result<Vec<usize>> {
 
 /// The strategic merge patch that upgrades `p` to `ss`'s images in place: the containers'
 /// images (in the pod's order, as CloneSet's in-place patch) and the two hash annotations.
-/// `revision` is the SidecarSet's latest ControllerRevision; `now` the RFC 3339 time.
+/// A hot sidecar's new image goes into the twin [`hotupgrade::container_to_upgrade`] picks,
+/// which becomes the working one, with the version annotations rotated (upstream's
+/// `updatePodSidecarContainer`). `revision` is the SidecarSet's latest ControllerRevision;
+/// `now` the RFC 3339 time.
 pub fn patch(p: &Pod, ss: &SidecarSet, revision: Option<&str>, now: &str) -> Value {
     let names: Vec<&str> =
         p.spec.iter().flat_map(|s| s.containers.iter()).map(|c| c.name.as_str()).collect();
-    let images: BTreeMap<String, String> = ss
-        .spec
-        .containers
-        .iter()
-        .filter(|c| names.contains(&c.container.name.as_str()))
-        .map(|c| (c.container.name.clone(), c.container.image.clone().unwrap_or_default()))
-        .collect();
+    let mut images: BTreeMap<String, String> = BTreeMap::new();
+    let mut working: BTreeMap<String, String> = BTreeMap::new();
+    let mut extra: BTreeMap<String, String> = BTreeMap::new();
+    let resource_version = ss.metadata.resource_version.as_deref().unwrap_or("");
+    for sc in &ss.spec.containers {
+        let image = sc.container.image.clone().unwrap_or_default();
+        if sc.is_hot_upgrade() {
+            let (upgraded, older) = hotupgrade::container_to_upgrade(sc, p);
+            // Upstream compares with the twin's image: the working one already runs it.
+            if !names.contains(&upgraded.as_str()) || hotupgrade::spec_image(p, &older) == image {
+                continue;
+            }
+            extra.extend(hotupgrade::upgrade_annotations(p, &upgraded, &older, resource_version));
+            working.insert(sc.container.name.clone(), upgraded.clone());
+            images.insert(upgraded, image);
+        } else if names.contains(&sc.container.name.as_str()) {
+            images.insert(sc.container.name.clone(), image);
+        }
+    }
     let name = set_name(ss);
     let annotate = |key: &str, h: String| {
         let mut map: Map<String, Value> =
@@ -211,12 +226,24 @@ pub fn patch(p: &Pod, ss: &SidecarSet, revision: Option<&str>, now: &str) -> Val
         map.insert(name.to_owned(), e);
         Value::Object(map).to_string()
     };
+    let mut annotations = Map::new();
+    annotations.insert(
+        SIDECARSET_HASH_ANNOTATION.into(),
+        json!(annotate(SIDECARSET_HASH_ANNOTATION, hash(ss))),
+    );
+    annotations.insert(
+        SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION.into(),
+        json!(annotate(SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION, hash_without_image(ss))),
+    );
+    if !working.is_empty() {
+        annotations.insert(
+            SIDECARSET_WORKING_HOT_UPGRADE_CONTAINER.into(),
+            json!(hotupgrade::working_annotation(p, &working)),
+        );
+    }
+    annotations.extend(extra.into_iter().map(|(k, v)| (k, json!(v))));
     json!({
-        "metadata": {"annotations": {
-            SIDECARSET_HASH_ANNOTATION: annotate(SIDECARSET_HASH_ANNOTATION, hash(ss)),
-            SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION:
-                annotate(SIDECARSET_HASH_WITHOUT_IMAGE_ANNOTATION, hash_without_image(ss)),
-        }},
+        "metadata": {"annotations": annotations},
         "spec": containers_patch(p, &images),
     })
 }

@@ -182,9 +182,185 @@ fn finished_job_is_deleted_after_its_ttl() {
     assert!(p.delete_job);
 }
 
+/// A failed pod whose container exited with `code`; `failures` is its index's failure count
+/// annotation.
+fn failed_pod(name: &str, index: Option<i32>, code: i32, failures: Option<i32>) -> Pod {
+    let mut p = pod(name, "Failed", index, "2026-01-01T00:01:00Z");
+    p.metadata.namespace = Some("default".into());
+    if let Some(f) = failures {
+        p.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(indexes::INDEX_FAILURE_COUNT.into(), f.to_string());
+    }
+    let cs = p.status.as_mut().unwrap().container_statuses.as_mut().unwrap();
+    cs[0].state.as_mut().unwrap().terminated.as_mut().unwrap().exit_code = code;
+    p
+}
+
+fn with_failed_indexes(p: &Plan) -> String {
+    format!(
+        "{} completed={:?} failedIndexes={:?}",
+        summary(p),
+        p.status.completed_indexes.as_deref().unwrap_or(""),
+        p.status.failed_indexes.as_deref()
+    )
+}
+
+/// After upstream's `TestSyncJobWithJobPodFailurePolicy`, `TestSyncJobWithJobBackoffLimitPerIndex`
+/// and `TestSyncJobWithJobSuccessPolicy` (job_controller_test.go, v1.35).
 #[test]
-fn indexes_format_as_ranges() {
-    let s: BTreeSet<i32> = [0, 1, 2, 4, 6, 7].into_iter().collect();
-    assert_eq!(format_indexes(&s), "0-2,4,6-7");
-    assert_eq!(parse_indexes("0-2,4,6-7"), s);
+fn sync_job_with_policies_cases() {
+    let t = "2026-01-01T00:01:00Z";
+    let pfp = json!({"rules": [
+        {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
+        {"action": "FailJob", "onExitCodes": {"containerName": "c", "operator": "In", "values": [5, 6, 7]}},
+        {"action": "Count", "onExitCodes": {"operator": "In", "values": [42]}}]});
+    let mut disrupted = failed_pod("d", None, 137, None);
+    disrupted.status.as_mut().unwrap().conditions = Some(vec![
+        serde_json::from_value(json!({"type": "DisruptionTarget", "status": "True"})).unwrap(),
+    ]);
+    let indexed = |extra: serde_json::Value| {
+        let mut s = json!({"completionMode": "Indexed", "completions": 3, "parallelism": 3});
+        for (k, v) in extra.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        job(s, json!({}))
+    };
+    let per_index = json!({"backoffLimitPerIndex": 1, "backoffLimit": 2147483647});
+    let cases: Vec<(&str, Job, Vec<Pod>, &str)> = vec![
+        (
+            "FailJob rule: the job fails at once with PodFailurePolicy",
+            job(json!({"podFailurePolicy": pfp}), json!({})),
+            vec![failed_pod("a", None, 5, None)],
+            "active=0 succeeded=0 failed=1 create=[] delete=0 conds=[FailureTarget=PodFailurePolicy,Failed=PodFailurePolicy] requeue=None completed=\"\" failedIndexes=None",
+        ),
+        (
+            "FailJob rule with a pod still running: FailureTarget, the pod deleted",
+            job(json!({"podFailurePolicy": pfp}), json!({})),
+            vec![failed_pod("a", None, 6, None), pod("b", "Running", None, t)],
+            "active=1 succeeded=0 failed=1 create=[] delete=1 conds=[FailureTarget=PodFailurePolicy] requeue=Some(1s) completed=\"\" failedIndexes=None",
+        ),
+        (
+            "Ignore rule: not counted against backoffLimit, replaced without back-off",
+            job(json!({"podFailurePolicy": pfp, "backoffLimit": 0}), json!({})),
+            vec![disrupted.clone()],
+            "active=0 succeeded=0 failed=0 create=[None, None] delete=0 conds=[] requeue=None completed=\"\" failedIndexes=None",
+        ),
+        (
+            "Count rule: counted against backoffLimit",
+            job(json!({"podFailurePolicy": pfp, "backoffLimit": 0}), json!({})),
+            vec![failed_pod("a", None, 42, None)],
+            "active=0 succeeded=0 failed=1 create=[] delete=0 conds=[FailureTarget=BackoffLimitExceeded,Failed=BackoffLimitExceeded] requeue=None completed=\"\" failedIndexes=None",
+        ),
+        (
+            "no rule matched: counted as usual",
+            job(json!({"podFailurePolicy": pfp, "backoffLimit": 0}), json!({})),
+            vec![failed_pod("a", None, 1, None)],
+            "active=0 succeeded=0 failed=1 create=[] delete=0 conds=[FailureTarget=BackoffLimitExceeded,Failed=BackoffLimitExceeded] requeue=None completed=\"\" failedIndexes=None",
+        ),
+        (
+            "per index: a first failure is retried after the index's back-off",
+            indexed(per_index.clone()),
+            vec![
+                failed_pod("a", Some(0), 1, Some(0)),
+                pod("b", "Running", Some(1), t),
+                pod("c", "Running", Some(2), t),
+            ],
+            "active=2 succeeded=0 failed=1 create=[Some(0)] delete=0 conds=[] requeue=None completed=\"\" failedIndexes=Some(\"\")",
+        ),
+        (
+            "per index: reaching backoffLimitPerIndex fails the index, the others go on",
+            indexed(per_index.clone()),
+            vec![
+                failed_pod("a", Some(0), 1, Some(0)),
+                failed_pod("a2", Some(0), 1, Some(1)),
+                pod("b", "Succeeded", Some(1), t),
+                pod("c", "Running", Some(2), t),
+            ],
+            "active=1 succeeded=1 failed=2 create=[] delete=0 conds=[] requeue=None completed=\"1\" failedIndexes=Some(\"0\")",
+        ),
+        (
+            "per index: failed and succeeded indexes cover all, FailedIndexes",
+            indexed(per_index.clone()),
+            vec![
+                failed_pod("a2", Some(0), 1, Some(1)),
+                pod("b", "Succeeded", Some(1), t),
+                pod("c", "Succeeded", Some(2), t),
+            ],
+            "active=0 succeeded=2 failed=1 create=[] delete=0 conds=[FailureTarget=FailedIndexes,Failed=FailedIndexes] requeue=None completed=\"1,2\" failedIndexes=Some(\"0\")",
+        ),
+        (
+            "per index: more failed indexes than maxFailedIndexes",
+            indexed(json!({"backoffLimitPerIndex": 0, "maxFailedIndexes": 1})),
+            vec![
+                failed_pod("a", Some(0), 1, Some(0)),
+                failed_pod("b", Some(1), 1, Some(0)),
+                pod("c", "Running", Some(2), t),
+            ],
+            "active=1 succeeded=0 failed=2 create=[] delete=1 conds=[FailureTarget=MaxFailedIndexesExceeded] requeue=Some(1s) completed=\"\" failedIndexes=Some(\"0,1\")",
+        ),
+        (
+            "per index: a FailIndex rule fails the index on the first failure",
+            indexed(json!({"backoffLimitPerIndex": 3, "podFailurePolicy": {"rules": [
+                {"action": "FailIndex", "onExitCodes": {"operator": "In", "values": [3]}}]}})),
+            vec![
+                failed_pod("a", Some(2), 3, Some(0)),
+                pod("b", "Running", Some(0), t),
+                pod("c", "Running", Some(1), t),
+            ],
+            "active=2 succeeded=0 failed=1 create=[] delete=0 conds=[] requeue=None completed=\"\" failedIndexes=Some(\"2\")",
+        ),
+        (
+            "success policy: the leader index succeeded, the others are deleted",
+            indexed(json!({"successPolicy": {"rules": [{"succeededIndexes": "0"}]}})),
+            vec![
+                pod("a", "Succeeded", Some(0), t),
+                pod("b", "Running", Some(1), t),
+                pod("c", "Running", Some(2), t),
+            ],
+            "active=2 succeeded=1 failed=0 create=[] delete=2 conds=[SuccessCriteriaMet=SuccessPolicy] requeue=Some(1s) completed=\"0\" failedIndexes=None",
+        ),
+        (
+            "success policy: succeededCount not reached yet",
+            indexed(json!({"successPolicy": {"rules": [{"succeededCount": 2}]}})),
+            vec![pod("a", "Succeeded", Some(0), t), pod("b", "Running", Some(1), t)],
+            "active=1 succeeded=1 failed=0 create=[Some(2)] delete=0 conds=[] requeue=None completed=\"0\" failedIndexes=None",
+        ),
+    ];
+    for (name, j, pods, want) in cases {
+        let refs: Vec<&Pod> = pods.iter().collect();
+        let got = with_failed_indexes(&plan(&j, &refs, now()));
+        assert_eq!(got, want, "case {name:?}");
+    }
+}
+
+#[test]
+fn success_criteria_met_completes_with_its_reason_once_the_pods_are_gone() {
+    let j = job(
+        json!({"completionMode": "Indexed", "completions": 3, "parallelism": 3,
+            "successPolicy": {"rules": [{"succeededIndexes": "0"}]}}),
+        json!({"completedIndexes": "0", "conditions": [{"type": "SuccessCriteriaMet",
+            "status": "True", "reason": "SuccessPolicy", "message": "Matched rules at index 0"}]}),
+    );
+    let done = pod("a", "Succeeded", Some(0), "2026-01-01T00:01:00Z");
+    let p = plan(&j, &[&done], now());
+    let complete = condition(&p.status, "Complete").unwrap();
+    assert_eq!(complete.reason.as_deref(), Some("SuccessPolicy"));
+    assert_eq!(complete.message.as_deref(), Some("Matched rules at index 0"));
+    assert!(p.status.completion_time.is_some());
+}
+
+#[test]
+fn per_index_replacement_carries_the_failure_count() {
+    let j = job(
+        json!({"completionMode": "Indexed", "completions": 1, "parallelism": 1,
+            "backoffLimitPerIndex": 2}),
+        json!({}),
+    );
+    // Failed 10 min ago with one failure before: the 20 s back-off has passed.
+    let failed = failed_pod("a", Some(0), 1, Some(1));
+    let p = plan(&j, &[&failed], now());
+    assert_eq!(p.create, vec![Some(0)]);
+    assert_eq!(p.index_failures.get(&0), Some(&(2, 0)));
 }
