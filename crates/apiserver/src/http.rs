@@ -807,6 +807,7 @@ async fn dispatch(
         }
         (&Method::POST, Some(name), Some("token")) if res.has_subresource("token") => {
             let body = decode(&headers, &read_body(ctx, body).await?)?;
+            crate::rbac::node::admit_token(&writer, &api.store, &ns, name, &body)?;
             Ok(value_response(201, &ctx.tokens.token_request(&ns, name, body)?))
         }
         (&Method::PUT, Some(name), sub @ (None | Some("status")))

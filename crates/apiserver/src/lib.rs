@@ -286,18 +286,21 @@ impl ApiServer {
         };
         let host =
             if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
+        // Node, then RBAC, behind the chain's `system:masters` check (the admin token's
+        // group), as kube-apiserver's `--authorization-mode=Node,RBAC`.
+        let authz: Arc<dyn auth::Authorizer> = Arc::new(auth::Chain(vec![
+            rbac::node::NodeAuthorizer::new(api.store.clone()),
+            rbac.clone(),
+        ]));
+        // Admission's `authorizer` CEL variable asks the same authoriser.
+        let _ = api.authz.set(authz.clone());
         let ctx = Arc::new(http::Ctx {
             api: api.clone(),
             authn: auth::Authenticator::new(pki.token.clone())
                 .with_token_source(tokens.clone())
                 .with_cert_source(Arc::new(certauth::CommonNameAuthenticator)),
             tokens,
-            // Node, then RBAC, behind the chain's `system:masters` check (the admin token's
-            // group), as kube-apiserver's `--authorization-mode=Node,RBAC`.
-            authz: Arc::new(auth::Chain(vec![
-                rbac::node::NodeAuthorizer::new(api.store.clone()),
-                rbac.clone(),
-            ])),
+            authz: authz.clone(),
             rbac: rbac.clone(),
             max_body: cfg.max_body,
             server_address: format!("{host}:{}", addr.port()),

@@ -157,6 +157,9 @@ pub struct Api {
     kruise_webhook: bool,
     /// Counters and histograms `/metrics` reports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// The server's authoriser, set once at start: admission's `authorizer` CEL variable asks
+    /// it ([`crate::admission::authz`]).
+    pub authz: std::sync::OnceLock<Arc<dyn crate::auth::Authorizer>>,
 }
 
 pub fn now_rfc3339() -> String {
@@ -223,6 +226,7 @@ impl Api {
             suffixes: Arc::new(|| random_suffix(5)),
             kruise_webhook: true,
             metrics: Arc::default(),
+            authz: std::sync::OnceLock::new(),
         }
     }
 
@@ -503,6 +507,7 @@ impl Api {
             user: &user,
             dry_run: opts.dry_run,
             options,
+            authorizer: self.authz.get().cloned(),
         };
         let view = Served { api: self, sub };
         let (w, changed) =
@@ -1278,6 +1283,7 @@ impl Api {
             user,
             dry_run: opts.dry_run,
             options,
+            authorizer: self.authz.get().cloned(),
         };
         let view = Served { api: self, sub: None };
         let cur_v = cur.value();

@@ -95,6 +95,10 @@ pub struct ApiArgs {
     /// during the watch phase
     #[arg(long, default_value_t = 4)]
     background_writers: usize,
+    /// ValidatingWebhookConfigurations (rules on Secrets, so no ConfigMap write matches one)
+    /// created before the write phases: the cost of admission configurations that match nothing
+    #[arg(long, default_value_t = 0)]
+    webhook_configs: usize,
     /// The kinetic executable to run as the server, to compare builds with the same benchmark
     /// [default: this executable]
     #[arg(long, value_name = "PATH")]
@@ -295,6 +299,7 @@ async fn api(args: ApiArgs) -> anyhow::Result<()> {
         ChildServer::start(&scratch.path().join("data"), args.server.as_deref()).await?;
     let client = server.client.clone();
     let rss_start = server.rss()?;
+    create_webhook_configs(&client, args.webhook_configs).await?;
 
     let (list, rss_after_pod_creates) = if args.pods > 0 {
         let created = create_pods(&client, args.pods).await?;
@@ -675,6 +680,30 @@ fn summarize(
 
 /// `clients` tasks create small ConfigMaps back to back for `phase`. Returns the phase and the
 /// names each task created, for the update phase.
+/// `n` ValidatingWebhookConfigurations whose rules name Secrets only (never called: the bench
+/// writes ConfigMaps), pointing at a port nothing listens on.
+async fn create_webhook_configs(client: &kube::Client, n: usize) -> anyhow::Result<()> {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    let api: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
+    for i in 0..n {
+        let cfg: ValidatingWebhookConfiguration = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("bench-unmatched-{i}")},
+            "webhooks": [{
+                "name": format!("unmatched-{i}.bench.kinetic.dev"),
+                "clientConfig": {"url": "https://127.0.0.1:1/never"},
+                "rules": [{"operations": ["CREATE", "UPDATE"], "apiGroups": [""],
+                           "apiVersions": ["v1"], "resources": ["secrets"]}],
+                "sideEffects": "None",
+                "admissionReviewVersions": ["v1"],
+            }],
+        }))?;
+        api.create(&PostParams::default(), &cfg)
+            .await
+            .with_context(|| format!("creating webhook configuration {i}"))?;
+    }
+    Ok(())
+}
+
 async fn create_phase(
     client: &kube::Client,
     clients: usize,

@@ -71,6 +71,11 @@ pub struct ControllerArgs {
     /// The URL the API server calls for the webhook [default: https://WEBHOOK_LISTEN/mutate-pod]
     #[arg(long, requires = "webhook_listen")]
     pub webhook_url: Option<String>,
+    /// Print the ClusterRoles and bindings the controllers (user system:kinetic-controller or
+    /// ServiceAccount kinetic-system/kinetic-controller) and node agents (group
+    /// system:nodes) need, as YAML for `kubectl apply -f -`, and exit
+    #[arg(long)]
+    pub print_rbac: bool,
 }
 
 /// A duration as kube-controller-manager's flags take it (`15s`, `500ms`, `1m30s`).
@@ -329,6 +334,13 @@ enum Ending {
 ///   (client-go's `ReleaseOnCancel`, itself bounded by the renew deadline) so a standby takes
 ///   over within a retry period, and returns.
 pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
+    if args.print_rbac {
+        #[allow(clippy::print_stdout)]
+        {
+            print!("{}", crate::identities::yaml()?);
+        }
+        return Ok(());
+    }
     let client = crate::client_from(args.kubeconfig.as_deref()).await?;
     let identity = args
         .identity

@@ -10,11 +10,13 @@ mod bench_rollout;
 mod bench_serve;
 mod bench_sidecar;
 mod controllers;
+mod identities;
 mod image;
 mod image_cmd;
 mod platform;
 mod rollout;
 mod serve_cmd;
+mod tenant;
 mod trace;
 
 use std::net::SocketAddr;
@@ -186,6 +188,19 @@ enum Command {
         #[command(subcommand)]
         cmd: serve_cmd::ServeCmd,
     },
+    /// Tenants on the shared control plane: namespaces, `admin` bindings, quotas and a
+    /// kubeconfig each
+    Tenant {
+        /// The admin's kubeconfig [default: DATA/kubeconfig]
+        #[arg(long, global = true)]
+        kubeconfig: Option<PathBuf>,
+        /// The control plane's data directory, whose CA signs the tenants' certificates
+        /// [default: as `kinetic up`]
+        #[arg(long, global = true, env = "KINETIC_DATA_DIR")]
+        data_dir: Option<PathBuf>,
+        #[command(subcommand)]
+        cmd: tenant::TenantCmd,
+    },
     /// Measure Kinetic against its targets
     Bench {
         #[command(subcommand)]
@@ -235,8 +250,23 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
         format!("starting the {what} with data directory {}", data_dir.display())
     })?;
     let kubeconfig = server.write_kubeconfig().context("writing the kubeconfig")?;
-    let client = client_for(Some(&kubeconfig), CONTROLLER_AGENT).await?;
-    let scheduler_client = client_for(Some(&kubeconfig), SCHEDULER_AGENT).await?;
+    // The controllers and the node agent run with their own least-privilege identities
+    // ([`identities`]), not the admin's.
+    // `kinetic apiserver` alone leaves RBAC to its admin (`kinetic controller --print-rbac`).
+    if extras.scheduler || extras.node.is_some() {
+        let admin = client_for(Some(&kubeconfig), CLI_AGENT).await?;
+        identities::apply(&admin)
+            .await
+            .context("applying the RBAC of the controllers and nodes")?;
+    }
+    let controller_kc = write_identity(
+        &server,
+        &data_dir.join("controller.kubeconfig"),
+        identities::CONTROLLER_USER,
+        &[],
+    )?;
+    let client = client_for(Some(&controller_kc), CONTROLLER_AGENT).await?;
+    let scheduler_client = client_for(Some(&controller_kc), SCHEDULER_AGENT).await?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let scheduler = extras.scheduler.then(|| {
         let client = scheduler_client;
@@ -280,7 +310,13 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
             let mut cfg = node_config(&node, data_dir.join("node"))?;
             cfg.auth_token = Some(server.token().to_owned());
             cfg.api_server = server_host_port(&server.url());
-            let node_client = client_for(Some(&kubeconfig), NODE_AGENT).await?;
+            let node_kc = write_identity(
+                &server,
+                &data_dir.join("node.kubeconfig"),
+                &format!("{}{}", kinetic_apiserver::rbac::node::NODE_USER_PREFIX, cfg.node_name),
+                &[kinetic_apiserver::rbac::node::NODES_GROUP],
+            )?;
+            let node_client = client_for(Some(&node_kc), NODE_AGENT).await?;
             Some(
                 kinetic_node::Agent::start(node_client, cfg)
                     .await
@@ -320,6 +356,22 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
     }
     server.shutdown().await;
     Ok(())
+}
+
+/// Writes a kubeconfig for `user` in `groups` (a client certificate of the cluster CA) to
+/// `path`, mode 0600, and returns the path.
+fn write_identity(
+    server: &kinetic_apiserver::ApiServer,
+    path: &std::path::Path,
+    user: &str,
+    groups: &[&str],
+) -> anyhow::Result<PathBuf> {
+    let kc = server
+        .client_kubeconfig(user, groups)
+        .with_context(|| format!("issuing a client certificate for {user}"))?;
+    kinetic_apiserver::pki::write_private(path, kc.as_bytes(), 0o600)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path.to_owned())
 }
 
 fn hostname() -> String {
@@ -594,6 +646,12 @@ fn main() -> std::process::ExitCode {
             }
             Command::Serve { kubeconfig, cmd } => {
                 serve_cmd::run(client_for(kubeconfig.as_deref(), CLI_AGENT).await?, cmd).await
+            }
+            Command::Tenant { kubeconfig, data_dir, cmd } => {
+                let data_dir = data_dir.unwrap_or_else(default_data_dir);
+                let kubeconfig = kubeconfig.unwrap_or_else(|| data_dir.join("kubeconfig"));
+                let client = client_for(Some(&kubeconfig), CLI_AGENT).await?;
+                tenant::run(client, &kubeconfig, &data_dir, cmd).await
             }
             Command::Bench { what } => bench_pull::run(what).await,
         }

@@ -11,7 +11,8 @@
 //! keep a pod Pending, bound volumes' node affinity restricts nodes, and unbound
 //! `WaitForFirstConsumer` claims get `volume.kubernetes.io/selected-node`.
 //!
-//! The controllers beside it: [`cloneset`] (with image pre-download for in-place rollouts),
+//! The controllers beside it: [`cloneset`] (with image pre-download for in-place rollouts,
+//! [`predownload`], which the Advanced StatefulSet and Advanced DaemonSet share),
 //! [`imagepulljob`] (OpenKruise's ImagePullJob: writes per-node tags into NodeImages within
 //! `parallelism` and computes the job status from what the nodes report), [`nodeimage`] (one
 //! NodeImage per Node; the node agent does the pulls, nothing here pulls) and [`volume`] (the
@@ -46,6 +47,7 @@ pub mod network;
 pub mod nodeimage;
 pub mod podpool;
 pub mod podunavailablebudget;
+pub mod predownload;
 pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;

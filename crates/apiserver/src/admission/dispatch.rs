@@ -15,7 +15,6 @@ use crate::registry::{Registry, Resource, storage_key};
 use crate::store::{ObjKey, Store};
 
 /// One write as the webhooks see it.
-#[derive(Debug)]
 pub struct Request<'a> {
     pub res: &'a Resource,
     /// The subresource written (`status`, `scale`), `""` for the resource itself.
@@ -28,6 +27,31 @@ pub struct Request<'a> {
     pub dry_run: bool,
     /// The request's `CreateOptions`/`UpdateOptions`/`DeleteOptions`.
     pub options: Value,
+    /// The server's authoriser, for the `authorizer` CEL variable (`None`: allow all, as a
+    /// server without authorisation).
+    pub authorizer: Option<Arc<dyn crate::auth::Authorizer>>,
+}
+
+impl Request<'_> {
+    /// The `authorizer` CEL variable of this request ([`super::authz`]).
+    #[must_use]
+    pub fn authz(&self) -> super::authz::Authz {
+        super::authz::Authz {
+            authorizer: self
+                .authorizer
+                .clone()
+                .unwrap_or_else(|| Arc::new(crate::auth::AlwaysAllow)),
+            user: self.user.clone(),
+            request: [
+                self.res.group.clone(),
+                self.res.version.clone(),
+                self.res.plural.clone(),
+                self.sub.to_owned(),
+                self.namespace.to_owned(),
+                self.name.to_owned(),
+            ],
+        }
+    }
 }
 
 /// How `rest` shows an object to a webhook of a given served version and takes the webhook's
@@ -47,15 +71,60 @@ pub trait View: Send + Sync {
     fn unview(&self, res: &Resource, target: &mut Value, view: Value) -> ApiResult<()>;
 }
 
+/// What one resource's objects decode to, with the `(uid, resourceVersion)` of each object
+/// they were decoded from: any write to the resource changes that signature.
+struct Decoded {
+    sig: Vec<(Box<str>, u64)>,
+    items: Arc<Vec<Value>>,
+}
+
+/// Decoded admission configurations by storage key and what they were derived for (a store's
+/// writes change the signature, which invalidates the entry). Keyed by uids and versions, not
+/// by store, so servers in one process (tests) never see each other's entries.
+static DECODED: std::sync::Mutex<Vec<(String, Decoded)>> = std::sync::Mutex::new(Vec::new());
+
+/// The objects of `plural` (an `admissionregistration.k8s.io` resource) turned into values by
+/// `decode`, decoded once per set of resourceVersions: a write checks only the stored versions
+/// (no JSON is decoded while no configuration changed, nothing at all while there is none).
+pub(super) fn cached(
+    store: &Store,
+    plural: &str,
+    tag: &str,
+    decode: impl Fn(&Value) -> Vec<Value>,
+) -> Arc<Vec<Value>> {
+    let key = storage_key(super::GROUP, plural);
+    let st = store.read();
+    let sig: Vec<(Box<str>, u64)> =
+        st.list(&key, None, None).map(|(_, s)| (Box::from(s.uid()), s.rv)).collect();
+    if sig.is_empty() {
+        return Arc::default();
+    }
+    let slot = format!("{key}#{tag}");
+    if let Ok(cache) = DECODED.lock()
+        && let Some((_, d)) = cache.iter().find(|(k, _)| *k == slot)
+        && d.sig == sig
+    {
+        return d.items.clone();
+    }
+    let items: Arc<Vec<Value>> =
+        Arc::new(st.list(&key, None, None).flat_map(|(_, s)| decode(&s.value())).collect());
+    drop(st);
+    if let Ok(mut cache) = DECODED.lock() {
+        let entry = Decoded { sig, items: items.clone() };
+        match cache.iter_mut().find(|(k, _)| *k == slot) {
+            Some((_, d)) => *d = entry,
+            None => cache.push((slot, entry)),
+        }
+    }
+    items
+}
+
 /// The webhooks of every configuration of `plural`, ordered by configuration name and then
 /// as listed (upstream's order).
-fn hooks(store: &Store, plural: &str) -> Vec<Value> {
-    let st = store.read();
-    st.list(&storage_key(super::GROUP, plural), None, None)
-        .flat_map(|(_, s)| {
-            s.value().get("webhooks").and_then(Value::as_array).cloned().unwrap_or_default()
-        })
-        .collect()
+fn hooks(store: &Store, plural: &str) -> Arc<Vec<Value>> {
+    cached(store, plural, "webhooks", |v| {
+        v.get("webhooks").and_then(Value::as_array).cloned().unwrap_or_default()
+    })
 }
 
 fn hook_name(h: &Value) -> &str {
@@ -224,14 +293,14 @@ pub(super) fn review_request(
 }
 
 /// Whether a webhook's `matchConditions` let the request through (`Ok(false)`: skip it).
-fn conditions_match(hook: &Value, request: &Value) -> Result<bool, CallError> {
+fn conditions_match(hook: &Value, request: &Value, req: &Request<'_>) -> Result<bool, CallError> {
     let Some(conds) = hook.get("matchConditions").and_then(Value::as_array) else {
         return Ok(true);
     };
     let null = Value::Null;
     let obj = request.get("object").unwrap_or(&null);
     let old = request.get("oldObject").unwrap_or(&null);
-    super::expr::match_conditions(conds, obj, old, request)
+    super::expr::match_conditions(conds, obj, old, request, Some(&req.authz()))
         .map_err(|e| CallError(format!("failed to evaluate match conditions: {e}")))
 }
 
@@ -399,7 +468,7 @@ pub async fn mutate(
             let old_view = old.map(|o| view.view(&res, o)).transpose()?;
             let request =
                 review_request(req, view.kind(&res), &res, obj_view.as_ref(), old_view.as_ref());
-            let answer = match conditions_match(hook, &request) {
+            let answer = match conditions_match(hook, &request, req) {
                 Ok(false) => continue,
                 Ok(true) => {
                     check_dry_run(hook, req)?;
@@ -457,7 +526,7 @@ pub async fn validate(
         return Ok(Vec::new());
     }
     let mut calls = Vec::new();
-    for hook in &hooks {
+    for hook in hooks.iter() {
         let Some(res) = matched(reg, hook, req) else { continue };
         if !should_call(store, hook, req, obj, old) {
             continue;
@@ -466,7 +535,7 @@ pub async fn validate(
         let old_view = old.map(|o| view.view(&res, o)).transpose()?;
         let request =
             review_request(req, view.kind(&res), &res, obj_view.as_ref(), old_view.as_ref());
-        let matched = conditions_match(hook, &request);
+        let matched = conditions_match(hook, &request, req);
         if matches!(matched, Ok(false)) {
             continue;
         }

@@ -22,10 +22,25 @@ pub fn compile(src: &str) -> Result<Program, String> {
 /// A variable cannot be converted, the cost passes upstream's per-call limit, or evaluation
 /// fails (a missing field, a type error).
 pub fn eval(program: &Program, vars: &[(&str, &Value)]) -> Result<cel::Value, String> {
+    eval_with(program, vars, None)
+}
+
+/// [`eval`] with the `authorizer` variable bound when `authz` is given ([`super::authz`]).
+///
+/// # Errors
+/// As [`eval`].
+pub fn eval_with(
+    program: &Program,
+    vars: &[(&str, &Value)],
+    authz: Option<&super::authz::Authz>,
+) -> Result<cel::Value, String> {
     let mut ctx = Context::with_env(crate::cel::env());
     for (name, v) in vars {
         let value = cel::to_value(v).map_err(|e| format!("converting {name} to CEL: {e}"))?;
         ctx.add_variable_from_value(*name, value);
+    }
+    if let Some(a) = authz {
+        a.bind(&mut ctx)?;
     }
     if crate::cel::runtime_cost(program.expression(), &ctx, crate::cel::PER_CALL_LIMIT).is_none() {
         return Err("operation cancelled: actual cost limit exceeded".to_owned());
@@ -38,7 +53,19 @@ pub fn eval(program: &Program, vars: &[(&str, &Value)]) -> Result<cel::Value, St
 /// # Errors
 /// As [`eval`], or the result is not a bool.
 pub fn eval_bool(program: &Program, vars: &[(&str, &Value)]) -> Result<bool, String> {
-    match eval(program, vars)? {
+    eval_bool_with(program, vars, None)
+}
+
+/// [`eval_bool`] with the `authorizer` variable.
+///
+/// # Errors
+/// As [`eval_bool`].
+pub fn eval_bool_with(
+    program: &Program,
+    vars: &[(&str, &Value)],
+    authz: Option<&super::authz::Authz>,
+) -> Result<bool, String> {
+    match eval_with(program, vars, authz)? {
         cel::Value::Bool(b) => Ok(b),
         other => Err(format!("expression must evaluate to bool, got {}", other.type_of())),
     }
@@ -55,13 +82,14 @@ pub fn match_conditions(
     obj: &Value,
     old: &Value,
     request: &Value,
+    authz: Option<&super::authz::Authz>,
 ) -> Result<bool, String> {
     let mut first_err = None;
     for c in conds {
         let name = c.get("name").and_then(Value::as_str).unwrap_or("");
         let src = c.get("expression").and_then(Value::as_str).unwrap_or("");
         let r = compile(src).and_then(|p| {
-            eval_bool(&p, &[("object", obj), ("oldObject", old), ("request", request)])
+            eval_bool_with(&p, &[("object", obj), ("oldObject", old), ("request", request)], authz)
         });
         match r {
             Ok(true) => {}
@@ -88,7 +116,7 @@ mod tests {
         let obj = json!({"metadata": {"name": "web", "labels": {"a": "b"}}});
         let req = json!({"operation": "CREATE", "userInfo": {"username": "alice"}});
         let cond = |e: &str| json!({"name": "c", "expression": e});
-        let run = |cs: &[Value]| match_conditions(cs, &obj, &Value::Null, &req);
+        let run = |cs: &[Value]| match_conditions(cs, &obj, &Value::Null, &req, None);
         assert_eq!(run(&[cond("object.metadata.name == 'web'")]), Ok(true));
         assert_eq!(run(&[cond("request.userInfo.username == 'bob'")]), Ok(false));
         assert_eq!(

@@ -13,9 +13,12 @@
 //!
 //! Differences from upstream: only requests of clients go to webhooks (the server's own
 //! controllers' writes — garbage collection, namespace cleanup, service accounts, bootstrap —
-//! do not, so a broken webhook never stalls start or cleanup); `pods/binding` and `CONNECT` are not
-//! sent, and `matchConditions` get no `authorizer` variable.
+//! do not, so a broken webhook never stalls start or cleanup).
+//!
+//! CEL expressions get the `authorizer` variable ([`authz`]), backed by the server's
+//! authoriser.
 
+pub mod authz;
 pub mod client;
 pub mod config;
 pub mod dispatch;

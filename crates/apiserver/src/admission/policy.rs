@@ -7,8 +7,8 @@
 //! `oldObject`, `request`, `params`, `namespaceObject`, `variables`) with the binding's
 //! `validationActions`: Deny refuses (`ValidatingAdmissionPolicy 'P' with binding 'B' denied
 //! request: MSG`, the validation's reason, Invalid 422 by default), Warn answers a `Warning`,
-//! Audit is logged. Not yet: `auditAnnotations`, type checking (`status.typeChecking`), the
-//! `authorizer` variable.
+//! Audit is logged; expressions get the `authorizer` variable ([`super::authz`]). Not yet:
+//! `auditAnnotations`, type checking (`status.typeChecking`).
 
 use serde_json::{Map, Value, json};
 
@@ -272,7 +272,11 @@ fn params(
 }
 
 /// Evaluates one policy with one params object (or none). Returns the violations.
-fn evaluate(policy: &Value, vars: &mut Map<String, Value>) -> Vec<Violation> {
+fn evaluate(
+    policy: &Value,
+    vars: &mut Map<String, Value>,
+    authz: Option<&super::authz::Authz>,
+) -> Vec<Violation> {
     let ignore = policy.pointer("/spec/failurePolicy").and_then(Value::as_str) == Some("Ignore");
     // `variables`, in order, each seeing the ones before it.
     let mut computed = Map::new();
@@ -281,7 +285,8 @@ fn evaluate(policy: &Value, vars: &mut Map<String, Value>) -> Vec<Violation> {
         let src = v.get("expression").and_then(Value::as_str).unwrap_or("");
         vars.insert("variables".into(), Value::Object(computed.clone()));
         let bound: Vec<(&str, &Value)> = vars.iter().map(|(k, v)| (k.as_str(), v)).collect();
-        if let Ok(val) = super::expr::compile(src).and_then(|p| super::expr::eval(&p, &bound))
+        if let Ok(val) =
+            super::expr::compile(src).and_then(|p| super::expr::eval_with(&p, &bound, authz))
             && let Ok(json) = val.json()
         {
             computed.insert(name.to_owned(), json);
@@ -297,13 +302,15 @@ fn evaluate(policy: &Value, vars: &mut Map<String, Value>) -> Vec<Violation> {
             "" => "Invalid",
             r => r,
         };
-        match super::expr::compile(expr).and_then(|p| super::expr::eval_bool(&p, &bound)) {
+        match super::expr::compile(expr)
+            .and_then(|p| super::expr::eval_bool_with(&p, &bound, authz))
+        {
             Ok(true) => {}
             Ok(false) => {
                 let from_expr = (!s("messageExpression").is_empty())
                     .then(|| {
                         super::expr::compile(s("messageExpression"))
-                            .and_then(|p| super::expr::eval(&p, &bound))
+                            .and_then(|p| super::expr::eval_with(&p, &bound, authz))
                             .ok()
                     })
                     .flatten()
@@ -350,16 +357,17 @@ pub fn validate(
     if matching::exempt(&req.res.group) {
         return Ok(Vec::new());
     }
-    let bindings: Vec<Value> = {
-        let st = store.read();
-        st.list(&storage_key(super::GROUP, BINDINGS), None, None).map(|(_, s)| s.value()).collect()
-    };
+    let bindings = dispatch::cached(store, BINDINGS, "objects", |v| vec![v.clone()]);
+    if bindings.is_empty() {
+        return Ok(Vec::new());
+    }
+    let policies = dispatch::cached(store, POLICIES, "objects", |v| vec![v.clone()]);
     let mut warnings = Vec::new();
-    for binding in &bindings {
+    for binding in bindings.iter() {
         let bname = binding.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
         let pname = binding.pointer("/spec/policyName").and_then(Value::as_str).unwrap_or("");
-        let key = ObjKey::new(&storage_key(super::GROUP, POLICIES), "", pname);
-        let Some(policy) = store.get(&key).map(|p| p.value()) else { continue };
+        let named = |p: &&Value| p.pointer("/metadata/name").and_then(Value::as_str) == Some(pname);
+        let Some(policy) = policies.iter().find(named) else { continue };
         let constraints = policy.pointer("/spec/matchConstraints").cloned().unwrap_or_default();
         let Some(res) = selects(store, reg, &constraints, req, obj, old) else { continue };
         if let Some(m) = binding.pointer("/spec/matchResources").filter(|m| !m.is_null())
@@ -382,6 +390,7 @@ pub fn validate(
         } else {
             Value::Null
         };
+        let authz = req.authz();
         let mut vars = Map::new();
         vars.insert("object".into(), obj_view.clone().unwrap_or(Value::Null));
         vars.insert("oldObject".into(), old_view.clone().unwrap_or(Value::Null));
@@ -397,6 +406,7 @@ pub fn validate(
                 &vars["object"].clone(),
                 &vars["oldObject"].clone(),
                 &request,
+                Some(&authz),
             )
         }) {
             Some(Ok(false)) => continue,
@@ -408,16 +418,16 @@ pub fn validate(
             _ => {}
         }
         if violations.is_empty() {
-            match params(store, reg, &policy, binding, req) {
+            match params(store, reg, policy, binding, req) {
                 Err(e) => violations.push(Violation { message: e, reason: "Invalid" }),
                 Ok(None) => {
                     vars.insert("params".into(), Value::Null);
-                    violations = evaluate(&policy, &mut vars);
+                    violations = evaluate(policy, &mut vars, Some(&authz));
                 }
                 Ok(Some(all)) => {
                     for p in all {
                         vars.insert("params".into(), p);
-                        violations.extend(evaluate(&policy, &mut vars));
+                        violations.extend(evaluate(policy, &mut vars, Some(&authz)));
                     }
                 }
             }
@@ -469,7 +479,7 @@ mod tests {
         let mut vars = Map::new();
         vars.insert("object".into(), json!({"spec": {"replicas": 7}}));
         let got: Vec<(String, &str)> =
-            evaluate(&policy, &mut vars).into_iter().map(|v| (v.message, v.reason)).collect();
+            evaluate(&policy, &mut vars, None).into_iter().map(|v| (v.message, v.reason)).collect();
         assert_eq!(got[0], ("failed expression: variables.n < 3".to_owned(), "Invalid"));
         assert_eq!(got[1], ("too many".to_owned(), "Invalid"));
         assert_eq!(got[2], ("got 7".to_owned(), "Forbidden"));

@@ -432,6 +432,55 @@ pub fn admit(
     }
 }
 
+/// NodeRestriction's check of a node's TokenRequest (`admitServiceAccount`): the token must be
+/// bound to a pod (by uid) that runs on the node.
+///
+/// # Errors
+/// 403 with upstream's reason when the node may not have this token.
+pub fn admit_token(
+    user: &UserInfo,
+    store: &Store,
+    ns: &str,
+    account: &str,
+    req: &Value,
+) -> Result<(), crate::error::ApiError> {
+    let Some(node) = node_identity(user) else { return Ok(()) };
+    let refused = |why: &str| {
+        let mut e = crate::error::ApiError::forbidden(format!(
+            "serviceaccounts \"{account}\" is forbidden: {why}"
+        ));
+        e.details = Some(crate::error::details("", "serviceaccounts", account));
+        e
+    };
+    let Some(bound) = req.pointer("/spec/boundObjectRef").filter(|b| b.is_object()) else {
+        return Err(refused("node requested token not bound to a pod"));
+    };
+    let field = |k: &str| bound.get(k).and_then(Value::as_str).unwrap_or("");
+    if field("kind") != "Pod" {
+        return Err(refused(&format!(
+            "node requested token bound to a {}, only pods are allowed",
+            field("kind")
+        )));
+    }
+    if field("uid").is_empty() {
+        return Err(refused("node requested token with a pod binding without a uid"));
+    }
+    let key = ObjKey::new(&storage_key("", "pods"), ns, field("name"));
+    let Some(pod) = store.read().get(&key).map(|s| s.value()) else {
+        return Err(refused(&format!("pods \"{}\" not found", field("name"))));
+    };
+    if pod.pointer("/metadata/uid").and_then(Value::as_str) != Some(field("uid")) {
+        return Err(refused(&format!(
+            "the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated",
+            field("uid")
+        )));
+    }
+    if !bound_to(&pod, node) {
+        return Err(refused("node requested token bound to a pod scheduled on a different node"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 #[path = "node_tests.rs"]
 mod tests;

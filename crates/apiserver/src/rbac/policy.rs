@@ -13,12 +13,18 @@
 //! `system:monitoring`, `system:auth-delegator`, and the component roles `system:node`,
 //! `system:kube-controller-manager`, `system:kube-scheduler`, `system:node-proxier`,
 //! `system:volume-scheduler`. Their rules are upstream's for the resources upstream has.
+//! One is Kinetic's: `kinetic:node-agent`, bound to `system:nodes`, the part of OpenKruise's
+//! `kruise-daemon-role` the node agent needs (ContainerRecreateRequests).
 
 use serde_json::{Value, json};
 
 use super::rules::PolicyRule;
 use super::{AUTOUPDATE, CLUSTER_BINDINGS, CLUSTER_ROLES, GROUP};
 use crate::rest::{Api, WriteOptions};
+
+/// The ClusterRole (and its binding to `system:nodes`) with what Kinetic's node agent needs
+/// beyond the Node authoriser: Kruise's daemon rules.
+pub const NODE_AGENT_ROLE: &str = "kinetic:node-agent";
 
 const READ: &[&str] = &["get", "list", "watch"];
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
@@ -402,6 +408,27 @@ pub fn cluster_roles() -> Vec<DefaultRole> {
                 rule(READ, &["node.k8s.io"], &["runtimeclasses"]),
             ],
         ),
+        // Kinetic's node agent does kruise-daemon's work, so it gets that part of upstream
+        // Kruise's `kruise-daemon-role` (`config/rbac/daemon_role.yaml`) the Node authoriser
+        // has no opinion on: carrying out ContainerRecreateRequests (watch the ones labelled
+        // with its node, move them through their phases in `status`, record the
+        // unready-acquired annotation). Kruise grants it cluster-wide to the daemon's service
+        // account; here to every node identity.
+        role(
+            NODE_AGENT_ROLE,
+            vec![
+                rule(
+                    &["get", "list", "watch", "update", "patch"],
+                    &["apps.kruise.io"],
+                    &["containerrecreaterequests"],
+                ),
+                rule(
+                    &["get", "update", "patch"],
+                    &["apps.kruise.io"],
+                    &["containerrecreaterequests/status"],
+                ),
+            ],
+        ),
         role(
             "system:node-proxier",
             vec![
@@ -442,6 +469,7 @@ pub fn cluster_role_bindings() -> Vec<(&'static str, Vec<(&'static str, &'static
         ("system:kube-scheduler", vec![("User", "system:kube-scheduler")]),
         ("system:volume-scheduler", vec![("User", "system:kube-scheduler")]),
         ("system:node-proxier", vec![("User", "system:kube-proxy")]),
+        (NODE_AGENT_ROLE, vec![("Group", super::node::NODES_GROUP)]),
     ]
 }
 

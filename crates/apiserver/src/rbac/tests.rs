@@ -332,3 +332,37 @@ fn reconciling_a_default_role_adds_and_never_removes() {
     // Reconciled once, nothing more to do.
     assert!(policy::reconcile_role(&out, &view).is_none());
 }
+
+/// Issue 17: a node identity (`system:node:NAME` in `system:nodes`) carries out
+/// ContainerRecreateRequests on a real cluster: the default policy binds its group to
+/// `kinetic:node-agent`, which allows what kruise-daemon's role allows on them and their
+/// status, and nothing more (no create or delete: those are the user's and the controller's).
+#[test]
+fn node_identities_may_carry_out_container_recreate_requests() {
+    let (_, subjects) = policy::cluster_role_bindings()
+        .into_iter()
+        .find(|(name, _)| *name == policy::NODE_AGENT_ROLE)
+        .expect("the node agent's binding is a default");
+    assert_eq!(subjects, [("Group", node::NODES_GROUP)]);
+    let role = policy::cluster_roles()
+        .into_iter()
+        .find(|r| r.name == policy::NODE_AGENT_ROLE)
+        .expect("the node agent's role is a default");
+    let n1 = user("system:node:n1", &[node::NODES_GROUP]);
+    let allowed = |verb: &str, subresource: &str| {
+        let mut a = attrs(&n1, verb, "apps.kruise.io", "containerrecreaterequests", "ns", "r");
+        a.subresource = subresource.into();
+        role.rules.iter().any(|r| r.allows(&a))
+    };
+    for verb in ["get", "list", "watch", "update", "patch"] {
+        assert!(allowed(verb, ""), "{verb} containerrecreaterequests");
+    }
+    for verb in ["get", "update", "patch"] {
+        assert!(allowed(verb, "status"), "{verb} containerrecreaterequests/status");
+    }
+    for verb in ["create", "delete", "deletecollection"] {
+        assert!(!allowed(verb, ""), "{verb} must stay the user's and the controller's");
+    }
+    let other = attrs(&n1, "get", "apps.kruise.io", "clonesets", "ns", "c");
+    assert!(!role.rules.iter().any(|r| r.allows(&other)));
+}

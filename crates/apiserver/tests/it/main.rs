@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod admission;
 mod apply;
 mod cel;
 mod client;

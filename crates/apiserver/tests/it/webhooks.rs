@@ -16,9 +16,9 @@ use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
 
 /// A webhook server on 127.0.0.1 with its own CA; answers by path, records every review.
-struct Hooks {
-    port: u16,
-    ca_bundle: String,
+pub(crate) struct Hooks {
+    pub(crate) port: u16,
+    pub(crate) ca_bundle: String,
     reviews: Arc<Mutex<Vec<(String, Value)>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -75,7 +75,7 @@ async fn answer(path: &str, review: &Value) -> Value {
 }
 
 impl Hooks {
-    async fn start(names: &[&str]) -> Hooks {
+    pub(crate) async fn start(names: &[&str]) -> Hooks {
         let ca_key = rcgen::KeyPair::generate().unwrap();
         let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -131,18 +131,18 @@ impl Hooks {
         Hooks { port, ca_bundle, reviews, task }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("https://127.0.0.1:{}{path}", self.port)
     }
 
-    fn reviews(&self, path: &str) -> Vec<Value> {
+    pub(crate) fn reviews(&self, path: &str) -> Vec<Value> {
         let all = self.reviews.lock().unwrap();
         all.iter().filter(|(p, _)| p == path).map(|(_, r)| r["request"].clone()).collect()
     }
 }
 
 /// A webhook entry calling `url` for pod writes, with `extra` fields merged in.
-fn hook(name: &str, client: Value, extra: Value) -> Value {
+pub(crate) fn hook(name: &str, client: Value, extra: Value) -> Value {
     let mut h = json!({
         "name": name,
         "clientConfig": client,
@@ -157,7 +157,7 @@ fn hook(name: &str, client: Value, extra: Value) -> Value {
     h
 }
 
-async fn configure(t: &TestServer, kind: &str, name: &str, hooks: Vec<Value>) {
+pub(crate) async fn configure(t: &TestServer, kind: &str, name: &str, hooks: Vec<Value>) {
     let obj = json!({"apiVersion": "admissionregistration.k8s.io/v1", "kind": kind,
                      "metadata": {"name": name}, "webhooks": hooks});
     t.kubectl_stdin_ok(&["apply", "-f", "-"], &obj.to_string()).await.unwrap();

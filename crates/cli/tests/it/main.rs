@@ -26,6 +26,7 @@ mod sidecarset;
 mod sidecarset_hot;
 mod statefulset;
 mod storage;
+mod tenant;
 mod united;
 mod up;
 mod workloads;

@@ -12,6 +12,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kinetic_api::kruise::cloneset::CloneSet;
 use kinetic_api::kruise::imagepulljob::{CompletionPolicyType, ImagePullJob};
 use kinetic_api::kruise::nodeimage::{NodeImage, phase, split_image};
+use kinetic_api::kruise::statefulset::StatefulSet as AdvancedStatefulSet;
 use kinetic_api::kruise::{
     CONTROLLER_REVISION_HASH_LABEL, IMAGE_PREDOWNLOAD_CREATED_LABEL,
     IMAGE_PREDOWNLOAD_IGNORED_LABEL,
@@ -214,6 +215,7 @@ async fn kinetic_cli_controllers(client: kube::Client, stop: watch::Receiver<boo
     let crds: Vec<_> = kinetic_controllers::cloneset::crds()
         .into_iter()
         .chain(kinetic_controllers::imagepulljob::crds())
+        .chain(kinetic_controllers::statefulset::crds())
         .collect();
     kinetic_controllers::crds::install(&client, &crds).await.unwrap();
     let until = |mut rx: watch::Receiver<bool>| async move {
@@ -222,6 +224,10 @@ async fn kinetic_cli_controllers(client: kube::Client, stop: watch::Receiver<boo
     let _ = tokio::join!(
         kinetic_controllers::cloneset::run(client.clone(), until(stop.clone())),
         kinetic_controllers::imagepulljob::run(client.clone(), until(stop.clone())),
+        kinetic_controllers::statefulset::run_kind::<AdvancedStatefulSet>(
+            client.clone(),
+            until(stop.clone())
+        ),
         kinetic_controllers::nodeimage::run(client, until(stop)),
     );
 }
@@ -809,6 +815,150 @@ async fn cloneset_pre_download_is_skipped_for_recreate_non_image_changes_and_one
         .map(|j| j.name_any())
         .collect();
     assert_eq!(jobs, vec![format!("{new}-main")], "only the in-place rollout has a job");
+    c.shutdown().await;
+}
+
+/// Issue 17: the Advanced StatefulSet pre-downloads as the CloneSet does (the shared
+/// `kinetic_controllers::predownload`). Four pods on two nodes roll in place one at a time with
+/// a partition of 3; the image change creates `{updateRevision}-main` selecting the set's pods
+/// not at the update revision, owned by the set; both nodes of the waiting pods pull the image
+/// (the job completes with 2 of 2 nodes); lifting the partition updates them in place with the
+/// image already present, and once the revisions converge the job is deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn advanced_statefulset_in_place_rollout_pre_downloads_the_new_image() {
+    let mut c = Cluster::start().await;
+    c.add_agent("node-a").await;
+    c.add_agent("node-b").await;
+    let (v1, _) = image(&c.registry, "pd-sts", "v1").await;
+    let (v2, _) = image(&c.registry, "pd-sts", "v2").await;
+    let sets: Api<AdvancedStatefulSet> = Api::namespaced(c.client.clone(), "default");
+    let name = "pd-sts";
+    let mut set: serde_json::Value =
+        serde_json::to_value(pd_cloneset(name, 4, &v1, json!({}))).unwrap();
+    set["apiVersion"] = json!("apps.kruise.io/v1beta1");
+    set["kind"] = json!("StatefulSet");
+    set["spec"]["serviceName"] = json!(name);
+    set["spec"]["podManagementPolicy"] = json!("Parallel");
+    set["spec"]["updateStrategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {
+        "podUpdatePolicy": "InPlaceIfPossible", "partition": 3, "maxUnavailable": 1}});
+    let set: AdvancedStatefulSet = serde_json::from_value(set).unwrap();
+    let made = sets.create(&PostParams::default(), &set).await.unwrap();
+    let uid = made.uid().unwrap();
+    let revisions = |old: Option<String>| {
+        let sets = sets.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let st = sets.get(name).await.unwrap().status.unwrap_or_default();
+                if let Some(r) = st.update_revision.clone()
+                    && Some(&r) != old.as_ref()
+                {
+                    return r;
+                }
+                assert!(Instant::now() < deadline, "{name}: no new update revision: {st:?}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let old = revisions(None).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let before = loop {
+        let pods = c.pods_of(name).await;
+        if pods.len() == 4 && pods.iter().all(running_ready) {
+            break pods;
+        }
+        assert!(Instant::now() < deadline, "pods not ready: {pods:#?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let node_of = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    let nodes: std::collections::BTreeSet<String> = before.iter().map(node_of).collect();
+    assert_eq!(nodes.len(), 2, "the scheduler spreads the pods: {nodes:?}");
+    assert!(c.jobs().list(&ListParams::default()).await.unwrap().items.is_empty());
+
+    c.server
+        .kubectl_ok(&[
+            "patch",
+            "statefulsets.apps.kruise.io",
+            name,
+            "--type",
+            "json",
+            "-p",
+            &json!([{"op": "replace", "path": "/spec/template/spec/containers/0/image", "value": v2}])
+                .to_string(),
+        ])
+        .await
+        .unwrap();
+    let new = revisions(Some(old.clone())).await;
+    let job_name = format!("{new}-main");
+    let labels = c.revision_labelled(&new, IMAGE_PREDOWNLOAD_CREATED_LABEL).await;
+    assert!(!labels.contains_key(IMAGE_PREDOWNLOAD_IGNORED_LABEL), "{labels:?}");
+    let job = c.jobs().get(&job_name).await.unwrap();
+    assert_eq!(job.spec.image, v2);
+    let ps = job.spec.template.pod_selector.clone().unwrap();
+    assert_eq!(ps.match_labels, Some(BTreeMap::from([("app".to_owned(), name.to_owned())])));
+    let expr = ps.match_expressions.unwrap();
+    assert_eq!(
+        (expr[0].key.as_str(), expr[0].operator.as_str(), expr[0].values.clone()),
+        (
+            CONTROLLER_REVISION_HASH_LABEL,
+            "NotIn",
+            Some(vec![new.clone(), new.rsplit('-').next().unwrap().to_owned()])
+        )
+    );
+    let owners = job.owner_references();
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].name.as_str(), owners[0].uid.as_str()),
+        ("StatefulSet", name, uid.as_str())
+    );
+    assert_eq!(owners[0].api_version, "apps.kruise.io/v1beta1");
+
+    // The nodes of the three waiting pods (both nodes) pull the image.
+    let job = c.wait_job(&job_name, 60, |_| {}, |j| status(j).completion_time.is_some()).await;
+    let st = status(&job);
+    assert_eq!((st.desired, st.succeeded, st.failed), (2, 2, 0), "{st:?}");
+    let waiting: Vec<Pod> =
+        c.pods_of(name).await.into_iter().filter(|p| revision_of(p) == old).collect();
+    assert_eq!(waiting.len(), 3, "the partition keeps three pods at {old}");
+    for node in &nodes {
+        let ev = c.events_of(node).await;
+        assert!(
+            ev.iter().any(|e| e.starts_with("PullImageSucceed") && e.contains(&v2)),
+            "{node} pulled {v2} for the job: {ev:#?}"
+        );
+    }
+
+    // Lift the partition: the waiting pods update in place with the image already there.
+    sets.patch(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"updateStrategy": {"rollingUpdate": {"partition": 0}}}})),
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = sets.get(name).await.unwrap().status.unwrap_or_default();
+        let pods = c.pods_of(name).await;
+        if st.current_revision.as_deref() == Some(new.as_str())
+            && pods.len() == 4
+            && pods.iter().all(|p| revision_of(p) == new && running_ready(p))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rollout did not converge: {st:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "default");
+    for w in &waiting {
+        let p = pods.get(&w.name_any()).await.unwrap();
+        assert_eq!(p.uid(), w.uid(), "{} was updated in place, not recreated", w.name_any());
+        let ev = c.events_of(&w.name_any()).await;
+        let present = format!("Container image {v2:?} already present on machine");
+        assert!(ev.iter().any(|e| e.contains(&present)), "{}: {ev:#?}", w.name_any());
+    }
+    // Converged: the set deletes its pre-download job.
+    c.wait_gone(&job_name, 20).await;
+    sets.delete(name, &DeleteParams::default()).await.unwrap();
     c.shutdown().await;
 }
 

@@ -277,9 +277,17 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
         };
 
     // Image pre-download for the pods still to update (upstream runs it before scaling).
-    let retry_predownload =
-        predownload::sync(&ctx.client, &cs, &revs, &input.strategy, input.options.in_place_update)
-            .await;
+    let outdated =
+        active.iter().filter(|p| !kinetic_rollout::pod::matches_revision(p, &update_name)).count();
+    let retry_predownload = predownload::sync(
+        &ctx.client,
+        &cs,
+        &revs,
+        &input.strategy,
+        input.options.in_place_update,
+        outdated,
+    )
+    .await;
     requeue = sooner(requeue, retry_predownload);
     let mut acted = refreshed;
     if !acted {

@@ -29,12 +29,16 @@
 //! with a `lifecycle.preDelete` hook first moves the pod to `PreparingDelete` and waits for the
 //! user's controller to remove the hook's labels/finalizers.
 //!
-//! Not done: Kruise's image pre-download for DaemonSets, `progressive-create-pod`, the
+//! The Advanced DaemonSet pre-downloads the new images on the nodes still to update
+//! ([`predownload`], over the CloneSet's shared `crate::predownload`).
+//!
+//! Not done: `progressive-create-pod`, the
 //! `markPodNotReady` part of the preDelete hook, failed-pod back-off per node.
 
 mod inplace;
 pub mod nodes;
 pub mod plan;
+mod predownload;
 mod revision;
 
 use std::collections::BTreeMap;
@@ -135,6 +139,7 @@ pub(crate) struct Ds {
     spec: DaemonSetSpec,
     status: DaemonSetStatus,
     advanced: bool,
+    annotations: BTreeMap<String, String>,
 }
 
 impl Ds {
@@ -156,6 +161,7 @@ impl Ds {
             spec,
             status,
             advanced: K::ADVANCED,
+            annotations: obj.annotations().clone(),
         })
     }
 
@@ -360,6 +366,8 @@ async fn reconcile_pass<K: Kind>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, R
     }
     let desired = i32::try_from(nodes.iter().filter(|n| n.should_run).count()).unwrap_or(i32::MAX);
     let limits = ds.limits(desired);
+    // Image pre-download for the nodes still to update (upstream runs it before `manage`).
+    let retry_predownload = predownload::sync(&ctx, &ds, &owner, &revs, &pods, desired).await;
     let mut acted = inplace::refresh(&ctx, &ds, &pods, &revs).await?;
     if !acted {
         let m =
@@ -401,6 +409,9 @@ async fn reconcile_pass<K: Kind>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, R
     revision::truncate(&ctx, &ds, &revs, &in_use).await?;
     if acted {
         return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    if let Some(d) = retry_predownload {
+        return Ok(Action::requeue(d));
     }
     // A pod that is ready but not yet available for minReadySeconds: look again then.
     if ds.min_ready() > 0 && c.ready > c.available {

@@ -38,13 +38,17 @@
 //! controller removes the hook; `inPlaceUpdate` holds it in `PreparingUpdate` before an
 //! in-place update, and in `Updated` after it until the hook is back.
 //!
+//! Kruise's image pre-download ([`predownload`], the CloneSet's shared
+//! `crate::predownload`) pulls the update's new images on the nodes of the pods still to
+//! update while an in-place rollout runs.
+//!
 //! Not done (yet): `unorderedUpdate.priorityStrategy` (updates go by ordinal), in-place grace
-//! periods, `volumeClaimUpdateStrategy` and `status.volumeClaims`, image pre-download (the
-//! CloneSet's `predownload` is bound to CloneSets), `markPodNotReady`, the StatefulSet
-//! `Available` condition. Each kind has its own pod/revision/claim caches.
+//! periods, `volumeClaimUpdateStrategy` and `status.volumeClaims`, `markPodNotReady`, the
+//! StatefulSet `Available` condition. Each kind has its own pod/revision/claim caches.
 
 mod inplace;
 mod pods;
+mod predownload;
 mod revision;
 mod status;
 
@@ -419,6 +423,14 @@ async fn reconcile_pass<K: Kind>(obj: Arc<K>, ctx: Arc<Ctx>) -> Result<Action, R
         })
         .collect();
     let pod_at = |o: i32| by_ordinal.iter().find(|(x, _)| *x == o).map(|(_, p)| *p);
+
+    // Image pre-download for the pods still to update (upstream runs it before scaling).
+    let outdated = owned
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none() && !is_finished(p))
+        .filter(|p| !kinetic_rollout::pod::matches_revision(p, &update_name))
+        .count();
+    requeue = sooner(requeue, predownload::sync(&ctx, &set, &revs, outdated).await);
 
     let mut acted = inplace::refresh(&ctx, &set, &by_ordinal, &revs, now).await?;
     let pvcs = pods::sync_claims(&ctx, &set, &wanted, &by_ordinal).await?;
