@@ -88,7 +88,8 @@ async fn a_policy_using_the_authorizer_allows_and_denies_by_the_requesters_right
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_webhook_sees_connect_for_exec_with_the_options_object_and_create_for_binding() {
+async fn a_webhook_sees_connect_for_exec_with_the_options_object_and_create_for_binding_and_eviction()
+ {
     let t = TestServer::start().await.unwrap();
     let hooks = Hooks::start(&["127.0.0.1"]).await;
     let url = json!({"url": hooks.url("/deny"), "caBundle": hooks.ca_bundle});
@@ -96,7 +97,7 @@ async fn a_webhook_sees_connect_for_exec_with_the_options_object_and_create_for_
         {"operations": ["CONNECT"], "apiGroups": [""], "apiVersions": ["v1"],
          "resources": ["pods/exec"]},
         {"operations": ["CREATE"], "apiGroups": [""], "apiVersions": ["v1"],
-         "resources": ["pods/binding"]},
+         "resources": ["pods/binding", "pods/eviction"]},
     ]);
     let h = hook("connect.example.com", url, json!({"rules": rules}));
     configure(&t, "ValidatingWebhookConfiguration", "connect", vec![h]).await;
@@ -140,6 +141,23 @@ async fn a_webhook_sees_connect_for_exec_with_the_options_object_and_create_for_
     assert_eq!(bind["kind"], json!({"group": "", "version": "v1", "kind": "Binding"}));
     assert_eq!(bind["object"]["target"]["name"], "n1");
     assert_eq!(bind["options"]["kind"], "CreateOptions");
+
+    // An eviction is a CREATE of pods/eviction with the policy/v1 Eviction.
+    let eviction = json!({"apiVersion": "policy/v1", "kind": "Eviction",
+        "metadata": {"name": "bad-bind", "namespace": "default"}});
+    let req = http::Request::post("/api/v1/namespaces/default/pods/bad-bind/eviction")
+        .header("content-type", "application/json")
+        .body(eviction.to_string().into_bytes())
+        .unwrap();
+    let err = client.request_text(req).await.unwrap_err().to_string();
+    assert!(err.contains("pods named bad-bind are not allowed"), "{err}");
+    let reviews = hooks.reviews("/deny");
+    let evict = reviews.iter().find(|r| r["subResource"] == "eviction").expect("eviction seen");
+    assert_eq!(evict["operation"], "CREATE");
+    assert_eq!(evict["kind"], json!({"group": "policy", "version": "v1", "kind": "Eviction"}));
+    assert_eq!(evict["resource"], json!({"group": "", "version": "v1", "resource": "pods"}));
+    // The pod is still there: the refusal came before the eviction was acted on.
+    t.kubectl_ok(&["get", "pod", "bad-bind"]).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
