@@ -8,6 +8,14 @@
 //! Each step is level-triggered: a key is (re)examined against the current state, so a missed or
 //! repeated event only costs a redundant check.
 //!
+//! Admission: the deletes of dependents and of a terminating namespace's contents are DELETE
+//! requests of upstream's controllers (as `system:serviceaccount:kube-system:
+//! generic-garbage-collector` and `...:namespace-controller`), so they reach admission webhooks
+//! and policies here too (a `Fail` webhook refusing them stalls the deletion, as upstream). Not
+//! admitted yet, though upstream's are API writes: the collector's patches of ownerReferences and
+//! finalizers, the namespace `finalize` write, and the CRD cleanup's deletes are sent as the
+//! collector's.
+//!
 //! # Caveats
 //! Dependents are deleted with `Background` propagation, also under a `Foreground` owner
 //! (upstream deletes blocking dependents in foreground too); the owner still waits for all of
@@ -325,7 +333,12 @@ async fn finalize_namespace(api: &Api, res: &Resource, name: &str) -> StepResult
             }
             let ns = s.field("metadata.namespace").unwrap_or_default();
             let n = s.field("metadata.name").unwrap_or_default();
-            match api.delete(&r, ns, n, &DeleteOptions::default()).await {
+            // Upstream's namespace controller deletes the contents through the API.
+            let opts = DeleteOptions {
+                user: Some(controller_user("namespace-controller")),
+                ..Default::default()
+            };
+            match api.delete(&r, ns, n, &opts).await {
                 Ok(_) => {}
                 Err(e) if e.code == 404 => {}
                 Err(e) => return Err(e),
@@ -346,9 +359,24 @@ async fn finalize_namespace(api: &Api, res: &Resource, name: &str) -> StepResult
     gone_is_done(r)
 }
 
+/// The identity of an in-process controller whose deletes upstream's controller-manager makes
+/// through the API as the controller's service account (`--use-service-account-credentials`),
+/// so admission webhooks and policies see them as that user's DELETE requests.
+fn controller_user(name: &str) -> std::sync::Arc<crate::auth::UserInfo> {
+    let mut u = crate::admission::authz::service_account_user("kube-system", name);
+    u.groups.push("system:authenticated".to_owned());
+    std::sync::Arc::new(u)
+}
+
+/// Deletes of dependents are the garbage collector's DELETE requests upstream
+/// (`attemptToDeleteItem`), admitted like any client's.
+fn gc_delete() -> DeleteOptions {
+    DeleteOptions { user: Some(controller_user("generic-garbage-collector")), ..Default::default() }
+}
+
 async fn delete_key(api: &Api, key: &ObjKey) -> StepResult {
     let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
-    gone_is_done(api.delete(&res, &key.namespace, &key.name, &DeleteOptions::default()).await)
+    gone_is_done(api.delete(&res, &key.namespace, &key.name, &gc_delete()).await)
 }
 
 async fn drop_owner_ref(api: &Api, key: &ObjKey, owner_uid: &str) -> StepResult {
@@ -402,8 +430,7 @@ async fn orphaned(api: &Api, key: &ObjKey) -> StepResult {
     if alive.is_empty() {
         // The uid precondition keeps a dependent recreated under the same name meanwhile.
         let Some(res) = resource_for(api, &key.resource) else { return Ok(()) };
-        let opts =
-            DeleteOptions { precondition_uid: Some(cur.uid().to_owned()), ..Default::default() };
+        let opts = DeleteOptions { precondition_uid: Some(cur.uid().to_owned()), ..gc_delete() };
         return match api.delete(&res, &key.namespace, &key.name, &opts).await {
             Ok(_) => Ok(()),
             Err(e) if e.code == 404 || e.code == 409 => Ok(()),

@@ -773,6 +773,16 @@ async fn dispatch(
         {
             let call = crate::logs::Call::of(sub).ok_or_else(ApiError::page_not_found)?;
             let (obj, node_obj) = api.node_of(&res, &ns, name, sub)?;
+            // exec, attach and port-forward are CONNECT requests to admission, with their
+            // options object (upstream's `ConnectResource`); logs are reads and are not.
+            if let Some(mut opts) = crate::admission::connect::options(sub, &query.0) {
+                let kind = ("", "v1", opts["kind"].as_str().unwrap_or("").to_owned());
+                let kind = (kind.0, kind.1, kind.2.as_str());
+                crate::admission::connect::admit(
+                    api, &res, sub, "CONNECT", &ns, name, &writer, kind, &mut opts, false,
+                )
+                .await?;
+            }
             let mut extensions = parts.extensions;
             let incoming = crate::logs::Incoming {
                 method: &method,
@@ -792,7 +802,21 @@ async fn dispatch(
             ))
         }
         (&Method::POST, Some(name), Some("binding")) if res.has_subresource("binding") => {
-            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let mut body = decode(&headers, &read_body(ctx, body).await?)?;
+            // A CREATE of `pods/binding` with the Binding, as upstream admits it.
+            crate::admission::connect::admit(
+                api,
+                &res,
+                "binding",
+                "CREATE",
+                &ns,
+                name,
+                &writer,
+                ("", "v1", "Binding"),
+                &mut body,
+                false,
+            )
+            .await?;
             api.bind(&res, &ns, name, &body).await?;
             Ok(value_response(
                 201,
@@ -800,8 +824,22 @@ async fn dispatch(
             ))
         }
         (&Method::POST, Some(name), Some("eviction")) if res.has_subresource("eviction") => {
-            let body = decode(&headers, &read_body(ctx, body).await?)?;
+            let mut body = decode(&headers, &read_body(ctx, body).await?)?;
             let dry_run = query.get("dryRun") == Some("All");
+            // A CREATE of `pods/eviction` with the `policy/v1` Eviction, as upstream admits it.
+            crate::admission::connect::admit(
+                api,
+                &res,
+                "eviction",
+                "CREATE",
+                &ns,
+                name,
+                &writer,
+                ("policy", "v1", "Eviction"),
+                &mut body,
+                dry_run,
+            )
+            .await?;
             let status = crate::eviction::evict(api, &res, &ns, name, &body, dry_run).await?;
             Ok(value_response(201, &status))
         }

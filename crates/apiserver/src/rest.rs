@@ -508,6 +508,7 @@ impl Api {
             dry_run: opts.dry_run,
             options,
             authorizer: self.authz.get().cloned(),
+            request_kind: None,
         };
         let view = Served { api: self, sub };
         let (w, changed) =
@@ -1284,6 +1285,7 @@ impl Api {
             dry_run: opts.dry_run,
             options,
             authorizer: self.authz.get().cloned(),
+            request_kind: None,
         };
         let view = Served { api: self, sub: None };
         let cur_v = cur.value();

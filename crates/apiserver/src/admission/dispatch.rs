@@ -30,6 +30,9 @@ pub struct Request<'a> {
     /// The server's authoriser, for the `authorizer` CEL variable (`None`: allow all, as a
     /// server without authorisation).
     pub authorizer: Option<Arc<dyn crate::auth::Authorizer>>,
+    /// The kind of the request's object when it is not the resource's (a CONNECT's options
+    /// object, a Binding, an Eviction): `kind` and `requestKind` both.
+    pub request_kind: Option<(String, String, String)>,
 }
 
 impl Request<'_> {
@@ -264,7 +267,9 @@ pub(super) fn review_request(
     old: Option<&Value>,
 ) -> Value {
     let (rg, rv, rk) = (req.res.group.as_str(), req.res.version.as_str(), req.res.kind.as_str());
-    let request_kind = if req.sub == "scale" {
+    let request_kind = if let Some((g, v, k)) = &req.request_kind {
+        json!({"group": g, "version": v, "kind": k})
+    } else if req.sub == "scale" {
         json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
     } else {
         json!({"group": rg, "version": rv, "kind": rk})

@@ -11,9 +11,12 @@
 //! Which webhooks a request reaches is [`matching`] (rules, scope, selectors); how one is
 //! reached is [`client`] (url or Service, TLS verified against `caBundle`).
 //!
-//! Differences from upstream: only requests of clients go to webhooks (the server's own
-//! controllers' writes — garbage collection, namespace cleanup, service accounts, bootstrap —
-//! do not, so a broken webhook never stalls start or cleanup).
+//! Subresource requests whose object is not the resource's (CONNECT's options, Binding,
+//! Eviction) go through [`connect`].
+//!
+//! Differences from upstream: besides clients' requests, only the garbage collector's and the
+//! namespace controller's deletes are admitted (see [`crate::gc`]); the server's other own
+//! writes (bootstrap, service accounts, quota status, the collector's patches) are not.
 //!
 //! CEL expressions get the `authorizer` variable ([`authz`]), backed by the server's
 //! authoriser.
@@ -21,6 +24,7 @@
 pub mod authz;
 pub mod client;
 pub mod config;
+pub mod connect;
 pub mod dispatch;
 pub mod expr;
 pub mod matching;
