@@ -432,12 +432,39 @@ async fn container_concurrency_1_is_never_exceeded_and_a_request_past_timeout_se
 
 async fn limits(env: &Env) {
     let image = env.image("limits", "v1").await;
+    // Three pods from the start: the burst below then never waits on a scale-up, whose speed
+    // under a loaded CI machine would decide whether the twelfth request's wait in the
+    // gateway passes timeoutSeconds (a 504 there is upstream's behaviour, not a bug).
     let meta = "      annotations:
+        autoscaling.knative.dev/min-scale: \"3\"
         autoscaling.knative.dev/max-scale: \"3\"";
     let spec = "      containerConcurrency: 1\n      timeoutSeconds: 6";
     env.apply(&ksvc("limits", &image, meta, spec, "")).await;
     let svc = env.wait_ksvc("limits", "limits Ready", ready).await;
     let host = host_of(svc.status.unwrap().route.url.as_deref().unwrap());
+    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
+    let lp = ListParams::default().labels("serving.knative.dev/service=limits");
+    let start = Instant::now();
+    loop {
+        let ready_pods = pods
+            .list(&lp)
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .filter(|p| {
+                p.status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            })
+            .count();
+        if ready_pods == 3 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{ready_pods} of 3 pods Ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // 12 at once: the gateway holds all but one per pod; every container saw itself alone.
     let answers = many(&env.gateway, &host, "/cgi-bin/cc.sh", 12, 12).await;
@@ -445,8 +472,6 @@ async fn limits(env: &Env) {
         assert_eq!((*code, body.as_str()), (200, "inflight 1 1\n"), "{answers:?}");
     }
     // And what the containers recorded themselves.
-    let pods: Api<Pod> = Api::namespaced(env.client.clone(), "default");
-    let lp = ListParams::default().labels("serving.knative.dev/service=limits");
     let mut seen = Vec::new();
     for p in pods.list(&lp).await.unwrap().items {
         if p.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Running") {
