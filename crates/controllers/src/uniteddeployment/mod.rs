@@ -457,6 +457,9 @@ async fn reconcile_pass(
     }
 
     let provisioned = created > 0 || deleted > 0 || cleaned;
+    if status::pods_lag_workloads(existing.values()) {
+        requeue = sooner(requeue, Some(Duration::from_millis(500)));
+    }
     let st = status::compute(status::Input {
         ud: &ud,
         existing: &existing,

@@ -92,6 +92,18 @@ fn is_active(p: &k8s_openapi::api::core::v1::Pod) -> bool {
     p.metadata.deletion_timestamp.is_none() && phase != "Succeeded" && phase != "Failed"
 }
 
+/// Whether the pod cache is behind the subset workloads' own status: fewer ready pods in it
+/// than the workloads report ready. The pod cache is read, never a trigger, and the two watches
+/// race: a CloneSet's `readyReplicas` can arrive before our pods' Ready, and without another
+/// look the status would keep counting updated pods as unready until an unrelated event (a CI
+/// failure on 2026-12-07: `updatedReadyReplicas` stuck at 0 with every pod Ready).
+pub(crate) fn pods_lag_workloads<'a>(existing: impl IntoIterator<Item = &'a Existing>) -> bool {
+    existing.into_iter().any(|e| {
+        let ready = e.pods.iter().filter(|p| is_active(p) && is_ready(p)).count();
+        i32::try_from(ready).unwrap_or(i32::MAX) < e.observed.ready_replicas
+    })
+}
+
 /// The new status.
 pub fn compute(i: Input<'_>) -> UnitedDeploymentStatus {
     let old = i.ud.status.clone().unwrap_or_default();
@@ -202,4 +214,56 @@ pub async fn write(
     obj.status = Some(st);
     api.replace_status(&ud.name_any(), &PostParams::default(), &obj).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::{Pod, PodCondition, PodStatus};
+    use kinetic_api::kruise::uniteddeployment::SubsetKind;
+    use kube::api::DynamicObject;
+
+    use super::super::subset::Observed;
+    use super::*;
+
+    fn pod(ready: bool) -> Arc<Pod> {
+        let cond = PodCondition {
+            type_: "Ready".into(),
+            status: if ready { "True" } else { "False" }.into(),
+            ..PodCondition::default()
+        };
+        Arc::new(Pod {
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                conditions: Some(vec![cond]),
+                ..PodStatus::default()
+            }),
+            ..Pod::default()
+        })
+    }
+
+    fn existing(reported_ready: i32, pods: &[bool]) -> Existing {
+        Existing {
+            kind: SubsetKind::CloneSet,
+            obj: Arc::new(DynamicObject {
+                types: None,
+                metadata: Default::default(),
+                data: serde_json::json!({}),
+            }),
+            observed: Observed { ready_replicas: reported_ready, ..Observed::default() },
+            pods: pods.iter().map(|r| pod(*r)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_pod_cache_behind_the_workloads_ready_count_asks_for_another_look() {
+        // The CI failure: the CloneSet reports 2 ready, our cache still has them unready.
+        assert!(pods_lag_workloads([&existing(2, &[false, false])]));
+        assert!(pods_lag_workloads([&existing(0, &[]), &existing(2, &[true, false])]));
+        // Caught up, or ahead (the workload's own status comes later and triggers us).
+        assert!(!pods_lag_workloads([&existing(2, &[true, true])]));
+        assert!(!pods_lag_workloads([&existing(1, &[true, true])]));
+        assert!(!pods_lag_workloads([&existing(0, &[])]));
+    }
 }
