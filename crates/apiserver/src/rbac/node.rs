@@ -191,8 +191,12 @@ impl NodeAuthorizer {
             }
             Vertex::Volume => {
                 let claims = storage_key("", "persistentvolumeclaims");
+                // The pods first: `pods_on` takes the store's read lock itself, and a second read
+                // of a std `RwLock` on one thread deadlocks once the store's writer waits between
+                // the two (Linux's lock prefers writers).
+                let pods = self.pods_on(node, None);
                 let state = self.store.read();
-                self.pods_on(node, None).iter().any(|p| {
+                pods.iter().any(|p| {
                     let ns = p.pointer("/metadata/namespace").and_then(Value::as_str);
                     pod_refs(p).claims.iter().any(|c| {
                         state.get(&ObjKey::new(&claims, ns.unwrap_or(""), c)).is_some_and(|s| {
