@@ -51,6 +51,7 @@ fn pool_spec(swp: &SandboxWarmPool, t: &SandboxTemplate, old: Option<&PodPoolSpe
         template,
         min_ready: n,
         max_ready: n,
+        code: None,
         specialization_timeout_seconds: old
             .map_or(kinetic_api::pool::DEFAULT_SPECIALIZATION_TIMEOUT_SECONDS, |o| {
                 o.specialization_timeout_seconds
