@@ -9,6 +9,8 @@
 //! - A claimant that dies after the write leaves a claimed pod, which the pool controller
 //!   deletes once `specializationTimeoutSeconds` pass without [`super::mark_specialized`].
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::pool::{
@@ -19,6 +21,17 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource as _, ResourceExt as _};
 use rand::seq::SliceRandom as _;
 use serde_json::json;
+
+/// Labels and annotations a consumer puts on the pod in the claim's one write, so the pod
+/// is the consumer's in every respect at once: its selector, revision and routing labels
+/// (a CloneSet's `controller-revision-hash` and instance id, Knative's
+/// `serving.knative.dev/revision`). The pool's own keys ([`POOL_LABEL`],
+/// [`POOL_STATE_LABEL`], the claim annotations) are not overridden.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimMeta {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
 
 /// Why a claim gave no pod.
 #[derive(Debug, thiserror::Error)]
@@ -63,7 +76,7 @@ pub async fn claim(
     pool: &str,
     claimant: &OwnerReference,
 ) -> Result<Pod, ClaimError> {
-    claim_with(client, namespace, pool, claimant, None).await
+    claim_with(client, namespace, pool, claimant, None, &ClaimMeta::default()).await
 }
 
 /// [`claim`] and, in the same conditional write, ask the node agent to specialise the pod by
@@ -81,10 +94,26 @@ pub async fn claim_for_image(
     claimant: &OwnerReference,
     container: &Container,
 ) -> Result<Pod, ClaimError> {
+    claim_for_image_with(client, namespace, pool, claimant, container, &ClaimMeta::default()).await
+}
+
+/// [`claim_for_image`] that also sets `meta`'s labels and annotations in the same write (a
+/// consumer's selector and routing labels: see [`ClaimMeta`]).
+///
+/// # Errors
+/// As [`claim_for_image`].
+pub async fn claim_for_image_with(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    claimant: &OwnerReference,
+    container: &Container,
+    meta: &ClaimMeta,
+) -> Result<Pod, ClaimError> {
     if container.image.as_deref().is_none_or(str::is_empty) {
         return Err(ClaimError::NoImage { container: container.name.clone() });
     }
-    claim_with(client, namespace, pool, claimant, Some(container)).await
+    claim_with(client, namespace, pool, claimant, Some(container), meta).await
 }
 
 async fn claim_with(
@@ -93,6 +122,7 @@ async fn claim_with(
     pool: &str,
     claimant: &OwnerReference,
     container: Option<&Container>,
+    meta: &ClaimMeta,
 ) -> Result<Pod, ClaimError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let api_err =
@@ -118,14 +148,18 @@ async fn claim_with(
             .chain(std::iter::once(claimant.clone()))
             .collect();
         let now = jiff::Timestamp::now();
+        let mut labels = json!(meta.labels);
+        labels[POOL_STATE_LABEL] = json!(state::CLAIMED);
+        labels[POOL_LABEL] = json!(pool);
+        let mut annotations = json!(meta.annotations);
+        annotations[CLAIMED_BY_ANNOTATION] = json!(format!("{}/{}", claimant.kind, claimant.name));
+        annotations[CLAIMED_AT_ANNOTATION] =
+            json!(now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        annotations[POD_DELETION_COST_ANNOTATION] = json!(null);
         let mut body = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
-            "labels": {POOL_STATE_LABEL: state::CLAIMED},
-            "annotations": {
-                CLAIMED_BY_ANNOTATION: format!("{}/{}", claimant.kind, claimant.name),
-                CLAIMED_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                POD_DELETION_COST_ANNOTATION: null,
-            },
+            "labels": labels,
+            "annotations": annotations,
             "ownerReferences": refs,
         }});
         // A strategic merge patch, so the container list merges by name (a JSON merge patch

@@ -53,7 +53,9 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use self::claim::is_ready;
-pub use self::claim::{ClaimError, claim, claim_for_image, mark_specialized};
+pub use self::claim::{
+    ClaimError, ClaimMeta, claim, claim_for_image, claim_for_image_with, mark_specialized,
+};
 use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};
 use crate::expectations::{Expectations, Seen};
