@@ -3,12 +3,14 @@
 //! it creates any, and creates pods only for what the pool could not give. A Knative Revision
 //! copies the annotation to its CloneSet, so one mechanism serves both consumers.
 //!
-//! A claim is the pool's one conditional write (`podpool::claim_for_image_with`): the pod's
+//! A claim is the pool's one conditional write (`podpool::claim_for_with`, by image or by
+//! code as the pool's spec says): the pod's
 //! controller becomes the CloneSet, it gets every label a created pod would get (the
 //! template's, hence the selector's and Knative's routing labels, `controller-revision-hash`,
 //! `pod-template-hash`, a fresh `apps.kruise.io/cloneset-instance-id`, lifecycle `Normal`) and the
 //! template's annotations, and the node agent is asked to run the template's container in
-//! place of the placeholder. What differs from a created pod, and why:
+//! place of the placeholder (by image), or to load its image's code into the pool's runtime
+//! (by code: the container's image is the code image, its first `args` entry the function). What differs from a created pod, and why:
 //! - **Name**: a pod's name cannot change, so a claimed pod keeps the pool's name
 //!   (`{pool}-xxxxx`), not `{cloneset}-{instance-id}`. Its instance id is a fresh one all the
 //!   same, so ids stay unique and nothing that reads the label (volume claims, ids for new
@@ -43,14 +45,15 @@ use kinetic_api::kruise::{
     CLONESET_INSTANCE_ID_LABEL, CONTROLLER_REVISION_HASH_LABEL, LIFECYCLE_STATE_LABEL,
     LifecycleState, POD_TEMPLATE_HASH_LABEL,
 };
-use kinetic_api::pool::{CLAIMED_BY_ANNOTATION, POD_POOL_ANNOTATION};
+use kinetic_api::pool::{CLAIMED_BY_ANNOTATION, POD_POOL_ANNOTATION, PodPool};
 use kube::ResourceExt as _;
+use kube::api::Api;
 use serde_json::Value;
 
 use super::revision::template_of;
 use super::{Ctx, key, owner_ref, uses_kruise_pod_ready};
 use crate::events::EventReq;
-use crate::podpool::{ClaimError, ClaimMeta, claim_for_image_with};
+use crate::podpool::{ClaimError, ClaimMeta, claim_for_with};
 
 /// The pool a CloneSet claims from: its `kinetic.dev/pod-pool` annotation, when not empty.
 pub(super) fn pool_name(cs: &CloneSet) -> Option<&str> {
@@ -137,6 +140,25 @@ pub(super) async fn claim_pods(
     let Some(pool) = pool_name(cs) else { return (Vec::new(), which.to_vec()) };
     let ns = cs.namespace().unwrap_or_default();
     let owner = key(cs);
+    let not_used = |why: String| {
+        ctx.events.send(EventReq::for_object(
+            cs,
+            "Warning",
+            "PodPoolNotUsed",
+            format!("pods are created, not claimed from pool {pool}: {why}"),
+        ));
+    };
+    let pool_obj = match Api::<PodPool>::namespaced(ctx.client.clone(), &ns).get_opt(pool).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            not_used("it does not exist".to_owned());
+            return (Vec::new(), which.to_vec());
+        }
+        Err(e) => {
+            tracing::warn!(cloneset = %owner, pool, error = %e, "reading the pod pool; creating pods instead");
+            return (Vec::new(), which.to_vec());
+        }
+    };
     let claimant = owner_ref(cs);
     let ids = {
         let mut rng = rand::rng();
@@ -148,19 +170,13 @@ pub(super) async fn claim_pods(
         match claimable(cs, &template) {
             Ok(c) => jobs.push((c, claim_meta(&template, rev, &id))),
             Err(why) => {
-                ctx.events.send(EventReq::for_object(
-                    cs,
-                    "Warning",
-                    "PodPoolNotUsed",
-                    format!("pods are created, not claimed from pool {pool}: {why}"),
-                ));
+                not_used(why);
                 return (Vec::new(), which.to_vec());
             }
         }
     }
-    let claims = jobs
-        .iter()
-        .map(|(c, meta)| claim_for_image_with(&ctx.client, &ns, pool, &claimant, c, meta));
+    let claims =
+        jobs.iter().map(|(c, meta)| claim_for_with(&ctx.client, &pool_obj, &claimant, c, meta));
     let mut claimed = Vec::new();
     let mut rest = Vec::new();
     for (r, rev) in futures::future::join_all(claims).await.into_iter().zip(which) {
