@@ -1,4 +1,4 @@
-//! `kinetic bench coldstart`: the start of an app's first pod with a warm pod pool (a claim by
+//! `kinetic bench coldstart --pod-level`: the start of an app's first pod with a warm pod pool (a claim by
 //! image, issue 12 part 3) against without one (a plain pod create), in the same run.
 //!
 //! Everything runs in this process, wired as `kinetic up` wires it (`crate::platform`): the
@@ -43,10 +43,16 @@ use crate::platform::{AbortOnDrop, Platform};
 /// Arguments of `kinetic bench coldstart`.
 #[derive(clap::Args)]
 pub struct ColdstartArgs {
-    /// Different apps (images) started
+    /// Measure claims against creates of bare pods (this module) instead of the Knative matrix
+    /// (`crate::bench_coldstart_knative`)
+    #[arg(long)]
+    pod_level: bool,
+    #[command(flatten)]
+    matrix: crate::bench_coldstart_knative::MatrixArgs,
+    /// With --pod-level: different apps (images) started
     #[arg(long, default_value_t = 25)]
     apps: usize,
-    /// Cold starts of each app in each way (samples per way = apps × rounds)
+    /// With --pod-level: cold starts of each app in each way (samples per way = apps × rounds)
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Ready placeholder pods the pool keeps
@@ -119,6 +125,15 @@ fn plain_pod(name: &str, image: &str, kind: &str) -> anyhow::Result<Pod> {
 /// # Errors
 /// The platform cannot be started, or a start does not finish within 60 s.
 pub async fn run(args: ColdstartArgs) -> anyhow::Result<()> {
+    if !args.pod_level {
+        return crate::bench_coldstart_knative::run(
+            &args.bridge,
+            &args.pod_cidr,
+            args.pool_size,
+            &args.matrix,
+        )
+        .await;
+    }
     if args.apps == 0 || args.rounds == 0 || args.pool_size < 1 {
         bail!("--apps, --rounds and --pool-size must be at least 1");
     }
