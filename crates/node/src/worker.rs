@@ -1419,9 +1419,19 @@ impl Worker {
         }
         // Another writer (a CloneSet controller marking a pod not ready before an in-place
         // update) may have changed a condition kubelet owns since our last write: write again.
-        if self.last_status.as_ref() != Some(&st) || conditions_drifted(&self.pod, &st) {
+        // A specialisation that ended goes into the same write ([`crate::specialize::report`]).
+        let report = crate::specialize::report(&self.pod, &self.rec, ready);
+        if self.last_status.as_ref() != Some(&st)
+            || conditions_drifted(&self.pod, &st)
+            || report.is_some()
+        {
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
-            let body = json!({"metadata": {"uid": self.subject.uid}, "status": st});
+            let mut meta = json!({"uid": self.subject.uid});
+            if let Some(r) = &report {
+                meta["labels"] = r.metadata["labels"].clone();
+                meta["annotations"] = r.metadata["annotations"].clone();
+            }
+            let body = json!({"metadata": meta, "status": st});
             match api
                 .patch_status(&self.subject.name, &PatchParams::default(), &Patch::Strategic(body))
                 .await
@@ -1429,29 +1439,20 @@ impl Worker {
                 Ok(p) => {
                     self.last_status = Some(st);
                     self.pod = Arc::new(p);
+                    if let Some(r) = report {
+                        crate::specialize::reported(
+                            &self.ctx.events,
+                            &self.subject,
+                            &mut self.rec,
+                            r,
+                        );
+                    }
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => self.gone = true,
                 Err(e) => {
                     tracing::warn!(pod = %self.key(), error = %e, "status update failed; retrying");
                     self.wake_in(Duration::from_millis(500));
                 }
-            }
-        }
-        match crate::specialize::progress(
-            &self.ctx.client,
-            &self.ctx.events,
-            &self.subject,
-            &self.pod,
-            &mut self.rec,
-            ready,
-        )
-        .await
-        {
-            Ok(Some(p)) => self.pod = Arc::new(p),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(pod = %self.key(), error = %e, "specialisation not reported; retrying");
-                self.wake_in(Duration::from_millis(500));
             }
         }
         let failed_start = self.rec.containers.values().any(|c| matches!(&c.state, CState::Waiting { reason, .. } if reason != "ContainerCreating" && reason != "PodInitializing"));
