@@ -20,6 +20,8 @@
 //!
 //! Each step is recorded in the pod record's `timeline.specialization` (persisted with the
 //! record, so an agent restart neither repeats nor forgets a specialisation).
+//!
+//! Specialisation by code is `crate::specialize_code`'s; [`report`] reports both.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container as CSpec, Pod};
@@ -102,7 +104,7 @@ pub fn started(pod: &Pod, rec: &mut PodRecord, name: &str) {
 
 /// How a specialisation under way ended, if it did.
 #[derive(Debug, PartialEq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Ready,
     Failed(String),
 }
@@ -118,6 +120,9 @@ const FAILED_START: &[&str] = &[
 ];
 
 fn outcome(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Outcome> {
+    if crate::specialize_code::request(pod).is_some() {
+        return crate::specialize_code::outcome(pod, rec, pod_ready);
+    }
     let s = rec.timeline.specialization.as_ref();
     if s.is_some_and(|s| s.ready.is_some() || s.failed.is_some()) {
         return None;
@@ -150,6 +155,8 @@ pub struct Report {
     out: Outcome,
     timeline: timeline::Timeline,
     at: Timestamp,
+    /// Specialised by code (`crate::specialize_code`), not by image.
+    code: bool,
     /// `{"labels": {..}, "annotations": {..}}`, for the patch's `metadata`.
     pub metadata: serde_json::Value,
 }
@@ -177,7 +184,8 @@ pub fn report(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Report> {
         "labels": {POOL_STATE_LABEL: label},
         "annotations": {timeline::ANNOTATION: serde_json::to_string(&tl).unwrap_or_default()},
     });
-    Some(Report { out, timeline: tl, at, metadata })
+    let code = crate::specialize_code::request(pod).is_some();
+    Some(Report { out, timeline: tl, at, code, metadata })
 }
 
 /// Records a [`Report`] the API accepted: the timeline in the pod record, and the Event.
@@ -195,7 +203,11 @@ pub fn reported(events: &Recorder, subject: &Subject, rec: &mut PodRecord, r: Re
                 None,
                 false,
                 "Specialized",
-                format!("Pool pod specialised into image {image:?}, Ready{took}"),
+                if r.code {
+                    format!("Pool pod specialised with the code of image {image:?}, Ready{took}")
+                } else {
+                    format!("Pool pod specialised into image {image:?}, Ready{took}")
+                },
             );
         }
         Outcome::Failed(why) => events.emit(
