@@ -245,7 +245,24 @@ pub async fn prepare(
     let sets: Api<CloneSet> = Api::namespaced(client.clone(), &ns);
     let from = super::revision::workload_name(&serving);
     let Some(old_cs) = sets.get_opt(&from).await? else { return Ok(()) };
-    if in_handoff(&old_cs) || old_cs.meta().deletion_timestamp.is_some() {
+    // The serving revision is itself finishing a handoff (a rollback right after a release):
+    // wait for it rather than fall back to new pods, for a minute past its rollout at most.
+    if let Some(prev) = old_cs.annotations().get(HANDOFF_ANNOTATION) {
+        let prev: Option<Handoff> = serde_json::from_str(prev).ok();
+        let until = prev.and_then(|p| {
+            let d = jiff::SignedDuration::try_from_secs_f64(p.duration_secs + 60.0).ok()?;
+            p.started.checked_add(d).ok()
+        });
+        if until.is_some_and(|u| Timestamp::now() < u) {
+            return Err(ReconcileError::Waiting(format!("{from} to finish its own handoff")));
+        }
+    }
+    // Marked already by an earlier attempt to create this very CloneSet: go on with it.
+    let ours = old_cs.annotations().get(HANDOFF_TO_ANNOTATION) == Some(&cs.name_any());
+    if receiving(&old_cs)
+        || (giving(&old_cs) && !ours)
+        || old_cs.meta().deletion_timestamp.is_some()
+    {
         return Ok(());
     }
     let replicas = old_cs.spec.replicas.unwrap_or(1);
@@ -263,11 +280,13 @@ pub async fn prepare(
         duration_secs: super::route::rollout_duration(&route, &net),
     };
     // The giving side first: from here on its controller leaves its pods alone.
-    let patch = json!({"metadata": {
-        "resourceVersion": old_cs.metadata.resource_version,
-        "annotations": {HANDOFF_TO_ANNOTATION: cs.name_any()},
-    }});
-    sets.patch(&from, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    if !ours {
+        let patch = json!({"metadata": {
+            "resourceVersion": old_cs.metadata.resource_version,
+            "annotations": {HANDOFF_TO_ANNOTATION: cs.name_any()},
+        }});
+        sets.patch(&from, &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    }
     cs.spec.replicas = Some(replicas);
     let text = serde_json::to_string(&h)
         .map_err(|source| ReconcileError::Encode { what: "a handoff", source })?;
@@ -342,10 +361,40 @@ fn error_policy(cs: Arc<CloneSet>, e: &ReconcileError, ctx: Arc<Ctx>) -> Action 
 }
 
 async fn reconcile(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    if !receiving(&cs) || cs.meta().deletion_timestamp.is_some() {
+    if cs.meta().deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    ctx.backoff.reconcile(&*cs, step(&cs, &ctx)).await
+    if receiving(&cs) {
+        return ctx.backoff.reconcile(&*cs, step(&cs, &ctx)).await;
+    }
+    if giving(&cs) {
+        return ctx.backoff.reconcile(&*cs, orphaned(&cs, &ctx)).await;
+    }
+    Ok(Action::await_change())
+}
+
+/// A giving CloneSet whose receiver never came (its Revision is gone, or it was created
+/// without the handoff): back to its controller. While the receiver's Revision exists without
+/// its CloneSet, the Revision controller is still creating it.
+async fn orphaned(cs: &CloneSet, ctx: &Ctx) -> Result<Action, ReconcileError> {
+    let ns = cs.namespace().unwrap_or_default();
+    let to = cs.annotations().get(HANDOFF_TO_ANNOTATION).cloned().unwrap_or_default();
+    let sets: Api<CloneSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let receiver = sets.get_opt(&to).await?;
+    let revision = to.strip_suffix("-deployment").unwrap_or(&to);
+    let pending = match &receiver {
+        Some(r) => receiving(r),
+        None => {
+            Api::<Revision>::namespaced(ctx.client.clone(), &ns).get_opt(revision).await?.is_some()
+        }
+    };
+    if pending {
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
+    tracing::warn!(cloneset = %key(cs), to = %to, "handoff without a receiver: given back");
+    let body = json!({"metadata": {"annotations": {HANDOFF_TO_ANNOTATION: null}}});
+    sets.patch(&cs.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+    Ok(Action::await_change())
 }
 
 /// One pass of a handoff: move the pods due, or end it.
@@ -409,7 +458,7 @@ async fn move_pod(
     let mut p = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(body)).await?;
     for attempt in 0.. {
         let body = move_patch(&p, from, to, target, h)?;
-        match api.patch(&name, &PatchParams::default(), &Patch::Merge(&body)).await {
+        match api.patch(&name, &PatchParams::default(), &Patch::Strategic(body)).await {
             Ok(_) => break,
             // Someone else wrote the pod meanwhile (its agent's status): read it again; it
             // is still the giver's, since the giver's controller leaves it alone.
@@ -421,7 +470,7 @@ async fn move_pod(
     Ok(())
 }
 
-/// The merge patch that makes `p` (owned by `from`) a pod of `to` at `target`.
+/// The strategic merge patch that makes `p` (owned by `from`) a pod of `to` at `target`.
 fn move_patch(
     p: &Pod,
     from: &CloneSet,
@@ -474,19 +523,19 @@ fn move_patch(
             source
         })?);
     annotations[HANDOFF_FROM_ANNOTATION] = json!(h.from_revision);
-    let from_uid = from.uid().unwrap_or_default();
-    let mut owners: Vec<Value> =
-        p.owner_references().iter().filter(|o| o.uid != from_uid).map(|o| json!(o)).collect();
-    owners.push(json!(crate::cloneset::owner_ref(to)));
-    fields.insert("ownerReferences".into(), Value::Array(owners));
+    // The controller reference moves in the same write: the giver's is deleted by its merge
+    // key (`$patch: delete`), the receiver's added.
+    let owners = json!([
+        {"$patch": "delete", "uid": from.uid().unwrap_or_default()},
+        crate::cloneset::owner_ref(to),
+    ]);
+    fields.insert("ownerReferences".into(), owners);
     fields.insert("resourceVersion".into(), json!(p.metadata.resource_version));
-    let mut containers = p.spec.as_ref().map(|s| s.containers.clone()).unwrap_or_default();
-    for c in &mut containers {
-        if let Some(i) = images.get(&c.name) {
-            c.image = Some(i.clone());
-        }
+    let mut body = json!({ "metadata": fields });
+    if !images.is_empty() {
+        body["spec"] = inplace::containers_patch(p, &images);
     }
-    Ok(json!({"metadata": fields, "spec": {"containers": containers}}))
+    Ok(body)
 }
 
 /// Ends a handoff: the moved pods lose their old-revision mark, the giver goes to zero and

@@ -51,6 +51,9 @@ pub enum ReconcileError {
         #[source]
         source: serde_json::Error,
     },
+    /// Something this pass needs is still in progress; retried with back-off.
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
 
 /// The CustomResourceDefinitions of Knative Serving (for [`crate::crds::install`]).
