@@ -101,6 +101,22 @@ pub const POD_DELETION_COST_ANNOTATION: &str = "controller.kubernetes.io/pod-del
 /// takes pool pods first.
 pub const POOL_POD_DELETION_COST: &str = "-1000";
 
+/// Annotation on a consumer (a Knative Revision or Service template, a CloneSet) naming the
+/// PodPool in its namespace to claim pods from before creating any (issue 12 part 4).
+pub const POD_POOL_ANNOTATION: &str = "kinetic.dev/pod-pool";
+
+/// Whether a pod's Ready condition may be believed as its claimant's: `false` while it is
+/// claimed but not yet specialised (its Ready condition is still the placeholder's until the
+/// node agent replaces the container) and once its specialisation failed. Everything that
+/// routes to pods or counts them ready for a workload (the gateway's endpoints, CloneSet
+/// status and scaling) asks this first: a claimed pod is a starting pod.
+pub fn ready_as_claimant(labels: Option<&std::collections::BTreeMap<String, String>>) -> bool {
+    !matches!(
+        labels.and_then(|l| l.get(POOL_STATE_LABEL)).map(String::as_str),
+        Some(state::CLAIMED | state::FAILED)
+    )
+}
+
 /// Values of [`POOL_STATE_LABEL`].
 pub mod state {
     /// The pool's own, unclaimed pod (a claim takes only those whose Ready condition is True;

@@ -17,6 +17,8 @@
 //! image, its first `args` entry the function name: `kinetic_api::pool::CodeRequest::of`),
 //! any other by image.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::pool::{
@@ -28,6 +30,17 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource as _, ResourceExt as _};
 use rand::seq::SliceRandom as _;
 use serde_json::json;
+
+/// Labels and annotations a consumer puts on the pod in the claim's one write, so the pod
+/// is the consumer's in every respect at once: its selector, revision and routing labels
+/// (a CloneSet's `controller-revision-hash` and instance id, Knative's
+/// `serving.knative.dev/revision`). The pool's own keys ([`POOL_LABEL`],
+/// [`POOL_STATE_LABEL`], the claim annotations) are not overridden.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimMeta {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
 
 /// Why a claim gave no pod.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +94,7 @@ pub async fn claim(
     pool: &str,
     claimant: &OwnerReference,
 ) -> Result<Pod, ClaimError> {
-    claim_with(client, namespace, pool, claimant, How::Nothing).await
+    claim_with(client, namespace, pool, claimant, How::Nothing, &ClaimMeta::default()).await
 }
 
 /// [`claim`] and, in the same conditional write, ask the node agent to specialise the pod by
@@ -102,7 +115,8 @@ pub async fn claim_for_image(
     if container.image.as_deref().is_none_or(str::is_empty) {
         return Err(ClaimError::NoImage { container: container.name.clone() });
     }
-    claim_with(client, namespace, pool, claimant, How::Image(container)).await
+    claim_with(client, namespace, pool, claimant, How::Image(container), &ClaimMeta::default())
+        .await
 }
 
 /// [`claim`] and, in the same conditional write, ask the node agent to specialise the pod by
@@ -123,6 +137,17 @@ pub async fn claim_for_code(
     image: &str,
     function_name: &str,
 ) -> Result<Pod, ClaimError> {
+    claim_for_code_with(client, pool, claimant, image, function_name, &ClaimMeta::default()).await
+}
+
+async fn claim_for_code_with(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    image: &str,
+    function_name: &str,
+    meta: &ClaimMeta,
+) -> Result<Pod, ClaimError> {
     let namespace = pool.namespace().unwrap_or_default();
     let name = pool.name_any();
     if image.is_empty() {
@@ -132,7 +157,7 @@ pub async fn claim_for_code(
         CodeRequest::new(&pool.spec, image, function_name, &claimant.uid).map_err(|source| {
             ClaimError::BadCodeSpec { namespace: namespace.clone(), pool: name.clone(), source }
         })?;
-    claim_with(client, &namespace, &name, claimant, How::Code(&req)).await
+    claim_with(client, &namespace, &name, claimant, How::Code(&req), meta).await
 }
 
 /// The claim a consumer makes: by code when `pool` has `spec.code` (the container's image is
@@ -148,15 +173,34 @@ pub async fn claim_for(
     claimant: &OwnerReference,
     container: &Container,
 ) -> Result<Pod, ClaimError> {
+    claim_for_with(client, pool, claimant, container, &ClaimMeta::default()).await
+}
+
+/// [`claim_for`] that also sets `meta`'s labels and annotations in the same write (a
+/// consumer's selector and routing labels: see [`ClaimMeta`]).
+///
+/// # Errors
+/// As [`claim_for`].
+pub async fn claim_for_with(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    container: &Container,
+    meta: &ClaimMeta,
+) -> Result<Pod, ClaimError> {
     if pool.spec.code.is_some() {
         let (image, function) = CodeRequest::of(container);
         if image.is_empty() {
             return Err(ClaimError::NoImage { container: container.name.clone() });
         }
-        claim_for_code(client, pool, claimant, &image, &function).await
+        claim_for_code_with(client, pool, claimant, &image, &function, meta).await
     } else {
+        if container.image.as_deref().is_none_or(str::is_empty) {
+            return Err(ClaimError::NoImage { container: container.name.clone() });
+        }
         let namespace = pool.namespace().unwrap_or_default();
-        claim_for_image(client, &namespace, &pool.name_any(), claimant, container).await
+        let how = How::Image(container);
+        claim_with(client, &namespace, &pool.name_any(), claimant, how, meta).await
     }
 }
 
@@ -174,6 +218,7 @@ async fn claim_with(
     pool: &str,
     claimant: &OwnerReference,
     how: How<'_>,
+    meta: &ClaimMeta,
 ) -> Result<Pod, ClaimError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let api_err =
@@ -199,14 +244,18 @@ async fn claim_with(
             .chain(std::iter::once(claimant.clone()))
             .collect();
         let now = jiff::Timestamp::now();
+        let mut labels = json!(meta.labels);
+        labels[POOL_STATE_LABEL] = json!(state::CLAIMED);
+        labels[POOL_LABEL] = json!(pool);
+        let mut annotations = json!(meta.annotations);
+        annotations[CLAIMED_BY_ANNOTATION] = json!(format!("{}/{}", claimant.kind, claimant.name));
+        annotations[CLAIMED_AT_ANNOTATION] =
+            json!(now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        annotations[POD_DELETION_COST_ANNOTATION] = json!(null);
         let mut body = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
-            "labels": {POOL_STATE_LABEL: state::CLAIMED},
-            "annotations": {
-                CLAIMED_BY_ANNOTATION: format!("{}/{}", claimant.kind, claimant.name),
-                CLAIMED_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                POD_DELETION_COST_ANNOTATION: null,
-            },
+            "labels": labels,
+            "annotations": annotations,
             "ownerReferences": refs,
         }});
         // A strategic merge patch, so the container list merges by name (a JSON merge patch
