@@ -412,7 +412,15 @@ async fn step(cs: &CloneSet, ctx: &Ctx) -> Result<Action, ReconcileError> {
         return Ok(Action::requeue(TICK));
     };
     let moved = owned_pods(&ctx.client, cs).await?;
-    let left = giving_pods(&ctx.client, &from).await?;
+    // A pod whose containers are not the template's (a claimed pool pod runs the pool's
+    // container) cannot take the new images in place: it stays with the giver, which deletes
+    // it at the end, and the receiver replaces it.
+    let names = |it: &mut dyn Iterator<Item = &k8s_openapi::api::core::v1::Container>| {
+        it.map(|c| c.name.clone()).collect::<Vec<_>>()
+    };
+    let want_names = names(&mut cs.spec.template.spec.iter().flat_map(|s| s.containers.iter()));
+    let mut left = giving_pods(&ctx.client, &from).await?;
+    left.retain(|p| names(&mut p.spec.iter().flat_map(|s| s.containers.iter())) == want_names);
     let elapsed =
         Duration::try_from(Timestamp::now().duration_since(h.started)).unwrap_or_default();
     let duration = Duration::from_secs_f64(h.duration_secs.max(0.0));
