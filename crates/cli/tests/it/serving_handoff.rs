@@ -129,7 +129,9 @@ async fn handoff(env: &Env) {
             tokio::spawn(async move {
                 let mut answers = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
-                    answers.push(get(&gateway, &host, "/").await);
+                    let t = Instant::now();
+                    let (code, body) = get(&gateway, &host, "/").await;
+                    answers.push((code, body, t.elapsed()));
                 }
                 answers
             })
@@ -176,12 +178,18 @@ data:
     }
     let count = |b: &str| answers.iter().filter(|a| a.0 == 200 && a.1 == b).count();
     let failed: Vec<_> = answers.iter().filter(|a| a.0 != 200).collect();
+    let mut took: Vec<Duration> = answers.iter().map(|a| a.2).collect();
+    took.sort();
+    let pct = |q: f64| took[((took.len() - 1) as f64 * q) as usize];
     eprintln!(
-        "under load: {} requests, {} v1, {} v2, {} failed",
+        "under load: {} requests, {} v1, {} v2, {} failed; latency p50 {:?} p99 {:?} max {:?}",
         answers.len(),
         count("v1\n"),
         count("v2\n"),
-        failed.len()
+        failed.len(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
     );
     assert!(failed.is_empty(), "{} of {} failed: {failed:?}", failed.len(), answers.len());
     assert!(count("v2\n") > 0, "v2 served during the load");
