@@ -117,7 +117,22 @@ async fn claim_until_ready(claims: &Api<SandboxClaim>, name: &str, template: &st
         "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": template}},
     }))
     .unwrap();
+    let sandboxes: Api<Sandbox> = Api::namespaced(claims.clone().into_client(), "default");
     let started = Instant::now();
+    // The stages, from watches started before the claim: the Sandbox exists, it is Ready.
+    let stage = |cond: fn(Option<&Sandbox>) -> bool| {
+        let (api, name) = (sandboxes.clone(), name.to_owned());
+        tokio::spawn(async move {
+            tokio::time::timeout(WAIT, await_condition(api, &name, cond)).await.ok()?.ok()?;
+            Some(started.elapsed())
+        })
+    };
+    let created = stage(|s| s.is_some());
+    let ready = stage(|s| {
+        s.and_then(|s| s.status.as_ref())
+            .and_then(|st| ready_condition(&st.conditions))
+            .is_some_and(|(st, _, _)| st == "True")
+    });
     claims.create(&PostParams::default(), &c).await.unwrap();
     let waited =
         tokio::time::timeout(WAIT, await_condition(claims.clone(), name, claim_ready)).await;
@@ -126,6 +141,13 @@ async fn claim_until_ready(claims: &Api<SandboxClaim>, name: &str, template: &st
         panic!("claim {name} not Ready in 60 s: {:#?}", claims.get_opt(name).await);
     }
     waited.unwrap().unwrap();
+    let ms = |d: Option<Duration>| d.map_or(-1, |d| i64::try_from(d.as_millis()).unwrap_or(-1));
+    eprintln!(
+        "claim {name}: Sandbox created at {} ms, Sandbox Ready at {} ms, claim Ready at {} ms",
+        ms(created.await.unwrap()),
+        ms(ready.await.unwrap()),
+        took.as_millis()
+    );
     took
 }
 
@@ -256,7 +278,7 @@ async fn agent_sandbox_examples_apply_and_a_claim_is_answered_from_the_warm_pool
     assert_eq!(sb.labels()[LAUNCH_TYPE_LABEL], "cold");
     assert!(!sb.annotations().contains_key(POD_NAME_ANNOTATION));
     assert!(pods.get_opt("cold-claim").await.unwrap().is_some(), "a pod of the Sandbox's name");
-    println!(
+    eprintln!(
         "agent-sandbox claim -> Ready: warm pool {} ms, empty pool (new pod) {} ms",
         warm.as_millis(),
         cold.as_millis()
