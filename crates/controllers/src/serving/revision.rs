@@ -31,7 +31,7 @@ use kinetic_api::knative::{
     CONFIGURATION_LABEL, REVISION_LABEL, SERVICE_LABEL, condition, env, webhook,
 };
 use kinetic_api::kruise::cloneset::{CloneSet, condition as cs_condition};
-use kinetic_api::pool::POD_POOL_ANNOTATION;
+use kinetic_api::pool::{POD_POOL_ANNOTATION, SPECIALIZE_ANNOTATION};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -276,6 +276,21 @@ fn pod_failures(pods: &[Pod]) -> (Option<Why>, Option<Why>) {
     (waiting, exited)
 }
 
+/// The revision's name for container `name` of `pod`: a pool pod claimed by image keeps the
+/// pool's container name, and its `kinetic.dev/specialize` annotation has the revision's.
+fn claimant_name(pod: &Pod, name: &str) -> String {
+    let target = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.as_str());
+    let claimant = pod
+        .annotations()
+        .get(SPECIALIZE_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<Container>(a).ok())
+        .map(|c| c.name);
+    match claimant {
+        Some(c) if target == Some(name) => c,
+        _ => name.to_owned(),
+    }
+}
+
 /// `repository@sha256:…` of `image` from a kubelet `imageID`.
 fn digest_of(image: &str, image_id: &str) -> Option<String> {
     let id = image_id.trim_start_matches("docker-pullable://");
@@ -433,10 +448,11 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
         // the deployment; here the node agent's imageID is the source).
         let ids: BTreeMap<String, String> = pods
             .iter()
-            .filter_map(|p| p.status.as_ref())
-            .flat_map(|s| s.container_statuses.iter().flatten())
-            .filter(|c| !c.image_id.is_empty())
-            .map(|c| (c.name.clone(), c.image_id.clone()))
+            .flat_map(|p| {
+                let st = p.status.iter().flat_map(|s| s.container_statuses.iter().flatten());
+                st.filter(|c| !c.image_id.is_empty())
+                    .map(|c| (claimant_name(p, &c.name), c.image_id.clone()))
+            })
             .collect();
         let resolved: Option<Vec<ContainerStatus>> = defaulted(rev)
             .containers
@@ -461,6 +477,23 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_pool_pods_container_status_is_known_by_the_revisions_container_name() {
+        let pod = |ann: Option<&str>| -> Pod {
+            let mut v = serde_json::json!({"metadata": {"name": "warm-x"},
+                "spec": {"containers": [{"name": "placeholder"}, {"name": "side"}]}});
+            if let Some(a) = ann {
+                v["metadata"]["annotations"] = serde_json::json!({SPECIALIZE_ANNOTATION: a});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let claimed = pod(Some(r#"{"name":"user-container","image":"app"}"#));
+        assert_eq!(claimant_name(&claimed, "placeholder"), "user-container");
+        assert_eq!(claimant_name(&claimed, "side"), "side");
+        assert_eq!(claimant_name(&pod(None), "placeholder"), "placeholder");
+        assert_eq!(claimant_name(&pod(Some("not json")), "placeholder"), "placeholder");
+    }
 
     #[test]
     fn digests_from_image_ids() {
