@@ -286,5 +286,5 @@ async fn scenario(
         ],
     )
     .await;
-    assert!(digest.contains("@sha256:"), "{digest:?}");
+    assert!(digest.contains("/pooled@sha256:"), "the app image, not the placeholder: {digest:?}");
 }
