@@ -23,6 +23,7 @@ mod preheat;
 mod recreate;
 mod serve_status;
 mod serving;
+mod serving_handoff;
 mod serving_traffic;
 mod sidecarset;
 mod sidecarset_hot;
