@@ -62,13 +62,18 @@ pub struct Specialization {
     /// When the node agent saw the claim.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed: Option<Timestamp>,
-    /// When the claimant's container was started in the pod (runc had started it).
+    /// Specialisation by code: when the code image's layers were in the pod's volume (pulled
+    /// and unpacked).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unpacked: Option<Timestamp>,
+    /// When the claimant's container was started in the pod (runc had started it); by code,
+    /// when the runtime accepted the specialise call.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specialized: Option<Timestamp>,
     /// When the pod was Ready again as the claimant's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ready: Option<Timestamp>,
-    /// The claimant's container image.
+    /// The claimant's container image (by code: the code image).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub image: String,
     /// Why the specialisation failed (the pod is then marked for the pool to delete).

@@ -257,9 +257,11 @@ fn url_host(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| host.to_ascii_lowercase())
 }
 
-/// Whether a pod is ready and not terminating.
+/// Whether a pod is ready and not terminating. A pool pod claimed by the revision is ready
+/// only once specialised: until then its Ready condition is the placeholder's (issue 12).
 fn pod_ready(p: &Pod) -> bool {
     p.metadata.deletion_timestamp.is_none()
+        && kinetic_api::pool::ready_as_claimant(p.metadata.labels.as_ref())
         && p.status.as_ref().is_some_and(|s| {
             s.conditions
                 .as_deref()

@@ -75,6 +75,7 @@ mod server;
 pub mod shim;
 mod spdy;
 mod specialize;
+mod specialize_code;
 mod state;
 mod stats;
 mod status;

@@ -19,6 +19,8 @@
 //!
 //! Each step is recorded in the pod record's `timeline.specialization` (persisted with the
 //! record, so an agent restart neither repeats nor forgets a specialisation).
+//!
+//! Specialisation by code is `crate::specialize_code`'s; [`progress`] reports both.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container as CSpec, Pod};
@@ -103,7 +105,7 @@ pub fn started(pod: &Pod, rec: &mut PodRecord, name: &str) {
 
 /// How a specialisation under way ended, if it did.
 #[derive(Debug, PartialEq)]
-enum Outcome {
+pub(crate) enum Outcome {
     Ready,
     Failed(String),
 }
@@ -119,6 +121,9 @@ const FAILED_START: &[&str] = &[
 ];
 
 fn outcome(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Outcome> {
+    if crate::specialize_code::request(pod).is_some() {
+        return crate::specialize_code::outcome(pod, rec, pod_ready);
+    }
     let s = rec.timeline.specialization.as_ref();
     if s.is_some_and(|s| s.ready.is_some() || s.failed.is_some()) {
         return None;
@@ -193,7 +198,11 @@ pub async fn progress(
                 None,
                 false,
                 "Specialized",
-                format!("Pool pod specialised into image {target:?}, Ready{took}"),
+                if crate::specialize_code::request(pod).is_some() {
+                    format!("Pool pod specialised with the code of image {target:?}, Ready{took}")
+                } else {
+                    format!("Pool pod specialised into image {target:?}, Ready{took}")
+                },
             );
         }
         Outcome::Failed(_) => events.emit(

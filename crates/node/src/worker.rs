@@ -662,7 +662,37 @@ impl Worker {
                 }
             }
         }
+        self.specialize_code().await;
         false
+    }
+
+    /// A claim by code (`crate::specialize_code`): once per claim, with the record persisted
+    /// before the work so a restarted agent does not do it twice.
+    async fn specialize_code(&mut self) {
+        use crate::specialize_code::{self as code, Due};
+        match code::due(&self.pod, &self.rec) {
+            Due::Nothing => {}
+            Due::Fail(why) => code::fail(&mut self.rec, why),
+            Due::Start(req) => {
+                code::observe(&self.pod, &mut self.rec, &req.image);
+                self.save();
+                let began = Instant::now();
+                let opts = self.pull_options().await;
+                let ip = self.rec.ip.clone();
+                let volumes = self.dir.join("volumes");
+                code::run(&self.ctx.images, &opts, &volumes, ip.as_deref(), &req, &mut self.rec)
+                    .await;
+                let failed =
+                    self.rec.timeline.specialization.as_ref().and_then(|s| s.failed.clone());
+                tracing::info!(
+                    pod = %self.key(),
+                    image = %req.image,
+                    took_ms = began.elapsed().as_millis() as u64,
+                    failed = failed.as_deref().unwrap_or(""),
+                    "specialised by code"
+                );
+            }
+        }
     }
 
     /// Stops the containers ContainerRecreateRequests asked for; the app containers' pass of

@@ -35,8 +35,12 @@ pub fn phase(pod: &Pod) -> &str {
 }
 
 /// Kubernetes' `podutil.IsPodReady`: the Ready condition is True.
+///
+/// A pool pod claimed but not yet specialised (issue 12) is not ready whatever its condition
+/// says: that condition is still its placeholder's.
 pub fn is_ready(pod: &Pod) -> bool {
     condition(pod, "Ready").is_some_and(|c| c.status == "True")
+        && kinetic_api::pool::ready_as_claimant(pod.metadata.labels.as_ref())
 }
 
 /// When the pod last became Ready, if it is Ready.

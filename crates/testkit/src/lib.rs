@@ -7,6 +7,7 @@
 pub mod cleanup;
 pub mod images;
 pub mod net;
+pub mod python;
 pub mod registry;
 
 use std::path::{Path, PathBuf};

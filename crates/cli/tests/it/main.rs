@@ -17,6 +17,8 @@ mod inplace;
 mod managed_fields;
 mod node;
 mod podpool;
+mod podpool_code;
+mod podpool_serving;
 mod preheat;
 mod recreate;
 mod serve_status;

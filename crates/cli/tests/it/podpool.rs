@@ -38,16 +38,16 @@ spec:
         command: [sleep, '3600']
 ";
 
-fn ip_of(p: &Pod) -> String {
+pub(crate) fn ip_of(p: &Pod) -> String {
     p.status.as_ref().and_then(|s| s.pod_ip.clone()).unwrap_or_default()
 }
 
-fn pool_state(p: &Pod) -> &str {
+pub(crate) fn pool_state(p: &Pod) -> &str {
     p.labels().get(POOL_STATE_LABEL).map_or("", String::as_str)
 }
 
 /// GET `path` on `ip:port`: the body of a 200, or why not.
-async fn get(ip: &str, port: u16, path: &str) -> Result<String, String> {
+pub(crate) async fn get(ip: &str, port: u16, path: &str) -> Result<String, String> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let call = async {
         let mut s = tokio::net::TcpStream::connect((ip, port)).await.map_err(|e| e.to_string())?;
@@ -65,7 +65,12 @@ async fn get(ip: &str, port: u16, path: &str) -> Result<String, String> {
 }
 
 /// Polls `name` until `pred` holds (or it is gone and `pred(None)` holds), for up to 60 s.
-async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(Option<&Pod>) -> bool) {
+pub(crate) async fn wait_pod(
+    pods: &Api<Pod>,
+    name: &str,
+    what: &str,
+    pred: impl Fn(Option<&Pod>) -> bool,
+) {
     for i in 0.. {
         let p = pods.get_opt(name).await.unwrap();
         if pred(p.as_ref()) {
@@ -76,10 +81,10 @@ async fn wait_pod(pods: &Api<Pod>, name: &str, what: &str, pred: impl Fn(Option<
     }
 }
 
-/// Waits until the pool holds `n` unclaimed Ready pods; returns their names.
-async fn wait_full(pods: &Api<Pod>, n: usize) -> Vec<String> {
+/// Waits until pool `pool` holds `n` unclaimed Ready pods; returns their names.
+pub(crate) async fn wait_full(pods: &Api<Pod>, pool: &str, n: usize) -> Vec<String> {
     let lp = ListParams::default()
-        .labels(&format!("{POOL_LABEL}=placeholders,{POOL_STATE_LABEL}={}", state::READY));
+        .labels(&format!("{POOL_LABEL}={pool},{POOL_STATE_LABEL}={}", state::READY));
     for i in 0.. {
         let ready: Vec<String> = pods
             .list(&lp)
@@ -100,7 +105,7 @@ async fn wait_full(pods: &Api<Pod>, n: usize) -> Vec<String> {
 }
 
 /// A ConfigMap standing for the claimant (a Revision, a CloneSet): the claimed pod's owner.
-async fn claimant(client: &kube::Client, name: &str) -> OwnerReference {
+pub(crate) async fn claimant(client: &kube::Client, name: &str) -> OwnerReference {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let cm: ConfigMap =
         serde_json::from_value(json!({"metadata": {"name": name}, "data": {"app": name}})).unwrap();
@@ -130,7 +135,7 @@ async fn a_claim_by_image_specialises_a_pool_pod_in_place_and_the_pool_refills()
     let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     crate::apply_when_served(&up, home.path(), &POOL.replace("PLACEHOLDER", &placeholder)).await;
-    wait_full(&pods, 2).await;
+    wait_full(&pods, "placeholders", 2).await;
 
     // -- Claim by image: the claimant's command, env, port and readiness probe. -------------
     let web: Container = serde_json::from_value(json!({
@@ -171,7 +176,7 @@ async fn a_claim_by_image_specialises_a_pool_pod_in_place_and_the_pool_refills()
     assert_eq!(s.image, app);
     assert!(tl.ready.unwrap() <= claimed_at, "the pool pod's own start stays in the timeline");
     // The pool refills to two unclaimed ready pods, none of them the claimed one.
-    let refilled = wait_full(&pods, 2).await;
+    let refilled = wait_full(&pods, "placeholders", 2).await;
     assert!(!refilled.contains(&name));
 
     // -- A claim whose image cannot be had: marked failed, deleted, the pool refills. --------
@@ -185,7 +190,7 @@ async fn a_claim_by_image_specialises_a_pool_pod_in_place_and_the_pool_refills()
         p.is_none_or(|p| p.metadata.deletion_timestamp.is_some())
     })
     .await;
-    let refilled = wait_full(&pods, 2).await;
+    let refilled = wait_full(&pods, "placeholders", 2).await;
     assert!(!refilled.contains(&failed.name_any()));
     let events = crate::kubectl(&up, home.path(), &["get", "events"]).await;
     assert!(events.contains("SpecializationFailed"), "{events}");

@@ -23,9 +23,12 @@ fn ready_condition(pod: &Pod) -> Option<&PodCondition> {
     pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")
 }
 
-/// `podutil.IsPodReady`: the `Ready` condition is `True`.
+/// `podutil.IsPodReady`: the `Ready` condition is `True`; and, for a claimed pool pod, it is
+/// specialised (before that the condition is its placeholder's, issue 12), so Services do not
+/// route to it early.
 pub(crate) fn is_ready(pod: &Pod) -> bool {
     ready_condition(pod).is_some_and(|c| c.status == "True")
+        && kinetic_api::pool::ready_as_claimant(pod.metadata.labels.as_ref())
 }
 
 /// When the pod last became ready, if it is.

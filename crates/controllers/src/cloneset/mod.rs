@@ -35,6 +35,7 @@
 //!
 //! Not done (yet): in-place resource resize.
 
+mod pool;
 mod predownload;
 mod pvc;
 pub(crate) mod revision;
@@ -821,7 +822,13 @@ async fn scale(
                 revs.update.clone(),
                 usize::try_from(update_revision).unwrap_or(0),
             ));
-            create_pods(ctx, cs, &which, input.pods, claims).await?;
+            // A pool first (issue 12 part 4); pods are created for what it could not give.
+            let (claimed, rest) = pool::claim_pods(ctx, cs, &which, input.pods).await;
+            if !rest.is_empty() {
+                let mut existing = input.pods.to_vec();
+                existing.extend(claimed);
+                create_pods(ctx, cs, &rest, &existing, claims).await?;
+            }
             Ok(true)
         }
         ScaleAction::Delete(list) => {
@@ -1097,6 +1104,8 @@ async fn update_one(
     let Some(p) = input.pods.iter().find(|p| p.name_any() == *name) else { return Ok(Some(false)) };
     let old_t = revs.of_pod(p).and_then(|r| template_of(r));
     let spec = match (&old_t, new_t) {
+        // A claimed pool pod runs the pool's container under its name: recreate it.
+        _ if pool::from_pool(p) => None,
         (Some(o), Some(n)) if ty != CloneSetUpdateStrategyType::ReCreate => {
             inplace::update_spec(o, n, InPlaceOptions::default())
         }

@@ -8,17 +8,39 @@
 //!   cost removed. There is no moment at which the pod has two owners or none.
 //! - A claimant that dies after the write leaves a claimed pod, which the pool controller
 //!   deletes once `specializationTimeoutSeconds` pass without [`super::mark_specialized`].
+//!
+//! # Which claim
+//! [`claim`] only claims; [`claim_for_image`] and [`claim_for_code`] also ask the node agent to
+//! specialise the pod (by image, or by code with Fission's environment protocol), in the same
+//! write. Consumers (Knative revisions, CloneSets) call [`claim_for`], which picks by the
+//! pool's spec: a pool with `spec.code` specialises by code (the container's image is the code
+//! image, its first `args` entry the function name: `kinetic_api::pool::CodeRequest::of`),
+//! any other by image.
+
+use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::pool::{
-    CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, POD_DELETION_COST_ANNOTATION, POOL_LABEL,
-    POOL_STATE_LABEL, PodPool, SPECIALIZE_ANNOTATION, state,
+    CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CodeRequest, CodeSpecError,
+    POD_DELETION_COST_ANNOTATION, POOL_LABEL, POOL_STATE_LABEL, PodPool, SPECIALIZE_ANNOTATION,
+    SPECIALIZE_CODE_ANNOTATION, state,
 };
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, Resource as _, ResourceExt as _};
 use rand::seq::SliceRandom as _;
 use serde_json::json;
+
+/// Labels and annotations a consumer puts on the pod in the claim's one write, so the pod
+/// is the consumer's in every respect at once: its selector, revision and routing labels
+/// (a CloneSet's `controller-revision-hash` and instance id, Knative's
+/// `serving.knative.dev/revision`). The pool's own keys ([`POOL_LABEL`],
+/// [`POOL_STATE_LABEL`], the claim annotations) are not overridden.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClaimMeta {
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
 
 /// Why a claim gave no pod.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +52,15 @@ pub enum ClaimError {
     /// A claim by image named a container without an image.
     #[error("container {container:?} to specialise into has no image")]
     NoImage { container: String },
+    /// A claim by code on a pool whose code volume is unusable (the pool reports the same
+    /// problem in its `Ready` condition).
+    #[error("pool {namespace}/{pool} cannot specialise by code")]
+    BadCodeSpec {
+        namespace: String,
+        pool: String,
+        #[source]
+        source: CodeSpecError,
+    },
     /// The API refused or failed a request for another reason than a lost race.
     #[error("claiming a pod of pool {namespace}/{pool}")]
     Api {
@@ -63,7 +94,7 @@ pub async fn claim(
     pool: &str,
     claimant: &OwnerReference,
 ) -> Result<Pod, ClaimError> {
-    claim_with(client, namespace, pool, claimant, None).await
+    claim_with(client, namespace, pool, claimant, How::Nothing, &ClaimMeta::default()).await
 }
 
 /// [`claim`] and, in the same conditional write, ask the node agent to specialise the pod by
@@ -84,7 +115,101 @@ pub async fn claim_for_image(
     if container.image.as_deref().is_none_or(str::is_empty) {
         return Err(ClaimError::NoImage { container: container.name.clone() });
     }
-    claim_with(client, namespace, pool, claimant, Some(container)).await
+    claim_with(client, namespace, pool, claimant, How::Image(container), &ClaimMeta::default())
+        .await
+}
+
+/// [`claim`] and, in the same conditional write, ask the node agent to specialise the pod by
+/// code (see `kinetic_api::pool`, "Specialisation by code"): the `kinetic.dev/specialize-code`
+/// annotation gets the [`CodeRequest`] for code image `image` and Fission's `function_name`
+/// (empty for the runtime's default), made from `pool`'s spec. The pod spec is not changed
+/// (the runtime keeps running; the code is data in a volume). The agent labels the pod
+/// `specialized` once the runtime accepted the code, or `failed`.
+///
+/// # Errors
+/// As [`claim`]; [`ClaimError::NoImage`] when `image` is empty; [`ClaimError::BadCodeSpec`]
+/// when the pool's code volume is unusable (or the pool has no `spec.code`: its default
+/// `userfunc` volume is then looked for).
+pub async fn claim_for_code(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    image: &str,
+    function_name: &str,
+) -> Result<Pod, ClaimError> {
+    claim_for_code_with(client, pool, claimant, image, function_name, &ClaimMeta::default()).await
+}
+
+async fn claim_for_code_with(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    image: &str,
+    function_name: &str,
+    meta: &ClaimMeta,
+) -> Result<Pod, ClaimError> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let name = pool.name_any();
+    if image.is_empty() {
+        return Err(ClaimError::NoImage { container: String::new() });
+    }
+    let req =
+        CodeRequest::new(&pool.spec, image, function_name, &claimant.uid).map_err(|source| {
+            ClaimError::BadCodeSpec { namespace: namespace.clone(), pool: name.clone(), source }
+        })?;
+    claim_with(client, &namespace, &name, claimant, How::Code(&req), meta).await
+}
+
+/// The claim a consumer makes: by code when `pool` has `spec.code` (the container's image is
+/// the code image and its first `args` entry the function name), else by image (the pod
+/// becomes `container`). The claimed pod is owned by `claimant`, in `pool`'s namespace.
+///
+/// # Errors
+/// As [`claim_for_image`] or [`claim_for_code`]; [`ClaimError::PoolEmpty`] is the consumer's
+/// cue to create its own pod.
+pub async fn claim_for(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    container: &Container,
+) -> Result<Pod, ClaimError> {
+    claim_for_with(client, pool, claimant, container, &ClaimMeta::default()).await
+}
+
+/// [`claim_for`] that also sets `meta`'s labels and annotations in the same write (a
+/// consumer's selector and routing labels: see [`ClaimMeta`]).
+///
+/// # Errors
+/// As [`claim_for`].
+pub async fn claim_for_with(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    container: &Container,
+    meta: &ClaimMeta,
+) -> Result<Pod, ClaimError> {
+    if pool.spec.code.is_some() {
+        let (image, function) = CodeRequest::of(container);
+        if image.is_empty() {
+            return Err(ClaimError::NoImage { container: container.name.clone() });
+        }
+        claim_for_code_with(client, pool, claimant, &image, &function, meta).await
+    } else {
+        if container.image.as_deref().is_none_or(str::is_empty) {
+            return Err(ClaimError::NoImage { container: container.name.clone() });
+        }
+        let namespace = pool.namespace().unwrap_or_default();
+        let how = How::Image(container);
+        claim_with(client, &namespace, &pool.name_any(), claimant, how, meta).await
+    }
+}
+
+/// What a claim asks the node agent to do besides.
+#[derive(Clone, Copy)]
+enum How<'a> {
+    Nothing,
+    Image(&'a Container),
+    Code(&'a CodeRequest),
 }
 
 async fn claim_with(
@@ -92,7 +217,8 @@ async fn claim_with(
     namespace: &str,
     pool: &str,
     claimant: &OwnerReference,
-    container: Option<&Container>,
+    how: How<'_>,
+    meta: &ClaimMeta,
 ) -> Result<Pod, ClaimError> {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let api_err =
@@ -118,21 +244,29 @@ async fn claim_with(
             .chain(std::iter::once(claimant.clone()))
             .collect();
         let now = jiff::Timestamp::now();
+        let mut labels = json!(meta.labels);
+        labels[POOL_STATE_LABEL] = json!(state::CLAIMED);
+        labels[POOL_LABEL] = json!(pool);
+        let mut annotations = json!(meta.annotations);
+        annotations[CLAIMED_BY_ANNOTATION] = json!(format!("{}/{}", claimant.kind, claimant.name));
+        annotations[CLAIMED_AT_ANNOTATION] =
+            json!(now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string());
+        annotations[POD_DELETION_COST_ANNOTATION] = json!(null);
         let mut body = json!({"metadata": {
             "resourceVersion": pod.resource_version(),
-            "labels": {POOL_STATE_LABEL: state::CLAIMED},
-            "annotations": {
-                CLAIMED_BY_ANNOTATION: format!("{}/{}", claimant.kind, claimant.name),
-                CLAIMED_AT_ANNOTATION: now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
-                POD_DELETION_COST_ANNOTATION: null,
-            },
+            "labels": labels,
+            "annotations": annotations,
             "ownerReferences": refs,
         }});
         // A strategic merge patch, so the container list merges by name (a JSON merge patch
         // would replace it); both carry the same metadata and the resourceVersion condition.
         let target = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.clone());
-        let patch = match (container, target) {
-            (Some(c), Some(target)) => {
+        if let How::Code(req) = how {
+            body["metadata"]["annotations"][SPECIALIZE_CODE_ANNOTATION] =
+                json!(serde_json::to_string(req).unwrap_or_default());
+        }
+        let patch = match (how, target) {
+            (How::Image(c), Some(target)) => {
                 let spec = serde_json::to_string(c).unwrap_or_default();
                 body["metadata"]["annotations"][SPECIALIZE_ANNOTATION] = json!(spec);
                 body["spec"] = json!({"containers": [{"name": target, "image": c.image}]});

@@ -53,7 +53,10 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::json;
 
 use self::claim::is_ready;
-pub use self::claim::{ClaimError, claim, claim_for_image, mark_specialized};
+pub use self::claim::{
+    ClaimError, ClaimMeta, claim, claim_for, claim_for_code, claim_for_image, claim_for_with,
+    mark_specialized,
+};
 use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};
 use crate::expectations::{Expectations, Seen};
@@ -176,6 +179,11 @@ pub fn problems(pool: &PodPool) -> Option<String> {
     }
     if s.template.spec.as_ref().is_none_or(|p| p.containers.is_empty()) {
         out.push("spec.template.spec.containers: Required value".to_owned());
+    }
+    if let Some(code) = &s.code
+        && let Err(e) = code.mount_path(&s.template)
+    {
+        out.push(e.to_string());
     }
     (!out.is_empty()).then(|| out.join("; "))
 }
@@ -589,6 +597,21 @@ mod tests {
         .unwrap();
         expect_test::expect![[r#"
             "spec.minReady: Invalid value: 4: must be less than or equal to spec.maxReady (2); spec.template.spec.containers: Required value"
+        "#]]
+        .assert_debug_eq(&problems(&pool).unwrap());
+    }
+
+    #[test]
+    fn a_code_volume_that_is_no_mounted_empty_dir_is_a_problem() {
+        let pool: PodPool = serde_json::from_value(json!({
+            "apiVersion": "kinetic.dev/v1alpha1", "kind": "PodPool",
+            "metadata": {"name": "x"},
+            "spec": {"template": {"spec": {"containers": [{"name": "r", "image": "env"}]}},
+                     "code": {}},
+        }))
+        .unwrap();
+        expect_test::expect![[r#"
+            "spec.code.volume: Not found: \"userfunc\": no such volume in spec.template.spec.volumes"
         "#]]
         .assert_debug_eq(&problems(&pool).unwrap());
     }

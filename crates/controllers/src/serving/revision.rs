@@ -31,6 +31,7 @@ use kinetic_api::knative::{
     CONFIGURATION_LABEL, REVISION_LABEL, SERVICE_LABEL, condition, env, webhook,
 };
 use kinetic_api::kruise::cloneset::{CloneSet, condition as cs_condition};
+use kinetic_api::pool::POD_POOL_ANNOTATION;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -168,6 +169,13 @@ pub fn make_cloneset(rev: &Revision) -> Result<CloneSet, ReconcileError> {
     labels.insert(REVISION_LABEL.into(), name.clone());
     // Upstream: pods get `app: {revision}` unless the user labelled them otherwise.
     labels.entry("app".into()).or_insert_with(|| name.clone());
+    // A pod pool (issue 12 part 4) is the CloneSet's to claim from: it scales the pods.
+    let pool: BTreeMap<&str, &String> = rev
+        .annotations()
+        .get(POD_POOL_ANNOTATION)
+        .map(|p| (POD_POOL_ANNOTATION, p))
+        .into_iter()
+        .collect();
     let cs = json!({
         "apiVersion": "apps.kruise.io/v1alpha1",
         "kind": "CloneSet",
@@ -175,6 +183,7 @@ pub fn make_cloneset(rev: &Revision) -> Result<CloneSet, ReconcileError> {
             "name": workload_name(&name),
             "namespace": rev.namespace(),
             "labels": labels,
+            "annotations": pool,
             "ownerReferences": [controller_ref(rev)],
         },
         "spec": {

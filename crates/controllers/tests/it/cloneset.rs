@@ -1398,3 +1398,6 @@ async fn image_pull_job_rules_of_the_webhook_are_enforced() {
     let ok = "  selector:\n    names: [node-1]\n  completionPolicy:\n    type: Always\n    activeDeadlineSeconds: 1200\n";
     env.server.kubectl_stdin_ok(&["apply", "-f", "-"], &job("v1beta1", ok)).await.unwrap();
 }
+
+/// CloneSets that claim pods from a PodPool (issue 12 part 4), on this stand-in kubelet.
+mod pool;

@@ -356,3 +356,60 @@ async fn a_claim_by_image_moves_the_owner_sets_the_image_and_a_failed_specialisa
     env.wait("img", "refilled", |p| p.status.as_ref().is_some_and(|s| s.ready == 2)).await;
     env.stop().await;
 }
+
+/// `claim_for` on a pool with `spec.code` claims by code: the pod spec keeps the runtime image,
+/// the `kinetic.dev/specialize-code` annotation carries Fission's load request for the
+/// container's image and first argument (the code lands in `/userfunc/<claimant uid>`), and the
+/// owner moves as in any claim. On a pool without `spec.code` it claims by image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn claim_for_picks_by_code_on_a_code_pool_and_by_image_otherwise() {
+    let env = Env::start().await;
+    let code_pool = manifest("env", 1, 1, 300).replace(
+        "      containers:
+      - name: main
+        image: busybox
+",
+        "      containers:
+      - name: main
+        image: busybox
+        volumeMounts:
+        - {name: userfunc, mountPath: /userfunc}
+      volumes:
+      - {name: userfunc, emptyDir: {}}
+",
+    ) + "  code: {}\n";
+    env.apply(&code_pool).await;
+    env.apply(&manifest("img", 1, 1, 300)).await;
+    let pool =
+        env.wait("env", "1 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 1)).await;
+    let img = env.wait("img", "1 ready", |p| p.status.as_ref().is_some_and(|s| s.ready == 1)).await;
+    assert_eq!(pool.spec.code.as_ref().map(|c| (c.port, c.version)), Some((8888, 2)));
+    let owner = env.claimant("fn").await;
+    let app: k8s_openapi::api::core::v1::Container = serde_json::from_value(json!({
+        "name": "user-container", "image": "registry.example/hello-code:v1", "args": ["main.handler"],
+    }))
+    .unwrap();
+    let p = podpool::claim_for(&env.client, &pool, &owner, &app).await.unwrap();
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("busybox"), "the runtime keeps running");
+    let req: kinetic_api::pool::CodeRequest =
+        serde_json::from_str(&p.annotations()[kinetic_api::pool::SPECIALIZE_CODE_ANNOTATION])
+            .unwrap();
+    assert_eq!(
+        (req.image.as_str(), req.function_name.as_str(), req.filepath),
+        ("registry.example/hello-code:v1", "main.handler", format!("/userfunc/{}", owner.uid))
+    );
+    let owners: Vec<&str> = p.owner_references().iter().map(|o| o.kind.as_str()).collect();
+    assert_eq!((owners, p.labels()[POOL_STATE_LABEL].as_str()), (vec!["ConfigMap"], "claimed"));
+    // The pool is now empty: the consumer's cue to create its own pod.
+    assert!(matches!(
+        podpool::claim_for(&env.client, &pool, &owner, &app).await,
+        Err(ClaimError::PoolEmpty { .. })
+    ));
+
+    let p = podpool::claim_for(&env.client, &img, &owner, &app).await.unwrap();
+    let c = &p.spec.as_ref().unwrap().containers[0];
+    assert_eq!(c.image.as_deref(), Some("registry.example/hello-code:v1"));
+    assert!(p.annotations().contains_key("kinetic.dev/specialize"));
+    env.stop().await;
+}
