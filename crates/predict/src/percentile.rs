@@ -293,10 +293,12 @@ mod tests {
         );
     }
 
+    /// Samples as (value, weight) at one time, the percentile, the expected value.
+    type Case<'a> = (&'a [(f64, f64)], f64, f64);
+
     #[test]
     fn the_percentile_is_the_end_of_the_bucket_reaching_it() {
-        // (samples as (value, weight) at one time, percentile, expected)
-        let cases: [(&[(f64, f64)], f64, f64); 5] = [
+        let cases: [Case<'_>; 5] = [
             (&[], 0.95, 0.0),
             (&[(1.05, 1.0)], 0.5, 1.1),
             (&[(1.05, 1.0), (2.05, 1.0), (3.05, 1.0), (4.05, 1.0)], 0.5, 2.1),
