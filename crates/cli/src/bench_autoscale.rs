@@ -1064,7 +1064,8 @@ mod tests {
     fn pods_at_interpolates_between_the_bracketing_settings() {
         // (pod-minutes, violation minutes) from the default towards more headroom.
         let sweep = [(100.0, 50.0), (110.0, 10.0), (130.0, 2.0)];
-        let cases: [(f64, Result<f64, (f64, f64)>); 5] = [
+        type Case = (f64, Result<f64, (f64, f64)>);
+        let cases: [Case; 5] = [
             (50.0, Ok(100.0)),
             (80.0, Ok(100.0)),
             (30.0, Ok(105.0)),
