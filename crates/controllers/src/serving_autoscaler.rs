@@ -559,6 +559,7 @@ async fn activate(client: &Client, caches: &Caches, key: &RevisionKey) {
     let activation = spec.activation_scale.max(1);
     if let Some(cs) = caches.cloneset(key)
         && cs.spec.replicas.unwrap_or(1) == 0
+        && !crate::serving::handoff::in_handoff(&cs)
     {
         tracing::info!(revision = %key, replicas = activation, "activating from zero");
         scale_to(client, key, activation).await;
@@ -588,6 +589,11 @@ async fn decide(
             continue;
         };
         let Some(cs) = caches.cloneset(&key) else { continue };
+        // Pods moving between two revisions in place (`serving::handoff`): their counts are
+        // the handoff's until it ends.
+        if crate::serving::handoff::in_handoff(&cs) {
+            continue;
+        }
         let ready = cs.status.as_ref().map_or(0, |s| s.ready_replicas);
         let reachable = !known || reachable(&rev, &routes, &configurations);
         let decider = DeciderSpec::new(&config, &spec, reachable);

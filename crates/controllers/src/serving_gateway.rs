@@ -350,14 +350,24 @@ pub fn routing_table(
     pods: &[Arc<Pod>],
 ) -> RoutingTable {
     let mut endpoints: BTreeMap<RevisionKey, Vec<IpAddr>> = BTreeMap::new();
+    // Pods handed over in place to a new revision (`serving::handoff`) also serve the one they
+    // came from while it has no ready pod of its own: requests routed to it before the Route
+    // follows are answered, not held.
+    let mut handed: BTreeMap<RevisionKey, Vec<IpAddr>> = BTreeMap::new();
     for p in pods.iter().filter(|p| pod_ready(p)) {
         let (Some(rev), Some(ns)) = (p.labels().get(REVISION_LABEL), p.namespace()) else {
             continue;
         };
         let ip = p.status.as_ref().and_then(|s| s.pod_ip.as_deref()).and_then(|ip| ip.parse().ok());
         if let Some(ip) = ip {
-            endpoints.entry(RevisionKey::new(ns, rev.clone())).or_default().push(ip);
+            endpoints.entry(RevisionKey::new(ns.clone(), rev.clone())).or_default().push(ip);
+            if let Some(from) = crate::serving::handoff::handed_from(p) {
+                handed.entry(RevisionKey::new(ns, from.to_owned())).or_default().push(ip);
+            }
         }
+    }
+    for (key, ips) in handed {
+        endpoints.entry(key).or_insert(ips);
     }
     let mut table = RoutingTable::default();
     for rev in revisions {

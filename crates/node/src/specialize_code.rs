@@ -17,7 +17,7 @@
 //!    answer records `specialized`, anything else (or the request's `timeoutSeconds` passing)
 //!    records `failed` with the reason.
 //!
-//! `crate::specialize::progress` then labels the pod `specialized` once it is Ready (the
+//! `crate::specialize::report` then labels the pod `specialized` once it is Ready (the
 //! timeline's `ready`) or `failed` (the pool deletes it), from [`outcome`].
 //!
 //! # Guarantees
@@ -32,7 +32,9 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
-use kinetic_api::pool::{CLAIMED_AT_ANNOTATION, CodeRequest, SPECIALIZE_CODE_ANNOTATION};
+use kinetic_api::pool::{
+    CLAIMED_AT_ANNOTATION, CodeRequest, POOL_STATE_LABEL, SPECIALIZE_CODE_ANNOTATION, state,
+};
 use kinetic_api::timeline::Specialization;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -80,6 +82,11 @@ pub fn due(pod: &Pod, rec: &PodRecord) -> Due {
     if s.is_some_and(|s| s.specialized.is_some() || s.failed.is_some()) {
         return Due::Nothing;
     }
+    // Reported already (by this agent before its record was lost, say): never again.
+    let label = pod.metadata.labels.as_ref().and_then(|l| l.get(POOL_STATE_LABEL));
+    if label.is_some_and(|l| l == state::SPECIALIZED || l == state::FAILED) {
+        return Due::Nothing;
+    }
     match req {
         Err(why) => Due::Fail(why),
         Ok(_) if s.is_some_and(|s| s.observed.is_some()) => Due::Fail(
@@ -105,21 +112,16 @@ pub fn fail(rec: &mut PodRecord, why: String) {
     s.failed = Some(why);
 }
 
-/// How a code specialisation ended, for `crate::specialize::progress` to report: `Failed`
+/// How a code specialisation ended, for `crate::specialize::report` to report: `Failed`
 /// until the pod carries the `failed` label, `Ready` once the runtime took the code and the pod
 /// is Ready.
 pub fn outcome(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Outcome> {
     let _ = request(pod)?;
     let s = rec.timeline.specialization.as_ref()?;
-    let label = pod
-        .metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(kinetic_api::pool::POOL_STATE_LABEL))
-        .map(String::as_str);
+    let label =
+        pod.metadata.labels.as_ref().and_then(|l| l.get(POOL_STATE_LABEL)).map(String::as_str);
     if let Some(why) = &s.failed {
-        return (label != Some(kinetic_api::pool::state::FAILED))
-            .then(|| Outcome::Failed(why.clone()));
+        return (label != Some(state::FAILED)).then(|| Outcome::Failed(why.clone()));
     }
     (s.specialized.is_some() && s.ready.is_none() && pod_ready).then_some(Outcome::Ready)
 }
@@ -374,6 +376,9 @@ mod tests {
         assert_eq!(outcome(&p, &rec, true), Some(Outcome::Ready));
 
         assert!(matches!(due(&pod(Some("{".into()), "claimed"), &rec_new()), Due::Fail(_)));
+        // A pod labelled already is never specialised again, even without its record.
+        assert_eq!(due(&pod(Some(ann.clone()), "specialized"), &rec_new()), Due::Nothing);
+        assert_eq!(due(&pod(Some(ann), "failed"), &rec_new()), Due::Nothing);
         let escape = CodeRequest { sub_path: "../../etc".into(), ..req(2) };
         let p = pod(Some(serde_json::to_string(&escape).unwrap()), "claimed");
         assert!(matches!(due(&p, &rec_new()), Due::Fail(_)));

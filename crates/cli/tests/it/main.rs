@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod agent_sandbox;
 mod batch;
 mod batch_policy;
 mod bench;
@@ -23,6 +24,7 @@ mod preheat;
 mod recreate;
 mod serve_status;
 mod serving;
+mod serving_handoff;
 mod serving_traffic;
 mod sidecarset;
 mod sidecarset_hot;

@@ -102,6 +102,14 @@ async fn a_claim_by_code_injects_python_code_into_a_runtime_pod_in_place() {
     let s = tl.specialization.unwrap();
     let steps = [s.claimed, s.observed, s.unpacked, s.specialized, s.ready].map(Option::unwrap);
     assert!(steps.windows(2).all(|w| w[0] <= w[1]), "timeline out of order: {steps:?}");
+    let after = |t: jiff::Timestamp| t.duration_since(steps[0]).as_millis();
+    eprintln!(
+        "timeline after the claim: observed {} ms, unpacked {} ms, specialized {} ms, ready {} ms",
+        after(steps[1]),
+        after(steps[2]),
+        after(steps[3]),
+        after(steps[4])
+    );
     assert_eq!(s.image, code);
     wait_full(&pods, "py", 2).await;
 

@@ -242,6 +242,11 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
     {
         return Ok(Action::requeue(Duration::from_millis(200)));
     }
+    // A Knative revision's CloneSet whose pods are being handed over in place to its
+    // successor's: the handoff owns its pods and replicas until it ends.
+    if crate::serving::handoff::giving(&cs) {
+        return Ok(Action::await_change());
+    }
     let now = Timestamp::now();
     let owned = claim(&ctx, &cs).await?;
     let seen = owned.iter().map(|p| Seen {
@@ -291,7 +296,8 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
     .await;
     requeue = sooner(requeue, retry_predownload);
     let mut acted = refreshed;
-    if !acted {
+    // Receiving pods in a handoff: its replica count already counts them.
+    if !acted && !crate::serving::handoff::receiving(&cs) {
         acted = scale(&ctx, &cs, &input, &revs, &claims).await?;
     }
     let deadline_exceeded = status::deadline_exceeded(&cs, &update_name);

@@ -15,6 +15,8 @@
 //!   later image-only change can go in place) created with `autoscaling.knative.dev/initial-scale`
 //!   replicas; afterwards the replica count is the autoscaler's. Its conditions come from the
 //!   CloneSet and the pods (image pull failures, container exits).
+//! - [`handoff`]: a new revision that differs from the serving one only in its images takes
+//!   over that revision's pods in place (same UIDs and IPs) instead of starting new ones.
 //! - [`route`]: resolves traffic to revision names, URLs from `config-domain` and
 //!   `config-network`, a selector-less core Service named after the Route.
 //!
@@ -33,6 +35,7 @@ use kinetic_api::knative::Condition;
 use kube::{Client, Resource, ResourceExt as _};
 
 pub mod configuration;
+pub mod handoff;
 pub mod revision;
 pub mod route;
 pub mod service;
@@ -48,6 +51,9 @@ pub enum ReconcileError {
         #[source]
         source: serde_json::Error,
     },
+    /// Something this pass needs is still in progress; retried with back-off.
+    #[error("waiting: {0}")]
+    Waiting(String),
 }
 
 /// The CustomResourceDefinitions of Knative Serving (for [`crate::crds::install`]).
@@ -63,7 +69,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     ]
 }
 
-/// Runs the four serving controllers until `shutdown` resolves.
+/// Runs the four serving controllers and the handoff driver until `shutdown` resolves.
 ///
 /// # Errors
 /// None so far: API errors are retried per object with back-off.
@@ -72,13 +78,14 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> crate::Result<()> {
     let stop = shutdown.boxed().shared();
-    let (a, b, c, d) = tokio::join!(
+    let (a, b, c, d, e) = tokio::join!(
         service::run(client.clone(), stop.clone()),
         configuration::run(client.clone(), stop.clone()),
         revision::run(client.clone(), stop.clone()),
-        route::run(client, stop),
+        route::run(client.clone(), stop.clone()),
+        handoff::run(client, stop),
     );
-    a.and(b).and(c).and(d)
+    a.and(b).and(c).and(d).and(e)
 }
 
 /// `namespace/name`, the back-off and log key.

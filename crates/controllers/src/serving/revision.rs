@@ -299,7 +299,9 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
     let cs = match sets.get_opt(&workload_name(&name)).await? {
         Some(cs) => cs,
         None => {
-            let cs = make_cloneset(rev)?;
+            let mut cs = make_cloneset(rev)?;
+            // An image-only successor of the serving revision takes over its pods in place.
+            super::handoff::prepare(&ctx.client, rev, &mut cs).await?;
             match sets.create(&PostParams::default(), &cs).await {
                 Ok(cs) => {
                     tracing::info!(revision = %key(rev), "CloneSet created");

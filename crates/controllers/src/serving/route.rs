@@ -171,6 +171,11 @@ async fn config_data(client: &Client, name: &str) -> kube::Result<BTreeMap<Strin
     Ok(api.get_opt(name).await?.and_then(|c| c.data).unwrap_or_default())
 }
 
+/// `config-network`, Knative's defaults where it is missing or does not parse.
+pub(crate) async fn network(client: &Client) -> kube::Result<Network> {
+    Ok(Network::from_data(&config_data(client, network::CONFIG_NAME).await?).unwrap_or_default())
+}
+
 /// Why a target could not be assigned: Unknown (waiting) or False (failed), reason, message.
 struct Unassigned {
     status: &'static str,
@@ -458,7 +463,7 @@ async fn reconcile_pass(route: &Route, ctx: &Ctx) -> Result<Action, ReconcileErr
 /// The rollout duration in seconds: the Route's `serving.knative.dev/rollout-duration`
 /// annotation (a duration such as `120s`, `2m`; upstream's webhook validates it), else
 /// `config-network`'s `rollout-duration`.
-fn rollout_duration(route: &Route, net: &Network) -> f64 {
+pub(crate) fn rollout_duration(route: &Route, net: &Network) -> f64 {
     let parse = |v: &str| -> Option<f64> {
         let v = v.trim();
         let (num, unit) = v.split_at(v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len()));
