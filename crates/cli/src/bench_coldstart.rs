@@ -43,8 +43,7 @@ use crate::platform::{AbortOnDrop, Platform};
 /// Arguments of `kinetic bench coldstart`.
 #[derive(clap::Args)]
 pub struct ColdstartArgs {
-    /// Measure claims against creates of bare pods (this module) instead of the Knative matrix
-    /// (`crate::bench_coldstart_knative`)
+    /// Measure claims against creates of bare pods instead of the Knative matrix
     #[arg(long)]
     pod_level: bool,
     #[command(flatten)]

@@ -74,10 +74,10 @@ pub struct MatrixArgs {
     pub services: usize,
     /// Apps measured
     #[arg(long = "app", value_enum, value_delimiter = ',', default_values_t = [App::Static, App::Python])]
-    pub apps: Vec<App>,
+    pub app: Vec<App>,
     /// Modes measured
     #[arg(long = "mode", value_enum, value_delimiter = ',', default_values_t = [Mode::None, Mode::Image, Mode::Code])]
-    pub modes: Vec<Mode>,
+    pub mode: Vec<Mode>,
     /// Services cold at once in each burst (0: no burst); one burst per app and pool mode
     #[arg(long, default_value_t = 50)]
     pub burst: usize,
@@ -155,10 +155,10 @@ async fn measure(
         "placeholder",
         kinetic_testkit::images::busybox(registry, "placeholder", "v1", &[]).await?,
     );
-    if args.apps.contains(&App::Python) {
+    if args.app.contains(&App::Python) {
         images.insert("python", python::app(registry, "v1").await?);
     }
-    if args.modes.contains(&Mode::Code) {
+    if args.mode.contains(&Mode::Code) {
         images.insert("runtime", python::runtime(registry, "v1").await?);
         images.insert("python-code", python::app_code(registry, "v1").await?);
         images.insert(
@@ -167,8 +167,8 @@ async fn measure(
         );
     }
     let mut out = Vec::new();
-    for &app in &args.apps {
-        for &mode in &args.modes {
+    for &app in &args.app {
+        for &mode in &args.mode {
             let cfg = config(app, mode, &images, pool_size)?;
             eprintln!("== {app:?} app, pool: {mode:?}");
             let mut o = Outcome::default();
@@ -539,8 +539,7 @@ pub async fn run(
     pool_size: i32,
     args: &MatrixArgs,
 ) -> anyhow::Result<()> {
-    if args.cold_starts == 0 || args.services == 0 || args.apps.is_empty() || args.modes.is_empty()
-    {
+    if args.cold_starts == 0 || args.services == 0 || args.app.is_empty() || args.mode.is_empty() {
         bail!("--cold-starts, --services, --app and --mode must not be empty or 0");
     }
     let load_before = loadavg();
