@@ -3,6 +3,7 @@
 //! This crate does no I/O and has no async runtime; it only defines what travels over the
 //! Kubernetes API (annotations, custom resource specs) so producers and consumers agree.
 
+pub mod agents;
 pub mod crane;
 pub mod knative;
 pub mod kruise;

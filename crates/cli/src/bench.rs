@@ -71,7 +71,7 @@ pub enum BenchCommand {
     Pods(crate::bench_pods::PodsArgs),
     /// Measure a release: Deployment rolling update vs CloneSet ReCreate vs CloneSet in place
     Rollout(crate::bench_rollout::RolloutArgs),
-    /// Measure an app's cold start with a warm pod pool (claim by image) against a pod create
+    /// Measure the first request to a Knative Service at zero with and without warm pod pools
     Coldstart(crate::bench_coldstart::ColdstartArgs),
 }
 

@@ -1,4 +1,4 @@
-//! `kinetic bench coldstart`: the start of an app's first pod with a warm pod pool (a claim by
+//! `kinetic bench coldstart --pod-level`: the start of an app's first pod with a warm pod pool (a claim by
 //! image, issue 12 part 3) against without one (a plain pod create), in the same run.
 //!
 //! Everything runs in this process, wired as `kinetic up` wires it (`crate::platform`): the
@@ -43,10 +43,15 @@ use crate::platform::{AbortOnDrop, Platform};
 /// Arguments of `kinetic bench coldstart`.
 #[derive(clap::Args)]
 pub struct ColdstartArgs {
-    /// Different apps (images) started
+    /// Measure claims against creates of bare pods instead of the Knative matrix
+    #[arg(long)]
+    pod_level: bool,
+    #[command(flatten)]
+    matrix: crate::bench_coldstart_knative::MatrixArgs,
+    /// With --pod-level: different apps (images) started
     #[arg(long, default_value_t = 25)]
     apps: usize,
-    /// Cold starts of each app in each way (samples per way = apps × rounds)
+    /// With --pod-level: cold starts of each app in each way (samples per way = apps × rounds)
     #[arg(long, default_value_t = 2)]
     rounds: usize,
     /// Ready placeholder pods the pool keeps
@@ -80,6 +85,7 @@ struct Measured {
     plain: Vec<Sample>,
     pool: Vec<Sample>,
     timelines: Vec<Timeline>,
+    plain_timelines: Vec<Timeline>,
 }
 
 fn is_ready(p: &Pod) -> bool {
@@ -118,6 +124,15 @@ fn plain_pod(name: &str, image: &str, kind: &str) -> anyhow::Result<Pod> {
 /// # Errors
 /// The platform cannot be started, or a start does not finish within 60 s.
 pub async fn run(args: ColdstartArgs) -> anyhow::Result<()> {
+    if !args.pod_level {
+        return crate::bench_coldstart_knative::run(
+            &args.bridge,
+            &args.pod_cidr,
+            args.pool_size,
+            &args.matrix,
+        )
+        .await;
+    }
     if args.apps == 0 || args.rounds == 0 || args.pool_size < 1 {
         bail!("--apps, --rounds and --pool-size must be at least 1");
     }
@@ -202,6 +217,29 @@ fn report(m: &Measured, args: &ColdstartArgs) {
         println!("  agent saw it → claimant's container started   {:>7.1}", sums[1] / k);
         println!("  container started → Ready (probe, status)     {:>7.1}", sums[2] / k);
     }
+    let mut sums = [0.0f64; 4];
+    let mut k = 0.0;
+    for t in &m.plain_timelines {
+        let Some(c) = t.containers.first() else { continue };
+        let parts = [
+            d(t.created, t.observed),
+            d(t.observed, t.sandbox_ready),
+            d(t.sandbox_ready.max(c.pull_finished), c.started),
+            d(c.started, t.ready),
+        ];
+        for (x, p) in sums.iter_mut().zip(parts) {
+            *x += p;
+        }
+        k += 1.0;
+    }
+    if k > 0.0 {
+        println!();
+        println!("plain creates over {k:.0} pods (from their timelines), mean ms:");
+        println!("  create → agent saw it (schedule, bind, watch)  {:>7.1}", sums[0] / k);
+        println!("  agent saw it → sandbox ready                   {:>7.1}", sums[1] / k);
+        println!("  sandbox ready → container started              {:>7.1}", sums[2] / k);
+        println!("  container started → Ready (probe, status)      {:>7.1}", sums[3] / k);
+    }
 }
 
 async fn measure(platform: &Platform, args: &ColdstartArgs) -> anyhow::Result<Measured> {
@@ -257,7 +295,12 @@ async fn measure(platform: &Platform, args: &ColdstartArgs) -> anyhow::Result<Me
     let pools: Api<PodPool> = Api::namespaced(client.clone(), NAMESPACE);
     create_when_served(&pools, &pool).await?;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
-    let mut out = Measured { plain: Vec::new(), pool: Vec::new(), timelines: Vec::new() };
+    let mut out = Measured {
+        plain: Vec::new(),
+        pool: Vec::new(),
+        timelines: Vec::new(),
+        plain_timelines: Vec::new(),
+    };
     eprintln!("measuring {} cold starts each way", args.apps * args.rounds);
     for round in 0..args.rounds {
         for (i, image) in images.iter().enumerate() {
@@ -268,6 +311,9 @@ async fn measure(platform: &Platform, args: &ColdstartArgs) -> anyhow::Result<Me
             let t0 = Instant::now();
             pods.create(&PostParams::default(), &p).await?;
             out.plain.push(sample(&seen, &name, t0).await?);
+            if let Some(tl) = timeline_of(&pods, &name).await? {
+                out.plain_timelines.push(tl);
+            }
             delete(&pods, &name).await?;
 
             // Pool.
@@ -291,12 +337,7 @@ async fn measure(platform: &Platform, args: &ColdstartArgs) -> anyhow::Result<Me
                     .with_context(|| format!("claiming a pod for app {i}"))?;
             let name = claimed.name_any();
             out.pool.push(sample(&seen, &name, t0).await?);
-            let p = pods.get(&name).await?;
-            if let Some(tl) = p
-                .annotations()
-                .get(kinetic_api::timeline::ANNOTATION)
-                .and_then(|a| serde_json::from_str(a).ok())
-            {
+            if let Some(tl) = timeline_of(&pods, &name).await? {
                 out.timelines.push(tl);
             }
             delete(&pods, &name).await?;
@@ -305,6 +346,25 @@ async fn measure(platform: &Platform, args: &ColdstartArgs) -> anyhow::Result<Me
     }
     pools.delete(POOL, &DeleteParams::default()).await?;
     Ok(out)
+}
+
+/// The timeline annotation of pod `name` (the node agent writes it once the pod is Ready).
+async fn timeline_of(pods: &Api<Pod>, name: &str) -> anyhow::Result<Option<Timeline>> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let p = pods.get(name).await?;
+        let tl = p
+            .annotations()
+            .get(kinetic_api::timeline::ANNOTATION)
+            .and_then(|a| serde_json::from_str::<Timeline>(a).ok());
+        let complete = tl.as_ref().is_some_and(|t| {
+            t.ready.is_some() && t.specialization.as_ref().is_none_or(|s| s.ready.is_some())
+        });
+        if complete || Instant::now() > deadline {
+            return Ok(tl);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// Creates `pool`, retrying while its kind is not served yet (the controllers install the

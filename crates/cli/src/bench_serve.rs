@@ -315,7 +315,7 @@ async fn measure(platform: &Platform, args: &ServeArgs) -> anyhow::Result<Measur
 }
 
 /// `knative-serving/config-autoscaler` with a short scale-to-zero grace period.
-async fn autoscaler_config(client: &kube::Client) -> anyhow::Result<()> {
+pub(crate) async fn autoscaler_config(client: &kube::Client) -> anyhow::Result<()> {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "knative-serving"}}))?;
     match Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &ns).await {
         Ok(_) => {}
@@ -365,7 +365,7 @@ async fn create_service(
 }
 
 /// The host of the Route `name`'s URL, once the Route is Ready.
-async fn route_host(client: &kube::Client, name: &str) -> anyhow::Result<String> {
+pub(crate) async fn route_host(client: &kube::Client, name: &str) -> anyhow::Result<String> {
     let routes: Api<Route> = Api::namespaced(client.clone(), NS);
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
@@ -415,7 +415,7 @@ async fn first_answer(gateway: SocketAddr, host: &str) -> anyhow::Result<()> {
 
 /// Waits until the Service's CloneSets are all at zero replicas and none of its pods is left
 /// (not even terminating); returns how long that took.
-async fn wait_for_zero(
+pub(crate) async fn wait_for_zero(
     pods: &Api<Pod>,
     clonesets: &Api<CloneSet>,
     service: &str,
@@ -569,16 +569,16 @@ async fn ready_pod_addr(pods: &Api<Pod>, service: &str) -> anyhow::Result<Socket
 }
 
 /// An answer to one request on a new connection.
-struct Answer {
-    code: u16,
-    body: String,
-    first_byte: Duration,
+pub(crate) struct Answer {
+    pub(crate) code: u16,
+    pub(crate) body: String,
+    pub(crate) first_byte: Duration,
 }
 
 /// `GET /` with `Host: host` on a new connection (`Connection: close`): the status, the body
 /// (raw; the page is checked with `contains`), and the time from just before the connect to
 /// the first response byte.
-async fn get_once(addr: SocketAddr, host: &str) -> anyhow::Result<Answer> {
+pub(crate) async fn get_once(addr: SocketAddr, host: &str) -> anyhow::Result<Answer> {
     let start = Instant::now();
     let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
     tokio::time::timeout(ANSWER_LIMIT, async {
@@ -845,7 +845,7 @@ impl Drop for Nginx {
 }
 
 /// `/proc/loadavg`'s three averages.
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()

@@ -2,7 +2,7 @@
 //! controllers (CloneSet with image pre-download, SidecarSet, StatefulSet (apps/v1 and Advanced),
 //! UnitedDeployment, ImagePullJob,
 //! NodeImage, Deployment/ReplicaSet, DaemonSet (apps/v1 and Advanced), Endpoints/EndpointSlices,
-//! Knative Serving, PodPool, HPA, Crane's EffectiveHPA, Job, CronJob, BroadcastJob) and the
+//! Knative Serving, PodPool, agent-sandbox, HPA, Crane's EffectiveHPA, Job, CronJob, BroadcastJob) and the
 //! volume controller (claim binding, release, protection finalizers) for both homes.
 
 /// The default StorageClass of `kinetic up`: local directories on the node of the claim's first
@@ -156,6 +156,9 @@ pub async fn run_all_tracked(
     kinetic_controllers::crds::install(&client, &kinetic_controllers::podpool::crds())
         .await
         .context("installing the PodPool CRD")?;
+    kinetic_controllers::crds::install(&client, &kinetic_controllers::sandbox::crds())
+        .await
+        .context("installing the agent-sandbox CRDs")?;
     kinetic_controllers::crds::install(&client, &kinetic_controllers::ehpa::crds())
         .await
         .context("installing Crane's EffectiveHorizontalPodAutoscaler CRD")?;
@@ -241,10 +244,13 @@ pub async fn run_all_tracked(
         "containerrecreaterequest",
         kinetic_controllers::crr::run(client.clone(), until(stop.clone())),
     );
-    // ContainerRecreateRequests end with the PodPools (both small, per-pod controllers).
+    let sandboxes =
+        r.track("sandbox", kinetic_controllers::sandbox::run(client.clone(), until(stop.clone())));
+    // ContainerRecreateRequests and agent sandboxes end with the PodPools (small, per-pod
+    // controllers; the sandboxes claim from the pools).
     let podpools = async {
-        let (a, b) = tokio::join!(podpools, crr);
-        a.and(b)
+        let (a, b, c) = tokio::join!(podpools, crr, sandboxes);
+        a.and(b).and(c)
     };
     let workloads = r.track("workloads", async move {
         futures::try_join!(
@@ -277,7 +283,7 @@ pub async fn run_all_tracked(
     f.context("the ImageListPullJob controller stopped")?;
     g.context("the Knative Serving controllers stopped")?;
     h.context("the (Effective)HorizontalPodAutoscaler controllers stopped")?;
-    i.context("the PodPool controller stopped")?;
+    i.context("the PodPool, ContainerRecreateRequest or agent-sandbox controllers stopped")?;
     j.context("the SidecarSet controller stopped")?;
     k.context("the DaemonSet controllers stopped")?;
     l.context("the Job, CronJob and BroadcastJob controllers stopped")?;

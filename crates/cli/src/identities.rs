@@ -109,6 +109,8 @@ pub fn controller_rules() -> Vec<Value> {
                 "autoscaling.internal.knative.dev",
                 "networking.internal.knative.dev",
                 "autoscaling.crane.io",
+                "agents.x-k8s.io",
+                "extensions.agents.x-k8s.io",
             ],
             &["*"],
         ),

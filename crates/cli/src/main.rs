@@ -4,6 +4,7 @@
 mod bench;
 mod bench_autoscale;
 mod bench_coldstart;
+mod bench_coldstart_knative;
 mod bench_pods;
 mod bench_pull;
 mod bench_rollout;

@@ -48,6 +48,7 @@ pub mod nodeimage;
 pub mod podpool;
 pub mod podunavailablebudget;
 pub mod predownload;
+pub mod sandbox;
 pub mod scheduler;
 pub mod serving;
 pub mod serving_autoscaler;

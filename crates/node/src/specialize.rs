@@ -11,8 +11,9 @@
 //! - [`pending`]: whether the container still runs the placeholder and must be replaced (the
 //!   worker then kills the placeholder without grace and starts the claimant's container);
 //! - [`started`]: records the start of the claimant's container;
-//! - [`progress`]: once the pod is Ready as the claimant's, labels it
-//!   `kinetic.dev/pool-state=specialized` and writes the timeline; when the claimant's
+//! - [`report`]: once the pod is Ready as the claimant's, what labels it
+//!   `kinetic.dev/pool-state=specialized` and writes the timeline (the worker sends it in the
+//!   status write that makes the pod Ready, [`reported`] records it); when the claimant's
 //!   container cannot start or ends before it is ready, labels it `failed` (the pool controller
 //!   then deletes it at once). A specialisation that never ends either way is the pool
 //!   controller's to time out (`specializationTimeoutSeconds`).
@@ -20,14 +21,12 @@
 //! Each step is recorded in the pod record's `timeline.specialization` (persisted with the
 //! record, so an agent restart neither repeats nor forgets a specialisation).
 //!
-//! Specialisation by code is `crate::specialize_code`'s; [`progress`] reports both.
+//! Specialisation by code is `crate::specialize_code`'s; [`report`] reports both.
 
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Container as CSpec, Pod};
 use kinetic_api::pool::{CLAIMED_AT_ANNOTATION, POOL_STATE_LABEL, SPECIALIZE_ANNOTATION, state};
 use kinetic_api::timeline::{self, Specialization};
-use kube::Api;
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 
 use crate::events::{Recorder, Subject};
@@ -150,70 +149,75 @@ fn outcome(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Outcome> {
     }
 }
 
-/// Reports the end of a specialisation under way: labels the pod `specialized` (it is Ready as
-/// the claimant's) or `failed`, with the timeline, in one patch. Returns the patched pod, or
-/// `Ok(None)` when there was nothing to report.
-///
-/// # Errors
-/// The patch failed; the caller retries at its next sync.
-pub async fn progress(
-    client: &kube::Client,
-    events: &Recorder,
-    subject: &Subject,
-    pod: &Pod,
-    rec: &mut PodRecord,
-    pod_ready: bool,
-) -> Result<Option<Pod>, kube::Error> {
-    let Some(out) = outcome(pod, rec, pod_ready) else { return Ok(None) };
+/// The end of a specialisation under way, to be written to the pod: its pool state label
+/// (`specialized` or `failed`) and the timeline, as the `metadata` of a patch.
+pub struct Report {
+    out: Outcome,
+    timeline: timeline::Timeline,
+    at: Timestamp,
+    /// Specialised by code (`crate::specialize_code`), not by image.
+    code: bool,
+    /// `{"labels": {..}, "annotations": {..}}`, for the patch's `metadata`.
+    pub metadata: serde_json::Value,
+}
+
+/// What to write about a specialisation that ended, if one did. The worker puts it into the
+/// same `pods/status` patch that makes the pod Ready (upstream's pod status strategy takes
+/// labels and annotations from the request), so a consumer sees the claimant's Ready and the
+/// `specialized` label at once, one API round trip after the probe instead of two (issue 12).
+pub fn report(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Report> {
+    let out = outcome(pod, rec, pod_ready)?;
     let mut tl = rec.timeline.clone();
     let s = tl.specialization.get_or_insert_with(Specialization::default);
-    let now = Timestamp::now();
-    let (label, target) = match &out {
+    let at = Timestamp::now();
+    let label = match &out {
         Outcome::Ready => {
-            s.ready = Some(now);
-            (state::SPECIALIZED, s.image.clone())
+            s.ready = Some(at);
+            state::SPECIALIZED
         }
         Outcome::Failed(why) => {
             s.failed = Some(why.clone());
-            (state::FAILED, why.clone())
+            state::FAILED
         }
     };
-    let body = json!({"metadata": {
+    let metadata = json!({
         "labels": {POOL_STATE_LABEL: label},
         "annotations": {timeline::ANNOTATION: serde_json::to_string(&tl).unwrap_or_default()},
-    }});
-    let api: Api<Pod> = Api::namespaced(client.clone(), &subject.namespace);
-    let p = api.patch(&subject.name, &PatchParams::default(), &Patch::Merge(&body)).await?;
-    rec.timeline = tl;
-    match out {
+    });
+    let code = crate::specialize_code::request(pod).is_some();
+    Some(Report { out, timeline: tl, at, code, metadata })
+}
+
+/// Records a [`Report`] the API accepted: the timeline in the pod record, and the Event.
+pub fn reported(events: &Recorder, subject: &Subject, rec: &mut PodRecord, r: Report) {
+    rec.timeline = r.timeline;
+    let s = rec.timeline.specialization.as_ref();
+    match r.out {
         Outcome::Ready => {
-            let took = rec
-                .timeline
-                .specialization
-                .as_ref()
-                .and_then(|s| Some(now.duration_since(s.claimed.or(s.observed)?)))
+            let took = s
+                .and_then(|s| Some(r.at.duration_since(s.claimed.or(s.observed)?)))
                 .map_or_else(String::new, |d| format!(" {} ms after the claim", d.as_millis()));
+            let image = s.map(|s| s.image.clone()).unwrap_or_default();
             events.emit(
                 subject,
                 None,
                 false,
                 "Specialized",
-                if crate::specialize_code::request(pod).is_some() {
-                    format!("Pool pod specialised with the code of image {target:?}, Ready{took}")
+                if r.code {
+                    format!("Pool pod specialised with the code of image {image:?}, Ready{took}")
                 } else {
-                    format!("Pool pod specialised into image {target:?}, Ready{took}")
+                    format!("Pool pod specialised into image {image:?}, Ready{took}")
                 },
             );
         }
-        Outcome::Failed(_) => events.emit(
+        Outcome::Failed(why) => events.emit(
             subject,
             None,
             true,
             kinetic_api::pool::reason::SPECIALIZATION_FAILED,
-            format!("Pool pod could not be specialised: {target}"),
+            format!("Pool pod could not be specialised: {why}"),
         ),
     }
-    Ok(Some(p))
 }
 
 #[cfg(test)]

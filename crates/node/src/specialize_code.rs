@@ -17,7 +17,7 @@
 //!    answer records `specialized`, anything else (or the request's `timeoutSeconds` passing)
 //!    records `failed` with the reason.
 //!
-//! `crate::specialize::progress` then labels the pod `specialized` once it is Ready (the
+//! `crate::specialize::report` then labels the pod `specialized` once it is Ready (the
 //! timeline's `ready`) or `failed` (the pool deletes it), from [`outcome`].
 //!
 //! # Guarantees
@@ -112,7 +112,7 @@ pub fn fail(rec: &mut PodRecord, why: String) {
     s.failed = Some(why);
 }
 
-/// How a code specialisation ended, for `crate::specialize::progress` to report: `Failed`
+/// How a code specialisation ended, for `crate::specialize::report` to report: `Failed`
 /// until the pod carries the `failed` label, `Ready` once the runtime took the code and the pod
 /// is Ready.
 pub fn outcome(pod: &Pod, rec: &PodRecord, pod_ready: bool) -> Option<Outcome> {

@@ -104,6 +104,9 @@ struct Worker {
     /// Removal of ended containers' runtime state (`runc delete`, rootfs unmount), done off the
     /// restart's critical path and awaited before the sandbox goes.
     cleanups: Vec<JoinHandle<()>>,
+    /// The runtime state of a specialised pool pod's placeholder (runc id, bundle), removed only
+    /// once the claimant's container has started (see [`Worker::finish`]).
+    held_cleanup: Option<(String, PathBuf)>,
     /// Container stops asked for by ContainerRecreateRequests, done at the next sync.
     recreates: Vec<Recreate>,
 }
@@ -142,6 +145,7 @@ pub async fn run(
         last_status: None,
         wake_at: None,
         cleanups: Vec::new(),
+        held_cleanup: None,
         recreates: Vec::new(),
     };
     if let Err(e) = std::fs::create_dir_all(w.dir.join("logs")) {
@@ -616,9 +620,11 @@ impl Worker {
                             self.grace_period()
                         };
                         let began = Instant::now();
-                        self.stop(&spec.name, grace, "spec").await;
+                        let why = if specialize { SPECIALIZE } else { "spec" };
+                        self.stop(&spec.name, grace, why).await;
                         let stopped = began.elapsed();
                         self.start(&spec, true).await;
+                        self.release_held_cleanup();
                         tracing::info!(
                             pod = %self.key(),
                             container = %spec.name,
@@ -1277,12 +1283,14 @@ impl Worker {
         let message = std::fs::read_to_string(r.dir.join("termination-log")).unwrap_or_default();
         // Each attempt has its own runc id, cgroup and rootfs directory, so a restarted
         // container does not wait for the old one's removal.
-        let (runc, id, dir) = (self.ctx.runc.clone(), r.id.clone(), r.dir.clone());
-        self.cleanups.retain(|h| !h.is_finished());
-        self.cleanups.push(tokio::spawn(async move {
-            let _ = runc.delete(&id).await;
-            crate::mount::remove(&dir);
-        }));
+        // A specialised pool pod's placeholder waits for the claimant's start: `runc delete` is
+        // a process of its own and would compete with `runc run` for the CPU (issue 12).
+        if r.stopping == Some(SPECIALIZE) {
+            self.release_held_cleanup();
+            self.held_cleanup = Some((r.id.clone(), r.dir.clone()));
+        } else {
+            self.spawn_cleanup(r.id.clone(), r.dir.clone());
+        }
         let now = ts_now();
         let Some(c) = self.rec.containers.get_mut(name) else { return };
         let started_at = match c.state {
@@ -1320,6 +1328,22 @@ impl Worker {
             container_id: format!("runc://{}", r.id),
         });
         c.ready = false;
+    }
+
+    fn spawn_cleanup(&mut self, id: String, dir: PathBuf) {
+        let runc = self.ctx.runc.clone();
+        self.cleanups.retain(|h| !h.is_finished());
+        self.cleanups.push(tokio::spawn(async move {
+            let _ = runc.delete(&id).await;
+            crate::mount::remove(&dir);
+        }));
+    }
+
+    /// Starts the removal held back by [`Worker::finish`] for a specialised placeholder.
+    fn release_held_cleanup(&mut self) {
+        if let Some((id, dir)) = self.held_cleanup.take() {
+            self.spawn_cleanup(id, dir);
+        }
     }
 
     /// Stops every container, app containers in parallel would be faster; kubelet also stops
@@ -1376,6 +1400,7 @@ impl Worker {
 
     /// Removes everything the pod had on the node except its record: network, volumes.
     async fn teardown(&mut self) -> crate::Result<()> {
+        self.release_held_cleanup();
         for h in self.cleanups.drain(..) {
             let _ = h.await;
         }
@@ -1424,9 +1449,19 @@ impl Worker {
         }
         // Another writer (a CloneSet controller marking a pod not ready before an in-place
         // update) may have changed a condition kubelet owns since our last write: write again.
-        if self.last_status.as_ref() != Some(&st) || conditions_drifted(&self.pod, &st) {
+        // A specialisation that ended goes into the same write ([`crate::specialize::report`]).
+        let report = crate::specialize::report(&self.pod, &self.rec, ready);
+        if self.last_status.as_ref() != Some(&st)
+            || conditions_drifted(&self.pod, &st)
+            || report.is_some()
+        {
             let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
-            let body = json!({"metadata": {"uid": self.subject.uid}, "status": st});
+            let mut meta = json!({"uid": self.subject.uid});
+            if let Some(r) = &report {
+                meta["labels"] = r.metadata["labels"].clone();
+                meta["annotations"] = r.metadata["annotations"].clone();
+            }
+            let body = json!({"metadata": meta, "status": st});
             match api
                 .patch_status(&self.subject.name, &PatchParams::default(), &Patch::Strategic(body))
                 .await
@@ -1434,29 +1469,20 @@ impl Worker {
                 Ok(p) => {
                     self.last_status = Some(st);
                     self.pod = Arc::new(p);
+                    if let Some(r) = report {
+                        crate::specialize::reported(
+                            &self.ctx.events,
+                            &self.subject,
+                            &mut self.rec,
+                            r,
+                        );
+                    }
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => self.gone = true,
                 Err(e) => {
                     tracing::warn!(pod = %self.key(), error = %e, "status update failed; retrying");
                     self.wake_in(Duration::from_millis(500));
                 }
-            }
-        }
-        match crate::specialize::progress(
-            &self.ctx.client,
-            &self.ctx.events,
-            &self.subject,
-            &self.pod,
-            &mut self.rec,
-            ready,
-        )
-        .await
-        {
-            Ok(Some(p)) => self.pod = Arc::new(p),
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(pod = %self.key(), error = %e, "specialisation not reported; retrying");
-                self.wake_in(Duration::from_millis(500));
             }
         }
         let failed_start = self.rec.containers.values().any(|c| matches!(&c.state, CState::Waiting { reason, .. } if reason != "ContainerCreating" && reason != "PodInitializing"));
@@ -1515,6 +1541,8 @@ fn fmt_dur(d: Duration) -> String {
 
 /// The first retry of a readiness probe that has not succeeded yet (see `probe_loop`).
 const FIRST_READINESS_RETRY: Duration = Duration::from_millis(25);
+/// Why a specialised pool pod's placeholder is stopped (`Running::stopping`).
+const SPECIALIZE: &str = "specialize";
 
 /// Runs a container's probes: the startup probe first, then readiness and liveness on their
 /// own periods. Sends a message when a result changes (readiness) or a threshold is crossed.

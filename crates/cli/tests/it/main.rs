@@ -3,6 +3,7 @@
 
 #![allow(clippy::unwrap_used)] // Tests fail loudly on the first unexpected error.
 
+mod agent_sandbox;
 mod batch;
 mod batch_policy;
 mod bench;

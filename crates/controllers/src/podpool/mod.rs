@@ -12,13 +12,16 @@
 //! 4. replace unclaimed pods of an older template and failed ones;
 //! 5. learn the size ([`sizing::size`]) from the claim history and the start-up durations of
 //!    the pool's pods (their `kinetic.dev/timeline`, else creation to the Ready condition);
-//! 6. create or delete unclaimed pods to hold that many, and write the status.
+//! 6. create (once no claim is being specialised, [`refill`]) or delete unclaimed pods to hold
+//!    that many, and write the status.
 //!
 //! Refill is watch-driven: pods are watched by the `kinetic.dev/pool` label and mapped to their
 //! pool by it, so a claim (which moves the pod's ownerReference away from the pool) triggers
 //! the pool's reconcile at once. The claim history lives in the status (bounded), so a new
 //! controller continues it; claims are also collected from the watch events as they pass, so a
-//! pod claimed and deleted between two reconciles is still counted.
+//! pod claimed and deleted between two reconciles is still counted. The replacements wait
+//! while a pod just claimed is being specialised (at most [`refill::HOLD`]), so they do not
+//! compete with the claimant's start ([`refill`]).
 //!
 //! Specialisation by image is the node agent's ([`claim_for_image`] asks for it). Not here yet
 //! (later sessions of issue 12): specialisation by code (part 3), the Knative revision and
@@ -29,6 +32,7 @@
 //! low PriorityClass.
 
 pub mod claim;
+pub mod refill;
 pub mod sizing;
 
 use std::collections::{BTreeMap, HashMap};
@@ -359,6 +363,7 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
     // Claimed pods past their specialisation timeout, and those the node agent could not
     // specialise.
     let mut claimed = 0;
+    let mut specializing = Vec::new();
     for p in mine.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         if label(p, POOL_STATE_LABEL) == Some(state::FAILED) {
             if delete_pod(&ctx, &owner, p).await? {
@@ -384,6 +389,7 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
         let deadline = at.checked_add(timeout).unwrap_or(at);
         if deadline > now {
             claimed += 1;
+            specializing.push(at);
             requeue = earlier(requeue, Duration::try_from(deadline.duration_since(now)).ok());
             continue;
         }
@@ -472,9 +478,16 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
         sizing::size(&claim_times, &durations, now, pool.spec.min_ready, pool.spec.max_ready);
     requeue = earlier(requeue, sized.recheck);
 
-    // Hold `size` unclaimed pods.
+    // Hold `size` unclaimed pods; replacements once the pods just claimed are specialised
+    // (`refill`).
     let have = i32::try_from(unclaimed.len()).unwrap_or(i32::MAX);
-    if have < sized.size {
+    let held = refill::hold(&specializing, now);
+    if have < sized.size
+        && let Some(left) = held
+    {
+        tracing::debug!(pool = %owner, wait_ms = left.as_millis() as u64, "refill waits for a specialisation");
+        requeue = earlier(requeue, Some(left));
+    } else if have < sized.size {
         let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
         for _ in have..sized.size {
             let created = api.create(&PostParams::default(), &new_pod(&pool, &hash)).await?;

@@ -1,0 +1,237 @@
+//! The SandboxClaim reconciler (upstream `extensions/controllers/sandboxclaim_controller.go`):
+//! a claim gets a Sandbox of its own name, owned by the claim, whose pod comes from a warm
+//! pool of the claim's template when one has a ready pod, and is created otherwise.
+//!
+//! # Guarantees
+//! - A pool pod goes to at most one claim: [`crate::podpool::claim`] is one conditional write.
+//! - A claim that crashes between taking a pod and creating its Sandbox finds the pod again
+//!   on its next reconcile (a `claimed` pool pod whose controller is the claim); if it never
+//!   comes back, the pool's specialisation timeout deletes the pod.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kinetic_api::agents::{
+    CLAIM_UID_LABEL, ClaimedSandbox, LAUNCH_TYPE_LABEL, POD_NAME_ANNOTATION, PodMetadata,
+    PodTemplate, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxSpec, SandboxTemplate,
+    SandboxWarmPool, TEMPLATE_REF_ANNOTATION, condition, launch_type,
+};
+use kinetic_api::pool::{POOL_STATE_LABEL, state};
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::decide::{self, ClaimState};
+use super::{Ctx, ReconcileError, controller_of, owner_ref};
+use crate::events::EventReq;
+use crate::podpool::ClaimError;
+
+/// How often a claim whose template is missing looks again (besides the template watch).
+const TEMPLATE_RETRY: Duration = Duration::from_secs(30);
+
+pub(super) async fn reconcile(
+    c: Arc<SandboxClaim>,
+    ctx: Arc<Ctx>,
+) -> Result<Action, ReconcileError> {
+    let obj = c.clone();
+    ctx.backoff.reconcile(&*obj, pass(c, ctx.clone())).await
+}
+
+async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if claim.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = claim.namespace().unwrap_or_default();
+    let name = claim.name_any();
+    let uid = claim.uid().unwrap_or_default();
+    let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = sandboxes.get_opt(&name).await?;
+    let mut requeue = None;
+
+    // -- Expiry (upstream claim `Lifecycle`). -------------------------------------------------
+    if let Some(lc) = &claim.spec.lifecycle
+        && let Some(left) = decide::expiry(lc.shutdown_time.as_ref(), jiff::Timestamp::now())
+    {
+        if left.is_zero() {
+            if lc.shutdown_policy == "Delete" || lc.shutdown_policy == "DeleteForeground" {
+                let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &ns);
+                let mut dp = DeleteParams::default();
+                if lc.shutdown_policy == "DeleteForeground" {
+                    dp.propagation_policy = Some(PropagationPolicy::Foreground);
+                }
+                match api.delete(&name, &dp).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            if let Some(sb) = existing.as_ref().filter(|s| owned(s, &uid))
+                && sb.metadata.deletion_timestamp.is_none()
+            {
+                sandboxes.delete(&sb.name_any(), &DeleteParams::default()).await?;
+            }
+            let v = decide::claim_ready(ClaimState::Expired);
+            write_status(&ctx, &claim, None, &v).await?;
+            return Ok(Action::await_change());
+        }
+        requeue = Some(left);
+    }
+    let done = |a: Option<Duration>| a.map_or_else(Action::await_change, Action::requeue);
+
+    // -- The claim's Sandbox exists: report it. -----------------------------------------------
+    if let Some(sb) = existing {
+        if !owned(&sb, &uid) {
+            let v = decide::claim_ready(ClaimState::SandboxNotOwned(&name));
+            write_status(&ctx, &claim, None, &v).await?;
+            return Ok(done(requeue));
+        }
+        let ready = sb
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+        let v = decide::claim_ready(ClaimState::Sandbox(ready));
+        write_status(&ctx, &claim, Some(&sb), &v).await?;
+        return Ok(done(requeue));
+    }
+
+    // -- No Sandbox yet: the template, a pool pod if one can be had, the Sandbox. -------------
+    let tname = claim.spec.sandbox_template_ref.name.clone();
+    let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(t) = templates.get_opt(&tname).await? else {
+        let v = decide::claim_ready(ClaimState::TemplateNotFound(&tname));
+        write_status(&ctx, &claim, None, &v).await?;
+        return Ok(Action::requeue(requeue.map_or(TEMPLATE_RETRY, |r| r.min(TEMPLATE_RETRY))));
+    };
+    let started = Instant::now();
+    let warm = match claimed_before(&ctx, &ns, &uid).await? {
+        Some(p) => Some((p, String::new())),
+        None => claim_from_pools(&ctx, &claim, &tname).await?,
+    };
+    let mut sb = new_sandbox(&claim, &t);
+    if let Some((pod, _)) = &warm {
+        sb.annotations_mut().insert(POD_NAME_ANNOTATION.to_owned(), pod.name_any());
+        sb.labels_mut().insert(LAUNCH_TYPE_LABEL.to_owned(), launch_type::WARM.to_owned());
+    }
+    let sb = match sandboxes.create(&PostParams::default(), &sb).await {
+        Ok(sb) => sb,
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            return Ok(Action::requeue(Duration::from_millis(50)));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let message = match &warm {
+        Some((pod, pool)) => format!(
+            "Adopted warm pool pod {:?}{} for Sandbox {name:?} in {} ms",
+            pod.name_any(),
+            if pool.is_empty() { String::new() } else { format!(" of SandboxWarmPool {pool:?}") },
+            started.elapsed().as_millis()
+        ),
+        None => format!("Created Sandbox {name:?} with a new pod (no warm pool pod ready)"),
+    };
+    let reason = if warm.is_some() { "SandboxAdopted" } else { "SandboxCreated" };
+    tracing::debug!(claim = %name, %message, "claimed");
+    ctx.events.send(EventReq::for_object(&*claim, "Normal", reason, message));
+    let v = decide::claim_ready(ClaimState::Sandbox(None));
+    write_status(&ctx, &claim, Some(&sb), &v).await?;
+    Ok(done(requeue))
+}
+
+fn owned(sb: &Sandbox, claim_uid: &str) -> bool {
+    controller_of(sb).is_some_and(|o| o.uid == claim_uid)
+}
+
+/// A pool pod this claim took on an earlier reconcile that did not get to create the Sandbox.
+async fn claimed_before(ctx: &Ctx, ns: &str, uid: &str) -> Result<Option<Pod>, ReconcileError> {
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("{POOL_STATE_LABEL}={}", state::CLAIMED));
+    let found = pods.list(&lp).await?.items.into_iter().find(|p| {
+        p.metadata.deletion_timestamp.is_none() && controller_of(p).is_some_and(|o| o.uid == uid)
+    });
+    Ok(found)
+}
+
+/// Takes a ready pod from the first warm pool of the claim's policy that has one.
+async fn claim_from_pools(
+    ctx: &Ctx,
+    claim: &SandboxClaim,
+    template: &str,
+) -> Result<Option<(Pod, String)>, ReconcileError> {
+    if claim.spec.warm_pool == kinetic_api::agents::warm_pool_policy::NONE {
+        return Ok(None);
+    }
+    let ns = claim.namespace().unwrap_or_default();
+    let api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &ns);
+    let pools: Vec<(String, String)> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .map(|p| (p.name_any(), p.spec.sandbox_template_ref.name))
+        .collect();
+    let owner = owner_ref(claim);
+    for pool in decide::candidate_pools(&claim.spec.warm_pool, template, &pools) {
+        match crate::podpool::claim(&ctx.client, &ns, &pool, &owner).await {
+            Ok(p) => return Ok(Some((p, pool))),
+            Err(ClaimError::PoolEmpty { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(None)
+}
+
+/// The claim's Sandbox: the template's pod with the claim's UID label, owned by the claim.
+fn new_sandbox(claim: &SandboxClaim, t: &SandboxTemplate) -> Sandbox {
+    let mut labels = t.spec.pod_template.metadata.labels.clone();
+    labels.insert(CLAIM_UID_LABEL.to_owned(), claim.uid().unwrap_or_default());
+    let spec = SandboxSpec {
+        pod_template: PodTemplate {
+            spec: super::warmpool::template_pod_spec(t),
+            metadata: PodMetadata {
+                labels,
+                annotations: t.spec.pod_template.metadata.annotations.clone(),
+            },
+        },
+        volume_claim_templates: t.spec.volume_claim_templates.clone(),
+        ..SandboxSpec::default()
+    };
+    let mut sb = Sandbox::new(&claim.name_any(), spec);
+    sb.metadata.namespace = claim.namespace();
+    sb.metadata.owner_references = Some(vec![owner_ref(claim)]);
+    sb.metadata.annotations =
+        Some(BTreeMap::from([(TEMPLATE_REF_ANNOTATION.to_owned(), t.name_any())]));
+    sb.metadata.labels =
+        Some(BTreeMap::from([(LAUNCH_TYPE_LABEL.to_owned(), launch_type::COLD.to_owned())]));
+    sb
+}
+
+async fn write_status(
+    ctx: &Ctx,
+    claim: &SandboxClaim,
+    sb: Option<&Sandbox>,
+    v: &decide::Verdict,
+) -> Result<(), ReconcileError> {
+    let old = claim.status.clone().unwrap_or_default();
+    let sandbox = sb.map_or_else(ClaimedSandbox::default, |s| ClaimedSandbox {
+        name: s.name_any(),
+        pod_ips: s.status.as_ref().map(|st| st.pod_ips.clone()).unwrap_or_default(),
+    });
+    let st = SandboxClaimStatus {
+        conditions: vec![decide::condition_of(v, claim.metadata.generation, &old.conditions)],
+        sandbox,
+    };
+    if old == st {
+        return Ok(());
+    }
+    let api: Api<SandboxClaim> =
+        Api::namespaced(ctx.client.clone(), &claim.namespace().unwrap_or_default());
+    let mut status = serde_json::to_value(&st)?;
+    status["sandbox"] = super::nulled(status["sandbox"].take(), &["name", "podIPs"]);
+    let body = json!({"metadata": {"resourceVersion": claim.resource_version()}, "status": status});
+    api.patch_status(&claim.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+    Ok(())
+}

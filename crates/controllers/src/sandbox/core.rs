@@ -1,0 +1,243 @@
+//! The Sandbox reconciler: one pod and one headless Service per Sandbox, as upstream's
+//! `controllers/sandbox_controller.go` makes them.
+//!
+//! - The pod is named after the Sandbox, or the pod named in `agents.x-k8s.io/pod-name` (a
+//!   warm pool pod a claim handed over). Such a pod is adopted — its controller reference moved
+//!   to the Sandbox, the `sandbox-name-hash` label and the template's labels added, the pool
+//!   state set `specialized` so the pool's timeout leaves it alone — in one conditional write,
+//!   and only when it has no controller or the Sandbox's own controller (the claim that took
+//!   it from the pool): naming another's pod in the annotation does not take it.
+//! - The Service (headless, selecting the `sandbox-name-hash` label) is kept unless
+//!   `spec.service` is `false`.
+//! - `replicas: 0` / `operatingMode: Suspended` delete the pod; past `shutdownTime` the pod and
+//!   Service are deleted and, with `shutdownPolicy: Delete`, the Sandbox too.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kinetic_api::agents::{POD_NAME_ANNOTATION, SANDBOX_NAME_HASH_LABEL, Sandbox, SandboxStatus};
+use kinetic_api::pool::{POOL_LABEL, POOL_STATE_LABEL, state};
+use kube::ResourceExt as _;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use serde_json::json;
+
+use super::decide::{self, SandboxState};
+use super::{Ctx, ReconcileError, controller_of, owner_ref};
+
+/// The cluster domain of `status.serviceFQDN` (upstream's default `--cluster-domain`).
+const CLUSTER_DOMAIN: &str = "cluster.local";
+
+pub(super) async fn reconcile(
+    sb: Arc<Sandbox>,
+    ctx: Arc<super::Ctx>,
+) -> Result<Action, ReconcileError> {
+    let obj = sb.clone();
+    ctx.backoff.reconcile(&*obj, pass(sb, ctx.clone())).await
+}
+
+async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    if sb.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let ns = sb.namespace().unwrap_or_default();
+    let name = sb.name_any();
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(ctx.client.clone(), &ns);
+    let uid = sb.uid().unwrap_or_default();
+    let pod_name =
+        sb.annotations().get(POD_NAME_ANNOTATION).cloned().unwrap_or_else(|| name.clone());
+    let hash = decide::name_hash(&name);
+    let mut status = SandboxStatus {
+        selector: format!("{SANDBOX_NAME_HASH_LABEL}={hash}"),
+        ..SandboxStatus::default()
+    };
+    let mut requeue = None;
+
+    // -- Expiry (upstream `Lifecycle`). -------------------------------------------------------
+    if let Some(left) = decide::expiry(sb.spec.shutdown_time.as_ref(), jiff::Timestamp::now()) {
+        if left.is_zero() {
+            delete_owned(&pods, &pod_name, &uid).await?;
+            delete_owned(&services, &name, &uid).await?;
+            if sb.spec.shutdown_policy.as_deref() == Some("Delete") {
+                let api: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
+                match api.delete(&name, &DeleteParams::default()).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(e.into()),
+                }
+                return Ok(Action::await_change());
+            }
+            let v = decide::sandbox_ready(SandboxState::Expired);
+            return write_status(&ctx, &sb, status, &v).await.map(|()| Action::await_change());
+        }
+        requeue = Some(left);
+    }
+
+    // -- The pod. -----------------------------------------------------------------------------
+    let running = sb.is_running();
+    let mut pod = pods.get_opt(&pod_name).await?;
+    let mut not_owned = false;
+    if !running {
+        delete_owned(&pods, &pod_name, &uid).await?;
+        pod = None;
+    } else if let Some(p) = pod.take() {
+        match controller_of(&p).map(|o| o.uid.as_str()) {
+            Some(u) if u == uid => pod = Some(p),
+            owner if owner.is_none() || owner == controller_of(&*sb).map(|o| o.uid.as_str()) => {
+                pod = adopt(&pods, &sb, &p, &hash).await?;
+            }
+            _ => not_owned = true,
+        }
+    } else {
+        let fresh = new_pod(&sb, &pod_name, &hash);
+        match pods.create(&PostParams::default(), &fresh).await {
+            Ok(p) => pod = Some(p),
+            Err(kube::Error::Api(s)) if s.code == 409 => {
+                return Ok(Action::requeue(Duration::from_millis(50)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+
+    // -- The headless Service. ----------------------------------------------------------------
+    let service_wanted = sb.spec.service != Some(false) && running;
+    let mut service_exists = false;
+    if service_wanted {
+        service_exists = ensure_service(&services, &sb, &hash).await?;
+        if service_exists {
+            status.service = name.clone();
+            status.service_fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
+        }
+    } else if sb.spec.service == Some(false) {
+        delete_owned(&services, &name, &uid).await?;
+    }
+
+    let state = if not_owned {
+        SandboxState::PodNotOwned(&pod_name)
+    } else if !running {
+        SandboxState::Suspended
+    } else {
+        SandboxState::Running { pod: pod.as_ref(), service_wanted, service_exists }
+    };
+    if let Some(p) = pod.as_ref().filter(|_| !not_owned) {
+        status.replicas = 1;
+        let st = p.status.as_ref();
+        status.pod_ips = st
+            .and_then(|s| s.pod_ips.as_ref())
+            .map(|ips| ips.iter().map(|i| i.ip.clone()).collect())
+            .or_else(|| st.and_then(|s| s.pod_ip.clone()).map(|ip| vec![ip]))
+            .unwrap_or_default();
+        status.node_name = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
+    }
+    let v = decide::sandbox_ready(state);
+    write_status(&ctx, &sb, status, &v).await?;
+    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+}
+
+/// The pod of `sb` from its template: the template's labels and annotations, the name-hash
+/// label, the Sandbox as controller.
+fn new_pod(sb: &Sandbox, name: &str, hash: &str) -> Pod {
+    let t = &sb.spec.pod_template;
+    let mut labels = t.metadata.labels.clone();
+    labels.insert(SANDBOX_NAME_HASH_LABEL.to_owned(), hash.to_owned());
+    let mut pod = Pod { spec: Some(t.spec.clone()), ..Pod::default() };
+    pod.metadata.name = Some(name.to_owned());
+    pod.metadata.namespace = sb.namespace();
+    pod.metadata.labels = Some(labels);
+    pod.metadata.annotations =
+        (!t.metadata.annotations.is_empty()).then(|| t.metadata.annotations.clone());
+    pod.metadata.owner_references = Some(vec![owner_ref(sb)]);
+    pod
+}
+
+/// Hands `p` to `sb` in one write under `p`'s resourceVersion (a 409 retries the reconcile).
+async fn adopt(
+    pods: &Api<Pod>,
+    sb: &Sandbox,
+    p: &Pod,
+    hash: &str,
+) -> Result<Option<Pod>, ReconcileError> {
+    let mut labels: BTreeMap<String, String> = sb.spec.pod_template.metadata.labels.clone();
+    labels.insert(SANDBOX_NAME_HASH_LABEL.to_owned(), hash.to_owned());
+    let mut body = json!({"metadata": {
+        "resourceVersion": p.resource_version(),
+        "labels": labels,
+        "ownerReferences": [owner_ref(sb)],
+    }});
+    // A warm pool pod: handed over, so the pool's specialisation timeout does not delete it.
+    if p.labels().contains_key(POOL_LABEL) {
+        body["metadata"]["labels"][POOL_STATE_LABEL] = json!(state::SPECIALIZED);
+    }
+    match pods.patch(&p.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await {
+        Ok(p) => {
+            tracing::debug!(sandbox = %sb.name_any(), pod = %p.name_any(), "adopted");
+            Ok(Some(p))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn ensure_service(
+    api: &Api<Service>,
+    sb: &Sandbox,
+    hash: &str,
+) -> Result<bool, ReconcileError> {
+    let name = sb.name_any();
+    if let Some(s) = api.get_opt(&name).await? {
+        return Ok(controller_of(&s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref()));
+    }
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": sb.namespace(), "ownerReferences": [owner_ref(sb)],
+                     "labels": {SANDBOX_NAME_HASH_LABEL: hash}},
+        "spec": {"clusterIP": "None", "selector": {SANDBOX_NAME_HASH_LABEL: hash}},
+    }))?;
+    match api.create(&PostParams::default(), &svc).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Deletes `name` if `owner` controls it.
+async fn delete_owned<K>(api: &Api<K>, name: &str, owner: &str) -> Result<(), ReconcileError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let Some(obj) = api.get_opt(name).await? else { return Ok(()) };
+    let ours = obj
+        .meta()
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.uid == owner);
+    if ours && obj.meta().deletion_timestamp.is_none() {
+        match api.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+async fn write_status(
+    ctx: &Ctx,
+    sb: &Sandbox,
+    mut st: SandboxStatus,
+    v: &decide::Verdict,
+) -> Result<(), ReconcileError> {
+    let old = sb.status.clone().unwrap_or_default();
+    st.conditions = vec![decide::condition_of(v, sb.metadata.generation, &old.conditions)];
+    if old == st {
+        return Ok(());
+    }
+    let api: Api<Sandbox> =
+        Api::namespaced(ctx.client.clone(), &sb.namespace().unwrap_or_default());
+    let body = json!({"metadata": {"resourceVersion": sb.resource_version()},
+                      "status": super::nulled(serde_json::to_value(&st)?, &["service", "serviceFQDN", "podIPs", "nodeName"])});
+    api.patch_status(&sb.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+    Ok(())
+}
