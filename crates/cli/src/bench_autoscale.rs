@@ -10,7 +10,18 @@
 //! trace's value at the target utilisation (so the trace's highest minute needs `--peak-pods`
 //! pods, 20 by default). A pod counts from the second it is created (pod-minutes) and serves
 //! from `--startup-secs` later (ready capacity). The load is constant within its minute.
-//! The simulation runs second by second; each policy decides at its own period.
+//! The simulation runs second by second; each policy decides at its own period. The start-up
+//! defaults to two runs: 1 s (Kinetic's measured cold start) and 15 s (a Deployment pod on a
+//! cluster: upstream's start-up SLO plus one readiness-probe period), see [`AutoscaleArgs`].
+//!
+//! **What each policy sees**, with the lag it has upstream, the same for every policy that
+//! reads the same source:
+//! - HPA, the Crane-style EHPA and ours read CPU as the HPA does, from metrics-server
+//!   ([`MetricsView`]): a rate over the 15 s between its last two scrapes, 7 s old at a
+//!   decision, and no value for a pod until it has been Ready through a whole window (the HPA
+//!   then counts it as missing). Their history is the minutes those readings have covered.
+//! - KPA reads the per-second concurrency Knative's autoscaler scrapes from every pod each
+//!   second, up to the second before its 2 s tick.
 //!
 //! **Measures**, per trace and over all: *pod-minutes* (pods that exist, starting or ready);
 //! *SLO-violation minutes* (the seconds where demand exceeds ready pods, / 60); *mean
@@ -45,8 +56,11 @@
 //!   (15 s), max(predicted, reactive), refitted every hour on up to 28 days of history; see
 //!   [`Ours`].
 //!
-//! Policies see only the past: completed minutes plus the current minute's load (what a
-//! metric read now reports).
+//! **Iso-SLO** (`--iso-slo`): pod-minutes alone favour whoever violates more, so each policy's
+//! own knob is also swept over a grid fixed beforehand ([`HPA_TARGETS`], [`KPA_UTILISATIONS`],
+//! [`OURS_QUANTILES`]) and the report gives the pod-minutes each baseline needs for our
+//! violation minutes (interpolated between the two settings that bracket them), as
+//! autoscaling papers compare at equal SLO.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -56,6 +70,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use kinetic_autoscale::hpa;
 use kinetic_autoscale::{Autoscaler, Config, DeciderSpec, RevisionSpec, Stat, Time};
+
+mod crane;
+use crane::Crane;
 
 /// Arguments of `kinetic bench autoscale`.
 #[derive(clap::Args, Debug, Clone)]
@@ -68,16 +85,24 @@ pub struct AutoscaleArgs {
     /// capacity: peak / peak-pods)
     #[arg(long, default_value_t = 20)]
     peak_pods: u32,
-    /// Seconds from a pod's creation to Ready. The default, 1 s, is Kinetic's measured cold
-    /// start p99 (912 ms, `kinetic bench serve` in docs/benchmarks.md) rounded up
-    #[arg(long, default_value_t = 1)]
-    startup_secs: u64,
+    /// Seconds from a pod's creation to Ready; each value is a separate run. The defaults:
+    /// 1 s, Kinetic's measured cold start p99 (912 ms, `kinetic bench serve` in
+    /// docs/benchmarks.md) rounded up; 15 s, a typical Deployment pod on a cluster without an
+    /// image pull: upstream's pod start-up SLO (p99 <= 5 s, sig-scalability
+    /// `slos/pod_startup_latency.md`) plus one default readiness-probe period (10 s)
+    #[arg(long, value_delimiter = ',', default_values_t = [1, 15])]
+    startup_secs: Vec<u64>,
     /// The quantile of its own past forecast errors Kinetic's predictor adds as headroom
     #[arg(long, default_value_t = 0.95)]
     quantile: f64,
-    /// Where to write the chart (SVG): load and each policy's ready pods over time
+    /// Where to write the chart (SVG): load and each policy's ready pods over time (with
+    /// several start-ups, one per start-up: `-<secs>s` before the extension)
     #[arg(long, default_value = "autoscale.svg")]
     chart: PathBuf,
+    /// Also sweep each policy's own setting (HPA's CPU target, KPA's target utilisation, our
+    /// quantile) and report the pod-minutes each baseline needs for our SLO-violation minutes
+    #[arg(long)]
+    iso_slo: bool,
 }
 
 /// Seconds per sample of a trace.
@@ -145,12 +170,75 @@ pub fn parse_trace(name: &str, text: &str, peak_pods: u32) -> anyhow::Result<Tra
 pub struct Obs<'a> {
     /// Seconds since the trace's start.
     pub now: u64,
-    /// Load of the completed minutes, in pods.
-    pub history: &'a [f64],
-    /// The current minute's load.
-    pub current: f64,
     /// Pods that exist (the scale's replicas).
     pub pods: &'a [SimPod],
+    /// metrics-server's latest CPU reading, `None` before its second scrape.
+    pub metric: Option<MetricsView>,
+    /// The minutes the metrics have covered whole (the last scrape is past their end): what a
+    /// predictor's history holds.
+    pub history: &'a [f64],
+    /// The trace, for the one policy with its own per-second pipeline: Knative's autoscaler
+    /// scrapes each pod's queue-proxy every second, so KPA reads the seconds before `now`
+    /// and nothing later.
+    load: &'a [f64],
+}
+
+impl Obs<'_> {
+    /// The load of second `s` (< `now`), as Knative's 1 s stat scrape reports it.
+    fn load_at(&self, s: u64) -> f64 {
+        debug_assert!(s < self.now);
+        self.load.get((s / STEP) as usize).copied().unwrap_or(0.0)
+    }
+}
+
+/// metrics-server's reading of the pods' CPU (`pkg/storage/pod.go`): each scrape stores every
+/// container's cumulative CPU counter, and a pod's usage is the rate between its last two
+/// points, so it covers the `window` seconds before `at` and a pod gets a value only once it has
+/// run through a whole window. The release manifests run metrics-server with
+/// `--metric-resolution=15s` (its FAQ: the kubelet's own resolution; the binary's default is
+/// 60 s). The HPA's 15 s sync is not aligned with the scrapes: the reading it gets is half a
+/// resolution old on average, so scrapes fall [`SCRAPE_OFFSET`] s after each sync's multiple
+/// of 15 and every 15 s decision sees a reading 7 s old, covering the 22 to 7 s before it.
+/// The kubelet's own stats housekeeping (10 to 15 s in cAdvisor) is not added: the reading is
+/// if anything fresher than on a real cluster, which favours the policies that read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MetricsView {
+    /// The scrape the reading is from.
+    pub at: u64,
+    /// Seconds it averages over (`--metric-resolution`).
+    pub window: u64,
+    /// Mean load over the window, in pods (the sum of the pods' CPU, as a policy that totals
+    /// the metric sees it).
+    pub total: f64,
+    /// Mean load per Ready pod over the window: the usage of a pod Ready through all of it.
+    pub per_pod: f64,
+}
+
+impl MetricsView {
+    /// Whether the pod has a reading: Ready before the window began (two scrapes of it).
+    pub fn covers(&self, p: &SimPod) -> bool {
+        p.ready_at + self.window <= self.at
+    }
+}
+
+/// `--metric-resolution` in metrics-server's release manifests.
+pub const METRICS_RESOLUTION: u64 = 15;
+/// Scrapes at 15 k + 8 s: 7 s before each 15 s decision.
+pub const SCRAPE_OFFSET: u64 = 8;
+
+/// The reading metrics-server serves at `now`: from the last scrape at or before it, over the
+/// window before that scrape. `ready[t]` is the Ready pods in second `t` (< `now`).
+fn metrics_view(now: u64, load: &[f64], ready: &[u32]) -> Option<MetricsView> {
+    let r = METRICS_RESOLUTION;
+    let at = now.checked_sub(SCRAPE_OFFSET)? / r * r + SCRAPE_OFFSET;
+    let from = at.checked_sub(r)?;
+    let (mut total, mut per_pod) = (0.0, 0.0);
+    for t in from..at {
+        let u = load.get((t / STEP) as usize).copied().unwrap_or(0.0);
+        total += u;
+        per_pod += u / f64::from(ready.get(t as usize).copied().unwrap_or(0).max(1));
+    }
+    Some(MetricsView { at, window: r, total: total / r as f64, per_pod: per_pod / r as f64 })
 }
 
 /// One pod of the simulation.
@@ -190,12 +278,16 @@ pub fn simulate(load: &[f64], policy: &mut dyn Policy, startup: u64) -> Outcome 
     let period = policy.period().max(1);
     let (mut pod_secs, mut viol_secs, mut demand) = (0u64, 0u64, 0.0);
     let mut ready_per_min = Vec::with_capacity(load.len());
+    // Ready pods per second, for metrics-server's per-pod reading.
+    let mut ready_log: Vec<u32> = Vec::with_capacity(load.len() * STEP as usize);
     for (m, &u) in load.iter().enumerate() {
         let mut ready_sum = 0u64;
         for sec in 0..STEP {
             let now = m as u64 * STEP + sec;
             if now.is_multiple_of(period) && now > 0 {
-                let obs = Obs { now, history: &load[..m], current: u, pods: &pods };
+                let metric = metrics_view(now, load, &ready_log);
+                let covered = metric.map_or(0, |v| (v.at / STEP) as usize).min(m);
+                let obs = Obs { now, pods: &pods, metric, history: &load[..covered], load };
                 let want = policy.decide(&obs).max(1) as usize;
                 if want > pods.len() {
                     for _ in pods.len()..want {
@@ -209,6 +301,7 @@ pub fn simulate(load: &[f64], policy: &mut dyn Policy, startup: u64) -> Outcome 
                 }
             }
             let ready = pods.iter().filter(|p| p.ready_at <= now).count() as u64;
+            ready_log.push(u32::try_from(ready).unwrap_or(u32::MAX));
             ready_sum += ready;
             pod_secs += pods.len() as u64;
             if u > ready as f64 + 1e-9 {
@@ -226,15 +319,14 @@ pub fn simulate(load: &[f64], policy: &mut dyn Policy, startup: u64) -> Outcome 
     }
 }
 
-/// The HPA's view of the pods: requests of 1 core, usage split over the Ready pods so that one
-/// pod of load is 70 % of its request.
-const TARGET_UTILISATION: i32 = 70;
-const METRIC_WINDOW: Duration = Duration::from_secs(15);
+/// The HPA's view of the pods: requests of 1 core, and one pod of load uses 70 % of it (the
+/// capacity model's reference utilisation: a pod "serves one pod of load at the target").
+/// Each pod's metric is metrics-server's reading; a Ready pod without one is `missing`, as
+/// upstream's HPA sees a pod metrics-server has not yet scraped twice.
+const REFERENCE_UTILISATION: i32 = 70;
 
 fn hpa_pods(obs: &Obs<'_>) -> (Vec<hpa::Pod>, BTreeMap<String, hpa::Metric>) {
     let now = obs.now;
-    let ready = obs.pods.iter().filter(|p| p.ready_at <= now).count().max(1);
-    let per_pod = obs.current / ready as f64 * f64::from(TARGET_UTILISATION) * 10.0;
     let mut pods = Vec::with_capacity(obs.pods.len());
     let mut metrics = BTreeMap::new();
     for p in obs.pods {
@@ -251,13 +343,13 @@ fn hpa_pods(obs: &Obs<'_>) -> (Vec<hpa::Pod>, BTreeMap<String, hpa::Metric>) {
             start_time: Some(Duration::from_secs(p.created)),
             request: Ok(1000),
         });
-        if is_ready {
+        if let Some(v) = obs.metric.filter(|v| is_ready && v.covers(p)) {
             metrics.insert(
                 name,
                 hpa::Metric {
-                    value: per_pod.round() as i64,
-                    timestamp: Duration::from_secs(now),
-                    window: METRIC_WINDOW,
+                    value: (v.per_pod * f64::from(REFERENCE_UTILISATION) * 10.0).round() as i64,
+                    timestamp: Duration::from_secs(v.at),
+                    window: Duration::from_secs(v.window),
                 },
             );
         }
@@ -265,12 +357,13 @@ fn hpa_pods(obs: &Obs<'_>) -> (Vec<hpa::Pod>, BTreeMap<String, hpa::Metric>) {
     (pods, metrics)
 }
 
-fn cpu_outcome(obs: &Obs<'_>) -> hpa::MetricOutcome {
+/// The HPA's proposal for its CPU `Utilization` target `target` (%).
+fn cpu_outcome(obs: &Obs<'_>, target: i32) -> hpa::MetricOutcome {
     let (pods, metrics) = hpa_pods(obs);
     let current = obs.pods.len() as i32;
     match hpa::resource_replicas(
         current,
-        hpa::Target::Utilization(TARGET_UTILISATION),
+        hpa::Target::Utilization(target),
         "cpu",
         &pods,
         &metrics,
@@ -287,10 +380,22 @@ fn cpu_outcome(obs: &Obs<'_>) -> hpa::MetricOutcome {
     }
 }
 
-/// Upstream's HPA.
-#[derive(Default)]
+/// Upstream's HPA at a CPU `Utilization` target (70 % unless swept for the iso-SLO view).
 pub struct Hpa {
     history: hpa::History,
+    target: i32,
+}
+
+impl Hpa {
+    pub fn new(target: i32) -> Self {
+        Self { history: hpa::History::default(), target }
+    }
+}
+
+impl Default for Hpa {
+    fn default() -> Self {
+        Self::new(REFERENCE_UTILISATION)
+    }
 }
 
 const MAX_REPLICAS: i32 = 10_000;
@@ -312,7 +417,7 @@ impl Policy for Hpa {
         hpa::SYNC_PERIOD.as_secs()
     }
     fn decide(&mut self, obs: &Obs<'_>) -> i32 {
-        let m = cpu_outcome(obs);
+        let m = cpu_outcome(obs, self.target);
         hpa_step(&mut self.history, obs, &[m])
     }
 }
@@ -324,20 +429,28 @@ pub struct Kpa {
     recorded_until: u64,
 }
 
-/// The concurrency one pod of load stands for: Knative's per-pod target (`target` 10 at
-/// 70 % utilisation).
+/// The concurrency one pod of load stands for: Knative's per-pod target at its defaults
+/// (`target` 10 at `container-concurrency-target-percentage` 70 %), the same reference
+/// utilisation as the HPA's.
 const KPA_PER_POD: f64 = 7.0;
 
 impl Kpa {
+    /// KPA with `target` 10 and `target-utilization-percentage` `utilisation` (Knative's
+    /// default 70 %, swept for the iso-SLO view).
+    ///
     /// # Errors
-    /// Never with these fixed annotations; a changed one could be refused.
-    pub fn new() -> anyhow::Result<Self> {
+    /// Never with these annotations; a changed one could be refused.
+    pub fn new(utilisation: u32) -> anyhow::Result<Self> {
         let config = Config::default();
-        let ann: BTreeMap<String, String> =
-            [("autoscaling.knative.dev/target", "10"), ("autoscaling.knative.dev/min-scale", "1")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v.to_owned()))
-                .collect();
+        let utilisation = utilisation.to_string();
+        let ann: BTreeMap<String, String> = [
+            ("autoscaling.knative.dev/target", "10"),
+            ("autoscaling.knative.dev/min-scale", "1"),
+            (kinetic_autoscale::revision::TARGET_UTILIZATION_PERCENTAGE_ANNOTATION, &utilisation),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
         let rev = RevisionSpec::from_annotations(&ann, 0, &config)
             .map_err(|e| anyhow::anyhow!("revision annotations: {e:?}"))?;
         let spec = DeciderSpec::new(&config, &rev, true);
@@ -355,12 +468,12 @@ impl Policy for Kpa {
         kinetic_autoscale::autoscaler::TICK_INTERVAL.as_secs()
     }
     fn decide(&mut self, obs: &Obs<'_>) -> i32 {
-        // The gateway's per-second concurrency since the last tick.
+        // Knative's autoscaler scrapes every pod's queue-proxy each second
+        // (`pkg/autoscaler/metrics/collector.go`, `scrapeTickInterval` 1 s), so the decider has
+        // every second's concurrency up to the last one; it does not read metrics-server.
         while self.recorded_until < obs.now {
             let s = self.recorded_until;
-            let m = (s / STEP) as usize;
-            let u = obs.history.get(m).copied().unwrap_or(obs.current);
-            let c = u * KPA_PER_POD;
+            let c = obs.load_at(s) * KPA_PER_POD;
             self.metrics.record(Time::from_secs(s), Stat { concurrency: c, requests: c });
             self.recorded_until += 1;
         }
@@ -371,293 +484,16 @@ impl Policy for Kpa {
 }
 
 // ---------------------------------------------------------------------------------------
-// Crane's DSP predictor.
-
-#[derive(Clone, Copy, Debug, Default)]
-struct C64 {
-    re: f64,
-    im: f64,
-}
-
-impl C64 {
-    fn mul(self, o: C64) -> C64 {
-        C64 { re: self.re * o.re - self.im * o.im, im: self.re * o.im + self.im * o.re }
-    }
-    fn abs(self) -> f64 {
-        self.re.hypot(self.im)
-    }
-}
-
-/// In-place radix-2 FFT (`a.len()` a power of two); `inverse` without the 1/n.
-fn fft2(a: &mut [C64], inverse: bool) {
-    let n = a.len();
-    let mut j = 0;
-    for i in 1..n {
-        let mut bit = n >> 1;
-        while j & bit != 0 {
-            j ^= bit;
-            bit >>= 1;
-        }
-        j |= bit;
-        if i < j {
-            a.swap(i, j);
-        }
-    }
-    let mut len = 2;
-    while len <= n {
-        let ang = std::f64::consts::TAU / len as f64 * if inverse { 1.0 } else { -1.0 };
-        let w = C64 { re: ang.cos(), im: ang.sin() };
-        for start in (0..n).step_by(len) {
-            let mut wk = C64 { re: 1.0, im: 0.0 };
-            for k in 0..len / 2 {
-                let u = a[start + k];
-                let v = a[start + k + len / 2].mul(wk);
-                a[start + k] = C64 { re: u.re + v.re, im: u.im + v.im };
-                a[start + k + len / 2] = C64 { re: u.re - v.re, im: u.im - v.im };
-                wk = wk.mul(w);
-            }
-        }
-        len <<= 1;
-    }
-}
-
-/// The DFT of a real series of any length (Bluestein's chirp-z over radix-2 FFTs).
-fn dft(x: &[f64]) -> Vec<C64> {
-    let n = x.len();
-    if n == 0 {
-        return vec![];
-    }
-    let m = (2 * n - 1).next_power_of_two();
-    let chirp: Vec<C64> = (0..n)
-        .map(|k| {
-            // k² mod 2n keeps the angle small and exact.
-            let kk = (k as u128 * k as u128 % (2 * n as u128)) as f64;
-            let ang = std::f64::consts::PI * kk / n as f64;
-            C64 { re: ang.cos(), im: -ang.sin() }
-        })
-        .collect();
-    let mut a = vec![C64::default(); m];
-    for k in 0..n {
-        a[k] = C64 { re: x[k], im: 0.0 }.mul(chirp[k]);
-    }
-    let mut b = vec![C64::default(); m];
-    b[0] = C64 { re: chirp[0].re, im: -chirp[0].im };
-    for k in 1..n {
-        let c = C64 { re: chirp[k].re, im: -chirp[k].im };
-        b[k] = c;
-        b[m - k] = c;
-    }
-    fft2(&mut a, false);
-    fft2(&mut b, false);
-    for i in 0..m {
-        a[i] = a[i].mul(b[i]);
-    }
-    fft2(&mut a, true);
-    (0..n)
-        .map(|k| {
-            let v = C64 { re: a[k].re / m as f64, im: a[k].im / m as f64 };
-            v.mul(chirp[k])
-        })
-        .collect()
-}
-
-/// Circular autocorrelation of the standardised series: IFFT(|FFT|²) / n.
-fn circular_acf(x: &[f64]) -> Vec<f64> {
-    let n = x.len();
-    let mean = x.iter().sum::<f64>() / n as f64;
-    let sd = (x.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
-    if sd <= f64::EPSILON {
-        return vec![0.0; n];
-    }
-    let z: Vec<f64> = x.iter().map(|v| (v - mean) / sd).collect();
-    let f = dft(&z);
-    let power: Vec<f64> = f.iter().map(|c| c.re * c.re + c.im * c.im).collect();
-    // The inverse DFT of a real even spectrum is the DFT of it, conjugated, / n.
-    dft(&power).iter().map(|c| c.re / (n as f64 * n as f64)).collect()
-}
-
-/// Slope of the least-squares line through `y` at x = 0, 1, ….
-fn slope(y: &[f64]) -> f64 {
-    let n = y.len() as f64;
-    let mx = (n - 1.0) / 2.0;
-    let my = y.iter().sum::<f64>() / n;
-    let (mut num, mut den) = (0.0, 0.0);
-    for (i, v) in y.iter().enumerate() {
-        num += (i as f64 - mx) * (v - my);
-        den += (i as f64 - mx).powi(2);
-    }
-    if den > 0.0 { num / den } else { 0.0 }
-}
-
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// Crane's periodicity test of period `t` samples on `x` (its last `k·t` samples).
-fn crane_is_periodic(x: &[f64], t: usize, cycles: usize, seed: u64) -> bool {
-    let n = t * cycles;
-    if x.len() < n {
-        return false;
-    }
-    let x = &x[x.len() - n..];
-    let amp = |s: &[f64]| -> Vec<f64> {
-        let mean = s.iter().sum::<f64>() / s.len() as f64;
-        let d: Vec<f64> = s.iter().map(|v| v - mean).collect();
-        dft(&d).iter().take(n / 2 + 1).map(|c| c.abs()).collect()
-    };
-    let spectrum = amp(x);
-    let mut rng = XorShift(seed | 1);
-    let mut maxima: Vec<f64> = (0..100)
-        .map(|_| {
-            let mut s = x.to_vec();
-            for i in (1..s.len()).rev() {
-                let j = (rng.next() % (i as u64 + 1)) as usize;
-                s.swap(i, j);
-            }
-            amp(&s).iter().skip(1).copied().fold(0.0, f64::max)
-        })
-        .collect();
-    let threshold = kinetic_predict::clean::quantile(&mut maxima, 0.99);
-    // Bin k has period n / k samples; the candidate for t is k = cycles.
-    let k = cycles;
-    if spectrum.get(k).is_none_or(|a| *a <= threshold) {
-        return false;
-    }
-    let acf = circular_acf(x);
-    let w = (t / 10).max(3);
-    if t < w || t + w >= acf.len() {
-        return false;
-    }
-    slope(&acf[t - w..=t]) > 0.0 && slope(&acf[t..=t + w]) < 0.0
-}
-
-/// Crane's EffectiveHPA with the DSP predictor.
-pub struct Crane {
-    hpa: hpa::History,
-    /// The minute the prediction starts at and one predicted period from it.
-    prediction: Option<(usize, Vec<f64>)>,
-    refreshed: Option<usize>,
-    /// The period found by the last test, and when it ran (minutes).
-    period: Option<usize>,
-    tested: Option<usize>,
-}
-
-const CRANE_HISTORY: usize = 14 * 1440;
-const CRANE_WINDOW_MIN: usize = 60;
-const CRANE_MARGIN: f64 = 0.15;
-const REFRESH_MIN: usize = 60;
-
-impl Crane {
-    pub fn new() -> Self {
-        Self {
-            hpa: hpa::History::default(),
-            prediction: None,
-            refreshed: None,
-            period: None,
-            tested: None,
-        }
-    }
-
-    fn refresh(&mut self, history: &[f64]) {
-        let m = history.len();
-        let h = &history[m.saturating_sub(CRANE_HISTORY)..];
-        // Outliers outside [P0.1, P99.9] take the previous sample's value.
-        let mut sorted = h.to_vec();
-        let lo = kinetic_predict::clean::quantile(&mut sorted, 0.001);
-        let hi = kinetic_predict::clean::quantile(&mut sorted, 0.999);
-        let mut x = h.to_vec();
-        for i in 1..x.len() {
-            if x[i] < lo || x[i] > hi {
-                x[i] = x[i - 1];
-            }
-        }
-        // The period test (100 shuffled FFTs) once a day; the prediction every hour.
-        if self.tested.is_none_or(|t| m >= t + 1440) {
-            self.period = [(1440usize, 3usize), (7 * 1440, 2)]
-                .into_iter()
-                .filter(|(t, k)| crane_is_periodic(&x, *t, *k, m as u64))
-                .map(|(t, _)| t)
-                .next_back();
-            self.tested = Some(m);
-        }
-        self.prediction = self.period.filter(|t| x.len() >= 2 * t).map(|t| {
-            let cycles = x.len() / t;
-            let base = x.len() - cycles * t;
-            let pred = (0..t)
-                .map(|j| {
-                    (0..cycles).map(|c| x[base + c * t + j]).fold(0.0, f64::max)
-                        * (1.0 + CRANE_MARGIN)
-                })
-                .collect::<Vec<_>>();
-            // Phase 0 of `pred` is minute `start` of the trace.
-            let start = m - h.len() + base;
-            (start, pred)
-        });
-    }
-
-    /// The largest predicted load in [minute, minute + window].
-    fn predicted(&self, minute: usize) -> Option<f64> {
-        let (start, pred) = self.prediction.as_ref()?;
-        let t = pred.len();
-        (minute..=minute + CRANE_WINDOW_MIN)
-            .map(|i| pred[(i - start) % t])
-            .fold(None, |a: Option<f64>, v| Some(a.map_or(v, |a| a.max(v))))
-    }
-}
-
-impl Default for Crane {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Policy for Crane {
-    fn period(&self) -> u64 {
-        hpa::SYNC_PERIOD.as_secs()
-    }
-    fn decide(&mut self, obs: &Obs<'_>) -> i32 {
-        let minute = obs.history.len();
-        if self.refreshed.is_none_or(|r| minute >= r + REFRESH_MIN) {
-            self.refresh(obs.history);
-            self.refreshed = Some(minute);
-        }
-        let mut outcomes = vec![cpu_outcome(obs)];
-        if let Some(p) = self.predicted(minute) {
-            // The prediction metric as a Pods metric of the same per-pod target: HPA's usage
-            // ratio with its tolerance.
-            let current = obs.pods.len().max(1) as f64;
-            let ratio = p / current;
-            let replicas = if (ratio - 1.0).abs() <= hpa::TOLERANCE {
-                current as i32
-            } else {
-                (p - 1e-9).ceil().max(1.0) as i32
-            };
-            outcomes.push(hpa::MetricOutcome::Valid {
-                replicas,
-                name: "pods metric crane_pod_cpu_usage".into(),
-            });
-        }
-        hpa_step(&mut self.hpa, obs, &outcomes)
-    }
-}
-
-// ---------------------------------------------------------------------------------------
 // Ours.
 
 /// Kinetic's predictive policy. Every hour it refits `kinetic_predict`'s model on up to 28
 /// days of history (no period found, or under two cycles: a flat profile) and calibrates a
 /// [`kinetic_predict::Nowcast`] on that history: the level of the last `OURS_K` minutes plus the
-/// seasonal profile, plus the `--quantile` quantile of its own past errors. Every 15 s it asks
-/// for the current minute's load (the metric read now) and, when the next minute falls within
-/// the lead time (start-up + one control period) of this decision, the forecast for it; it
-/// runs the larger (max(predicted, reactive)) with no stabilisation window.
+/// seasonal profile, plus the `--quantile` quantile of its own past errors. Every 15 s it takes
+/// the larger (max(predicted, reactive), no stabilisation window) of the reactive count (the
+/// metrics-server reading's total, the same reading the HPA gets) and the forecast of the
+/// minutes from the first one the metrics have not covered whole up to the one the lead time
+/// (start-up + one control period) reaches.
 pub struct Ours {
     startup: u64,
     quantile: f64,
@@ -666,17 +502,22 @@ pub struct Ours {
 }
 
 const OURS_PERIOD: u64 = 15;
+/// How often the predictors refit (minutes).
+const REFRESH_MIN: usize = 60;
 const OURS_HISTORY: usize = 28 * 1440;
 const OURS_K: usize = 3;
+/// How old metrics-server's reading is at a decision on a multiple of 15 s.
+const SCRAPE_AGE: u64 = METRICS_RESOLUTION - SCRAPE_OFFSET;
 
 impl Ours {
     pub fn new(startup: u64, quantile: f64) -> Self {
         Self { startup, quantile, nowcast: None, refreshed: None }
     }
 
-    /// Minutes after the next one that a decision must cover at most.
+    /// Minutes after the first uncovered one that a decision must cover at most: from the end
+    /// of the covered history (the reading's age behind now) to now + start-up + one period.
     fn lead(&self) -> usize {
-        ((STEP - 1 + self.startup + OURS_PERIOD) / STEP).saturating_sub(1) as usize
+        ((SCRAPE_AGE + self.startup + OURS_PERIOD).div_ceil(STEP)) as usize
     }
 }
 
@@ -685,9 +526,9 @@ impl Policy for Ours {
         OURS_PERIOD
     }
     fn decide(&mut self, obs: &Obs<'_>) -> i32 {
-        let minute = obs.history.len();
-        if self.refreshed.is_none_or(|r| minute >= r + REFRESH_MIN) {
-            let start = minute.saturating_sub(OURS_HISTORY);
+        let covered = obs.history.len();
+        if self.refreshed.is_none_or(|r| covered >= r + REFRESH_MIN) {
+            let start = covered.saturating_sub(OURS_HISTORY);
             let h: Vec<Option<f64>> = obs.history[start..].iter().map(|v| Some(*v)).collect();
             let x = kinetic_predict::clean::clean(&h).unwrap_or_default();
             let model = kinetic_predict::fit(&h, STEP, self.lead() + 1).ok();
@@ -703,18 +544,16 @@ impl Policy for Ours {
                 n.shift(start);
                 n
             });
-            self.refreshed = Some(minute);
+            self.refreshed = Some(covered);
         }
-        let reactive = (obs.current - 1e-9).ceil().max(1.0) as i32;
-        let reach = (obs.now + self.startup + OURS_PERIOD) / STEP;
+        // Without a reading yet, the reactive half keeps what runs.
+        let reactive =
+            obs.metric.map_or(obs.pods.len() as i32, |v| (v.total - 1e-9).ceil().max(1.0) as i32);
         let Some(n) = &self.nowcast else { return reactive };
-        if reach <= minute as u64 {
-            return reactive;
-        }
-        // The next minute is within reach: forecast it from the minutes up to this one.
-        let mut recent: Vec<f64> = obs.history[minute.saturating_sub(OURS_K - 1)..].to_vec();
-        recent.push(obs.current);
-        let f = n.forecast(&recent, minute + 1);
+        // Forecast the minutes from the first one not covered whole, from the covered ones.
+        let recent = &obs.history[covered.saturating_sub(OURS_K)..];
+        let reach = ((obs.now + self.startup + OURS_PERIOD) / STEP) as usize;
+        let f = n.forecast_through(recent, covered, reach);
         reactive.max((f - 1e-9).ceil() as i32)
     }
 }
@@ -725,15 +564,131 @@ impl Policy for Ours {
 /// The policies in report order; the first three are the baselines.
 pub const POLICIES: [&str; 4] = ["hpa", "kpa", "crane", "ours"];
 
-/// Runs every policy on `trace`.
+/// Runs every policy on `trace` at its default setting (ours at `quantile`).
 pub fn evaluate(trace: &Trace, startup: u64, quantile: f64) -> anyhow::Result<Vec<Outcome>> {
     let mut policies: Vec<Box<dyn Policy>> = vec![
         Box::new(Hpa::default()),
-        Box::new(Kpa::new()?),
+        Box::new(Kpa::new(KPA_DEFAULT_UTILISATION)?),
         Box::new(Crane::new()),
         Box::new(Ours::new(startup, quantile)),
     ];
     Ok(policies.iter_mut().map(|p| simulate(&trace.load, p.as_mut(), startup)).collect())
+}
+
+/// Knative's `container-concurrency-target-percentage` default.
+const KPA_DEFAULT_UTILISATION: u32 = 70;
+
+/// The settings swept for the iso-SLO view, fixed before any run and the same for every
+/// trace: each policy's own knob from its default towards more headroom. HPA's CPU
+/// `Utilization` target (%), KPA's `target-utilization-percentage`, our quantile.
+pub const HPA_TARGETS: [i32; 6] = [70, 60, 50, 40, 30, 20];
+pub const KPA_UTILISATIONS: [u32; 6] = [70, 60, 50, 40, 30, 20];
+pub const OURS_QUANTILES: [f64; 5] = [0.5, 0.8, 0.9, 0.95, 0.99];
+
+/// One point of a sweep: policy, setting, pod-minutes and SLO-violation minutes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepPoint {
+    pub policy: &'static str,
+    pub setting: String,
+    pub pod_minutes: f64,
+    pub violation_minutes: f64,
+}
+
+/// Runs the sweeps of [`HPA_TARGETS`], [`KPA_UTILISATIONS`] and [`OURS_QUANTILES`] on `trace`.
+pub fn sweep(trace: &Trace, startup: u64) -> anyhow::Result<Vec<SweepPoint>> {
+    let mut runs: Vec<(&'static str, String, Box<dyn Policy>)> = Vec::new();
+    for t in HPA_TARGETS {
+        runs.push(("hpa", format!("target {t} %"), Box::new(Hpa::new(t))));
+    }
+    for u in KPA_UTILISATIONS {
+        runs.push(("kpa", format!("utilisation {u} %"), Box::new(Kpa::new(u)?)));
+    }
+    for q in OURS_QUANTILES {
+        runs.push(("ours", format!("quantile {q}"), Box::new(Ours::new(startup, q))));
+    }
+    Ok(runs
+        .into_iter()
+        .map(|(policy, setting, mut p)| {
+            let o = simulate(&trace.load, p.as_mut(), startup);
+            SweepPoint {
+                policy,
+                setting,
+                pod_minutes: o.pod_minutes,
+                violation_minutes: o.violation_minutes,
+            }
+        })
+        .collect())
+}
+
+/// The pod-minutes a policy's sweep needs for `violations` SLO-violation minutes: linear
+/// between the two settings that bracket it; `Err` with the most-headroom point when even
+/// that one violates more.
+pub fn pods_at(points: &[(f64, f64)], violations: f64) -> Result<f64, (f64, f64)> {
+    // (pod-minutes, violation minutes), in the order of more headroom.
+    for w in points.windows(2) {
+        let ((p0, v0), (p1, v1)) = (w[0], w[1]);
+        if v0 >= violations && violations >= v1 {
+            if (v0 - v1).abs() < f64::EPSILON {
+                return Ok(p0.min(p1));
+            }
+            return Ok(p0 + (p1 - p0) * (v0 - violations) / (v0 - v1));
+        }
+    }
+    match points.first() {
+        Some(&(p, v)) if v <= violations => Ok(p),
+        _ => Err(points.last().copied().unwrap_or((0.0, f64::INFINITY))),
+    }
+}
+
+/// The iso-SLO report: every swept setting's totals over the traces, then what each baseline
+/// needs for our SLO-violation minutes at `quantile`.
+pub fn iso_slo(sweeps: &[Vec<SweepPoint>], ours: (f64, f64)) -> String {
+    let mut totals: Vec<SweepPoint> = Vec::new();
+    for trace in sweeps {
+        for (i, p) in trace.iter().enumerate() {
+            match totals.get_mut(i) {
+                Some(t) => {
+                    t.pod_minutes += p.pod_minutes;
+                    t.violation_minutes += p.violation_minutes;
+                }
+                None => totals.push(p.clone()),
+            }
+        }
+    }
+    let mut out = String::new();
+    let _ =
+        writeln!(out, "{:<6} {:<18} {:>12} {:>10}", "policy", "setting", "pod-minutes", "SLO-min");
+    for t in &totals {
+        let _ = writeln!(
+            out,
+            "{:<6} {:<18} {:>12.0} {:>10.1}",
+            t.policy, t.setting, t.pod_minutes, t.violation_minutes
+        );
+    }
+    for b in ["hpa", "kpa"] {
+        let points: Vec<(f64, f64)> = totals
+            .iter()
+            .filter(|t| t.policy == b)
+            .map(|t| (t.pod_minutes, t.violation_minutes))
+            .collect();
+        let _ = match pods_at(&points, ours.1) {
+            Ok(p) => writeln!(
+                out,
+                "iso-SLO: {b} needs {p:.0} pod-minutes for ours' {:.1} SLO-violation minutes; ours uses {:.0} ({:+.1} %)",
+                ours.1,
+                ours.0,
+                (ours.0 / p - 1.0) * 100.0
+            ),
+            Err((p, v)) => writeln!(
+                out,
+                "iso-SLO: {b} does not reach ours' {:.1} SLO-violation minutes in its sweep; at most headroom it has {v:.1} with {p:.0} pod-minutes; ours uses {:.0} ({:+.1} %)",
+                ours.1,
+                ours.0,
+                (ours.0 / p - 1.0) * 100.0
+            ),
+        };
+    }
+    out
 }
 
 fn ratio(v: f64, best: f64) -> String {
@@ -951,6 +906,16 @@ fn trace_name(path: &Path) -> String {
         .map_or_else(|| path.display().to_string(), |s| s.to_string_lossy().into_owned())
 }
 
+/// The chart's file for one start-up of several: `autoscale-15s.svg`.
+fn chart_path(chart: &Path, startup: u64, several: bool) -> PathBuf {
+    if !several {
+        return chart.to_owned();
+    }
+    let stem = chart.file_stem().map_or_else(|| "autoscale".into(), |s| s.to_string_lossy());
+    let ext = chart.extension().map_or_else(|| "svg".into(), |s| s.to_string_lossy());
+    chart.with_file_name(format!("{stem}-{startup}s.{ext}"))
+}
+
 /// `kinetic bench autoscale`.
 #[allow(clippy::print_stdout)]
 pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
@@ -960,22 +925,35 @@ pub fn run(args: AutoscaleArgs) -> anyhow::Result<()> {
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         traces.push(parse_trace(&trace_name(path), &text, args.peak_pods)?);
     }
-    let mut results = Vec::new();
-    for t in &traces {
-        results.push((t.name.clone(), evaluate(t, args.startup_secs, args.quantile)?));
+    let several = args.startup_secs.len() > 1;
+    for &startup in &args.startup_secs {
+        let mut results = Vec::new();
+        for t in &traces {
+            results.push((t.name.clone(), evaluate(t, startup, args.quantile)?));
+        }
+        println!(
+            "kinetic bench autoscale: {} trace(s), peak = {} pods, start-up {startup} s, ours at quantile {}",
+            traces.len(),
+            args.peak_pods,
+            args.quantile
+        );
+        print!("{}", table(&results));
+        print!("{}", verdict(&results));
+        if args.iso_slo {
+            let mut sweeps = Vec::new();
+            for t in &traces {
+                sweeps.push(sweep(t, startup)?);
+            }
+            let ours = results.iter().fold((0.0, 0.0), |a, (_, o)| {
+                (a.0 + o[3].pod_minutes, a.1 + o[3].violation_minutes)
+            });
+            print!("{}", iso_slo(&sweeps, ours));
+        }
+        let path = chart_path(&args.chart, startup, several);
+        std::fs::write(&path, chart(&traces, &results))
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("chart: {}", path.display());
     }
-    println!(
-        "kinetic bench autoscale: {} trace(s), peak = {} pods, start-up {} s, ours at quantile {}",
-        traces.len(),
-        args.peak_pods,
-        args.startup_secs,
-        args.quantile
-    );
-    print!("{}", table(&results));
-    print!("{}", verdict(&results));
-    std::fs::write(&args.chart, chart(&traces, &results))
-        .with_context(|| format!("writing {}", args.chart.display()))?;
-    println!("chart: {}", args.chart.display());
     Ok(())
 }
 
@@ -1017,6 +995,88 @@ mod tests {
         assert!(a.iter().all(|o| o.pod_minutes > 0.0));
     }
 
+    /// Records when a policy changed the replicas.
+    struct Recorder<P> {
+        inner: P,
+        changes: Vec<(u64, i32)>,
+    }
+
+    impl<P: Policy> Policy for Recorder<P> {
+        fn period(&self) -> u64 {
+            self.inner.period()
+        }
+        fn decide(&mut self, obs: &Obs<'_>) -> i32 {
+            let d = self.inner.decide(obs);
+            if d != obs.pods.len() as i32 {
+                self.changes.push((obs.now, d));
+            }
+            d
+        }
+    }
+
+    fn step_trace() -> Trace {
+        let mut v = vec![4.0; 10];
+        v.extend([8.0; 10]);
+        parse_trace("step", &csv(&v), 8).unwrap()
+    }
+
+    #[test]
+    fn the_hpa_sees_a_rise_through_metrics_servers_window() {
+        // The load doubles at 600 s. The sync at 600 s has the scrape of 593 s (all before the
+        // rise); the one at 615 s has the scrape of 608 s, whose window [593, 608) holds 8 s
+        // of the new load: 6.13 pods of load on 4 pods, 107 % of the request, so 7 replicas.
+        let mut r = Recorder { inner: Hpa::default(), changes: vec![] };
+        simulate(&step_trace().load, &mut r, 1);
+        assert_eq!(r.changes.first(), Some(&(615, 7)), "{:?}", r.changes);
+    }
+
+    #[test]
+    fn ours_reactive_half_reads_the_same_window_as_the_hpa() {
+        // Under an hour of history there is no forecast: ours is its reactive half, which
+        // reads the same metrics-server reading as the HPA.
+        let mut r = Recorder { inner: Ours::new(1, 0.95), changes: vec![] };
+        simulate(&step_trace().load, &mut r, 1);
+        assert_eq!(r.changes.first(), Some(&(615, 7)), "{:?}", r.changes);
+    }
+
+    #[test]
+    fn metrics_server_reads_a_pod_only_after_a_whole_window_ready() {
+        let load = vec![2.0; 3];
+        // Two pods Ready from 0 s, a third from 100 s.
+        let mut ready = vec![2u32; 100];
+        ready.extend([3u32; 80]);
+        assert_eq!(metrics_view(7, &load, &ready), None);
+        assert_eq!(metrics_view(22, &load, &ready), None, "one scrape is not a rate");
+        let v = metrics_view(30, &load, &ready).unwrap();
+        assert_eq!((v.at, v.window, v.total, v.per_pod), (23, 15, 2.0, 1.0));
+        let third = SimPod { id: 2, created: 99, ready_at: 100 };
+        // The scrape of 113 s covers [98, 113): the third pod was not Ready through it.
+        let v = metrics_view(120, &load, &ready).unwrap();
+        assert_eq!(v.at, 113);
+        assert!(!v.covers(&third));
+        assert!((v.per_pod - (2.0 * 1.0 + 13.0 * 2.0 / 3.0) / 15.0).abs() < 1e-9);
+        let v = metrics_view(128, &load, &ready).unwrap();
+        assert_eq!(v.at, 128);
+        assert!(v.covers(&third));
+    }
+
+    #[test]
+    fn pods_at_interpolates_between_the_bracketing_settings() {
+        // (pod-minutes, violation minutes) from the default towards more headroom.
+        let sweep = [(100.0, 50.0), (110.0, 10.0), (130.0, 2.0)];
+        type Case = (f64, Result<f64, (f64, f64)>);
+        let cases: [Case; 5] = [
+            (50.0, Ok(100.0)),
+            (80.0, Ok(100.0)),
+            (30.0, Ok(105.0)),
+            (6.0, Ok(120.0)),
+            (1.0, Err((130.0, 2.0))),
+        ];
+        for (v, want) in cases {
+            assert_eq!(pods_at(&sweep, v), want, "{v}");
+        }
+    }
+
     #[test]
     fn bad_csv_is_a_clear_error() {
         let e = parse_trace("x", "ts,value\n1600000000,1\n1600000060,abc\n", 20).unwrap_err();
@@ -1034,30 +1094,5 @@ mod tests {
     fn gaps_are_interpolated_and_rows_sorted() {
         let t = parse_trace("g", "120,3\n0,1\n", 3).unwrap();
         assert_eq!(t.load, [1.0, 2.0, 3.0]);
-    }
-
-    #[test]
-    fn the_dft_matches_a_naive_one() {
-        let x: Vec<f64> = (0..30).map(|i| ((i * 37) % 11) as f64).collect();
-        let f = dft(&x);
-        for (k, c) in f.iter().enumerate() {
-            let (mut re, mut im) = (0.0, 0.0);
-            for (j, v) in x.iter().enumerate() {
-                let a = -std::f64::consts::TAU * (k * j) as f64 / 30.0;
-                re += v * a.cos();
-                im += v * a.sin();
-            }
-            assert!((c.re - re).abs() < 1e-6 && (c.im - im).abs() < 1e-6, "bin {k}");
-        }
-    }
-
-    #[test]
-    fn crane_finds_a_daily_period() {
-        let x: Vec<f64> = (0..3 * 1440)
-            .map(|i| 50.0 + 30.0 * ((i % 1440) as f64 / 1440.0 * std::f64::consts::TAU).sin())
-            .collect();
-        assert!(crane_is_periodic(&x, 1440, 3, 7));
-        let noise: Vec<f64> = (0..3 * 1440).map(|i| ((i * 7919) % 101) as f64).collect();
-        assert!(!crane_is_periodic(&noise, 1440, 3, 7));
     }
 }

@@ -28,12 +28,13 @@
 //!    the periods found, the forecast, the lead time, the start-up p95 and both
 //!    recommendations.
 //!
-//! **History is kept in this controller's memory** (one sample per `dsp.sampleInterval`, up to
-//! `dsp.historyLength`), built from the metric reads above: a restarted controller scales
-//! reactively until it has two cycles again. Crane reads its history from Prometheus; a
-//! persisted history (a metrics store, or the status) is a follow-up.
+//! **History** is one sample per `dsp.sampleInterval`, up to `dsp.historyLength`, built from
+//! the metric reads above. It is kept in memory and persisted, bounded, in a ConfigMap owned by
+//! the autoscaler (`ehpa-history-<name>`, see [`history`]), which a restarted or newly started
+//! controller reads on its first pass, so it forecasts at once. Crane reads its history from
+//! Prometheus and keeps its predictions in `TimeSeriesPrediction` objects.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -55,10 +56,15 @@ use kube::{Client, Resource as _, ResourceExt as _};
 use serde_json::{Value, json};
 
 use crate::events::{EventReq, EventSink};
+
+mod algorithm;
+mod history;
 use crate::hpa::{
     Failure, behavior_of, get_scale, list_pods, metric_outcome, milli, pod_metrics, quantity,
     set_scale, since_epoch,
 };
+use history::Series;
+pub use history::{DATA_KEY as HISTORY_DATA_KEY, configmap_name as history_configmap_name};
 
 /// Annotation naming a loopback HTTP endpoint that serves `External` metrics: the controller
 /// reads `GET {url}/{metric name}`, whose body is the metric's current value (a number). For
@@ -90,37 +96,15 @@ pub enum ReconcileError {
     },
 }
 
-/// One metric's history at a fixed step: the mean of the reads within each step.
-#[derive(Debug, Default)]
-struct Series {
-    /// Step index (Unix seconds / step) → (sum, count).
-    slots: BTreeMap<u64, (f64, u32)>,
-}
-
-impl Series {
-    fn record(&mut self, now_secs: f64, step: f64, keep: usize, value: f64) {
-        let slot = (now_secs / step).floor() as u64;
-        let e = self.slots.entry(slot).or_insert((0.0, 0));
-        e.0 += value;
-        e.1 += 1;
-        let oldest = slot.saturating_sub(keep as u64);
-        self.slots.retain(|k, _| *k > oldest);
-    }
-
-    /// Samples from the oldest kept step to the current one, `None` where none was read.
-    fn samples(&self) -> Vec<Option<f64>> {
-        let (Some(first), Some(last)) = (self.slots.keys().next(), self.slots.keys().last()) else {
-            return vec![];
-        };
-        (*first..=*last).map(|k| self.slots.get(&k).map(|(s, c)| s / f64::from(*c))).collect()
-    }
-}
-
 #[derive(Default)]
 struct State {
     hpa: hpa::History,
     /// Metric key → its history.
     series: HashMap<String, Series>,
+    /// Whether the persisted history was read (once, on the first pass).
+    loaded: bool,
+    /// When the history was last written.
+    persisted: Option<Instant>,
     /// Pod name → start-up in milliseconds (oldest dropped past [`MAX_STARTUPS`]).
     startups: Vec<(String, u64)>,
     last: Option<Instant>,
@@ -216,8 +200,21 @@ fn history_params(e: &EffectiveHorizontalPodAutoscaler) -> (Duration, Duration) 
             .or_else(|| crane_duration(default))
             .unwrap_or(Duration::from_secs(60))
     };
-    let step = get(dsp.map(|d| d.sample_interval.as_str()), crane::DEFAULT_SAMPLE_INTERVAL)
-        .max(Duration::from_secs(1));
+    // With the `percentile` algorithm its own `sampleInterval` comes first (Crane's
+    // percentile config has one; it has no history length, so `dsp.historyLength` or the
+    // default is the history kept).
+    let algorithm = e.spec.prediction.as_ref().and_then(|p| p.prediction_algorithm.as_ref());
+    let percentile_interval = algorithm
+        .filter(|a| a.algorithm_type == crane::algorithm::PERCENTILE)
+        .and_then(|a| a.percentile.as_ref())
+        .and_then(|p| p.get("sampleInterval"))
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty());
+    let step = get(
+        percentile_interval.or(dsp.map(|d| d.sample_interval.as_str())),
+        crane::DEFAULT_SAMPLE_INTERVAL,
+    )
+    .max(Duration::from_secs(1));
     let length = get(dsp.map(|d| d.history_length.as_str()), crane::DEFAULT_HISTORY_LENGTH);
     (step, length)
 }
@@ -553,9 +550,22 @@ async fn reconcile_pass(
     } else {
         vec![]
     };
+    // The persisted history, on the first pass of this controller for the autoscaler.
+    let loaded =
+        ctx.state.lock().unwrap_or_else(|p| p.into_inner()).get(&k).is_some_and(|s| s.loaded);
+    if !loaded {
+        let restored = history::load(&ctx.client, e, step.as_secs_f64(), keep).await;
+        let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
+        let s = st.entry(k.clone()).or_default();
+        for (metric, series) in restored {
+            s.series.entry(metric).or_insert(series);
+        }
+        s.loaded = true;
+    }
     // The history and the start-ups, then the forecasts (pure, under the lock).
     let mut outcomes: Vec<MetricOutcome> = Vec::new();
     let mut best: Option<(kinetic_predict::Decision, String)> = None;
+    let mut to_persist = None;
     {
         let mut st = ctx.state.lock().unwrap_or_else(|p| p.into_inner());
         let s = st.entry(k.clone()).or_default();
@@ -572,6 +582,14 @@ async fn reconcile_pass(
             }
         }
         let startups: Vec<u64> = s.startups.iter().map(|(_, m)| *m).collect();
+        // Crane's `percentile` algorithm when asked for, else Kinetic's forecast (for `dsp`).
+        let percentile = e
+            .spec
+            .prediction
+            .as_ref()
+            .and_then(|p| p.prediction_algorithm.as_ref())
+            .filter(|a| a.algorithm_type == crane::algorithm::PERCENTILE)
+            .map(|a| algorithm::percentile_config(a.percentile.as_ref()));
         let window = e
             .spec
             .prediction
@@ -589,7 +607,7 @@ async fn reconcile_pass(
             }
             let MetricOutcome::Valid { replicas: reactive, .. } = r.outcome else { continue };
             let samples = series.samples();
-            let d = kinetic_predict::decide(&kinetic_predict::Input {
+            let input = kinetic_predict::Input {
                 samples: &samples,
                 step_secs: step.as_secs_f64(),
                 startups_millis: &startups,
@@ -598,7 +616,25 @@ async fn reconcile_pass(
                 quantile: QUANTILE,
                 per_pod: r.per_pod.unwrap_or(0.0),
                 reactive,
-            });
+            };
+            let d = match &percentile {
+                None => kinetic_predict::decide(&input),
+                // The history is in milli-units, Crane's histogram in the metric's unit.
+                Some(Ok(c)) => {
+                    kinetic_predict::decide_percentile(&input, c, 1000.0, length.as_secs_f64())
+                }
+                Some(Err(msg)) => {
+                    let mut d = kinetic_predict::decide_percentile(
+                        &input,
+                        &Default::default(),
+                        1000.0,
+                        f64::INFINITY,
+                    );
+                    d.explanation.fallback = Some(msg.clone());
+                    d.reason = format!("reactive {reactive}: {msg}");
+                    d
+                }
+            };
             if let Some(p) = d.predicted {
                 outcomes.push(MetricOutcome::Valid {
                     replicas: p,
@@ -609,6 +645,15 @@ async fn reconcile_pass(
                 best = Some((d, r.key.clone()));
             }
         }
+        if !s.series.is_empty() && s.persisted.is_none_or(|t| t.elapsed() >= step) {
+            to_persist = Some(history::encode(&s.series, step.as_secs_f64(), keep));
+            s.persisted = Some(Instant::now());
+        }
+    }
+    if let Some(h) = to_persist
+        && let Err(err) = history::save(&ctx.client, e, &h).await
+    {
+        tracing::warn!(ehpa = %k, error = %err, "persisting the metric history");
     }
     for r in &readings {
         if let Err(f) = r {
@@ -817,17 +862,6 @@ mod tests {
         assert_eq!(crane_duration("1h30m"), Some(Duration::from_secs(5400)));
         assert_eq!(crane_duration(""), None);
         assert_eq!(crane_duration("soon"), None);
-    }
-
-    #[test]
-    fn the_series_averages_reads_per_step_and_keeps_gaps() {
-        let mut s = Series::default();
-        s.record(100.2, 1.0, 10, 1.0);
-        s.record(100.7, 1.0, 10, 3.0);
-        s.record(102.1, 1.0, 10, 5.0);
-        assert_eq!(s.samples(), vec![Some(2.0), None, Some(5.0)]);
-        s.record(120.0, 1.0, 10, 7.0);
-        assert_eq!(s.samples().len(), 1, "older than the history length is dropped");
     }
 
     #[test]

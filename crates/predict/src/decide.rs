@@ -100,6 +100,87 @@ pub fn decide(input: &Input<'_>) -> Decision {
     }
 }
 
+/// As [`decide`], with Crane's `percentile` algorithm ([`crate::percentile`]) in place of the
+/// forecast: the predicted value is the percentile estimate of the whole history (a level,
+/// no period), in the samples' unit × `unit` (the history is in milli-units, Crane's histogram
+/// in the metric's own: `unit` 1000). As Crane, no prediction before the history spans
+/// `history_secs` (its model is `StatusReady` only once the aggregation window reaches
+/// `historyLength`).
+pub fn decide_percentile(
+    input: &Input<'_>,
+    config: &crate::percentile::Config,
+    unit: f64,
+    history_secs: f64,
+) -> Decision {
+    let p95 = startup_p95(input.startups_millis);
+    let lead_secs = (p95.unwrap_or(0) as f64 / 1000.0 + input.control_delay_secs.max(0.0))
+        .min(input.window_secs.max(0.0));
+    let step = if input.step_secs > 0.0 { input.step_secs } else { 60.0 };
+    let unit = if unit > 0.0 { unit } else { 1.0 };
+    let timed: Vec<(f64, f64)> = input
+        .samples
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.map(|v| (i as f64 * step, v / unit)))
+        .collect();
+    let span = input.samples.len() as f64 * step;
+    let reactive = input.reactive;
+    let mut explanation = Explanation {
+        periods: vec![],
+        period: None,
+        forecast: None,
+        history: input.samples.len(),
+        fallback: None,
+    };
+    let estimate = crate::percentile::estimate(&timed, config);
+    let (predicted, reason) = match estimate {
+        _ if span + step <= history_secs => {
+            let why = format!(
+                "percentile: {span:.0}s of history, the model needs historyLength {history_secs:.0}s"
+            );
+            explanation.fallback = Some(why.clone());
+            (None, format!("reactive {reactive}: {why}"))
+        }
+        None => {
+            let why = "percentile: no sample".to_owned();
+            explanation.fallback = Some(why.clone());
+            (None, format!("reactive {reactive}: {why}"))
+        }
+        Some(e) => {
+            let value = e * unit;
+            let level = timed.last().map_or(0.0, |(_, v)| v * unit);
+            let f = crate::forecast::Forecast { value, level, lead: 0 };
+            explanation.forecast = Some(f);
+            if input.per_pod > 0.0 {
+                let n = crate::forecast::replicas(0, Some(&f), input.per_pod);
+                let why = format!(
+                    "percentile p{:.0} of {} samples × (1 + margin {:.2}) = {value:.3} needs {n}, \
+                     reactive {reactive}",
+                    config.percentile * 100.0,
+                    timed.len(),
+                    config.margin_fraction
+                );
+                (Some(n), why)
+            } else {
+                (
+                    None,
+                    format!(
+                        "no per-pod target to turn the estimate into replicas; reactive {reactive}"
+                    ),
+                )
+            }
+        }
+    };
+    Decision {
+        replicas: predicted.map_or(reactive, |p| p.max(reactive)),
+        predicted,
+        startup_p95_millis: p95,
+        lead_secs,
+        explanation,
+        reason,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,6 +249,25 @@ mod tests {
         let mut i = input(&s, &[1000]);
         i.reactive = 7;
         assert_eq!(decide(&i).replicas, 7);
+    }
+
+    #[test]
+    fn the_percentile_algorithm_predicts_a_level_once_the_history_is_long_enough() {
+        // Milli-units 1050 and 3550 (a pod handles 1000): value-weighted, the 0.95 quantile
+        // is in 3.55's bucket, whose end is 3.6 with Crane's 0.1 buckets; × 1.15 = 4.14: 5 pods.
+        let s = square(40, 16, 8, 1050.0, 3550.0);
+        let mut i = input(&s, &[]);
+        i.per_pod = 1000.0;
+        let c = crate::percentile::Config::default();
+        let d = decide_percentile(&i, &c, 1000.0, 30.0);
+        assert_eq!(d.predicted, Some(5), "{}", d.reason);
+        assert_eq!(d.replicas, 5);
+        assert!((d.explanation.forecast.unwrap().value - 3600.0 * 1.15).abs() < 1e-6);
+        assert_eq!(d.explanation.period, None);
+        // A history shorter than historyLength: reactive, and why.
+        let d = decide_percentile(&i, &c, 1000.0, 120.0);
+        assert_eq!((d.predicted, d.replicas), (None, 1));
+        assert!(d.reason.contains("needs historyLength 120s"), "{}", d.reason);
     }
 
     #[test]

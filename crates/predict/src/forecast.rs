@@ -194,7 +194,7 @@ impl Nowcast {
         let mut errors: Vec<f64> = (k..x.len().saturating_sub(lead))
             .map(|t| {
                 let actual = x[t..=t + lead].iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                actual - now.point(&x[t - k..t], t)
+                actual - now.point(&x[t - k..t], t, lead)
             })
             .collect();
         now.margin = crate::clean::quantile(&mut errors, q).max(0.0);
@@ -211,21 +211,30 @@ impl Nowcast {
         self.seasonal[i % self.seasonal.len()]
     }
 
-    /// The forecast without the margin: `recent` are the `k` samples before `now`.
-    fn point(&self, recent: &[f64], now: usize) -> f64 {
+    /// The forecast without the margin over samples `now..=now + lead`: `recent` are the
+    /// `k` samples before `now`.
+    fn point(&self, recent: &[f64], now: usize, lead: usize) -> f64 {
         let k = recent.len();
         if k == 0 {
             return 0.0;
         }
         let base =
             recent.iter().enumerate().map(|(i, v)| v - self.s(now + i - k)).sum::<f64>() / k as f64;
-        (0..=self.lead).map(|h| base + self.s(now + h)).fold(f64::NEG_INFINITY, f64::max)
+        (0..=lead).map(|h| base + self.s(now + h)).fold(f64::NEG_INFINITY, f64::max)
     }
 
     /// The forecast of the load's maximum over samples `now..=now + lead`, from the `k`
     /// samples before `now` (fewer when the history is shorter).
     pub fn forecast(&self, recent: &[f64], now: usize) -> f64 {
+        self.forecast_through(recent, now, now + self.lead)
+    }
+
+    /// As [`Nowcast::forecast`], over samples `now..=last` only (at most `lead` past `now`):
+    /// for a decision whose lead time ends before the calibrated one. The margin stays the
+    /// one calibrated for the whole lead, so the shorter horizon is covered at least as well.
+    pub fn forecast_through(&self, recent: &[f64], now: usize, last: usize) -> f64 {
         let take = recent.len().min(self.k).min(now);
-        (self.point(&recent[recent.len() - take..], now) + self.margin).max(0.0)
+        let lead = last.saturating_sub(now).min(self.lead);
+        (self.point(&recent[recent.len() - take..], now, lead) + self.margin).max(0.0)
     }
 }

@@ -26,9 +26,10 @@
 pub mod clean;
 pub mod decide;
 pub mod forecast;
+pub mod percentile;
 pub mod period;
 
-pub use decide::{Decision, Input, decide, startup_p95};
+pub use decide::{Decision, Input, decide, decide_percentile, startup_p95};
 pub use forecast::{Explanation, Forecast, Model, NoModel, Nowcast, fit, forecast, replicas};
 pub use period::{Period, detect};
 

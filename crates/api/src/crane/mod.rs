@@ -8,8 +8,10 @@
 //! whose shape is `autoscaling/v2`'s) and `prediction` (`predictionWindowSeconds`, the
 //! algorithm `dsp` or `percentile` with its parameters). Kinetic's controller
 //! (`kinetic_controllers::ehpa`) reads `dsp.sampleInterval` as its history step and
-//! `dsp.historyLength` as the history it keeps; the estimators and the percentile settings are
-//! accepted and shown but not used: Kinetic's own predictor (`kinetic_predict`) forecasts.
+//! `dsp.historyLength` as the history it keeps; with `dsp` Kinetic's own predictor
+//! (`kinetic_predict`) forecasts (the DSP estimators are accepted and shown but not used), with
+//! `percentile` Crane's percentile algorithm (`kinetic_predict::percentile`) with the
+//! `percentile` settings.
 //!
 //! `status` is Crane's (`currentReplicas`, `expectReplicas`, `lastScaleTime`, `conditions`
 //! `Ready` and `PredictionReady`) plus Kinetic's [`PredictionStatus`] in `status.prediction`:
@@ -176,7 +178,8 @@ pub struct PredictionAlgorithm {
     /// DSP parameters.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsp: Option<Dsp>,
-    /// Percentile parameters (accepted, not used).
+    /// Percentile parameters (Crane's: `sampleInterval`, `histogram`, `minSampleWeight`,
+    /// `marginFraction`, `percentile`; all numbers as strings).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved_object")]
     pub percentile: Option<serde_json::Value>,

@@ -248,3 +248,119 @@ async fn preview_recommends_auto_scales_and_status_says_why() {
     task.await.unwrap().unwrap();
     server.shutdown().await;
 }
+
+/// A 16 s cycle, 8 s at 1 pod of load and 8 s at 3.5, in step with the wall clock.
+fn square_wave() -> f64 {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if s % 16 < 8 { 1.0 } else { 3.5 }
+}
+
+/// Polls `f` (at most `secs`) until it returns `Some`.
+async fn within<T, F: std::future::Future<Output = Option<T>>>(
+    secs: u64,
+    what: &str,
+    mut f: impl FnMut() -> F,
+) -> T {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{what} not reached in {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_controller_predicts_at_once_from_the_persisted_history() {
+    let server = TestServer::start().await.unwrap();
+    let client = server.client().await.unwrap();
+    kinetic_controllers::crds::install(&client, &cloneset::crds()).await.unwrap();
+    kinetic_controllers::crds::install(&client, &ehpa::crds()).await.unwrap();
+    let load = Arc::new(Mutex::new(square_wave()));
+    let (addr, metrics) = metric_server(load.clone()).await;
+    let wave = {
+        let load = load.clone();
+        tokio::spawn(async move {
+            loop {
+                *load.lock().unwrap() = square_wave();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], CLONESET).await.unwrap();
+    let manifest =
+        ehpa_manifest(addr, "Preview").replace("historyLength: 10m", "historyLength: 2m");
+    server.kubectl_stdin_ok(&["apply", "-f", "-"], &manifest).await.unwrap();
+
+    // The first controller learns the 16 s period (two cycles and a bit).
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let first = tokio::spawn(ehpa::run(client.clone(), async {
+        let _ = rx.await;
+    }));
+    let before = within(90, "a prediction from the first controller", || async {
+        let s = status(&server, "web").await;
+        let ready = condition(&s, "PredictionReady").is_some_and(|c| c["status"] == "True");
+        (ready && s["prediction"]["periodSeconds"] == 16).then_some(s)
+    })
+    .await;
+    let learnt = before["prediction"]["historySamples"].as_i64().unwrap();
+    assert!(learnt >= 32, "{before}");
+    // Its history is in a ConfigMap the autoscaler owns.
+    let cm = within(30, "the history ConfigMap", || async {
+        let cm = server
+            .kubectl_ok(&["get", "configmap", &ehpa::history_configmap_name("web"), "-o", "json"])
+            .await
+            .ok()?;
+        let cm: Value = serde_json::from_str(&cm).ok()?;
+        let h: Value = serde_json::from_str(cm["data"][ehpa::HISTORY_DATA_KEY].as_str()?).ok()?;
+        (h["series"]["external/load"]["values"].as_array()?.len() >= 32).then_some(cm)
+    })
+    .await;
+    let owner = &cm["metadata"]["ownerReferences"][0];
+    assert_eq!(
+        (owner["kind"].as_str(), owner["name"].as_str()),
+        (Some("EffectiveHorizontalPodAutoscaler"), Some("web"))
+    );
+    let _ = stop.send(());
+    first.await.unwrap().unwrap();
+
+    // Clear the status so the new controller's first write shows.
+    server
+        .kubectl_ok(&[
+            "patch",
+            "ehpa",
+            "web",
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"conditions":[],"prediction":null}}"#,
+        ])
+        .await
+        .unwrap();
+    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+    let started = tokio::time::Instant::now();
+    let second = tokio::spawn(ehpa::run(client.clone(), async {
+        let _ = rx.await;
+    }));
+    let after = within(30, "the restarted controller's first status", || async {
+        let s = status(&server, "web").await;
+        condition(&s, "PredictionReady").is_some().then_some(s)
+    })
+    .await;
+    // A controller starting empty would have one sample per second since its start and no
+    // period (it needs two cycles, 32 s); this one forecasts from its first write.
+    let p = condition(&after, "PredictionReady").unwrap();
+    assert_eq!(p["status"], "True", "{after}");
+    assert_eq!(after["prediction"]["periodSeconds"], 16, "{after}");
+    let samples = after["prediction"]["historySamples"].as_i64().unwrap();
+    assert!(samples as u64 > started.elapsed().as_secs() + 16, "{samples} samples: {after}");
+
+    wave.abort();
+    metrics.abort();
+    let _ = stop.send(());
+    second.await.unwrap().unwrap();
+    server.shutdown().await;
+}
