@@ -224,6 +224,7 @@ async fn scenario(
 
     // From zero: claim + specialise + route.
     let start = Instant::now();
+    let wall = jiff::Timestamp::now();
     let (code, body) = get(gateway, &host).await;
     let took = start.elapsed();
     assert_eq!((code, body.as_str()), (200, "hello from a pool pod\n"), "request from zero");
@@ -239,11 +240,17 @@ async fn scenario(
     let tl: Timeline =
         serde_json::from_str(&p.annotations()[kinetic_api::timeline::ANNOTATION]).unwrap();
     let s = tl.specialization.unwrap_or_default();
-    let split = match (s.claimed, s.specialized, s.ready) {
-        (Some(c), Some(sp), Some(r)) => format!(
-            "claimed→specialised {:?}, specialised→ready {:?}",
-            Duration::try_from(sp.duration_since(c)).unwrap_or_default(),
-            Duration::try_from(r.duration_since(sp)).unwrap_or_default()
+    let ms = |a: jiff::Timestamp, b: jiff::Timestamp| {
+        Duration::try_from(b.duration_since(a)).unwrap_or_default()
+    };
+    let split = match (s.claimed, s.observed, s.specialized, s.ready) {
+        (Some(c), Some(o), Some(sp), Some(r)) => format!(
+            "request→claimed {:?}, claimed→seen by the agent {:?}, seen→container started {:?}, \
+             started→ready {:?}",
+            ms(wall, c),
+            ms(c, o),
+            ms(o, sp),
+            ms(sp, r)
         ),
         other => format!("timeline incomplete: {other:?}"),
     };
@@ -266,4 +273,18 @@ async fn scenario(
     )
     .await;
     assert_eq!(out.trim(), "True", "{}", kubectl(up, h, &["get", "rev", "-o", "yaml"]).await);
+    // Its image digest is resolved from the claimed pod, whose container has the pool's name.
+    let digest = kubectl(
+        up,
+        h,
+        &[
+            "get",
+            "rev",
+            "pooled-00001",
+            "-o",
+            "jsonpath={.status.containerStatuses[0].imageDigest}",
+        ],
+    )
+    .await;
+    assert!(digest.contains("/pooled@sha256:"), "the app image, not the placeholder: {digest:?}");
 }

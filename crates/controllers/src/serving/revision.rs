@@ -31,7 +31,7 @@ use kinetic_api::knative::{
     CONFIGURATION_LABEL, REVISION_LABEL, SERVICE_LABEL, condition, env, webhook,
 };
 use kinetic_api::kruise::cloneset::{CloneSet, condition as cs_condition};
-use kinetic_api::pool::POD_POOL_ANNOTATION;
+use kinetic_api::pool::{POD_POOL_ANNOTATION, SPECIALIZE_ANNOTATION};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
@@ -249,7 +249,9 @@ type Why = (String, String);
 fn pod_failures(pods: &[Pod]) -> (Option<Why>, Option<Why>) {
     let mut waiting = None;
     let mut exited = None;
-    for s in pods.iter().filter_map(|p| p.status.as_ref()) {
+    for p in pods {
+        let Some(s) = p.status.as_ref() else { continue };
+        let placeholder_until = placeholder_until(p);
         for c in s.container_statuses.iter().flatten() {
             let state = c.state.as_ref();
             if let Some(w) = state.and_then(|s| s.waiting.as_ref())
@@ -259,7 +261,13 @@ fn pod_failures(pods: &[Pod]) -> (Option<Why>, Option<Why>) {
             }
             let term = state
                 .and_then(|s| s.terminated.as_ref())
-                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()));
+                .or_else(|| c.last_state.as_ref().and_then(|s| s.terminated.as_ref()))
+                // A pool pod's placeholder, killed to make room for the revision's container.
+                .filter(|t| {
+                    placeholder_until.is_none_or(|until| {
+                        t.finished_at.as_ref().is_some_and(|f| until.is_some_and(|u| f.0 > u))
+                    })
+                });
             if let Some(t) = term {
                 let msg = match t.message.as_deref().filter(|m| !m.is_empty()) {
                     Some(m) => m.to_owned(),
@@ -274,6 +282,37 @@ fn pod_failures(pods: &[Pod]) -> (Option<Why>, Option<Why>) {
         }
     }
     (waiting, exited)
+}
+
+/// For a pool pod (issue 12): `Some(None)` while it is claimed and not yet specialised (every
+/// exit is its placeholder's), `Some(Some(t))` once specialised (exits up to `t`, when the
+/// revision's container started, are the placeholder's); `None` for any other pod.
+fn placeholder_until(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
+    match pod.labels().get(kinetic_api::pool::POOL_STATE_LABEL).map(String::as_str) {
+        Some(kinetic_api::pool::state::CLAIMED) => Some(None),
+        Some(kinetic_api::pool::state::SPECIALIZED) => Some(
+            pod.annotations()
+                .get(kinetic_api::timeline::ANNOTATION)
+                .and_then(|a| serde_json::from_str::<kinetic_api::timeline::Timeline>(a).ok())
+                .and_then(|t| t.specialization?.specialized),
+        ),
+        _ => None,
+    }
+}
+
+/// The revision's name for container `name` of `pod`: a pool pod claimed by image keeps the
+/// pool's container name, and its `kinetic.dev/specialize` annotation has the revision's.
+fn claimant_name(pod: &Pod, name: &str) -> String {
+    let target = pod.spec.as_ref().and_then(|s| s.containers.first()).map(|c| c.name.as_str());
+    let claimant = pod
+        .annotations()
+        .get(SPECIALIZE_ANNOTATION)
+        .and_then(|a| serde_json::from_str::<Container>(a).ok())
+        .map(|c| c.name);
+    match claimant {
+        Some(c) if target == Some(name) => c,
+        _ => name.to_owned(),
+    }
 }
 
 /// `repository@sha256:…` of `image` from a kubelet `imageID`.
@@ -433,12 +472,15 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
     if st.container_statuses.is_none() {
         // The digests the pods resolved the images to (upstream resolves them before creating
         // the deployment; here the node agent's imageID is the source).
+        // Not from a claimed pool pod before it is specialised: its image is the placeholder's.
         let ids: BTreeMap<String, String> = pods
             .iter()
-            .filter_map(|p| p.status.as_ref())
-            .flat_map(|s| s.container_statuses.iter().flatten())
-            .filter(|c| !c.image_id.is_empty())
-            .map(|c| (c.name.clone(), c.image_id.clone()))
+            .filter(|p| kinetic_api::pool::ready_as_claimant(p.metadata.labels.as_ref()))
+            .flat_map(|p| {
+                let st = p.status.iter().flat_map(|s| s.container_statuses.iter().flatten());
+                st.filter(|c| !c.image_id.is_empty())
+                    .map(|c| (claimant_name(p, &c.name), c.image_id.clone()))
+            })
             .collect();
         let resolved: Option<Vec<ContainerStatus>> = defaulted(rev)
             .containers
@@ -463,6 +505,45 @@ async fn reconcile_pass(rev: &Revision, ctx: &Ctx) -> Result<(), ReconcileError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claimed_pool_pods_container_status_is_known_by_the_revisions_container_name() {
+        let pod = |ann: Option<&str>| -> Pod {
+            let mut v = serde_json::json!({"metadata": {"name": "warm-x"},
+                "spec": {"containers": [{"name": "placeholder"}, {"name": "side"}]}});
+            if let Some(a) = ann {
+                v["metadata"]["annotations"] = serde_json::json!({SPECIALIZE_ANNOTATION: a});
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let claimed = pod(Some(r#"{"name":"user-container","image":"app"}"#));
+        assert_eq!(claimant_name(&claimed, "placeholder"), "user-container");
+        assert_eq!(claimant_name(&claimed, "side"), "side");
+        assert_eq!(claimant_name(&pod(None), "placeholder"), "placeholder");
+        assert_eq!(claimant_name(&pod(Some("not json")), "placeholder"), "placeholder");
+    }
+
+    #[test]
+    fn a_pool_pods_placeholder_exit_is_no_container_failure() {
+        let pod = |state: &str, specialized: &str, finished: &str| -> Pod {
+            let tl = serde_json::json!({"specialization": {"specialized": specialized}});
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "warm-x",
+                    "labels": {kinetic_api::pool::POOL_STATE_LABEL: state},
+                    "annotations": {kinetic_api::timeline::ANNOTATION: tl.to_string()}},
+                "status": {"containerStatuses": [{"name": "placeholder", "image": "i",
+                    "imageID": "", "ready": true, "restartCount": 1,
+                    "lastState": {"terminated": {"exitCode": 137, "finishedAt": finished}}}]},
+            }))
+            .unwrap()
+        };
+        let (t0, t1, t2) = ("2026-01-01T00:00:00Z", "2026-01-01T00:00:01Z", "2026-01-01T00:00:02Z");
+        let exited = |p: Pod| pod_failures(&[p]).1.map(|w| w.0);
+        assert_eq!(exited(pod("claimed", t1, t0)), None, "claimed: the placeholder's");
+        assert_eq!(exited(pod("specialized", t1, t0)), None, "before the revision's start");
+        assert_eq!(exited(pod("specialized", t1, t2)).as_deref(), Some("ExitCode137"));
+        assert_eq!(exited(pod("ready", t1, t0)).as_deref(), Some("ExitCode137"), "not a claim");
+    }
 
     #[test]
     fn digests_from_image_ids() {
