@@ -199,7 +199,13 @@ fn config(
             json!({"image": image("python-code"), "args": [python::APP_FUNCTION], "ports": python_port})
         }
         (App::Static, _) => json!({"image": image("static"), "command": ["sh", "-c", HTTPD]}),
-        (App::Python, _) => json!({"image": image("python"), "ports": python_port}),
+        // Behind a shell that exits on TERM, like `httpd`: the server as PID 1 ignores it,
+        // and a scaled-down pod would stay for its grace period (the revision's 300 s).
+        (App::Python, _) => json!({
+            "image": image("python"), "ports": python_port,
+            "command": ["sh", "-c", format!("trap 'exit 0' TERM; {} /runtime/server.py {} & wait",
+                                            python::PYTHON, python::APP_FUNCTION)],
+        }),
     };
     let pool = match mode {
         Mode::None => None,

@@ -668,3 +668,15 @@ fn main() -> std::process::ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only when a command is parsed, with a panic: two arguments
+    /// with the same id (`kinetic bench coldstart`'s `--apps` and the matrix's field `apps`)
+    /// made every `kinetic bench coldstart` panic at start.
+    #[test]
+    fn the_command_line_definition_is_valid() {
+        use clap::CommandFactory as _;
+        super::Cli::command().debug_assert();
+    }
+}

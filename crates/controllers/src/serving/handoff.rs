@@ -421,13 +421,16 @@ async fn step(cs: &CloneSet, ctx: &Ctx) -> Result<Action, ReconcileError> {
     let want_names = names(&mut cs.spec.template.spec.iter().flat_map(|s| s.containers.iter()));
     let mut left = giving_pods(&ctx.client, &from).await?;
     left.retain(|p| names(&mut p.spec.iter().flat_map(|s| s.containers.iter())) == want_names);
+    if moved.iter().any(pull_failed) {
+        return abort(ctx, cs, &from, &moved).await;
+    }
     let elapsed =
         Duration::try_from(Timestamp::now().duration_since(h.started)).unwrap_or_default();
     let duration = Duration::from_secs_f64(h.duration_secs.max(0.0));
     let want = due(h.pods, elapsed, duration).saturating_sub(moved.len());
     let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
     for p in left.iter().take(want) {
-        move_pod(&api, p, &from, cs, &target, &h).await?;
+        move_pod(&api, p, &from, cs, &target, Some(&h.from_revision)).await?;
     }
     if left.len() > want {
         let next = next_due(h.pods, moved.len() + want, duration)
@@ -445,6 +448,44 @@ async fn step(cs: &CloneSet, ctx: &Ctx) -> Result<Action, ReconcileError> {
     end(ctx, cs, Some((&from, &h))).await
 }
 
+/// Whether a pod's new image cannot be pulled (the kubelet's waiting reasons).
+fn pull_failed(p: &Pod) -> bool {
+    const REASONS: [&str; 4] =
+        ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull"];
+    let statuses = p.status.as_ref().and_then(|s| s.container_statuses.as_ref());
+    statuses.into_iter().flatten().any(|c| {
+        let waiting = c.state.as_ref().and_then(|s| s.waiting.as_ref());
+        waiting.and_then(|w| w.reason.as_deref()).is_some_and(|r| REASONS.contains(&r))
+    })
+}
+
+/// A moved pod cannot pull the new image: every moved pod goes back to the giver with its
+/// old images, the giver gets its pods back, and the receiver (no longer receiving) starts
+/// pods of its own as any new revision does, which report the failure; the Route never
+/// left the old revision.
+async fn abort(
+    ctx: &Ctx,
+    cs: &CloneSet,
+    from: &CloneSet,
+    moved: &[Pod],
+) -> Result<Action, ReconcileError> {
+    let ns = cs.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+    let Some(back) = from.status.as_ref().and_then(|s| s.update_revision.clone()) else {
+        return Ok(Action::requeue(TICK));
+    };
+    for p in moved.iter().filter(|p| handed_from(p).is_some()) {
+        move_pod(&api, p, cs, from, &back, None).await?;
+    }
+    tracing::warn!(cloneset = %key(cs), from = %from.name_any(), "new image failed: pods handed back");
+    let sets: Api<CloneSet> = Api::namespaced(ctx.client.clone(), &ns);
+    let body = json!({"metadata": {"annotations": {HANDOFF_TO_ANNOTATION: null}}});
+    sets.patch(&from.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+    let body = json!({"metadata": {"annotations": {HANDOFF_ANNOTATION: null}}});
+    sets.patch(&cs.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
+    Ok(Action::await_change())
+}
+
 /// Moves `p` from `from` to `to` at its revision `target`: not ready first, then one
 /// conditional write of labels, owner, images and the in-place update state.
 async fn move_pod(
@@ -453,7 +494,7 @@ async fn move_pod(
     from: &CloneSet,
     to: &CloneSet,
     target: &str,
-    h: &Handoff,
+    mark: Option<&str>,
 ) -> Result<(), ReconcileError> {
     let now = crate::cloneset::now_rfc3339();
     let conditions = json!([
@@ -465,7 +506,7 @@ async fn move_pod(
     let name = p.name_any();
     let mut p = api.patch_status(&name, &PatchParams::default(), &Patch::Strategic(body)).await?;
     for attempt in 0.. {
-        let body = move_patch(&p, from, to, target, h)?;
+        let body = move_patch(&p, from, to, target, mark)?;
         match api.patch(&name, &PatchParams::default(), &Patch::Strategic(body)).await {
             Ok(_) => break,
             // Someone else wrote the pod meanwhile (its agent's status): read it again; it
@@ -484,7 +525,7 @@ fn move_patch(
     from: &CloneSet,
     to: &CloneSet,
     target: &str,
-    h: &Handoff,
+    mark: Option<&str>,
 ) -> Result<Value, ReconcileError> {
     let meta = |cs: &CloneSet, field: &str| -> Map<String, Value> {
         let m = cs.spec.template.metadata.as_ref();
@@ -518,7 +559,11 @@ fn move_patch(
         })
         .collect();
     let spec = inplace::UpdateSpec { container_images: images, ..Default::default() };
-    let state = inplace::new_update_state(p, &spec, target, Timestamp::now());
+    // Moving forward, the receiver waits for the containers to restart with the new images;
+    // moving back after a failed pull (no `mark`), for nothing: the containers may never
+    // have left the old image, and `Ready` still needs them ready.
+    let recorded = if mark.is_some() { spec.clone() } else { inplace::UpdateSpec::default() };
+    let state = inplace::new_update_state(p, &recorded, target, Timestamp::now());
     let images = inplace::batch_images(&spec, &state);
     let labels = &mut fields["labels"];
     labels[CONTROLLER_REVISION_HASH_LABEL] = json!(kinetic_rollout::pod::revision_label(target));
@@ -530,7 +575,7 @@ fn move_patch(
             what: "an in-place update state",
             source
         })?);
-    annotations[HANDOFF_FROM_ANNOTATION] = json!(h.from_revision);
+    annotations[HANDOFF_FROM_ANNOTATION] = json!(mark);
     // The controller reference moves in the same write: the giver's is deleted by its merge
     // key (`$patch: delete`), the receiver's added.
     let owners = json!([
