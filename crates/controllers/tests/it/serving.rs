@@ -60,8 +60,18 @@ fn kubelet_status(p: &Pod) -> Option<Value> {
             }
             let ready = !image.contains("slow") || released;
             all_ready &= ready;
+            // A kubelet restarts a container whose image changed in place and counts it, which
+            // is how an in-place update (and a revision handoff) sees it done.
+            let before = p
+                .status
+                .as_ref()
+                .and_then(|s| s.container_statuses.as_ref())
+                .and_then(|cs| cs.iter().find(|s| s.name == c.name));
+            let restarts = before.map_or(0, |b| {
+                if b.image == image { b.restart_count } else { b.restart_count + 1 }
+            });
             json!({"name": c.name, "image": image, "imageID": id, "ready": ready,
-                "started": true, "restartCount": 0,
+                "started": true, "restartCount": restarts,
                 "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}}})
         })
         .collect();
@@ -437,12 +447,23 @@ async fn a_template_change_stamps_hello_00002_and_latest_ready_moves_once_it_is_
     let svc = env.api::<Service>().get("hello").await.unwrap();
     assert_eq!(traffic(&svc), [("hello-00001".to_owned(), 100, None, None)]);
 
-    // The new revision's pod becomes ready: latestReady and the traffic move to it.
-    let pods = env
-        .api::<Pod>()
-        .list(&ListParams::default().labels("serving.knative.dev/revision=hello-00002"))
-        .await
-        .unwrap();
+    // The new revision's pod becomes ready: latestReady and the traffic move to it. An
+    // image-only change hands the serving revision's pod over in place (`serving::handoff`),
+    // so the pod may carry the new revision's label only a moment after the revision exists:
+    // wait for it (bounded poll) before releasing it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let pods = loop {
+        let pods = env
+            .api::<Pod>()
+            .list(&ListParams::default().labels("serving.knative.dev/revision=hello-00002"))
+            .await
+            .unwrap();
+        if !pods.items.is_empty() {
+            break pods;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no pod of hello-00002 in 30 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     for p in pods {
         let patch = Patch::Merge(json!({"metadata": {"annotations": {"test/ready": "true"}}}));
         env.api::<Pod>().patch(&p.name_any(), &PatchParams::default(), &patch).await.unwrap();
