@@ -124,7 +124,8 @@ async fn a_knative_service_with_a_pod_pool_answers_from_zero_with_a_pool_pod_and
     )
     .await
     .unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-up-pooled").tempdir_in("/var/tmp").unwrap();
+    // `UpDir`: pass or fail, what the agent left (containers, netns, mounts) goes with it.
+    let dir = crate::UpDir::new();
     let gateway = format!("127.0.0.1:{}", crate::free_port());
     let up = crate::start_with(
         "up",
