@@ -17,7 +17,7 @@ use crate::harness::Cluster;
 const PROBE: &str = r#"
 echo "id: $(id)"
 grep -E '^(Cap(Inh|Prm|Eff|Bnd|Amb)|NoNewPrivs|Seccomp)' /proc/self/status | sed 's/\t/ /'
-echo "pid: $$"
+echo "pid 1: $(cat /proc/1/comm)"
 echo "pwd: $(pwd)"
 echo "hostname: $(hostname)"
 echo "rlimits: nofile $(ulimit -n) nproc $(ulimit -u) stack $(ulimit -s) core $(ulimit -c)"
@@ -188,9 +188,11 @@ async fn oci_config_cases_look_the_same_under_runc_and_the_native_runtime() {
     // And the cases show what they set (so an equal failure of both is not a pass).
     let runc_of = |n: &str| seen[n][0].1.join("\n");
     let locked = runc_of("locked");
-    assert!(locked.contains("id: uid=1000 gid=2000 groups=2000,3000,3001"), "{locked}");
+    assert!(locked.contains("id: uid=1000 gid=2000 groups=3000,3001"), "{locked}");
     assert!(locked.contains("rootfs: read-only") && locked.contains("NoNewPrivs: 1"), "{locked}");
-    assert!(locked.contains("CapEff: 0000000000000401"), "{locked}");
+    // A non-root process keeps its capabilities only in the bounding set (no ambient ones).
+    assert!(locked.contains("CapBnd: 0000000000000401"), "{locked}");
+    assert!(runc_of("plain").contains("CapEff: 00000000a80425fb"), "{}", runc_of("plain"));
     assert!(locked.contains("pwd: /tmp/work") && locked.contains("exec: FOO=bar"), "{locked}");
     assert!(
         locked.contains("cgroup-memory: 67108864") && locked.contains("cgroup-cpu: 50000 512"),
@@ -198,7 +200,7 @@ async fn oci_config_cases_look_the_same_under_runc_and_the_native_runtime() {
     );
     let plain = runc_of("plain");
     assert!(
-        plain.contains("pid: 1")
+        plain.contains("pid 1: sh")
             && plain.contains("rootfs: writable")
             && plain.contains("kcore: 0"),
         "{plain}"
