@@ -3,10 +3,12 @@
 //!
 //! - The pod is named after the Sandbox, or the pod named in `agents.x-k8s.io/pod-name` (a
 //!   warm pool pod a claim handed over). Such a pod is adopted — its controller reference moved
-//!   to the Sandbox, the `sandbox-name-hash` label and the template's labels added, the pool
+//!   to the Sandbox, the `sandbox-name-hash` label and the template's labels and annotations
+//!   added, the pool
 //!   state set `specialized` so the pool's timeout leaves it alone — in one conditional write,
 //!   and only when it has no controller or the Sandbox's own controller (the claim that took
 //!   it from the pool): naming another's pod in the annotation does not take it.
+//! - A new pod first gets its `volumeClaimTemplates`' PersistentVolumeClaims ([`super::volumes`]).
 //! - The Service (headless, selecting the `sandbox-name-hash` label) is kept unless
 //!   `spec.service` is `false`.
 //! - `replicas: 0` / `operatingMode: Suspended` delete the pod; past `shutdownTime` the pod and
@@ -17,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kinetic_api::agents::{POD_NAME_ANNOTATION, SANDBOX_NAME_HASH_LABEL, Sandbox, SandboxStatus};
+use kinetic_api::agents::{
+    POD_NAME_ANNOTATION, SANDBOX_NAME_HASH_LABEL, Sandbox, SandboxStatus, condition,
+};
 use kinetic_api::pool::{POOL_LABEL, POOL_STATE_LABEL, state};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -39,8 +43,26 @@ pub(super) async fn reconcile(
 }
 
 async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    ensure(&ctx, &sb).await.map(|(a, _)| a)
+}
+
+/// One reconcile of `sb`: its pod (created or adopted), its Service, its status. Returns what
+/// to do next and the status `sb` has now (`None` when `sb` is going or was deleted).
+///
+/// The claim reconciler calls this on the Sandbox it just created, so a claim answered from a
+/// warm pool is Ready within its own reconcile instead of after two more watch round trips.
+/// Both writers use `sb`'s and the pod's resourceVersion: when the Sandbox reconciler runs on
+/// the same Sandbox at the same time, one of them gets 409 Conflict and the other's writes
+/// stand.
+///
+/// # Errors
+/// An API request failed (409 included).
+pub(super) async fn ensure(
+    ctx: &Ctx,
+    sb: &Sandbox,
+) -> Result<(Action, Option<SandboxStatus>), ReconcileError> {
     if sb.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), None));
     }
     let ns = sb.namespace().unwrap_or_default();
     let name = sb.name_any();
@@ -68,10 +90,11 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(e.into()),
                 }
-                return Ok(Action::await_change());
+                return Ok((Action::await_change(), None));
             }
             let v = decide::sandbox_ready(SandboxState::Expired);
-            return write_status(&ctx, &sb, status, &v).await.map(|()| Action::await_change());
+            let st = write_status(ctx, sb, status, &v, None).await?;
+            return Ok((Action::await_change(), Some(st)));
         }
         requeue = Some(left);
     }
@@ -87,16 +110,20 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
         match controller_of(&p).map(|o| o.uid.as_str()) {
             Some(u) if u == uid => pod = Some(p),
             owner if owner.is_none() || owner == controller_of(&*sb).map(|o| o.uid.as_str()) => {
-                pod = adopt(&pods, &sb, &p, &hash).await?;
+                pod = adopt(&pods, sb, &p, &hash).await?;
             }
             _ => not_owned = true,
         }
     } else {
-        let fresh = new_pod(&sb, &pod_name, &hash);
+        if !sb.spec.volume_claim_templates.is_empty() {
+            let pvcs = Api::namespaced(ctx.client.clone(), &ns);
+            super::volumes::ensure_claims(&pvcs, sb).await?;
+        }
+        let fresh = new_pod(sb, &pod_name, &hash);
         match pods.create(&PostParams::default(), &fresh).await {
             Ok(p) => pod = Some(p),
             Err(kube::Error::Api(s)) if s.code == 409 => {
-                return Ok(Action::requeue(Duration::from_millis(50)));
+                return Ok((Action::requeue(Duration::from_millis(50)), None));
             }
             Err(e) => return Err(e.into()),
         }
@@ -106,7 +133,7 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
     let service_wanted = sb.spec.service != Some(false) && running;
     let mut service_exists = false;
     if service_wanted {
-        service_exists = ensure_service(&services, &sb, &hash).await?;
+        service_exists = ensure_service(&services, sb, &hash).await?;
         if service_exists {
             status.service = name.clone();
             status.service_fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
@@ -133,8 +160,9 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
         status.node_name = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     }
     let v = decide::sandbox_ready(state);
-    write_status(&ctx, &sb, status, &v).await?;
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    let finished = decide::sandbox_finished(pod.as_ref().filter(|_| !not_owned));
+    let st = write_status(ctx, sb, status, &v, finished.as_ref()).await?;
+    Ok((requeue.map_or_else(Action::await_change, Action::requeue), Some(st)))
 }
 
 /// The pod of `sb` from its template: the template's labels and annotations, the name-hash
@@ -143,7 +171,12 @@ fn new_pod(sb: &Sandbox, name: &str, hash: &str) -> Pod {
     let t = &sb.spec.pod_template;
     let mut labels = t.metadata.labels.clone();
     labels.insert(SANDBOX_NAME_HASH_LABEL.to_owned(), hash.to_owned());
-    let mut pod = Pod { spec: Some(t.spec.clone()), ..Pod::default() };
+    let spec = super::volumes::with_claim_volumes(
+        t.spec.clone(),
+        &sb.spec.volume_claim_templates,
+        &sb.name_any(),
+    );
+    let mut pod = Pod { spec: Some(spec), ..Pod::default() };
     pod.metadata.name = Some(name.to_owned());
     pod.metadata.namespace = sb.namespace();
     pod.metadata.labels = Some(labels);
@@ -167,6 +200,10 @@ async fn adopt(
         "labels": labels,
         "ownerReferences": [owner_ref(sb)],
     }});
+    // The Sandbox's annotations too (a claim's `additionalPodMetadata` and `safeToEvict`).
+    if !sb.spec.pod_template.metadata.annotations.is_empty() {
+        body["metadata"]["annotations"] = json!(sb.spec.pod_template.metadata.annotations);
+    }
     // A warm pool pod: handed over, so the pool's specialisation timeout does not delete it.
     if p.labels().contains_key(POOL_LABEL) {
         body["metadata"]["labels"][POOL_STATE_LABEL] = json!(state::SPECIALIZED);
@@ -196,7 +233,12 @@ async fn ensure_service(
     }))?;
     match api.create(&PostParams::default(), &svc).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        // Created meanwhile: by the other of the claim's and the Sandbox's reconciles, or by
+        // someone else.
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(api
+            .get_opt(&name)
+            .await?
+            .is_some_and(|s| controller_of(&s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref()))),
         Err(e) => Err(e.into()),
     }
 }
@@ -223,21 +265,29 @@ where
     Ok(())
 }
 
+/// Writes `st` with condition `Ready` from `v` (and `Finished` from `finished`) as `sb`'s
+/// status (under `sb`'s resourceVersion) unless it is unchanged; returns it.
 async fn write_status(
     ctx: &Ctx,
     sb: &Sandbox,
     mut st: SandboxStatus,
     v: &decide::Verdict,
-) -> Result<(), ReconcileError> {
+    finished: Option<&decide::Verdict>,
+) -> Result<SandboxStatus, ReconcileError> {
     let old = sb.status.clone().unwrap_or_default();
-    st.conditions = vec![decide::condition_of(v, sb.metadata.generation, &old.conditions)];
+    let generation = sb.metadata.generation;
+    st.conditions = vec![decide::condition_of(v, generation, &old.conditions)];
+    if let Some(f) = finished {
+        let c = decide::typed_condition(condition::FINISHED, f, generation, &old.conditions);
+        st.conditions.push(c);
+    }
     if old == st {
-        return Ok(());
+        return Ok(st);
     }
     let api: Api<Sandbox> =
         Api::namespaced(ctx.client.clone(), &sb.namespace().unwrap_or_default());
     let body = json!({"metadata": {"resourceVersion": sb.resource_version()},
                       "status": super::nulled(serde_json::to_value(&st)?, &["service", "serviceFQDN", "podIPs", "nodeName"])});
     api.patch_status(&sb.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
-    Ok(())
+    Ok(st)
 }
