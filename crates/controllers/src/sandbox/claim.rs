@@ -48,7 +48,19 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     let name = claim.name_any();
     let uid = claim.uid().unwrap_or_default();
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = sandboxes.get_opt(&name).await?;
+    // A claim that has no Sandbox in its status yet is (almost always) new: what it needs to
+    // make one is read at the same time as its Sandbox is looked up, not one request after the
+    // other, since every round trip counts in a claim → Ready of milliseconds.
+    let fresh = claim.status.as_ref().is_none_or(|s| s.sandbox.name.is_empty());
+    let (existing, looked_up) = if fresh {
+        let (sb, l) = tokio::try_join!(
+            async { sandboxes.get_opt(&name).await.map_err(ReconcileError::from) },
+            lookup(&ctx, &claim)
+        )?;
+        (sb, Some(l))
+    } else {
+        (sandboxes.get_opt(&name).await?, None)
+    };
     let mut requeue = None;
 
     // -- Expiry (upstream claim `Lifecycle`). -------------------------------------------------
@@ -117,26 +129,23 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     // -- No Sandbox yet: the template (named by a `v1alpha1` claim, or the `v1beta1` claim's
     // warm pool's), a pool pod if one can be had, the Sandbox. ---------------------------------
     let retry = Action::requeue(requeue.map_or(TEMPLATE_RETRY, |r| r.min(TEMPLATE_RETRY)));
-    let (tname, only_pool) = match claim.spec.warm_pool_ref_name() {
-        Some(pool) => {
-            let api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &ns);
-            match api.get_opt(pool).await?.filter(|p| p.metadata.deletion_timestamp.is_none()) {
-                Some(p) => (p.spec.sandbox_template_ref.name, Some(pool.to_owned())),
-                None => {
-                    let v = decide::claim_ready(ClaimState::WarmPoolNotFound(pool));
-                    write_status(&ctx, &claim, None, &v).await?;
-                    return Ok(retry);
-                }
-            }
+    let started = Instant::now();
+    let found = match looked_up {
+        Some(l) => l,
+        None => lookup(&ctx, &claim).await?,
+    };
+    let (t, only_pool) = match found.template {
+        Ok(found) => found,
+        Err(missing) => {
+            let state = match &missing {
+                Missing::Pool(p) => ClaimState::WarmPoolNotFound(p),
+                Missing::Template(t) => ClaimState::TemplateNotFound(t),
+            };
+            write_status(&ctx, &claim, None, &decide::claim_ready(state)).await?;
+            return Ok(retry);
         }
-        None => (claim.spec.template_name().unwrap_or_default().to_owned(), None),
     };
-    let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(t) = templates.get_opt(&tname).await? else {
-        let v = decide::claim_ready(ClaimState::TemplateNotFound(&tname));
-        write_status(&ctx, &claim, None, &v).await?;
-        return Ok(retry);
-    };
+    let tname = t.name_any();
     let pod_spec = match decide::with_claim_env(
         super::warmpool::template_pod_spec(&t),
         &claim.spec.env,
@@ -149,15 +158,19 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
             return Ok(done(requeue));
         }
     };
-    let started = Instant::now();
     // A claim with `env` always gets a new pod (upstream: "adding this field means the Sandbox
     // will always be cold-started").
     // Nor can a pool pod take the claims of volumeClaimTemplates (a running pod gets no new
     // volumes): those claims get a new pod too.
-    let warm = match claimed_before(&ctx, &ns, &uid).await? {
+    let warm = match found.claimed {
         Some(p) => Some((p, String::new())),
         None if claim.spec.env.is_empty() && t.spec.volume_claim_templates.is_empty() => {
-            claim_from_pools(&ctx, &claim, &tname, only_pool.as_deref()).await?
+            let policy = only_pool.as_deref().unwrap_or(&claim.spec.warm_pool);
+            let pools = match &only_pool {
+                Some(p) => vec![(p.clone(), tname.clone())],
+                None => found.pools,
+            };
+            claim_from_pools(&ctx, &claim, &tname, policy, &pools).await?
         }
         None => None,
     };
@@ -178,12 +191,12 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     // writes the Sandbox's status, so the claim is Ready in this reconcile when the pod is.
     // Should the Sandbox reconciler, woken by the create, get there first, one of the two gets
     // 409 and the other's writes stand; the claim then hears of the Sandbox's status by watch.
-    let sb = match super::core::ensure(&ctx, &sb).await {
-        Ok((_, Some(st))) => Sandbox { status: Some(st), ..sb },
-        Ok((_, None)) => sb,
+    let warm_pod = warm.as_ref().map(|(p, _)| p);
+    let ensured = match super::core::ensure(&ctx, &sb, warm_pod, true).await {
+        Ok((_, st)) => st,
         Err(e) => {
             tracing::debug!(claim = %name, error = %e, "the Sandbox reconciler got there first");
-            sb
+            None
         }
     };
     let message = match &warm {
@@ -198,10 +211,22 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     let reason = if warm.is_some() { "SandboxAdopted" } else { "SandboxCreated" };
     tracing::debug!(claim = %name, %message, "claimed");
     ctx.events.send(EventReq::for_object(&*claim, "Normal", reason, message));
+    // The Sandbox's status and the claim's, written side by side.
+    let reported = Sandbox { status: ensured.clone(), ..sb.clone() };
     let ready =
-        sb.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+        ensured.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
     let v = decide::claim_ready(ClaimState::Sandbox(ready));
-    write_status(&ctx, &claim, Some(&sb), &v).await?;
+    let sandbox_status = async {
+        match &ensured {
+            Some(st) => match super::core::put_status(&ctx, &sb, st).await {
+                // The Sandbox reconciler wrote first; it writes the same again.
+                Err(ReconcileError::Kube(kube::Error::Api(s))) if s.code == 409 => Ok(()),
+                r => r,
+            },
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(sandbox_status, write_status(&ctx, &claim, Some(&reported), &v))?;
     Ok(done(requeue))
 }
 
@@ -219,30 +244,80 @@ async fn claimed_before(ctx: &Ctx, ns: &str, uid: &str) -> Result<Option<Pod>, R
     Ok(found)
 }
 
-/// Takes a ready pod from the first warm pool of the claim's policy (`v1alpha1`), or from
-/// `only` (a `v1beta1` claim's `warmPoolRef`), that has one.
+/// Why a claim has no template.
+enum Missing {
+    /// Its `warmPoolRef` names no warm pool.
+    Pool(String),
+    /// Its template (named, or its warm pool's) does not exist.
+    Template(String),
+}
+
+/// What a claim without a Sandbox needs, read concurrently.
+struct Lookup {
+    /// The template and, for a `v1beta1` claim, its warm pool; or why there is none.
+    template: Result<(SandboxTemplate, Option<String>), Missing>,
+    /// A pool pod the claim took on an earlier reconcile.
+    claimed: Option<Pod>,
+    /// The namespace's warm pools and their templates (`v1alpha1` claims that may use one).
+    pools: Vec<(String, String)>,
+}
+
+async fn lookup(ctx: &Ctx, claim: &SandboxClaim) -> Result<Lookup, ReconcileError> {
+    let ns = claim.namespace().unwrap_or_default();
+    let uid = claim.uid().unwrap_or_default();
+    let pool_api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &ns);
+    let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
+    let template = async {
+        let (tname, only) = match claim.spec.warm_pool_ref_name() {
+            Some(pool) => {
+                let got = pool_api.get_opt(pool).await?;
+                match got.filter(|p| p.metadata.deletion_timestamp.is_none()) {
+                    Some(p) => (p.spec.sandbox_template_ref.name, Some(pool.to_owned())),
+                    None => return Ok(Err(Missing::Pool(pool.to_owned()))),
+                }
+            }
+            None => (claim.spec.template_name().unwrap_or_default().to_owned(), None),
+        };
+        Ok::<_, ReconcileError>(match templates.get_opt(&tname).await? {
+            Some(t) => Ok((t, only)),
+            None => Err(Missing::Template(tname)),
+        })
+    };
+    let pools = async {
+        let uses_any = claim.spec.warm_pool_ref_name().is_none()
+            && claim.spec.warm_pool != kinetic_api::agents::warm_pool_policy::NONE
+            && claim.spec.env.is_empty();
+        if !uses_any {
+            return Ok(Vec::new());
+        }
+        Ok::<_, ReconcileError>(
+            pool_api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| (p.name_any(), p.spec.sandbox_template_ref.name))
+                .collect(),
+        )
+    };
+    let (template, claimed, pools) =
+        tokio::try_join!(template, claimed_before(ctx, &ns, &uid), pools)?;
+    Ok(Lookup { template, claimed, pools })
+}
+
+/// Takes a ready pod from the first of `pools` (name, template) that `policy` (a `v1alpha1`
+/// claim's `warmpool`, or a `v1beta1` claim's `warmPoolRef`) allows and that has one.
 async fn claim_from_pools(
     ctx: &Ctx,
     claim: &SandboxClaim,
     template: &str,
-    only: Option<&str>,
+    policy: &str,
+    pools: &[(String, String)],
 ) -> Result<Option<(Pod, String)>, ReconcileError> {
-    let policy = only.unwrap_or(&claim.spec.warm_pool);
-    if policy == kinetic_api::agents::warm_pool_policy::NONE && only.is_none() {
-        return Ok(None);
-    }
     let ns = claim.namespace().unwrap_or_default();
-    let api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &ns);
-    let pools: Vec<(String, String)> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| (p.name_any(), p.spec.sandbox_template_ref.name))
-        .collect();
     let owner = owner_ref(claim);
-    for pool in decide::candidate_pools(policy, template, &pools) {
+    for pool in decide::candidate_pools(policy, template, pools) {
         match crate::podpool::claim(&ctx.client, &ns, &pool, &owner).await {
             Ok(p) => return Ok(Some((p, pool))),
             Err(ClaimError::PoolEmpty { .. }) => {}
@@ -308,7 +383,12 @@ async fn write_status(
             },
             message: f.message.clone(),
         };
-        conditions.push(decide::typed_condition(condition::FINISHED, &v, generation, &old.conditions));
+        conditions.push(decide::typed_condition(
+            condition::FINISHED,
+            &v,
+            generation,
+            &old.conditions,
+        ));
     }
     let st = SandboxClaimStatus { conditions, sandbox };
     if old == st {

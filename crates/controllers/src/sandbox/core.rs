@@ -43,7 +43,7 @@ pub(super) async fn reconcile(
 }
 
 async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
-    ensure(&ctx, &sb).await.map(|(a, _)| a)
+    ensure(&ctx, &sb, None, false).await.map(|(a, _)| a)
 }
 
 /// One reconcile of `sb`: its pod (created or adopted), its Service, its status. Returns what
@@ -53,13 +53,17 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
 /// warm pool is Ready within its own reconcile instead of after two more watch round trips.
 /// Both writers use `sb`'s and the pod's resourceVersion: when the Sandbox reconciler runs on
 /// the same Sandbox at the same time, one of them gets 409 Conflict and the other's writes
-/// stand.
+/// stand. `known_pod` is the pod as the caller just read or wrote it (the claim's warm pod),
+/// used instead of reading it again. With `defer_status` the status is returned unwritten, for
+/// the caller to write with [`put_status`] beside its own writes.
 ///
 /// # Errors
 /// An API request failed (409 included).
 pub(super) async fn ensure(
     ctx: &Ctx,
     sb: &Sandbox,
+    known_pod: Option<&Pod>,
+    defer_status: bool,
 ) -> Result<(Action, Option<SandboxStatus>), ReconcileError> {
     if sb.metadata.deletion_timestamp.is_some() {
         return Ok((Action::await_change(), None));
@@ -93,53 +97,64 @@ pub(super) async fn ensure(
                 return Ok((Action::await_change(), None));
             }
             let v = decide::sandbox_ready(SandboxState::Expired);
-            let st = write_status(ctx, sb, status, &v, None).await?;
+            let st = full_status(sb, status, &v, None);
+            put_status(ctx, sb, &st).await?;
             return Ok((Action::await_change(), Some(st)));
         }
         requeue = Some(left);
     }
 
-    // -- The pod. -----------------------------------------------------------------------------
+    // -- The pod and the headless Service, side by side (neither needs the other). ----------
     let running = sb.is_running();
-    let mut pod = pods.get_opt(&pod_name).await?;
-    let mut not_owned = false;
-    if !running {
-        delete_owned(&pods, &pod_name, &uid).await?;
-        pod = None;
-    } else if let Some(p) = pod.take() {
-        match controller_of(&p).map(|o| o.uid.as_str()) {
-            Some(u) if u == uid => pod = Some(p),
-            owner if owner.is_none() || owner == controller_of(&*sb).map(|o| o.uid.as_str()) => {
-                pod = adopt(&pods, sb, &p, &hash).await?;
+    let pod_step = async {
+        let mut pod = match known_pod.filter(|p| p.metadata.name.as_deref() == Some(&pod_name)) {
+            Some(p) => Some(p.clone()),
+            None => pods.get_opt(&pod_name).await?,
+        };
+        let mut not_owned = false;
+        if !running {
+            delete_owned(&pods, &pod_name, &uid).await?;
+            pod = None;
+        } else if let Some(p) = pod.take() {
+            match controller_of(&p).map(|o| o.uid.as_str()) {
+                Some(u) if u == uid => pod = Some(p),
+                owner if owner.is_none() || owner == controller_of(sb).map(|o| o.uid.as_str()) => {
+                    pod = adopt(&pods, sb, &p, &hash).await?;
+                }
+                _ => not_owned = true,
             }
-            _ => not_owned = true,
-        }
-    } else {
-        if !sb.spec.volume_claim_templates.is_empty() {
-            let pvcs = Api::namespaced(ctx.client.clone(), &ns);
-            super::volumes::ensure_claims(&pvcs, sb).await?;
-        }
-        let fresh = new_pod(sb, &pod_name, &hash);
-        match pods.create(&PostParams::default(), &fresh).await {
-            Ok(p) => pod = Some(p),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                return Ok((Action::requeue(Duration::from_millis(50)), None));
+        } else {
+            if !sb.spec.volume_claim_templates.is_empty() {
+                let pvcs = Api::namespaced(ctx.client.clone(), &ns);
+                super::volumes::ensure_claims(&pvcs, sb).await?;
             }
-            Err(e) => return Err(e.into()),
+            let fresh = new_pod(sb, &pod_name, &hash);
+            match pods.create(&PostParams::default(), &fresh).await {
+                Ok(p) => pod = Some(p),
+                // Created meanwhile: the next reconcile finds it.
+                Err(kube::Error::Api(s)) if s.code == 409 => return Ok(None),
+                Err(e) => return Err(ReconcileError::from(e)),
+            }
         }
-    }
-
-    // -- The headless Service. ----------------------------------------------------------------
+        Ok(Some((pod, not_owned)))
+    };
     let service_wanted = sb.spec.service != Some(false) && running;
-    let mut service_exists = false;
-    if service_wanted {
-        service_exists = ensure_service(&services, sb, &hash).await?;
-        if service_exists {
-            status.service = name.clone();
-            status.service_fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
+    let service_step = async {
+        if service_wanted {
+            return ensure_service(&services, sb, &hash).await;
         }
-    } else if sb.spec.service == Some(false) {
-        delete_owned(&services, &name, &uid).await?;
+        if sb.spec.service == Some(false) {
+            delete_owned(&services, &name, &uid).await?;
+        }
+        Ok(false)
+    };
+    let (pod_found, service_exists) = tokio::try_join!(pod_step, service_step)?;
+    let Some((pod, not_owned)) = pod_found else {
+        return Ok((Action::requeue(Duration::from_millis(50)), None));
+    };
+    if service_exists {
+        status.service = name.clone();
+        status.service_fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
     }
 
     let state = if not_owned {
@@ -161,7 +176,10 @@ pub(super) async fn ensure(
     }
     let v = decide::sandbox_ready(state);
     let finished = decide::sandbox_finished(pod.as_ref().filter(|_| !not_owned));
-    let st = write_status(ctx, sb, status, &v, finished.as_ref()).await?;
+    let st = full_status(sb, status, &v, finished.as_ref());
+    if !defer_status {
+        put_status(ctx, sb, &st).await?;
+    }
     Ok((requeue.map_or_else(Action::await_change, Action::requeue), Some(st)))
 }
 
@@ -223,8 +241,12 @@ async fn ensure_service(
     hash: &str,
 ) -> Result<bool, ReconcileError> {
     let name = sb.name_any();
-    if let Some(s) = api.get_opt(&name).await? {
-        return Ok(controller_of(&s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref()));
+    let ours = |s: &Service| controller_of(s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref());
+    // A Sandbox that reports no Service yet most likely has none: create it straight away
+    // (one request, not a read and a create).
+    let reported = sb.status.as_ref().is_some_and(|s| !s.service.is_empty());
+    if reported && let Some(s) = api.get_opt(&name).await? {
+        return Ok(ours(&s));
     }
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": sb.namespace(), "ownerReferences": [owner_ref(sb)],
@@ -235,10 +257,9 @@ async fn ensure_service(
         Ok(_) => Ok(true),
         // Created meanwhile: by the other of the claim's and the Sandbox's reconciles, or by
         // someone else.
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(api
-            .get_opt(&name)
-            .await?
-            .is_some_and(|s| controller_of(&s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref()))),
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Ok(api.get_opt(&name).await?.is_some_and(|s| ours(&s)))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -265,29 +286,39 @@ where
     Ok(())
 }
 
-/// Writes `st` with condition `Ready` from `v` (and `Finished` from `finished`) as `sb`'s
-/// status (under `sb`'s resourceVersion) unless it is unchanged; returns it.
-async fn write_status(
-    ctx: &Ctx,
+/// `st` with condition `Ready` from `v` (and `Finished` from `finished`), transition times
+/// kept from `sb`'s status.
+fn full_status(
     sb: &Sandbox,
     mut st: SandboxStatus,
     v: &decide::Verdict,
     finished: Option<&decide::Verdict>,
-) -> Result<SandboxStatus, ReconcileError> {
-    let old = sb.status.clone().unwrap_or_default();
+) -> SandboxStatus {
+    let old = sb.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
     let generation = sb.metadata.generation;
-    st.conditions = vec![decide::condition_of(v, generation, &old.conditions)];
+    st.conditions = vec![decide::condition_of(v, generation, old)];
     if let Some(f) = finished {
-        let c = decide::typed_condition(condition::FINISHED, f, generation, &old.conditions);
-        st.conditions.push(c);
+        st.conditions.push(decide::typed_condition(condition::FINISHED, f, generation, old));
     }
-    if old == st {
-        return Ok(st);
+    st
+}
+
+/// Writes `st` as `sb`'s status (under `sb`'s resourceVersion) unless it is unchanged.
+///
+/// # Errors
+/// The write failed (409 when `sb` changed meanwhile).
+pub(super) async fn put_status(
+    ctx: &Ctx,
+    sb: &Sandbox,
+    st: &SandboxStatus,
+) -> Result<(), ReconcileError> {
+    if sb.status.as_ref() == Some(st) || (sb.status.is_none() && *st == SandboxStatus::default()) {
+        return Ok(());
     }
     let api: Api<Sandbox> =
         Api::namespaced(ctx.client.clone(), &sb.namespace().unwrap_or_default());
     let body = json!({"metadata": {"resourceVersion": sb.resource_version()},
-                      "status": super::nulled(serde_json::to_value(&st)?, &["service", "serviceFQDN", "podIPs", "nodeName"])});
+                      "status": super::nulled(serde_json::to_value(st)?, &["service", "serviceFQDN", "podIPs", "nodeName"])});
     api.patch_status(&sb.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
-    Ok(st)
+    Ok(())
 }
