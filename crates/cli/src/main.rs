@@ -101,7 +101,7 @@ struct NodeArgs {
     network: NetworkArg,
     /// Who creates the containers: the agent's own OCI runtime inside each container's shim
     /// (native) or runc under the shim (runc)
-    #[arg(long, value_enum, default_value = "runc")]
+    #[arg(long, value_enum, default_value = "native")]
     runtime: RuntimeArg,
     /// Registries (host or host:port) reachable over plain http; loopback ones always are
     #[arg(long = "insecure-registry", value_name = "HOST")]
@@ -317,6 +317,10 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
         }
         None => None,
     };
+    let node_runtime = extras.node.as_ref().map_or("the native runtime", |n| match n.runtime {
+        RuntimeArg::Native => "the native runtime",
+        RuntimeArg::Runc => "runc",
+    });
     let agent = match extras.node {
         Some(node) => {
             controllers::ensure_local_path_class(&client).await?;
@@ -343,7 +347,8 @@ async fn serve(args: ServerArgs, what: &str, extras: Extras) -> anyhow::Result<(
         println!("kinetic {what} is serving the Kubernetes API at {}", server.url());
         if agent.is_some() {
             println!(
-                "node agent: running pods with runc (state in {})",
+                "node agent: running pods with {} (state in {})",
+                node_runtime,
                 data_dir.join("node").display()
             );
         }

@@ -208,3 +208,52 @@ async fn oci_config_cases_look_the_same_under_runc_and_the_native_runtime() {
     assert!(runc_of("missing").contains("no such file or directory"), "{}", runc_of("missing"));
     assert!(runc_of("exit3").contains("terminated: 3 Error"), "{}", runc_of("exit3"));
 }
+
+/// Native containers outlive the agent (their shim is their parent) and the next agent adopts
+/// them: same container, still served, still exec-able, deleted cleanly. A create the crashed
+/// agent left half-made (state and cgroup, no process) is removed at the next start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_containers_survive_an_agent_restart_and_half_made_ones_are_removed() {
+    let mut c = Cluster::start_with(|cfg| cfg.runtime = Kind::Native).await;
+    let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
+    c.create(
+        "kept",
+        json!({"containers": [{"name": "web", "image": image,
+                               "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}]}),
+    )
+    .await;
+    let before = c.wait_ready("kept").await;
+    let ip = crate::harness::pod_ip(&before);
+    c.stop_agent().await;
+    assert!(Cluster::http_get(&ip, 8080, "/").await.is_ok(), "container stopped with the agent");
+    // What a crash between the state write and the clone leaves: state without a pid, and a
+    // cgroup.
+    let stale = "00000000-0000-0000-0000-000000000000-app-1";
+    let cgroup = std::path::Path::new("/sys/fs/cgroup/pids/kinetic").join(stale);
+    std::fs::create_dir_all(&cgroup).unwrap();
+    let dir = c.data_dir().join("native").join(stale);
+    std::fs::create_dir_all(&dir).unwrap();
+    let state =
+        json!({"bundle": "/nonexistent", "pid": null, "start_time": null, "cgroups": [cgroup]});
+    std::fs::write(dir.join("state.json"), state.to_string()).unwrap();
+    c.start_agent().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let p = c.pods().get("kept").await.unwrap();
+        let same = crate::harness::container_status(&p, "web").container_id
+            == crate::harness::container_status(&before, "web").container_id;
+        if same && crate::harness::is_ready(&p) && !dir.exists() && !cgroup.exists() {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "not adopted or not swept: {:?}", p.status);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(crate::harness::container_status(&after, "web").restart_count, 0);
+    assert!(Cluster::http_get(&ip, 8080, "/").await.is_ok());
+    let comm = c.server.kubectl_ok(&["exec", "kept", "--", "cat", "/proc/1/comm"]).await.unwrap();
+    assert_eq!(comm.trim(), "httpd");
+    c.pods().delete("kept", &Default::default()).await.unwrap();
+    c.wait_gone("kept", 15).await;
+    let left = c.settled_leftovers(10).await;
+    assert!(left.is_empty(), "left behind: {left:#?}");
+}
