@@ -1064,6 +1064,34 @@ mod tests {
         assert_eq!(r.changes.first(), Some(&(615, 7)), "{:?}", r.changes);
     }
 
+    /// A square wave: 10 minutes at 2 pods of load, 10 at 8, for 5 hours.
+    fn square_trace() -> Trace {
+        let v: Vec<f64> = (0..300).map(|m| if m % 20 < 10 { 2.0 } else { 8.0 }).collect();
+        parse_trace("square", &csv(&v), 8).unwrap()
+    }
+
+    #[test]
+    fn ours_scales_out_before_a_forecast_rise_and_down_at_a_forecast_fall() {
+        let mut r = Recorder { inner: Ours::new(1, 0.95), changes: vec![] };
+        let out = simulate(&square_trace().load, &mut r, 1);
+        // From the third hour (the model fitted on two), every rise at minute 20 c + 10 is met
+        // by 8 pods made in the minute before it, at its 45 s decision (the first that
+        // forecasts the next minute); every fall at 20 c by 2 pods at the fall's first
+        // second (the reading then is of the minute before, a forecast sample, not a reason
+        // to hold 8 pods).
+        for c in 6..14u64 {
+            let rise = (20 * c + 10) * 60;
+            let fall = (20 * c + 20) * 60;
+            assert!(r.changes.contains(&(rise - 15, 8)), "rise {rise}: {:?}", r.changes);
+            assert!(r.changes.contains(&(fall, 2)), "fall {fall}: {:?}", r.changes);
+        }
+        // The HPA on the same trace violates at each rise and holds 8 pods for 300 s after
+        // each fall.
+        let hpa = simulate(&square_trace().load, &mut Hpa::default(), 1);
+        assert!(out.pod_minutes < hpa.pod_minutes, "{} vs {}", out.pod_minutes, hpa.pod_minutes);
+        assert!(out.violation_minutes < hpa.violation_minutes);
+    }
+
     #[test]
     fn metrics_server_reads_a_pod_only_after_a_whole_window_ready() {
         let load = vec![2.0; 3];
