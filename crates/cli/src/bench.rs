@@ -73,6 +73,8 @@ pub enum BenchCommand {
     Rollout(crate::bench_rollout::RolloutArgs),
     /// Measure the first request to a Knative Service at zero with and without warm pod pools
     Coldstart(crate::bench_coldstart::ColdstartArgs),
+    /// Measure an agent-sandbox SandboxClaim answered from a SandboxWarmPool: created → Ready
+    Sandbox(crate::bench_sandbox::SandboxArgs),
 }
 
 /// Arguments of `kinetic bench api`.
@@ -119,6 +121,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pods(args) => crate::bench_pods::run(args).await,
         BenchCommand::Rollout(args) => crate::bench_rollout::run(args).await,
         BenchCommand::Coldstart(args) => crate::bench_coldstart::run(args).await,
+        BenchCommand::Sandbox(args) => crate::bench_sandbox::run(args).await,
     }
 }
 
@@ -1222,6 +1225,30 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     }
     let rank = (p * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// The cold-start benchmarks' summary of one set of latencies (sorted): a p50 and a p99 row,
+/// `{label} p50 ({n} cold starts)`, each against its target in ms when there is one (`targets`:
+/// p50, p99), else without.
+pub(crate) fn percentile_rows(
+    label: &str,
+    sorted: &[Duration],
+    targets: Option<(u64, u64)>,
+) -> Vec<Row> {
+    let n = sorted.len();
+    [(0.5, "p50"), (0.99, "p99")]
+        .into_iter()
+        .zip([targets.map(|t| t.0), targets.map(|t| t.1)])
+        .map(|((q, name), target)| {
+            let v = percentile(sorted, q);
+            Row::new(
+                format!("{label} {name} ({n} cold starts)"),
+                format!("{:.1} ms", ms(v)),
+                &target.map(|t| format!("≤ {t} ms")).unwrap_or_default(),
+                target.map(|t| v <= Duration::from_millis(t)),
+            )
+        })
+        .collect()
 }
 
 pub(crate) fn ms(d: Duration) -> f64 {
