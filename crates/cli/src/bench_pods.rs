@@ -17,7 +17,9 @@
 //!
 //! `--network` picks the pod network: `cni` (the CNI plugins), `native` (the agent's netlink
 //! wiring) or `both` (the default): one fresh platform per mode, one after the other, and a
-//! side-by-side table of the two at the end.
+//! side-by-side table of the two at the end. `--runtime` likewise picks the container runtime
+//! (`runc`, `native`, `both`); with both of each (the default) the two paths compared are the
+//! old one (runc + CNI) and the new one (native runtime + native network).
 //!
 //! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
 //! Pods of a phase are deleted, and torn down on the node, before the next phase starts. Load stays on 127.0.0.1 and the
@@ -56,6 +58,19 @@ pub struct PodsArgs {
     /// (cni), or both one after the other, each on a fresh platform, with a side-by-side table
     #[arg(long, value_enum, default_value = "both")]
     network: NetworkChoice,
+    /// The container runtime to measure: the agent's own (native), runc under the shims, or
+    /// both. With both networks and both runtimes (the default), two paths side by side: the
+    /// old one (runc + CNI) and the new one (native runtime + native network)
+    #[arg(long, value_enum, default_value = "both")]
+    runtime: RuntimeChoice,
+}
+
+/// `--runtime` of `kinetic bench pods`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RuntimeChoice {
+    Native,
+    Runc,
+    Both,
 }
 
 /// `--network` of `kinetic bench pods`.
@@ -68,7 +83,7 @@ enum NetworkChoice {
 
 /// What the side-by-side table shows of one network mode's run.
 struct Summary {
-    mode: &'static str,
+    mode: String,
     seq_p50: Duration,
     per_min: f64,
     own_ms: f64,
@@ -109,25 +124,24 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     if args.pods == 0 || args.concurrency == 0 {
         bail!("--pods and --concurrency must be at least 1");
     }
-    use kinetic_node::NetworkMode;
-    let modes: &[(&'static str, NetworkMode)] = match args.network {
-        NetworkChoice::Native => &[("native", NetworkMode::Native)],
-        NetworkChoice::Cni => &[("cni", NetworkMode::Cni)],
-        NetworkChoice::Both => &[("cni", NetworkMode::Cni), ("native", NetworkMode::Native)],
-    };
     let mut summaries = Vec::new();
-    for (name, mode) in modes {
+    for (network, runtime) in paths(args.network, args.runtime) {
+        let name = format!("{runtime}+{}", network_name(network));
         #[allow(clippy::print_stdout)]
         {
-            println!("\n=== pod network: {name} ===");
+            println!(
+                "\n=== pod start path: {runtime} runtime, {} network ===",
+                network_name(network)
+            );
         }
-        let platform = crate::platform::Platform::start_on(
+        let platform = crate::platform::Platform::start_with(
             "kinetic-bench-pods",
             "kbench0",
             "10.202.0.0/16",
             args.burst.max(args.pods) + 10,
             false,
-            *mode,
+            network,
+            runtime,
         )
         .await?;
         let measured = platform.run(async |platform| measure(platform, &args).await).await?;
@@ -139,14 +153,45 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn network_name(n: kinetic_node::NetworkMode) -> &'static str {
+    match n {
+        kinetic_node::NetworkMode::Cni => "cni",
+        kinetic_node::NetworkMode::Native => "native",
+    }
+}
+
+/// The (network, runtime) paths to measure: with both of each, the old path (runc + CNI) and
+/// the new one (native + native) rather than all four.
+fn paths(
+    network: NetworkChoice,
+    runtime: RuntimeChoice,
+) -> Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind)> {
+    use kinetic_node::NetworkMode as N;
+    use kinetic_node::runtime::Kind as K;
+    let nets = match network {
+        NetworkChoice::Native => vec![N::Native],
+        NetworkChoice::Cni => vec![N::Cni],
+        NetworkChoice::Both => vec![N::Cni, N::Native],
+    };
+    let rts = match runtime {
+        RuntimeChoice::Native => vec![K::Native],
+        RuntimeChoice::Runc => vec![K::Runc],
+        RuntimeChoice::Both => vec![K::Runc, K::Native],
+    };
+    if nets.len() == 2 && rts.len() == 2 {
+        return vec![(N::Cni, K::Runc), (N::Native, K::Native)];
+    }
+    nets.iter().flat_map(|n| rts.iter().map(move |r| (*n, *r))).collect()
+}
+
 /// The side-by-side table of the network modes measured in this run.
 #[allow(clippy::print_stdout)] // the benchmark's report is its output
 fn println_side_by_side(sums: &[Summary]) {
     println!();
-    println!("pod network side by side (same run, same machine)");
+    println!("pod start paths side by side (runtime+network; same run, same machine)");
     print!("{:<58}", "");
     for s in sums {
-        print!("  {:>10}", s.mode);
+        print!("  {:>14}", s.mode);
     }
     println!();
     type Cell = fn(&Summary) -> String;
@@ -163,14 +208,14 @@ fn println_side_by_side(sums: &[Summary]) {
     for (label, f) in rows {
         print!("{label:<58}");
         for s in sums {
-            print!("  {:>10}", f(s));
+            print!("  {:>14}", f(s));
         }
         println!();
     }
 }
 
 /// Prints one run's tables and returns its summary.
-fn report(args: &PodsArgs, mode: &'static str, measured: Measured) -> Summary {
+fn report(args: &PodsArgs, mode: String, measured: Measured) -> Summary {
     let Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor } = measured;
 
     let lat = |v: &[(String, Duration, Instant)]| {

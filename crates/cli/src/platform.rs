@@ -56,6 +56,20 @@ impl Platform {
         controllers: bool,
         network: kinetic_node::NetworkMode,
     ) -> anyhow::Result<Self> {
+        let runtime = kinetic_node::runtime::Kind::default();
+        Self::start_with(prefix, bridge, pod_cidr, max_pods, controllers, network, runtime).await
+    }
+
+    /// [`Platform::start_on`] with the node's containers run by `runtime`.
+    pub async fn start_with(
+        prefix: &str,
+        bridge: &str,
+        pod_cidr: &str,
+        max_pods: usize,
+        controllers: bool,
+        network: kinetic_node::NetworkMode,
+        runtime: kinetic_node::runtime::Kind,
+    ) -> anyhow::Result<Self> {
         let interrupts = Some((
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -96,6 +110,7 @@ impl Platform {
         cfg.bridge = bridge.into();
         cfg.pod_cidr = pod_cidr.into();
         cfg.network = network;
+        cfg.runtime = runtime;
         cfg.listen = "127.0.0.1:0".parse()?;
         cfg.auth_token = Some(server.token().to_owned());
         cfg.max_pods = u32::try_from(max_pods).unwrap_or(u32::MAX);
