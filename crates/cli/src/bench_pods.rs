@@ -17,7 +17,9 @@
 //!
 //! `--network` picks the pod network: `cni` (the CNI plugins), `native` (the agent's netlink
 //! wiring) or `both` (the default): one fresh platform per mode, one after the other, and a
-//! side-by-side table of the two at the end.
+//! side-by-side table of the two at the end. Unless `cni` alone is measured, a third platform
+//! runs native networking with `--ready-sandboxes` (default 8, at least one kept when idle)
+//! pod sandboxes made ahead of their pods (`ready` column; 0 leaves it out).
 //!
 //! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
 //! Pods of a phase are deleted, and torn down on the node, before the next phase starts. Load stays on 127.0.0.1 and the
@@ -56,6 +58,10 @@ pub struct PodsArgs {
     /// (cni), or both one after the other, each on a fresh platform, with a side-by-side table
     #[arg(long, value_enum, default_value = "both")]
     network: NetworkChoice,
+    /// Also measure native networking with up to this many ready sandboxes (at least one kept
+    /// when idle), on a fresh platform, as its own column; 0 leaves it out
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    ready_sandboxes: usize,
 }
 
 /// `--network` of `kinetic bench pods`.
@@ -70,6 +76,10 @@ enum NetworkChoice {
 struct Summary {
     mode: &'static str,
     seq_p50: Duration,
+    seq_p99: Duration,
+    /// Sequential pods with a timeline, and of them those that claimed a ready sandbox.
+    seq_pods: usize,
+    ready_claims: usize,
     per_min: f64,
     own_ms: f64,
     children_ms: f64,
@@ -110,13 +120,21 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         bail!("--pods and --concurrency must be at least 1");
     }
     use kinetic_node::NetworkMode;
-    let modes: &[(&'static str, NetworkMode)] = match args.network {
-        NetworkChoice::Native => &[("native", NetworkMode::Native)],
-        NetworkChoice::Cni => &[("cni", NetworkMode::Cni)],
-        NetworkChoice::Both => &[("cni", NetworkMode::Cni), ("native", NetworkMode::Native)],
-    };
+    let off = kinetic_node::ReadySandboxes::default();
+    let mut modes: Vec<(&'static str, NetworkMode, kinetic_node::ReadySandboxes)> =
+        match args.network {
+            NetworkChoice::Native => vec![("native", NetworkMode::Native, off)],
+            NetworkChoice::Cni => vec![("cni", NetworkMode::Cni, off)],
+            NetworkChoice::Both => {
+                vec![("cni", NetworkMode::Cni, off), ("native", NetworkMode::Native, off)]
+            }
+        };
+    if args.ready_sandboxes > 0 && args.network != NetworkChoice::Cni {
+        let ready = kinetic_node::ReadySandboxes { min: 1, max: args.ready_sandboxes, ..off };
+        modes.push(("ready", NetworkMode::Native, ready));
+    }
     let mut summaries = Vec::new();
-    for (name, mode) in modes {
+    for (name, mode, ready) in modes {
         #[allow(clippy::print_stdout)]
         {
             println!("\n=== pod network: {name} ===");
@@ -127,7 +145,8 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             "10.202.0.0/16",
             args.burst.max(args.pods) + 10,
             false,
-            *mode,
+            mode,
+            ready,
         )
         .await?;
         let measured = platform.run(async |platform| measure(platform, &args).await).await?;
@@ -150,8 +169,12 @@ fn println_side_by_side(sums: &[Summary]) {
     }
     println!();
     type Cell = fn(&Summary) -> String;
-    let rows: [(&str, Cell); 6] = [
+    let rows: [(&str, Cell); 8] = [
         ("create→Ready p50, one at a time", |s| format!("{:.1} ms", ms(s.seq_p50))),
+        ("create→Ready p99, one at a time", |s| format!("{:.1} ms", ms(s.seq_p99))),
+        ("sequential pods that claimed a ready sandbox", |s| {
+            format!("{}/{}", s.ready_claims, s.seq_pods)
+        }),
         ("pods started per minute (saturation)", |s| format!("{:.0}", s.per_min)),
         ("CPU per pod start: this process (saturation)", |s| format!("{:.1} ms", s.own_ms)),
         ("CPU per pod start: children (saturation)", |s| format!("{:.1} ms", s.children_ms)),
@@ -258,6 +281,9 @@ fn report(args: &PodsArgs, mode: &'static str, measured: Measured) -> Summary {
     Summary {
         mode,
         seq_p50: percentile(&s, 0.5),
+        seq_p99: percentile(&s, 0.99),
+        seq_pods: timelines.len(),
+        ready_claims: timelines.iter().filter(|t| t.ready_sandbox).count(),
         per_min,
         own_ms: (cpu1.0 - cpu0.0) * 10.0 / args.burst as f64,
         children_ms: (cpu1.1 - cpu0.1) * 10.0 / args.burst as f64,

@@ -44,10 +44,11 @@ impl Platform {
         controllers: bool,
     ) -> anyhow::Result<Self> {
         let network = kinetic_node::NetworkMode::default();
-        Self::start_on(prefix, bridge, pod_cidr, max_pods, controllers, network).await
+        let ready = kinetic_node::ReadySandboxes::default();
+        Self::start_on(prefix, bridge, pod_cidr, max_pods, controllers, network, ready).await
     }
 
-    /// [`Platform::start`] with the node's pods wired by `network`.
+    /// [`Platform::start`] with the node's pods wired by `network`, keeping `ready` sandboxes.
     pub async fn start_on(
         prefix: &str,
         bridge: &str,
@@ -55,6 +56,7 @@ impl Platform {
         max_pods: usize,
         controllers: bool,
         network: kinetic_node::NetworkMode,
+        ready: kinetic_node::ReadySandboxes,
     ) -> anyhow::Result<Self> {
         let interrupts = Some((
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
@@ -96,6 +98,7 @@ impl Platform {
         cfg.bridge = bridge.into();
         cfg.pod_cidr = pod_cidr.into();
         cfg.network = network;
+        cfg.ready_sandboxes = ready;
         cfg.listen = "127.0.0.1:0".parse()?;
         cfg.auth_token = Some(server.token().to_owned());
         cfg.max_pods = u32::try_from(max_pods).unwrap_or(u32::MAX);
