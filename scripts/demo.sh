@@ -3,8 +3,9 @@
 # node agent), build a small web image and push it to a local registry, `kubectl run` it, check
 # that it answers on its own IP, upgrade its image in place, print the pod's start-up timeline,
 # then release a 4-pod OpenKruise CloneSet in place and print how long each step took, then
-# serve a Knative Service through the gateway, let it scale to zero and time a request that
-# wakes it. Run as root (runc, network namespaces).
+# serve two Knative Services through the gateway, one with a warm pod pool, let them scale to
+# zero and time the requests that wake them, with and without the pool. Run as root (runc,
+# network namespaces).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
@@ -19,7 +20,8 @@ pids=()
 cleanup() {
   kubectl delete pod web --grace-period=1 --wait=true >/dev/null 2>&1 || true
   kubectl delete cloneset shop --wait=true >/dev/null 2>&1 || true
-  kubectl delete ksvc hello --wait=true >/dev/null 2>&1 || true
+  kubectl delete ksvc hello hello-pooled --wait=true >/dev/null 2>&1 || true
+  kubectl delete podpool warm --wait=true >/dev/null 2>&1 || true
   # The demo's data directory is never reused, so nothing may outlive it (issue 19): wait
   # until the agent has taken every pod down before `kinetic up` stops.
   kubectl wait --for=delete pods --all --timeout=60s >/dev/null 2>&1 || true
@@ -130,56 +132,85 @@ echo "pods and IPs after:  $after   (unchanged: $([ "$before" = "$after" ] && ec
 kubectl get cloneset shop
 step "kubectl delete cloneset shop" kubectl delete cloneset shop --wait=true
 
-# A Knative Service, applied unchanged: Kinetic's gateway answers at its URL (by Host header),
-# the KPA scales it to zero without traffic (a 6 s window and, through config-autoscaler, a
-# 2 s scale-to-zero grace period), and the next request wakes it.
+# Knative Services, applied unchanged: Kinetic's gateway answers at their URLs (by Host
+# header), the KPA scales them to zero without traffic (a 6 s window and, through
+# config-autoscaler, a 2 s scale-to-zero grace period), and the next request wakes them. The
+# same image twice (examples/coldstart): `hello` cold-starts by creating its pod, `hello-pooled`
+# by claiming a ready pod of the warm PodPool `warm`, which the node agent specialises by image
+# (the placeholder's container replaced in place: no scheduling, no new sandbox or IP).
 echo
-cat >"$data/knative.yaml" <<YAML
+cat >"$data/autoscaler.yaml" <<YAML
 apiVersion: v1
 kind: ConfigMap
 metadata: {name: config-autoscaler, namespace: knative-serving}
 data: {scale-to-zero-grace-period: 2s}
----
-apiVersion: serving.knative.dev/v1
-kind: Service
-metadata: {name: hello}
-spec:
-  template:
-    metadata:
-      annotations: {autoscaling.knative.dev/window: 6s}
-    spec:
-      containers:
-      - image: $reg/web:v2
-        # sh handles SIGTERM, so a scaled-down pod goes at once (see web above).
-        command: [sh, -c, "trap 'exit 0' TERM; httpd -f -p 8080 -h /www & wait"]
 YAML
-until kubectl get crd services.serving.knative.dev >/dev/null 2>&1; do sleep 0.05; done
+# The examples name the registry of the README's tour; the demo's is $reg.
+sed "s|127.0.0.1:5000/|$reg/|" examples/coldstart/pool.yaml >"$data/pool.yaml"
+sed "s|127.0.0.1:5000/|$reg/|" examples/coldstart/services.yaml >"$data/services.yaml"
+until kubectl get crd services.serving.knative.dev podpools.kinetic.dev >/dev/null 2>&1; do sleep 0.05; done
 # The serving autoscaler creates knative-serving at start; make sure it is there (a namespace
 # in the manifest would draw kubectl apply's missing last-applied-configuration warning).
 kubectl create namespace knative-serving >/dev/null 2>&1 || true
-step "kubectl apply a Knative Service" kubectl apply -f "$data/knative.yaml"
-step "  ... until it is Ready" kubectl wait --for=condition=Ready ksvc/hello --timeout=120s
-kubectl get ksvc hello
-host=$(kubectl get ksvc hello -o jsonpath='{.status.url}')
-host=${host#http://}
-# The gateway learns a host a moment after the Route's status shows it.
-for i in $(seq 100); do
-  code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://$gw/")
-  [ "$code" = 200 ] && break
-  sleep 0.05
+kubectl apply -f "$data/autoscaler.yaml" >/dev/null
+# The pool's unclaimed Ready pods.
+pool_ready() {
+  kubectl get pods -l kinetic.dev/pool=warm,kinetic.dev/pool-state=ready \
+    -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Ready")].status}{"\n"}{end}' | grep -c True || true
+}
+wait_pool() { until [ "$(pool_ready)" -ge 2 ]; do sleep 0.05; done; }
+step "kubectl apply a PodPool (2 warm placeholder pods)" kubectl apply -f "$data/pool.yaml"
+step "  ... until both are Ready" wait_pool
+step "kubectl apply 2 Knative Services (one with the pool)" kubectl apply -f "$data/services.yaml"
+step "  ... until both are Ready" kubectl wait --for=condition=Ready ksvc/hello ksvc/hello-pooled --timeout=120s
+kubectl get ksvc
+declare -A hosts
+for svc in hello hello-pooled; do
+  host=$(kubectl get ksvc "$svc" -o jsonpath='{.status.url}')
+  host=${host#http://}
+  hosts[$svc]=$host
+  # The gateway learns a host a moment after the Route's status shows it.
+  for i in $(seq 100); do
+    code=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $host" "http://$gw/")
+    [ "$code" = 200 ] && break
+    sleep 0.05
+  done
+  [ "$code" = 200 ] || { echo "the gateway answered $code for $host"; exit 1; }
+  echo "curl -H 'Host: $host' http://$gw/  →  $code $(curl -s -H "Host: $host" "http://$gw/")"
 done
-[ "$code" = 200 ] || { echo "the gateway answered $code for $host"; exit 1; }
-echo "curl -H 'Host: $host' http://$gw/  →  $code $(curl -s -H "Host: $host" "http://$gw/")"
+# Both at zero pods, the pool full again.
+at_zero() {
+  local n=0
+  until [ -z "$(kubectl get pods -l 'serving.knative.dev/service in (hello,hello-pooled)' -o name 2>&1)" ]; do
+    n=$((n + 1)); [ "$n" -lt 1200 ] || { echo "the Services did not scale to zero within 120 s"; exit 1; }
+    sleep 0.1
+  done
+  wait_pool
+}
+# One request from zero to $1: prints its first-byte time in ms, checks the answer.
+from_zero() {
+  local code t
+  read -r code t < <(curl -s -o "$data/answer-$1" -w '%{http_code} %{time_starttransfer}\n' -H "Host: ${hosts[$1]}" "http://$gw/")
+  [ "$code" = 200 ] || { echo "request from zero to $1: $code $(cat "$data/answer-$1")" >&2; exit 1; }
+  awk -v t="$t" 'BEGIN { printf "%.0f", t * 1000 }'
+}
 a=$(ms)
-n=0
-until [ -z "$(kubectl get pods -l serving.knative.dev/service=hello -o name 2>&1)" ]; do
-  n=$((n + 1)); [ "$n" -lt 1200 ] || { echo "hello did not scale to zero within 120 s"; exit 1; }
-  sleep 0.1
+at_zero
+printf '%-52s %6d ms\n' "no traffic: both scaled to zero pods after" "$(( $(ms) - a ))"
+kubectl get ksvc,cloneset,podpool
+rounds=${KINETIC_DEMO_COLD_ROUNDS:-3}
+none=() pooled=()
+for r in $(seq "$rounds"); do
+  [ "$r" = 1 ] || at_zero
+  t=$(from_zero hello); none+=("$t")
+  t=$(from_zero hello-pooled); pooled+=("$t")
+  pod=$(kubectl get pods -l serving.knative.dev/service=hello-pooled -o jsonpath='{.items[0].metadata.name}')
+  printf 'cold start %d, first byte from zero: no pool %5d ms, with the pool %5d ms (pod %s, from the pool: %s)\n' \
+    "$r" "${none[-1]}" "${pooled[-1]}" "$pod" "$(kubectl get pod "$pod" -o jsonpath='{.metadata.labels.kinetic\.dev/pool}' | grep -q warm && echo yes || echo no)"
 done
-printf '%-52s %6d ms\n' "no traffic: scaled to zero pods after" "$(( $(ms) - a ))"
-kubectl get ksvc,cloneset
-read -r code t < <(curl -s -o "$data/answer" -w '%{http_code} %{time_starttransfer}\n' -H "Host: $host" "http://$gw/")
-echo "request from zero: $code \"$(cat "$data/answer")\" first byte after $(awk -v t="$t" 'BEGIN { printf "%.0f", t * 1000 }') ms"
-[ "$code" = 200 ]
-kubectl get pods -l serving.knative.dev/service=hello -o wide
-step "kubectl delete ksvc hello" kubectl delete ksvc hello --wait=true
+median() { printf '%s\n' "$@" | sort -n | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+printf '%-52s %6d ms\n' "median of $rounds cold starts from zero, no pool" "$(median "${none[@]}")"
+printf '%-52s %6d ms\n' "median of $rounds cold starts from zero, with the pool" "$(median "${pooled[@]}")"
+echo "(the pool saves the pod's scheduling and sandbox; kinetic bench coldstart has the figures)"
+kubectl get pods -l 'serving.knative.dev/service in (hello,hello-pooled)' -o wide
+step "kubectl delete the Services and the pool" kubectl delete ksvc/hello ksvc/hello-pooled podpool/warm --wait=true

@@ -1224,6 +1224,30 @@ pub(crate) fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// The cold-start benchmarks' summary of one set of latencies (sorted): a p50 and a p99 row,
+/// `{label} p50 ({n} cold starts)`, each against its target in ms when there is one (`targets`:
+/// p50, p99), else without.
+pub(crate) fn percentile_rows(
+    label: &str,
+    sorted: &[Duration],
+    targets: Option<(u64, u64)>,
+) -> Vec<Row> {
+    let n = sorted.len();
+    [(0.5, "p50"), (0.99, "p99")]
+        .into_iter()
+        .zip([targets.map(|t| t.0), targets.map(|t| t.1)])
+        .map(|((q, name), target)| {
+            let v = percentile(sorted, q);
+            Row::new(
+                format!("{label} {name} ({n} cold starts)"),
+                format!("{:.1} ms", ms(v)),
+                &target.map(|t| format!("≤ {t} ms")).unwrap_or_default(),
+                target.map(|t| v <= Duration::from_millis(t)),
+            )
+        })
+        .collect()
+}
+
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }

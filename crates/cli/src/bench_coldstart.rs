@@ -37,7 +37,7 @@ use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::watcher::{self, Event};
 use serde_json::json;
 
-use crate::bench::{Row, ms, percentile, print_table};
+use crate::bench::{Row, ms, percentile, percentile_rows, print_table};
 use crate::platform::{AbortOnDrop, Platform};
 
 /// Arguments of `kinetic bench coldstart`.
@@ -145,18 +145,17 @@ pub async fn run(args: ColdstartArgs) -> anyhow::Result<()> {
     )
     .await?;
     let m = platform.run(async |platform| measure(platform, &args).await).await?;
-    report(&m, &args);
+    report(&m);
     Ok(())
 }
 
 #[allow(clippy::print_stdout)] // the benchmark's report is its output
-fn report(m: &Measured, args: &ColdstartArgs) {
+fn report(m: &Measured) {
     let sorted = |v: &[Sample], f: fn(&Sample) -> Duration| {
         let mut d: Vec<Duration> = v.iter().map(f).collect();
         d.sort();
         d
     };
-    let n = args.apps * args.rounds;
     let mut rows = Vec::new();
     let mut p50 = HashMap::new();
     for (way, v) in [("no pool (pod create)", &m.plain), ("pool (claim by image)", &m.pool)] {
@@ -166,23 +165,9 @@ fn report(m: &Measured, args: &ColdstartArgs) {
         ] {
             let d = sorted(v, f);
             p50.insert((way, what), percentile(&d, 0.5));
-            for (q, name) in [(0.5, "p50"), (0.99, "p99")] {
-                let target = match (way.starts_with("pool"), what.contains("HTTP"), name) {
-                    (true, true, "p50") => "≤ 100 ms",
-                    (true, true, _) => "≤ 250 ms",
-                    _ => "",
-                };
-                let met = (!target.is_empty()).then(|| {
-                    percentile(&d, q)
-                        <= Duration::from_millis(if name == "p50" { 100 } else { 250 })
-                });
-                rows.push(Row::new(
-                    format!("{way} {what} {name}, {n} cold starts"),
-                    format!("{:.1} ms", ms(percentile(&d, q))),
-                    target,
-                    met,
-                ));
-            }
+            // The targets are for the pool's first answer.
+            let targets = (way.starts_with("pool") && what.contains("HTTP")).then_some((100, 250));
+            rows.extend(percentile_rows(&format!("{way} {what}"), &d, targets));
         }
     }
     for what in ["→ Ready", "→ first HTTP answer"] {

@@ -39,8 +39,10 @@ use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
-use crate::bench::{Row, ms, percentile, print_table};
-use crate::bench_serve::{autoscaler_config, get_once, loadavg, route_host, wait_for_zero};
+use crate::bench::{Row, ms, percentile, percentile_rows, print_table};
+use crate::bench_serve::{
+    autoscaler_config, get_all, get_once, loadavg, route_host, wait_for_zero,
+};
 use crate::platform::{AbortOnDrop, Platform};
 
 /// An app of the matrix.
@@ -335,17 +337,11 @@ async fn burst(
         settle(&pods, pool).await?;
     }
     eprintln!("   burst: {n} Services at zero, one request each at once");
-    let tasks: Vec<_> = hosts
-        .iter()
-        .map(|(_, host)| {
-            let host = host.clone();
-            AbortOnDrop(tokio::spawn(async move { get_once(gateway, &host).await }))
-        })
-        .collect();
+    let targets: Vec<String> = hosts.iter().map(|(_, host)| host.clone()).collect();
     let (mut ok, mut failed) = (Vec::new(), 0);
-    for t in tasks {
-        match t.join().await {
-            Ok(Ok(a)) if a.code == 200 && a.body.contains(cfg.answer) => ok.push(a.first_byte),
+    for (r, _) in get_all(gateway, &targets).await {
+        match r {
+            Ok(a) if a.code == 200 && a.body.contains(cfg.answer) => ok.push(a.first_byte),
             _ => failed += 1,
         }
     }
@@ -475,16 +471,8 @@ fn report(results: &[((App, Mode), Outcome)], load_before: &str, load_after: &st
         d.sort();
         let n = d.len();
         p50.insert((*app, *mode), percentile(&d, 0.5));
-        for (q, name, target) in [(0.5, "p50", 100), (0.99, "p99", 250)] {
-            let pooled = *mode != Mode::None;
-            let v = percentile(&d, q);
-            rows.push(Row::new(
-                format!("{what}: first byte {name} ({n} cold starts)"),
-                format!("{:.1} ms", ms(v)),
-                if pooled { if name == "p50" { "≤ 100 ms" } else { "≤ 250 ms" } } else { "" },
-                pooled.then(|| v <= Duration::from_millis(target)),
-            ));
-        }
+        let targets = (*mode != Mode::None).then_some((100, 250));
+        rows.extend(percentile_rows(&format!("{what}: first byte"), &d, targets));
         if *mode != Mode::None {
             rows.push(Row::new(
                 format!("{what}: answered by a pool pod"),

@@ -494,16 +494,6 @@ async fn cold_steps(
 
 /// `n` concurrent requests, each on its own connection.
 async fn burst(gateway: SocketAddr, host: &str, n: usize) -> Burst {
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..n)
-        .map(|_| {
-            let host = host.to_owned();
-            AbortOnDrop(tokio::spawn(async move {
-                let r = get_once(gateway, &host).await;
-                (r, start.elapsed())
-            }))
-        })
-        .collect();
     let mut b = Burst {
         ok: 0,
         other_codes: Vec::new(),
@@ -511,11 +501,7 @@ async fn burst(gateway: SocketAddr, host: &str, n: usize) -> Burst {
         last: Duration::ZERO,
         first: Duration::MAX,
     };
-    for t in tasks {
-        let (r, at) = match t.join().await {
-            Ok(x) => x,
-            Err(e) => (Err(anyhow::anyhow!("request task failed: {e}")), start.elapsed()),
-        };
+    for (r, at) in get_all(gateway, &vec![host.to_owned(); n]).await {
         b.last = b.last.max(at);
         b.first = b.first.min(at);
         match r {
@@ -525,6 +511,34 @@ async fn burst(gateway: SocketAddr, host: &str, n: usize) -> Burst {
         }
     }
     b
+}
+
+/// `GET /` to each of `hosts` through `gateway`, all at once, each on its own connection (the
+/// bursts of `bench serve` and `bench coldstart`): each answer, or why there was none, and when
+/// it was complete, counted from the start.
+pub(crate) async fn get_all(
+    gateway: SocketAddr,
+    hosts: &[String],
+) -> Vec<(anyhow::Result<Answer>, Duration)> {
+    let start = Instant::now();
+    let tasks: Vec<_> = hosts
+        .iter()
+        .map(|host| {
+            let host = host.clone();
+            AbortOnDrop(tokio::spawn(async move {
+                let r = get_once(gateway, &host).await;
+                (r, start.elapsed())
+            }))
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(match t.join().await {
+            Ok(x) => x,
+            Err(e) => (Err(anyhow::anyhow!("request task failed: {e}")), start.elapsed()),
+        });
+    }
+    out
 }
 
 /// Deletes the Service and waits until its pods are gone.

@@ -71,7 +71,7 @@ mod recreate;
 mod refs;
 mod relay;
 mod route;
-mod runc;
+pub mod runtime;
 mod sandbox_demand;
 mod sandboxes;
 mod server;
@@ -181,6 +181,8 @@ pub struct Config {
     pub bridge: String,
     pub pod_cidr: String,
     pub runc: PathBuf,
+    /// Which OCI runtime runs the containers: runc under each shim, or the agent's own.
+    pub runtime: runtime::Kind,
     /// Registries that may be reached over plain HTTP besides loopback ones.
     pub insecure_registries: Vec<String>,
     /// Where the kubelet API listens, HTTPS (kubelet: port 10250).
@@ -229,6 +231,7 @@ impl Config {
             bridge: "kinetic0".into(),
             pod_cidr: "10.88.0.0/16".into(),
             runc: "runc".into(),
+            runtime: runtime::Kind::default(),
             insecure_registries: Vec::new(),
             listen: SocketAddr::from(([127, 0, 0, 1], 10250)),
             node_ip: IpAddr::from([127, 0, 0, 1]),
@@ -251,7 +254,7 @@ pub(crate) struct Ctx {
     pub client: kube::Client,
     pub cfg: Config,
     pub images: kinetic_image::Store,
-    pub runc: runc::Runc,
+    pub runtime: runtime::Runtime,
     pub net: net::Network,
     /// Ready sandboxes (`sandboxes`), when kept.
     pub ready: Option<sandboxes::Pool>,
@@ -320,12 +323,14 @@ impl Agent {
     /// interface than the agent's bridge ([`Error::RouteConflict`]).
     pub async fn start(client: kube::Client, cfg: Config) -> Result<Agent> {
         route::check_pod_range(&cfg.bridge, &cfg.pod_cidr)?;
-        runc::become_subreaper()?;
+        runtime::become_subreaper()?;
         let pods_dir = cfg.data_dir.join("pods");
-        for d in [&pods_dir, &cfg.data_dir.join("runc"), &cfg.data_dir.join("cni")] {
+        let rt =
+            runtime::Runtime::new(cfg.runtime, cfg.runc.clone(), &cfg.data_dir, cfg.shim.clone());
+        for d in [&pods_dir, &rt.root().to_path_buf(), &cfg.data_dir.join("cni")] {
             std::fs::create_dir_all(d).map_err(|e| Error::io(d, e))?;
         }
-        let runc_version = runc_version(&cfg.runc).await?;
+        let runc_version = rt.version().await?;
         let images = kinetic_image::Store::open(cfg.data_dir.join("images"))?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -353,7 +358,7 @@ impl Agent {
         };
         let api_relay = relay.as_ref().map(|(_, a, _)| *a);
         let ctx = Arc::new(Ctx {
-            runc: runc::Runc::new(cfg.runc.clone(), cfg.data_dir.join("runc")),
+            runtime: rt,
             net,
             ready: ready.clone(),
             events: events::Recorder::start(client.clone(), &cfg.node_name),
@@ -369,7 +374,7 @@ impl Agent {
             token: cfg.auth_token.as_deref().map(Arc::from),
             client: client.clone(),
             node: cfg.node_name.clone(),
-            runc: ctx.runc.clone(),
+            runtime: ctx.runtime.clone(),
             stats: stats::Stats::start(ctx.pods_dir.clone(), &cfg.node_name),
         });
         let tls = Arc::new(server::tls_config(&client, &cfg).await?);
@@ -517,19 +522,6 @@ pub async fn remove_bridge(cfg: &Config) -> Result<()> {
     native::remove_link(&cfg.bridge).await
 }
 
-async fn runc_version(bin: &Path) -> Result<String> {
-    let out = tokio::process::Command::new(bin).arg("--version").output().await.map_err(|e| {
-        Error::Config(format!("cannot run {} (is runc installed?): {e}", bin.display()))
-    })?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text
-        .lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(2))
-        .unwrap_or("unknown")
-        .to_owned())
-}
-
 /// Watches this node's pods and hands each to its worker. Workers are aborted with this task
 /// (their containers keep running).
 async fn dispatch(ctx: Arc<Ctx>, mut recreate: mpsc::UnboundedReceiver<recreate::ToWorker>) {
@@ -662,10 +654,10 @@ async fn cleanup_orphan(ctx: &Ctx, rec: &state::PodRecord) {
         // removed, so `runc delete` alone would leave the container's cgroups behind when the
         // process is our child (an earlier agent in this same process).
         if let Some(pid) = c.running_pid() {
-            let _ = ctx.runc.kill(&id, "KILL").await;
-            let _ = tokio::time::timeout(Duration::from_secs(5), runc::wait_exit(pid)).await;
+            let _ = ctx.runtime.kill(&id, rustix::process::Signal::KILL).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), runtime::wait_exit(pid)).await;
         }
-        let _ = ctx.runc.delete(&id).await;
+        let _ = ctx.runtime.delete(&id).await;
         mount::remove(&dir.join("containers").join(name).join(c.attempt.to_string()));
     }
     if let Err(e) = ctx.net.teardown(&rec.netns).await {
@@ -692,17 +684,17 @@ fn remove_unrecorded_pod_dirs(ctx: &Ctx, live: &HashSet<String>) {
     }
 }
 
-/// Deletes runc containers under our root that no record mentions (an agent killed between
+/// Deletes containers under the runtime's root that no record mentions (an agent killed between
 /// `runc run` and saving its record).
 async fn remove_unrecorded_containers(ctx: &Ctx, records: &HashMap<String, state::PodRecord>) {
     let known: HashSet<String> = records
         .values()
         .flat_map(|r| r.containers.iter().map(move |(n, c)| format!("{}-{n}-{}", r.uid, c.attempt)))
         .collect();
-    for id in ctx.runc.list().await.unwrap_or_default() {
+    for id in ctx.runtime.list().await.unwrap_or_default() {
         if !known.contains(&id) {
             tracing::info!(container = %id, "removing an unrecorded container");
-            let _ = ctx.runc.delete(&id).await;
+            let _ = ctx.runtime.delete(&id).await;
         }
     }
 }

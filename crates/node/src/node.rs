@@ -83,7 +83,7 @@ pub fn status(cfg: &Config, port: u16, runc_version: &str, previous: Option<&Nod
             "bootID": read("/proc/sys/kernel/random/boot_id"),
             "kernelVersion": uname.release().to_string_lossy(),
             "osImage": os_image(),
-            "containerRuntimeVersion": format!("runc://{runc_version}"),
+            "containerRuntimeVersion": runc_version,
             "kubeletVersion": concat!("v1.33.0-kinetic.", env!("CARGO_PKG_VERSION")),
             "kubeProxyVersion": "",
             "operatingSystem": "linux",

@@ -8,13 +8,13 @@ use k8s_openapi::api::core::v1::{Container, HTTPGetAction, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-use crate::runc::Runc;
+use crate::runtime::Runtime;
 
 /// Where and how to run a handler.
 #[derive(Clone)]
 pub struct Target {
     pub pod_ip: String,
-    pub runc: Runc,
+    pub runtime: Runtime,
     pub container_id: String,
 }
 
@@ -85,7 +85,7 @@ pub async fn run(
                 Err(_) => Err(format!("dial tcp {addr}: i/o timeout")),
             }
         }
-        Handler::Exec(argv) => match t.runc.exec(&t.container_id, argv, timeout).await {
+        Handler::Exec(argv) => match t.runtime.exec(&t.container_id, argv, timeout).await {
             Ok((0, _)) => Ok(()),
             Ok((code, out)) => Err(format!("command {argv:?} exited with {code}: {out}")),
             Err(e) => Err(e.to_string()),

@@ -48,7 +48,7 @@ pub(crate) struct Server {
     pub token: Option<Arc<str>>,
     pub client: kube::Client,
     pub node: String,
-    pub runc: crate::runc::Runc,
+    pub runtime: crate::runtime::Runtime,
     /// Resource metrics for `/stats/summary` and `/metrics/resource`.
     pub stats: Arc<crate::stats::Stats>,
 }

@@ -53,7 +53,7 @@ use tokio::sync::{Mutex, mpsc, oneshot};
 
 use kinetic_api::timeline::CpuTime;
 
-use crate::runc::{Exit, Runc, alive};
+use crate::runtime::{Exit, Kind, alive};
 use crate::{Error, Result};
 
 /// The hidden subcommand of the `kinetic` binary that runs a shim.
@@ -68,7 +68,11 @@ const CONSOLE: &str = "console.sock";
 /// What one shim runs, passed as JSON in its argument.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
+    /// Which runtime creates the container (runc for a spec of an older agent).
+    #[serde(default)]
+    pub runtime: Kind,
     pub runc: PathBuf,
+    /// The runtime's state root.
     pub root: PathBuf,
     pub id: String,
     pub bundle: PathBuf,
@@ -179,10 +183,10 @@ pub(crate) fn known(bundle: &Path, id: &str) -> bool {
 pub(crate) async fn wait_exit(bundle: &Path, id: &str, pid: i32) -> Exit {
     match read_pid(&bundle.join(SHIM_PID)).filter(|p| is_shim(*p, id)) {
         Some(shim) => {
-            let _ = crate::runc::wait_exit(shim).await;
+            let _ = crate::runtime::wait_exit(shim).await;
         }
         None if recorded_exit(bundle).is_none() && alive(pid) => {
-            return crate::runc::wait_exit(pid).await;
+            return crate::runtime::wait_exit(pid).await;
         }
         None => {}
     }
@@ -239,14 +243,11 @@ pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<(i32, CpuTime)> {
     ))
 }
 
-/// Removes what a crash mid-create may have left of attempt `id` before it starts again: its
-/// container (when runc has state for it), its shim (waited for: it records the exit and goes)
-/// and the shim's files. The caller then unmounts and removes the bundle. Nothing to do, and no
-/// process started, for a fresh attempt.
-pub(crate) async fn clear_stale(runc: &Runc, id: &str, bundle: &Path) {
-    if runc.root().join(id).exists() {
-        let _ = runc.delete(id).await;
-    }
+/// Removes what a crash mid-create may have left of attempt `id` before it starts again, once
+/// the runtime removed the container (`Runtime::clear_stale`): its shim (waited for: it
+/// records the exit and goes) and the shim's files. The caller then unmounts and removes the
+/// bundle. Nothing to do, and no process started, for a fresh attempt.
+pub(crate) async fn clear_stale(id: &str, bundle: &Path) {
     if let Some(pid) = read_pid(&bundle.join(SHIM_PID)).filter(|p| is_shim(*p, id)) {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while alive(pid) && tokio::time::Instant::now() < deadline {
@@ -477,7 +478,7 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
     };
     report(&json!({"pid": pid, "cpu": cpu}));
 
-    let exit = crate::runc::wait_exit(pid).await;
+    let exit = crate::runtime::wait_exit(pid).await;
     // The container's processes are gone with its init (its own pid namespace): the pipes end.
     let drain = futures::future::join_all(pumps);
     let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;

@@ -332,9 +332,9 @@ pub(crate) async fn handle(
         }
     };
     let upgrade = hyper::upgrade::on(&mut req);
-    // The runc container id of the running attempt (`worker::container_id`).
+    // The container id of the running attempt (`worker::container_id`).
     let id = format!("{}-{container}-{attempt}", entry.uid);
-    let runc = srv.runc.clone();
+    let runtime = srv.runtime.clone();
     let bundle = entry.bundle(container, attempt);
     let key = (ns.to_owned(), pod.to_owned(), container.to_owned());
     let response = resp.response();
@@ -344,7 +344,7 @@ pub(crate) async fn handle(
             if attach {
                 run_attach(key, &bundle, &opts, events, &out).await
             } else {
-                run_exec(&runc, &id, &argv, &opts, events, &out).await
+                run_exec(&runtime, &id, &argv, &opts, events, &out).await
             }
         };
         match resp {
@@ -577,14 +577,14 @@ fn signal(pid: Option<u32>, sig: rustix::process::Signal) {
 }
 
 async fn run_exec(
-    runc: &crate::runc::Runc,
+    runtime: &crate::runtime::Runtime,
     id: &str,
     argv: &[String],
     opts: &Opts,
     mut events: mpsc::Receiver<In>,
     out: &mpsc::Sender<(u8, Vec<u8>)>,
 ) -> Value {
-    let mut cmd = runc.exec_command(id, argv, opts.tty);
+    let mut cmd = runtime.exec_command(id, argv, opts.tty);
     let mut pending: Vec<In> = Vec::new();
     let mut pumps = Vec::new();
     let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>(16);

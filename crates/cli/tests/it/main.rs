@@ -7,6 +7,7 @@ mod agent_sandbox;
 mod batch;
 mod batch_policy;
 mod bench;
+mod coldstart_demo;
 mod controller;
 mod daemonset;
 mod disruption;
@@ -108,6 +109,56 @@ pub async fn up_with_node(node: &str, slot: &kinetic_testkit::net::NetSlot) -> (
     )
     .await;
     (up, dir)
+}
+
+/// `kinetic up` with its node agent named `node` on `slot` and the serving gateway on a free
+/// loopback port: the `up`, its data directory (an [`UpDir`]: what the agent left is swept
+/// when the test ends, however it ends) and the gateway's address. The set-up every
+/// Knative test through the gateway shares.
+pub async fn up_with_gateway(
+    node: &str,
+    slot: &kinetic_testkit::net::NetSlot,
+) -> (Kinetic, UpDir, String) {
+    let dir = UpDir::new();
+    let gateway = format!("127.0.0.1:{}", free_port());
+    let up = start_with(
+        "up",
+        dir.path(),
+        free_port(),
+        &[
+            "--node-name",
+            node,
+            "--node-listen",
+            "127.0.0.1:0",
+            "--bridge",
+            &slot.bridge,
+            "--pod-cidr",
+            &slot.cidr,
+            "--gateway-listen",
+            &gateway,
+        ],
+    )
+    .await;
+    (up, dir, gateway)
+}
+
+/// The host of the Route `name`'s URL once the Route is Ready (its traffic resolved to a ready
+/// revision, which the gateway routes), waiting up to 60 s.
+pub async fn route_host(up: &Kinetic, home: &Path, name: &str) -> String {
+    for i in 0.. {
+        let jsonpath = r#"jsonpath={.status.url} {.status.conditions[?(@.type=="Ready")].status}"#;
+        let out = kubectl(up, home, &["get", "route", name, "-o", jsonpath]).await;
+        if let Some((u, "True")) = out.trim().split_once(' ') {
+            return u.trim_start_matches("http://").trim_end_matches('/').to_owned();
+        }
+        assert!(
+            i < 600,
+            "no Ready Route {name}: {}",
+            kubectl(up, home, &["get", "ksvc,route,rev,cloneset,pods", "-o", "yaml"]).await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    unreachable!()
 }
 
 /// The data directory of a `kinetic up` with a node agent. Dropped — when its test ends,

@@ -16,7 +16,6 @@ use kinetic_testkit::net::NetSlot;
 use kinetic_testkit::registry::Registry;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::kubectl;
 
@@ -72,18 +71,7 @@ spec:
 
 /// `GET /` to `gateway` with `Host: host`; the status code and the body.
 async fn get(gateway: &str, host: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
-    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(120), tcp.read_to_end(&mut out))
-        .await
-        .expect("the gateway answers within 120 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (code, body)
+    crate::serving_traffic::get(gateway, host, "/").await
 }
 
 /// Waits until the pool holds `n` unclaimed Ready pods; returns their UIDs.
@@ -125,26 +113,7 @@ async fn a_knative_service_with_a_pod_pool_answers_from_zero_with_a_pool_pod_and
     .await
     .unwrap();
     // `UpDir`: pass or fail, what the agent left (containers, netns, mounts) goes with it.
-    let dir = crate::UpDir::new();
-    let gateway = format!("127.0.0.1:{}", crate::free_port());
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        crate::free_port(),
-        &[
-            "--node-name",
-            "node-pooled",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-            "--gateway-listen",
-            &gateway,
-        ],
-    )
-    .await;
+    let (up, _dir, gateway) = crate::up_with_gateway("node-pooled", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
@@ -186,23 +155,7 @@ async fn scenario(
     let pool_before = wait_full(pods, 2).await;
     crate::apply_when_served(up, h, &SERVICE.replace("IMAGE", image)).await;
 
-    // The Route's URL, once it is Ready (its traffic resolved to a ready revision).
-    let mut url = String::new();
-    for i in 0.. {
-        let jsonpath = r#"jsonpath={.status.url} {.status.conditions[?(@.type=="Ready")].status}"#;
-        let out = kubectl(up, h, &["get", "route", "pooled", "-o", jsonpath]).await;
-        if let Some((u, "True")) = out.trim().split_once(' ') {
-            url = u.to_owned();
-            break;
-        }
-        assert!(
-            i < 600,
-            "no Route URL: {}",
-            kubectl(up, h, &["get", "ksvc,route,rev,cloneset,pods", "-o", "yaml"]).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let host = url.trim_start_matches("http://").to_owned();
+    let host = crate::route_host(up, h, "pooled").await;
     // The revision's first pod came from the pool too (the pool was full when it started).
     let first = pods.list(&revision_pods).await.unwrap().items;
     assert_eq!(first.len(), 1, "{first:#?}");

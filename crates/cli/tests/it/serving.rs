@@ -8,7 +8,6 @@ use kinetic_api::kruise::cloneset::CloneSet;
 use kinetic_testkit::net::NetSlot;
 use kinetic_testkit::registry::Registry;
 use kube::api::{Api, ListParams};
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::kubectl;
 
@@ -45,18 +44,7 @@ spec:
 
 /// `GET /` to `gateway` with `Host: host`; the status code and the body.
 async fn get(gateway: &str, host: &str) -> (u16, String) {
-    let mut tcp = tokio::net::TcpStream::connect(gateway).await.unwrap();
-    let req = format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(120), tcp.read_to_end(&mut out))
-        .await
-        .expect("the gateway answers within 120 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let code = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
-    (code, body)
+    crate::serving_traffic::get(gateway, host, "/").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,26 +59,8 @@ async fn a_knative_service_is_served_scales_to_zero_and_wakes_on_a_request() {
     )
     .await
     .unwrap();
-    let dir = tempfile::Builder::new().prefix("kinetic-up-serving").tempdir_in("/var/tmp").unwrap();
-    let gateway = format!("127.0.0.1:{}", crate::free_port());
-    let up = crate::start_with(
-        "up",
-        dir.path(),
-        crate::free_port(),
-        &[
-            "--node-name",
-            "node-serving",
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-            "--gateway-listen",
-            &gateway,
-        ],
-    )
-    .await;
+    // `UpDir`: pass or fail, what the agent left (containers, netns, mounts) goes with it.
+    let (up, _dir, gateway) = crate::up_with_gateway("node-serving", &slot).await;
     let home = tempfile::tempdir().unwrap();
     let h = home.path();
     let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
@@ -127,23 +97,7 @@ async fn scenario(
     clonesets: &Api<CloneSet>,
     revision_pods: &ListParams,
 ) {
-    // The Route's URL, once it is Ready (its traffic resolved to a ready revision).
-    let mut url = String::new();
-    for i in 0.. {
-        let jsonpath = r#"jsonpath={.status.url} {.status.conditions[?(@.type=="Ready")].status}"#;
-        let out = kubectl(up, h, &["get", "route", "hello", "-o", jsonpath]).await;
-        if let Some((u, "True")) = out.trim().split_once(' ') {
-            url = u.to_owned();
-            break;
-        }
-        assert!(
-            i < 600,
-            "no Route URL: {}",
-            kubectl(up, h, &["get", "ksvc,route,rev", "-o", "yaml"]).await
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let host = url.trim_start_matches("http://").to_owned();
+    let host = crate::route_host(up, h, "hello").await;
 
     // Served through the gateway at once: the Route is Ready only once the gateway routes it.
     let (code, body) = get(gateway, &host).await;

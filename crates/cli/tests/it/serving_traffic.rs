@@ -55,7 +55,8 @@ pub(crate) struct Env {
     pub client: kube::Client,
     pub registry: Registry,
     home: tempfile::TempDir,
-    _dir: tempfile::TempDir,
+    /// Swept (containers, netns, mounts) when the test ends, pass or fail.
+    _dir: crate::UpDir,
     _slot: NetSlot,
 }
 
@@ -63,27 +64,7 @@ impl Env {
     pub async fn start(node: &str) -> Env {
         let slot = NetSlot::take();
         let registry = Registry::start().await.unwrap();
-        let dir =
-            tempfile::Builder::new().prefix("kinetic-up-traffic").tempdir_in("/var/tmp").unwrap();
-        let gateway = format!("127.0.0.1:{}", crate::free_port());
-        let up = crate::start_with(
-            "up",
-            dir.path(),
-            crate::free_port(),
-            &[
-                "--node-name",
-                node,
-                "--node-listen",
-                "127.0.0.1:0",
-                "--bridge",
-                &slot.bridge,
-                "--pod-cidr",
-                &slot.cidr,
-                "--gateway-listen",
-                &gateway,
-            ],
-        )
-        .await;
+        let (up, dir, gateway) = crate::up_with_gateway(node, &slot).await;
         let client = kinetic_testkit::client_from_kubeconfig(&up.kubeconfig).await.unwrap();
         let home = tempfile::tempdir().unwrap();
         Env { up, gateway, client, registry, home, _dir: dir, _slot: slot }

@@ -82,6 +82,10 @@ pub struct Ctx {
     pods: Store<Pod>,
     revisions: Store<ControllerRevision>,
     pvcs: Store<PersistentVolumeClaim>,
+    /// Every PodPool, for the scale-out's claims ([`pool::claim_pods`]).
+    pools: Store<kinetic_api::pool::PodPool>,
+    /// The `PodPoolNotUsed` Warnings already sent, once per CloneSet, revision and reason.
+    pool_warnings: pool::WarnOnce,
     exp: Expectations,
     events: EventSink,
     backoff: Backoff,
@@ -144,11 +148,17 @@ pub async fn run(
     let (pod_reader, pods) = reflect::<Pod>(&client);
     let (rev_reader, revs) = reflect::<ControllerRevision>(&client);
     let (pvc_reader, pvcs) = reflect::<PersistentVolumeClaim>(&client);
+    // PodPools own nothing of a CloneSet's: their cache is read at scale-out only, so its
+    // stream just keeps it filled (no reconcile follows a pool's change).
+    let (pool_reader, pools) = reflect::<kinetic_api::pool::PodPool>(&client);
+    let pools = tokio::spawn(pools.for_each(|_| std::future::ready(())));
     let ctx = Arc::new(Ctx {
         client: client.clone(),
         pods: pod_reader,
         revisions: rev_reader,
         pvcs: pvc_reader,
+        pools: pool_reader,
+        pool_warnings: pool::WarnOnce::default(),
         exp: Expectations::default(),
         events: EventSink::spawn(client.clone(), COMPONENT.to_owned()),
         backoff: Backoff::default(),
@@ -161,6 +171,7 @@ pub async fn run(
         .run(reconcile, error_policy, ctx)
         .for_each(crate::log_reconcile("cloneset"))
         .await;
+    pools.abort();
     Ok(())
 }
 
@@ -224,6 +235,7 @@ async fn reconcile_pass(cs: Arc<CloneSet>, ctx: Arc<Ctx>) -> Result<Action, Reco
     let owner = key(&cs);
     if cs.meta().deletion_timestamp.is_some() {
         ctx.exp.forget(&owner);
+        ctx.pool_warnings.forget(&owner);
         return Ok(Action::await_change());
     }
     // Kruise's webhook rules, which nothing enforces on a real cluster: an invalid CloneSet

@@ -31,7 +31,9 @@
 //! Which templates can be claimed into ([`claimable`]): exactly one container, no init
 //! containers, no volumes or volume mounts, no `volumeClaimTemplates`, no preNormal hook and no
 //! `markPodNotReady` hook (its `KruisePodReady` gate cannot be added either). Anything else
-//! creates pods as before, with a Warning Event saying why the pool was not used. When the
+//! creates pods as before, with a Warning Event saying why the pool was not used (once per
+//! revision and reason, not at every scale-out: [`WarnOnce`]). The pool is read from the
+//! controller's PodPool cache, never fetched per scale-out. When the
 //! pool is empty (or does not exist), pods are created: a pool only ever makes scale-out
 //! faster, never blocks it.
 
@@ -48,12 +50,37 @@ use kinetic_api::kruise::{
 use kinetic_api::pool::{CLAIMED_BY_ANNOTATION, POD_POOL_ANNOTATION, PodPool};
 use kube::ResourceExt as _;
 use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use serde_json::Value;
 
 use super::revision::template_of;
 use super::{Ctx, key, owner_ref, uses_kruise_pod_ready};
 use crate::events::EventReq;
 use crate::podpool::{ClaimError, ClaimMeta, claim_for_with};
+
+/// The `PodPoolNotUsed` Warnings sent: per CloneSet (`namespace/name`), the last revision and
+/// reason warned about.
+#[derive(Default)]
+pub struct WarnOnce(std::sync::Mutex<std::collections::HashMap<String, (String, String)>>);
+
+impl WarnOnce {
+    /// Whether the Warning for `cloneset`'s `revision` and `reason` is to be sent: the first
+    /// time that pair comes up, not again until the revision or the reason changes.
+    pub fn first(&self, cloneset: &str, revision: &str, reason: &str) -> bool {
+        let mut sent = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = (revision.to_owned(), reason.to_owned());
+        if sent.get(cloneset) == Some(&now) {
+            return false;
+        }
+        sent.insert(cloneset.to_owned(), now);
+        true
+    }
+
+    /// Forgets a deleted CloneSet.
+    pub fn forget(&self, cloneset: &str) {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(cloneset);
+    }
+}
 
 /// The pool a CloneSet claims from: its `kinetic.dev/pod-pool` annotation, when not empty.
 pub(super) fn pool_name(cs: &CloneSet) -> Option<&str> {
@@ -140,15 +167,27 @@ pub(super) async fn claim_pods(
     let Some(pool) = pool_name(cs) else { return (Vec::new(), which.to_vec()) };
     let ns = cs.namespace().unwrap_or_default();
     let owner = key(cs);
+    // The revision the pods are for: a Warning is sent once per (revision, reason), not at
+    // every scale-out (as upstream's event correlator folds repeats; the remembered pair is
+    // dropped with the CloneSet).
+    let revision = which.first().map(|r| r.name_any()).unwrap_or_default();
     let not_used = |why: String| {
-        ctx.events.send(EventReq::for_object(
-            cs,
-            "Warning",
-            "PodPoolNotUsed",
-            format!("pods are created, not claimed from pool {pool}: {why}"),
-        ));
+        if ctx.pool_warnings.first(&owner, &revision, &why) {
+            ctx.events.send(EventReq::for_object(
+                cs,
+                "Warning",
+                "PodPoolNotUsed",
+                format!("pods are created, not claimed from pool {pool}: {why}"),
+            ));
+        }
     };
-    let pool_obj = match Api::<PodPool>::namespaced(ctx.client.clone(), &ns).get_opt(pool).await {
+    // From the cache; only while it has not synced yet (just after a start) from the API.
+    let found = if crate::cache_ready(&ctx.pools) {
+        Ok(ctx.pools.get(&ObjectRef::new(pool).within(&ns)).map(|p| (*p).clone()))
+    } else {
+        Api::<PodPool>::namespaced(ctx.client.clone(), &ns).get_opt(pool).await
+    };
+    let pool_obj = match found {
         Ok(Some(p)) => p,
         Ok(None) => {
             not_used("it does not exist".to_owned());
@@ -229,6 +268,26 @@ mod tests {
 
     fn template(spec: Value) -> Value {
         json!({"metadata": {"labels": {"app": "web"}, "annotations": {"a": "b"}}, "spec": spec})
+    }
+
+    #[test]
+    fn a_pool_warning_is_sent_once_per_revision_and_reason() {
+        let w = WarnOnce::default();
+        // (cloneset, revision, reason) → sent?
+        let table = [
+            ("d/web", "web-1", "it does not exist", true),
+            ("d/web", "web-1", "it does not exist", false),
+            ("d/web", "web-1", "it does not exist", false),
+            ("d/other", "other-1", "it does not exist", true),
+            ("d/web", "web-1", "the template has init containers", true),
+            ("d/web", "web-2", "the template has init containers", true),
+            ("d/web", "web-2", "the template has init containers", false),
+        ];
+        for (i, (cs, rev, why, want)) in table.into_iter().enumerate() {
+            assert_eq!(w.first(cs, rev, why), want, "row {i}: {cs} {rev} {why}");
+        }
+        w.forget("d/web");
+        assert!(w.first("d/web", "web-2", "the template has init containers"), "after forget");
     }
 
     #[test]
