@@ -73,6 +73,8 @@ pub enum BenchCommand {
     Rollout(crate::bench_rollout::RolloutArgs),
     /// Measure the first request to a Knative Service at zero with and without warm pod pools
     Coldstart(crate::bench_coldstart::ColdstartArgs),
+    /// Measure an agent-sandbox SandboxClaim answered from a SandboxWarmPool: created → Ready
+    Sandbox(crate::bench_sandbox::SandboxArgs),
 }
 
 /// Arguments of `kinetic bench api`.
@@ -119,6 +121,7 @@ pub async fn run(what: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pods(args) => crate::bench_pods::run(args).await,
         BenchCommand::Rollout(args) => crate::bench_rollout::run(args).await,
         BenchCommand::Coldstart(args) => crate::bench_coldstart::run(args).await,
+        BenchCommand::Sandbox(args) => crate::bench_sandbox::run(args).await,
     }
 }
 

@@ -17,9 +17,12 @@
 //!
 //! `--network` picks the pod network: `cni` (the CNI plugins), `native` (the agent's netlink
 //! wiring) or `both` (the default): one fresh platform per mode, one after the other, and a
-//! side-by-side table of the two at the end. Unless `cni` alone is measured, a third platform
-//! runs native networking with `--ready-sandboxes` (default 8, at least one kept when idle)
-//! pod sandboxes made ahead of their pods (`ready` column; 0 leaves it out).
+//! side-by-side table of the two at the end. `--runtime` likewise picks the container runtime
+//! (`runc`, `native`, `both`); with both of each (the default) the two paths compared are the
+//! old one (runc + CNI) and the new one (native runtime + native network). Unless `cni` alone
+//! is measured, one more platform runs the last native-network path with `--ready-sandboxes`
+//! (default 8, at least one kept when idle) pod sandboxes made ahead of their pods (a `+ready`
+//! column; 0 leaves it out).
 //!
 //! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
 //! Pods of a phase are deleted, and torn down on the node, before the next phase starts. Load stays on 127.0.0.1 and the
@@ -58,10 +61,23 @@ pub struct PodsArgs {
     /// (cni), or both one after the other, each on a fresh platform, with a side-by-side table
     #[arg(long, value_enum, default_value = "both")]
     network: NetworkChoice,
-    /// Also measure native networking with up to this many ready sandboxes (at least one kept
-    /// when idle), on a fresh platform, as its own column; 0 leaves it out
+    /// The container runtime to measure: the agent's own (native), runc under the shims, or
+    /// both. With both networks and both runtimes (the default), two paths side by side: the
+    /// old one (runc + CNI) and the new one (native runtime + native network)
+    #[arg(long, value_enum, default_value = "both")]
+    runtime: RuntimeChoice,
+    /// Also measure the last native-network path with up to this many ready sandboxes (at
+    /// least one kept when idle), on a fresh platform, as its own column; 0 leaves it out
     #[arg(long, value_name = "N", default_value_t = 8)]
     ready_sandboxes: usize,
+}
+
+/// `--runtime` of `kinetic bench pods`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RuntimeChoice {
+    Native,
+    Runc,
+    Both,
 }
 
 /// `--network` of `kinetic bench pods`.
@@ -74,7 +90,7 @@ enum NetworkChoice {
 
 /// What the side-by-side table shows of one network mode's run.
 struct Summary {
-    mode: &'static str,
+    mode: String,
     seq_p50: Duration,
     seq_p99: Duration,
     /// Sequential pods with a timeline, and of them those that claimed a ready sandbox.
@@ -119,34 +135,38 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     if args.pods == 0 || args.concurrency == 0 {
         bail!("--pods and --concurrency must be at least 1");
     }
-    use kinetic_node::NetworkMode;
-    let off = kinetic_node::ReadySandboxes::default();
-    let mut modes: Vec<(&'static str, NetworkMode, kinetic_node::ReadySandboxes)> =
-        match args.network {
-            NetworkChoice::Native => vec![("native", NetworkMode::Native, off)],
-            NetworkChoice::Cni => vec![("cni", NetworkMode::Cni, off)],
-            NetworkChoice::Both => {
-                vec![("cni", NetworkMode::Cni, off), ("native", NetworkMode::Native, off)]
-            }
-        };
-    if args.ready_sandboxes > 0 && args.network != NetworkChoice::Cni {
-        let ready = kinetic_node::ReadySandboxes { min: 1, max: args.ready_sandboxes, ..off };
-        modes.push(("ready", NetworkMode::Native, ready));
-    }
     let mut summaries = Vec::new();
-    for (name, mode, ready) in modes {
+    let off = kinetic_node::ReadySandboxes::default();
+    let mut runs: Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind, _)> =
+        paths(args.network, args.runtime).into_iter().map(|(n, r)| (n, r, off)).collect();
+    if args.ready_sandboxes > 0
+        && let Some(&(n, r, _)) =
+            runs.iter().rev().find(|(n, _, _)| *n == kinetic_node::NetworkMode::Native)
+    {
+        runs.push((
+            n,
+            r,
+            kinetic_node::ReadySandboxes { min: 1, max: args.ready_sandboxes, ..off },
+        ));
+    }
+    for (network, runtime, ready) in runs {
+        let ready_col = if ready.max > 0 { "+ready" } else { "" };
+        let name = format!("{runtime}+{}{ready_col}", network_name(network));
         #[allow(clippy::print_stdout)]
         {
-            println!("\n=== pod network: {name} ===");
+            println!(
+                "\n=== pod start path: {runtime} runtime, {} network{} ===",
+                network_name(network),
+                if ready.max > 0 { ", ready sandboxes" } else { "" }
+            );
         }
-        let platform = crate::platform::Platform::start_on(
+        let platform = crate::platform::Platform::start_with(
             "kinetic-bench-pods",
             "kbench0",
             "10.202.0.0/16",
             args.burst.max(args.pods) + 10,
             false,
-            mode,
-            ready,
+            crate::platform::NodeSetup { network, runtime, ready },
         )
         .await?;
         let measured = platform.run(async |platform| measure(platform, &args).await).await?;
@@ -158,14 +178,45 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn network_name(n: kinetic_node::NetworkMode) -> &'static str {
+    match n {
+        kinetic_node::NetworkMode::Cni => "cni",
+        kinetic_node::NetworkMode::Native => "native",
+    }
+}
+
+/// The (network, runtime) paths to measure: with both of each, the old path (runc + CNI) and
+/// the new one (native + native) rather than all four.
+fn paths(
+    network: NetworkChoice,
+    runtime: RuntimeChoice,
+) -> Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind)> {
+    use kinetic_node::NetworkMode as N;
+    use kinetic_node::runtime::Kind as K;
+    let nets = match network {
+        NetworkChoice::Native => vec![N::Native],
+        NetworkChoice::Cni => vec![N::Cni],
+        NetworkChoice::Both => vec![N::Cni, N::Native],
+    };
+    let rts = match runtime {
+        RuntimeChoice::Native => vec![K::Native],
+        RuntimeChoice::Runc => vec![K::Runc],
+        RuntimeChoice::Both => vec![K::Runc, K::Native],
+    };
+    if nets.len() == 2 && rts.len() == 2 {
+        return vec![(N::Cni, K::Runc), (N::Native, K::Native)];
+    }
+    nets.iter().flat_map(|n| rts.iter().map(move |r| (*n, *r))).collect()
+}
+
 /// The side-by-side table of the network modes measured in this run.
 #[allow(clippy::print_stdout)] // the benchmark's report is its output
 fn println_side_by_side(sums: &[Summary]) {
     println!();
-    println!("pod network side by side (same run, same machine)");
+    println!("pod start paths side by side (runtime+network; same run, same machine)");
     print!("{:<58}", "");
     for s in sums {
-        print!("  {:>10}", s.mode);
+        print!("  {:>14}", s.mode);
     }
     println!();
     type Cell = fn(&Summary) -> String;
@@ -186,14 +237,14 @@ fn println_side_by_side(sums: &[Summary]) {
     for (label, f) in rows {
         print!("{label:<58}");
         for s in sums {
-            print!("  {:>10}", f(s));
+            print!("  {:>14}", f(s));
         }
         println!();
     }
 }
 
 /// Prints one run's tables and returns its summary.
-fn report(args: &PodsArgs, mode: &'static str, measured: Measured) -> Summary {
+fn report(args: &PodsArgs, mode: String, measured: Measured) -> Summary {
     let Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor } = measured;
 
     let lat = |v: &[(String, Duration, Instant)]| {

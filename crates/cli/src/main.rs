@@ -8,6 +8,7 @@ mod bench_coldstart_knative;
 mod bench_pods;
 mod bench_pull;
 mod bench_rollout;
+mod bench_sandbox;
 mod bench_serve;
 mod bench_sidecar;
 mod controllers;
@@ -69,6 +70,13 @@ enum NetworkArg {
     Cni,
 }
 
+/// `--runtime`: see [`kinetic_node::runtime::Kind`].
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum RuntimeArg {
+    Native,
+    Runc,
+}
+
 /// Options of the node agent, for `kinetic node` and the agent inside `kinetic up`.
 #[derive(clap::Args, Clone)]
 struct NodeArgs {
@@ -91,6 +99,10 @@ struct NodeArgs {
     /// bridge, host-local and loopback plugins (cni)
     #[arg(long, value_enum, default_value = "native")]
     network: NetworkArg,
+    /// Who creates the containers: the agent's own OCI runtime inside each container's shim
+    /// (native) or runc under the shim (runc)
+    #[arg(long, value_enum, default_value = "runc")]
+    runtime: RuntimeArg,
     /// Registries (host or host:port) reachable over plain http; loopback ones always are
     #[arg(long = "insecure-registry", value_name = "HOST")]
     insecure_registries: Vec<String>,
@@ -427,6 +439,10 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_nod
     };
     cfg.ready_sandboxes.max = args.ready_sandboxes;
     cfg.ready_sandboxes.min = args.ready_sandboxes_min;
+    cfg.runtime = match args.runtime {
+        RuntimeArg::Native => kinetic_node::runtime::Kind::Native,
+        RuntimeArg::Runc => kinetic_node::runtime::Kind::Runc,
+    };
     cfg.insecure_registries.clone_from(&args.insecure_registries);
     cfg.image_gc_policy = kinetic_image::GcPolicy {
         high_threshold_percent: args.image_gc_high_threshold,
@@ -619,9 +635,16 @@ fn raise_fd_limit() {
 fn main() -> std::process::ExitCode {
     // `kinetic __shim <spec>`: a container's shim, started by the node agent (hidden: not for
     // users, and before any runtime or tracing, which the shim sets up its own way).
+    // `kinetic __exec <spec>`: a command in a native container (the native runtime's exec).
     let mut args = std::env::args_os().skip(1);
-    if args.next().is_some_and(|a| a == kinetic_node::shim::SUBCOMMAND) {
-        return kinetic_node::shim::main(&args.next().unwrap_or_default());
+    match args.next() {
+        Some(a) if a == kinetic_node::shim::SUBCOMMAND => {
+            return kinetic_node::shim::main(&args.next().unwrap_or_default());
+        }
+        Some(a) if a == kinetic_node::runtime::native::exec::SUBCOMMAND => {
+            return kinetic_node::runtime::native::exec::main(&args.next().unwrap_or_default());
+        }
+        _ => {}
     }
     let cli = Cli::parse();
     init_tracing();

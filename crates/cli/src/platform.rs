@@ -34,6 +34,14 @@ pub struct Platform {
     interrupts: Option<(Signal, Signal)>,
 }
 
+/// How the platform's node runs its pods.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeSetup {
+    pub network: kinetic_node::NetworkMode,
+    pub runtime: kinetic_node::runtime::Kind,
+    pub ready: kinetic_node::ReadySandboxes,
+}
+
 impl Platform {
     /// Starts everything; `max_pods` is the node's pod capacity.
     pub async fn start(
@@ -44,11 +52,10 @@ impl Platform {
         controllers: bool,
     ) -> anyhow::Result<Self> {
         let network = kinetic_node::NetworkMode::default();
-        let ready = kinetic_node::ReadySandboxes::default();
-        Self::start_on(prefix, bridge, pod_cidr, max_pods, controllers, network, ready).await
+        Self::start_on(prefix, bridge, pod_cidr, max_pods, controllers, network).await
     }
 
-    /// [`Platform::start`] with the node's pods wired by `network`, keeping `ready` sandboxes.
+    /// [`Platform::start`] with the node's pods wired by `network`.
     pub async fn start_on(
         prefix: &str,
         bridge: &str,
@@ -56,8 +63,21 @@ impl Platform {
         max_pods: usize,
         controllers: bool,
         network: kinetic_node::NetworkMode,
-        ready: kinetic_node::ReadySandboxes,
     ) -> anyhow::Result<Self> {
+        let node = NodeSetup { network, ..NodeSetup::default() };
+        Self::start_with(prefix, bridge, pod_cidr, max_pods, controllers, node).await
+    }
+
+    /// [`Platform::start_on`] with the node's network, runtime and ready sandboxes of `node`.
+    pub async fn start_with(
+        prefix: &str,
+        bridge: &str,
+        pod_cidr: &str,
+        max_pods: usize,
+        controllers: bool,
+        node: NodeSetup,
+    ) -> anyhow::Result<Self> {
+        let NodeSetup { network, runtime, ready } = node;
         let interrupts = Some((
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -99,6 +119,7 @@ impl Platform {
         cfg.pod_cidr = pod_cidr.into();
         cfg.network = network;
         cfg.ready_sandboxes = ready;
+        cfg.runtime = runtime;
         cfg.listen = "127.0.0.1:0".parse()?;
         cfg.auth_token = Some(server.token().to_owned());
         cfg.max_pods = u32::try_from(max_pods).unwrap_or(u32::MAX);

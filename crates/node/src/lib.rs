@@ -114,8 +114,8 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
-    #[error("runc {op} of container {id} failed: {message}")]
-    Runc { op: &'static str, id: String, message: String },
+    #[error("{runtime} {op} of container {id} failed: {message}")]
+    Runtime { runtime: &'static str, op: &'static str, id: String, message: String },
     #[error("CNI {plugin} failed: {message}")]
     Cni { plugin: String, message: String },
     #[error("pod network: {op} failed")]

@@ -41,6 +41,8 @@
 use std::ffi::OsStr;
 use std::io::{self, Write as _};
 use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::Arc;
@@ -200,7 +202,12 @@ pub(crate) async fn wait_exit(bundle: &Path, id: &str, pid: i32) -> Exit {
 /// # Errors
 /// The shim cannot be started, or runc failed (its message is in the error).
 pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<(i32, CpuTime)> {
-    let fail = |message: String| Error::Runc { op: "run", id: spec.id.clone(), message };
+    let fail = |message: String| Error::Runtime {
+        runtime: spec.runtime.as_str(),
+        op: "run",
+        id: spec.id.clone(),
+        message,
+    };
     // An attempt's log is its own: what an unrecorded run of it wrote is not this run's output.
     let _ = std::fs::remove_file(&spec.log);
     let arg =
@@ -355,6 +362,65 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
     let capture = Arc::new(std::sync::Mutex::new(Some(Vec::<u8>::new())));
     let writer = tokio::spawn(write_log(log, log_rx, capture.clone()));
 
+    let Started { pid, pumps, stdin_sink, terminal, runtime_cpu } = match spec.runtime {
+        Kind::Runc => spawn_runc(&spec, me, &dir, &log_tx, &capture).await?,
+        Kind::Native => spawn_native(&spec, &log_tx)?,
+    };
+    if let Ok(mut c) = capture.lock() {
+        // From here on stderr is the container's, not the runtime's.
+        *c = None;
+    }
+    let shared = Arc::new(Shared { stdin: Mutex::new(stdin_sink), terminal, spec });
+    let server = tokio::spawn(serve_attach(attach, shared.clone(), log_tx.clone()));
+    // The container's init: runc's last `runc init` stage up to its exec of the entrypoint,
+    // and the entrypoint's first instants. The shim: everything from its exec until now.
+    let init_cpu = kinetic_sys::process_cpu(pid).unwrap_or_default();
+    let shim_cpu = kinetic_sys::process_cpu(me).unwrap_or_default();
+    let cpu = CpuTime {
+        shim_us: crate::cpu::micros(shim_cpu),
+        runc_us: crate::cpu::micros(runtime_cpu),
+        init_us: crate::cpu::micros(init_cpu),
+        ..Default::default()
+    };
+    report(&json!({"pid": pid, "cpu": cpu}));
+
+    let exit = crate::runtime::wait_exit(pid).await;
+    // The container's processes are gone with its init (its own pid namespace): the pipes end.
+    let drain = futures::future::join_all(pumps);
+    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+    flush(&log_tx).await;
+    server.abort();
+    let _ = std::fs::remove_file(bundle.join(ATTACH));
+    if let Exit::Code(code) = exit {
+        let tmp = bundle.join("exit.tmp");
+        if std::fs::write(&tmp, code.to_string()).is_ok() {
+            let _ = std::fs::rename(&tmp, bundle.join(EXIT));
+        }
+    }
+    drop(log_tx);
+    writer.abort();
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What a started container hands the shim: its init, the output pumps, where attach stdin
+/// goes, the terminal's primary side, and the CPU of the runtime's own processes.
+struct Started {
+    pid: i32,
+    pumps: Vec<tokio::task::JoinHandle<()>>,
+    stdin_sink: Option<StdinSink>,
+    terminal: Option<OwnedFd>,
+    runtime_cpu: Duration,
+}
+
+/// `runc run -d` with pipes or a console socket as the container's stdio.
+async fn spawn_runc(
+    spec: &Spec,
+    me: i32,
+    dir: &OwnedFd,
+    log_tx: &mpsc::Sender<ToLog>,
+    capture: &Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+) -> std::result::Result<Started, String> {
+    let bundle = spec.bundle.clone();
     let mut cmd = tokio::process::Command::new(&spec.runc);
     cmd.arg("--root").arg(&spec.root).arg("run").arg("-d").arg("--pid-file").arg(bundle.join(PID));
     let mut pumps = Vec::new();
@@ -365,7 +431,7 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
             .map_err(|e| format!("making a pipe: {e}"))
     };
     if spec.tty {
-        let path = short_path(me, &dir, CONSOLE);
+        let path = short_path(me, dir, CONSOLE);
         let l = std::os::unix::net::UnixListener::bind(&path)
             .map_err(|e| format!("binding the console socket: {e}"))?;
         cmd.arg("--console-socket").arg(&path);
@@ -438,7 +504,7 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
     let status = child.wait().await.map_err(|e| format!("waiting for runc: {e}"))?;
     // runc was this process's only child so far: the reaped children's CPU is its own and that
     // of the `runc init` stages it reaped.
-    let runc_cpu = kinetic_sys::children_cpu();
+    let runtime_cpu = kinetic_sys::children_cpu();
     let pid = read_pid(&bundle.join(PID));
     let pid = match (status.success(), pid) {
         (true, Some(pid)) => pid,
@@ -447,7 +513,7 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
             // as well, as a failed start's output) or, with a terminal, our pipe.
             let drain = futures::future::join_all(pumps);
             let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
-            flush(&log_tx).await;
+            flush(log_tx).await;
             let captured = capture.lock().ok().and_then(|c| c.clone()).unwrap_or_default();
             let mut msg = runc_err;
             msg.push_str(&String::from_utf8_lossy(&captured));
@@ -460,40 +526,86 @@ async fn start_container(spec: Spec) -> std::result::Result<ExitCode, String> {
             });
         }
     };
-    if let Ok(mut c) = capture.lock() {
-        // From here on stderr is the container's, not runc's.
-        *c = None;
-    }
-    let shared = Arc::new(Shared { stdin: Mutex::new(stdin_sink), terminal, spec });
-    let server = tokio::spawn(serve_attach(attach, shared.clone(), log_tx.clone()));
-    // The container's init: runc's last `runc init` stage up to its exec of the entrypoint,
-    // and the entrypoint's first instants. The shim: everything from its exec until now.
-    let init_cpu = kinetic_sys::process_cpu(pid).unwrap_or_default();
-    let shim_cpu = kinetic_sys::process_cpu(me).unwrap_or_default();
-    let cpu = CpuTime {
-        shim_us: crate::cpu::micros(shim_cpu),
-        runc_us: crate::cpu::micros(runc_cpu),
-        init_us: crate::cpu::micros(init_cpu),
-        ..Default::default()
-    };
-    report(&json!({"pid": pid, "cpu": cpu}));
+    Ok(Started { pid, pumps, stdin_sink, terminal, runtime_cpu })
+}
 
-    let exit = crate::runtime::wait_exit(pid).await;
-    // The container's processes are gone with its init (its own pid namespace): the pipes end.
-    let drain = futures::future::join_all(pumps);
-    let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
-    flush(&log_tx).await;
-    server.abort();
-    let _ = std::fs::remove_file(bundle.join(ATTACH));
-    if let Exit::Code(code) = exit {
-        let tmp = bundle.join("exit.tmp");
-        if std::fs::write(&tmp, code.to_string()).is_ok() {
-            let _ = std::fs::rename(&tmp, bundle.join(EXIT));
+/// The native runtime's create, in this process (single-threaded so far), with pipes or a
+/// new terminal as the container's stdio.
+fn spawn_native(spec: &Spec, log_tx: &mpsc::Sender<ToLog>) -> std::result::Result<Started, String> {
+    let pipe = || {
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+            .map_err(|e| format!("making a pipe: {e}"))
+    };
+    let null = || {
+        std::fs::File::open("/dev/null")
+            .map(OwnedFd::from)
+            .map_err(|e| format!("opening /dev/null: {e}"))
+    };
+    let mut pumps = Vec::new();
+    let mut stdin_sink = None;
+    let mut terminal = None;
+    let stdio = if spec.tty {
+        use rustix::pty::OpenptFlags;
+        let primary =
+            rustix::pty::openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY | OpenptFlags::CLOEXEC)
+                .map_err(|e| format!("opening a terminal: {e}"))?;
+        rustix::pty::grantpt(&primary).map_err(|e| format!("opening a terminal: {e}"))?;
+        rustix::pty::unlockpt(&primary).map_err(|e| format!("opening a terminal: {e}"))?;
+        let name = rustix::pty::ptsname(&primary, Vec::new())
+            .map_err(|e| format!("opening a terminal: {e}"))?;
+        let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.as_bytes()));
+        let replica: OwnedFd = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(&path)
+            .map_err(|e| format!("opening {}: {e}", path.display()))?
+            .into();
+        let dup =
+            |fd: &OwnedFd| fd.try_clone().map_err(|e| format!("duplicating the terminal: {e}"));
+        let s = crate::runtime::native::Stdio {
+            stdin: dup(&replica)?,
+            stdout: dup(&replica)?,
+            stderr: replica,
+            console: Some(path),
+        };
+        terminal = Some(primary);
+        s
+    } else {
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        for (fd, stream) in [(out_r, wire::STDOUT), (err_r, wire::STDERR)] {
+            let rx = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map_err(|e| format!("reading a pipe: {e}"))?;
+            pumps.push(tokio::spawn(pump(rx, stream, log_tx.clone())));
+        }
+        let stdin = if spec.stdin {
+            let (in_r, in_w) = pipe()?;
+            stdin_sink = Some(StdinSink::Pipe(
+                tokio::net::unix::pipe::Sender::from_owned_fd(in_w)
+                    .map_err(|e| format!("writing a pipe: {e}"))?,
+            ));
+            in_r
+        } else {
+            null()?
+        };
+        crate::runtime::native::Stdio { stdin, stdout: out_w, stderr: err_w, console: None }
+    };
+    let pid = crate::runtime::native::create(&spec.root, &spec.id, &spec.bundle, stdio)?;
+    if let Some(t) = &terminal {
+        let rd = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
+        pumps.push(tokio::spawn(pump(
+            tokio::fs::File::from_std(std::fs::File::from(rd)),
+            wire::STDOUT,
+            log_tx.clone(),
+        )));
+        if spec.stdin {
+            let wr = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
+            stdin_sink =
+                Some(StdinSink::Terminal(tokio::fs::File::from_std(std::fs::File::from(wr))));
         }
     }
-    drop(log_tx);
-    writer.abort();
-    Ok(ExitCode::SUCCESS)
+    Ok(Started { pid, pumps, stdin_sink, terminal, runtime_cpu: Duration::ZERO })
 }
 
 async fn flush(log_tx: &mpsc::Sender<ToLog>) {

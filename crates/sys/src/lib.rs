@@ -7,9 +7,14 @@
 //!   (also a zombie, before it is reaped), of the calling thread, and of the reaped children,
 //!   for the agent's per-start accounting.
 //!
+//! - [`spawn`]: `clone` into new namespaces and `fork` with a closure in the child (only from a
+//!   single-threaded process, checked), and `execve`, for the native container runtime.
+//!
 //! Everything else the node agent needs (mounts, prctl, waitpid, pidfd_open) has a safe API in
 //! `rustix` and is called directly from `kinetic-node`.
 #![allow(unsafe_code)]
+
+pub mod spawn;
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;

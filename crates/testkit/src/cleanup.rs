@@ -89,6 +89,27 @@ pub fn sweep(dir: &Path) {
         }
     }
     kill_matching(dir, true);
+    // The native runtime's containers: their init (gone with its shim's pid namespace only if
+    // the shim was its parent and died) and cgroups (`node/native/<id>/state.json`).
+    for st in std::fs::read_dir(dir.join("node/native")).into_iter().flatten().flatten() {
+        let Ok(b) = std::fs::read(st.path().join("state.json")) else { continue };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&b) else { continue };
+        if let Some(p) = v["pid"]
+            .as_i64()
+            .and_then(|p| i32::try_from(p).ok())
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+        }
+        for cg in v["cgroups"].as_array().into_iter().flatten().filter_map(|c| c.as_str()) {
+            for _ in 0..50 {
+                if std::fs::remove_dir(cg).is_ok() || !Path::new(cg).exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
     for netns in netns_names(dir) {
         let _ = std::process::Command::new("ip").args(["netns", "delete", &netns]).output();
     }

@@ -10,9 +10,16 @@
 //! server converts no versions, so both are served here with one schema holding the fields of
 //! both (`replicas`, `operatingMode`, `service`): a manifest of either version applies
 //! unchanged, and the controller reads a Sandbox as suspended when `replicas` is 0 *or*
-//! `operatingMode` is `Suspended`. The extensions are served as `v1alpha1` only (upstream's
-//! `v1beta1` extensions moved the claim to `spec.warmPoolRef` and nest the template under
-//! `spec.sandboxSpec`, which one shared schema cannot express).
+//! `operatingMode` is `Suspended`. The extensions are served the same way, as `v1alpha1`
+//! (storage) and `v1beta1` with one schema each (upstream `extensions/api/v1beta1`, converted
+//! there by a webhook): a SandboxClaim takes `v1alpha1`'s `sandboxTemplateRef` + `warmpool`
+//! or `v1beta1`'s `warmPoolRef` (a CEL rule requires one of them), plus `v1beta1`'s `env`,
+//! `additionalPodMetadata`, `safeToEvict` and `lifecycle.ttlSecondsAfterFinished`; a
+//! SandboxTemplate takes `v1beta1`'s `service`, `networkPolicyManagement`,
+//! `envVarsInjectionPolicy`, `volumeClaimTemplatesPolicy` and `generatedSecrets`; a
+//! SandboxWarmPool `v1beta1`'s `updateStrategy`. Enum fields only one version has carry no
+//! schema default (it would fill the other version's objects); the controllers read "unset"
+//! as upstream's default.
 //!
 //! # On Kinetic
 //! A SandboxWarmPool is served by a `kinetic.dev` [`crate::pool::PodPool`] of the same name
@@ -22,7 +29,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::PodSpec;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, ValidationRule,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube_derive::CustomResource;
 use schemars::JsonSchema;
@@ -47,6 +56,11 @@ pub const TEMPLATE_REF_ANNOTATION: &str = "agents.x-k8s.io/sandbox-template-ref"
 pub const LAUNCH_TYPE_LABEL: &str = "agents.x-k8s.io/launch-type";
 /// Label on a claim's pod with the claim's UID (upstream `SandboxIDLabel`).
 pub const CLAIM_UID_LABEL: &str = "agents.x-k8s.io/claim-uid";
+/// Annotation on a claim naming the Sandbox it got (upstream v1beta1
+/// `AssignedSandboxNameAnnotation`).
+pub const ASSIGNED_SANDBOX_ANNOTATION: &str = "agents.x-k8s.io/sandbox-name";
+/// The pod annotation a claim's `safeToEvict` sets (Cluster Autoscaler's).
+pub const SAFE_TO_EVICT_ANNOTATION: &str = "cluster-autoscaler.kubernetes.io/safe-to-evict";
 
 /// Values of [`LAUNCH_TYPE_LABEL`].
 pub mod launch_type {
@@ -60,6 +74,8 @@ pub mod launch_type {
 pub mod condition {
     /// Sandbox, claim and warm pool readiness.
     pub const READY: &str = "Ready";
+    /// Sandbox (and, mirrored, claim): the pod reached a terminal phase (upstream v1beta1).
+    pub const FINISHED: &str = "Finished";
 }
 
 /// Reasons of the `Ready` conditions, as upstream's controllers write them.
@@ -90,6 +106,14 @@ pub mod reason {
     pub const POOL_NOT_READY: &str = "WarmPoolNotReady";
     /// Warm pool: a PodPool of its name exists that is not the warm pool's.
     pub const POD_POOL_CONFLICT: &str = "PodPoolConflict";
+    /// Claim (`v1beta1`): the SandboxWarmPool its `warmPoolRef` names does not exist.
+    pub const WARM_POOL_NOT_FOUND: &str = "WarmPoolNotFound";
+    /// Claim: its `env` is refused by the template's `envVarsInjectionPolicy`.
+    pub const ENV_INJECTION_REFUSED: &str = "EnvVarsInjectionNotAllowed";
+    /// Sandbox `Finished`: the pod succeeded.
+    pub const POD_SUCCEEDED: &str = "PodSucceeded";
+    /// Sandbox `Finished`: the pod failed.
+    pub const POD_FAILED: &str = "PodFailed";
 }
 
 /// A sandbox's pod metadata: only labels and annotations are used (upstream `PodMetadata`).
@@ -191,14 +215,7 @@ impl Sandbox {
     /// The CRD serving `v1alpha1` (storage) and `v1beta1` with one schema (see "Versions").
     #[must_use]
     pub fn crd_all_versions() -> CustomResourceDefinition {
-        let mut crd = <Self as kube_core::CustomResourceExt>::crd();
-        if let Some(v1alpha1) = crd.spec.versions.first().cloned() {
-            let mut v1beta1 = v1alpha1;
-            v1beta1.name = "v1beta1".to_owned();
-            v1beta1.storage = false;
-            crd.spec.versions.push(v1beta1);
-        }
-        crd
+        both_versions(<Self as kube_core::CustomResourceExt>::crd())
     }
 
     /// Whether the sandbox should run: neither `replicas: 0` nor `operatingMode: Suspended`.
@@ -227,14 +244,39 @@ pub struct SandboxTemplateSpec {
     /// The pod of the sandboxes. `automountServiceAccountToken` defaults to false, as
     /// upstream's claim and warm pool controllers default it.
     pub pod_template: PodTemplate,
-    /// PersistentVolumeClaim templates (schemaless; Kinetic does not create them yet).
+    /// PersistentVolumeClaim templates (schemaless): each sandbox gets a claim of each,
+    /// named `{template name}-{sandbox name}`, as a StatefulSet's.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "preserved_objects")]
     pub volume_claim_templates: Vec<serde_json::Value>,
-    /// Ingress and egress rules of the sandboxes' NetworkPolicy (schemaless; not enforced).
+    /// Ingress and egress rules of the sandboxes' NetworkPolicy (schemaless; Kinetic serves
+    /// no NetworkPolicy API, so none is written and nothing is enforced).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved_object")]
     pub network_policy: Option<serde_json::Value>,
+    /// `v1beta1`: `Managed` (upstream's default) or `Unmanaged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "network_policy_management")]
+    pub network_policy_management: Option<String>,
+    /// `v1beta1`: whether a claim's `env` may add (`Allowed`) or also override (`Overrides`)
+    /// the template's environment variables; `Disallowed` (the default) refuses claims with
+    /// `env`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "injection_policy")]
+    pub env_vars_injection_policy: Option<String>,
+    /// `v1beta1`: the same for a claim's volume claim templates (which Kinetic's claims do not
+    /// carry yet).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "injection_policy")]
+    pub volume_claim_templates_policy: Option<String>,
+    /// `v1beta1`: Secrets generated per sandbox (schemaless; not generated by Kinetic).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "preserved_objects")]
+    pub generated_secrets: Vec<serde_json::Value>,
+    /// `v1beta1`: whether the sandboxes get a headless Service (Kinetic keeps one unless this
+    /// is `false`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<bool>,
 }
 
 /// Upstream's SandboxTemplate has an empty status.
@@ -272,12 +314,27 @@ pub struct SandboxTemplateRef {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxWarmPoolSpec {
-    /// Ready sandboxes to keep.
-    #[schemars(range(min = 0))]
+    /// Ready sandboxes to keep (default 1, as upstream's `v1beta1`).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0), default = "one")]
     pub replicas: i32,
     /// The template of the pool's sandboxes.
     #[serde(default)]
     pub sandbox_template_ref: SandboxTemplateRef,
+    /// `v1beta1`: how pods of an older template are replaced. Kinetic's pool replaces them at
+    /// once whatever the type (upstream's `Recreate`; its default `OnReplenish` waits until
+    /// they are claimed or deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<WarmPoolUpdateStrategy>,
+}
+
+/// A warm pool's update strategy (upstream `SandboxWarmPoolUpdateStrategy`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct WarmPoolUpdateStrategy {
+    /// `Recreate` or `OnReplenish`.
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "update_strategy_type")]
+    pub type_: Option<String>,
 }
 
 /// The observed state of a warm pool.
@@ -309,6 +366,29 @@ pub struct ClaimLifecycle {
     #[serde(default = "retain")]
     #[schemars(schema_with = "claim_shutdown_policy")]
     pub shutdown_policy: String,
+    /// `v1beta1`: seconds a claim is kept after its sandbox finished (its pod reached a
+    /// terminal phase), counted from the mirrored `Finished` condition's transition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+/// A reference to a SandboxWarmPool in the same namespace (upstream `v1beta1`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct SandboxWarmPoolRef {
+    /// The warm pool's name.
+    pub name: String,
+}
+
+/// An environment variable a claim sets in its sandbox (upstream `v1beta1` `EnvVar`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimEnvVar {
+    pub name: String,
+    pub value: String,
+    /// The container; the template's first when empty.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub container_name: String,
 }
 
 /// A request for a sandbox from a template (upstream `SandboxClaimSpec`).
@@ -327,9 +407,13 @@ pub struct ClaimLifecycle {
 )]
 #[serde(rename_all = "camelCase")]
 pub struct SandboxClaimSpec {
-    /// The template of the sandbox.
-    #[serde(default)]
-    pub sandbox_template_ref: SandboxTemplateRef,
+    /// `v1alpha1`: the template of the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox_template_ref: Option<SandboxTemplateRef>,
+    /// `v1beta1`: the warm pool to check a sandbox out from (its template makes the sandbox
+    /// when the pool has no ready one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_pool_ref: Option<SandboxWarmPoolRef>,
     /// When and how the claim ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<ClaimLifecycle>,
@@ -338,6 +422,33 @@ pub struct SandboxClaimSpec {
     #[serde(default = "default_policy", rename = "warmpool")]
     #[schemars(default = "default_policy")]
     pub warm_pool: String,
+    /// `v1beta1`: labels and annotations added to the sandbox's pod.
+    #[serde(default, skip_serializing_if = "is_empty_meta")]
+    #[schemars(schema_with = "additional_pod_metadata")]
+    pub additional_pod_metadata: PodMetadata,
+    /// `v1beta1`: the pod's `cluster-autoscaler.kubernetes.io/safe-to-evict` annotation
+    /// (`on-completion`, `"true"`, `"false"`); the template's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "safe_to_evict")]
+    pub safe_to_evict: Option<String>,
+    /// `v1beta1`: environment variables set in the sandbox (as the template's
+    /// `envVarsInjectionPolicy` allows). A claim with `env` always gets a new pod, as upstream.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<ClaimEnvVar>,
+}
+
+impl SandboxClaimSpec {
+    /// The template named by `v1alpha1`'s `sandboxTemplateRef`, if any.
+    #[must_use]
+    pub fn template_name(&self) -> Option<&str> {
+        self.sandbox_template_ref.as_ref().map(|r| r.name.as_str()).filter(|n| !n.is_empty())
+    }
+
+    /// The warm pool named by `v1beta1`'s `warmPoolRef`, if any.
+    #[must_use]
+    pub fn warm_pool_ref_name(&self) -> Option<&str> {
+        self.warm_pool_ref.as_ref().map(|r| r.name.as_str()).filter(|n| !n.is_empty())
+    }
 }
 
 /// The observed state of a claim (upstream `SandboxClaimStatus`).
@@ -362,6 +473,49 @@ pub struct ClaimedSandbox {
     pub pod_ips: Vec<String>,
 }
 
+impl SandboxClaim {
+    /// The CRD serving `v1alpha1` (storage) and `v1beta1` with one schema (see "Versions"),
+    /// whose `spec` must name a template (`v1alpha1`) or a warm pool (`v1beta1`).
+    #[must_use]
+    pub fn crd_all_versions() -> CustomResourceDefinition {
+        let mut crd = both_versions(<Self as kube_core::CustomResourceExt>::crd());
+        for v in &mut crd.spec.versions {
+            let spec = v
+                .schema
+                .as_mut()
+                .and_then(|s| s.open_api_v3_schema.as_mut())
+                .and_then(|s| s.properties.as_mut())
+                .and_then(|p| p.get_mut("spec"));
+            if let Some(spec) = spec {
+                spec.x_kubernetes_validations = Some(vec![ValidationRule {
+                    rule: "(has(self.sandboxTemplateRef) && self.sandboxTemplateRef.name != '') \
+                           || (has(self.warmPoolRef) && self.warmPoolRef.name != '')"
+                        .to_owned(),
+                    message: Some(
+                        "one of sandboxTemplateRef.name (v1alpha1) or warmPoolRef.name \
+                         (v1beta1) is required"
+                            .to_owned(),
+                    ),
+                    reason: Some("FieldValueRequired".to_owned()),
+                    ..ValidationRule::default()
+                }]);
+            }
+        }
+        crd
+    }
+}
+
+/// `crd` (one `v1alpha1` version) also served as `v1beta1` with the same schema.
+fn both_versions(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    if let Some(v1alpha1) = crd.spec.versions.first().cloned() {
+        let mut v1beta1 = v1alpha1;
+        v1beta1.name = "v1beta1".to_owned();
+        v1beta1.storage = false;
+        crd.spec.versions.push(v1beta1);
+    }
+    crd
+}
+
 /// Values of a claim's `spec.warmpool` besides a pool name.
 pub mod warm_pool_policy {
     /// Never a warm pool.
@@ -378,6 +532,14 @@ fn retain() -> String {
     "Retain".to_owned()
 }
 
+fn one() -> i32 {
+    1
+}
+
+fn is_empty_meta(m: &PodMetadata) -> bool {
+    m.labels.is_empty() && m.annotations.is_empty()
+}
+
 #[allow(clippy::trivially_copy_pass_by_ref)]
 fn is_zero(n: &i32) -> bool {
     *n == 0
@@ -389,9 +551,9 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     use kube_core::CustomResourceExt as _;
     vec![
         Sandbox::crd_all_versions(),
-        SandboxTemplate::crd(),
-        SandboxWarmPool::crd(),
-        SandboxClaim::crd(),
+        both_versions(SandboxTemplate::crd()),
+        both_versions(SandboxWarmPool::crd()),
+        SandboxClaim::crd_all_versions(),
     ]
 }
 
@@ -408,6 +570,37 @@ fn sandbox_shutdown_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schem
 
 fn claim_shutdown_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     enum_schema(&["Delete", "DeleteForeground", "Retain"], Some("Retain"))
+}
+
+fn network_policy_management(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    enum_schema(&["Managed", "Unmanaged"], None)
+}
+
+fn injection_policy(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    enum_schema(&["Allowed", "Overrides", "Disallowed"], None)
+}
+
+fn update_strategy_type(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    enum_schema(&["Recreate", "OnReplenish"], None)
+}
+
+fn safe_to_evict(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    enum_schema(&["on-completion", "true", "false"], None)
+}
+
+/// Upstream: "Label values are limited to 63 characters and must match Kubernetes label
+/// value patterns".
+fn additional_pod_metadata(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "properties": {
+            "labels": {"type": "object", "additionalProperties": {
+                "type": "string", "maxLength": 63,
+                "pattern": "^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$",
+            }},
+            "annotations": {"type": "object", "additionalProperties": {"type": "string"}},
+        },
+    })
 }
 
 fn operating_mode(_: &mut schemars::SchemaGenerator) -> schemars::Schema {

@@ -1,8 +1,13 @@
 //! kubernetes-sigs/agent-sandbox on `kinetic up` with real containers (issue 12 part 6):
-//! upstream's examples apply unchanged with `kubectl apply`; a SandboxClaim against a
-//! SandboxWarmPool gets a Ready Sandbox whose pod is one of the pool's (same UID and IP) and
-//! the pool refills; a claim whose pool is empty falls back to a new pod; a claim naming a
-//! missing template says so in its `Ready` condition. Prints the claim → Ready times.
+//! upstream's examples (`v1alpha1` and `v1beta1`) apply unchanged with `kubectl apply`; a
+//! SandboxClaim against a SandboxWarmPool gets a Ready Sandbox whose pod is one of the pool's
+//! (same UID and IP), within the claim's own reconcile, and the pool refills; a `v1beta1`
+//! claim's `additionalPodMetadata` and `safeToEvict` reach the warm pod; a claim whose pool is
+//! empty falls back to a new pod, with the claim's `env` as the template allows; a claim
+//! naming a missing template, or with `env` its template disallows, says so in its `Ready`
+//! condition; a claim naming neither a template nor a warm pool is refused with a field cause;
+//! a Sandbox's `volumeClaimTemplates` become its PersistentVolumeClaims. Prints the claim →
+//! Ready times.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +57,7 @@ spec:
       - name: web
         image: IMAGE
         command: [httpd, -f, -p, '8080', -h, /www]
+  envVarsInjectionPolicy: Allowed
 ---
 apiVersion: extensions.agents.x-k8s.io/v1alpha1
 kind: SandboxWarmPool
@@ -110,11 +116,15 @@ async fn pool_pods(pods: &Api<Pod>, pool: &str, n: usize) -> Vec<(String, String
     unreachable!()
 }
 
-/// Creates claim `name` of `template` and waits until it is Ready; the time that took.
-async fn claim_until_ready(claims: &Api<SandboxClaim>, name: &str, template: &str) -> Duration {
+/// Creates claim `name` with `spec` and waits until it is Ready; the time that took.
+async fn claim_until_ready(
+    claims: &Api<SandboxClaim>,
+    name: &str,
+    spec: serde_json::Value,
+) -> Duration {
     let c: SandboxClaim = serde_json::from_value(json!({
-        "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
-        "metadata": {"name": name}, "spec": {"sandboxTemplateRef": {"name": template}},
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+        "metadata": {"name": name}, "spec": spec,
     }))
     .unwrap();
     let sandboxes: Api<Sandbox> = Api::namespaced(claims.clone().into_client(), "default");
@@ -235,6 +245,123 @@ async fn agent_sandbox_examples_apply_and_a_claim_is_answered_from_the_warm_pool
     // The placeholder image cannot be pulled: remove the example objects.
     crate::kubectl(&up, home.path(), &["delete", "sandbox", aio, "--wait=true"]).await;
 
+    // -- (5) Upstream's v1beta1 example (claims by `warmPoolRef`), unchanged. -------------------
+    let ns = "claimed-sandbox-service";
+    let dir = format!("{EXAMPLES}/claimed-sandbox-service");
+    let read = |f: &str| std::fs::read_to_string(format!("{dir}/{f}")).unwrap();
+    crate::apply_when_served(&up, home.path(), &read("namespace.yaml")).await;
+    for f in ["template.yaml", "warmpool.yaml"] {
+        crate::kubectl_in(&up, home.path(), &["apply", "-n", ns, "-f", "-"], Some(&read(f))).await;
+    }
+    crate::apply_when_served(&up, home.path(), &read("claims.yaml")).await;
+    let ns_claims: Api<SandboxClaim> = Api::namespaced(client.clone(), ns);
+    let ns_pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    for claim in ["serving-a", "serving-b"] {
+        // Its image is on registry.k8s.io, which the test does not reach: the pool has no ready
+        // pod, so each claim gets a Sandbox with a new pod, which does not start.
+        let c = tokio::time::timeout(
+            WAIT,
+            await_condition(ns_claims.clone(), claim, |c: Option<&SandboxClaim>| {
+                c.and_then(|c| c.status.as_ref()).is_some_and(|s| !s.sandbox.name.is_empty())
+            }),
+        )
+        .await
+        .expect("the v1beta1 example claim gets a Sandbox")
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.status.unwrap().sandbox.name, claim);
+        let p = ns_pods.get(claim).await.unwrap();
+        assert_eq!(p.labels()["sandbox.users.io/serving-group"], "demo", "additionalPodMetadata");
+        assert_eq!(p.labels()["app.kubernetes.io/name"], "claimed-sandbox-server");
+    }
+    let out = crate::kubectl(
+        &up,
+        home.path(),
+        &["get", "sandboxclaims.v1beta1.extensions.agents.x-k8s.io", "-n", ns],
+    )
+    .await;
+    assert!(out.contains("serving-a") && out.contains("serving-b"), "{out}");
+    for kind in ["sandboxclaim", "sandboxwarmpool", "sandboxtemplate"] {
+        crate::kubectl(&up, home.path(), &["delete", kind, "--all", "-n", ns, "--wait=true"]).await;
+    }
+
+    // -- (6) A claim naming neither a template nor a warm pool: refused, with its field. -------
+    let bad = "apiVersion: extensions.agents.x-k8s.io/v1beta1
+kind: SandboxClaim
+metadata:
+  name: bad
+spec:
+  lifecycle:
+    shutdownPolicy: Retain
+";
+    let out =
+        kinetic_testkit::kubectl(&up.kubeconfig, home.path(), &["apply", "-f", "-"], Some(bad))
+            .await
+            .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a claim without a template or pool was accepted");
+    assert!(
+        err.contains("spec: Required value: one of sandboxTemplateRef.name (v1alpha1) or warmPoolRef.name (v1beta1) is required"),
+        "{err}"
+    );
+
+    // -- (7) A Sandbox's volumeClaimTemplates become its claims, mounted by name. -------------
+    let with_volume = "apiVersion: agents.x-k8s.io/v1beta1
+kind: Sandbox
+metadata:
+  name: with-volume
+spec:
+  volumeClaimTemplates:
+  - metadata:
+      name: workspace
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources:
+        requests:
+          storage: 1Mi
+  podTemplate:
+    spec:
+      containers:
+      - name: c
+        image: busybox
+        volumeMounts:
+        - name: workspace
+          mountPath: /workspace
+";
+    crate::apply_when_served(&up, home.path(), with_volume).await;
+    let pvcs: Api<k8s_openapi::api::core::v1::PersistentVolumeClaim> =
+        Api::namespaced(client.clone(), "default");
+    let pvc = tokio::time::timeout(
+        WAIT,
+        await_condition(
+            pvcs.clone(),
+            "workspace-with-volume",
+            |p: Option<&k8s_openapi::api::core::v1::PersistentVolumeClaim>| p.is_some(),
+        ),
+    )
+    .await
+    .expect("the Sandbox's PersistentVolumeClaim")
+    .unwrap()
+    .unwrap();
+    assert_eq!(pvc.owner_references()[0].kind, "Sandbox");
+    let p = tokio::time::timeout(
+        WAIT,
+        await_condition(pods.clone(), "with-volume", |p: Option<&Pod>| p.is_some()),
+    )
+    .await
+    .expect("the Sandbox's pod")
+    .unwrap()
+    .unwrap();
+    let vols = serde_json::to_value(p.spec.unwrap().volumes).unwrap();
+    assert!(
+        vols.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["persistentVolumeClaim"]["claimName"] == "workspace-with-volume"),
+        "{vols}"
+    );
+    crate::kubectl(&up, home.path(), &["delete", "sandbox", "with-volume", "--wait=true"]).await;
+
     // -- (2) A claim answered from the warm pool. ---------------------------------------------
     crate::apply_when_served(&up, home.path(), &TEMPLATES.replace("IMAGE", &image)).await;
     let before = pool_pods(&pods, "web-pool", 2).await;
@@ -247,7 +374,13 @@ async fn agent_sandbox_examples_apply_and_a_claim_is_answered_from_the_warm_pool
     .await
     .expect("the warm pool reports 2 ready replicas")
     .unwrap();
-    let warm = claim_until_ready(&claims, "warm", "web").await;
+    let warm = claim_until_ready(
+        &claims,
+        "warm",
+        json!({"warmPoolRef": {"name": "web-pool"}, "safeToEvict": "false",
+               "additionalPodMetadata": {"labels": {"team": "a"}, "annotations": {"note": "n"}}}),
+    )
+    .await;
     let c = claims.get("warm").await.unwrap();
     let st = c.status.unwrap();
     assert_eq!(st.sandbox.name, "warm");
@@ -261,6 +394,14 @@ async fn agent_sandbox_examples_apply_and_a_claim_is_answered_from_the_warm_pool
         "the sandbox's pod {pod_name} is one of the pool's {before:?}"
     );
     assert_eq!(pod.labels()[POOL_STATE_LABEL], state::SPECIALIZED, "handed over");
+    assert_eq!(pod.labels()["team"], "a", "additionalPodMetadata");
+    assert_eq!(pod.annotations()["note"], "n", "additionalPodMetadata");
+    assert_eq!(pod.annotations()["cluster-autoscaler.kubernetes.io/safe-to-evict"], "false");
+    // A second, v1alpha1 claim of the template, warm too.
+    let warm2 =
+        claim_until_ready(&claims, "warm-2", json!({"sandboxTemplateRef": {"name": "web"}})).await;
+    let sb2 = sandboxes.get("warm-2").await.unwrap();
+    assert_eq!(sb2.labels()[LAUNCH_TYPE_LABEL], "warm");
     let owners: Vec<(&str, &str)> =
         pod.owner_references().iter().map(|o| (o.kind.as_str(), o.name.as_str())).collect();
     assert_eq!(owners, [("Sandbox", "warm")]);
@@ -272,15 +413,48 @@ async fn agent_sandbox_examples_apply_and_a_claim_is_answered_from_the_warm_pool
     let refilled = pool_pods(&pods, "web-pool", 2).await;
     assert!(!refilled.iter().any(|(n, _)| *n == pod_name), "{refilled:?}");
 
-    // -- (3) An empty pool: the claim falls back to a new pod. --------------------------------
-    let cold = claim_until_ready(&claims, "cold-claim", "cold").await;
+    // -- (3) An empty pool: the claim falls back to a new pod, with the claim's env. --------
+    let cold = claim_until_ready(
+        &claims,
+        "cold-claim",
+        json!({"warmPoolRef": {"name": "empty-pool"}, "env": [{"name": "GREETING", "value": "hi"}]}),
+    )
+    .await;
     let sb = sandboxes.get("cold-claim").await.unwrap();
     assert_eq!(sb.labels()[LAUNCH_TYPE_LABEL], "cold");
     assert!(!sb.annotations().contains_key(POD_NAME_ANNOTATION));
-    assert!(pods.get_opt("cold-claim").await.unwrap().is_some(), "a pod of the Sandbox's name");
+    let p = pods.get("cold-claim").await.expect("a pod of the Sandbox's name");
+    let env = serde_json::to_value(&p.spec.unwrap().containers[0].env).unwrap();
+    assert_eq!(env, json!([{"name": "GREETING", "value": "hi"}]));
+    // The `web` template does not allow env (unset: Disallowed): the claim says so.
+    let c: SandboxClaim = serde_json::from_value(json!({
+        "apiVersion": "extensions.agents.x-k8s.io/v1beta1", "kind": "SandboxClaim",
+        "metadata": {"name": "env-refused"},
+        "spec": {"warmPoolRef": {"name": "web-pool"}, "env": [{"name": "A", "value": "1"}]},
+    }))
+    .unwrap();
+    claims.create(&PostParams::default(), &c).await.unwrap();
+    let c = tokio::time::timeout(
+        WAIT,
+        await_condition(claims.clone(), "env-refused", |c: Option<&SandboxClaim>| {
+            c.and_then(|c| c.status.as_ref()).and_then(|s| ready_condition(&s.conditions)).is_some()
+        }),
+    )
+    .await
+    .expect("the env claim gets a Ready condition")
+    .unwrap()
+    .unwrap();
+    let cond = ready_condition(&c.status.unwrap().conditions).unwrap();
+    assert_eq!(
+        (cond.0.as_str(), cond.1.as_str()),
+        ("False", "EnvVarsInjectionNotAllowed"),
+        "{cond:?}"
+    );
+    assert!(sandboxes.get_opt("env-refused").await.unwrap().is_none());
     eprintln!(
-        "agent-sandbox claim -> Ready: warm pool {} ms, empty pool (new pod) {} ms",
+        "agent-sandbox claim -> Ready: warm pool {} ms and {} ms, empty pool (new pod) {} ms",
         warm.as_millis(),
+        warm2.as_millis(),
         cold.as_millis()
     );
     let events = crate::kubectl(&up, home.path(), &["get", "events"]).await;

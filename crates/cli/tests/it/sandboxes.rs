@@ -121,7 +121,7 @@ fn leftovers(dir: &Path, bridge: &str, uids: &HashSet<String>) -> Vec<String> {
     if ports.len() != ready.len() {
         left.push(format!("bridge ports {ports:?} for {} ready sandboxes", ready.len()));
     }
-    for sub in ["pods", "runc"] {
+    for sub in ["pods", "runc", "native"] {
         for e in std::fs::read_dir(node.join(sub)).into_iter().flatten().flatten() {
             left.push(format!("{sub}/{}", e.file_name().to_string_lossy()));
         }

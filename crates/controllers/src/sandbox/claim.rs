@@ -12,11 +12,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, PodSpec};
 use kinetic_api::agents::{
     CLAIM_UID_LABEL, ClaimedSandbox, LAUNCH_TYPE_LABEL, POD_NAME_ANNOTATION, PodMetadata,
-    PodTemplate, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxSpec, SandboxTemplate,
-    SandboxWarmPool, TEMPLATE_REF_ANNOTATION, condition, launch_type,
+    PodTemplate, SAFE_TO_EVICT_ANNOTATION, Sandbox, SandboxClaim, SandboxClaimStatus, SandboxSpec,
+    SandboxTemplate, SandboxWarmPool, TEMPLATE_REF_ANNOTATION, condition, launch_type,
 };
 use kinetic_api::pool::{POOL_STATE_LABEL, state};
 use kube::ResourceExt as _;
@@ -48,7 +48,19 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     let name = claim.name_any();
     let uid = claim.uid().unwrap_or_default();
     let sandboxes: Api<Sandbox> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = sandboxes.get_opt(&name).await?;
+    // A claim that has no Sandbox in its status yet is (almost always) new: what it needs to
+    // make one is read at the same time as its Sandbox is looked up, not one request after the
+    // other, since every round trip counts in a claim → Ready of milliseconds.
+    let fresh = claim.status.as_ref().is_none_or(|s| s.sandbox.name.is_empty());
+    let (existing, looked_up) = if fresh {
+        let (sb, l) = tokio::try_join!(
+            async { sandboxes.get_opt(&name).await.map_err(ReconcileError::from) },
+            lookup(&ctx, &claim)
+        )?;
+        (sb, Some(l))
+    } else {
+        (sandboxes.get_opt(&name).await?, None)
+    };
     let mut requeue = None;
 
     // -- Expiry (upstream claim `Lifecycle`). -------------------------------------------------
@@ -80,6 +92,22 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
         }
         requeue = Some(left);
     }
+    // -- `lifecycle.ttlSecondsAfterFinished` (upstream v1beta1): the claim goes that long after
+    // its mirrored `Finished` condition turned True. -----------------------------------------
+    let conditions = claim.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let ttl = claim.spec.lifecycle.as_ref().and_then(|l| l.ttl_seconds_after_finished);
+    if let Some(left) = decide::finished_ttl_left(ttl, conditions, jiff::Timestamp::now()) {
+        if left.is_zero() {
+            let api: Api<SandboxClaim> = Api::namespaced(ctx.client.clone(), &ns);
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(s)) if s.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
+            return Ok(Action::await_change());
+        }
+        requeue = Some(requeue.map_or(left, |r: Duration| r.min(left)));
+    }
     let done = |a: Option<Duration>| a.map_or_else(Action::await_change, Action::requeue);
 
     // -- The claim's Sandbox exists: report it. -----------------------------------------------
@@ -98,20 +126,55 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
         return Ok(done(requeue));
     }
 
-    // -- No Sandbox yet: the template, a pool pod if one can be had, the Sandbox. -------------
-    let tname = claim.spec.sandbox_template_ref.name.clone();
-    let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
-    let Some(t) = templates.get_opt(&tname).await? else {
-        let v = decide::claim_ready(ClaimState::TemplateNotFound(&tname));
-        write_status(&ctx, &claim, None, &v).await?;
-        return Ok(Action::requeue(requeue.map_or(TEMPLATE_RETRY, |r| r.min(TEMPLATE_RETRY))));
-    };
+    // -- No Sandbox yet: the template (named by a `v1alpha1` claim, or the `v1beta1` claim's
+    // warm pool's), a pool pod if one can be had, the Sandbox. ---------------------------------
+    let retry = Action::requeue(requeue.map_or(TEMPLATE_RETRY, |r| r.min(TEMPLATE_RETRY)));
     let started = Instant::now();
-    let warm = match claimed_before(&ctx, &ns, &uid).await? {
-        Some(p) => Some((p, String::new())),
-        None => claim_from_pools(&ctx, &claim, &tname).await?,
+    let found = match looked_up {
+        Some(l) => l,
+        None => lookup(&ctx, &claim).await?,
     };
-    let mut sb = new_sandbox(&claim, &t);
+    let (t, only_pool) = match found.template {
+        Ok(found) => found,
+        Err(missing) => {
+            let state = match &missing {
+                Missing::Pool(p) => ClaimState::WarmPoolNotFound(p),
+                Missing::Template(t) => ClaimState::TemplateNotFound(t),
+            };
+            write_status(&ctx, &claim, None, &decide::claim_ready(state)).await?;
+            return Ok(retry);
+        }
+    };
+    let tname = t.name_any();
+    let pod_spec = match decide::with_claim_env(
+        super::warmpool::template_pod_spec(&t),
+        &claim.spec.env,
+        t.spec.env_vars_injection_policy.as_deref(),
+    ) {
+        Ok(spec) => spec,
+        Err(why) => {
+            let v = decide::claim_ready(ClaimState::EnvRefused(&why));
+            write_status(&ctx, &claim, None, &v).await?;
+            return Ok(done(requeue));
+        }
+    };
+    // A claim with `env` always gets a new pod (upstream: "adding this field means the Sandbox
+    // will always be cold-started").
+    // Nor can a pool pod take the claims of volumeClaimTemplates (a running pod gets no new
+    // volumes): those claims get a new pod too.
+    let warm = match found.claimed {
+        Some(p) => Some((p, String::new())),
+        None if claim.spec.env.is_empty() && t.spec.volume_claim_templates.is_empty() => {
+            let policy = only_pool.as_deref().unwrap_or(&claim.spec.warm_pool);
+            let pools = match &only_pool {
+                Some(p) => vec![(p.clone(), tname.clone())],
+                None => found.pools,
+            };
+            claim_from_pools(&ctx, &claim, &tname, policy, &pools).await?
+        }
+        None => None,
+    };
+    let mut sb = new_sandbox(&claim, &t, pod_spec);
     if let Some((pod, _)) = &warm {
         sb.annotations_mut().insert(POD_NAME_ANNOTATION.to_owned(), pod.name_any());
         sb.labels_mut().insert(LAUNCH_TYPE_LABEL.to_owned(), launch_type::WARM.to_owned());
@@ -122,6 +185,19 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
             return Ok(Action::requeue(Duration::from_millis(50)));
         }
         Err(e) => return Err(e.into()),
+    };
+    // The Sandbox's own reconcile, here and now: it adopts the warm pod (one conditional write:
+    // owner to the Sandbox, its labels, pool state `specialized`), creates the Service and
+    // writes the Sandbox's status, so the claim is Ready in this reconcile when the pod is.
+    // Should the Sandbox reconciler, woken by the create, get there first, one of the two gets
+    // 409 and the other's writes stand; the claim then hears of the Sandbox's status by watch.
+    let warm_pod = warm.as_ref().map(|(p, _)| p);
+    let ensured = match super::core::ensure(&ctx, &sb, warm_pod, true).await {
+        Ok((_, st)) => st,
+        Err(e) => {
+            tracing::debug!(claim = %name, error = %e, "the Sandbox reconciler got there first");
+            None
+        }
     };
     let message = match &warm {
         Some((pod, pool)) => format!(
@@ -135,8 +211,22 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
     let reason = if warm.is_some() { "SandboxAdopted" } else { "SandboxCreated" };
     tracing::debug!(claim = %name, %message, "claimed");
     ctx.events.send(EventReq::for_object(&*claim, "Normal", reason, message));
-    let v = decide::claim_ready(ClaimState::Sandbox(None));
-    write_status(&ctx, &claim, Some(&sb), &v).await?;
+    // The Sandbox's status and the claim's, written side by side.
+    let reported = Sandbox { status: ensured.clone(), ..sb.clone() };
+    let ready =
+        ensured.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == condition::READY));
+    let v = decide::claim_ready(ClaimState::Sandbox(ready));
+    let sandbox_status = async {
+        match &ensured {
+            Some(st) => match super::core::put_status(&ctx, &sb, st).await {
+                // The Sandbox reconciler wrote first; it writes the same again.
+                Err(ReconcileError::Kube(kube::Error::Api(s))) if s.code == 409 => Ok(()),
+                r => r,
+            },
+            None => Ok(()),
+        }
+    };
+    tokio::try_join!(sandbox_status, write_status(&ctx, &claim, Some(&reported), &v))?;
     Ok(done(requeue))
 }
 
@@ -154,27 +244,80 @@ async fn claimed_before(ctx: &Ctx, ns: &str, uid: &str) -> Result<Option<Pod>, R
     Ok(found)
 }
 
-/// Takes a ready pod from the first warm pool of the claim's policy that has one.
+/// Why a claim has no template.
+enum Missing {
+    /// Its `warmPoolRef` names no warm pool.
+    Pool(String),
+    /// Its template (named, or its warm pool's) does not exist.
+    Template(String),
+}
+
+/// What a claim without a Sandbox needs, read concurrently.
+struct Lookup {
+    /// The template and, for a `v1beta1` claim, its warm pool; or why there is none.
+    template: Result<(SandboxTemplate, Option<String>), Missing>,
+    /// A pool pod the claim took on an earlier reconcile.
+    claimed: Option<Pod>,
+    /// The namespace's warm pools and their templates (`v1alpha1` claims that may use one).
+    pools: Vec<(String, String)>,
+}
+
+async fn lookup(ctx: &Ctx, claim: &SandboxClaim) -> Result<Lookup, ReconcileError> {
+    let ns = claim.namespace().unwrap_or_default();
+    let uid = claim.uid().unwrap_or_default();
+    let pool_api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &ns);
+    let templates: Api<SandboxTemplate> = Api::namespaced(ctx.client.clone(), &ns);
+    let template = async {
+        let (tname, only) = match claim.spec.warm_pool_ref_name() {
+            Some(pool) => {
+                let got = pool_api.get_opt(pool).await?;
+                match got.filter(|p| p.metadata.deletion_timestamp.is_none()) {
+                    Some(p) => (p.spec.sandbox_template_ref.name, Some(pool.to_owned())),
+                    None => return Ok(Err(Missing::Pool(pool.to_owned()))),
+                }
+            }
+            None => (claim.spec.template_name().unwrap_or_default().to_owned(), None),
+        };
+        Ok::<_, ReconcileError>(match templates.get_opt(&tname).await? {
+            Some(t) => Ok((t, only)),
+            None => Err(Missing::Template(tname)),
+        })
+    };
+    let pools = async {
+        let uses_any = claim.spec.warm_pool_ref_name().is_none()
+            && claim.spec.warm_pool != kinetic_api::agents::warm_pool_policy::NONE
+            && claim.spec.env.is_empty();
+        if !uses_any {
+            return Ok(Vec::new());
+        }
+        Ok::<_, ReconcileError>(
+            pool_api
+                .list(&ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .map(|p| (p.name_any(), p.spec.sandbox_template_ref.name))
+                .collect(),
+        )
+    };
+    let (template, claimed, pools) =
+        tokio::try_join!(template, claimed_before(ctx, &ns, &uid), pools)?;
+    Ok(Lookup { template, claimed, pools })
+}
+
+/// Takes a ready pod from the first of `pools` (name, template) that `policy` (a `v1alpha1`
+/// claim's `warmpool`, or a `v1beta1` claim's `warmPoolRef`) allows and that has one.
 async fn claim_from_pools(
     ctx: &Ctx,
     claim: &SandboxClaim,
     template: &str,
+    policy: &str,
+    pools: &[(String, String)],
 ) -> Result<Option<(Pod, String)>, ReconcileError> {
-    if claim.spec.warm_pool == kinetic_api::agents::warm_pool_policy::NONE {
-        return Ok(None);
-    }
     let ns = claim.namespace().unwrap_or_default();
-    let api: Api<SandboxWarmPool> = Api::namespaced(ctx.client.clone(), &ns);
-    let pools: Vec<(String, String)> = api
-        .list(&ListParams::default())
-        .await?
-        .items
-        .into_iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .map(|p| (p.name_any(), p.spec.sandbox_template_ref.name))
-        .collect();
     let owner = owner_ref(claim);
-    for pool in decide::candidate_pools(&claim.spec.warm_pool, template, &pools) {
+    for pool in decide::candidate_pools(policy, template, pools) {
         match crate::podpool::claim(&ctx.client, &ns, &pool, &owner).await {
             Ok(p) => return Ok(Some((p, pool))),
             Err(ClaimError::PoolEmpty { .. }) => {}
@@ -184,19 +327,23 @@ async fn claim_from_pools(
     Ok(None)
 }
 
-/// The claim's Sandbox: the template's pod with the claim's UID label, owned by the claim.
-fn new_sandbox(claim: &SandboxClaim, t: &SandboxTemplate) -> Sandbox {
+/// The claim's Sandbox: the template's pod (`pod_spec`, with the claim's `env`) with the
+/// template's labels and annotations, the claim's `additionalPodMetadata` and `safeToEvict`
+/// over them and the claim's UID label, owned by the claim.
+fn new_sandbox(claim: &SandboxClaim, t: &SandboxTemplate, pod_spec: PodSpec) -> Sandbox {
     let mut labels = t.spec.pod_template.metadata.labels.clone();
+    let mut annotations = t.spec.pod_template.metadata.annotations.clone();
+    let extra = &claim.spec.additional_pod_metadata;
+    labels.extend(extra.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    annotations.extend(extra.annotations.iter().map(|(k, v)| (k.clone(), v.clone())));
+    if let Some(v) = &claim.spec.safe_to_evict {
+        annotations.insert(SAFE_TO_EVICT_ANNOTATION.to_owned(), v.clone());
+    }
     labels.insert(CLAIM_UID_LABEL.to_owned(), claim.uid().unwrap_or_default());
     let spec = SandboxSpec {
-        pod_template: PodTemplate {
-            spec: super::warmpool::template_pod_spec(t),
-            metadata: PodMetadata {
-                labels,
-                annotations: t.spec.pod_template.metadata.annotations.clone(),
-            },
-        },
+        pod_template: PodTemplate { spec: pod_spec, metadata: PodMetadata { labels, annotations } },
         volume_claim_templates: t.spec.volume_claim_templates.clone(),
+        service: t.spec.service,
         ..SandboxSpec::default()
     };
     let mut sb = Sandbox::new(&claim.name_any(), spec);
@@ -220,10 +367,30 @@ async fn write_status(
         name: s.name_any(),
         pod_ips: s.status.as_ref().map(|st| st.pod_ips.clone()).unwrap_or_default(),
     });
-    let st = SandboxClaimStatus {
-        conditions: vec![decide::condition_of(v, claim.metadata.generation, &old.conditions)],
-        sandbox,
-    };
+    let generation = claim.metadata.generation;
+    let mut conditions = vec![decide::condition_of(v, generation, &old.conditions)];
+    // The Sandbox's `Finished`, mirrored (upstream v1beta1).
+    let finished = sb
+        .and_then(|s| s.status.as_ref())
+        .and_then(|st| st.conditions.iter().find(|c| c.type_ == condition::FINISHED));
+    if let Some(f) = finished {
+        let v = decide::Verdict {
+            ready: f.status == "True",
+            reason: if f.reason == kinetic_api::agents::reason::POD_FAILED {
+                kinetic_api::agents::reason::POD_FAILED
+            } else {
+                kinetic_api::agents::reason::POD_SUCCEEDED
+            },
+            message: f.message.clone(),
+        };
+        conditions.push(decide::typed_condition(
+            condition::FINISHED,
+            &v,
+            generation,
+            &old.conditions,
+        ));
+    }
+    let st = SandboxClaimStatus { conditions, sandbox };
     if old == st {
         return Ok(());
     }

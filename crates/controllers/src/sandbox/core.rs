@@ -3,10 +3,12 @@
 //!
 //! - The pod is named after the Sandbox, or the pod named in `agents.x-k8s.io/pod-name` (a
 //!   warm pool pod a claim handed over). Such a pod is adopted — its controller reference moved
-//!   to the Sandbox, the `sandbox-name-hash` label and the template's labels added, the pool
+//!   to the Sandbox, the `sandbox-name-hash` label and the template's labels and annotations
+//!   added, the pool
 //!   state set `specialized` so the pool's timeout leaves it alone — in one conditional write,
 //!   and only when it has no controller or the Sandbox's own controller (the claim that took
 //!   it from the pool): naming another's pod in the annotation does not take it.
+//! - A new pod first gets its `volumeClaimTemplates`' PersistentVolumeClaims ([`super::volumes`]).
 //! - The Service (headless, selecting the `sandbox-name-hash` label) is kept unless
 //!   `spec.service` is `false`.
 //! - `replicas: 0` / `operatingMode: Suspended` delete the pod; past `shutdownTime` the pod and
@@ -17,7 +19,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Pod, Service};
-use kinetic_api::agents::{POD_NAME_ANNOTATION, SANDBOX_NAME_HASH_LABEL, Sandbox, SandboxStatus};
+use kinetic_api::agents::{
+    POD_NAME_ANNOTATION, SANDBOX_NAME_HASH_LABEL, Sandbox, SandboxStatus, condition,
+};
 use kinetic_api::pool::{POOL_LABEL, POOL_STATE_LABEL, state};
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -39,8 +43,30 @@ pub(super) async fn reconcile(
 }
 
 async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError> {
+    ensure(&ctx, &sb, None, false).await.map(|(a, _)| a)
+}
+
+/// One reconcile of `sb`: its pod (created or adopted), its Service, its status. Returns what
+/// to do next and the status `sb` has now (`None` when `sb` is going or was deleted).
+///
+/// The claim reconciler calls this on the Sandbox it just created, so a claim answered from a
+/// warm pool is Ready within its own reconcile instead of after two more watch round trips.
+/// Both writers use `sb`'s and the pod's resourceVersion: when the Sandbox reconciler runs on
+/// the same Sandbox at the same time, one of them gets 409 Conflict and the other's writes
+/// stand. `known_pod` is the pod as the caller just read or wrote it (the claim's warm pod),
+/// used instead of reading it again. With `defer_status` the status is returned unwritten, for
+/// the caller to write with [`put_status`] beside its own writes.
+///
+/// # Errors
+/// An API request failed (409 included).
+pub(super) async fn ensure(
+    ctx: &Ctx,
+    sb: &Sandbox,
+    known_pod: Option<&Pod>,
+    defer_status: bool,
+) -> Result<(Action, Option<SandboxStatus>), ReconcileError> {
     if sb.metadata.deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
+        return Ok((Action::await_change(), None));
     }
     let ns = sb.namespace().unwrap_or_default();
     let name = sb.name_any();
@@ -68,51 +94,67 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     Err(e) => return Err(e.into()),
                 }
-                return Ok(Action::await_change());
+                return Ok((Action::await_change(), None));
             }
             let v = decide::sandbox_ready(SandboxState::Expired);
-            return write_status(&ctx, &sb, status, &v).await.map(|()| Action::await_change());
+            let st = full_status(sb, status, &v, None);
+            put_status(ctx, sb, &st).await?;
+            return Ok((Action::await_change(), Some(st)));
         }
         requeue = Some(left);
     }
 
-    // -- The pod. -----------------------------------------------------------------------------
+    // -- The pod and the headless Service, side by side (neither needs the other). ----------
     let running = sb.is_running();
-    let mut pod = pods.get_opt(&pod_name).await?;
-    let mut not_owned = false;
-    if !running {
-        delete_owned(&pods, &pod_name, &uid).await?;
-        pod = None;
-    } else if let Some(p) = pod.take() {
-        match controller_of(&p).map(|o| o.uid.as_str()) {
-            Some(u) if u == uid => pod = Some(p),
-            owner if owner.is_none() || owner == controller_of(&*sb).map(|o| o.uid.as_str()) => {
-                pod = adopt(&pods, &sb, &p, &hash).await?;
+    let pod_step = async {
+        let mut pod = match known_pod.filter(|p| p.metadata.name.as_deref() == Some(&pod_name)) {
+            Some(p) => Some(p.clone()),
+            None => pods.get_opt(&pod_name).await?,
+        };
+        let mut not_owned = false;
+        if !running {
+            delete_owned(&pods, &pod_name, &uid).await?;
+            pod = None;
+        } else if let Some(p) = pod.take() {
+            match controller_of(&p).map(|o| o.uid.as_str()) {
+                Some(u) if u == uid => pod = Some(p),
+                owner if owner.is_none() || owner == controller_of(sb).map(|o| o.uid.as_str()) => {
+                    pod = adopt(&pods, sb, &p, &hash).await?;
+                }
+                _ => not_owned = true,
             }
-            _ => not_owned = true,
-        }
-    } else {
-        let fresh = new_pod(&sb, &pod_name, &hash);
-        match pods.create(&PostParams::default(), &fresh).await {
-            Ok(p) => pod = Some(p),
-            Err(kube::Error::Api(s)) if s.code == 409 => {
-                return Ok(Action::requeue(Duration::from_millis(50)));
+        } else {
+            if !sb.spec.volume_claim_templates.is_empty() {
+                let pvcs = Api::namespaced(ctx.client.clone(), &ns);
+                super::volumes::ensure_claims(&pvcs, sb).await?;
             }
-            Err(e) => return Err(e.into()),
+            let fresh = new_pod(sb, &pod_name, &hash);
+            match pods.create(&PostParams::default(), &fresh).await {
+                Ok(p) => pod = Some(p),
+                // Created meanwhile: the next reconcile finds it.
+                Err(kube::Error::Api(s)) if s.code == 409 => return Ok(None),
+                Err(e) => return Err(ReconcileError::from(e)),
+            }
         }
-    }
-
-    // -- The headless Service. ----------------------------------------------------------------
+        Ok(Some((pod, not_owned)))
+    };
     let service_wanted = sb.spec.service != Some(false) && running;
-    let mut service_exists = false;
-    if service_wanted {
-        service_exists = ensure_service(&services, &sb, &hash).await?;
-        if service_exists {
-            status.service = name.clone();
-            status.service_fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
+    let service_step = async {
+        if service_wanted {
+            return ensure_service(&services, sb, &hash).await;
         }
-    } else if sb.spec.service == Some(false) {
-        delete_owned(&services, &name, &uid).await?;
+        if sb.spec.service == Some(false) {
+            delete_owned(&services, &name, &uid).await?;
+        }
+        Ok(false)
+    };
+    let (pod_found, service_exists) = tokio::try_join!(pod_step, service_step)?;
+    let Some((pod, not_owned)) = pod_found else {
+        return Ok((Action::requeue(Duration::from_millis(50)), None));
+    };
+    if service_exists {
+        status.service = name.clone();
+        status.service_fqdn = format!("{name}.{ns}.svc.{CLUSTER_DOMAIN}");
     }
 
     let state = if not_owned {
@@ -133,8 +175,12 @@ async fn pass(sb: Arc<Sandbox>, ctx: Arc<Ctx>) -> Result<Action, ReconcileError>
         status.node_name = p.spec.as_ref().and_then(|s| s.node_name.clone()).unwrap_or_default();
     }
     let v = decide::sandbox_ready(state);
-    write_status(&ctx, &sb, status, &v).await?;
-    Ok(requeue.map_or_else(Action::await_change, Action::requeue))
+    let finished = decide::sandbox_finished(pod.as_ref().filter(|_| !not_owned));
+    let st = full_status(sb, status, &v, finished.as_ref());
+    if !defer_status {
+        put_status(ctx, sb, &st).await?;
+    }
+    Ok((requeue.map_or_else(Action::await_change, Action::requeue), Some(st)))
 }
 
 /// The pod of `sb` from its template: the template's labels and annotations, the name-hash
@@ -143,7 +189,12 @@ fn new_pod(sb: &Sandbox, name: &str, hash: &str) -> Pod {
     let t = &sb.spec.pod_template;
     let mut labels = t.metadata.labels.clone();
     labels.insert(SANDBOX_NAME_HASH_LABEL.to_owned(), hash.to_owned());
-    let mut pod = Pod { spec: Some(t.spec.clone()), ..Pod::default() };
+    let spec = super::volumes::with_claim_volumes(
+        t.spec.clone(),
+        &sb.spec.volume_claim_templates,
+        &sb.name_any(),
+    );
+    let mut pod = Pod { spec: Some(spec), ..Pod::default() };
     pod.metadata.name = Some(name.to_owned());
     pod.metadata.namespace = sb.namespace();
     pod.metadata.labels = Some(labels);
@@ -167,6 +218,10 @@ async fn adopt(
         "labels": labels,
         "ownerReferences": [owner_ref(sb)],
     }});
+    // The Sandbox's annotations too (a claim's `additionalPodMetadata` and `safeToEvict`).
+    if !sb.spec.pod_template.metadata.annotations.is_empty() {
+        body["metadata"]["annotations"] = json!(sb.spec.pod_template.metadata.annotations);
+    }
     // A warm pool pod: handed over, so the pool's specialisation timeout does not delete it.
     if p.labels().contains_key(POOL_LABEL) {
         body["metadata"]["labels"][POOL_STATE_LABEL] = json!(state::SPECIALIZED);
@@ -186,8 +241,12 @@ async fn ensure_service(
     hash: &str,
 ) -> Result<bool, ReconcileError> {
     let name = sb.name_any();
-    if let Some(s) = api.get_opt(&name).await? {
-        return Ok(controller_of(&s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref()));
+    let ours = |s: &Service| controller_of(s).is_some_and(|o| Some(&o.uid) == sb.uid().as_ref());
+    // A Sandbox that reports no Service yet most likely has none: create it straight away
+    // (one request, not a read and a create).
+    let reported = sb.status.as_ref().is_some_and(|s| !s.service.is_empty());
+    if reported && let Some(s) = api.get_opt(&name).await? {
+        return Ok(ours(&s));
     }
     let svc: Service = serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": sb.namespace(), "ownerReferences": [owner_ref(sb)],
@@ -196,7 +255,11 @@ async fn ensure_service(
     }))?;
     match api.create(&PostParams::default(), &svc).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+        // Created meanwhile: by the other of the claim's and the Sandbox's reconciles, or by
+        // someone else.
+        Err(kube::Error::Api(s)) if s.code == 409 => {
+            Ok(api.get_opt(&name).await?.is_some_and(|s| ours(&s)))
+        }
         Err(e) => Err(e.into()),
     }
 }
@@ -223,21 +286,39 @@ where
     Ok(())
 }
 
-async fn write_status(
-    ctx: &Ctx,
+/// `st` with condition `Ready` from `v` (and `Finished` from `finished`), transition times
+/// kept from `sb`'s status.
+fn full_status(
     sb: &Sandbox,
     mut st: SandboxStatus,
     v: &decide::Verdict,
+    finished: Option<&decide::Verdict>,
+) -> SandboxStatus {
+    let old = sb.status.as_ref().map(|s| s.conditions.as_slice()).unwrap_or_default();
+    let generation = sb.metadata.generation;
+    st.conditions = vec![decide::condition_of(v, generation, old)];
+    if let Some(f) = finished {
+        st.conditions.push(decide::typed_condition(condition::FINISHED, f, generation, old));
+    }
+    st
+}
+
+/// Writes `st` as `sb`'s status (under `sb`'s resourceVersion) unless it is unchanged.
+///
+/// # Errors
+/// The write failed (409 when `sb` changed meanwhile).
+pub(super) async fn put_status(
+    ctx: &Ctx,
+    sb: &Sandbox,
+    st: &SandboxStatus,
 ) -> Result<(), ReconcileError> {
-    let old = sb.status.clone().unwrap_or_default();
-    st.conditions = vec![decide::condition_of(v, sb.metadata.generation, &old.conditions)];
-    if old == st {
+    if sb.status.as_ref() == Some(st) || (sb.status.is_none() && *st == SandboxStatus::default()) {
         return Ok(());
     }
     let api: Api<Sandbox> =
         Api::namespaced(ctx.client.clone(), &sb.namespace().unwrap_or_default());
     let body = json!({"metadata": {"resourceVersion": sb.resource_version()},
-                      "status": super::nulled(serde_json::to_value(&st)?, &["service", "serviceFQDN", "podIPs", "nodeName"])});
+                      "status": super::nulled(serde_json::to_value(st)?, &["service", "serviceFQDN", "podIPs", "nodeName"])});
     api.patch_status(&sb.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await?;
     Ok(())
 }

@@ -3,9 +3,9 @@
 //! `extensions/controllers/sandboxclaim_controller.go`).
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{EnvVar, Pod, PodSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kinetic_api::agents::{condition, reason, warm_pool_policy};
+use kinetic_api::agents::{ClaimEnvVar, condition, reason, warm_pool_policy};
 
 /// Upstream's `NameHash`: FNV-1a (32 bit) of the name, as 8 hex digits. The value of the
 /// `agents.x-k8s.io/sandbox-name-hash` label of a sandbox's pod.
@@ -108,6 +108,10 @@ pub enum ClaimState<'a> {
     SandboxNotOwned(&'a str),
     /// The claim's Sandbox and its `Ready` condition, if it has one yet.
     Sandbox(Option<&'a Condition>),
+    /// A `v1beta1` claim's `warmPoolRef` names no warm pool.
+    WarmPoolNotFound(&'a str),
+    /// The claim's `env` is refused by its template's `envVarsInjectionPolicy` (why).
+    EnvRefused(&'a str),
 }
 
 /// The claim's `Ready` condition: upstream forwards the Sandbox's.
@@ -128,7 +132,68 @@ pub fn claim_ready(state: ClaimState<'_>) -> Verdict {
             Verdict { ready: true, reason: reason::DEPENDENCIES_READY, message: c.message.clone() }
         }
         ClaimState::Sandbox(_) => Verdict::no(reason::SANDBOX_NOT_READY, "Sandbox is not ready"),
+        ClaimState::WarmPoolNotFound(p) => {
+            Verdict::no(reason::WARM_POOL_NOT_FOUND, format!("SandboxWarmPool {p:?} not found"))
+        }
+        ClaimState::EnvRefused(why) => Verdict::no(reason::ENV_INJECTION_REFUSED, why),
     }
+}
+
+/// `spec` with a claim's `env` set (upstream `v1beta1` `SandboxClaimSpec.env` and the
+/// template's `envVarsInjectionPolicy`): each variable goes into the container it names, or
+/// the first. `Disallowed` (also when unset, upstream's default) refuses any `env`; `Allowed`
+/// adds variables but refuses one the container already sets; `Overrides` also replaces
+/// those.
+///
+/// # Errors
+/// Why the claim's `env` cannot be applied (the claim's `Ready` message).
+pub fn with_claim_env(
+    mut spec: PodSpec,
+    env: &[ClaimEnvVar],
+    policy: Option<&str>,
+) -> Result<PodSpec, String> {
+    if env.is_empty() {
+        return Ok(spec);
+    }
+    let policy = policy.unwrap_or("Disallowed");
+    if policy == "Disallowed" {
+        return Err("the SandboxTemplate's envVarsInjectionPolicy is Disallowed: the claim may \
+                    not set env"
+            .to_owned());
+    }
+    for e in env {
+        let c = if e.container_name.is_empty() {
+            spec.containers.first_mut()
+        } else {
+            spec.containers.iter_mut().find(|c| c.name == e.container_name)
+        };
+        let Some(c) = c else {
+            return Err(format!(
+                "env {:?}: the template has no container {:?}",
+                e.name, e.container_name
+            ));
+        };
+        let vars = c.env.get_or_insert_with(Vec::new);
+        match vars.iter_mut().find(|v| v.name == e.name) {
+            Some(_) if policy == "Allowed" => {
+                return Err(format!(
+                    "env {:?}: container {:?} already sets it and the SandboxTemplate's \
+                     envVarsInjectionPolicy is Allowed, not Overrides",
+                    e.name, c.name
+                ));
+            }
+            Some(v) => {
+                *v =
+                    EnvVar { name: e.name.clone(), value: Some(e.value.clone()), value_from: None };
+            }
+            None => vars.push(EnvVar {
+                name: e.name.clone(),
+                value: Some(e.value.clone()),
+                value_from: None,
+            }),
+        }
+    }
+    Ok(spec)
 }
 
 /// The warm pools a claim may take a pod from, in order: none for `none`, the named one for a
@@ -159,17 +224,56 @@ pub fn expiry(shutdown: Option<&Time>, now: Timestamp) -> Option<std::time::Dura
     })
 }
 
+/// The Sandbox's `Finished` condition (upstream `v1beta1`), once its pod reached a terminal
+/// phase: `PodSucceeded` or `PodFailed`.
+#[must_use]
+pub fn sandbox_finished(pod: Option<&Pod>) -> Option<Verdict> {
+    let phase = pod?.status.as_ref()?.phase.as_deref()?;
+    let (reason, message) = match phase {
+        "Succeeded" => (reason::POD_SUCCEEDED, "Pod succeeded"),
+        "Failed" => (reason::POD_FAILED, "Pod failed"),
+        _ => return None,
+    };
+    Some(Verdict { ready: true, reason, message: message.to_owned() })
+}
+
+/// How long until a finished claim is deleted under `lifecycle.ttlSecondsAfterFinished`,
+/// counted from its `Finished` condition's transition (zero once due); `None` when the claim
+/// is not finished or has no TTL.
+#[must_use]
+pub fn finished_ttl_left(
+    ttl_seconds: Option<i32>,
+    conditions: &[Condition],
+    now: Timestamp,
+) -> Option<std::time::Duration> {
+    let ttl = i64::from(ttl_seconds?.max(0));
+    let c = conditions.iter().find(|c| c.type_ == condition::FINISHED && c.status == "True")?;
+    let due = c.last_transition_time.0.checked_add(jiff::SignedDuration::from_secs(ttl)).ok()?;
+    expiry(Some(&Time(due)), now)
+}
+
 /// `verdict` as condition `Ready` of an object at `generation`, keeping the last transition
 /// time of `old` when the status did not change.
 #[must_use]
 pub fn condition_of(verdict: &Verdict, generation: Option<i64>, old: &[Condition]) -> Condition {
+    typed_condition(condition::READY, verdict, generation, old)
+}
+
+/// [`condition_of`] for condition `type_`.
+#[must_use]
+pub fn typed_condition(
+    type_: &str,
+    verdict: &Verdict,
+    generation: Option<i64>,
+    old: &[Condition],
+) -> Condition {
     let status = if verdict.ready { "True" } else { "False" };
-    let last_transition_time = match old.iter().find(|c| c.type_ == condition::READY) {
+    let last_transition_time = match old.iter().find(|c| c.type_ == type_) {
         Some(c) if c.status == status => c.last_transition_time.clone(),
         _ => Time(Timestamp::now()),
     };
     Condition {
-        type_: condition::READY.to_owned(),
+        type_: type_.to_owned(),
         status: status.to_owned(),
         reason: verdict.reason.to_owned(),
         message: verdict.message.clone(),
@@ -293,6 +397,69 @@ mod tests {
         // A named pool of another template is not used: the claim falls back to a new pod.
         assert!(candidate_pools("other", "t", &pools).is_empty());
         assert!(candidate_pools("missing", "t", &pools).is_empty());
+    }
+
+    #[test]
+    fn claim_env_follows_the_templates_injection_policy() {
+        let spec: PodSpec = serde_json::from_value(json!({"containers": [
+            {"name": "a", "env": [{"name": "KEEP", "value": "t"}]}, {"name": "b"}]}))
+        .unwrap();
+        let env = |n: &str, v: &str, c: &str| ClaimEnvVar {
+            name: n.into(),
+            value: v.into(),
+            container_name: c.into(),
+        };
+        let out = |r: Result<PodSpec, String>| match r {
+            Ok(s) => serde_json::to_string(
+                &s.containers.iter().map(|c| (&c.name, &c.env)).collect::<Vec<_>>(),
+            )
+            .unwrap(),
+            Err(e) => format!("refused: {e}"),
+        };
+        let cases = [
+            (vec![], None),
+            (vec![env("NEW", "1", "")], None),
+            (vec![env("NEW", "1", "")], Some("Disallowed")),
+            (vec![env("NEW", "1", ""), env("B", "2", "b")], Some("Allowed")),
+            (vec![env("KEEP", "c", "")], Some("Allowed")),
+            (vec![env("KEEP", "c", "")], Some("Overrides")),
+            (vec![env("X", "1", "missing")], Some("Overrides")),
+        ];
+        let got: Vec<String> =
+            cases.into_iter().map(|(e, p)| out(with_claim_env(spec.clone(), &e, p))).collect();
+        expect![[r#"
+            [["a",[{"name":"KEEP","value":"t"}]],["b",null]]
+            refused: the SandboxTemplate's envVarsInjectionPolicy is Disallowed: the claim may not set env
+            refused: the SandboxTemplate's envVarsInjectionPolicy is Disallowed: the claim may not set env
+            [["a",[{"name":"KEEP","value":"t"},{"name":"NEW","value":"1"}]],["b",[{"name":"B","value":"2"}]]]
+            refused: env "KEEP": container "a" already sets it and the SandboxTemplate's envVarsInjectionPolicy is Allowed, not Overrides
+            [["a",[{"name":"KEEP","value":"c"}]],["b",null]]
+            refused: env "X": the template has no container "missing""#]]
+        .assert_eq(&got.join("\n"));
+    }
+
+    #[test]
+    fn a_finished_claim_is_due_ttl_seconds_after_it_finished() {
+        let finished = |status: &str| Condition {
+            type_: "Finished".into(),
+            status: status.into(),
+            reason: "PodSucceeded".into(),
+            message: String::new(),
+            observed_generation: None,
+            last_transition_time: Time(Timestamp::from_second(1000).unwrap()),
+        };
+        let at = |s| Timestamp::from_second(s).unwrap();
+        let secs = std::time::Duration::from_secs;
+        assert_eq!(finished_ttl_left(None, &[finished("True")], at(1000)), None);
+        assert_eq!(finished_ttl_left(Some(5), &[finished("False")], at(1000)), None);
+        assert_eq!(finished_ttl_left(Some(5), &[finished("True")], at(1002)), Some(secs(3)));
+        assert_eq!(finished_ttl_left(Some(5), &[finished("True")], at(1005)), Some(secs(0)));
+        assert_eq!(finished_ttl_left(Some(0), &[finished("True")], at(1000)), Some(secs(0)));
+        let pod = |phase: &str| pod(false, phase);
+        let v = |p: &str| sandbox_finished(Some(&pod(p))).map(|v| v.reason);
+        assert_eq!(v("Succeeded"), Some("PodSucceeded"));
+        assert_eq!(v("Failed"), Some("PodFailed"));
+        assert_eq!(v("Running"), None);
     }
 
     #[test]

@@ -9,22 +9,31 @@
 //!   template is the SandboxTemplate's pod and whose size is fixed at `spec.replicas`
 //!   (`minReady = maxReady`): the pool engine keeps the pods, replaces those of an older
 //!   template and refills at once after a claim.
-//! - [`claim`]: a SandboxClaim takes a ready pod of a warm pool of its template with
-//!   [`crate::podpool::claim`] (one conditional write: the pod's owner moves from the PodPool to
-//!   the claim), then creates the claim's Sandbox naming that pod, which the Sandbox reconciler
-//!   adopts and marks specialised. With no pool, or every pool empty, the Sandbox gets a new
-//!   pod, as upstream's cold path. The claim's `Ready` forwards the Sandbox's, and
+//! - [`claim`]: a SandboxClaim (`v1alpha1`: its `sandboxTemplateRef` and `warmpool` policy;
+//!   `v1beta1`: the template of its `warmPoolRef` pool, and only that pool) takes a ready pool
+//!   pod with [`crate::podpool::claim`] (one conditional write: the pod's owner moves from the
+//!   PodPool to the claim), creates the claim's Sandbox naming that pod and runs the Sandbox's
+//!   reconcile ([`core::ensure`]) itself: the pod is adopted and the Service and statuses
+//!   written within the claim's reconcile, so a warm claim is Ready in milliseconds. With no
+//!   pool, every pool empty, `env` on the claim or volumeClaimTemplates on the template, the
+//!   Sandbox gets a new pod, as upstream's cold path. The claim's `Ready` forwards the
+//!   Sandbox's (and `Finished` is mirrored, for `lifecycle.ttlSecondsAfterFinished`), and
 //!   `status.sandbox` has its name and pod IPs.
+//! - [`volumes`]: a Sandbox's volumeClaimTemplates become PersistentVolumeClaims it owns.
 //!
 //! Upstream's warm pool keeps whole Sandboxes (pod and Service) and a claim re-parents one;
 //! Kinetic's keeps pods, so a claim costs the Sandbox and Service creation on top of the pod
 //! hand-over, and the pool serves any consumer of the pool engine alike.
-//! Not done: volumeClaimTemplates (PVCs are not created), the template's networkPolicy (no
-//! NetworkPolicy is written), the `v1beta1` extensions.
+//! Not done: the template's networkPolicy (Kinetic serves no NetworkPolicy API: none is
+//! written, nothing is enforced), `generatedSecrets`, a claim's volume claim templates, the
+//! warm pool's `OnReplenish` update strategy (pods of an older template are replaced at once,
+//! as `Recreate`), a warm pool of a template with volumeClaimTemplates (its claims get new
+//! pods).
 
 pub mod claim;
 pub mod core;
 pub mod decide;
+pub mod volumes;
 pub mod warmpool;
 
 use std::future::Future;
@@ -158,14 +167,37 @@ pub async fn run(
     let claims =
         Controller::new(Api::<SandboxClaim>::all(client.clone()), watcher::Config::default());
     let claim_store = claims.store();
+    let pool_claims = claim_store.clone();
     let claims = claims
         .owns(Api::<Sandbox>::all(client.clone()), watcher::Config::default())
-        .watches(Api::<SandboxTemplate>::all(client), watcher::Config::default(), move |t| {
-            let ns = t.namespace();
-            claim_store
+        // A template wakes the claims naming it and every `v1beta1` claim of its namespace
+        // (whose template is its warm pool's); a warm pool wakes the claims naming it.
+        .watches(
+            Api::<SandboxTemplate>::all(client.clone()),
+            watcher::Config::default(),
+            move |t| {
+                let ns = t.namespace();
+                claim_store
+                    .state()
+                    .into_iter()
+                    .filter(|c| {
+                        c.namespace() == ns
+                            && (c.spec.warm_pool_ref_name().is_some()
+                                || c.spec.template_name() == Some(t.name_any().as_str()))
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(Api::<SandboxWarmPool>::all(client), watcher::Config::default(), move |p| {
+            let ns = p.namespace();
+            pool_claims
                 .state()
                 .into_iter()
-                .filter(|c| c.namespace() == ns && c.spec.sandbox_template_ref.name == t.name_any())
+                .filter(|c| {
+                    c.namespace() == ns
+                        && c.spec.warm_pool_ref_name() == Some(p.name_any().as_str())
+                })
                 .map(|c| ObjectRef::from_obj(&*c))
                 .collect::<Vec<_>>()
         })

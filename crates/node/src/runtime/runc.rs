@@ -51,7 +51,12 @@ impl Runc {
         if out.status.success() || is_gone(&out.stderr) {
             return Ok(());
         }
-        Err(Error::Runc { op: "kill", id: id.to_owned(), message: lossy(&out.stderr) })
+        Err(Error::Runtime {
+            runtime: "runc",
+            op: "kill",
+            id: id.to_owned(),
+            message: lossy(&out.stderr),
+        })
     }
 
     /// Removes the container (killing it if it still runs) and its cgroup.
@@ -68,7 +73,12 @@ impl Runc {
         if out.status.success() || is_gone(&out.stderr) {
             return Ok(());
         }
-        Err(Error::Runc { op: "delete", id: id.to_owned(), message: lossy(&out.stderr) })
+        Err(Error::Runtime {
+            runtime: "runc",
+            op: "delete",
+            id: id.to_owned(),
+            message: lossy(&out.stderr),
+        })
     }
 
     /// Runs `argv` inside the container; returns its exit code and combined output (capped).
@@ -86,7 +96,8 @@ impl Runc {
         let child = cmd.spawn().map_err(|e| Error::io(&self.bin, e))?;
         let out = tokio::time::timeout(timeout, child.wait_with_output())
             .await
-            .map_err(|_| Error::Runc {
+            .map_err(|_| Error::Runtime {
+                runtime: "runc",
                 op: "exec",
                 id: id.to_owned(),
                 message: format!("command timed out after {timeout:?}"),

@@ -65,6 +65,13 @@ impl Cluster {
             Ok(other) => panic!("KINETIC_TEST_NETWORK={other}: use cni or native"),
             Err(_) => {}
         }
+        // ... and of both runtimes: KINETIC_TEST_RUNTIME=runc|native.
+        match std::env::var("KINETIC_TEST_RUNTIME").as_deref() {
+            Ok("runc") => cfg.runtime = kinetic_node::runtime::Kind::Runc,
+            Ok("native") => cfg.runtime = kinetic_node::runtime::Kind::Native,
+            Ok(other) => panic!("KINETIC_TEST_RUNTIME={other}: use runc or native"),
+            Err(_) => {}
+        }
         tune(&mut cfg);
         let agent = Agent::start(client.clone(), cfg.clone()).await.unwrap();
         Cluster { server, registry, client, agent: Some(agent), cfg, _dir: dir, _slot: slot }
@@ -198,6 +205,22 @@ impl Cluster {
         }
     }
 
+    /// The ids of the containers the node's runtime has state for (runc's or the native one's).
+    pub fn containers(&self) -> Vec<String> {
+        let runc = std::process::Command::new("runc")
+            .arg("--root")
+            .arg(self.data_dir().join("runc"))
+            .args(["list", "-q"])
+            .output()
+            .unwrap();
+        let mut ids: Vec<String> =
+            String::from_utf8_lossy(&runc.stdout).lines().map(str::to_owned).collect();
+        if let Ok(rd) = std::fs::read_dir(self.data_dir().join("native")) {
+            ids.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        }
+        ids
+    }
+
     /// Network namespaces, runc containers and overlay mounts of this node that still exist.
     pub fn leftovers(&self) -> Vec<String> {
         let mut out = Vec::new();
@@ -208,6 +231,12 @@ impl Cluster {
             .output()
             .unwrap();
         out.extend(String::from_utf8_lossy(&runc.stdout).lines().map(|l| format!("container {l}")));
+        // The native runtime's containers (`<data>/native/<id>`).
+        if let Ok(rd) = std::fs::read_dir(self.data_dir().join("native")) {
+            out.extend(
+                rd.flatten().map(|e| format!("container {}", e.file_name().to_string_lossy())),
+            );
+        }
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         let dir = self.data_dir().display().to_string();
         out.extend(mounts.lines().filter(|l| l.contains(&dir)).map(|l| format!("mount {l}")));
@@ -303,6 +332,24 @@ impl Drop for Cluster {
                     .arg(&root)
                     .args(["delete", "-f", id])
                     .output();
+            }
+        }
+        // Native containers: their init killed, their cgroups removed.
+        if let Ok(rd) = std::fs::read_dir(self.data_dir().join("native")) {
+            for e in rd.flatten() {
+                let Ok(b) = std::fs::read(e.path().join("state.json")) else { continue };
+                let Ok(st) = serde_json::from_slice::<Value>(&b) else { continue };
+                if let Some(p) = st["pid"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .and_then(rustix::process::Pid::from_raw)
+                {
+                    let _ = rustix::process::kill_process(p, rustix::process::Signal::KILL);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                for cg in st["cgroups"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                    let _ = std::fs::remove_dir(cg);
+                }
             }
         }
         let dir = self.data_dir().display().to_string();

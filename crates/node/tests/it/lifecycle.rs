@@ -649,14 +649,9 @@ async fn a_start_the_crashed_agent_did_not_record_is_replaced_not_doubled() {
         assert!(Instant::now() < deadline, "shims: {:#?}", shims_of(&uid));
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let runc = std::process::Command::new("runc")
-        .arg("--root")
-        .arg(c.data_dir().join("runc"))
-        .args(["list", "-q"])
-        .output()
-        .unwrap();
-    let ids = String::from_utf8_lossy(&runc.stdout).lines().filter(|l| l.contains(&uid)).count();
-    assert_eq!(ids, 1, "{}", String::from_utf8_lossy(&runc.stdout));
+    let all = c.containers();
+    let ids = all.iter().filter(|l| l.contains(&uid)).count();
+    assert_eq!(ids, 1, "{all:?}");
     c.pods().delete("twice", &Default::default()).await.unwrap();
     c.wait_gone("twice", 15).await;
     let left = c.settled_leftovers(10).await;
@@ -686,7 +681,11 @@ async fn a_runc_failure_under_the_shim_says_why() {
     .await;
     for pod in ["nocmd", "nocmd-tty"] {
         let event = c.wait_event(pod, "/no/such/binary", 30).await;
-        assert!(event.starts_with("Failed: Error: runc run of container"), "{event}");
+        let runtime = c.cfg.runtime;
+        assert!(
+            event.starts_with(&format!("Failed: Error: {runtime} run of container")),
+            "{event}"
+        );
         assert!(event.contains("no such file or directory"), "{event}");
         c.pods().delete(pod, &Default::default()).await.unwrap();
         c.wait_gone(pod, 15).await;

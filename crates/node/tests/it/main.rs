@@ -12,6 +12,7 @@ mod lifecycle;
 mod native_net;
 mod network;
 mod pods;
+mod runtimes;
 mod stats;
 
 pub use harness::Cluster;
