@@ -487,13 +487,21 @@ impl Policy for Kpa {
 // Ours.
 
 /// Kinetic's predictive policy. Every hour it refits `kinetic_predict`'s model on up to 28
-/// days of history (no period found, or under two cycles: a flat profile) and calibrates a
-/// [`kinetic_predict::Nowcast`] on that history: the level of the last `OURS_K` minutes plus the
-/// seasonal profile, plus the `--quantile` quantile of its own past errors. Every 15 s it takes
-/// the larger (max(predicted, reactive), no stabilisation window) of the reactive count (the
-/// metrics-server reading's total, the same reading the HPA gets) and the forecast of the
-/// minutes from the first one the metrics have not covered whole up to the one the lead time
-/// (start-up + one control period) reaches.
+/// days of history (no period found, or under two cycles: no profile) and selects a
+/// [`kinetic_predict::Nowcast`] on the last week of it ([`kinetic_predict::Nowcast::select`]:
+/// the cheapest of the seasonal and flat forecasters, levels of 1, 3 or 6 minutes, additive or
+/// relative margins, each with the `--quantile` quantile of its own past errors per horizon).
+/// Every 15 s it forecasts the minutes from the first one it has no sample of up to the one the
+/// lead time (start-up + one control period) reaches, and runs the larger of that and the
+/// reactive count (the metrics-server reading's total, the same reading the HPA gets); no
+/// stabilisation window.
+///
+/// Its samples: the minutes metrics-server's readings have covered whole, and, when the
+/// latest reading's 15 s window lies inside the next minute, that reading as the sample of
+/// that minute (a window's mean estimates its minute's mean; the HPA acts on the same reading).
+/// The reactive count stands only while the reading's window reaches into the current
+/// minute: a reading of a past minute is one of the forecast's samples, and when the forecast
+/// says the load falls, capacity follows it down instead of being held at the last minute's.
 pub struct Ours {
     startup: u64,
     quantile: f64,
@@ -505,7 +513,10 @@ const OURS_PERIOD: u64 = 15;
 /// How often the predictors refit (minutes).
 const REFRESH_MIN: usize = 60;
 const OURS_HISTORY: usize = 28 * 1440;
-const OURS_K: usize = 3;
+/// The history the nowcast's errors are calibrated on (minutes): the last week.
+const OURS_CALIBRATION: usize = 7 * 1440;
+/// The most samples a level averages ([`kinetic_predict::nowcast::LEVELS`]).
+const OURS_K: usize = 6;
 /// How old metrics-server's reading is at a decision on a multiple of 15 s.
 const SCRAPE_AGE: u64 = METRICS_RESOLUTION - SCRAPE_OFFSET;
 
@@ -533,12 +544,12 @@ impl Policy for Ours {
             let x = kinetic_predict::clean::clean(&h).unwrap_or_default();
             let model = kinetic_predict::fit(&h, STEP, self.lead() + 1).ok();
             self.nowcast = (x.len() > 60).then(|| {
-                let mut n = kinetic_predict::Nowcast::calibrate(
+                let mut n = kinetic_predict::Nowcast::select(
                     &x,
                     model.as_ref(),
                     self.lead(),
-                    OURS_K,
                     self.quantile,
+                    OURS_CALIBRATION,
                 );
                 // Phases are counted from the trace's start from here on.
                 n.shift(start);
@@ -546,15 +557,29 @@ impl Policy for Ours {
             });
             self.refreshed = Some(covered);
         }
+        let current = obs.now / STEP;
+        // The reading's window [at - window, at), by minute.
+        let window = obs.metric.map(|v| ((v.at - v.window) / STEP, (v.at - 1) / STEP, v.total));
         // Without a reading yet, the reactive half keeps what runs.
-        let reactive =
-            obs.metric.map_or(obs.pods.len() as i32, |v| (v.total - 1e-9).ceil().max(1.0) as i32);
+        let reactive = match obs.metric {
+            None => obs.pods.len() as i32,
+            Some(v) => (v.total - 1e-9).ceil().max(1.0) as i32,
+        };
         let Some(n) = &self.nowcast else { return reactive };
-        // Forecast the minutes from the first one not covered whole, from the covered ones.
-        let recent = &obs.history[covered.saturating_sub(OURS_K)..];
+        let mut recent: Vec<f64> = obs.history[covered.saturating_sub(OURS_K)..].to_vec();
+        let fresh = window.filter(|(from, to, _)| from == to && *to == covered as u64);
+        if let Some((_, _, total)) = fresh {
+            recent.push(total);
+        }
+        let first = covered + usize::from(fresh.is_some());
         let reach = ((obs.now + self.startup + OURS_PERIOD) / STEP) as usize;
-        let f = n.forecast_through(recent, covered, reach);
-        reactive.max((f - 1e-9).ceil() as i32)
+        let reads_now = window.is_some_and(|(_, to, _)| to == current);
+        let forecast = n.forecast_through(&recent, first, reach).map(|f| (f - 1e-9).ceil() as i32);
+        match forecast {
+            Some(f) if reads_now => f.max(reactive),
+            Some(f) => f.max(1),
+            None => reactive,
+        }
     }
 }
 
@@ -1037,6 +1062,34 @@ mod tests {
         let mut r = Recorder { inner: Ours::new(1, 0.95), changes: vec![] };
         simulate(&step_trace().load, &mut r, 1);
         assert_eq!(r.changes.first(), Some(&(615, 7)), "{:?}", r.changes);
+    }
+
+    /// A square wave: 10 minutes at 2 pods of load, 10 at 8, for 5 hours.
+    fn square_trace() -> Trace {
+        let v: Vec<f64> = (0..300).map(|m| if m % 20 < 10 { 2.0 } else { 8.0 }).collect();
+        parse_trace("square", &csv(&v), 8).unwrap()
+    }
+
+    #[test]
+    fn ours_scales_out_before_a_forecast_rise_and_down_at_a_forecast_fall() {
+        let mut r = Recorder { inner: Ours::new(1, 0.95), changes: vec![] };
+        let out = simulate(&square_trace().load, &mut r, 1);
+        // From the third hour (the model fitted on two), every rise at minute 20 c + 10 is met
+        // by 8 pods made in the minute before it, at its 45 s decision (the first that
+        // forecasts the next minute); every fall at 20 c by 2 pods at the fall's first
+        // second (the reading then is of the minute before, a forecast sample, not a reason
+        // to hold 8 pods).
+        for c in 6..14u64 {
+            let rise = (20 * c + 10) * 60;
+            let fall = (20 * c + 20) * 60;
+            assert!(r.changes.contains(&(rise - 15, 8)), "rise {rise}: {:?}", r.changes);
+            assert!(r.changes.contains(&(fall, 2)), "fall {fall}: {:?}", r.changes);
+        }
+        // The HPA on the same trace violates at each rise and holds 8 pods for 300 s after
+        // each fall.
+        let hpa = simulate(&square_trace().load, &mut Hpa::default(), 1);
+        assert!(out.pod_minutes < hpa.pod_minutes, "{} vs {}", out.pod_minutes, hpa.pod_minutes);
+        assert!(out.violation_minutes < hpa.violation_minutes);
     }
 
     #[test]

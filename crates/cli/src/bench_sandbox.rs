@@ -64,6 +64,9 @@ type Answered = Arc<Mutex<HashMap<String, (Instant, String)>>>;
 struct Sample {
     ready: Duration,
     answer: Duration,
+    /// One API round trip just before the claim (a GET answered 404), the unit the claim's
+    /// path is made of.
+    round_trip: Duration,
 }
 
 /// Runs the benchmark.
@@ -91,6 +94,7 @@ fn report(samples: &[Sample], args: &SandboxArgs) {
     for (what, f) in [
         ("claim created → claim Ready", (|s: &Sample| s.ready) as fn(&Sample) -> Duration),
         ("claim created → first HTTP answer", |s: &Sample| s.answer),
+        ("one API round trip (GET → 404), for scale", |s: &Sample| s.round_trip),
     ] {
         let mut d: Vec<Duration> = samples.iter().map(f).collect();
         d.sort();
@@ -161,6 +165,9 @@ async fn measure(platform: &Platform, args: &SandboxArgs) -> anyhow::Result<Vec<
     for i in 0..args.claims {
         settle(platform, &pods, args.pool_size).await?;
         let name = format!("claim-{i}");
+        let rt = Instant::now();
+        claims.get_opt("absent").await?;
+        let round_trip = rt.elapsed();
         let claim: SandboxClaim = serde_json::from_value(json!({
             "apiVersion": "extensions.agents.x-k8s.io/v1alpha1", "kind": "SandboxClaim",
             "metadata": {"name": name, "namespace": NAMESPACE},
@@ -178,7 +185,7 @@ async fn measure(platform: &Platform, args: &SandboxArgs) -> anyhow::Result<Vec<
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         };
-        out.push(Sample { ready: at.saturating_duration_since(t0), answer });
+        out.push(Sample { ready: at.saturating_duration_since(t0), answer, round_trip });
         let sb = sandboxes.get(&name).await.with_context(|| format!("reading Sandbox {name}"))?;
         let launch = sb.labels().get(LAUNCH_TYPE_LABEL).cloned().unwrap_or_default();
         if launch != kinetic_api::agents::launch_type::WARM {

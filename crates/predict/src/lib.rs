@@ -26,11 +26,13 @@
 pub mod clean;
 pub mod decide;
 pub mod forecast;
+pub mod nowcast;
 pub mod percentile;
 pub mod period;
 
 pub use decide::{Decision, Input, decide, decide_percentile, startup_p95};
-pub use forecast::{Explanation, Forecast, Model, NoModel, Nowcast, fit, forecast, replicas};
+pub use forecast::{Explanation, Forecast, Model, NoModel, fit, forecast, replicas};
+pub use nowcast::{Margin, Nowcast};
 pub use period::{Period, detect};
 
 #[cfg(test)]

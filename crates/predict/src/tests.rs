@@ -146,11 +146,13 @@ fn a_nowcast_covers_the_next_minute_of_a_daily_wave_at_its_quantile() {
     let x = clean::clean(&s).unwrap();
     let (hist, future) = x.split_at(5 * DAY);
     let model = fit(&s[..5 * DAY], MIN, 1).unwrap();
-    let n = Nowcast::calibrate(hist, Some(&model), 0, 3, 0.95);
+    let n = Nowcast::calibrate(hist, Some(&model), 0, 3, 0.95, Margin::Additive);
     // Over the sixth day, the forecast of each next minute is at least the load 90-99 % of
     // the time, and tighter than a flat level-plus-margin forecast.
-    let flat = Nowcast::calibrate(hist, None, 0, 3, 0.95);
-    assert!(n.margin <= flat.margin, "{} vs {}", n.margin, flat.margin);
+    let flat = Nowcast::calibrate(hist, None, 0, 3, 0.95, Margin::Additive);
+    assert!(n.margin(0) <= flat.margin(0), "{} vs {}", n.margin(0), flat.margin(0));
+    // The selection over the family keeps the seasonal one here.
+    assert_eq!(Nowcast::select(hist, Some(&model), 0, 0.95, 2 * DAY).period, Some(model.period));
     let covered = (3..future.len())
         .filter(|&t| {
             let recent = &x[5 * DAY + t - 3..5 * DAY + t];

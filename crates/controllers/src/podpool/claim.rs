@@ -212,6 +212,23 @@ enum How<'a> {
     Code(&'a CodeRequest),
 }
 
+/// [`claim`] among `listed`, pods the caller listed itself (for instance every pool's ready
+/// pods of a namespace, beside its other reads, to save a round trip): only the Ready,
+/// unclaimed pods of `pool` it holds are candidates, and the one conditional write per attempt
+/// makes a stale list safe (a pod taken meanwhile answers 409 and the next is tried).
+///
+/// # Errors
+/// As [`claim`].
+pub async fn claim_among(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    claimant: &OwnerReference,
+    listed: Vec<Pod>,
+) -> Result<Pod, ClaimError> {
+    take(client, namespace, pool, claimant, How::Nothing, &ClaimMeta::default(), listed).await
+}
+
 async fn claim_with(
     client: &Client,
     namespace: &str,
@@ -225,10 +242,29 @@ async fn claim_with(
         |source| ClaimError::Api { namespace: namespace.to_owned(), pool: pool.to_owned(), source };
     let selector = format!("{POOL_LABEL}={pool},{POOL_STATE_LABEL}={}", state::READY);
     let listed = api.list(&ListParams::default().labels(&selector)).await.map_err(api_err)?;
+    take(client, namespace, pool, claimant, how, meta, listed.items).await
+}
+
+/// Tries the candidates among `listed` in random order, one conditional write each.
+async fn take(
+    client: &Client,
+    namespace: &str,
+    pool: &str,
+    claimant: &OwnerReference,
+    how: How<'_>,
+    meta: &ClaimMeta,
+    listed: Vec<Pod>,
+) -> Result<Pod, ClaimError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let api_err =
+        |source| ClaimError::Api { namespace: namespace.to_owned(), pool: pool.to_owned(), source };
     let pool_kind = PodPool::kind(&());
     let mut candidates: Vec<Pod> = listed
-        .items
         .into_iter()
+        .filter(|p| {
+            p.labels().get(POOL_LABEL).is_some_and(|l| l == pool)
+                && p.labels().get(POOL_STATE_LABEL).is_some_and(|s| s == state::READY)
+        })
         .filter(|p| p.metadata.deletion_timestamp.is_none() && is_ready(p))
         .filter(|p| {
             p.owner_references().iter().any(|o| o.kind == pool_kind && o.controller == Some(true))

@@ -58,8 +58,8 @@ use serde_json::json;
 
 use self::claim::is_ready;
 pub use self::claim::{
-    ClaimError, ClaimMeta, claim, claim_for, claim_for_code, claim_for_image, claim_for_with,
-    mark_specialized,
+    ClaimError, ClaimMeta, claim, claim_among, claim_for, claim_for_code, claim_for_image,
+    claim_for_with, mark_specialized,
 };
 use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};

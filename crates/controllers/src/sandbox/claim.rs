@@ -170,7 +170,7 @@ async fn pass(claim: Arc<SandboxClaim>, ctx: Arc<Ctx>) -> Result<Action, Reconci
                 Some(p) => vec![(p.clone(), tname.clone())],
                 None => found.pools,
             };
-            claim_from_pools(&ctx, &claim, &tname, policy, &pools).await?
+            claim_from_pools(&ctx, &claim, &tname, policy, &pools, found.pool_pods).await?
         }
         None => None,
     };
@@ -260,6 +260,8 @@ struct Lookup {
     claimed: Option<Pod>,
     /// The namespace's warm pools and their templates (`v1alpha1` claims that may use one).
     pools: Vec<(String, String)>,
+    /// The namespace's Ready, unclaimed pool pods (of every pool), to claim among.
+    pool_pods: Vec<Pod>,
 }
 
 async fn lookup(ctx: &Ctx, claim: &SandboxClaim) -> Result<Lookup, ReconcileError> {
@@ -301,9 +303,20 @@ async fn lookup(ctx: &Ctx, claim: &SandboxClaim) -> Result<Lookup, ReconcileErro
                 .collect(),
         )
     };
-    let (template, claimed, pools) =
-        tokio::try_join!(template, claimed_before(ctx, &ns, &uid), pools)?;
-    Ok(Lookup { template, claimed, pools })
+    let pool_pods = async {
+        if (claim.spec.warm_pool == kinetic_api::agents::warm_pool_policy::NONE
+            && claim.spec.warm_pool_ref_name().is_none())
+            || !claim.spec.env.is_empty()
+        {
+            return Ok(Vec::new());
+        }
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &ns);
+        let lp = ListParams::default().labels(&format!("{POOL_STATE_LABEL}={}", state::READY));
+        Ok::<_, ReconcileError>(pods.list(&lp).await?.items)
+    };
+    let (template, claimed, pools, pool_pods) =
+        tokio::try_join!(template, claimed_before(ctx, &ns, &uid), pools, pool_pods)?;
+    Ok(Lookup { template, claimed, pools, pool_pods })
 }
 
 /// Takes a ready pod from the first of `pools` (name, template) that `policy` (a `v1alpha1`
@@ -314,11 +327,13 @@ async fn claim_from_pools(
     template: &str,
     policy: &str,
     pools: &[(String, String)],
+    pool_pods: Vec<Pod>,
 ) -> Result<Option<(Pod, String)>, ReconcileError> {
     let ns = claim.namespace().unwrap_or_default();
     let owner = owner_ref(claim);
     for pool in decide::candidate_pools(policy, template, pools) {
-        match crate::podpool::claim(&ctx.client, &ns, &pool, &owner).await {
+        let listed = pool_pods.clone();
+        match crate::podpool::claim_among(&ctx.client, &ns, &pool, &owner, listed).await {
             Ok(p) => return Ok(Some((p, pool))),
             Err(ClaimError::PoolEmpty { .. }) => {}
             Err(e) => return Err(e.into()),
