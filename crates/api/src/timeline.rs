@@ -40,6 +40,10 @@ pub struct Timeline {
     /// The CPU the sandbox's set-up cost: the agent's and the network plugins'.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox_cpu: Option<CpuTime>,
+    /// The pod claimed a sandbox the node made ahead of it (a ready sandbox) instead of
+    /// making one on its start path; `sandbox_cpu` is then the claim's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ready_sandbox: bool,
     /// Init containers first, in order, then the app containers in spec order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerTimeline>,
@@ -121,7 +125,7 @@ pub struct CpuTime {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub agent_us: u64,
     /// The network plugins and `ip` run for the sandbox, until they exited; with native
-    /// networking, `ip netns add` and the agent's thread that wires the pod over netlink.
+    /// networking, the agent's thread that makes the pod's namespace and wires it over netlink.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub network_us: u64,
     /// The container's shim, from its exec to its report that the container runs.

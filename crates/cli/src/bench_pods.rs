@@ -19,7 +19,10 @@
 //! wiring) or `both` (the default): one fresh platform per mode, one after the other, and a
 //! side-by-side table of the two at the end. `--runtime` likewise picks the container runtime
 //! (`runc`, `native`, `both`); with both of each (the default) the two paths compared are the
-//! old one (runc + CNI) and the new one (native runtime + native network).
+//! old one (runc + CNI) and the new one (native runtime + native network). Unless `cni` alone
+//! is measured, one more platform runs the last native-network path with `--ready-sandboxes`
+//! (default 8, at least one kept when idle) pod sandboxes made ahead of their pods (a `+ready`
+//! column; 0 leaves it out).
 //!
 //! Phase shares come from the pods' timeline annotations (what `kinetic trace pods` shows).
 //! Pods of a phase are deleted, and torn down on the node, before the next phase starts. Load stays on 127.0.0.1 and the
@@ -63,6 +66,10 @@ pub struct PodsArgs {
     /// old one (runc + CNI) and the new one (native runtime + native network)
     #[arg(long, value_enum, default_value = "both")]
     runtime: RuntimeChoice,
+    /// Also measure the last native-network path with up to this many ready sandboxes (at
+    /// least one kept when idle), on a fresh platform, as its own column; 0 leaves it out
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    ready_sandboxes: usize,
 }
 
 /// `--runtime` of `kinetic bench pods`.
@@ -85,6 +92,10 @@ enum NetworkChoice {
 struct Summary {
     mode: String,
     seq_p50: Duration,
+    seq_p99: Duration,
+    /// Sequential pods with a timeline, and of them those that claimed a ready sandbox.
+    seq_pods: usize,
+    ready_claims: usize,
     per_min: f64,
     own_ms: f64,
     children_ms: f64,
@@ -125,13 +136,28 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         bail!("--pods and --concurrency must be at least 1");
     }
     let mut summaries = Vec::new();
-    for (network, runtime) in paths(args.network, args.runtime) {
-        let name = format!("{runtime}+{}", network_name(network));
+    let off = kinetic_node::ReadySandboxes::default();
+    let mut runs: Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind, _)> =
+        paths(args.network, args.runtime).into_iter().map(|(n, r)| (n, r, off)).collect();
+    if args.ready_sandboxes > 0
+        && let Some(&(n, r, _)) =
+            runs.iter().rev().find(|(n, _, _)| *n == kinetic_node::NetworkMode::Native)
+    {
+        runs.push((
+            n,
+            r,
+            kinetic_node::ReadySandboxes { min: 1, max: args.ready_sandboxes, ..off },
+        ));
+    }
+    for (network, runtime, ready) in runs {
+        let ready_col = if ready.max > 0 { "+ready" } else { "" };
+        let name = format!("{runtime}+{}{ready_col}", network_name(network));
         #[allow(clippy::print_stdout)]
         {
             println!(
-                "\n=== pod start path: {runtime} runtime, {} network ===",
-                network_name(network)
+                "\n=== pod start path: {runtime} runtime, {} network{} ===",
+                network_name(network),
+                if ready.max > 0 { ", ready sandboxes" } else { "" }
             );
         }
         let platform = crate::platform::Platform::start_with(
@@ -140,8 +166,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
             "10.202.0.0/16",
             args.burst.max(args.pods) + 10,
             false,
-            network,
-            runtime,
+            crate::platform::NodeSetup { network, runtime, ready },
         )
         .await?;
         let measured = platform.run(async |platform| measure(platform, &args).await).await?;
@@ -195,8 +220,12 @@ fn println_side_by_side(sums: &[Summary]) {
     }
     println!();
     type Cell = fn(&Summary) -> String;
-    let rows: [(&str, Cell); 6] = [
+    let rows: [(&str, Cell); 8] = [
         ("create→Ready p50, one at a time", |s| format!("{:.1} ms", ms(s.seq_p50))),
+        ("create→Ready p99, one at a time", |s| format!("{:.1} ms", ms(s.seq_p99))),
+        ("sequential pods that claimed a ready sandbox", |s| {
+            format!("{}/{}", s.ready_claims, s.seq_pods)
+        }),
         ("pods started per minute (saturation)", |s| format!("{:.0}", s.per_min)),
         ("CPU per pod start: this process (saturation)", |s| format!("{:.1} ms", s.own_ms)),
         ("CPU per pod start: children (saturation)", |s| format!("{:.1} ms", s.children_ms)),
@@ -303,6 +332,9 @@ fn report(args: &PodsArgs, mode: String, measured: Measured) -> Summary {
     Summary {
         mode,
         seq_p50: percentile(&s, 0.5),
+        seq_p99: percentile(&s, 0.99),
+        seq_pods: timelines.len(),
+        ready_claims: timelines.iter().filter(|t| t.ready_sandbox).count(),
         per_min,
         own_ms: (cpu1.0 - cpu0.0) * 10.0 / args.burst as f64,
         children_ms: (cpu1.1 - cpu0.1) * 10.0 / args.burst as f64,

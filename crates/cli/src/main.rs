@@ -127,6 +127,13 @@ struct NodeArgs {
     /// name (a free one when it is taken)
     #[arg(long, default_value_t = 443)]
     api_relay_port: u16,
+    /// Pod sandboxes (network namespace, veth, IP, routes) kept ready ahead of their pods, at
+    /// most this many, following the recent pod start rate (native networking; 0: off)
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    ready_sandboxes: usize,
+    /// Ready sandboxes kept even when no pod starts
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    ready_sandboxes_min: usize,
 }
 
 #[derive(Subcommand)]
@@ -404,6 +411,16 @@ impl NodeArgs {
                 self.image_gc_high_threshold
             );
         }
+        if self.ready_sandboxes_min > self.ready_sandboxes {
+            anyhow::bail!(
+                "--ready-sandboxes-min ({}) must not exceed --ready-sandboxes ({})",
+                self.ready_sandboxes_min,
+                self.ready_sandboxes
+            );
+        }
+        if self.ready_sandboxes > 0 && self.network == NetworkArg::Cni {
+            anyhow::bail!("--ready-sandboxes needs --network native");
+        }
         Ok(())
     }
 }
@@ -420,6 +437,8 @@ fn node_config(args: &NodeArgs, data_dir: PathBuf) -> anyhow::Result<kinetic_nod
         NetworkArg::Native => kinetic_node::NetworkMode::Native,
         NetworkArg::Cni => kinetic_node::NetworkMode::Cni,
     };
+    cfg.ready_sandboxes.max = args.ready_sandboxes;
+    cfg.ready_sandboxes.min = args.ready_sandboxes_min;
     cfg.runtime = match args.runtime {
         RuntimeArg::Native => kinetic_node::runtime::Kind::Native,
         RuntimeArg::Runc => kinetic_node::runtime::Kind::Runc,

@@ -34,6 +34,14 @@ pub struct Platform {
     interrupts: Option<(Signal, Signal)>,
 }
 
+/// How the platform's node runs its pods.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NodeSetup {
+    pub network: kinetic_node::NetworkMode,
+    pub runtime: kinetic_node::runtime::Kind,
+    pub ready: kinetic_node::ReadySandboxes,
+}
+
 impl Platform {
     /// Starts everything; `max_pods` is the node's pod capacity.
     pub async fn start(
@@ -56,20 +64,20 @@ impl Platform {
         controllers: bool,
         network: kinetic_node::NetworkMode,
     ) -> anyhow::Result<Self> {
-        let runtime = kinetic_node::runtime::Kind::default();
-        Self::start_with(prefix, bridge, pod_cidr, max_pods, controllers, network, runtime).await
+        let node = NodeSetup { network, ..NodeSetup::default() };
+        Self::start_with(prefix, bridge, pod_cidr, max_pods, controllers, node).await
     }
 
-    /// [`Platform::start_on`] with the node's containers run by `runtime`.
+    /// [`Platform::start_on`] with the node's network, runtime and ready sandboxes of `node`.
     pub async fn start_with(
         prefix: &str,
         bridge: &str,
         pod_cidr: &str,
         max_pods: usize,
         controllers: bool,
-        network: kinetic_node::NetworkMode,
-        runtime: kinetic_node::runtime::Kind,
+        node: NodeSetup,
     ) -> anyhow::Result<Self> {
+        let NodeSetup { network, runtime, ready } = node;
         let interrupts = Some((
             signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
             signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
@@ -110,6 +118,7 @@ impl Platform {
         cfg.bridge = bridge.into();
         cfg.pod_cidr = pod_cidr.into();
         cfg.network = network;
+        cfg.ready_sandboxes = ready;
         cfg.runtime = runtime;
         cfg.listen = "127.0.0.1:0".parse()?;
         cfg.auth_token = Some(server.token().to_owned());

@@ -116,7 +116,12 @@ fn phases(tl: &Timeline) -> Vec<Phase> {
     let mut out = vec![
         phase("schedule", tl.created, tl.scheduled),
         phase("node pickup", tl.scheduled, tl.observed),
-        phase("sandbox", tl.observed, tl.sandbox_ready),
+        Phase {
+            label: "sandbox".to_owned(),
+            from: tl.observed,
+            to: tl.sandbox_ready,
+            detail: if tl.ready_sandbox { "ready sandbox".to_owned() } else { String::new() },
+        },
     ];
     for c in &tl.containers {
         let name = if c.init { format!("{} (init)", c.name) } else { c.name.clone() };

@@ -7,8 +7,9 @@
 //!
 //! 1. creates the pod sandbox: a network namespace wired by the CNI `bridge` + `host-local` +
 //!    `loopback` plugins (`cni`) or, with [`NetworkMode::Native`], the same way by the agent
-//!    itself over rtnetlink with its own persisted IP allocation (`native`, `ipam`), the pod's
-//!    /etc files and volumes (`volumes`);
+//!    itself over rtnetlink with its own persisted IP allocation (`native`, `ipam`) — or claims
+//!    one made ahead of it (`sandboxes`, sized by `sandbox_demand`) — the pod's /etc files and
+//!    volumes (`volumes`);
 //! 2. pulls images into the shared content store (`kinetic-image`), mounts each container's
 //!    rootfs as overlayfs over the unpacked layers (`mount`), writes an OCI `config.json`
 //!    (`oci`, `env`) and starts it under its shim (`shim`: a process per container that runs
@@ -71,6 +72,8 @@ mod refs;
 mod relay;
 mod route;
 pub mod runtime;
+mod sandbox_demand;
+mod sandboxes;
 mod server;
 pub mod shim;
 mod spdy;
@@ -100,6 +103,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 pub use net::NetworkMode;
+pub use sandbox_demand::ReadySandboxes;
 
 /// Errors of the node agent.
 #[derive(Debug, thiserror::Error)]
@@ -171,6 +175,8 @@ pub struct Config {
     pub cni_bin_dir: PathBuf,
     /// Who wires pods into the bridge: the CNI plugins or the agent itself over netlink.
     pub network: NetworkMode,
+    /// Pod sandboxes kept ready ahead of their pods (native networking only; off by default).
+    pub ready_sandboxes: ReadySandboxes,
     /// The bridge created for this node's pods.
     pub bridge: String,
     pub pod_cidr: String,
@@ -221,6 +227,7 @@ impl Config {
             data_dir: data_dir.into(),
             cni_bin_dir: "/usr/lib/cni".into(),
             network: NetworkMode::default(),
+            ready_sandboxes: ReadySandboxes::default(),
             bridge: "kinetic0".into(),
             pod_cidr: "10.88.0.0/16".into(),
             runc: "runc".into(),
@@ -249,6 +256,8 @@ pub(crate) struct Ctx {
     pub images: kinetic_image::Store,
     pub runtime: runtime::Runtime,
     pub net: net::Network,
+    /// Ready sandboxes (`sandboxes`), when kept.
+    pub ready: Option<sandboxes::Pool>,
     pub events: events::Recorder,
     pub logs: logs::LogIndex,
     pub pods_dir: PathBuf,
@@ -332,6 +341,7 @@ impl Agent {
         let node_uid = node.metadata.uid.clone().unwrap_or_default();
         let index = logs::LogIndex::default();
         let net = pod_network(&cfg, &pods_dir).await?;
+        let ready = ready_sandboxes(&cfg, &net, &pods_dir).await?;
         let relay = match &cfg.api_server {
             Some(upstream) => {
                 let gw = pod_gateway(&cfg.pod_cidr).ok_or_else(|| {
@@ -350,6 +360,7 @@ impl Agent {
         let ctx = Arc::new(Ctx {
             runtime: rt,
             net,
+            ready: ready.clone(),
             events: events::Recorder::start(client.clone(), &cfg.node_name),
             logs: index.clone(),
             images,
@@ -389,6 +400,9 @@ impl Agent {
             tasks.push(tokio::spawn(relay::run(listener, upstream)));
         }
         tasks.push(tokio::spawn(dispatch(ctx.clone(), from_recreate)));
+        if let Some(pool) = ready {
+            tasks.push(tokio::spawn(pool.run()));
+        }
         tasks.push(tokio::spawn(recreate::run(
             ctx.client.clone(),
             cfg.node_name.clone(),
@@ -461,6 +475,41 @@ async fn pod_network(cfg: &Config, pods_dir: &Path) -> Result<net::Network> {
             net::Network::Native(n)
         }
     })
+}
+
+/// The ready sandboxes of native networking: what a previous agent left is adopted or torn
+/// down (also when they are off now, [`ReadySandboxes::max`] 0); the pool is kept only when on.
+async fn ready_sandboxes(
+    cfg: &Config,
+    net: &net::Network,
+    pods_dir: &Path,
+) -> Result<Option<sandboxes::Pool>> {
+    let net::Network::Native(n) = net else { return Ok(None) };
+    let claimed: HashSet<String> =
+        state::PodRecord::load_all(pods_dir).into_iter().map(|(_, r)| r.netns).collect();
+    let dir = sandboxes::marker_dir(&cfg.data_dir);
+    let pool = sandboxes::Pool::open(n.clone(), dir, cfg.ready_sandboxes, &claimed).await?;
+    Ok((cfg.ready_sandboxes.max > 0).then_some(pool))
+}
+
+/// Tears down the ready sandboxes of a stopped agent's data directory (what a new agent would
+/// adopt), when the node stops for good. Claimed ones are their pods' to remove.
+///
+/// # Errors
+/// The IPAM state cannot be opened or a teardown fails.
+pub async fn remove_ready_sandboxes(cfg: &Config) -> Result<()> {
+    if cfg.network != NetworkMode::Native {
+        return Ok(());
+    }
+    let mut off = cfg.clone();
+    off.ready_sandboxes.max = 0;
+    let pods_dir = cfg.data_dir.join("pods");
+    let known = state::PodRecord::load_all(&pods_dir).into_iter().filter_map(|(_, r)| {
+        let ip = r.ip.as_deref()?.parse().ok()?;
+        Some((r.netns, ip))
+    });
+    let n = native::Network::new(&cfg.bridge, &cfg.pod_cidr, &cfg.data_dir.join("network"), known)?;
+    ready_sandboxes(&off, &net::Network::Native(n), &pods_dir).await.map(drop)
 }
 
 /// Removes the node's pod bridge when the node stops for good (its pods are gone): with

@@ -6,8 +6,11 @@
 //! pair per pod with the host end on the bridge in hairpin mode and the pod end `eth0` in the
 //! pod's namespace with an address from the range, a default route via the bridge's address,
 //! `lo` up; no masquerading (`ipMasq: false`). Addresses come from [`Ipam`], persisted before
-//! use. The namespace is still created and removed with `ip netns add`/`delete`, as in `cni`,
-//! so both modes share its path and its lifetime rules.
+//! use. The namespace is pinned where `ip netns add` pins it (a bind mount under
+//! /var/run/netns), so both modes share its path and its lifetime rules, but made from the
+//! agent: the wiring thread unshares its network namespace and bind-mounts it (`make_netns`),
+//! which saves the `ip` process per start and per delete (measured: see `docs/benchmarks.md`,
+//! "Pod start").
 //!
 //! Where it runs: the host side over a netlink socket in the agent's namespace; the pod side on
 //! a thread of its own that enters the pod's namespace (`setns` moves only the calling thread)
@@ -98,7 +101,7 @@ impl Network {
     }
 
     /// Creates the namespace `name` and wires it; returns the pod IP and the CPU time spent
-    /// (`ip netns add` and the wiring thread).
+    /// (the wiring thread's, namespace included).
     ///
     /// # Errors
     /// A step fails; what was set up is torn down again.
@@ -107,7 +110,7 @@ impl Network {
             // Left over from an interrupted set-up: start clean (its address is released).
             self.teardown(name).await?;
         }
-        let mut cpu = crate::cni::run_ip(&["netns", "add", name]).await?;
+        let mut cpu = Duration::ZERO;
         let (tx, rx) = tokio::sync::oneshot::channel();
         let inner = self.inner.clone();
         let ns = name.to_owned();
@@ -136,8 +139,11 @@ impl Network {
 
     /// Tears down every allocation's namespace that is not in `live` (see
     /// `net::Network::release_unknown`).
+    /// Ready sandboxes and the pods that claimed one (`sandboxes::PREFIX`) are the pool's and
+    /// the pod records' to clean up, never this.
     pub async fn release_unknown(&self, live: &std::collections::HashSet<String>) {
-        for ns in self.inner.ipam.allocations().into_keys().filter(|ns| !live.contains(ns)) {
+        let unknown = |ns: &String| !live.contains(ns) && !ns.starts_with(crate::sandboxes::PREFIX);
+        for ns in self.inner.ipam.allocations().into_keys().filter(unknown) {
             tracing::info!(netns = %ns, "releasing the network of a pod that no longer exists");
             if let Err(e) = self.teardown(&ns).await {
                 tracing::warn!(netns = %ns, error = %crate::report(&e), "network teardown failed");
@@ -145,11 +151,21 @@ impl Network {
         }
     }
 
+    /// The bridge's name.
+    pub(crate) fn bridge(&self) -> &str {
+        &self.inner.bridge
+    }
+
+    /// The IP allocations, by namespace name.
+    pub(crate) fn allocations(&self) -> std::collections::BTreeMap<String, Ipv4Addr> {
+        self.inner.ipam.allocations()
+    }
+
     /// Removes the pod's veth, releases its IP and deletes the namespace. Idempotent.
     ///
     /// # Errors
-    /// The veth cannot be deleted, the release cannot be persisted, or `ip netns delete`
-    /// fails.
+    /// The veth cannot be deleted, the release cannot be persisted, or the namespace cannot
+    /// be unmounted or removed.
     pub async fn teardown(&self, name: &str) -> Result<()> {
         let inner = self.inner.clone();
         let ns = name.to_owned();
@@ -159,8 +175,9 @@ impl Network {
             inner.ipam.release(&ns)
         })
         .await?;
-        if Cni::netns_path(name).exists() {
-            crate::cni::run_ip(&["netns", "delete", name]).await?;
+        let path = Cni::netns_path(name);
+        if path.exists() {
+            blocking(move || remove_netns(&path)).await?;
         }
         Ok(())
     }
@@ -221,8 +238,12 @@ impl Inner {
     fn wire(&self, ns: &str) -> Result<Ipv4Addr> {
         let ip = self.ipam.allocate(ns)?;
         let path = Cni::netns_path(ns);
-        let nsfile = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
+        // The host side's socket and bridge first: a netlink socket stays in the namespace it
+        // was opened in, and this thread leaves the host's for the pod's next.
         let mut nl = Netlink::open().map_err(|e| net_err("netlink socket", e))?;
+        self.bridge(&mut nl)?;
+        make_netns(&path)?;
+        let nsfile = std::fs::File::open(&path).map_err(|e| Error::io(&path, e))?;
         let host = host_veth(ns);
         let mut tries = 0;
         loop {
@@ -343,6 +364,76 @@ pub(crate) async fn remove_link(name: &str) -> Result<()> {
     .await
 }
 
+/// Creates the network namespace pinned at `path` (under [`crate::cni::NETNS_DIR`]) as
+/// `ip netns add` does, without its process: the calling thread moves into a new namespace
+/// (`unshare(CLONE_NEWNET)`, this thread only) and bind-mounts it on an empty file. The
+/// calling thread stays in the new namespace: call it on a thread of its own.
+///
+/// # Errors
+/// The directory cannot be prepared, the file exists, or unshare or the mount fail (the file
+/// is removed again).
+fn make_netns(path: &Path) -> Result<()> {
+    shared_netns_dir()?;
+    let err = |what: &str, e: io::Error| net_err(&format!("{what} {}", path.display()), e);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| err("creating", e))?;
+    let made = kinetic_sys::unshare_net_thread()
+        .map_err(|e| err("a new network namespace for", e))
+        .and_then(|()| {
+            rustix::mount::mount_bind("/proc/thread-self/ns/net", path)
+                .map_err(|e| err("bind-mounting the namespace on", e.into()))
+        });
+    if made.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    made
+}
+
+/// Unmounts and removes a namespace pinned at `path`, as `ip netns delete` does (lazily:
+/// the namespace goes with its last user). A file whose mount never happened just goes.
+fn remove_netns(path: &Path) -> Result<()> {
+    match rustix::mount::unmount(path, rustix::mount::UnmountFlags::DETACH) {
+        Ok(()) | Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(net_err(&format!("unmounting {}", path.display()), e.into())),
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(path, e)),
+    }
+}
+
+/// Makes [`crate::cni::NETNS_DIR`] a shared mount point once per process, as `ip netns`
+/// does, so a namespace's bind mount and its removal propagate to mount namespaces made
+/// from the host's (with `MS_REC` for the mounts already in it).
+fn shared_netns_dir() -> Result<()> {
+    static DONE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if DONE.get().is_some() {
+        return Ok(());
+    }
+    use rustix::mount::{MountPropagationFlags as P, mount_bind, mount_change};
+    let dir = Path::new(crate::cni::NETNS_DIR);
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let shared = || mount_change(dir, P::SHARED | P::REC);
+    match shared() {
+        Ok(()) => {}
+        // Not a mount point yet: make it one (bind it on itself), as `ip` does.
+        Err(rustix::io::Errno::INVAL) => {
+            mount_bind(dir, dir).and_then(|()| shared()).map_err(|e| {
+                net_err(&format!("making {} a shared mount", dir.display()), e.into())
+            })?;
+        }
+        Err(e) => {
+            return Err(net_err(&format!("making {} a shared mount", dir.display()), e.into()));
+        }
+    }
+    let _ = DONE.set(());
+    Ok(())
+}
+
 fn libc_eexist() -> i32 {
     rustix::io::Errno::EXIST.raw_os_error()
 }
@@ -451,6 +542,8 @@ impl Netlink {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
     use super::*;
 
     #[test]
@@ -461,6 +554,64 @@ mod tests {
         assert!(a.starts_with("veth"));
         assert_ne!(a, b);
         assert_eq!(a, host_veth("kinetic-0b5e2f0c-1111-4a4a-9c9c-000000000001"));
+    }
+
+    /// A namespace made from the agent (`make_netns`) is a new one, pinned where `ip netns`
+    /// pins it, and goes with `remove_netns`. Prints the CPU of 100 of them against 100
+    /// `ip netns add` + `delete` (the figure in docs/benchmarks.md "Pod start").
+    #[test]
+    fn an_in_process_namespace_is_new_pinned_and_removed() {
+        let n = 100;
+        let names: Vec<String> =
+            (0..n).map(|i| format!("kinetic-nstest-{}-{i}", std::process::id())).collect();
+        let host = std::fs::metadata("/proc/self/ns/net").map(|m| m.ino()).unwrap();
+        let ours = names.clone();
+        let (inodes, spent) = std::thread::spawn(move || {
+            let mut inodes = Vec::new();
+            for name in &ours {
+                // One thread per namespace, as the wiring does (the thread stays in it).
+                let path = Cni::netns_path(name);
+                let p = path.clone();
+                let cpu = std::thread::spawn(move || {
+                    let t = kinetic_sys::thread_cpu();
+                    make_netns(&p).unwrap();
+                    kinetic_sys::thread_cpu() - t
+                })
+                .join()
+                .unwrap();
+                inodes.push((std::fs::metadata(&path).unwrap().ino(), cpu));
+            }
+            let t0 = kinetic_sys::thread_cpu();
+            for name in &ours {
+                remove_netns(&Cni::netns_path(name)).unwrap();
+            }
+            (inodes, kinetic_sys::thread_cpu() - t0)
+        })
+        .join()
+        .unwrap();
+        let made: Duration = inodes.iter().map(|(_, c)| *c).sum();
+        assert!(inodes.iter().all(|(ino, _)| *ino != host), "not a new namespace");
+        let distinct: std::collections::HashSet<u64> = inodes.iter().map(|(i, _)| *i).collect();
+        assert_eq!(distinct.len(), n);
+        assert!(names.iter().all(|n| !Cni::netns_path(n).exists()), "a namespace file is left");
+        let c0 = kinetic_sys::children_cpu();
+        for name in &names {
+            let ok = std::process::Command::new("ip").args(["netns", "add", name]).status();
+            assert!(ok.unwrap().success());
+        }
+        let c1 = kinetic_sys::children_cpu();
+        for name in &names {
+            let ok = std::process::Command::new("ip").args(["netns", "delete", name]).status();
+            assert!(ok.unwrap().success());
+        }
+        let c2 = kinetic_sys::children_cpu();
+        eprintln!(
+            "CPU per namespace: in-process make {:.2} ms, remove {:.2} ms; ip netns add {:.2} ms, delete {:.2} ms",
+            made.as_secs_f64() * 1e3 / n as f64,
+            spent.as_secs_f64() * 1e3 / n as f64,
+            (c1 - c0).as_secs_f64() * 1e3 / n as f64,
+            (c2 - c1).as_secs_f64() * 1e3 / n as f64,
+        );
     }
 
     #[test]

@@ -44,7 +44,13 @@ pub(crate) async fn handle(
         return text(StatusCode::NOT_FOUND, format!("pod {ns}/{pod} not found on this node"));
     };
     // The pod's network namespace (`state::PodRecord::netns`).
-    let netns = crate::cni::Network::netns_path(&format!("kinetic-{}", entry.uid));
+    // A pod that claimed a ready sandbox (`sandboxes`) has that one's name.
+    let pod_dir = entry.dir.parent().unwrap_or(&entry.dir);
+    let name = std::fs::read(pod_dir.join("state.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<crate::state::PodRecord>(&b).ok())
+        .map_or_else(|| format!("kinetic-{}", entry.uid), |r| r.netns);
+    let netns = crate::cni::Network::netns_path(&name);
     if !netns.exists() {
         return text(StatusCode::BAD_REQUEST, format!("pod {ns}/{pod} has no network yet"));
     }

@@ -66,6 +66,21 @@ pub fn process_cpu(pid: i32) -> std::io::Result<Duration> {
     clock_cpu(clock)
 }
 
+/// Moves the calling thread, and only it, into a new network namespace
+/// (`unshare(CLONE_NEWNET)`); the other threads of the process stay where they are.
+///
+/// # Errors
+/// The kernel refuses (no `CAP_SYS_ADMIN`, namespaces limit reached).
+pub fn unshare_net_thread() -> std::io::Result<()> {
+    // SAFETY: `unshare` takes no pointers. With only CLONE_NEWNET it changes the calling
+    // thread's network namespace and nothing shared with other threads (not the file
+    // descriptor table, the hazard rustix's `unshare_unsafe` documents).
+    if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// The CPU time the calling thread has used so far.
 pub fn thread_cpu() -> Duration {
     clock_cpu(libc::CLOCK_THREAD_CPUTIME_ID).unwrap_or_default()

@@ -110,11 +110,8 @@ pub fn sweep(dir: &Path) {
             }
         }
     }
-    if let Ok(pods) = std::fs::read_dir(dir.join("node/pods")) {
-        for uid in pods.flatten().map(|e| e.file_name()) {
-            let netns = format!("kinetic-{}", uid.to_string_lossy());
-            let _ = std::process::Command::new("ip").args(["netns", "delete", &netns]).output();
-        }
+    for netns in netns_names(dir) {
+        let _ = std::process::Command::new("ip").args(["netns", "delete", &netns]).output();
     }
     let mut mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -127,4 +124,30 @@ pub fn sweep(dir: &Path) {
     for m in mounts {
         let _ = std::process::Command::new("umount").args(["-l", &m]).output();
     }
+}
+
+/// The network namespaces a node agent under `dir` made: its pods' (`kinetic-<uid>`, or the
+/// ready sandbox a pod claimed, named in its record) and its ready sandboxes' (markers in
+/// `node/network/ready`). Deleting a namespace also removes its veth pair.
+pub fn netns_names(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for pod in std::fs::read_dir(dir.join("node/pods")).into_iter().flatten().flatten() {
+        out.push(format!("kinetic-{}", pod.file_name().to_string_lossy()));
+        let rec = std::fs::read(pod.path().join("state.json")).unwrap_or_default();
+        if let Some(ns) = serde_json::from_slice::<serde_json::Value>(&rec)
+            .ok()
+            .and_then(|v| v.get("netns")?.as_str().map(str::to_owned))
+        {
+            out.push(ns);
+        }
+    }
+    for m in std::fs::read_dir(dir.join("node/network/ready")).into_iter().flatten().flatten() {
+        let f = m.file_name().to_string_lossy().into_owned();
+        if let Some(ns) = f.strip_suffix(".ready").or_else(|| f.strip_suffix(".making")) {
+            out.push(ns.to_owned());
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }

@@ -23,6 +23,7 @@ mod podpool_code;
 mod podpool_serving;
 mod preheat;
 mod recreate;
+mod sandboxes;
 mod serve_status;
 mod serving;
 mod serving_handoff;

@@ -9,6 +9,7 @@
 mod adopt;
 mod probes;
 mod publish;
+mod ready;
 mod start;
 mod stop;
 
@@ -457,7 +458,9 @@ impl Worker {
             }
             return false;
         }
-        if self.rec.ip.is_none() {
+        if self.rec.ip.is_none() && self.claim_ready_sandbox() {
+            // A ready sandbox (`ready`): the record names it before anything runs in it.
+        } else if self.rec.ip.is_none() {
             let (setup, agent_cpu) = crate::cpu::metered(self.ctx.net.setup(&self.rec.netns)).await;
             match setup {
                 Ok((ip, network_cpu)) => {
