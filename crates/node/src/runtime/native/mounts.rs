@@ -5,9 +5,12 @@
 //! cgroup directories bound read-only), device nodes and `/dev` links, the terminal at
 //! `/dev/console`, `pivot_root`, then masked paths, read-only paths and a read-only rootfs.
 //!
-//! Destinations are joined to the rootfs lexically and must not hold `..`; unlike runc's
-//! `securejoin`, a symlink inside the image on a destination's path is followed on the host
-//! side. The images are the node's own pulls, but that is a difference to close.
+//! Destinations must not hold `..` and are resolved under the rootfs as runc's `securejoin`
+//! (filepath-securejoin's `SecureJoin`) resolves them: a symlink in the image on a
+//! destination's path is followed *inside* the rootfs (an absolute target restarts at the
+//! rootfs, `..` stops at it), so a hostile image cannot make a mount, or the file or directory
+//! made for one, land on the host. As with securejoin, the result is checked once, before the
+//! container runs; nothing else writes into a rootfs being set up.
 
 use std::ffi::CString;
 use std::path::{Component, Path, PathBuf};
@@ -94,20 +97,62 @@ pub fn parse_options(opts: &[String]) -> (libc::c_ulong, libc::c_ulong, Vec<Stri
     (flags, propagation, data)
 }
 
-/// `dest` (absolute, in the container) under `rootfs`.
+/// Symlinks followed while resolving one destination before it is refused (Linux's own
+/// limit for a path lookup, `MAXSYMLINKS`, is 40; securejoin allows 255).
+const MAX_LINKS: usize = 255;
+
+/// `dest` (absolute, in the container) under `rootfs`, with every symlink on its path that
+/// exists in the image resolved inside the rootfs (see the module doc).
 ///
 /// # Errors
-/// `dest` holds `..`.
+/// `dest` holds `..`, or its path has more than [`MAX_LINKS`] symlinks (a loop).
 pub fn under(rootfs: &Path, dest: &Path) -> Result<PathBuf, String> {
-    let mut p = rootfs.to_path_buf();
-    for c in dest.components() {
-        match c {
-            Component::Normal(n) => p.push(n),
-            Component::RootDir | Component::CurDir => {}
-            _ => return Err(format!("mount destination {} holds \"..\"", dest.display())),
+    if dest.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(format!("mount destination {} holds \"..\"", dest.display()));
+    }
+    let mut resolved = PathBuf::new();
+    let mut pending: Vec<PathBuf> = vec![dest.to_path_buf()];
+    let mut links = 0;
+    // `pending` is a stack of paths still to walk; a symlink's target is pushed in front of
+    // what remained of the path that held it.
+    while let Some(path) = pending.pop() {
+        let mut comps = path.components();
+        while let Some(c) = comps.next() {
+            match c {
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+                Component::ParentDir => {
+                    resolved.pop();
+                }
+                Component::Normal(n) => {
+                    let next = resolved.join(n);
+                    let on_host = rootfs.join(&next);
+                    let is_link = std::fs::symlink_metadata(&on_host)
+                        .is_ok_and(|m| m.file_type().is_symlink());
+                    if !is_link {
+                        resolved = next;
+                        continue;
+                    }
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(format!(
+                            "mount destination {}: too many levels of symbolic links",
+                            dest.display()
+                        ));
+                    }
+                    let target = std::fs::read_link(&on_host).map_err(|e| {
+                        format!("mount destination {}: {}: {e}", dest.display(), next.display())
+                    })?;
+                    if target.is_absolute() {
+                        resolved = PathBuf::new();
+                    }
+                    pending.push(comps.as_path().to_path_buf());
+                    pending.push(target);
+                    break;
+                }
+            }
         }
     }
-    Ok(p)
+    Ok(rootfs.join(resolved))
 }
 
 /// Makes the container's filesystem and pivots into it. `cgroups` are the container's
@@ -132,7 +177,7 @@ pub fn setup(spec: &Spec, cgroups: &[PathBuf], console: Option<&Path>) -> Result
         devices(&rootfs)?;
     }
     if let Some(c) = console {
-        let dest = rootfs.join("dev/console");
+        let dest = under(&rootfs, Path::new("/dev/console"))?;
         let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&dest);
         mount(Some(c), &dest, Some("bind"), libc::MS_BIND, None)?;
     }
@@ -239,7 +284,7 @@ fn make_target(dest: &Path, dir: bool) -> Result<(), String> {
 
 /// runc's default devices in the new `/dev` tmpfs and its links.
 fn devices(rootfs: &Path) -> Result<(), String> {
-    let dev = rootfs.join("dev");
+    let dev = under(rootfs, Path::new("/dev"))?;
     for (name, major, minor) in [
         ("null", 1, 3),
         ("zero", 1, 5),
@@ -348,5 +393,26 @@ mod tests {
         assert_eq!(under(r, Path::new("/etc/hosts")).unwrap(), PathBuf::from("/r/etc/hosts"));
         assert_eq!(under(r, Path::new("dev/./shm")).unwrap(), PathBuf::from("/r/dev/shm"));
         assert!(under(r, Path::new("/../etc")).is_err());
+    }
+
+    #[test]
+    fn symlinks_on_a_destination_resolve_inside_the_rootfs() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        std::fs::create_dir_all(r.join("real/dir")).unwrap();
+        std::os::unix::fs::symlink("/", r.join("up")).unwrap();
+        std::os::unix::fs::symlink("/real", r.join("abs")).unwrap();
+        std::os::unix::fs::symlink("real/dir", r.join("rel")).unwrap();
+        std::os::unix::fs::symlink("../../../../etc", r.join("real/dots")).unwrap();
+        std::os::unix::fs::symlink("loop", r.join("loop")).unwrap();
+        // An absolute target restarts at the rootfs, never at the host's root.
+        assert_eq!(under(r, Path::new("/up/etc/passwd")).unwrap(), r.join("etc/passwd"));
+        assert_eq!(under(r, Path::new("/abs/dir/x")).unwrap(), r.join("real/dir/x"));
+        assert_eq!(under(r, Path::new("/rel/x")).unwrap(), r.join("real/dir/x"));
+        // `..` in a target stops at the rootfs.
+        assert_eq!(under(r, Path::new("/real/dots/hosts")).unwrap(), r.join("etc/hosts"));
+        // Missing components are kept as they are (they are made under the rootfs).
+        assert_eq!(under(r, Path::new("/new/a/b")).unwrap(), r.join("new/a/b"));
+        assert!(under(r, Path::new("/loop/x")).unwrap_err().contains("too many levels"));
     }
 }
