@@ -170,22 +170,21 @@ async fn scenario(
     let pool_before: BTreeSet<String> =
         wait_full(pods, "py", POOL_SIZE).await.into_iter().collect();
 
-    // The burst: one request to each Service at once.
-    let answers = futures::future::join_all(
-        hosts.iter().map(|host| crate::serving_traffic::get(gateway, host, "/")),
-    )
+    // The burst: one request to each Service at once; each Service's pods are read as soon
+    // as its answer came (the first answered go back to zero while the last are answered).
+    let answers = futures::future::join_all(names.iter().zip(&hosts).map(|(n, host)| async move {
+        let answer = crate::serving_traffic::get(gateway, host, "/").await;
+        let lp = ListParams::default().labels(&format!("{SERVICE_LABEL}={n}"));
+        (answer, pods.list(&lp).await.unwrap().items)
+    }))
     .await;
-    for (n, (status, body)) in names.iter().zip(&answers) {
-        assert_eq!((*status, body.as_str()), (200, ANSWER), "{n}'s request in the burst");
-    }
     // Whose pods answered: the pool's ready pods (claimed), the rest pods of the pool's
     // runtime made claimed; all specialised by code, none of a code image.
     let mut from_pool = 0;
-    for n in &names {
-        let lp = ListParams::default().labels(&format!("{SERVICE_LABEL}={n}"));
-        let serving = pods.list(&lp).await.unwrap().items;
+    for (n, ((status, body), serving)) in names.iter().zip(&answers) {
+        assert_eq!((*status, body.as_str()), (200, ANSWER), "{n}'s request in the burst");
         assert!(!serving.is_empty(), "{n} has no pod right after its answer");
-        for p in &serving {
+        for p in serving {
             assert!(
                 p.labels().contains_key(POOL_LABEL),
                 "{n}'s pod {} is no pool pod",
