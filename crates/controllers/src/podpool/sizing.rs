@@ -114,9 +114,10 @@ pub fn size(
     let (size, reason) = clamp(
         demand,
         format!(
-            "p95 of {} claims per {} window is {demand} (busiest {busiest}; {measured}; last {}m)",
-            recent.len(),
+            "{demand} claims arrive within one replacement's start-up {} (p95 over {} claims; \
+             busiest {busiest} at once; {measured}; last {}m)",
             human(window),
+            recent.len(),
             LOOKBACK.as_secs() / 60
         ),
     );
@@ -298,7 +299,7 @@ mod tests {
         expect_test::expect![[r#"
             Sizing {
                 size: 4,
-                reason: "p95 of 400 claims per 1.5s window is 6 (busiest 6; start-up p95 1.5s of 1 pods; last 10m); capped at maxReady 4",
+                reason: "6 claims arrive within one replacement's start-up 1.5s (p95 over 400 claims; busiest 6 at once; start-up p95 1.5s of 1 pods; last 10m); capped at maxReady 4",
                 recheck: Some(
                     500s,
                 ),
