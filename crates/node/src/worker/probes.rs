@@ -52,6 +52,12 @@ impl Worker {
     }
 
     pub(super) fn mark_ready(&mut self, name: &str) {
+        let attempt = self.running.get(name).map(|r| r.attempt);
+        self.restart_step(name, |r| {
+            if Some(r.attempt) == attempt {
+                r.ready.get_or_insert_with(ts_now);
+            }
+        });
         if self.rec.timeline_written {
             return;
         }
