@@ -9,6 +9,7 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 
+use crate::runtime::Kind;
 use crate::state::{CState, Container, PodRecord};
 
 /// Kubernetes `Time`: RFC 3339 with whole seconds.
@@ -57,7 +58,13 @@ pub fn is_ready(status: &Value) -> bool {
         .any(|c| c["type"] == "Ready" && c["status"] == "True")
 }
 
-fn container_status(uid: &str, name: &str, image: &str, c: Option<&Container>) -> Value {
+fn container_status(
+    runtime: Kind,
+    uid: &str,
+    name: &str,
+    image: &str,
+    c: Option<&Container>,
+) -> Value {
     let Some(c) = c else {
         return json!({
             "name": name, "image": image, "imageID": "", "ready": false, "started": false,
@@ -103,13 +110,13 @@ fn container_status(uid: &str, name: &str, image: &str, c: Option<&Container>) -
     if let CState::Running { .. } | CState::Terminated(_) = c.state
         && c.attempt > 0
     {
-        v["containerID"] = json!(format!("runc://{uid}-{name}-{}", c.attempt));
+        v["containerID"] = json!(runtime.container_id(&format!("{uid}-{name}-{}", c.attempt)));
     }
     v
 }
 
-/// The `status` object for `pod`.
-pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str) -> Value {
+/// The `status` object for `pod` on a node whose containers `runtime` runs.
+pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str, runtime: Kind) -> Value {
     let Some(spec) = pod.spec.as_ref() else { return json!({}) };
     let old = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
     let now = time(Timestamp::now());
@@ -210,6 +217,7 @@ pub fn build(pod: &Pod, rec: &PodRecord, host_ip: &str) -> Value {
         cs.iter()
             .map(|c| {
                 container_status(
+                    runtime,
                     &rec.uid,
                     &c.name,
                     c.image.as_deref().unwrap_or_default(),

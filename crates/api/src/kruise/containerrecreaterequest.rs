@@ -131,7 +131,7 @@ pub struct ProbeHandler {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ContainerRecreateRequestContainerContext {
-    /// `status.containerStatuses[].containerID` (`runc://<id>` on Kinetic's nodes).
+    /// `status.containerStatuses[].containerID` (`runc://<id>` or `kinetic-native://<id>` on Kinetic's nodes).
     #[serde(rename = "containerID")]
     pub container_id: String,
     /// `status.containerStatuses[].restartCount`.

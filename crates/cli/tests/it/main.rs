@@ -91,24 +91,7 @@ pub async fn start_with(sub: &str, dir: &Path, port: u16, extra: &[&str]) -> Kin
 /// `kinetic up` with its node agent named `node` on the network slot `slot` (its own bridge and
 /// pod CIDR), data in a fresh directory under /var/tmp (returned, removed on drop).
 pub async fn up_with_node(node: &str, slot: &kinetic_testkit::net::NetSlot) -> (Kinetic, UpDir) {
-    let dir = UpDir::new();
-    let up = start_with(
-        "up",
-        dir.path(),
-        free_port(),
-        &[
-            "--node-name",
-            node,
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-        ],
-    )
-    .await;
-    (up, dir)
+    up_on_slot(node, slot, &[]).await
 }
 
 /// `kinetic up` with its node agent named `node` on `slot` and the serving gateway on a free
@@ -119,27 +102,32 @@ pub async fn up_with_gateway(
     node: &str,
     slot: &kinetic_testkit::net::NetSlot,
 ) -> (Kinetic, UpDir, String) {
-    let dir = UpDir::new();
     let gateway = format!("127.0.0.1:{}", free_port());
-    let up = start_with(
-        "up",
-        dir.path(),
-        free_port(),
-        &[
-            "--node-name",
-            node,
-            "--node-listen",
-            "127.0.0.1:0",
-            "--bridge",
-            &slot.bridge,
-            "--pod-cidr",
-            &slot.cidr,
-            "--gateway-listen",
-            &gateway,
-        ],
-    )
-    .await;
+    let (up, dir) = up_on_slot(node, slot, &["--gateway-listen", &gateway]).await;
     (up, dir, gateway)
+}
+
+/// `kinetic up` with its agent named `node` on `slot`'s bridge and pod range, plus `extra`
+/// flags.
+async fn up_on_slot(
+    node: &str,
+    slot: &kinetic_testkit::net::NetSlot,
+    extra: &[&str],
+) -> (Kinetic, UpDir) {
+    let dir = UpDir::new();
+    let mut args = vec![
+        "--node-name",
+        node,
+        "--node-listen",
+        "127.0.0.1:0",
+        "--bridge",
+        &slot.bridge,
+        "--pod-cidr",
+        &slot.cidr,
+    ];
+    args.extend_from_slice(extra);
+    let up = start_with("up", dir.path(), free_port(), &args).await;
+    (up, dir)
 }
 
 /// The host of the Route `name`'s URL once the Route is Ready (its traffic resolved to a ready

@@ -34,8 +34,8 @@ struct Agent {
 
 impl Drop for Agent {
     /// Removes what the agent's pods left on the machine, even when the test failed half-way
-    /// (as the node tests' harness does): runc containers, overlay mounts, network namespaces
-    /// and the bridge.
+    /// (as the node tests' harness does): runc and native containers, overlay mounts, network
+    /// namespaces and the bridge.
     fn drop(&mut self) {
         // Stop the agent first, or its workers would restart the containers removed below.
         drop(self.agent.take());
@@ -46,6 +46,21 @@ impl Drop for Agent {
         if let Ok(out) = run(&["runc", "--root", &root_s, "list", "-q"]) {
             for id in String::from_utf8_lossy(&out.stdout).lines() {
                 let _ = run(&["runc", "--root", &root_s, "delete", "-f", id]);
+            }
+        }
+        // The native runtime's (the library's default): their init killed, cgroups removed.
+        if let Ok(rd) = std::fs::read_dir(self.cfg.data_dir.join("native")) {
+            for e in rd.flatten() {
+                let Ok(b) = std::fs::read(e.path().join("state.json")) else { continue };
+                let Ok(st) = serde_json::from_slice::<serde_json::Value>(&b) else { continue };
+                if let Some(pid) = st["pid"].as_i64() {
+                    let _ = run(&["kill", "-9", &pid.to_string()]);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+                let cgroups = st["cgroups"].as_array().into_iter().flatten();
+                for cg in cgroups.filter_map(serde_json::Value::as_str) {
+                    let _ = std::fs::remove_dir(cg);
+                }
             }
         }
         let dir = self.cfg.data_dir.display().to_string();

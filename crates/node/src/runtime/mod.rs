@@ -37,9 +37,10 @@ use crate::{Error, Result};
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     /// The `runc` binary under each container's shim.
-    #[default]
     Runc,
-    /// The agent's own runtime, in each container's shim.
+    /// The agent's own runtime, in each container's shim: the default (issue 14), as on
+    /// `kinetic up` and `kinetic node`.
+    #[default]
     Native,
 }
 
@@ -49,6 +50,21 @@ impl Kind {
             Kind::Runc => "runc",
             Kind::Native => "native",
         }
+    }
+
+    /// The runtime's name where the API shows it: the scheme of containers' `containerID`
+    /// and of the Node's `containerRuntimeVersion`. As kubelet, which uses the CRI runtime's
+    /// `RuntimeName` for both (`containerd://<id>`, `containerd://1.7.0`).
+    pub fn scheme(self) -> &'static str {
+        match self {
+            Kind::Runc => "runc",
+            Kind::Native => "kinetic-native",
+        }
+    }
+
+    /// A container's `containerID` in a pod's status: `<scheme>://<runtime id>`.
+    pub fn container_id(self, id: &str) -> String {
+        format!("{}://{id}", self.scheme())
     }
 }
 
@@ -223,9 +239,11 @@ impl Runtime {
                     .next()
                     .and_then(|l| l.split_whitespace().nth(2))
                     .unwrap_or("unknown");
-                Ok(format!("runc://{v}"))
+                Ok(format!("{}://{v}", Kind::Runc.scheme()))
             }
-            Kind::Native => Ok(format!("kinetic-native://{}", env!("CARGO_PKG_VERSION"))),
+            Kind::Native => {
+                Ok(format!("{}://{}", Kind::Native.scheme(), env!("CARGO_PKG_VERSION")))
+            }
         }
     }
 

@@ -42,21 +42,7 @@ impl Runc {
     /// # Errors
     /// runc fails for a reason other than the container being gone.
     pub async fn kill(&self, id: &str, signal: &str) -> Result<()> {
-        let out = self
-            .command()
-            .args(["kill", id, signal])
-            .output()
-            .await
-            .map_err(|e| Error::io(&self.bin, e))?;
-        if out.status.success() || is_gone(&out.stderr) {
-            return Ok(());
-        }
-        Err(Error::Runtime {
-            runtime: "runc",
-            op: "kill",
-            id: id.to_owned(),
-            message: lossy(&out.stderr),
-        })
+        self.on_container("kill", id, &["kill", id, signal]).await
     }
 
     /// Removes the container (killing it if it still runs) and its cgroup.
@@ -64,21 +50,17 @@ impl Runc {
     /// # Errors
     /// runc fails for a reason other than the container being gone.
     pub async fn delete(&self, id: &str) -> Result<()> {
-        let out = self
-            .command()
-            .args(["delete", "-f", id])
-            .output()
-            .await
-            .map_err(|e| Error::io(&self.bin, e))?;
+        self.on_container("delete", id, &["delete", "-f", id]).await
+    }
+
+    /// Runs `runc ARGS` on container `id`; a container already gone counts as done (kill and
+    /// delete are both asked again after a restart, and runc's "does not exist" is their success).
+    async fn on_container(&self, op: &'static str, id: &str, args: &[&str]) -> Result<()> {
+        let out = self.command().args(args).output().await.map_err(|e| Error::io(&self.bin, e))?;
         if out.status.success() || is_gone(&out.stderr) {
             return Ok(());
         }
-        Err(Error::Runtime {
-            runtime: "runc",
-            op: "delete",
-            id: id.to_owned(),
-            message: lossy(&out.stderr),
-        })
+        Err(Error::Runtime { runtime: "runc", op, id: id.to_owned(), message: lossy(&out.stderr) })
     }
 
     /// Runs `argv` inside the container; returns its exit code and combined output (capped).

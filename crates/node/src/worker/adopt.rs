@@ -31,7 +31,7 @@ impl Worker {
                         .into(),
                     started_at: None,
                     finished_at: ts_now(),
-                    container_id: format!("runc://{id}"),
+                    container_id: self.ctx.runtime.kind().container_id(&id),
                 });
                 rc.ready = false;
             }

@@ -6,7 +6,12 @@ impl Worker {
     /// Writes the pod status (strategic merge patch on `pods/status`) when it changed, and the
     /// timeline annotation once the pod is Ready.
     pub(super) async fn flush_status(&mut self) {
-        let st = status::build(&self.pod, &self.rec, &self.ctx.cfg.node_ip.to_string());
+        let st = status::build(
+            &self.pod,
+            &self.rec,
+            &self.ctx.cfg.node_ip.to_string(),
+            self.ctx.runtime.kind(),
+        );
         let ready = status::is_ready(&st);
         if ready && !self.rec.timeline_written {
             self.rec.timeline.ready = Some(ts_now());

@@ -156,7 +156,7 @@ impl Worker {
             message: message.trim_end().to_owned(),
             started_at,
             finished_at: now,
-            container_id: format!("runc://{}", r.id),
+            container_id: self.ctx.runtime.kind().container_id(&r.id),
         });
         c.ready = false;
     }

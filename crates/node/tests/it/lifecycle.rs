@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kinetic_node::runtime::Kind;
 use kube::Api;
 use kube::api::{Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -306,7 +307,20 @@ async fn image_change_updates_one_container_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_restart_keeps_containers_running_and_adopts_them() {
-    let mut c = Cluster::start().await;
+    adopts_across_an_agent_restart(None).await;
+}
+
+/// The same on runc, whose containers the next agent finds with `runc list` in its state root
+/// (the suite's default runtime is the native one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_restart_keeps_runc_containers_running_and_adopts_them() {
+    adopts_across_an_agent_restart(Some(Kind::Runc)).await;
+}
+
+/// A running container outlives its agent and the next one adopts it, on `runtime` (the
+/// suite's when `None`).
+async fn adopts_across_an_agent_restart(runtime: Option<Kind>) {
+    let mut c = Cluster::start_with(|cfg| cfg.runtime = runtime.unwrap_or(cfg.runtime)).await;
     let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
     c.create("kept", json!({"containers": [{"name": "web", "image": image, "command": ["httpd", "-f", "-p", "8080", "-h", "/www"]}]})).await;
     let before = c.wait_ready("kept").await;
@@ -455,7 +469,7 @@ async fn limits_users_hooks_tcp_and_startup_probes_and_more_volume_types() {
     assert!(logs.contains("secret bytes") && logs.contains("mode=444"), "{logs}");
     // resources → cgroup v1 limits of the container's cgroup (named by its runc id).
     let id =
-        container_status(&p, "app").container_id.unwrap().trim_start_matches("runc://").to_owned();
+        container_status(&p, "app").container_id.unwrap().split_once("://").unwrap().1.to_owned();
     let read = |f: &str| std::fs::read_to_string(f).unwrap().trim().to_owned();
     assert_eq!(
         read(&format!("/sys/fs/cgroup/memory/kinetic/{id}/memory.limit_in_bytes")),
@@ -659,11 +673,23 @@ async fn a_start_the_crashed_agent_did_not_record_is_replaced_not_doubled() {
     assert!(shims_of(&uid).is_empty());
 }
 
-/// runc's own error reaches the container's status and a `Failed` Event through the shim (runc
-/// writes it on the container's stderr pipe, which the shim reads).
+/// The runtime's own error reaches the container's status and a `Failed` Event through the
+/// shim (the native runtime reports it from the shim itself).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_failure_under_the_shim_says_why() {
+    runtime_failure_says_why(None).await;
+}
+
+/// The same through runc, which writes its error on the container's stderr pipe, which the
+/// shim reads (the suite's default runtime is the native one).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runc_failure_under_the_shim_says_why() {
-    let c = Cluster::start().await;
+    runtime_failure_says_why(Some(Kind::Runc)).await;
+}
+
+/// A missing entrypoint, with and without a terminal, on `runtime` (the suite's when `None`).
+async fn runtime_failure_says_why(runtime: Option<Kind>) {
+    let c = Cluster::start_with(|cfg| cfg.runtime = runtime.unwrap_or(cfg.runtime)).await;
     let image = kinetic_testkit::images::busybox(&c.registry, "busybox", "v1", &[]).await.unwrap();
     c.create(
         "nocmd",
@@ -671,7 +697,8 @@ async fn a_runc_failure_under_the_shim_says_why() {
                "containers": [{"name": "app", "image": image, "command": ["/no/such/binary"]}]}),
     )
     .await;
-    // With a terminal, runc's stderr is a pipe of the shim's own.
+    // With a terminal, runc's stderr is a pipe of the shim's own (runc), or the shim reports
+    // it (native).
     c.create(
         "nocmd-tty",
         json!({"restartPolicy": "Never",

@@ -27,7 +27,13 @@ async fn web_pod_runs_answers_http_logs_and_deletes_cleanly() {
     assert!(cs.ready);
     assert_eq!(cs.restart_count, 0);
     assert!(cs.image_id.contains("@sha256:"), "imageID {}", cs.image_id);
-    assert!(cs.container_id.unwrap_or_default().starts_with("runc://"));
+    // `<runtime>://<id>`, the scheme of the Node's containerRuntimeVersion (as kubelet's).
+    let scheme = c.cfg.runtime.scheme();
+    assert!(cs.container_id.unwrap_or_default().starts_with(&format!("{scheme}://")));
+    let node: k8s_openapi::api::core::v1::Node =
+        kube::Api::all(c.client.clone()).get(crate::harness::NODE).await.unwrap();
+    let version = node.status.unwrap().node_info.unwrap().container_runtime_version;
+    assert!(version.starts_with(&format!("{scheme}://")), "{version}");
     assert!(cs.state.unwrap().running.is_some());
 
     let page = Cluster::http_get(&ip, 8080, "/index.html").await.unwrap();
