@@ -33,16 +33,14 @@ use k8s_openapi::api::core::v1::Pod;
 use kinetic_api::knative::SERVICE_LABEL;
 use kinetic_api::knative::service::Service;
 use kinetic_api::kruise::cloneset::CloneSet;
-use kinetic_api::pool::{POOL_LABEL, POOL_STATE_LABEL, PodPool, state};
+use kinetic_api::pool::{CREATED_CLAIMED_ANNOTATION, POOL_LABEL, POOL_STATE_LABEL, PodPool, state};
 use kinetic_testkit::python;
 use kube::ResourceExt as _;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use serde_json::json;
 
 use crate::bench::{Row, ms, percentile, percentile_rows, print_table};
-use crate::bench_serve::{
-    autoscaler_config, get_all, get_once, loadavg, route_host, wait_for_zero,
-};
+use crate::bench_serve::{autoscaler_config, get_once, loadavg, route_host, wait_for_zero};
 use crate::platform::{AbortOnDrop, Platform};
 
 /// An app of the matrix.
@@ -106,6 +104,17 @@ struct Config {
     answer: &'static str,
 }
 
+/// A burst's result.
+struct Burst {
+    /// First bytes of the requests answered 200 with the app's answer, sorted.
+    ok: Vec<Duration>,
+    failed: usize,
+    /// Answered by a pod that was one of the pool's ready pods.
+    from_pool: usize,
+    /// Answered by a pod of a code pool's runtime made claimed because the pool was empty.
+    made_claimed: usize,
+}
+
 /// One configuration's result.
 #[derive(Default)]
 struct Outcome {
@@ -113,7 +122,7 @@ struct Outcome {
     /// Cold starts answered by a pod that came from the pool.
     from_pool: usize,
     failed: Vec<String>,
-    burst: Option<(Vec<Duration>, usize, usize)>,
+    burst: Option<Burst>,
     /// Why it could not be measured.
     skipped: Option<String>,
 }
@@ -289,7 +298,7 @@ async fn run_config(
             match a {
                 Ok(a) if a.code == 200 && a.body.contains(cfg.answer) => {
                     o.first_bytes.push(a.first_byte);
-                    if cfg.pool.is_some() && answered_by_pool_pod(&pods, name).await? {
+                    if cfg.pool.is_some() && origin(&pods, name).await? == Origin::Pool {
                         o.from_pool += 1;
                     }
                 }
@@ -317,7 +326,7 @@ async fn burst(
     cfg: &Config,
     n: usize,
     existing: &[(String, String)],
-) -> anyhow::Result<(Vec<Duration>, usize, usize)> {
+) -> anyhow::Result<Burst> {
     let client = &platform.client;
     let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let clonesets: Api<CloneSet> = Api::namespaced(client.clone(), NS);
@@ -337,28 +346,120 @@ async fn burst(
         settle(&pods, pool).await?;
     }
     eprintln!("   burst: {n} Services at zero, one request each at once");
-    let targets: Vec<String> = hosts.iter().map(|(_, host)| host.clone()).collect();
-    let (mut ok, mut failed) = (Vec::new(), 0);
-    for (r, _) in get_all(gateway, &targets).await {
+    // Each request's answer is checked at once for the pod that gave it: counted after the
+    // whole burst, the first answered Services would have gone back to zero meanwhile (their
+    // pods gone, so never counted as from the pool: the 0 of the 15:05 release run).
+    let tasks: Vec<_> = hosts
+        .iter()
+        .map(|(name, host)| {
+            let (pods, name, host) = (pods.clone(), name.clone(), host.clone());
+            AbortOnDrop(tokio::spawn(async move {
+                let r = get_once(gateway, &host).await;
+                let pooled = match &r {
+                    Ok(a) if a.code == 200 => origin(&pods, &name).await,
+                    _ => Ok(Origin::Created),
+                };
+                (name, r, pooled)
+            }))
+        })
+        .collect();
+    let (mut ok, mut failed, mut from_pool, mut made_claimed) = (Vec::new(), 0, 0, 0);
+    for t in tasks {
+        let (name, r, pooled) = t.join().await.context("a burst request's task")?;
         match r {
-            Ok(a) if a.code == 200 && a.body.contains(cfg.answer) => ok.push(a.first_byte),
-            _ => failed += 1,
-        }
-    }
-    let mut from_pool = 0;
-    for (name, _) in &hosts {
-        if answered_by_pool_pod(&pods, name).await? {
-            from_pool += 1;
+            Ok(a) if a.code == 200 && a.body.contains(cfg.answer) => {
+                ok.push(a.first_byte);
+                match pooled? {
+                    Origin::Pool => from_pool += 1,
+                    Origin::MadeClaimed => made_claimed += 1,
+                    Origin::Created => {}
+                }
+            }
+            Ok(a) => {
+                failed += 1;
+                eprintln!("   burst: {name} answered {} {:?}", a.code, a.body);
+                explain(client, &name).await;
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("   burst: {name} failed: {e:#}");
+                explain(client, &name).await;
+            }
         }
     }
     ok.sort();
-    Ok((ok, failed, from_pool))
+    Ok(Burst { ok, failed, from_pool, made_claimed })
 }
 
-/// Whether the Service's ready pod came from the pool (it keeps the pool's label).
-async fn answered_by_pool_pod(pods: &Api<Pod>, service: &str) -> anyhow::Result<bool> {
+/// Prints what became of a Service whose burst request failed: its pods (phase, pool state,
+/// why a container is not running) and the Events of its pods and CloneSet.
+async fn explain(client: &kube::Client, service: &str) {
+    use k8s_openapi::api::core::v1::Event;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
     let lp = ListParams::default().labels(&format!("{SERVICE_LABEL}={service}"));
-    Ok(pods.list(&lp).await?.items.iter().any(|p| p.labels().contains_key(POOL_LABEL)))
+    let mut names = vec![format!("{service}-00001-deployment")];
+    for p in pods.list(&lp).await.map(|l| l.items).unwrap_or_default() {
+        let st = p.status.clone().unwrap_or_default();
+        let why: Vec<String> = st
+            .container_statuses
+            .iter()
+            .flatten()
+            .filter_map(|c| {
+                let s = c.state.as_ref()?;
+                s.waiting
+                    .as_ref()
+                    .map(|w| format!("waiting {:?} {:?}", w.reason, w.message))
+                    .or_else(|| s.terminated.as_ref().map(|t| format!("terminated {:?}", t.reason)))
+            })
+            .collect();
+        eprintln!(
+            "     pod {} phase {:?} pool-state {:?} {}",
+            p.name_any(),
+            st.phase,
+            p.labels().get(POOL_STATE_LABEL),
+            why.join("; ")
+        );
+        names.push(p.name_any());
+    }
+    let events: Api<Event> = Api::namespaced(client.clone(), NS);
+    for e in events.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+        if e.involved_object.name.as_ref().is_some_and(|n| names.contains(n)) {
+            eprintln!(
+                "     event {} {:?} {:?}: {:?}",
+                e.involved_object.name.unwrap_or_default(),
+                e.type_,
+                e.reason,
+                e.message
+            );
+        }
+    }
+}
+
+/// Where a Service's pod came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// One of the pool's ready pods, claimed (it keeps the pool's label).
+    Pool,
+    /// A pod of a code pool's runtime, made claimed because the pool was empty.
+    MadeClaimed,
+    /// Created from the revision's template.
+    Created,
+}
+
+/// Where the Service's pods came from: [`Origin::Pool`] if one was a pool pod.
+async fn origin(pods: &Api<Pod>, service: &str) -> anyhow::Result<Origin> {
+    let lp = ListParams::default().labels(&format!("{SERVICE_LABEL}={service}"));
+    let list = pods.list(&lp).await?.items;
+    let of = |p: &Pod| match p.labels().contains_key(POOL_LABEL) {
+        false => Origin::Created,
+        true if p.annotations().contains_key(CREATED_CLAIMED_ANNOTATION) => Origin::MadeClaimed,
+        true => Origin::Pool,
+    };
+    let origins: Vec<Origin> = list.iter().map(of).collect();
+    Ok([Origin::Pool, Origin::MadeClaimed]
+        .into_iter()
+        .find(|o| origins.contains(o))
+        .unwrap_or(Origin::Created))
 }
 
 async fn create_pool(client: &kube::Client, pool: &PodPool) -> anyhow::Result<()> {
@@ -489,7 +590,7 @@ fn report(results: &[((App, Mode), Outcome)], load_before: &str, load_after: &st
                 Some(false),
             ));
         }
-        if let Some((b, failed, from_pool)) = &o.burst {
+        if let Some(Burst { ok: b, failed, from_pool, made_claimed }) = &o.burst {
             let v = percentile(b, 0.99);
             rows.push(Row::new(
                 format!(
@@ -501,8 +602,10 @@ fn report(results: &[((App, Mode), Outcome)], load_before: &str, load_after: &st
                 Some(v <= Duration::from_millis(500) && *failed == 0),
             ));
             rows.push(Row::new(
-                format!("{what}: burst answered 200 / failed / by a pool pod"),
-                format!("{} / {failed} / {from_pool}", b.len()),
+                format!(
+                    "{what}: burst answered 200 / failed / by a ready pool pod / by a runtime pod made claimed"
+                ),
+                format!("{} / {failed} / {from_pool} / {made_claimed}", b.len()),
                 "",
                 None,
             ));

@@ -50,6 +50,18 @@
 //! choose its default). The same container therefore also runs as a plain pod from a
 //! self-contained image (runtime and code) that takes the entrypoint as its argument.
 //!
+//! # When a code pool is empty
+//! A consumer's container of a code pool names a code image, which holds no runtime and
+//! cannot run as a pod of its own. So when a code pool has no ready pod to claim, its consumer
+//! does not create a pod of its template: it creates one from the **pool's** template, claimed
+//! from the start (owned by the consumer, [`POOL_STATE_LABEL`]`=`[`state::CLAIMED`], the
+//! [`CodeRequest`] in [`SPECIALIZE_CODE_ANNOTATION`], [`CREATED_CLAIMED_ANNOTATION`]); the node
+//! agent specialises it once its runtime is ready. A request during a burst is then only as
+//! slow as a runtime's start, never failed. Fission's pool manager waits for its pool's
+//! ReplicaSet to bring a new generic pod and retries the claim with back-off (`choosePod` in
+//! `pkg/executor/executortype/poolmgr/gp.go`); a pod made for the claimant at once gets the
+//! same generic pod without queueing a burst behind the pool's size.
+//!
 //! # Field names
 //! Kubernetes' API conventions name a count of pods in some state after the state:
 //! PodDisruptionBudget's `spec.minAvailable`/`maxUnavailable`, Job's `status.active`/`ready`.
@@ -87,6 +99,12 @@ pub const TEMPLATE_HASH_LABEL: &str = "kinetic.dev/pool-template-hash";
 pub const CLAIMED_BY_ANNOTATION: &str = "kinetic.dev/claimed-by";
 /// Annotation with the RFC 3339 instant (microseconds) of the claim.
 pub const CLAIMED_AT_ANNOTATION: &str = "kinetic.dev/claimed-at";
+/// Annotation (`"true"`) on a pod a consumer of a code pool created claimed, from the pool's
+/// template, because the pool had no ready pod to give (see "When a code pool is empty"
+/// below). Its specialisation timeout runs from its runtime's Ready, not from its creation: it
+/// first starts like any created pod, and a created pod that never becomes ready is not
+/// deleted by its controller either.
+pub const CREATED_CLAIMED_ANNOTATION: &str = "kinetic.dev/created-claimed";
 /// Annotation with the claimant's container (JSON of a core/v1 `Container`) that a claim by
 /// image asks the node agent to run in place of the pool pod's first app container (issue 12
 /// part 3). See "Specialisation by image" above.
@@ -297,6 +315,8 @@ pub enum CodeSpecError {
         "spec.code.volume: Invalid value: {0:?}: must be mounted in the first container of spec.template.spec.containers"
     )]
     NotMounted(String),
+    #[error("spec.code: Required value: the pool specialises by image, not by code")]
+    NotACodePool,
 }
 
 impl CodeSpec {

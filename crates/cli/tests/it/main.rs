@@ -20,6 +20,7 @@ mod managed_fields;
 mod node;
 mod podpool;
 mod podpool_code;
+mod podpool_code_burst;
 mod podpool_serving;
 mod preheat;
 mod recreate;

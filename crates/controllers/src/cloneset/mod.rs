@@ -112,6 +112,8 @@ pub enum ReconcileError {
     },
     #[error("encoding the in-place update state")]
     Json(#[from] serde_json::Error),
+    #[error("making a pod of an empty code pool's runtime")]
+    Pool(#[from] crate::podpool::ClaimError),
 }
 
 /// A cache of every `K` in the cluster and the stream that fills it (for `owns_stream`).
@@ -841,7 +843,7 @@ async fn scale(
                 usize::try_from(update_revision).unwrap_or(0),
             ));
             // A pool first (issue 12 part 4); pods are created for what it could not give.
-            let (claimed, rest) = pool::claim_pods(ctx, cs, &which, input.pods).await;
+            let (claimed, rest) = pool::claim_pods(ctx, cs, &which, input.pods).await?;
             if !rest.is_empty() {
                 let mut existing = input.pods.to_vec();
                 existing.extend(claimed);

@@ -35,7 +35,12 @@
 //! revision and reason, not at every scale-out: [`WarnOnce`]). The pool is read from the
 //! controller's PodPool cache, never fetched per scale-out. When the
 //! pool is empty (or does not exist), pods are created: a pool only ever makes scale-out
-//! faster, never blocks it.
+//! faster, never blocks it. A **code** pool's consumer, though, never creates a pod of its own
+//! template, whose image is a code image without a runtime (`kinetic bench coldstart`'s burst
+//! found such pods failing with `exec: "main.main": executable file not found`, and the
+//! requests to them failing): for what an empty code pool cannot give it creates pods of the
+//! pool's runtime, claimed from the start and specialised by the node agent once the runtime
+//! is ready (`kinetic_api::pool`, "When a code pool is empty").
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -56,7 +61,7 @@ use serde_json::Value;
 use super::revision::template_of;
 use super::{Ctx, key, owner_ref, uses_kruise_pod_ready};
 use crate::events::EventReq;
-use crate::podpool::{ClaimError, ClaimMeta, claim_for_with};
+use crate::podpool::{ClaimError, ClaimMeta, claim_for_with, create_claimed};
 
 /// The `PodPoolNotUsed` Warnings sent: per CloneSet (`namespace/name`), the last revision and
 /// reason warned about.
@@ -155,16 +160,21 @@ pub(super) fn claim_meta(template: &Value, rev: &ControllerRevision, id: &str) -
 
 /// Claims up to `which.len()` pool pods, the i-th into revision `which[i]`, concurrently.
 /// Answers the claimed pods (owned by `cs` now) and the revisions of the pods still to
-/// create, which the caller creates. Never fails: a
-/// pool that cannot serve (empty, missing, an unclaimable template, an API error) leaves the
-/// scale-out to pod creation, with a Warning Event for what the user can fix.
+/// create, which the caller creates. A pool that cannot serve (empty, missing, an unclaimable
+/// template, an API error) leaves the scale-out to pod creation, with a Warning Event for what
+/// the user can fix; except that for an empty code pool the pods are created here, of the
+/// pool's runtime and claimed ([`created_from_pool`]), and answered among the claimed.
+///
+/// # Errors
+/// Creating a pod of an empty code pool's runtime failed (the pods made before are in the
+/// expectations; the next pass retries the rest).
 pub(super) async fn claim_pods(
     ctx: &Ctx,
     cs: &CloneSet,
     which: &[Arc<ControllerRevision>],
     existing: &[Pod],
-) -> (Vec<Pod>, Vec<Arc<ControllerRevision>>) {
-    let Some(pool) = pool_name(cs) else { return (Vec::new(), which.to_vec()) };
+) -> Result<(Vec<Pod>, Vec<Arc<ControllerRevision>>), ClaimError> {
+    let Some(pool) = pool_name(cs) else { return Ok((Vec::new(), which.to_vec())) };
     let ns = cs.namespace().unwrap_or_default();
     let owner = key(cs);
     // The revision the pods are for: a Warning is sent once per (revision, reason), not at
@@ -191,11 +201,11 @@ pub(super) async fn claim_pods(
         Ok(Some(p)) => p,
         Ok(None) => {
             not_used("it does not exist".to_owned());
-            return (Vec::new(), which.to_vec());
+            return Ok((Vec::new(), which.to_vec()));
         }
         Err(e) => {
             tracing::warn!(cloneset = %owner, pool, error = %e, "reading the pod pool; creating pods instead");
-            return (Vec::new(), which.to_vec());
+            return Ok((Vec::new(), which.to_vec()));
         }
     };
     let claimant = owner_ref(cs);
@@ -205,20 +215,25 @@ pub(super) async fn claim_pods(
     };
     let mut jobs = Vec::new();
     for (rev, id) in which.iter().zip(ids) {
-        let Some(template) = template_of(rev) else { return (Vec::new(), which.to_vec()) };
+        let Some(template) = template_of(rev) else { return Ok((Vec::new(), which.to_vec())) };
         match claimable(cs, &template) {
-            Ok(c) => jobs.push((c, claim_meta(&template, rev, &id))),
+            Ok(c) => {
+                let meta = claim_meta(&template, rev, &id);
+                jobs.push((c, meta, id));
+            }
             Err(why) => {
                 not_used(why);
-                return (Vec::new(), which.to_vec());
+                return Ok((Vec::new(), which.to_vec()));
             }
         }
     }
     let claims =
-        jobs.iter().map(|(c, meta)| claim_for_with(&ctx.client, &pool_obj, &claimant, c, meta));
+        jobs.iter().map(|(c, meta, _)| claim_for_with(&ctx.client, &pool_obj, &claimant, c, meta));
     let mut claimed = Vec::new();
     let mut rest = Vec::new();
-    for (r, rev) in futures::future::join_all(claims).await.into_iter().zip(which) {
+    let mut dry = Vec::new();
+    let results = futures::future::join_all(claims).await;
+    for ((r, rev), job) in results.into_iter().zip(which).zip(&jobs) {
         match r {
             Ok(p) => {
                 let name = p.name_any();
@@ -235,14 +250,85 @@ pub(super) async fn claim_pods(
                 ));
                 claimed.push(p);
             }
+            // A code pool's consumer never creates a pod of its own template (a code image
+            // has no runtime): it makes one of the pool's, claimed from the start.
+            Err(ClaimError::PoolEmpty { .. }) if pool_obj.spec.code.is_some() => dry.push(job),
             Err(ClaimError::PoolEmpty { .. }) => rest.push(rev.clone()),
             Err(e) => {
                 tracing::warn!(cloneset = %owner, pool, error = ?e, "claim failed; creating a pod instead");
-                rest.push(rev.clone());
+                if pool_obj.spec.code.is_some() {
+                    dry.push(job);
+                } else {
+                    rest.push(rev.clone());
+                }
             }
         }
     }
-    (claimed, rest)
+    let made = created_from_pool(ctx, cs, &pool_obj, &claimant, &dry).await;
+    let (made, failed) = match made {
+        Ok(m) => (m, None),
+        Err((m, e)) => (m, Some(e)),
+    };
+    claimed.extend(made);
+    match failed {
+        Some(e) => Err(e),
+        None => Ok((claimed, rest)),
+    }
+}
+
+/// Creates, for each of `jobs` (container, claim labels, instance id), a pod of the code pool
+/// `pool` claimed from the start for `cs` (`podpool::create_claimed`), named as the CloneSet
+/// names the pods it creates (`{cloneset}-{instance id}`). Answers the pods made; with the
+/// first error, those made before it.
+async fn created_from_pool(
+    ctx: &Ctx,
+    cs: &CloneSet,
+    pool: &PodPool,
+    claimant: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    jobs: &[&(Container, ClaimMeta, String)],
+) -> Result<Vec<Pod>, (Vec<Pod>, ClaimError)> {
+    let owner = key(cs);
+    let pool_name = pool.name_any();
+    let creates =
+        jobs.iter().map(|(c, meta, id)| {
+            let name = format!("{}-{id}", cs.name_any());
+            ctx.exp.expect_create(&owner, &name);
+            async move {
+                (name.clone(), create_claimed(&ctx.client, pool, claimant, c, meta, &name).await)
+            }
+        });
+    let mut made = Vec::new();
+    let mut first_err = None;
+    for (name, r) in futures::future::join_all(creates).await {
+        match r {
+            Ok(p) => {
+                tracing::info!(cloneset = %owner, pool = %pool_name, pod = %name, "pool empty: pod of the pool's runtime created claimed");
+                ctx.events.send(EventReq::for_object(
+                    cs,
+                    "Normal",
+                    "SuccessfulCreate",
+                    format!(
+                        "succeed to create pod {name} of pool {pool_name}'s runtime for its code (the pool had no ready pod)"
+                    ),
+                ));
+                made.push(p);
+            }
+            Err(e) => {
+                ctx.exp.create_failed(&owner, &name);
+                ctx.events.send(EventReq::for_object(
+                    cs,
+                    "Warning",
+                    "FailedCreate",
+                    format!("failed to create pod {name} of pool {pool_name}'s runtime: {e}"),
+                ));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err((made, e)),
+        None => Ok(made),
+    }
 }
 
 #[cfg(test)]

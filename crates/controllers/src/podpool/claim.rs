@@ -22,11 +22,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kinetic_api::pool::{
-    CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CodeRequest, CodeSpecError,
-    POD_DELETION_COST_ANNOTATION, POOL_LABEL, POOL_STATE_LABEL, PodPool, SPECIALIZE_ANNOTATION,
-    SPECIALIZE_CODE_ANNOTATION, state,
+    CLAIMED_AT_ANNOTATION, CLAIMED_BY_ANNOTATION, CREATED_CLAIMED_ANNOTATION, CodeRequest,
+    CodeSpecError, POD_DELETION_COST_ANNOTATION, POOL_LABEL, POOL_STATE_LABEL, PodPool,
+    SPECIALIZE_ANNOTATION, SPECIALIZE_CODE_ANNOTATION, state,
 };
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::{Client, Resource as _, ResourceExt as _};
 use rand::seq::SliceRandom as _;
 use serde_json::json;
@@ -204,6 +204,87 @@ pub async fn claim_for_with(
     }
 }
 
+/// The pod a consumer of a code pool creates when the pool has no ready pod to give
+/// (`kinetic_api::pool`, "When a code pool is empty"): `pool`'s template (its runtime), named
+/// `name`, owned by `claimant` alone, with `meta`'s labels and annotations and everything a
+/// claim by code writes (`pool-state=claimed`, the claimant and claim time, the
+/// [`CodeRequest`] for `container`), so the node agent specialises it once the runtime is
+/// ready and every reader treats it as a claimed pool pod. A code image has no runtime of its
+/// own: a pod of the consumer's template would never serve (the cause of the failed requests
+/// of `kinetic bench coldstart`'s burst, issue 12).
+///
+/// # Errors
+/// [`ClaimError::NoImage`] when `container` names no code image; [`ClaimError::BadCodeSpec`]
+/// when `pool` has no `spec.code` or its code volume is unusable.
+pub fn created_claimed(
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    container: &Container,
+    meta: &ClaimMeta,
+    name: &str,
+    now: jiff::Timestamp,
+) -> Result<Pod, ClaimError> {
+    let namespace = pool.namespace().unwrap_or_default();
+    let pool_name = pool.name_any();
+    let bad = |source| ClaimError::BadCodeSpec {
+        namespace: namespace.clone(),
+        pool: pool_name.clone(),
+        source,
+    };
+    if pool.spec.code.is_none() {
+        return Err(bad(CodeSpecError::NotACodePool));
+    }
+    let (image, function) = CodeRequest::of(container);
+    if image.is_empty() {
+        return Err(ClaimError::NoImage { container: container.name.clone() });
+    }
+    let req = CodeRequest::new(&pool.spec, &image, &function, &claimant.uid).map_err(bad)?;
+    let mut m = pool.spec.template.metadata.clone().unwrap_or_default();
+    let labels = m.labels.get_or_insert_with(BTreeMap::new);
+    labels.extend(meta.labels.clone());
+    labels.insert(POOL_LABEL.to_owned(), pool_name.clone());
+    labels.insert(POOL_STATE_LABEL.to_owned(), state::CLAIMED.to_owned());
+    let ann = m.annotations.get_or_insert_with(BTreeMap::new);
+    ann.extend(meta.annotations.clone());
+    ann.insert(CLAIMED_BY_ANNOTATION.to_owned(), format!("{}/{}", claimant.kind, claimant.name));
+    ann.insert(
+        CLAIMED_AT_ANNOTATION.to_owned(),
+        now.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+    );
+    ann.insert(CREATED_CLAIMED_ANNOTATION.to_owned(), "true".to_owned());
+    ann.insert(
+        SPECIALIZE_CODE_ANNOTATION.to_owned(),
+        serde_json::to_string(&req).unwrap_or_default(),
+    );
+    m.name = Some(name.to_owned());
+    m.generate_name = None;
+    m.namespace = Some(namespace);
+    m.owner_references = Some(vec![claimant.clone()]);
+    Ok(Pod { metadata: m, spec: pool.spec.template.spec.clone(), status: None })
+}
+
+/// Creates [`created_claimed`]'s pod.
+///
+/// # Errors
+/// As [`created_claimed`]; [`ClaimError::Api`] when the create fails.
+pub async fn create_claimed(
+    client: &Client,
+    pool: &PodPool,
+    claimant: &OwnerReference,
+    container: &Container,
+    meta: &ClaimMeta,
+    name: &str,
+) -> Result<Pod, ClaimError> {
+    let pod = created_claimed(pool, claimant, container, meta, name, jiff::Timestamp::now())?;
+    let namespace = pool.namespace().unwrap_or_default();
+    let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+    api.create(&PostParams::default(), &pod).await.map_err(|source| ClaimError::Api {
+        namespace,
+        pool: pool.name_any(),
+        source,
+    })
+}
+
 /// What a claim asks the node agent to do besides.
 #[derive(Clone, Copy)]
 enum How<'a> {
@@ -341,4 +422,89 @@ pub async fn mark_specialized(client: &Client, pod: &Pod) -> Result<Pod, kube::E
         "labels": {POOL_STATE_LABEL: state::SPECIALIZED},
     }});
     api.patch(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&body)).await
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn code_pool() -> PodPool {
+        serde_json::from_value(json!({
+            "apiVersion": "kinetic.dev/v1alpha1", "kind": "PodPool",
+            "metadata": {"name": "py", "namespace": "fn", "uid": "pool-uid"},
+            "spec": {"code": {"volume": "userfunc", "port": 8888},
+                     "template": {"metadata": {"labels": {"app": "py"}},
+                                  "spec": {"containers": [{"name": "runtime", "image": "runtime:v1",
+                                             "volumeMounts": [{"name": "userfunc", "mountPath": "/userfunc"}]}],
+                                           "volumes": [{"name": "userfunc", "emptyDir": {}}]}}},
+        }))
+        .unwrap()
+    }
+
+    fn owner() -> OwnerReference {
+        serde_json::from_value(json!({"apiVersion": "apps.kruise.io/v1alpha1", "kind": "CloneSet",
+            "name": "fn-00001-deployment", "uid": "cs-uid", "controller": true,
+            "blockOwnerDeletion": true}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pod_made_claimed_runs_the_pools_runtime_and_asks_for_the_consumers_code() {
+        let container: Container =
+            serde_json::from_value(json!({"name": "user-container", "image": "code:v1",
+                                          "args": ["main.main"]}))
+            .unwrap();
+        let meta = ClaimMeta {
+            labels: [("serving.knative.dev/revision".to_owned(), "fn-00001".to_owned())].into(),
+            annotations: [("a".to_owned(), "b".to_owned())].into(),
+        };
+        let now: jiff::Timestamp = "2026-12-07T10:00:00Z".parse().unwrap();
+        let p = created_claimed(
+            &code_pool(),
+            &owner(),
+            &container,
+            &meta,
+            "fn-00001-deployment-abcde",
+            now,
+        )
+        .unwrap();
+        assert_eq!(p.metadata.name.as_deref(), Some("fn-00001-deployment-abcde"));
+        assert_eq!(p.metadata.namespace.as_deref(), Some("fn"));
+        assert_eq!(p.metadata.owner_references, Some(vec![owner()]), "the consumer's alone");
+        let images: Vec<_> =
+            p.spec.as_ref().unwrap().containers.iter().map(|c| c.image.clone().unwrap()).collect();
+        assert_eq!(images, ["runtime:v1"], "the pool's runtime, never the code image");
+        let l = p.metadata.labels.unwrap();
+        assert_eq!(
+            (l[POOL_LABEL].as_str(), l[POOL_STATE_LABEL].as_str(), l["app"].as_str()),
+            ("py", state::CLAIMED, "py")
+        );
+        assert_eq!(l["serving.knative.dev/revision"], "fn-00001");
+        let a = p.metadata.annotations.unwrap();
+        assert_eq!(a[CLAIMED_BY_ANNOTATION], "CloneSet/fn-00001-deployment");
+        assert_eq!(a[CLAIMED_AT_ANNOTATION], "2026-12-07T10:00:00.000000Z");
+        assert_eq!(a[CREATED_CLAIMED_ANNOTATION], "true");
+        assert_eq!(a["a"], "b");
+        let req: CodeRequest = serde_json::from_str(&a[SPECIALIZE_CODE_ANNOTATION]).unwrap();
+        assert_eq!((req.image.as_str(), req.function_name.as_str()), ("code:v1", "main.main"));
+        assert!(!a.contains_key(POD_DELETION_COST_ANNOTATION));
+    }
+
+    #[test]
+    fn only_a_code_pool_and_a_code_image_make_a_claimed_pod() {
+        let now = jiff::Timestamp::now();
+        let no_image: Container = serde_json::from_value(json!({"name": "c"})).unwrap();
+        let e = created_claimed(&code_pool(), &owner(), &no_image, &ClaimMeta::default(), "x", now);
+        assert!(matches!(e, Err(ClaimError::NoImage { .. })), "{e:?}");
+        let mut image_pool = code_pool();
+        image_pool.spec.code = None;
+        let c: Container = serde_json::from_value(json!({"name": "c", "image": "i"})).unwrap();
+        let e = created_claimed(&image_pool, &owner(), &c, &ClaimMeta::default(), "x", now);
+        assert!(
+            matches!(e, Err(ClaimError::BadCodeSpec { source: CodeSpecError::NotACodePool, .. })),
+            "{e:?}"
+        );
+    }
 }

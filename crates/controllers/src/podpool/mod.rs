@@ -45,9 +45,10 @@ use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, MicroTime, OwnerReference, Time};
 use kinetic_api::pool::{
-    CLAIMED_AT_ANNOTATION, ClaimRecord, MAX_CLAIM_HISTORY, MAX_STARTUP_HISTORY,
-    POD_DELETION_COST_ANNOTATION, POOL_LABEL, POOL_POD_DELETION_COST, POOL_STATE_LABEL, PodPool,
-    PodPoolStatus, StartupRecord, TEMPLATE_HASH_LABEL, condition, reason, state,
+    CLAIMED_AT_ANNOTATION, CREATED_CLAIMED_ANNOTATION, ClaimRecord, MAX_CLAIM_HISTORY,
+    MAX_STARTUP_HISTORY, POD_DELETION_COST_ANNOTATION, POOL_LABEL, POOL_POD_DELETION_COST,
+    POOL_STATE_LABEL, PodPool, PodPoolStatus, StartupRecord, TEMPLATE_HASH_LABEL, condition,
+    reason, state,
 };
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
@@ -59,7 +60,7 @@ use serde_json::json;
 use self::claim::is_ready;
 pub use self::claim::{
     ClaimError, ClaimMeta, claim, claim_among, claim_for, claim_for_code, claim_for_image,
-    claim_for_with, mark_specialized,
+    claim_for_with, create_claimed, created_claimed, mark_specialized,
 };
 use crate::backoff::Backoff;
 use crate::events::{EventReq, EventSink};
@@ -110,6 +111,26 @@ fn label<'a>(p: &'a Pod, k: &str) -> Option<&'a str> {
 
 fn claimed_at(p: &Pod) -> Option<Timestamp> {
     p.metadata.annotations.as_ref()?.get(CLAIMED_AT_ANNOTATION)?.parse().ok()
+}
+
+/// From when a claimed pod's specialisation timeout runs: its claim; for a pod a consumer of
+/// an empty code pool created claimed (`kinetic_api::pool::CREATED_CLAIMED_ANNOTATION`), the
+/// later of the claim and its runtime's Ready, and `None` (no timeout) while its runtime is
+/// still starting: such a pod first starts like any created pod, and a controller does not
+/// delete a created pod for being slow to become ready (a ReplicaSet's or a CloneSet's pod
+/// stays `ContainerCreating` or not ready as long as it takes).
+fn timeout_from(p: &Pod, now: Timestamp) -> Option<Timestamp> {
+    let at = claimed_at(p).unwrap_or(now);
+    let created = p.annotations().get(CREATED_CLAIMED_ANNOTATION).is_some_and(|v| v == "true");
+    if !created {
+        return Some(at);
+    }
+    let ready = p.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == "Ready")?;
+    if ready.status != "True" {
+        return None;
+    }
+    let since = ready.last_transition_time.as_ref().map_or(at, |t| t.0);
+    Some(at.max(since))
 }
 
 /// Runs the PodPool controller until `shutdown` resolves.
@@ -385,7 +406,13 @@ async fn reconcile_pass(pool: Arc<PodPool>, ctx: Arc<Ctx>) -> Result<Action, Rec
         if label(p, POOL_STATE_LABEL) != Some(state::CLAIMED) {
             continue;
         }
-        let at = claimed_at(p).unwrap_or(now);
+        let Some(at) = timeout_from(p, now) else {
+            // A pod of the pool's runtime made claimed, still starting: no timeout yet, and
+            // it holds no refill (its start already competes; the pool's own refill is the
+            // pool's business).
+            claimed += 1;
+            continue;
+        };
         let deadline = at.checked_add(timeout).unwrap_or(at);
         if deadline > now {
             claimed += 1;
@@ -574,6 +601,48 @@ mod tests {
         let not_ready =
             pod(json!({"metadata": {"name": "c", "creationTimestamp": "2026-12-06T10:00:00Z"}}));
         assert_eq!(crate::util::startup_of(&not_ready), None);
+    }
+
+    #[test]
+    fn a_pod_made_claimed_is_timed_out_from_its_runtimes_ready_not_its_creation() {
+        let now: Timestamp = "2026-12-07T10:01:00Z".parse().unwrap();
+        let claimed = "2026-12-07T10:00:00Z";
+        let p = |created: bool, ready: Option<(&str, &str)>| {
+            let mut v = json!({"metadata": {"name": "p",
+                "annotations": {CLAIMED_AT_ANNOTATION: claimed}}});
+            if created {
+                v["metadata"]["annotations"][CREATED_CLAIMED_ANNOTATION] = json!("true");
+            }
+            if let Some((status, at)) = ready {
+                v["status"] = json!({"conditions": [{"type": "Ready", "status": status,
+                                                     "lastTransitionTime": at}]});
+            }
+            pod(v)
+        };
+        let t = |s: &str| Some(s.parse::<Timestamp>().unwrap());
+        // (what, pod, timeout runs from)
+        let table = [
+            ("a claimed pool pod: from its claim", p(false, None), t(claimed)),
+            (
+                "a claimed pool pod that is no longer Ready: still from its claim",
+                p(false, Some(("False", "2026-12-07T10:00:30Z"))),
+                t(claimed),
+            ),
+            ("made claimed, runtime starting: no timeout", p(true, None), None),
+            (
+                "made claimed, runtime not ready: no timeout",
+                p(true, Some(("False", "2026-12-07T10:00:20Z"))),
+                None,
+            ),
+            (
+                "made claimed, runtime ready after the claim: from its Ready",
+                p(true, Some(("True", "2026-12-07T10:00:40Z"))),
+                t("2026-12-07T10:00:40Z"),
+            ),
+        ];
+        for (what, pod, want) in table {
+            assert_eq!(timeout_from(&pod, now), want, "{what}");
+        }
     }
 
     #[test]

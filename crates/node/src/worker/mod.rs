@@ -647,6 +647,11 @@ impl Worker {
         match code::due(&self.pod, &self.rec) {
             Due::Nothing => {}
             Due::Fail(why) => code::fail(&mut self.rec, why),
+            // A pod made claimed from a code pool's template (its pool had no ready pod,
+            // `kinetic_api::pool::CREATED_CLAIMED_ANNOTATION`) asks for its code from the
+            // start: the runtime is called once it is ready (its readiness probe's result
+            // wakes the worker), as a pool pod's is before it can be claimed.
+            Due::Start(_) if !self.app_containers_ready() => {}
             Due::Start(req) => {
                 code::observe(&self.pod, &mut self.rec, &req.image);
                 self.save();
@@ -667,6 +672,14 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// Whether every app container of the pod is ready (the code pool's runtime).
+    fn app_containers_ready(&self) -> bool {
+        let spec = self.pod.spec.as_ref();
+        spec.is_some_and(|s| {
+            s.containers.iter().all(|c| self.rec.containers.get(&c.name).is_some_and(|r| r.ready))
+        })
     }
 
     /// Stops the containers ContainerRecreateRequests asked for; the app containers' pass of

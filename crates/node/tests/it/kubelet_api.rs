@@ -609,7 +609,20 @@ impl TtySession {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_attach_to_a_tty_container_echoes_input_and_follows_resizes() {
-    let c = Cluster::start().await;
+    tty_attach_and_exec_follow_resizes(None).await;
+}
+
+/// The same on runc, whose terminals come through its console socket to the shim (`runc run
+/// --console-socket`) and `runc exec --tty` (the suite's default runtime is the native one).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_attach_and_exec_get_runc_terminals_that_follow_resizes() {
+    tty_attach_and_exec_follow_resizes(Some(kinetic_node::runtime::Kind::Runc)).await;
+}
+
+/// `kubectl attach -it` and `exec -it` over both protocols, on `runtime` (the suite's when
+/// `None`).
+async fn tty_attach_and_exec_follow_resizes(runtime: Option<kinetic_node::runtime::Kind>) {
+    let c = Cluster::start_with(|cfg| cfg.runtime = runtime.unwrap_or(cfg.runtime)).await;
     running_pod(
         &c,
         "term",
