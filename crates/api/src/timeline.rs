@@ -54,6 +54,52 @@ pub struct Timeline {
     /// fields above stay those of the pool pod's own start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub specialization: Option<Specialization>,
+    /// The pod's latest in-place container restart (a new image or env from metadata, issue
+    /// 14): written again after each one, when the restarted container is ready. The fields
+    /// above stay those of the pod's own start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<RestartTimeline>,
+}
+
+/// One in-place restart of a container by the node agent, step by step. Every instant is
+/// taken in the agent, so `observed` → `started` is the restart's time in the agent.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartTimeline {
+    pub container: String,
+    /// The attempt this restart started (the container's run number on the node).
+    pub attempt: u32,
+    /// When the agent's pass over the pod saw the container's changed definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed: Option<Timestamp>,
+    /// When the old run's init process was sent SIGTERM (after any preStop hook).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signalled: Option<Timestamp>,
+    /// When the agent saw the old run's exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exited: Option<Timestamp>,
+    /// When the new image was found (or pulled) and the container's configuration (referenced
+    /// objects, service variables, env) resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured: Option<Timestamp>,
+    /// When the new run's overlay rootfs was mounted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rootfs: Option<Timestamp>,
+    /// When its `config.json` was written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bundle: Option<Timestamp>,
+    /// When the runtime reported the new run's init process started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started: Option<Timestamp>,
+    /// When the agent wrote the new run's Running state to the pod status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reported: Option<Timestamp>,
+    /// When the container was ready again (its first successful readiness probe).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready: Option<Timestamp>,
+    /// The CPU of the new run's start (the shim's, the runtime's, the container init's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu: Option<CpuTime>,
 }
 
 /// The specialisation of a claimed pool pod into its claimant's container.

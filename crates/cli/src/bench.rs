@@ -1408,6 +1408,159 @@ pub(crate) fn print_table(rows: &[Row]) {
     }
 }
 
+/// Which node paths a benchmark measures, each on a fresh platform, side by side (issue 14):
+/// `kinetic bench pods` and `kinetic bench rollout` share it.
+#[derive(clap::Args, Clone, Copy, Debug)]
+pub(crate) struct PathArgs {
+    /// The pod network to measure: the agent's own netlink wiring (native), the CNI plugins
+    /// (cni), or both one after the other, each on a fresh platform, with a side-by-side table
+    #[arg(long, value_enum, default_value = "both")]
+    pub(crate) network: NetworkChoice,
+    /// The container runtime to measure: the agent's own (native), runc under the shims, or
+    /// both. With both networks and both runtimes (the default), two paths side by side: the
+    /// old one (runc + CNI) and the new one (native runtime + native network)
+    #[arg(long, value_enum, default_value = "both")]
+    pub(crate) runtime: RuntimeChoice,
+}
+
+impl PathArgs {
+    /// The (network, runtime) paths to measure, in order.
+    pub(crate) fn paths(self) -> Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind)> {
+        paths(self.network, self.runtime)
+    }
+}
+
+/// `--runtime` of `kinetic bench pods` and `kinetic bench rollout`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum RuntimeChoice {
+    Native,
+    Runc,
+    Both,
+}
+
+/// `--network` of `kinetic bench pods` and `kinetic bench rollout`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NetworkChoice {
+    Native,
+    Cni,
+    Both,
+}
+
+pub(crate) fn network_name(n: kinetic_node::NetworkMode) -> &'static str {
+    match n {
+        kinetic_node::NetworkMode::Cni => "cni",
+        kinetic_node::NetworkMode::Native => "native",
+    }
+}
+
+/// The (network, runtime) paths to measure: with both of each, the old path (runc + CNI) and
+/// the new one (native + native) rather than all four.
+fn paths(
+    network: NetworkChoice,
+    runtime: RuntimeChoice,
+) -> Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind)> {
+    use kinetic_node::NetworkMode as N;
+    use kinetic_node::runtime::Kind as K;
+    let nets = match network {
+        NetworkChoice::Native => vec![N::Native],
+        NetworkChoice::Cni => vec![N::Cni],
+        NetworkChoice::Both => vec![N::Cni, N::Native],
+    };
+    let rts = match runtime {
+        RuntimeChoice::Native => vec![K::Native],
+        RuntimeChoice::Runc => vec![K::Runc],
+        RuntimeChoice::Both => vec![K::Runc, K::Native],
+    };
+    if nets.len() == 2 && rts.len() == 2 {
+        return vec![(N::Cni, K::Runc), (N::Native, K::Native)];
+    }
+    nets.iter().flat_map(|n| rts.iter().map(move |r| (*n, *r))).collect()
+}
+
+/// The floor of a container start, for the benchmarks that compare the start paths.
+///
+/// Bare runc: the same image's layers mounted as overlayfs, `runc run -d` of `sleep`, then
+/// `runc delete -f`. Returns the run times (mount + runc run).
+pub(crate) async fn runc_floor(
+    dir: &std::path::Path,
+    image: &str,
+    runs: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    let store = kinetic_image::Store::open(dir.join("node/images"))?;
+    let img = store.local(image).context("the bench image is not in the node's store")?;
+    let root = dir.join("floor-runc");
+    let mut out = Vec::new();
+    for i in 0..runs {
+        let b = dir.join(format!("floor-{i}"));
+        for d in ["rootfs", "upper", "work"] {
+            std::fs::create_dir_all(b.join(d))?;
+        }
+        let lower: Vec<String> = img.layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let spec = serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["sleep", "3600"],
+                "env": ["PATH=/bin"], "cwd": "/", "noNewPrivileges": true},
+            "root": {"path": b.join("rootfs")},
+            "hostname": "floor",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc"},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            ],
+            "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+                      "cgroupsPath": format!("/kinetic-floor/{i}")},
+        });
+        std::fs::write(b.join("config.json"), serde_json::to_vec(&spec)?)?;
+        let start = std::time::Instant::now();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o"])
+            .arg(format!(
+                "lowerdir={},upperdir={},workdir={}",
+                lower.join(":"),
+                b.join("upper").display(),
+                b.join("work").display()
+            ))
+            .arg(b.join("rootfs"))
+            .status()?;
+        if !st.success() {
+            bail!("overlay mount for the floor failed");
+        }
+        let st = tokio::process::Command::new("runc")
+            .arg("--root")
+            .arg(&root)
+            .args(["run", "-d", "--pid-file"])
+            .arg(b.join("pid"))
+            .arg("-b")
+            .arg(&b)
+            .arg(format!("floor-{i}"))
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await?;
+        out.push(start.elapsed());
+        // This process is the node agent's subreaper, so the container is our child: kill and
+        // reap it before deleting, or cgroup v1 keeps its cgroup busy.
+        let pid: i32 = std::fs::read_to_string(b.join("pid"))
+            .ok()
+            .and_then(|p| p.trim().parse().ok())
+            .unwrap_or(0);
+        let runc = |args: &[&str]| {
+            std::process::Command::new("runc").arg("--root").arg(&root).args(args).output()
+        };
+        let _ = runc(&["kill", &format!("floor-{i}"), "KILL"]);
+        if let Some(p) = rustix::process::Pid::from_raw(pid) {
+            let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
+        }
+        let _ = runc(&["delete", "-f", &format!("floor-{i}")]);
+        let _ = std::process::Command::new("umount").arg(b.join("rootfs")).status();
+        if !st.success() {
+            bail!("runc run failed for the floor");
+        }
+        let _ = std::fs::remove_dir_all(&b);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1420,5 +1573,17 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), Duration::from_millis(100));
         assert_eq!(percentile(&[Duration::from_millis(7)], 0.99), Duration::from_millis(7));
         assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn both_runtimes_and_networks_compare_the_old_path_with_the_new_one() {
+        use kinetic_node::NetworkMode as N;
+        use kinetic_node::runtime::Kind as K;
+        let both = PathArgs { network: NetworkChoice::Both, runtime: RuntimeChoice::Both };
+        assert_eq!(both.paths(), vec![(N::Cni, K::Runc), (N::Native, K::Native)]);
+        let native = PathArgs { network: NetworkChoice::Native, runtime: RuntimeChoice::Both };
+        assert_eq!(native.paths(), vec![(N::Native, K::Runc), (N::Native, K::Native)]);
+        let one = PathArgs { network: NetworkChoice::Cni, runtime: RuntimeChoice::Runc };
+        assert_eq!(one.paths(), vec![(N::Cni, K::Runc)]);
     }
 }

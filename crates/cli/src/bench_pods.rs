@@ -57,35 +57,12 @@ pub struct PodsArgs {
     /// Bare `runc run` repetitions for the floor
     #[arg(long, default_value_t = 30)]
     floor_runs: usize,
-    /// The pod network to measure: the agent's own netlink wiring (native), the CNI plugins
-    /// (cni), or both one after the other, each on a fresh platform, with a side-by-side table
-    #[arg(long, value_enum, default_value = "both")]
-    network: NetworkChoice,
-    /// The container runtime to measure: the agent's own (native), runc under the shims, or
-    /// both. With both networks and both runtimes (the default), two paths side by side: the
-    /// old one (runc + CNI) and the new one (native runtime + native network)
-    #[arg(long, value_enum, default_value = "both")]
-    runtime: RuntimeChoice,
+    #[command(flatten)]
+    paths: crate::bench::PathArgs,
     /// Also measure the last native-network path with up to this many ready sandboxes (at
     /// least one kept when idle), on a fresh platform, as its own column; 0 leaves it out
     #[arg(long, value_name = "N", default_value_t = 8)]
     ready_sandboxes: usize,
-}
-
-/// `--runtime` of `kinetic bench pods`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum RuntimeChoice {
-    Native,
-    Runc,
-    Both,
-}
-
-/// `--network` of `kinetic bench pods`.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-enum NetworkChoice {
-    Native,
-    Cni,
-    Both,
 }
 
 /// What the side-by-side table shows of one network mode's run.
@@ -138,7 +115,7 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     let mut summaries = Vec::new();
     let off = kinetic_node::ReadySandboxes::default();
     let mut runs: Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind, _)> =
-        paths(args.network, args.runtime).into_iter().map(|(n, r)| (n, r, off)).collect();
+        args.paths.paths().into_iter().map(|(n, r)| (n, r, off)).collect();
     if args.ready_sandboxes > 0
         && let Some(&(n, r, _)) =
             runs.iter().rev().find(|(n, _, _)| *n == kinetic_node::NetworkMode::Native)
@@ -151,12 +128,12 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
     }
     for (network, runtime, ready) in runs {
         let ready_col = if ready.max > 0 { "+ready" } else { "" };
-        let name = format!("{runtime}+{}{ready_col}", network_name(network));
+        let name = format!("{runtime}+{}{ready_col}", crate::bench::network_name(network));
         #[allow(clippy::print_stdout)]
         {
             println!(
                 "\n=== pod start path: {runtime} runtime, {} network{} ===",
-                network_name(network),
+                crate::bench::network_name(network),
                 if ready.max > 0 { ", ready sandboxes" } else { "" }
             );
         }
@@ -176,37 +153,6 @@ pub async fn run(args: PodsArgs) -> anyhow::Result<()> {
         println_side_by_side(&summaries);
     }
     Ok(())
-}
-
-fn network_name(n: kinetic_node::NetworkMode) -> &'static str {
-    match n {
-        kinetic_node::NetworkMode::Cni => "cni",
-        kinetic_node::NetworkMode::Native => "native",
-    }
-}
-
-/// The (network, runtime) paths to measure: with both of each, the old path (runc + CNI) and
-/// the new one (native + native) rather than all four.
-fn paths(
-    network: NetworkChoice,
-    runtime: RuntimeChoice,
-) -> Vec<(kinetic_node::NetworkMode, kinetic_node::runtime::Kind)> {
-    use kinetic_node::NetworkMode as N;
-    use kinetic_node::runtime::Kind as K;
-    let nets = match network {
-        NetworkChoice::Native => vec![N::Native],
-        NetworkChoice::Cni => vec![N::Cni],
-        NetworkChoice::Both => vec![N::Cni, N::Native],
-    };
-    let rts = match runtime {
-        RuntimeChoice::Native => vec![K::Native],
-        RuntimeChoice::Runc => vec![K::Runc],
-        RuntimeChoice::Both => vec![K::Runc, K::Native],
-    };
-    if nets.len() == 2 && rts.len() == 2 {
-        return vec![(N::Cni, K::Runc), (N::Native, K::Native)];
-    }
-    nets.iter().flat_map(|n| rts.iter().map(move |r| (*n, *r))).collect()
 }
 
 /// The side-by-side table of the network modes measured in this run.
@@ -441,7 +387,7 @@ async fn measure(
     let cpu2 = cpu_ticks()?;
     drop(watch);
 
-    let floor = runc_floor(platform.path(), &image, args.floor_runs).await?;
+    let floor = crate::bench::runc_floor(platform.path(), &image, args.floor_runs).await?;
     Ok(Measured { seq, conc, timelines, burst_wall, cpu0, cpu1, cpu2, floor })
 }
 
@@ -584,86 +530,4 @@ fn println_shares(tls: &[Timeline]) {
             println!("{name:<46}  {:>9.1}  {:>5.1}%", s / n, s / total.max(1e-9) * 100.0);
         }
     }
-}
-
-/// Bare runc: the same image's layers mounted as overlayfs, `runc run -d` of `sleep`, then
-/// `runc delete -f`. Returns the run times (mount + runc run).
-async fn runc_floor(
-    dir: &std::path::Path,
-    image: &str,
-    runs: usize,
-) -> anyhow::Result<Vec<Duration>> {
-    let store = kinetic_image::Store::open(dir.join("node/images"))?;
-    let img = store.local(image).context("the bench image is not in the node's store")?;
-    let root = dir.join("floor-runc");
-    let mut out = Vec::new();
-    for i in 0..runs {
-        let b = dir.join(format!("floor-{i}"));
-        for d in ["rootfs", "upper", "work"] {
-            std::fs::create_dir_all(b.join(d))?;
-        }
-        let lower: Vec<String> = img.layers.iter().rev().map(|p| p.display().to_string()).collect();
-        let spec = json!({
-            "ociVersion": "1.0.2",
-            "process": {"terminal": false, "user": {"uid": 0, "gid": 0}, "args": ["sleep", "3600"],
-                "env": ["PATH=/bin"], "cwd": "/", "noNewPrivileges": true},
-            "root": {"path": b.join("rootfs")},
-            "hostname": "floor",
-            "mounts": [
-                {"destination": "/proc", "type": "proc", "source": "proc"},
-                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            ],
-            "linux": {"namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
-                      "cgroupsPath": format!("/kinetic-floor/{i}")},
-        });
-        std::fs::write(b.join("config.json"), serde_json::to_vec(&spec)?)?;
-        let start = Instant::now();
-        let st = std::process::Command::new("mount")
-            .args(["-t", "overlay", "overlay", "-o"])
-            .arg(format!(
-                "lowerdir={},upperdir={},workdir={}",
-                lower.join(":"),
-                b.join("upper").display(),
-                b.join("work").display()
-            ))
-            .arg(b.join("rootfs"))
-            .status()?;
-        if !st.success() {
-            bail!("overlay mount for the floor failed");
-        }
-        let st = tokio::process::Command::new("runc")
-            .arg("--root")
-            .arg(&root)
-            .args(["run", "-d", "--pid-file"])
-            .arg(b.join("pid"))
-            .arg("-b")
-            .arg(&b)
-            .arg(format!("floor-{i}"))
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .await?;
-        out.push(start.elapsed());
-        // This process is the node agent's subreaper, so the container is our child: kill and
-        // reap it before deleting, or cgroup v1 keeps its cgroup busy.
-        let pid: i32 = std::fs::read_to_string(b.join("pid"))
-            .ok()
-            .and_then(|p| p.trim().parse().ok())
-            .unwrap_or(0);
-        let runc = |args: &[&str]| {
-            std::process::Command::new("runc").arg("--root").arg(&root).args(args).output()
-        };
-        let _ = runc(&["kill", &format!("floor-{i}"), "KILL"]);
-        if let Some(p) = rustix::process::Pid::from_raw(pid) {
-            let _ = rustix::process::waitpid(Some(p), rustix::process::WaitOptions::empty());
-        }
-        let _ = runc(&["delete", "-f", &format!("floor-{i}")]);
-        let _ = std::process::Command::new("umount").arg(b.join("rootfs")).status();
-        if !st.success() {
-            bail!("runc run failed for the floor");
-        }
-        let _ = std::fs::remove_dir_all(&b);
-    }
-    Ok(out)
 }

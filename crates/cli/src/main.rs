@@ -8,6 +8,7 @@ mod bench_coldstart_knative;
 mod bench_pods;
 mod bench_pull;
 mod bench_rollout;
+mod bench_rollout_restart;
 mod bench_sandbox;
 mod bench_serve;
 mod bench_sidecar;

@@ -263,6 +263,8 @@ pub(crate) struct Ctx {
     pub pods_dir: PathBuf,
     /// Where pods reach the API relay, when it runs.
     pub api_relay: Option<SocketAddr>,
+    /// Every Service, for the containers' service variables (`svcenv`).
+    pub services: svcenv::ServiceCache,
 }
 
 /// Pull options with the node's insecure registries and the credentials of `secrets`
@@ -357,7 +359,9 @@ impl Agent {
             None => None,
         };
         let api_relay = relay.as_ref().map(|(_, a, _)| *a);
+        let (services, services_task) = svcenv::ServiceCache::start(client.clone());
         let ctx = Arc::new(Ctx {
+            services,
             runtime: rt,
             net,
             ready: ready.clone(),
@@ -396,6 +400,7 @@ impl Agent {
         // ContainerRecreateRequests reach the pods' workers through the dispatcher.
         let (to_workers, from_recreate) = mpsc::unbounded_channel();
         let mut tasks = tasks;
+        tasks.push(services_task);
         if let Some((listener, _, upstream)) = relay {
             tasks.push(tokio::spawn(relay::run(listener, upstream)));
         }

@@ -68,7 +68,22 @@ impl Refs {
     /// # Errors
     /// The API fails for a reason other than NotFound.
     pub async fn fetch(client: &kube::Client, pod: &Pod) -> Result<Refs> {
-        let (cms, secrets) = referenced(pod);
+        Self::fetch_scoped(client, pod, true).await
+    }
+
+    /// What a container's environment refers to (`env`, `envFrom`), nothing for volumes: a
+    /// restart in a pod whose volumes are set up needs no more (kubelet resolves env per
+    /// container start, volumes once in its volume manager). Issue 14: the pod's projected
+    /// `kube-root-ca.crt` was read from the API on every in-place restart.
+    ///
+    /// # Errors
+    /// The API fails for a reason other than NotFound.
+    pub async fn fetch_env(client: &kube::Client, pod: &Pod) -> Result<Refs> {
+        Self::fetch_scoped(client, pod, false).await
+    }
+
+    async fn fetch_scoped(client: &kube::Client, pod: &Pod, volumes: bool) -> Result<Refs> {
+        let (cms, secrets) = referenced(pod, volumes);
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         let mut refs = Refs::default();
         if !cms.is_empty() {
@@ -107,6 +122,7 @@ impl Refs {
         let claims: Vec<String> = pod
             .spec
             .iter()
+            .filter(|_| volumes)
             .flat_map(|s| s.volumes.iter().flatten())
             .filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.clone()))
             .collect();
@@ -170,7 +186,9 @@ fn volume_path(pv: &PersistentVolume) -> Option<std::path::PathBuf> {
 }
 
 /// Names of the ConfigMaps and Secrets `pod` refers to.
-fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
+/// The ConfigMaps and Secrets `pod` names: its containers' env, and with `volumes` its volumes
+/// and image pull secrets too.
+fn referenced(pod: &Pod, volumes: bool) -> (BTreeSet<String>, BTreeSet<String>) {
     let mut cms = BTreeSet::new();
     let mut secrets = BTreeSet::new();
     let Some(spec) = &pod.spec else { return (cms, secrets) };
@@ -193,6 +211,9 @@ fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
             }
         }
     }
+    if !volumes {
+        return (cms, secrets);
+    }
     for v in spec.volumes.iter().flatten() {
         if let Some(c) = &v.config_map {
             cms.insert(c.name.clone());
@@ -213,4 +234,38 @@ fn referenced(pod: &Pod) -> (BTreeSet<String>, BTreeSet<String>) {
         secrets.insert(s.name.clone());
     }
     (cms, secrets)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_restart_reads_only_what_the_environment_names() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p"},
+            "spec": {
+                "imagePullSecrets": [{"name": "pull"}],
+                "containers": [{"name": "c",
+                    "envFrom": [{"configMapRef": {"name": "env-cm"}}, {"secretRef": {"name": "env-secret"}}],
+                    "env": [{"name": "K", "valueFrom": {"configMapKeyRef": {"name": "key-cm", "key": "k"}}}]}],
+                "volumes": [
+                    {"name": "v", "configMap": {"name": "vol-cm"}},
+                    {"name": "s", "secret": {"secretName": "vol-secret"}},
+                    {"name": "kube-api-access", "projected": {"sources": [
+                        {"configMap": {"name": "kube-root-ca.crt"}}]}},
+                ],
+            },
+        }))
+        .unwrap();
+        let names = |s: BTreeSet<String>| s.into_iter().collect::<Vec<_>>();
+        let (cms, secrets) = referenced(&pod, false);
+        assert_eq!(names(cms), ["env-cm", "key-cm"]);
+        assert_eq!(names(secrets), ["env-secret"]);
+        let (cms, secrets) = referenced(&pod, true);
+        assert_eq!(names(cms), ["env-cm", "key-cm", "kube-root-ca.crt", "vol-cm"]);
+        assert_eq!(names(secrets), ["env-secret", "pull", "vol-secret"]);
+    }
 }

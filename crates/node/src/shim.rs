@@ -160,11 +160,52 @@ fn read_pid(path: &Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
 }
 
-/// True while `pid` is the shim of container `id` (not a reused pid).
+/// True while `pid` is the shim of container `id` (not a reused pid): its arguments are
+/// `__shim <spec of id>`, or `__shim - <id>` for a shim started ahead of its spec ([`Early`]).
 fn is_shim(pid: i32, id: &str) -> bool {
     let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
-    let text = String::from_utf8_lossy(&cmdline);
-    alive(pid) && text.contains(SUBCOMMAND) && text.contains(&format!("\"id\":\"{id}\""))
+    alive(pid) && is_shim_cmdline(&cmdline, id)
+}
+
+fn is_shim_cmdline(cmdline: &[u8], id: &str) -> bool {
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let Some(sub) = args.iter().position(|a| *a == SUBCOMMAND.as_bytes()) else { return false };
+    match (args.get(sub + 1), args.get(sub + 2)) {
+        (Some(a), Some(b)) if *a == EARLY_ARG.as_bytes() => *b == id.as_bytes(),
+        (Some(spec), _) => String::from_utf8_lossy(spec).contains(&format!("\"id\":\"{id}\"")),
+        _ => false,
+    }
+}
+
+/// The argument of a shim that reads its spec from stdin ([`Early`]).
+const EARLY_ARG: &str = "-";
+
+/// A shim started ahead of its container's spec (`__shim - <id>`), waiting for the spec on its
+/// stdin. An in-place restart starts one as it stops the old run, so the shim's exec and
+/// start-up overlap the old run's exit and the new run's preparation instead of following
+/// them (issue 14). Dropped unused, its stdin closes and it exits without doing anything.
+pub(crate) struct Early {
+    id: String,
+    child: tokio::process::Child,
+}
+
+impl Early {
+    /// Starts `exe __shim - <id>` for container attempt `id`.
+    ///
+    /// # Errors
+    /// The executable cannot be started.
+    pub(crate) fn spawn(exe: &Path, id: &str) -> Result<Self> {
+        let child = tokio::process::Command::new(exe)
+            .arg(SUBCOMMAND)
+            .arg(EARLY_ARG)
+            .arg(id)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(exe, e))?;
+        Ok(Self { id: id.to_owned(), child })
+    }
 }
 
 /// The exit code the shim recorded in `bundle`, if any.
@@ -201,7 +242,7 @@ pub(crate) async fn wait_exit(bundle: &Path, id: &str, pid: i32) -> Exit {
 ///
 /// # Errors
 /// The shim cannot be started, or runc failed (its message is in the error).
-pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<(i32, CpuTime)> {
+pub(crate) async fn start(exe: &Path, spec: &Spec, early: Option<Early>) -> Result<(i32, CpuTime)> {
     let fail = |message: String| Error::Runtime {
         runtime: spec.runtime.as_str(),
         op: "run",
@@ -212,14 +253,17 @@ pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<(i32, CpuTime)> {
     let _ = std::fs::remove_file(&spec.log);
     let arg =
         serde_json::to_string(spec).map_err(|e| fail(format!("encoding the shim spec: {e}")))?;
-    let mut child = tokio::process::Command::new(exe)
-        .arg(SUBCOMMAND)
-        .arg(arg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| Error::io(exe, e))?;
+    let mut child = match hand_over(early, spec, &arg).await {
+        Some(child) => child,
+        None => tokio::process::Command::new(exe)
+            .arg(SUBCOMMAND)
+            .arg(&arg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| Error::io(exe, e))?,
+    };
     let mut out = String::new();
     let read = match child.stdout.take() {
         Some(mut s) => {
@@ -250,6 +294,22 @@ pub(crate) async fn start(exe: &Path, spec: &Spec) -> Result<(i32, CpuTime)> {
     ))
 }
 
+/// Gives `early` (when it is for `spec`'s container) its spec; `None` when there is no such
+/// shim or it cannot take it (it is then left to exit on its closed stdin).
+async fn hand_over(early: Option<Early>, spec: &Spec, arg: &str) -> Option<tokio::process::Child> {
+    let mut early = early.filter(|e| e.id == spec.id)?;
+    let mut stdin = early.child.stdin.take()?;
+    let sent = stdin.write_all(arg.as_bytes()).await.and(stdin.shutdown().await);
+    drop(stdin);
+    match sent {
+        Ok(()) => Some(early.child),
+        Err(e) => {
+            tracing::debug!(id = %spec.id, error = %e, "the early shim did not take its spec");
+            None
+        }
+    }
+}
+
 /// Removes what a crash mid-create may have left of attempt `id` before it starts again, once
 /// the runtime removed the container (`Runtime::clear_stale`): its shim (waited for: it
 /// records the exit and goes) and the shim's files. The caller then unmounts and removes the
@@ -276,30 +336,50 @@ pub(crate) async fn clear_stale(id: &str, bundle: &Path) {
 
 /// The shim's `main`: `arg` is the JSON [`Spec`]. Returns when the container has ended.
 pub fn main(arg: &OsStr) -> ExitCode {
-    let spec: Spec = match arg.to_str().map(serde_json::from_str) {
-        Some(Ok(s)) => s,
-        _ => {
-            report(&json!({"error": "the shim's argument is not a spec"}));
+    let Some(rt) = prepare() else { return ExitCode::FAILURE };
+    let spec = if arg == EARLY_ARG {
+        // An early shim ([`Early`]): everything above is done while the agent still prepares
+        // the container; the spec comes on stdin (to its end). Without one (the agent dropped
+        // it) the shim exits quietly.
+        use std::io::Read as _;
+        let mut text = String::new();
+        let read = io::stdin().read_to_string(&mut text);
+        if let Ok(null) = std::fs::File::open("/dev/null") {
+            let _ = rustix::stdio::dup2_stdin(&null);
+        }
+        if read.is_err() || text.trim().is_empty() {
             return ExitCode::FAILURE;
         }
+        serde_json::from_str::<Spec>(&text).ok()
+    } else {
+        arg.to_str().and_then(|a| serde_json::from_str::<Spec>(a).ok())
     };
-    // A session of its own: no terminal's SIGINT or SIGHUP reaches it.
-    let _ = rustix::process::setsid();
-    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
-        report(&json!({"error": format!("becoming the child subreaper: {e}")}));
+    let Some(spec) = spec else {
+        report(&json!({"error": "the shim's argument is not a spec"}));
         return ExitCode::FAILURE;
-    }
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            report(&json!({"error": format!("starting the shim's runtime: {e}")}));
-            return ExitCode::FAILURE;
-        }
     };
     let code = rt.block_on(run(spec));
     // Blocking reads (a terminal) may still be pending: do not wait for them.
     rt.shutdown_timeout(Duration::ZERO);
     code
+}
+
+/// What a shim does before it knows its container: a session of its own, the subreaper role,
+/// its runtime. `None` (reported) when one fails.
+fn prepare() -> Option<tokio::runtime::Runtime> {
+    // A session of its own: no terminal's SIGINT or SIGHUP reaches it.
+    let _ = rustix::process::setsid();
+    if let Err(e) = rustix::process::set_child_subreaper(Some(rustix::process::getpid())) {
+        report(&json!({"error": format!("becoming the child subreaper: {e}")}));
+        return None;
+    }
+    match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            report(&json!({"error": format!("starting the shim's runtime: {e}")}));
+            None
+        }
+    }
 }
 
 /// Writes the one report line to the agent and detaches stdout from it.
@@ -806,6 +886,28 @@ async fn close_stdin(shared: &Shared) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_shim_is_known_by_its_spec_or_by_its_early_arguments() {
+        let spec = br#"{"runtime":"native","id":"u-web-2","bundle":"/b"}"#;
+        let mut full = b"/usr/bin/kinetic\0__shim\0".to_vec();
+        full.extend_from_slice(spec);
+        full.push(0);
+        let cases: [(&[u8], &str, bool); 7] = [
+            (&full, "u-web-2", true),
+            (&full, "u-web-3", false),
+            (b"/usr/bin/kinetic\0__shim\0-\0u-web-2\0", "u-web-2", true),
+            // An early shim of another attempt, or an id only as a prefix.
+            (b"/usr/bin/kinetic\0__shim\0-\0u-web-3\0", "u-web-2", false),
+            (b"/usr/bin/kinetic\0__shim\0-\0u-web-22\0", "u-web-2", false),
+            // Not a shim at all, or a shim with nothing to say who it is.
+            (b"/bin/sleep\0u-web-2\0", "u-web-2", false),
+            (b"/usr/bin/kinetic\0__shim\0", "u-web-2", false),
+        ];
+        for (cmdline, id, want) in cases {
+            assert_eq!(is_shim_cmdline(cmdline, id), want, "{}", String::from_utf8_lossy(cmdline));
+        }
+    }
 
     #[test]
     fn output_becomes_cri_records() {

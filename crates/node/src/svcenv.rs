@@ -103,7 +103,8 @@ fn var_name(s: &str) -> String {
     s.to_ascii_uppercase().replace('-', "_")
 }
 
-/// Reads the Services `pod`'s variables come from and returns the variables. A node that may
+/// Reads the Services `pod`'s variables come from (from `cache` when given and filled) and
+/// returns the variables. A node that may
 /// not list Services (403) gets only the relay's variables, with a warning: a least-privilege
 /// node still runs its pods.
 ///
@@ -111,11 +112,15 @@ fn var_name(s: &str) -> String {
 /// The API fails otherwise (the container start is retried, as for a missing ConfigMap).
 pub async fn fetch(
     client: &kube::Client,
+    cache: Option<&ServiceCache>,
     pod: &Pod,
     relay: Option<SocketAddr>,
 ) -> Result<BTreeMap<String, String>, kube::Error> {
     let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     let links = pod.spec.as_ref().and_then(|s| s.enable_service_links).unwrap_or(true);
+    if let Some(cached) = cache.and_then(|c| c.env(ns, links, relay)) {
+        return Ok(cached);
+    }
     let local = if links {
         let api: Api<Service> = Api::namespaced(client.clone(), ns);
         forbidden(api.list(&ListParams::default()).await.map(|l| l.items), ns, "services")?
@@ -130,6 +135,81 @@ pub async fn fetch(
         None
     };
     Ok(service_env(ns, &local, master.as_ref(), relay))
+}
+
+/// The node's copy of every Service, kept by a watch, as kubelet's service informer
+/// (`serviceLister` in `pkg/kubelet/kubelet.go`): a container start reads its service
+/// variables from memory instead of listing the namespace's Services on the API (issue 14: a
+/// list per start, in-place restarts included, was most of a restart's configuration step).
+/// Until the first list arrived, or when the node may not watch Services, [`fetch`] asks the
+/// API as before. The worker reads it for restarts only: a pod's first start still lists the
+/// Services, so a Service created just before its pod is never missed for want of a watch
+/// event that has not arrived yet (upstream has that race; the node's tests rely on its absence).
+#[derive(Clone)]
+pub struct ServiceCache {
+    store: kube::runtime::reflector::Store<Service>,
+    synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ServiceCache {
+    /// The cache and the task that keeps it (to be aborted with the agent).
+    pub fn start(client: kube::Client) -> (Self, tokio::task::JoinHandle<()>) {
+        use futures::StreamExt as _;
+        use kube::runtime::WatchStreamExt as _;
+        use kube::runtime::watcher::{self, Event};
+        let (store, writer) = kube::runtime::reflector::store();
+        let synced = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = synced.clone();
+        let api: Api<Service> = Api::all(client);
+        let task = tokio::spawn(async move {
+            let stream =
+                kube::runtime::reflector(writer, watcher::watcher(api, watcher::Config::default()))
+                    .default_backoff();
+            futures::pin_mut!(stream);
+            let mut warned = false;
+            while let Some(ev) = stream.next().await {
+                match ev {
+                    Ok(Event::InitDone) => flag.store(true, std::sync::atomic::Ordering::Release),
+                    Ok(_) => {}
+                    Err(e) if !warned => {
+                        warned = true;
+                        tracing::warn!(error = %e, "watching Services (service variables come from the API meanwhile)");
+                    }
+                    Err(e) => tracing::debug!(error = %e, "watching Services"),
+                }
+            }
+        });
+        (Self { store, synced }, task)
+    }
+
+    /// The variables from the cache, when it has been filled.
+    fn env(
+        &self,
+        ns: &str,
+        links: bool,
+        relay: Option<SocketAddr>,
+    ) -> Option<BTreeMap<String, String>> {
+        if !self.synced.load(std::sync::atomic::Ordering::Acquire) {
+            return None;
+        }
+        let all = self.store.state();
+        let in_ns =
+            |s: &&std::sync::Arc<Service>, n: &str| s.metadata.namespace.as_deref() == Some(n);
+        let local: Vec<Service> = if links {
+            all.iter().filter(|s| in_ns(s, ns)).map(|s| (**s).clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let master = if relay.is_none() {
+            all.iter()
+                .filter(|s| in_ns(s, MASTER_NAMESPACE))
+                .find(|s| s.metadata.name.as_deref() == Some(MASTER_NAME))
+                .map(|s| (**s).clone())
+        } else {
+            None
+        };
+        Some(service_env(ns, &local, master.as_ref(), relay))
+    }
 }
 
 /// `Ok(None)` (with a warning) for a 403, the answer otherwise.
@@ -148,6 +228,28 @@ mod tests {
     #![allow(clippy::unwrap_used)]
 
     use super::*;
+
+    #[test]
+    fn the_cache_answers_only_once_filled_and_with_the_namespace_services() {
+        use kube::runtime::watcher::Event;
+        let (store, mut writer) = kube::runtime::reflector::store();
+        let cache = ServiceCache { store, synced: std::sync::Arc::default() };
+        let relay: Option<SocketAddr> = Some("10.9.0.1:443".parse().unwrap());
+        assert_eq!(cache.env("default", true, relay), None, "not filled yet: ask the API");
+        for s in [
+            svc("default", "web", "10.96.0.10", serde_json::json!([{"port": 80}])),
+            svc("other", "db", "10.96.0.11", serde_json::json!([{"port": 5432}])),
+        ] {
+            writer.apply_watcher_event(&Event::Apply(s));
+        }
+        cache.synced.store(true, std::sync::atomic::Ordering::Release);
+        let env = cache.env("default", true, relay).unwrap();
+        let local = [svc("default", "web", "10.96.0.10", serde_json::json!([{"port": 80}]))];
+        assert_eq!(env, service_env("default", &local, None, relay));
+        assert!(!env.contains_key("DB_SERVICE_HOST"), "{env:?}");
+        let env = cache.env("default", false, relay).unwrap();
+        assert_eq!(env, service_env("default", &[], None, relay), "enableServiceLinks false");
+    }
 
     fn svc(ns: &str, name: &str, ip: &str, ports: serde_json::Value) -> Service {
         serde_json::from_value(serde_json::json!({

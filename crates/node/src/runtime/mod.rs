@@ -136,7 +136,8 @@ impl Runtime {
         }
     }
 
-    /// Creates and starts the container of `spec` under a new shim (`exe`); returns its init
+    /// Creates and starts the container of `spec` under a new shim (`exe`, or `early` when it
+    /// was started ahead for this container); returns its init
     /// pid and the CPU the start took outside the agent. A failed start leaves no runtime
     /// state behind.
     ///
@@ -146,8 +147,9 @@ impl Runtime {
         &self,
         exe: &Path,
         spec: &crate::shim::Spec,
+        early: Option<crate::shim::Early>,
     ) -> Result<(i32, CpuTime)> {
-        match crate::shim::start(exe, spec).await {
+        match crate::shim::start(exe, spec, early).await {
             Ok(r) => Ok(r),
             Err(e) => {
                 let _ = self.delete(&spec.id).await;

@@ -10,6 +10,7 @@ mod adopt;
 mod probes;
 mod publish;
 mod ready;
+mod restart;
 mod start;
 mod stop;
 
@@ -116,6 +117,11 @@ struct Worker {
     held_cleanup: Option<(String, PathBuf)>,
     /// Container stops asked for by ContainerRecreateRequests, done at the next sync.
     recreates: Vec<Recreate>,
+    /// The in-place restart being recorded for the timeline (`restart`).
+    restart: Option<restart::Pending>,
+    /// The shim started for an in-place restart's new run while the old one stops (spawned on
+    /// a blocking thread: the fork and exec do not hold up the stop).
+    early_shim: Option<JoinHandle<crate::Result<crate::shim::Early>>>,
 }
 
 /// Runs the worker for `pod` until the pod is gone and cleaned up.
@@ -154,6 +160,8 @@ pub async fn run(
         cleanups: Vec::new(),
         held_cleanup: None,
         recreates: Vec::new(),
+        restart: None,
+        early_shim: None,
     };
     if let Err(e) = std::fs::create_dir_all(w.dir.join("logs")) {
         tracing::error!(pod = %w.key(), error = %e, "cannot create the pod directory");
@@ -223,7 +231,15 @@ fn acts_on(pod: &Pod) -> ActsOn<'_> {
         .collect();
     let meta = ObjectMetaView {
         labels: m.labels.as_ref(),
-        annotations: m.annotations.as_ref(),
+        // The timeline is the agent's own record: its writes (an in-place restart's comes
+        // back through the watch) are nothing to act on.
+        annotations: m
+            .annotations
+            .iter()
+            .flatten()
+            .filter(|(k, _)| k.as_str() != timeline::ANNOTATION)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
         deletion: m.deletion_timestamp.as_ref(),
         grace: m.deletion_grace_period_seconds,
         generation: m.generation,
@@ -234,7 +250,7 @@ fn acts_on(pod: &Pod) -> ActsOn<'_> {
 #[derive(PartialEq)]
 struct ObjectMetaView<'a> {
     labels: Option<&'a BTreeMap<String, String>>,
-    annotations: Option<&'a BTreeMap<String, String>>,
+    annotations: Vec<(&'a str, &'a str)>,
     deletion: Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
     grace: Option<i64>,
     generation: Option<i64>,
@@ -565,6 +581,13 @@ impl Worker {
                             self.grace_period()
                         };
                         let began = Instant::now();
+                        self.restart_begin(&spec.name, ts_now());
+                        // The new run's shim starts now: its exec overlaps the old run's exit.
+                        let next = container_id(&self.rec.uid, &spec.name, c.attempt + 1);
+                        let exe = self.ctx.cfg.shim.clone();
+                        self.early_shim = Some(tokio::task::spawn_blocking(move || {
+                            crate::shim::Early::spawn(&exe, &next)
+                        }));
                         let why = if specialize { SPECIALIZE } else { "spec" };
                         self.stop(&spec.name, grace, why).await;
                         let stopped = began.elapsed();
@@ -757,3 +780,24 @@ fn fmt_dur(d: Duration) -> String {
 
 /// Why a specialised pool pod's placeholder is stopped (`Running::stopping`).
 const SPECIALIZE: &str = "specialize";
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn pod(annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p", "annotations": annotations}}))
+            .unwrap()
+    }
+
+    #[test]
+    fn the_agents_own_timeline_write_is_nothing_to_act_on() {
+        let before = pod(json!({"note": "a"}));
+        let timeline = pod(json!({"note": "a", (timeline::ANNOTATION): "{\"restart\":{}}"}));
+        assert!(acts_on(&before) == acts_on(&timeline), "a timeline write causes no sync");
+        let other = pod(json!({"note": "b", (timeline::ANNOTATION): "{}"}));
+        assert!(acts_on(&timeline) != acts_on(&other), "another annotation still does");
+    }
+}

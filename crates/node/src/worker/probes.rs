@@ -52,6 +52,12 @@ impl Worker {
     }
 
     pub(super) fn mark_ready(&mut self, name: &str) {
+        let attempt = self.running.get(name).map(|r| r.attempt);
+        self.restart_step(name, |r| {
+            if Some(r.attempt) == attempt {
+                r.ready.get_or_insert_with(ts_now);
+            }
+        });
         if self.rec.timeline_written {
             return;
         }
@@ -61,8 +67,17 @@ impl Worker {
     }
 }
 
-/// The first retry of a readiness probe that has not succeeded yet (see `probe_loop`).
-pub(super) const FIRST_READINESS_RETRY: Duration = Duration::from_millis(25);
+/// The first retry of a readiness probe that has not succeeded yet (see `probe_loop`). 5 ms
+/// (25 ms before issue 14): a restarted container's server typically listens a few
+/// milliseconds after its start, and the first probe, at the start, finds it not yet
+/// listening; a refused connection costs the agent well under a millisecond.
+pub(super) const FIRST_READINESS_RETRY: Duration = Duration::from_millis(5);
+
+/// When the readiness probe runs next after one at `now` that has not succeeded yet, and the
+/// retry after that: `eager` doubling up to the probe's period.
+pub(super) fn next_eager(now: Instant, eager: Duration, period: Duration) -> (Instant, Duration) {
+    if eager >= period { (now + period, period) } else { (now + eager, eager * 2) }
+}
 
 /// Runs a container's probes: the startup probe first, then readiness and liveness on their
 /// own periods. Sends a message when a result changes (readiness) or a threshold is crossed.
@@ -103,7 +118,7 @@ pub(super) async fn probe_loop(
         .as_ref()
         .map(|p| (p, probe::timing(p), start + probe::timing(p).initial_delay, 0, 0, None::<bool>));
     // Deliberate deviation from kubelet: until the container's first successful readiness
-    // probe, probe again after 25 ms, doubling up to periodSeconds, instead of waiting a whole
+    // probe, probe again after 5 ms, doubling up to periodSeconds, instead of waiting a whole
     // period after a first probe that ran before the process listened (Knative's queue-proxy
     // probes as eagerly, for the same reason: time to Ready is what users wait for). After the
     // first success the probe runs every periodSeconds, as kubelet's.
@@ -123,12 +138,7 @@ pub(super) async fn probe_loop(
         if let Some((p, t, due, succ, fail, last)) = r.as_mut()
             && *due <= now
         {
-            if eager >= t.period {
-                *due = now + t.period;
-            } else {
-                *due = now + eager;
-                eager *= 2;
-            }
+            (*due, eager) = next_eager(now, eager, t.period);
             match probe::run(&probe::of_probe(p), &spec, &target, t.timeout).await {
                 Ok(()) => {
                     *succ += 1;
@@ -169,5 +179,23 @@ pub(super) async fn probe_loop(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unready_container_is_probed_after_5_ms_then_doubling_until_the_period() {
+        let t0 = Instant::now();
+        let period = Duration::from_secs(1);
+        let (mut at, mut eager) = (t0, FIRST_READINESS_RETRY);
+        let mut offsets = Vec::new();
+        for _ in 0..10 {
+            (at, eager) = next_eager(at, eager, period);
+            offsets.push((at - t0).as_millis());
+        }
+        assert_eq!(offsets, [5, 15, 35, 75, 155, 315, 635, 1275, 2275, 3275]);
     }
 }

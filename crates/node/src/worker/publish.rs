@@ -38,6 +38,7 @@ impl Worker {
                 Ok(p) => {
                     self.last_status = Some(st);
                     self.pod = Arc::new(p);
+                    self.restart_after_status();
                     if let Some(r) = report {
                         crate::specialize::reported(
                             &self.ctx.events,
@@ -61,6 +62,21 @@ impl Worker {
     }
 
     pub(super) async fn write_timeline(&mut self) {
+        let tl = self.annotated_timeline();
+        let body = json!({"metadata": {"annotations": {timeline::ANNOTATION: serde_json::to_string(&tl).unwrap_or_default()}}});
+        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
+        match api.patch(&self.subject.name, &PatchParams::default(), &Patch::Merge(body)).await {
+            Ok(p) => {
+                self.pod = Arc::new(p);
+                self.rec.timeline = tl;
+                self.rec.timeline_written = true;
+            }
+            Err(e) => tracing::debug!(pod = %self.key(), error = %e, "timeline not written"),
+        }
+    }
+
+    /// The record's timeline with the scheduler's instants from the pod's annotations.
+    pub(super) fn annotated_timeline(&self) -> timeline::Timeline {
         let mut tl = self.rec.timeline.clone();
         let annotations = self.pod.metadata.annotations.clone().unwrap_or_default();
         let parse = |k: &str| annotations.get(k).and_then(|v| v.parse::<Timestamp>().ok());
@@ -78,15 +94,6 @@ impl Worker {
                 .as_ref()
                 .map(|t| t.0)
         });
-        let body = json!({"metadata": {"annotations": {timeline::ANNOTATION: serde_json::to_string(&tl).unwrap_or_default()}}});
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &self.subject.namespace);
-        match api.patch(&self.subject.name, &PatchParams::default(), &Patch::Merge(body)).await {
-            Ok(p) => {
-                self.pod = Arc::new(p);
-                self.rec.timeline = tl;
-                self.rec.timeline_written = true;
-            }
-            Err(e) => tracing::debug!(pod = %self.key(), error = %e, "timeline not written"),
-        }
+        tl
     }
 }

@@ -12,6 +12,14 @@ impl Worker {
         if result.is_ok() {
             crate::specialize::started(&self.pod, &mut self.rec, &name);
         }
+        if result.is_ok() {
+            let agent_us = crate::cpu::micros(agent_cpu);
+            self.restart_step(&name, |r| {
+                if let Some(c) = r.cpu.as_mut() {
+                    c.agent_us = agent_us;
+                }
+            });
+        }
         if result.is_ok()
             && !self.rec.timeline_written
             && let Some(tl) = self.rec.timeline.containers.iter_mut().find(|t| t.name == name)
@@ -59,6 +67,9 @@ impl Worker {
     ) -> Result<(), StartFailure> {
         let name = spec.name.clone();
         let init = self.rec.containers.get(&name).is_some_and(|c| c.init);
+        let prev_attempt = self.rec.containers.get(&name).map_or(0, |c| c.attempt);
+        // Dropped (and so exiting) when the start fails before it is used.
+        let early = self.early_shim.take();
         let mut tl = ContainerTimeline { name: name.clone(), init, ..Default::default() };
         // 1. The image.
         let image = self.ensure_image(spec, &mut tl).await?;
@@ -66,13 +77,21 @@ impl Worker {
         let fail = |reason: &'static str| {
             move |e: crate::env::ConfigError| StartFailure { reason, message: e.0 }
         };
-        let mut refs =
-            crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await.map_err(|e| {
-                StartFailure { reason: "CreateContainerConfigError", message: crate::report(&e) }
-            })?;
+        // Volumes are set up once per pod: later starts read only what env names.
+        let refs = if self.volumes.is_some() {
+            crate::refs::Refs::fetch_env(&self.ctx.client, &self.pod).await
+        } else {
+            crate::refs::Refs::fetch(&self.ctx.client, &self.pod).await
+        };
+        let mut refs = refs.map_err(|e| StartFailure {
+            reason: "CreateContainerConfigError",
+            message: crate::report(&e),
+        })?;
         let pod_ip = self.rec.ip.clone().unwrap_or_default();
         let host_ip = self.ctx.cfg.node_ip.to_string();
-        let services = crate::svcenv::fetch(&self.ctx.client, &self.pod, self.ctx.api_relay)
+        // A restart reads the node's Service cache; a first start asks the API (`svcenv`).
+        let cache = (restart || prev_attempt > 0).then_some(&self.ctx.services);
+        let services = crate::svcenv::fetch(&self.ctx.client, cache, &self.pod, self.ctx.api_relay)
             .await
             .map_err(|e| StartFailure {
                 reason: "CreateContainerConfigError",
@@ -97,6 +116,7 @@ impl Worker {
                 crate::volumes::token_files(&self.pod, &vdir, Some(&refs)),
             );
         }
+        self.restart_step(&name, |r| r.configured = Some(ts_now()));
         // 3. The bundle: an overlayfs rootfs over the image layers and config.json.
         let prev = self.rec.containers.get(&name).map_or(0, |c| c.attempt);
         let attempt = prev + 1;
@@ -113,6 +133,7 @@ impl Worker {
             crate::mount::remove(&cdir);
         }
         crate::mount::overlay(&image.layers, &cdir).map_err(|e| run_err(crate::report(&e)))?;
+        self.restart_step(&name, |r| r.rootfs = Some(ts_now()));
         let tlog = cdir.join("termination-log");
         let _ = std::fs::write(&tlog, b"");
         let netns = crate::cni::Network::netns_path(&self.rec.netns);
@@ -141,6 +162,7 @@ impl Worker {
             crate::mount::remove(&cdir);
             return Err(run_err(format!("writing {}: {e}", cfg_path.display())));
         }
+        self.restart_step(&name, |r| r.bundle = Some(ts_now()));
         let log = self.dir.join("logs").join(&name);
         let _ = std::fs::create_dir_all(&log);
         let log = log.join(format!("{attempt}.log"));
@@ -158,7 +180,12 @@ impl Worker {
             tty: spec.tty == Some(true),
             ..self.ctx.runtime.shim_spec(&id, &cdir, &log)
         };
-        let pid = match self.ctx.runtime.start(&self.ctx.cfg.shim, &shim).await {
+        let pid = match self
+            .ctx
+            .runtime
+            .start(&self.ctx.cfg.shim, &shim, take_early(early).await)
+            .await
+        {
             Ok((pid, cpu)) => {
                 tl.cpu = Some(cpu);
                 pid
@@ -173,6 +200,12 @@ impl Worker {
         };
         let started_at = ts_now();
         tl.started = Some(started_at);
+        self.restart_step(&name, |r| {
+            if r.attempt == attempt {
+                r.started = Some(started_at);
+                r.cpu = tl.cpu;
+            }
+        });
         self.ctx.events.emit(
             &self.subject,
             Some(&name),
@@ -376,5 +409,19 @@ impl Worker {
             .map(|s| (self.subject.namespace.clone(), s.name))
             .collect();
         crate::pull_options(&self.ctx, &secrets).await
+    }
+}
+
+/// The early shim of an in-place restart, once its spawn finished (`None` when it failed).
+async fn take_early(
+    h: Option<JoinHandle<crate::Result<crate::shim::Early>>>,
+) -> Option<crate::shim::Early> {
+    match h?.await {
+        Ok(Ok(e)) => Some(e),
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "no early shim");
+            None
+        }
+        Err(_) => None,
     }
 }

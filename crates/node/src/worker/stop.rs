@@ -24,14 +24,19 @@ impl Worker {
             {
                 self.ctx.events.emit(&self.subject, Some(name), true, "FailedPreStopHook", msg);
             }
+            self.restart_step(name, |r| r.signalled = Some(ts_now()));
             self.signal(name, &id, rustix::process::Signal::TERM).await;
             self.wait_exits(vec![exit.clone()], deadline, why == "delete").await;
         }
         if exit.borrow().is_none() {
+            self.restart_step(name, |r| {
+                r.signalled.get_or_insert_with(ts_now);
+            });
             self.signal(name, &id, rustix::process::Signal::KILL).await;
             let _ =
                 tokio::time::timeout(Duration::from_secs(10), exit.wait_for(Option::is_some)).await;
         }
+        self.restart_step(name, |r| r.exited = Some(ts_now()));
         self.finish(name).await;
     }
 

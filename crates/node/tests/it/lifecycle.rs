@@ -488,7 +488,7 @@ async fn readiness_is_probed_eagerly_until_the_first_success() {
     let c = Cluster::start().await;
     let image = kinetic_testkit::images::busybox(&c.registry, "eager", "v1", &[]).await.unwrap();
     // The server listens 300 ms after start; the probe period is 10 s. kubelet would find it
-    // ready only at the second probe, 10 s in; the agent retries after 25 ms, 50 ms, ...
+    // ready only at the second probe, 10 s in; the agent retries after 5 ms, 10 ms, ...
     c.create(
         "eager",
         json!({"containers": [{"name": "web", "image": image,

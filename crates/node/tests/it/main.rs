@@ -18,6 +18,7 @@
 mod claims;
 mod harness;
 mod incluster;
+mod inplace;
 mod kubelet_api;
 mod lifecycle;
 mod native_net;
