@@ -287,7 +287,15 @@ pub async fn run_until(
             }
             Ev::Local(key) | Ev::Remote(key) => {
                 if leads {
-                    activate(&client, &caches, &key).await;
+                    // Each activation is its own task: a burst of Services cold at once
+                    // (`kinetic bench coldstart`, issue 12) made the loop write their CloneSets
+                    // one after the other, the last scaled from zero seconds after the first
+                    // (its request waiting all along). Upstream's autoscaler runs one scaler per
+                    // revision (`pkg/autoscaler/scaling/multiscaler.go`; `Poke` wakes that one),
+                    // so no revision's scale from zero waits for another's. The write is
+                    // idempotent (`replicas` set to the activation scale while at zero).
+                    let (client, caches) = (client.clone(), caches.clone());
+                    tokio::spawn(async move { activate(&client, &caches, &key).await });
                 }
             }
             Ev::Tick if leads => {
@@ -302,6 +310,7 @@ pub async fn run_until(
 }
 
 /// The reflectors the loop decides from.
+#[derive(Clone)]
 struct Caches {
     revisions: Store<Revision>,
     clonesets: Store<CloneSet>,

@@ -9,6 +9,19 @@
 //! at each recent claim, so one outlier burst does not keep a large pool forever, while a
 //! burst that recurs does. The result is clamped to `[minReady, maxReady]`. Claims older than
 //! [`LOOKBACK`] are forgotten, so an idle pool shrinks back to `minReady`.
+//!
+//! # Bursts: concurrent claims, not the pool's answers
+//! The window count is what makes a burst visible: claims arriving within one replacement
+//! start-up of each other are concurrent, and the pool needs one ready pod for each. But the
+//! count is only as good as the history. A history of the pool's own pods claimed can never
+//! show more concurrent claims than the pool held (a burst of 50 on a pool of 4 shows 4: the
+//! other 46 consumers found it empty and made their pods otherwise), so the learned size
+//! would never grow past its current value (`kinetic bench coldstart`'s burst, issue 12). So a
+//! claim the pool could not answer counts too: an empty code pool's consumer makes a pod of the
+//! pool's runtime, labelled with the pool and stamped with the claim time
+//! (`kinetic_api::pool::CREATED_CLAIMED_ANNOTATION`), and the pool controller reads it into the
+//! history like any claimed pod. (An image pool's consumer creates a pod of its own template,
+//! which the pool does not see: its bursts are still under-counted.)
 
 use std::time::Duration;
 
@@ -101,9 +114,10 @@ pub fn size(
     let (size, reason) = clamp(
         demand,
         format!(
-            "p95 of {} claims per {} window is {demand} (busiest {busiest}; {measured}; last {}m)",
-            recent.len(),
+            "{demand} claims arrive within one replacement's start-up {} (p95 over {} claims; \
+             busiest {busiest} at once; {measured}; last {}m)",
             human(window),
+            recent.len(),
             LOOKBACK.as_secs() / 60
         ),
     );
@@ -204,6 +218,37 @@ mod tests {
                 want: 8,
             },
             Case {
+                name: "a_burst_seen_only_through_the_pools_own_pods_never_grows_the_pool",
+                // Bursts of 12 every 30 s on a pool of 4: only its 4 pods' claims recorded.
+                claims: (0..10).flat_map(|b| vec![f64::from(b) * 30.0; 4]).collect(),
+                startups: vec![1.5],
+                now: 300.0,
+                min: 1,
+                max: 20,
+                want: 4,
+            },
+            Case {
+                name: "a_burst_with_the_claims_the_pool_could_not_answer_is_covered",
+                // The same bursts with the 8 pods made claimed for the rest of each.
+                claims: (0..10).flat_map(|b| vec![f64::from(b) * 30.0; 12]).collect(),
+                startups: vec![1.5],
+                now: 300.0,
+                min: 1,
+                max: 20,
+                want: 12,
+            },
+            Case {
+                name: "a_burst_spread_over_more_than_a_start_up_needs_only_the_concurrent_part",
+                // 12 claims 0.5 s apart with a 1.5 s start-up: at most 3 arrive within one
+                // replacement's start, each replaced before the fourth comes.
+                claims: (0..10).flat_map(|b| every(f64::from(b) * 30.0, 0.5, 12)).collect(),
+                startups: vec![1.5],
+                now: 300.0,
+                min: 1,
+                max: 20,
+                want: 3,
+            },
+            Case {
                 name: "demand_is_capped_at_max_ready",
                 claims: every(0.0, 0.1, 1000),
                 startups: vec![2.0],
@@ -254,7 +299,7 @@ mod tests {
         expect_test::expect![[r#"
             Sizing {
                 size: 4,
-                reason: "p95 of 400 claims per 1.5s window is 6 (busiest 6; start-up p95 1.5s of 1 pods; last 10m); capped at maxReady 4",
+                reason: "6 claims arrive within one replacement's start-up 1.5s (p95 over 400 claims; busiest 6 at once; start-up p95 1.5s of 1 pods; last 10m); capped at maxReady 4",
                 recheck: Some(
                     500s,
                 ),
