@@ -217,6 +217,7 @@ pub fn render_pod(tl: &Timeline) -> String {
     }
 
     out += &render_cpu(tl);
+    out += &render_restart(tl);
 
     // The waterfall: every phase with both ends, on one time axis.
     let bars: Vec<(&str, f64, f64)> = ph
@@ -238,6 +239,48 @@ pub fn render_pod(tl: &Timeline) -> String {
         let bar = if b > a { "#".repeat(b - a) } else { "|".to_owned() };
         let _ = writeln!(out, "{label:label_w$}  {}{bar}", " ".repeat(a.min(chart_w - 1)));
     }
+    out
+}
+
+/// The pod's latest in-place container restart, step by step in the agent (issue 14); empty
+/// when it had none.
+fn render_restart(tl: &Timeline) -> String {
+    let Some(r) = &tl.restart else { return String::new() };
+    let Some(seen) = r.observed else { return String::new() };
+    let steps = [
+        ("SIGTERM sent", r.signalled),
+        ("old run's exit seen", r.exited),
+        ("image + config", r.configured),
+        ("rootfs mounted", r.rootfs),
+        ("config.json written", r.bundle),
+        ("new init started", r.started),
+        ("Running written", r.reported),
+        ("ready", r.ready),
+    ];
+    let mut prev = seen;
+    let mut rows = Vec::new();
+    for (label, at) in steps {
+        let Some(at) = at else { continue };
+        // `Running written` and `ready` both follow the start; each is timed from it.
+        let from = if matches!(label, "Running written" | "ready") {
+            r.started.unwrap_or(prev)
+        } else {
+            prev
+        };
+        rows.push(vec![label.to_owned(), fmt_ms(Some(ms(seen, at))), fmt_ms(Some(ms(from, at)))]);
+        if !matches!(label, "Running written" | "ready") {
+            prev = at;
+        }
+    }
+    let mut out = format!(
+        "\nlatest in-place restart: container {} (run {}), seen at {seen}{}\n",
+        r.container,
+        r.attempt,
+        r.started
+            .map(|s| format!("; {:.1} ms in the agent to its start", ms(seen, s)))
+            .unwrap_or_default()
+    );
+    out += &table(&["STEP", "AT ms", "STEP ms"], &[false, true, true], &rows);
     out
 }
 
@@ -433,6 +476,37 @@ mod tests {
 
     /// A pod with an init container pulling a fresh image and a cached app container;
     /// offsets in tenths of a millisecond.
+    #[test]
+    fn a_pod_shows_its_latest_in_place_restart_step_by_step() {
+        let mut tl = full();
+        assert!(!render_pod(&tl).contains("in-place restart"));
+        tl.restart = Some(timeline::RestartTimeline {
+            container: "web".into(),
+            attempt: 2,
+            observed: at(10_000),
+            signalled: at(10_001),
+            exited: at(10_004),
+            configured: at(10_005),
+            rootfs: at(10_006),
+            bundle: at(10_007),
+            started: at(10_015),
+            reported: at(10_018),
+            ready: at(10_020),
+            cpu: None,
+        });
+        let out = render_pod(&tl);
+        assert!(out.contains("latest in-place restart: container web (run 2)"), "{out}");
+        assert!(out.contains("1.5 ms in the agent to its start"), "{out}");
+        let line = |step: &str| out.lines().find(|l| l.starts_with(step)).unwrap().to_owned();
+        assert!(
+            line("old run's exit seen")
+                .split_whitespace()
+                .eq(["old", "run's", "exit", "seen", "0.4", "0.3"]),
+            "{out}"
+        );
+        assert!(line("ready").split_whitespace().eq(["ready", "2.0", "0.5"]), "{out}");
+    }
+
     fn full() -> Timeline {
         Timeline {
             created: at(0),
