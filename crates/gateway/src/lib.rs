@@ -170,6 +170,17 @@ impl Shared {
     fn table(&self) -> Arc<Active> {
         self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
+
+    /// Whether `t` is still the gateway's throttler of its revision. A request picks its
+    /// throttler from the table, then counts itself on it ([`Throttler::admit`]); a table swap
+    /// in between may have dropped that throttler as idle (its revision out of the table for a
+    /// moment) and a later one made a new throttler for the same revision, which the tables
+    /// update from then on. Asked after `admit`, the answer cannot go stale: an admitted
+    /// request makes the throttler non-idle, so it is kept.
+    fn is_current(&self, t: &Arc<Throttler>) -> bool {
+        let throttlers = self.throttlers.lock().unwrap_or_else(|e| e.into_inner());
+        throttlers.get(&t.key).is_some_and(|c| Arc::ptr_eq(c, t))
+    }
 }
 
 impl Gateway {
@@ -330,5 +341,51 @@ async fn serve(listener: TcpListener, shared: Arc<Shared>) {
                 tracing::debug!(%peer, error = %e, "gateway connection ended with an error");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// The race the load test `swapping_tables_under_load_loses_no_request` once lost: a
+    /// request picked a revision's throttler, a swap dropped the revision (its throttler idle,
+    /// so retired) and the next swap made a new throttler for it; the request, held on the
+    /// retired one, never saw the revision's endpoints again and got 504 after its timeout.
+    #[tokio::test]
+    async fn a_throttler_retired_by_a_swap_is_not_current_and_an_admitted_one_is_kept() {
+        let gw = Gateway::start("127.0.0.1:0".parse().unwrap(), Options::default()).await.unwrap();
+        let key = RevisionKey::new("default", "swap-00002");
+        let with = |endpoints: Vec<SocketAddr>| RoutingTable {
+            hosts: [(
+                "swap.default.example.com".to_owned(),
+                Route { targets: vec![Target { revision: key.clone(), percent: 100 }] },
+            )]
+            .into(),
+            revisions: [(key.clone(), Revision { endpoints, ..Revision::default() })].into(),
+        };
+        let without = RoutingTable::default();
+        let picked =
+            |gw: &Gateway| gw.shared.table().hosts["swap.default.example.com"].targets[0].1.clone();
+
+        gw.set_routes(with(vec![])).unwrap();
+        let old = picked(&gw);
+        assert!(gw.shared.is_current(&old));
+        gw.set_routes(without.clone()).unwrap();
+        gw.set_routes(with(vec!["127.0.0.1:9".parse().unwrap()])).unwrap();
+        let new = picked(&gw);
+        assert!(!gw.shared.is_current(&old), "the idle throttler was retired by the swap");
+        assert!(gw.shared.is_current(&new));
+
+        // Counted on its throttler first, a request keeps it through a swap that drops its
+        // revision, and the next table with the revision updates that same throttler.
+        let admitted = new.admit();
+        gw.set_routes(without).unwrap();
+        gw.set_routes(with(vec![])).unwrap();
+        assert!(gw.shared.is_current(&new));
+        assert!(Arc::ptr_eq(&picked(&gw), &new));
+        drop(admitted);
     }
 }

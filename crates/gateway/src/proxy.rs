@@ -43,20 +43,27 @@ pub(crate) async fn handle(
     let Some(host) = request_host(&req) else {
         return Ok(reply(StatusCode::BAD_REQUEST, "the request names no host (Host header)"));
     };
-    let table = shared.table();
-    let Some(route) = table.hosts.get(&host) else {
-        return Ok(reply(StatusCode::NOT_FOUND, &format!("no route for host {host:?}")));
+    // The throttler the route picks, once the request is counted on it; picked again when a
+    // table swap retired it in between (`Shared::is_current`: a request held on a retired
+    // throttler would never see its revision's endpoints again).
+    let (throttler, admission) = loop {
+        let table = shared.table();
+        let Some(route) = table.hosts.get(&host) else {
+            return Ok(reply(StatusCode::NOT_FOUND, &format!("no route for host {host:?}")));
+        };
+        let Some(throttler) = route.pick(rand::rng().random_range(0..route.total.max(1))) else {
+            return Ok(reply(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("the route of host {host:?} has no traffic target"),
+            ));
+        };
+        let throttler = throttler.clone();
+        drop(table);
+        let admission = throttler.admit();
+        if shared.is_current(&throttler) {
+            break (throttler, admission);
+        }
     };
-    let Some(throttler) = route.pick(rand::rng().random_range(0..route.total.max(1))) else {
-        return Ok(reply(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("the route of host {host:?} has no traffic target"),
-        ));
-    };
-    let throttler = throttler.clone();
-    drop(table);
-
-    let admission = throttler.admit();
     let limits = throttler.limits();
     let arrived = tokio::time::Instant::now();
     let deadline = arrived + limits.timeout;
