@@ -38,7 +38,6 @@ impl Worker {
                 Ok(p) => {
                     self.last_status = Some(st);
                     self.pod = Arc::new(p);
-                    self.restart_after_status();
                     if let Some(r) = report {
                         crate::specialize::reported(
                             &self.ctx.events,
@@ -47,6 +46,10 @@ impl Worker {
                             r,
                         );
                     }
+                    // After the specialisation's report is in the record: the restart record's
+                    // write carries the whole timeline, and one taken before would overwrite the
+                    // `specialization.ready` this write just stored.
+                    self.restart_after_status();
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 => self.gone = true,
                 Err(e) => {
