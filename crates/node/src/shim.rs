@@ -569,17 +569,7 @@ async fn spawn_runc(
         }
     }
     if let Some(t) = &terminal {
-        let rd = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
-        pumps.push(tokio::spawn(pump(
-            tokio::fs::File::from_std(std::fs::File::from(rd)),
-            wire::STDOUT,
-            log_tx.clone(),
-        )));
-        if spec.stdin {
-            let wr = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
-            stdin_sink =
-                Some(StdinSink::Terminal(tokio::fs::File::from_std(std::fs::File::from(wr))));
-        }
+        stdin_sink = relay_terminal(t, spec.stdin, &mut pumps, log_tx)?.or(stdin_sink);
     }
     let status = child.wait().await.map_err(|e| format!("waiting for runc: {e}"))?;
     // runc was this process's only child so far: the reaped children's CPU is its own and that
@@ -673,17 +663,7 @@ fn spawn_native(spec: &Spec, log_tx: &mpsc::Sender<ToLog>) -> std::result::Resul
     };
     let pid = crate::runtime::native::create(&spec.root, &spec.id, &spec.bundle, stdio)?;
     if let Some(t) = &terminal {
-        let rd = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
-        pumps.push(tokio::spawn(pump(
-            tokio::fs::File::from_std(std::fs::File::from(rd)),
-            wire::STDOUT,
-            log_tx.clone(),
-        )));
-        if spec.stdin {
-            let wr = t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"))?;
-            stdin_sink =
-                Some(StdinSink::Terminal(tokio::fs::File::from_std(std::fs::File::from(wr))));
-        }
+        stdin_sink = relay_terminal(t, spec.stdin, &mut pumps, log_tx)?.or(stdin_sink);
     }
     Ok(Started { pid, pumps, stdin_sink, terminal, runtime_cpu: Duration::ZERO })
 }
@@ -722,6 +702,20 @@ fn receive_terminal(l: &std::os::unix::net::UnixListener) -> io::Result<OwnedFd>
 
 /// Copies output to the log writer until end of file (or EIO: a terminal whose other side
 /// closed).
+/// Relays a container's terminal: its output to the log (as stdout), and, when the container
+/// takes stdin, the sink attach writes to.
+fn relay_terminal(
+    t: &OwnedFd,
+    stdin: bool,
+    pumps: &mut Vec<tokio::task::JoinHandle<()>>,
+    log_tx: &mpsc::Sender<ToLog>,
+) -> std::result::Result<Option<StdinSink>, String> {
+    let dup = || t.try_clone().map_err(|e| format!("duplicating the terminal: {e}"));
+    let file = |fd: OwnedFd| tokio::fs::File::from_std(std::fs::File::from(fd));
+    pumps.push(tokio::spawn(pump(file(dup()?), wire::STDOUT, log_tx.clone())));
+    Ok(if stdin { Some(StdinSink::Terminal(file(dup()?))) } else { None })
+}
+
 async fn pump<R: AsyncRead + Unpin>(mut r: R, stream: u8, tx: mpsc::Sender<ToLog>) {
     let mut buf = vec![0u8; 32 * 1024];
     loop {
